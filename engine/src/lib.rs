@@ -1,0 +1,36 @@
+//! logship-engine: a durable segment log with group commit, for databases to embed as their
+//! write-ahead log.
+//!
+//! [`Log::open`] recovers a log directory (cutting a torn tail, refusing corruption), then
+//! [`Log::append`] assigns dense LSNs at once and returns a [`Completion`] that resolves when the
+//! record is fdatasync'ed. One writer thread drains every queued append into one write and one
+//! fdatasync (group commit), pipelining the next write behind the previous flush. Completions can
+//! be awaited from any async runtime or waited on synchronously. Readers iterate from any LSN.
+//!
+//! The engine has no async runtime of its own and spawns two threads per log: the writer and the
+//! segment preallocator.
+#![deny(missing_docs)]
+
+mod completion;
+pub mod error;
+pub mod io;
+mod log;
+mod pool;
+pub mod options;
+mod reader;
+pub mod record;
+mod recovery;
+mod segment_set;
+pub mod segment;
+pub mod types;
+mod writer;
+
+pub use crate::completion::{Append, AppendBatch, Completion};
+pub use crate::error::{Error, Result};
+pub use crate::log::{AppendFuture, Log, LogStats, PurgeReport};
+pub use crate::options::{Durability, Options, RecoveryMode};
+pub use crate::reader::LogReader;
+pub use crate::record::Record;
+pub use crate::recovery::{verify, Corruption, RecoveryReport, TornTail, VerifyReport};
+pub use crate::types::{Epoch, Lsn};
+pub use bytes::Bytes;

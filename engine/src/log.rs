@@ -1,0 +1,523 @@
+//! [`Log`]: the public handle. Appenders assign LSNs and queue encoded records here; the writer
+//! thread (`writer.rs`) turns the queue into group commits; readers and retention work on the
+//! shared segment set.
+//!
+//! Locks, always taken in this order when nested: `segments`, then `queue.state`, then the
+//! watermark. Appenders hold `queue.state` only to assign LSNs and push; CRCs are computed before.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::completion::{Append, AppendBatch, Completion, Watermark};
+use crate::error::{Error, Result};
+use crate::io::{StdVfs, Vfs};
+use crate::options::{Durability, Options};
+use crate::pool::FreePool;
+use crate::reader::LogReader;
+use crate::record::{encode_header, encoded_len, payload_crc, RECORD_HEADER_BYTES};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment_set::Segment;
+use crate::types::{Epoch, Lsn};
+
+/// An item for the writer thread, in LSN order.
+pub(crate) enum Item {
+    /// An encoded record: its 32-byte header and its payload.
+    Record {
+        header: [u8; RECORD_HEADER_BYTES],
+        payload: Bytes,
+    },
+    /// Drop every record after `cut`; reply when durable.
+    Truncate {
+        cut: Lsn,
+        generation: u64,
+        reply: crossbeam_channel::Sender<Result<()>>,
+    },
+}
+
+/// Appenders → writer.
+#[derive(Default)]
+pub(crate) struct QueueState {
+    /// LSN the next append gets.
+    pub(crate) next_lsn: Lsn,
+    pub(crate) items: Vec<Item>,
+    /// Bytes of records queued or taken by the writer and not yet copied into a write buffer.
+    pub(crate) queued_bytes: usize,
+    /// Bumped by each truncation.
+    pub(crate) generation: u64,
+    pub(crate) poisoned: Option<String>,
+    pub(crate) closing: bool,
+    pub(crate) writer_waiting: bool,
+    pub(crate) space_wakers: Vec<Waker>,
+}
+
+pub(crate) struct Queue {
+    pub(crate) state: Mutex<QueueState>,
+    /// The writer waits here for work.
+    pub(crate) work: Condvar,
+    /// Appenders wait here for room.
+    pub(crate) space: Condvar,
+}
+
+/// Counters, readable at any time.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) records: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) rollovers: AtomicU64,
+    pub(crate) recycled: AtomicU64,
+}
+
+/// A snapshot of the log's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Records made durable since open.
+    pub records: u64,
+    /// Bytes (headers included) made durable since open.
+    pub bytes: u64,
+    /// Write operations (group commits) submitted.
+    pub writes: u64,
+    /// fdatasync calls completed.
+    pub syncs: u64,
+    /// Segments rolled over.
+    pub rollovers: u64,
+    /// Segment files reused from the free pool.
+    pub recycled: u64,
+}
+
+/// State shared by the handle, the writer, readers and the preallocator.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) vfs: Arc<dyn Vfs>,
+    pub(crate) options: Options,
+    pub(crate) queue: Queue,
+    pub(crate) watermark: Arc<Watermark>,
+    /// Sealed segments then the active one, in LSN order.
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    pub(crate) pool: Arc<FreePool>,
+    /// Highest LSN handed to the kernel (page cache), for readers that accept unsynced data.
+    pub(crate) written_lsn: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) backend: &'static str,
+}
+
+impl Shared {
+    pub(crate) fn first_lsn(&self) -> Lsn {
+        self.segments
+            .read()
+            .first()
+            .map(|s| s.base)
+            .expect("a log always has an active segment")
+    }
+}
+
+/// Result of [`Log::purge_before`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Segment files removed from the log.
+    pub segments_removed: usize,
+    /// Of those, files kept in the free pool for reuse.
+    pub segments_recycled: usize,
+    /// The log's first LSN afterwards.
+    pub first_lsn: Lsn,
+}
+
+/// A durable segment log. `Send + Sync`: share it with `Arc` and append from any thread.
+pub struct Log {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+    preallocator: Option<JoinHandle<()>>,
+    report: RecoveryReport,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.shared.dir)
+            .field("backend", &self.shared.backend)
+            .field("durable_lsn", &self.durable_lsn())
+            .finish()
+    }
+}
+
+impl Log {
+    /// Opens (or with `create_if_missing`, creates) the log in `dir`, recovering it first: a torn
+    /// record at the end of the last segment is cut and reported in [`Log::recovery_report`];
+    /// corruption elsewhere is refused.
+    ///
+    /// # Errors
+    /// [`Error::NotALog`] for a missing or foreign directory, [`Error::UnsupportedVersion`],
+    /// [`Error::Corruption`] naming file, offset and LSN, [`Error::InvalidOptions`],
+    /// [`Error::Io`], [`Error::BackendUnavailable`].
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
+        options.validate()?;
+        let vfs: Arc<dyn Vfs> = match &options.vfs {
+            Some(v) => Arc::clone(v),
+            None => Arc::new(StdVfs::new(options.backend)),
+        };
+        let dir = dir.as_ref().to_path_buf();
+        let recovered = recovery::recover(&*vfs, &dir, &options)?;
+        crate::writer::start(dir, vfs, options, recovered).map(
+            |(shared, writer, preallocator, report)| Log {
+                shared,
+                writer: Some(writer),
+                preallocator: Some(preallocator),
+                report,
+            },
+        )
+    }
+
+    /// What recovery found and did at open.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The hot-path backend in use: `"io_uring"`, `"portable"` or `"faulty"`.
+    pub fn backend(&self) -> &'static str {
+        self.shared.backend
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Appends one record with [`Durability::Durable`]. Returns at once with the LSN; blocks only
+    /// while the queue is full (backpressure).
+    ///
+    /// # Errors
+    /// [`Error::RecordTooLarge`], [`Error::Poisoned`], [`Error::Closed`].
+    pub fn append(&self, payload: Bytes) -> Result<Append> {
+        self.append_with(payload, Durability::Durable)
+    }
+
+    /// Appends one record with the given durability.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn append_with(&self, payload: Bytes, durability: Durability) -> Result<Append> {
+        let hasher = self.check_and_hash(&payload)?;
+        let need = encoded_len(payload.len());
+        let mut st = self.shared.queue.state.lock();
+        loop {
+            admit(&st)?;
+            if has_room(&st, need, self.shared.options.max_queue_bytes) {
+                break;
+            }
+            self.shared.queue.space.wait(&mut st);
+        }
+        let (lsn, generation) = push_record(&mut st, payload, &hasher);
+        self.wake_writer(&mut st);
+        drop(st);
+        Ok(Append::new(self.completion(lsn, generation, durability)))
+    }
+
+    /// Appends records with dense LSNs; they become durable together.
+    ///
+    /// # Errors
+    /// As [`Log::append`]; [`Error::InvalidOptions`] for an empty batch. Nothing is appended
+    /// when any record is too large.
+    pub fn append_batch<I>(&self, payloads: I) -> Result<AppendBatch>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        let records: Vec<(Bytes, crc32fast::Hasher)> = payloads
+            .into_iter()
+            .map(|p| self.check_and_hash(&p).map(|h| (p, h)))
+            .collect::<Result<_>>()?;
+        if records.is_empty() {
+            return Err(Error::InvalidOptions {
+                key: "payloads",
+                reason: "append_batch needs at least one record".into(),
+            });
+        }
+        let need: usize = records.iter().map(|(p, _)| encoded_len(p.len())).sum();
+        let mut st = self.shared.queue.state.lock();
+        loop {
+            admit(&st)?;
+            if has_room(&st, need, self.shared.options.max_queue_bytes) {
+                break;
+            }
+            self.shared.queue.space.wait(&mut st);
+        }
+        let first = st.next_lsn;
+        let mut last = (first, st.generation);
+        for (payload, hasher) in records {
+            last = push_record(&mut st, payload, &hasher);
+        }
+        self.wake_writer(&mut st);
+        drop(st);
+        let completion = self.completion(last.0, last.1, Durability::Durable);
+        Ok(AppendBatch::new(first, completion))
+    }
+
+    /// Appends one record, awaiting room in the queue instead of blocking the thread. The
+    /// returned [`Append`] is itself awaitable for durability.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it resolves appends nothing.
+    pub fn append_async(&self, payload: Bytes) -> AppendFuture<'_> {
+        AppendFuture {
+            log: self,
+            payload: Some(payload),
+        }
+    }
+
+    /// Blocks until every record appended so far is durable; returns the last LSN.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], [`Error::Closed`].
+    pub fn sync(&self) -> Result<Lsn> {
+        let (last, generation) = {
+            let st = self.shared.queue.state.lock();
+            (st.next_lsn.prev(), st.generation)
+        };
+        Completion::new(last, generation, Arc::clone(&self.shared.watermark)).wait()
+    }
+
+    /// Reads durable records from `from` on. The iterator ends when it reaches the durable end;
+    /// calling `next` again later continues as the log grows.
+    ///
+    /// # Errors
+    /// [`Error::Purged`] if `from` is below the first LSN held.
+    pub fn read_from(&self, from: Lsn) -> Result<LogReader> {
+        LogReader::new(Arc::clone(&self.shared), from, false)
+    }
+
+    /// Like [`Log::read_from`] but also returns records written to the file system and not yet
+    /// fdatasync'ed (they may vanish in a crash).
+    ///
+    /// # Errors
+    /// As [`Log::read_from`].
+    pub fn read_from_unsynced(&self, from: Lsn) -> Result<LogReader> {
+        LogReader::new(Arc::clone(&self.shared), from, true)
+    }
+
+    /// Removes every record after `cut`, durably, before returning. Appends queued before this
+    /// call are written first (and then removed if above `cut`); the next append gets `cut + 1`.
+    ///
+    /// # Errors
+    /// [`Error::LsnOutOfRange`] if `cut` is past the last LSN, [`Error::Purged`] if it is below
+    /// the first LSN minus one, [`Error::Poisoned`], [`Error::Io`].
+    pub fn truncate_after(&self, cut: Lsn) -> Result<()> {
+        let first = self.shared.first_lsn();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        {
+            let mut st = self.shared.queue.state.lock();
+            admit(&st)?;
+            let last = st.next_lsn.prev();
+            if cut > last {
+                return Err(Error::LsnOutOfRange {
+                    lsn: cut,
+                    first,
+                    last,
+                });
+            }
+            if cut.next() < first {
+                return Err(Error::Purged { lsn: cut, first });
+            }
+            st.generation += 1;
+            let generation = st.generation;
+            st.items.push(Item::Truncate {
+                cut,
+                generation,
+                reply: tx,
+            });
+            st.next_lsn = cut.next();
+            self.wake_writer(&mut st);
+        }
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Deletes (or keeps for reuse) every whole segment whose records are all below `lsn`.
+    /// The active segment is never removed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] on a failed delete or rename; the segments before it are gone.
+    pub fn purge_before(&self, lsn: Lsn) -> Result<PurgeReport> {
+        crate::segment_set::purge_before(&self.shared, lsn)
+    }
+
+    /// First LSN held (the next LSN to be appended, if the log is empty).
+    pub fn first_lsn(&self) -> Lsn {
+        self.shared.first_lsn()
+    }
+
+    /// Last LSN assigned to an append (durable or not); `Lsn::ZERO` in a new log.
+    pub fn last_lsn(&self) -> Lsn {
+        self.shared.queue.state.lock().next_lsn.prev()
+    }
+
+    /// Highest LSN that is durable along with every record before it.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.watermark.durable()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.shared.counters;
+        LogStats {
+            records: c.records.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+            rollovers: c.rollovers.load(Ordering::Relaxed),
+            recycled: c.recycled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes everything queued, waits for it, and stops the log's threads.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if the final writes failed.
+    pub fn close(mut self) -> Result<()> {
+        let result = self.sync().map(|_| ());
+        self.shutdown();
+        match result {
+            Err(Error::Closed) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn shutdown(&mut self) {
+        {
+            let mut st = self.shared.queue.state.lock();
+            st.closing = true;
+            self.shared.queue.work.notify_all();
+            self.shared.queue.space.notify_all();
+            for w in st.space_wakers.drain(..) {
+                w.wake();
+            }
+        }
+        if let Some(w) = self.writer.take() {
+            if w.join().is_err() {
+                tracing::error!("log writer thread panicked");
+            }
+        }
+        self.shared.pool.stop();
+        if let Some(p) = self.preallocator.take() {
+            if p.join().is_err() {
+                tracing::error!("segment preallocator thread panicked");
+            }
+        }
+    }
+
+    fn check_and_hash(&self, payload: &[u8]) -> Result<crc32fast::Hasher> {
+        let max = self.shared.options.max_record_bytes;
+        if payload.len() > max {
+            return Err(Error::RecordTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        Ok(payload_crc(payload))
+    }
+
+    fn wake_writer(&self, st: &mut QueueState) {
+        if st.writer_waiting {
+            st.writer_waiting = false;
+            self.shared.queue.work.notify_one();
+        }
+    }
+
+    fn completion(&self, lsn: Lsn, generation: u64, durability: Durability) -> Completion {
+        match durability {
+            Durability::Durable => {
+                Completion::new(lsn, generation, Arc::clone(&self.shared.watermark))
+            }
+            Durability::Buffered => Completion::ready(lsn),
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn admit(st: &QueueState) -> Result<()> {
+    if let Some(cause) = &st.poisoned {
+        return Err(Error::Poisoned {
+            cause: cause.clone(),
+        });
+    }
+    if st.closing {
+        return Err(Error::Closed);
+    }
+    Ok(())
+}
+
+/// A record larger than the whole queue bound is admitted alone into an empty queue.
+fn has_room(st: &QueueState, need: usize, max: usize) -> bool {
+    st.queued_bytes == 0 || st.queued_bytes + need <= max
+}
+
+fn push_record(st: &mut QueueState, payload: Bytes, hasher: &crc32fast::Hasher) -> (Lsn, u64) {
+    let lsn = st.next_lsn;
+    let header = encode_header(lsn, Epoch(0), payload.len(), hasher);
+    st.queued_bytes += encoded_len(payload.len());
+    st.items.push(Item::Record { header, payload });
+    st.next_lsn = lsn.next();
+    (lsn, st.generation)
+}
+
+/// Future of [`Log::append_async`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct AppendFuture<'a> {
+    log: &'a Log,
+    payload: Option<Bytes>,
+}
+
+impl Future for AppendFuture<'_> {
+    type Output = Result<Append>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Append>> {
+        let Some(payload) = self.payload.take() else {
+            return Poll::Ready(Err(Error::Closed));
+        };
+        let log = self.log;
+        let hasher = match log.check_and_hash(&payload) {
+            Ok(h) => h,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let mut st = log.shared.queue.state.lock();
+        if let Err(e) = admit(&st) {
+            return Poll::Ready(Err(e));
+        }
+        let need = encoded_len(payload.len());
+        if !has_room(&st, need, log.shared.options.max_queue_bytes) {
+            st.space_wakers.push(cx.waker().clone());
+            drop(st);
+            self.payload = Some(payload);
+            return Poll::Pending;
+        }
+        let (lsn, generation) = push_record(&mut st, payload, &hasher);
+        log.wake_writer(&mut st);
+        drop(st);
+        Poll::Ready(Ok(Append::new(log.completion(
+            lsn,
+            generation,
+            Durability::Durable,
+        ))))
+    }
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Record { payload, .. } => write!(f, "Record({} bytes)", payload.len()),
+            Item::Truncate { cut, .. } => write!(f, "Truncate({cut})"),
+        }
+    }
+}

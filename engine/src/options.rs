@@ -1,0 +1,146 @@
+//! Options for opening a log. Every field documents its meaning, default and bounds;
+//! [`Options::validate`] names the bad field.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::io::{Backend, Vfs};
+use crate::record::{MAX_PAYLOAD_BYTES, RECORD_HEADER_BYTES};
+use crate::segment::SEGMENT_HEADER_BYTES;
+
+/// Default segment size: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
+/// Default bound on bytes queued for the writer before appenders wait: 64 MiB.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 64 << 20;
+/// Default largest single write (group-commit batch): 4 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 20;
+/// Default largest payload: 16 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
+/// Default number of purged segment files kept for reuse.
+pub const DEFAULT_MAX_FREE_SEGMENTS: usize = 4;
+/// Smallest segment size accepted: 64 KiB.
+pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 << 10;
+
+/// What recovery does with a checksum failure that a crash cannot explain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Refuse to open with [`Error::Corruption`] naming the file, offset and LSN. The default.
+    #[default]
+    Strict,
+    /// Keep every record before the first corrupt one, cut the log there, and report what was
+    /// cut in the [`crate::RecoveryReport`]. For salvaging a damaged log on purpose.
+    TruncateAtCorruption,
+}
+
+/// When an append's completion resolves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// When the record is fdatasync'ed. The default.
+    #[default]
+    Durable,
+    /// At once: the record is queued for the next group commit but not waited for.
+    Buffered,
+}
+
+/// Options for [`crate::Log::open`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Create the log if the directory is empty or missing. Default `false`.
+    pub create_if_missing: bool,
+    /// Size of each segment file. Default 64 MiB; at least 64 KiB and large enough for one
+    /// maximum record. Applies to segments created from now on.
+    pub segment_size_bytes: u64,
+    /// Bytes of queued, unwritten records before appenders wait (backpressure). Default 64 MiB;
+    /// at least `max_record_bytes` plus one header.
+    pub max_queue_bytes: usize,
+    /// Largest group-commit write. Default 4 MiB; at least 4 KiB. A single record larger than
+    /// this is written alone.
+    pub max_batch_bytes: usize,
+    /// Largest payload accepted. Default 16 MiB; at most 256 MiB and what fits in a segment.
+    pub max_record_bytes: usize,
+    /// Purged segment files kept for reuse, so that steady-state writes overwrite allocated
+    /// blocks instead of extending files. Default 4.
+    pub max_free_segments: usize,
+    /// Fill new segment files with zeros before use (in a background thread, ahead of need), so
+    /// that writes into them are overwrites. Default `true`.
+    pub prezero_segments: bool,
+    /// Hot-path backend on the real file system. Default [`Backend::Auto`].
+    pub backend: Backend,
+    /// A file system to use instead of the real one (the fault-injecting one in tests).
+    pub vfs: Option<Arc<dyn Vfs>>,
+    /// What recovery does with corruption. Default [`RecoveryMode::Strict`].
+    pub recovery: RecoveryMode,
+    /// Check every record of every segment at open, not only the last segment's (where crashes
+    /// leave damage). Sealed segments' records are always checked by their CRCs when read.
+    /// Default `false`.
+    pub full_scan_on_open: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            create_if_missing: false,
+            segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_free_segments: DEFAULT_MAX_FREE_SEGMENTS,
+            prezero_segments: true,
+            backend: Backend::Auto,
+            vfs: None,
+            recovery: RecoveryMode::Strict,
+            full_scan_on_open: false,
+        }
+    }
+}
+
+impl Options {
+    /// Checks every bound; the error names the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key, reason: String| Err(Error::InvalidOptions { key, reason });
+        if self.max_record_bytes == 0 || self.max_record_bytes > MAX_PAYLOAD_BYTES {
+            return bad(
+                "max_record_bytes",
+                format!("{} is not in 1..={MAX_PAYLOAD_BYTES}", self.max_record_bytes),
+            );
+        }
+        if self.segment_size_bytes < MIN_SEGMENT_SIZE_BYTES {
+            return bad(
+                "segment_size_bytes",
+                format!("{} is below {MIN_SEGMENT_SIZE_BYTES}", self.segment_size_bytes),
+            );
+        }
+        let largest = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + self.max_record_bytes) as u64;
+        if self.segment_size_bytes < largest {
+            return bad(
+                "segment_size_bytes",
+                format!(
+                    "{} cannot hold one record of max_record_bytes={} (needs {largest})",
+                    self.segment_size_bytes, self.max_record_bytes
+                ),
+            );
+        }
+        if self.max_batch_bytes < 4096 {
+            return bad(
+                "max_batch_bytes",
+                format!("{} is below 4096", self.max_batch_bytes),
+            );
+        }
+        if self.max_queue_bytes < self.max_record_bytes + RECORD_HEADER_BYTES {
+            return bad(
+                "max_queue_bytes",
+                format!(
+                    "{} cannot hold one record of max_record_bytes={}",
+                    self.max_queue_bytes, self.max_record_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Capacity of each writer buffer: a full batch, or one maximum record.
+    pub(crate) fn write_buffer_bytes(&self) -> usize {
+        self.max_batch_bytes
+            .max(self.max_record_bytes + RECORD_HEADER_BYTES)
+    }
+}

@@ -1,0 +1,260 @@
+//! [`LogReader`]: iterates records from any LSN across segments.
+//!
+//! Sealed segments are read through a memory map (zero-copy: payloads are slices of the map);
+//! the active segment with `pread`, never past the bytes known to be written. Every record's CRC
+//! and LSN are checked as it is read. By default a reader stops at the durable watermark, so it
+//! never returns a record a crash could take back.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::log::Shared;
+use crate::record::{self, decode_header, Record, RECORD_HEADER_BYTES};
+use crate::segment_set::Segment;
+use crate::types::Lsn;
+
+/// Bytes read ahead from the active segment.
+const READ_AHEAD_BYTES: usize = 256 << 10;
+
+/// An iterator over records, from an LSN on. It ends at the durable end of the log (or the
+/// written end, for [`crate::Log::read_from_unsynced`]); calling `next` again later continues
+/// from there as the log grows. After an error it returns `None`.
+///
+/// A reader that runs across a [`crate::Log::truncate_after`] may end with an error; open a new
+/// reader after truncating.
+pub struct LogReader {
+    shared: Arc<Shared>,
+    next: Lsn,
+    unsynced: bool,
+    cursor: Option<Cursor>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("next", &self.next)
+            .field("unsynced", &self.unsynced)
+            .finish()
+    }
+}
+
+struct Cursor {
+    seg: Arc<Segment>,
+    /// Offset of the record `lsn`.
+    offset: u64,
+    lsn: Lsn,
+    source: Source,
+}
+
+enum Source {
+    Mapped(Bytes),
+    Read { data: Vec<u8>, start: u64 },
+}
+
+impl LogReader {
+    pub(crate) fn new(shared: Arc<Shared>, from: Lsn, unsynced: bool) -> Result<LogReader> {
+        let first = shared.first_lsn();
+        let from = if from == Lsn::ZERO { first } else { from };
+        if from < first {
+            return Err(Error::Purged { lsn: from, first });
+        }
+        Ok(LogReader {
+            shared,
+            next: from,
+            unsynced,
+            cursor: None,
+            failed: false,
+        })
+    }
+
+    /// The LSN the next call to `next` returns.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next
+    }
+
+    fn limit(&self) -> Lsn {
+        if self.unsynced {
+            Lsn(self.shared.written_lsn.load(Ordering::Acquire))
+        } else {
+            self.shared.watermark.durable()
+        }
+    }
+
+    fn position(&mut self) -> Result<()> {
+        let seg = {
+            let segs = self.shared.segments.read();
+            let first = segs.first().map_or(Lsn::FIRST, |s| s.base);
+            if self.next < first {
+                return Err(Error::Purged {
+                    lsn: self.next,
+                    first,
+                });
+            }
+            let i = segs.partition_point(|s| s.base <= self.next);
+            Arc::clone(&segs[i.max(1) - 1])
+        };
+        let (lsn, offset) = seg.locate(self.next);
+        let source = match seg.mapped() {
+            Some(map) => Source::Mapped(map),
+            None => Source::Read {
+                data: Vec::new(),
+                start: 0,
+            },
+        };
+        let mut cursor = Cursor {
+            seg,
+            offset,
+            lsn,
+            source,
+        };
+        while cursor.lsn < self.next {
+            let (_, len) = cursor.header_at()?;
+            cursor.offset += len;
+            cursor.lsn = cursor.lsn.next();
+        }
+        self.cursor = Some(cursor);
+        Ok(())
+    }
+
+    fn read_one(&mut self) -> Result<Record> {
+        let stale = match &self.cursor {
+            None => true,
+            Some(c) => c.lsn != self.next || self.next > c.seg.last_lsn(),
+        };
+        if stale {
+            self.position()?;
+        }
+        let c = self.cursor.as_mut().expect("positioned");
+        let rec = c.record()?;
+        c.offset += (RECORD_HEADER_BYTES + rec.payload.len()) as u64;
+        c.lsn = c.lsn.next();
+        Ok(rec)
+    }
+}
+
+impl Iterator for LogReader {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.failed || self.next > self.limit() {
+            return None;
+        }
+        match self.read_one() {
+            Ok(r) => {
+                self.next = self.next.next();
+                Some(Ok(r))
+            }
+            Err(_) if self.unsynced && self.next > self.shared.watermark.durable() => {
+                // Submitted but not yet in the page cache: not readable yet.
+                self.cursor = None;
+                None
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl Cursor {
+    fn corrupt(&self, reason: String) -> Error {
+        Error::Corruption {
+            segment: self.seg.path.clone(),
+            offset: self.offset,
+            lsn: self.lsn,
+            reason,
+        }
+    }
+
+    /// Makes `[offset, offset + len)` available; returns it.
+    fn bytes(&mut self, len: usize) -> Result<&[u8]> {
+        let off = self.offset;
+        match &mut self.source {
+            Source::Mapped(map) => {
+                let start = off as usize;
+                let end = start.saturating_add(len).min(map.len());
+                Ok(&map[start.min(end)..end])
+            }
+            Source::Read { data, start } => {
+                let have = off >= *start && off + len as u64 <= *start + data.len() as u64;
+                if !have {
+                    // Never buffer past the written end: bytes there may change.
+                    let written = self.seg.end_offset().max(off + len as u64);
+                    let want = (written - off).min(READ_AHEAD_BYTES.max(len) as u64) as usize;
+                    data.resize(want.max(len), 0);
+                    let n = self
+                        .seg
+                        .file
+                        .read_at(data, off)
+                        .map_err(|e| Error::io("read", &self.seg.path, e))?;
+                    data.truncate(n);
+                    *start = off;
+                }
+                let from = (off - *start) as usize;
+                let to = (from + len).min(data.len());
+                Ok(&data[from..to])
+            }
+        }
+    }
+
+    /// The header at the cursor, checked for its LSN; returns it and the record's total length.
+    fn header_at(&mut self) -> Result<(record::RecordHeader, u64)> {
+        let lsn = self.lsn;
+        let h = decode_header(self.bytes(RECORD_HEADER_BYTES)?).map_err(|e| self.corrupt(e.to_string()))?;
+        if h.lsn != lsn {
+            return Err(self.corrupt(format!("found LSN {} where {lsn} was expected", h.lsn)));
+        }
+        Ok((h, (RECORD_HEADER_BYTES + h.payload_len as usize) as u64))
+    }
+
+    fn record(&mut self) -> Result<Record> {
+        let (_, len) = self.header_at()?;
+        let len = len as usize;
+        let off = self.offset as usize;
+        let bytes = self.bytes(len)?;
+        let header = match record::decode(bytes) {
+            Ok(r) => r.header,
+            Err(e) => return Err(self.corrupt(e.to_string())),
+        };
+        let payload = match &self.source {
+            Source::Mapped(map) => map.slice(off + RECORD_HEADER_BYTES..off + len),
+            Source::Read { data, start } => {
+                let from = off - *start as usize + RECORD_HEADER_BYTES;
+                Bytes::copy_from_slice(&data[from..from + len - RECORD_HEADER_BYTES])
+            }
+        };
+        Ok(Record {
+            lsn: header.lsn,
+            epoch: header.epoch,
+            crc: header.crc,
+            payload,
+        })
+    }
+}
+
+/// Offset just after record `lsn` in `seg`, walking headers from the nearest index entry.
+pub(crate) fn record_end(seg: &Arc<Segment>, lsn: Lsn) -> Result<u64> {
+    let (start_lsn, offset) = seg.locate(lsn);
+    let mut cursor = Cursor {
+        seg: Arc::clone(seg),
+        offset,
+        lsn: start_lsn,
+        source: Source::Read {
+            data: Vec::new(),
+            start: 0,
+        },
+    };
+    loop {
+        let (_, len) = cursor.header_at()?;
+        cursor.offset += len;
+        if cursor.lsn == lsn {
+            return Ok(cursor.offset);
+        }
+        cursor.lsn = cursor.lsn.next();
+    }
+}

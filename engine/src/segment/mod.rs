@@ -1,0 +1,20 @@
+//! Segment files: naming, the segment header, and the log directory's marker file.
+//!
+//! A log directory holds:
+//! - `logship.meta`: the marker that makes a directory a logship log (written last at creation);
+//! - `<base LSN, 20 digits>.seg`: segments, named by their first LSN so a listing sorts in log order;
+//! - `free-<n>.seg`: purged or pre-zeroed segment files waiting to be reused;
+//! - `*.tmp`: files being prepared; removed at open.
+//!
+//! Every other name is foreign: the engine never touches it.
+
+mod header;
+mod meta;
+mod name;
+
+pub use header::{HeaderError, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC};
+pub use meta::{LogMeta, META_BYTES, META_FILE, META_MAGIC};
+pub use name::{classify, free_name, segment_name, EntryKind};
+
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;

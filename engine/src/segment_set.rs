@@ -1,0 +1,174 @@
+//! The in-memory view of the segments: where each one's records are, a sparse LSN → offset index,
+//! and retention (`purge_before`).
+//!
+//! Invariant: segments are in LSN order and contiguous (`next.base == prev.last_lsn + 1`), every
+//! segment but the last is sealed and was fully fdatasync'ed before its successor was named.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::io::VfsFile;
+use crate::log::{PurgeReport, Shared};
+use crate::segment::SEGMENT_HEADER_BYTES;
+use crate::types::Lsn;
+
+/// Distance between sparse index entries.
+const INDEX_INTERVAL_BYTES: u64 = 256 << 10;
+
+/// One segment file of the log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base: Lsn,
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn VfsFile>,
+    /// Bytes the segment may use (its file size when created).
+    pub(crate) capacity: u64,
+    /// The segment header's bound on unsynced bytes; the writer never exceeds it here.
+    pub(crate) window: u64,
+    last_lsn: AtomicU64,
+    end_offset: AtomicU64,
+    sealed: AtomicBool,
+    index: Mutex<Vec<(Lsn, u64)>>,
+    mapped: OnceLock<Option<Bytes>>,
+}
+
+/// Lets a memory map back `Bytes` without copying.
+struct MapOwner(memmap2::Mmap);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Segment {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        base: Lsn,
+        path: PathBuf,
+        file: Arc<dyn VfsFile>,
+        capacity: u64,
+        window: u64,
+        last_lsn: Lsn,
+        end_offset: u64,
+        index: Vec<(Lsn, u64)>,
+    ) -> Segment {
+        assert!(last_lsn.get() + 1 >= base.get(), "segment {base} ends before it starts");
+        Segment {
+            base,
+            path,
+            file,
+            capacity,
+            window,
+            last_lsn: AtomicU64::new(last_lsn.get()),
+            end_offset: AtomicU64::new(end_offset),
+            sealed: AtomicBool::new(false),
+            index: Mutex::new(index),
+            mapped: OnceLock::new(),
+        }
+    }
+
+    /// Last LSN written into this segment (`base - 1` when empty).
+    pub(crate) fn last_lsn(&self) -> Lsn {
+        Lsn(self.last_lsn.load(Ordering::Acquire))
+    }
+
+    /// Byte offset after the last written record.
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn seal(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    /// Records that `first..=last` were written at `first_offset..end_offset`.
+    pub(crate) fn note_written(&self, first: Lsn, first_offset: u64, last: Lsn, end_offset: u64) {
+        assert_eq!(first, self.last_lsn().next(), "gap in segment {}", self.base);
+        assert_eq!(first_offset, self.end_offset(), "hole in segment {}", self.base);
+        {
+            let mut index = self.index.lock();
+            let last_indexed = index.last().map_or(0, |e| e.1);
+            if index.is_empty() || first_offset - last_indexed >= INDEX_INTERVAL_BYTES {
+                index.push((first, first_offset));
+            }
+        }
+        self.end_offset.store(end_offset, Ordering::Release);
+        self.last_lsn.store(last.get(), Ordering::Release);
+    }
+
+    /// After truncation inside this segment: the records end at `lsn`, at `offset`.
+    pub(crate) fn cut(&self, lsn: Lsn, offset: u64) {
+        self.index.lock().retain(|e| e.0 <= lsn && e.1 < offset);
+        self.end_offset.store(offset, Ordering::Release);
+        self.last_lsn.store(lsn.get(), Ordering::Release);
+        self.sealed.store(false, Ordering::Release);
+    }
+
+    /// The nearest known record start at or before `lsn`.
+    pub(crate) fn locate(&self, lsn: Lsn) -> (Lsn, u64) {
+        let index = self.index.lock();
+        let i = index.partition_point(|e| e.0 <= lsn);
+        if i == 0 {
+            (self.base, SEGMENT_HEADER_BYTES as u64)
+        } else {
+            index[i - 1]
+        }
+    }
+
+    /// The whole file mapped, for sealed segments on file systems that can map.
+    pub(crate) fn mapped(&self) -> Option<Bytes> {
+        if !self.is_sealed() {
+            return None;
+        }
+        self.mapped
+            .get_or_init(|| match self.file.map()? {
+                Ok(map) => Some(Bytes::from_owner(MapOwner(map))),
+                Err(e) => {
+                    tracing::debug!(path = %self.path.display(), error = %e, "mmap failed; reading with pread");
+                    None
+                }
+            })
+            .clone()
+    }
+}
+
+/// Removes whole segments below `lsn` (never the active one).
+pub(crate) fn purge_before(shared: &Shared, lsn: Lsn) -> Result<PurgeReport> {
+    let removed: Vec<Arc<Segment>> = {
+        let mut segs = shared.segments.write();
+        let n = segs
+            .windows(2)
+            .take_while(|w| w[1].base <= lsn && w[0].is_sealed())
+            .count();
+        segs.drain(..n).collect()
+    };
+    let mut report = PurgeReport {
+        first_lsn: shared.first_lsn(),
+        ..PurgeReport::default()
+    };
+    // Oldest first, the directory synced after each: a crash leaves a log that starts later,
+    // never one with a hole.
+    for seg in removed {
+        let recycled = shared
+            .pool
+            .recycle(&seg.path)
+            .map_err(|e| Error::io("remove segment", &seg.path, e))?;
+        shared
+            .vfs
+            .sync_dir(&shared.dir)
+            .map_err(|e| Error::io("fsync directory", &shared.dir, e))?;
+        report.segments_removed += 1;
+        report.segments_recycled += usize::from(recycled);
+    }
+    Ok(report)
+}

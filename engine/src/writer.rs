@@ -1,0 +1,484 @@
+//! The writer thread: group commit.
+//!
+//! One thread owns the write queue (the io_uring ring on the default backend). Each turn it takes
+//! every record queued so far, copies as many as fit into one buffer, and submits one write plus
+//! one fdatasync. While that flush is in flight it builds and submits the next batch (at most
+//! `PIPELINE_DEPTH` operations in flight), so a batch's write overlaps the previous flush. No
+//! timer: an idle log commits a lone record at once.
+//!
+//! Batches complete in any order but are acknowledged in LSN order: the durable watermark moves
+//! to a batch's last LSN only when it and every earlier batch are synced. A failed write or
+//! fdatasync poisons the log: nothing at or after it is ever reported durable, the fdatasync is
+//! never retried (after a failed fsync the kernel may have dropped the dirty pages), and every
+//! later call fails until the log is reopened from what is on disk.
+//!
+//! Invariants: every segment but the active one was fully synced before the active one was named;
+//! at most `PIPELINE_DEPTH × buffer` bytes are written and unsynced, which is the window recovery
+//! uses to tell a torn write from corruption (stored in each segment's header).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::completion::Watermark;
+use crate::error::{Error, Result};
+use crate::io::{Backend, OpenMode, QueueConfig, Vfs, VfsFile, WriteCompletion, WriteOp, WriteQueue};
+use crate::log::{Counters, Item, Queue, QueueState, Shared};
+use crate::options::Options;
+use crate::pool::{create_file, FreePool};
+use crate::reader::record_end;
+use crate::record::RECORD_HEADER_BYTES;
+use crate::recovery::{write_segment_header, Recovered, RecoveryReport};
+use crate::segment::{segment_name, SEGMENT_HEADER_BYTES};
+use crate::segment_set::Segment;
+use crate::types::Lsn;
+
+/// Write operations in flight at once: one flushing, one being written behind it.
+pub(crate) const PIPELINE_DEPTH: usize = 2;
+
+type Started = (Arc<Shared>, JoinHandle<()>, JoinHandle<()>, RecoveryReport);
+
+/// Builds the shared state from a recovered directory and starts the writer and preallocator.
+pub(crate) fn start(
+    dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
+    options: Options,
+    recovered: Recovered,
+) -> Result<Started> {
+    let config = QueueConfig {
+        depth: PIPELINE_DEPTH,
+        buffer_bytes: options.write_buffer_bytes(),
+    };
+    let queue = vfs.write_queue(&config).map_err(|e| match options.backend {
+        Backend::IoUring => Error::BackendUnavailable {
+            backend: "io_uring",
+            reason: e.to_string(),
+        },
+        _ => Error::io("create write queue", &dir, e),
+    })?;
+    let backend = queue.name();
+    tracing::info!(dir = %dir.display(), backend, "log opened");
+    let pool = Arc::new(FreePool::new(
+        dir.clone(),
+        Arc::clone(&vfs),
+        options.segment_size_bytes,
+        options.prezero_segments,
+        options.max_free_segments,
+        recovered.free,
+    ));
+    let segments: Vec<Arc<Segment>> = recovered.segments.into_iter().map(Arc::new).collect();
+    let active = Arc::clone(segments.last().expect("recovery yields a segment"));
+    let durable = recovered.next_lsn.prev();
+    let shared = Arc::new(Shared {
+        dir,
+        vfs,
+        options,
+        queue: Queue {
+            state: Mutex::new(QueueState {
+                next_lsn: recovered.next_lsn,
+                ..QueueState::default()
+            }),
+            work: Condvar::new(),
+            space: Condvar::new(),
+        },
+        watermark: Arc::new(Watermark::new(durable)),
+        segments: RwLock::new(segments),
+        pool: Arc::clone(&pool),
+        written_lsn: AtomicU64::new(durable.get()),
+        counters: Counters::default(),
+        backend,
+    });
+    let window = (PIPELINE_DEPTH * config.buffer_bytes) as u64;
+    let writer = Writer {
+        must_roll: active.window < window,
+        shared: Arc::clone(&shared),
+        queue,
+        active,
+        window,
+        pending: VecDeque::new(),
+        flights: VecDeque::new(),
+        next_token: 0,
+        completions: Vec::new(),
+        next_lsn: recovered.next_lsn,
+    };
+    let spawn_err = |e| Error::io("spawn thread", &shared.dir, e);
+    let w = thread::Builder::new()
+        .name("logship-writer".into())
+        .spawn(move || writer.run())
+        .map_err(spawn_err)?;
+    let p = thread::Builder::new()
+        .name("logship-prealloc".into())
+        .spawn(move || pool.run())
+        .map_err(spawn_err)?;
+    Ok((shared, w, p, recovered.report))
+}
+
+/// One submitted batch.
+#[derive(Debug)]
+struct Flight {
+    token: u64,
+    last: Lsn,
+    records: u64,
+    bytes: u64,
+    outcome: Option<Result<(), String>>,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    queue: Box<dyn WriteQueue>,
+    active: Arc<Segment>,
+    /// Unsynced-bytes bound written into new segment headers.
+    window: u64,
+    /// The active segment was made by a writer with a smaller window: roll before writing.
+    must_roll: bool,
+    pending: VecDeque<Item>,
+    flights: VecDeque<Flight>,
+    next_token: u64,
+    completions: Vec<WriteCompletion>,
+    /// LSN of the next record to write.
+    next_lsn: Lsn,
+}
+
+impl Writer {
+    fn run(mut self) {
+        if let Err(cause) = self.main_loop() {
+            self.poison(cause);
+        }
+        self.shared.watermark.close();
+    }
+
+    fn main_loop(&mut self) -> Result<(), String> {
+        loop {
+            if self.pending.is_empty() && !self.take_items(self.flights.is_empty()) {
+                return Ok(());
+            }
+            match self.pending.front() {
+                Some(Item::Truncate { .. }) => {
+                    self.drain()?;
+                    let item = self.pending.pop_front().expect("front exists");
+                    self.truncate(item)?;
+                    continue;
+                }
+                Some(Item::Record { .. }) if self.flights.len() < PIPELINE_DEPTH => {
+                    self.write_batch()?;
+                    continue;
+                }
+                _ => {}
+            }
+            if !self.flights.is_empty() {
+                self.reap(1)?;
+            }
+        }
+    }
+
+    /// Moves queued items into `pending`. Blocks for work only when `block`. Returns false when
+    /// the log is closing and nothing is left to do.
+    fn take_items(&mut self, block: bool) -> bool {
+        let q = &self.shared.queue;
+        let mut st = q.state.lock();
+        while st.items.is_empty() {
+            if st.closing && self.flights.is_empty() {
+                return false;
+            }
+            if !block || st.closing {
+                return true;
+            }
+            st.writer_waiting = true;
+            q.work.wait(&mut st);
+        }
+        st.writer_waiting = false;
+        self.pending.extend(st.items.drain(..));
+        true
+    }
+
+    fn write_batch(&mut self) -> Result<(), String> {
+        let first_len = match self.pending.front() {
+            Some(Item::Record { payload, .. }) => (RECORD_HEADER_BYTES + payload.len()) as u64,
+            _ => unreachable!("write_batch starts at a record"),
+        };
+        if self.must_roll || self.active.end_offset() + first_len > self.active.capacity {
+            self.drain()?;
+            self.rollover()?;
+        }
+        let mut buf = self
+            .queue
+            .take_buffer()
+            .expect("a free buffer while fewer than PIPELINE_DEPTH operations are in flight");
+        let seg = Arc::clone(&self.active);
+        let start = seg.end_offset();
+        let mut end = start;
+        let mut records = 0u64;
+        while let Some(Item::Record { header, payload }) = self.pending.front() {
+            let len = RECORD_HEADER_BYTES + payload.len();
+            if len > buf.remaining() || end + len as u64 > seg.capacity {
+                break;
+            }
+            debug_assert_eq!(
+                u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
+                self.next_lsn.get() + records,
+                "records reach the writer out of LSN order"
+            );
+            buf.extend_from_slice(header);
+            buf.extend_from_slice(payload);
+            end += len as u64;
+            records += 1;
+            self.pending.pop_front();
+        }
+        assert!(records > 0, "a batch holds at least one record");
+        let first = self.next_lsn;
+        let last = Lsn(first.get() + records - 1);
+        self.release_queue_bytes((end - start) as usize);
+        seg.note_written(first, start, last, end);
+        self.shared.written_lsn.store(last.get(), Ordering::Release);
+        self.next_lsn = last.next();
+        let token = self.next_token;
+        self.next_token += 1;
+        self.flights.push_back(Flight {
+            token,
+            last,
+            records,
+            bytes: end - start,
+            outcome: None,
+        });
+        self.shared.counters.writes.fetch_add(1, Ordering::Relaxed);
+        if end > seg.capacity / 2 {
+            self.shared.pool.request_spare();
+        }
+        self.queue
+            .submit(WriteOp {
+                token,
+                file: Arc::clone(&seg.file),
+                offset: start,
+                buf,
+                sync: true,
+            })
+            .map_err(|e| format!("submitting a write to {}: {e}", seg.path.display()))
+    }
+
+    /// Bytes copied into a write buffer no longer count against the queue bound.
+    fn release_queue_bytes(&self, bytes: usize) {
+        let q = &self.shared.queue;
+        let mut st = q.state.lock();
+        st.queued_bytes = st.queued_bytes.saturating_sub(bytes);
+        let wakers: Vec<_> = st.space_wakers.drain(..).collect();
+        drop(st);
+        q.space.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Reaps at least `min` completions and acknowledges every batch that is durable in order.
+    fn reap(&mut self, min: usize) -> Result<(), String> {
+        self.completions.clear();
+        self.queue
+            .wait(min, &mut self.completions)
+            .map_err(|e| format!("waiting for write completions: {e}"))?;
+        for c in self.completions.drain(..) {
+            let flight = self
+                .flights
+                .iter_mut()
+                .find(|f| f.token == c.token)
+                .expect("a completion matches a flight");
+            flight.outcome = Some(c.result.map_err(|(step, e)| {
+                let op = match step {
+                    crate::io::FailedStep::Write => "write",
+                    crate::io::FailedStep::Sync => "fdatasync",
+                };
+                format!("{op} of {} failed: {e}", self.active.path.display())
+            }));
+        }
+        while let Some(f) = self.flights.front() {
+            match &f.outcome {
+                None => break,
+                Some(Err(cause)) => return Err(cause.clone()),
+                Some(Ok(())) => {
+                    let c = &self.shared.counters;
+                    c.records.fetch_add(f.records, Ordering::Relaxed);
+                    c.bytes.fetch_add(f.bytes, Ordering::Relaxed);
+                    c.syncs.fetch_add(1, Ordering::Relaxed);
+                    self.shared.watermark.advance(f.last);
+                    self.flights.pop_front();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<(), String> {
+        while !self.flights.is_empty() {
+            self.reap(1)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment at `next_lsn`. Everything before it is synced (the caller drained),
+    /// so only the last segment can ever hold a torn write.
+    fn rollover(&mut self) -> Result<(), String> {
+        assert!(self.flights.is_empty(), "rollover with writes in flight");
+        let base = self.next_lsn;
+        let old = Arc::clone(&self.active);
+        let replaces_empty = old.last_lsn() < old.base;
+        let (path, file, capacity) = self
+            .prepare_segment_file(base)
+            .map_err(|e| format!("starting segment {base}: {e}"))?;
+        let seg = Arc::new(Segment::new(
+            base,
+            path,
+            file,
+            capacity,
+            self.window,
+            base.prev(),
+            SEGMENT_HEADER_BYTES as u64,
+            Vec::new(),
+        ));
+        {
+            let mut segs = self.shared.segments.write();
+            if replaces_empty {
+                // An empty segment with the same base was just replaced by rename.
+                segs.pop();
+            } else {
+                old.seal();
+            }
+            segs.push(Arc::clone(&seg));
+        }
+        self.active = seg;
+        self.must_roll = false;
+        self.shared.counters.rollovers.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes a pooled file (or creates one), writes and syncs the header, then names it.
+    fn prepare_segment_file(&self, base: Lsn) -> Result<(PathBuf, Arc<dyn VfsFile>, u64)> {
+        let vfs = &*self.shared.vfs;
+        let dir = &self.shared.dir;
+        let size = self.shared.options.segment_size_bytes;
+        let (src, file) = match self.shared.pool.take() {
+            Some(p) => {
+                let f = vfs.open(&p, OpenMode::ReadWrite).map_err(|e| Error::io("open", &p, e))?;
+                f.allocate(size).map_err(|e| Error::io("fallocate", &p, e))?;
+                self.shared.counters.recycled.fetch_add(1, Ordering::Relaxed);
+                (p, f)
+            }
+            None => {
+                let p = self.shared.pool.fresh_path();
+                let f = create_file(vfs, &p, size, false).map_err(|e| Error::io("create", &p, e))?;
+                (p, f)
+            }
+        };
+        let capacity = file.len().map_err(|e| Error::io("stat", &src, e))?.max(size);
+        write_segment_header(&*file, base, capacity, self.window)?;
+        let dest = dir.join(segment_name(base));
+        vfs.rename(&src, &dest).map_err(|e| Error::io("rename", &src, e))?;
+        vfs.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+        Ok((dest, file, capacity))
+    }
+
+    fn truncate(&mut self, item: Item) -> Result<(), String> {
+        let Item::Truncate {
+            cut,
+            generation,
+            reply,
+        } = item
+        else {
+            unreachable!("truncate takes a truncate item");
+        };
+        match self.truncate_files(cut) {
+            Ok(()) => {
+                self.shared.watermark.truncated(cut, generation);
+                // The caller may have given up waiting; that is not the writer's problem.
+                let _ = reply.send(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let cause = format!("truncating after LSN {cut}: {e}");
+                let _ = reply.send(Err(Error::Poisoned {
+                    cause: cause.clone(),
+                }));
+                Err(cause)
+            }
+        }
+    }
+
+    /// Deletes the segments after the one holding `cut + 1` (newest first, syncing the directory
+    /// after each, so a crash never leaves a hole), then zeroes that segment's tail and syncs.
+    fn truncate_files(&mut self, cut: Lsn) -> Result<()> {
+        assert!(self.flights.is_empty(), "truncate with writes in flight");
+        let vfs = &*self.shared.vfs;
+        let dir = &self.shared.dir;
+        let seg = {
+            let mut segs = self.shared.segments.write();
+            let keep = segs.partition_point(|s| s.base <= cut.next());
+            assert!(keep >= 1, "truncate below the first segment was refused by the caller");
+            while segs.len() > keep {
+                let s = segs.pop().expect("len > keep");
+                vfs.remove_file(&s.path).map_err(|e| Error::io("remove", &s.path, e))?;
+                vfs.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+            }
+            Arc::clone(&segs[keep - 1])
+        };
+        let offset = if cut < seg.base {
+            SEGMENT_HEADER_BYTES as u64
+        } else {
+            record_end(&seg, cut)?
+        };
+        zero_tail(&*seg.file, offset, seg.end_offset())?;
+        seg.cut(cut, offset);
+        self.must_roll = seg.window < self.window;
+        self.active = seg;
+        self.next_lsn = cut.next();
+        self.shared.written_lsn.store(cut.get(), Ordering::Release);
+        Ok(())
+    }
+
+    fn poison(&mut self, cause: String) {
+        tracing::error!(dir = %self.shared.dir.display(), %cause, "log poisoned: every pending and later append fails until the log is reopened");
+        self.shared.watermark.poison(cause.clone());
+        let items: Vec<Item> = {
+            let mut st = self.shared.queue.state.lock();
+            st.poisoned = Some(cause.clone());
+            st.queued_bytes = 0;
+            for w in st.space_wakers.drain(..) {
+                w.wake();
+            }
+            self.shared.queue.space.notify_all();
+            st.items.drain(..).collect()
+        };
+        for item in self.pending.drain(..).chain(items) {
+            if let Item::Truncate { reply, .. } = item {
+                let _ = reply.send(Err(Error::Poisoned {
+                    cause: cause.clone(),
+                }));
+            }
+        }
+        // The kernel owns in-flight buffers until their completions arrive.
+        let mut sink = Vec::new();
+        while self.queue.in_flight() > 0 {
+            if self.queue.wait(1, &mut sink).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Zeroes `[from, to)` and syncs.
+fn zero_tail(file: &dyn VfsFile, from: u64, to: u64) -> Result<()> {
+    const CHUNK: usize = 1 << 20;
+    if from >= to {
+        return Ok(());
+    }
+    let zeros = vec![0u8; CHUNK];
+    let mut off = from;
+    while off < to {
+        let n = ((to - off) as usize).min(CHUNK);
+        file.write_all_at(&zeros[..n], off)
+            .map_err(|e| Error::io("zero truncated tail", file.path(), e))?;
+        off += n as u64;
+    }
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", file.path(), e))
+}

@@ -1,0 +1,158 @@
+//! Behaviour of the log on real files and on the fault-injecting file system.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use logship_engine::io::{Backend, FaultConfig, FaultyVfs};
+use logship_engine::{Durability, Error, Log, Lsn, Options};
+
+fn small(backend: Backend) -> Options {
+    Options {
+        create_if_missing: true,
+        segment_size_bytes: 64 << 10,
+        max_record_bytes: 8 << 10,
+        max_batch_bytes: 16 << 10,
+        max_queue_bytes: 256 << 10,
+        backend,
+        ..Options::default()
+    }
+}
+
+fn payload(i: u64) -> Bytes {
+    Bytes::from(format!("record-{i}-{}", "x".repeat((i % 300) as usize)))
+}
+
+fn read_all(log: &Log) -> Vec<(Lsn, Bytes)> {
+    log.read_from(Lsn::ZERO)
+        .expect("reader")
+        .map(|r| r.map(|r| (r.lsn, r.payload)).expect("record"))
+        .collect()
+}
+
+#[test]
+fn append_read_reopen_across_segments_on_both_backends() {
+    for backend in [Backend::Portable, Backend::Auto] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let log = Log::open(&path, small(backend)).unwrap();
+        let mut last = Lsn::ZERO;
+        for i in 1..=2000u64 {
+            let a = log.append(payload(i)).unwrap();
+            assert_eq!(a.lsn(), Lsn(i));
+            if i % 100 == 0 {
+                last = a.wait().unwrap();
+            }
+        }
+        assert_eq!(last, Lsn(2000));
+        assert!(log.stats().rollovers > 3, "{:?}", log.stats());
+        let got = read_all(&log);
+        assert_eq!(got.len(), 2000);
+        for (i, (lsn, p)) in got.iter().enumerate() {
+            assert_eq!(*lsn, Lsn(i as u64 + 1));
+            assert_eq!(*p, payload(i as u64 + 1));
+        }
+        log.close().unwrap();
+        let log = Log::open(&path, small(backend)).unwrap();
+        assert!(log.recovery_report().torn_tail.is_none());
+        assert_eq!(log.last_lsn(), Lsn(2000));
+        assert_eq!(read_all(&log).len(), 2000);
+        assert_eq!(log.append(payload(2001)).unwrap().wait().unwrap(), Lsn(2001));
+        let v = logship_engine::verify(&path).unwrap();
+        assert!(v.is_clean(), "{v:?}");
+        assert_eq!(v.records, 2001);
+    }
+}
+
+#[test]
+fn concurrent_appenders_get_dense_lsns() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), small(Backend::Auto)).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..300u64 {
+                    log.append(payload(t * 1000 + i)).unwrap().wait().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(log.durable_lsn(), Lsn(2400));
+    assert_eq!(read_all(&log).len(), 2400);
+}
+
+#[test]
+fn truncate_purge_and_recycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Log::open(&path, small(Backend::Auto)).unwrap();
+    for i in 1..=3000u64 {
+        let _ = log.append(payload(i)).unwrap();
+    }
+    log.sync().unwrap();
+    log.truncate_after(Lsn(1234)).unwrap();
+    assert_eq!(log.last_lsn(), Lsn(1234));
+    assert_eq!(log.append(Bytes::from_static(b"new")).unwrap().wait().unwrap(), Lsn(1235));
+    let all = read_all(&log);
+    assert_eq!(all.len(), 1235);
+    assert_eq!(all[1234].1, Bytes::from_static(b"new"));
+    let r = log.purge_before(Lsn(1000)).unwrap();
+    assert!(r.segments_removed > 0);
+    assert!(log.first_lsn() <= Lsn(1000));
+    assert!(matches!(log.read_from(Lsn(1)), Err(Error::Purged { .. })));
+    for i in 0..3000u64 {
+        let _ = log.append(payload(i)).unwrap();
+    }
+    log.sync().unwrap();
+    assert!(log.stats().recycled > 0, "{:?}", log.stats());
+    let first = log.first_lsn();
+    let n = read_all(&log).len() as u64;
+    assert_eq!(first.get() + n - 1, log.last_lsn().get());
+    log.close().unwrap();
+    let log = Log::open(&path, small(Backend::Auto)).unwrap();
+    assert_eq!(log.first_lsn(), first);
+    assert_eq!(read_all(&log).len() as u64, n);
+    assert!(logship_engine::verify(&path).unwrap().is_clean());
+}
+
+#[test]
+fn buffered_appends_return_at_once_and_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("log"), small(Backend::Auto)).unwrap();
+    for i in 1..=100 {
+        let a = log.append_with(payload(i), Durability::Buffered).unwrap();
+        assert!(a.into_completion().is_done());
+    }
+    assert_eq!(log.sync().unwrap(), Lsn(100));
+}
+
+#[test]
+fn failed_fdatasync_poisons_and_reopen_recovers_acknowledged() {
+    let vfs = FaultyVfs::new(7);
+    let opts = Options {
+        vfs: Some(Arc::new(vfs.clone())),
+        ..small(Backend::Portable)
+    };
+    let path = std::path::PathBuf::from("/faulty/log");
+    let log = Log::open(&path, opts.clone()).unwrap();
+    let mut acked = Vec::new();
+    for i in 1..=50 {
+        acked.push(log.append(payload(i)).unwrap().wait().unwrap());
+    }
+    vfs.set_faults(FaultConfig {
+        fail_sync_after: Some(1),
+        ..FaultConfig::default()
+    });
+    let failed = log.append(payload(51)).unwrap().wait();
+    assert!(matches!(failed, Err(Error::Poisoned { .. })), "{failed:?}");
+    assert!(matches!(log.append(payload(52)), Err(Error::Poisoned { .. })));
+    drop(log);
+    vfs.set_faults(FaultConfig::default());
+    vfs.crash();
+    let log = Log::open(&path, opts).unwrap();
+    let got = read_all(&log);
+    assert_eq!(got.len(), 50, "exactly the acknowledged records survive");
+}
