@@ -206,9 +206,11 @@ impl Future for Completion {
             Status::Pending => {
                 // Replace a waker this completion registered on an earlier poll.
                 let waker = cx.waker();
-                if let Some(slot) = st.wakers.iter_mut().find(|(l, g, w)| {
-                    *l == self.lsn && *g == self.generation && w.will_wake(waker)
-                }) {
+                if let Some(slot) = st
+                    .wakers
+                    .iter_mut()
+                    .find(|(l, g, w)| *l == self.lsn && *g == self.generation && w.will_wake(waker))
+                {
                     slot.2 = waker.clone();
                 } else {
                     st.wakers.push((self.lsn, self.generation, waker.clone()));

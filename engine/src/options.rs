@@ -101,13 +101,19 @@ impl Options {
         if self.max_record_bytes == 0 || self.max_record_bytes > MAX_PAYLOAD_BYTES {
             return bad(
                 "max_record_bytes",
-                format!("{} is not in 1..={MAX_PAYLOAD_BYTES}", self.max_record_bytes),
+                format!(
+                    "{} is not in 1..={MAX_PAYLOAD_BYTES}",
+                    self.max_record_bytes
+                ),
             );
         }
         if self.segment_size_bytes < MIN_SEGMENT_SIZE_BYTES {
             return bad(
                 "segment_size_bytes",
-                format!("{} is below {MIN_SEGMENT_SIZE_BYTES}", self.segment_size_bytes),
+                format!(
+                    "{} is below {MIN_SEGMENT_SIZE_BYTES}",
+                    self.segment_size_bytes
+                ),
             );
         }
         let largest = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + self.max_record_bytes) as u64;

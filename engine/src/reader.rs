@@ -205,7 +205,8 @@ impl Cursor {
     /// The header at the cursor, checked for its LSN; returns it and the record's total length.
     fn header_at(&mut self) -> Result<(record::RecordHeader, u64)> {
         let lsn = self.lsn;
-        let h = decode_header(self.bytes(RECORD_HEADER_BYTES)?).map_err(|e| self.corrupt(e.to_string()))?;
+        let h = decode_header(self.bytes(RECORD_HEADER_BYTES)?)
+            .map_err(|e| self.corrupt(e.to_string()))?;
         if h.lsn != lsn {
             return Err(self.corrupt(format!("found LSN {} where {lsn} was expected", h.lsn)));
         }

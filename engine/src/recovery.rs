@@ -205,7 +205,9 @@ struct Future {
 }
 
 fn find_future_records(bytes: &[u8], from: usize, expected: Lsn) -> Option<Future> {
-    let plausible_max = expected.get().saturating_add((bytes.len() / RECORD_HEADER_BYTES) as u64);
+    let plausible_max = expected
+        .get()
+        .saturating_add((bytes.len() / RECORD_HEADER_BYTES) as u64);
     let mut found: Option<Future> = None;
     let mut off = from;
     while off + RECORD_HEADER_BYTES <= bytes.len() {
@@ -429,7 +431,8 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, options: &Options) -> Result<Re
     let mut listing = list(vfs, dir)?;
     let mut created = false;
     if !listing.has_meta {
-        let empty = listing.segments.is_empty() && listing.free.is_empty() && listing.foreign.is_empty();
+        let empty =
+            listing.segments.is_empty() && listing.free.is_empty() && listing.foreign.is_empty();
         if !(options.create_if_missing && empty) {
             return Err(not_a_log(dir, &listing));
         }
@@ -499,7 +502,9 @@ fn open_segment(vfs: &dyn Vfs, dir: &Path, base: Lsn, mode: OpenMode) -> Result<
                 supported: FORMAT_VERSION,
             })
         }
-        Err(HeaderError::Magic) => return Err(corrupt("segment header has the wrong magic".into())),
+        Err(HeaderError::Magic) => {
+            return Err(corrupt("segment header has the wrong magic".into()))
+        }
         Err(HeaderError::Truncated(n)) => {
             return Err(corrupt(format!("segment header truncated to {n} bytes")))
         }
@@ -521,9 +526,7 @@ fn open_segment(vfs: &dyn Vfs, dir: &Path, base: Lsn, mode: OpenMode) -> Result<
 
 /// Reads a whole file with `read_at` (not a map, so that an EIO is an error, not a SIGBUS).
 fn read_all(file: &dyn VfsFile) -> Result<Vec<u8>> {
-    let len = file
-        .len()
-        .map_err(|e| Error::io("stat", file.path(), e))?;
+    let len = file.len().map_err(|e| Error::io("stat", file.path(), e))?;
     let len = usize::try_from(len).map_err(|_| Error::Corruption {
         segment: file.path().to_path_buf(),
         offset: 0,
@@ -562,9 +565,8 @@ fn recover_segments(
                 });
             }
         }
-        if next_base.is_some() && !options.full_scan_on_open {
-            let seg = sealed_unscanned(o, next_base.expect("checked"));
-            segments.push(seg);
+        if let (Some(nb), false) = (next_base, options.full_scan_on_open) {
+            segments.push(sealed_unscanned(o, nb));
             continue;
         }
         let bytes = read_all(&*o.file)?;
@@ -691,7 +693,8 @@ fn zero_range(file: &dyn VfsFile, from: u64, to: u64, current: &[u8]) -> Result<
 fn remove_after(vfs: &dyn Vfs, dir: &Path, bases: &[Lsn]) -> Result<usize> {
     for base in bases.iter().rev() {
         let p = dir.join(segment_name(*base));
-        vfs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+        vfs.remove_file(&p)
+            .map_err(|e| Error::io("remove", &p, e))?;
         vfs.sync_dir(dir)
             .map_err(|e| Error::io("fsync directory", dir, e))?;
     }
@@ -731,7 +734,13 @@ pub fn verify_with(vfs: &dyn Vfs, dir: &Path) -> Result<VerifyReport> {
     };
     report.last_lsn = report.first_lsn.prev();
     for (i, &base) in listing.segments.iter().enumerate() {
-        verify_segment(vfs, dir, base, listing.segments.get(i + 1).copied(), &mut report)?;
+        verify_segment(
+            vfs,
+            dir,
+            base,
+            listing.segments.get(i + 1).copied(),
+            &mut report,
+        )?;
     }
     Ok(report)
 }
@@ -810,7 +819,12 @@ mod tests {
         .encode()
         .to_vec();
         for lsn in records {
-            encode_into(&mut b, Lsn(lsn), Epoch(0), format!("record {lsn}").as_bytes());
+            encode_into(
+                &mut b,
+                Lsn(lsn),
+                Epoch(0),
+                format!("record {lsn}").as_bytes(),
+            );
         }
         b.resize(size, 0);
         b

@@ -58,7 +58,10 @@ impl Segment {
         end_offset: u64,
         index: Vec<(Lsn, u64)>,
     ) -> Segment {
-        assert!(last_lsn.get() + 1 >= base.get(), "segment {base} ends before it starts");
+        assert!(
+            last_lsn.get() + 1 >= base.get(),
+            "segment {base} ends before it starts"
+        );
         Segment {
             base,
             path,
@@ -93,8 +96,18 @@ impl Segment {
 
     /// Records that `first..=last` were written at `first_offset..end_offset`.
     pub(crate) fn note_written(&self, first: Lsn, first_offset: u64, last: Lsn, end_offset: u64) {
-        assert_eq!(first, self.last_lsn().next(), "gap in segment {}", self.base);
-        assert_eq!(first_offset, self.end_offset(), "hole in segment {}", self.base);
+        assert_eq!(
+            first,
+            self.last_lsn().next(),
+            "gap in segment {}",
+            self.base
+        );
+        assert_eq!(
+            first_offset,
+            self.end_offset(),
+            "hole in segment {}",
+            self.base
+        );
         {
             let mut index = self.index.lock();
             let last_indexed = index.last().map_or(0, |e| e.1);

@@ -26,7 +26,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::completion::Watermark;
 use crate::error::{Error, Result};
-use crate::io::{Backend, OpenMode, QueueConfig, Vfs, VfsFile, WriteCompletion, WriteOp, WriteQueue};
+use crate::io::{
+    Backend, OpenMode, QueueConfig, Vfs, VfsFile, WriteCompletion, WriteOp, WriteQueue,
+};
 use crate::log::{Counters, Item, Queue, QueueState, Shared};
 use crate::options::Options;
 use crate::pool::{create_file, FreePool};
@@ -53,13 +55,15 @@ pub(crate) fn start(
         depth: PIPELINE_DEPTH,
         buffer_bytes: options.write_buffer_bytes(),
     };
-    let queue = vfs.write_queue(&config).map_err(|e| match options.backend {
-        Backend::IoUring => Error::BackendUnavailable {
-            backend: "io_uring",
-            reason: e.to_string(),
-        },
-        _ => Error::io("create write queue", &dir, e),
-    })?;
+    let queue = vfs
+        .write_queue(&config)
+        .map_err(|e| match options.backend {
+            Backend::IoUring => Error::BackendUnavailable {
+                backend: "io_uring",
+                reason: e.to_string(),
+            },
+            _ => Error::io("create write queue", &dir, e),
+        })?;
     let backend = queue.name();
     tracing::info!(dir = %dir.display(), backend, "log opened");
     let pool = Arc::new(FreePool::new(
@@ -348,7 +352,10 @@ impl Writer {
         }
         self.active = seg;
         self.must_roll = false;
-        self.shared.counters.rollovers.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .rollovers
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -359,22 +366,34 @@ impl Writer {
         let size = self.shared.options.segment_size_bytes;
         let (src, file) = match self.shared.pool.take() {
             Some(p) => {
-                let f = vfs.open(&p, OpenMode::ReadWrite).map_err(|e| Error::io("open", &p, e))?;
-                f.allocate(size).map_err(|e| Error::io("fallocate", &p, e))?;
-                self.shared.counters.recycled.fetch_add(1, Ordering::Relaxed);
+                let f = vfs
+                    .open(&p, OpenMode::ReadWrite)
+                    .map_err(|e| Error::io("open", &p, e))?;
+                f.allocate(size)
+                    .map_err(|e| Error::io("fallocate", &p, e))?;
+                self.shared
+                    .counters
+                    .recycled
+                    .fetch_add(1, Ordering::Relaxed);
                 (p, f)
             }
             None => {
                 let p = self.shared.pool.fresh_path();
-                let f = create_file(vfs, &p, size, false).map_err(|e| Error::io("create", &p, e))?;
+                let f =
+                    create_file(vfs, &p, size, false).map_err(|e| Error::io("create", &p, e))?;
                 (p, f)
             }
         };
-        let capacity = file.len().map_err(|e| Error::io("stat", &src, e))?.max(size);
+        let capacity = file
+            .len()
+            .map_err(|e| Error::io("stat", &src, e))?
+            .max(size);
         write_segment_header(&*file, base, capacity, self.window)?;
         let dest = dir.join(segment_name(base));
-        vfs.rename(&src, &dest).map_err(|e| Error::io("rename", &src, e))?;
-        vfs.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+        vfs.rename(&src, &dest)
+            .map_err(|e| Error::io("rename", &src, e))?;
+        vfs.sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
         Ok((dest, file, capacity))
     }
 
@@ -413,11 +432,16 @@ impl Writer {
         let seg = {
             let mut segs = self.shared.segments.write();
             let keep = segs.partition_point(|s| s.base <= cut.next());
-            assert!(keep >= 1, "truncate below the first segment was refused by the caller");
+            assert!(
+                keep >= 1,
+                "truncate below the first segment was refused by the caller"
+            );
             while segs.len() > keep {
                 let s = segs.pop().expect("len > keep");
-                vfs.remove_file(&s.path).map_err(|e| Error::io("remove", &s.path, e))?;
-                vfs.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+                vfs.remove_file(&s.path)
+                    .map_err(|e| Error::io("remove", &s.path, e))?;
+                vfs.sync_dir(dir)
+                    .map_err(|e| Error::io("fsync directory", dir, e))?;
             }
             Arc::clone(&segs[keep - 1])
         };

@@ -1,5 +1,6 @@
 //! Behaviour of the log on real files and on the fault-injecting file system.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -56,7 +57,10 @@ fn append_read_reopen_across_segments_on_both_backends() {
         assert!(log.recovery_report().torn_tail.is_none());
         assert_eq!(log.last_lsn(), Lsn(2000));
         assert_eq!(read_all(&log).len(), 2000);
-        assert_eq!(log.append(payload(2001)).unwrap().wait().unwrap(), Lsn(2001));
+        assert_eq!(
+            log.append(payload(2001)).unwrap().wait().unwrap(),
+            Lsn(2001)
+        );
         let v = logship_engine::verify(&path).unwrap();
         assert!(v.is_clean(), "{v:?}");
         assert_eq!(v.records, 2001);
@@ -95,7 +99,13 @@ fn truncate_purge_and_recycle() {
     log.sync().unwrap();
     log.truncate_after(Lsn(1234)).unwrap();
     assert_eq!(log.last_lsn(), Lsn(1234));
-    assert_eq!(log.append(Bytes::from_static(b"new")).unwrap().wait().unwrap(), Lsn(1235));
+    assert_eq!(
+        log.append(Bytes::from_static(b"new"))
+            .unwrap()
+            .wait()
+            .unwrap(),
+        Lsn(1235)
+    );
     let all = read_all(&log);
     assert_eq!(all.len(), 1235);
     assert_eq!(all[1234].1, Bytes::from_static(b"new"));
@@ -148,11 +158,76 @@ fn failed_fdatasync_poisons_and_reopen_recovers_acknowledged() {
     });
     let failed = log.append(payload(51)).unwrap().wait();
     assert!(matches!(failed, Err(Error::Poisoned { .. })), "{failed:?}");
-    assert!(matches!(log.append(payload(52)), Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        log.append(payload(52)),
+        Err(Error::Poisoned { .. })
+    ));
     drop(log);
     vfs.set_faults(FaultConfig::default());
     vfs.crash();
     let log = Log::open(&path, opts).unwrap();
     let got = read_all(&log);
     assert_eq!(got.len(), 50, "exactly the acknowledged records survive");
+}
+
+/// A minimal executor: the engine promises completions work under any runtime, including none.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn completions_can_be_awaited_and_backpressure_awaits() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        max_queue_bytes: 16 << 10,
+        ..small(Backend::Auto)
+    };
+    let log = Log::open(dir.path().join("log"), opts).unwrap();
+    let lsns = block_on(async {
+        let mut out = Vec::new();
+        for i in 1..=500u64 {
+            let a = log.append_async(payload(i)).await.unwrap();
+            if i % 50 == 0 {
+                out.push(a.await.unwrap());
+            }
+        }
+        out
+    });
+    assert_eq!(lsns.last(), Some(&Lsn(500)));
+    let batch = log
+        .append_batch((0..10).map(|i| payload(1000 + i)))
+        .unwrap();
+    assert_eq!((batch.first_lsn(), batch.last_lsn()), (Lsn(501), Lsn(510)));
+    assert_eq!(block_on(batch.into_future()).unwrap(), Lsn(510));
+}
+
+#[test]
+fn oversized_records_and_bad_options_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("log"), small(Backend::Auto)).unwrap();
+    let big = Bytes::from(vec![0u8; (8 << 10) + 1]);
+    assert!(matches!(log.append(big), Err(Error::RecordTooLarge { .. })));
+    let bad = Options {
+        segment_size_bytes: 1000,
+        ..small(Backend::Auto)
+    };
+    match Log::open(dir.path().join("other"), bad) {
+        Err(Error::InvalidOptions { key, .. }) => assert_eq!(key, "segment_size_bytes"),
+        other => panic!("{other:?}"),
+    }
 }

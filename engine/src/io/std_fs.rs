@@ -130,7 +130,10 @@ impl VfsFile for StdFile {
 
     fn allocate(&self, len: u64) -> io::Result<()> {
         let Ok(len_off) = libc::off_t::try_from(len) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "length too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "length too large",
+            ));
         };
         #[allow(unsafe_code)]
         // SAFETY: fallocate on a descriptor we own, with no pointers involved.

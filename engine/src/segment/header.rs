@@ -95,7 +95,9 @@ impl SegmentHeader {
             )));
         }
         if u32_at(12) as usize != SEGMENT_HEADER_BYTES || u32_at(56) != 0 {
-            return Err(HeaderError::Invalid("bad header length or reserved bits".into()));
+            return Err(HeaderError::Invalid(
+                "bad header length or reserved bits".into(),
+            ));
         }
         let header = SegmentHeader {
             base_lsn: Lsn(u64_at(16)),
@@ -129,8 +131,14 @@ mod tests {
         for bit in 0..SEGMENT_HEADER_BYTES * 8 {
             let mut c = b;
             c[bit / 8] ^= 1 << (bit % 8);
-            assert!(SegmentHeader::decode(&c).is_err(), "bit {bit} flip accepted");
+            assert!(
+                SegmentHeader::decode(&c).is_err(),
+                "bit {bit} flip accepted"
+            );
         }
-        assert_eq!(SegmentHeader::decode(&b[..10]), Err(HeaderError::Truncated(10)));
+        assert_eq!(
+            SegmentHeader::decode(&b[..10]),
+            Err(HeaderError::Truncated(10))
+        );
     }
 }
