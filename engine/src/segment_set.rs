@@ -138,6 +138,12 @@ impl Segment {
         }
     }
 
+    /// True once a reader mapped the file: its payloads may still be alive as zero-copy slices,
+    /// so the file must never be reused (overwritten), only unlinked.
+    pub(crate) fn was_mapped(&self) -> bool {
+        matches!(self.mapped.get(), Some(Some(_)))
+    }
+
     /// The whole file mapped, for sealed segments on file systems that can map.
     pub(crate) fn mapped(&self) -> Option<Bytes> {
         if !self.is_sealed() {
@@ -172,10 +178,12 @@ pub(crate) fn purge_before(shared: &Shared, lsn: Lsn) -> Result<PurgeReport> {
     // Oldest first, the directory synced after each: a crash leaves a log that starts later,
     // never one with a hole.
     for seg in removed {
-        let recycled = shared
-            .pool
-            .recycle(&seg.path)
-            .map_err(|e| Error::io("remove segment", &seg.path, e))?;
+        let recycled = if seg.was_mapped() {
+            shared.vfs.remove_file(&seg.path).map(|()| false)
+        } else {
+            shared.pool.recycle(&seg.path)
+        }
+        .map_err(|e| Error::io("remove segment", &seg.path, e))?;
         shared
             .vfs
             .sync_dir(&shared.dir)
