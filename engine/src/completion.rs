@@ -9,30 +9,84 @@
 //! log's truncation generation: a record of an older generation was made durable before the
 //! truncation ran (the writer drains every earlier record first), so it completes `Ok`.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::types::Lsn;
 
+/// Waiters a woken thread wakes in turn, so that waking a whole group commit is a tree spread
+/// over the woken threads instead of a loop on the writer thread.
+const WAKE_FANOUT: usize = 2;
+
 /// The shared durable watermark.
+///
+/// `durable` and `generation` are atomics so a completion can check itself without a lock.
+/// Waiters that must sleep register in a min-heap keyed by `(generation, lsn)`: advancing the
+/// watermark pops exactly the satisfied ones (a prefix), so a waiter whose record is in a later
+/// batch is never woken early.
 #[derive(Debug, Default)]
 pub(crate) struct Watermark {
-    state: Mutex<WatermarkState>,
-    cond: Condvar,
+    durable: AtomicU64,
+    generation: AtomicU64,
+    failed: AtomicBool,
+    waiters: Mutex<Waiters>,
 }
 
 #[derive(Debug, Default)]
-struct WatermarkState {
-    durable: Lsn,
-    generation: u64,
+struct Waiters {
+    heap: BinaryHeap<Reverse<Waiter>>,
+    /// Satisfied threads not woken yet; woken threads wake these in turn.
+    ready: Vec<SleepingThread>,
     poisoned: Option<String>,
     closed: bool,
-    wakers: Vec<(Lsn, u64, Waker)>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    generation: u64,
+    lsn: Lsn,
+    wake: Wake,
+}
+
+#[derive(Debug)]
+enum Wake {
+    Thread(SleepingThread),
+    Task(Waker),
+}
+
+/// A thread in [`Completion::wait`]. `waiting` turns false when it leaves, so wakers skip it:
+/// a thread that left can no longer pass the wake-up chain on, but one that is still waiting
+/// will, because every thread calls `help_wake` on its way out.
+#[derive(Debug)]
+struct SleepingThread {
+    thread: Thread,
+    waiting: Arc<AtomicBool>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        (self.generation, self.lsn) == (other.generation, other.lsn)
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.generation, self.lsn).cmp(&(other.generation, other.lsn))
+    }
 }
 
 /// What a completion sees when it looks.
@@ -41,90 +95,157 @@ enum Status {
     Pending,
 }
 
-impl WatermarkState {
-    fn status(&self, lsn: Lsn, generation: u64) -> Status {
-        if generation < self.generation || (generation == self.generation && lsn <= self.durable) {
-            return Status::Done(Ok(lsn));
-        }
-        if let Some(cause) = &self.poisoned {
-            return Status::Done(Err(Error::Poisoned {
-                cause: cause.clone(),
-            }));
-        }
-        if self.closed {
-            return Status::Done(Err(Error::Closed));
-        }
-        Status::Pending
-    }
-}
-
 impl Watermark {
     pub(crate) fn new(durable: Lsn) -> Watermark {
         Watermark {
-            state: Mutex::new(WatermarkState {
-                durable,
-                ..WatermarkState::default()
-            }),
-            cond: Condvar::new(),
+            durable: AtomicU64::new(durable.get()),
+            ..Watermark::default()
         }
     }
 
     pub(crate) fn durable(&self) -> Lsn {
-        self.state.lock().durable
+        Lsn(self.durable.load(Ordering::Acquire))
     }
 
-    /// Advances the watermark and wakes everyone it satisfies.
+    /// Success is decided from the atomics alone; `generation` is read before `durable`, and
+    /// `truncated` stores them in the opposite order, so a new-generation completion never sees
+    /// the old generation's larger watermark.
+    fn succeeded(&self, lsn: Lsn, generation: u64) -> bool {
+        let g = self.generation.load(Ordering::Acquire);
+        let d = self.durable.load(Ordering::Acquire);
+        generation < g || (generation == g && lsn.get() <= d)
+    }
+
+    fn status(&self, lsn: Lsn, generation: u64) -> Status {
+        if self.succeeded(lsn, generation) {
+            return Status::Done(Ok(lsn));
+        }
+        if !self.failed.load(Ordering::Acquire) {
+            return Status::Pending;
+        }
+        let w = self.waiters.lock();
+        Self::failure(&w).map_or(Status::Pending, |e| Status::Done(Err(e)))
+    }
+
+    fn failure(w: &Waiters) -> Option<Error> {
+        if let Some(cause) = &w.poisoned {
+            return Some(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        w.closed.then_some(Error::Closed)
+    }
+
+    /// Advances the watermark and wakes exactly the waiters it satisfies.
     pub(crate) fn advance(&self, durable: Lsn) {
-        let mut st = self.state.lock();
+        let old = self.durable.swap(durable.get(), Ordering::AcqRel);
         assert!(
-            durable >= st.durable,
-            "durable LSN regressed: old={} new={durable}",
-            st.durable
+            durable.get() >= old,
+            "durable LSN regressed: old={old} new={durable}"
         );
-        st.durable = durable;
-        self.wake(st);
+        self.release_satisfied();
     }
 
     /// After a truncation to `cut`: a new generation whose watermark is `cut`.
     pub(crate) fn truncated(&self, cut: Lsn, generation: u64) {
-        let mut st = self.state.lock();
-        assert!(generation > st.generation, "generation must grow");
-        st.generation = generation;
-        st.durable = cut;
-        self.wake(st);
+        assert!(
+            generation > self.generation.load(Ordering::Acquire),
+            "generation must grow"
+        );
+        self.durable.store(cut.get(), Ordering::Release);
+        self.generation.store(generation, Ordering::Release);
+        self.release_satisfied();
     }
 
     /// Fails every pending completion with `Poisoned`.
     pub(crate) fn poison(&self, cause: String) {
-        let mut st = self.state.lock();
-        if st.poisoned.is_none() {
-            st.poisoned = Some(cause);
+        let mut w = self.waiters.lock();
+        if w.poisoned.is_none() {
+            w.poisoned = Some(cause);
         }
-        self.wake(st);
+        self.fail_all(w);
     }
 
     /// Fails every pending completion with `Closed` (the writer exited).
     pub(crate) fn close(&self) {
-        let mut st = self.state.lock();
-        st.closed = true;
-        self.wake(st);
+        let mut w = self.waiters.lock();
+        w.closed = true;
+        self.fail_all(w);
     }
 
-    fn wake(&self, mut st: parking_lot::MutexGuard<'_, WatermarkState>) {
-        let mut ready = Vec::new();
-        let mut i = 0;
-        while i < st.wakers.len() {
-            let (lsn, generation, _) = &st.wakers[i];
-            if matches!(st.status(*lsn, *generation), Status::Done(_)) {
-                ready.push(st.wakers.swap_remove(i).2);
-            } else {
-                i += 1;
+    fn fail_all(&self, mut w: parking_lot::MutexGuard<'_, Waiters>) {
+        self.failed.store(true, Ordering::Release);
+        let all: Vec<Waiter> = w.heap.drain().map(|r| r.0).collect();
+        drop(w);
+        for waiter in all {
+            waiter.wake.wake();
+        }
+    }
+
+    fn release_satisfied(&self) {
+        let g = self.generation.load(Ordering::Acquire);
+        let d = self.durable.load(Ordering::Acquire);
+        let mut tasks = Vec::new();
+        {
+            let mut w = self.waiters.lock();
+            while let Some(Reverse(top)) = w.heap.peek() {
+                if !(top.generation < g || (top.generation == g && top.lsn.get() <= d)) {
+                    break;
+                }
+                let Reverse(waiter) = w.heap.pop().expect("peeked");
+                match waiter.wake {
+                    Wake::Task(t) => tasks.push(t),
+                    Wake::Thread(t) => w.ready.push(t),
+                }
             }
         }
-        drop(st);
-        self.cond.notify_all();
-        for w in ready {
-            w.wake();
+        self.help_wake();
+        for t in tasks {
+            t.wake();
+        }
+    }
+
+    /// Wakes up to `WAKE_FANOUT` satisfied threads that are still waiting.
+    fn help_wake(&self) {
+        let mut batch = Vec::with_capacity(WAKE_FANOUT);
+        {
+            let mut w = self.waiters.lock();
+            while batch.len() < WAKE_FANOUT {
+                let Some(t) = w.ready.pop() else { break };
+                if t.waiting.load(Ordering::Acquire) {
+                    batch.push(t.thread);
+                }
+            }
+        }
+        for t in batch {
+            t.unpark();
+        }
+    }
+
+    /// Registers a waiter unless the outcome is already known (checked under the lock, so a
+    /// concurrent advance cannot be missed).
+    fn register(&self, lsn: Lsn, generation: u64, wake: Wake) -> Status {
+        let mut w = self.waiters.lock();
+        if self.succeeded(lsn, generation) {
+            return Status::Done(Ok(lsn));
+        }
+        if let Some(e) = Self::failure(&w) {
+            return Status::Done(Err(e));
+        }
+        w.heap.push(Reverse(Waiter {
+            generation,
+            lsn,
+            wake,
+        }));
+        Status::Pending
+    }
+}
+
+impl Wake {
+    fn wake(self) {
+        match self {
+            Wake::Thread(t) => t.thread.unpark(),
+            Wake::Task(w) => w.wake(),
         }
     }
 }
@@ -165,7 +286,7 @@ impl Completion {
     fn status(&self) -> Status {
         match &self.watermark {
             None => Status::Done(Ok(self.lsn)),
-            Some(w) => w.state.lock().status(self.lsn, self.generation),
+            Some(w) => w.status(self.lsn, self.generation),
         }
     }
 
@@ -183,13 +304,27 @@ impl Completion {
         let Some(w) = &self.watermark else {
             return Ok(self.lsn);
         };
-        let mut st = w.state.lock();
-        loop {
-            if let Status::Done(r) = st.status(self.lsn, self.generation) {
-                return r;
-            }
-            w.cond.wait(&mut st);
+        if let Status::Done(r) = w.status(self.lsn, self.generation) {
+            return r;
         }
+        let waiting = Arc::new(AtomicBool::new(true));
+        let me = Wake::Thread(SleepingThread {
+            thread: std::thread::current(),
+            waiting: Arc::clone(&waiting),
+        });
+        let result = match w.register(self.lsn, self.generation, me) {
+            Status::Done(r) => r,
+            Status::Pending => loop {
+                // Spurious unparks are possible (std's contract); the loop re-checks.
+                std::thread::park();
+                if let Status::Done(r) = w.status(self.lsn, self.generation) {
+                    break r;
+                }
+            },
+        };
+        waiting.store(false, Ordering::Release);
+        w.help_wake();
+        result
     }
 }
 
@@ -200,23 +335,13 @@ impl Future for Completion {
         let Some(w) = &self.watermark else {
             return Poll::Ready(Ok(self.lsn));
         };
-        let mut st = w.state.lock();
-        match st.status(self.lsn, self.generation) {
+        if let Status::Done(r) = w.status(self.lsn, self.generation) {
+            return Poll::Ready(r);
+        }
+        // Each poll registers its current waker; an extra wake of a stale one is harmless.
+        match w.register(self.lsn, self.generation, Wake::Task(cx.waker().clone())) {
             Status::Done(r) => Poll::Ready(r),
-            Status::Pending => {
-                // Replace a waker this completion registered on an earlier poll.
-                let waker = cx.waker();
-                if let Some(slot) = st
-                    .wakers
-                    .iter_mut()
-                    .find(|(l, g, w)| *l == self.lsn && *g == self.generation && w.will_wake(waker))
-                {
-                    slot.2 = waker.clone();
-                } else {
-                    st.wakers.push((self.lsn, self.generation, waker.clone()));
-                }
-                Poll::Pending
-            }
+            Status::Pending => Poll::Pending,
         }
     }
 }

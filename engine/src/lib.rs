@@ -13,15 +13,17 @@
 
 mod completion;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 mod log;
-mod pool;
 pub mod options;
+mod pool;
 mod reader;
 pub mod record;
 mod recovery;
-mod segment_set;
 pub mod segment;
+mod segment_set;
 pub mod types;
 mod writer;
 
@@ -31,6 +33,8 @@ pub use crate::log::{AppendFuture, Log, LogStats, PurgeReport};
 pub use crate::options::{Durability, Options, RecoveryMode};
 pub use crate::reader::LogReader;
 pub use crate::record::Record;
-pub use crate::recovery::{verify, Corruption, RecoveryReport, TornTail, VerifyReport};
+pub use crate::recovery::{
+    verify, verify_with, Corruption, RecoveryReport, TornTail, VerifyReport,
+};
 pub use crate::types::{Epoch, Lsn};
 pub use bytes::Bytes;

@@ -14,8 +14,9 @@ pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
 pub const DEFAULT_MAX_QUEUE_BYTES: usize = 64 << 20;
 /// Default largest single write (group-commit batch): 4 MiB.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 20;
-/// Default largest payload: 16 MiB.
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
+/// Default largest payload: 4 MiB (write buffers are sized to hold one, so a larger default
+/// would pin more memory per log).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 << 20;
 /// Default number of purged segment files kept for reuse.
 pub const DEFAULT_MAX_FREE_SEGMENTS: usize = 4;
 /// Smallest segment size accepted: 64 KiB.
@@ -56,7 +57,7 @@ pub struct Options {
     /// Largest group-commit write. Default 4 MiB; at least 4 KiB. A single record larger than
     /// this is written alone.
     pub max_batch_bytes: usize,
-    /// Largest payload accepted. Default 16 MiB; at most 256 MiB and what fits in a segment.
+    /// Largest payload accepted. Default 4 MiB; at most 256 MiB and what fits in a segment.
     pub max_record_bytes: usize,
     /// Purged segment files kept for reuse, so that steady-state writes overwrite allocated
     /// blocks instead of extending files. Default 4.

@@ -377,16 +377,10 @@ pub(crate) fn write_segment_header(
         .map_err(|e| Error::io("fdatasync", file.path(), e))
 }
 
-/// Creates a new log: the first segment, then the marker, each through a temporary name.
+/// Creates a new log: the marker, then the first segment, each through a temporary name. A
+/// crash in between leaves a marker without segments, which the next open with
+/// `create_if_missing` completes.
 fn create(vfs: &dyn Vfs, dir: &Path, options: &Options, window: u64) -> Result<()> {
-    let size = options.segment_size_bytes;
-    let tmp = dir.join("logship-create-segment.tmp");
-    let file = create_file(vfs, &tmp, size, options.prezero_segments)
-        .map_err(|e| Error::io("create segment", &tmp, e))?;
-    write_segment_header(&*file, Lsn::FIRST, size, window)?;
-    let seg = dir.join(segment_name(Lsn::FIRST));
-    vfs.rename(&tmp, &seg)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
     let meta_tmp = dir.join("logship-create-meta.tmp");
     let meta = vfs
         .open(&meta_tmp, OpenMode::CreateNew)
@@ -403,8 +397,22 @@ fn create(vfs: &dyn Vfs, dir: &Path, options: &Options, window: u64) -> Result<(
         .map_err(|e| Error::io("rename", &meta_tmp, e))?;
     vfs.sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
+    create_first_segment(vfs, dir, options, window)?;
     tracing::info!(dir = %dir.display(), "created log");
     Ok(())
+}
+
+fn create_first_segment(vfs: &dyn Vfs, dir: &Path, options: &Options, window: u64) -> Result<()> {
+    let size = options.segment_size_bytes;
+    let tmp = dir.join("logship-create-segment.tmp");
+    let file = create_file(vfs, &tmp, size, options.prezero_segments)
+        .map_err(|e| Error::io("create segment", &tmp, e))?;
+    write_segment_header(&*file, Lsn::FIRST, size, window)?;
+    let seg = dir.join(segment_name(Lsn::FIRST));
+    vfs.rename(&tmp, &seg)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    vfs.sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Everything the writer needs to start.
@@ -447,12 +455,20 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, options: &Options) -> Result<Re
     }
     let temp_files_removed = remove_temp(vfs, dir, &listing.temp)?;
     if listing.segments.is_empty() {
-        return Err(Error::Corruption {
-            segment: dir.to_path_buf(),
-            offset: 0,
-            lsn: Lsn::FIRST,
-            reason: "the log has a marker but no segment file".into(),
-        });
+        if !options.create_if_missing {
+            return Err(Error::Corruption {
+                segment: dir.to_path_buf(),
+                offset: 0,
+                lsn: Lsn::FIRST,
+                reason: "the log has a marker but no segment file (an interrupted creation; \
+                         open with create_if_missing to finish it)"
+                    .into(),
+            });
+        }
+        tracing::warn!(dir = %dir.display(), "finishing an interrupted log creation");
+        create_first_segment(vfs, dir, options, window)?;
+        listing.segments.push(Lsn::FIRST);
+        created = true;
     }
     let mut rec = recover_segments(vfs, dir, &listing.segments, options)?;
     rec.free = listing.free;
@@ -599,7 +615,9 @@ fn recover_segments(
             base,
             o.path,
             o.file,
-            o.header.segment_size_bytes.max(bytes.len() as u64),
+            // The file's real size, not the header's claim: files are preallocated in full, and
+            // a header is only trusted as far as its checksum goes.
+            bytes.len() as u64,
             o.header.max_unsynced_bytes,
             scan.next_lsn.prev(),
             scan.end,
@@ -627,12 +645,12 @@ fn recover_segments(
 /// A sealed segment taken on trust at open (its header checked; its records are checked by
 /// their CRCs when read, and by `verify`).
 fn sealed_unscanned(o: Opened, next_base: Lsn) -> Segment {
-    let end = o.file.len().unwrap_or(o.header.segment_size_bytes);
+    let end = o.file.len().unwrap_or(0);
     let seg = Segment::new(
         o.base,
         o.path,
         o.file,
-        o.header.segment_size_bytes,
+        end,
         o.header.max_unsynced_bytes,
         next_base.prev(),
         end,
@@ -651,7 +669,9 @@ fn cut_torn_tail(o: &Opened, bytes: &[u8], scan: &Scan) -> Result<TornTail> {
     else {
         unreachable!("cut_torn_tail on a scan that did not tear");
     };
-    let end = (offset + o.header.max_unsynced_bytes).min(bytes.len() as u64);
+    let end = offset
+        .saturating_add(o.header.max_unsynced_bytes)
+        .min(bytes.len() as u64);
     let zeroed = zero_range(&*o.file, *offset, end, bytes)?;
     let t = TornTail {
         segment: o.path.clone(),
@@ -854,7 +874,8 @@ mod tests {
         b[SEGMENT_HEADER_BYTES + 40] ^= 1;
         let s = scan_records(&b, Lsn(1), None, 4096);
         assert!(matches!(s.stop, Stop::Corrupt { .. }), "{:?}", s.stop);
-        assert_eq!(s.next_lsn, Lsn(1));
+        // Record 1 ("record 1") is 40 bytes, so byte 40 after the header is record 2's.
+        assert_eq!(s.next_lsn, Lsn(2));
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl Writer {
         assert!(records > 0, "a batch holds at least one record");
         let first = self.next_lsn;
         let last = Lsn(first.get() + records - 1);
-        self.release_queue_bytes((end - start) as usize);
+        let queue_idle = self.release_queue_bytes((end - start) as usize);
         seg.note_written(first, start, last, end);
         self.shared.written_lsn.store(last.get(), Ordering::Release);
         self.next_lsn = last.next();
@@ -252,50 +252,70 @@ impl Writer {
         if end > seg.capacity / 2 {
             self.shared.pool.request_spare();
         }
+        let op = WriteOp {
+            token,
+            file: Arc::clone(&seg.file),
+            offset: start,
+            buf,
+            sync: true,
+        };
+        if queue_idle && self.pending.is_empty() && self.flights.len() == 1 {
+            let c = self.queue.run_now(op);
+            self.record_outcome(c);
+            return self.acknowledge();
+        }
         self.queue
-            .submit(WriteOp {
-                token,
-                file: Arc::clone(&seg.file),
-                offset: start,
-                buf,
-                sync: true,
-            })
+            .submit(op)
             .map_err(|e| format!("submitting a write to {}: {e}", seg.path.display()))
     }
 
-    /// Bytes copied into a write buffer no longer count against the queue bound.
-    fn release_queue_bytes(&self, bytes: usize) {
+    /// Bytes copied into a write buffer no longer count against the queue bound. Returns
+    /// whether the queue is empty.
+    fn release_queue_bytes(&self, bytes: usize) -> bool {
         let q = &self.shared.queue;
         let mut st = q.state.lock();
         st.queued_bytes = st.queued_bytes.saturating_sub(bytes);
+        let idle = st.items.is_empty();
         let wakers: Vec<_> = st.space_wakers.drain(..).collect();
         drop(st);
         q.space.notify_all();
         for w in wakers {
             w.wake();
         }
+        idle
     }
 
     /// Reaps at least `min` completions and acknowledges every batch that is durable in order.
     fn reap(&mut self, min: usize) -> Result<(), String> {
-        self.completions.clear();
-        self.queue
-            .wait(min, &mut self.completions)
-            .map_err(|e| format!("waiting for write completions: {e}"))?;
-        for c in self.completions.drain(..) {
-            let flight = self
-                .flights
-                .iter_mut()
-                .find(|f| f.token == c.token)
-                .expect("a completion matches a flight");
-            flight.outcome = Some(c.result.map_err(|(step, e)| {
-                let op = match step {
-                    crate::io::FailedStep::Write => "write",
-                    crate::io::FailedStep::Sync => "fdatasync",
-                };
-                format!("{op} of {} failed: {e}", self.active.path.display())
-            }));
+        let mut done = std::mem::take(&mut self.completions);
+        let waited = self.queue.wait(min, &mut done);
+        for c in done.drain(..) {
+            self.record_outcome(c);
         }
+        self.completions = done;
+        waited.map_err(|e| format!("waiting for write completions: {e}"))?;
+        self.acknowledge()
+    }
+
+    fn record_outcome(&mut self, c: WriteCompletion) {
+        let path = &self.active.path;
+        let flight = self
+            .flights
+            .iter_mut()
+            .find(|f| f.token == c.token)
+            .expect("a completion matches a flight");
+        flight.outcome = Some(c.result.map_err(|(step, e)| {
+            let op = match step {
+                crate::io::FailedStep::Write => "write",
+                crate::io::FailedStep::Sync => "fdatasync",
+            };
+            format!("{op} of {} failed: {e}", path.display())
+        }));
+    }
+
+    /// Advances the durable watermark over every leading batch that completed; a failed one
+    /// stops everything.
+    fn acknowledge(&mut self) -> Result<(), String> {
         while let Some(f) = self.flights.front() {
             match &f.outcome {
                 None => break,
@@ -461,7 +481,8 @@ impl Writer {
 
     fn poison(&mut self, cause: String) {
         tracing::error!(dir = %self.shared.dir.display(), %cause, "log poisoned: every pending and later append fails until the log is reopened");
-        self.shared.watermark.poison(cause.clone());
+        // Appends are refused before any waiter learns of the failure, so a caller that sees
+        // `Poisoned` from a completion can never get an append accepted afterwards.
         let items: Vec<Item> = {
             let mut st = self.shared.queue.state.lock();
             st.poisoned = Some(cause.clone());
@@ -472,6 +493,7 @@ impl Writer {
             self.shared.queue.space.notify_all();
             st.items.drain(..).collect()
         };
+        self.shared.watermark.poison(cause.clone());
         for item in self.pending.drain(..).chain(items) {
             if let Item::Truncate { reply, .. } = item {
                 let _ = reply.send(Err(Error::Poisoned {

@@ -240,13 +240,24 @@ fn payloads_read_from_a_purged_segment_never_change() {
         let _ = log.append(payload(i)).unwrap();
     }
     log.sync().unwrap();
-    let early: Vec<_> = log.read_from(Lsn(1)).unwrap().take(50).map(|r| r.unwrap()).collect();
+    let early: Vec<_> = log
+        .read_from(Lsn(1))
+        .unwrap()
+        .take(50)
+        .map(|r| r.unwrap())
+        .collect();
     log.purge_before(Lsn(500)).unwrap();
     for i in 0..3000u64 {
-        let _ = log.append(Bytes::from(vec![0xEE; 200 + (i % 50) as usize])).unwrap();
+        let _ = log
+            .append(Bytes::from(vec![0xEE; 200 + (i % 50) as usize]))
+            .unwrap();
     }
     log.sync().unwrap();
     for (i, r) in early.iter().enumerate() {
-        assert_eq!(r.payload, payload(i as u64 + 1), "a zero-copy payload changed");
+        assert_eq!(
+            r.payload,
+            payload(i as u64 + 1),
+            "a zero-copy payload changed"
+        );
     }
 }

@@ -210,6 +210,18 @@ pub trait WriteQueue: Send + fmt::Debug {
     fn wait(&mut self, min_complete: usize, out: &mut Vec<WriteCompletion>) -> io::Result<()>;
     /// Operations submitted and not yet returned by `wait`.
     fn in_flight(&self) -> usize;
+    /// Runs one operation to completion on the calling thread (`pwrite` + `fdatasync`),
+    /// bypassing the queue; `buf` returns to the pool. The writer uses it for a lone batch when
+    /// nothing is in flight: on io_uring an fdatasync always runs on a kernel worker thread, and
+    /// the hand-off costs more than pipelining gains when there is nothing to pipeline.
+    fn run_now(&mut self, op: WriteOp) -> WriteCompletion {
+        let result = std_fs::run_inline(&op);
+        self.give_back(op.buf);
+        WriteCompletion {
+            token: op.token,
+            result,
+        }
+    }
 }
 
 /// Which hot-path backend the standard file system uses.

@@ -837,12 +837,20 @@ mod tests {
             .split_once("::")
             .map_or(module_path!(), |(_, m)| m);
         let test = format!("{module}::short_write_child");
-        let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        // Output goes through pipes: the file size limit would also hit a stdout redirected to
+        // a file (as CI's is), failing the child for the wrong reason.
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
             .args(["--exact", &test, "--nocapture", "--test-threads=1"])
             .env(SHORT_WRITE_CHILD_DIR, dir.path())
-            .status()
+            .output()
             .expect("run child");
-        assert!(status.success(), "child test failed: {status}");
+        assert!(
+            out.status.success(),
+            "child test failed: {}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The child half of `short_write_is_resubmitted`; does nothing in a normal run.

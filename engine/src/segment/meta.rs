@@ -58,6 +58,11 @@ impl LogMeta {
                 "marker checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
             )));
         }
+        if b[12..16].iter().chain(&b[24..28]).any(|&x| x != 0) {
+            return Err(HeaderError::Invalid(
+                "marker reserved bytes are not zero".into(),
+            ));
+        }
         let mut t = [0u8; 8];
         t.copy_from_slice(&b[16..24]);
         Ok(LogMeta {

@@ -1,0 +1,337 @@
+//! The run: the raw latency limits, the small-record cases, the raw bandwidth limits, the 64 KiB
+//! cases, then the raw latency limit again (to show how much the disk drifted during the run).
+//!
+//! A case opens a log in a fresh subdirectory, warms it up (fills and purges more segments than
+//! the free pool holds, so that measured writes overwrite recycled files, as in a long-running
+//! database), runs its own workload unmeasured for a moment, then measures `appenders` threads
+//! that each loop on "append, wait until durable" for a fixed time (`workload.rs`). A 1-appender
+//! case pairs its appends with raw operations in the same moments. A checkpointer thread purges
+//! behind the writer after each rollover, as a database checkpoint would, so the disk footprint
+//! stays bounded. The log is closed and its directory removed before the next case.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use bytes::Bytes;
+use logship_engine::io::Backend;
+use logship_engine::{Log, LogStats, Options};
+use serde::Serialize;
+
+use crate::latency::Summary;
+use crate::machine::process_cpu_time;
+use crate::plan::{
+    Plan, LARGE_RECORD_BYTES, MAX_FREE_SEGMENTS, RAW_BLOCK_BYTES, SEGMENT_SIZE_BYTES,
+    WARM_UP_RECORD_BYTES, WARM_UP_SEGMENTS,
+};
+use crate::raw::{self, RawLimits, RawResult};
+use crate::workload::{
+    appender, checkpointer, AppenderResult, PairedRaw, PHASE_MEASURE, PHASE_STOP, PHASE_WARM,
+};
+
+/// Everything one run measured.
+#[derive(Debug, Serialize)]
+pub struct RunResult {
+    /// The engine's backend, as `Log::backend` names it.
+    pub backend: String,
+    /// The raw limits, measured before the cases.
+    pub raw: RawLimits,
+    /// The 4 KiB overwrite latency measured again after the cases.
+    pub raw_overwrite_4k_after: RawResult,
+    /// One entry per case, in run order.
+    pub cases: Vec<CaseResult>,
+}
+
+/// One case's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseResult {
+    /// `logship::append/size=100,appenders=1` and the like.
+    pub name: String,
+    /// Payload bytes per record.
+    pub record_bytes: usize,
+    /// Appender threads.
+    pub appenders: usize,
+    /// The engine backend that ran it.
+    pub backend: String,
+    /// Appends that became durable within the measured window.
+    pub records: u64,
+    /// The measured window in seconds.
+    pub elapsed_s: f64,
+    /// Durable appends per second.
+    pub records_per_s: f64,
+    /// Payload MB/s (10^6 bytes).
+    pub mb_per_s: f64,
+    /// Commit latency: from calling `append` to `wait` returning.
+    pub latency: Summary,
+    /// Raw 4 KiB overwrite + fdatasync latency measured in slices alternating with the appends
+    /// (1-appender cases only).
+    pub paired_raw: Option<Summary>,
+    /// CPU time the whole process (appenders, engine threads) used per second of the window:
+    /// 1.0 is one CPU busy. Near `nproc`, the case is CPU-bound.
+    pub cpu_cores: f64,
+    /// The engine's counters over the measured window.
+    pub engine: EngineDelta,
+}
+
+/// Differences of [`LogStats`] over the measured window, and what they imply.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct EngineDelta {
+    /// Records made durable.
+    pub records: u64,
+    /// Bytes written, headers included.
+    pub bytes: u64,
+    /// Group-commit writes.
+    pub writes: u64,
+    /// fdatasync calls.
+    pub syncs: u64,
+    /// Segment rollovers.
+    pub rollovers: u64,
+    /// Rollovers that reused a purged segment file.
+    pub recycled: u64,
+    /// Records per group-commit write.
+    pub records_per_write: f64,
+    /// Bytes per group-commit write.
+    pub bytes_per_write: f64,
+}
+
+impl EngineDelta {
+    fn between(a: LogStats, b: LogStats) -> EngineDelta {
+        let writes = b.writes - a.writes;
+        let per_write = |x: u64| {
+            if writes == 0 {
+                0.0
+            } else {
+                x as f64 / writes as f64
+            }
+        };
+        EngineDelta {
+            records: b.records - a.records,
+            bytes: b.bytes - a.bytes,
+            writes,
+            syncs: b.syncs - a.syncs,
+            rollovers: b.rollovers - a.rollovers,
+            recycled: b.recycled - a.recycled,
+            records_per_write: per_write(b.records - a.records),
+            bytes_per_write: per_write(b.bytes - a.bytes),
+        }
+    }
+}
+
+/// Runs the whole plan in `dir`.
+///
+/// # Errors
+/// On any I/O or engine failure.
+pub fn run(plan: &Plan, dir: &Path, backend: Backend) -> anyhow::Result<RunResult> {
+    // Each raw limit runs just before the cases it bounds, so both see the disk in a similar
+    // state (a throttled virtual disk changes speed over seconds).
+    let (small, large): (Vec<_>, Vec<_>) = plan
+        .cases
+        .iter()
+        .partition(|(size, _)| *size < LARGE_RECORD_BYTES);
+    eprintln!("raw latency limits ({:?} each) ...", plan.raw_duration);
+    settle(dir);
+    let [overwrite_4k, append_4k] = raw::measure_latency(dir, plan.raw_duration)?;
+    let mut cases = run_cases(plan, dir, backend, &small)?;
+    eprintln!("raw bandwidth limits ({:?} each) ...", plan.raw_duration);
+    settle(dir);
+    let [overwrite_1m, append_1m] = raw::measure_bandwidth(dir, plan.raw_duration)?;
+    cases.extend(run_cases(plan, dir, backend, &large)?);
+    settle(dir);
+    let raw_overwrite_4k_after = raw::run_loop(
+        dir,
+        raw::FileKind::Prewritten,
+        RAW_BLOCK_BYTES,
+        plan.raw_duration,
+    )?;
+    let raw = RawLimits {
+        overwrite_4k,
+        append_4k,
+        overwrite_1m,
+        append_1m,
+    };
+    Ok(RunResult {
+        backend: cases.first().map(|c| c.backend.clone()).unwrap_or_default(),
+        raw,
+        raw_overwrite_4k_after,
+        cases,
+    })
+}
+
+fn run_cases(
+    plan: &Plan,
+    dir: &Path,
+    backend: Backend,
+    cases: &[&(usize, usize)],
+) -> anyhow::Result<Vec<CaseResult>> {
+    let mut results = Vec::with_capacity(cases.len());
+    for &&(size, appenders) in cases {
+        settle(dir);
+        let case = run_case(plan, dir, backend, size, appenders)?;
+        eprintln!(
+            "{}: {:.0} rec/s, {:.1} MB/s, p50 {:.1} us, {:.1} records/write, {:.2} CPUs busy",
+            case.name,
+            case.records_per_s,
+            case.mb_per_s,
+            case.latency.p50_us,
+            case.engine.records_per_write,
+            case.cpu_cores
+        );
+        results.push(case);
+    }
+    Ok(results)
+}
+
+/// Runs one case in a fresh subdirectory of `dir`.
+fn run_case(
+    plan: &Plan,
+    dir: &Path,
+    backend: Backend,
+    size: usize,
+    appenders: usize,
+) -> anyhow::Result<CaseResult> {
+    let case_dir = dir.join(format!("log-size{size}-appenders{appenders}"));
+    let paired_path = dir.join(format!("paired-raw-size{size}"));
+    let paired = (appenders == 1)
+        .then(|| PairedRaw::create(&paired_path))
+        .transpose()?;
+    let options = Options {
+        create_if_missing: true,
+        segment_size_bytes: SEGMENT_SIZE_BYTES,
+        max_free_segments: MAX_FREE_SEGMENTS,
+        backend,
+        ..Options::default()
+    };
+    let log = Arc::new(
+        Log::open(&case_dir, options).with_context(|| format!("opening {}", case_dir.display()))?,
+    );
+    warm_up(&log).context("warming up")?;
+    let mut case = measure(plan, &log, size, appenders, paired)?;
+    case.backend = log.backend().to_string();
+    let log = Arc::try_unwrap(log).map_err(|_| anyhow!("a thread still holds the log"))?;
+    log.close().context("closing the log")?;
+    std::fs::remove_dir_all(&case_dir)
+        .with_context(|| format!("removing {}", case_dir.display()))?;
+    if appenders == 1 {
+        std::fs::remove_file(&paired_path)
+            .with_context(|| format!("removing {}", paired_path.display()))?;
+    }
+    Ok(case)
+}
+
+/// Writes [`WARM_UP_SEGMENTS`] segments of large records, waits for them, and purges them, so
+/// that the free pool is full and the segment files are allocated, written blocks.
+fn warm_up(log: &Log) -> anyhow::Result<()> {
+    let payload = Bytes::from(raw::pattern(WARM_UP_RECORD_BYTES));
+    let records = WARM_UP_SEGMENTS * SEGMENT_SIZE_BYTES / WARM_UP_RECORD_BYTES as u64;
+    let mut last = None;
+    for _ in 0..records {
+        last = Some(log.append(payload.clone())?);
+    }
+    if let Some(last) = last {
+        last.wait()?;
+    }
+    log.purge_before(log.durable_lsn().next())?;
+    Ok(())
+}
+
+/// Runs the workload: unmeasured for `plan.case_warm_up`, then measured for `plan.case_duration`.
+/// `paired` (1-appender cases) goes to the single appender.
+fn measure(
+    plan: &Plan,
+    log: &Arc<Log>,
+    size: usize,
+    appenders: usize,
+    mut paired: Option<PairedRaw>,
+) -> anyhow::Result<CaseResult> {
+    let phase = Arc::new(AtomicU8::new(PHASE_WARM));
+    let start = Arc::new(Barrier::new(appenders + 1));
+    let payload = Bytes::from(raw::pattern(size));
+    let workers: Vec<JoinHandle<anyhow::Result<AppenderResult>>> = (0..appenders)
+        .map(|_| {
+            let (log, phase, start) = (Arc::clone(log), Arc::clone(&phase), Arc::clone(&start));
+            let (payload, paired) = (payload.clone(), paired.take());
+            std::thread::spawn(move || appender(&log, &phase, &start, &payload, paired))
+        })
+        .collect();
+    let checkpointer = {
+        let (log, phase) = (Arc::clone(log), Arc::clone(&phase));
+        std::thread::spawn(move || checkpointer(&log, &phase))
+    };
+    start.wait();
+    std::thread::sleep(plan.case_warm_up);
+    let (stats_before, cpu_before, t0) = (log.stats(), process_cpu_time(), Instant::now());
+    phase.store(PHASE_MEASURE, Ordering::SeqCst);
+    std::thread::sleep(plan.case_duration);
+    phase.store(PHASE_STOP, Ordering::SeqCst);
+    let (stats_after, window) = (log.stats(), t0.elapsed());
+    let cpu_cores = (process_cpu_time() - cpu_before).as_secs_f64() / window.as_secs_f64();
+    let mut merged = AppenderResult::default();
+    for w in workers {
+        let r = w
+            .join()
+            .map_err(|_| anyhow!("appender thread panicked"))??;
+        merged.logship.merge(&r.logship);
+        merged.raw.merge(&r.raw);
+        merged.logship_busy += r.logship_busy;
+    }
+    checkpointer
+        .join()
+        .map_err(|_| anyhow!("checkpointer thread panicked"))??;
+    // A paired appender appended only part of the window: its rate is over its own busy time.
+    let elapsed = if appenders == 1 {
+        merged.logship_busy
+    } else {
+        window
+    };
+    Ok(case_result(
+        size,
+        appenders,
+        &merged,
+        elapsed,
+        cpu_cores,
+        EngineDelta::between(stats_before, stats_after),
+    ))
+}
+
+fn case_result(
+    size: usize,
+    appenders: usize,
+    merged: &AppenderResult,
+    elapsed: Duration,
+    cpu_cores: f64,
+    engine: EngineDelta,
+) -> CaseResult {
+    let elapsed_s = elapsed.as_secs_f64();
+    let records = merged.logship.len();
+    CaseResult {
+        name: format!("logship::append/size={size},appenders={appenders}"),
+        record_bytes: size,
+        appenders,
+        backend: String::new(),
+        records,
+        elapsed_s,
+        records_per_s: records as f64 / elapsed_s,
+        mb_per_s: (records * size as u64) as f64 / 1e6 / elapsed_s,
+        latency: merged.logship.summary(),
+        paired_raw: (merged.raw.len() > 0).then(|| merged.raw.summary()),
+        cpu_cores,
+        engine,
+    }
+}
+
+/// Flushes dirty data of the file system under `dir` (other processes' included, e.g. a build's),
+/// so that writeback started before a measurement does not land inside it. Best effort: `sync -f`
+/// is syncfs(2) on that file system; without it, plain `sync`.
+fn settle(dir: &Path) {
+    let synced = std::process::Command::new("sync")
+        .arg("-f")
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !synced {
+        let _ = std::process::Command::new("sync").status();
+    }
+}

@@ -1,0 +1,126 @@
+//! Argument parsing, logging setup and error reporting for the `logship` binary. Each
+//! subcommand lives in its own file and returns the process's exit code.
+//!
+//! Errors are reported once, by `main`, as one line: the message of each error in the chain
+//! joined by `: `, skipping a cause whose text the message already contains (engine errors
+//! print their source inline).
+
+mod append;
+mod dump;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code of a usage, I/O or not-a-log error (clap uses 2 for usage errors too).
+pub const EXIT_ERROR: u8 = 2;
+/// Exit code of `verify` when it finds corruption.
+pub const EXIT_CORRUPT: u8 = 1;
+
+/// logship: a write-ahead log for databases to embed.
+#[derive(Debug, Parser)]
+#[command(name = "logship", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append each line of stdin as one record; print each record's LSN once it is durable.
+    Append(append::AppendArgs),
+    /// Print records of a log, as text or JSON lines.
+    Dump(dump::DumpArgs),
+    /// Check every segment of a log without changing it; exit 1 on corruption.
+    Verify(verify::VerifyArgs),
+}
+
+/// `--backend`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BackendArg {
+    /// io_uring where the kernel allows it, else pwrite + fdatasync.
+    Auto,
+    /// io_uring, or fail.
+    #[value(name = "io_uring", alias = "uring")]
+    IoUring,
+    /// pwrite + fdatasync.
+    Portable,
+}
+
+impl BackendArg {
+    fn to_backend(self) -> logship::io::Backend {
+        match self {
+            BackendArg::Auto => logship::io::Backend::Auto,
+            BackendArg::IoUring => logship::io::Backend::IoUring,
+            BackendArg::Portable => logship::io::Backend::Portable,
+        }
+    }
+}
+
+/// A log directory argument.
+#[derive(Debug, clap::Args)]
+pub struct DirArg {
+    /// The log directory.
+    dir: PathBuf,
+}
+
+/// Parses the command line; exits with clap's message and code 2 on a usage error.
+pub fn parse() -> Args {
+    Args::parse()
+}
+
+/// Runs the chosen subcommand.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Append(a) => append::run(a),
+        Command::Dump(a) => dump::run(a),
+        Command::Verify(a) => verify::run(a),
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` chooses the filter, default `warn`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Prints `logship: error: <message>` as one line on stderr.
+pub fn print_error(e: &anyhow::Error) {
+    eprintln!("logship: error: {}", one_line(e));
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_is_one_line_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::from(logship::Error::io("open", "/x", io)).context("opening log");
+        assert_eq!(one_line(&e), "opening log: open /x: no such file");
+        let e = anyhow::anyhow!("two\nlines");
+        assert_eq!(one_line(&e), "two lines");
+    }
+}
