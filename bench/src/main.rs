@@ -52,9 +52,10 @@ struct AppendArgs {
     /// benchmark measures is the one this directory is on.
     #[arg(long, value_name = "DIR", default_value = "target/bench-tmp")]
     dir: PathBuf,
-    /// Run only these cases instead of the plan's, as SIZExAPPENDERS, e.g. `100x1,65536x64`.
+    /// Run only these cases instead of the plan's, as SIZExAPPENDERS with an optional `:tasks`
+    /// (or `:threads`, the default) suffix, e.g. `100x1,100x64:tasks,65536x64`.
     #[arg(long, value_delimiter = ',', value_parser = parse_case)]
-    cases: Vec<(usize, usize)>,
+    cases: Vec<plan::Case>,
     /// The engine's hot-path I/O backend.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
@@ -93,11 +94,17 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Parses `SIZExAPPENDERS`.
-fn parse_case(s: &str) -> Result<(usize, usize), String> {
-    let (size, appenders) = s
+/// Parses `SIZExAPPENDERS[:threads|:tasks]`.
+fn parse_case(s: &str) -> Result<plan::Case, String> {
+    let (case, mode) = match s.split_once(':') {
+        None => (s, plan::Mode::Threads),
+        Some((case, "threads")) => (case, plan::Mode::Threads),
+        Some((case, "tasks")) => (case, plan::Mode::Tasks),
+        Some((_, mode)) => return Err(format!("mode {mode:?} is not `threads` or `tasks`")),
+    };
+    let (size, appenders) = case
         .split_once('x')
-        .ok_or_else(|| format!("{s:?} is not SIZExAPPENDERS"))?;
+        .ok_or_else(|| format!("{s:?} is not SIZExAPPENDERS[:tasks]"))?;
     let size = size.parse().map_err(|e| format!("size {size:?}: {e}"))?;
     let appenders: usize = appenders
         .parse()
@@ -105,7 +112,11 @@ fn parse_case(s: &str) -> Result<(usize, usize), String> {
     if appenders == 0 {
         return Err("appenders must be at least 1".into());
     }
-    Ok((size, appenders))
+    Ok(plan::Case {
+        record_bytes: size,
+        appenders,
+        mode,
+    })
 }
 
 fn run_append(args: &AppendArgs) -> anyhow::Result<()> {
@@ -139,4 +150,20 @@ fn run_append(args: &AppendArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plan::Case;
+
+    #[test]
+    fn cases_parse_with_an_optional_mode() {
+        assert_eq!(parse_case("100x64"), Ok(Case::threads(100, 64)));
+        assert_eq!(parse_case("100x64:threads"), Ok(Case::threads(100, 64)));
+        assert_eq!(parse_case("4096x16:tasks"), Ok(Case::tasks(4096, 16)));
+        assert!(parse_case("100x64:fibers").is_err());
+        assert!(parse_case("100x0:tasks").is_err());
+        assert!(parse_case("100").is_err());
+    }
 }

@@ -35,6 +35,71 @@ pub const LARGE_RECORD_BYTES: usize = 64 << 10;
 /// The appender count of the scaling target.
 pub const MANY_APPENDERS: usize = 64;
 
+/// How a case drives its appenders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One OS thread per appender, looping on `append` + `wait` (blocking).
+    Threads,
+    /// One tokio task per appender on a multi-thread runtime with one worker per CPU, looping on
+    /// `append_async().await` + `.await` (durable).
+    Tasks,
+}
+
+impl Mode {
+    /// `threads` or `tasks`, as in `--cases` and the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Threads => "threads",
+            Mode::Tasks => "tasks",
+        }
+    }
+}
+
+/// One logship case: record size, appender count and mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Case {
+    /// Payload bytes per record.
+    pub record_bytes: usize,
+    /// Appenders (threads or tasks).
+    pub appenders: usize,
+    /// How the appenders run.
+    pub mode: Mode,
+}
+
+impl Case {
+    /// A threads-mode case.
+    pub const fn threads(record_bytes: usize, appenders: usize) -> Case {
+        Case {
+            record_bytes,
+            appenders,
+            mode: Mode::Threads,
+        }
+    }
+
+    /// A tasks-mode case.
+    pub const fn tasks(record_bytes: usize, appenders: usize) -> Case {
+        Case {
+            record_bytes,
+            appenders,
+            mode: Mode::Tasks,
+        }
+    }
+
+    /// `logship::append/size=S,appenders=N` for threads (the names of earlier reports, kept so
+    /// that old JSON stays comparable), `...,mode=tasks` for tasks.
+    pub fn name(&self) -> String {
+        let base = format!(
+            "logship::append/size={},appenders={}",
+            self.record_bytes, self.appenders
+        );
+        match self.mode {
+            Mode::Threads => base,
+            Mode::Tasks => base + ",mode=tasks",
+        }
+    }
+}
+
 /// One run's plan.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
@@ -49,17 +114,24 @@ pub struct Plan {
     /// Unmeasured run of a case's own workload after the segment warm-up.
     #[serde(serialize_with = "secs")]
     pub case_warm_up: Duration,
-    /// The cases: (payload bytes, appender threads), in run order.
-    pub cases: Vec<(usize, usize)>,
+    /// The cases, in run order (the raw bandwidth limit runs before the first 64 KiB case).
+    pub cases: Vec<Case>,
 }
 
 impl Plan {
-    /// Every record size against 1, 4, 16 and 64 appenders, for 3 s each.
+    /// Every record size against 1, 4, 16 and 64 appender threads, and 100 B and 4 KiB records
+    /// against 16 and 64 appender tasks (right after the threads cases of the same size), for
+    /// 3 s each.
     pub fn full() -> Plan {
         let mut cases = Vec::new();
         for size in [SMALL_RECORD_BYTES, 4 << 10, LARGE_RECORD_BYTES] {
             for appenders in [1, 4, 16, MANY_APPENDERS] {
-                cases.push((size, appenders));
+                cases.push(Case::threads(size, appenders));
+            }
+            if size < LARGE_RECORD_BYTES {
+                for appenders in [16, MANY_APPENDERS] {
+                    cases.push(Case::tasks(size, appenders));
+                }
             }
         }
         Plan {
@@ -71,7 +143,7 @@ impl Plan {
         }
     }
 
-    /// The cases the three targets need, plus a few, for 1 s each.
+    /// The cases the targets need (both modes of the scaling target), plus a few, for 1 s each.
     pub fn quick() -> Plan {
         Plan {
             name: "quick",
@@ -79,14 +151,15 @@ impl Plan {
             case_duration: Duration::from_secs(1),
             case_warm_up: Duration::from_millis(200),
             cases: vec![
-                (SMALL_RECORD_BYTES, 1),
-                (SMALL_RECORD_BYTES, 16),
-                (SMALL_RECORD_BYTES, MANY_APPENDERS),
-                (4 << 10, 1),
-                (4 << 10, MANY_APPENDERS),
-                (LARGE_RECORD_BYTES, 1),
-                (LARGE_RECORD_BYTES, 16),
-                (LARGE_RECORD_BYTES, MANY_APPENDERS),
+                Case::threads(SMALL_RECORD_BYTES, 1),
+                Case::threads(SMALL_RECORD_BYTES, 16),
+                Case::threads(SMALL_RECORD_BYTES, MANY_APPENDERS),
+                Case::tasks(SMALL_RECORD_BYTES, MANY_APPENDERS),
+                Case::threads(4 << 10, 1),
+                Case::threads(4 << 10, MANY_APPENDERS),
+                Case::threads(LARGE_RECORD_BYTES, 1),
+                Case::threads(LARGE_RECORD_BYTES, 16),
+                Case::threads(LARGE_RECORD_BYTES, MANY_APPENDERS),
             ],
         }
     }
@@ -95,4 +168,34 @@ impl Plan {
 /// Serializes a duration as fractional seconds.
 pub fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_the_threads_form_and_mark_tasks() {
+        assert_eq!(
+            Case::threads(100, 64).name(),
+            "logship::append/size=100,appenders=64"
+        );
+        assert_eq!(
+            Case::tasks(100, 64).name(),
+            "logship::append/size=100,appenders=64,mode=tasks"
+        );
+    }
+
+    #[test]
+    fn both_plans_hold_the_scaling_cases_of_both_modes() {
+        for plan in [Plan::full(), Plan::quick()] {
+            for case in [
+                Case::threads(SMALL_RECORD_BYTES, 1),
+                Case::threads(SMALL_RECORD_BYTES, MANY_APPENDERS),
+                Case::tasks(SMALL_RECORD_BYTES, MANY_APPENDERS),
+            ] {
+                assert!(plan.cases.contains(&case), "{} lacks {case:?}", plan.name);
+            }
+        }
+    }
 }

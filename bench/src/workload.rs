@@ -1,4 +1,5 @@
-//! The threads of a logship case: appenders, the checkpointer, and the paired raw loop.
+//! The appenders of a logship case (threads or tokio tasks), the checkpointer, and the paired raw
+//! loop.
 //!
 //! Phases are shared through one atomic: warm (run, do not record), measure (record), stop. An
 //! operation is recorded only if it both started and finished in the measure phase.
@@ -11,8 +12,8 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -30,12 +31,12 @@ pub const PHASE_MEASURE: u8 = 1;
 /// Phase: threads return.
 pub const PHASE_STOP: u8 = 2;
 
-/// What one appender thread measured.
+/// What one appender (thread or task) measured.
 #[derive(Debug, Default)]
 pub struct AppenderResult {
     /// Commit latency of each recorded append.
     pub logship: Recorder,
-    /// Sum of the recorded appends' latencies: the time this thread spent appending.
+    /// Sum of the recorded appends' latencies: the time this appender spent appending.
     pub logship_busy: Duration,
     /// Latency of each recorded raw operation (paired appenders only).
     pub raw: Recorder,
@@ -105,6 +106,36 @@ pub fn appender(
         }
         if let Some(raw) = paired.as_mut() {
             raw_slice(raw, phase, &mut result.raw)?;
+        }
+    }
+}
+
+/// A task appender: `append_async(..).await` (room in the queue), then `.await` the returned
+/// `Append` (durable), repeat, until the stop phase. Its latency runs from before `append_async`
+/// to after the durability await. It counts itself in `started` once running on the runtime.
+///
+/// # Errors
+/// When an append or its durability fails.
+pub async fn task_appender(
+    log: Arc<Log>,
+    phase: Arc<AtomicU8>,
+    started: Arc<AtomicUsize>,
+    payload: Bytes,
+) -> anyhow::Result<AppenderResult> {
+    let mut result = AppenderResult::default();
+    started.fetch_add(1, Ordering::SeqCst);
+    loop {
+        let before = phase.load(Ordering::Relaxed);
+        if before == PHASE_STOP {
+            return Ok(result);
+        }
+        let t0 = Instant::now();
+        let append = log.append_async(payload.clone()).await?;
+        append.await?;
+        let latency = t0.elapsed();
+        if before == PHASE_MEASURE && phase.load(Ordering::Relaxed) == PHASE_MEASURE {
+            result.logship.record(latency);
+            result.logship_busy += latency;
         }
     }
 }

@@ -26,6 +26,10 @@ use crate::types::Lsn;
 /// Waiters a woken thread wakes in turn, so that waking a whole group commit is a tree spread
 /// over the woken threads instead of a loop on the writer thread.
 const WAKE_FANOUT: usize = 2;
+/// Async wakers the writer wakes itself; larger groups go to the notifier thread so the writer
+/// can start the next write instead of paying one wake-up per task (a lone commit keeps its
+/// latency: no hand-off).
+const INLINE_TASK_WAKES: usize = 4;
 
 /// The shared durable watermark.
 ///
@@ -39,6 +43,15 @@ pub(crate) struct Watermark {
     generation: AtomicU64,
     failed: AtomicBool,
     waiters: Mutex<Waiters>,
+    handoff: Mutex<Handoff>,
+    handoff_cond: parking_lot::Condvar,
+}
+
+/// Wakers for the notifier thread.
+#[derive(Debug, Default)]
+struct Handoff {
+    wakers: Vec<Waker>,
+    stop: bool,
 }
 
 #[derive(Debug, Default)]
@@ -200,9 +213,45 @@ impl Watermark {
             }
         }
         self.help_wake();
-        for t in tasks {
-            t.wake();
+        if tasks.len() <= INLINE_TASK_WAKES {
+            for t in tasks {
+                t.wake();
+            }
+            return;
         }
+        let mut h = self.handoff.lock();
+        let idle = h.wakers.is_empty();
+        h.wakers.append(&mut tasks);
+        drop(h);
+        if idle {
+            self.handoff_cond.notify_one();
+        }
+    }
+
+    /// The notifier thread: wakes the async waiters handed off by `release_satisfied`.
+    pub(crate) fn run_notifier(&self) {
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut h = self.handoff.lock();
+                while h.wakers.is_empty() && !h.stop {
+                    self.handoff_cond.wait(&mut h);
+                }
+                if h.wakers.is_empty() {
+                    return;
+                }
+                std::mem::swap(&mut batch, &mut h.wakers);
+            }
+            for w in batch.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Stops the notifier thread once it has woken everything handed to it.
+    pub(crate) fn stop_notifier(&self) {
+        self.handoff.lock().stop = true;
+        self.handoff_cond.notify_all();
     }
 
     /// Wakes up to `WAKE_FANOUT` satisfied threads that are still waiting.

@@ -7,8 +7,8 @@
 //! fdatasync (group commit), pipelining the next write behind the previous flush. Completions can
 //! be awaited from any async runtime or waited on synchronously. Readers iterate from any LSN.
 //!
-//! The engine has no async runtime of its own and spawns two threads per log: the writer and the
-//! segment preallocator.
+//! The engine has no async runtime of its own and spawns three threads per log: the writer, the
+//! segment preallocator and the completion notifier.
 #![deny(missing_docs)]
 
 mod completion;

@@ -136,6 +136,7 @@ pub struct Log {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
     preallocator: Option<JoinHandle<()>>,
+    notifier: Option<JoinHandle<()>>,
     report: RecoveryReport,
 }
 
@@ -167,10 +168,11 @@ impl Log {
         let dir = dir.as_ref().to_path_buf();
         let recovered = recovery::recover(&*vfs, &dir, &options)?;
         crate::writer::start(dir, vfs, options, recovered).map(
-            |(shared, writer, preallocator, report)| Log {
+            |(shared, [writer, preallocator, notifier], report)| Log {
                 shared,
                 writer: Some(writer),
                 preallocator: Some(preallocator),
+                notifier: Some(notifier),
                 report,
             },
         )
@@ -407,6 +409,12 @@ impl Log {
         if let Some(p) = self.preallocator.take() {
             if p.join().is_err() {
                 tracing::error!("segment preallocator thread panicked");
+            }
+        }
+        self.shared.watermark.stop_notifier();
+        if let Some(n) = self.notifier.take() {
+            if n.join().is_err() {
+                tracing::error!("completion notifier thread panicked");
             }
         }
     }

@@ -4,7 +4,9 @@
 //! every record queued so far, copies as many as fit into one buffer, and submits one write plus
 //! one fdatasync. While that flush is in flight it builds and submits the next batch (at most
 //! `PIPELINE_DEPTH` operations in flight), so a batch's write overlaps the previous flush. No
-//! timer: an idle log commits a lone record at once.
+//! timer: an idle log commits a lone record at once, and does so inline on this thread (an
+//! io_uring fdatasync always runs on a kernel worker, a hand-off that only pays when there is
+//! something to overlap).
 //!
 //! Batches complete in any order but are acknowledged in LSN order: the durable watermark moves
 //! to a batch's last LSN only when it and every earlier batch are synced. A failed write or
@@ -42,7 +44,7 @@ use crate::types::Lsn;
 /// Write operations in flight at once: one flushing, one being written behind it.
 pub(crate) const PIPELINE_DEPTH: usize = 2;
 
-type Started = (Arc<Shared>, JoinHandle<()>, JoinHandle<()>, RecoveryReport);
+type Started = (Arc<Shared>, [JoinHandle<()>; 3], RecoveryReport);
 
 /// Builds the shared state from a recovered directory and starts the writer and preallocator.
 pub(crate) fn start(
@@ -118,7 +120,12 @@ pub(crate) fn start(
         .name("logship-prealloc".into())
         .spawn(move || pool.run())
         .map_err(spawn_err)?;
-    Ok((shared, w, p, recovered.report))
+    let watermark = Arc::clone(&shared.watermark);
+    let n = thread::Builder::new()
+        .name("logship-notify".into())
+        .spawn(move || watermark.run_notifier())
+        .map_err(spawn_err)?;
+    Ok((shared, [w, p, n], recovered.report))
 }
 
 /// One submitted batch.

@@ -390,3 +390,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_interrupted_creation_is_refused_then_finished_by_create() {
+    use logship_engine::io::{OpenMode, Vfs};
+    use logship_engine::segment::{LogMeta, META_FILE};
+    let vfs = FaultyVfs::new(8);
+    vfs.create_dir_all(&dir()).unwrap();
+    let meta = vfs
+        .open(&dir().join(META_FILE), OpenMode::CreateNew)
+        .unwrap();
+    meta.write_all_at(
+        &LogMeta {
+            created_unix_nanos: 1,
+        }
+        .encode(),
+        0,
+    )
+    .unwrap();
+    let no_create = Options {
+        create_if_missing: false,
+        ..opts(&vfs)
+    };
+    assert!(matches!(
+        Log::open(dir(), no_create),
+        Err(Error::Corruption { .. })
+    ));
+    let log = Log::open(dir(), opts(&vfs)).unwrap();
+    assert!(log.recovery_report().created);
+    assert_eq!(log.append(payload(8, 1)).unwrap().wait().unwrap(), Lsn(1));
+}

@@ -261,3 +261,28 @@ fn payloads_read_from_a_purged_segment_never_change() {
         );
     }
 }
+
+#[test]
+fn many_async_waiters_are_all_woken() {
+    // More async waiters per group commit than the writer wakes inline, so the notifier thread
+    // wakes most of them.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), small(Backend::Auto)).unwrap());
+    let threads: Vec<_> = (0..24u64)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                block_on(async {
+                    for i in 0..200u64 {
+                        let a = log.append_async(payload(t * 1000 + i)).await.unwrap();
+                        a.await.unwrap();
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(log.durable_lsn(), Lsn(24 * 200));
+}
