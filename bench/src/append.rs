@@ -3,14 +3,17 @@
 //!
 //! A case opens a log in a fresh subdirectory, warms it up (fills and purges more segments than
 //! the free pool holds, so that measured writes overwrite recycled files, as in a long-running
-//! database), runs its own workload unmeasured for a moment, then measures `appenders` threads
-//! that each loop on "append, wait until durable" for a fixed time (`workload.rs`). A 1-appender
-//! case pairs its appends with raw operations in the same moments. A checkpointer thread purges
+//! database), runs its own workload unmeasured for a moment, then measures `appenders` appenders
+//! that each loop on "append, wait until durable" for a fixed time (`workload.rs`): OS threads
+//! calling `append` + `wait` (mode `threads`), or tokio tasks on a multi-thread runtime with one
+//! worker per CPU awaiting `append_async` and then the returned `Append` (mode `tasks`). A
+//! 1-appender threads case pairs its appends with raw operations in the same moments. A
+//! checkpointer thread (in both modes) purges
 //! behind the writer after each rollover, as a database checkpoint would, so the disk footprint
 //! stays bounded. The log is closed and its directory removed before the next case.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,12 +27,13 @@ use serde::Serialize;
 use crate::latency::Summary;
 use crate::machine::process_cpu_time;
 use crate::plan::{
-    Plan, LARGE_RECORD_BYTES, MAX_FREE_SEGMENTS, RAW_BLOCK_BYTES, SEGMENT_SIZE_BYTES,
+    Case, Mode, Plan, LARGE_RECORD_BYTES, MAX_FREE_SEGMENTS, RAW_BLOCK_BYTES, SEGMENT_SIZE_BYTES,
     WARM_UP_RECORD_BYTES, WARM_UP_SEGMENTS,
 };
 use crate::raw::{self, RawLimits, RawResult};
 use crate::workload::{
-    appender, checkpointer, AppenderResult, PairedRaw, PHASE_MEASURE, PHASE_STOP, PHASE_WARM,
+    appender, checkpointer, task_appender, AppenderResult, PairedRaw, PHASE_MEASURE, PHASE_STOP,
+    PHASE_WARM,
 };
 
 /// Everything one run measured.
@@ -48,12 +52,17 @@ pub struct RunResult {
 /// One case's figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct CaseResult {
-    /// `logship::append/size=100,appenders=1` and the like.
+    /// `logship::append/size=100,appenders=1`, `...,appenders=64,mode=tasks` and the like.
     pub name: String,
     /// Payload bytes per record.
     pub record_bytes: usize,
-    /// Appender threads.
+    /// Appenders (threads or tasks).
     pub appenders: usize,
+    /// `threads` or `tasks`.
+    pub mode: Mode,
+    /// OS threads that ran the appenders: `appenders` in mode `threads`, the runtime's worker
+    /// threads in mode `tasks`.
+    pub appender_threads: usize,
     /// The engine backend that ran it.
     pub backend: String,
     /// Appends that became durable within the measured window.
@@ -64,10 +73,11 @@ pub struct CaseResult {
     pub records_per_s: f64,
     /// Payload MB/s (10^6 bytes).
     pub mb_per_s: f64,
-    /// Commit latency: from calling `append` to `wait` returning.
+    /// Commit latency: from calling `append` to `wait` returning (threads), or from calling
+    /// `append_async` to the awaited `Append` resolving (tasks).
     pub latency: Summary,
     /// Raw 4 KiB overwrite + fdatasync latency measured in slices alternating with the appends
-    /// (1-appender cases only).
+    /// (1-appender threads cases only).
     pub paired_raw: Option<Summary>,
     /// CPU time the whole process (appenders, engine threads) used per second of the window:
     /// 1.0 is one CPU busy. Near `nproc`, the case is CPU-bound.
@@ -130,7 +140,7 @@ pub fn run(plan: &Plan, dir: &Path, backend: Backend) -> anyhow::Result<RunResul
     let (small, large): (Vec<_>, Vec<_>) = plan
         .cases
         .iter()
-        .partition(|(size, _)| *size < LARGE_RECORD_BYTES);
+        .partition(|c| c.record_bytes < LARGE_RECORD_BYTES);
     eprintln!("raw latency limits ({:?} each) ...", plan.raw_duration);
     settle(dir);
     let [overwrite_4k, append_4k] = raw::measure_latency(dir, plan.raw_duration)?;
@@ -164,12 +174,12 @@ fn run_cases(
     plan: &Plan,
     dir: &Path,
     backend: Backend,
-    cases: &[&(usize, usize)],
+    cases: &[&Case],
 ) -> anyhow::Result<Vec<CaseResult>> {
     let mut results = Vec::with_capacity(cases.len());
-    for &&(size, appenders) in cases {
+    for &&spec in cases {
         settle(dir);
-        let case = run_case(plan, dir, backend, size, appenders)?;
+        let case = run_case(plan, dir, backend, spec)?;
         eprintln!(
             "{}: {:.0} rec/s, {:.1} MB/s, p50 {:.1} us, {:.1} records/write, {:.2} CPUs busy",
             case.name,
@@ -185,18 +195,15 @@ fn run_cases(
 }
 
 /// Runs one case in a fresh subdirectory of `dir`.
-fn run_case(
-    plan: &Plan,
-    dir: &Path,
-    backend: Backend,
-    size: usize,
-    appenders: usize,
-) -> anyhow::Result<CaseResult> {
-    let case_dir = dir.join(format!("log-size{size}-appenders{appenders}"));
+fn run_case(plan: &Plan, dir: &Path, backend: Backend, spec: Case) -> anyhow::Result<CaseResult> {
+    let (size, appenders) = (spec.record_bytes, spec.appenders);
+    let case_dir = dir.join(format!(
+        "log-size{size}-appenders{appenders}-{}",
+        spec.mode.as_str()
+    ));
     let paired_path = dir.join(format!("paired-raw-size{size}"));
-    let paired = (appenders == 1)
-        .then(|| PairedRaw::create(&paired_path))
-        .transpose()?;
+    let pairs = is_paired(spec);
+    let paired = pairs.then(|| PairedRaw::create(&paired_path)).transpose()?;
     let options = Options {
         create_if_missing: true,
         segment_size_bytes: SEGMENT_SIZE_BYTES,
@@ -208,17 +215,22 @@ fn run_case(
         Log::open(&case_dir, options).with_context(|| format!("opening {}", case_dir.display()))?,
     );
     warm_up(&log).context("warming up")?;
-    let mut case = measure(plan, &log, size, appenders, paired)?;
+    let mut case = measure(plan, &log, spec, paired)?;
     case.backend = log.backend().to_string();
     let log = Arc::try_unwrap(log).map_err(|_| anyhow!("a thread still holds the log"))?;
     log.close().context("closing the log")?;
     std::fs::remove_dir_all(&case_dir)
         .with_context(|| format!("removing {}", case_dir.display()))?;
-    if appenders == 1 {
+    if pairs {
         std::fs::remove_file(&paired_path)
             .with_context(|| format!("removing {}", paired_path.display()))?;
     }
     Ok(case)
+}
+
+/// Whether a case pairs its appends with raw operations: 1-appender threads cases.
+fn is_paired(spec: Case) -> bool {
+    spec.mode == Mode::Threads && spec.appenders == 1
 }
 
 /// Writes [`WARM_UP_SEGMENTS`] segments of large records, waits for them, and purges them, so
@@ -238,29 +250,32 @@ fn warm_up(log: &Log) -> anyhow::Result<()> {
 }
 
 /// Runs the workload: unmeasured for `plan.case_warm_up`, then measured for `plan.case_duration`.
-/// `paired` (1-appender cases) goes to the single appender.
+/// `paired` (1-appender threads cases) goes to the single appender.
 fn measure(
     plan: &Plan,
     log: &Arc<Log>,
-    size: usize,
-    appenders: usize,
-    mut paired: Option<PairedRaw>,
+    spec: Case,
+    paired: Option<PairedRaw>,
 ) -> anyhow::Result<CaseResult> {
     let phase = Arc::new(AtomicU8::new(PHASE_WARM));
-    let start = Arc::new(Barrier::new(appenders + 1));
-    let payload = Bytes::from(raw::pattern(size));
-    let workers: Vec<JoinHandle<anyhow::Result<AppenderResult>>> = (0..appenders)
-        .map(|_| {
-            let (log, phase, start) = (Arc::clone(log), Arc::clone(&phase), Arc::clone(&start));
-            let (payload, paired) = (payload.clone(), paired.take());
-            std::thread::spawn(move || appender(&log, &phase, &start, &payload, paired))
-        })
-        .collect();
+    let payload = Bytes::from(raw::pattern(spec.record_bytes));
     let checkpointer = {
         let (log, phase) = (Arc::clone(log), Arc::clone(&phase));
         std::thread::spawn(move || checkpointer(&log, &phase))
     };
-    start.wait();
+    // Every appender is running before the warm-up starts.
+    let appenders = match spec.mode {
+        Mode::Threads => spawn_threads(log, &phase, &payload, spec.appenders, paired),
+        Mode::Tasks => spawn_tasks(log, &phase, &payload, spec.appenders),
+    };
+    let appenders = match appenders {
+        Ok(a) => a,
+        Err(e) => {
+            phase.store(PHASE_STOP, Ordering::SeqCst);
+            let _ = checkpointer.join();
+            return Err(e);
+        }
+    };
     std::thread::sleep(plan.case_warm_up);
     let (stats_before, cpu_before, t0) = (log.stats(), process_cpu_time(), Instant::now());
     phase.store(PHASE_MEASURE, Ordering::SeqCst);
@@ -268,11 +283,9 @@ fn measure(
     phase.store(PHASE_STOP, Ordering::SeqCst);
     let (stats_after, window) = (log.stats(), t0.elapsed());
     let cpu_cores = (process_cpu_time() - cpu_before).as_secs_f64() / window.as_secs_f64();
+    let appender_threads = appenders.os_threads();
     let mut merged = AppenderResult::default();
-    for w in workers {
-        let r = w
-            .join()
-            .map_err(|_| anyhow!("appender thread panicked"))??;
+    for r in appenders.join()? {
         merged.logship.merge(&r.logship);
         merged.raw.merge(&r.raw);
         merged.logship_busy += r.logship_busy;
@@ -281,14 +294,14 @@ fn measure(
         .join()
         .map_err(|_| anyhow!("checkpointer thread panicked"))??;
     // A paired appender appended only part of the window: its rate is over its own busy time.
-    let elapsed = if appenders == 1 {
+    let elapsed = if is_paired(spec) {
         merged.logship_busy
     } else {
         window
     };
     Ok(case_result(
-        size,
-        appenders,
+        spec,
+        appender_threads,
         &merged,
         elapsed,
         cpu_cores,
@@ -296,9 +309,109 @@ fn measure(
     ))
 }
 
+/// A case's running appenders.
+enum Appenders {
+    /// One OS thread each.
+    Threads(Vec<JoinHandle<anyhow::Result<AppenderResult>>>),
+    /// Tokio tasks on their own multi-thread runtime.
+    Tasks {
+        runtime: tokio::runtime::Runtime,
+        workers: usize,
+        tasks: Vec<tokio::task::JoinHandle<anyhow::Result<AppenderResult>>>,
+    },
+}
+
+impl Appenders {
+    /// OS threads running the appenders.
+    fn os_threads(&self) -> usize {
+        match self {
+            Appenders::Threads(threads) => threads.len(),
+            Appenders::Tasks { workers, .. } => *workers,
+        }
+    }
+
+    /// Waits for every appender (after the stop phase) and returns what each measured; the
+    /// first failure wins.
+    fn join(self) -> anyhow::Result<Vec<AppenderResult>> {
+        match self {
+            Appenders::Threads(threads) => threads
+                .into_iter()
+                .map(|t| t.join().map_err(|_| anyhow!("appender thread panicked"))?)
+                .collect(),
+            Appenders::Tasks { runtime, tasks, .. } => {
+                let results = runtime.block_on(async {
+                    let mut results = Vec::with_capacity(tasks.len());
+                    for t in tasks {
+                        results.push(t.await.map_err(|e| anyhow!("appender task: {e}"))??);
+                    }
+                    Ok(results)
+                });
+                runtime.shutdown_background();
+                results
+            }
+        }
+    }
+}
+
+/// Starts `n` appender threads and returns once all of them are running.
+fn spawn_threads(
+    log: &Arc<Log>,
+    phase: &Arc<AtomicU8>,
+    payload: &Bytes,
+    n: usize,
+    mut paired: Option<PairedRaw>,
+) -> anyhow::Result<Appenders> {
+    let start = Arc::new(Barrier::new(n + 1));
+    let threads = (0..n)
+        .map(|_| {
+            let (log, phase, start) = (Arc::clone(log), Arc::clone(phase), Arc::clone(&start));
+            let (payload, paired) = (payload.clone(), paired.take());
+            std::thread::spawn(move || appender(&log, &phase, &start, &payload, paired))
+        })
+        .collect();
+    start.wait();
+    Ok(Appenders::Threads(threads))
+}
+
+/// Starts a multi-thread tokio runtime with one worker per CPU and `n` appender tasks on it;
+/// returns once all of them have started.
+fn spawn_tasks(
+    log: &Arc<Log>,
+    phase: &Arc<AtomicU8>,
+    payload: &Bytes,
+    n: usize,
+) -> anyhow::Result<Appenders> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("bench-task-worker")
+        .enable_time()
+        .build()
+        .context("starting the tokio runtime")?;
+    let started = Arc::new(AtomicUsize::new(0));
+    let tasks = (0..n)
+        .map(|_| {
+            let (log, phase, started) = (Arc::clone(log), Arc::clone(phase), Arc::clone(&started));
+            runtime.spawn(task_appender(log, phase, started, payload.clone()))
+        })
+        .collect::<Vec<_>>();
+    while started.load(Ordering::SeqCst) < n {
+        if tasks.iter().any(tokio::task::JoinHandle::is_finished) {
+            // A task ended before the others started: it failed, and `join` will say why.
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(Appenders::Tasks {
+        runtime,
+        workers,
+        tasks,
+    })
+}
+
 fn case_result(
-    size: usize,
-    appenders: usize,
+    spec: Case,
+    appender_threads: usize,
     merged: &AppenderResult,
     elapsed: Duration,
     cpu_cores: f64,
@@ -306,10 +419,13 @@ fn case_result(
 ) -> CaseResult {
     let elapsed_s = elapsed.as_secs_f64();
     let records = merged.logship.len();
+    let size = spec.record_bytes;
     CaseResult {
-        name: format!("logship::append/size={size},appenders={appenders}"),
+        name: spec.name(),
         record_bytes: size,
-        appenders,
+        appenders: spec.appenders,
+        mode: spec.mode,
+        appender_threads,
         backend: String::new(),
         records,
         elapsed_s,
