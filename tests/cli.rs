@@ -392,3 +392,21 @@ fn verify_reports_flipped_payload_byte_with_exit_1() {
     // append checks only the last segment, where crashes leave damage, so append still works.)
     assert_refused(cli(&["dump"], &dir), FIRST_SEGMENT);
 }
+
+#[test]
+fn a_log_in_use_is_refused_to_append_but_dumped_read_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = new_log(&tmp, b"one\ntwo\n");
+    let log = logship::Log::open(&dir, logship::Options::default()).expect("open");
+    log.append(logship::Bytes::from_static(b"three"))
+        .expect("append")
+        .wait()
+        .expect("durable");
+    assert_refused(append(&dir, &[], b"four\n"), "in use by another process");
+    let (code, stdout, stderr) = cli(&["dump"], &dir);
+    assert_eq!(code, 0, "dump beside a writer failed: {stderr}");
+    assert_eq!(stdout, "1\t0\t3\tone\n2\t0\t3\ttwo\n3\t0\t5\tthree\n");
+    drop(log);
+    let (code, _, stderr) = append(&dir, &[], b"four\n");
+    assert_eq!(code, 0, "append after the writer closed: {stderr}");
+}

@@ -60,6 +60,12 @@ pub enum Error {
     /// The log was closed.
     #[error("log is closed")]
     Closed,
+    /// Another process (or another `Log` in this one) has the log open.
+    #[error("{path} is in use by another process (it holds the lock on its logship.meta)")]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
+    },
     /// A record exceeds the configured maximum size.
     #[error("record of {len} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge {

@@ -264,13 +264,38 @@ pub fn segment_recovery(data: &[u8]) {
     let vfs = FaultyVfs::new(0);
     make_log_dir(&vfs, &segment);
     let before = verify_with(&vfs, Path::new(DIR));
+    let scanned = scan_all(&vfs);
     match Log::open(DIR, options(&vfs)) {
         Err(e) => check_refusal(&e, &before, &model, shape),
         Ok(log) => {
             check_recovered(&log, &before, &model);
+            check_scan_agrees(&log, scanned);
             append_and_reopen(log, &vfs);
         }
     }
+}
+
+/// The read-only scanner over the directory as built (it must never panic).
+fn scan_all(vfs: &FaultyVfs) -> Result<Vec<(Lsn, Vec<u8>)>> {
+    let scanner =
+        crate::scan::scan_with(std::sync::Arc::new(vfs.clone()), Path::new(DIR), Lsn::ZERO)?;
+    scanner
+        .map(|r| r.map(|r| (r.lsn, r.payload.to_vec())))
+        .collect()
+}
+
+/// Where open recovers the log, a read-only scan of it beforehand returns exactly its records.
+fn check_scan_agrees(log: &Log, scanned: Result<Vec<(Lsn, Vec<u8>)>>) {
+    let scanned = match scanned {
+        Ok(s) => s,
+        Err(e) => panic!("open recovered the log but a read-only scan failed: {e}"),
+    };
+    let read: Vec<(Lsn, Vec<u8>)> = log
+        .read_from(Lsn::FIRST)
+        .expect("reader")
+        .map(|r| r.map(|r| (r.lsn, r.payload.to_vec())).expect("record"))
+        .collect();
+    assert_eq!(scanned, read, "the scanner and the recovered log disagree");
 }
 
 /// The segment file's bytes, in the shape and with the window the first byte selects.

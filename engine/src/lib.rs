@@ -22,6 +22,7 @@ mod pool;
 mod reader;
 pub mod record;
 mod recovery;
+mod scan;
 pub mod segment;
 mod segment_set;
 pub mod types;
@@ -36,5 +37,6 @@ pub use crate::record::Record;
 pub use crate::recovery::{
     verify, verify_with, Corruption, RecoveryReport, TornTail, VerifyReport,
 };
+pub use crate::scan::{scan, scan_with, Scanner};
 pub use crate::types::{Epoch, Lsn};
 pub use bytes::Bytes;

@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) written_lsn: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) backend: &'static str,
+    /// Held until the last reference to the shared state goes.
+    pub(crate) _lock: crate::io::LockGuard,
 }
 
 impl Shared {

@@ -243,7 +243,13 @@ fn find_future_records(bytes: &[u8], from: usize, expected: Lsn) -> Option<Futur
     found
 }
 
-fn classify_tail(bytes: &[u8], pos: usize, expected: Lsn, window: u64, failure: String) -> Stop {
+pub(crate) fn classify_tail(
+    bytes: &[u8],
+    pos: usize,
+    expected: Lsn,
+    window: u64,
+    failure: String,
+) -> Stop {
     let future = find_future_records(bytes, pos + 1, expected);
     match future {
         Some(f) if (f.last_end - pos) as u64 > window => Stop::Corrupt {
@@ -302,7 +308,7 @@ pub(crate) fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
     Ok(l)
 }
 
-fn not_a_log(dir: &Path, l: &Listing) -> Error {
+pub(crate) fn not_a_log(dir: &Path, l: &Listing) -> Error {
     let reason = if l.foreign.is_empty() {
         format!("no {META_FILE} marker")
     } else {
@@ -319,7 +325,7 @@ fn not_a_log(dir: &Path, l: &Listing) -> Error {
     }
 }
 
-fn read_meta(vfs: &dyn Vfs, dir: &Path) -> Result<LogMeta> {
+pub(crate) fn read_meta(vfs: &dyn Vfs, dir: &Path) -> Result<LogMeta> {
     let path = dir.join(META_FILE);
     let file = vfs
         .open(&path, OpenMode::Read)
@@ -417,6 +423,8 @@ fn create_first_segment(vfs: &dyn Vfs, dir: &Path, options: &Options, window: u6
 
 /// Everything the writer needs to start.
 pub(crate) struct Recovered {
+    /// The exclusive lock on the marker, held for the log's lifetime.
+    pub(crate) lock: crate::io::LockGuard,
     pub(crate) segments: Vec<Segment>,
     pub(crate) next_lsn: Lsn,
     pub(crate) free: Vec<u64>,
@@ -450,6 +458,15 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, options: &Options) -> Result<Re
         listing = list(vfs, dir)?;
     }
     read_meta(vfs, dir)?;
+    // Recovery rewrites the tail: never while another process appends to it.
+    let lock = vfs
+        .lock_exclusive(&dir.join(META_FILE))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked {
+                path: dir.to_path_buf(),
+            },
+            _ => Error::io("lock", dir.join(META_FILE), e),
+        })?;
     if !listing.foreign.is_empty() {
         tracing::warn!(dir = %dir.display(), files = ?listing.foreign, "log directory holds files that are not logship's; leaving them alone");
     }
@@ -471,6 +488,7 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, options: &Options) -> Result<Re
         created = true;
     }
     let mut rec = recover_segments(vfs, dir, &listing.segments, options)?;
+    rec.lock = lock;
     rec.free = listing.free;
     rec.report.created = created;
     rec.report.temp_files_removed = temp_files_removed;
@@ -487,14 +505,14 @@ fn remove_temp(vfs: &dyn Vfs, dir: &Path, temp: &[String]) -> Result<usize> {
 }
 
 /// An opened segment file with its checked header.
-struct Opened {
-    base: Lsn,
-    path: PathBuf,
-    file: Arc<dyn VfsFile>,
-    header: SegmentHeader,
+pub(crate) struct Opened {
+    pub(crate) base: Lsn,
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn VfsFile>,
+    pub(crate) header: SegmentHeader,
 }
 
-fn open_segment(vfs: &dyn Vfs, dir: &Path, base: Lsn, mode: OpenMode) -> Result<Opened> {
+pub(crate) fn open_segment(vfs: &dyn Vfs, dir: &Path, base: Lsn, mode: OpenMode) -> Result<Opened> {
     let path = dir.join(segment_name(base));
     let file = vfs
         .open(&path, mode)
@@ -541,7 +559,7 @@ fn open_segment(vfs: &dyn Vfs, dir: &Path, base: Lsn, mode: OpenMode) -> Result<
 }
 
 /// Reads a whole file with `read_at` (not a map, so that an EIO is an error, not a SIGBUS).
-fn read_all(file: &dyn VfsFile) -> Result<Vec<u8>> {
+pub(crate) fn read_all(file: &dyn VfsFile) -> Result<Vec<u8>> {
     let len = file.len().map_err(|e| Error::io("stat", file.path(), e))?;
     let len = usize::try_from(len).map_err(|_| Error::Corruption {
         segment: file.path().to_path_buf(),
@@ -635,6 +653,7 @@ fn recover_segments(
     report.segments = segments.len();
     report.last_lsn = last.last_lsn();
     Ok(Recovered {
+        lock: crate::io::LockGuard(None),
         next_lsn: last.last_lsn().next(),
         segments,
         free: Vec::new(),

@@ -97,6 +97,7 @@ pub(crate) fn start(
         written_lsn: AtomicU64::new(durable.get()),
         counters: Counters::default(),
         backend,
+        _lock: recovered.lock,
     });
     let window = (PIPELINE_DEPTH * config.buffer_bytes) as u64;
     let writer = Writer {

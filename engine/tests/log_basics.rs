@@ -286,3 +286,33 @@ fn many_async_waiters_are_all_woken() {
     }
     assert_eq!(log.durable_lsn(), Lsn(24 * 200));
 }
+
+#[test]
+fn a_second_open_is_refused_and_a_scan_reads_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Log::open(&path, small(Backend::Auto)).unwrap();
+    for i in 1..=700u64 {
+        let _ = log.append(payload(i)).unwrap();
+    }
+    log.sync().unwrap();
+    match Log::open(&path, small(Backend::Auto)) {
+        Err(Error::Locked { path: p }) => assert_eq!(p, path),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let scanned: Vec<_> = logship_engine::scan(&path, Lsn(650))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(scanned.len(), 51);
+    for r in &scanned {
+        assert_eq!(r.payload, payload(r.lsn.get()));
+    }
+    let all = logship_engine::scan(&path, Lsn::ZERO).unwrap().count();
+    assert_eq!(all, 700);
+    drop(log);
+    assert!(
+        Log::open(&path, small(Backend::Auto)).is_ok(),
+        "the lock goes with the log"
+    );
+}

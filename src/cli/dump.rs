@@ -6,9 +6,10 @@
 //! `{"lsn":1,"epoch":0,"len":5,"crc":123,"payload_b64":"aGVsbG8="}`, the payload in standard
 //! base64 with padding, byte for byte.
 //!
-//! The engine has no read-only open, so dump opens the log as an appender would: recovery cuts a
-//! torn tail left by a crash (the records in it were never acknowledged). It changes nothing
-//! else and appends nothing. Use `logship verify` to inspect a log without touching it.
+//! Dump reads with the engine's read-only scanner (`logship::scan`): it takes no lock and changes
+//! nothing, so it can read a log that another process is appending to (records that process has
+//! written but not yet synced may be printed) or a backup copy. It stops quietly at a torn tail
+//! and fails with the corruption's file, offset and LSN at damage a crash cannot explain.
 
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use base64::Engine as _;
 use clap::ValueEnum;
-use logship::{Log, Lsn, Options, Record};
+use logship::{Lsn, Record};
 
 /// Write buffer for stdout.
 const OUTPUT_BUFFER_BYTES: usize = 256 * 1024;
@@ -51,26 +52,18 @@ pub struct DumpArgs {
 
 /// Runs `logship dump`.
 pub fn run(args: DumpArgs) -> anyhow::Result<ExitCode> {
-    let log = Log::open(&args.dir, Options::default())?;
-    let from = args.from.map_or_else(|| log.first_lsn(), Lsn);
+    let from = args.from.map_or(Lsn::ZERO, Lsn);
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut out = BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, io::stdout().lock());
     let mut line = String::new();
-    let mut printed = 0u64;
-    if printed < limit && from <= log.last_lsn() {
-        for record in log.read_from(from)? {
-            let record = record?;
-            line.clear();
-            format_record(&mut line, &record, args.format);
-            out.write_all(line.as_bytes()).context("writing stdout")?;
-            printed += 1;
-            if printed == limit {
-                break;
-            }
-        }
+    for record in logship::scan(&args.dir, from)?.take(usize::try_from(limit).unwrap_or(usize::MAX))
+    {
+        let record = record?;
+        line.clear();
+        format_record(&mut line, &record, args.format);
+        out.write_all(line.as_bytes()).context("writing stdout")?;
     }
     out.flush().context("writing stdout")?;
-    log.close()?;
     Ok(ExitCode::SUCCESS)
 }
 

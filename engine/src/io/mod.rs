@@ -55,6 +55,22 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Creates the hot-path write queue for the writer thread.
     fn write_queue(&self, config: &QueueConfig) -> io::Result<Box<dyn WriteQueue>>;
+    /// Takes an exclusive advisory lock on the file at `path`, held until the returned guard is
+    /// dropped; `ErrorKind::WouldBlock` if someone else holds it. The default (for file systems
+    /// that live inside one process) takes no lock.
+    fn lock_exclusive(&self, path: &Path) -> io::Result<LockGuard> {
+        let _ = path;
+        Ok(LockGuard(None))
+    }
+}
+
+/// Holds a lock from [`Vfs::lock_exclusive`] until dropped.
+pub struct LockGuard(pub Option<Box<dyn Send + Sync>>);
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LockGuard").field(&self.0.is_some()).finish()
+    }
 }
 
 /// An open file.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{
-    Backend, FailedStep, IoBuf, OpenMode, QueueConfig, Vfs, VfsFile, WriteCompletion, WriteOp,
-    WriteQueue,
+    Backend, FailedStep, IoBuf, LockGuard, OpenMode, QueueConfig, Vfs, VfsFile, WriteCompletion,
+    WriteOp, WriteQueue,
 };
 
 /// The operating system's file system.
@@ -74,6 +74,17 @@ impl Vfs for StdVfs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
+    }
+
+    fn lock_exclusive(&self, path: &Path) -> io::Result<LockGuard> {
+        let file = File::open(path)?;
+        #[allow(unsafe_code)]
+        // SAFETY: flock on a descriptor we own; no pointers. The lock lives as long as `file`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LockGuard(Some(Box::new(file))))
     }
 
     fn write_queue(&self, config: &QueueConfig) -> io::Result<Box<dyn WriteQueue>> {
