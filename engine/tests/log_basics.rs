@@ -316,3 +316,32 @@ fn a_second_open_is_refused_and_a_scan_reads_beside_the_writer() {
         "the lock goes with the log"
     );
 }
+
+#[test]
+fn records_larger_than_a_batch_are_written_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        create_if_missing: true,
+        segment_size_bytes: 256 << 10,
+        max_batch_bytes: 4096,
+        max_record_bytes: 100 << 10,
+        max_queue_bytes: 512 << 10,
+        ..Options::default()
+    };
+    let path = dir.path().join("log");
+    let log = Log::open(&path, opts.clone()).unwrap();
+    let sizes = [100 << 10, 10, 5000, 100 << 10, 0, 70_000, 3];
+    let big: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Bytes::from(vec![i as u8 + 1; n]))
+        .collect();
+    for p in &big {
+        let _ = log.append(p.clone()).unwrap();
+    }
+    log.sync().unwrap();
+    log.close().unwrap();
+    let log = Log::open(&path, opts).unwrap();
+    let got: Vec<Bytes> = read_all(&log).into_iter().map(|r| r.1).collect();
+    assert_eq!(got, big);
+}

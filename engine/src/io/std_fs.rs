@@ -90,7 +90,11 @@ impl Vfs for StdVfs {
     fn write_queue(&self, config: &QueueConfig) -> io::Result<Box<dyn WriteQueue>> {
         match self.backend {
             Backend::Portable => Ok(Box::new(PortableQueue::new(config))),
-            Backend::IoUring => Ok(Box::new(super::uring::UringQueue::new(config)?)),
+            Backend::IoUring => {
+                super::uring::probe()
+                    .map_err(|reason| io::Error::new(io::ErrorKind::Unsupported, reason))?;
+                Ok(Box::new(super::uring::UringQueue::new(config)?))
+            }
             Backend::Auto => match super::uring::probe() {
                 Ok(()) => Ok(Box::new(super::uring::UringQueue::new(config)?)),
                 Err(reason) => {
