@@ -141,7 +141,15 @@ fn cut_once(
 ) -> anyhow::Result<Outcome> {
     let child_seed = rng.next_u64();
     let size = SEGMENT_SIZE_BYTES.to_string();
-    let backend = std::env::var("LOGSHIP_TEST_BACKEND").unwrap_or_else(|_| "auto".into());
+    // Both hot-path backends take the cuts, alternating, unless the environment pins one.
+    let backend = std::env::var("LOGSHIP_TEST_BACKEND").unwrap_or_else(|_| {
+        if rng.chance(50) {
+            "io_uring"
+        } else {
+            "portable"
+        }
+        .into()
+    });
     let mut args = vec![
         "--segment-size",
         size.as_str(),

@@ -177,6 +177,12 @@ impl Writer {
                 }
                 Some(Item::Record { .. }) if self.flights.len() < PIPELINE_DEPTH => {
                     self.write_batch()?;
+                    // Acknowledge whatever already completed before building the next batch: a
+                    // synchronous queue finishes its operation inside `submit`, and its waiters
+                    // must not wait for the next batch's flush as well.
+                    if !self.flights.is_empty() {
+                        self.reap(0)?;
+                    }
                     continue;
                 }
                 _ => {}

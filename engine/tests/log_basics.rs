@@ -19,6 +19,17 @@ fn small(backend: Backend) -> Options {
     }
 }
 
+/// Both hot-path backends where the host allows io_uring (it says so when it does not).
+fn backends() -> Vec<Backend> {
+    match logship_engine::io::uring::probe() {
+        Ok(()) => vec![Backend::Portable, Backend::IoUring],
+        Err(reason) => {
+            println!("io_uring cases skipped: {reason}");
+            vec![Backend::Portable]
+        }
+    }
+}
+
 fn payload(i: u64) -> Bytes {
     Bytes::from(format!("record-{i}-{}", "x".repeat((i % 300) as usize)))
 }
@@ -32,7 +43,7 @@ fn read_all(log: &Log) -> Vec<(Lsn, Bytes)> {
 
 #[test]
 fn append_read_reopen_across_segments_on_both_backends() {
-    for backend in [Backend::Portable, Backend::Auto] {
+    for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         let log = Log::open(&path, small(backend)).unwrap();
@@ -69,23 +80,25 @@ fn append_read_reopen_across_segments_on_both_backends() {
 
 #[test]
 fn concurrent_appenders_get_dense_lsns() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(Log::open(dir.path().join("log"), small(Backend::Auto)).unwrap());
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for i in 0..300u64 {
-                    log.append(payload(t * 1000 + i)).unwrap().wait().unwrap();
-                }
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path().join("log"), small(backend)).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for i in 0..300u64 {
+                        log.append(payload(t * 1000 + i)).unwrap().wait().unwrap();
+                    }
+                })
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(log.durable_lsn(), Lsn(2400), "{backend:?}");
+        assert_eq!(read_all(&log).len(), 2400, "{backend:?}");
     }
-    assert_eq!(log.durable_lsn(), Lsn(2400));
-    assert_eq!(read_all(&log).len(), 2400);
 }
 
 #[test]
@@ -266,25 +279,27 @@ fn payloads_read_from_a_purged_segment_never_change() {
 fn many_async_waiters_are_all_woken() {
     // More async waiters per group commit than the writer wakes inline, so the notifier thread
     // wakes most of them.
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(Log::open(dir.path().join("log"), small(Backend::Auto)).unwrap());
-    let threads: Vec<_> = (0..24u64)
-        .map(|t| {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                block_on(async {
-                    for i in 0..200u64 {
-                        let a = log.append_async(payload(t * 1000 + i)).await.unwrap();
-                        a.await.unwrap();
-                    }
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path().join("log"), small(backend)).unwrap());
+        let threads: Vec<_> = (0..24u64)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    block_on(async {
+                        for i in 0..200u64 {
+                            let a = log.append_async(payload(t * 1000 + i)).await.unwrap();
+                            a.await.unwrap();
+                        }
+                    })
                 })
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(log.durable_lsn(), Lsn(24 * 200), "{backend:?}");
     }
-    assert_eq!(log.durable_lsn(), Lsn(24 * 200));
 }
 
 #[test]

@@ -243,12 +243,14 @@ pub trait WriteQueue: Send + fmt::Debug {
 /// Which hot-path backend the standard file system uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
-    /// io_uring when the probe succeeds, else portable.
+    /// The backend measured fastest for buffered I/O: today the portable one (see
+    /// `docs/architecture.md`, "What io_uring buys on this machine, measured").
     #[default]
     Auto,
-    /// io_uring, or fail to open.
+    /// io_uring (linked write + fdatasync from registered buffers), or fail to open with
+    /// `Error::BackendUnavailable` where the host blocks it.
     IoUring,
-    /// pwrite + fdatasync.
+    /// `pwrite` + `fdatasync` on the writer thread.
     Portable,
 }
 
