@@ -152,17 +152,11 @@ impl FreePool {
     fn prepare_spare(&self, id: u64) -> io::Result<bool> {
         let tmp = self.dir.join(format!("logship-free-{id}.tmp"));
         let file = self.vfs.open(&tmp, OpenMode::CreateNew)?;
-        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-        let mut offset = 0u64;
-        while offset < self.segment_size {
-            if self.state.lock().stopping {
-                drop(file);
-                self.vfs.remove_file(&tmp)?;
-                return Ok(false);
-            }
-            let n = (self.segment_size - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
-            file.write_all_at(&zeros[..n], offset)?;
-            offset += n as u64;
+        let stopping = || self.state.lock().stopping;
+        if write_zeros(&*file, 0, self.segment_size, None, &stopping)?.is_none() {
+            drop(file);
+            self.vfs.remove_file(&tmp)?;
+            return Ok(false);
         }
         file.sync_data()?;
         self.vfs.rename(&tmp, &self.dir.join(free_name(id)))?;
@@ -179,15 +173,40 @@ pub(crate) fn create_file(
 ) -> io::Result<Arc<dyn VfsFile>> {
     let file = vfs.open(path, OpenMode::CreateNew)?;
     if zero {
-        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-        let mut offset = 0u64;
-        while offset < size {
-            let n = (size - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
-            file.write_all_at(&zeros[..n], offset)?;
-            offset += n as u64;
-        }
+        write_zeros(&*file, 0, size, None, &|| false)?;
     } else {
         file.allocate(size)?;
     }
     Ok(file)
+}
+
+/// Writes zeros over `[from, to)` in `ZERO_CHUNK_BYTES` chunks, skipping chunks that `current`
+/// (the file's bytes from offset 0, when the caller has them) shows are zero already. Checks
+/// `stop` before each chunk and returns `None` if it said stop; else the bytes written. Does not
+/// sync: callers decide when.
+pub(crate) fn write_zeros(
+    file: &dyn VfsFile,
+    from: u64,
+    to: u64,
+    current: Option<&[u8]>,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<Option<u64>> {
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(to.saturating_sub(from) as usize)];
+    let mut written = 0u64;
+    let mut off = from;
+    while off < to {
+        if stop() {
+            return Ok(None);
+        }
+        let n = ((to - off) as usize).min(ZERO_CHUNK_BYTES);
+        let already_zero = current
+            .and_then(|c| c.get(off as usize..off as usize + n))
+            .is_some_and(|c| c.iter().all(|&b| b == 0));
+        if !already_zero {
+            file.write_all_at(&zeros[..n], off)?;
+            written += n as u64;
+        }
+        off += n as u64;
+    }
+    Ok(Some(written))
 }

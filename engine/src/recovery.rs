@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::io::{OpenMode, StdVfs, Vfs, VfsFile};
 use crate::options::{Options, RecoveryMode};
-use crate::pool::create_file;
+use crate::pool::{create_file, write_zeros};
 use crate::record::{self, RECORD_HEADER_BYTES};
 use crate::segment::{
     classify, segment_name, EntryKind, HeaderError, LogMeta, SegmentHeader, FORMAT_VERSION,
@@ -706,20 +706,9 @@ fn cut_torn_tail(o: &Opened, bytes: &[u8], scan: &Scan) -> Result<TornTail> {
 
 /// Zeroes `[from, to)` where it is not zero already, then syncs. Returns bytes written.
 fn zero_range(file: &dyn VfsFile, from: u64, to: u64, current: &[u8]) -> Result<u64> {
-    const CHUNK: usize = 1 << 20;
-    let zeros = vec![0u8; CHUNK];
-    let mut written = 0u64;
-    let mut off = from;
-    while off < to {
-        let n = ((to - off) as usize).min(CHUNK);
-        let cur = current.get(off as usize..off as usize + n).unwrap_or(&[]);
-        if cur.len() < n || cur.iter().any(|&b| b != 0) {
-            file.write_all_at(&zeros[..n], off)
-                .map_err(|e| Error::io("zero torn tail", file.path(), e))?;
-            written += n as u64;
-        }
-        off += n as u64;
-    }
+    let written = write_zeros(file, from, to, Some(current), &|| false)
+        .map_err(|e| Error::io("zero torn tail", file.path(), e))?
+        .unwrap_or(0);
     if written > 0 {
         file.sync_data()
             .map_err(|e| Error::io("fdatasync", file.path(), e))?;

@@ -33,7 +33,7 @@ use crate::io::{
 };
 use crate::log::{Counters, Item, Queue, QueueState, Shared};
 use crate::options::Options;
-use crate::pool::{create_file, FreePool};
+use crate::pool::{create_file, write_zeros, FreePool};
 use crate::reader::record_end;
 use crate::record::RECORD_HEADER_BYTES;
 use crate::recovery::{write_segment_header, Recovered, RecoveryReport};
@@ -527,18 +527,11 @@ impl Writer {
 
 /// Zeroes `[from, to)` and syncs.
 fn zero_tail(file: &dyn VfsFile, from: u64, to: u64) -> Result<()> {
-    const CHUNK: usize = 1 << 20;
     if from >= to {
         return Ok(());
     }
-    let zeros = vec![0u8; CHUNK];
-    let mut off = from;
-    while off < to {
-        let n = ((to - off) as usize).min(CHUNK);
-        file.write_all_at(&zeros[..n], off)
-            .map_err(|e| Error::io("zero truncated tail", file.path(), e))?;
-        off += n as u64;
-    }
+    write_zeros(file, from, to, None, &|| false)
+        .map_err(|e| Error::io("zero truncated tail", file.path(), e))?;
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", file.path(), e))
 }
