@@ -18,7 +18,7 @@ fn opts(vfs: &FaultyVfs) -> Options {
         max_queue_bytes: 64 << 10,
         max_free_segments: 2,
         backend: Backend::Portable,
-        vfs: Some(Arc::new(vfs.clone())),
+        vfs: Some(Arc::new(vfs.process())),
         ..Options::default()
     }
 }
