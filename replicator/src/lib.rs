@@ -1,0 +1,22 @@
+//! logship's replication layer.
+//!
+//! - [`protocol`]: the wire protocol (frames, messages, the authenticated handshake);
+//!   docs/protocol.md draws every byte.
+//! - [`quorum`], [`commit`]: `FIRST k (...)` / `ANY k (...)` and the LSN each durability level
+//!   has reached.
+//! - [`primary`], [`follower`]: the sans-I/O state machines. They take events (frames, timer
+//!   ticks, durability completions, connection changes) and return actions; no sockets, clocks
+//!   or threads inside, so the simulator can drive them deterministically.
+//! - [`backoff`], [`breaker`], [`lag`]: the pieces of fault handling those machines use.
+//! - [`transport`]: the TCP transports (portable sockets, io_uring) behind one seam.
+//! - [`node`], [`client`], [`config`], [`http`]: the running node, its client protocol, its
+//!   configuration file, and its metrics and health endpoints.
+
+#![deny(missing_docs)]
+
+pub mod backoff;
+pub mod breaker;
+pub mod http;
+pub mod protocol;
+pub mod quorum;
+pub mod transport;
