@@ -60,6 +60,22 @@ pub enum Error {
     /// The log was closed.
     #[error("log is closed")]
     Closed,
+    /// Replicated records handed to [`crate::Log::append_replicated`] are not valid records.
+    #[error("invalid replicated records at byte {offset}: {reason}")]
+    InvalidRecords {
+        /// Byte offset of the bad record in the input.
+        offset: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Replicated records do not continue the log: their first LSN is not the next one.
+    #[error("replicated records start at LSN {found}, the log continues at {expected}")]
+    LsnMismatch {
+        /// The LSN the log expects next.
+        expected: Lsn,
+        /// The first LSN offered.
+        found: Lsn,
+    },
     /// Another process (or another `Log` in this one) has the log open.
     #[error("{path} is in use by another process (it holds the lock on its logship.meta)")]
     Locked {

@@ -31,8 +31,8 @@ mod writer;
 pub use crate::completion::{Append, AppendBatch, Completion};
 pub use crate::error::{Error, Result};
 pub use crate::log::{AppendFuture, Log, LogStats, PurgeReport};
-pub use crate::options::{Durability, Options, RecoveryMode};
-pub use crate::reader::LogReader;
+pub use crate::options::{Durability, LogObserver, Options, RecoveryMode};
+pub use crate::reader::{Chunk, LogReader};
 pub use crate::record::Record;
 pub use crate::recovery::{
     verify, verify_with, Corruption, RecoveryReport, TornTail, VerifyReport,

@@ -264,6 +264,80 @@ impl Log {
         Ok(AppendBatch::new(first, completion))
     }
 
+    /// Appends records that another log encoded (a follower appending what its primary sent),
+    /// keeping their bytes exactly: LSN, epoch, flags and CRC. `records` is a run of whole
+    /// encoded records whose LSNs must continue this log densely. Every record's CRC is checked
+    /// before anything is queued; payloads are slices of `records`, not copies.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRecords`] for bytes that are not whole valid records or skip an LSN,
+    /// [`Error::LsnMismatch`] if the first LSN is not the log's next one, and those of
+    /// [`Log::append`]. Nothing is appended on error.
+    pub fn append_replicated(&self, records: Bytes) -> Result<AppendBatch> {
+        let parsed = self.parse_replicated(&records)?;
+        let Some(&(first, _, _)) = parsed.first() else {
+            return Err(Error::InvalidRecords {
+                offset: 0,
+                reason: "no records".into(),
+            });
+        };
+        let need = records.len();
+        let mut st = self.shared.queue.state.lock();
+        loop {
+            admit(&st)?;
+            if has_room(&st, need, self.shared.options.max_queue_bytes) {
+                break;
+            }
+            self.shared.queue.space.wait(&mut st);
+        }
+        if st.next_lsn != first {
+            return Err(Error::LsnMismatch {
+                expected: st.next_lsn,
+                found: first,
+            });
+        }
+        for &(lsn, start, end) in &parsed {
+            let mut header = [0u8; RECORD_HEADER_BYTES];
+            header.copy_from_slice(&records[start..start + RECORD_HEADER_BYTES]);
+            st.queued_bytes += end - start;
+            st.items.push(Item::Record {
+                header,
+                payload: records.slice(start + RECORD_HEADER_BYTES..end),
+            });
+            st.next_lsn = lsn.next();
+        }
+        let last = st.next_lsn.prev();
+        let generation = st.generation;
+        self.wake_writer(&mut st);
+        drop(st);
+        let completion = self.completion(last, generation, Durability::Durable);
+        Ok(AppendBatch::new(first, completion))
+    }
+
+    /// Checks a run of encoded records: whole, CRCs good, LSNs dense, sizes within bounds.
+    /// Returns each record's LSN and byte range.
+    fn parse_replicated(&self, records: &[u8]) -> Result<Vec<(Lsn, usize, usize)>> {
+        let max = self.shared.options.max_record_bytes;
+        let mut out = Vec::new();
+        let mut offset = 0;
+        while offset < records.len() {
+            let bad = |reason: String| Error::InvalidRecords { offset, reason };
+            let r = crate::record::decode(&records[offset..]).map_err(|e| bad(e.to_string()))?;
+            if r.payload.len() > max {
+                return Err(bad(format!("payload of {} bytes exceeds {max}", r.payload.len())));
+            }
+            if let Some(&(prev, _, _)) = out.last() {
+                if r.header.lsn != Lsn::next(prev) {
+                    return Err(bad(format!("LSN {} follows {prev}", r.header.lsn)));
+                }
+            }
+            let end = offset + RECORD_HEADER_BYTES + r.payload.len();
+            out.push((r.header.lsn, offset, end));
+            offset = end;
+        }
+        Ok(out)
+    }
+
     /// Appends one record, awaiting room in the queue instead of blocking the thread. The
     /// returned [`Append`] is itself awaitable for durability.
     ///

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::io::{Backend, Vfs};
 use crate::record::{MAX_PAYLOAD_BYTES, RECORD_HEADER_BYTES};
 use crate::segment::SEGMENT_HEADER_BYTES;
+use crate::types::Lsn;
 
 /// Default segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
@@ -75,6 +76,19 @@ pub struct Options {
     /// leave damage). Sealed segments' records are always checked by their CRCs when read.
     /// Default `false`.
     pub full_scan_on_open: bool,
+    /// Told of every batch the writer forms and of every advance of the durable watermark, on
+    /// the writer thread (replication uses it to send a batch before its fdatasync completes).
+    pub observer: Option<Arc<dyn LogObserver>>,
+}
+
+/// Watches the writer. Both calls run on the writer thread, in LSN order: keep them short and
+/// never block in them (queue work elsewhere), or every append waits.
+pub trait LogObserver: std::fmt::Debug + Send + Sync + 'static {
+    /// A batch of encoded records (headers and payloads, exactly the bytes written to the
+    /// segment) is about to be written; its fdatasync has not started.
+    fn on_batch(&self, first: Lsn, last: Lsn, records: &[u8]);
+    /// Every record up to `durable` is on stable storage.
+    fn on_durable(&self, durable: Lsn);
 }
 
 impl Default for Options {
@@ -91,6 +105,7 @@ impl Default for Options {
             vfs: None,
             recovery: RecoveryMode::Strict,
             full_scan_on_open: false,
+            observer: None,
         }
     }
 }

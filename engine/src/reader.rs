@@ -55,6 +55,17 @@ enum Source {
     Read { data: Vec<u8>, start: u64 },
 }
 
+/// Whole encoded records, as they lie in the segment: headers and payloads.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    /// LSN of the first record.
+    pub first: Lsn,
+    /// LSN of the last record.
+    pub last: Lsn,
+    /// The records' bytes; a slice of the segment's map when it is sealed.
+    pub bytes: Bytes,
+}
+
 impl LogReader {
     pub(crate) fn new(shared: Arc<Shared>, from: Lsn, unsynced: bool) -> Result<LogReader> {
         let first = shared.first_lsn();
@@ -133,6 +144,79 @@ impl LogReader {
         c.offset += (RECORD_HEADER_BYTES + rec.payload.len()) as u64;
         c.lsn = c.lsn.next();
         Ok(rec)
+    }
+}
+
+impl LogReader {
+    /// Reads whole records from the next LSN on as their encoded bytes: at least one record,
+    /// at most `max_bytes` unless one record alone is larger, never across a segment boundary.
+    /// From sealed segments the bytes are a slice of the map (zero-copy). Headers (length, LSN)
+    /// are checked here; the CRCs are left to whoever decodes the records. Returns `None` at
+    /// the end, like `next`.
+    pub fn next_chunk(&mut self, max_bytes: usize) -> Option<Result<Chunk>> {
+        let limit = self.limit();
+        if self.failed || self.next > limit {
+            return None;
+        }
+        match self.read_chunk(max_bytes, limit) {
+            Ok(c) => {
+                self.next = c.last.next();
+                Some(Ok(c))
+            }
+            Err(_) if self.unsynced && self.next > self.shared.watermark.durable() => {
+                self.cursor = None;
+                None
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+
+    fn read_chunk(&mut self, max_bytes: usize, limit: Lsn) -> Result<Chunk> {
+        let stale = match &self.cursor {
+            None => true,
+            Some(c) => c.lsn != self.next || self.next > c.seg.last_lsn(),
+        };
+        if stale {
+            self.position()?;
+        }
+        let c = self.cursor.as_mut().expect("positioned");
+        let stop = limit.min(c.seg.last_lsn());
+        let (first, start) = (c.lsn, c.offset);
+        loop {
+            let (_, len) = c.header_at()?;
+            if c.lsn != first && c.offset + len - start > max_bytes as u64 {
+                break;
+            }
+            c.offset += len;
+            c.lsn = c.lsn.next();
+            if c.lsn > stop {
+                break;
+            }
+        }
+        let (end, last) = (c.offset, c.lsn.prev());
+        let bytes = match &c.source {
+            Source::Mapped(map) => map.slice(start as usize..end as usize),
+            Source::Read { .. } => {
+                let mut data = vec![0u8; (end - start) as usize];
+                let mut done = 0;
+                while done < data.len() {
+                    let n = c
+                        .seg
+                        .file
+                        .read_at(&mut data[done..], start + done as u64)
+                        .map_err(|e| Error::io("read", &c.seg.path, e))?;
+                    if n == 0 {
+                        return Err(c.corrupt("segment ends inside a record".into()));
+                    }
+                    done += n;
+                }
+                Bytes::from(data)
+            }
+        };
+        Ok(Chunk { first, last, bytes })
     }
 }
 

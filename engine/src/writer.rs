@@ -263,6 +263,9 @@ impl Writer {
             outcome: None,
         });
         self.shared.counters.writes.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = &self.shared.options.observer {
+            observer.on_batch(first, last, buf.as_slice());
+        }
         if end > seg.capacity / 2 {
             self.shared.pool.request_spare();
         }
@@ -330,6 +333,7 @@ impl Writer {
     /// Advances the durable watermark over every leading batch that completed; a failed one
     /// stops everything.
     fn acknowledge(&mut self) -> Result<(), String> {
+        let mut advanced = None;
         while let Some(f) = self.flights.front() {
             match &f.outcome {
                 None => break,
@@ -340,9 +344,13 @@ impl Writer {
                     c.bytes.fetch_add(f.bytes, Ordering::Relaxed);
                     c.syncs.fetch_add(1, Ordering::Relaxed);
                     self.shared.watermark.advance(f.last);
+                    advanced = Some(f.last);
                     self.flights.pop_front();
                 }
             }
+        }
+        if let (Some(durable), Some(observer)) = (advanced, &self.shared.options.observer) {
+            observer.on_durable(durable);
         }
         Ok(())
     }

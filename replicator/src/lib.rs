@@ -16,7 +16,13 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod commit;
+pub mod follower;
 pub mod http;
+pub mod lag;
+pub mod link;
+pub mod primary;
 pub mod protocol;
 pub mod quorum;
+pub mod status;
 pub mod transport;

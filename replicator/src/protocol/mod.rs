@@ -2,3 +2,8 @@
 //! authentication ([`auth`]).
 
 pub mod auth;
+pub mod frame;
+pub mod msg;
+
+pub use frame::{Frame, FrameDecoder, FrameError};
+pub use msg::{ClientStatus, DurabilityLevel, Msg, RejectCode};

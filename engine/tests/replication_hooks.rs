@@ -1,0 +1,154 @@
+//! The engine's hooks for replication: the writer's observer, chunked reads of encoded
+//! records, and appending another log's records byte for byte.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use logship_engine::{Error, Log, LogObserver, Lsn, Options};
+use parking_lot::Mutex;
+
+fn small() -> Options {
+    Options {
+        create_if_missing: true,
+        segment_size_bytes: 64 << 10,
+        max_record_bytes: 8 << 10,
+        max_batch_bytes: 16 << 10,
+        max_queue_bytes: 256 << 10,
+        ..Options::default()
+    }
+}
+
+fn payload(i: u64) -> Bytes {
+    Bytes::from(format!("record-{i}-{}", "y".repeat((i % 500) as usize)))
+}
+
+#[derive(Debug, Default)]
+struct Recorder {
+    batches: Mutex<Vec<(Lsn, Lsn, Vec<u8>)>>,
+    durable: Mutex<Vec<Lsn>>,
+}
+
+impl LogObserver for Recorder {
+    fn on_batch(&self, first: Lsn, last: Lsn, records: &[u8]) {
+        self.batches.lock().push((first, last, records.to_vec()));
+    }
+    fn on_durable(&self, durable: Lsn) {
+        self.durable.lock().push(durable);
+    }
+}
+
+fn all_chunks(log: &Log, max_bytes: usize) -> Vec<logship_engine::Chunk> {
+    let mut reader = log.read_from(Lsn::ZERO).unwrap();
+    let mut out = Vec::new();
+    while let Some(c) = reader.next_chunk(max_bytes) {
+        out.push(c.unwrap());
+    }
+    out
+}
+
+#[test]
+fn observer_sees_every_batch_before_it_is_durable_and_chunks_match_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recorder::default());
+    let opts = Options {
+        observer: Some(rec.clone()),
+        ..small()
+    };
+    let log = Log::open(dir.path().join("p"), opts).unwrap();
+    for i in 1..=3000u64 {
+        let a = log.append(payload(i)).unwrap();
+        if i % 250 == 0 {
+            a.wait().unwrap();
+        }
+    }
+    log.sync().unwrap();
+    let batches = rec.batches.lock().clone();
+    let mut next = Lsn(1);
+    let mut streamed = Vec::new();
+    for (first, last, bytes) in &batches {
+        assert_eq!(*first, next, "batches are dense and in order");
+        next = last.next();
+        streamed.extend_from_slice(bytes);
+    }
+    assert_eq!(next, Lsn(3001));
+    let durable = rec.durable.lock().clone();
+    assert!(durable.windows(2).all(|w| w[0] < w[1]), "durable LSNs rise");
+    assert_eq!(durable.last(), Some(&Lsn(3000)));
+
+    let chunks = all_chunks(&log, 20_000);
+    assert!(chunks.len() > 5, "several segments, several chunks");
+    let mut read = Vec::new();
+    let mut next = Lsn(1);
+    for c in &chunks {
+        assert_eq!(c.first, next);
+        assert!(c.bytes.len() <= 20_000 || c.first == c.last);
+        next = c.last.next();
+        read.extend_from_slice(&c.bytes);
+    }
+    assert_eq!(read, streamed, "chunks are exactly the bytes the observer saw");
+}
+
+#[test]
+fn replicated_records_are_appended_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Log::open(dir.path().join("p"), small()).unwrap();
+    for i in 1..=2500u64 {
+        drop(primary.append(payload(i)).unwrap());
+    }
+    primary.sync().unwrap();
+    let follower = Log::open(dir.path().join("f"), small()).unwrap();
+    for c in all_chunks(&primary, 7_000) {
+        let b = follower.append_replicated(c.bytes.clone()).unwrap();
+        assert_eq!((b.first_lsn(), b.last_lsn()), (c.first, c.last));
+    }
+    follower.sync().unwrap();
+    let a: Vec<u8> = all_chunks(&primary, 1 << 20).iter().flat_map(|c| c.bytes.to_vec()).collect();
+    let b: Vec<u8> = all_chunks(&follower, 1 << 20).iter().flat_map(|c| c.bytes.to_vec()).collect();
+    assert_eq!(a.len(), b.len());
+    assert!(a == b, "the follower's records are the primary's bytes");
+    follower.close().unwrap();
+    let reopened = Log::open(dir.path().join("f"), small()).unwrap();
+    assert_eq!(reopened.last_lsn(), Lsn(2500));
+}
+
+#[test]
+fn bad_replicated_records_are_refused_and_append_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Log::open(dir.path().join("p"), small()).unwrap();
+    for i in 1..=10u64 {
+        drop(primary.append(payload(i)).unwrap());
+    }
+    primary.sync().unwrap();
+    let chunk = all_chunks(&primary, 1 << 20).remove(0);
+    let bytes = chunk.bytes.to_vec();
+    let follower = Log::open(dir.path().join("f"), small()).unwrap();
+
+    let mut flipped = bytes.clone();
+    flipped[40] ^= 1;
+    let e = follower.append_replicated(Bytes::from(flipped)).unwrap_err();
+    assert!(matches!(e, Error::InvalidRecords { offset: 0, .. }), "{e}");
+
+    let cut = Bytes::copy_from_slice(&bytes[..bytes.len() - 3]);
+    let e = follower.append_replicated(cut).unwrap_err();
+    assert!(matches!(e, Error::InvalidRecords { .. }), "{e}");
+
+    // Records 2..=10 on an empty log: the LSNs do not continue it.
+    let mut reader = primary.read_from(Lsn(2)).unwrap();
+    let tail = reader.next_chunk(1 << 20).unwrap().unwrap();
+    let e = follower.append_replicated(tail.bytes.clone()).unwrap_err();
+    assert!(matches!(e, Error::LsnMismatch { expected: Lsn(1), found: Lsn(2) }), "{e}");
+
+    // A gap inside the run.
+    let first_len = 32 + payload(1).len();
+    let second_len = 32 + payload(2).len();
+    let mut gap = bytes[..first_len].to_vec();
+    gap.extend_from_slice(&bytes[first_len + second_len..]);
+    let e = follower.append_replicated(Bytes::from(gap)).unwrap_err();
+    assert!(matches!(e, Error::InvalidRecords { .. }), "{e}");
+
+    let e = follower.append_replicated(Bytes::new()).unwrap_err();
+    assert!(matches!(e, Error::InvalidRecords { .. }), "{e}");
+    assert_eq!(follower.last_lsn(), Lsn::ZERO, "nothing was appended");
+    follower.append_replicated(chunk.bytes).unwrap().wait().unwrap();
+    assert_eq!(follower.last_lsn(), Lsn(10));
+}

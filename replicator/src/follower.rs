@@ -1,0 +1,445 @@
+//! The follower's replication state machine: accept a primary's connection, answer its
+//! challenge and check its proof of the cluster key, truncate what the primary does not have,
+//! then append what it streams (same LSNs, same bytes) and acknowledge write, durable and
+//! applied positions, which double as heartbeats.
+//!
+//! Pure: events in, [`FollowerAction`]s out. Invariants: nothing is appended from a session
+//! that has not proven the key; records are appended densely from the agreed start (a gap or an
+//! overlap closes the session); acknowledged positions never exceed what the log holds
+//! (applied <= durable <= written).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use logship_engine::record::RECORD_HEADER_BYTES;
+use logship_engine::{Epoch, Lsn};
+
+use crate::primary::Timeouts;
+use crate::protocol::auth::{self, ClusterKey, Role, Transcript, NONCE_LEN};
+use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::protocol::{FrameError, Msg, RejectCode};
+use crate::status::FollowerSideStatus;
+use crate::transport::ConnId;
+
+/// The follower's configuration.
+#[derive(Clone, Debug)]
+pub struct FollowerConfig {
+    /// The cluster id both sides must share.
+    pub cluster_id: String,
+    /// This node's id.
+    pub node_id: String,
+    /// The pre-shared key.
+    pub key: ClusterKey,
+    /// Timeouts (handshake, heartbeat interval, peer).
+    pub timeouts: Timeouts,
+    /// Applied follows durable (no embedding application reports it).
+    pub auto_apply: bool,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowerAction {
+    /// Send a message.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: Msg,
+    },
+    /// Close a connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why (logged).
+        reason: String,
+    },
+    /// Append these records (whole, encoded, dense from `first`) to the log.
+    Append {
+        /// First LSN.
+        first: Lsn,
+        /// Last LSN.
+        last: Lsn,
+        /// The records.
+        records: Bytes,
+    },
+    /// Truncate the log after `after`, before anything else is appended; then report the new
+    /// tail with [`Follower::on_truncated`].
+    Truncate {
+        /// Keep records up to and including this LSN.
+        after: Lsn,
+    },
+}
+
+/// The log's position when the follower starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// Last LSN in the log.
+    pub last: Lsn,
+    /// Epoch of that record.
+    pub last_epoch: Epoch,
+    /// CRC field of that record (0 for an empty log).
+    pub last_crc: u32,
+    /// Durable LSN.
+    pub durable: Lsn,
+    /// Applied LSN.
+    pub applied: Lsn,
+}
+
+#[derive(Debug)]
+enum Session {
+    AwaitHello { deadline: Duration, nonce: [u8; NONCE_LEN] },
+    AwaitStart { deadline: Duration, nonce: [u8; NONCE_LEN], hello: Hello },
+    Streaming { primary: String },
+}
+
+#[derive(Debug)]
+struct Hello {
+    version: u16,
+    primary: String,
+    epoch: Epoch,
+    nonce: [u8; NONCE_LEN],
+}
+
+/// The follower's state machine.
+#[derive(Debug)]
+pub struct Follower {
+    config: FollowerConfig,
+    sessions: BTreeMap<ConnId, Session>,
+    tail: Tail,
+    written: Lsn,
+    durable: Lsn,
+    applied: Lsn,
+    primary_commit: Lsn,
+    primary_last: Lsn,
+    last_heard: Option<Duration>,
+    last_ack: Duration,
+    rejected: BTreeMap<&'static str, u64>,
+}
+
+impl Follower {
+    /// A follower whose log is at `tail`.
+    pub fn new(config: FollowerConfig, tail: Tail) -> Follower {
+        assert!(tail.durable <= tail.last, "durable {} past last {}", tail.durable, tail.last);
+        let applied = if config.auto_apply { tail.durable } else { tail.applied.min(tail.durable) };
+        Follower {
+            config,
+            sessions: BTreeMap::new(),
+            tail,
+            written: tail.last,
+            durable: tail.durable,
+            applied,
+            primary_commit: Lsn::ZERO,
+            primary_last: Lsn::ZERO,
+            last_heard: None,
+            last_ack: Duration::ZERO,
+            rejected: BTreeMap::new(),
+        }
+    }
+
+    /// Last LSN handed to the log.
+    pub fn written(&self) -> Lsn {
+        self.written
+    }
+
+    /// Last LSN durable.
+    pub fn durable(&self) -> Lsn {
+        self.durable
+    }
+
+    /// Last LSN applied.
+    pub fn applied(&self) -> Lsn {
+        self.applied
+    }
+
+    fn streaming(&self) -> Option<ConnId> {
+        self.sessions.iter().find(|(_, s)| matches!(s, Session::Streaming { .. })).map(|(c, _)| *c)
+    }
+
+    /// A primary connected; `nonce` is fresh randomness for the handshake.
+    pub fn on_accepted(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN]) {
+        let deadline = now + self.config.timeouts.handshake;
+        self.sessions.insert(conn, Session::AwaitHello { deadline, nonce });
+    }
+
+    /// A connection closed.
+    pub fn on_closed(&mut self, conn: ConnId) {
+        if let Some(Session::Streaming { primary }) = self.sessions.remove(&conn) {
+            tracing::info!(%primary, "replication session from the primary ended");
+        }
+    }
+
+    fn ack(&mut self, now: Duration, conn: ConnId, out: &mut Vec<FollowerAction>) {
+        self.last_ack = now;
+        out.push(FollowerAction::Send {
+            conn,
+            msg: Msg::Ack { write: self.written, durable: self.durable, applied: self.applied },
+        });
+    }
+
+    fn reject(&mut self, conn: ConnId, code: RejectCode, detail: u64, message: String, out: &mut Vec<FollowerAction>) {
+        tracing::info!(conn, reason = code.as_str(), %message, "refusing a replication session");
+        *self.rejected.entry(code.as_str()).or_default() += 1;
+        out.push(FollowerAction::Send { conn, msg: Msg::Reject { code, detail, message: message.clone() } });
+        out.push(FollowerAction::Close { conn, reason: message });
+        self.sessions.remove(&conn);
+    }
+
+    /// Bytes on `conn` were not a valid frame.
+    pub fn on_frame_error(&mut self, conn: ConnId, error: &FrameError, out: &mut Vec<FollowerAction>) {
+        self.reject(conn, RejectCode::Protocol, 0, format!("malformed frame: {error}"), out);
+    }
+
+    /// A decoded frame arrived on `conn`.
+    pub fn on_frame(&mut self, now: Duration, conn: ConnId, msg: Msg, out: &mut Vec<FollowerAction>) {
+        let Some(session) = self.sessions.remove(&conn) else { return };
+        match (session, msg) {
+            (_, Msg::Reject { code, message, .. }) => {
+                tracing::info!(conn, reason = code.as_str(), %message, "the primary refused the session");
+                out.push(FollowerAction::Close { conn, reason: message });
+            }
+            (Session::AwaitHello { nonce, .. }, Msg::Hello { version_min, version_max, epoch, last_lsn, nonce: pn, cluster_id, node_id }) => {
+                let hello = Hello { version: version_max.min(PROTOCOL_VERSION), primary: node_id, epoch, nonce: pn };
+                self.on_hello(now, conn, nonce, hello, (version_min, cluster_id, last_lsn), out);
+            }
+            (Session::AwaitStart { nonce, hello, .. }, Msg::Start { mac, truncate_after, start_lsn, commit_lsn }) => {
+                self.on_start(now, conn, nonce, hello, mac, (truncate_after, start_lsn, commit_lsn), out);
+            }
+            (Session::Streaming { primary }, Msg::Records { first, last, commit_lsn, records }) => {
+                self.sessions.insert(conn, Session::Streaming { primary });
+                self.on_records(now, conn, first, last, commit_lsn, records, out);
+            }
+            (Session::Streaming { primary }, Msg::Heartbeat { commit_lsn, last_lsn }) => {
+                self.sessions.insert(conn, Session::Streaming { primary });
+                self.primary_commit = self.primary_commit.max(commit_lsn);
+                self.primary_last = self.primary_last.max(last_lsn);
+                self.last_heard = Some(now);
+            }
+            (s, other) => {
+                self.sessions.insert(conn, s);
+                let m = format!("unexpected {} frame", other.name());
+                self.reject(conn, RejectCode::Protocol, 0, m, out);
+            }
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        nonce: [u8; NONCE_LEN],
+        hello: Hello,
+        (version_min, cluster_id, primary_last): (u16, String, Lsn),
+        out: &mut Vec<FollowerAction>,
+    ) {
+        if hello.version < version_min.max(MIN_PROTOCOL_VERSION) {
+            let m = format!("no common protocol version: primary {version_min}.., this node {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}");
+            return self.reject(conn, RejectCode::Version, 0, m, out);
+        }
+        if cluster_id != self.config.cluster_id {
+            let m = format!("cluster id {cluster_id:?} is not {:?}", self.config.cluster_id);
+            return self.reject(conn, RejectCode::ClusterId, 0, m, out);
+        }
+        let t = transcript(&self.config, &hello, &nonce);
+        let mac = auth::prove(&self.config.key, Role::Follower, &t);
+        out.push(FollowerAction::Send {
+            conn,
+            msg: Msg::HelloReply {
+                version: hello.version,
+                last_lsn: self.written,
+                last_epoch: self.tail.last_epoch,
+                last_crc: self.tail.last_crc,
+                nonce,
+                mac,
+                cluster_id: self.config.cluster_id.clone(),
+                node_id: self.config.node_id.clone(),
+            },
+        });
+        self.primary_last = self.primary_last.max(primary_last);
+        let deadline = now + self.config.timeouts.handshake;
+        self.sessions.insert(conn, Session::AwaitStart { deadline, nonce, hello });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_start(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        nonce: [u8; NONCE_LEN],
+        hello: Hello,
+        mac: [u8; auth::MAC_LEN],
+        (truncate_after, start, commit): (Option<Lsn>, Lsn, Lsn),
+        out: &mut Vec<FollowerAction>,
+    ) {
+        let t = transcript(&self.config, &hello, &nonce);
+        if !auth::verify(&self.config.key, Role::Primary, &t, &mac) {
+            let m = format!("{}'s proof of the cluster key is wrong", hello.primary);
+            return self.reject(conn, RejectCode::AuthFailed, 0, m, out);
+        }
+        let kept = truncate_after.map_or(self.written, |t| t.min(self.written));
+        if start != kept.next() {
+            let m = format!("streaming would start at {start}, the log continues at {}", kept.next());
+            return self.reject(conn, RejectCode::Protocol, 0, m, out);
+        }
+        if let Some(old) = self.streaming() {
+            out.push(FollowerAction::Close { conn: old, reason: format!("superseded by a session from {}", hello.primary) });
+            self.sessions.remove(&old);
+        }
+        if kept < self.written {
+            tracing::warn!(after = %kept, last = %self.written, "truncating records the primary does not have");
+            out.push(FollowerAction::Truncate { after: kept });
+            self.written = kept;
+            self.durable = self.durable.min(kept);
+            self.applied = self.applied.min(kept);
+        }
+        tracing::info!(primary = %hello.primary, epoch = %hello.epoch, start = %start, "streaming from the primary");
+        self.primary_commit = self.primary_commit.max(commit);
+        self.last_heard = Some(now);
+        self.sessions.insert(conn, Session::Streaming { primary: hello.primary });
+        self.ack(now, conn, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_records(&mut self, now: Duration, conn: ConnId, first: Lsn, last: Lsn, commit: Lsn, records: Bytes, out: &mut Vec<FollowerAction>) {
+        if first != self.written.next() {
+            let m = format!("records {first}..={last} where {} was expected", self.written.next());
+            return self.reject(conn, RejectCode::Protocol, 0, m, out);
+        }
+        let Some((crc, epoch)) = last_record(&records, first, last) else {
+            let m = format!("records {first}..={last} do not hold exactly those LSNs");
+            return self.reject(conn, RejectCode::Protocol, 0, m, out);
+        };
+        out.push(FollowerAction::Append { first, last, records });
+        self.written = last;
+        self.tail.last_crc = crc;
+        self.tail.last_epoch = epoch;
+        self.primary_commit = self.primary_commit.max(commit);
+        self.primary_last = self.primary_last.max(last);
+        self.last_heard = Some(now);
+        self.ack(now, conn, out);
+    }
+
+    /// The log is durable up to `lsn`.
+    pub fn on_durable(&mut self, now: Duration, lsn: Lsn, out: &mut Vec<FollowerAction>) {
+        let lsn = lsn.min(self.written);
+        if lsn <= self.durable {
+            return;
+        }
+        self.durable = lsn;
+        if self.config.auto_apply {
+            self.applied = lsn;
+        }
+        if let Some(conn) = self.streaming() {
+            self.ack(now, conn, out);
+        }
+    }
+
+    /// The application applied records up to `lsn`.
+    pub fn on_applied(&mut self, now: Duration, lsn: Lsn, out: &mut Vec<FollowerAction>) {
+        let lsn = lsn.min(self.durable);
+        if lsn <= self.applied {
+            return;
+        }
+        self.applied = lsn;
+        if let Some(conn) = self.streaming() {
+            self.ack(now, conn, out);
+        }
+    }
+
+    /// The truncation asked for is done; the log's last record now has this CRC and epoch.
+    pub fn on_truncated(&mut self, last_crc: u32, last_epoch: Epoch) {
+        self.tail.last_crc = last_crc;
+        self.tail.last_epoch = last_epoch;
+    }
+
+    /// Appending failed; the log really ends at `tail` (the session is closed: the primary
+    /// reconnects and starts from the truth).
+    pub fn on_append_failed(&mut self, reason: String, tail: Tail, out: &mut Vec<FollowerAction>) {
+        if let Some(conn) = self.streaming() {
+            self.sessions.remove(&conn);
+            out.push(FollowerAction::Close { conn, reason: format!("append failed: {reason}") });
+        }
+        self.tail = tail;
+        self.written = tail.last;
+        self.durable = tail.durable.min(tail.last);
+        self.applied = self.applied.min(self.durable);
+    }
+
+    /// Timer: handshake deadlines, a silent primary, heartbeats.
+    pub fn tick(&mut self, now: Duration, out: &mut Vec<FollowerAction>) {
+        let expired: Vec<ConnId> = (self.sessions.iter())
+            .filter(|(_, s)| match s {
+                Session::AwaitHello { deadline, .. } | Session::AwaitStart { deadline, .. } => now >= *deadline,
+                Session::Streaming { .. } => false,
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in expired {
+            self.sessions.remove(&conn);
+            out.push(FollowerAction::Close { conn, reason: "handshake timed out".into() });
+        }
+        let Some(conn) = self.streaming() else { return };
+        let silent = now.saturating_sub(self.last_heard.unwrap_or(now));
+        if silent >= self.config.timeouts.peer {
+            self.sessions.remove(&conn);
+            out.push(FollowerAction::Close { conn, reason: format!("primary silent for {silent:?}") });
+            return;
+        }
+        if now.saturating_sub(self.last_ack) >= self.config.timeouts.heartbeat_interval {
+            self.ack(now, conn, out);
+        }
+    }
+
+    /// A snapshot for status.
+    pub fn status(&self, now: Duration) -> FollowerSideStatus {
+        let primary = self.sessions.values().find_map(|s| match s {
+            Session::Streaming { primary } => Some(primary.clone()),
+            _ => None,
+        });
+        FollowerSideStatus {
+            connected: primary.is_some(),
+            primary,
+            write_lsn: self.written.0,
+            durable_lsn: self.durable.0,
+            applied_lsn: self.applied.0,
+            primary_commit_lsn: self.primary_commit.0,
+            primary_last_lsn: self.primary_last.0,
+            last_heard_ms: self.last_heard.map(|t| now.saturating_sub(t).as_secs_f64() * 1e3),
+            rejected: self.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+}
+
+fn transcript<'a>(config: &'a FollowerConfig, hello: &'a Hello, nonce: &'a [u8; NONCE_LEN]) -> Transcript<'a> {
+    Transcript {
+        version: hello.version,
+        cluster_id: &config.cluster_id,
+        primary_id: &hello.primary,
+        follower_id: &config.node_id,
+        epoch: hello.epoch.0,
+        primary_nonce: &hello.nonce,
+        follower_nonce: nonce,
+    }
+}
+
+/// Walks the record headers of a run: `Some((crc, epoch))` of the last record if the run holds
+/// exactly the records `first..=last`, back to back. CRCs are left to the log, which checks them.
+fn last_record(records: &[u8], first: Lsn, last: Lsn) -> Option<(u32, Epoch)> {
+    let mut offset = 0usize;
+    let mut expect = first;
+    let mut found = None;
+    while offset < records.len() {
+        let h = records.get(offset..offset.checked_add(RECORD_HEADER_BYTES)?)?;
+        let len = u32::from_le_bytes(h[0..4].try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(h[4..8].try_into().ok()?);
+        let lsn = u64::from_le_bytes(h[8..16].try_into().ok()?);
+        let epoch = u64::from_le_bytes(h[16..24].try_into().ok()?);
+        if Lsn(lsn) != expect || expect > last {
+            return None;
+        }
+        offset = offset.checked_add(RECORD_HEADER_BYTES)?.checked_add(len)?;
+        found = Some((crc, Epoch(epoch)));
+        expect = expect.next();
+    }
+    (offset == records.len() && expect == last.next()).then_some(found).flatten()
+}

@@ -1,0 +1,540 @@
+//! One follower link, seen from the primary: connect with backoff behind a circuit breaker,
+//! authenticate, decide where streaming starts, then stream (live batches, or chunks read from
+//! the log while the follower is behind), heartbeat, and track the follower's progress and lag.
+//!
+//! Pure: the link returns [`Action`]s and is told their outcomes as events. Invariants:
+//! records are sent in LSN order without gaps from the agreed start; no record is sent before
+//! the follower has proven the cluster key; unacknowledged bytes stay under the window.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use logship_engine::{Chunk, Lsn};
+
+use crate::backoff::Backoff;
+use crate::breaker::CircuitBreaker;
+use crate::commit::Progress;
+use crate::lag::{AckLevel, LagClock};
+use crate::primary::{Action, Ctx, PrimaryConfig, ReadError};
+use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
+use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::protocol::{Msg, RejectCode};
+use crate::transport::ConnId;
+
+/// How often a link whose breaker refuses a connection asks again.
+const BREAKER_POLL: Duration = Duration::from_millis(50);
+
+/// Where the link is, for status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Not connected; waiting for the backoff delay or the breaker.
+    Idle,
+    /// Connecting.
+    Connecting,
+    /// Authenticating.
+    Handshake,
+    /// Streaming records, behind (reading from the log).
+    CatchingUp,
+    /// Streaming live batches.
+    Streaming,
+}
+
+#[derive(Debug)]
+enum CatchUp {
+    Live,
+    Reading { from: Lsn, deadline: Duration },
+    Waiting,
+}
+
+#[derive(Debug)]
+struct Stream {
+    conn: ConnId,
+    next_send: Lsn,
+    /// (last LSN of a sent frame, bytes sent up to and including it)
+    inflight: VecDeque<(Lsn, u64)>,
+    sent_bytes: u64,
+    acked_bytes: u64,
+    catch_up: CatchUp,
+    last_sent: Duration,
+}
+
+#[derive(Debug)]
+struct Pending {
+    version: u16,
+    last_lsn: Lsn,
+    last_crc: u32,
+    follower_nonce: [u8; NONCE_LEN],
+}
+
+#[derive(Debug)]
+enum State {
+    Idle { retry_at: Duration },
+    Connecting { conn: Option<ConnId>, deadline: Duration },
+    Handshake { conn: ConnId, nonce: [u8; NONCE_LEN], deadline: Duration },
+    Verifying { conn: ConnId, nonce: [u8; NONCE_LEN], reply: Pending, deadline: Duration },
+    Streaming(Stream),
+}
+
+/// Counters of one link.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct LinkCounters {
+    /// Connections that reached streaming.
+    pub sessions: u64,
+    /// Connect failures, timeouts, lost connections.
+    pub failures: u64,
+    /// Sessions this side refused (bad key, cluster id, protocol errors).
+    pub rejected: u64,
+    /// Sessions the follower refused.
+    pub rejected_by_peer: u64,
+    /// Record frames sent.
+    pub frames_sent: u64,
+    /// Record bytes sent.
+    pub bytes_sent: u64,
+    /// Catch-up chunks sent.
+    pub chunks_sent: u64,
+}
+
+/// One follower link.
+#[derive(Debug)]
+pub struct Link {
+    /// The follower's name.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Counted in the sync quorum.
+    pub sync: bool,
+    state: State,
+    /// What it acknowledged.
+    pub progress: Progress,
+    last_heard: Duration,
+    healthy: bool,
+    /// The circuit breaker.
+    pub breaker: CircuitBreaker,
+    backoff: Backoff,
+    /// Lag measurements.
+    pub lag: LagClock,
+    /// Counters.
+    pub counters: LinkCounters,
+    /// The follower needs records that were purged.
+    pub purged: bool,
+    /// The last reason the link failed, for status.
+    pub last_error: Option<String>,
+}
+
+impl Link {
+    /// A link that connects at once.
+    pub fn new(name: String, addr: SocketAddr, sync: bool, config: &PrimaryConfig) -> Link {
+        Link {
+            name,
+            addr,
+            sync,
+            state: State::Idle { retry_at: Duration::ZERO },
+            progress: Progress::default(),
+            last_heard: Duration::ZERO,
+            healthy: false,
+            breaker: CircuitBreaker::new(config.breaker),
+            backoff: Backoff::new(config.backoff),
+            lag: LagClock::default(),
+            counters: LinkCounters::default(),
+            purged: false,
+            last_error: None,
+        }
+    }
+
+    /// The connection in use, if any.
+    pub fn conn(&self) -> Option<ConnId> {
+        match &self.state {
+            State::Idle { .. } => None,
+            State::Connecting { conn, .. } => *conn,
+            State::Handshake { conn, .. } | State::Verifying { conn, .. } => Some(*conn),
+            State::Streaming(s) => Some(s.conn),
+        }
+    }
+
+    /// Streaming and heard from within the peer timeout.
+    pub fn healthy(&self) -> bool {
+        self.healthy && matches!(self.state, State::Streaming(_))
+    }
+
+    /// Where the link is.
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::Idle { .. } => Phase::Idle,
+            State::Connecting { .. } => Phase::Connecting,
+            State::Handshake { .. } | State::Verifying { .. } => Phase::Handshake,
+            State::Streaming(s) if matches!(s.catch_up, CatchUp::Live) => Phase::Streaming,
+            State::Streaming(_) => Phase::CatchingUp,
+        }
+    }
+
+    /// The next LSN to send, while streaming.
+    pub fn next_send(&self) -> Option<Lsn> {
+        match &self.state {
+            State::Streaming(s) => Some(s.next_send),
+            _ => None,
+        }
+    }
+
+    /// Timer: connect when due, time out handshakes and silent peers, heartbeat.
+    pub fn tick(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        let t = ctx.config.timeouts;
+        match &mut self.state {
+            State::Idle { retry_at } => {
+                if now < *retry_at {
+                    return;
+                }
+                if !self.breaker.allow(now) {
+                    *retry_at = now + BREAKER_POLL;
+                    return;
+                }
+                out.push(Action::Connect { link: ctx.link, addr: self.addr, timeout: t.connect });
+                self.state = State::Connecting { conn: None, deadline: now + t.connect };
+            }
+            State::Connecting { deadline, .. }
+            | State::Handshake { deadline, .. }
+            | State::Verifying { deadline, .. } => {
+                if now >= *deadline {
+                    let what = if matches!(self.state, State::Connecting { .. }) { "connect" } else { "handshake" };
+                    self.fail(now, ctx, out, format!("{what} timed out"));
+                }
+            }
+            State::Streaming(_) => self.tick_streaming(now, ctx, out),
+        }
+    }
+
+    fn tick_streaming(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        let t = ctx.config.timeouts;
+        let silent = now.saturating_sub(self.last_heard);
+        self.healthy = silent < t.peer;
+        if silent >= t.peer {
+            return self.fail(now, ctx, out, format!("no acknowledgement for {silent:?}"));
+        }
+        let State::Streaming(s) = &mut self.state else { return };
+        match s.catch_up {
+            CatchUp::Reading { deadline, .. } if now >= deadline => {
+                return self.fail(now, ctx, out, "catch-up read timed out".into());
+            }
+            CatchUp::Waiting => self.read_more(now, ctx, out),
+            _ => {}
+        }
+        let State::Streaming(s) = &mut self.state else { return };
+        if now.saturating_sub(s.last_sent) >= t.heartbeat_interval {
+            s.last_sent = now;
+            out.push(Action::Send {
+                conn: s.conn,
+                msg: Msg::Heartbeat { commit_lsn: ctx.commit_lsn, last_lsn: ctx.last_lsn },
+            });
+        }
+    }
+
+    /// The transport assigned `conn` to the connect this link asked for.
+    pub fn connect_started(&mut self, conn: ConnId) {
+        if let State::Connecting { conn: c @ None, .. } = &mut self.state {
+            *c = Some(conn);
+        }
+    }
+
+    /// The connection is up: send Hello with the driver's fresh `nonce`.
+    pub fn on_connected(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN], ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+        if !matches!(self.state, State::Connecting { conn: Some(c), .. } if c == conn) {
+            out.push(Action::Close { conn, reason: "stale connection".into() });
+            return;
+        }
+        out.push(Action::Send {
+            conn,
+            msg: Msg::Hello {
+                version_min: MIN_PROTOCOL_VERSION,
+                version_max: PROTOCOL_VERSION,
+                epoch: ctx.config.epoch,
+                last_lsn: ctx.last_lsn,
+                nonce,
+                cluster_id: ctx.config.cluster_id.clone(),
+                node_id: ctx.config.node_id.clone(),
+            },
+        });
+        let deadline = now + ctx.config.timeouts.handshake;
+        self.state = State::Handshake { conn, nonce, deadline };
+    }
+
+    /// The connection failed or closed.
+    pub fn on_closed(&mut self, now: Duration, conn: ConnId, why: String, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        if self.conn() == Some(conn) {
+            self.state = State::Idle { retry_at: now };
+            self.fail(now, ctx, out, why);
+        }
+    }
+
+    /// Gives up on the current connection: closes it, counts a failure, waits a backoff delay.
+    fn fail(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, why: String) {
+        if let Some(conn) = self.conn() {
+            out.push(Action::Close { conn, reason: why.clone() });
+        }
+        tracing::info!(follower = %self.name, reason = %why, "replication link down");
+        self.breaker.on_failure(now);
+        self.counters.failures += 1;
+        self.healthy = false;
+        self.last_error = Some(why);
+        let delay = self.backoff.next_delay(ctx.rng.next_u64());
+        self.state = State::Idle { retry_at: now + delay };
+    }
+
+    /// Refuses the session: Reject frame, then close.
+    fn reject(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, code: RejectCode, detail: u64, message: String) {
+        if let Some(conn) = self.conn() {
+            out.push(Action::Send { conn, msg: Msg::Reject { code, detail, message: message.clone() } });
+        }
+        self.counters.rejected += 1;
+        ctx.rejected(code);
+        self.fail(now, ctx, out, format!("refused follower {}: {}: {message}", self.name, code.as_str()));
+    }
+
+    /// A decoded frame from this link's connection.
+    pub fn on_frame(&mut self, now: Duration, conn: ConnId, msg: Msg, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        if self.conn() != Some(conn) {
+            return;
+        }
+        match (&self.state, msg) {
+            (_, Msg::Reject { code, detail, message }) => {
+                self.counters.rejected_by_peer += 1;
+                let why = format!("follower refused the session: {} ({detail}): {message}", code.as_str());
+                self.fail(now, ctx, out, why);
+            }
+            (State::Handshake { .. }, Msg::HelloReply { version, last_lsn, last_epoch: _, last_crc, nonce, mac, cluster_id, node_id }) => {
+                self.on_hello_reply(now, ctx, out, version, (cluster_id, node_id), mac, Pending { version, last_lsn, last_crc, follower_nonce: nonce });
+            }
+            (State::Streaming(_), Msg::Ack { write, durable, applied }) => self.on_ack(now, ctx, out, write, durable, applied),
+            (_, other) => {
+                let what = format!("unexpected {} frame in phase {:?}", other.name(), self.phase());
+                self.reject(now, ctx, out, RejectCode::Protocol, 0, what);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_hello_reply(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        version: u16,
+        (cluster_id, node_id): (String, String),
+        mac: [u8; auth::MAC_LEN],
+        reply: Pending,
+    ) {
+        let State::Handshake { conn, nonce, deadline } = self.state else { return };
+        if cluster_id != ctx.config.cluster_id {
+            let m = format!("cluster id {cluster_id:?} is not {:?}", ctx.config.cluster_id);
+            return self.reject(now, ctx, out, RejectCode::ClusterId, 0, m);
+        }
+        if node_id != self.name {
+            let m = format!("node {node_id:?} answered at the address of {:?}", self.name);
+            return self.reject(now, ctx, out, RejectCode::UnknownNode, 0, m);
+        }
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+            let m = format!("version {version} outside {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}");
+            return self.reject(now, ctx, out, RejectCode::Version, 0, m);
+        }
+        let t = transcript(ctx, &self.name, version, &nonce, &reply.follower_nonce);
+        if !auth::verify(&ctx.config.key, Role::Follower, &t, &mac) {
+            let m = "the follower's proof of the cluster key is wrong".to_string();
+            return self.reject(now, ctx, out, RejectCode::AuthFailed, 0, m);
+        }
+        let l = reply.last_lsn;
+        if l > Lsn::ZERO && l <= ctx.last_lsn && l >= ctx.first_lsn {
+            out.push(Action::LookupCrc { link: ctx.link, conn, lsn: l });
+            self.state = State::Verifying { conn, nonce, reply, deadline };
+            return;
+        }
+        self.start(now, ctx, out, nonce, reply);
+    }
+
+    /// The driver looked up the CRC of the primary's record at the follower's last LSN.
+    pub fn on_crc(&mut self, now: Duration, conn: ConnId, crc: Option<u32>, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        let State::Verifying { conn: c, .. } = &self.state else { return };
+        if *c != conn {
+            return;
+        }
+        let State::Verifying { nonce, reply, deadline, .. } =
+            std::mem::replace(&mut self.state, State::Idle { retry_at: now })
+        else {
+            unreachable!("matched above")
+        };
+        // Back to the handshake state, which still answers `conn()` for `reject` and `start`.
+        self.state = State::Handshake { conn, nonce, deadline };
+        if crc != Some(reply.last_crc) {
+            let m = format!(
+                "the follower's record {} differs from the primary's (CRC {:#010x} vs {})",
+                reply.last_lsn,
+                reply.last_crc,
+                crc.map_or("none".to_string(), |c| format!("{c:#010x}"))
+            );
+            return self.reject(now, ctx, out, RejectCode::Diverged, reply.last_lsn.0, m);
+        }
+        self.start(now, ctx, out, nonce, reply);
+    }
+
+    /// Authenticated: tell the follower where streaming starts, and start.
+    fn start(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, nonce: [u8; NONCE_LEN], reply: Pending) {
+        let Some(conn) = self.conn() else { return };
+        let l = reply.last_lsn;
+        let (truncate_after, start) = if l > ctx.last_lsn {
+            (Some(ctx.last_lsn), ctx.last_lsn.next())
+        } else {
+            (None, l.next())
+        };
+        if start < ctx.first_lsn {
+            self.purged = true;
+            let m = format!("records from {start} were purged; the primary holds {} on (restore from a backup)", ctx.first_lsn);
+            return self.reject(now, ctx, out, RejectCode::Purged, ctx.first_lsn.0, m);
+        }
+        self.purged = false;
+        let t = transcript(ctx, &self.name, reply.version, &nonce, &reply.follower_nonce);
+        let mac = auth::prove(&ctx.config.key, Role::Primary, &t);
+        out.push(Action::Send { conn, msg: Msg::Start { mac, truncate_after, start_lsn: start, commit_lsn: ctx.commit_lsn } });
+        let at = start.prev();
+        self.progress = Progress { write: at, durable: at, applied: self.progress.applied.min(at) };
+        self.lag.reset([at, at, self.progress.applied]);
+        self.state = State::Streaming(Stream {
+            conn,
+            next_send: start,
+            inflight: VecDeque::new(),
+            sent_bytes: 0,
+            acked_bytes: 0,
+            catch_up: CatchUp::Waiting,
+            last_sent: now,
+        });
+        self.counters.sessions += 1;
+        self.healthy = true;
+        self.last_heard = now;
+        self.last_error = None;
+        self.backoff.reset();
+        self.breaker.on_success(now);
+        tracing::info!(follower = %self.name, start = %start, truncated = ?truncate_after, "replication link streaming");
+        self.read_more(now, ctx, out);
+    }
+
+    fn on_ack(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, write: Lsn, durable: Lsn, applied: Lsn) {
+        let State::Streaming(s) = &mut self.state else { return };
+        let sent = s.next_send.prev();
+        if write > sent || durable > write || applied > durable {
+            let m = format!("acknowledgement write={write} durable={durable} applied={applied} with {sent} sent");
+            return self.reject(now, ctx, out, RejectCode::Protocol, 0, m);
+        }
+        while let Some(&(lsn, bytes)) = s.inflight.front() {
+            if lsn > write {
+                break;
+            }
+            s.acked_bytes = bytes;
+            s.inflight.pop_front();
+        }
+        let p = &mut self.progress;
+        p.write = p.write.max(write);
+        p.durable = p.durable.max(durable);
+        p.applied = p.applied.max(applied);
+        self.lag.acked(AckLevel::Write, write, now);
+        self.lag.acked(AckLevel::Durable, durable, now);
+        self.lag.acked(AckLevel::Applied, applied, now);
+        self.last_heard = now;
+        self.healthy = true;
+        if self.breaker.state() != crate::breaker::BreakerState::Closed {
+            self.breaker.on_success(now);
+        }
+        if matches!(s.catch_up, CatchUp::Waiting) {
+            self.read_more(now, ctx, out);
+        }
+    }
+
+    fn window_open(s: &Stream, ctx: &Ctx<'_>, bytes: usize) -> bool {
+        let unacked = s.sent_bytes - s.acked_bytes;
+        unacked == 0 || unacked + bytes as u64 <= ctx.config.max_inflight_bytes
+    }
+
+    fn sent(s: &mut Stream, now: Duration, counters: &mut LinkCounters, first: Lsn, last: Lsn, bytes: usize) {
+        assert_eq!(first, s.next_send, "records are sent in order without gaps");
+        s.next_send = last.next();
+        s.sent_bytes += bytes as u64;
+        s.inflight.push_back((last, s.sent_bytes));
+        s.last_sent = now;
+        counters.frames_sent += 1;
+        counters.bytes_sent += bytes as u64;
+    }
+
+    /// A batch was formed by the primary's writer (its fdatasync has not finished).
+    pub fn on_batch(&mut self, now: Duration, first: Lsn, last: Lsn, records: &Bytes, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+        self.lag.sent(last, now);
+        let State::Streaming(s) = &mut self.state else { return };
+        let live = matches!(s.catch_up, CatchUp::Live | CatchUp::Waiting);
+        if live && s.next_send == first && Self::window_open(s, ctx, records.len()) {
+            Self::sent(s, now, &mut self.counters, first, last, records.len());
+            s.catch_up = CatchUp::Live;
+            out.push(Action::Send {
+                conn: s.conn,
+                msg: Msg::Records { first, last, commit_lsn: ctx.commit_lsn, records: records.clone() },
+            });
+        } else if matches!(s.catch_up, CatchUp::Live) && s.next_send <= last {
+            s.catch_up = CatchUp::Waiting;
+        }
+    }
+
+    /// Asks for the next chunk from the log if the follower is behind and the window allows.
+    fn read_more(&mut self, now: Duration, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+        let State::Streaming(s) = &mut self.state else { return };
+        if s.next_send > ctx.last_lsn {
+            s.catch_up = CatchUp::Live;
+            return;
+        }
+        if !Self::window_open(s, ctx, ctx.config.catch_up_chunk_bytes) {
+            s.catch_up = CatchUp::Waiting;
+            return;
+        }
+        let deadline = now + ctx.config.timeouts.catch_up_read;
+        s.catch_up = CatchUp::Reading { from: s.next_send, deadline };
+        out.push(Action::ReadChunk { link: ctx.link, conn: s.conn, from: s.next_send, max_bytes: ctx.config.catch_up_chunk_bytes });
+    }
+
+    /// A catch-up read finished: `Ok(None)` means nothing was readable yet.
+    pub fn on_chunk(&mut self, now: Duration, conn: ConnId, from: Lsn, result: Result<Option<Chunk>, ReadError>, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        let State::Streaming(s) = &mut self.state else { return };
+        if s.conn != conn || !matches!(s.catch_up, CatchUp::Reading { from: f, .. } if f == from) {
+            return;
+        }
+        match result {
+            Ok(Some(chunk)) if chunk.first == s.next_send => {
+                let len = chunk.bytes.len();
+                Self::sent(s, now, &mut self.counters, chunk.first, chunk.last, len);
+                self.counters.chunks_sent += 1;
+                out.push(Action::Send {
+                    conn,
+                    msg: Msg::Records { first: chunk.first, last: chunk.last, commit_lsn: ctx.commit_lsn, records: chunk.bytes },
+                });
+                self.read_more(now, ctx, out);
+            }
+            Ok(Some(chunk)) => {
+                let m = format!("catch-up read from {from} returned {}..={}", chunk.first, chunk.last);
+                self.fail(now, ctx, out, m);
+            }
+            Ok(None) => s.catch_up = CatchUp::Waiting,
+            Err(ReadError::Purged { first }) => {
+                self.purged = true;
+                let m = format!("records from {from} were purged; the primary holds {first} on (restore from a backup)");
+                self.reject(now, ctx, out, RejectCode::Purged, first.0, m);
+            }
+            Err(ReadError::Failed(e)) => self.fail(now, ctx, out, format!("catch-up read failed: {e}")),
+        }
+    }
+}
+
+fn transcript<'a>(ctx: &'a Ctx<'_>, follower: &'a str, version: u16, primary_nonce: &'a [u8; NONCE_LEN], follower_nonce: &'a [u8; NONCE_LEN]) -> Transcript<'a> {
+    Transcript {
+        version,
+        cluster_id: &ctx.config.cluster_id,
+        primary_id: &ctx.config.node_id,
+        follower_id: follower,
+        epoch: ctx.config.epoch.0,
+        primary_nonce,
+        follower_nonce,
+    }
+}

@@ -1,0 +1,458 @@
+//! The primary's replication state machine: one [`Link`] per follower, the
+//! [`CommitTracker`], the LSN→bytes index for lag, and retention.
+//!
+//! Pure: every method takes `now` and the event, and pushes [`Action`]s for the driver to carry
+//! out (connect, send, close, read a catch-up chunk, look up a record's CRC). The driver reports
+//! their outcomes back as events. Commit LSNs are read with [`Primary::committed`] after each
+//! event; they only rise.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use logship_engine::{Chunk, Epoch, Lsn};
+
+use crate::backoff::{BackoffConfig, Rng};
+use crate::breaker::BreakerConfig;
+use crate::commit::{CommitTracker, DegradeChange, MemberProgress, QuorumPolicy};
+use crate::lag::{AckLevel, ByteIndex};
+use crate::link::Link;
+use crate::protocol::auth::{ClusterKey, NONCE_LEN};
+use crate::protocol::{DurabilityLevel, FrameError, Msg, RejectCode};
+use crate::quorum::QuorumSpec;
+use crate::status::{Behind, CommitLsns, FollowerStatus, PrimaryStatus};
+use crate::transport::ConnId;
+
+/// Named timeouts. Defaults and their reasons: docs/fault-tolerance.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing a TCP connection.
+    pub connect: Duration,
+    /// From connection to the start of streaming.
+    pub handshake: Duration,
+    /// Heartbeat interval, both ways.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is unhealthy and its connection dropped.
+    pub peer: Duration,
+    /// How long an append waits for its level under the `block` policy.
+    pub commit: Duration,
+    /// One catch-up chunk read from the log.
+    pub catch_up_read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            handshake: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(100),
+            peer: Duration::from_secs(1),
+            commit: Duration::from_secs(5),
+            catch_up_read: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A follower the primary streams to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowerLink {
+    /// Its node id.
+    pub name: String,
+    /// Its replication address.
+    pub addr: SocketAddr,
+    /// `true` for sync (may count in the quorum), `false` for async.
+    pub sync: bool,
+}
+
+/// Default bytes sent and not yet acknowledged as received, per follower.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 32 << 20;
+/// Default size of a catch-up chunk.
+pub const DEFAULT_CATCH_UP_CHUNK_BYTES: usize = 4 << 20;
+
+/// Everything the primary's state machine is configured with.
+#[derive(Clone, Debug)]
+pub struct PrimaryConfig {
+    /// The cluster id both sides must share.
+    pub cluster_id: String,
+    /// This node's id.
+    pub node_id: String,
+    /// The pre-shared key.
+    pub key: ClusterKey,
+    /// This primary's epoch.
+    pub epoch: Epoch,
+    /// The followers.
+    pub followers: Vec<FollowerLink>,
+    /// The sync quorum (`None`: no sync followers; remote levels follow local durability).
+    pub quorum: Option<QuorumSpec>,
+    /// What happens without a quorum.
+    pub policy: QuorumPolicy,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Reconnection backoff.
+    pub backoff: BackoffConfig,
+    /// Per-link circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Unacknowledged bytes per follower before the link reads from the log instead.
+    pub max_inflight_bytes: u64,
+    /// Catch-up chunk size.
+    pub catch_up_chunk_bytes: usize,
+    /// Bytes behind past which an async follower no longer holds back purging.
+    pub max_retained_bytes: Option<u64>,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Connect to a follower, then report with [`Primary::connect_started`].
+    Connect {
+        /// The link.
+        link: usize,
+        /// Where.
+        addr: SocketAddr,
+        /// Connect timeout.
+        timeout: Duration,
+    },
+    /// Send a message.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: Msg,
+    },
+    /// Close a connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why (logged).
+        reason: String,
+    },
+    /// Read whole records from `from` (written, not necessarily durable), at most
+    /// `max_bytes`; report with [`Primary::on_chunk`].
+    ReadChunk {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// First LSN.
+        from: Lsn,
+        /// Size bound.
+        max_bytes: usize,
+    },
+    /// Look up the CRC field of record `lsn`; report with [`Primary::on_crc`].
+    LookupCrc {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// The record.
+        lsn: Lsn,
+    },
+}
+
+/// Why a catch-up read failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The records were purged; the log starts at `first`.
+    Purged {
+        /// First LSN held.
+        first: Lsn,
+    },
+    /// Anything else (I/O, corruption), as text.
+    Failed(String),
+}
+
+/// Counters of the primary as a whole.
+#[derive(Debug, Default)]
+pub struct PrimaryCounters {
+    /// Sessions refused, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Times degraded mode was entered.
+    pub degraded_entered: u64,
+    /// Times a follower was dropped from retention.
+    pub retention_drops: u64,
+}
+
+/// What a link needs from the primary while it handles an event.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub(crate) config: &'a PrimaryConfig,
+    pub(crate) link: usize,
+    pub(crate) first_lsn: Lsn,
+    pub(crate) last_lsn: Lsn,
+    pub(crate) commit_lsn: Lsn,
+    pub(crate) rng: &'a mut Rng,
+    counters: &'a mut PrimaryCounters,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn rejected(&mut self, code: RejectCode) {
+        *self.counters.rejected.entry(code.as_str()).or_default() += 1;
+    }
+}
+
+/// The primary's state machine.
+#[derive(Debug)]
+pub struct Primary {
+    config: PrimaryConfig,
+    links: Vec<Link>,
+    retained: Vec<bool>,
+    tracker: CommitTracker,
+    index: ByteIndex,
+    first_lsn: Lsn,
+    local_durable: Lsn,
+    rng: Rng,
+    counters: PrimaryCounters,
+}
+
+impl Primary {
+    /// A primary whose log holds `first..=last`, durable up to `durable`. `seed` drives the
+    /// backoff jitter.
+    pub fn new(config: PrimaryConfig, first: Lsn, last: Lsn, durable: Lsn, seed: u64) -> Primary {
+        assert!(durable <= last, "durable {durable} beyond last {last}");
+        let tracker = CommitTracker::new(config.quorum.clone(), config.policy, durable);
+        let mut p = Primary {
+            links: Vec::new(),
+            retained: vec![true; config.followers.len()],
+            tracker,
+            index: ByteIndex::new(last),
+            first_lsn: first,
+            local_durable: durable,
+            rng: Rng::new(seed),
+            counters: PrimaryCounters::default(),
+            config,
+        };
+        p.links = (p.config.followers.iter())
+            .map(|f| Link::new(f.name.clone(), f.addr, f.sync, &p.config))
+            .collect();
+        p
+    }
+
+    fn with_ctx<T>(&mut self, i: usize, f: impl FnOnce(&mut Link, &mut Ctx<'_>) -> T) -> T {
+        let mut ctx = Ctx {
+            config: &self.config,
+            link: i,
+            first_lsn: self.first_lsn,
+            last_lsn: self.index.last(),
+            commit_lsn: self.tracker.committed(DurabilityLevel::RemoteDurable),
+            rng: &mut self.rng,
+            counters: &mut self.counters,
+        };
+        f(&mut self.links[i], &mut ctx)
+    }
+
+    fn link_of(&self, conn: ConnId) -> Option<usize> {
+        self.links.iter().position(|l| l.conn() == Some(conn))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PrimaryConfig {
+        &self.config
+    }
+
+    /// The links, in configuration order.
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
+    /// Commit LSN per level, weakest first.
+    pub fn committed(&self) -> [Lsn; 4] {
+        self.tracker.all_committed()
+    }
+
+    /// The last LSN the writer has batched.
+    pub fn last_lsn(&self) -> Lsn {
+        self.index.last()
+    }
+
+    /// Timer tick: connections, handshake and peer timeouts, heartbeats, quorum health.
+    pub fn tick(&mut self, now: Duration, out: &mut Vec<Action>) {
+        for i in 0..self.links.len() {
+            self.with_ctx(i, |l, ctx| l.tick(now, ctx, out));
+        }
+        self.recompute(now);
+    }
+
+    /// The driver started the connect of `link` as `conn`.
+    pub fn connect_started(&mut self, link: usize, conn: ConnId) {
+        self.links[link].connect_started(conn);
+    }
+
+    /// An outgoing connection is up; `nonce` is fresh randomness for the handshake.
+    pub fn on_connected(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN], out: &mut Vec<Action>) {
+        match self.link_of(conn) {
+            Some(i) => self.with_ctx(i, |l, ctx| l.on_connected(now, conn, nonce, ctx, out)),
+            None => out.push(Action::Close { conn, reason: "no link waits for it".into() }),
+        }
+    }
+
+    /// A connection failed, closed, or could not be established.
+    pub fn on_closed(&mut self, now: Duration, conn: ConnId, why: String, out: &mut Vec<Action>) {
+        if let Some(i) = self.link_of(conn) {
+            self.with_ctx(i, |l, ctx| l.on_closed(now, conn, why, ctx, out));
+            self.recompute(now);
+        }
+    }
+
+    /// A decoded frame arrived on `conn`.
+    pub fn on_frame(&mut self, now: Duration, conn: ConnId, msg: Msg, out: &mut Vec<Action>) {
+        let Some(i) = self.link_of(conn) else {
+            out.push(Action::Close { conn, reason: format!("{} frame on an unknown connection", msg.name()) });
+            return;
+        };
+        self.with_ctx(i, |l, ctx| l.on_frame(now, conn, msg, ctx, out));
+        self.recompute(now);
+    }
+
+    /// Bytes on `conn` were not a valid frame: refuse and close.
+    pub fn on_frame_error(&mut self, now: Duration, conn: ConnId, error: &FrameError, out: &mut Vec<Action>) {
+        out.push(Action::Send {
+            conn,
+            msg: Msg::Reject { code: RejectCode::Protocol, detail: 0, message: error.to_string() },
+        });
+        *self.counters.rejected.entry(RejectCode::Protocol.as_str()).or_default() += 1;
+        self.on_closed(now, conn, format!("malformed frame: {error}"), out);
+        out.push(Action::Close { conn, reason: format!("malformed frame: {error}") });
+    }
+
+    /// The writer formed a batch; it goes to live followers before its fdatasync completes.
+    pub fn on_batch(&mut self, now: Duration, first: Lsn, last: Lsn, records: Bytes, out: &mut Vec<Action>) {
+        assert_eq!(first, self.index.last().next(), "batches are dense");
+        self.index.push(last, records.len() as u64);
+        for i in 0..self.links.len() {
+            self.with_ctx(i, |l, ctx| l.on_batch(now, first, last, &records, ctx, out));
+        }
+    }
+
+    /// The primary's own log is durable up to `lsn`.
+    pub fn on_local_durable(&mut self, now: Duration, lsn: Lsn) {
+        self.local_durable = self.local_durable.max(lsn);
+        self.recompute(now);
+    }
+
+    /// The log was purged: it now starts at `first`.
+    pub fn on_purged(&mut self, first: Lsn) {
+        self.first_lsn = self.first_lsn.max(first);
+    }
+
+    /// The CRC of record `lsn` was looked up (`None`: not found).
+    pub fn on_crc(&mut self, now: Duration, link: usize, conn: ConnId, crc: Option<u32>, out: &mut Vec<Action>) {
+        self.with_ctx(link, |l, ctx| l.on_crc(now, conn, crc, ctx, out));
+    }
+
+    /// A catch-up read finished.
+    pub fn on_chunk(
+        &mut self,
+        now: Duration,
+        link: usize,
+        conn: ConnId,
+        from: Lsn,
+        result: Result<Option<Chunk>, ReadError>,
+        out: &mut Vec<Action>,
+    ) {
+        self.with_ctx(link, |l, ctx| l.on_chunk(now, conn, from, result, ctx, out));
+    }
+
+    fn recompute(&mut self, now: Duration) {
+        let members: Vec<MemberProgress<'_>> = (self.links.iter())
+            .filter(|l| l.sync)
+            .map(|l| MemberProgress { name: &l.name, healthy: l.healthy(), progress: l.progress })
+            .collect();
+        match self.tracker.update(now, self.local_durable, &members) {
+            Some(DegradeChange::Entered) => {
+                self.counters.degraded_entered += 1;
+                tracing::warn!(
+                    quorum = %self.quorum_text(),
+                    "sync quorum unavailable: acknowledging remote durability levels at local durability (degraded)"
+                );
+            }
+            Some(DegradeChange::Left) => tracing::warn!("sync quorum caught up: degraded mode over"),
+            None => {}
+        }
+        self.update_retention();
+    }
+
+    fn update_retention(&mut self) {
+        let Some(max) = self.config.max_retained_bytes else { return };
+        for (i, l) in self.links.iter().enumerate() {
+            let behind = self.index.bytes_after(l.progress.durable);
+            let keep = l.sync || behind <= max;
+            if keep != self.retained[i] {
+                self.retained[i] = keep;
+                if keep {
+                    tracing::info!(follower = %l.name, "follower back within max_retained_bytes: its records are kept again");
+                } else {
+                    self.counters.retention_drops += 1;
+                    tracing::error!(
+                        follower = %l.name, behind_bytes = behind, max_retained_bytes = max,
+                        "async follower dropped from retention: its records may be purged and it may need a restore"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Records at and after this LSN must be kept: some retained follower has not made them
+    /// durable yet.
+    pub fn retention_lsn(&self) -> Lsn {
+        (self.links.iter().zip(&self.retained))
+            .filter(|(_, keep)| **keep)
+            .map(|(l, _)| l.progress.durable.next())
+            .min()
+            .unwrap_or(self.index.last().next())
+    }
+
+    fn quorum_text(&self) -> String {
+        self.tracker.quorum().map_or("none".to_string(), |q| q.to_string())
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &PrimaryCounters {
+        &self.counters
+    }
+
+    /// A snapshot for status, the API and metrics.
+    pub fn status(&self) -> PrimaryStatus {
+        let c = self.committed();
+        PrimaryStatus {
+            last_lsn: self.index.last().0,
+            first_lsn: self.first_lsn.0,
+            commit: CommitLsns { local: c[0].0, remote_write: c[1].0, remote_durable: c[2].0, remote_applied: c[3].0 },
+            quorum: self.quorum_text(),
+            quorum_available: self.tracker.quorum_available(),
+            degraded: self.tracker.is_degraded(),
+            degraded_entered: self.counters.degraded_entered,
+            retention_lsn: self.retention_lsn().0,
+            rejected: self.counters.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            followers: (self.links.iter().zip(&self.retained)).map(|(l, r)| self.follower_status(l, *r)).collect(),
+        }
+    }
+
+    fn follower_status(&self, l: &Link, retained: bool) -> FollowerStatus {
+        let last = self.index.last();
+        let behind = |lsn: Lsn| Behind { records: last.0.saturating_sub(lsn.0), bytes: self.index.bytes_after(lsn) };
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+        FollowerStatus {
+            name: l.name.clone(),
+            addr: l.addr.to_string(),
+            mode: if l.sync { "sync" } else { "async" }.into(),
+            phase: l.phase(),
+            healthy: l.healthy(),
+            breaker: l.breaker.state().as_str().into(),
+            breaker_opened: u64::from(l.breaker.times_opened()),
+            write_lsn: l.progress.write.0,
+            durable_lsn: l.progress.durable.0,
+            applied_lsn: l.progress.applied.0,
+            write_behind: behind(l.progress.write),
+            durable_behind: behind(l.progress.durable),
+            applied_behind: behind(l.progress.applied),
+            write_lag_ms: ms(l.lag.lag(AckLevel::Write)),
+            flush_lag_ms: ms(l.lag.lag(AckLevel::Durable)),
+            replay_lag_ms: ms(l.lag.lag(AckLevel::Applied)),
+            retained,
+            purged: l.purged,
+            last_error: l.last_error.clone(),
+            counters: l.counters,
+        }
+    }
+}
