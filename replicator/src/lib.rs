@@ -16,13 +16,23 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod client;
 pub mod commit;
+pub mod config;
+pub mod error;
 pub mod follower;
 pub mod http;
 pub mod lag;
 pub mod link;
+pub mod node;
 pub mod primary;
 pub mod protocol;
 pub mod quorum;
 pub mod status;
 pub mod transport;
+
+pub use crate::client::Client;
+pub use crate::config::NodeConfig;
+pub use crate::error::{Error, Result};
+pub use crate::node::{ApplyStream, Commit, Node, NodeStatus};
+pub use crate::protocol::DurabilityLevel;

@@ -72,13 +72,22 @@ pub struct Frame {
 
 /// Encodes a frame header for `body` of `kind`. The body follows it on the wire.
 pub fn encode_header(kind: u8, body: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
+    encode_header_parts(kind, &[body])
+}
+
+/// Encodes a frame header for a body made of `parts`, back to back (so a large body need not
+/// be copied into one buffer).
+pub fn encode_header_parts(kind: u8, parts: &[&[u8]]) -> [u8; FRAME_HEADER_BYTES] {
     let mut h = [0u8; FRAME_HEADER_BYTES];
-    let len = u32::try_from(body.len()).expect("frame bodies are far below 4 GiB");
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(total).expect("frame bodies are far below 4 GiB");
     h[0..4].copy_from_slice(&len.to_le_bytes());
     h[4] = kind;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&h[0..8]);
-    crc.update(body);
+    for p in parts {
+        crc.update(p);
+    }
     h[8..12].copy_from_slice(&crc.finalize().to_le_bytes());
     h
 }

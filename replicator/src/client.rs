@@ -1,0 +1,149 @@
+//! A client of a node's client port: append with a durability level, read from an LSN, status.
+//! One request at a time per connection; open several connections for concurrency.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::Bytes;
+use logship_engine::record::{self, RECORD_HEADER_BYTES};
+use logship_engine::{Lsn, Record};
+
+use crate::error::{Error, Result};
+use crate::node::NodeStatus;
+use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
+use crate::protocol::{ClientStatus, DurabilityLevel, Msg};
+
+/// A connection to a node's client port.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    next_id: u64,
+    buf: Vec<u8>,
+}
+
+fn io(op: &str, e: std::io::Error) -> Error {
+    Error::Io { op: op.to_string(), source: e }
+}
+
+impl Client {
+    /// Connects, waiting at most `timeout`; later requests wait at most `timeout` for each
+    /// read of the answer unless it is changed with [`Client::set_timeout`].
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| io(&format!("connecting to {addr}"), e))?;
+        stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| io("read timeout", e))?;
+        Ok(Client { stream, decoder: FrameDecoder::new(DEFAULT_MAX_BODY_BYTES), next_id: 1, buf: vec![0; 64 << 10] })
+    }
+
+    /// How long to wait for an answer.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.stream.set_read_timeout(Some(timeout)).map_err(|e| io("read timeout", e))
+    }
+
+    fn call(&mut self, req: Msg) -> Result<Msg> {
+        self.stream.write_all(&req.encode()).map_err(|e| io("sending a request", e))?;
+        loop {
+            if let Some(f) = self.decoder.next_frame().map_err(|e| Error::Protocol(e.to_string()))? {
+                return Msg::decode(&f).map_err(|e| Error::Protocol(e.to_string()));
+            }
+            let n = self.stream.read(&mut self.buf).map_err(|e| io("reading an answer", e))?;
+            if n == 0 {
+                return Err(io("reading an answer", std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.decoder.push(&self.buf[..n]);
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Appends a record; returns its LSN once `level` holds.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] (status `quorum_unavailable`, `not_primary`, `invalid`, `failed`),
+    /// [`Error::Io`], [`Error::Protocol`].
+    pub fn append(&mut self, payload: Bytes, level: DurabilityLevel) -> Result<Lsn> {
+        let id = self.id();
+        match self.call(Msg::AppendRequest { id, level, payload })? {
+            Msg::AppendResponse { id: got, status, lsn, message } if got == id => match status {
+                ClientStatus::Ok => Ok(lsn),
+                s => Err(remote(s, message, 0)),
+            },
+            other => Err(Error::Protocol(format!("{} in answer to an append", other.name()))),
+        }
+    }
+
+    /// Reads durable records from `from` (0: the first held), at most about `max_bytes`.
+    /// Empty when there is nothing at or after `from` yet.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] (`purged` with the first LSN held in `detail`), [`Error::Io`],
+    /// [`Error::Protocol`] (including records that fail their CRC).
+    pub fn read(&mut self, from: Lsn, max_bytes: u32) -> Result<Vec<Record>> {
+        let id = self.id();
+        match self.call(Msg::ReadRequest { id, from, max_bytes })? {
+            Msg::ReadResponse { id: got, status, detail, message, records } if got == id => match status {
+                ClientStatus::Ok => decode_records(&records),
+                s => Err(remote(s, message, detail)),
+            },
+            other => Err(Error::Protocol(format!("{} in answer to a read", other.name()))),
+        }
+    }
+
+    /// The node's status.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Protocol`].
+    pub fn status(&mut self) -> Result<NodeStatus> {
+        let id = self.id();
+        match self.call(Msg::StatusRequest { id })? {
+            Msg::StatusResponse { id: got, json } if got == id => {
+                serde_json::from_str(&json).map_err(|e| Error::Protocol(format!("status JSON: {e}")))
+            }
+            other => Err(Error::Protocol(format!("{} in answer to a status request", other.name()))),
+        }
+    }
+}
+
+fn remote(status: ClientStatus, message: String, detail: u64) -> Error {
+    let name = match status {
+        ClientStatus::Ok => "ok",
+        ClientStatus::QuorumUnavailable => "quorum_unavailable",
+        ClientStatus::Invalid => "invalid",
+        ClientStatus::Purged => "purged",
+        ClientStatus::NotPrimary => "not_primary",
+        ClientStatus::Failed => "failed",
+    };
+    Error::Remote { status: name.to_string(), message, detail }
+}
+
+/// Decodes a run of encoded records, checking each CRC.
+///
+/// # Errors
+/// [`Error::Protocol`] naming the offset of a bad record.
+pub fn decode_records(bytes: &Bytes) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < bytes.len() {
+        let r = record::decode(&bytes[off..]).map_err(|e| Error::Protocol(format!("record at byte {off}: {e}")))?;
+        let len = RECORD_HEADER_BYTES + r.payload.len();
+        out.push(Record {
+            lsn: r.header.lsn,
+            epoch: r.header.epoch,
+            crc: r.header.crc,
+            payload: bytes.slice(off + RECORD_HEADER_BYTES..off + len),
+        });
+        off += len;
+    }
+    Ok(out)
+}

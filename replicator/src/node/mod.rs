@@ -1,0 +1,825 @@
+//! The running node: the driver that connects the sans-I/O state machines to the log, the
+//! transport, the clock and threads.
+//!
+//! Threads: the log's writer (which calls [`observer`] with each batch, before its fdatasync,
+//! and with each durable advance), the transport's threads (frames in), a ticker (timeouts,
+//! heartbeats, commit deadlines), a catch-up reader (primary: chunks from the log, off the
+//! network path), the client port and the HTTP endpoint. The state machine sits behind one
+//! mutex; whoever has an event locks it, feeds the event, and carries out the actions. Sends
+//! happen under that lock so frames of one connection leave in the order the machine made them;
+//! `Transport::send` never blocks. Log appends on a follower happen after the lock is released,
+//! because an append may wait for queue space, which needs the writer, which reports durability
+//! through the same lock.
+
+mod client_port;
+mod metrics;
+mod observer;
+mod waiters;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use logship_engine::{Epoch, Log, LogReader, Lsn, Options, Record};
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::{LogBackend, NodeConfig, Role};
+use crate::error::{Error, Result};
+use crate::follower::{Follower, FollowerAction, FollowerConfig, Tail};
+use crate::http::{HttpResponse, HttpServer};
+use crate::primary::{Action, Primary, PrimaryConfig, ReadError};
+use crate::protocol::auth::{random_nonce, ClusterKey, NONCE_LEN};
+use crate::protocol::frame::{self, FrameDecoder, DEFAULT_MAX_BODY_BYTES};
+use crate::protocol::msg::{kind, RECORDS_PREFIX_BYTES};
+use crate::protocol::{DurabilityLevel, Msg};
+use crate::status::{FollowerSideStatus, PrimaryStatus};
+use crate::transport::{self, ConnId, NetEvent, NetHandler, Transport};
+
+pub use self::metrics::render_metrics;
+pub use self::waiters::Commit;
+use self::observer::NodeObserver;
+use self::waiters::Waiters;
+
+/// How often the ticker runs: heartbeats are 100 ms by default, so 10 ms keeps them on time.
+const TICK: Duration = Duration::from_millis(10);
+/// Catch-up read jobs queued for the reader thread.
+const READ_JOBS_CAPACITY: usize = 256;
+
+/// The node's whole status, as `logship status` and the client port's status request show it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// The cluster id.
+    pub cluster_id: String,
+    /// `primary` or `follower`.
+    pub role: Role,
+    /// The log's hot-path backend.
+    pub log_backend: String,
+    /// The replication transport.
+    pub transport: String,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// First LSN held.
+    pub first_lsn: u64,
+    /// Last LSN written.
+    pub last_lsn: u64,
+    /// Last LSN durable.
+    pub durable_lsn: u64,
+    /// Appends waiting for their level.
+    pub waiting_appends: usize,
+    /// Appends acknowledged, by level.
+    pub appends: Vec<(String, u64)>,
+    /// Appends that failed with `QuorumUnavailable`.
+    pub quorum_timeouts: u64,
+    /// Frames refused as malformed.
+    pub malformed_frames: u64,
+    /// Replication connections seen.
+    pub connections: u64,
+    /// The primary's replication state.
+    pub primary: Option<PrimaryStatus>,
+    /// The follower's replication state.
+    pub follower: Option<FollowerSideStatus>,
+}
+
+enum Core {
+    Primary(Mutex<Primary>),
+    Follower(Mutex<Follower>),
+}
+
+enum ReadJob {
+    Chunk { link: usize, conn: ConnId, from: Lsn, max_bytes: usize },
+    Crc { link: usize, conn: ConnId, lsn: Lsn },
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    appends: [AtomicU64; 4],
+    quorum_timeouts: AtomicU64,
+    malformed_frames: AtomicU64,
+    connections: AtomicU64,
+}
+
+pub(crate) struct Inner {
+    config: NodeConfig,
+    start: Instant,
+    log: Log,
+    core: Core,
+    transport: OnceLock<Arc<dyn Transport>>,
+    decoders: Mutex<HashMap<ConnId, FrameDecoder>>,
+    waiters: Waiters,
+    read_jobs: Sender<ReadJob>,
+    durable: (Mutex<Lsn>, Condvar),
+    stop: AtomicBool,
+    counters: Counters,
+    commit_timeout: Duration,
+}
+
+/// A running node.
+pub struct Node {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+    http: Option<HttpServer>,
+    client: Option<client_port::ClientPort>,
+    replication_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.config.node.id).finish()
+    }
+}
+
+fn log_options(config: &NodeConfig, observer: Arc<NodeObserver>) -> Options {
+    let mut o = Options { create_if_missing: true, observer: Some(observer), ..Options::default() };
+    if let Some(s) = config.log.segment_size_bytes {
+        o.segment_size_bytes = s;
+    }
+    if let Some(m) = config.log.max_record_bytes {
+        o.max_record_bytes = m;
+    }
+    o.backend = match config.log.backend {
+        LogBackend::Auto => logship_engine::io::Backend::Auto,
+        LogBackend::IoUring => logship_engine::io::Backend::IoUring,
+        LogBackend::Portable => logship_engine::io::Backend::Portable,
+    };
+    o
+}
+
+fn tail_of(log: &Log, applied: Lsn) -> Result<Tail> {
+    let last = log.last_lsn();
+    let (last_crc, last_epoch) = record_at(log, last)?.map_or((0, Epoch(0)), |r| (r.crc, r.epoch));
+    Ok(Tail { last, last_epoch, last_crc, durable: log.durable_lsn(), applied })
+}
+
+fn record_at(log: &Log, lsn: Lsn) -> Result<Option<Record>> {
+    if lsn == Lsn::ZERO || lsn < log.first_lsn() {
+        return Ok(None);
+    }
+    let mut r = log.read_from_unsynced(lsn)?;
+    Ok(r.next().transpose()?.filter(|rec| rec.lsn == lsn))
+}
+
+impl Node {
+    /// Starts a node from its configuration: opens (or creates) the log, starts the
+    /// transport, the state machine's threads, and the client and HTTP ports.
+    ///
+    /// # Errors
+    /// [`Error::Key`], [`Error::Log`], [`Error::Io`] (ports in use, threads, io_uring).
+    pub fn start(config: NodeConfig) -> Result<Node> {
+        config.validate()?;
+        let key = ClusterKey::load(&config.node.key_file)?;
+        let observer = Arc::new(NodeObserver::default());
+        let log = Log::open(&config.node.data_dir, log_options(&config, Arc::clone(&observer)))?;
+        let timeouts = config.timeouts()?;
+        let core = match config.node.role {
+            Role::Primary => {
+                let pc = PrimaryConfig {
+                    cluster_id: config.node.cluster_id.clone(),
+                    node_id: config.node.id.clone(),
+                    key,
+                    epoch: Epoch(0),
+                    followers: config.follower_links(),
+                    quorum: config.quorum()?,
+                    policy: config.policy(),
+                    timeouts,
+                    backoff: config.backoff()?,
+                    breaker: config.breaker()?,
+                    max_inflight_bytes: config.replication.max_inflight_bytes,
+                    catch_up_chunk_bytes: config.replication.catch_up_chunk_bytes,
+                    max_retained_bytes: config.replication.max_retained_bytes,
+                };
+                let seed = u64::from_le_bytes(random_nonce().map_err(|e| Error::io("random seed", e))?[..8].try_into().expect("8 bytes"));
+                Core::Primary(Mutex::new(Primary::new(pc, log.first_lsn(), log.last_lsn(), log.durable_lsn(), seed)))
+            }
+            Role::Follower => {
+                let fc = FollowerConfig {
+                    cluster_id: config.node.cluster_id.clone(),
+                    node_id: config.node.id.clone(),
+                    key,
+                    timeouts,
+                    auto_apply: config.follower.auto_apply,
+                };
+                let tail = tail_of(&log, Lsn::ZERO)?;
+                Core::Follower(Mutex::new(Follower::new(fc, tail)))
+            }
+        };
+        let (tx, rx) = crossbeam_channel::bounded(READ_JOBS_CAPACITY);
+        let durable = log.durable_lsn();
+        let inner = Arc::new(Inner {
+            start: Instant::now(),
+            core,
+            transport: OnceLock::new(),
+            decoders: Mutex::new(HashMap::new()),
+            waiters: Waiters::default(),
+            read_jobs: tx,
+            durable: (Mutex::new(durable), Condvar::new()),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            commit_timeout: timeouts.commit,
+            log,
+            config,
+        });
+        if let Core::Primary(p) = &inner.core {
+            inner.waiters.advance(p.lock().committed());
+        }
+        observer.attach(Arc::downgrade(&inner));
+        Node::run(inner, rx)
+    }
+
+    fn run(inner: Arc<Inner>, read_jobs: Receiver<ReadJob>) -> Result<Node> {
+        let handler: Arc<dyn NetHandler> = Arc::new(Handler(Arc::downgrade(&inner)));
+        let t = transport::start(inner.config.node.transport, handler).map_err(|e| Error::io("starting the transport", e))?;
+        let _ = inner.transport.set(Arc::clone(&t));
+        let mut node = Node { inner: Arc::clone(&inner), threads: Vec::new(), http: None, client: None, replication_addr: None };
+        if let Some(addr) = inner.config.node.listen_replication {
+            let bound = t.listen(addr).map_err(|e| Error::io(format!("listening on {addr}"), e))?;
+            node.replication_addr = Some(bound);
+        }
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| Error::io("spawning a thread", e))
+        };
+        let i = Arc::clone(&inner);
+        node.threads.push(spawn("logship-ticker", Box::new(move || i.run_ticker()))?);
+        let i = Arc::clone(&inner);
+        node.threads.push(spawn("logship-reader", Box::new(move || i.run_reader(read_jobs)))?);
+        if let Some(addr) = inner.config.node.listen_http {
+            let weak = Arc::downgrade(&inner);
+            let h = Arc::new(move |path: &str| match weak.upgrade() {
+                Some(i) => i.http(path),
+                None => HttpResponse::service_unavailable("shutting down\n"),
+            });
+            node.http = Some(HttpServer::start(addr, h).map_err(|e| Error::io(format!("HTTP on {addr}"), e))?);
+        }
+        if let Some(addr) = inner.config.node.listen_client {
+            node.client = Some(client_port::ClientPort::start(addr, Arc::downgrade(&inner))?);
+        }
+        tracing::info!(
+            node = %inner.config.node.id, role = ?inner.config.node.role, transport = t.name(),
+            log_backend = inner.log.backend(), last_lsn = %inner.log.last_lsn(), "node started"
+        );
+        Ok(node)
+    }
+
+    /// Appends one record and returns its wait for `level`.
+    ///
+    /// # Errors
+    /// [`Error::NotPrimary`] on a follower; [`Error::Log`] if the log refuses it.
+    pub fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
+        self.inner.append(payload, level)
+    }
+
+    /// Records from `from` on, up to the durable end, for serving reads (on a follower: the
+    /// apply stream's source).
+    ///
+    /// # Errors
+    /// [`Error::Log`] (`Purged`).
+    pub fn read_from(&self, from: Lsn) -> Result<LogReader> {
+        Ok(self.inner.log.read_from(from)?)
+    }
+
+    /// A blocking iterator over durable records from `from` on, for the embedding application
+    /// to apply in order; report progress with [`Node::report_applied`].
+    ///
+    /// # Errors
+    /// [`Error::Log`] (`Purged`).
+    pub fn apply_stream(&self, from: Lsn) -> Result<ApplyStream> {
+        Ok(ApplyStream { inner: Arc::clone(&self.inner), reader: self.inner.log.read_from(from)? })
+    }
+
+    /// The application applied records up to `lsn` (follower; counts for `remote_applied`).
+    pub fn report_applied(&self, lsn: Lsn) {
+        self.inner.report_applied(lsn);
+    }
+
+    /// Status.
+    pub fn status(&self) -> NodeStatus {
+        self.inner.status()
+    }
+
+    /// Blocks until the log is durable up to `lsn` or `timeout` passes; returns the durable LSN.
+    pub fn wait_durable(&self, lsn: Lsn, timeout: Duration) -> Lsn {
+        self.inner.wait_durable(lsn, timeout)
+    }
+
+    /// The address followers' primaries connect to (with port 0 resolved).
+    pub fn replication_addr(&self) -> Option<SocketAddr> {
+        self.replication_addr
+    }
+
+    /// The client port's address.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.client.as_ref().map(client_port::ClientPort::local_addr)
+    }
+
+    /// The HTTP address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// The underlying log.
+    pub fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    /// Stops everything; waiting appends fail with [`Error::Closed`].
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.inner.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(c) = self.client.take() {
+            c.shutdown();
+        }
+        if let Some(h) = self.http.take() {
+            h.shutdown();
+        }
+        if let Some(t) = self.inner.transport.get() {
+            t.shutdown();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.inner.waiters.fail_all(|| Error::Closed);
+        self.inner.durable.1.notify_all();
+        // The writer thread may hold a short-lived reference (in the observer); let it go so
+        // the log closes here and not on the writer thread itself.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.inner) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Durable records in order, blocking for more; from [`Node::apply_stream`].
+pub struct ApplyStream {
+    inner: Arc<Inner>,
+    reader: LogReader,
+}
+
+impl std::fmt::Debug for ApplyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyStream").field("next", &self.reader.next_lsn()).finish()
+    }
+}
+
+impl ApplyStream {
+    /// The next record, waiting up to `timeout` for one to become durable. `None` on timeout
+    /// or shutdown.
+    ///
+    /// # Errors
+    /// [`Error::Log`] (corruption, truncation under the reader).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<Record>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.reader.next() {
+                return Some(r.map_err(Error::from));
+            }
+            let want = self.reader.next_lsn();
+            let now = Instant::now();
+            if now >= deadline || self.inner.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            self.inner.wait_durable(want, deadline - now);
+        }
+    }
+}
+
+struct Handler(Weak<Inner>);
+
+impl NetHandler for Handler {
+    fn on_event(&self, event: NetEvent) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.on_net(event);
+        }
+    }
+}
+
+impl Inner {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn transport(&self) -> &Arc<dyn Transport> {
+        self.transport.get().expect("the transport starts before any event")
+    }
+
+    fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
+        let Core::Primary(_) = &self.core else {
+            return Err(Error::NotPrimary);
+        };
+        let a = self.log.append(payload)?;
+        let lsn = a.lsn();
+        let deadline = match level {
+            DurabilityLevel::Local => None,
+            _ => waiters::deadline(self.commit_timeout),
+        };
+        self.counters.appends[level as usize].fetch_add(1, Ordering::Relaxed);
+        Ok(self.waiters.register(level, lsn, deadline))
+    }
+
+    fn report_applied(&self, lsn: Lsn) {
+        if let Core::Follower(f) = &self.core {
+            let mut out = Vec::new();
+            let mut f = f.lock();
+            f.on_applied(self.now(), lsn, &mut out);
+            self.run_follower_sends(&mut out);
+        }
+    }
+
+    fn wait_durable(&self, lsn: Lsn, timeout: Duration) -> Lsn {
+        let deadline = Instant::now() + timeout;
+        let mut d = self.durable.0.lock();
+        while *d < lsn && !self.stop.load(Ordering::Acquire) {
+            if self.durable.1.wait_until(&mut d, deadline).timed_out() {
+                break;
+            }
+        }
+        *d
+    }
+
+    /// The writer formed a batch (primary: send it before its fdatasync finishes).
+    pub(crate) fn on_batch(&self, first: Lsn, last: Lsn, records: &[u8]) {
+        if let Core::Primary(p) = &self.core {
+            let records = Bytes::copy_from_slice(records);
+            let mut out = Vec::new();
+            let mut p = p.lock();
+            p.on_batch(self.now(), first, last, records, &mut out);
+            self.run_primary(&mut p, out);
+        }
+    }
+
+    /// The log is durable up to `lsn`.
+    pub(crate) fn on_durable(&self, lsn: Lsn) {
+        {
+            let mut d = self.durable.0.lock();
+            *d = (*d).max(lsn);
+        }
+        self.durable.1.notify_all();
+        match &self.core {
+            Core::Primary(p) => {
+                let mut p = p.lock();
+                p.on_local_durable(self.now(), lsn);
+                self.waiters.advance(p.committed());
+            }
+            Core::Follower(f) => {
+                let mut out = Vec::new();
+                let mut f = f.lock();
+                f.on_durable(self.now(), lsn, &mut out);
+                self.run_follower_sends(&mut out);
+            }
+        }
+    }
+
+    fn on_net(&self, event: NetEvent) {
+        let now = self.now();
+        match event {
+            NetEvent::Connected { conn, .. } | NetEvent::Accepted { conn, .. } => {
+                self.counters.connections.fetch_add(1, Ordering::Relaxed);
+                self.decoders.lock().insert(conn, FrameDecoder::new(DEFAULT_MAX_BODY_BYTES));
+                let nonce = match random_nonce() {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "no randomness for a handshake nonce");
+                        return self.transport().close(conn);
+                    }
+                };
+                self.on_connection(now, conn, nonce);
+            }
+            NetEvent::ConnectFailed { conn, error } => self.on_conn_closed(now, conn, format!("connect failed: {error}")),
+            NetEvent::Closed { conn, error } => {
+                self.decoders.lock().remove(&conn);
+                let why = error.map_or("connection closed by peer".to_string(), |e| format!("connection lost: {e}"));
+                self.on_conn_closed(now, conn, why);
+            }
+            NetEvent::Data { conn, bytes } => self.on_data(now, conn, &bytes),
+        }
+    }
+
+    fn on_connection(&self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN]) {
+        match &self.core {
+            Core::Primary(p) => {
+                let mut out = Vec::new();
+                let mut p = p.lock();
+                p.on_connected(now, conn, nonce, &mut out);
+                self.run_primary(&mut p, out);
+            }
+            Core::Follower(f) => f.lock().on_accepted(now, conn, nonce),
+        }
+    }
+
+    fn on_conn_closed(&self, now: Duration, conn: ConnId, why: String) {
+        match &self.core {
+            Core::Primary(p) => {
+                let mut out = Vec::new();
+                let mut p = p.lock();
+                p.on_closed(now, conn, why, &mut out);
+                self.run_primary(&mut p, out);
+                self.waiters.advance(p.committed());
+            }
+            Core::Follower(f) => f.lock().on_closed(conn),
+        }
+    }
+
+    fn on_data(&self, now: Duration, conn: ConnId, bytes: &[u8]) {
+        let mut frames = Vec::new();
+        let mut failure = None;
+        {
+            let mut decoders = self.decoders.lock();
+            let Some(d) = decoders.get_mut(&conn) else { return };
+            d.push(bytes);
+            loop {
+                match d.next_frame() {
+                    Ok(Some(f)) => match Msg::decode(&f) {
+                        Ok(m) => frames.push(m),
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if failure.is_some() {
+                decoders.remove(&conn);
+            }
+        }
+        if let Some(e) = &failure {
+            self.counters.malformed_frames.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(conn, error = %e, "malformed frame: closing the connection");
+        }
+        match &self.core {
+            Core::Primary(p) => {
+                let mut out = Vec::new();
+                let mut p = p.lock();
+                for m in frames {
+                    p.on_frame(now, conn, m, &mut out);
+                }
+                if let Some(e) = failure {
+                    p.on_frame_error(now, conn, &e, &mut out);
+                }
+                self.run_primary(&mut p, out);
+                self.waiters.advance(p.committed());
+            }
+            Core::Follower(f) => {
+                let mut out = Vec::new();
+                {
+                    let mut f = f.lock();
+                    for m in frames {
+                        f.on_frame(now, conn, m, &mut out);
+                    }
+                    if let Some(e) = failure {
+                        f.on_frame_error(conn, &e, &mut out);
+                    }
+                    self.run_follower_sends(&mut out);
+                }
+                self.run_follower_log(out);
+            }
+        }
+    }
+
+    fn send(&self, conn: ConnId, msg: &Msg) {
+        let t = self.transport();
+        if let Msg::Records { first, last, commit_lsn, records } = msg {
+            // Header and prefix in one buffer, records as they are (zero-copy from the map).
+            let mut prefix = [0u8; RECORDS_PREFIX_BYTES];
+            prefix[0..8].copy_from_slice(&first.0.to_le_bytes());
+            prefix[8..16].copy_from_slice(&last.0.to_le_bytes());
+            prefix[16..24].copy_from_slice(&commit_lsn.0.to_le_bytes());
+            let head = frame::encode_header_parts(kind::RECORDS, &[&prefix, records]);
+            let mut h = Vec::with_capacity(head.len() + prefix.len());
+            h.extend_from_slice(&head);
+            h.extend_from_slice(&prefix);
+            t.send(conn, Bytes::from(h));
+            t.send(conn, records.clone());
+        } else {
+            t.send(conn, msg.encode());
+        }
+    }
+
+    fn run_primary(&self, p: &mut Primary, out: Vec<Action>) {
+        for a in out {
+            match a {
+                Action::Connect { link, addr, timeout } => {
+                    let conn = self.transport().connect(addr, timeout);
+                    p.connect_started(link, conn);
+                }
+                Action::Send { conn, msg } => self.send(conn, &msg),
+                Action::Close { conn, reason } => {
+                    tracing::debug!(conn, %reason, "closing a replication connection");
+                    self.transport().close(conn);
+                }
+                Action::ReadChunk { link, conn, from, max_bytes } => {
+                    let _ = self.read_jobs.try_send(ReadJob::Chunk { link, conn, from, max_bytes });
+                }
+                Action::LookupCrc { link, conn, lsn } => {
+                    let _ = self.read_jobs.try_send(ReadJob::Crc { link, conn, lsn });
+                }
+            }
+        }
+    }
+
+    /// Carries out sends and closes (under the lock, in order); leaves log work in `out`.
+    fn run_follower_sends(&self, out: &mut Vec<FollowerAction>) {
+        out.retain(|a| match a {
+            FollowerAction::Send { conn, msg } => {
+                self.send(*conn, msg);
+                false
+            }
+            FollowerAction::Close { conn, reason } => {
+                tracing::debug!(conn, %reason, "closing a replication connection");
+                self.transport().close(*conn);
+                false
+            }
+            _ => true,
+        });
+    }
+
+    /// Appends and truncations, outside the lock.
+    fn run_follower_log(&self, out: Vec<FollowerAction>) {
+        let Core::Follower(f) = &self.core else { return };
+        for a in out {
+            if let Err(e) = self.follower_log_action(f, a) {
+                tracing::warn!(error = %e, "appending replicated records failed");
+                let mut more = Vec::new();
+                let mut f = f.lock();
+                let applied = f.applied();
+                let tail = tail_of(&self.log, applied).unwrap_or(Tail {
+                    last: self.log.last_lsn(),
+                    durable: self.log.durable_lsn(),
+                    applied,
+                    ..Tail::default()
+                });
+                f.on_append_failed(e.to_string(), tail, &mut more);
+                self.run_follower_sends(&mut more);
+                return;
+            }
+        }
+    }
+
+    fn follower_log_action(&self, f: &Mutex<Follower>, a: FollowerAction) -> Result<()> {
+        match a {
+            FollowerAction::Append { records, .. } => {
+                drop(self.log.append_replicated(records)?);
+            }
+            FollowerAction::Truncate { after } => {
+                self.log.truncate_after(after)?;
+                let t = tail_of(&self.log, Lsn::ZERO)?;
+                f.lock().on_truncated(t.last_crc, t.last_epoch);
+            }
+            FollowerAction::Send { .. } | FollowerAction::Close { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn run_ticker(&self) {
+        while !self.stop.load(Ordering::Acquire) {
+            std::thread::sleep(TICK);
+            let now = self.now();
+            match &self.core {
+                Core::Primary(p) => {
+                    let mut out = Vec::new();
+                    let mut p = p.lock();
+                    p.tick(now, &mut out);
+                    self.run_primary(&mut p, out);
+                    self.waiters.advance(p.committed());
+                    let quorum = p.status().quorum;
+                    drop(p);
+                    let expired = self.waiters.expire(Instant::now(), &quorum);
+                    self.counters.quorum_timeouts.fetch_add(expired as u64, Ordering::Relaxed);
+                }
+                Core::Follower(f) => {
+                    let mut out = Vec::new();
+                    let mut f = f.lock();
+                    f.tick(now, &mut out);
+                    self.run_follower_sends(&mut out);
+                }
+            }
+        }
+    }
+
+    fn run_reader(&self, jobs: Receiver<ReadJob>) {
+        let mut readers: HashMap<usize, LogReader> = HashMap::new();
+        while !self.stop.load(Ordering::Acquire) {
+            let Ok(job) = jobs.recv_timeout(Duration::from_millis(100)) else { continue };
+            let Core::Primary(p) = &self.core else { continue };
+            match job {
+                ReadJob::Chunk { link, conn, from, max_bytes } => {
+                    let result = self.read_chunk(&mut readers, link, from, max_bytes);
+                    let mut out = Vec::new();
+                    let mut p = p.lock();
+                    p.on_chunk(self.now(), link, conn, from, result, &mut out);
+                    self.run_primary(&mut p, out);
+                }
+                ReadJob::Crc { link, conn, lsn } => {
+                    let crc = record_at(&self.log, lsn).ok().flatten().map(|r| r.crc);
+                    let mut out = Vec::new();
+                    let mut p = p.lock();
+                    p.on_crc(self.now(), link, conn, crc, &mut out);
+                    self.run_primary(&mut p, out);
+                }
+            }
+        }
+    }
+
+    fn read_chunk(
+        &self,
+        readers: &mut HashMap<usize, LogReader>,
+        link: usize,
+        from: Lsn,
+        max_bytes: usize,
+    ) -> std::result::Result<Option<logship_engine::Chunk>, ReadError> {
+        let fresh = readers.get(&link).map_or(true, |r| r.next_lsn() != from);
+        if fresh {
+            match self.log.read_from_unsynced(from) {
+                Ok(r) => {
+                    readers.insert(link, r);
+                }
+                Err(logship_engine::Error::Purged { first, .. }) => return Err(ReadError::Purged { first }),
+                Err(e) => return Err(ReadError::Failed(e.to_string())),
+            }
+        }
+        let r = readers.get_mut(&link).expect("inserted above");
+        match r.next_chunk(max_bytes) {
+            None => Ok(None),
+            Some(Ok(c)) => Ok(Some(c)),
+            Some(Err(logship_engine::Error::Purged { first, .. })) => {
+                readers.remove(&link);
+                Err(ReadError::Purged { first })
+            }
+            Some(Err(e)) => {
+                readers.remove(&link);
+                Err(ReadError::Failed(e.to_string()))
+            }
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let now = self.now();
+        let (primary, follower) = match &self.core {
+            Core::Primary(p) => (Some(p.lock().status()), None),
+            Core::Follower(f) => (None, Some(f.lock().status(now))),
+        };
+        let c = &self.counters;
+        NodeStatus {
+            node_id: self.config.node.id.clone(),
+            cluster_id: self.config.node.cluster_id.clone(),
+            role: self.config.node.role,
+            log_backend: self.log.backend().to_string(),
+            transport: self.transport.get().map_or("none", |t| t.name()).to_string(),
+            uptime_s: now.as_secs_f64(),
+            first_lsn: self.log.first_lsn().0,
+            last_lsn: self.log.last_lsn().0,
+            durable_lsn: self.log.durable_lsn().0,
+            waiting_appends: self.waiters.len(),
+            appends: (DurabilityLevel::ALL.iter())
+                .map(|l| (l.as_str().to_string(), c.appends[*l as usize].load(Ordering::Relaxed)))
+                .collect(),
+            quorum_timeouts: c.quorum_timeouts.load(Ordering::Relaxed),
+            malformed_frames: c.malformed_frames.load(Ordering::Relaxed),
+            connections: c.connections.load(Ordering::Relaxed),
+            primary,
+            follower,
+        }
+    }
+
+    fn http(&self, path: &str) -> HttpResponse {
+        match path {
+            "/metrics" => HttpResponse::ok_prometheus(render_metrics(&self.status())),
+            "/health/live" => HttpResponse::ok_text("live\n"),
+            "/health/ready" => {
+                let s = self.status();
+                let ready = match (&s.primary, &s.follower) {
+                    (Some(p), _) => p.quorum_available || p.degraded,
+                    (_, Some(f)) => f.connected,
+                    _ => false,
+                };
+                if ready {
+                    HttpResponse::ok_text("ready\n")
+                } else {
+                    HttpResponse::service_unavailable("not ready: no sync quorum (primary) or no primary (follower)\n")
+                }
+            }
+            "/status" => HttpResponse::ok_json(serde_json::to_string_pretty(&self.status()).unwrap_or_default()),
+            _ => HttpResponse::not_found(),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! In-process clusters on 127.0.0.1: a primary and followers as `Node`s in one process, real
+//! logs in temporary directories, real TCP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use logship_engine::Lsn;
+use logship_replicator::config::NodeConfig;
+use logship_replicator::{DurabilityLevel, Node};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+fn write_key(dir: &Path, key: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("key-{}", key.len()));
+    std::fs::write(&p, key).unwrap();
+    p
+}
+
+fn follower(dir: &Path, name: &str, key: &str) -> Node {
+    let text = format!(
+        "[node]\nid = \"{name}\"\nrole = \"follower\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_replication = \"127.0.0.1:0\"\n",
+        write_key(dir, key).display(),
+        dir.join(name).display()
+    );
+    Node::start(NodeConfig::parse(&text).unwrap()).unwrap()
+}
+
+fn primary(dir: &Path, followers: &[(&str, SocketAddr, &str)], extra: &str) -> Node {
+    let list: Vec<String> = followers
+        .iter()
+        .map(|(n, a, m)| format!("{{ name = \"{n}\", addr = \"{a}\", mode = \"{m}\" }}"))
+        .collect();
+    let text = format!(
+        "[node]\nid = \"p\"\nrole = \"primary\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_http = \"127.0.0.1:0\"\n[replication]\nfollowers = [{}]\n{extra}",
+        write_key(dir, KEY).display(),
+        dir.join("p").display(),
+        list.join(", ")
+    );
+    Node::start(NodeConfig::parse(&text).unwrap()).unwrap()
+}
+
+fn all_bytes(node: &Node, upto: Lsn) -> Vec<u8> {
+    let mut r = node.log().read_from(Lsn::ZERO).unwrap();
+    let mut out = Vec::new();
+    while let Some(c) = r.next_chunk(1 << 20) {
+        let c = c.unwrap();
+        out.extend_from_slice(&c.bytes);
+        if c.last >= upto {
+            break;
+        }
+    }
+    out
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn records_reach_sync_and_async_followers_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = follower(dir.path(), "a", KEY);
+    let b = follower(dir.path(), "b", KEY);
+    let p = primary(
+        dir.path(),
+        &[("a", a.replication_addr().unwrap(), "sync"), ("b", b.replication_addr().unwrap(), "async")],
+        "quorum = \"ANY 1 (a)\"\n",
+    );
+    let mut last = Lsn::ZERO;
+    for i in 0..500u32 {
+        let c = p.append(Bytes::from(format!("record {i}")), DurabilityLevel::RemoteDurable).unwrap();
+        last = c.wait().unwrap();
+    }
+    assert_eq!(last, Lsn(500));
+    assert!(a.log().durable_lsn() >= last, "remote_durable: the sync follower has it durably");
+    wait_until("the async follower", Duration::from_secs(10), || b.log().durable_lsn() >= last);
+    let want = all_bytes(&p, last);
+    assert_eq!(all_bytes(&a, last), want);
+    assert_eq!(all_bytes(&b, last), want);
+    let s = p.status();
+    let pr = s.primary.unwrap();
+    assert_eq!(pr.commit.remote_durable, 500);
+    assert!(pr.followers.iter().all(|f| f.healthy), "{:?}", pr.followers);
+}
+
+#[test]
+fn a_follower_with_the_wrong_key_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = follower(dir.path(), "a", "another key of enough length!!");
+    let p = primary(dir.path(), &[("a", bad.replication_addr().unwrap(), "sync")], "[timeouts]\ncommit_ms = 300\n");
+    let c = p.append(Bytes::from_static(b"secret"), DurabilityLevel::RemoteDurable).unwrap();
+    let e = c.wait().unwrap_err();
+    assert!(matches!(e, logship_replicator::Error::QuorumUnavailable { .. }), "{e}");
+    assert_eq!(bad.log().last_lsn(), Lsn::ZERO, "no record reached the follower");
+    let s = p.status().primary.unwrap();
+    assert!(s.rejected.iter().any(|(r, n)| r == "auth_failed" && *n > 0), "{:?}", s.rejected);
+    // Local durability does not need the quorum.
+    let c = p.append(Bytes::from_static(b"x"), DurabilityLevel::Local).unwrap();
+    assert_eq!(c.wait().unwrap(), Lsn(2));
+}
+
+#[test]
+fn a_restarted_follower_catches_up_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = follower(dir.path(), "a", KEY);
+    let addr = a.replication_addr().unwrap();
+    let p = primary(dir.path(), &[("a", addr, "async")], "");
+    for i in 0..100u32 {
+        p.append(Bytes::from(vec![i as u8; 1000]), DurabilityLevel::Local).unwrap().wait().unwrap();
+    }
+    wait_until("first records", Duration::from_secs(10), || a.log().durable_lsn() >= Lsn(100));
+    a.shutdown();
+    for i in 0..3000u32 {
+        drop(p.append(Bytes::from(vec![i as u8; 1000]), DurabilityLevel::Local).unwrap());
+    }
+    let last = p.log().sync().unwrap();
+    // Same directory, same address.
+    let text = format!(
+        "[node]\nid = \"a\"\nrole = \"follower\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_replication = \"{addr}\"\n",
+        write_key(dir.path(), KEY).display(),
+        dir.path().join("a").display()
+    );
+    let a = Node::start(NodeConfig::parse(&text).unwrap()).unwrap();
+    wait_until("catch-up", Duration::from_secs(20), || a.log().durable_lsn() >= last);
+    assert_eq!(all_bytes(&a, last), all_bytes(&p, last));
+    let f = &p.status().primary.unwrap().followers[0];
+    assert!(f.counters.chunks_sent > 0, "caught up from the log: {:?}", f.counters);
+}
