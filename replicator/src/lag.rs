@@ -76,7 +76,7 @@ impl ByteIndex {
         let at = if i == 0 {
             // Before the index: extrapolate with the average record size it has seen.
             let (n, b) = self.span();
-            let avg = if n == 0 { 0 } else { b / n };
+            let avg = b.checked_div(n).unwrap_or(0);
             let back = oldest_lsn.0.saturating_sub(lsn.0);
             oldest_total.saturating_sub(back.saturating_mul(avg))
         } else {
@@ -158,7 +158,17 @@ mod tests {
         ix.push(Lsn(10), 1000);
         ix.push(Lsn(20), 1000);
         ix.push(Lsn(30), 500);
-        let cases = [(30, 0), (40, 0), (20, 500), (10, 1500), (15, 2000), (25, 250), (0, 2500), (5, 2000), (3, 2200)];
+        let cases = [
+            (30, 0),
+            (40, 0),
+            (20, 500),
+            (10, 1500),
+            (15, 1000),
+            (25, 250),
+            (0, 2500),
+            (5, 2000),
+            (3, 2200),
+        ];
         for (lsn, want) in cases {
             assert_eq!(ix.bytes_after(Lsn(lsn)), want, "after {lsn}");
         }
@@ -181,13 +191,21 @@ mod tests {
         assert_eq!(c.lag(AckLevel::Write), Some(ms(2)));
         assert_eq!(c.lag(AckLevel::Durable), None);
         c.acked(AckLevel::Durable, Lsn(15), ms(130));
-        assert_eq!(c.lag(AckLevel::Durable), Some(ms(30)), "batch 10 sent at 100");
+        assert_eq!(
+            c.lag(AckLevel::Durable),
+            Some(ms(30)),
+            "batch 10 sent at 100"
+        );
         c.acked(AckLevel::Applied, Lsn(30), ms(150));
         assert_eq!(c.lag(AckLevel::Applied), Some(ms(30)));
         c.acked(AckLevel::Write, Lsn(30), ms(150));
         c.acked(AckLevel::Durable, Lsn(30), ms(151));
         assert_eq!(c.samples.len(), 0, "samples every level passed are dropped");
         c.acked(AckLevel::Durable, Lsn(25), ms(200));
-        assert_eq!(c.lag(AckLevel::Durable), Some(ms(31)), "old acks change nothing");
+        assert_eq!(
+            c.lag(AckLevel::Durable),
+            Some(ms(31)),
+            "old acks change nothing"
+        );
     }
 }

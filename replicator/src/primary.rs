@@ -279,10 +279,19 @@ impl Primary {
     }
 
     /// An outgoing connection is up; `nonce` is fresh randomness for the handshake.
-    pub fn on_connected(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN], out: &mut Vec<Action>) {
+    pub fn on_connected(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        nonce: [u8; NONCE_LEN],
+        out: &mut Vec<Action>,
+    ) {
         match self.link_of(conn) {
             Some(i) => self.with_ctx(i, |l, ctx| l.on_connected(now, conn, nonce, ctx, out)),
-            None => out.push(Action::Close { conn, reason: "no link waits for it".into() }),
+            None => out.push(Action::Close {
+                conn,
+                reason: "no link waits for it".into(),
+            }),
         }
     }
 
@@ -297,7 +306,10 @@ impl Primary {
     /// A decoded frame arrived on `conn`.
     pub fn on_frame(&mut self, now: Duration, conn: ConnId, msg: Msg, out: &mut Vec<Action>) {
         let Some(i) = self.link_of(conn) else {
-            out.push(Action::Close { conn, reason: format!("{} frame on an unknown connection", msg.name()) });
+            out.push(Action::Close {
+                conn,
+                reason: format!("{} frame on an unknown connection", msg.name()),
+            });
             return;
         };
         self.with_ctx(i, |l, ctx| l.on_frame(now, conn, msg, ctx, out));
@@ -305,18 +317,42 @@ impl Primary {
     }
 
     /// Bytes on `conn` were not a valid frame: refuse and close.
-    pub fn on_frame_error(&mut self, now: Duration, conn: ConnId, error: &FrameError, out: &mut Vec<Action>) {
+    pub fn on_frame_error(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        error: &FrameError,
+        out: &mut Vec<Action>,
+    ) {
         out.push(Action::Send {
             conn,
-            msg: Msg::Reject { code: RejectCode::Protocol, detail: 0, message: error.to_string() },
+            msg: Msg::Reject {
+                code: RejectCode::Protocol,
+                detail: 0,
+                message: error.to_string(),
+            },
         });
-        *self.counters.rejected.entry(RejectCode::Protocol.as_str()).or_default() += 1;
+        *self
+            .counters
+            .rejected
+            .entry(RejectCode::Protocol.as_str())
+            .or_default() += 1;
         self.on_closed(now, conn, format!("malformed frame: {error}"), out);
-        out.push(Action::Close { conn, reason: format!("malformed frame: {error}") });
+        out.push(Action::Close {
+            conn,
+            reason: format!("malformed frame: {error}"),
+        });
     }
 
     /// The writer formed a batch; it goes to live followers before its fdatasync completes.
-    pub fn on_batch(&mut self, now: Duration, first: Lsn, last: Lsn, records: Bytes, out: &mut Vec<Action>) {
+    pub fn on_batch(
+        &mut self,
+        now: Duration,
+        first: Lsn,
+        last: Lsn,
+        records: Bytes,
+        out: &mut Vec<Action>,
+    ) {
         assert_eq!(first, self.index.last().next(), "batches are dense");
         self.index.push(last, records.len() as u64);
         for i in 0..self.links.len() {
@@ -336,7 +372,14 @@ impl Primary {
     }
 
     /// The CRC of record `lsn` was looked up (`None`: not found).
-    pub fn on_crc(&mut self, now: Duration, link: usize, conn: ConnId, crc: Option<u32>, out: &mut Vec<Action>) {
+    pub fn on_crc(
+        &mut self,
+        now: Duration,
+        link: usize,
+        conn: ConnId,
+        crc: Option<u32>,
+        out: &mut Vec<Action>,
+    ) {
         self.with_ctx(link, |l, ctx| l.on_crc(now, conn, crc, ctx, out));
     }
 
@@ -356,7 +399,11 @@ impl Primary {
     fn recompute(&mut self, now: Duration) {
         let members: Vec<MemberProgress<'_>> = (self.links.iter())
             .filter(|l| l.sync)
-            .map(|l| MemberProgress { name: &l.name, healthy: l.healthy(), progress: l.progress })
+            .map(|l| MemberProgress {
+                name: &l.name,
+                healthy: l.healthy(),
+                progress: l.progress,
+            })
             .collect();
         match self.tracker.update(now, self.local_durable, &members) {
             Some(DegradeChange::Entered) => {
@@ -366,14 +413,18 @@ impl Primary {
                     "sync quorum unavailable: acknowledging remote durability levels at local durability (degraded)"
                 );
             }
-            Some(DegradeChange::Left) => tracing::warn!("sync quorum caught up: degraded mode over"),
+            Some(DegradeChange::Left) => {
+                tracing::warn!("sync quorum caught up: degraded mode over")
+            }
             None => {}
         }
         self.update_retention();
     }
 
     fn update_retention(&mut self) {
-        let Some(max) = self.config.max_retained_bytes else { return };
+        let Some(max) = self.config.max_retained_bytes else {
+            return;
+        };
         for (i, l) in self.links.iter().enumerate() {
             let behind = self.index.bytes_after(l.progress.durable);
             let keep = l.sync || behind <= max;
@@ -403,7 +454,9 @@ impl Primary {
     }
 
     fn quorum_text(&self) -> String {
-        self.tracker.quorum().map_or("none".to_string(), |q| q.to_string())
+        self.tracker
+            .quorum()
+            .map_or("none".to_string(), |q| q.to_string())
     }
 
     /// Counters.
@@ -417,20 +470,35 @@ impl Primary {
         PrimaryStatus {
             last_lsn: self.index.last().0,
             first_lsn: self.first_lsn.0,
-            commit: CommitLsns { local: c[0].0, remote_write: c[1].0, remote_durable: c[2].0, remote_applied: c[3].0 },
+            commit: CommitLsns {
+                local: c[0].0,
+                remote_write: c[1].0,
+                remote_durable: c[2].0,
+                remote_applied: c[3].0,
+            },
             quorum: self.quorum_text(),
             quorum_available: self.tracker.quorum_available(),
             degraded: self.tracker.is_degraded(),
             degraded_entered: self.counters.degraded_entered,
             retention_lsn: self.retention_lsn().0,
-            rejected: self.counters.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            followers: (self.links.iter().zip(&self.retained)).map(|(l, r)| self.follower_status(l, *r)).collect(),
+            rejected: self
+                .counters
+                .rejected
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            followers: (self.links.iter().zip(&self.retained))
+                .map(|(l, r)| self.follower_status(l, *r))
+                .collect(),
         }
     }
 
     fn follower_status(&self, l: &Link, retained: bool) -> FollowerStatus {
         let last = self.index.last();
-        let behind = |lsn: Lsn| Behind { records: last.0.saturating_sub(lsn.0), bytes: self.index.bytes_after(lsn) };
+        let behind = |lsn: Lsn| Behind {
+            records: last.0.saturating_sub(lsn.0),
+            bytes: self.index.bytes_after(lsn),
+        };
         let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
         FollowerStatus {
             name: l.name.clone(),
@@ -439,7 +507,7 @@ impl Primary {
             phase: l.phase(),
             healthy: l.healthy(),
             breaker: l.breaker.state().as_str().into(),
-            breaker_opened: u64::from(l.breaker.times_opened()),
+            breaker_opened: l.breaker.times_opened(),
             write_lsn: l.progress.write.0,
             durable_lsn: l.progress.durable.0,
             applied_lsn: l.progress.applied.0,

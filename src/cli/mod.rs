@@ -6,7 +6,12 @@
 //! print their source inline).
 
 mod append;
+mod demo;
 mod dump;
+mod keygen;
+mod load;
+mod node;
+mod status;
 mod verify;
 
 use std::path::PathBuf;
@@ -35,6 +40,17 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Check every segment of a log without changing it; exit 1 on corruption.
     Verify(verify::VerifyArgs),
+    /// Run a primary or follower node from a TOML config file.
+    Node(node::NodeArgs),
+    /// Show a node's replication status (from its client port).
+    Status(status::StatusArgs),
+    /// Generate load against a node's client port; optionally record every acknowledged LSN.
+    Load(load::LoadArgs),
+    /// Start a three-node cluster on loopback, run load with a live view, kill and restart a
+    /// follower, and check every node holds the same records.
+    Demo(demo::DemoArgs),
+    /// Write a new random cluster key file.
+    Keygen(keygen::KeygenArgs),
 }
 
 /// `--backend`.
@@ -77,13 +93,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Append(a) => append::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Node(a) => node::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Load(a) => load::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Keygen(a) => keygen::run(a),
     }
 }
 
-/// Logs to stderr; `RUST_LOG` chooses the filter, default `warn`.
+/// Logs to stderr; `RUST_LOG` chooses the filter, default `warn` (`info` for `logship node`).
 pub fn init_tracing() {
+    let default = if std::env::args().nth(1).as_deref() == Some("node") {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -36,8 +36,11 @@ pub(crate) struct ClientPort {
 
 impl ClientPort {
     pub(crate) fn start(addr: SocketAddr, inner: Weak<Inner>) -> Result<ClientPort> {
-        let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("client port {addr}"), e))?;
-        let addr = listener.local_addr().map_err(|e| Error::io("client port address", e))?;
+        let listener =
+            TcpListener::bind(addr).map_err(|e| Error::io(format!("client port {addr}"), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("client port address", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
         let (s, c) = (Arc::clone(&stop), Arc::clone(&conns));
@@ -45,7 +48,12 @@ impl ClientPort {
             .name("logship-clients".into())
             .spawn(move || accept_loop(&listener, &inner, &s, &c))
             .map_err(|e| Error::io("spawning the client port", e))?;
-        Ok(ClientPort { addr, stop, accept: Some(accept), conns })
+        Ok(ClientPort {
+            addr,
+            stop,
+            accept: Some(accept),
+            conns,
+        })
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
@@ -65,7 +73,12 @@ impl ClientPort {
     }
 }
 
-fn accept_loop(listener: &TcpListener, inner: &Weak<Inner>, stop: &Arc<AtomicBool>, conns: &Arc<Mutex<Vec<JoinHandle<()>>>>) {
+fn accept_loop(
+    listener: &TcpListener,
+    inner: &Weak<Inner>,
+    stop: &Arc<AtomicBool>,
+    conns: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
     let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
@@ -78,12 +91,14 @@ fn accept_loop(listener: &TcpListener, inner: &Weak<Inner>, stop: &Arc<AtomicBoo
         }
         active.fetch_add(1, Ordering::AcqRel);
         let (inner, stop, active) = (inner.clone(), Arc::clone(stop), Arc::clone(&active));
-        let spawned = std::thread::Builder::new().name("logship-client".into()).spawn(move || {
-            if let Err(e) = serve(stream, &inner, &stop) {
-                tracing::debug!(error = %e, "client connection ended");
-            }
-            active.fetch_sub(1, Ordering::AcqRel);
-        });
+        let spawned = std::thread::Builder::new()
+            .name("logship-client".into())
+            .spawn(move || {
+                if let Err(e) = serve(stream, &inner, &stop) {
+                    tracing::debug!(error = %e, "client connection ended");
+                }
+                active.fetch_sub(1, Ordering::AcqRel);
+            });
         let mut c = conns.lock();
         c.retain(|t| !t.is_finished());
         if let Ok(t) = spawned {
@@ -104,7 +119,14 @@ fn serve(mut stream: TcpStream, inner: &Weak<Inner>, stop: &AtomicBool) -> std::
         let n = match stream.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(e) => return Err(e),
         };
         decoder.push(&buf[..n]);
@@ -114,8 +136,11 @@ fn serve(mut stream: TcpStream, inner: &Weak<Inner>, stop: &AtomicBool) -> std::
                 Ok(None) => break,
                 Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             };
-            let msg = Msg::decode(&frame).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            let Some(inner) = inner.upgrade() else { return Ok(()) };
+            let msg = Msg::decode(&frame)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let Some(inner) = inner.upgrade() else {
+                return Ok(());
+            };
             let reply = handle(&inner, msg)?;
             drop(inner);
             stream.write_all(&reply.encode())?;
@@ -137,13 +162,28 @@ fn handle(inner: &Inner, msg: Msg) -> std::io::Result<Msg> {
     Ok(match msg {
         Msg::AppendRequest { id, level, payload } => {
             match inner.append(payload, level).and_then(super::Commit::wait) {
-                Ok(lsn) => Msg::AppendResponse { id, status: ClientStatus::Ok, lsn, message: String::new() },
-                Err(e) => Msg::AppendResponse { id, status: status_of(&e), lsn: Lsn::ZERO, message: e.to_string() },
+                Ok(lsn) => Msg::AppendResponse {
+                    id,
+                    status: ClientStatus::Ok,
+                    lsn,
+                    message: String::new(),
+                },
+                Err(e) => Msg::AppendResponse {
+                    id,
+                    status: status_of(&e),
+                    lsn: Lsn::ZERO,
+                    message: e.to_string(),
+                },
             }
         }
-        Msg::ReadRequest { id, from, max_bytes } => read(inner, id, from, max_bytes),
+        Msg::ReadRequest {
+            id,
+            from,
+            max_bytes,
+        } => read(inner, id, from, max_bytes),
         Msg::StatusRequest { id } => {
-            let json = serde_json::to_string(&inner.status()).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            let json = serde_json::to_string(&inner.status())
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             Msg::StatusResponse { id, json }
         }
         other => {
@@ -160,15 +200,33 @@ fn read(inner: &Inner, id: u64, from: Lsn, max_bytes: u32) -> Msg {
             logship_engine::Error::Purged { first, .. } => (ClientStatus::Purged, first.0),
             _ => (ClientStatus::Failed, 0),
         };
-        Msg::ReadResponse { id, status, detail, message: e.to_string(), records: Bytes::new() }
+        Msg::ReadResponse {
+            id,
+            status,
+            detail,
+            message: e.to_string(),
+            records: Bytes::new(),
+        }
     };
     let mut reader = match inner.log.read_from(from) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
     match reader.next_chunk(max) {
-        None => Msg::ReadResponse { id, status: ClientStatus::Ok, detail: 0, message: String::new(), records: Bytes::new() },
-        Some(Ok(c)) => Msg::ReadResponse { id, status: ClientStatus::Ok, detail: 0, message: String::new(), records: c.bytes },
+        None => Msg::ReadResponse {
+            id,
+            status: ClientStatus::Ok,
+            detail: 0,
+            message: String::new(),
+            records: Bytes::new(),
+        },
+        Some(Ok(c)) => Msg::ReadResponse {
+            id,
+            status: ClientStatus::Ok,
+            detail: 0,
+            message: String::new(),
+            records: c.bytes,
+        },
         Some(Err(e)) => fail(e),
     }
 }

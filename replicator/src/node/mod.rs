@@ -41,8 +41,8 @@ use crate::status::{FollowerSideStatus, PrimaryStatus};
 use crate::transport::{self, ConnId, NetEvent, NetHandler, Transport};
 
 pub use self::metrics::render_metrics;
-pub use self::waiters::Commit;
 use self::observer::NodeObserver;
+pub use self::waiters::Commit;
 use self::waiters::Waiters;
 
 /// How often the ticker runs: heartbeats are 100 ms by default, so 10 ms keeps them on time.
@@ -88,13 +88,22 @@ pub struct NodeStatus {
 }
 
 enum Core {
-    Primary(Mutex<Primary>),
-    Follower(Mutex<Follower>),
+    Primary(Box<Mutex<Primary>>),
+    Follower(Box<Mutex<Follower>>),
 }
 
 enum ReadJob {
-    Chunk { link: usize, conn: ConnId, from: Lsn, max_bytes: usize },
-    Crc { link: usize, conn: ConnId, lsn: Lsn },
+    Chunk {
+        link: usize,
+        conn: ConnId,
+        from: Lsn,
+        max_bytes: usize,
+    },
+    Crc {
+        link: usize,
+        conn: ConnId,
+        lsn: Lsn,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -131,12 +140,18 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("id", &self.inner.config.node.id).finish()
+        f.debug_struct("Node")
+            .field("id", &self.inner.config.node.id)
+            .finish()
     }
 }
 
 fn log_options(config: &NodeConfig, observer: Arc<NodeObserver>) -> Options {
-    let mut o = Options { create_if_missing: true, observer: Some(observer), ..Options::default() };
+    let mut o = Options {
+        create_if_missing: true,
+        observer: Some(observer),
+        ..Options::default()
+    };
     if let Some(s) = config.log.segment_size_bytes {
         o.segment_size_bytes = s;
     }
@@ -154,7 +169,13 @@ fn log_options(config: &NodeConfig, observer: Arc<NodeObserver>) -> Options {
 fn tail_of(log: &Log, applied: Lsn) -> Result<Tail> {
     let last = log.last_lsn();
     let (last_crc, last_epoch) = record_at(log, last)?.map_or((0, Epoch(0)), |r| (r.crc, r.epoch));
-    Ok(Tail { last, last_epoch, last_crc, durable: log.durable_lsn(), applied })
+    Ok(Tail {
+        last,
+        last_epoch,
+        last_crc,
+        durable: log.durable_lsn(),
+        applied,
+    })
 }
 
 fn record_at(log: &Log, lsn: Lsn) -> Result<Option<Record>> {
@@ -175,7 +196,10 @@ impl Node {
         config.validate()?;
         let key = ClusterKey::load(&config.node.key_file)?;
         let observer = Arc::new(NodeObserver::default());
-        let log = Log::open(&config.node.data_dir, log_options(&config, Arc::clone(&observer)))?;
+        let log = Log::open(
+            &config.node.data_dir,
+            log_options(&config, Arc::clone(&observer)),
+        )?;
         let timeouts = config.timeouts()?;
         let core = match config.node.role {
             Role::Primary => {
@@ -194,8 +218,18 @@ impl Node {
                     catch_up_chunk_bytes: config.replication.catch_up_chunk_bytes,
                     max_retained_bytes: config.replication.max_retained_bytes,
                 };
-                let seed = u64::from_le_bytes(random_nonce().map_err(|e| Error::io("random seed", e))?[..8].try_into().expect("8 bytes"));
-                Core::Primary(Mutex::new(Primary::new(pc, log.first_lsn(), log.last_lsn(), log.durable_lsn(), seed)))
+                let seed = u64::from_le_bytes(
+                    random_nonce().map_err(|e| Error::io("random seed", e))?[..8]
+                        .try_into()
+                        .expect("8 bytes"),
+                );
+                Core::Primary(Box::new(Mutex::new(Primary::new(
+                    pc,
+                    log.first_lsn(),
+                    log.last_lsn(),
+                    log.durable_lsn(),
+                    seed,
+                ))))
             }
             Role::Follower => {
                 let fc = FollowerConfig {
@@ -206,7 +240,7 @@ impl Node {
                     auto_apply: config.follower.auto_apply,
                 };
                 let tail = tail_of(&log, Lsn::ZERO)?;
-                Core::Follower(Mutex::new(Follower::new(fc, tail)))
+                Core::Follower(Box::new(Mutex::new(Follower::new(fc, tail))))
             }
         };
         let (tx, rx) = crossbeam_channel::bounded(READ_JOBS_CAPACITY);
@@ -234,30 +268,51 @@ impl Node {
 
     fn run(inner: Arc<Inner>, read_jobs: Receiver<ReadJob>) -> Result<Node> {
         let handler: Arc<dyn NetHandler> = Arc::new(Handler(Arc::downgrade(&inner)));
-        let t = transport::start(inner.config.node.transport, handler).map_err(|e| Error::io("starting the transport", e))?;
+        let t = transport::start(inner.config.node.transport, handler)
+            .map_err(|e| Error::io("starting the transport", e))?;
         let _ = inner.transport.set(Arc::clone(&t));
-        let mut node = Node { inner: Arc::clone(&inner), threads: Vec::new(), http: None, client: None, replication_addr: None };
+        let mut node = Node {
+            inner: Arc::clone(&inner),
+            threads: Vec::new(),
+            http: None,
+            client: None,
+            replication_addr: None,
+        };
         if let Some(addr) = inner.config.node.listen_replication {
-            let bound = t.listen(addr).map_err(|e| Error::io(format!("listening on {addr}"), e))?;
+            let bound = t
+                .listen(addr)
+                .map_err(|e| Error::io(format!("listening on {addr}"), e))?;
             node.replication_addr = Some(bound);
         }
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| Error::io("spawning a thread", e))
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| Error::io("spawning a thread", e))
         };
         let i = Arc::clone(&inner);
-        node.threads.push(spawn("logship-ticker", Box::new(move || i.run_ticker()))?);
+        node.threads
+            .push(spawn("logship-ticker", Box::new(move || i.run_ticker()))?);
         let i = Arc::clone(&inner);
-        node.threads.push(spawn("logship-reader", Box::new(move || i.run_reader(read_jobs)))?);
+        node.threads.push(spawn(
+            "logship-reader",
+            Box::new(move || i.run_reader(read_jobs)),
+        )?);
         if let Some(addr) = inner.config.node.listen_http {
             let weak = Arc::downgrade(&inner);
             let h = Arc::new(move |path: &str| match weak.upgrade() {
                 Some(i) => i.http(path),
                 None => HttpResponse::service_unavailable("shutting down\n"),
             });
-            node.http = Some(HttpServer::start(addr, h).map_err(|e| Error::io(format!("HTTP on {addr}"), e))?);
+            node.http = Some(
+                HttpServer::start(addr, h).map_err(|e| Error::io(format!("HTTP on {addr}"), e))?,
+            );
         }
         if let Some(addr) = inner.config.node.listen_client {
-            node.client = Some(client_port::ClientPort::start(addr, Arc::downgrade(&inner))?);
+            node.client = Some(client_port::ClientPort::start(
+                addr,
+                Arc::downgrade(&inner),
+            )?);
         }
         tracing::info!(
             node = %inner.config.node.id, role = ?inner.config.node.role, transport = t.name(),
@@ -289,7 +344,10 @@ impl Node {
     /// # Errors
     /// [`Error::Log`] (`Purged`).
     pub fn apply_stream(&self, from: Lsn) -> Result<ApplyStream> {
-        Ok(ApplyStream { inner: Arc::clone(&self.inner), reader: self.inner.log.read_from(from)? })
+        Ok(ApplyStream {
+            inner: Arc::clone(&self.inner),
+            reader: self.inner.log.read_from(from)?,
+        })
     }
 
     /// The application applied records up to `lsn` (follower; counts for `remote_applied`).
@@ -314,7 +372,9 @@ impl Node {
 
     /// The client port's address.
     pub fn client_addr(&self) -> Option<SocketAddr> {
-        self.client.as_ref().map(client_port::ClientPort::local_addr)
+        self.client
+            .as_ref()
+            .map(client_port::ClientPort::local_addr)
     }
 
     /// The HTTP address.
@@ -373,7 +433,9 @@ pub struct ApplyStream {
 
 impl std::fmt::Debug for ApplyStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApplyStream").field("next", &self.reader.next_lsn()).finish()
+        f.debug_struct("ApplyStream")
+            .field("next", &self.reader.next_lsn())
+            .finish()
     }
 }
 
@@ -415,7 +477,9 @@ impl Inner {
     }
 
     fn transport(&self) -> &Arc<dyn Transport> {
-        self.transport.get().expect("the transport starts before any event")
+        self.transport
+            .get()
+            .expect("the transport starts before any event")
     }
 
     fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
@@ -490,7 +554,9 @@ impl Inner {
         match event {
             NetEvent::Connected { conn, .. } | NetEvent::Accepted { conn, .. } => {
                 self.counters.connections.fetch_add(1, Ordering::Relaxed);
-                self.decoders.lock().insert(conn, FrameDecoder::new(DEFAULT_MAX_BODY_BYTES));
+                self.decoders
+                    .lock()
+                    .insert(conn, FrameDecoder::new(DEFAULT_MAX_BODY_BYTES));
                 let nonce = match random_nonce() {
                     Ok(n) => n,
                     Err(e) => {
@@ -500,10 +566,14 @@ impl Inner {
                 };
                 self.on_connection(now, conn, nonce);
             }
-            NetEvent::ConnectFailed { conn, error } => self.on_conn_closed(now, conn, format!("connect failed: {error}")),
+            NetEvent::ConnectFailed { conn, error } => {
+                self.on_conn_closed(now, conn, format!("connect failed: {error}"))
+            }
             NetEvent::Closed { conn, error } => {
                 self.decoders.lock().remove(&conn);
-                let why = error.map_or("connection closed by peer".to_string(), |e| format!("connection lost: {e}"));
+                let why = error.map_or("connection closed by peer".to_string(), |e| {
+                    format!("connection lost: {e}")
+                });
                 self.on_conn_closed(now, conn, why);
             }
             NetEvent::Data { conn, bytes } => self.on_data(now, conn, &bytes),
@@ -540,7 +610,9 @@ impl Inner {
         let mut failure = None;
         {
             let mut decoders = self.decoders.lock();
-            let Some(d) = decoders.get_mut(&conn) else { return };
+            let Some(d) = decoders.get_mut(&conn) else {
+                return;
+            };
             d.push(bytes);
             loop {
                 match d.next_frame() {
@@ -563,7 +635,9 @@ impl Inner {
             }
         }
         if let Some(e) = &failure {
-            self.counters.malformed_frames.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .malformed_frames
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(conn, error = %e, "malformed frame: closing the connection");
         }
         match &self.core {
@@ -598,7 +672,13 @@ impl Inner {
 
     fn send(&self, conn: ConnId, msg: &Msg) {
         let t = self.transport();
-        if let Msg::Records { first, last, commit_lsn, records } = msg {
+        if let Msg::Records {
+            first,
+            last,
+            commit_lsn,
+            records,
+        } = msg
+        {
             // Header and prefix in one buffer, records as they are (zero-copy from the map).
             let mut prefix = [0u8; RECORDS_PREFIX_BYTES];
             prefix[0..8].copy_from_slice(&first.0.to_le_bytes());
@@ -618,7 +698,11 @@ impl Inner {
     fn run_primary(&self, p: &mut Primary, out: Vec<Action>) {
         for a in out {
             match a {
-                Action::Connect { link, addr, timeout } => {
+                Action::Connect {
+                    link,
+                    addr,
+                    timeout,
+                } => {
                     let conn = self.transport().connect(addr, timeout);
                     p.connect_started(link, conn);
                 }
@@ -627,8 +711,18 @@ impl Inner {
                     tracing::debug!(conn, %reason, "closing a replication connection");
                     self.transport().close(conn);
                 }
-                Action::ReadChunk { link, conn, from, max_bytes } => {
-                    let _ = self.read_jobs.try_send(ReadJob::Chunk { link, conn, from, max_bytes });
+                Action::ReadChunk {
+                    link,
+                    conn,
+                    from,
+                    max_bytes,
+                } => {
+                    let _ = self.read_jobs.try_send(ReadJob::Chunk {
+                        link,
+                        conn,
+                        from,
+                        max_bytes,
+                    });
                 }
                 Action::LookupCrc { link, conn, lsn } => {
                     let _ = self.read_jobs.try_send(ReadJob::Crc { link, conn, lsn });
@@ -655,7 +749,9 @@ impl Inner {
 
     /// Appends and truncations, outside the lock.
     fn run_follower_log(&self, out: Vec<FollowerAction>) {
-        let Core::Follower(f) = &self.core else { return };
+        let Core::Follower(f) = &self.core else {
+            return;
+        };
         for a in out {
             if let Err(e) = self.follower_log_action(f, a) {
                 tracing::warn!(error = %e, "appending replicated records failed");
@@ -704,7 +800,9 @@ impl Inner {
                     let quorum = p.status().quorum;
                     drop(p);
                     let expired = self.waiters.expire(Instant::now(), &quorum);
-                    self.counters.quorum_timeouts.fetch_add(expired as u64, Ordering::Relaxed);
+                    self.counters
+                        .quorum_timeouts
+                        .fetch_add(expired as u64, Ordering::Relaxed);
                 }
                 Core::Follower(f) => {
                     let mut out = Vec::new();
@@ -719,10 +817,19 @@ impl Inner {
     fn run_reader(&self, jobs: Receiver<ReadJob>) {
         let mut readers: HashMap<usize, LogReader> = HashMap::new();
         while !self.stop.load(Ordering::Acquire) {
-            let Ok(job) = jobs.recv_timeout(Duration::from_millis(100)) else { continue };
-            let Core::Primary(p) = &self.core else { continue };
+            let Ok(job) = jobs.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let Core::Primary(p) = &self.core else {
+                continue;
+            };
             match job {
-                ReadJob::Chunk { link, conn, from, max_bytes } => {
+                ReadJob::Chunk {
+                    link,
+                    conn,
+                    from,
+                    max_bytes,
+                } => {
                     let result = self.read_chunk(&mut readers, link, from, max_bytes);
                     let mut out = Vec::new();
                     let mut p = p.lock();
@@ -747,13 +854,15 @@ impl Inner {
         from: Lsn,
         max_bytes: usize,
     ) -> std::result::Result<Option<logship_engine::Chunk>, ReadError> {
-        let fresh = readers.get(&link).map_or(true, |r| r.next_lsn() != from);
+        let fresh = !matches!(readers.get(&link), Some(r) if r.next_lsn() == from);
         if fresh {
             match self.log.read_from_unsynced(from) {
                 Ok(r) => {
                     readers.insert(link, r);
                 }
-                Err(logship_engine::Error::Purged { first, .. }) => return Err(ReadError::Purged { first }),
+                Err(logship_engine::Error::Purged { first, .. }) => {
+                    return Err(ReadError::Purged { first })
+                }
                 Err(e) => return Err(ReadError::Failed(e.to_string())),
             }
         }
@@ -784,14 +893,23 @@ impl Inner {
             cluster_id: self.config.node.cluster_id.clone(),
             role: self.config.node.role,
             log_backend: self.log.backend().to_string(),
-            transport: self.transport.get().map_or("none", |t| t.name()).to_string(),
+            transport: self
+                .transport
+                .get()
+                .map_or("none", |t| t.name())
+                .to_string(),
             uptime_s: now.as_secs_f64(),
             first_lsn: self.log.first_lsn().0,
             last_lsn: self.log.last_lsn().0,
             durable_lsn: self.log.durable_lsn().0,
             waiting_appends: self.waiters.len(),
             appends: (DurabilityLevel::ALL.iter())
-                .map(|l| (l.as_str().to_string(), c.appends[*l as usize].load(Ordering::Relaxed)))
+                .map(|l| {
+                    (
+                        l.as_str().to_string(),
+                        c.appends[*l as usize].load(Ordering::Relaxed),
+                    )
+                })
                 .collect(),
             quorum_timeouts: c.quorum_timeouts.load(Ordering::Relaxed),
             malformed_frames: c.malformed_frames.load(Ordering::Relaxed),
@@ -815,10 +933,14 @@ impl Inner {
                 if ready {
                     HttpResponse::ok_text("ready\n")
                 } else {
-                    HttpResponse::service_unavailable("not ready: no sync quorum (primary) or no primary (follower)\n")
+                    HttpResponse::service_unavailable(
+                        "not ready: no sync quorum (primary) or no primary (follower)\n",
+                    )
                 }
             }
-            "/status" => HttpResponse::ok_json(serde_json::to_string_pretty(&self.status()).unwrap_or_default()),
+            "/status" => HttpResponse::ok_json(
+                serde_json::to_string_pretty(&self.status()).unwrap_or_default(),
+            ),
             _ => HttpResponse::not_found(),
         }
     }

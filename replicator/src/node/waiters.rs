@@ -84,7 +84,11 @@ pub struct Commit {
 impl Commit {
     pub(crate) fn ready(outcome: Outcome) -> Commit {
         let lsn = *outcome.as_ref().unwrap_or(&Lsn::ZERO);
-        Commit { lsn, slot: None, ready: Some(outcome) }
+        Commit {
+            lsn,
+            slot: None,
+            ready: Some(outcome),
+        }
     }
 
     /// The record's LSN (0 if the append failed before it got one).
@@ -142,7 +146,12 @@ pub(crate) struct Waiters {
 
 impl Waiters {
     /// Waits for `lsn` at `level`, failing at `deadline` (`None`: no deadline).
-    pub(crate) fn register(&self, level: DurabilityLevel, lsn: Lsn, deadline: Option<Instant>) -> Commit {
+    pub(crate) fn register(
+        &self,
+        level: DurabilityLevel,
+        lsn: Lsn,
+        deadline: Option<Instant>,
+    ) -> Commit {
         let mut st = self.inner.lock();
         if st.committed[level as usize] >= lsn {
             return Commit::ready(Ok(lsn));
@@ -154,8 +163,20 @@ impl Waiters {
         if let Some(d) = deadline {
             st.deadlines.push(Reverse((d, id)));
         }
-        st.entries.insert(id, Entry { slot: Arc::clone(&slot), level, lsn, since: Instant::now() });
-        Commit { lsn, slot: Some(slot), ready: None }
+        st.entries.insert(
+            id,
+            Entry {
+                slot: Arc::clone(&slot),
+                level,
+                lsn,
+                since: Instant::now(),
+            },
+        );
+        Commit {
+            lsn,
+            slot: Some(slot),
+            ready: None,
+        }
     }
 
     /// The commit LSNs rose: complete every append they satisfy.
@@ -197,7 +218,12 @@ impl Waiters {
                 st.deadlines.pop();
                 if let Some(e) = st.entries.remove(&id) {
                     let waited = now.saturating_duration_since(e.since);
-                    let err = Error::QuorumUnavailable { level: e.level, lsn: e.lsn, waited, quorum: quorum.to_string() };
+                    let err = Error::QuorumUnavailable {
+                        level: e.level,
+                        lsn: e.lsn,
+                        waited,
+                        quorum: quorum.to_string(),
+                    };
                     done.push((e.slot, err));
                 }
             }
@@ -250,7 +276,11 @@ mod tests {
         w.advance([Lsn(9), Lsn(9), Lsn(9), Lsn(0)]);
         assert_eq!(b.wait().unwrap(), Lsn(9));
         let late = w.register(DurabilityLevel::RemoteDurable, Lsn(3), None);
-        assert_eq!(late.wait().unwrap(), Lsn(3), "already committed: ready at once");
+        assert_eq!(
+            late.wait().unwrap(),
+            Lsn(3),
+            "already committed: ready at once"
+        );
     }
 
     #[test]
@@ -258,9 +288,16 @@ mod tests {
         let w = Waiters::default();
         let now = Instant::now();
         let a = w.register(DurabilityLevel::RemoteDurable, Lsn(5), Some(now));
-        let b = w.register(DurabilityLevel::RemoteDurable, Lsn(6), Some(now + Duration::from_secs(60)));
+        let b = w.register(
+            DurabilityLevel::RemoteDurable,
+            Lsn(6),
+            Some(now + Duration::from_secs(60)),
+        );
         w.expire(now, "ANY 1 (a, b)");
-        assert!(matches!(a.wait(), Err(Error::QuorumUnavailable { lsn: Lsn(5), .. })));
+        assert!(matches!(
+            a.wait(),
+            Err(Error::QuorumUnavailable { lsn: Lsn(5), .. })
+        ));
         w.advance([Lsn(6); 4]);
         assert_eq!(b.wait().unwrap(), Lsn(6));
     }

@@ -1,0 +1,436 @@
+//! `logship demo`: a three-node cluster on loopback (primary `p`, sync follower `s1`, async
+//! follower `a1`) as child processes in a temporary directory. It runs load with a live view,
+//! kills `a1` with SIGKILL for a few seconds and shows it catching up, checks that every node
+//! holds the same records, prints a summary and stops everything.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use logship::replication::link::Phase;
+use logship::{Client, DurabilityLevel, NodeStatus};
+
+use super::load::{start_clients, LoadArgs, LoadStats};
+use super::status::bytes;
+
+/// How often the live view redraws.
+const FRAME: Duration = Duration::from_millis(500);
+/// How long the async follower stays down.
+const DOWN_FOR: Duration = Duration::from_secs(4);
+/// Bound on waiting for the cluster to come up or the follower to catch up.
+const WAIT_BOUND: Duration = Duration::from_secs(30);
+
+/// Arguments of `logship demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Seconds of load.
+    #[arg(long, default_value_t = 15.0)]
+    duration: f64,
+    /// Load clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Record size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Keep the temporary directory (configs, logs, data) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+struct Cluster {
+    dir: PathBuf,
+    nodes: Vec<(String, PathBuf, Option<Child>)>,
+    primary_client: SocketAddr,
+    clients: Vec<(String, SocketAddr)>,
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> anyhow::Result<Cluster> {
+        super::keygen::write_key(&dir.join("cluster.key"))?;
+        let mut addrs = Vec::new();
+        for _ in 0..9 {
+            addrs.push(free_addr()?);
+        }
+        let follower = |name: &str, i: usize| {
+            format!(
+                "[node]\nid = \"{name}\"\nrole = \"follower\"\ncluster_id = \"demo\"\nkey_file = \"cluster.key\"\ndata_dir = \"data/{name}\"\nlisten_replication = \"{}\"\nlisten_client = \"{}\"\nlisten_http = \"{}\"\n",
+                addrs[i], addrs[i + 1], addrs[i + 2]
+            )
+        };
+        let primary = format!(
+            "[node]\nid = \"p\"\nrole = \"primary\"\ncluster_id = \"demo\"\nkey_file = \"cluster.key\"\ndata_dir = \"data/p\"\nlisten_client = \"{}\"\nlisten_http = \"{}\"\n\n[replication]\nquorum = \"FIRST 1 (s1)\"\npolicy = \"block\"\nfollowers = [\n  {{ name = \"s1\", addr = \"{}\", mode = \"sync\" }},\n  {{ name = \"a1\", addr = \"{}\", mode = \"async\" }},\n]\n\n[breaker]\nfailure_threshold = 3\nreset_timeout_ms = 1000\n",
+            addrs[7], addrs[8], addrs[0], addrs[3]
+        );
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            nodes: Vec::new(),
+            primary_client: addrs[7],
+            clients: Vec::new(),
+        };
+        for (name, text, client) in [
+            ("s1", follower("s1", 0), addrs[1]),
+            ("a1", follower("a1", 3), addrs[4]),
+            ("p", primary, addrs[7]),
+        ] {
+            let path = dir.join(format!("{name}.toml"));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            c.nodes.push((name.to_string(), path, None));
+            c.clients.push((name.to_string(), client));
+            c.spawn(name)?;
+        }
+        Ok(c)
+    }
+
+    fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("finding the logship binary")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))?;
+        let entry = self
+            .nodes
+            .iter_mut()
+            .find(|(n, _, _)| n == name)
+            .context("unknown node")?;
+        let child = Command::new(exe)
+            .args(["node", "--config"])
+            .arg(&entry.1)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {name}"))?;
+        entry.2 = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self, name: &str) {
+        if let Some((_, _, Some(mut child))) = self
+            .nodes
+            .iter_mut()
+            .find(|(n, _, _)| n == name)
+            .map(|e| (e.0.clone(), (), e.2.take()))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for (_, _, child) in &mut self.nodes {
+            if let Some(mut c) = child.take() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    fn status(&self, name: &str) -> Option<NodeStatus> {
+        let addr = self.clients.iter().find(|(n, _)| n == name)?.1;
+        Client::connect(addr, Duration::from_millis(500))
+            .ok()?
+            .status()
+            .ok()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn follower_line(out: &mut String, f: &logship::replication::status::FollowerStatus) {
+    let state = match f.phase {
+        Phase::Idle => "down",
+        Phase::Connecting => "connecting",
+        Phase::Handshake => "handshake",
+        Phase::CatchingUp => "catching-up",
+        Phase::Streaming => "streaming",
+    };
+    let lag = f
+        .flush_lag_ms
+        .map_or("-".to_string(), |v| format!("{v:.2} ms"));
+    let _ = writeln!(
+        out,
+        "  {:<3} {:<5} {:<11} {:<9} breaker {:<9} behind {:>9} rec {:>10}   flush lag {lag}",
+        f.name,
+        f.mode,
+        state,
+        if f.healthy { "healthy" } else { "unhealthy" },
+        f.breaker,
+        f.durable_behind.records,
+        bytes(f.durable_behind.bytes),
+    );
+}
+
+/// Runs `logship demo`.
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.duration >= 3.0,
+        "--duration must be at least 3 seconds"
+    );
+    let tmp = tempfile::Builder::new().prefix("logship-demo-").tempdir()?;
+    let dir = tmp.path().to_path_buf();
+    println!("logship demo: primary p, sync follower s1, async follower a1 on 127.0.0.1; quorum FIRST 1 (s1)");
+    println!("cluster directory: {}", dir.display());
+    let mut cluster = Cluster::start(&dir)?;
+    wait_ready(&cluster)?;
+    println!(
+        "cluster up; {} clients append {} B records at remote_durable for {:.0} s\n",
+        args.clients, args.size, args.duration
+    );
+    let load = LoadArgs {
+        addr: cluster.primary_client,
+        rate: None,
+        duration: args.duration,
+        clients: args.clients,
+        size: args.size,
+        durability: DurabilityLevel::RemoteDurable,
+        acked: None,
+        json: false,
+    };
+    let stats = LoadStats::new();
+    let start = Instant::now();
+    let threads = start_clients(
+        &load,
+        start + Duration::from_secs_f64(args.duration),
+        &stats,
+        None,
+    )?;
+    let kill_at = Duration::from_secs_f64(args.duration / 3.0);
+    let result = live(&mut cluster, &stats, start, args.duration, kill_at);
+    stats.stop.store(true, Ordering::Release);
+    for t in threads {
+        let _ = t.join();
+    }
+    result?;
+    let caught_up = catch_up(&cluster)?;
+    summary(&cluster, &stats, start, caught_up)?;
+    cluster.stop_all();
+    if args.keep {
+        let kept = tmp.keep();
+        println!("kept {}", kept.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn wait_ready(cluster: &Cluster) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = cluster.status("p") {
+            if s.primary
+                .as_ref()
+                .is_some_and(|p| p.followers.iter().all(|f| f.healthy))
+            {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > WAIT_BOUND {
+            bail!(
+                "the cluster did not come up within {WAIT_BOUND:?}; see the *.log files in {}",
+                cluster.dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn live(
+    cluster: &mut Cluster,
+    stats: &LoadStats,
+    start: Instant,
+    duration: f64,
+    kill_at: Duration,
+) -> anyhow::Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    let mut events: Vec<String> = Vec::new();
+    let (mut killed, mut restarted) = (false, false);
+    let mut last = (Instant::now(), 0u64);
+    let mut drawn = 0usize;
+    let mut next_plain = Duration::ZERO;
+    while start.elapsed().as_secs_f64() < duration {
+        std::thread::sleep(FRAME);
+        let t = start.elapsed();
+        if !killed && t >= kill_at {
+            cluster.kill("a1");
+            killed = true;
+            events.push(format!(
+                "[{:5.1} s] a1 killed with SIGKILL",
+                t.as_secs_f64()
+            ));
+        }
+        if killed && !restarted && t >= kill_at + DOWN_FOR {
+            cluster.spawn("a1")?;
+            restarted = true;
+            events.push(format!(
+                "[{:5.1} s] a1 restarted: it reconnects and catches up from the primary's log",
+                t.as_secs_f64()
+            ));
+        }
+        let frame = render(cluster, stats, t, &mut last, &events);
+        let mut out = std::io::stdout().lock();
+        if tty {
+            if drawn > 0 {
+                write!(out, "\x1b[{drawn}A\x1b[J")?;
+            }
+            write!(out, "{frame}")?;
+            drawn = frame.lines().count();
+        } else if t >= next_plain {
+            writeln!(out, "{frame}")?;
+            next_plain = t + Duration::from_secs(2);
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn render(
+    cluster: &Cluster,
+    stats: &LoadStats,
+    t: Duration,
+    last: &mut (Instant, u64),
+    events: &[String],
+) -> String {
+    let acked = stats.acked.load(Ordering::Relaxed);
+    let dt = last.0.elapsed().as_secs_f64().max(1e-3);
+    let rate = (acked - last.1) as f64 / dt;
+    *last = (Instant::now(), acked);
+    let w = stats.take_window();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "t {:5.1} s   {:>8.0} records/s   commit p50 {:>6.2} ms  p99 {:>6.2} ms   acknowledged {acked}",
+        t.as_secs_f64(),
+        rate,
+        w.value_at_quantile(0.5) as f64 / 1e3,
+        w.value_at_quantile(0.99) as f64 / 1e3,
+    );
+    match cluster.status("p").and_then(|s| s.primary) {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "  primary p: commit LSN {}  quorum {} {}",
+                p.commit.remote_durable,
+                p.quorum,
+                if p.quorum_available {
+                    "available"
+                } else {
+                    "UNAVAILABLE"
+                }
+            );
+            for f in &p.followers {
+                follower_line(&mut out, f);
+            }
+        }
+        None => out.push_str("  primary p: not answering\n"),
+    }
+    for e in events {
+        let _ = writeln!(out, "{e}");
+    }
+    out
+}
+
+fn catch_up(cluster: &Cluster) -> anyhow::Result<Option<Duration>> {
+    let start = Instant::now();
+    while start.elapsed() < WAIT_BOUND {
+        if let Some(p) = cluster.status("p").and_then(|s| s.primary) {
+            if p.followers
+                .iter()
+                .all(|f| f.healthy && f.durable_lsn >= p.last_lsn)
+            {
+                return Ok(Some(start.elapsed()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(None)
+}
+
+/// Every record of a node as (LSN, CRC), through its client port.
+fn records(addr: SocketAddr) -> anyhow::Result<Vec<(u64, u32)>> {
+    let mut c = Client::connect(addr, Duration::from_secs(5))?;
+    let mut out = Vec::new();
+    let mut from = logship::Lsn(1);
+    loop {
+        let batch = c.read(from, 4 << 20)?;
+        let Some(last) = batch.last() else {
+            return Ok(out);
+        };
+        from = last.lsn.next();
+        out.extend(batch.iter().map(|r| (r.lsn.0, r.crc)));
+    }
+}
+
+fn summary(
+    cluster: &Cluster,
+    stats: &LoadStats,
+    start: Instant,
+    caught_up: Option<Duration>,
+) -> anyhow::Result<()> {
+    let h = stats.total.lock().clone();
+    let acked = stats.acked.load(Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    println!("\nsummary");
+    println!(
+        "  acknowledged at remote_durable: {acked} records, {:.0} records/s",
+        acked as f64 / secs
+    );
+    println!(
+        "  commit latency: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        h.value_at_quantile(0.5) as f64 / 1e3,
+        h.value_at_quantile(0.99) as f64 / 1e3,
+        h.value_at_quantile(0.999) as f64 / 1e3,
+        h.max() as f64 / 1e3
+    );
+    let errors = stats.errors.lock().clone();
+    if !errors.is_empty() {
+        println!("  errors: {errors:?}");
+    }
+    match caught_up {
+        Some(d) => println!("  a1 caught up after the restart: all followers at the primary's last LSN {:.1} s after the load stopped", d.as_secs_f64()),
+        None => println!("  a1 did NOT catch up within {WAIT_BOUND:?}"),
+    }
+    let want = records(cluster.primary_client)?;
+    for (name, addr) in cluster.clients.iter().filter(|(n, _)| n != "p") {
+        let got = records(*addr)?;
+        let same = got == want;
+        println!(
+            "  {name}: {} records, {}",
+            got.len(),
+            if same {
+                "identical to the primary's (LSN and CRC of every record)"
+            } else {
+                "DIFFERENT from the primary's"
+            }
+        );
+        if !same {
+            bail!("{name} does not hold the primary's records");
+        }
+    }
+    if let Some(s) = cluster.status("p") {
+        println!(
+            "\nlogship status --addr {}\n{}",
+            cluster.primary_client,
+            super::status::render(&s)
+        );
+    }
+    Ok(())
+}

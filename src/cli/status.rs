@@ -1,0 +1,152 @@
+//! `logship status --addr HOST:PORT [--json]`: a node's replication status from its client
+//! port, as a table (like `pg_stat_replication`) or as JSON.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use logship::replication::link::Phase;
+use logship::{Client, NodeStatus};
+
+/// Arguments of `logship status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The node's client port.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: SocketAddr,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for the node.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+}
+
+/// Runs `logship status`.
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
+    let status = Client::connect(args.addr, timeout)?.status()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.2}"))
+}
+
+/// Bytes in a short human form.
+pub fn bytes(b: u64) -> String {
+    match b {
+        0..=9_999 => format!("{b} B"),
+        10_000..=9_999_999 => format!("{:.1} KiB", b as f64 / 1024.0),
+        10_000_000..=9_999_999_999 => format!("{:.1} MiB", b as f64 / 1048576.0),
+        _ => format!("{:.2} GiB", b as f64 / 1073741824.0),
+    }
+}
+
+fn phase(p: Phase) -> &'static str {
+    match p {
+        Phase::Idle => "down",
+        Phase::Connecting => "connecting",
+        Phase::Handshake => "handshake",
+        Phase::CatchingUp => "catching-up",
+        Phase::Streaming => "streaming",
+    }
+}
+
+/// The status as text.
+pub fn render(s: &NodeStatus) -> String {
+    let mut out = String::new();
+    let role = if s.primary.is_some() {
+        "primary"
+    } else {
+        "follower"
+    };
+    let _ = writeln!(
+        out,
+        "node {} ({role}, cluster {}): last LSN {}, durable {}, first {}; log {}, transport {}, up {:.0} s",
+        s.node_id, s.cluster_id, s.last_lsn, s.durable_lsn, s.first_lsn, s.log_backend, s.transport, s.uptime_s
+    );
+    if let Some(p) = &s.primary {
+        let c = p.commit;
+        let _ = writeln!(
+            out,
+            "commit LSN: local {} remote_write {} remote_durable {} remote_applied {}",
+            c.local, c.remote_write, c.remote_durable, c.remote_applied
+        );
+        let _ = writeln!(
+            out,
+            "quorum {}: {}{}; retention from LSN {}; appends waiting {}; quorum timeouts {}",
+            p.quorum,
+            if p.quorum_available {
+                "available"
+            } else {
+                "UNAVAILABLE"
+            },
+            if p.degraded {
+                " (DEGRADED: acknowledging at local durability)"
+            } else {
+                ""
+            },
+            p.retention_lsn,
+            s.waiting_appends,
+            s.quorum_timeouts
+        );
+        let _ =
+            writeln!(
+            out,
+            "{:<10} {:<5} {:<11} {:<7} {:<9} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>9} {:>9}",
+            "follower", "mode", "state", "healthy", "breaker", "write", "durable", "applied",
+            "behind", "behind", "write_lag", "flush_lag", "replay_lag"
+        );
+        let _ = writeln!(
+            out,
+            "{:<10} {:<5} {:<11} {:<7} {:<9} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>9} {:>9}",
+            "", "", "", "", "", "LSN", "LSN", "LSN", "records", "bytes", "ms", "ms", "ms"
+        );
+        for f in &p.followers {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<5} {:<11} {:<7} {:<9} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>9} {:>9}",
+                f.name,
+                f.mode,
+                phase(f.phase),
+                if f.healthy { "yes" } else { "no" },
+                f.breaker,
+                f.write_lsn,
+                f.durable_lsn,
+                f.applied_lsn,
+                f.durable_behind.records,
+                bytes(f.durable_behind.bytes),
+                ms(f.write_lag_ms),
+                ms(f.flush_lag_ms),
+                ms(f.replay_lag_ms)
+            );
+            if let Some(e) = &f.last_error {
+                if !f.healthy {
+                    let _ = writeln!(out, "  {}: {e}", f.name);
+                }
+            }
+        }
+    }
+    if let Some(f) = &s.follower {
+        let _ = writeln!(
+            out,
+            "primary {}: {}; written {}, durable {}, applied {}; primary commit {}, last {}; heard {} ms ago",
+            f.primary.as_deref().unwrap_or("-"),
+            if f.connected { "streaming" } else { "NOT CONNECTED" },
+            f.write_lsn,
+            f.durable_lsn,
+            f.applied_lsn,
+            f.primary_commit_lsn,
+            f.primary_last_lsn,
+            ms(f.last_heard_ms)
+        );
+    }
+    out
+}
