@@ -324,7 +324,10 @@ impl Log {
             let bad = |reason: String| Error::InvalidRecords { offset, reason };
             let r = crate::record::decode(&records[offset..]).map_err(|e| bad(e.to_string()))?;
             if r.payload.len() > max {
-                return Err(bad(format!("payload of {} bytes exceeds {max}", r.payload.len())));
+                return Err(bad(format!(
+                    "payload of {} bytes exceeds {max}",
+                    r.payload.len()
+                )));
             }
             if let Some(&(prev, _, _)) = out.last() {
                 if r.header.lsn != Lsn::next(prev) {

@@ -85,7 +85,10 @@ fn observer_sees_every_batch_before_it_is_durable_and_chunks_match_them() {
         next = c.last.next();
         read.extend_from_slice(&c.bytes);
     }
-    assert_eq!(read, streamed, "chunks are exactly the bytes the observer saw");
+    assert_eq!(
+        read, streamed,
+        "chunks are exactly the bytes the observer saw"
+    );
 }
 
 #[test]
@@ -102,8 +105,14 @@ fn replicated_records_are_appended_byte_for_byte() {
         assert_eq!((b.first_lsn(), b.last_lsn()), (c.first, c.last));
     }
     follower.sync().unwrap();
-    let a: Vec<u8> = all_chunks(&primary, 1 << 20).iter().flat_map(|c| c.bytes.to_vec()).collect();
-    let b: Vec<u8> = all_chunks(&follower, 1 << 20).iter().flat_map(|c| c.bytes.to_vec()).collect();
+    let a: Vec<u8> = all_chunks(&primary, 1 << 20)
+        .iter()
+        .flat_map(|c| c.bytes.to_vec())
+        .collect();
+    let b: Vec<u8> = all_chunks(&follower, 1 << 20)
+        .iter()
+        .flat_map(|c| c.bytes.to_vec())
+        .collect();
     assert_eq!(a.len(), b.len());
     assert!(a == b, "the follower's records are the primary's bytes");
     follower.close().unwrap();
@@ -125,7 +134,9 @@ fn bad_replicated_records_are_refused_and_append_nothing() {
 
     let mut flipped = bytes.clone();
     flipped[40] ^= 1;
-    let e = follower.append_replicated(Bytes::from(flipped)).unwrap_err();
+    let e = follower
+        .append_replicated(Bytes::from(flipped))
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidRecords { offset: 0, .. }), "{e}");
 
     let cut = Bytes::copy_from_slice(&bytes[..bytes.len() - 3]);
@@ -136,7 +147,16 @@ fn bad_replicated_records_are_refused_and_append_nothing() {
     let mut reader = primary.read_from(Lsn(2)).unwrap();
     let tail = reader.next_chunk(1 << 20).unwrap().unwrap();
     let e = follower.append_replicated(tail.bytes.clone()).unwrap_err();
-    assert!(matches!(e, Error::LsnMismatch { expected: Lsn(1), found: Lsn(2) }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::LsnMismatch {
+                expected: Lsn(1),
+                found: Lsn(2)
+            }
+        ),
+        "{e}"
+    );
 
     // A gap inside the run.
     let first_len = 32 + payload(1).len();
@@ -149,6 +169,10 @@ fn bad_replicated_records_are_refused_and_append_nothing() {
     let e = follower.append_replicated(Bytes::new()).unwrap_err();
     assert!(matches!(e, Error::InvalidRecords { .. }), "{e}");
     assert_eq!(follower.last_lsn(), Lsn::ZERO, "nothing was appended");
-    follower.append_replicated(chunk.bytes).unwrap().wait().unwrap();
+    follower
+        .append_replicated(chunk.bytes)
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(follower.last_lsn(), Lsn(10));
 }

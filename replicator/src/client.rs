@@ -24,7 +24,10 @@ pub struct Client {
 }
 
 fn io(op: &str, e: std::io::Error) -> Error {
-    Error::Io { op: op.to_string(), source: e }
+    Error::Io {
+        op: op.to_string(),
+        source: e,
+    }
 }
 
 impl Client {
@@ -34,10 +37,18 @@ impl Client {
     /// # Errors
     /// [`Error::Io`].
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Client> {
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| io(&format!("connecting to {addr}"), e))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| io(&format!("connecting to {addr}"), e))?;
         stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
-        stream.set_read_timeout(Some(timeout)).map_err(|e| io("read timeout", e))?;
-        Ok(Client { stream, decoder: FrameDecoder::new(DEFAULT_MAX_BODY_BYTES), next_id: 1, buf: vec![0; 64 << 10] })
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| io("read timeout", e))?;
+        Ok(Client {
+            stream,
+            decoder: FrameDecoder::new(DEFAULT_MAX_BODY_BYTES),
+            next_id: 1,
+            buf: vec![0; 64 << 10],
+        })
     }
 
     /// How long to wait for an answer.
@@ -45,18 +56,32 @@ impl Client {
     /// # Errors
     /// [`Error::Io`].
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
-        self.stream.set_read_timeout(Some(timeout)).map_err(|e| io("read timeout", e))
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| io("read timeout", e))
     }
 
     fn call(&mut self, req: Msg) -> Result<Msg> {
-        self.stream.write_all(&req.encode()).map_err(|e| io("sending a request", e))?;
+        self.stream
+            .write_all(&req.encode())
+            .map_err(|e| io("sending a request", e))?;
         loop {
-            if let Some(f) = self.decoder.next_frame().map_err(|e| Error::Protocol(e.to_string()))? {
+            if let Some(f) = self
+                .decoder
+                .next_frame()
+                .map_err(|e| Error::Protocol(e.to_string()))?
+            {
                 return Msg::decode(&f).map_err(|e| Error::Protocol(e.to_string()));
             }
-            let n = self.stream.read(&mut self.buf).map_err(|e| io("reading an answer", e))?;
+            let n = self
+                .stream
+                .read(&mut self.buf)
+                .map_err(|e| io("reading an answer", e))?;
             if n == 0 {
-                return Err(io("reading an answer", std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(io(
+                    "reading an answer",
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
             self.decoder.push(&self.buf[..n]);
         }
@@ -75,11 +100,19 @@ impl Client {
     pub fn append(&mut self, payload: Bytes, level: DurabilityLevel) -> Result<Lsn> {
         let id = self.id();
         match self.call(Msg::AppendRequest { id, level, payload })? {
-            Msg::AppendResponse { id: got, status, lsn, message } if got == id => match status {
+            Msg::AppendResponse {
+                id: got,
+                status,
+                lsn,
+                message,
+            } if got == id => match status {
                 ClientStatus::Ok => Ok(lsn),
                 s => Err(remote(s, message, 0)),
             },
-            other => Err(Error::Protocol(format!("{} in answer to an append", other.name()))),
+            other => Err(Error::Protocol(format!(
+                "{} in answer to an append",
+                other.name()
+            ))),
         }
     }
 
@@ -91,12 +124,25 @@ impl Client {
     /// [`Error::Protocol`] (including records that fail their CRC).
     pub fn read(&mut self, from: Lsn, max_bytes: u32) -> Result<Vec<Record>> {
         let id = self.id();
-        match self.call(Msg::ReadRequest { id, from, max_bytes })? {
-            Msg::ReadResponse { id: got, status, detail, message, records } if got == id => match status {
+        match self.call(Msg::ReadRequest {
+            id,
+            from,
+            max_bytes,
+        })? {
+            Msg::ReadResponse {
+                id: got,
+                status,
+                detail,
+                message,
+                records,
+            } if got == id => match status {
                 ClientStatus::Ok => decode_records(&records),
                 s => Err(remote(s, message, detail)),
             },
-            other => Err(Error::Protocol(format!("{} in answer to a read", other.name()))),
+            other => Err(Error::Protocol(format!(
+                "{} in answer to a read",
+                other.name()
+            ))),
         }
     }
 
@@ -107,10 +153,12 @@ impl Client {
     pub fn status(&mut self) -> Result<NodeStatus> {
         let id = self.id();
         match self.call(Msg::StatusRequest { id })? {
-            Msg::StatusResponse { id: got, json } if got == id => {
-                serde_json::from_str(&json).map_err(|e| Error::Protocol(format!("status JSON: {e}")))
-            }
-            other => Err(Error::Protocol(format!("{} in answer to a status request", other.name()))),
+            Msg::StatusResponse { id: got, json } if got == id => serde_json::from_str(&json)
+                .map_err(|e| Error::Protocol(format!("status JSON: {e}"))),
+            other => Err(Error::Protocol(format!(
+                "{} in answer to a status request",
+                other.name()
+            ))),
         }
     }
 }
@@ -124,7 +172,11 @@ fn remote(status: ClientStatus, message: String, detail: u64) -> Error {
         ClientStatus::NotPrimary => "not_primary",
         ClientStatus::Failed => "failed",
     };
-    Error::Remote { status: name.to_string(), message, detail }
+    Error::Remote {
+        status: name.to_string(),
+        message,
+        detail,
+    }
 }
 
 /// Decodes a run of encoded records, checking each CRC.
@@ -135,7 +187,8 @@ pub fn decode_records(bytes: &Bytes) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     let mut off = 0;
     while off < bytes.len() {
-        let r = record::decode(&bytes[off..]).map_err(|e| Error::Protocol(format!("record at byte {off}: {e}")))?;
+        let r = record::decode(&bytes[off..])
+            .map_err(|e| Error::Protocol(format!("record at byte {off}: {e}")))?;
         let len = RECORD_HEADER_BYTES + r.payload.len();
         out.push(Record {
             lsn: r.header.lsn,

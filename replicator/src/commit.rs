@@ -135,7 +135,11 @@ impl CommitTracker {
         let eval = |pick: fn(&Progress) -> Lsn| {
             let states: Vec<MemberState<'_>> = members
                 .iter()
-                .map(|m| MemberState { name: m.name, healthy: m.healthy, lsn: pick(&m.progress).0 })
+                .map(|m| MemberState {
+                    name: m.name,
+                    healthy: m.healthy,
+                    lsn: pick(&m.progress).0,
+                })
                 .collect();
             spec.evaluate(&states)
         };
@@ -216,7 +220,11 @@ mod tests {
         MemberProgress {
             name,
             healthy,
-            progress: Progress { write: Lsn(w), durable: Lsn(d), applied: Lsn(a) },
+            progress: Progress {
+                write: Lsn(w),
+                durable: Lsn(d),
+                applied: Lsn(a),
+            },
         }
     }
 
@@ -229,11 +237,23 @@ mod tests {
         let spec = "ANY 1 (a, b)".parse().ok();
         let mut t = CommitTracker::new(spec, QuorumPolicy::Block, Lsn(0));
         let s = Duration::ZERO;
-        t.update(s, Lsn(10), &[m("a", true, 12, 8, 5), m("b", false, 0, 0, 0)]);
+        t.update(
+            s,
+            Lsn(10),
+            &[m("a", true, 12, 8, 5), m("b", false, 0, 0, 0)],
+        );
         assert_eq!(levels(&t), [10, 10, 8, 5]);
-        t.update(s, Lsn(11), &[m("a", false, 12, 8, 5), m("b", true, 20, 20, 20)]);
+        t.update(
+            s,
+            Lsn(11),
+            &[m("a", false, 12, 8, 5), m("b", true, 20, 20, 20)],
+        );
         assert_eq!(levels(&t), [11, 11, 11, 11], "never past local durability");
-        t.update(s, Lsn(30), &[m("a", false, 12, 8, 5), m("b", false, 20, 20, 20)]);
+        t.update(
+            s,
+            Lsn(30),
+            &[m("a", false, 12, 8, 5), m("b", false, 20, 20, 20)],
+        );
         assert_eq!(levels(&t), [30, 20, 20, 20]);
         assert!(!t.quorum_available());
     }
@@ -243,10 +263,22 @@ mod tests {
         let spec = "FIRST 1 (a, b)".parse().ok();
         let mut t = CommitTracker::new(spec, QuorumPolicy::Block, Lsn(0));
         let s = Duration::ZERO;
-        t.update(s, Lsn(100), &[m("a", true, 100, 100, 100), m("b", true, 50, 50, 50)]);
+        t.update(
+            s,
+            Lsn(100),
+            &[m("a", true, 100, 100, 100), m("b", true, 50, 50, 50)],
+        );
         assert_eq!(levels(&t), [100; 4]);
-        t.update(s, Lsn(120), &[m("a", false, 100, 100, 100), m("b", true, 60, 60, 60)]);
-        assert_eq!(levels(&t), [120, 100, 100, 100], "b is chosen but the commit stays");
+        t.update(
+            s,
+            Lsn(120),
+            &[m("a", false, 100, 100, 100), m("b", true, 60, 60, 60)],
+        );
+        assert_eq!(
+            levels(&t),
+            [120, 100, 100, 100],
+            "b is chosen but the commit stays"
+        );
     }
 
     #[test]
@@ -263,19 +295,35 @@ mod tests {
         let mut t = CommitTracker::new(spec, QuorumPolicy::Degrade { after }, Lsn(0));
         let at = Duration::from_millis;
         assert_eq!(t.update(at(0), Lsn(10), &[m("a", true, 10, 10, 10)]), None);
-        assert_eq!(t.update(at(100), Lsn(20), &[m("a", false, 10, 10, 10)]), None);
+        assert_eq!(
+            t.update(at(100), Lsn(20), &[m("a", false, 10, 10, 10)]),
+            None
+        );
         assert_eq!(levels(&t), [20, 10, 10, 10]);
-        assert_eq!(t.update(at(900), Lsn(30), &[m("a", false, 10, 10, 10)]), None);
+        assert_eq!(
+            t.update(at(900), Lsn(30), &[m("a", false, 10, 10, 10)]),
+            None
+        );
         let e = t.update(at(1100), Lsn(40), &[m("a", false, 10, 10, 10)]);
         assert_eq!(e, Some(DegradeChange::Entered));
         assert_eq!(levels(&t), [40; 4]);
         // Back, but behind: still degraded; it must reach 50 (local when it came back).
-        assert_eq!(t.update(at(1200), Lsn(50), &[m("a", true, 30, 30, 30)]), None);
+        assert_eq!(
+            t.update(at(1200), Lsn(50), &[m("a", true, 30, 30, 30)]),
+            None
+        );
         assert!(t.is_degraded());
-        assert_eq!(t.update(at(1300), Lsn(60), &[m("a", true, 45, 45, 45)]), None);
+        assert_eq!(
+            t.update(at(1300), Lsn(60), &[m("a", true, 45, 45, 45)]),
+            None
+        );
         let e = t.update(at(1400), Lsn(70), &[m("a", true, 55, 55, 55)]);
         assert_eq!(e, Some(DegradeChange::Left));
-        assert_eq!(levels(&t), [70, 60, 60, 60], "levels never fall; new appends wait again");
+        assert_eq!(
+            levels(&t),
+            [70, 60, 60, 60],
+            "levels never fall; new appends wait again"
+        );
     }
 
     #[test]
@@ -283,7 +331,14 @@ mod tests {
         let spec = "ANY 1 (a)".parse().ok();
         let mut t = CommitTracker::new(spec, QuorumPolicy::Block, Lsn(0));
         for s in 0..100 {
-            assert_eq!(t.update(Duration::from_secs(s), Lsn(s + 1), &[m("a", false, 0, 0, 0)]), None);
+            assert_eq!(
+                t.update(
+                    Duration::from_secs(s),
+                    Lsn(s + 1),
+                    &[m("a", false, 0, 0, 0)]
+                ),
+                None
+            );
         }
         assert_eq!(levels(&t), [100, 0, 0, 0]);
     }

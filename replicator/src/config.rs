@@ -31,7 +31,9 @@ use crate::backoff::BackoffConfig;
 use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
 use crate::error::{Error, Result};
-use crate::primary::{FollowerLink, Timeouts, DEFAULT_CATCH_UP_CHUNK_BYTES, DEFAULT_MAX_INFLIGHT_BYTES};
+use crate::primary::{
+    FollowerLink, Timeouts, DEFAULT_CATCH_UP_CHUNK_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
+};
 use crate::quorum::QuorumSpec;
 use crate::transport::NetBackend;
 
@@ -217,7 +219,11 @@ pub struct BackoffSection {
 impl Default for BackoffSection {
     fn default() -> BackoffSection {
         let b = BackoffConfig::default();
-        BackoffSection { initial_ms: ms(b.initial), multiplier: b.multiplier, max_ms: ms(b.max) }
+        BackoffSection {
+            initial_ms: ms(b.initial),
+            multiplier: b.multiplier,
+            max_ms: ms(b.max),
+        }
     }
 }
 
@@ -288,11 +294,15 @@ pub struct NodeConfig {
 fn check_name(key: &str, v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v.len() <= 255
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(Error::config(key, format!("{v:?} must be 1-255 characters of A-Z a-z 0-9 _ . -")))
+        Err(Error::config(
+            key,
+            format!("{v:?} must be 1-255 characters of A-Z a-z 0-9 _ . -"),
+        ))
     }
 }
 
@@ -341,24 +351,41 @@ impl NodeConfig {
         check_name("node.id", &self.node.id)?;
         check_name("node.cluster_id", &self.node.cluster_id)?;
         if self.node.role == Role::Follower && self.node.listen_replication.is_none() {
-            return Err(Error::config("node.listen_replication", "a follower needs an address for its primary to connect to"));
+            return Err(Error::config(
+                "node.listen_replication",
+                "a follower needs an address for its primary to connect to",
+            ));
         }
         if self.node.role == Role::Follower && !self.replication.followers.is_empty() {
-            return Err(Error::config("replication.followers", "a follower does not stream to followers"));
+            return Err(Error::config(
+                "replication.followers",
+                "a follower does not stream to followers",
+            ));
         }
         self.timeouts()?;
         self.backoff()?;
         self.breaker()?;
         self.validate_followers()?;
         self.quorum()?;
-        if self.replication.catch_up_chunk_bytes < 64 << 10 || self.replication.catch_up_chunk_bytes > 8 << 20 {
-            return Err(Error::config("replication.catch_up_chunk_bytes", "must be between 64 KiB and 8 MiB"));
+        if self.replication.catch_up_chunk_bytes < 64 << 10
+            || self.replication.catch_up_chunk_bytes > 8 << 20
+        {
+            return Err(Error::config(
+                "replication.catch_up_chunk_bytes",
+                "must be between 64 KiB and 8 MiB",
+            ));
         }
         if self.replication.max_inflight_bytes < self.replication.catch_up_chunk_bytes as u64 {
-            return Err(Error::config("replication.max_inflight_bytes", "must be at least catch_up_chunk_bytes"));
+            return Err(Error::config(
+                "replication.max_inflight_bytes",
+                "must be at least catch_up_chunk_bytes",
+            ));
         }
         if self.replication.policy == Policy::Degrade {
-            positive("replication.degrade_after_ms", self.replication.degrade_after_ms)?;
+            positive(
+                "replication.degrade_after_ms",
+                self.replication.degrade_after_ms,
+            )?;
         }
         Ok(())
     }
@@ -368,13 +395,22 @@ impl NodeConfig {
         for (i, e) in f.iter().enumerate() {
             check_name(&format!("replication.followers[{i}].name"), &e.name)?;
             if e.name == self.node.id {
-                return Err(Error::config(format!("replication.followers[{i}].name"), "is this node's own id"));
+                return Err(Error::config(
+                    format!("replication.followers[{i}].name"),
+                    "is this node's own id",
+                ));
             }
             if f[..i].iter().any(|o| o.name == e.name) {
-                return Err(Error::config(format!("replication.followers[{i}].name"), format!("{:?} is listed twice", e.name)));
+                return Err(Error::config(
+                    format!("replication.followers[{i}].name"),
+                    format!("{:?} is listed twice", e.name),
+                ));
             }
             if f[..i].iter().any(|o| o.addr == e.addr) {
-                return Err(Error::config(format!("replication.followers[{i}].addr"), format!("{} is listed twice", e.addr)));
+                return Err(Error::config(
+                    format!("replication.followers[{i}].addr"),
+                    format!("{} is listed twice", e.addr),
+                ));
             }
         }
         Ok(())
@@ -391,13 +427,20 @@ impl NodeConfig {
             .map(|f| f.name.as_str())
             .collect();
         let spec: QuorumSpec = match &self.replication.quorum {
-            Some(text) => text.parse().map_err(|e| Error::config(key, format!("{e}")))?,
+            Some(text) => text
+                .parse()
+                .map_err(|e| Error::config(key, format!("{e}")))?,
             None if sync.is_empty() => return Ok(None),
-            None => format!("FIRST 1 ({})", sync.join(", ")).parse().map_err(|e| Error::config(key, format!("{e}")))?,
+            None => format!("FIRST 1 ({})", sync.join(", "))
+                .parse()
+                .map_err(|e| Error::config(key, format!("{e}")))?,
         };
         for m in &spec.members {
             if !sync.contains(&m.as_str()) {
-                return Err(Error::config(key, format!("{m:?} is not a sync follower in replication.followers")));
+                return Err(Error::config(
+                    key,
+                    format!("{m:?} is not a sync follower in replication.followers"),
+                ));
             }
         }
         Ok(Some(spec))
@@ -407,7 +450,9 @@ impl NodeConfig {
     pub fn policy(&self) -> QuorumPolicy {
         match self.replication.policy {
             Policy::Block => QuorumPolicy::Block,
-            Policy::Degrade => QuorumPolicy::Degrade { after: Duration::from_millis(self.replication.degrade_after_ms) },
+            Policy::Degrade => QuorumPolicy::Degrade {
+                after: Duration::from_millis(self.replication.degrade_after_ms),
+            },
         }
     }
 
@@ -420,13 +465,19 @@ impl NodeConfig {
         let out = Timeouts {
             connect: positive("timeouts.connect_ms", t.connect_ms)?,
             handshake: positive("timeouts.handshake_ms", t.handshake_ms)?,
-            heartbeat_interval: positive("timeouts.heartbeat_interval_ms", t.heartbeat_interval_ms)?,
+            heartbeat_interval: positive(
+                "timeouts.heartbeat_interval_ms",
+                t.heartbeat_interval_ms,
+            )?,
             peer: positive("timeouts.peer_ms", t.peer_ms)?,
             commit: positive("timeouts.commit_ms", t.commit_ms)?,
             catch_up_read: positive("timeouts.catch_up_read_ms", t.catch_up_read_ms)?,
         };
         if out.heartbeat_interval * 2 > out.peer {
-            return Err(Error::config("timeouts.peer_ms", "must be at least twice timeouts.heartbeat_interval_ms"));
+            return Err(Error::config(
+                "timeouts.peer_ms",
+                "must be at least twice timeouts.heartbeat_interval_ms",
+            ));
         }
         Ok(out)
     }
@@ -462,7 +513,11 @@ impl NodeConfig {
     /// The followers as the primary's state machine takes them.
     pub fn follower_links(&self) -> Vec<FollowerLink> {
         (self.replication.followers.iter())
-            .map(|f| FollowerLink { name: f.name.clone(), addr: f.addr, sync: f.mode == Mode::Sync })
+            .map(|f| FollowerLink {
+                name: f.name.clone(),
+                addr: f.addr,
+                sync: f.mode == Mode::Sync,
+            })
             .collect()
     }
 }
@@ -504,17 +559,44 @@ followers = [
     #[test]
     fn bad_values_name_their_key() {
         let cases = [
-            (GOOD.replace("role = \"primary\"", "role = \"leader\""), "role"),
-            (GOOD.replace("[replication]", "[replication]\nquorom = \"x\""), "quorom"),
-            (GOOD.replace("ANY 1 (f1, f2)", "ANY 1 (f1, f3)"), "replication.quorum"),
-            (GOOD.replace("ANY 1 (f1, f2)", "ANY 3 (f1, f2)"), "replication.quorum"),
+            (
+                GOOD.replace("role = \"primary\"", "role = \"leader\""),
+                "role",
+            ),
+            (
+                GOOD.replace("[replication]", "[replication]\nquorom = \"x\""),
+                "quorom",
+            ),
+            (
+                GOOD.replace("ANY 1 (f1, f2)", "ANY 1 (f1, f3)"),
+                "replication.quorum",
+            ),
+            (
+                GOOD.replace("ANY 1 (f1, f2)", "ANY 3 (f1, f2)"),
+                "replication.quorum",
+            ),
             (GOOD.replace("id = \"p1\"", "id = \"p 1\""), "node.id"),
-            (GOOD.replace("\"127.0.0.1:7003\"", "\"127.0.0.1:7002\""), "replication.followers[1].addr"),
+            (
+                GOOD.replace("\"127.0.0.1:7003\"", "\"127.0.0.1:7002\""),
+                "replication.followers[1].addr",
+            ),
             (GOOD.replace("\"127.0.0.1:7003\"", "\"localhost\""), "addr"),
-            (format!("{GOOD}\n[timeouts]\npeer_ms = 150\n"), "timeouts.peer_ms"),
-            (format!("{GOOD}\n[timeouts]\ncommit_ms = 0\n"), "timeouts.commit_ms"),
-            (format!("{GOOD}\n[breaker]\nfailure_threshold = 0\n"), "breaker"),
-            (GOOD.replace("role = \"primary\"", "role = \"follower\""), "node.listen_replication"),
+            (
+                format!("{GOOD}\n[timeouts]\npeer_ms = 150\n"),
+                "timeouts.peer_ms",
+            ),
+            (
+                format!("{GOOD}\n[timeouts]\ncommit_ms = 0\n"),
+                "timeouts.commit_ms",
+            ),
+            (
+                format!("{GOOD}\n[breaker]\nfailure_threshold = 0\n"),
+                "breaker",
+            ),
+            (
+                GOOD.replace("role = \"primary\"", "role = \"follower\""),
+                "node.listen_replication",
+            ),
         ];
         for (text, key) in cases {
             let e = check(&text).unwrap_err();

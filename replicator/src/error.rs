@@ -83,9 +83,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(op: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { op: op.into(), source }
+        Error::Io {
+            op: op.into(),
+            source,
+        }
     }
     pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Error {
-        Error::InvalidConfig { key: key.into(), reason: reason.into() }
+        Error::InvalidConfig {
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 }

@@ -88,9 +88,18 @@ pub struct Tail {
 
 #[derive(Debug)]
 enum Session {
-    AwaitHello { deadline: Duration, nonce: [u8; NONCE_LEN] },
-    AwaitStart { deadline: Duration, nonce: [u8; NONCE_LEN], hello: Hello },
-    Streaming { primary: String },
+    AwaitHello {
+        deadline: Duration,
+        nonce: [u8; NONCE_LEN],
+    },
+    AwaitStart {
+        deadline: Duration,
+        nonce: [u8; NONCE_LEN],
+        hello: Hello,
+    },
+    Streaming {
+        primary: String,
+    },
 }
 
 #[derive(Debug)]
@@ -120,8 +129,17 @@ pub struct Follower {
 impl Follower {
     /// A follower whose log is at `tail`.
     pub fn new(config: FollowerConfig, tail: Tail) -> Follower {
-        assert!(tail.durable <= tail.last, "durable {} past last {}", tail.durable, tail.last);
-        let applied = if config.auto_apply { tail.durable } else { tail.applied.min(tail.durable) };
+        assert!(
+            tail.durable <= tail.last,
+            "durable {} past last {}",
+            tail.durable,
+            tail.last
+        );
+        let applied = if config.auto_apply {
+            tail.durable
+        } else {
+            tail.applied.min(tail.durable)
+        };
         Follower {
             config,
             sessions: BTreeMap::new(),
@@ -153,13 +171,17 @@ impl Follower {
     }
 
     fn streaming(&self) -> Option<ConnId> {
-        self.sessions.iter().find(|(_, s)| matches!(s, Session::Streaming { .. })).map(|(c, _)| *c)
+        self.sessions
+            .iter()
+            .find(|(_, s)| matches!(s, Session::Streaming { .. }))
+            .map(|(c, _)| *c)
     }
 
     /// A primary connected; `nonce` is fresh randomness for the handshake.
     pub fn on_accepted(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN]) {
         let deadline = now + self.config.timeouts.handshake;
-        self.sessions.insert(conn, Session::AwaitHello { deadline, nonce });
+        self.sessions
+            .insert(conn, Session::AwaitHello { deadline, nonce });
     }
 
     /// A connection closed.
@@ -173,43 +195,139 @@ impl Follower {
         self.last_ack = now;
         out.push(FollowerAction::Send {
             conn,
-            msg: Msg::Ack { write: self.written, durable: self.durable, applied: self.applied },
+            msg: Msg::Ack {
+                write: self.written,
+                durable: self.durable,
+                applied: self.applied,
+            },
         });
     }
 
-    fn reject(&mut self, conn: ConnId, code: RejectCode, detail: u64, message: String, out: &mut Vec<FollowerAction>) {
+    fn reject(
+        &mut self,
+        conn: ConnId,
+        code: RejectCode,
+        detail: u64,
+        message: String,
+        out: &mut Vec<FollowerAction>,
+    ) {
         tracing::info!(conn, reason = code.as_str(), %message, "refusing a replication session");
         *self.rejected.entry(code.as_str()).or_default() += 1;
-        out.push(FollowerAction::Send { conn, msg: Msg::Reject { code, detail, message: message.clone() } });
-        out.push(FollowerAction::Close { conn, reason: message });
+        out.push(FollowerAction::Send {
+            conn,
+            msg: Msg::Reject {
+                code,
+                detail,
+                message: message.clone(),
+            },
+        });
+        out.push(FollowerAction::Close {
+            conn,
+            reason: message,
+        });
         self.sessions.remove(&conn);
     }
 
     /// Bytes on `conn` were not a valid frame.
-    pub fn on_frame_error(&mut self, conn: ConnId, error: &FrameError, out: &mut Vec<FollowerAction>) {
-        self.reject(conn, RejectCode::Protocol, 0, format!("malformed frame: {error}"), out);
+    pub fn on_frame_error(
+        &mut self,
+        conn: ConnId,
+        error: &FrameError,
+        out: &mut Vec<FollowerAction>,
+    ) {
+        self.reject(
+            conn,
+            RejectCode::Protocol,
+            0,
+            format!("malformed frame: {error}"),
+            out,
+        );
     }
 
     /// A decoded frame arrived on `conn`.
-    pub fn on_frame(&mut self, now: Duration, conn: ConnId, msg: Msg, out: &mut Vec<FollowerAction>) {
-        let Some(session) = self.sessions.remove(&conn) else { return };
+    pub fn on_frame(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        msg: Msg,
+        out: &mut Vec<FollowerAction>,
+    ) {
+        let Some(session) = self.sessions.remove(&conn) else {
+            return;
+        };
         match (session, msg) {
             (_, Msg::Reject { code, message, .. }) => {
                 tracing::info!(conn, reason = code.as_str(), %message, "the primary refused the session");
-                out.push(FollowerAction::Close { conn, reason: message });
+                out.push(FollowerAction::Close {
+                    conn,
+                    reason: message,
+                });
             }
-            (Session::AwaitHello { nonce, .. }, Msg::Hello { version_min, version_max, epoch, last_lsn, nonce: pn, cluster_id, node_id }) => {
-                let hello = Hello { version: version_max.min(PROTOCOL_VERSION), primary: node_id, epoch, nonce: pn };
-                self.on_hello(now, conn, nonce, hello, (version_min, cluster_id, last_lsn), out);
+            (
+                Session::AwaitHello { nonce, .. },
+                Msg::Hello {
+                    version_min,
+                    version_max,
+                    epoch,
+                    last_lsn,
+                    nonce: pn,
+                    cluster_id,
+                    node_id,
+                },
+            ) => {
+                let hello = Hello {
+                    version: version_max.min(PROTOCOL_VERSION),
+                    primary: node_id,
+                    epoch,
+                    nonce: pn,
+                };
+                self.on_hello(
+                    now,
+                    conn,
+                    nonce,
+                    hello,
+                    (version_min, cluster_id, last_lsn),
+                    out,
+                );
             }
-            (Session::AwaitStart { nonce, hello, .. }, Msg::Start { mac, truncate_after, start_lsn, commit_lsn }) => {
-                self.on_start(now, conn, nonce, hello, mac, (truncate_after, start_lsn, commit_lsn), out);
+            (
+                Session::AwaitStart { nonce, hello, .. },
+                Msg::Start {
+                    mac,
+                    truncate_after,
+                    start_lsn,
+                    commit_lsn,
+                },
+            ) => {
+                self.on_start(
+                    now,
+                    conn,
+                    nonce,
+                    hello,
+                    mac,
+                    (truncate_after, start_lsn, commit_lsn),
+                    out,
+                );
             }
-            (Session::Streaming { primary }, Msg::Records { first, last, commit_lsn, records }) => {
+            (
+                Session::Streaming { primary },
+                Msg::Records {
+                    first,
+                    last,
+                    commit_lsn,
+                    records,
+                },
+            ) => {
                 self.sessions.insert(conn, Session::Streaming { primary });
                 self.on_records(now, conn, first, last, commit_lsn, records, out);
             }
-            (Session::Streaming { primary }, Msg::Heartbeat { commit_lsn, last_lsn }) => {
+            (
+                Session::Streaming { primary },
+                Msg::Heartbeat {
+                    commit_lsn,
+                    last_lsn,
+                },
+            ) => {
                 self.sessions.insert(conn, Session::Streaming { primary });
                 self.primary_commit = self.primary_commit.max(commit_lsn);
                 self.primary_last = self.primary_last.max(last_lsn);
@@ -237,7 +355,10 @@ impl Follower {
             return self.reject(conn, RejectCode::Version, 0, m, out);
         }
         if cluster_id != self.config.cluster_id {
-            let m = format!("cluster id {cluster_id:?} is not {:?}", self.config.cluster_id);
+            let m = format!(
+                "cluster id {cluster_id:?} is not {:?}",
+                self.config.cluster_id
+            );
             return self.reject(conn, RejectCode::ClusterId, 0, m, out);
         }
         let t = transcript(&self.config, &hello, &nonce);
@@ -257,7 +378,14 @@ impl Follower {
         });
         self.primary_last = self.primary_last.max(primary_last);
         let deadline = now + self.config.timeouts.handshake;
-        self.sessions.insert(conn, Session::AwaitStart { deadline, nonce, hello });
+        self.sessions.insert(
+            conn,
+            Session::AwaitStart {
+                deadline,
+                nonce,
+                hello,
+            },
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -278,11 +406,17 @@ impl Follower {
         }
         let kept = truncate_after.map_or(self.written, |t| t.min(self.written));
         if start != kept.next() {
-            let m = format!("streaming would start at {start}, the log continues at {}", kept.next());
+            let m = format!(
+                "streaming would start at {start}, the log continues at {}",
+                kept.next()
+            );
             return self.reject(conn, RejectCode::Protocol, 0, m, out);
         }
         if let Some(old) = self.streaming() {
-            out.push(FollowerAction::Close { conn: old, reason: format!("superseded by a session from {}", hello.primary) });
+            out.push(FollowerAction::Close {
+                conn: old,
+                reason: format!("superseded by a session from {}", hello.primary),
+            });
             self.sessions.remove(&old);
         }
         if kept < self.written {
@@ -295,21 +429,42 @@ impl Follower {
         tracing::info!(primary = %hello.primary, epoch = %hello.epoch, start = %start, "streaming from the primary");
         self.primary_commit = self.primary_commit.max(commit);
         self.last_heard = Some(now);
-        self.sessions.insert(conn, Session::Streaming { primary: hello.primary });
+        self.sessions.insert(
+            conn,
+            Session::Streaming {
+                primary: hello.primary,
+            },
+        );
         self.ack(now, conn, out);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_records(&mut self, now: Duration, conn: ConnId, first: Lsn, last: Lsn, commit: Lsn, records: Bytes, out: &mut Vec<FollowerAction>) {
+    fn on_records(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        first: Lsn,
+        last: Lsn,
+        commit: Lsn,
+        records: Bytes,
+        out: &mut Vec<FollowerAction>,
+    ) {
         if first != self.written.next() {
-            let m = format!("records {first}..={last} where {} was expected", self.written.next());
+            let m = format!(
+                "records {first}..={last} where {} was expected",
+                self.written.next()
+            );
             return self.reject(conn, RejectCode::Protocol, 0, m, out);
         }
         let Some((crc, epoch)) = last_record(&records, first, last) else {
             let m = format!("records {first}..={last} do not hold exactly those LSNs");
             return self.reject(conn, RejectCode::Protocol, 0, m, out);
         };
-        out.push(FollowerAction::Append { first, last, records });
+        out.push(FollowerAction::Append {
+            first,
+            last,
+            records,
+        });
         self.written = last;
         self.tail.last_crc = crc;
         self.tail.last_epoch = epoch;
@@ -357,7 +512,10 @@ impl Follower {
     pub fn on_append_failed(&mut self, reason: String, tail: Tail, out: &mut Vec<FollowerAction>) {
         if let Some(conn) = self.streaming() {
             self.sessions.remove(&conn);
-            out.push(FollowerAction::Close { conn, reason: format!("append failed: {reason}") });
+            out.push(FollowerAction::Close {
+                conn,
+                reason: format!("append failed: {reason}"),
+            });
         }
         self.tail = tail;
         self.written = tail.last;
@@ -369,20 +527,28 @@ impl Follower {
     pub fn tick(&mut self, now: Duration, out: &mut Vec<FollowerAction>) {
         let expired: Vec<ConnId> = (self.sessions.iter())
             .filter(|(_, s)| match s {
-                Session::AwaitHello { deadline, .. } | Session::AwaitStart { deadline, .. } => now >= *deadline,
+                Session::AwaitHello { deadline, .. } | Session::AwaitStart { deadline, .. } => {
+                    now >= *deadline
+                }
                 Session::Streaming { .. } => false,
             })
             .map(|(c, _)| *c)
             .collect();
         for conn in expired {
             self.sessions.remove(&conn);
-            out.push(FollowerAction::Close { conn, reason: "handshake timed out".into() });
+            out.push(FollowerAction::Close {
+                conn,
+                reason: "handshake timed out".into(),
+            });
         }
         let Some(conn) = self.streaming() else { return };
         let silent = now.saturating_sub(self.last_heard.unwrap_or(now));
         if silent >= self.config.timeouts.peer {
             self.sessions.remove(&conn);
-            out.push(FollowerAction::Close { conn, reason: format!("primary silent for {silent:?}") });
+            out.push(FollowerAction::Close {
+                conn,
+                reason: format!("primary silent for {silent:?}"),
+            });
             return;
         }
         if now.saturating_sub(self.last_ack) >= self.config.timeouts.heartbeat_interval {
@@ -404,13 +570,23 @@ impl Follower {
             applied_lsn: self.applied.0,
             primary_commit_lsn: self.primary_commit.0,
             primary_last_lsn: self.primary_last.0,
-            last_heard_ms: self.last_heard.map(|t| now.saturating_sub(t).as_secs_f64() * 1e3),
-            rejected: self.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            last_heard_ms: self
+                .last_heard
+                .map(|t| now.saturating_sub(t).as_secs_f64() * 1e3),
+            rejected: self
+                .rejected
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
         }
     }
 }
 
-fn transcript<'a>(config: &'a FollowerConfig, hello: &'a Hello, nonce: &'a [u8; NONCE_LEN]) -> Transcript<'a> {
+fn transcript<'a>(
+    config: &'a FollowerConfig,
+    hello: &'a Hello,
+    nonce: &'a [u8; NONCE_LEN],
+) -> Transcript<'a> {
     Transcript {
         version: hello.version,
         cluster_id: &config.cluster_id,
@@ -441,5 +617,7 @@ fn last_record(records: &[u8], first: Lsn, last: Lsn) -> Option<(u32, Epoch)> {
         found = Some((crc, Epoch(epoch)));
         expect = expect.next();
     }
-    (offset == records.len() && expect == last.next()).then_some(found).flatten()
+    (offset == records.len() && expect == last.next())
+        .then_some(found)
+        .flatten()
 }

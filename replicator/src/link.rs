@@ -71,10 +71,24 @@ struct Pending {
 
 #[derive(Debug)]
 enum State {
-    Idle { retry_at: Duration },
-    Connecting { conn: Option<ConnId>, deadline: Duration },
-    Handshake { conn: ConnId, nonce: [u8; NONCE_LEN], deadline: Duration },
-    Verifying { conn: ConnId, nonce: [u8; NONCE_LEN], reply: Pending, deadline: Duration },
+    Idle {
+        retry_at: Duration,
+    },
+    Connecting {
+        conn: Option<ConnId>,
+        deadline: Duration,
+    },
+    Handshake {
+        conn: ConnId,
+        nonce: [u8; NONCE_LEN],
+        deadline: Duration,
+    },
+    Verifying {
+        conn: ConnId,
+        nonce: [u8; NONCE_LEN],
+        reply: Pending,
+        deadline: Duration,
+    },
     Streaming(Stream),
 }
 
@@ -131,7 +145,9 @@ impl Link {
             name,
             addr,
             sync,
-            state: State::Idle { retry_at: Duration::ZERO },
+            state: State::Idle {
+                retry_at: Duration::ZERO,
+            },
             progress: Progress::default(),
             last_heard: Duration::ZERO,
             healthy: false,
@@ -190,14 +206,25 @@ impl Link {
                     *retry_at = now + BREAKER_POLL;
                     return;
                 }
-                out.push(Action::Connect { link: ctx.link, addr: self.addr, timeout: t.connect });
-                self.state = State::Connecting { conn: None, deadline: now + t.connect };
+                out.push(Action::Connect {
+                    link: ctx.link,
+                    addr: self.addr,
+                    timeout: t.connect,
+                });
+                self.state = State::Connecting {
+                    conn: None,
+                    deadline: now + t.connect,
+                };
             }
             State::Connecting { deadline, .. }
             | State::Handshake { deadline, .. }
             | State::Verifying { deadline, .. } => {
                 if now >= *deadline {
-                    let what = if matches!(self.state, State::Connecting { .. }) { "connect" } else { "handshake" };
+                    let what = if matches!(self.state, State::Connecting { .. }) {
+                        "connect"
+                    } else {
+                        "handshake"
+                    };
                     self.fail(now, ctx, out, format!("{what} timed out"));
                 }
             }
@@ -212,7 +239,9 @@ impl Link {
         if silent >= t.peer {
             return self.fail(now, ctx, out, format!("no acknowledgement for {silent:?}"));
         }
-        let State::Streaming(s) = &mut self.state else { return };
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
         match s.catch_up {
             CatchUp::Reading { deadline, .. } if now >= deadline => {
                 return self.fail(now, ctx, out, "catch-up read timed out".into());
@@ -220,12 +249,17 @@ impl Link {
             CatchUp::Waiting => self.read_more(now, ctx, out),
             _ => {}
         }
-        let State::Streaming(s) = &mut self.state else { return };
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
         if now.saturating_sub(s.last_sent) >= t.heartbeat_interval {
             s.last_sent = now;
             out.push(Action::Send {
                 conn: s.conn,
-                msg: Msg::Heartbeat { commit_lsn: ctx.commit_lsn, last_lsn: ctx.last_lsn },
+                msg: Msg::Heartbeat {
+                    commit_lsn: ctx.commit_lsn,
+                    last_lsn: ctx.last_lsn,
+                },
             });
         }
     }
@@ -238,9 +272,19 @@ impl Link {
     }
 
     /// The connection is up: send Hello with the driver's fresh `nonce`.
-    pub fn on_connected(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN], ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+    pub fn on_connected(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        nonce: [u8; NONCE_LEN],
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Action>,
+    ) {
         if !matches!(self.state, State::Connecting { conn: Some(c), .. } if c == conn) {
-            out.push(Action::Close { conn, reason: "stale connection".into() });
+            out.push(Action::Close {
+                conn,
+                reason: "stale connection".into(),
+            });
             return;
         }
         out.push(Action::Send {
@@ -256,11 +300,22 @@ impl Link {
             },
         });
         let deadline = now + ctx.config.timeouts.handshake;
-        self.state = State::Handshake { conn, nonce, deadline };
+        self.state = State::Handshake {
+            conn,
+            nonce,
+            deadline,
+        };
     }
 
     /// The connection failed or closed.
-    pub fn on_closed(&mut self, now: Duration, conn: ConnId, why: String, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+    pub fn on_closed(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        why: String,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+    ) {
         if self.conn() == Some(conn) {
             self.state = State::Idle { retry_at: now };
             self.fail(now, ctx, out, why);
@@ -270,7 +325,10 @@ impl Link {
     /// Gives up on the current connection: closes it, counts a failure, waits a backoff delay.
     fn fail(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, why: String) {
         if let Some(conn) = self.conn() {
-            out.push(Action::Close { conn, reason: why.clone() });
+            out.push(Action::Close {
+                conn,
+                reason: why.clone(),
+            });
         }
         tracing::info!(follower = %self.name, reason = %why, "replication link down");
         self.breaker.on_failure(now);
@@ -278,36 +336,115 @@ impl Link {
         self.healthy = false;
         self.last_error = Some(why);
         let delay = self.backoff.next_delay(ctx.rng.next_u64());
-        self.state = State::Idle { retry_at: now + delay };
+        self.state = State::Idle {
+            retry_at: now + delay,
+        };
     }
 
     /// Refuses the session: Reject frame, then close.
-    fn reject(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, code: RejectCode, detail: u64, message: String) {
+    fn reject(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        code: RejectCode,
+        detail: u64,
+        message: String,
+    ) {
         if let Some(conn) = self.conn() {
-            out.push(Action::Send { conn, msg: Msg::Reject { code, detail, message: message.clone() } });
+            out.push(Action::Send {
+                conn,
+                msg: Msg::Reject {
+                    code,
+                    detail,
+                    message: message.clone(),
+                },
+            });
         }
         self.counters.rejected += 1;
         ctx.rejected(code);
-        self.fail(now, ctx, out, format!("refused follower {}: {}: {message}", self.name, code.as_str()));
+        self.fail(
+            now,
+            ctx,
+            out,
+            format!(
+                "refused follower {}: {}: {message}",
+                self.name,
+                code.as_str()
+            ),
+        );
     }
 
     /// A decoded frame from this link's connection.
-    pub fn on_frame(&mut self, now: Duration, conn: ConnId, msg: Msg, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+    pub fn on_frame(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        msg: Msg,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+    ) {
         if self.conn() != Some(conn) {
             return;
         }
         match (&self.state, msg) {
-            (_, Msg::Reject { code, detail, message }) => {
+            (
+                _,
+                Msg::Reject {
+                    code,
+                    detail,
+                    message,
+                },
+            ) => {
                 self.counters.rejected_by_peer += 1;
-                let why = format!("follower refused the session: {} ({detail}): {message}", code.as_str());
+                let why = format!(
+                    "follower refused the session: {} ({detail}): {message}",
+                    code.as_str()
+                );
                 self.fail(now, ctx, out, why);
             }
-            (State::Handshake { .. }, Msg::HelloReply { version, last_lsn, last_epoch: _, last_crc, nonce, mac, cluster_id, node_id }) => {
-                self.on_hello_reply(now, ctx, out, version, (cluster_id, node_id), mac, Pending { version, last_lsn, last_crc, follower_nonce: nonce });
+            (
+                State::Handshake { .. },
+                Msg::HelloReply {
+                    version,
+                    last_lsn,
+                    last_epoch: _,
+                    last_crc,
+                    nonce,
+                    mac,
+                    cluster_id,
+                    node_id,
+                },
+            ) => {
+                self.on_hello_reply(
+                    now,
+                    ctx,
+                    out,
+                    version,
+                    (cluster_id, node_id),
+                    mac,
+                    Pending {
+                        version,
+                        last_lsn,
+                        last_crc,
+                        follower_nonce: nonce,
+                    },
+                );
             }
-            (State::Streaming(_), Msg::Ack { write, durable, applied }) => self.on_ack(now, ctx, out, write, durable, applied),
+            (
+                State::Streaming(_),
+                Msg::Ack {
+                    write,
+                    durable,
+                    applied,
+                },
+            ) => self.on_ack(now, ctx, out, write, durable, applied),
             (_, other) => {
-                let what = format!("unexpected {} frame in phase {:?}", other.name(), self.phase());
+                let what = format!(
+                    "unexpected {} frame in phase {:?}",
+                    other.name(),
+                    self.phase()
+                );
                 self.reject(now, ctx, out, RejectCode::Protocol, 0, what);
             }
         }
@@ -324,17 +461,31 @@ impl Link {
         mac: [u8; auth::MAC_LEN],
         reply: Pending,
     ) {
-        let State::Handshake { conn, nonce, deadline } = self.state else { return };
+        let State::Handshake {
+            conn,
+            nonce,
+            deadline,
+        } = self.state
+        else {
+            return;
+        };
         if cluster_id != ctx.config.cluster_id {
-            let m = format!("cluster id {cluster_id:?} is not {:?}", ctx.config.cluster_id);
+            let m = format!(
+                "cluster id {cluster_id:?} is not {:?}",
+                ctx.config.cluster_id
+            );
             return self.reject(now, ctx, out, RejectCode::ClusterId, 0, m);
         }
         if node_id != self.name {
-            let m = format!("node {node_id:?} answered at the address of {:?}", self.name);
+            let m = format!(
+                "node {node_id:?} answered at the address of {:?}",
+                self.name
+            );
             return self.reject(now, ctx, out, RejectCode::UnknownNode, 0, m);
         }
         if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
-            let m = format!("version {version} outside {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}");
+            let m =
+                format!("version {version} outside {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}");
             return self.reject(now, ctx, out, RejectCode::Version, 0, m);
         }
         let t = transcript(ctx, &self.name, version, &nonce, &reply.follower_nonce);
@@ -344,26 +495,52 @@ impl Link {
         }
         let l = reply.last_lsn;
         if l > Lsn::ZERO && l <= ctx.last_lsn && l >= ctx.first_lsn {
-            out.push(Action::LookupCrc { link: ctx.link, conn, lsn: l });
-            self.state = State::Verifying { conn, nonce, reply, deadline };
+            out.push(Action::LookupCrc {
+                link: ctx.link,
+                conn,
+                lsn: l,
+            });
+            self.state = State::Verifying {
+                conn,
+                nonce,
+                reply,
+                deadline,
+            };
             return;
         }
         self.start(now, ctx, out, nonce, reply);
     }
 
     /// The driver looked up the CRC of the primary's record at the follower's last LSN.
-    pub fn on_crc(&mut self, now: Duration, conn: ConnId, crc: Option<u32>, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
-        let State::Verifying { conn: c, .. } = &self.state else { return };
+    pub fn on_crc(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        crc: Option<u32>,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+    ) {
+        let State::Verifying { conn: c, .. } = &self.state else {
+            return;
+        };
         if *c != conn {
             return;
         }
-        let State::Verifying { nonce, reply, deadline, .. } =
-            std::mem::replace(&mut self.state, State::Idle { retry_at: now })
+        let State::Verifying {
+            nonce,
+            reply,
+            deadline,
+            ..
+        } = std::mem::replace(&mut self.state, State::Idle { retry_at: now })
         else {
             unreachable!("matched above")
         };
         // Back to the handshake state, which still answers `conn()` for `reject` and `start`.
-        self.state = State::Handshake { conn, nonce, deadline };
+        self.state = State::Handshake {
+            conn,
+            nonce,
+            deadline,
+        };
         if crc != Some(reply.last_crc) {
             let m = format!(
                 "the follower's record {} differs from the primary's (CRC {:#010x} vs {})",
@@ -377,7 +554,14 @@ impl Link {
     }
 
     /// Authenticated: tell the follower where streaming starts, and start.
-    fn start(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, nonce: [u8; NONCE_LEN], reply: Pending) {
+    fn start(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        nonce: [u8; NONCE_LEN],
+        reply: Pending,
+    ) {
         let Some(conn) = self.conn() else { return };
         let l = reply.last_lsn;
         let (truncate_after, start) = if l > ctx.last_lsn {
@@ -387,15 +571,36 @@ impl Link {
         };
         if start < ctx.first_lsn {
             self.purged = true;
-            let m = format!("records from {start} were purged; the primary holds {} on (restore from a backup)", ctx.first_lsn);
+            let m = format!(
+                "records from {start} were purged; the primary holds {} on (restore from a backup)",
+                ctx.first_lsn
+            );
             return self.reject(now, ctx, out, RejectCode::Purged, ctx.first_lsn.0, m);
         }
         self.purged = false;
-        let t = transcript(ctx, &self.name, reply.version, &nonce, &reply.follower_nonce);
+        let t = transcript(
+            ctx,
+            &self.name,
+            reply.version,
+            &nonce,
+            &reply.follower_nonce,
+        );
         let mac = auth::prove(&ctx.config.key, Role::Primary, &t);
-        out.push(Action::Send { conn, msg: Msg::Start { mac, truncate_after, start_lsn: start, commit_lsn: ctx.commit_lsn } });
+        out.push(Action::Send {
+            conn,
+            msg: Msg::Start {
+                mac,
+                truncate_after,
+                start_lsn: start,
+                commit_lsn: ctx.commit_lsn,
+            },
+        });
         let at = start.prev();
-        self.progress = Progress { write: at, durable: at, applied: self.progress.applied.min(at) };
+        self.progress = Progress {
+            write: at,
+            durable: at,
+            applied: self.progress.applied.min(at),
+        };
         self.lag.reset([at, at, self.progress.applied]);
         self.state = State::Streaming(Stream {
             conn,
@@ -416,8 +621,18 @@ impl Link {
         self.read_more(now, ctx, out);
     }
 
-    fn on_ack(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, write: Lsn, durable: Lsn, applied: Lsn) {
-        let State::Streaming(s) = &mut self.state else { return };
+    fn on_ack(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        write: Lsn,
+        durable: Lsn,
+        applied: Lsn,
+    ) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
         let sent = s.next_send.prev();
         if write > sent || durable > write || applied > durable {
             let m = format!("acknowledgement write={write} durable={durable} applied={applied} with {sent} sent");
@@ -452,7 +667,14 @@ impl Link {
         unacked == 0 || unacked + bytes as u64 <= ctx.config.max_inflight_bytes
     }
 
-    fn sent(s: &mut Stream, now: Duration, counters: &mut LinkCounters, first: Lsn, last: Lsn, bytes: usize) {
+    fn sent(
+        s: &mut Stream,
+        now: Duration,
+        counters: &mut LinkCounters,
+        first: Lsn,
+        last: Lsn,
+        bytes: usize,
+    ) {
         assert_eq!(first, s.next_send, "records are sent in order without gaps");
         s.next_send = last.next();
         s.sent_bytes += bytes as u64;
@@ -463,16 +685,31 @@ impl Link {
     }
 
     /// A batch was formed by the primary's writer (its fdatasync has not finished).
-    pub fn on_batch(&mut self, now: Duration, first: Lsn, last: Lsn, records: &Bytes, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+    pub fn on_batch(
+        &mut self,
+        now: Duration,
+        first: Lsn,
+        last: Lsn,
+        records: &Bytes,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Action>,
+    ) {
         self.lag.sent(last, now);
-        let State::Streaming(s) = &mut self.state else { return };
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
         let live = matches!(s.catch_up, CatchUp::Live | CatchUp::Waiting);
         if live && s.next_send == first && Self::window_open(s, ctx, records.len()) {
             Self::sent(s, now, &mut self.counters, first, last, records.len());
             s.catch_up = CatchUp::Live;
             out.push(Action::Send {
                 conn: s.conn,
-                msg: Msg::Records { first, last, commit_lsn: ctx.commit_lsn, records: records.clone() },
+                msg: Msg::Records {
+                    first,
+                    last,
+                    commit_lsn: ctx.commit_lsn,
+                    records: records.clone(),
+                },
             });
         } else if matches!(s.catch_up, CatchUp::Live) && s.next_send <= last {
             s.catch_up = CatchUp::Waiting;
@@ -481,7 +718,9 @@ impl Link {
 
     /// Asks for the next chunk from the log if the follower is behind and the window allows.
     fn read_more(&mut self, now: Duration, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
-        let State::Streaming(s) = &mut self.state else { return };
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
         if s.next_send > ctx.last_lsn {
             s.catch_up = CatchUp::Live;
             return;
@@ -491,13 +730,31 @@ impl Link {
             return;
         }
         let deadline = now + ctx.config.timeouts.catch_up_read;
-        s.catch_up = CatchUp::Reading { from: s.next_send, deadline };
-        out.push(Action::ReadChunk { link: ctx.link, conn: s.conn, from: s.next_send, max_bytes: ctx.config.catch_up_chunk_bytes });
+        s.catch_up = CatchUp::Reading {
+            from: s.next_send,
+            deadline,
+        };
+        out.push(Action::ReadChunk {
+            link: ctx.link,
+            conn: s.conn,
+            from: s.next_send,
+            max_bytes: ctx.config.catch_up_chunk_bytes,
+        });
     }
 
     /// A catch-up read finished: `Ok(None)` means nothing was readable yet.
-    pub fn on_chunk(&mut self, now: Duration, conn: ConnId, from: Lsn, result: Result<Option<Chunk>, ReadError>, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
-        let State::Streaming(s) = &mut self.state else { return };
+    pub fn on_chunk(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        from: Lsn,
+        result: Result<Option<Chunk>, ReadError>,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+    ) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
         if s.conn != conn || !matches!(s.catch_up, CatchUp::Reading { from: f, .. } if f == from) {
             return;
         }
@@ -508,12 +765,20 @@ impl Link {
                 self.counters.chunks_sent += 1;
                 out.push(Action::Send {
                     conn,
-                    msg: Msg::Records { first: chunk.first, last: chunk.last, commit_lsn: ctx.commit_lsn, records: chunk.bytes },
+                    msg: Msg::Records {
+                        first: chunk.first,
+                        last: chunk.last,
+                        commit_lsn: ctx.commit_lsn,
+                        records: chunk.bytes,
+                    },
                 });
                 self.read_more(now, ctx, out);
             }
             Ok(Some(chunk)) => {
-                let m = format!("catch-up read from {from} returned {}..={}", chunk.first, chunk.last);
+                let m = format!(
+                    "catch-up read from {from} returned {}..={}",
+                    chunk.first, chunk.last
+                );
                 self.fail(now, ctx, out, m);
             }
             Ok(None) => s.catch_up = CatchUp::Waiting,
@@ -522,12 +787,20 @@ impl Link {
                 let m = format!("records from {from} were purged; the primary holds {first} on (restore from a backup)");
                 self.reject(now, ctx, out, RejectCode::Purged, first.0, m);
             }
-            Err(ReadError::Failed(e)) => self.fail(now, ctx, out, format!("catch-up read failed: {e}")),
+            Err(ReadError::Failed(e)) => {
+                self.fail(now, ctx, out, format!("catch-up read failed: {e}"))
+            }
         }
     }
 }
 
-fn transcript<'a>(ctx: &'a Ctx<'_>, follower: &'a str, version: u16, primary_nonce: &'a [u8; NONCE_LEN], follower_nonce: &'a [u8; NONCE_LEN]) -> Transcript<'a> {
+fn transcript<'a>(
+    ctx: &'a Ctx<'_>,
+    follower: &'a str,
+    version: u16,
+    primary_nonce: &'a [u8; NONCE_LEN],
+    follower_nonce: &'a [u8; NONCE_LEN],
+) -> Transcript<'a> {
     Transcript {
         version,
         cluster_id: &ctx.config.cluster_id,

@@ -69,17 +69,30 @@ fn records_reach_sync_and_async_followers_byte_for_byte() {
     let b = follower(dir.path(), "b", KEY);
     let p = primary(
         dir.path(),
-        &[("a", a.replication_addr().unwrap(), "sync"), ("b", b.replication_addr().unwrap(), "async")],
+        &[
+            ("a", a.replication_addr().unwrap(), "sync"),
+            ("b", b.replication_addr().unwrap(), "async"),
+        ],
         "quorum = \"ANY 1 (a)\"\n",
     );
     let mut last = Lsn::ZERO;
     for i in 0..500u32 {
-        let c = p.append(Bytes::from(format!("record {i}")), DurabilityLevel::RemoteDurable).unwrap();
+        let c = p
+            .append(
+                Bytes::from(format!("record {i}")),
+                DurabilityLevel::RemoteDurable,
+            )
+            .unwrap();
         last = c.wait().unwrap();
     }
     assert_eq!(last, Lsn(500));
-    assert!(a.log().durable_lsn() >= last, "remote_durable: the sync follower has it durably");
-    wait_until("the async follower", Duration::from_secs(10), || b.log().durable_lsn() >= last);
+    assert!(
+        a.log().durable_lsn() >= last,
+        "remote_durable: the sync follower has it durably"
+    );
+    wait_until("the async follower", Duration::from_secs(10), || {
+        b.log().durable_lsn() >= last
+    });
     let want = all_bytes(&p, last);
     assert_eq!(all_bytes(&a, last), want);
     assert_eq!(all_bytes(&b, last), want);
@@ -93,15 +106,37 @@ fn records_reach_sync_and_async_followers_byte_for_byte() {
 fn a_follower_with_the_wrong_key_gets_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let bad = follower(dir.path(), "a", "another key of enough length!!");
-    let p = primary(dir.path(), &[("a", bad.replication_addr().unwrap(), "sync")], "[timeouts]\ncommit_ms = 300\n");
-    let c = p.append(Bytes::from_static(b"secret"), DurabilityLevel::RemoteDurable).unwrap();
+    let p = primary(
+        dir.path(),
+        &[("a", bad.replication_addr().unwrap(), "sync")],
+        "[timeouts]\ncommit_ms = 300\n",
+    );
+    let c = p
+        .append(
+            Bytes::from_static(b"secret"),
+            DurabilityLevel::RemoteDurable,
+        )
+        .unwrap();
     let e = c.wait().unwrap_err();
-    assert!(matches!(e, logship_replicator::Error::QuorumUnavailable { .. }), "{e}");
-    assert_eq!(bad.log().last_lsn(), Lsn::ZERO, "no record reached the follower");
+    assert!(
+        matches!(e, logship_replicator::Error::QuorumUnavailable { .. }),
+        "{e}"
+    );
+    assert_eq!(
+        bad.log().last_lsn(),
+        Lsn::ZERO,
+        "no record reached the follower"
+    );
     let s = p.status().primary.unwrap();
-    assert!(s.rejected.iter().any(|(r, n)| r == "auth_failed" && *n > 0), "{:?}", s.rejected);
+    assert!(
+        s.rejected.iter().any(|(r, n)| r == "auth_failed" && *n > 0),
+        "{:?}",
+        s.rejected
+    );
     // Local durability does not need the quorum.
-    let c = p.append(Bytes::from_static(b"x"), DurabilityLevel::Local).unwrap();
+    let c = p
+        .append(Bytes::from_static(b"x"), DurabilityLevel::Local)
+        .unwrap();
     assert_eq!(c.wait().unwrap(), Lsn(2));
 }
 
@@ -112,12 +147,20 @@ fn a_restarted_follower_catches_up_from_the_log() {
     let addr = a.replication_addr().unwrap();
     let p = primary(dir.path(), &[("a", addr, "async")], "");
     for i in 0..100u32 {
-        p.append(Bytes::from(vec![i as u8; 1000]), DurabilityLevel::Local).unwrap().wait().unwrap();
+        p.append(Bytes::from(vec![i as u8; 1000]), DurabilityLevel::Local)
+            .unwrap()
+            .wait()
+            .unwrap();
     }
-    wait_until("first records", Duration::from_secs(10), || a.log().durable_lsn() >= Lsn(100));
+    wait_until("first records", Duration::from_secs(10), || {
+        a.log().durable_lsn() >= Lsn(100)
+    });
     a.shutdown();
     for i in 0..3000u32 {
-        drop(p.append(Bytes::from(vec![i as u8; 1000]), DurabilityLevel::Local).unwrap());
+        drop(
+            p.append(Bytes::from(vec![i as u8; 1000]), DurabilityLevel::Local)
+                .unwrap(),
+        );
     }
     let last = p.log().sync().unwrap();
     // Same directory, same address.
@@ -127,8 +170,14 @@ fn a_restarted_follower_catches_up_from_the_log() {
         dir.path().join("a").display()
     );
     let a = Node::start(NodeConfig::parse(&text).unwrap()).unwrap();
-    wait_until("catch-up", Duration::from_secs(20), || a.log().durable_lsn() >= last);
+    wait_until("catch-up", Duration::from_secs(20), || {
+        a.log().durable_lsn() >= last
+    });
     assert_eq!(all_bytes(&a, last), all_bytes(&p, last));
     let f = &p.status().primary.unwrap().followers[0];
-    assert!(f.counters.chunks_sent > 0, "caught up from the log: {:?}", f.counters);
+    assert!(
+        f.counters.chunks_sent > 0,
+        "caught up from the log: {:?}",
+        f.counters
+    );
 }

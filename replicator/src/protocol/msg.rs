@@ -19,8 +19,19 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 pub const MAX_NAME_BYTES: usize = 255;
 
 /// How durable an append must be before it is acknowledged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DurabilityLevel {
     /// The primary has fdatasync'ed it.
@@ -100,9 +111,19 @@ pub enum RejectCode {
 impl RejectCode {
     fn from_u16(v: u16) -> Option<RejectCode> {
         use RejectCode::*;
-        [Version, ClusterId, AuthFailed, UnknownNode, Purged, Diverged, Protocol, WrongRole, StaleEpoch]
-            .into_iter()
-            .find(|c| *c as u16 == v)
+        [
+            Version,
+            ClusterId,
+            AuthFailed,
+            UnknownNode,
+            Purged,
+            Diverged,
+            Protocol,
+            WrongRole,
+            StaleEpoch,
+        ]
+        .into_iter()
+        .find(|c| *c as u16 == v)
     }
     /// A short name for logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -361,7 +382,15 @@ impl Msg {
     fn body(&self) -> BytesMut {
         let mut b = BytesMut::with_capacity(64);
         match self {
-            Msg::Hello { version_min, version_max, epoch, last_lsn, nonce, cluster_id, node_id } => {
+            Msg::Hello {
+                version_min,
+                version_max,
+                epoch,
+                last_lsn,
+                nonce,
+                cluster_id,
+                node_id,
+            } => {
                 b.put_u16_le(*version_min);
                 b.put_u16_le(*version_max);
                 b.put_u64_le(epoch.0);
@@ -370,7 +399,16 @@ impl Msg {
                 put_str(&mut b, cluster_id);
                 put_str(&mut b, node_id);
             }
-            Msg::HelloReply { version, last_lsn, last_epoch, last_crc, nonce, mac, cluster_id, node_id } => {
+            Msg::HelloReply {
+                version,
+                last_lsn,
+                last_epoch,
+                last_crc,
+                nonce,
+                mac,
+                cluster_id,
+                node_id,
+            } => {
                 b.put_u16_le(*version);
                 b.put_u64_le(last_lsn.0);
                 b.put_u64_le(last_epoch.0);
@@ -380,31 +418,52 @@ impl Msg {
                 put_str(&mut b, cluster_id);
                 put_str(&mut b, node_id);
             }
-            Msg::Start { mac, truncate_after, start_lsn, commit_lsn } => {
+            Msg::Start {
+                mac,
+                truncate_after,
+                start_lsn,
+                commit_lsn,
+            } => {
                 b.put_slice(mac);
                 b.put_u8(u8::from(truncate_after.is_some()));
                 b.put_u64_le(truncate_after.map_or(0, |l| l.0));
                 b.put_u64_le(start_lsn.0);
                 b.put_u64_le(commit_lsn.0);
             }
-            Msg::Reject { code, detail, message } => {
+            Msg::Reject {
+                code,
+                detail,
+                message,
+            } => {
                 b.put_u16_le(*code as u16);
                 b.put_u64_le(*detail);
                 put_str(&mut b, message);
             }
-            Msg::Records { first, last, commit_lsn, records } => {
+            Msg::Records {
+                first,
+                last,
+                commit_lsn,
+                records,
+            } => {
                 b.reserve(records.len() + RECORDS_PREFIX_BYTES);
                 b.put_u64_le(first.0);
                 b.put_u64_le(last.0);
                 b.put_u64_le(commit_lsn.0);
                 b.put_slice(records);
             }
-            Msg::Ack { write, durable, applied } => {
+            Msg::Ack {
+                write,
+                durable,
+                applied,
+            } => {
                 b.put_u64_le(write.0);
                 b.put_u64_le(durable.0);
                 b.put_u64_le(applied.0);
             }
-            Msg::Heartbeat { commit_lsn, last_lsn } => {
+            Msg::Heartbeat {
+                commit_lsn,
+                last_lsn,
+            } => {
                 b.put_u64_le(commit_lsn.0);
                 b.put_u64_le(last_lsn.0);
             }
@@ -413,18 +472,33 @@ impl Msg {
                 b.put_u8(level.as_u8());
                 b.put_slice(payload);
             }
-            Msg::AppendResponse { id, status, lsn, message } => {
+            Msg::AppendResponse {
+                id,
+                status,
+                lsn,
+                message,
+            } => {
                 b.put_u64_le(*id);
                 b.put_u8(*status as u8);
                 b.put_u64_le(lsn.0);
                 put_str(&mut b, message);
             }
-            Msg::ReadRequest { id, from, max_bytes } => {
+            Msg::ReadRequest {
+                id,
+                from,
+                max_bytes,
+            } => {
                 b.put_u64_le(*id);
                 b.put_u64_le(from.0);
                 b.put_u32_le(*max_bytes);
             }
-            Msg::ReadResponse { id, status, detail, message, records } => {
+            Msg::ReadResponse {
+                id,
+                status,
+                detail,
+                message,
+                records,
+            } => {
                 b.put_u64_le(*id);
                 b.put_u8(*status as u8);
                 b.put_u64_le(*detail);
@@ -450,7 +524,10 @@ impl Msg {
         if name == "unknown" {
             return Err(FrameError::UnknownKind(frame.kind));
         }
-        let mut r = Reader { body: frame.body.clone(), kind: name };
+        let mut r = Reader {
+            body: frame.body.clone(),
+            kind: name,
+        };
         let msg = r.message(frame.kind)?;
         Ok(msg)
     }
@@ -483,7 +560,10 @@ struct Reader {
 
 impl Reader {
     fn bad(&self, reason: impl Into<String>) -> FrameError {
-        FrameError::Malformed { kind: self.kind, reason: reason.into() }
+        FrameError::Malformed {
+            kind: self.kind,
+            reason: reason.into(),
+        }
     }
     fn need(&self, n: usize) -> Result<(), FrameError> {
         if self.body.remaining() < n {
@@ -572,12 +652,22 @@ impl Reader {
                     1 => Some(cut),
                     _ => return Err(self.bad("bad truncate flag")),
                 };
-                Msg::Start { mac, truncate_after, start_lsn: self.lsn()?, commit_lsn: self.lsn()? }
+                Msg::Start {
+                    mac,
+                    truncate_after,
+                    start_lsn: self.lsn()?,
+                    commit_lsn: self.lsn()?,
+                }
             }
             kind::REJECT => {
                 let v = self.u16()?;
-                let code = RejectCode::from_u16(v).ok_or_else(|| self.bad(format!("unknown reject code {v}")))?;
-                Msg::Reject { code, detail: self.u64()?, message: self.string(usize::from(u16::MAX))? }
+                let code = RejectCode::from_u16(v)
+                    .ok_or_else(|| self.bad(format!("unknown reject code {v}")))?;
+                Msg::Reject {
+                    code,
+                    detail: self.u64()?,
+                    message: self.string(usize::from(u16::MAX))?,
+                }
             }
             kind::RECORDS => {
                 let (first, last, commit_lsn) = (self.lsn()?, self.lsn()?, self.lsn()?);
@@ -587,17 +677,37 @@ impl Reader {
                 let records = self.rest();
                 let min = (last.0 - first.0).saturating_add(1).saturating_mul(32);
                 if (records.len() as u64) < min {
-                    return Err(self.bad(format!("{} bytes cannot hold {first}..={last}", records.len())));
+                    return Err(self.bad(format!(
+                        "{} bytes cannot hold {first}..={last}",
+                        records.len()
+                    )));
                 }
-                Msg::Records { first, last, commit_lsn, records }
+                Msg::Records {
+                    first,
+                    last,
+                    commit_lsn,
+                    records,
+                }
             }
-            kind::ACK => Msg::Ack { write: self.lsn()?, durable: self.lsn()?, applied: self.lsn()? },
-            kind::HEARTBEAT => Msg::Heartbeat { commit_lsn: self.lsn()?, last_lsn: self.lsn()? },
+            kind::ACK => Msg::Ack {
+                write: self.lsn()?,
+                durable: self.lsn()?,
+                applied: self.lsn()?,
+            },
+            kind::HEARTBEAT => Msg::Heartbeat {
+                commit_lsn: self.lsn()?,
+                last_lsn: self.lsn()?,
+            },
             kind::APPEND_REQUEST => {
                 let id = self.u64()?;
                 let v = self.u8()?;
-                let level = DurabilityLevel::from_u8(v).ok_or_else(|| self.bad(format!("unknown level {v}")))?;
-                Msg::AppendRequest { id, level, payload: self.rest() }
+                let level = DurabilityLevel::from_u8(v)
+                    .ok_or_else(|| self.bad(format!("unknown level {v}")))?;
+                Msg::AppendRequest {
+                    id,
+                    level,
+                    payload: self.rest(),
+                }
             }
             kind::APPEND_RESPONSE => Msg::AppendResponse {
                 id: self.u64()?,
@@ -605,7 +715,11 @@ impl Reader {
                 lsn: self.lsn()?,
                 message: self.string(usize::from(u16::MAX))?,
             },
-            kind::READ_REQUEST => Msg::ReadRequest { id: self.u64()?, from: self.lsn()?, max_bytes: self.u32()? },
+            kind::READ_REQUEST => Msg::ReadRequest {
+                id: self.u64()?,
+                from: self.lsn()?,
+                max_bytes: self.u32()?,
+            },
             kind::READ_RESPONSE => Msg::ReadResponse {
                 id: self.u64()?,
                 status: self.status()?,
@@ -616,7 +730,8 @@ impl Reader {
             kind::STATUS_REQUEST => Msg::StatusRequest { id: self.u64()? },
             kind::STATUS_RESPONSE => {
                 let id = self.u64()?;
-                let json = String::from_utf8(self.rest().to_vec()).map_err(|_| self.bad("status is not UTF-8"))?;
+                let json = String::from_utf8(self.rest().to_vec())
+                    .map_err(|_| self.bad("status is not UTF-8"))?;
                 Msg::StatusResponse { id, json }
             }
             other => return Err(FrameError::UnknownKind(other)),
@@ -633,20 +748,85 @@ mod tests {
 
     fn samples() -> Vec<Msg> {
         vec![
-            Msg::Hello { version_min: 1, version_max: 1, epoch: Epoch(3), last_lsn: Lsn(99), nonce: [7; 32], cluster_id: "c1".into(), node_id: "p".into() },
-            Msg::HelloReply { version: 1, last_lsn: Lsn(5), last_epoch: Epoch(2), last_crc: 0xdead_beef, nonce: [1; 32], mac: [2; 32], cluster_id: "c1".into(), node_id: "f1".into() },
-            Msg::Start { mac: [3; 32], truncate_after: Some(Lsn(4)), start_lsn: Lsn(5), commit_lsn: Lsn(4) },
-            Msg::Start { mac: [3; 32], truncate_after: None, start_lsn: Lsn(1), commit_lsn: Lsn(0) },
-            Msg::Reject { code: RejectCode::Purged, detail: 1000, message: "gone".into() },
-            Msg::Records { first: Lsn(1), last: Lsn(1), commit_lsn: Lsn(0), records: Bytes::from(vec![0u8; 40]) },
-            Msg::Ack { write: Lsn(3), durable: Lsn(2), applied: Lsn(1) },
-            Msg::Heartbeat { commit_lsn: Lsn(8), last_lsn: Lsn(9) },
-            Msg::AppendRequest { id: 1, level: DurabilityLevel::RemoteApplied, payload: Bytes::from_static(b"x") },
-            Msg::AppendResponse { id: 1, status: ClientStatus::QuorumUnavailable, lsn: Lsn(0), message: "no quorum".into() },
-            Msg::ReadRequest { id: 2, from: Lsn(1), max_bytes: 4096 },
-            Msg::ReadResponse { id: 2, status: ClientStatus::Ok, detail: 0, message: String::new(), records: Bytes::from_static(b"rr") },
+            Msg::Hello {
+                version_min: 1,
+                version_max: 1,
+                epoch: Epoch(3),
+                last_lsn: Lsn(99),
+                nonce: [7; 32],
+                cluster_id: "c1".into(),
+                node_id: "p".into(),
+            },
+            Msg::HelloReply {
+                version: 1,
+                last_lsn: Lsn(5),
+                last_epoch: Epoch(2),
+                last_crc: 0xdead_beef,
+                nonce: [1; 32],
+                mac: [2; 32],
+                cluster_id: "c1".into(),
+                node_id: "f1".into(),
+            },
+            Msg::Start {
+                mac: [3; 32],
+                truncate_after: Some(Lsn(4)),
+                start_lsn: Lsn(5),
+                commit_lsn: Lsn(4),
+            },
+            Msg::Start {
+                mac: [3; 32],
+                truncate_after: None,
+                start_lsn: Lsn(1),
+                commit_lsn: Lsn(0),
+            },
+            Msg::Reject {
+                code: RejectCode::Purged,
+                detail: 1000,
+                message: "gone".into(),
+            },
+            Msg::Records {
+                first: Lsn(1),
+                last: Lsn(1),
+                commit_lsn: Lsn(0),
+                records: Bytes::from(vec![0u8; 40]),
+            },
+            Msg::Ack {
+                write: Lsn(3),
+                durable: Lsn(2),
+                applied: Lsn(1),
+            },
+            Msg::Heartbeat {
+                commit_lsn: Lsn(8),
+                last_lsn: Lsn(9),
+            },
+            Msg::AppendRequest {
+                id: 1,
+                level: DurabilityLevel::RemoteApplied,
+                payload: Bytes::from_static(b"x"),
+            },
+            Msg::AppendResponse {
+                id: 1,
+                status: ClientStatus::QuorumUnavailable,
+                lsn: Lsn(0),
+                message: "no quorum".into(),
+            },
+            Msg::ReadRequest {
+                id: 2,
+                from: Lsn(1),
+                max_bytes: 4096,
+            },
+            Msg::ReadResponse {
+                id: 2,
+                status: ClientStatus::Ok,
+                detail: 0,
+                message: String::new(),
+                records: Bytes::from_static(b"rr"),
+            },
             Msg::StatusRequest { id: 3 },
-            Msg::StatusResponse { id: 3, json: "{}".into() },
+            Msg::StatusResponse {
+                id: 3,
+                json: "{}".into(),
+            },
         ]
     }
 
@@ -666,16 +846,37 @@ mod tests {
         for m in samples() {
             let body = m.body();
             for cut in 0..body.len() {
-                let f = Frame { kind: m.kind(), body: Bytes::copy_from_slice(&body[..cut]) };
+                let f = Frame {
+                    kind: m.kind(),
+                    body: Bytes::copy_from_slice(&body[..cut]),
+                };
                 if let Ok(got) = Msg::decode(&f) {
                     // Only messages ending in an open-ended byte run may decode shorter.
-                    assert!(matches!(got, Msg::AppendRequest { .. } | Msg::ReadResponse { .. } | Msg::StatusResponse { .. } | Msg::Records { .. }), "{m:?} cut at {cut}");
+                    assert!(
+                        matches!(
+                            got,
+                            Msg::AppendRequest { .. }
+                                | Msg::ReadResponse { .. }
+                                | Msg::StatusResponse { .. }
+                                | Msg::Records { .. }
+                        ),
+                        "{m:?} cut at {cut}"
+                    );
                 }
             }
             let mut padded = body.to_vec();
             padded.push(0);
-            let f = Frame { kind: m.kind(), body: Bytes::from(padded) };
-            if !matches!(m, Msg::AppendRequest { .. } | Msg::ReadResponse { .. } | Msg::StatusResponse { .. } | Msg::Records { .. }) {
+            let f = Frame {
+                kind: m.kind(),
+                body: Bytes::from(padded),
+            };
+            if !matches!(
+                m,
+                Msg::AppendRequest { .. }
+                    | Msg::ReadResponse { .. }
+                    | Msg::StatusResponse { .. }
+                    | Msg::Records { .. }
+            ) {
                 assert!(Msg::decode(&f).is_err(), "{m:?} padded");
             }
         }
@@ -683,11 +884,29 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_values_are_refused() {
-        assert_eq!(Msg::decode(&Frame { kind: 99, body: Bytes::new() }), Err(FrameError::UnknownKind(99)));
-        let f = Frame { kind: kind::APPEND_REQUEST, body: Bytes::from(vec![0, 0, 0, 0, 0, 0, 0, 0, 9]) };
+        assert_eq!(
+            Msg::decode(&Frame {
+                kind: 99,
+                body: Bytes::new()
+            }),
+            Err(FrameError::UnknownKind(99))
+        );
+        let f = Frame {
+            kind: kind::APPEND_REQUEST,
+            body: Bytes::from(vec![0, 0, 0, 0, 0, 0, 0, 0, 9]),
+        };
         assert!(Msg::decode(&f).is_err());
-        let mut rec = Msg::Records { first: Lsn(5), last: Lsn(4), commit_lsn: Lsn(0), records: Bytes::new() }.body();
-        let f = Frame { kind: kind::RECORDS, body: rec.split().freeze() };
+        let mut rec = Msg::Records {
+            first: Lsn(5),
+            last: Lsn(4),
+            commit_lsn: Lsn(0),
+            records: Bytes::new(),
+        }
+        .body();
+        let f = Frame {
+            kind: kind::RECORDS,
+            body: rec.split().freeze(),
+        };
         assert!(Msg::decode(&f).is_err());
     }
 
