@@ -387,7 +387,32 @@ impl NodeConfig {
                 self.replication.degrade_after_ms,
             )?;
         }
-        Ok(())
+        self.log_options().validate().map_err(|e| match e {
+            logship_engine::Error::InvalidOptions { key, reason } => {
+                Error::config(format!("log.{key}"), reason)
+            }
+            other => Error::config("log", other.to_string()),
+        })
+    }
+
+    /// The engine options the `[log]` section asks for (without an observer).
+    pub fn log_options(&self) -> logship_engine::Options {
+        let mut o = logship_engine::Options {
+            create_if_missing: true,
+            ..logship_engine::Options::default()
+        };
+        if let Some(s) = self.log.segment_size_bytes {
+            o.segment_size_bytes = s;
+        }
+        if let Some(m) = self.log.max_record_bytes {
+            o.max_record_bytes = m;
+        }
+        o.backend = match self.log.backend {
+            LogBackend::Auto => logship_engine::io::Backend::Auto,
+            LogBackend::IoUring => logship_engine::io::Backend::IoUring,
+            LogBackend::Portable => logship_engine::io::Backend::Portable,
+        };
+        o
     }
 
     fn validate_followers(&self) -> Result<()> {
@@ -596,6 +621,10 @@ followers = [
             (
                 GOOD.replace("role = \"primary\"", "role = \"follower\""),
                 "node.listen_replication",
+            ),
+            (
+                format!("{GOOD}\n[log]\nsegment_size_bytes = 1000\n"),
+                "log.segment_size_bytes",
             ),
         ];
         for (text, key) in cases {

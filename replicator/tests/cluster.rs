@@ -181,3 +181,85 @@ fn a_restarted_follower_catches_up_from_the_log() {
         f.counters
     );
 }
+
+#[test]
+fn purging_keeps_what_followers_need_until_an_async_follower_falls_too_far_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = follower(dir.path(), "a", KEY);
+    let b = follower(dir.path(), "b", KEY);
+    let b_addr = b.replication_addr().unwrap();
+    let p = primary(
+        dir.path(),
+        &[("a", a.replication_addr().unwrap(), "sync"), ("b", b_addr, "async")],
+        "max_retained_bytes = 1000000\n[log]\nsegment_size_bytes = 262144\nmax_record_bytes = 65536\n",
+    );
+    for i in 0..50u32 {
+        p.append(
+            Bytes::from(vec![i as u8; 1000]),
+            DurabilityLevel::RemoteDurable,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    }
+    wait_until("b has the first records", Duration::from_secs(10), || {
+        b.log().durable_lsn() >= Lsn(50)
+    });
+    b.shutdown();
+    // Within max_retained_bytes: b's records are kept.
+    for i in 0..500u32 {
+        p.append(
+            Bytes::from(vec![i as u8; 1000]),
+            DurabilityLevel::RemoteDurable,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    }
+    let r = p.purge_before(p.log().last_lsn()).unwrap();
+    assert!(r.first_lsn <= Lsn(51), "b still needs 51: {r:?}");
+    // Past it: b is dropped from retention and the log is purged beyond what b has.
+    for i in 0..2000u32 {
+        drop(
+            p.append(
+                Bytes::from(vec![i as u8; 1000]),
+                DurabilityLevel::RemoteDurable,
+            )
+            .unwrap(),
+        );
+    }
+    let last = p.log().sync().unwrap();
+    wait_until("a has everything", Duration::from_secs(10), || {
+        a.log().durable_lsn() >= last
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let s = p.status().primary.unwrap();
+    assert!(
+        !s.followers[1].retained,
+        "b dropped from retention: {:?}",
+        s.followers[1]
+    );
+    let r = p.purge_before(last).unwrap();
+    assert!(r.first_lsn > Lsn(51), "purged past b: {r:?}");
+    // b comes back and is told its records are gone.
+    let text = format!(
+        "[node]\nid = \"b\"\nrole = \"follower\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_replication = \"{b_addr}\"\n",
+        write_key(dir.path(), KEY).display(),
+        dir.path().join("b").display()
+    );
+    let b = Node::start(NodeConfig::parse(&text).unwrap()).unwrap();
+    wait_until("b told it was purged", Duration::from_secs(10), || {
+        p.status().primary.unwrap().followers[1].purged
+    });
+    let s = p.status().primary.unwrap();
+    assert!(
+        s.rejected.iter().any(|(r, _)| r == "purged"),
+        "{:?}",
+        s.rejected
+    );
+    assert_eq!(
+        b.log().last_lsn(),
+        Lsn(50),
+        "b got nothing it could not continue from"
+    );
+}

@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender};
 use logship_engine::{Epoch, Log, LogReader, Lsn, Options, Record};
 use parking_lot::{Condvar, Mutex};
 
-use crate::config::{LogBackend, NodeConfig, Role};
+use crate::config::{NodeConfig, Role};
 use crate::error::{Error, Result};
 use crate::follower::{Follower, FollowerAction, FollowerConfig, Tail};
 use crate::http::{HttpResponse, HttpServer};
@@ -147,23 +147,10 @@ impl std::fmt::Debug for Node {
 }
 
 fn log_options(config: &NodeConfig, observer: Arc<NodeObserver>) -> Options {
-    let mut o = Options {
-        create_if_missing: true,
+    Options {
         observer: Some(observer),
-        ..Options::default()
-    };
-    if let Some(s) = config.log.segment_size_bytes {
-        o.segment_size_bytes = s;
+        ..config.log_options()
     }
-    if let Some(m) = config.log.max_record_bytes {
-        o.max_record_bytes = m;
-    }
-    o.backend = match config.log.backend {
-        LogBackend::Auto => logship_engine::io::Backend::Auto,
-        LogBackend::IoUring => logship_engine::io::Backend::IoUring,
-        LogBackend::Portable => logship_engine::io::Backend::Portable,
-    };
-    o
 }
 
 fn tail_of(log: &Log, applied: Lsn) -> Result<Tail> {
@@ -348,6 +335,24 @@ impl Node {
             inner: Arc::clone(&self.inner),
             reader: self.inner.log.read_from(from)?,
         })
+    }
+
+    /// Purges whole segments below `lsn`, as far as retention allows: on a primary, records
+    /// some retained follower has not made durable yet are kept (like a replication slot).
+    /// Returns what was removed; `first_lsn` in it is where the log now starts.
+    ///
+    /// # Errors
+    /// [`Error::Log`].
+    pub fn purge_before(&self, lsn: Lsn) -> Result<logship_engine::PurgeReport> {
+        let allowed = match &self.inner.core {
+            Core::Primary(p) => lsn.min(p.lock().retention_lsn()),
+            Core::Follower(_) => lsn,
+        };
+        let report = self.inner.log.purge_before(allowed)?;
+        if let Core::Primary(p) = &self.inner.core {
+            p.lock().on_purged(report.first_lsn);
+        }
+        Ok(report)
     }
 
     /// The application applied records up to `lsn` (follower; counts for `remote_applied`).
