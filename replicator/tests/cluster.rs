@@ -18,9 +18,15 @@ fn write_key(dir: &Path, key: &str) -> std::path::PathBuf {
     p
 }
 
+/// The transport under test: `LOGSHIP_TEST_TRANSPORT` (`portable` by default, `io_uring`).
+fn transport() -> String {
+    std::env::var("LOGSHIP_TEST_TRANSPORT").unwrap_or_else(|_| "portable".into())
+}
+
 fn follower(dir: &Path, name: &str, key: &str) -> Node {
     let text = format!(
-        "[node]\nid = \"{name}\"\nrole = \"follower\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_replication = \"127.0.0.1:0\"\n",
+        "[node]\ntransport = \"{}\"\nid = \"{name}\"\nrole = \"follower\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_replication = \"127.0.0.1:0\"\n",
+        transport(),
         write_key(dir, key).display(),
         dir.join(name).display()
     );
@@ -33,7 +39,8 @@ fn primary(dir: &Path, followers: &[(&str, SocketAddr, &str)], extra: &str) -> N
         .map(|(n, a, m)| format!("{{ name = \"{n}\", addr = \"{a}\", mode = \"{m}\" }}"))
         .collect();
     let text = format!(
-        "[node]\nid = \"p\"\nrole = \"primary\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_http = \"127.0.0.1:0\"\n[replication]\nfollowers = [{}]\n{extra}",
+        "[node]\ntransport = \"{}\"\nid = \"p\"\nrole = \"primary\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_http = \"127.0.0.1:0\"\n[replication]\nfollowers = [{}]\n{extra}",
+        transport(),
         write_key(dir, KEY).display(),
         dir.join("p").display(),
         list.join(", ")

@@ -47,6 +47,8 @@ use self::waiters::Waiters;
 
 /// How often the ticker runs: heartbeats are 100 ms by default, so 10 ms keeps them on time.
 const TICK: Duration = Duration::from_millis(10);
+/// How long a closing connection may take to send what is queued on it.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Catch-up read jobs queued for the reader thread.
 const READ_JOBS_CAPACITY: usize = 256;
 
@@ -127,6 +129,9 @@ pub(crate) struct Inner {
     stop: AtomicBool,
     counters: Counters,
     commit_timeout: Duration,
+    /// Connections to close once their queued bytes (a Reject frame, say) have left, or at the
+    /// deadline: `Transport::close` drops what is still queued.
+    closing: Mutex<Vec<(ConnId, Instant)>>,
 }
 
 /// A running node.
@@ -243,6 +248,7 @@ impl Node {
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             commit_timeout: timeouts.commit,
+            closing: Mutex::new(Vec::new()),
             log,
             config,
         });
@@ -700,6 +706,28 @@ impl Inner {
         }
     }
 
+    /// Closes `conn` once what is queued on it has been sent (bounded by [`CLOSE_LINGER`]).
+    fn close(&self, conn: ConnId, reason: &str) {
+        tracing::debug!(conn, %reason, "closing a replication connection");
+        if self.transport().queued_bytes(conn) == 0 {
+            self.transport().close(conn);
+        } else {
+            self.closing.lock().push((conn, Instant::now() + CLOSE_LINGER));
+        }
+    }
+
+    fn finish_closes(&self) {
+        let now = Instant::now();
+        let t = self.transport();
+        self.closing.lock().retain(|&(conn, deadline)| {
+            let done = now >= deadline || t.queued_bytes(conn) == 0;
+            if done {
+                t.close(conn);
+            }
+            !done
+        });
+    }
+
     fn run_primary(&self, p: &mut Primary, out: Vec<Action>) {
         for a in out {
             match a {
@@ -712,10 +740,7 @@ impl Inner {
                     p.connect_started(link, conn);
                 }
                 Action::Send { conn, msg } => self.send(conn, &msg),
-                Action::Close { conn, reason } => {
-                    tracing::debug!(conn, %reason, "closing a replication connection");
-                    self.transport().close(conn);
-                }
+                Action::Close { conn, reason } => self.close(conn, &reason),
                 Action::ReadChunk {
                     link,
                     conn,
@@ -744,8 +769,7 @@ impl Inner {
                 false
             }
             FollowerAction::Close { conn, reason } => {
-                tracing::debug!(conn, %reason, "closing a replication connection");
-                self.transport().close(*conn);
+                self.close(*conn, reason);
                 false
             }
             _ => true,
@@ -794,6 +818,7 @@ impl Inner {
     fn run_ticker(&self) {
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(TICK);
+            self.finish_closes();
             let now = self.now();
             match &self.core {
                 Core::Primary(p) => {

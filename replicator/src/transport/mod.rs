@@ -10,7 +10,11 @@
 //! - `send` never blocks: bytes are written at once when the socket has room and queued in order
 //!   otherwise. A handler may call any method from inside `on_event`.
 //! - Events of one connection arrive in order, from one thread at a time; `Closed` is the last
-//!   event of a connection and arrives exactly once, also after a local `close`.
+//!   event of a connection and arrives exactly once, also after a local `close`. A connection
+//!   closed before it was established ends with `ConnectFailed` instead. `shutdown` delivers
+//!   no events at all, not even `Closed`.
+//! - `close` drops bytes still queued; to send a last frame first, wait for `queued_bytes` to
+//!   reach 0 (the node does, bounded by a linger time).
 //! - Every socket has `TCP_NODELAY`.
 
 use std::io;
@@ -95,7 +99,7 @@ pub trait Transport: Send + Sync + 'static {
     /// an unknown or closed connection are dropped.
     fn send(&self, conn: ConnId, data: Bytes);
 
-    /// Bytes queued on `conn` and not yet handed to the kernel.
+    /// Bytes queued on `conn` or in flight (not yet accepted by the kernel).
     fn queued_bytes(&self, conn: ConnId) -> usize;
 
     /// Closes `conn`; a [`NetEvent::Closed`] follows.
