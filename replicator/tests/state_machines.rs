@@ -415,8 +415,7 @@ fn records_out_of_order_close_the_session() {
     );
     h.tick(MS);
     let conn = h.p.links()[0].conn().unwrap();
-    let mut later = MemLog::default();
-    later.records = log_of(3).records;
+    let later = log_of(3);
     let mut fo = Vec::new();
     let c = later.chunk(Lsn(2), 1 << 20).unwrap();
     h.f.on_frame(

@@ -212,13 +212,11 @@ fn client_loop(
     }
 }
 
+/// The `--acked` writer: where to send `(LSN, CRC)`, and its thread (returns the lines written).
+type AckedWriter = (crossbeam_channel::Sender<(u64, u32)>, JoinHandle<anyhow::Result<u64>>);
+
 /// Writes `LSN CRC` lines until the channel closes.
-pub fn start_acked_writer(
-    path: PathBuf,
-) -> anyhow::Result<(
-    crossbeam_channel::Sender<(u64, u32)>,
-    JoinHandle<anyhow::Result<u64>>,
-)> {
+pub fn start_acked_writer(path: PathBuf) -> anyhow::Result<AckedWriter> {
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let (tx, rx) = crossbeam_channel::bounded::<(u64, u32)>(ACKED_QUEUE_CAPACITY);
     let t = std::thread::Builder::new()

@@ -132,6 +132,9 @@ pub(crate) struct Inner {
     /// Connections to close once their queued bytes (a Reject frame, say) have left, or at the
     /// deadline: `Transport::close` drops what is still queued.
     closing: Mutex<Vec<(ConnId, Instant)>>,
+    /// Failed connects, handled by the ticker: a transport may report one from inside
+    /// `connect`, which the driver calls with the state machine locked.
+    failed_connects: Mutex<Vec<(ConnId, String)>>,
 }
 
 /// A running node.
@@ -249,6 +252,7 @@ impl Node {
             counters: Counters::default(),
             commit_timeout: timeouts.commit,
             closing: Mutex::new(Vec::new()),
+            failed_connects: Mutex::new(Vec::new()),
             log,
             config,
         });
@@ -819,6 +823,10 @@ impl Inner {
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(TICK);
             self.finish_closes();
+            let failed: Vec<_> = self.failed_connects.lock().drain(..).collect();
+            for (conn, why) in failed {
+                self.on_conn_closed(self.now(), conn, why);
+            }
             let now = self.now();
             match &self.core {
                 Core::Primary(p) => {
