@@ -397,6 +397,7 @@ impl Link {
                 },
             ) => {
                 self.counters.rejected_by_peer += 1;
+                ctx.refused_by_peer(code);
                 let why = format!(
                     "follower refused the session: {} ({detail}): {message}",
                     code.as_str()

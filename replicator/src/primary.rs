@@ -165,8 +165,10 @@ pub enum ReadError {
 /// Counters of the primary as a whole.
 #[derive(Debug, Default)]
 pub struct PrimaryCounters {
-    /// Sessions refused, by reason.
+    /// Sessions this primary refused, by reason.
     pub rejected: BTreeMap<&'static str, u64>,
+    /// Sessions followers refused, by reason.
+    pub refused_by_peer: BTreeMap<&'static str, u64>,
     /// Times degraded mode was entered.
     pub degraded_entered: u64,
     /// Times a follower was dropped from retention.
@@ -188,6 +190,14 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     pub(crate) fn rejected(&mut self, code: RejectCode) {
         *self.counters.rejected.entry(code.as_str()).or_default() += 1;
+    }
+
+    pub(crate) fn refused_by_peer(&mut self, code: RejectCode) {
+        *self
+            .counters
+            .refused_by_peer
+            .entry(code.as_str())
+            .or_default() += 1;
     }
 }
 
@@ -485,6 +495,9 @@ impl Primary {
                 .counters
                 .rejected
                 .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            refused_by_peer: (self.counters.refused_by_peer.iter())
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             followers: (self.links.iter().zip(&self.retained))

@@ -91,8 +91,10 @@ pub struct PrimaryStatus {
     pub degraded_entered: u64,
     /// Records at and after this LSN are kept for followers.
     pub retention_lsn: u64,
-    /// Sessions refused, by reason.
+    /// Sessions this primary refused, by reason.
     pub rejected: Vec<(String, u64)>,
+    /// Sessions followers refused, by reason (a follower with another cluster id, say).
+    pub refused_by_peer: Vec<(String, u64)>,
     /// Each follower.
     pub followers: Vec<FollowerStatus>,
 }

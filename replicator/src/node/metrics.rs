@@ -1,380 +1,420 @@
 //! Prometheus text for `/metrics`, rendered from [`NodeStatus`]. Names follow Prometheus
-//! conventions (`_total` counters, base units: seconds, bytes).
+//! conventions (`_total` counters, base units: seconds, bytes); every family's samples are
+//! written together, after its `# HELP` and `# TYPE` lines.
 
 use crate::http::PromText;
 use crate::link::Phase;
+use crate::status::{FollowerSideStatus, FollowerStatus, PrimaryStatus};
 
 use super::NodeStatus;
+
+fn flag(b: bool) -> f64 {
+    f64::from(u8::from(b))
+}
+
+/// One gauge or counter with a single sample labelled by node.
+fn single(p: &mut PromText, node: &str, name: &str, help: &str, kind: &str, value: f64) {
+    p.family(name, help, kind);
+    p.sample(name, &[("node", node)], value);
+}
+
+/// One family with a sample per `(label value, value)`.
+fn labelled(
+    p: &mut PromText,
+    node: &str,
+    name: &str,
+    help: &str,
+    kind: &str,
+    label: &str,
+    samples: &[(&str, f64)],
+) {
+    p.family(name, help, kind);
+    for (v, x) in samples {
+        p.sample(name, &[("node", node), (label, v)], *x);
+    }
+}
 
 /// Renders the node's metrics.
 pub fn render_metrics(s: &NodeStatus) -> String {
     let mut p = PromText::new();
-    let node = [("node", s.node_id.as_str())];
-    p.family("logship_up", "1 while the node runs.", "gauge");
-    p.sample("logship_up", &node, 1.0);
-    p.family(
+    let n = s.node_id.as_str();
+    single(
+        &mut p,
+        n,
+        "logship_up",
+        "1 while the node runs.",
+        "gauge",
+        1.0,
+    );
+    single(
+        &mut p,
+        n,
         "logship_is_primary",
         "1 on the primary, 0 on a follower.",
         "gauge",
+        flag(s.primary.is_some()),
     );
-    p.sample(
-        "logship_is_primary",
-        &node,
-        f64::from(u8::from(s.primary.is_some())),
-    );
-    p.family(
+    single(
+        &mut p,
+        n,
         "logship_log_last_lsn",
         "Last LSN written to the local log.",
         "gauge",
+        s.last_lsn as f64,
     );
-    p.sample("logship_log_last_lsn", &node, s.last_lsn as f64);
-    p.family(
+    single(
+        &mut p,
+        n,
         "logship_log_durable_lsn",
         "Last LSN durable in the local log.",
         "gauge",
+        s.durable_lsn as f64,
     );
-    p.sample("logship_log_durable_lsn", &node, s.durable_lsn as f64);
-    p.family(
+    single(
+        &mut p,
+        n,
         "logship_log_first_lsn",
         "First LSN held by the local log.",
         "gauge",
+        s.first_lsn as f64,
     );
-    p.sample("logship_log_first_lsn", &node, s.first_lsn as f64);
-    p.family(
+    let appends: Vec<(&str, f64)> = s
+        .appends
+        .iter()
+        .map(|(l, v)| (l.as_str(), *v as f64))
+        .collect();
+    labelled(
+        &mut p,
+        n,
         "logship_appends_total",
         "Appends accepted, by durability level.",
         "counter",
+        "level",
+        &appends,
     );
-    for (level, n) in &s.appends {
-        p.sample(
-            "logship_appends_total",
-            &[("node", &s.node_id), ("level", level)],
-            *n as f64,
-        );
-    }
-    p.family(
+    single(
+        &mut p,
+        n,
         "logship_appends_waiting",
         "Appends waiting for their durability level.",
         "gauge",
+        s.waiting_appends as f64,
     );
-    p.sample("logship_appends_waiting", &node, s.waiting_appends as f64);
-    p.family(
+    single(
+        &mut p,
+        n,
         "logship_quorum_timeouts_total",
         "Appends failed with QuorumUnavailable.",
         "counter",
-    );
-    p.sample(
-        "logship_quorum_timeouts_total",
-        &node,
         s.quorum_timeouts as f64,
     );
-    p.family(
+    single(
+        &mut p,
+        n,
         "logship_malformed_frames_total",
         "Connections closed for a malformed frame.",
         "counter",
-    );
-    p.sample(
-        "logship_malformed_frames_total",
-        &node,
         s.malformed_frames as f64,
     );
-    p.family(
+    single(
+        &mut p,
+        n,
         "logship_replication_connections_total",
         "Replication connections established.",
         "counter",
-    );
-    p.sample(
-        "logship_replication_connections_total",
-        &node,
         s.connections as f64,
     );
+    p.family(
+        "logship_sessions_rejected_total",
+        "Replication sessions refused, by reason and by which side refused (self or peer).",
+        "counter",
+    );
+    let refused = [
+        (
+            "self",
+            s.primary.as_ref().map_or(&[][..], |x| &x.rejected[..]),
+        ),
+        (
+            "peer",
+            s.primary
+                .as_ref()
+                .map_or(&[][..], |x| &x.refused_by_peer[..]),
+        ),
+        (
+            "self",
+            s.follower.as_ref().map_or(&[][..], |x| &x.rejected[..]),
+        ),
+    ];
+    for (by, list) in refused {
+        for (reason, v) in list {
+            p.sample(
+                "logship_sessions_rejected_total",
+                &[("node", n), ("reason", reason), ("by", by)],
+                *v as f64,
+            );
+        }
+    }
     if let Some(pr) = &s.primary {
-        primary(&mut p, &s.node_id, pr);
+        primary(&mut p, n, pr);
     }
     if let Some(f) = &s.follower {
-        follower(&mut p, &s.node_id, f);
+        follower(&mut p, n, f);
     }
     p.finish()
 }
 
-fn primary(p: &mut PromText, node: &str, s: &crate::status::PrimaryStatus) {
-    p.family(
+fn primary(p: &mut PromText, n: &str, s: &PrimaryStatus) {
+    let c = s.commit;
+    let commit = [
+        ("local", c.local as f64),
+        ("remote_write", c.remote_write as f64),
+        ("remote_durable", c.remote_durable as f64),
+        ("remote_applied", c.remote_applied as f64),
+    ];
+    labelled(
+        p,
+        n,
         "logship_commit_lsn",
         "Commit LSN per durability level.",
         "gauge",
+        "level",
+        &commit,
     );
-    let c = s.commit;
-    for (level, v) in [
-        ("local", c.local),
-        ("remote_write", c.remote_write),
-        ("remote_durable", c.remote_durable),
-        ("remote_applied", c.remote_applied),
-    ] {
-        p.sample(
-            "logship_commit_lsn",
-            &[("node", node), ("level", level)],
-            v as f64,
-        );
-    }
-    let n = [("node", node)];
-    p.family(
+    single(
+        p,
+        n,
         "logship_quorum_available",
         "1 when enough sync followers are healthy.",
         "gauge",
+        flag(s.quorum_available),
     );
-    p.sample(
-        "logship_quorum_available",
-        &n,
-        f64::from(u8::from(s.quorum_available)),
-    );
-    p.family(
+    single(
+        p,
+        n,
         "logship_degraded",
         "1 while remote levels are acknowledged at local durability.",
         "gauge",
+        flag(s.degraded),
     );
-    p.sample("logship_degraded", &n, f64::from(u8::from(s.degraded)));
-    p.family(
+    single(
+        p,
+        n,
         "logship_degraded_entered_total",
         "Times degraded mode was entered.",
         "counter",
-    );
-    p.sample(
-        "logship_degraded_entered_total",
-        &n,
         s.degraded_entered as f64,
     );
-    p.family(
+    single(
+        p,
+        n,
         "logship_retention_lsn",
         "Records from this LSN on are kept for followers.",
         "gauge",
+        s.retention_lsn as f64,
     );
-    p.sample("logship_retention_lsn", &n, s.retention_lsn as f64);
-    p.family(
-        "logship_sessions_rejected_total",
-        "Replication sessions refused, by reason.",
-        "counter",
-    );
-    for (reason, v) in &s.rejected {
-        p.sample(
-            "logship_sessions_rejected_total",
-            &[("node", node), ("reason", reason)],
-            *v as f64,
-        );
-    }
-    for (name, help, kind) in FOLLOWER_FAMILIES {
+    for (name, help, kind, values) in FOLLOWER_FAMILIES {
         p.family(name, help, kind);
-    }
-    for f in &s.followers {
-        let l = [
-            ("node", node),
-            ("follower", f.name.as_str()),
-            ("mode", f.mode.as_str()),
-        ];
-        let with = |level: &'static str| [l[0], l[1], l[2], ("level", level)];
-        p.sample(
-            "logship_follower_healthy",
-            &l,
-            f64::from(u8::from(f.healthy)),
-        );
-        p.sample(
-            "logship_follower_streaming",
-            &l,
-            f64::from(u8::from(matches!(
-                f.phase,
-                Phase::Streaming | Phase::CatchingUp
-            ))),
-        );
-        let breaker = match f.breaker.as_str() {
-            "open" => 1.0,
-            "half_open" => 2.0,
-            _ => 0.0,
-        };
-        p.sample("logship_follower_breaker_state", &l, breaker);
-        p.sample(
-            "logship_follower_breaker_opened_total",
-            &l,
-            f.breaker_opened as f64,
-        );
-        for (level, lsn, behind, lag) in [
-            ("write", f.write_lsn, f.write_behind, f.write_lag_ms),
-            ("durable", f.durable_lsn, f.durable_behind, f.flush_lag_ms),
-            ("applied", f.applied_lsn, f.applied_behind, f.replay_lag_ms),
-        ] {
-            p.sample("logship_follower_lsn", &with(level), lsn as f64);
-            p.sample(
-                "logship_follower_lag_records",
-                &with(level),
-                behind.records as f64,
-            );
-            p.sample(
-                "logship_follower_lag_bytes",
-                &with(level),
-                behind.bytes as f64,
-            );
-            if let Some(ms) = lag {
-                p.sample("logship_follower_lag_seconds", &with(level), ms / 1e3);
+        for f in &s.followers {
+            for (level, v) in values(f) {
+                let mut labels = vec![
+                    ("node", n),
+                    ("follower", f.name.as_str()),
+                    ("mode", f.mode.as_str()),
+                ];
+                if let Some(level) = level {
+                    labels.push(("level", level));
+                }
+                if let Some(v) = v {
+                    p.sample(name, &labels, v);
+                }
             }
         }
-        p.sample(
-            "logship_follower_retained",
-            &l,
-            f64::from(u8::from(f.retained)),
-        );
-        p.sample("logship_follower_purged", &l, f64::from(u8::from(f.purged)));
-        p.sample(
-            "logship_follower_sessions_total",
-            &l,
-            f.counters.sessions as f64,
-        );
-        p.sample(
-            "logship_follower_failures_total",
-            &l,
-            f.counters.failures as f64,
-        );
-        p.sample(
-            "logship_follower_sent_bytes_total",
-            &l,
-            f.counters.bytes_sent as f64,
-        );
-        p.sample(
-            "logship_follower_catch_up_chunks_total",
-            &l,
-            f.counters.chunks_sent as f64,
-        );
     }
 }
 
-const FOLLOWER_FAMILIES: [(&str, &str, &str); 14] = [
-    (
-        "logship_follower_healthy",
-        "1 when the follower streams and was heard within the peer timeout.",
-        "gauge",
-    ),
-    (
-        "logship_follower_streaming",
-        "1 while the link streams (live or catching up).",
-        "gauge",
-    ),
-    (
-        "logship_follower_breaker_state",
-        "Circuit breaker: 0 closed, 1 open, 2 half-open.",
-        "gauge",
-    ),
-    (
-        "logship_follower_breaker_opened_total",
-        "Times the breaker opened.",
-        "counter",
-    ),
-    (
-        "logship_follower_lsn",
-        "LSN the follower acknowledged, by level.",
-        "gauge",
-    ),
-    (
-        "logship_follower_lag_records",
-        "Records behind the primary's last LSN, by level.",
-        "gauge",
-    ),
-    (
-        "logship_follower_lag_bytes",
-        "Bytes behind the primary's last LSN, by level.",
-        "gauge",
-    ),
+type Values = fn(&FollowerStatus) -> Vec<(Option<&'static str>, Option<f64>)>;
+
+fn one(v: f64) -> Vec<(Option<&'static str>, Option<f64>)> {
+    vec![(None, Some(v))]
+}
+
+fn levels(w: f64, d: f64, a: f64) -> Vec<(Option<&'static str>, Option<f64>)> {
+    vec![
+        (Some("write"), Some(w)),
+        (Some("durable"), Some(d)),
+        (Some("applied"), Some(a)),
+    ]
+}
+
+const FOLLOWER_FAMILIES: [(&str, &str, &str, Values); 14] = [
+    ("logship_follower_healthy", "1 when the follower streams and was heard within the peer timeout.", "gauge", |f| one(flag(f.healthy))),
+    ("logship_follower_streaming", "1 while the link streams (live or catching up).", "gauge", |f| {
+        one(flag(matches!(f.phase, Phase::Streaming | Phase::CatchingUp)))
+    }),
+    ("logship_follower_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", "gauge", |f| {
+        one(match f.breaker.as_str() {
+            "open" => 1.0,
+            "half_open" => 2.0,
+            _ => 0.0,
+        })
+    }),
+    ("logship_follower_breaker_opened_total", "Times the breaker opened.", "counter", |f| one(f.breaker_opened as f64)),
+    ("logship_follower_lsn", "LSN the follower acknowledged, by level.", "gauge", |f| {
+        levels(f.write_lsn as f64, f.durable_lsn as f64, f.applied_lsn as f64)
+    }),
+    ("logship_follower_lag_records", "Records behind the primary's last LSN, by level.", "gauge", |f| {
+        levels(f.write_behind.records as f64, f.durable_behind.records as f64, f.applied_behind.records as f64)
+    }),
+    ("logship_follower_lag_bytes", "Bytes behind the primary's last LSN, by level.", "gauge", |f| {
+        levels(f.write_behind.bytes as f64, f.durable_behind.bytes as f64, f.applied_behind.bytes as f64)
+    }),
     (
         "logship_follower_lag_seconds",
-        "Last measured time from sending to acknowledgement, by level (write/flush/replay lag).",
+        "Last measured time from sending to acknowledgement, by level (write, flush and replay lag).",
         "gauge",
+        |f| {
+            let s = |ms: Option<f64>| ms.map(|v| v / 1e3);
+            vec![(Some("write"), s(f.write_lag_ms)), (Some("durable"), s(f.flush_lag_ms)), (Some("applied"), s(f.replay_lag_ms))]
+        },
     ),
-    (
-        "logship_follower_retained",
-        "1 while the follower holds back purging.",
-        "gauge",
-    ),
-    (
-        "logship_follower_purged",
-        "1 when the follower needs records that were purged.",
-        "gauge",
-    ),
-    (
-        "logship_follower_sessions_total",
-        "Sessions that reached streaming.",
-        "counter",
-    ),
-    (
-        "logship_follower_failures_total",
-        "Connect failures, timeouts and lost connections.",
-        "counter",
-    ),
-    (
-        "logship_follower_sent_bytes_total",
-        "Record bytes sent.",
-        "counter",
-    ),
-    (
-        "logship_follower_catch_up_chunks_total",
-        "Catch-up chunks sent from the log.",
-        "counter",
-    ),
+    ("logship_follower_retained", "1 while the follower holds back purging.", "gauge", |f| one(flag(f.retained))),
+    ("logship_follower_purged", "1 when the follower needs records that were purged.", "gauge", |f| one(flag(f.purged))),
+    ("logship_follower_sessions_total", "Sessions that reached streaming.", "counter", |f| one(f.counters.sessions as f64)),
+    ("logship_follower_failures_total", "Connect failures, timeouts and lost connections.", "counter", |f| {
+        one(f.counters.failures as f64)
+    }),
+    ("logship_follower_sent_bytes_total", "Record bytes sent.", "counter", |f| one(f.counters.bytes_sent as f64)),
+    ("logship_follower_catch_up_chunks_total", "Catch-up chunks sent from the log.", "counter", |f| {
+        one(f.counters.chunks_sent as f64)
+    }),
 ];
 
-fn follower(p: &mut PromText, node: &str, f: &crate::status::FollowerSideStatus) {
-    let n = [("node", node)];
-    p.family(
+fn follower(p: &mut PromText, n: &str, f: &FollowerSideStatus) {
+    single(
+        p,
+        n,
         "logship_replica_connected",
         "1 while streaming from a primary.",
         "gauge",
+        flag(f.connected),
     );
-    p.sample(
-        "logship_replica_connected",
-        &n,
-        f64::from(u8::from(f.connected)),
-    );
-    p.family(
+    let lsns = [
+        ("write", f.write_lsn as f64),
+        ("durable", f.durable_lsn as f64),
+        ("applied", f.applied_lsn as f64),
+    ];
+    labelled(
+        p,
+        n,
         "logship_replica_lsn",
         "This follower's positions, by level.",
         "gauge",
+        "level",
+        &lsns,
     );
-    for (level, v) in [
-        ("write", f.write_lsn),
-        ("durable", f.durable_lsn),
-        ("applied", f.applied_lsn),
-    ] {
-        p.sample(
-            "logship_replica_lsn",
-            &[("node", node), ("level", level)],
-            v as f64,
-        );
-    }
-    p.family(
+    single(
+        p,
+        n,
         "logship_replica_primary_commit_lsn",
         "The primary's commit LSN as last heard.",
         "gauge",
-    );
-    p.sample(
-        "logship_replica_primary_commit_lsn",
-        &n,
         f.primary_commit_lsn as f64,
     );
-    p.family(
+    let behind = f.primary_last_lsn.saturating_sub(f.write_lsn) as f64;
+    single(
+        p,
+        n,
         "logship_replica_lag_records",
         "Records behind the primary's last LSN as last heard.",
         "gauge",
+        behind,
     );
-    p.sample(
-        "logship_replica_lag_records",
-        &n,
-        f.primary_last_lsn.saturating_sub(f.write_lsn) as f64,
-    );
-    p.family(
-        "logship_sessions_rejected_total",
-        "Replication sessions refused, by reason.",
-        "counter",
-    );
-    for (reason, v) in &f.rejected {
-        p.sample(
-            "logship_sessions_rejected_total",
-            &[("node", node), ("reason", reason)],
-            *v as f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::link::LinkCounters;
+    use crate::status::{Behind, CommitLsns};
+
+    fn follower_status(name: &str) -> FollowerStatus {
+        FollowerStatus {
+            name: name.into(),
+            addr: "127.0.0.1:1".into(),
+            mode: "sync".into(),
+            phase: Phase::Streaming,
+            healthy: true,
+            breaker: "closed".into(),
+            breaker_opened: 0,
+            write_lsn: 3,
+            durable_lsn: 2,
+            applied_lsn: 1,
+            write_behind: Behind::default(),
+            durable_behind: Behind::default(),
+            applied_behind: Behind::default(),
+            write_lag_ms: Some(0.2),
+            flush_lag_ms: None,
+            replay_lag_ms: None,
+            retained: true,
+            purged: false,
+            last_error: None,
+            counters: LinkCounters::default(),
+        }
+    }
+
+    #[test]
+    fn every_family_is_one_contiguous_group() {
+        let s = NodeStatus {
+            node_id: "p".into(),
+            cluster_id: "c".into(),
+            role: crate::config::Role::Primary,
+            log_backend: "portable".into(),
+            transport: "portable".into(),
+            uptime_s: 1.0,
+            first_lsn: 1,
+            last_lsn: 3,
+            durable_lsn: 3,
+            waiting_appends: 0,
+            appends: vec![("local".into(), 1)],
+            quorum_timeouts: 0,
+            malformed_frames: 0,
+            connections: 2,
+            primary: Some(PrimaryStatus {
+                last_lsn: 3,
+                first_lsn: 1,
+                commit: CommitLsns::default(),
+                quorum: "ANY 1 (a, b)".into(),
+                quorum_available: true,
+                degraded: false,
+                degraded_entered: 0,
+                retention_lsn: 1,
+                rejected: vec![("auth_failed".into(), 1)],
+                refused_by_peer: vec![("cluster_id".into(), 2)],
+                followers: vec![follower_status("a"), follower_status("b")],
+            }),
+            follower: None,
+        };
+        let text = render_metrics(&s);
+        let mut seen = HashSet::new();
+        let mut current = String::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap().to_string();
+            if name != current {
+                assert!(
+                    seen.insert(name.clone()),
+                    "{name} appears in two groups:\n{text}"
+                );
+                current = name;
+            }
+        }
+        assert!(
+            text.contains(
+                "logship_sessions_rejected_total{node=\"p\",reason=\"cluster_id\",by=\"peer\"} 2"
+            ),
+            "{text}"
         );
+        assert!(text.contains("logship_follower_lag_seconds{node=\"p\",follower=\"a\",mode=\"sync\",level=\"write\"} 0.0002"), "{text}");
     }
 }
