@@ -213,7 +213,10 @@ fn client_loop(
 }
 
 /// The `--acked` writer: where to send `(LSN, CRC)`, and its thread (returns the lines written).
-type AckedWriter = (crossbeam_channel::Sender<(u64, u32)>, JoinHandle<anyhow::Result<u64>>);
+type AckedWriter = (
+    crossbeam_channel::Sender<(u64, u32)>,
+    JoinHandle<anyhow::Result<u64>>,
+);
 
 /// Writes `LSN CRC` lines until the channel closes.
 pub fn start_acked_writer(path: PathBuf) -> anyhow::Result<AckedWriter> {

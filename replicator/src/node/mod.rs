@@ -716,7 +716,9 @@ impl Inner {
         if self.transport().queued_bytes(conn) == 0 {
             self.transport().close(conn);
         } else {
-            self.closing.lock().push((conn, Instant::now() + CLOSE_LINGER));
+            self.closing
+                .lock()
+                .push((conn, Instant::now() + CLOSE_LINGER));
         }
     }
 
