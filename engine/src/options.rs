@@ -89,6 +89,11 @@ pub trait LogObserver: std::fmt::Debug + Send + Sync + 'static {
     fn on_batch(&self, first: Lsn, last: Lsn, records: &[u8]);
     /// Every record up to `durable` is on stable storage.
     fn on_durable(&self, durable: Lsn);
+    /// The log was poisoned by a failed write or fdatasync: nothing more becomes durable until
+    /// it is reopened.
+    fn on_failure(&self, cause: &str) {
+        let _ = cause;
+    }
 }
 
 impl Default for Options {

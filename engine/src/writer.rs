@@ -516,6 +516,9 @@ impl Writer {
             st.items.drain(..).collect()
         };
         self.shared.watermark.poison(cause.clone());
+        if let Some(observer) = &self.shared.options.observer {
+            observer.on_failure(&cause);
+        }
         for item in self.pending.drain(..).chain(items) {
             if let Item::Truncate { reply, .. } = item {
                 let _ = reply.send(Err(Error::Poisoned {

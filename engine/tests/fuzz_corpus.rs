@@ -126,6 +126,10 @@ fn regressions() {
             .and_then(|n| n.to_str())
             .expect("a UTF-8 target name")
             .to_string();
+        if !TARGETS.iter().any(|(name, _)| *name == target) {
+            // Another crate's target (the replicator replays its own).
+            continue;
+        }
         let inputs = read_inputs(&files_in(&dir));
         let outcome = panic::catch_unwind(|| run_all(harness(&target), inputs));
         if let Err(p) = outcome {

@@ -341,6 +341,13 @@ impl Link {
         };
     }
 
+    /// Ends the current session (if any) so that the next one starts from a fresh handshake.
+    pub fn restart(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, why: &str) {
+        if self.conn().is_some() {
+            self.fail(now, ctx, out, why.to_string());
+        }
+    }
+
     /// Refuses the session: Reject frame, then close.
     fn reject(
         &mut self,
@@ -495,7 +502,8 @@ impl Link {
             return self.reject(now, ctx, out, RejectCode::AuthFailed, 0, m);
         }
         let l = reply.last_lsn;
-        if l > Lsn::ZERO && l <= ctx.last_lsn && l >= ctx.first_lsn {
+        let beyond_a_cut = ctx.truncated_at.is_some_and(|t| l > t);
+        if l > Lsn::ZERO && l <= ctx.last_lsn && l >= ctx.first_lsn && !beyond_a_cut {
             out.push(Action::LookupCrc {
                 link: ctx.link,
                 conn,
@@ -565,10 +573,16 @@ impl Link {
     ) {
         let Some(conn) = self.conn() else { return };
         let l = reply.last_lsn;
-        let (truncate_after, start) = if l > ctx.last_lsn {
-            (Some(ctx.last_lsn), ctx.last_lsn.next())
-        } else {
-            (None, l.next())
+        // Past the primary's end, or past a point the primary's log was truncated at since this
+        // node started: what the follower has there may differ, so it is cut and resent.
+        let cut = match ctx.truncated_at {
+            Some(t) if l > t => Some(t.min(ctx.last_lsn)),
+            _ if l > ctx.last_lsn => Some(ctx.last_lsn),
+            _ => None,
+        };
+        let (truncate_after, start) = match cut {
+            Some(c) => (Some(c), c.next()),
+            None => (None, l.next()),
         };
         if start < ctx.first_lsn {
             self.purged = true;

@@ -183,6 +183,8 @@ pub struct Ctx<'a> {
     pub(crate) first_lsn: Lsn,
     pub(crate) last_lsn: Lsn,
     pub(crate) commit_lsn: Lsn,
+    /// The lowest LSN the log was truncated after since this primary started.
+    pub(crate) truncated_at: Option<Lsn>,
     pub(crate) rng: &'a mut Rng,
     counters: &'a mut PrimaryCounters,
 }
@@ -211,6 +213,7 @@ pub struct Primary {
     index: ByteIndex,
     first_lsn: Lsn,
     local_durable: Lsn,
+    truncated_at: Option<Lsn>,
     rng: Rng,
     counters: PrimaryCounters,
 }
@@ -228,6 +231,7 @@ impl Primary {
             index: ByteIndex::new(last),
             first_lsn: first,
             local_durable: durable,
+            truncated_at: None,
             rng: Rng::new(seed),
             counters: PrimaryCounters::default(),
             config,
@@ -245,6 +249,7 @@ impl Primary {
             first_lsn: self.first_lsn,
             last_lsn: self.index.last(),
             commit_lsn: self.tracker.committed(DurabilityLevel::RemoteDurable),
+            truncated_at: self.truncated_at,
             rng: &mut self.rng,
             counters: &mut self.counters,
         };
@@ -363,10 +368,31 @@ impl Primary {
         records: Bytes,
         out: &mut Vec<Action>,
     ) {
-        assert_eq!(first, self.index.last().next(), "batches are dense");
+        if first != self.index.last().next() {
+            self.on_truncated(now, first.prev(), out);
+        }
         self.index.push(last, records.len() as u64);
         for i in 0..self.links.len() {
             self.with_ctx(i, |l, ctx| l.on_batch(now, first, last, &records, ctx, out));
+        }
+    }
+
+    /// The log was truncated after `last` (by its owner): followers that have more must be
+    /// truncated too, so every link starts a new session, whose handshake does that.
+    fn on_truncated(&mut self, now: Duration, last: Lsn, out: &mut Vec<Action>) {
+        assert!(
+            last < self.index.last(),
+            "batches skip from {} to {}",
+            self.index.last(),
+            last.next()
+        );
+        tracing::warn!(after = %last, "the primary's log was truncated: followers resynchronize");
+        self.index = ByteIndex::new(last);
+        self.truncated_at = Some(self.truncated_at.map_or(last, |t| t.min(last)));
+        for i in 0..self.links.len() {
+            self.with_ctx(i, |l, ctx| {
+                l.restart(now, ctx, out, "the primary's log was truncated")
+            });
         }
     }
 

@@ -270,3 +270,36 @@ fn purging_keeps_what_followers_need_until_an_async_follower_falls_too_far_behin
         "b got nothing it could not continue from"
     );
 }
+
+#[test]
+fn truncating_the_primary_resynchronizes_its_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = follower(dir.path(), "a", KEY);
+    let p = primary(
+        dir.path(),
+        &[("a", a.replication_addr().unwrap(), "sync")],
+        "",
+    );
+    for i in 0..100u32 {
+        p.append(
+            Bytes::from(format!("first {i}")),
+            DurabilityLevel::RemoteDurable,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    }
+    p.log().truncate_after(Lsn(50)).unwrap();
+    let mut last = Lsn::ZERO;
+    for i in 0..100u32 {
+        last = p
+            .append(Bytes::from(format!("second {i}")), DurabilityLevel::Local)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    assert_eq!(last, Lsn(150));
+    wait_until("a resynchronized", Duration::from_secs(10), || {
+        a.log().durable_lsn() >= last && all_bytes(&a, last) == all_bytes(&p, last)
+    });
+}

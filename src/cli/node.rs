@@ -39,8 +39,18 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         node.client_addr().map_or("-".into(), |a| a.to_string()),
         node.http_addr().map_or("-".into(), |a| a.to_string()),
     );
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "stopping");
+    loop {
+        if let Some(sig) = signals.pending().next() {
+            tracing::info!(signal = sig, "stopping");
+            break;
+        }
+        if let Some(cause) = node.failure() {
+            node.shutdown();
+            anyhow::bail!(
+                "node {id} stopped: its log is poisoned ({cause}); restart it to recover from disk"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     node.shutdown();
     Ok(ExitCode::SUCCESS)

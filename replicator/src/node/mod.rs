@@ -135,6 +135,8 @@ pub(crate) struct Inner {
     /// Failed connects, handled by the ticker: a transport may report one from inside
     /// `connect`, which the driver calls with the state machine locked.
     failed_connects: Mutex<Vec<(ConnId, String)>>,
+    /// Why the log was poisoned, once it is: the node then only answers status.
+    failure: OnceLock<String>,
 }
 
 /// A running node.
@@ -253,6 +255,7 @@ impl Node {
             commit_timeout: timeouts.commit,
             closing: Mutex::new(Vec::new()),
             failed_connects: Mutex::new(Vec::new()),
+            failure: OnceLock::new(),
             log,
             config,
         });
@@ -397,6 +400,12 @@ impl Node {
         self.http.as_ref().map(HttpServer::local_addr)
     }
 
+    /// Why the node stopped accepting work (its log was poisoned by an I/O failure), if it
+    /// did. Restarting the node reopens the log from disk.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failure.get().cloned()
+    }
+
     /// The underlying log.
     pub fn log(&self) -> &Log {
         &self.inner.log
@@ -508,7 +517,17 @@ impl Inner {
             _ => waiters::deadline(self.commit_timeout),
         };
         self.counters.appends[level as usize].fetch_add(1, Ordering::Relaxed);
-        Ok(self.waiters.register(level, lsn, deadline))
+        let commit = self.waiters.register(level, lsn, deadline);
+        if let Some(cause) = self.failure.get() {
+            // Poisoned after the append was taken: its waiter may have missed `fail_all`.
+            let cause = cause.clone();
+            self.waiters.fail_all(|| {
+                Error::Log(logship_engine::Error::Poisoned {
+                    cause: cause.clone(),
+                })
+            });
+        }
+        Ok(commit)
     }
 
     fn report_applied(&self, lsn: Lsn) {
@@ -540,6 +559,18 @@ impl Inner {
             p.on_batch(self.now(), first, last, records, &mut out);
             self.run_primary(&mut p, out);
         }
+    }
+
+    /// The log was poisoned: every waiting and later append fails with the cause.
+    pub(crate) fn on_failure(&self, cause: &str) {
+        let _ = self.failure.set(cause.to_string());
+        tracing::error!(%cause, "the log is poisoned: this node accepts nothing until it is restarted");
+        let cause = cause.to_string();
+        self.waiters.fail_all(|| {
+            Error::Log(logship_engine::Error::Poisoned {
+                cause: cause.clone(),
+            })
+        });
     }
 
     /// The log is durable up to `lsn`.
@@ -962,7 +993,12 @@ impl Inner {
     fn http(&self, path: &str) -> HttpResponse {
         match path {
             "/metrics" => HttpResponse::ok_prometheus(render_metrics(&self.status())),
-            "/health/live" => HttpResponse::ok_text("live\n"),
+            "/health/live" => match self.failure.get() {
+                None => HttpResponse::ok_text("live\n"),
+                Some(cause) => {
+                    HttpResponse::service_unavailable(format!("log poisoned: {cause}\n"))
+                }
+            },
             "/health/ready" => {
                 let s = self.status();
                 let ready = match (&s.primary, &s.follower) {

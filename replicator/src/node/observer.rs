@@ -38,4 +38,10 @@ impl LogObserver for NodeObserver {
             i.on_durable(durable);
         }
     }
+
+    fn on_failure(&self, cause: &str) {
+        if let Some(i) = self.inner.get().and_then(Weak::upgrade) {
+            i.on_failure(cause);
+        }
+    }
 }
