@@ -6,6 +6,11 @@
 //! logship figure as a ratio to the raw limit it is bounded by. See `bench/README.md` for how to
 //! read the table.
 //!
+//! `logship-bench replicate` measures, in one run, the raw limits (4 KiB overwrite +
+//! fdatasync latency, loopback TCP round trip, 1 MiB sequential bandwidth), then replicated
+//! commit latency and throughput across cluster topologies of in-process `Node`s, and the
+//! catch-up bandwidth of an empty follower, each as a ratio to its limit (`src/replicate/`).
+//!
 //! The binary owns its scratch directory: it creates a fresh one and removes it at the end, also
 //! on error. It never touches any other file.
 #![forbid(unsafe_code)]
@@ -15,6 +20,7 @@ mod latency;
 mod machine;
 mod plan;
 mod raw;
+mod replicate;
 mod report;
 mod scratch;
 mod workload;
@@ -37,6 +43,9 @@ struct Cli {
 enum Command {
     /// Durable append throughput and commit latency against the raw fdatasync limits.
     Append(AppendArgs),
+    /// Replicated commit latency and throughput, and catch-up bandwidth, against the raw
+    /// fdatasync, round-trip and bandwidth limits.
+    Replicate(ReplicateArgs),
 }
 
 /// Arguments of `append`.
@@ -78,6 +87,62 @@ impl BackendArg {
             BackendArg::Portable => Backend::Portable,
         }
     }
+
+    /// The value of a node configuration's `log.backend` and `node.transport` keys.
+    fn config(self) -> &'static str {
+        match self {
+            BackendArg::Auto => "auto",
+            BackendArg::IoUring => "io_uring",
+            BackendArg::Portable => "portable",
+        }
+    }
+}
+
+/// Arguments of `replicate`.
+#[derive(Debug, clap::Args)]
+struct ReplicateArgs {
+    /// Shorter cases and a 128 MiB catch-up (the whole run takes under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Also write every figure as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Parent of the scratch directory that holds every node's log. Default
+    /// `./target/bench-tmp`: the file system the benchmark measures is the one this directory
+    /// is on.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-tmp")]
+    dir: PathBuf,
+    /// The nodes' replication transport.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    transport: BackendArg,
+    /// The nodes' log backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// How the 64-client cases run their clients: tokio tasks (the default: on the 2-vCPU
+    /// machines they commit as much or more than 64 threads once a follower is involved, at
+    /// less CPU) or OS threads.
+    #[arg(long, value_enum, default_value_t = ClientsArg::Tasks)]
+    clients_as: ClientsArg,
+    /// Run only these topologies (for investigating one figure), e.g. `none,2sync_any2`; of
+    /// `none`, `1sync`, `2sync_any1`, `2sync_any2`, `1sync_1async`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_topology)]
+    topologies: Vec<replicate::plan::Topology>,
+    /// Skip the catch-up measurement.
+    #[arg(long)]
+    no_catch_up: bool,
+}
+
+fn parse_topology(s: &str) -> Result<replicate::plan::Topology, String> {
+    replicate::plan::Topology::from_name(s).ok_or_else(|| {
+        format!("{s:?} is not one of none, 1sync, 2sync_any1, 2sync_any2, 1sync_1async")
+    })
+}
+
+/// `--clients-as` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ClientsArg {
+    Tasks,
+    Threads,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +156,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Append(args) => run_append(&args),
+        Command::Replicate(args) => run_replicate(&args),
     }
 }
 
@@ -148,6 +214,55 @@ fn run_append(args: &AppendArgs) -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
+    let mode = match args.clients_as {
+        ClientsArg::Tasks => replicate::ClientMode::Tasks,
+        ClientsArg::Threads => replicate::ClientMode::Threads,
+    };
+    let mut plan = if args.quick {
+        replicate::ReplicatePlan::quick(mode)
+    } else {
+        replicate::ReplicatePlan::full(mode)
+    };
+    if !args.topologies.is_empty() {
+        plan.topologies.clone_from(&args.topologies);
+    }
+    plan.catch_up = !args.no_catch_up;
+    let scratch = scratch::Scratch::create(&args.dir)?;
+    let machine = machine::Machine::probe(scratch.path())?;
+    if let Some(warning) = machine.warning() {
+        eprintln!("WARNING: {warning}");
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    eprintln!(
+        "logship-bench replicate: {} plan, scratch directory {} ({})",
+        plan.name,
+        scratch.path().display(),
+        machine.fs_type
+    );
+    let options = replicate::RunOptions {
+        settings: replicate::cluster::NodeSettings {
+            transport: args.transport.config(),
+            log_backend: args.backend.config(),
+        },
+        backend: args.backend.engine(),
+    };
+    let run = replicate::run(&plan, scratch.path(), options)?;
+    scratch.remove()?;
+    let report = replicate::Report::new(command, plan, machine, run);
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let failures = report.failures();
+    if !failures.is_empty() {
+        anyhow::bail!("{} part(s) of the run failed (see errors)", failures.len());
     }
     Ok(())
 }

@@ -1,0 +1,371 @@
+//! An in-process cluster: a primary and its followers as `Node`s in this process, each with its
+//! own log directory under one directory, connected over 127.0.0.1 (followers listen on port 0;
+//! the primary is configured with the ports they got). Every node is configured from TOML text
+//! through `NodeConfig::parse`, as `replicator/tests/cluster.rs` does.
+//!
+//! Starting waits, for a bounded time, until every follower is streaming; a cluster that does
+//! not get there is an error that says where each link stands.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use logship_engine::Lsn;
+use logship_replicator::config::NodeConfig;
+use logship_replicator::status::FollowerStatus;
+use logship_replicator::Node;
+
+use crate::replicate::check::CommitCheck;
+use crate::replicate::plan::Topology;
+
+/// The pre-shared key every node of a bench cluster loads (at least 16 bytes of text).
+const CLUSTER_KEY: &str = "logship-bench-cluster-key-0123456789abcdef";
+/// The cluster id of every bench cluster.
+const CLUSTER_ID: &str = "bench";
+/// The primary's node id.
+pub const PRIMARY_ID: &str = "p";
+/// Longest a started cluster may take until every follower streams.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often readiness and catch-up are polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Settings shared by every node of a run: the `node.transport` and `log.backend` values.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeSettings {
+    /// `auto`, `portable` or `io_uring`.
+    pub transport: &'static str,
+    /// `auto`, `portable` or `io_uring`.
+    pub log_backend: &'static str,
+}
+
+/// A follower entry of the primary's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct FollowerRef<'a> {
+    /// Its node id.
+    pub name: &'a str,
+    /// Its replication address.
+    pub addr: SocketAddr,
+    /// `sync` (else `async`).
+    pub sync: bool,
+}
+
+/// A running cluster. The primary is shared with the clients; it stops when the last
+/// reference to it goes.
+#[derive(Debug)]
+pub struct Cluster {
+    topology: Topology,
+    primary: Arc<Node>,
+    followers: Vec<Arc<Node>>,
+}
+
+impl Cluster {
+    /// Starts `topology` in `dir` (created): followers first, then the primary, then waits
+    /// until every follower streams.
+    ///
+    /// # Errors
+    /// When a node does not start or the cluster is not ready within [`READY_TIMEOUT`].
+    pub fn start(
+        dir: &Path,
+        topology: Topology,
+        settings: NodeSettings,
+    ) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut followers = Vec::new();
+        let mut refs = Vec::new();
+        for &(name, sync) in topology.followers() {
+            let node = start_follower(dir, name, settings)?;
+            let addr = node
+                .replication_addr()
+                .ok_or_else(|| anyhow!("follower {name} has no replication address"))?;
+            refs.push(FollowerRef { name, addr, sync });
+            followers.push(Arc::new(node));
+        }
+        let primary = start_primary(
+            dir,
+            &dir.join(PRIMARY_ID),
+            &refs,
+            topology.quorum(),
+            settings,
+        )?;
+        let cluster = Cluster {
+            topology,
+            primary: Arc::new(primary),
+            followers,
+        };
+        wait_streaming(&cluster.primary, READY_TIMEOUT)
+            .with_context(|| format!("cluster {} did not become ready", topology.name()))?;
+        Ok(cluster)
+    }
+
+    /// The cluster's shape.
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// The primary, to share with clients.
+    pub fn primary(&self) -> &Arc<Node> {
+        &self.primary
+    }
+
+    /// A check of commits against this cluster's durable watermarks. Drop it before
+    /// [`Cluster::shutdown`].
+    pub fn commit_check(&self) -> CommitCheck {
+        let sync = (self.followers.iter().zip(self.topology.followers()))
+            .filter(|(_, (_, sync))| *sync)
+            .map(|(f, _)| Arc::clone(f))
+            .collect();
+        CommitCheck::new(Arc::clone(&self.primary), sync, self.topology.quorum_size())
+    }
+
+    /// Waits until every follower holds the primary's last LSN durably: the run's check that
+    /// replication kept every record, async followers included.
+    ///
+    /// # Errors
+    /// When a follower is still behind at `timeout`.
+    pub fn wait_followers_caught_up(&self, timeout: Duration) -> anyhow::Result<()> {
+        let last = self.primary.log().last_lsn();
+        let deadline = Instant::now() + timeout;
+        for f in &self.followers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_durable(f, last, left)
+                .with_context(|| format!("follower {} behind the primary", f.status().node_id))?;
+        }
+        Ok(())
+    }
+
+    /// Stops the primary, then the followers.
+    ///
+    /// # Errors
+    /// When a client or a check still holds a node (it stops when that holder lets go).
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        let primary = Arc::try_unwrap(self.primary);
+        let mut held = match primary {
+            Ok(p) => {
+                p.shutdown();
+                false
+            }
+            Err(_) => true,
+        };
+        for f in self.followers {
+            match Arc::try_unwrap(f) {
+                Ok(f) => f.shutdown(),
+                Err(_) => held = true,
+            }
+        }
+        if held {
+            bail!("a client still holds a node at shutdown: it stops when that client ends");
+        }
+        Ok(())
+    }
+}
+
+/// The key file in `dir`, written if missing.
+fn key_file(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("cluster.key");
+    if !path.exists() {
+        std::fs::write(&path, CLUSTER_KEY)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// A TOML basic string holding `path` (JSON string escapes are valid TOML ones).
+fn toml_path(path: &Path) -> anyhow::Result<String> {
+    let s = path
+        .to_str()
+        .ok_or_else(|| anyhow!("{} is not UTF-8", path.display()))?;
+    Ok(serde_json::to_string(s)?)
+}
+
+/// The `[node]` and `[log]` sections shared by both roles.
+fn node_toml(
+    dir: &Path,
+    id: &str,
+    role: &str,
+    data_dir: &Path,
+    listen: &str,
+    settings: NodeSettings,
+) -> anyhow::Result<String> {
+    Ok(format!(
+        "[node]\nid = \"{id}\"\nrole = \"{role}\"\ncluster_id = \"{CLUSTER_ID}\"\n\
+         key_file = {}\ndata_dir = {}\ntransport = \"{}\"\n{listen}\
+         [log]\nbackend = \"{}\"\n",
+        toml_path(&key_file(dir)?)?,
+        toml_path(data_dir)?,
+        settings.transport,
+        settings.log_backend
+    ))
+}
+
+fn start_node(text: &str, what: &str) -> anyhow::Result<Node> {
+    let config = NodeConfig::parse(text)
+        .map_err(|e| anyhow!("{what}: configuration does not parse: {e}\n{text}"))?;
+    Node::start(config).with_context(|| format!("starting {what}"))
+}
+
+/// Starts a follower `name` with its log in `dir/name`, listening on 127.0.0.1, port 0.
+///
+/// # Errors
+/// When the node does not start.
+pub fn start_follower(dir: &Path, name: &str, settings: NodeSettings) -> anyhow::Result<Node> {
+    let listen = "listen_replication = \"127.0.0.1:0\"\n";
+    let text = node_toml(dir, name, "follower", &dir.join(name), listen, settings)?;
+    start_node(&text, &format!("follower {name}"))
+}
+
+/// Starts the primary with its log in `data_dir` and these followers and quorum.
+///
+/// # Errors
+/// When the node does not start.
+pub fn start_primary(
+    dir: &Path,
+    data_dir: &Path,
+    followers: &[FollowerRef<'_>],
+    quorum: Option<&str>,
+    settings: NodeSettings,
+) -> anyhow::Result<Node> {
+    let list: Vec<String> = followers
+        .iter()
+        .map(|f| {
+            let mode = if f.sync { "sync" } else { "async" };
+            format!(
+                "{{ name = \"{}\", addr = \"{}\", mode = \"{mode}\" }}",
+                f.name, f.addr
+            )
+        })
+        .collect();
+    let quorum = quorum.map_or_else(String::new, |q| format!("quorum = \"{q}\"\n"));
+    let text = node_toml(dir, PRIMARY_ID, "primary", data_dir, "", settings)?
+        + &format!("[replication]\n{quorum}followers = [{}]\n", list.join(", "));
+    start_node(&text, "the primary")
+}
+
+/// Waits until every follower of `primary` is healthy and streaming.
+///
+/// # Errors
+/// When one is not at `timeout`, naming each link's phase and last error.
+pub fn wait_streaming(primary: &Node, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let status = primary.status();
+        let followers = status.primary.map(|p| p.followers).unwrap_or_default();
+        if followers.iter().all(|f| f.healthy) {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            bail!(
+                "followers not streaming after {timeout:?}: {}",
+                describe(&followers)
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// `f1: phase=connecting healthy=false last_error=...; ...`.
+pub fn describe(followers: &[FollowerStatus]) -> String {
+    followers
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: phase={:?} healthy={} durable_lsn={} last_error={}",
+                f.name,
+                f.phase,
+                f.healthy,
+                f.durable_lsn,
+                f.last_error.as_deref().unwrap_or("none")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Waits until `node`'s log is durable to `lsn`, up to `timeout`.
+///
+/// # Errors
+/// When it is not, with how far it got.
+pub fn wait_durable(node: &Node, lsn: Lsn, timeout: Duration) -> anyhow::Result<()> {
+    let durable = node.wait_durable(lsn, timeout);
+    if durable < lsn {
+        bail!("durable to {durable} of {lsn} after {timeout:?}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use logship_replicator::DurabilityLevel;
+
+    use super::*;
+    use crate::scratch::Scratch;
+
+    const SETTINGS: NodeSettings = NodeSettings {
+        transport: "portable",
+        log_backend: "portable",
+    };
+
+    #[test]
+    fn a_cluster_starts_commits_checks_and_stops() {
+        let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
+        let cluster = Cluster::start(scratch.path(), Topology::OneSyncOneAsync, SETTINGS).unwrap();
+        let check = cluster.commit_check();
+        for _ in 0..20 {
+            let commit = cluster
+                .primary()
+                .append(Bytes::from_static(b"x"), DurabilityLevel::RemoteDurable)
+                .unwrap();
+            check.commit_resolved(commit.wait().unwrap());
+        }
+        assert_eq!(check.take(), (0, None));
+        cluster
+            .wait_followers_caught_up(Duration::from_secs(10))
+            .unwrap();
+        drop(check);
+        cluster.shutdown().unwrap();
+        scratch.remove().unwrap();
+    }
+
+    #[test]
+    fn a_follower_that_never_answers_is_a_clear_error() {
+        let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
+        // A port nothing listens on: bound, then released.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let link = FollowerRef {
+            name: "f1",
+            addr,
+            sync: true,
+        };
+        let data = scratch.path().join(PRIMARY_ID);
+        let primary = start_primary(scratch.path(), &data, &[link], None, SETTINGS).unwrap();
+        let start = Instant::now();
+        let e = wait_streaming(&primary, Duration::from_millis(300)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let e = e.to_string();
+        assert!(
+            e.contains("f1: phase=") && e.contains("healthy=false"),
+            "{e}"
+        );
+        primary.shutdown();
+        scratch.remove().unwrap();
+    }
+
+    #[test]
+    fn a_check_counts_commits_no_node_holds() {
+        let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
+        let cluster = Cluster::start(scratch.path(), Topology::OneSync, SETTINGS).unwrap();
+        let check = cluster.commit_check();
+        check.commit_resolved(Lsn(1_000_000));
+        let (early, first) = check.take();
+        assert_eq!(early, 1);
+        assert!(first.unwrap().contains("LSN 1000000"));
+        drop(check);
+        cluster.shutdown().unwrap();
+        scratch.remove().unwrap();
+    }
+}

@@ -1,0 +1,30 @@
+//! `logship-bench replicate`: commit latency and throughput of replicated appends, and catch-up
+//! bandwidth, each next to the raw limit it is bounded by, measured in the same run.
+//!
+//! - [`plan`]: what runs and for how long; the topologies.
+//! - [`rtt`]: the loopback TCP round-trip limit (the fdatasync and bandwidth limits are the
+//!   append benchmark's, in `crate::raw`).
+//! - [`cluster`]: an in-process cluster of `Node`s on 127.0.0.1 in one scratch directory.
+//! - [`clients`]: the appenders (one thread, or N threads, or N tokio tasks).
+//! - [`check`]: every commit checked against the nodes' durable watermarks.
+//! - [`probe`]: the disk's fdatasync latency in the same moments as each case.
+//! - [`commit`]: one topology's cases; [`catch_up`]: the catch-up measurement.
+//! - [`run`]: the order of a run; [`report`]: ratios, targets, the table and the JSON.
+//! - [`watchdog`]: a bound on every stage, so that a stuck cluster ends the run with a message
+//!   instead of hanging it.
+
+pub mod catch_up;
+pub mod check;
+pub mod clients;
+pub mod cluster;
+pub mod commit;
+pub mod plan;
+pub mod probe;
+pub mod report;
+pub mod rtt;
+pub mod run;
+pub mod watchdog;
+
+pub use self::plan::{ClientMode, ReplicatePlan};
+pub use self::report::Report;
+pub use self::run::{run, RunOptions};

@@ -1,0 +1,280 @@
+//! What a `replicate` run measures and for how long: the full plan (the figures in
+//! `docs/benchmarks.md`) and the quick plan (a smoke run of under a minute). Both run every
+//! topology, record size and client count; they differ in durations and the catch-up size.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Payload sizes of the commit cases.
+pub const RECORD_SIZES: [usize; 2] = [100, 4096];
+/// Client counts of the commit cases.
+pub const CLIENT_COUNTS: [usize; 2] = [1, MANY_CLIENTS];
+/// The client count of the throughput target.
+pub const MANY_CLIENTS: usize = 64;
+/// The record size the latency and throughput targets are judged on.
+pub const TARGET_RECORD_BYTES: usize = 100;
+/// Payload of each catch-up record.
+pub const CATCH_UP_RECORD_BYTES: usize = 4096;
+/// Records per `append_batch` while filling the catch-up primary's log (1 MiB).
+pub const CATCH_UP_BATCH_RECORDS: usize = 256;
+/// Bytes of each loopback ping and pong.
+pub const RTT_MESSAGE_BYTES: usize = 64;
+
+/// A cluster shape: the primary's followers and its sync quorum. Serialized as its name in case
+/// names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Topology {
+    /// The primary alone: `remote_durable` equals local durability.
+    #[serde(rename = "none")]
+    None,
+    /// One sync follower (`FIRST 1 (f1)`).
+    #[serde(rename = "1sync")]
+    OneSync,
+    /// Two sync followers, either acknowledges (`ANY 1 (f1, f2)`).
+    #[serde(rename = "2sync_any1")]
+    TwoSyncAny1,
+    /// Two sync followers, both acknowledge (`ANY 2 (f1, f2)`).
+    #[serde(rename = "2sync_any2")]
+    TwoSyncAny2,
+    /// One sync follower and one async follower (`FIRST 1 (f1)`).
+    #[serde(rename = "1sync_1async")]
+    OneSyncOneAsync,
+}
+
+impl Topology {
+    /// Every topology, in run order.
+    pub const ALL: [Topology; 5] = [
+        Topology::None,
+        Topology::OneSync,
+        Topology::TwoSyncAny1,
+        Topology::TwoSyncAny2,
+        Topology::OneSyncOneAsync,
+    ];
+
+    /// The name in case names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::None => "none",
+            Topology::OneSync => "1sync",
+            Topology::TwoSyncAny1 => "2sync_any1",
+            Topology::TwoSyncAny2 => "2sync_any2",
+            Topology::OneSyncOneAsync => "1sync_1async",
+        }
+    }
+
+    /// The topology called `name` in case names.
+    pub fn from_name(name: &str) -> Option<Topology> {
+        Topology::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The followers as `(node id, sync)`.
+    pub fn followers(self) -> &'static [(&'static str, bool)] {
+        match self {
+            Topology::None => &[],
+            Topology::OneSync => &[("f1", true)],
+            Topology::TwoSyncAny1 | Topology::TwoSyncAny2 => &[("f1", true), ("f2", true)],
+            Topology::OneSyncOneAsync => &[("f1", true), ("f2", false)],
+        }
+    }
+
+    /// `replication.quorum`, when not the default (`FIRST 1 (<sync followers>)`).
+    pub fn quorum(self) -> Option<&'static str> {
+        match self {
+            Topology::TwoSyncAny1 => Some("ANY 1 (f1, f2)"),
+            Topology::TwoSyncAny2 => Some("ANY 2 (f1, f2)"),
+            _ => None,
+        }
+    }
+
+    /// Nodes in the cluster: the primary and every follower.
+    pub fn nodes(self) -> usize {
+        1 + self.followers().len()
+    }
+
+    /// Sync followers that must hold a commit.
+    pub fn quorum_size(self) -> usize {
+        match self {
+            Topology::None => 0,
+            Topology::TwoSyncAny2 => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether a commit waits for a follower.
+    pub fn has_sync_follower(self) -> bool {
+        self.followers().iter().any(|(_, sync)| *sync)
+    }
+}
+
+/// How the 64-client cases run their clients (a 1-client case is always one thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientMode {
+    /// One OS thread per client, looping on `append` + `wait()`.
+    Threads,
+    /// One tokio task per client on a multi-thread runtime with one worker per CPU, looping on
+    /// `append` + `.await`.
+    Tasks,
+}
+
+impl ClientMode {
+    /// `threads` or `tasks`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientMode::Threads => "threads",
+            ClientMode::Tasks => "tasks",
+        }
+    }
+}
+
+/// One commit case of a topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CaseSpec {
+    /// The cluster shape.
+    pub topology: Topology,
+    /// Payload bytes per record.
+    pub record_bytes: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// How the clients run.
+    pub mode: ClientMode,
+}
+
+impl CaseSpec {
+    /// `replicate::commit/topology=1sync,size=100,clients=1`.
+    pub fn name(&self) -> String {
+        format!(
+            "replicate::commit/topology={},size={},clients={}",
+            self.topology.name(),
+            self.record_bytes,
+            self.clients
+        )
+    }
+}
+
+/// One run's plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicatePlan {
+    /// `"full"` or `"quick"`.
+    pub name: &'static str,
+    /// Duration of each raw-limit loop.
+    #[serde(serialize_with = "secs")]
+    pub raw_duration: Duration,
+    /// Unmeasured run of each case's workload before its window.
+    #[serde(serialize_with = "secs")]
+    pub case_warm_up: Duration,
+    /// Each case's measured window.
+    #[serde(serialize_with = "secs")]
+    pub case_duration: Duration,
+    /// Disk probing just before and just after a 64-client case's window, each.
+    #[serde(serialize_with = "secs")]
+    pub probe_duration: Duration,
+    /// How the 64-client cases run their clients.
+    pub many_client_mode: ClientMode,
+    /// The topologies to run, in order (all of them unless `--topologies` says otherwise).
+    pub topologies: Vec<Topology>,
+    /// Whether the catch-up runs.
+    pub catch_up: bool,
+    /// Bytes of 4 KiB records in the catch-up primary's log.
+    pub catch_up_bytes: u64,
+    /// Longest the catch-up may take before the run reports it as failed.
+    #[serde(serialize_with = "secs")]
+    pub catch_up_timeout: Duration,
+}
+
+impl ReplicatePlan {
+    /// 3 s raw loops, 3 s cases, 1 GiB catch-up: about two minutes.
+    pub fn full(many_client_mode: ClientMode) -> ReplicatePlan {
+        ReplicatePlan {
+            name: "full",
+            raw_duration: Duration::from_secs(3),
+            case_warm_up: Duration::from_millis(500),
+            case_duration: Duration::from_secs(3),
+            probe_duration: Duration::from_millis(250),
+            many_client_mode,
+            topologies: Topology::ALL.to_vec(),
+            catch_up: true,
+            catch_up_bytes: 1 << 30,
+            catch_up_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// 1 s raw loops and cases, 128 MiB catch-up: under a minute.
+    pub fn quick(many_client_mode: ClientMode) -> ReplicatePlan {
+        ReplicatePlan {
+            name: "quick",
+            raw_duration: Duration::from_secs(1),
+            case_warm_up: Duration::from_millis(250),
+            case_duration: Duration::from_secs(1),
+            probe_duration: Duration::from_millis(100),
+            many_client_mode,
+            topologies: Topology::ALL.to_vec(),
+            catch_up: true,
+            catch_up_bytes: 128 << 20,
+            catch_up_timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// The cases of one topology, in run order.
+    pub fn cases(&self, topology: Topology) -> Vec<CaseSpec> {
+        let mut cases = Vec::new();
+        for record_bytes in RECORD_SIZES {
+            for clients in CLIENT_COUNTS {
+                let mode = if clients == 1 {
+                    ClientMode::Threads
+                } else {
+                    self.many_client_mode
+                };
+                cases.push(CaseSpec {
+                    topology,
+                    record_bytes,
+                    clients,
+                    mode,
+                });
+            }
+        }
+        cases
+    }
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topology_runs_every_size_and_client_count() {
+        let plan = ReplicatePlan::quick(ClientMode::Tasks);
+        for t in Topology::ALL {
+            let cases = plan.cases(t);
+            assert_eq!(cases.len(), RECORD_SIZES.len() * CLIENT_COUNTS.len());
+            assert!(cases
+                .iter()
+                .all(|c| (c.clients == 1) == (c.mode == ClientMode::Threads)));
+        }
+        let name = plan.cases(Topology::OneSync)[0].name();
+        assert_eq!(name, "replicate::commit/topology=1sync,size=100,clients=1");
+        for t in Topology::ALL {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.name()));
+            assert_eq!(Topology::from_name(t.name()), Some(t));
+        }
+        assert_eq!(Topology::from_name("3sync"), None);
+    }
+
+    #[test]
+    fn quorums_name_only_sync_followers() {
+        for t in Topology::ALL {
+            let Some(q) = t.quorum() else { continue };
+            for (name, sync) in t.followers() {
+                assert!(!q.contains(name) || *sync, "{q} names async {name}");
+            }
+        }
+        assert!(!Topology::None.has_sync_follower());
+        assert!(Topology::OneSyncOneAsync.has_sync_follower());
+    }
+}

@@ -1,0 +1,589 @@
+//! The `replicate` report: every figure beside its ratio to the raw limit of the same run, the
+//! three targets of the replication issue with PASS/FAIL, the machine, and any cluster
+//! failure. Printed as a table and serialized as JSON.
+//!
+//! The latency limit of a commit is `fdatasync p50` for the primary alone, and
+//! `max(fdatasync p50, round trip p50 + fdatasync p50)` with a sync follower: the primary
+//! sends a batch before its own fdatasync, so the two fdatasyncs overlap and the follower's
+//! adds one round trip. Every node writes to the same disk, so the remote fdatasync is the same
+//! raw figure as the local one, measured with one concurrent stream per node (on this
+//! machine's virtual disk a lone fdatasync loop can be 20× slower than two or three concurrent
+//! ones; see `probe.rs`). The figure used is the one measured in the case's own moments
+//! (paired with a 1-client case's commits, around a 64-client case's window); the ratio to the
+//! limit from the standalone raw loop with as many streams is kept too.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::machine::{self, Machine};
+use crate::raw::RawResult;
+use crate::replicate::commit::CaseResult;
+use crate::replicate::plan::{
+    ReplicatePlan, Topology, MANY_CLIENTS, RECORD_SIZES, TARGET_RECORD_BYTES,
+};
+use crate::replicate::run::RunResult;
+use crate::report::Target;
+
+/// Target (a): 1 sync follower, 1 client, 100 B: commit p50 over the latency limit, at most.
+pub const LATENCY_TARGET_RATIO: f64 = 1.3;
+/// Target (b): 64 clients with 1 sync follower over no follower, records/s (100 B), at least.
+pub const THROUGHPUT_TARGET_RATIO: f64 = 0.70;
+/// Target (c): catch-up MB/s over raw sequential 1 MiB overwrite MB/s, at least.
+pub const CATCH_UP_TARGET_RATIO: f64 = 0.60;
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The command line that produced it.
+    pub command: String,
+    /// UTC time at the end of the run, ISO 8601.
+    pub date: String,
+    /// The plan that ran.
+    pub plan: ReplicatePlan,
+    /// The machine and directory.
+    pub machine: Machine,
+    /// Peak resident set size of the benchmark process (every node included), KiB.
+    pub peak_rss_kib: u64,
+    /// Every measurement.
+    pub run: RunResult,
+    /// Per-case ratios, in the order of `run.cases`.
+    pub ratios: Vec<Ratios>,
+    /// 64-client records/s with 1 sync follower over no follower, per record size.
+    pub throughput_vs_none: Vec<SizeRatio>,
+    /// Catch-up MB/s over raw sequential 1 MiB overwrite MB/s.
+    pub catch_up_bandwidth: Option<f64>,
+    /// The targets: (a) latency, (b) throughput, (c) catch-up.
+    pub targets: Vec<Target>,
+}
+
+/// One case's figures as ratios.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ratios {
+    /// The case's name.
+    pub name: String,
+    /// The commit latency limit of its topology from the case's own disk figure, µs (see the
+    /// module docs).
+    pub latency_limit_us: f64,
+    /// Commit p50 over that limit (1.0 is the limit).
+    pub latency_p50: f64,
+    /// Commit p50 over the limit from the standalone raw loop.
+    pub latency_p50_standalone: f64,
+    /// Records/s over the `none` topology's with the same size and clients.
+    pub vs_none: Option<f64>,
+}
+
+/// A 1-sync-follower over no-follower ratio at one record size.
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeRatio {
+    /// Payload bytes.
+    pub record_bytes: usize,
+    /// 1 sync follower, 64 clients, records/s.
+    pub one_sync_records_per_s: f64,
+    /// No follower, 64 clients, records/s.
+    pub none_records_per_s: f64,
+    /// The first over the second.
+    pub ratio: f64,
+}
+
+impl Report {
+    /// Computes ratios and targets; reads the process's peak RSS now.
+    pub fn new(command: String, plan: ReplicatePlan, machine: Machine, run: RunResult) -> Report {
+        let ratios = run.cases.iter().map(|c| ratios(&run, c)).collect();
+        let throughput_vs_none = RECORD_SIZES
+            .iter()
+            .filter_map(|&size| throughput_vs_none(&run, size))
+            .collect();
+        let catch_up_bandwidth = run
+            .catch_up
+            .as_ref()
+            .map(|c| c.mb_per_s / run.raw.bandwidth_1m.mb_per_s);
+        let targets = vec![
+            latency_target(&run),
+            throughput_target(&run),
+            catch_up_target(&run),
+        ];
+        Report {
+            command,
+            date: utc_now(),
+            plan,
+            machine,
+            peak_rss_kib: machine::peak_rss_kib(),
+            run,
+            ratios,
+            throughput_vs_none,
+            catch_up_bandwidth,
+            targets,
+        }
+    }
+
+    /// Failures: topologies or the catch-up that did not run, and cases with commits
+    /// acknowledged before they were durable.
+    pub fn failures(&self) -> Vec<String> {
+        let early = self.run.cases.iter().filter(|c| c.early_acks > 0).map(|c| {
+            format!(
+                "{}: {} of {} commits resolved before the primary and the quorum were durable; \
+                 first: {}",
+                c.name,
+                c.early_acks,
+                c.records,
+                c.first_early_ack.as_deref().unwrap_or("?")
+            )
+        });
+        self.run.errors.iter().cloned().chain(early).collect()
+    }
+
+    /// The human-readable report.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        self.write_header(&mut out);
+        self.write_raw(&mut out);
+        self.write_cases(&mut out);
+        self.write_catch_up(&mut out);
+        self.write_ratios(&mut out);
+        self.write_targets(&mut out);
+        self.write_errors(&mut out);
+        out
+    }
+
+    fn write_header(&self, out: &mut String) {
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "logship replicate benchmark ({} plan), {}",
+            self.plan.name, self.date
+        );
+        let _ = writeln!(out, "command: {}", self.command);
+        let _ = writeln!(
+            out,
+            "machine: {} CPUs ({}), {} MiB RAM, {}",
+            m.nproc, m.cpu, m.memory_mib, m.kernel
+        );
+        let _ = writeln!(
+            out,
+            "directory: {} on {} ({}, {})",
+            m.dir.display(),
+            m.fs_type,
+            m.fs_source,
+            m.mount_options
+        );
+        let b = &self.run.backends;
+        let _ = writeln!(
+            out,
+            "transport: {}   log backend: {}   {MANY_CLIENTS} clients as: {}   peak RSS: {:.1} MiB \
+             ({:.1} MiB before the catch-up, whose log reads map the primary's segments)",
+            b.transport,
+            b.log_backend,
+            self.plan.many_client_mode.as_str(),
+            self.peak_rss_kib as f64 / 1024.0,
+            self.run.peak_rss_kib_before_catch_up as f64 / 1024.0
+        );
+        if let Some(w) = m.warning() {
+            let _ = writeln!(out, "WARNING: {w}");
+        }
+    }
+
+    fn write_raw(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\nraw limits (one thread each; every node writes to this disk, so the fdatasync \
+             figure is both the local and the remote limit):"
+        );
+        let _ = writeln!(
+            out,
+            "{:<52} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "case", "ops/s", "MB/s", "p50 µs", "p99 µs", "p99.9 µs"
+        );
+        let r = &self.run.raw;
+        write_raw_row(out, &r.fdatasync_4k, "  <- fdatasync limit, 1 node");
+        for s in &r.fdatasync_4k_streams {
+            let _ = writeln!(
+                out,
+                "{:<52} {:>9.0} {:>9} {:>9.1} {:>9.1} {:>9.1}  <- fdatasync limit, {} nodes",
+                s.name,
+                s.ops_per_s,
+                "-",
+                s.latency.p50_us,
+                s.latency.p99_us,
+                s.latency.p999_us,
+                s.streams
+            );
+        }
+        let t = &r.rtt;
+        let _ = writeln!(
+            out,
+            "{:<52} {:>9.0} {:>9} {:>9.1} {:>9.1} {:>9.1}  <- round-trip limit",
+            t.name, t.ops_per_s, "-", t.latency.p50_us, t.latency.p99_us, t.latency.p999_us
+        );
+        write_raw_row(out, &r.bandwidth_1m, "  <- bandwidth limit");
+        write_raw_row(out, &r.fdatasync_4k_after, "  (again, after everything)");
+    }
+
+    fn write_cases(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\nreplicated commits (level remote_durable; each client loops on append + wait for the \
+             commit; a fresh cluster per topology; disk = 4 KiB fdatasync p50 in the case's \
+             moments, one concurrent stream per node; limit = disk, or max(disk, RTT + disk) \
+             with a sync follower):"
+        );
+        let _ = writeln!(
+            out,
+            "{:<56} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>5}",
+            "case",
+            "rec/s",
+            "MB/s",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "disk µs",
+            "limit µs",
+            "p50/limit",
+            "x/none",
+            "rec/write",
+            "CPUs"
+        );
+        for (c, r) in self.run.cases.iter().zip(&self.ratios) {
+            let vs_none = r.vs_none.map_or_else(|| "-".into(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                out,
+                "{:<56} {:>9.0} {:>7.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>7} {:>9.1} {:>5.2}",
+                c.name,
+                c.records_per_s,
+                c.mb_per_s,
+                c.latency.p50_us,
+                c.latency.p99_us,
+                c.latency.p999_us,
+                c.disk.p50_us,
+                r.latency_limit_us,
+                r.latency_p50,
+                vs_none,
+                c.primary_records_per_write,
+                c.cpu_cores
+            );
+        }
+    }
+
+    fn write_catch_up(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\ncatch-up (an empty async follower copies the primary's log; timed from the primary \
+             running to the follower's durable LSN reaching the primary's last):"
+        );
+        let Some(c) = &self.run.catch_up else {
+            let _ = writeln!(out, "  did not complete (see errors)");
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "{:<56} {:>9} {:>9} {:>9} {:>9} {:>7} {:>5}",
+            "case", "MB", "s", "MB/s", "MB/s/raw", "chunks", "CPUs"
+        );
+        let _ = writeln!(
+            out,
+            "{:<56} {:>9.1} {:>9.2} {:>9.1} {:>9.2} {:>7} {:>5.2}",
+            c.name,
+            c.log_bytes as f64 / 1e6,
+            c.catch_up_s,
+            c.mb_per_s,
+            self.catch_up_bandwidth.unwrap_or(f64::NAN),
+            c.chunks_sent,
+            c.cpu_cores
+        );
+        let _ = writeln!(
+            out,
+            "  bytes written to storage during catch-up / log bytes: {:.2} (the follower's \
+             appends and the zero-filling of its new segments)",
+            c.write_amplification
+        );
+        let _ = writeln!(
+            out,
+            "  (fill: {:.2} s at {:.0} MB/s, written / log bytes {:.2}; the primary's start on \
+             the filled log: {:.3} s, not counted)",
+            c.fill_s, c.fill_mb_per_s, c.fill_write_amplification, c.primary_start_s
+        );
+    }
+
+    fn write_ratios(&self, out: &mut String) {
+        let _ = writeln!(out, "\nratios:");
+        for r in &self.throughput_vs_none {
+            let _ = writeln!(
+                out,
+                "  {MANY_CLIENTS} clients, size={}: 1sync / none records/s = {:.2}  ({:.0} vs {:.0} \
+                 rec/s)",
+                r.record_bytes, r.ratio, r.one_sync_records_per_s, r.none_records_per_s
+            );
+        }
+        if let Some(x) = self.catch_up_bandwidth {
+            let _ = writeln!(out, "  catch-up MB/s / raw 1 MiB overwrite MB/s = {x:.2}");
+        }
+        let r = &self.run.raw;
+        let _ = writeln!(
+            out,
+            "  raw 4 KiB fdatasync p50 drift: {:.1} µs before, {:.1} µs after",
+            r.fdatasync_4k.latency.p50_us, r.fdatasync_4k_after.latency.p50_us
+        );
+    }
+
+    fn write_targets(&self, out: &mut String) {
+        let _ = writeln!(out, "\ntargets:");
+        for t in &self.targets {
+            let verdict = match t.pass {
+                Some(true) => "PASS",
+                Some(false) => "FAIL",
+                None => "N/A ",
+            };
+            let op = if t.at_most { "<=" } else { ">=" };
+            let _ = writeln!(
+                out,
+                "  [{verdict}] {}: {:.2} {op} {:.2}  ({})",
+                t.name, t.ratio, t.bound, t.detail
+            );
+        }
+    }
+
+    fn write_errors(&self, out: &mut String) {
+        let reconnects: Vec<String> = (self.run.cases.iter())
+            .filter(|c| c.link_failures > 0)
+            .map(|c| format!("{} ({})", c.name, c.link_failures))
+            .collect();
+        if !reconnects.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nfollower link failures (reconnects) during: {}",
+                reconnects.join(", ")
+            );
+        }
+        let failures = self.failures();
+        if failures.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nevery commit was checked: none resolved before the primary and its quorum were durable"
+            );
+            return;
+        }
+        let _ = writeln!(out, "\nerrors:");
+        for e in &failures {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+}
+
+fn write_raw_row(out: &mut String, raw: &RawResult, note: &str) {
+    let _ = writeln!(
+        out,
+        "{:<52} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}{note}",
+        raw.name,
+        raw.ops_per_s,
+        raw.mb_per_s,
+        raw.latency.p50_us,
+        raw.latency.p99_us,
+        raw.latency.p999_us
+    );
+}
+
+/// The commit latency limit of `topology` for a disk whose fdatasync p50 is `fdatasync`, µs.
+fn latency_limit_us(run: &RunResult, topology: Topology, fdatasync: f64) -> f64 {
+    if topology.has_sync_follower() {
+        fdatasync.max(run.raw.rtt.latency.p50_us + fdatasync)
+    } else {
+        fdatasync
+    }
+}
+
+fn ratios(run: &RunResult, case: &CaseResult) -> Ratios {
+    let limit = latency_limit_us(run, case.topology, case.disk.p50_us);
+    let standalone = latency_limit_us(
+        run,
+        case.topology,
+        fdatasync_p50(run, case.topology.nodes()),
+    );
+    let none = find(run, Topology::None, case.record_bytes, case.clients);
+    Ratios {
+        name: case.name.clone(),
+        latency_limit_us: limit,
+        latency_p50: case.latency.p50_us / limit,
+        latency_p50_standalone: case.latency.p50_us / standalone,
+        vs_none: none.map(|n| case.records_per_s / n.records_per_s),
+    }
+}
+
+/// The standalone raw fdatasync p50 with `streams` concurrent streams, µs.
+fn fdatasync_p50(run: &RunResult, streams: usize) -> f64 {
+    let r = &run.raw;
+    if streams == 1 {
+        return r.fdatasync_4k.latency.p50_us;
+    }
+    (r.fdatasync_4k_streams.iter())
+        .find(|s| s.streams == streams)
+        .map_or(f64::NAN, |s| s.latency.p50_us)
+}
+
+fn find(run: &RunResult, topology: Topology, size: usize, clients: usize) -> Option<&CaseResult> {
+    run.cases
+        .iter()
+        .find(|c| c.topology == topology && c.record_bytes == size && c.clients == clients)
+}
+
+fn throughput_vs_none(run: &RunResult, size: usize) -> Option<SizeRatio> {
+    let one = find(run, Topology::OneSync, size, MANY_CLIENTS)?;
+    let none = find(run, Topology::None, size, MANY_CLIENTS)?;
+    Some(SizeRatio {
+        record_bytes: size,
+        one_sync_records_per_s: one.records_per_s,
+        none_records_per_s: none.records_per_s,
+        ratio: one.records_per_s / none.records_per_s,
+    })
+}
+
+fn latency_target(run: &RunResult) -> Target {
+    let case = find(run, Topology::OneSync, TARGET_RECORD_BYTES, 1);
+    let p50 = case.map_or(f64::NAN, |c| c.latency.p50_us);
+    let paired = case.map_or(f64::NAN, |c| c.disk.p50_us);
+    let limit = latency_limit_us(run, Topology::OneSync, paired);
+    let standalone = fdatasync_p50(run, Topology::OneSync.nodes());
+    let standalone_limit = latency_limit_us(run, Topology::OneSync, standalone);
+    let rtt = run.raw.rtt.latency.p50_us;
+    verdict(
+        "(a) 1 sync follower, 1 client, 100 B: commit p50 / max(fdatasync p50, RTT p50 + \
+         fdatasync p50) (paired)"
+            .into(),
+        p50 / limit,
+        LATENCY_TARGET_RATIO,
+        true,
+        case.is_some(),
+        format!(
+            "commit p50 {p50:.1} µs, limit {limit:.1} µs = max({paired:.1}, {rtt:.1} + \
+             {paired:.1}) with the paired fdatasync p50; with the standalone {standalone:.1} µs: \
+             ratio {:.2}",
+            p50 / standalone_limit
+        ),
+    )
+}
+
+fn throughput_target(run: &RunResult) -> Target {
+    let r = throughput_vs_none(run, TARGET_RECORD_BYTES);
+    let detail = r.as_ref().map_or_else(
+        || "a case did not run".into(),
+        |r| {
+            format!(
+                "{:.0} vs {:.0} rec/s",
+                r.one_sync_records_per_s, r.none_records_per_s
+            )
+        },
+    );
+    verdict(
+        format!(
+            "(b) {MANY_CLIENTS} clients, 100 B: records/s with 1 sync follower / without followers"
+        ),
+        r.as_ref().map_or(f64::NAN, |r| r.ratio),
+        THROUGHPUT_TARGET_RATIO,
+        false,
+        r.is_some(),
+        detail,
+    )
+}
+
+fn catch_up_target(run: &RunResult) -> Target {
+    let raw = run.raw.bandwidth_1m.mb_per_s;
+    let c = run.catch_up.as_ref();
+    let detail = c.map_or_else(
+        || "catch-up did not complete".into(),
+        |c| {
+            format!(
+                "{:.1} MB/s over {:.0} MB in {:.2} s, raw {raw:.1} MB/s",
+                c.mb_per_s,
+                c.log_bytes as f64 / 1e6,
+                c.catch_up_s
+            )
+        },
+    );
+    verdict(
+        "(c) catch-up MB/s / raw 1 MiB sequential overwrite MB/s".into(),
+        c.map_or(f64::NAN, |c| c.mb_per_s / raw),
+        CATCH_UP_TARGET_RATIO,
+        false,
+        c.is_some(),
+        detail,
+    )
+}
+
+fn verdict(
+    name: String,
+    ratio: f64,
+    bound: f64,
+    at_most: bool,
+    ran: bool,
+    detail: String,
+) -> Target {
+    let met = if at_most {
+        ratio <= bound
+    } else {
+        ratio >= bound
+    };
+    Target {
+        name,
+        ratio,
+        bound,
+        at_most,
+        pass: ran.then_some(met),
+        detail,
+    }
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SSZ` (the append report's format; its helper is private to it).
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+/// Formats seconds since the Unix epoch (civil-from-days, H. Hinnant's algorithm).
+fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates_format() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn verdicts_respect_direction_and_missing_cases() {
+        assert_eq!(
+            verdict("a".into(), 1.2, 1.3, true, true, String::new()).pass,
+            Some(true)
+        );
+        assert_eq!(
+            verdict("a".into(), 0.6, 0.7, false, true, String::new()).pass,
+            Some(false)
+        );
+        assert_eq!(
+            verdict("a".into(), f64::NAN, 0.7, false, false, String::new()).pass,
+            None
+        );
+    }
+}
