@@ -109,6 +109,7 @@ pub(crate) fn start(
         pending: VecDeque::new(),
         flights: VecDeque::new(),
         next_token: 0,
+        avg_batch_bytes: 0,
         completions: Vec::new(),
         next_lsn: recovered.next_lsn,
     };
@@ -153,7 +154,15 @@ struct Writer {
     completions: Vec<WriteCompletion>,
     /// LSN of the next record to write.
     next_lsn: Lsn,
+    /// Moving average of batch sizes (bytes), to tell a stream of large writes (a follower
+    /// catching up, a bulk load) from small synchronous commits.
+    avg_batch_bytes: u64,
 }
+
+/// Batches at least this large on average make pre-zeroing a spare segment cost more than it
+/// saves: a large write amortizes the metadata commit of writing into allocated-but-unwritten
+/// blocks, while zero-filling first writes every byte twice.
+const PREZERO_MAX_AVG_BATCH_BYTES: u64 = 1 << 20;
 
 impl Writer {
     fn run(mut self) {
@@ -266,7 +275,8 @@ impl Writer {
         if let Some(observer) = &self.shared.options.observer {
             observer.on_batch(first, last, buf.as_slice());
         }
-        if end > seg.capacity / 2 {
+        self.avg_batch_bytes = (self.avg_batch_bytes * 7 + (end - start)) / 8;
+        if end > seg.capacity / 2 && self.avg_batch_bytes < PREZERO_MAX_AVG_BATCH_BYTES {
             self.shared.pool.request_spare();
         }
         let op = WriteOp {

@@ -387,6 +387,15 @@ impl NodeConfig {
                 self.replication.degrade_after_ms,
             )?;
         }
+        let frame_room = crate::protocol::frame::DEFAULT_MAX_BODY_BYTES
+            - crate::protocol::msg::RECORDS_PREFIX_BYTES
+            - logship_engine::record::RECORD_HEADER_BYTES;
+        if self.log.max_record_bytes.is_some_and(|m| m > frame_room) {
+            return Err(Error::config(
+                "log.max_record_bytes",
+                format!("at most {frame_room}: a record must fit in one replication frame"),
+            ));
+        }
         self.log_options().validate().map_err(|e| match e {
             logship_engine::Error::InvalidOptions { key, reason } => {
                 Error::config(format!("log.{key}"), reason)

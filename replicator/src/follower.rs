@@ -63,11 +63,15 @@ pub enum FollowerAction {
         /// The records.
         records: Bytes,
     },
-    /// Truncate the log after `after`, before anything else is appended; then report the new
-    /// tail with [`Follower::on_truncated`].
+    /// Truncate the log after `after`, before anything else is appended, but only if the
+    /// record at `after` has the CRC `expect_crc` (the primary's record there; not checked for
+    /// LSN 0); then report the new tail with [`Follower::on_truncated`]. If the CRC differs,
+    /// change nothing and report [`Follower::on_truncate_refused`].
     Truncate {
         /// Keep records up to and including this LSN.
         after: Lsn,
+        /// The primary's CRC of record `after`.
+        expect_crc: u32,
     },
 }
 
@@ -297,6 +301,7 @@ impl Follower {
                     truncate_after,
                     start_lsn,
                     commit_lsn,
+                    cut_crc,
                 },
             ) => {
                 self.on_start(
@@ -305,7 +310,7 @@ impl Follower {
                     nonce,
                     hello,
                     mac,
-                    (truncate_after, start_lsn, commit_lsn),
+                    (truncate_after, start_lsn, commit_lsn, cut_crc),
                     out,
                 );
             }
@@ -396,7 +401,7 @@ impl Follower {
         nonce: [u8; NONCE_LEN],
         hello: Hello,
         mac: [u8; auth::MAC_LEN],
-        (truncate_after, start, commit): (Option<Lsn>, Lsn, Lsn),
+        (truncate_after, start, commit, cut_crc): (Option<Lsn>, Lsn, Lsn, u32),
         out: &mut Vec<FollowerAction>,
     ) {
         let t = transcript(&self.config, &hello, &nonce);
@@ -421,7 +426,10 @@ impl Follower {
         }
         if kept < self.written {
             tracing::warn!(after = %kept, last = %self.written, "truncating records the primary does not have");
-            out.push(FollowerAction::Truncate { after: kept });
+            out.push(FollowerAction::Truncate {
+                after: kept,
+                expect_crc: cut_crc,
+            });
             self.written = kept;
             self.durable = self.durable.min(kept);
             self.applied = self.applied.min(kept);
@@ -505,6 +513,24 @@ impl Follower {
     pub fn on_truncated(&mut self, last_crc: u32, last_epoch: Epoch) {
         self.tail.last_crc = last_crc;
         self.tail.last_epoch = last_epoch;
+    }
+
+    /// The record at the truncation point differs from the primary's: the logs diverged
+    /// before it. The session is refused; the log, untouched, really ends at `tail`.
+    pub fn on_truncate_refused(
+        &mut self,
+        at: Lsn,
+        reason: String,
+        tail: Tail,
+        out: &mut Vec<FollowerAction>,
+    ) {
+        if let Some(conn) = self.streaming() {
+            self.reject(conn, RejectCode::Diverged, at.0, reason, out);
+        }
+        self.tail = tail;
+        self.written = tail.last;
+        self.durable = tail.durable.min(tail.last);
+        self.applied = self.applied.min(self.durable);
     }
 
     /// Appending failed; the log really ends at `tail` (the session is closed: the primary

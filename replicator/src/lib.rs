@@ -21,6 +21,8 @@ pub mod commit;
 pub mod config;
 pub mod error;
 pub mod follower;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod lag;
 pub mod link;

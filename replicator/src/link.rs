@@ -61,6 +61,37 @@ struct Stream {
     last_sent: Duration,
 }
 
+/// Where a session starts, decided from the follower's last LSN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// An empty follower and a log that still starts at LSN 1.
+    Fresh,
+    /// Continue after the follower's last LSN, once its CRC matches the primary's record.
+    Compare(Lsn),
+    /// Truncate the follower after this LSN (it is ahead, or past a truncation of the
+    /// primary's log) and send the primary's CRC there for the follower to check.
+    Cut(Lsn),
+    /// The record the follower would continue from (or be checked at) was purged.
+    Purged,
+}
+
+fn plan_start(ctx: &Ctx<'_>, l: Lsn) -> Plan {
+    let cut = match ctx.truncated_at {
+        Some(t) if l > t => Some(t.min(ctx.last_lsn)),
+        _ if l > ctx.last_lsn => Some(ctx.last_lsn),
+        _ => None,
+    };
+    let held = |lsn: Lsn| lsn >= ctx.first_lsn && lsn <= ctx.last_lsn;
+    match cut {
+        Some(c) if c == Lsn::ZERO && ctx.first_lsn <= Lsn::FIRST => Plan::Cut(c),
+        Some(c) if held(c) => Plan::Cut(c),
+        Some(_) => Plan::Purged,
+        None if l == Lsn::ZERO && ctx.first_lsn <= Lsn::FIRST => Plan::Fresh,
+        None if l > Lsn::ZERO && held(l) => Plan::Compare(l),
+        None => Plan::Purged,
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     version: u16,
@@ -88,6 +119,7 @@ enum State {
         nonce: [u8; NONCE_LEN],
         reply: Pending,
         deadline: Duration,
+        plan: Plan,
     },
     Streaming(Stream),
 }
@@ -501,23 +533,40 @@ impl Link {
             let m = "the follower's proof of the cluster key is wrong".to_string();
             return self.reject(now, ctx, out, RejectCode::AuthFailed, 0, m);
         }
-        let l = reply.last_lsn;
-        let beyond_a_cut = ctx.truncated_at.is_some_and(|t| l > t);
-        if l > Lsn::ZERO && l <= ctx.last_lsn && l >= ctx.first_lsn && !beyond_a_cut {
-            out.push(Action::LookupCrc {
-                link: ctx.link,
-                conn,
-                lsn: l,
-            });
-            self.state = State::Verifying {
-                conn,
-                nonce,
-                reply,
-                deadline,
-            };
-            return;
+        match plan_start(ctx, reply.last_lsn) {
+            Plan::Purged => self.reject_purged(now, ctx, out, reply.last_lsn),
+            plan @ (Plan::Compare(lsn) | Plan::Cut(lsn)) if lsn > Lsn::ZERO => {
+                out.push(Action::LookupCrc {
+                    link: ctx.link,
+                    conn,
+                    lsn,
+                });
+                self.state = State::Verifying {
+                    conn,
+                    nonce,
+                    reply,
+                    deadline,
+                    plan,
+                };
+            }
+            plan => self.start(now, ctx, out, nonce, reply, plan, 0),
         }
-        self.start(now, ctx, out, nonce, reply);
+    }
+
+    fn reject_purged(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        last: Lsn,
+    ) {
+        self.purged = true;
+        let m = format!(
+            "the follower's log ends at {last}; the primary holds {} on, and the record a follower \
+             continues from must be held to be checked (restore from a backup)",
+            ctx.first_lsn
+        );
+        self.reject(now, ctx, out, RejectCode::Purged, ctx.first_lsn.0, m);
     }
 
     /// The driver looked up the CRC of the primary's record at the follower's last LSN.
@@ -539,6 +588,7 @@ impl Link {
             nonce,
             reply,
             deadline,
+            plan,
             ..
         } = std::mem::replace(&mut self.state, State::Idle { retry_at: now })
         else {
@@ -550,19 +600,25 @@ impl Link {
             nonce,
             deadline,
         };
-        if crc != Some(reply.last_crc) {
-            let m = format!(
-                "the follower's record {} differs from the primary's (CRC {:#010x} vs {})",
-                reply.last_lsn,
-                reply.last_crc,
-                crc.map_or("none".to_string(), |c| format!("{c:#010x}"))
-            );
-            return self.reject(now, ctx, out, RejectCode::Diverged, reply.last_lsn.0, m);
+        match (plan, crc) {
+            (Plan::Compare(l), Some(c)) if c == reply.last_crc => {
+                self.start(now, ctx, out, nonce, reply, Plan::Compare(l), 0)
+            }
+            (Plan::Cut(c), Some(crc)) => self.start(now, ctx, out, nonce, reply, Plan::Cut(c), crc),
+            (Plan::Compare(l), crc) => {
+                let m = format!(
+                    "the follower's record {l} differs from the primary's (CRC {:#010x} vs {})",
+                    reply.last_crc,
+                    crc.map_or("none".to_string(), |c| format!("{c:#010x}"))
+                );
+                self.reject(now, ctx, out, RejectCode::Diverged, l.0, m);
+            }
+            _ => self.reject_purged(now, ctx, out, reply.last_lsn),
         }
-        self.start(now, ctx, out, nonce, reply);
     }
 
     /// Authenticated: tell the follower where streaming starts, and start.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
         now: Duration,
@@ -570,28 +626,15 @@ impl Link {
         out: &mut Vec<Action>,
         nonce: [u8; NONCE_LEN],
         reply: Pending,
+        plan: Plan,
+        cut_crc: u32,
     ) {
         let Some(conn) = self.conn() else { return };
-        let l = reply.last_lsn;
-        // Past the primary's end, or past a point the primary's log was truncated at since this
-        // node started: what the follower has there may differ, so it is cut and resent.
-        let cut = match ctx.truncated_at {
-            Some(t) if l > t => Some(t.min(ctx.last_lsn)),
-            _ if l > ctx.last_lsn => Some(ctx.last_lsn),
-            _ => None,
+        let (truncate_after, start) = match plan {
+            Plan::Compare(l) => (None, l.next()),
+            Plan::Cut(c) => (Some(c), c.next()),
+            Plan::Fresh | Plan::Purged => (None, Lsn::FIRST),
         };
-        let (truncate_after, start) = match cut {
-            Some(c) => (Some(c), c.next()),
-            None => (None, l.next()),
-        };
-        if start < ctx.first_lsn {
-            self.purged = true;
-            let m = format!(
-                "records from {start} were purged; the primary holds {} on (restore from a backup)",
-                ctx.first_lsn
-            );
-            return self.reject(now, ctx, out, RejectCode::Purged, ctx.first_lsn.0, m);
-        }
         self.purged = false;
         let t = transcript(
             ctx,
@@ -608,15 +651,19 @@ impl Link {
                 truncate_after,
                 start_lsn: start,
                 commit_lsn: ctx.commit_lsn,
+                cut_crc,
             },
         });
         let at = start.prev();
+        // What the follower has received is known; what it has made durable or applied is
+        // not (it may have crashed before its fdatasync): its first Ack says.
         self.progress = Progress {
             write: at,
-            durable: at,
+            durable: self.progress.durable.min(at),
             applied: self.progress.applied.min(at),
         };
-        self.lag.reset([at, at, self.progress.applied]);
+        self.lag
+            .reset([at, self.progress.durable, self.progress.applied]);
         self.state = State::Streaming(Stream {
             conn,
             next_send: start,

@@ -417,6 +417,7 @@ impl Primary {
         out: &mut Vec<Action>,
     ) {
         self.with_ctx(link, |l, ctx| l.on_crc(now, conn, crc, ctx, out));
+        self.recompute(now);
     }
 
     /// A catch-up read finished.
@@ -430,6 +431,7 @@ impl Primary {
         out: &mut Vec<Action>,
     ) {
         self.with_ctx(link, |l, ctx| l.on_chunk(now, conn, from, result, ctx, out));
+        self.recompute(now);
     }
 
     fn recompute(&mut self, now: Duration) {
@@ -480,11 +482,11 @@ impl Primary {
     }
 
     /// Records at and after this LSN must be kept: some retained follower has not made them
-    /// durable yet.
+    /// durable yet, or (its last durable record) needs it to be checked at reconnect.
     pub fn retention_lsn(&self) -> Lsn {
         (self.links.iter().zip(&self.retained))
             .filter(|(_, keep)| **keep)
-            .map(|(l, _)| l.progress.durable.next())
+            .map(|(l, _)| l.progress.durable.max(Lsn::FIRST))
             .min()
             .unwrap_or(self.index.last().next())
     }

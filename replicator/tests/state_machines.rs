@@ -221,7 +221,12 @@ impl Harness {
                 FollowerAction::Append { first, records, .. } => {
                     self.flog.append_run(first, &records)
                 }
-                FollowerAction::Truncate { after } => {
+                FollowerAction::Truncate { after, expect_crc } => {
+                    assert_eq!(
+                        self.flog.crc(after).unwrap_or(0),
+                        expect_crc,
+                        "the cut point is the primary's record"
+                    );
                     self.flog.records.truncate(after.0 as usize);
                     self.f
                         .on_truncated(self.flog.crc(after).unwrap_or(0), Epoch(0));

@@ -22,8 +22,8 @@ use crate::protocol::{ClientStatus, Msg};
 pub const MAX_CLIENT_CONNECTIONS: usize = 512;
 /// Largest read response.
 pub const MAX_READ_BYTES: usize = 8 << 20;
-/// Largest client request frame: a maximum record plus room.
-const MAX_REQUEST_BYTES: usize = (4 << 20) + 4096;
+/// Room in a request frame beyond the record itself.
+const REQUEST_OVERHEAD_BYTES: usize = 4096;
 /// How often idle connection threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -94,7 +94,11 @@ fn accept_loop(
         let spawned = std::thread::Builder::new()
             .name("logship-client".into())
             .spawn(move || {
-                if let Err(e) = serve(stream, &inner, &stop) {
+                let max_request = inner
+                    .upgrade()
+                    .map_or(0, |i| i.config.log_options().max_record_bytes)
+                    + REQUEST_OVERHEAD_BYTES;
+                if let Err(e) = serve(stream, &inner, &stop, max_request) {
                     tracing::debug!(error = %e, "client connection ended");
                 }
                 active.fetch_sub(1, Ordering::AcqRel);
@@ -107,10 +111,15 @@ fn accept_loop(
     }
 }
 
-fn serve(mut stream: TcpStream, inner: &Weak<Inner>, stop: &AtomicBool) -> std::io::Result<()> {
+fn serve(
+    mut stream: TcpStream,
+    inner: &Weak<Inner>,
+    stop: &AtomicBool,
+    max_request: usize,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(POLL))?;
-    let mut decoder = FrameDecoder::new(MAX_REQUEST_BYTES);
+    let mut decoder = FrameDecoder::new(max_request);
     let mut buf = vec![0u8; 64 << 10];
     loop {
         if stop.load(Ordering::Acquire) {

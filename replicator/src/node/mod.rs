@@ -842,7 +842,20 @@ impl Inner {
             FollowerAction::Append { records, .. } => {
                 drop(self.log.append_replicated(records)?);
             }
-            FollowerAction::Truncate { after } => {
+            FollowerAction::Truncate { after, expect_crc } => {
+                let have = record_at(&self.log, after)?.map_or(0, |r| r.crc);
+                if after > Lsn::ZERO && have != expect_crc {
+                    let mut more = Vec::new();
+                    let mut f = f.lock();
+                    let tail = tail_of(&self.log, f.applied())?;
+                    let m = format!(
+                        "record {after} here has CRC {have:#010x}, the primary's {expect_crc:#010x}: the logs diverged before it"
+                    );
+                    tracing::error!("{m}; refusing to truncate");
+                    f.on_truncate_refused(after, m, tail, &mut more);
+                    self.run_follower_sends(&mut more);
+                    return Err(Error::Protocol("diverged".into()));
+                }
                 self.log.truncate_after(after)?;
                 let t = tail_of(&self.log, Lsn::ZERO)?;
                 f.lock().on_truncated(t.last_crc, t.last_epoch);

@@ -217,6 +217,10 @@ pub enum Msg {
         start_lsn: Lsn,
         /// The primary's commit LSN.
         commit_lsn: Lsn,
+        /// With `truncate_after`: the CRC field of the primary's record at that LSN (0 for LSN
+        /// 0). The follower truncates only if its own record there has the same CRC, and
+        /// refuses the session as diverged otherwise.
+        cut_crc: u32,
     },
     /// Either side: the session is refused; the connection closes after it.
     Reject {
@@ -344,7 +348,10 @@ pub mod kind {
 pub const RECORDS_PREFIX_BYTES: usize = 24;
 
 fn put_str(b: &mut BytesMut, s: &str) {
-    let n = s.len().min(usize::from(u16::MAX));
+    let mut n = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
     b.put_u16_le(n as u16);
     b.put_slice(&s.as_bytes()[..n]);
 }
@@ -423,12 +430,14 @@ impl Msg {
                 truncate_after,
                 start_lsn,
                 commit_lsn,
+                cut_crc,
             } => {
                 b.put_slice(mac);
                 b.put_u8(u8::from(truncate_after.is_some()));
                 b.put_u64_le(truncate_after.map_or(0, |l| l.0));
                 b.put_u64_le(start_lsn.0);
                 b.put_u64_le(commit_lsn.0);
+                b.put_u32_le(*cut_crc);
             }
             Msg::Reject {
                 code,
@@ -652,11 +661,16 @@ impl Reader {
                     1 => Some(cut),
                     _ => return Err(self.bad("bad truncate flag")),
                 };
+                let (start_lsn, commit_lsn, cut_crc) = (self.lsn()?, self.lsn()?, self.u32()?);
+                if truncate_after.is_none() && cut_crc != 0 {
+                    return Err(self.bad("a cut CRC without a cut"));
+                }
                 Msg::Start {
                     mac,
                     truncate_after,
-                    start_lsn: self.lsn()?,
-                    commit_lsn: self.lsn()?,
+                    start_lsn,
+                    commit_lsn,
+                    cut_crc,
                 }
             }
             kind::REJECT => {
@@ -770,12 +784,14 @@ mod tests {
             Msg::Start {
                 mac: [3; 32],
                 truncate_after: Some(Lsn(4)),
+                cut_crc: 0x1234_5678,
                 start_lsn: Lsn(5),
                 commit_lsn: Lsn(4),
             },
             Msg::Start {
                 mac: [3; 32],
                 truncate_after: None,
+                cut_crc: 0,
                 start_lsn: Lsn(1),
                 commit_lsn: Lsn(0),
             },
