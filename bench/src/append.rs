@@ -441,7 +441,7 @@ fn case_result(
 /// Flushes dirty data of the file system under `dir` (other processes' included, e.g. a build's),
 /// so that writeback started before a measurement does not land inside it. Best effort: `sync -f`
 /// is syncfs(2) on that file system; without it, plain `sync`.
-fn settle(dir: &Path) {
+pub(crate) fn settle(dir: &Path) {
     let synced = std::process::Command::new("sync")
         .arg("-f")
         .arg(dir)

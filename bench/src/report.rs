@@ -359,7 +359,7 @@ fn verdict(
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -367,7 +367,7 @@ fn utc_now() -> String {
 }
 
 /// Formats seconds since the Unix epoch (civil-from-days, H. Hinnant's algorithm).
-fn format_utc(secs: u64) -> String {
+pub(crate) fn format_utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;

@@ -211,14 +211,7 @@ impl Log {
     pub fn append_with(&self, payload: Bytes, durability: Durability) -> Result<Append> {
         let hasher = self.check_and_hash(&payload)?;
         let need = encoded_len(payload.len());
-        let mut st = self.shared.queue.state.lock();
-        loop {
-            admit(&st)?;
-            if has_room(&st, need, self.shared.options.max_queue_bytes) {
-                break;
-            }
-            self.shared.queue.space.wait(&mut st);
-        }
+        let mut st = self.lock_with_room(need)?;
         let (lsn, generation) = push_record(&mut st, payload, &hasher);
         self.wake_writer(&mut st);
         drop(st);
@@ -245,14 +238,7 @@ impl Log {
             });
         }
         let need: usize = records.iter().map(|(p, _)| encoded_len(p.len())).sum();
-        let mut st = self.shared.queue.state.lock();
-        loop {
-            admit(&st)?;
-            if has_room(&st, need, self.shared.options.max_queue_bytes) {
-                break;
-            }
-            self.shared.queue.space.wait(&mut st);
-        }
+        let mut st = self.lock_with_room(need)?;
         let first = st.next_lsn;
         let mut last = (first, st.generation);
         for (payload, hasher) in records {
@@ -282,14 +268,7 @@ impl Log {
             });
         };
         let need = records.len();
-        let mut st = self.shared.queue.state.lock();
-        loop {
-            admit(&st)?;
-            if has_room(&st, need, self.shared.options.max_queue_bytes) {
-                break;
-            }
-            self.shared.queue.space.wait(&mut st);
-        }
+        let mut st = self.lock_with_room(need)?;
         if st.next_lsn != first {
             return Err(Error::LsnMismatch {
                 expected: st.next_lsn,
@@ -507,6 +486,19 @@ impl Log {
             });
         }
         Ok(payload_crc(payload))
+    }
+
+    /// Locks the queue once it has room for `need` bytes (backpressure), or fails if the log
+    /// no longer takes appends.
+    fn lock_with_room(&self, need: usize) -> Result<parking_lot::MutexGuard<'_, QueueState>> {
+        let mut st = self.shared.queue.state.lock();
+        loop {
+            admit(&st)?;
+            if has_room(&st, need, self.shared.options.max_queue_bytes) {
+                return Ok(st);
+            }
+            self.shared.queue.space.wait(&mut st);
+        }
     }
 
     fn wake_writer(&self, st: &mut QueueState) {

@@ -13,7 +13,6 @@
 //! limit from the standalone raw loop with as many streams is kept too.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -24,7 +23,7 @@ use crate::replicate::plan::{
     ReplicatePlan, Topology, MANY_CLIENTS, RECORD_SIZES, TARGET_RECORD_BYTES,
 };
 use crate::replicate::run::RunResult;
-use crate::report::Target;
+use crate::report::{utc_now, Target};
 
 /// Target (a): 1 sync follower, 1 client, 100 B: commit p50 over the latency limit, at most.
 pub const LATENCY_TARGET_RATIO: f64 = 1.3;
@@ -532,44 +531,9 @@ fn verdict(
     }
 }
 
-/// Now as `YYYY-MM-DDTHH:MM:SSZ` (the append report's format; its helper is private to it).
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format_utc(secs)
-}
-
-/// Formats seconds since the Unix epoch (civil-from-days, H. Hinnant's algorithm).
-fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_dates_format() {
-        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn verdicts_respect_direction_and_missing_cases() {

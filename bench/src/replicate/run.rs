@@ -187,17 +187,4 @@ fn raw_streams(
     })
 }
 
-/// Flushes dirty data of the file system under `dir` (other processes' included, e.g. a
-/// build's), so that writeback started before a measurement does not land inside it. Best
-/// effort: `sync -f` is syncfs(2) on that file system; without it, plain `sync`. (The append
-/// benchmark does the same before each of its cases.)
-pub fn settle(dir: &Path) {
-    let synced = std::process::Command::new("sync")
-        .arg("-f")
-        .arg(dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !synced {
-        let _ = std::process::Command::new("sync").status();
-    }
-}
+pub(crate) use crate::append::settle;
