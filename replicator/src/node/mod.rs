@@ -11,9 +11,11 @@
 //! because an append may wait for queue space, which needs the writer, which reports durability
 //! through the same lock.
 
+mod apply;
 mod client_port;
 mod metrics;
 mod observer;
+mod status;
 mod waiters;
 
 use std::collections::HashMap;
@@ -37,11 +39,12 @@ use crate::protocol::auth::{random_nonce, ClusterKey, NONCE_LEN};
 use crate::protocol::frame::{self, FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::{kind, RECORDS_PREFIX_BYTES};
 use crate::protocol::{DurabilityLevel, Msg};
-use crate::status::{FollowerSideStatus, PrimaryStatus};
 use crate::transport::{self, ConnId, NetEvent, NetHandler, Transport};
 
+pub use self::apply::ApplyStream;
 pub use self::metrics::render_metrics;
 use self::observer::NodeObserver;
+pub use self::status::NodeStatus;
 pub use self::waiters::Commit;
 use self::waiters::Waiters;
 
@@ -51,43 +54,6 @@ const TICK: Duration = Duration::from_millis(10);
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Catch-up read jobs queued for the reader thread.
 const READ_JOBS_CAPACITY: usize = 256;
-
-/// The node's whole status, as `logship status` and the client port's status request show it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct NodeStatus {
-    /// This node's id.
-    pub node_id: String,
-    /// The cluster id.
-    pub cluster_id: String,
-    /// `primary` or `follower`.
-    pub role: Role,
-    /// The log's hot-path backend.
-    pub log_backend: String,
-    /// The replication transport.
-    pub transport: String,
-    /// Seconds since start.
-    pub uptime_s: f64,
-    /// First LSN held.
-    pub first_lsn: u64,
-    /// Last LSN written.
-    pub last_lsn: u64,
-    /// Last LSN durable.
-    pub durable_lsn: u64,
-    /// Appends waiting for their level.
-    pub waiting_appends: usize,
-    /// Appends acknowledged, by level.
-    pub appends: Vec<(String, u64)>,
-    /// Appends that failed with `QuorumUnavailable`.
-    pub quorum_timeouts: u64,
-    /// Frames refused as malformed.
-    pub malformed_frames: u64,
-    /// Replication connections seen.
-    pub connections: u64,
-    /// The primary's replication state.
-    pub primary: Option<PrimaryStatus>,
-    /// The follower's replication state.
-    pub follower: Option<FollowerSideStatus>,
-}
 
 enum Core {
     Primary(Box<Mutex<Primary>>),
@@ -446,42 +412,6 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Durable records in order, blocking for more; from [`Node::apply_stream`].
-pub struct ApplyStream {
-    inner: Arc<Inner>,
-    reader: LogReader,
-}
-
-impl std::fmt::Debug for ApplyStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApplyStream")
-            .field("next", &self.reader.next_lsn())
-            .finish()
-    }
-}
-
-impl ApplyStream {
-    /// The next record, waiting up to `timeout` for one to become durable. `None` on timeout
-    /// or shutdown.
-    ///
-    /// # Errors
-    /// [`Error::Log`] (corruption, truncation under the reader).
-    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<Record>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self.reader.next() {
-                return Some(r.map_err(Error::from));
-            }
-            let want = self.reader.next_lsn();
-            let now = Instant::now();
-            if now >= deadline || self.inner.stop.load(Ordering::Acquire) {
-                return None;
-            }
-            self.inner.wait_durable(want, deadline - now);
-        }
     }
 }
 
@@ -962,75 +892,6 @@ impl Inner {
                 readers.remove(&link);
                 Err(ReadError::Failed(e.to_string()))
             }
-        }
-    }
-
-    fn status(&self) -> NodeStatus {
-        let now = self.now();
-        let (primary, follower) = match &self.core {
-            Core::Primary(p) => (Some(p.lock().status()), None),
-            Core::Follower(f) => (None, Some(f.lock().status(now))),
-        };
-        let c = &self.counters;
-        NodeStatus {
-            node_id: self.config.node.id.clone(),
-            cluster_id: self.config.node.cluster_id.clone(),
-            role: self.config.node.role,
-            log_backend: self.log.backend().to_string(),
-            transport: self
-                .transport
-                .get()
-                .map_or("none", |t| t.name())
-                .to_string(),
-            uptime_s: now.as_secs_f64(),
-            first_lsn: self.log.first_lsn().0,
-            last_lsn: self.log.last_lsn().0,
-            durable_lsn: self.log.durable_lsn().0,
-            waiting_appends: self.waiters.len(),
-            appends: (DurabilityLevel::ALL.iter())
-                .map(|l| {
-                    (
-                        l.as_str().to_string(),
-                        c.appends[*l as usize].load(Ordering::Relaxed),
-                    )
-                })
-                .collect(),
-            quorum_timeouts: c.quorum_timeouts.load(Ordering::Relaxed),
-            malformed_frames: c.malformed_frames.load(Ordering::Relaxed),
-            connections: c.connections.load(Ordering::Relaxed),
-            primary,
-            follower,
-        }
-    }
-
-    fn http(&self, path: &str) -> HttpResponse {
-        match path {
-            "/metrics" => HttpResponse::ok_prometheus(render_metrics(&self.status())),
-            "/health/live" => match self.failure.get() {
-                None => HttpResponse::ok_text("live\n"),
-                Some(cause) => {
-                    HttpResponse::service_unavailable(format!("log poisoned: {cause}\n"))
-                }
-            },
-            "/health/ready" => {
-                let s = self.status();
-                let ready = match (&s.primary, &s.follower) {
-                    (Some(p), _) => p.quorum_available || p.degraded,
-                    (_, Some(f)) => f.connected,
-                    _ => false,
-                };
-                if ready {
-                    HttpResponse::ok_text("ready\n")
-                } else {
-                    HttpResponse::service_unavailable(
-                        "not ready: no sync quorum (primary) or no primary (follower)\n",
-                    )
-                }
-            }
-            "/status" => HttpResponse::ok_json(
-                serde_json::to_string_pretty(&self.status()).unwrap_or_default(),
-            ),
-            _ => HttpResponse::not_found(),
         }
     }
 }

@@ -1,0 +1,118 @@
+//! The node's status (the API's, `logship status`'s, the client port's) and its HTTP answers.
+
+use std::sync::atomic::Ordering;
+
+use crate::config::Role;
+use crate::http::HttpResponse;
+use crate::protocol::DurabilityLevel;
+use crate::status::{FollowerSideStatus, PrimaryStatus};
+
+use super::{render_metrics, Core, Inner};
+
+/// The node's whole status, as `logship status` and the client port's status request show it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// The cluster id.
+    pub cluster_id: String,
+    /// `primary` or `follower`.
+    pub role: Role,
+    /// The log's hot-path backend.
+    pub log_backend: String,
+    /// The replication transport.
+    pub transport: String,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// First LSN held.
+    pub first_lsn: u64,
+    /// Last LSN written.
+    pub last_lsn: u64,
+    /// Last LSN durable.
+    pub durable_lsn: u64,
+    /// Appends waiting for their level.
+    pub waiting_appends: usize,
+    /// Appends acknowledged, by level.
+    pub appends: Vec<(String, u64)>,
+    /// Appends that failed with `QuorumUnavailable`.
+    pub quorum_timeouts: u64,
+    /// Frames refused as malformed.
+    pub malformed_frames: u64,
+    /// Replication connections seen.
+    pub connections: u64,
+    /// The primary's replication state.
+    pub primary: Option<PrimaryStatus>,
+    /// The follower's replication state.
+    pub follower: Option<FollowerSideStatus>,
+}
+
+impl Inner {
+    pub(super) fn status(&self) -> NodeStatus {
+        let now = self.now();
+        let (primary, follower) = match &self.core {
+            Core::Primary(p) => (Some(p.lock().status()), None),
+            Core::Follower(f) => (None, Some(f.lock().status(now))),
+        };
+        let c = &self.counters;
+        NodeStatus {
+            node_id: self.config.node.id.clone(),
+            cluster_id: self.config.node.cluster_id.clone(),
+            role: self.config.node.role,
+            log_backend: self.log.backend().to_string(),
+            transport: self
+                .transport
+                .get()
+                .map_or("none", |t| t.name())
+                .to_string(),
+            uptime_s: now.as_secs_f64(),
+            first_lsn: self.log.first_lsn().0,
+            last_lsn: self.log.last_lsn().0,
+            durable_lsn: self.log.durable_lsn().0,
+            waiting_appends: self.waiters.len(),
+            appends: (DurabilityLevel::ALL.iter())
+                .map(|l| {
+                    (
+                        l.as_str().to_string(),
+                        c.appends[*l as usize].load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+            quorum_timeouts: c.quorum_timeouts.load(Ordering::Relaxed),
+            malformed_frames: c.malformed_frames.load(Ordering::Relaxed),
+            connections: c.connections.load(Ordering::Relaxed),
+            primary,
+            follower,
+        }
+    }
+
+    pub(super) fn http(&self, path: &str) -> HttpResponse {
+        match path {
+            "/metrics" => HttpResponse::ok_prometheus(render_metrics(&self.status())),
+            "/health/live" => match self.failure.get() {
+                None => HttpResponse::ok_text("live\n"),
+                Some(cause) => {
+                    HttpResponse::service_unavailable(format!("log poisoned: {cause}\n"))
+                }
+            },
+            "/health/ready" => {
+                let s = self.status();
+                let ready = match (&s.primary, &s.follower) {
+                    (Some(p), _) => p.quorum_available || p.degraded,
+                    (_, Some(f)) => f.connected,
+                    _ => false,
+                };
+                if ready {
+                    HttpResponse::ok_text("ready\n")
+                } else {
+                    HttpResponse::service_unavailable(
+                        "not ready: no sync quorum (primary) or no primary (follower)\n",
+                    )
+                }
+            }
+            "/status" => HttpResponse::ok_json(
+                serde_json::to_string_pretty(&self.status()).unwrap_or_default(),
+            ),
+            _ => HttpResponse::not_found(),
+        }
+    }
+}
