@@ -303,3 +303,61 @@ fn truncating_the_primary_resynchronizes_its_followers() {
         a.log().durable_lsn() >= last && all_bytes(&a, last) == all_bytes(&p, last)
     });
 }
+
+#[test]
+fn remote_applied_waits_for_the_followers_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[node]\ntransport = \"{}\"\nid = \"a\"\nrole = \"follower\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_replication = \"127.0.0.1:0\"\n[follower]\nauto_apply = false\n",
+        transport(),
+        write_key(dir.path(), KEY).display(),
+        dir.path().join("a").display()
+    );
+    let a = Node::start(NodeConfig::parse(&text).unwrap()).unwrap();
+    let p = primary(
+        dir.path(),
+        &[("a", a.replication_addr().unwrap(), "sync")],
+        "",
+    );
+    // remote_durable does not wait for the application.
+    let durable = p
+        .append(Bytes::from_static(b"one"), DurabilityLevel::RemoteDurable)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(durable, Lsn(1));
+    let applied = p
+        .append(Bytes::from_static(b"two"), DurabilityLevel::RemoteApplied)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        p.status().primary.unwrap().commit.remote_applied,
+        0,
+        "nothing applied yet"
+    );
+    // The application reads the records in order, applies them, and says so.
+    let mut stream = a.apply_stream(Lsn::FIRST).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let r = stream
+            .next_timeout(Duration::from_secs(5))
+            .expect("a record")
+            .unwrap();
+        seen.push((r.lsn, r.payload.clone()));
+        a.report_applied(r.lsn);
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (Lsn(1), Bytes::from_static(b"one")),
+            (Lsn(2), Bytes::from_static(b"two"))
+        ]
+    );
+    assert_eq!(applied.wait().unwrap(), Lsn(2));
+    let f = &p.status().primary.unwrap().followers[0];
+    assert_eq!(f.applied_lsn, 2);
+    assert!(
+        stream.next_timeout(Duration::from_millis(50)).is_none(),
+        "nothing more yet"
+    );
+}
