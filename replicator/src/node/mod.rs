@@ -631,7 +631,7 @@ impl Inner {
             }
             Core::Follower(f) => {
                 let mut out = Vec::new();
-                {
+                let acks = {
                     let mut f = f.lock();
                     for m in frames {
                         f.on_frame(now, conn, m, &mut out);
@@ -639,9 +639,29 @@ impl Inner {
                     if let Some(e) = failure {
                         f.on_frame_error(conn, &e, &mut out);
                     }
+                    // Acks wait until the records are handed to the log: the hand-off to the
+                    // writer (whose fdatasync the commit waits for) goes first. Acks carry
+                    // absolute positions and the primary keeps the maximum, so one overtaking
+                    // another changes nothing.
+                    let (acks, rest): (Vec<_>, Vec<_>) = out.drain(..).partition(|a| {
+                        matches!(
+                            a,
+                            FollowerAction::Send {
+                                msg: Msg::Ack { .. },
+                                ..
+                            }
+                        )
+                    });
+                    out = rest;
                     self.run_follower_sends(&mut out);
-                }
+                    acks
+                };
                 self.run_follower_log(out);
+                for a in acks {
+                    if let FollowerAction::Send { conn, msg } = a {
+                        self.send(conn, &msg);
+                    }
+                }
             }
         }
     }
