@@ -1,5 +1,6 @@
 //! Fuzzing harnesses, shared by the cargo-fuzz targets in `fuzz/` and the corpus replay test
-//! `engine/tests/fuzz_corpus.rs`. Hidden from the docs and not part of the API.
+//! `engine/tests/fuzz_corpus.rs`; [`replay`] is the replay machinery every crate's
+//! `fuzz_corpus` test uses. Hidden from the docs and not part of the API.
 //!
 //! Each harness takes arbitrary bytes and asserts properties of the engine. A harness never
 //! panics on bad input: a panic is a finding, either an engine bug or a wrong property. Inputs
@@ -19,6 +20,8 @@
 //!   first damaged record, and damage followed by valid records beyond the window is corruption.
 //! - [`header_codecs`]: the segment header and the `logship.meta` marker decode without panicking
 //!   and, when they decode, re-encode to the same bytes.
+
+pub mod replay;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -9,18 +9,14 @@
 //!
 //! Run: `cargo test --release -p logship-replicator --test fuzz_corpus`.
 
-use std::fs;
-use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
+use logship_engine::fuzzing::replay::{self, run_all, Harness, XorShift};
 use logship_engine::{Epoch, Lsn};
 use logship_replicator::fuzzing;
 use logship_replicator::protocol::msg::PROTOCOL_VERSION;
 use logship_replicator::protocol::{ClientStatus, DurabilityLevel, Msg, RejectCode};
-
-/// A harness: one fuzz target.
-type Harness = fn(&[u8]);
 
 /// The replicator's fuzz targets, by the directory name of their corpus.
 const TARGETS: [(&str, Harness); 2] = [
@@ -32,7 +28,7 @@ const TARGETS: [(&str, Harness); 2] = [
 const GENERATED_INPUTS: u64 = 100;
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    replay::fuzz_dir(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn harness(target: &str) -> Option<Harness> {
@@ -42,66 +38,9 @@ fn harness(target: &str) -> Option<Harness> {
         .map(|&(_, h)| h)
 }
 
-/// Files of a directory, sorted; none when it does not exist.
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "non-string panic".into())
-}
-
-/// Runs every input through `harness`; fails naming every input that panicked.
-fn run_all(harness: Harness, inputs: impl IntoIterator<Item = (String, Vec<u8>)>) -> usize {
-    let mut failures = Vec::new();
-    let mut count = 0;
-    for (name, data) in inputs {
-        count += 1;
-        if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| harness(&data))) {
-            failures.push(format!("{name}: {}", panic_message(&*p)));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {count} inputs failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    count
-}
-
-fn read_inputs(files: &[PathBuf]) -> Vec<(String, Vec<u8>)> {
-    files
-        .iter()
-        .map(|p| {
-            let data = fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-            (p.display().to_string(), data)
-        })
-        .collect()
-}
-
 fn replay_corpus(target: &str) {
-    let dir = fuzz_dir().join("corpus").join(target);
-    let files = files_in(&dir);
-    assert!(
-        !files.is_empty(),
-        "the fuzz corpus {} is empty or missing; rebuild it as fuzz/README.md says",
-        dir.display()
-    );
-    let h = harness(target).expect("a replicator target");
-    run_all(h, read_inputs(&files));
+    let h = harness(target).expect("one of this crate's targets");
+    replay::replay_corpus(&fuzz_dir(), target, h);
 }
 
 #[test]
@@ -117,43 +56,7 @@ fn corpus_handshake() {
 /// Every input that once crashed one of these targets still passes it.
 #[test]
 fn regressions() {
-    let mut failed = Vec::new();
-    for (target, h) in TARGETS {
-        let inputs = read_inputs(&files_in(&fuzz_dir().join("regressions").join(target)));
-        if let Err(p) = panic::catch_unwind(|| run_all(h, inputs)) {
-            failed.push(format!("{target}: {}", panic_message(&*p)));
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "fuzz regressions fail; each file is named for the bug it guards (fix the code, not the \
-         input):\n{}",
-        failed.join("\n")
-    );
-}
-
-/// xorshift64: a fixed seed gives the same inputs on every machine.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Random bytes, fewer than `max_len` of them.
-    fn bytes_below(&mut self, max_len: u64) -> Vec<u8> {
-        let len = self.below(max_len);
-        (0..len).map(|_| self.next() as u8).collect()
-    }
+    replay::replay_regressions(&fuzz_dir(), &TARGETS);
 }
 
 /// One valid message of every kind, with fields from `rng`.
@@ -173,7 +76,7 @@ fn replication_messages(rng: &mut XorShift, lsn: Lsn) -> Vec<Msg> {
             version_max: PROTOCOL_VERSION,
             epoch: Epoch(rng.below(3)),
             last_lsn: lsn,
-            nonce: [rng.next() as u8; 32],
+            nonce: [rng.next_u64() as u8; 32],
             cluster_id: "c1".into(),
             node_id: "p1".into(),
         },
@@ -181,14 +84,14 @@ fn replication_messages(rng: &mut XorShift, lsn: Lsn) -> Vec<Msg> {
             version: PROTOCOL_VERSION,
             last_lsn: lsn,
             last_epoch: Epoch(0),
-            last_crc: rng.next() as u32,
-            nonce: [rng.next() as u8; 32],
-            mac: [rng.next() as u8; 32],
+            last_crc: rng.next_u64() as u32,
+            nonce: [rng.next_u64() as u8; 32],
+            mac: [rng.next_u64() as u8; 32],
             cluster_id: "c1".into(),
             node_id: "f1".into(),
         },
         Msg::Start {
-            mac: [rng.next() as u8; 32],
+            mac: [rng.next_u64() as u8; 32],
             truncate_after: (rng.below(2) == 0).then_some(lsn),
             start_lsn: lsn.next(),
             commit_lsn: lsn,
@@ -220,31 +123,31 @@ fn replication_messages(rng: &mut XorShift, lsn: Lsn) -> Vec<Msg> {
 fn client_messages(rng: &mut XorShift, lsn: Lsn) -> Vec<Msg> {
     vec![
         Msg::AppendRequest {
-            id: rng.next(),
+            id: rng.next_u64(),
             level: DurabilityLevel::ALL[rng.below(4) as usize],
             payload: Bytes::from(rng.bytes_below(64)),
         },
         Msg::AppendResponse {
-            id: rng.next(),
+            id: rng.next_u64(),
             status: ClientStatus::Ok,
             lsn,
             message: String::new(),
         },
         Msg::ReadRequest {
-            id: rng.next(),
+            id: rng.next_u64(),
             from: lsn,
             max_bytes: 4096,
         },
         Msg::ReadResponse {
-            id: rng.next(),
+            id: rng.next_u64(),
             status: ClientStatus::Purged,
             detail: lsn.0,
             message: "gone".into(),
             records: Bytes::new(),
         },
-        Msg::StatusRequest { id: rng.next() },
+        Msg::StatusRequest { id: rng.next_u64() },
         Msg::StatusResponse {
-            id: rng.next(),
+            id: rng.next_u64(),
             json: "{}".into(),
         },
     ]
