@@ -132,15 +132,17 @@ impl CommitTracker {
             self.raise([local_durable; 4]);
             return None;
         };
-        let eval = |pick: fn(&Progress) -> Lsn| {
-            let states: Vec<MemberState<'_>> = members
-                .iter()
-                .map(|m| MemberState {
-                    name: m.name,
-                    healthy: m.healthy,
-                    lsn: pick(&m.progress).0,
-                })
-                .collect();
+        let mut states: Vec<MemberState<'_>> = (members.iter())
+            .map(|m| MemberState {
+                name: m.name,
+                healthy: m.healthy,
+                lsn: 0,
+            })
+            .collect();
+        let mut eval = |pick: fn(&Progress) -> Lsn| {
+            for (s, m) in states.iter_mut().zip(members) {
+                s.lsn = pick(&m.progress).0;
+            }
             spec.evaluate(&states)
         };
         let write = eval(|p| p.write);

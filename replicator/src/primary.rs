@@ -214,6 +214,8 @@ pub struct Primary {
     first_lsn: Lsn,
     local_durable: Lsn,
     truncated_at: Option<Lsn>,
+    /// The quorum as text, for status and errors (rendered once).
+    quorum_text: String,
     rng: Rng,
     counters: PrimaryCounters,
 }
@@ -232,6 +234,10 @@ impl Primary {
             first_lsn: first,
             local_durable: durable,
             truncated_at: None,
+            quorum_text: config
+                .quorum
+                .as_ref()
+                .map_or("none".to_string(), |q| q.to_string()),
             rng: Rng::new(seed),
             counters: PrimaryCounters::default(),
             config,
@@ -447,7 +453,7 @@ impl Primary {
             Some(DegradeChange::Entered) => {
                 self.counters.degraded_entered += 1;
                 tracing::warn!(
-                    quorum = %self.quorum_text(),
+                    quorum = %self.quorum_text,
                     "sync quorum unavailable: acknowledging remote durability levels at local durability (degraded)"
                 );
             }
@@ -491,10 +497,9 @@ impl Primary {
             .unwrap_or(self.index.last().next())
     }
 
-    fn quorum_text(&self) -> String {
-        self.tracker
-            .quorum()
-            .map_or("none".to_string(), |q| q.to_string())
+    /// The sync quorum as written (`none` without one).
+    pub fn quorum_text(&self) -> &str {
+        &self.quorum_text
     }
 
     /// Counters.
@@ -514,7 +519,7 @@ impl Primary {
                 remote_durable: c[2].0,
                 remote_applied: c[3].0,
             },
-            quorum: self.quorum_text(),
+            quorum: self.quorum_text.clone(),
             quorum_available: self.tracker.quorum_available(),
             degraded: self.tracker.is_degraded(),
             degraded_entered: self.counters.degraded_entered,

@@ -831,9 +831,8 @@ impl Inner {
                     p.tick(now, &mut out);
                     self.run_primary(&mut p, out);
                     self.waiters.advance(p.committed());
-                    let quorum = p.status().quorum;
+                    let expired = self.waiters.expire(Instant::now(), p.quorum_text());
                     drop(p);
-                    let expired = self.waiters.expire(Instant::now(), &quorum);
                     self.counters
                         .quorum_timeouts
                         .fetch_add(expired as u64, Ordering::Relaxed);
