@@ -60,6 +60,25 @@ impl Machine {
         })
     }
 
+    /// The `command:`, `machine:` and `directory:` lines every report starts with.
+    pub fn write_description(&self, out: &mut String, command: &str) {
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "command: {command}");
+        let _ = writeln!(
+            out,
+            "machine: {} CPUs ({}), {} MiB RAM, {}",
+            self.nproc, self.cpu, self.memory_mib, self.kernel
+        );
+        let _ = writeln!(
+            out,
+            "directory: {} on {} ({}, {})",
+            self.dir.display(),
+            self.fs_type,
+            self.fs_source,
+            self.mount_options
+        );
+    }
+
     /// A warning to print when the directory's file system makes the figures meaningless.
     pub fn warning(&self) -> Option<String> {
         MEMORY_FILE_SYSTEMS

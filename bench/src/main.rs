@@ -194,18 +194,7 @@ fn run_append(args: &AppendArgs) -> anyhow::Result<()> {
     if !args.cases.is_empty() {
         plan.cases.clone_from(&args.cases);
     }
-    let scratch = scratch::Scratch::create(&args.dir)?;
-    let machine = machine::Machine::probe(scratch.path())?;
-    if let Some(warning) = machine.warning() {
-        eprintln!("WARNING: {warning}");
-    }
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    eprintln!(
-        "logship-bench append: {} plan, scratch directory {} ({})",
-        plan.name,
-        scratch.path().display(),
-        machine.fs_type
-    );
+    let (scratch, machine, command) = prepare("append", plan.name, &args.dir)?;
     let run = append::run(&plan, scratch.path(), args.backend.engine())?;
     scratch.remove()?;
     let report = report::Report::new(command, plan, machine, run);
@@ -216,6 +205,27 @@ fn run_append(args: &AppendArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The scratch directory, the machine's description (warning on stderr when its file system
+/// makes the figures meaningless) and the command line, for benchmark `name`.
+fn prepare(
+    name: &str,
+    plan: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(scratch::Scratch, machine::Machine, String)> {
+    let scratch = scratch::Scratch::create(dir)?;
+    let machine = machine::Machine::probe(scratch.path())?;
+    if let Some(warning) = machine.warning() {
+        eprintln!("WARNING: {warning}");
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    eprintln!(
+        "logship-bench {name}: {plan} plan, scratch directory {} ({})",
+        scratch.path().display(),
+        machine.fs_type
+    );
+    Ok((scratch, machine, command))
 }
 
 fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
@@ -232,18 +242,7 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
         plan.topologies.clone_from(&args.topologies);
     }
     plan.catch_up = !args.no_catch_up;
-    let scratch = scratch::Scratch::create(&args.dir)?;
-    let machine = machine::Machine::probe(scratch.path())?;
-    if let Some(warning) = machine.warning() {
-        eprintln!("WARNING: {warning}");
-    }
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    eprintln!(
-        "logship-bench replicate: {} plan, scratch directory {} ({})",
-        plan.name,
-        scratch.path().display(),
-        machine.fs_type
-    );
+    let (scratch, machine, command) = prepare("replicate", plan.name, &args.dir)?;
     let options = replicate::RunOptions {
         settings: replicate::cluster::NodeSettings {
             transport: args.transport.config(),

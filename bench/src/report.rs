@@ -107,20 +107,7 @@ impl Report {
             "logship append benchmark ({} plan), {}",
             self.plan.name, self.date
         );
-        let _ = writeln!(out, "command: {}", self.command);
-        let _ = writeln!(
-            out,
-            "machine: {} CPUs ({}), {} MiB RAM, {}",
-            m.nproc, m.cpu, m.memory_mib, m.kernel
-        );
-        let _ = writeln!(
-            out,
-            "directory: {} on {} ({}, {})",
-            m.dir.display(),
-            m.fs_type,
-            m.fs_source,
-            m.mount_options
-        );
+        m.write_description(out, &self.command);
         let _ = writeln!(
             out,
             "engine backend: {}   peak RSS: {:.1} MiB",
@@ -153,7 +140,7 @@ impl Report {
                 "  (again, after the cases)",
             ),
         ] {
-            write_raw_row(out, raw, note);
+            write_raw_row(out, 50, raw, note);
         }
     }
 
@@ -217,10 +204,11 @@ impl Report {
     }
 }
 
-fn write_raw_row(out: &mut String, raw: &RawResult, note: &str) {
+/// One raw-limit row, its name padded to `width`.
+pub(crate) fn write_raw_row(out: &mut String, width: usize, raw: &RawResult, note: &str) {
     let _ = writeln!(
         out,
-        "{:<50} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}{note}",
+        "{:<width$} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}{note}",
         raw.name,
         raw.ops_per_s,
         raw.mb_per_s,

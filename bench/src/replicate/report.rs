@@ -17,13 +17,12 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::machine::{self, Machine};
-use crate::raw::RawResult;
 use crate::replicate::commit::CaseResult;
 use crate::replicate::plan::{
     ReplicatePlan, Topology, MANY_CLIENTS, RECORD_SIZES, TARGET_RECORD_BYTES,
 };
 use crate::replicate::run::RunResult;
-use crate::report::{utc_now, Target};
+use crate::report::{utc_now, write_raw_row, Target};
 
 /// Target (a): 1 sync follower, 1 client, 100 B: commit p50 over the latency limit, at most.
 pub const LATENCY_TARGET_RATIO: f64 = 1.3;
@@ -153,20 +152,7 @@ impl Report {
             "logship replicate benchmark ({} plan), {}",
             self.plan.name, self.date
         );
-        let _ = writeln!(out, "command: {}", self.command);
-        let _ = writeln!(
-            out,
-            "machine: {} CPUs ({}), {} MiB RAM, {}",
-            m.nproc, m.cpu, m.memory_mib, m.kernel
-        );
-        let _ = writeln!(
-            out,
-            "directory: {} on {} ({}, {})",
-            m.dir.display(),
-            m.fs_type,
-            m.fs_source,
-            m.mount_options
-        );
+        m.write_description(out, &self.command);
         let b = &self.run.backends;
         let _ = writeln!(
             out,
@@ -184,6 +170,7 @@ impl Report {
     }
 
     fn write_raw(&self, out: &mut String) {
+        const RAW_WIDTH: usize = 52;
         let _ = writeln!(
             out,
             "\nraw limits (one thread each; every node writes to this disk, so the fdatasync \
@@ -195,7 +182,12 @@ impl Report {
             "case", "ops/s", "MB/s", "p50 µs", "p99 µs", "p99.9 µs"
         );
         let r = &self.run.raw;
-        write_raw_row(out, &r.fdatasync_4k, "  <- fdatasync limit, 1 node");
+        write_raw_row(
+            out,
+            RAW_WIDTH,
+            &r.fdatasync_4k,
+            "  <- fdatasync limit, 1 node",
+        );
         for s in &r.fdatasync_4k_streams {
             let _ = writeln!(
                 out,
@@ -215,8 +207,13 @@ impl Report {
             "{:<52} {:>9.0} {:>9} {:>9.1} {:>9.1} {:>9.1}  <- round-trip limit",
             t.name, t.ops_per_s, "-", t.latency.p50_us, t.latency.p99_us, t.latency.p999_us
         );
-        write_raw_row(out, &r.bandwidth_1m, "  <- bandwidth limit");
-        write_raw_row(out, &r.fdatasync_4k_after, "  (again, after everything)");
+        write_raw_row(out, RAW_WIDTH, &r.bandwidth_1m, "  <- bandwidth limit");
+        write_raw_row(
+            out,
+            RAW_WIDTH,
+            &r.fdatasync_4k_after,
+            "  (again, after everything)",
+        );
     }
 
     fn write_cases(&self, out: &mut String) {
@@ -367,19 +364,6 @@ impl Report {
             let _ = writeln!(out, "  {e}");
         }
     }
-}
-
-fn write_raw_row(out: &mut String, raw: &RawResult, note: &str) {
-    let _ = writeln!(
-        out,
-        "{:<52} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}{note}",
-        raw.name,
-        raw.ops_per_s,
-        raw.mb_per_s,
-        raw.latency.p50_us,
-        raw.latency.p99_us,
-        raw.latency.p999_us
-    );
 }
 
 /// The commit latency limit of `topology` for a disk whose fdatasync p50 is `fdatasync`, µs.
