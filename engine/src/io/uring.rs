@@ -73,11 +73,11 @@ const _: () = assert!(MAX_DEPTH * SQES_PER_OP <= 32768);
 /// (older than 5.6), or an opcode is missing.
 pub fn probe() -> Result<(), String> {
     let ring = IoUring::new(PROBE_RING_ENTRIES).map_err(|e| describe_setup_error(&e))?;
-    check_opcodes(&ring).map_err(|e| e.to_string())
+    check_opcodes(&ring, &REQUIRED_OPCODES).map_err(|e| e.to_string())
 }
 
-/// Explains why `io_uring_setup` failed.
-fn describe_setup_error(err: &io::Error) -> String {
+/// Explains why `io_uring_setup` failed (also used by the replicator's io_uring transport).
+pub fn describe_setup_error(err: &io::Error) -> String {
     match err.raw_os_error() {
         Some(libc::ENOSYS) => format!("io_uring_setup is not implemented by this kernel: {err}"),
         Some(libc::EPERM) => format!(
@@ -87,8 +87,9 @@ fn describe_setup_error(err: &io::Error) -> String {
     }
 }
 
-/// Fails with `Unsupported` unless `ring` supports every opcode in [`REQUIRED_OPCODES`].
-fn check_opcodes(ring: &IoUring) -> io::Result<()> {
+/// Fails with `Unsupported` naming the first opcode of `required` (code, name) that `ring` does
+/// not support (also used by the replicator's io_uring transport).
+pub fn check_opcodes(ring: &IoUring, required: &[(u8, &str)]) -> io::Result<()> {
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe).map_err(|e| {
         io::Error::new(
@@ -96,7 +97,7 @@ fn check_opcodes(ring: &IoUring) -> io::Result<()> {
             format!("IORING_REGISTER_PROBE failed (kernel older than 5.6?): {e}"),
         )
     })?;
-    for (code, name) in REQUIRED_OPCODES {
+    for &(code, name) in required {
         if !probe.is_supported(code) {
             let msg = format!("io_uring opcode {name} is not supported by this kernel");
             return Err(io::Error::new(io::ErrorKind::Unsupported, msg));
@@ -275,7 +276,7 @@ impl UringQueue {
         let entries =
             u32::try_from((depth * SQES_PER_OP).next_power_of_two()).expect("bounded by MAX_DEPTH");
         let ring = IoUring::new(entries)?;
-        check_opcodes(&ring)?;
+        check_opcodes(&ring, &REQUIRED_OPCODES)?;
         let mut free: Vec<IoBuf> = (0..depth)
             .map(|i| {
                 let index = u16::try_from(i).expect("bounded by MAX_DEPTH");

@@ -11,7 +11,8 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use io_uring::{opcode, IoUring, Probe};
+use io_uring::{opcode, IoUring};
+use logship_engine::io::uring::{check_opcodes, describe_setup_error};
 
 /// Submission queue entries. The driver keeps SQEs that do not fit in a backlog, so this bounds
 /// one batch, not the number of operations in flight.
@@ -43,42 +44,12 @@ pub(super) fn setup_ring() -> io::Result<IoUring> {
     let ring = IoUring::builder()
         .setup_cqsize(CQ_ENTRIES)
         .build(SQ_ENTRIES)
-        .map_err(|e| describe_setup_error(&e))?;
-    check_opcodes(&ring)?;
+        .map_err(|e| io::Error::new(e.kind(), describe_setup_error(&e)))?;
+    check_opcodes(&ring, &REQUIRED_OPCODES)?;
     if !ring.params().is_feature_fast_poll() {
         tracing::warn!("io_uring lacks IORING_FEAT_FAST_POLL (kernel < 5.7): socket operations block kernel workers");
     }
     Ok(ring)
-}
-
-/// The setup error, same kind, with the likely cause spelled out.
-fn describe_setup_error(err: &io::Error) -> io::Error {
-    let msg = match err.raw_os_error() {
-        Some(libc::ENOSYS) => format!("io_uring_setup is not implemented by this kernel: {err}"),
-        Some(libc::EPERM) => format!(
-            "io_uring_setup is not permitted (seccomp profile or kernel.io_uring_disabled): {err}"
-        ),
-        _ => format!("io_uring_setup failed: {err}"),
-    };
-    io::Error::new(err.kind(), msg)
-}
-
-/// Fails with `Unsupported` unless `ring` supports every opcode in [`REQUIRED_OPCODES`].
-fn check_opcodes(ring: &IoUring) -> io::Result<()> {
-    let mut probe = Probe::new();
-    ring.submitter().register_probe(&mut probe).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("IORING_REGISTER_PROBE failed (kernel older than 5.6?): {e}"),
-        )
-    })?;
-    for (code, name) in REQUIRED_OPCODES {
-        if !probe.is_supported(code) {
-            let msg = format!("io_uring opcode {name} is not supported by this kernel");
-            return Err(io::Error::new(io::ErrorKind::Unsupported, msg));
-        }
-    }
-    Ok(())
 }
 
 /// A blocking eventfd: the ring reads it, other threads write it to wake the ring thread.
