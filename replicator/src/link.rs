@@ -752,7 +752,7 @@ impl Link {
         now: Duration,
         first: Lsn,
         last: Lsn,
-        records: &Bytes,
+        (records, shared): (&[u8], &mut Option<Bytes>),
         ctx: &Ctx<'_>,
         out: &mut Vec<Action>,
     ) {
@@ -770,7 +770,9 @@ impl Link {
                     first,
                     last,
                     commit_lsn: ctx.commit_lsn,
-                    records: records.clone(),
+                    records: shared
+                        .get_or_insert_with(|| Bytes::copy_from_slice(records))
+                        .clone(),
                 },
             });
         } else if matches!(s.catch_up, CatchUp::Live) && s.next_send <= last {

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use logship_engine::{Chunk, Epoch, Lsn};
 
 use crate::backoff::{BackoffConfig, Rng};
@@ -371,15 +370,19 @@ impl Primary {
         now: Duration,
         first: Lsn,
         last: Lsn,
-        records: Bytes,
+        records: &[u8],
         out: &mut Vec<Action>,
     ) {
         if first != self.index.last().next() {
             self.on_truncated(now, first.prev(), out);
         }
         self.index.push(last, records.len() as u64);
+        // Copied out of the writer's buffer once, and only if some link sends it live.
+        let mut shared = None;
         for i in 0..self.links.len() {
-            self.with_ctx(i, |l, ctx| l.on_batch(now, first, last, &records, ctx, out));
+            self.with_ctx(i, |l, ctx| {
+                l.on_batch(now, first, last, (records, &mut shared), ctx, out)
+            });
         }
     }
 

@@ -251,8 +251,7 @@ impl Harness {
         let r = self.plog.push(payload);
         let lsn = self.plog.last();
         let mut out = Vec::new();
-        self.p
-            .on_batch(self.now, lsn, lsn, Bytes::from(r), &mut out);
+        self.p.on_batch(self.now, lsn, lsn, &r, &mut out);
         self.run_primary(out);
         lsn
     }

@@ -261,13 +261,8 @@ impl HonestPair {
         }
         let last = self.plog.last();
         let mut out = Vec::new();
-        self.p.on_batch(
-            self.now,
-            first,
-            last,
-            Bytes::from(self.plog.run(first, last)),
-            &mut out,
-        );
+        self.p
+            .on_batch(self.now, first, last, &self.plog.run(first, last), &mut out);
         self.primary_actions(out);
     }
 

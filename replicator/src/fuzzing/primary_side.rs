@@ -506,7 +506,7 @@ impl PrimaryUnderTest {
         let last = self.log.last();
         let bytes = Bytes::from(self.log.run(first, last));
         let mut out = Vec::new();
-        self.p.on_batch(self.now, first, last, bytes, &mut out);
+        self.p.on_batch(self.now, first, last, &bytes, &mut out);
         self.apply(out);
     }
 

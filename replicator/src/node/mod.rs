@@ -483,7 +483,6 @@ impl Inner {
     /// The writer formed a batch (primary: send it before its fdatasync finishes).
     pub(crate) fn on_batch(&self, first: Lsn, last: Lsn, records: &[u8]) {
         if let Core::Primary(p) = &self.core {
-            let records = Bytes::copy_from_slice(records);
             let mut out = Vec::new();
             let mut p = p.lock();
             p.on_batch(self.now(), first, last, records, &mut out);
