@@ -298,10 +298,12 @@ impl Log {
     fn parse_replicated(&self, records: &[u8]) -> Result<Vec<(Lsn, usize, usize)>> {
         let max = self.shared.options.max_record_bytes;
         let mut out = Vec::new();
-        let mut offset = 0;
-        while offset < records.len() {
+        for item in crate::record::run(records) {
+            let (offset, r) = item.map_err(|(offset, e)| Error::InvalidRecords {
+                offset,
+                reason: e.to_string(),
+            })?;
             let bad = |reason: String| Error::InvalidRecords { offset, reason };
-            let r = crate::record::decode(&records[offset..]).map_err(|e| bad(e.to_string()))?;
             if r.payload.len() > max {
                 return Err(bad(format!(
                     "payload of {} bytes exceeds {max}",
@@ -315,7 +317,6 @@ impl Log {
             }
             let end = offset + RECORD_HEADER_BYTES + r.payload.len();
             out.push((r.header.lsn, offset, end));
-            offset = end;
         }
         Ok(out)
     }

@@ -241,10 +241,62 @@ pub fn decode(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
     Ok(RecordRef { header, payload })
 }
 
+/// Walks a run of whole encoded records laid end to end (a replicated batch, a catch-up chunk,
+/// a read response): yields each record with its byte offset, CRC checked, or the first
+/// [`DecodeError`] with its offset, after which it ends.
+pub fn run(buf: &[u8]) -> Run<'_> {
+    Run { buf, offset: 0 }
+}
+
+/// Iterator of [`run`].
+#[derive(Debug)]
+pub struct Run<'a> {
+    buf: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Iterator for Run<'a> {
+    type Item = Result<(usize, RecordRef<'a>), (usize, DecodeError)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.offset >= self.buf.len() {
+            return None;
+        }
+        let at = self.offset;
+        match decode(&self.buf[at..]) {
+            Ok(r) => {
+                self.offset = at + RECORD_HEADER_BYTES + r.payload.len();
+                Some(Ok((at, r)))
+            }
+            Err(e) => {
+                self.offset = self.buf.len();
+                Some(Err((at, e)))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_run_yields_each_record_then_stops_at_the_first_bad_one() {
+        let mut buf = Vec::new();
+        for (i, p) in [&b"a"[..], b"bc", b""].iter().enumerate() {
+            encode_into(&mut buf, Lsn(i as u64 + 1), Epoch(0), p);
+        }
+        let good = buf.len();
+        buf.extend_from_slice(&[0xff; 40]);
+        let items: Vec<_> = run(&buf).collect();
+        assert_eq!(items.len(), 4);
+        let offsets: Vec<usize> = items[..3].iter().map(|r| r.as_ref().unwrap().0).collect();
+        assert_eq!(offsets, vec![0, 33, 67]);
+        assert!(matches!(items[3], Err((at, _)) if at == good));
+        assert_eq!(run(&buf[..good]).count(), 3);
+        assert_eq!(run(&[]).count(), 0);
+    }
 
     #[test]
     fn round_trip_known_record() {

@@ -184,19 +184,17 @@ fn remote(status: ClientStatus, message: String, detail: u64) -> Error {
 /// # Errors
 /// [`Error::Protocol`] naming the offset of a bad record.
 pub fn decode_records(bytes: &Bytes) -> Result<Vec<Record>> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off < bytes.len() {
-        let r = record::decode(&bytes[off..])
-            .map_err(|e| Error::Protocol(format!("record at byte {off}: {e}")))?;
-        let len = RECORD_HEADER_BYTES + r.payload.len();
-        out.push(Record {
-            lsn: r.header.lsn,
-            epoch: r.header.epoch,
-            crc: r.header.crc,
-            payload: bytes.slice(off + RECORD_HEADER_BYTES..off + len),
-        });
-        off += len;
-    }
-    Ok(out)
+    record::run(bytes)
+        .map(|item| {
+            let (off, r) =
+                item.map_err(|(off, e)| Error::Protocol(format!("record at byte {off}: {e}")))?;
+            let start = off + RECORD_HEADER_BYTES;
+            Ok(Record {
+                lsn: r.header.lsn,
+                epoch: r.header.epoch,
+                crc: r.header.crc,
+                payload: bytes.slice(start..start + r.payload.len()),
+            })
+        })
+        .collect()
 }
