@@ -330,6 +330,17 @@ fn usage_errors_exit_2() {
     assert!(stderr.contains("segment_size_bytes"), "{stderr}");
 }
 
+/// Offset of record `lsn` in a segment's bytes, walking its frames from the header.
+fn record_offset(segment: &[u8], lsn: u64) -> usize {
+    let mut off = SEGMENT_HEADER_BYTES;
+    loop {
+        match logship::record::decode_frame(&segment[off..]).expect("a valid frame") {
+            logship::record::Frame::Record(r) if r.header.lsn.get() == lsn => return off,
+            f => off += f.encoded_len(),
+        }
+    }
+}
+
 #[test]
 fn verify_reports_flipped_payload_byte_with_exit_1() {
     const PAYLOAD_BYTES: usize = 200;
@@ -357,11 +368,12 @@ fn verify_reports_flipped_payload_byte_with_exit_1() {
     assert!(segments >= 3, "expected several segments, found {segments}");
     assert_eq!(cli(&["verify"], &dir).0, 0);
 
-    // Record k of the first segment starts at 64 + k * (32 + 200); flip a byte in its payload.
+    // Find record k + 1 of the first segment by walking its frames (records, and the write
+    // markers after each write), and flip a byte in its payload.
     let k = 100;
-    let offset =
-        SEGMENT_HEADER_BYTES + k * (RECORD_HEADER_BYTES + PAYLOAD_BYTES) + RECORD_HEADER_BYTES + 50;
     let seg = dir.join(FIRST_SEGMENT);
+    let record_offset = record_offset(&std::fs::read(&seg).unwrap(), k as u64 + 1);
+    let offset = record_offset + RECORD_HEADER_BYTES + 50;
     let mut byte = [0u8; 1];
     {
         use std::os::unix::fs::FileExt;
@@ -384,7 +396,6 @@ fn verify_reports_flipped_payload_byte_with_exit_1() {
         .unwrap_or_else(|| panic!("no corruption line in {stdout}"));
     assert!(line.contains(FIRST_SEGMENT), "{line}");
     assert!(line.contains(&format!("LSN {}", k + 1)), "{line}");
-    let record_offset = SEGMENT_HEADER_BYTES + k * (RECORD_HEADER_BYTES + PAYLOAD_BYTES);
     assert!(line.contains(&format!("offset {record_offset}")), "{line}");
     assert!(stdout.contains("CORRUPT"), "{stdout}");
 

@@ -33,11 +33,13 @@ use crate::io::{Backend, FaultyVfs, OpenMode, Vfs};
 use crate::log::Log;
 use crate::options::Options;
 use crate::record::{self, DecodeError, RecordRef, RECORD_HEADER_BYTES};
-use crate::recovery::{verify_with, RecoveryReport, VerifyReport};
+use crate::recovery::RecoveryReport;
 use crate::segment::{
-    segment_name, LogMeta, SegmentHeader, META_BYTES, META_FILE, SEGMENT_HEADER_BYTES,
+    segment_name, LogMeta, SegmentHeader, FORMAT_VERSION, LEGACY_FORMAT_VERSION, META_BYTES,
+    META_FILE, SEGMENT_HEADER_BYTES,
 };
 use crate::types::{Epoch, Lsn};
+use crate::verify::{verify_with, VerifyReport};
 
 /// Inputs are cut to this many bytes.
 pub const MAX_INPUT_BYTES: usize = 64 << 10;
@@ -305,14 +307,20 @@ fn check_scan_agrees(log: &Log, scanned: Result<Vec<(Lsn, Vec<u8>)>>) {
 fn build_segment(input: &mut Input<'_>) -> (Shape, Vec<u8>, Model) {
     let selector = input.byte();
     let window = WINDOWS_BYTES[usize::from(selector / 4) % WINDOWS_BYTES.len()];
+    // Segments without markers: the rules of both versions agree on them.
+    let version = if selector & 0x40 != 0 {
+        LEGACY_FORMAT_VERSION
+    } else {
+        FORMAT_VERSION
+    };
     match selector % 4 {
         0 => (
             Shape::RawTail,
-            raw_tail(segment_header(window), input),
+            raw_tail(segment_header(window, version), input),
             Model::default(),
         ),
         1 => {
-            let (image, model) = build_records(input, window);
+            let (image, model) = build_records(input, window, version);
             (Shape::Records, image, model)
         }
         2 => {
@@ -322,6 +330,7 @@ fn build_segment(input: &mut Input<'_>) -> (Shape, Vec<u8>, Model) {
         }
         _ => {
             let header = SegmentHeader {
+                format_version: version,
                 base_lsn: Lsn::FIRST,
                 created_unix_nanos: input.u64(),
                 segment_size_bytes: input.u64(),
@@ -342,8 +351,9 @@ fn raw_tail(header: [u8; SEGMENT_HEADER_BYTES], input: &mut Input<'_>) -> Vec<u8
     image
 }
 
-fn segment_header(window: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+fn segment_header(window: u64, version: u32) -> [u8; SEGMENT_HEADER_BYTES] {
     SegmentHeader {
+        format_version: version,
         base_lsn: Lsn::FIRST,
         created_unix_nanos: 0,
         segment_size_bytes: SEGMENT_BYTES as u64,
@@ -361,8 +371,8 @@ fn payload(lsn: u64, len: usize) -> Vec<u8> {
 }
 
 /// [`Shape::Records`]: valid records, then one mutation; returns the image and its model.
-fn build_records(input: &mut Input<'_>, window: u64) -> (Vec<u8>, Model) {
-    let mut image = segment_header(window).to_vec();
+fn build_records(input: &mut Input<'_>, window: u64, version: u32) -> (Vec<u8>, Model) {
+    let mut image = segment_header(window, version).to_vec();
     let mut spans = Vec::new();
     let mut payloads = Vec::new();
     let count = usize::from(input.byte()) % MAX_BUILT_RECORDS + 1;
@@ -473,6 +483,7 @@ fn make_log_dir(vfs: &FaultyVfs, segment: &[u8]) {
     let dir = Path::new(DIR);
     vfs.create_dir_all(dir).expect("in-memory mkdir");
     let meta = LogMeta {
+        format_version: FORMAT_VERSION,
         created_unix_nanos: 0,
     };
     write_file(vfs, &dir.join(META_FILE), &meta.encode());

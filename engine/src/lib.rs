@@ -13,6 +13,7 @@
 
 mod completion;
 pub mod error;
+mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
@@ -24,8 +25,10 @@ pub mod record;
 mod recovery;
 mod scan;
 pub mod segment;
+mod segment_scan;
 mod segment_set;
 pub mod types;
+mod verify;
 mod writer;
 
 pub use crate::completion::{Append, AppendBatch, Completion};
@@ -34,9 +37,8 @@ pub use crate::log::{AppendFuture, Log, LogStats, PurgeReport};
 pub use crate::options::{Durability, LogObserver, Options, RecoveryMode};
 pub use crate::reader::{Chunk, LogReader};
 pub use crate::record::Record;
-pub use crate::recovery::{
-    verify, verify_with, Corruption, RecoveryReport, TornTail, VerifyReport,
-};
+pub use crate::recovery::{Corruption, RecoveryReport, SalvageAction, Salvaged, TornTail};
 pub use crate::scan::{scan, scan_with, Scanner};
 pub use crate::types::{Epoch, Lsn};
+pub use crate::verify::{verify, verify_with, VerifyReport};
 pub use bytes::Bytes;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::io::{Backend, Vfs};
-use crate::record::{MAX_PAYLOAD_BYTES, RECORD_HEADER_BYTES};
+use crate::record::{MARKER_BYTES, MAX_PAYLOAD_BYTES, RECORD_HEADER_BYTES};
 use crate::segment::SEGMENT_HEADER_BYTES;
 use crate::types::Lsn;
 
@@ -22,6 +22,17 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_FREE_SEGMENTS: usize = 4;
 /// Smallest segment size accepted: 64 KiB.
 pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 << 10;
+/// Write operations the writer has in flight at once: one flushing, one being written behind it.
+pub(crate) const WRITES_IN_FLIGHT: usize = 2;
+/// Room every segment keeps after its records: the last write's marker and one idle marker.
+pub(crate) const SEGMENT_TAIL_RESERVE_BYTES: u64 = 2 * MARKER_BYTES as u64;
+
+/// The largest payload one segment of `segment_size_bytes` can hold: its header, one record
+/// header, and the room every segment keeps for write markers come off the top.
+pub fn max_record_bytes_fitting(segment_size_bytes: u64) -> u64 {
+    let overhead = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES) as u64 + SEGMENT_TAIL_RESERVE_BYTES;
+    segment_size_bytes.saturating_sub(overhead)
+}
 
 /// What recovery does with a checksum failure that a crash cannot explain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,6 +43,13 @@ pub enum RecoveryMode {
     /// Keep every record before the first corrupt one, cut the log there, and report what was
     /// cut in the [`crate::RecoveryReport`]. For salvaging a damaged log on purpose.
     TruncateAtCorruption,
+    /// For a node whose replicas hold the records: open, and set the damage aside for repair.
+    /// A damaged sealed segment stays, marked damaged (reads there fail with
+    /// [`Error::Corruption`] until [`crate::Log::repair_segment`] replaces it); damage in the
+    /// last segment's synced records is copied to a `quarantine-*.seg` file and the log is cut
+    /// before it, so the records come back through replication. Never loses bytes: the
+    /// quarantine keeps them. Reported in [`crate::RecoveryReport::salvaged`].
+    Salvage,
 }
 
 /// When an append's completion resolves.
@@ -137,12 +155,14 @@ impl Options {
                 ),
             );
         }
-        let largest = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + self.max_record_bytes) as u64;
-        if self.segment_size_bytes < largest {
+        if (self.max_record_bytes as u64) > max_record_bytes_fitting(self.segment_size_bytes) {
+            let needed = self.segment_size_bytes
+                - max_record_bytes_fitting(self.segment_size_bytes)
+                + self.max_record_bytes as u64;
             return bad(
                 "segment_size_bytes",
                 format!(
-                    "{} cannot hold one record of max_record_bytes={} (needs {largest})",
+                    "{} cannot hold one record of max_record_bytes={} (needs {needed})",
                     self.segment_size_bytes, self.max_record_bytes
                 ),
             );
@@ -165,9 +185,17 @@ impl Options {
         Ok(())
     }
 
-    /// Capacity of each writer buffer: a full batch, or one maximum record.
+    /// Capacity of each writer buffer: a full batch, or one maximum record, and its marker.
     pub(crate) fn write_buffer_bytes(&self) -> usize {
         self.max_batch_bytes
             .max(self.max_record_bytes + RECORD_HEADER_BYTES)
+            + MARKER_BYTES
+    }
+
+    /// The most bytes the writer can have written and not synced in a segment: the writes in
+    /// flight and one idle marker. Stored in each segment header; recovery zeroes this far past
+    /// a torn write.
+    pub(crate) fn unsynced_window_bytes(&self) -> u64 {
+        (WRITES_IN_FLIGHT * self.write_buffer_bytes() + MARKER_BYTES) as u64
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Sealed segments are read through a memory map (zero-copy: payloads are slices of the map);
 //! the active segment with `pread`, never past the bytes known to be written. Every record's CRC
-//! and LSN are checked as it is read. By default a reader stops at the durable watermark, so it
-//! never returns a record a crash could take back.
+//! and LSN are checked as it is read; write markers between records are checked and skipped. By
+//! default a reader stops at the durable watermark, so it never returns a record a crash could
+//! take back. A segment known to be damaged (found at open or by the scrubber) fails reads from
+//! its damaged LSN on with [`Error::Corruption`] until it is repaired.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,12 +14,16 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::log::Shared;
-use crate::record::{self, decode_header, Record, RECORD_HEADER_BYTES};
+use crate::record::{
+    self, decode_header, Frame, Record, FLAG_MARKER, MARKER_BYTES, RECORD_HEADER_BYTES,
+};
 use crate::segment_set::Segment;
 use crate::types::Lsn;
 
 /// Bytes read ahead from the active segment.
 const READ_AHEAD_BYTES: usize = 256 << 10;
+/// Markers that can stand between two records: a write's, and an idle one after it.
+const MAX_MARKERS_BETWEEN_RECORDS: usize = 2;
 
 /// An iterator over records, from an LSN on. It ends at the durable end of the log (or the
 /// written end, for [`crate::Log::read_from_unsynced`]); calling `next` again later continues
@@ -140,6 +146,7 @@ impl LogReader {
             self.position()?;
         }
         let c = self.cursor.as_mut().expect("positioned");
+        c.seg.check_readable(c.lsn)?;
         let rec = c.record()?;
         c.offset += (RECORD_HEADER_BYTES + rec.payload.len()) as u64;
         c.lsn = c.lsn.next();
@@ -183,7 +190,11 @@ impl LogReader {
             self.position()?;
         }
         let c = self.cursor.as_mut().expect("positioned");
-        let stop = limit.min(c.seg.last_lsn());
+        c.seg.check_readable(c.lsn)?;
+        let mut stop = limit.min(c.seg.last_lsn());
+        if let Some(d) = c.seg.damage() {
+            stop = stop.min(d.lsn.prev());
+        }
         let (first, start) = (c.lsn, c.offset);
         loop {
             let (_, len) = c.header_at()?;
@@ -286,15 +297,43 @@ impl Cursor {
         }
     }
 
-    /// The header at the cursor, checked for its LSN; returns it and the record's total length.
+    /// The record header at the cursor, checked for its LSN, after skipping (and checking) the
+    /// write markers before it; returns it and the record's total length.
     fn header_at(&mut self) -> Result<(record::RecordHeader, u64)> {
         let lsn = self.lsn;
-        let h = decode_header(self.bytes(RECORD_HEADER_BYTES)?)
-            .map_err(|e| self.corrupt(e.to_string()))?;
-        if h.lsn != lsn {
-            return Err(self.corrupt(format!("found LSN {} where {lsn} was expected", h.lsn)));
+        for _ in 0..=MAX_MARKERS_BETWEEN_RECORDS {
+            let h = decode_header(self.bytes(RECORD_HEADER_BYTES)?)
+                .map_err(|e| self.corrupt(e.to_string()))?;
+            if h.flags & FLAG_MARKER == 0 {
+                if h.lsn != lsn {
+                    return Err(
+                        self.corrupt(format!("found LSN {} where {lsn} was expected", h.lsn))
+                    );
+                }
+                return Ok((h, (RECORD_HEADER_BYTES + h.payload_len as usize) as u64));
+            }
+            self.skip_marker()?;
         }
-        Ok((h, (RECORD_HEADER_BYTES + h.payload_len as usize) as u64))
+        Err(self.corrupt(format!(
+            "more than {MAX_MARKERS_BETWEEN_RECORDS} write markers before LSN {lsn}"
+        )))
+    }
+
+    /// Checks the marker at the cursor (it must announce the expected LSN) and steps over it.
+    fn skip_marker(&mut self) -> Result<()> {
+        let (lsn, base) = (self.lsn, self.seg.base);
+        let frame = record::decode_frame(self.bytes(MARKER_BYTES)?).map(|f| match f {
+            Frame::Marker(m) => Some(m),
+            Frame::Record(_) => None,
+        });
+        match frame {
+            Ok(Some(m)) if m.next_lsn == lsn && m.segment_base == base => {
+                self.offset += MARKER_BYTES as u64;
+                Ok(())
+            }
+            Ok(_) => Err(self.corrupt(format!("a write marker that does not precede LSN {lsn}"))),
+            Err(e) => Err(self.corrupt(e.to_string())),
+        }
     }
 
     fn record(&mut self) -> Result<Record> {

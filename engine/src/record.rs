@@ -1,16 +1,19 @@
-//! The record frame: the same bytes on disk and (in a later issue) on the wire.
+//! The record frame: the same bytes on disk and on the wire; and the write marker, the frame
+//! the writer puts after each write (format version 2) to prove what was synced before it.
 //!
 //! ```text
 //! offset size field
 //!      0    4 payload_len  u32 LE, bytes of payload that follow the header
 //!      4    4 crc32        u32 LE, CRC-32 (IEEE) of bytes 0..4, 8..32 and the payload
-//!      8    8 lsn          u64 LE, dense record number, >= 1
+//!      8    8 lsn          u64 LE, dense record number, >= 1 (a marker: the LSN that follows it)
 //!     16    8 epoch        u64 LE, leadership epoch (0 until failover exists)
-//!     24    4 flags        u32 LE, no flag is defined in version 1: must be 0
+//!     24    4 flags        u32 LE, bit 0 = marker (version 2); other bits must be 0
 //!     28    4 reserved     u32 LE, must be 0
-//!     32    n payload
+//!     32    n payload      a marker's payload is the 32-byte [`Marker`] body
 //! ```
 //! Decoding never panics on arbitrary bytes: every way a frame can be wrong is a [`DecodeError`].
+//! [`decode`] accepts records only (a marker is [`DecodeError::Marker`]), so code that does not
+//! know about markers can never take one for a record; [`decode_frame`] returns either.
 
 use bytes::Bytes;
 
@@ -20,8 +23,14 @@ use crate::types::{Epoch, Lsn};
 pub const RECORD_HEADER_BYTES: usize = 32;
 /// Hard upper bound on one payload; options may set a lower one.
 pub const MAX_PAYLOAD_BYTES: usize = 256 << 20;
-/// Flags understood by this version (none).
-const KNOWN_FLAGS: u32 = 0;
+/// Flag bit of a write marker (format version 2).
+pub const FLAG_MARKER: u32 = 1;
+/// Flags understood by this version.
+const KNOWN_FLAGS: u32 = FLAG_MARKER;
+/// Payload bytes of a marker.
+pub const MARKER_PAYLOAD_BYTES: usize = 32;
+/// Encoded size of a marker: header and payload.
+pub const MARKER_BYTES: usize = RECORD_HEADER_BYTES + MARKER_PAYLOAD_BYTES;
 
 const _: () = assert!(MAX_PAYLOAD_BYTES <= u32::MAX as usize);
 
@@ -78,6 +87,71 @@ pub enum DecodeError {
         /// Computed CRC.
         computed: u32,
     },
+    /// A valid write marker where a record was asked for ([`decode`]).
+    #[error("a write marker, not a record")]
+    Marker,
+    /// A frame flagged as a marker whose body is not a marker's.
+    #[error("malformed write marker: {0}")]
+    BadMarker(&'static str),
+}
+
+/// What a marker ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MarkerKind {
+    /// The end of a group-commit write: follows the records it wrote.
+    Write = 1,
+    /// Written when the writer falls idle after a sync, without a sync of its own: proves the
+    /// last write was synced.
+    Idle = 2,
+}
+
+/// A write marker (format version 2): what the writer knew to be durable when it submitted the
+/// write this marker ends. Recovery uses it to prove that bytes before `synced_offset` were on
+/// stable storage, so damage there is corruption and never a torn write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// The LSN of the record that follows (the write's last LSN + 1).
+    pub next_lsn: Lsn,
+    /// The epoch field (the epoch of the log's last record).
+    pub epoch: Epoch,
+    /// Base LSN of the segment the marker was written into (tells it from a reused file's).
+    pub segment_base: Lsn,
+    /// Bytes `0..synced_offset` of this segment were synced when the write was submitted.
+    pub synced_offset: u64,
+    /// The log's durable LSN when the write was submitted.
+    pub durable_lsn: Lsn,
+    /// Records in the write this marker ends (0 for an idle marker).
+    pub records: u32,
+    /// What the marker ends.
+    pub kind: MarkerKind,
+}
+
+/// One frame: a record or a marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A record.
+    Record(RecordRef<'a>),
+    /// A write marker.
+    Marker(Marker),
+}
+
+impl Frame<'_> {
+    /// Total encoded size.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Frame::Record(r) => r.encoded_len(),
+            Frame::Marker(_) => MARKER_BYTES,
+        }
+    }
+
+    /// The LSN field: a record's LSN, or the LSN a marker says follows it.
+    pub fn lsn(&self) -> Lsn {
+        match self {
+            Frame::Record(r) => r.header.lsn,
+            Frame::Marker(m) => m.next_lsn,
+        }
+    }
 }
 
 /// A decoded record borrowing its payload from the buffer it was read from.
@@ -216,8 +290,81 @@ pub fn decode_header(buf: &[u8]) -> Result<RecordHeader, DecodeError> {
     Ok(header)
 }
 
-/// Decodes one record at the start of `buf`, verifying its checksum.
+/// Decodes one record at the start of `buf`, verifying its checksum. A valid marker is
+/// [`DecodeError::Marker`].
 pub fn decode(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
+    match decode_frame(buf)? {
+        Frame::Record(r) => Ok(r),
+        Frame::Marker(_) => Err(DecodeError::Marker),
+    }
+}
+
+/// Decodes one frame (a record or a marker) at the start of `buf`, verifying its checksum.
+pub fn decode_frame(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
+    let r = decode_checked(buf)?;
+    if r.header.flags & FLAG_MARKER == 0 {
+        return Ok(Frame::Record(r));
+    }
+    decode_marker(&r).map(Frame::Marker)
+}
+
+fn decode_marker(r: &RecordRef<'_>) -> Result<Marker, DecodeError> {
+    let p = r.payload;
+    if p.len() != MARKER_PAYLOAD_BYTES {
+        return Err(DecodeError::BadMarker("its payload is not 32 bytes"));
+    }
+    let kind = match read_u32(p, 28) {
+        1 => MarkerKind::Write,
+        2 => MarkerKind::Idle,
+        _ => return Err(DecodeError::BadMarker("unknown kind")),
+    };
+    let segment_base = Lsn(read_u64(p, 0));
+    if segment_base == Lsn::ZERO || segment_base > r.header.lsn {
+        return Err(DecodeError::BadMarker(
+            "segment base outside the LSN it precedes",
+        ));
+    }
+    Ok(Marker {
+        next_lsn: r.header.lsn,
+        epoch: r.header.epoch,
+        segment_base,
+        synced_offset: read_u64(p, 8),
+        durable_lsn: Lsn(read_u64(p, 16)),
+        records: read_u32(p, 24),
+        kind,
+    })
+}
+
+/// Encodes a marker.
+pub fn encode_marker(m: &Marker) -> [u8; MARKER_BYTES] {
+    assert!(
+        m.segment_base >= Lsn::FIRST && m.segment_base <= m.next_lsn,
+        "marker for {} in segment {}",
+        m.next_lsn,
+        m.segment_base
+    );
+    let mut b = [0u8; MARKER_BYTES];
+    b[0..4].copy_from_slice(&(MARKER_PAYLOAD_BYTES as u32).to_le_bytes());
+    b[8..16].copy_from_slice(&m.next_lsn.get().to_le_bytes());
+    b[16..24].copy_from_slice(&m.epoch.get().to_le_bytes());
+    b[24..28].copy_from_slice(&FLAG_MARKER.to_le_bytes());
+    let p = &mut b[RECORD_HEADER_BYTES..];
+    p[0..8].copy_from_slice(&m.segment_base.get().to_le_bytes());
+    p[8..16].copy_from_slice(&m.synced_offset.to_le_bytes());
+    p[16..24].copy_from_slice(&m.durable_lsn.get().to_le_bytes());
+    p[24..28].copy_from_slice(&m.records.to_le_bytes());
+    p[28..32].copy_from_slice(&(m.kind as u32).to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[0..4]);
+    h.update(&b[8..]);
+    let crc = h.finalize();
+    b[4..8].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(decode_frame(&b), Ok(Frame::Marker(*m)), "marker round trip");
+    b
+}
+
+/// Decodes a frame and checks its CRC, whatever its flags say.
+fn decode_checked(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
     let header = decode_header(buf)?;
     let needed = encoded_len(header.payload_len as usize);
     if buf.len() < needed {
@@ -243,7 +390,9 @@ pub fn decode(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
 
 /// Walks a run of whole encoded records laid end to end (a replicated batch, a catch-up chunk,
 /// a read response): yields each record with its byte offset, CRC checked, or the first
-/// [`DecodeError`] with its offset, after which it ends.
+/// [`DecodeError`] with its offset, after which it ends. Write markers between the records (a
+/// chunk read from a segment carries the markers of the log it came from) are checked and
+/// skipped: they belong to the log that wrote them, not to the records.
 pub fn run(buf: &[u8]) -> Run<'_> {
     Run { buf, offset: 0 }
 }
@@ -259,18 +408,21 @@ impl<'a> Iterator for Run<'a> {
     type Item = Result<(usize, RecordRef<'a>), (usize, DecodeError)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.offset >= self.buf.len() {
-            return None;
-        }
-        let at = self.offset;
-        match decode(&self.buf[at..]) {
-            Ok(r) => {
-                self.offset = at + RECORD_HEADER_BYTES + r.payload.len();
-                Some(Ok((at, r)))
+        loop {
+            let at = self.offset;
+            if at >= self.buf.len() {
+                return None;
             }
-            Err(e) => {
-                self.offset = self.buf.len();
-                Some(Err((at, e)))
+            match decode_frame(&self.buf[at..]) {
+                Ok(Frame::Record(r)) => {
+                    self.offset = at + r.encoded_len();
+                    return Some(Ok((at, r)));
+                }
+                Ok(Frame::Marker(_)) => self.offset = at + MARKER_BYTES,
+                Err(e) => {
+                    self.offset = self.buf.len();
+                    return Some(Err((at, e)));
+                }
             }
         }
     }
@@ -306,6 +458,41 @@ mod tests {
         let rec = decode(&buf).expect("decodes");
         assert_eq!(rec.header.lsn, Lsn(7));
         assert_eq!(rec.payload, b"hello");
+    }
+
+    fn marker() -> Marker {
+        Marker {
+            next_lsn: Lsn(8),
+            epoch: Epoch(0),
+            segment_base: Lsn(1),
+            synced_offset: 4096,
+            durable_lsn: Lsn(5),
+            records: 2,
+            kind: MarkerKind::Write,
+        }
+    }
+
+    #[test]
+    fn a_marker_round_trips_and_is_never_a_record() {
+        let b = encode_marker(&marker());
+        assert_eq!(decode_frame(&b), Ok(Frame::Marker(marker())));
+        assert_eq!(decode(&b), Err(DecodeError::Marker));
+        for bit in 0..MARKER_BYTES * 8 {
+            let mut c = b;
+            c[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_frame(&c).is_err(), "bit {bit} flip accepted");
+        }
+    }
+
+    #[test]
+    fn a_run_skips_markers_between_records() {
+        let mut buf = Vec::new();
+        encode_into(&mut buf, Lsn(6), Epoch(0), b"a");
+        encode_into(&mut buf, Lsn(7), Epoch(0), b"b");
+        buf.extend_from_slice(&encode_marker(&marker()));
+        encode_into(&mut buf, Lsn(8), Epoch(0), b"c");
+        let lsns: Vec<u64> = run(&buf).map(|r| r.unwrap().1.header.lsn.get()).collect();
+        assert_eq!(lsns, vec![6, 7, 8]);
     }
 
     #[test]

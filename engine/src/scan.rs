@@ -3,9 +3,11 @@
 //! `Log::open` takes the log's lock and rewrites a torn tail; a scanner does neither, so tools
 //! (`logship dump`) can read a log that another process is appending to, or a copy that must not
 //! change. It reads one segment at a time with `pread` (never a map, so an EIO is an error, not a
-//! SIGBUS), checks every record's CRC and LSN, ends quietly at a torn tail (which recovery would
-//! cut), and returns [`Error::Corruption`] for damage a crash cannot explain. Records a concurrent
-//! writer has written but not yet synced may be returned: a scanner cannot know the durable end.
+//! SIGBUS), checks every record by the rules recovery applies (`segment_scan.rs`), ends quietly
+//! at a torn tail (which recovery would cut), and returns [`Error::Corruption`] where the records
+//! end in damage a crash cannot explain, after yielding every record before it. Records a
+//! concurrent writer has written but not yet synced may be returned: a scanner cannot know the
+//! durable end.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,10 +15,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::files::{list, not_a_log, read_floor, read_meta};
 use crate::io::{OpenMode, StdVfs, Vfs};
-use crate::record::{self, Record};
-use crate::recovery::{classify_tail, list, not_a_log, open_segment, read_all, read_meta, Stop};
+use crate::record::{self, Frame, Record};
+use crate::recovery::{open_segment, read_all};
 use crate::segment::SEGMENT_HEADER_BYTES;
+use crate::segment_scan::{check_floor, scan_records, SegmentFacts, Stop};
 use crate::types::Lsn;
 
 /// An iterator over the records of a log directory, read-only. After an error it returns `None`.
@@ -28,17 +32,19 @@ pub struct Scanner {
     next_segment: usize,
     current: Option<Loaded>,
     from: Lsn,
+    floor: Lsn,
     done: bool,
 }
 
+/// One segment's bytes and where its records end.
 struct Loaded {
     path: PathBuf,
-    base: Lsn,
     bytes: Bytes,
     pos: usize,
+    /// Offset after the last record the rules accept.
+    end: usize,
+    stop: Stop,
     next_lsn: Lsn,
-    next_base: Option<Lsn>,
-    window: u64,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -62,7 +68,7 @@ pub fn scan(dir: &Path, from: Lsn) -> Result<Scanner> {
 /// [`scan`] on a given file system.
 ///
 /// # Errors
-/// As [`scan`].
+/// As [`scan`]; [`Error::Corruption`] for a damaged durable floor.
 pub fn scan_with(vfs: Arc<dyn Vfs>, dir: &Path, from: Lsn) -> Result<Scanner> {
     if !vfs.is_dir(dir) {
         return Err(Error::NotALog {
@@ -75,6 +81,11 @@ pub fn scan_with(vfs: Arc<dyn Vfs>, dir: &Path, from: Lsn) -> Result<Scanner> {
         return Err(not_a_log(dir, &listing));
     }
     read_meta(&*vfs, dir)?;
+    let floor = if listing.has_floor {
+        read_floor(&*vfs, dir)?
+    } else {
+        Lsn::ZERO
+    };
     let bases = listing.segments;
     let first = bases.first().copied().unwrap_or(Lsn::FIRST);
     if from != Lsn::ZERO && from < first {
@@ -89,6 +100,7 @@ pub fn scan_with(vfs: Arc<dyn Vfs>, dir: &Path, from: Lsn) -> Result<Scanner> {
         next_segment,
         current: None,
         from,
+        floor,
         done: false,
     })
 }
@@ -101,14 +113,30 @@ impl Scanner {
         let o = open_segment(&*self.vfs, &self.dir, base, OpenMode::Read)?;
         let bytes = Bytes::from(read_all(&*o.file)?);
         self.next_segment += 1;
+        let next_base = self.bases.get(self.next_segment).copied();
+        let floor = if next_base.is_none() {
+            self.floor
+        } else {
+            Lsn::ZERO
+        };
+        let facts = SegmentFacts {
+            base,
+            next_base,
+            version: o.header.format_version,
+            window: o.header.max_unsynced_bytes,
+            floor,
+        };
+        let mut scan = scan_records(&bytes, &facts);
+        if next_base.is_none() {
+            check_floor(&mut scan, floor);
+        }
         self.current = Some(Loaded {
             path: o.path,
-            base,
             bytes,
             pos: SEGMENT_HEADER_BYTES,
-            next_lsn: base,
-            next_base: self.bases.get(self.next_segment).copied(),
-            window: o.header.max_unsynced_bytes,
+            end: scan.end as usize,
+            stop: scan.stop,
+            next_lsn: scan.next_lsn,
         });
         Ok(true)
     }
@@ -119,50 +147,48 @@ impl Scanner {
                 return Ok(None);
             }
             let cur = self.current.as_mut().expect("loaded above");
-            if cur.next_base == Some(cur.next_lsn) {
-                self.current = None;
+            if cur.pos >= cur.end {
+                let Loaded {
+                    path,
+                    stop,
+                    next_lsn,
+                    ..
+                } = self.current.take().expect("loaded above");
+                match stop {
+                    Stop::Clean => continue,
+                    Stop::Torn { .. } => return Ok(None),
+                    Stop::Corrupt { offset, reason } => {
+                        return Err(Error::Corruption {
+                            segment: path,
+                            offset,
+                            lsn: next_lsn,
+                            reason,
+                        })
+                    }
+                }
+            }
+            // The rules already accepted every frame before `end`.
+            let frame = record::decode_frame(&cur.bytes[cur.pos..cur.end]);
+            let Ok(frame) = frame else {
+                unreachable!("a frame the segment scan accepted does not decode: {frame:?}");
+            };
+            let len = frame.encoded_len();
+            let start = cur.pos;
+            cur.pos += len;
+            let Frame::Record(r) = frame else { continue };
+            if r.header.lsn < self.from {
                 continue;
             }
-            let rest = cur.bytes.get(cur.pos..).unwrap_or(&[]);
-            let failure = match record::decode(rest) {
-                Ok(r) if r.header.lsn == cur.next_lsn => {
-                    let len = r.encoded_len();
-                    let (lsn, epoch, crc) = (r.header.lsn, r.header.epoch, r.header.crc);
-                    let start = cur.pos + record::RECORD_HEADER_BYTES;
-                    let payload = cur.bytes.slice(start..cur.pos + len);
-                    cur.pos += len;
-                    cur.next_lsn = lsn.next();
-                    if lsn < self.from {
-                        continue;
-                    }
-                    return Ok(Some(Record {
-                        lsn,
-                        epoch,
-                        crc,
-                        payload,
-                    }));
-                }
-                // Leftovers of a reused file, as in recovery.
-                Ok(r) if r.header.lsn < cur.base && cur.next_base.is_none() => return Ok(None),
-                Ok(r) => format!("LSN {} where {} was expected", r.header.lsn, cur.next_lsn),
-                Err(e) => e.to_string(),
-            };
-            let stop = match cur.next_base {
-                Some(_) => Stop::Corrupt {
-                    offset: cur.pos as u64,
-                    reason: format!("sealed segment ends early: {failure}"),
-                },
-                None => classify_tail(&cur.bytes, cur.pos, cur.next_lsn, cur.window, failure),
-            };
-            return match stop {
-                Stop::Clean | Stop::Torn { .. } => Ok(None),
-                Stop::Corrupt { offset, reason } => Err(Error::Corruption {
-                    segment: cur.path.clone(),
-                    offset,
-                    lsn: cur.next_lsn,
-                    reason,
-                }),
-            };
+            let (lsn, epoch, crc) = (r.header.lsn, r.header.epoch, r.header.crc);
+            let payload = cur
+                .bytes
+                .slice(start + record::RECORD_HEADER_BYTES..start + len);
+            return Ok(Some(Record {
+                lsn,
+                epoch,
+                crc,
+                payload,
+            }));
         }
     }
 }

@@ -5,7 +5,7 @@
 //! segment but the last is sealed and was fully fdatasync'ed before its successor was named.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -14,7 +14,8 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::io::VfsFile;
 use crate::log::{PurgeReport, Shared};
-use crate::segment::SEGMENT_HEADER_BYTES;
+use crate::recovery::Corruption;
+use crate::segment::{FORMAT_VERSION, SEGMENT_HEADER_BYTES};
 use crate::types::Lsn;
 
 /// Distance between sparse index entries.
@@ -33,8 +34,13 @@ pub(crate) struct Segment {
     last_lsn: AtomicU64,
     end_offset: AtomicU64,
     sealed: AtomicBool,
+    /// The header's format version.
+    format_version: AtomicU32,
     index: Mutex<Vec<(Lsn, u64)>>,
     mapped: OnceLock<Option<Bytes>>,
+    /// Damage found in this segment (at open under `Salvage`, or by the scrubber): reads from
+    /// its LSN on fail with it until the segment is repaired (replaced).
+    damage: Mutex<Option<Corruption>>,
 }
 
 /// Lets a memory map back `Bytes` without copying.
@@ -71,8 +77,40 @@ impl Segment {
             last_lsn: AtomicU64::new(last_lsn.get()),
             end_offset: AtomicU64::new(end_offset),
             sealed: AtomicBool::new(false),
+            format_version: AtomicU32::new(FORMAT_VERSION),
             index: Mutex::new(index),
             mapped: OnceLock::new(),
+            damage: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn format_version(&self) -> u32 {
+        self.format_version.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_format_version(&self, v: u32) {
+        self.format_version.store(v, Ordering::Release);
+    }
+
+    /// Marks the segment damaged from `c.lsn` on (the earliest damage wins).
+    pub(crate) fn mark_damaged(&self, c: Corruption) {
+        let mut d = self.damage.lock();
+        match &*d {
+            Some(old) if old.lsn <= c.lsn => {}
+            _ => *d = Some(c),
+        }
+    }
+
+    /// The damage known in this segment, if any.
+    pub(crate) fn damage(&self) -> Option<Corruption> {
+        self.damage.lock().clone()
+    }
+
+    /// Fails with the known damage when `lsn` lies at or after it.
+    pub(crate) fn check_readable(&self, lsn: Lsn) -> Result<()> {
+        match &*self.damage.lock() {
+            Some(c) if lsn >= c.lsn => Err(c.clone().into()),
+            _ => Ok(()),
         }
     }
 
@@ -92,6 +130,16 @@ impl Segment {
 
     pub(crate) fn seal(&self) {
         self.sealed.store(true, Ordering::Release);
+    }
+
+    /// A marker was written at the end of the segment, up to `end_offset`.
+    pub(crate) fn note_marker(&self, end_offset: u64) {
+        assert!(
+            end_offset > self.end_offset(),
+            "marker does not extend segment {}",
+            self.base
+        );
+        self.end_offset.store(end_offset, Ordering::Release);
     }
 
     /// Records that `first..=last` were written at `first_offset..end_offset`.

@@ -14,35 +14,46 @@
 //! never retried (after a failed fsync the kernel may have dropped the dirty pages), and every
 //! later call fails until the log is reopened from what is on disk.
 //!
+//! Every write ends with a marker (format version 2) saying which bytes of the segment were
+//! synced when it was submitted; when the writer falls idle after a sync it writes one more
+//! marker, unsynced, so that the last write is proven too; a clean close writes the durable
+//! floor. Recovery uses them to tell a torn write from corruption by proof, not by distance.
+//!
 //! Invariants: every segment but the active one was fully synced before the active one was named;
-//! at most `PIPELINE_DEPTH × buffer` bytes are written and unsynced, which is the window recovery
-//! uses to tell a torn write from corruption (stored in each segment's header).
+//! at most `WRITES_IN_FLIGHT × buffer` bytes (and one idle marker) are written and unsynced, the
+//! window stored in each segment's header, which recovery zeroes past a torn write.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::completion::Watermark;
 use crate::error::{Error, Result};
+use crate::files::{write_floor, write_segment_header};
 use crate::io::{
     Backend, OpenMode, QueueConfig, Vfs, VfsFile, WriteCompletion, WriteOp, WriteQueue,
 };
 use crate::log::{Counters, Item, Queue, QueueState, Shared};
-use crate::options::Options;
+use crate::options::{Options, SEGMENT_TAIL_RESERVE_BYTES, WRITES_IN_FLIGHT};
 use crate::pool::{create_file, write_zeros, FreePool};
 use crate::reader::record_end;
-use crate::record::RECORD_HEADER_BYTES;
-use crate::recovery::{write_segment_header, Recovered, RecoveryReport};
-use crate::segment::{segment_name, SEGMENT_HEADER_BYTES};
+use crate::record::{encode_marker, Marker, MarkerKind, MARKER_BYTES, RECORD_HEADER_BYTES};
+use crate::recovery::{Recovered, RecoveryReport};
+use crate::segment::{segment_name, FORMAT_VERSION, SEGMENT_HEADER_BYTES};
 use crate::segment_set::Segment;
-use crate::types::Lsn;
+use crate::types::{Epoch, Lsn};
 
 /// Write operations in flight at once: one flushing, one being written behind it.
-pub(crate) const PIPELINE_DEPTH: usize = 2;
+pub(crate) const PIPELINE_DEPTH: usize = WRITES_IN_FLIGHT;
+/// How long the writer waits for more work after a sync before it writes an idle marker. Under
+/// load the next write's marker proves the last one anyway; the delay keeps idle markers off the
+/// path of a lone appender that commits one record after another.
+const IDLE_MARKER_DELAY: Duration = Duration::from_millis(1);
 
 type Started = (Arc<Shared>, [JoinHandle<()>; 3], RecoveryReport);
 
@@ -99,9 +110,13 @@ pub(crate) fn start(
         backend,
         _lock: recovered.lock,
     });
-    let window = (PIPELINE_DEPTH * config.buffer_bytes) as u64;
+    let window = shared.options.unsynced_window_bytes();
+    let synced_offset = active.end_offset();
     let writer = Writer {
-        must_roll: active.window < window,
+        must_roll: active.window < window || active.format_version() < FORMAT_VERSION,
+        synced_offset,
+        proven_offset: synced_offset,
+        floor: recovered.floor,
         shared: Arc::clone(&shared),
         queue,
         active,
@@ -137,6 +152,8 @@ struct Flight {
     last: Lsn,
     records: u64,
     bytes: u64,
+    /// Offset after the write (its marker included) in the active segment.
+    end: u64,
     outcome: Option<Result<(), String>>,
 }
 
@@ -146,8 +163,15 @@ struct Writer {
     active: Arc<Segment>,
     /// Unsynced-bytes bound written into new segment headers.
     window: u64,
-    /// The active segment was made by a writer with a smaller window: roll before writing.
+    /// The active segment was made by a writer with a smaller window, or in an older format:
+    /// roll before writing.
     must_roll: bool,
+    /// Bytes of the active segment known synced.
+    synced_offset: u64,
+    /// The largest `synced_offset` a marker on disk (or in the page cache) states.
+    proven_offset: u64,
+    /// The durable floor on disk.
+    floor: Lsn,
     pending: VecDeque<Item>,
     flights: VecDeque<Flight>,
     next_token: u64,
@@ -166,10 +190,26 @@ const PREZERO_MAX_AVG_BATCH_BYTES: u64 = 1 << 20;
 
 impl Writer {
     fn run(mut self) {
-        if let Err(cause) = self.main_loop() {
-            self.poison(cause);
+        match self.main_loop() {
+            Ok(()) => self.write_floor_at_close(),
+            Err(cause) => self.poison(cause),
         }
         self.shared.watermark.close();
+    }
+
+    /// A clean close: everything written is durable; say so in the durable floor, which also
+    /// proves the last write and tells a lost end of the log from a clean one.
+    fn write_floor_at_close(&mut self) {
+        let durable = self.shared.watermark.durable();
+        if durable == self.floor || self.next_lsn.prev() != durable {
+            return;
+        }
+        match write_floor(&*self.shared.vfs, &self.shared.dir, durable) {
+            Ok(()) => self.floor = durable,
+            Err(e) => {
+                tracing::warn!(dir = %self.shared.dir.display(), error = %e, "could not write the durable floor at close")
+            }
+        }
     }
 
     fn main_loop(&mut self) -> Result<(), String> {
@@ -205,7 +245,8 @@ impl Writer {
     /// Moves queued items into `pending`. Blocks for work only when `block`. Returns false when
     /// the log is closing and nothing is left to do.
     fn take_items(&mut self, block: bool) -> bool {
-        let q = &self.shared.queue;
+        let shared = Arc::clone(&self.shared);
+        let q = &shared.queue;
         let mut st = q.state.lock();
         while st.items.is_empty() {
             if st.closing && self.flights.is_empty() {
@@ -215,6 +256,15 @@ impl Writer {
                 return true;
             }
             st.writer_waiting = true;
+            if self.synced_offset > self.proven_offset {
+                let idle = q.work.wait_for(&mut st, IDLE_MARKER_DELAY).timed_out();
+                if idle && st.items.is_empty() && !st.closing {
+                    drop(st);
+                    self.write_idle_marker();
+                    st = q.state.lock();
+                }
+                continue;
+            }
             q.work.wait(&mut st);
         }
         st.writer_waiting = false;
@@ -222,12 +272,42 @@ impl Writer {
         true
     }
 
+    /// Proves the last write synced, without a sync of its own: a marker after it in the page
+    /// cache. A failure here only loses the proof, which recovery then does without.
+    fn write_idle_marker(&mut self) {
+        let seg = &self.active;
+        let at = seg.end_offset();
+        if at + MARKER_BYTES as u64 > seg.capacity {
+            return;
+        }
+        let marker = self.marker(MarkerKind::Idle, 0);
+        if let Err(e) = seg.file.write_all_at(&encode_marker(&marker), at) {
+            tracing::warn!(segment = %seg.path.display(), error = %e, "could not write an idle marker");
+            return;
+        }
+        seg.note_marker(at + MARKER_BYTES as u64);
+        self.proven_offset = self.synced_offset;
+    }
+
+    fn marker(&self, kind: MarkerKind, records: u32) -> Marker {
+        Marker {
+            next_lsn: self.next_lsn,
+            epoch: Epoch(0),
+            segment_base: self.active.base,
+            synced_offset: self.synced_offset,
+            durable_lsn: self.shared.watermark.durable(),
+            records,
+            kind,
+        }
+    }
+
     fn write_batch(&mut self) -> Result<(), String> {
         let first_len = match self.pending.front() {
             Some(Item::Record { payload, .. }) => (RECORD_HEADER_BYTES + payload.len()) as u64,
             _ => unreachable!("write_batch starts at a record"),
         };
-        if self.must_roll || self.active.end_offset() + first_len > self.active.capacity {
+        let room = self.active.capacity - SEGMENT_TAIL_RESERVE_BYTES;
+        if self.must_roll || self.active.end_offset() + first_len > room {
             self.drain()?;
             self.rollover()?;
         }
@@ -239,9 +319,10 @@ impl Writer {
         let start = seg.end_offset();
         let mut end = start;
         let mut records = 0u64;
+        let room = seg.capacity - SEGMENT_TAIL_RESERVE_BYTES;
         while let Some(Item::Record { header, payload }) = self.pending.front() {
             let len = RECORD_HEADER_BYTES + payload.len();
-            if len > buf.remaining() || end + len as u64 > seg.capacity {
+            if len + MARKER_BYTES > buf.remaining() || end + len as u64 > room {
                 break;
             }
             debug_assert_eq!(
@@ -259,9 +340,17 @@ impl Writer {
         let first = self.next_lsn;
         let last = Lsn(first.get() + records - 1);
         let queue_idle = self.release_queue_bytes((end - start) as usize);
+        if let Some(observer) = &self.shared.options.observer {
+            observer.on_batch(first, last, buf.as_slice());
+        }
+        self.next_lsn = last.next();
+        let records_u32 =
+            u32::try_from(records).expect("a batch buffer holds fewer than 2^32 records");
+        buf.extend_from_slice(&encode_marker(&self.marker(MarkerKind::Write, records_u32)));
+        self.proven_offset = self.proven_offset.max(self.synced_offset);
+        end += MARKER_BYTES as u64;
         seg.note_written(first, start, last, end);
         self.shared.written_lsn.store(last.get(), Ordering::Release);
-        self.next_lsn = last.next();
         let token = self.next_token;
         self.next_token += 1;
         self.flights.push_back(Flight {
@@ -269,12 +358,10 @@ impl Writer {
             last,
             records,
             bytes: end - start,
+            end,
             outcome: None,
         });
         self.shared.counters.writes.fetch_add(1, Ordering::Relaxed);
-        if let Some(observer) = &self.shared.options.observer {
-            observer.on_batch(first, last, buf.as_slice());
-        }
         self.avg_batch_bytes = (self.avg_batch_bytes * 7 + (end - start)) / 8;
         if end > seg.capacity / 2 && self.avg_batch_bytes < PREZERO_MAX_AVG_BATCH_BYTES {
             self.shared.pool.request_spare();
@@ -355,6 +442,7 @@ impl Writer {
                     c.syncs.fetch_add(1, Ordering::Relaxed);
                     self.shared.watermark.advance(f.last);
                     advanced = Some(f.last);
+                    self.synced_offset = f.end;
                     self.flights.pop_front();
                 }
             }
@@ -404,6 +492,9 @@ impl Writer {
         }
         self.active = seg;
         self.must_roll = false;
+        // The header was synced: nothing else of the new segment is written yet.
+        self.synced_offset = SEGMENT_HEADER_BYTES as u64;
+        self.proven_offset = self.synced_offset;
         self.shared
             .counters
             .rollovers
@@ -481,6 +572,11 @@ impl Writer {
         assert!(self.flights.is_empty(), "truncate with writes in flight");
         let vfs = &*self.shared.vfs;
         let dir = &self.shared.dir;
+        if self.floor > cut {
+            // Never let the floor vouch for records removed on purpose.
+            write_floor(vfs, dir, cut)?;
+            self.floor = cut;
+        }
         let seg = {
             let mut segs = self.shared.segments.write();
             let keep = segs.partition_point(|s| s.base <= cut.next());
@@ -504,7 +600,9 @@ impl Writer {
         };
         zero_tail(&*seg.file, offset, seg.end_offset())?;
         seg.cut(cut, offset);
-        self.must_roll = seg.window < self.window;
+        self.must_roll = seg.window < self.window || seg.format_version() < FORMAT_VERSION;
+        self.synced_offset = offset;
+        self.proven_offset = offset;
         self.active = seg;
         self.next_lsn = cut.next();
         self.shared.written_lsn.store(cut.get(), Ordering::Release);

@@ -402,6 +402,7 @@ fn an_interrupted_creation_is_refused_then_finished_by_create() {
         .unwrap();
     meta.write_all_at(
         &LogMeta {
+            format_version: logship_engine::segment::FORMAT_VERSION,
             created_unix_nanos: 1,
         }
         .encode(),

@@ -387,9 +387,11 @@ impl NodeConfig {
                 self.replication.degrade_after_ms,
             )?;
         }
+        // A catch-up chunk of one record may carry the write markers before it (two at most).
         let frame_room = crate::protocol::frame::DEFAULT_MAX_BODY_BYTES
             - crate::protocol::msg::RECORDS_PREFIX_BYTES
-            - logship_engine::record::RECORD_HEADER_BYTES;
+            - logship_engine::record::RECORD_HEADER_BYTES
+            - 2 * logship_engine::record::MARKER_BYTES;
         if self.log.max_record_bytes.is_some_and(|m| m > frame_room) {
             return Err(Error::config(
                 "log.max_record_bytes",

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logship_engine::record::RECORD_HEADER_BYTES;
+use logship_engine::record::{FLAG_MARKER, RECORD_HEADER_BYTES};
 use logship_engine::{Epoch, Lsn};
 
 use crate::primary::Timeouts;
@@ -625,7 +625,9 @@ fn transcript<'a>(
 }
 
 /// Walks the record headers of a run: `Some((crc, epoch))` of the last record if the run holds
-/// exactly the records `first..=last`, back to back. CRCs are left to the log, which checks them.
+/// exactly the records `first..=last`, back to back, with perhaps write markers between them (a
+/// catch-up chunk carries the markers of the primary's segment; the log skips them). CRCs are
+/// left to the log, which checks them.
 fn last_record(records: &[u8], first: Lsn, last: Lsn) -> Option<(u32, Epoch)> {
     let mut offset = 0usize;
     let mut expect = first;
@@ -636,10 +638,14 @@ fn last_record(records: &[u8], first: Lsn, last: Lsn) -> Option<(u32, Epoch)> {
         let crc = u32::from_le_bytes(h[4..8].try_into().ok()?);
         let lsn = u64::from_le_bytes(h[8..16].try_into().ok()?);
         let epoch = u64::from_le_bytes(h[16..24].try_into().ok()?);
+        let flags = u32::from_le_bytes(h[24..28].try_into().ok()?);
+        offset = offset.checked_add(RECORD_HEADER_BYTES)?.checked_add(len)?;
+        if flags & FLAG_MARKER != 0 {
+            continue;
+        }
         if Lsn(lsn) != expect || expect > last {
             return None;
         }
-        offset = offset.checked_add(RECORD_HEADER_BYTES)?.checked_add(len)?;
         found = Some((crc, Epoch(epoch)));
         expect = expect.next();
     }

@@ -53,7 +53,11 @@ fn all_bytes(node: &Node, upto: Lsn) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(c) = r.next_chunk(1 << 20) {
         let c = c.unwrap();
-        out.extend_from_slice(&c.bytes);
+        // The records, without the write markers of the log they were read from.
+        for item in logship_engine::record::run(&c.bytes) {
+            let (at, r) = item.unwrap();
+            out.extend_from_slice(&c.bytes[at..at + r.encoded_len()]);
+        }
         if c.last >= upto {
             break;
         }

@@ -21,8 +21,6 @@ use std::thread;
 use anyhow::Context;
 use clap::ValueEnum;
 use logship::options::DEFAULT_MAX_RECORD_BYTES;
-use logship::record::RECORD_HEADER_BYTES;
-use logship::segment::SEGMENT_HEADER_BYTES;
 use logship::{Bytes, Completion, Durability, Log, Options};
 
 use super::BackendArg;
@@ -100,8 +98,8 @@ pub fn run(args: AppendArgs) -> anyhow::Result<ExitCode> {
 /// The default record limit, lowered so that one record fits in a small segment. Never 0, so
 /// that a segment size below the minimum is what the engine's validation names.
 fn max_record_bytes(segment_size_bytes: u64) -> usize {
-    let overhead = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES) as u64;
-    let fits = usize::try_from(segment_size_bytes.saturating_sub(overhead)).unwrap_or(usize::MAX);
+    let fits = logship::options::max_record_bytes_fitting(segment_size_bytes);
+    let fits = usize::try_from(fits).unwrap_or(usize::MAX);
     fits.clamp(1, DEFAULT_MAX_RECORD_BYTES)
 }
 

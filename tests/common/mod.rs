@@ -330,8 +330,7 @@ pub fn check_options(segment_size_bytes: u64) -> Options {
     Options {
         segment_size_bytes,
         // What `logship append --segment-size` allows.
-        max_record_bytes: (segment_size_bytes - SEGMENT_HEADER_BYTES - RECORD_HEADER_BYTES)
-            as usize,
+        max_record_bytes: logship::options::max_record_bytes_fitting(segment_size_bytes) as usize,
         prezero_segments: false,
         ..Options::default()
     }

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    8 magic               b"LSHIPSEG"
-//!      8    4 format_version      u32 LE (1)
+//!      8    4 format_version      u32 LE (2; 1 is still read)
 //!     12    4 header_bytes        u32 LE (64)
 //!     16    8 base_lsn            u64 LE, first LSN in this segment
 //!     24    8 created_unix_nanos  u64 LE
@@ -16,7 +16,7 @@
 
 use crate::types::{Epoch, Lsn};
 
-use super::FORMAT_VERSION;
+use super::{FORMAT_VERSION, LEGACY_FORMAT_VERSION};
 
 /// Bytes before the first record.
 pub const SEGMENT_HEADER_BYTES: usize = 64;
@@ -26,14 +26,18 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"LSHIPSEG";
 /// A decoded segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The format the segment's records are in: [`FORMAT_VERSION`] for every segment this
+    /// build creates, [`LEGACY_FORMAT_VERSION`] for older ones (no write markers).
+    pub format_version: u32,
     /// First LSN in the segment.
     pub base_lsn: Lsn,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_unix_nanos: u64,
     /// Capacity the writer used for this segment.
     pub segment_size_bytes: u64,
-    /// The writer's bound on written-but-unsynced bytes: recovery treats damage within this
-    /// distance of the last good record as a torn write, and beyond it as corruption.
+    /// The writer's bound on written-but-unsynced bytes: how far past a torn write recovery
+    /// zeroes, and (in version 1, which has no markers) the distance within which damage is
+    /// taken for a torn write.
     pub max_unsynced_bytes: u64,
     /// Epoch at creation.
     pub epoch: Epoch,
@@ -57,7 +61,7 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
         let mut b = [0u8; SEGMENT_HEADER_BYTES];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.format_version.to_le_bytes());
         b[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.base_lsn.get().to_le_bytes());
         b[24..32].copy_from_slice(&self.created_unix_nanos.to_le_bytes());
@@ -84,7 +88,7 @@ impl SegmentHeader {
             u64::from_le_bytes(x)
         };
         let version = u32_at(8);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != LEGACY_FORMAT_VERSION {
             return Err(HeaderError::Version(version));
         }
         let crc = crc32fast::hash(&b[0..60]);
@@ -100,6 +104,7 @@ impl SegmentHeader {
             ));
         }
         let header = SegmentHeader {
+            format_version: version,
             base_lsn: Lsn(u64_at(16)),
             created_unix_nanos: u64_at(24),
             segment_size_bytes: u64_at(32),
@@ -120,6 +125,7 @@ mod tests {
     #[test]
     fn round_trip_and_reject_flips() {
         let h = SegmentHeader {
+            format_version: FORMAT_VERSION,
             base_lsn: Lsn(42),
             created_unix_nanos: 7,
             segment_size_bytes: 1 << 20,

@@ -2,7 +2,7 @@
 
 use crate::types::Lsn;
 
-use super::META_FILE;
+use super::{FLOOR_FILE, META_FILE};
 
 /// What a directory entry is to the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +13,10 @@ pub enum EntryKind {
     Segment(Lsn),
     /// A reusable file; the number is its id.
     Free(u64),
+    /// The durable floor.
+    Floor,
+    /// A damaged segment's bytes, kept aside for forensics; never read by the log.
+    Quarantine,
     /// A file being prepared (safe to delete at open).
     Temp,
     /// Not logship's.
@@ -29,10 +33,21 @@ pub fn free_name(id: u64) -> String {
     format!("free-{id}.seg")
 }
 
+/// `quarantine-<base, 20 digits>-<n>.seg`.
+pub fn quarantine_name(base: Lsn, n: u64) -> String {
+    format!("quarantine-{:020}-{n}.seg", base.get())
+}
+
 /// Classifies a directory entry by name.
 pub fn classify(name: &str) -> EntryKind {
     if name == META_FILE {
         return EntryKind::Meta;
+    }
+    if name == FLOOR_FILE {
+        return EntryKind::Floor;
+    }
+    if name.starts_with("quarantine-") && name.ends_with(".seg") {
+        return EntryKind::Quarantine;
     }
     if let Some(stem) = name.strip_suffix(".seg") {
         if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
@@ -71,5 +86,7 @@ mod tests {
         assert_eq!(classify("00000000000000000000.seg"), EntryKind::Foreign);
         assert_eq!(classify("1.seg"), EntryKind::Foreign);
         assert_eq!(classify("logship-free-1.tmp"), EntryKind::Temp);
+        assert_eq!(classify("logship.durable"), EntryKind::Floor);
+        assert_eq!(classify(&quarantine_name(Lsn(5), 2)), EntryKind::Quarantine);
     }
 }
