@@ -23,7 +23,9 @@ mod pool;
 mod reader;
 pub mod record;
 mod recovery;
+mod repair;
 mod scan;
+mod scrub;
 pub mod segment;
 mod segment_scan;
 mod segment_set;
@@ -38,7 +40,11 @@ pub use crate::options::{Durability, LogObserver, Options, RecoveryMode};
 pub use crate::reader::{Chunk, LogReader};
 pub use crate::record::Record;
 pub use crate::recovery::{Corruption, RecoveryReport, SalvageAction, Salvaged, TornTail};
+pub use crate::repair::{DamagedSegment, RepairReport};
 pub use crate::scan::{scan, scan_with, Scanner};
+pub use crate::scrub::{
+    RangeDigest, ScrubOptions, ScrubStep, Scrubber, DEFAULT_DIGEST_RANGE_RECORDS,
+};
 pub use crate::types::{Epoch, Lsn};
 pub use crate::verify::{verify, verify_with, VerifyReport};
 pub use bytes::Bytes;

@@ -24,6 +24,8 @@ use crate::pool::FreePool;
 use crate::reader::LogReader;
 use crate::record::{encode_header, encoded_len, payload_crc, RECORD_HEADER_BYTES};
 use crate::recovery::{self, RecoveryReport};
+use crate::repair::{DamagedSegment, RepairReport};
+use crate::scrub::{ScrubOptions, Scrubber};
 use crate::segment_set::Segment;
 use crate::types::{Epoch, Lsn};
 
@@ -38,6 +40,10 @@ pub(crate) enum Item {
     Truncate {
         cut: Lsn,
         generation: u64,
+        reply: crossbeam_channel::Sender<Result<()>>,
+    },
+    /// Seal the active segment (roll over) once everything before is durable.
+    Seal {
         reply: crossbeam_channel::Sender<Result<()>>,
     },
 }
@@ -75,6 +81,7 @@ pub(crate) struct Counters {
     pub(crate) syncs: AtomicU64,
     pub(crate) rollovers: AtomicU64,
     pub(crate) recycled: AtomicU64,
+    pub(crate) repairs: AtomicU64,
 }
 
 /// A snapshot of the log's counters.
@@ -92,6 +99,8 @@ pub struct LogStats {
     pub rollovers: u64,
     /// Segment files reused from the free pool.
     pub recycled: u64,
+    /// Damaged segments replaced by [`Log::repair_segment`].
+    pub repairs: u64,
 }
 
 /// State shared by the handle, the writer, readers and the preallocator.
@@ -399,6 +408,59 @@ impl Log {
         rx.recv().map_err(|_| Error::Closed)?
     }
 
+    /// Seals the active segment: once every record appended so far is durable, the writer rolls
+    /// over to a new segment (nothing happens to an empty one). A damaged record found in the
+    /// active segment is repaired this way: sealed, then [`Log::repair_segment`].
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], [`Error::Closed`], [`Error::Io`].
+    pub fn seal_active(&self) -> Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        {
+            let mut st = self.shared.queue.state.lock();
+            admit(&st)?;
+            st.items.push(Item::Seal { reply: tx });
+            self.wake_writer(&mut st);
+        }
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// A reader of the whole log a step at a time, checking every frame: see [`Scrubber`].
+    pub fn scrubber(&self, options: ScrubOptions) -> Scrubber {
+        Scrubber::new(Arc::clone(&self.shared), options)
+    }
+
+    /// Sealed segments known to be damaged (found at open under [`crate::RecoveryMode::Salvage`],
+    /// by the scrubber, or by a reader): their range reads as [`Error::Corruption`] until
+    /// [`Log::repair_segment`] replaces them. The active segment is listed too when damage was
+    /// found in its durable part (seal it to repair it).
+    pub fn damaged_segments(&self) -> Vec<DamagedSegment> {
+        let segs = self.shared.segments.read();
+        segs.iter()
+            .filter_map(|s| {
+                s.damage().map(|corruption| DamagedSegment {
+                    first: s.base,
+                    last: s.last_lsn(),
+                    corruption,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces the damaged sealed segment that starts at `base` with `records`, which must be
+    /// exactly its LSNs (for example fetched from a replica), each with a valid CRC. The damaged
+    /// file's bytes are kept in a `quarantine-*.seg` file; the new one is written under a
+    /// temporary name, synced, read back and checked, then renamed into place.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRecords`] for records that are not exactly the segment's,
+    /// [`Error::InvalidOptions`] when no sealed segment starts at `base`, [`Error::Io`].
+    pub fn repair_segment(&self, base: Lsn, records: &Bytes) -> Result<RepairReport> {
+        let report = crate::repair::repair_segment(&self.shared, base, records)?;
+        self.shared.counters.repairs.fetch_add(1, Ordering::Relaxed);
+        Ok(report)
+    }
+
     /// Deletes (or keeps for reuse) every whole segment whose records are all below `lsn`.
     /// The active segment is never removed.
     ///
@@ -433,6 +495,7 @@ impl Log {
             syncs: c.syncs.load(Ordering::Relaxed),
             rollovers: c.rollovers.load(Ordering::Relaxed),
             recycled: c.recycled.load(Ordering::Relaxed),
+            repairs: c.repairs.load(Ordering::Relaxed),
         }
     }
 
@@ -598,6 +661,7 @@ impl std::fmt::Debug for Item {
         match self {
             Item::Record { payload, .. } => write!(f, "Record({} bytes)", payload.len()),
             Item::Truncate { cut, .. } => write!(f, "Truncate({cut})"),
+            Item::Seal { .. } => write!(f, "Seal"),
         }
     }
 }

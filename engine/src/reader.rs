@@ -257,13 +257,19 @@ impl Iterator for LogReader {
 }
 
 impl Cursor {
+    /// Damage found by a read. In a sealed segment it marks the segment damaged, for repair (the
+    /// active segment's unsynced end may still be in flight, so its errors are not marked).
     fn corrupt(&self, reason: String) -> Error {
-        Error::Corruption {
+        let c = crate::recovery::Corruption {
             segment: self.seg.path.clone(),
             offset: self.offset,
             lsn: self.lsn,
             reason,
+        };
+        if self.seg.is_sealed() {
+            self.seg.mark_damaged(c.clone());
         }
+        c.into()
     }
 
     /// Makes `[offset, offset + len)` available; returns it.

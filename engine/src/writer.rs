@@ -224,6 +224,18 @@ impl Writer {
                     self.truncate(item)?;
                     continue;
                 }
+                Some(Item::Seal { .. }) => {
+                    self.drain()?;
+                    let Some(Item::Seal { reply }) = self.pending.pop_front() else {
+                        unreachable!("front is a seal");
+                    };
+                    let result = self.seal();
+                    let _ = reply.send(result.clone().map_err(|cause| Error::Poisoned {
+                        cause: cause.clone(),
+                    }));
+                    result?;
+                    continue;
+                }
                 Some(Item::Record { .. }) if self.flights.len() < PIPELINE_DEPTH => {
                     self.write_batch()?;
                     // Acknowledge whatever already completed before building the next batch: a
@@ -460,6 +472,14 @@ impl Writer {
         Ok(())
     }
 
+    /// Rolls over on request, unless the active segment is empty.
+    fn seal(&mut self) -> Result<(), String> {
+        if self.active.last_lsn() < self.active.base {
+            return Ok(());
+        }
+        self.rollover()
+    }
+
     /// Starts a new segment at `next_lsn`. Everything before it is synced (the caller drained),
     /// so only the last segment can ever hold a torn write.
     fn rollover(&mut self) -> Result<(), String> {
@@ -628,7 +648,7 @@ impl Writer {
             observer.on_failure(&cause);
         }
         for item in self.pending.drain(..).chain(items) {
-            if let Item::Truncate { reply, .. } = item {
+            if let Item::Truncate { reply, .. } | Item::Seal { reply } = item {
                 let _ = reply.send(Err(Error::Poisoned {
                     cause: cause.clone(),
                 }));

@@ -96,6 +96,14 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Maps the whole file read-only, where the backend can. `None` means "use `read_at`".
     fn map(&self) -> Option<io::Result<memmap2::Mmap>>;
+    /// Asks the OS to drop cached pages of `[offset, offset + len)`, so that the next read
+    /// comes from the device: the scrubber's way of checking what is on disk rather than what
+    /// the page cache remembers. Only clean pages are dropped; a hint, never an error that
+    /// matters (the default does nothing).
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
     /// The raw descriptor, for backends that submit to the kernel directly.
     fn raw_fd(&self) -> Option<std::os::fd::RawFd>;
 }

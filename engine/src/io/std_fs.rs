@@ -145,6 +145,21 @@ impl VfsFile for StdFile {
         Ok(self.file.metadata()?.len())
     }
 
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return Ok(());
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: posix_fadvise on a descriptor we own, with no pointers involved.
+        let rc = unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED)
+        };
+        match rc {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
     fn allocate(&self, len: u64) -> io::Result<()> {
         let Ok(len_off) = libc::off_t::try_from(len) else {
             return Err(io::Error::new(
