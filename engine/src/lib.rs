@@ -43,7 +43,7 @@ pub use crate::recovery::{Corruption, RecoveryReport, SalvageAction, Salvaged, T
 pub use crate::repair::{DamagedSegment, RepairReport};
 pub use crate::scan::{scan, scan_with, Scanner};
 pub use crate::scrub::{
-    RangeDigest, ScrubOptions, ScrubStep, Scrubber, DEFAULT_DIGEST_RANGE_RECORDS,
+    DigestBuilder, RangeDigest, ScrubOptions, ScrubStep, Scrubber, DEFAULT_DIGEST_RANGE_RECORDS,
 };
 pub use crate::types::{Epoch, Lsn};
 pub use crate::verify::{verify, verify_with, VerifyReport};

@@ -475,7 +475,7 @@ fn recover_one(
                 vfs,
                 dir,
                 &bases[i + 1..],
-                options,
+                (options, floor),
                 o,
                 &bytes,
                 scan,
@@ -523,7 +523,7 @@ fn on_corruption(
     vfs: &dyn Vfs,
     dir: &Path,
     later: &[Lsn],
-    options: &Options,
+    (options, floor): (&Options, Lsn),
     o: Opened,
     bytes: &[u8],
     scan: Scan,
@@ -531,6 +531,11 @@ fn on_corruption(
     report: &mut RecoveryReport,
 ) -> Result<Step> {
     let sealed = !later.is_empty();
+    let cuts = !sealed || options.recovery == RecoveryMode::TruncateAtCorruption;
+    if options.recovery != RecoveryMode::Strict && cuts && floor > c.lsn.prev() {
+        // Lower the floor before cutting: it must never vouch for records no longer there.
+        write_floor(vfs, dir, c.lsn.prev())?;
+    }
     match options.recovery {
         RecoveryMode::Strict => Err(c.into()),
         RecoveryMode::Salvage if sealed => {

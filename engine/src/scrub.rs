@@ -79,20 +79,80 @@ struct Position {
     next_lsn: Lsn,
 }
 
-/// The digest of the range being walked.
-struct Accumulator {
-    range: u64,
-    hasher: Sha256,
-    /// Every record of the range so far was seen (none skipped by damage or a jump).
-    whole: bool,
+/// Builds [`RangeDigest`]s from records given in LSN order: the scrubber's digests, and anyone
+/// else's who must compute the same ones (a replica checking records it fetched).
+#[derive(Clone, Debug)]
+pub struct DigestBuilder {
+    range_records: u64,
+    current: Option<(u64, Sha256, bool)>,
+}
+
+impl DigestBuilder {
+    /// Digests ranges of `range_records` LSNs.
+    ///
+    /// # Panics
+    /// If `range_records` is 0.
+    pub fn new(range_records: u64) -> DigestBuilder {
+        assert!(range_records > 0, "digest ranges of 0 records");
+        DigestBuilder {
+            range_records,
+            current: None,
+        }
+    }
+
+    /// Adds a record; returns its range's digest when it completes the range and every record
+    /// of the range was added since its first.
+    pub fn push(
+        &mut self,
+        lsn: Lsn,
+        epoch: u64,
+        crc: u32,
+        payload_len: usize,
+    ) -> Option<RangeDigest> {
+        let n = self.range_records;
+        let range = (lsn.get() - 1) / n;
+        let first = range * n + 1;
+        if self.current.as_ref().map(|c| c.0) != Some(range) {
+            self.current = Some((range, Sha256::new(), lsn.get() == first));
+        }
+        let (_, hasher, _) = self.current.as_mut().expect("set above");
+        hasher.update(lsn.get().to_le_bytes());
+        hasher.update(epoch.to_le_bytes());
+        hasher.update(crc.to_le_bytes());
+        hasher.update((payload_len as u32).to_le_bytes());
+        if lsn.get() != first + n - 1 {
+            return None;
+        }
+        let (_, hasher, whole) = self.current.take().expect("set above");
+        whole.then(|| {
+            let mut digest = [0u8; 16];
+            digest.copy_from_slice(&hasher.finalize()[..16]);
+            RangeDigest {
+                first: Lsn(first),
+                last: lsn,
+                digest,
+            }
+        })
+    }
+
+    /// Records were skipped: the range being built has no digest.
+    pub fn skip(&mut self) {
+        if let Some(c) = &mut self.current {
+            c.2 = false;
+        }
+    }
+
+    /// Starts over (the next record starts a range only if it is the range's first).
+    pub fn reset(&mut self) {
+        self.current = None;
+    }
 }
 
 /// Re-reads the log a step at a time; see the module docs. Made by [`crate::Log::scrubber`].
 pub struct Scrubber {
     shared: Arc<Shared>,
-    options: ScrubOptions,
     pos: Option<Position>,
-    acc: Option<Accumulator>,
+    digests: DigestBuilder,
     /// Truncation generation seen when the pass started.
     generation: u64,
 }
@@ -114,9 +174,8 @@ impl Scrubber {
         let generation = shared.queue.state.lock().generation;
         Scrubber {
             shared,
-            options,
+            digests: DigestBuilder::new(options.digest_range_records),
             pos: None,
-            acc: None,
             generation,
         }
     }
@@ -138,7 +197,7 @@ impl Scrubber {
             // A truncation rewrote the end of the log: start over.
             self.generation = generation;
             self.pos = None;
-            self.acc = None;
+            self.digests.reset();
         }
         let Some(mut pos) = self.position() else {
             self.end_pass(&mut step);
@@ -160,9 +219,7 @@ impl Scrubber {
             Err(c) => {
                 tracing::error!(segment = %c.segment.display(), offset = c.offset, lsn = %c.lsn, reason = %c.reason, "scrubber found damage: the segment reads as corruption until it is repaired");
                 pos.seg.mark_damaged(c.clone());
-                if let Some(a) = &mut self.acc {
-                    a.whole = false;
-                }
+                self.digests.skip();
                 self.advance(&pos.seg, &mut step);
                 step.corruption = Some(c);
             }
@@ -181,10 +238,10 @@ impl Scrubber {
                         return Some(p);
                     }
                     // Replaced (repaired): walk the new file from its start.
-                    self.acc = None;
+                    self.digests.reset();
                     return Some(start_of(now));
                 }
-                self.acc = None;
+                self.digests.reset();
                 segs.iter().find(|s| s.base > p.seg.base).map(start_of)
             }
             None => segs.first().map(start_of),
@@ -206,7 +263,7 @@ impl Scrubber {
     fn end_pass(&mut self, step: &mut ScrubStep) {
         step.pass_finished = true;
         self.pos = None;
-        self.acc = None;
+        self.digests.reset();
     }
 
     /// Sealed: its last LSN. Active: its durable part.
@@ -242,12 +299,10 @@ impl Scrubber {
             };
             match decode_frame(rest) {
                 Ok(Frame::Record(r)) if r.header.lsn == pos.next_lsn => {
-                    self.digest(
-                        r.header.lsn,
-                        r.header.epoch.get(),
-                        r.header.crc,
-                        r.payload.len(),
-                        digests,
+                    let h = &r.header;
+                    digests.extend(
+                        self.digests
+                            .push(h.lsn, h.epoch.get(), h.crc, r.payload.len()),
                     );
                     pos.next_lsn = pos.next_lsn.next();
                     at += r.encoded_len();
@@ -269,38 +324,6 @@ impl Scrubber {
         }
         pos.offset += at as u64;
         Ok(())
-    }
-
-    fn digest(&mut self, lsn: Lsn, epoch: u64, crc: u32, len: usize, out: &mut Vec<RangeDigest>) {
-        let n = self.options.digest_range_records;
-        let range = (lsn.get() - 1) / n;
-        let first_of_range = range * n + 1;
-        let same_range = matches!(&self.acc, Some(a) if a.range == range);
-        if !same_range {
-            self.acc = Some(Accumulator {
-                range,
-                hasher: Sha256::new(),
-                whole: lsn.get() == first_of_range,
-            });
-        }
-        let acc = self.acc.as_mut().expect("set above");
-        acc.hasher.update(lsn.get().to_le_bytes());
-        acc.hasher.update(epoch.to_le_bytes());
-        acc.hasher.update(crc.to_le_bytes());
-        acc.hasher.update((len as u32).to_le_bytes());
-        if lsn.get() == first_of_range + n - 1 {
-            let acc = self.acc.take().expect("set above");
-            if acc.whole {
-                let full = acc.hasher.finalize();
-                let mut digest = [0u8; 16];
-                digest.copy_from_slice(&full[..16]);
-                out.push(RangeDigest {
-                    first: Lsn(first_of_range),
-                    last: lsn,
-                    digest,
-                });
-            }
-        }
     }
 }
 

@@ -5,9 +5,10 @@
 //! Format version 2 decides by proof, not by distance. The writer ends every write with a
 //! marker that says which bytes of the segment were synced when the write was submitted (and
 //! writes one more, unsynced, when it falls idle after a sync). Damage at offset `p` is:
-//! - corruption, when any valid marker of this segment (before or after `p`) says bytes past
-//!   `p` were synced, or the log's durable floor (`logship.durable`, written at a clean close)
-//!   says the damaged record's LSN was durable: a crash cannot damage what was synced;
+//! - corruption, when a valid marker of this segment says bytes past `p` were synced (a marker
+//!   speaks only for bytes before itself, so it is one found after `p`), or the log's durable
+//!   floor (`logship.durable`, written at a clean close) says the damaged record's LSN was
+//!   durable: a crash cannot damage what was synced;
 //! - also corruption when valid records lie further past `p` than the writer can have had in
 //!   flight (`max_unsynced_bytes`), as in version 1;
 //! - otherwise a torn tail: the writes in flight at a crash, none of them proven synced.
@@ -257,13 +258,14 @@ fn classify_tail(
                 l.max_lsn, l.first_offset, facts.window
             ));
         }
-        if l.records > 0 {
-            return Stop::Torn {
-                offset: pos as u64,
-                reason: failure,
-                discarded: l.records,
-            };
-        }
+        // Frames of this segment after the failure (records, or only a marker) are what the
+        // crashed process left in flight: cut them, so they are zeroed and can never be taken
+        // later for proof or for data.
+        return Stop::Torn {
+            offset: pos as u64,
+            reason: failure,
+            discarded: l.records,
+        };
     }
     let head = &bytes[pos..bytes.len().min(pos + RECORD_HEADER_BYTES)];
     if head.iter().all(|&b| b == 0) {

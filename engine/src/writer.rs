@@ -204,6 +204,10 @@ impl Writer {
         if durable == self.floor || self.next_lsn.prev() != durable {
             return;
         }
+        if self.active.format_version() < FORMAT_VERSION {
+            // A version-1 log that was only opened stays a version-1 log, floor included.
+            return;
+        }
         match write_floor(&*self.shared.vfs, &self.shared.dir, durable) {
             Ok(()) => self.floor = durable,
             Err(e) => {

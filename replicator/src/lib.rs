@@ -8,6 +8,8 @@
 //!   ticks, durability completions, connection changes) and return actions; no sockets, clocks
 //!   or threads inside, so the simulator can drive them deterministically.
 //! - [`backoff`], [`breaker`], [`lag`]: the pieces of fault handling those machines use.
+//! - [`fetch`], [`digests`]: integrity: fetching a range from a peer (repair, take-back) and
+//!   comparing replicas' digests.
 //! - [`transport`]: the TCP transports (portable sockets, io_uring) behind one seam.
 //! - [`node`], [`client`], [`config`], [`http`]: the running node, its client protocol, its
 //!   configuration file, and its metrics and health endpoints.
@@ -19,7 +21,9 @@ pub mod breaker;
 pub mod client;
 pub mod commit;
 pub mod config;
+pub mod digests;
 pub mod error;
+pub mod fetch;
 pub mod follower;
 #[doc(hidden)]
 pub mod fuzzing;

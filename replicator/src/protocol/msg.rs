@@ -6,15 +6,21 @@
 //! Decoding is total: any body is either a message or a [`FrameError`].
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use logship_engine::{Epoch, Lsn};
+use logship_engine::{Epoch, Lsn, RangeDigest};
 
 use super::auth::{MAC_LEN, NONCE_LEN};
 use super::frame::{encode, Frame, FrameError};
 
-/// The protocol version this build speaks. Hello offers a range; the follower picks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks. Hello offers a range; the follower picks. Version 2
+/// added Fetch, Fetched, FetchFailed and Digests, and Records bodies that may carry write
+/// markers (format version 2) between records.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Oldest version this build speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
+/// Most digest ranges in one Digests frame.
+pub const MAX_DIGESTS_PER_FRAME: usize = 1024;
+/// Bytes of one digest range on the wire: first, last, digest.
+const DIGEST_ENTRY_BYTES: usize = 32;
 /// Longest cluster id or node id.
 pub const MAX_NAME_BYTES: usize = 255;
 
@@ -258,6 +264,45 @@ pub enum Msg {
         /// The primary's last LSN.
         last_lsn: Lsn,
     },
+    /// Either side of a streaming session: send me records `from..=to` (a repair, or the
+    /// primary taking back records only a follower holds). The answer is one [`Msg::Fetched`]
+    /// of at most `max_bytes` (at least one record) or a [`Msg::FetchFailed`].
+    Fetch {
+        /// Request id, echoed.
+        id: u64,
+        /// First LSN wanted.
+        from: Lsn,
+        /// Last LSN wanted.
+        to: Lsn,
+        /// Size bound of the answer.
+        max_bytes: u32,
+        /// The asker's CRC of record `from - 1`: the answer must come from the same history,
+        /// so the responder refuses when its record there differs. `None`: no check.
+        prev_crc: Option<u32>,
+    },
+    /// Answer to [`Msg::Fetch`]: whole records `first..=last` (perhaps with write markers).
+    Fetched {
+        /// The request id.
+        id: u64,
+        /// First LSN.
+        first: Lsn,
+        /// Last LSN.
+        last: Lsn,
+        /// The records as the responder's log holds them.
+        records: Bytes,
+    },
+    /// Answer to [`Msg::Fetch`]: the responder cannot serve it.
+    FetchFailed {
+        /// The request id.
+        id: u64,
+        /// Why (purged, diverged, damaged here too, ...).
+        message: String,
+    },
+    /// Either side of a streaming session: digests of ranges of LSNs the sender has scrubbed.
+    Digests {
+        /// At most [`MAX_DIGESTS_PER_FRAME`] ranges.
+        ranges: Vec<RangeDigest>,
+    },
     /// Client → node: append one record.
     AppendRequest {
         /// Client's request id, echoed.
@@ -330,6 +375,14 @@ pub mod kind {
     pub const ACK: u8 = 6;
     /// [`super::Msg::Heartbeat`].
     pub const HEARTBEAT: u8 = 7;
+    /// [`super::Msg::Fetch`].
+    pub const FETCH: u8 = 8;
+    /// [`super::Msg::Fetched`].
+    pub const FETCHED: u8 = 9;
+    /// [`super::Msg::FetchFailed`].
+    pub const FETCH_FAILED: u8 = 10;
+    /// [`super::Msg::Digests`].
+    pub const DIGESTS: u8 = 11;
     /// [`super::Msg::AppendRequest`].
     pub const APPEND_REQUEST: u8 = 16;
     /// [`super::Msg::AppendResponse`].
@@ -367,6 +420,10 @@ impl Msg {
             Msg::Records { .. } => kind::RECORDS,
             Msg::Ack { .. } => kind::ACK,
             Msg::Heartbeat { .. } => kind::HEARTBEAT,
+            Msg::Fetch { .. } => kind::FETCH,
+            Msg::Fetched { .. } => kind::FETCHED,
+            Msg::FetchFailed { .. } => kind::FETCH_FAILED,
+            Msg::Digests { .. } => kind::DIGESTS,
             Msg::AppendRequest { .. } => kind::APPEND_REQUEST,
             Msg::AppendResponse { .. } => kind::APPEND_RESPONSE,
             Msg::ReadRequest { .. } => kind::READ_REQUEST,
@@ -388,6 +445,9 @@ impl Msg {
 
     fn body(&self) -> BytesMut {
         let mut b = BytesMut::with_capacity(64);
+        if self.integrity_body(&mut b) {
+            return b;
+        }
         match self {
             Msg::Hello {
                 version_min,
@@ -519,8 +579,65 @@ impl Msg {
                 b.put_u64_le(*id);
                 b.put_slice(json.as_bytes());
             }
+            Msg::Fetch { .. }
+            | Msg::Fetched { .. }
+            | Msg::FetchFailed { .. }
+            | Msg::Digests { .. } => {
+                unreachable!("written by integrity_body")
+            }
         }
         b
+    }
+
+    /// The bodies of the integrity messages (fetch, digests); false for any other message.
+    fn integrity_body(&self, b: &mut BytesMut) -> bool {
+        match self {
+            Msg::Fetch {
+                id,
+                from,
+                to,
+                max_bytes,
+                prev_crc,
+            } => {
+                b.put_u64_le(*id);
+                b.put_u64_le(from.0);
+                b.put_u64_le(to.0);
+                b.put_u32_le(*max_bytes);
+                b.put_u8(u8::from(prev_crc.is_some()));
+                b.put_u32_le(prev_crc.unwrap_or(0));
+            }
+            Msg::Fetched {
+                id,
+                first,
+                last,
+                records,
+            } => {
+                b.reserve(records.len() + 24);
+                b.put_u64_le(*id);
+                b.put_u64_le(first.0);
+                b.put_u64_le(last.0);
+                b.put_slice(records);
+            }
+            Msg::FetchFailed { id, message } => {
+                b.put_u64_le(*id);
+                put_str(b, message);
+            }
+            Msg::Digests { ranges } => {
+                assert!(
+                    ranges.len() <= MAX_DIGESTS_PER_FRAME,
+                    "{} digests in one frame",
+                    ranges.len()
+                );
+                b.put_u16_le(ranges.len() as u16);
+                for r in ranges {
+                    b.put_u64_le(r.first.0);
+                    b.put_u64_le(r.last.0);
+                    b.put_slice(&r.digest);
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// Decodes a frame's body.
@@ -552,6 +669,10 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::RECORDS => "records",
         kind::ACK => "ack",
         kind::HEARTBEAT => "heartbeat",
+        kind::FETCH => "fetch",
+        kind::FETCHED => "fetched",
+        kind::FETCH_FAILED => "fetch_failed",
+        kind::DIGESTS => "digests",
         kind::APPEND_REQUEST => "append_request",
         kind::APPEND_RESPONSE => "append_response",
         kind::READ_REQUEST => "read_request",
@@ -629,6 +750,74 @@ impl Reader {
     fn status(&mut self) -> Result<ClientStatus, FrameError> {
         let v = self.u8()?;
         ClientStatus::from_u8(v).ok_or_else(|| self.bad(format!("unknown status {v}")))
+    }
+
+    fn integrity(&mut self, k: u8) -> Result<Msg, FrameError> {
+        Ok(match k {
+            kind::FETCH => {
+                let (id, from, to, max_bytes) =
+                    (self.u64()?, self.lsn()?, self.lsn()?, self.u32()?);
+                if from == Lsn::ZERO || to < from {
+                    return Err(self.bad(format!("LSN range {from}..={to}")));
+                }
+                let prev_crc = match (self.u8()?, self.u32()?) {
+                    (0, 0) => None,
+                    (1, crc) => Some(crc),
+                    _ => return Err(self.bad("bad previous-CRC flag")),
+                };
+                Msg::Fetch {
+                    id,
+                    from,
+                    to,
+                    max_bytes,
+                    prev_crc,
+                }
+            }
+            kind::FETCHED => {
+                let (id, first, last) = (self.u64()?, self.lsn()?, self.lsn()?);
+                if first == Lsn::ZERO || last < first {
+                    return Err(self.bad(format!("LSN range {first}..={last}")));
+                }
+                let records = self.rest();
+                let min = (last.0 - first.0).saturating_add(1).saturating_mul(32);
+                if (records.len() as u64) < min {
+                    return Err(self.bad(format!(
+                        "{} bytes cannot hold {first}..={last}",
+                        records.len()
+                    )));
+                }
+                Msg::Fetched {
+                    id,
+                    first,
+                    last,
+                    records,
+                }
+            }
+            kind::FETCH_FAILED => Msg::FetchFailed {
+                id: self.u64()?,
+                message: self.string(usize::from(u16::MAX))?,
+            },
+            _ => {
+                let n = usize::from(self.u16()?);
+                if n > MAX_DIGESTS_PER_FRAME {
+                    return Err(self.bad(format!("{n} digests exceed {MAX_DIGESTS_PER_FRAME}")));
+                }
+                self.need(n * DIGEST_ENTRY_BYTES)?;
+                let mut ranges = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (first, last, digest) = (self.lsn()?, self.lsn()?, self.array()?);
+                    if first == Lsn::ZERO || last < first {
+                        return Err(self.bad(format!("digest range {first}..={last}")));
+                    }
+                    ranges.push(RangeDigest {
+                        first,
+                        last,
+                        digest,
+                    });
+                }
+                Msg::Digests { ranges }
+            }
+        })
     }
 
     fn message(&mut self, k: u8) -> Result<Msg, FrameError> {
@@ -741,6 +930,9 @@ impl Reader {
                 message: self.string(usize::from(u16::MAX))?,
                 records: self.rest(),
             },
+            kind::FETCH | kind::FETCHED | kind::FETCH_FAILED | kind::DIGESTS => {
+                self.integrity(k)?
+            }
             kind::STATUS_REQUEST => Msg::StatusRequest { id: self.u64()? },
             kind::STATUS_RESPONSE => {
                 let id = self.u64()?;
@@ -815,6 +1007,44 @@ mod tests {
                 commit_lsn: Lsn(8),
                 last_lsn: Lsn(9),
             },
+            Msg::Fetch {
+                id: 9,
+                from: Lsn(10),
+                to: Lsn(20),
+                max_bytes: 4096,
+                prev_crc: Some(0xabcd),
+            },
+            Msg::Fetch {
+                id: 9,
+                from: Lsn(1),
+                to: Lsn(1),
+                max_bytes: 1,
+                prev_crc: None,
+            },
+            Msg::Fetched {
+                id: 9,
+                first: Lsn(10),
+                last: Lsn(10),
+                records: Bytes::from(vec![1u8; 40]),
+            },
+            Msg::FetchFailed {
+                id: 9,
+                message: "purged".into(),
+            },
+            Msg::Digests {
+                ranges: vec![
+                    RangeDigest {
+                        first: Lsn(1),
+                        last: Lsn(100),
+                        digest: [5; 16],
+                    },
+                    RangeDigest {
+                        first: Lsn(101),
+                        last: Lsn(200),
+                        digest: [6; 16],
+                    },
+                ],
+            },
             Msg::AppendRequest {
                 id: 1,
                 level: DurabilityLevel::RemoteApplied,
@@ -875,6 +1105,7 @@ mod tests {
                                 | Msg::ReadResponse { .. }
                                 | Msg::StatusResponse { .. }
                                 | Msg::Records { .. }
+                                | Msg::Fetched { .. }
                         ),
                         "{m:?} cut at {cut}"
                     );
@@ -892,6 +1123,7 @@ mod tests {
                     | Msg::ReadResponse { .. }
                     | Msg::StatusResponse { .. }
                     | Msg::Records { .. }
+                    | Msg::Fetched { .. }
             ) {
                 assert!(Msg::decode(&f).is_err(), "{m:?} padded");
             }
