@@ -439,6 +439,7 @@ impl Log {
         segs.iter()
             .filter_map(|s| {
                 s.damage().map(|corruption| DamagedSegment {
+                    sealed: s.is_sealed(),
                     first: s.base,
                     last: s.last_lsn(),
                     corruption,
@@ -447,15 +448,16 @@ impl Log {
             .collect()
     }
 
-    /// Replaces the damaged sealed segment that starts at `base` with `records`, which must be
-    /// exactly its LSNs (for example fetched from a replica), each with a valid CRC. The damaged
+    /// Replaces the damaged sealed segment that starts at `base` with `records` (runs of encoded
+    /// records, in order), which must be exactly its LSNs (for example fetched from a replica),
+    /// each with a valid CRC. The damaged
     /// file's bytes are kept in a `quarantine-*.seg` file; the new one is written under a
     /// temporary name, synced, read back and checked, then renamed into place.
     ///
     /// # Errors
     /// [`Error::InvalidRecords`] for records that are not exactly the segment's,
     /// [`Error::InvalidOptions`] when no sealed segment starts at `base`, [`Error::Io`].
-    pub fn repair_segment(&self, base: Lsn, records: &Bytes) -> Result<RepairReport> {
+    pub fn repair_segment(&self, base: Lsn, records: &[Bytes]) -> Result<RepairReport> {
         let report = crate::repair::repair_segment(&self.shared, base, records)?;
         self.shared.counters.repairs.fetch_add(1, Ordering::Relaxed);
         Ok(report)

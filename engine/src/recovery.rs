@@ -540,7 +540,8 @@ fn on_corruption(
         RecoveryMode::Strict => Err(c.into()),
         RecoveryMode::Salvage if sealed => {
             tracing::warn!(segment = %c.segment.display(), offset = c.offset, lsn = %c.lsn, reason = %c.reason, "sealed segment is damaged: its records from this LSN read as corruption until it is repaired from a replica");
-            let seg = scanned_segment(o, bytes, scan, true);
+            // The segment still holds up to its successor's base; reads stop at the damage.
+            let seg = sealed_unscanned(o, later[0]);
             seg.mark_damaged(c.clone());
             report.salvaged.push(Salvaged {
                 corruption: c,

@@ -39,6 +39,8 @@ pub struct RepairReport {
 /// A sealed segment known to be damaged: its range, and the first damage found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DamagedSegment {
+    /// The segment is sealed (the active one must be sealed before its repair).
+    pub sealed: bool,
     /// First LSN of the segment.
     pub first: Lsn,
     /// Last LSN of the segment.
@@ -48,7 +50,11 @@ pub struct DamagedSegment {
 }
 
 /// Replaces sealed segment `base` with `records` (see the module docs).
-pub(crate) fn repair_segment(shared: &Shared, base: Lsn, records: &Bytes) -> Result<RepairReport> {
+pub(crate) fn repair_segment(
+    shared: &Shared,
+    base: Lsn,
+    records: &[Bytes],
+) -> Result<RepairReport> {
     let (index, seg, next_base) = {
         let segs = shared.segments.read();
         let i = segs
@@ -132,30 +138,35 @@ fn not_repairable(base: Lsn, reason: String) -> Error {
 }
 
 /// The new segment's bytes: a header placeholder (written last, synced), the records, one
-/// marker. The records must be exactly `base..=last`, CRCs valid.
-fn build_image(shared: &Shared, base: Lsn, last: Lsn, records: &Bytes) -> Result<Vec<u8>> {
+/// marker. The records (runs of encoded records, markers between them skipped) must be exactly
+/// `base..=last`, CRCs valid.
+fn build_image(shared: &Shared, base: Lsn, last: Lsn, records: &[Bytes]) -> Result<Vec<u8>> {
     let mut image = vec![0u8; SEGMENT_HEADER_BYTES];
     let mut next = base;
-    for item in record::run(records) {
-        let (offset, r) = item.map_err(|(offset, e)| Error::InvalidRecords {
-            offset,
-            reason: e.to_string(),
-        })?;
-        if r.header.lsn != next || next > last {
-            return Err(Error::InvalidRecords {
-                offset,
-                reason: format!(
-                    "LSN {} where {next} was expected (segment {base}..={last})",
-                    r.header.lsn
-                ),
-            });
+    let mut consumed = 0;
+    for run in records {
+        for item in record::run(run) {
+            let (offset, r) = item.map_err(|(offset, e)| Error::InvalidRecords {
+                offset: consumed + offset,
+                reason: e.to_string(),
+            })?;
+            if r.header.lsn != next || next > last {
+                return Err(Error::InvalidRecords {
+                    offset: consumed + offset,
+                    reason: format!(
+                        "LSN {} where {next} was expected (segment {base}..={last})",
+                        r.header.lsn
+                    ),
+                });
+            }
+            image.extend_from_slice(&run[offset..offset + r.encoded_len()]);
+            next = next.next();
         }
-        image.extend_from_slice(&records[offset..offset + r.encoded_len()]);
-        next = next.next();
+        consumed += run.len();
     }
     if next != last.next() {
         return Err(Error::InvalidRecords {
-            offset: records.len(),
+            offset: consumed,
             reason: format!(
                 "records end at {} but the segment holds up to {last}",
                 next.prev()

@@ -107,10 +107,10 @@ fn the_scrubber_finds_a_flipped_byte_in_a_sealed_segment_and_a_replica_repairs_i
     }
     let short = Bytes::copy_from_slice(&records[..records.len() - 10]);
     assert!(matches!(
-        a.repair_segment(d.first, &short),
+        a.repair_segment(d.first, &[short]),
         Err(Error::InvalidRecords { .. })
     ));
-    let report = a.repair_segment(d.first, &Bytes::from(records)).unwrap();
+    let report = a.repair_segment(d.first, &[Bytes::from(records)]).unwrap();
     assert_eq!(
         std::fs::read(&report.quarantine).unwrap(),
         bytes,
@@ -167,7 +167,7 @@ fn damage_in_the_active_segment_is_repaired_by_sealing_it_first() {
         let rec = rec.unwrap();
         logship_engine::record::encode_into(&mut records, rec.lsn, rec.epoch, &rec.payload);
     }
-    a.repair_segment(d.first, &Bytes::from(records)).unwrap();
+    a.repair_segment(d.first, &[Bytes::from(records)]).unwrap();
     a.append(payload(301)).unwrap().wait().unwrap();
     assert_eq!(
         a.read_from(Lsn(1)).unwrap().filter(|r| r.is_ok()).count(),

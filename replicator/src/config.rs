@@ -250,6 +250,46 @@ impl Default for BreakerSection {
     }
 }
 
+/// Default scrubber rate: 8 MiB/s, a 64 MiB segment in 8 s, 1 GiB in about two minutes.
+pub const DEFAULT_SCRUB_BYTES_PER_SEC: u64 = 8 << 20;
+/// Default bytes per scrubber step.
+pub const DEFAULT_SCRUB_STEP_BYTES: u64 = 256 << 10;
+/// Default pause between two scrubber passes.
+pub const DEFAULT_SCRUB_PAUSE_MS: u64 = 10_000;
+
+/// `[integrity]`: the scrubber, digest comparison between replicas, and repair.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegritySection {
+    /// Bytes the scrubber reads per second (0: no scrubbing). Default 8 MiB/s.
+    pub scrub_bytes_per_sec: u64,
+    /// Bytes per scrubber step, 4 KiB to 16 MiB. Default 256 KiB.
+    pub scrub_step_bytes: u64,
+    /// Pause after each full pass, milliseconds. Default 10,000.
+    pub scrub_pause_ms: u64,
+    /// LSNs per digest range (every node of a cluster must use the same). Default 16,384.
+    pub digest_range_records: u64,
+    /// Repair damaged segments from a replica by itself. Default `true`.
+    pub repair: bool,
+    /// When the node has replicas (a primary with followers, or a follower), open the log with
+    /// `RecoveryMode::Salvage`: damage is set aside (quarantined, or marked for repair) instead
+    /// of refusing to start, and the records come back from a replica. Default `true`.
+    pub salvage: bool,
+}
+
+impl Default for IntegritySection {
+    fn default() -> IntegritySection {
+        IntegritySection {
+            scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
+            scrub_step_bytes: DEFAULT_SCRUB_STEP_BYTES,
+            scrub_pause_ms: DEFAULT_SCRUB_PAUSE_MS,
+            digest_range_records: logship_engine::DEFAULT_DIGEST_RANGE_RECORDS,
+            repair: true,
+            salvage: true,
+        }
+    }
+}
+
 /// `[follower]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -289,6 +329,9 @@ pub struct NodeConfig {
     /// `[follower]`.
     #[serde(default)]
     pub follower: FollowerSection,
+    /// `[integrity]`.
+    #[serde(default)]
+    pub integrity: IntegritySection,
 }
 
 fn check_name(key: &str, v: &str) -> Result<()> {
@@ -381,6 +424,14 @@ impl NodeConfig {
                 "must be at least catch_up_chunk_bytes",
             ));
         }
+        let i = &self.integrity;
+        if !(4 << 10..=16 << 20).contains(&i.scrub_step_bytes) {
+            return Err(Error::config(
+                "integrity.scrub_step_bytes",
+                "must be between 4 KiB and 16 MiB",
+            ));
+        }
+        positive("integrity.digest_range_records", i.digest_range_records)?;
         if self.replication.policy == Policy::Degrade {
             positive(
                 "replication.degrade_after_ms",

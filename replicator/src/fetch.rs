@@ -44,7 +44,7 @@ pub struct Fetcher {
 
 /// What an answer did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Progress {
+pub enum FetchProgress {
     /// Ask for the rest with this message. The chunk just received is handed over for
     /// [`Purpose::TakeBack`] (appended as it comes) and kept for [`Purpose::Repair`].
     More {
@@ -111,7 +111,7 @@ impl Fetcher {
         now: Duration,
         (first, last): (Lsn, Lsn),
         records: Bytes,
-    ) -> Result<Progress, String> {
+    ) -> Result<FetchProgress, String> {
         if first != self.next || last > self.to {
             return Err(format!(
                 "records {first}..={last} where {}..={} was asked for",
@@ -136,9 +136,9 @@ impl Fetcher {
         if last == self.to {
             let mut chunks = std::mem::take(&mut self.chunks);
             chunks.extend(received);
-            return Ok(Progress::Done(chunks));
+            return Ok(FetchProgress::Done(chunks));
         }
-        Ok(Progress::More {
+        Ok(FetchProgress::More {
             request: self.request(),
             received,
         })
@@ -270,7 +270,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             p,
-            Progress::More {
+            FetchProgress::More {
                 request: Msg::Fetch { from: Lsn(15), .. },
                 received: None
             }
@@ -288,7 +288,7 @@ mod tests {
         );
         f.on_fetched(Duration::ZERO, (Lsn(10), Lsn(14)), run(10..=14))
             .unwrap();
-        let Progress::Done(chunks) = f
+        let FetchProgress::Done(chunks) = f
             .on_fetched(Duration::ZERO, (Lsn(15), Lsn(19)), run(15..=19))
             .unwrap()
         else {

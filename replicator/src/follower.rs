@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logship_engine::record::{FLAG_MARKER, RECORD_HEADER_BYTES};
-use logship_engine::{Epoch, Lsn};
+use logship_engine::{Epoch, Lsn, RangeDigest};
 
+use crate::fetch::{last_record, FetchProgress, Fetcher, Purpose};
 use crate::primary::Timeouts;
 use crate::protocol::auth::{self, ClusterKey, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
@@ -62,6 +62,47 @@ pub enum FollowerAction {
         last: Lsn,
         /// The records.
         records: Bytes,
+    },
+    /// Read records `from..=to` (at most `max_bytes`) and the CRC of record `from - 1` for the
+    /// primary's fetch, then answer with [`crate::fetch::answer`] and
+    /// [`Follower::send_answer`].
+    ServeFetch {
+        /// The connection.
+        conn: ConnId,
+        /// The request id.
+        id: u64,
+        /// First LSN.
+        from: Lsn,
+        /// Last LSN.
+        to: Lsn,
+        /// Size bound.
+        max_bytes: u32,
+        /// The primary's CRC of record `from - 1`.
+        prev_crc: Option<u32>,
+    },
+    /// Replace the damaged segment starting at `base` with these records (fetched from the
+    /// primary, whole and dense; the log checks their CRCs).
+    Repair {
+        /// The segment's first LSN.
+        base: Lsn,
+        /// The records, in order.
+        chunks: Vec<Bytes>,
+        /// Where they came from.
+        source: String,
+    },
+    /// A repair could not be done now (the caller may try again later).
+    RepairFailed {
+        /// The segment's first LSN.
+        base: Lsn,
+        /// Why.
+        reason: String,
+    },
+    /// The primary's digests, to compare with this node's.
+    PeerDigests {
+        /// The primary's id.
+        peer: String,
+        /// Its ranges.
+        ranges: Vec<RangeDigest>,
     },
     /// Truncate the log after `after`, before anything else is appended, but only if the
     /// record at `after` has the CRC `expect_crc` (the primary's record there; not checked for
@@ -128,6 +169,9 @@ pub struct Follower {
     last_heard: Option<Duration>,
     last_ack: Duration,
     rejected: BTreeMap<&'static str, u64>,
+    /// A repair fetch in progress, on the streaming session.
+    repair: Option<(ConnId, Fetcher)>,
+    next_fetch_id: u64,
 }
 
 impl Follower {
@@ -156,6 +200,8 @@ impl Follower {
             last_heard: None,
             last_ack: Duration::ZERO,
             rejected: BTreeMap::new(),
+            repair: None,
+            next_fetch_id: 1,
         }
     }
 
@@ -338,11 +384,159 @@ impl Follower {
                 self.primary_last = self.primary_last.max(last_lsn);
                 self.last_heard = Some(now);
             }
+            (
+                Session::Streaming { primary },
+                msg @ (Msg::Fetch { .. }
+                | Msg::Fetched { .. }
+                | Msg::FetchFailed { .. }
+                | Msg::Digests { .. }),
+            ) => {
+                self.on_integrity(now, conn, &primary, msg, out);
+                self.sessions.insert(conn, Session::Streaming { primary });
+            }
             (s, other) => {
                 self.sessions.insert(conn, s);
                 let m = format!("unexpected {} frame", other.name());
                 self.reject(conn, RejectCode::Protocol, 0, m, out);
             }
+        }
+    }
+
+    /// The integrity messages of a streaming session: the primary's fetches, answers to ours,
+    /// its digests.
+    fn on_integrity(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        primary: &str,
+        msg: Msg,
+        out: &mut Vec<FollowerAction>,
+    ) {
+        self.last_heard = Some(now);
+        match msg {
+            Msg::Fetch {
+                id,
+                from,
+                to,
+                max_bytes,
+                prev_crc,
+            } => out.push(FollowerAction::ServeFetch {
+                conn,
+                id,
+                from,
+                to,
+                max_bytes,
+                prev_crc,
+            }),
+            Msg::Fetched {
+                id,
+                first,
+                last,
+                records,
+            } => self.on_fetched(now, conn, primary, id, (first, last), records, out),
+            Msg::FetchFailed { id, message } => {
+                if matches!(&self.repair, Some((c, f)) if *c == conn && f.id() == id) {
+                    self.repair_failed(format!("{primary} could not serve it: {message}"), out);
+                }
+            }
+            Msg::Digests { ranges } => out.push(FollowerAction::PeerDigests {
+                peer: primary.to_string(),
+                ranges,
+            }),
+            other => unreachable!("on_integrity called with {}", other.name()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_fetched(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        primary: &str,
+        id: u64,
+        range: (Lsn, Lsn),
+        records: Bytes,
+        out: &mut Vec<FollowerAction>,
+    ) {
+        let Some((c, f)) = &mut self.repair else {
+            return;
+        };
+        if *c != conn || f.id() != id {
+            return;
+        }
+        let Purpose::Repair(base) = f.purpose else {
+            unreachable!("a follower only fetches to repair");
+        };
+        match f.on_fetched(now, range, records) {
+            Ok(FetchProgress::More { request, .. }) => {
+                out.push(FollowerAction::Send { conn, msg: request })
+            }
+            Ok(FetchProgress::Done(chunks)) => {
+                self.repair = None;
+                out.push(FollowerAction::Repair {
+                    base,
+                    chunks,
+                    source: primary.to_string(),
+                });
+            }
+            Err(e) => self.repair_failed(format!("{primary} answered badly: {e}"), out),
+        }
+    }
+
+    fn repair_failed(&mut self, reason: String, out: &mut Vec<FollowerAction>) {
+        if let Some((_, f)) = self.repair.take() {
+            if let Purpose::Repair(base) = f.purpose {
+                out.push(FollowerAction::RepairFailed { base, reason });
+            }
+        }
+    }
+
+    /// Starts fetching `base..=last` from the primary to repair a damaged segment; `prev_crc`
+    /// is this log's CRC of record `base - 1` (`None` if it has none). Returns false when there
+    /// is no session to fetch on, or a repair is already under way.
+    pub fn start_repair(
+        &mut self,
+        now: Duration,
+        (base, last): (Lsn, Lsn),
+        prev_crc: Option<u32>,
+        out: &mut Vec<FollowerAction>,
+    ) -> bool {
+        let Some(conn) = self.streaming() else {
+            return false;
+        };
+        if self.repair.is_some() {
+            return false;
+        }
+        let id = self.next_fetch_id;
+        self.next_fetch_id += 1;
+        let timeout = self.config.timeouts.catch_up_read;
+        let (f, request) = Fetcher::start(
+            Purpose::Repair(base),
+            id,
+            (base, last),
+            prev_crc,
+            now,
+            timeout,
+        );
+        self.repair = Some((conn, f));
+        out.push(FollowerAction::Send { conn, msg: request });
+        true
+    }
+
+    /// Sends this node's digests to the primary (if a session streams).
+    pub fn send_digests(&mut self, ranges: Vec<RangeDigest>, out: &mut Vec<FollowerAction>) {
+        if let Some(conn) = self.streaming() {
+            out.push(FollowerAction::Send {
+                conn,
+                msg: Msg::Digests { ranges },
+            });
+        }
+    }
+
+    /// The answer to a [`FollowerAction::ServeFetch`] is ready.
+    pub fn send_answer(&mut self, conn: ConnId, answer: Msg, out: &mut Vec<FollowerAction>) {
+        if self.sessions.contains_key(&conn) {
+            out.push(FollowerAction::Send { conn, msg: answer });
         }
     }
 
@@ -549,8 +743,18 @@ impl Follower {
         self.applied = self.applied.min(self.durable);
     }
 
-    /// Timer: handshake deadlines, a silent primary, heartbeats.
+    /// Timer: handshake deadlines, a silent primary, heartbeats, a repair fetch left unanswered.
     pub fn tick(&mut self, now: Duration, out: &mut Vec<FollowerAction>) {
+        let lost = match &self.repair {
+            Some((c, f)) => f.expired(now) || !self.sessions.contains_key(c),
+            None => false,
+        };
+        if lost {
+            self.repair_failed(
+                "the primary did not answer the repair fetch in time".into(),
+                out,
+            );
+        }
         let expired: Vec<ConnId> = (self.sessions.iter())
             .filter(|(_, s)| match s {
                 Session::AwaitHello { deadline, .. } | Session::AwaitStart { deadline, .. } => {
@@ -622,34 +826,4 @@ fn transcript<'a>(
         primary_nonce: &hello.nonce,
         follower_nonce: nonce,
     }
-}
-
-/// Walks the record headers of a run: `Some((crc, epoch))` of the last record if the run holds
-/// exactly the records `first..=last`, back to back, with perhaps write markers between them (a
-/// catch-up chunk carries the markers of the primary's segment; the log skips them). CRCs are
-/// left to the log, which checks them.
-fn last_record(records: &[u8], first: Lsn, last: Lsn) -> Option<(u32, Epoch)> {
-    let mut offset = 0usize;
-    let mut expect = first;
-    let mut found = None;
-    while offset < records.len() {
-        let h = records.get(offset..offset.checked_add(RECORD_HEADER_BYTES)?)?;
-        let len = u32::from_le_bytes(h[0..4].try_into().ok()?) as usize;
-        let crc = u32::from_le_bytes(h[4..8].try_into().ok()?);
-        let lsn = u64::from_le_bytes(h[8..16].try_into().ok()?);
-        let epoch = u64::from_le_bytes(h[16..24].try_into().ok()?);
-        let flags = u32::from_le_bytes(h[24..28].try_into().ok()?);
-        offset = offset.checked_add(RECORD_HEADER_BYTES)?.checked_add(len)?;
-        if flags & FLAG_MARKER != 0 {
-            continue;
-        }
-        if Lsn(lsn) != expect || expect > last {
-            return None;
-        }
-        found = Some((crc, Epoch(epoch)));
-        expect = expect.next();
-    }
-    (offset == records.len() && expect == last.next())
-        .then_some(found)
-        .flatten()
 }

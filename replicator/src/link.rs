@@ -16,6 +16,7 @@ use logship_engine::{Chunk, Lsn};
 use crate::backoff::Backoff;
 use crate::breaker::CircuitBreaker;
 use crate::commit::Progress;
+use crate::fetch::{FetchProgress, Fetcher, Purpose};
 use crate::lag::{AckLevel, LagClock};
 use crate::primary::{Action, Ctx, PrimaryConfig, ReadError};
 use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
@@ -25,6 +26,8 @@ use crate::transport::ConnId;
 
 /// How often a link whose breaker refuses a connection asks again.
 const BREAKER_POLL: Duration = Duration::from_millis(50);
+/// How soon a link that must wait for another link's take-back tries again.
+const TAKE_BACK_RETRY: Duration = Duration::from_millis(100);
 
 /// Where the link is, for status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,6 +62,20 @@ struct Stream {
     acked_bytes: u64,
     catch_up: CatchUp,
     last_sent: Duration,
+    /// Records the follower holds and the primary does not, being taken back.
+    take_back: Option<TakeBack>,
+    /// A fetch for a repair of the primary's log.
+    repair: Option<Fetcher>,
+    next_fetch_id: u64,
+}
+
+/// Taking back `..=to` from the follower: fetched chunks are appended to the primary's log by
+/// the driver, which confirms each one; done when `appended` reaches `to`.
+#[derive(Debug)]
+struct TakeBack {
+    fetcher: Option<Fetcher>,
+    to: Lsn,
+    appended: Lsn,
 }
 
 /// Where a session starts, decided from the follower's last LSN.
@@ -71,11 +88,17 @@ enum Plan {
     /// Truncate the follower after this LSN (it is ahead, or past a truncation of the
     /// primary's log) and send the primary's CRC there for the follower to check.
     Cut(Lsn),
+    /// The follower holds records after the primary's last LSN (this one) that the primary
+    /// lost: take them back, checked against the primary's CRC here, before serving.
+    TakeBack(Lsn),
     /// The record the follower would continue from (or be checked at) was purged.
     Purged,
 }
 
 fn plan_start(ctx: &Ctx<'_>, l: Lsn) -> Plan {
+    if l > ctx.last_lsn && !ctx.serving && ctx.truncated_at.is_none() {
+        return Plan::TakeBack(ctx.last_lsn);
+    }
     let cut = match ctx.truncated_at {
         Some(t) if l > t => Some(t.min(ctx.last_lsn)),
         _ if l > ctx.last_lsn => Some(ctx.last_lsn),
@@ -121,7 +144,7 @@ enum State {
         deadline: Duration,
         plan: Plan,
     },
-    Streaming(Stream),
+    Streaming(Box<Stream>),
 }
 
 /// Counters of one link.
@@ -168,6 +191,9 @@ pub struct Link {
     pub purged: bool,
     /// The last reason the link failed, for status.
     pub last_error: Option<String>,
+    /// A session reached streaming with nothing left to take back: what this follower holds,
+    /// the primary holds too.
+    settled: bool,
 }
 
 impl Link {
@@ -189,7 +215,13 @@ impl Link {
             counters: LinkCounters::default(),
             purged: false,
             last_error: None,
+            settled: false,
         }
+    }
+
+    /// A session reached streaming with nothing left to take back from this follower.
+    pub fn settled(&self) -> bool {
+        self.settled
     }
 
     /// The connection in use, if any.
@@ -271,6 +303,7 @@ impl Link {
         if silent >= t.peer {
             return self.fail(now, ctx, out, format!("no acknowledgement for {silent:?}"));
         }
+        self.expire_fetches(now, ctx, out);
         let State::Streaming(s) = &mut self.state else {
             return;
         };
@@ -479,6 +512,13 @@ impl Link {
                     applied,
                 },
             ) => self.on_ack(now, ctx, out, write, durable, applied),
+            (
+                State::Streaming(_),
+                msg @ (Msg::Fetch { .. }
+                | Msg::Fetched { .. }
+                | Msg::FetchFailed { .. }
+                | Msg::Digests { .. }),
+            ) => self.on_integrity(now, ctx, out, msg),
             (_, other) => {
                 let what = format!(
                     "unexpected {} frame in phase {:?}",
@@ -535,7 +575,13 @@ impl Link {
         }
         match plan_start(ctx, reply.last_lsn) {
             Plan::Purged => self.reject_purged(now, ctx, out, reply.last_lsn),
-            plan @ (Plan::Compare(lsn) | Plan::Cut(lsn)) if lsn > Lsn::ZERO => {
+            Plan::TakeBack(_) if ctx.taking_back => {
+                // One take-back at a time: come back when the other one is done.
+                self.retry_soon(now, out, "another follower's records are being taken back");
+            }
+            plan @ (Plan::Compare(lsn) | Plan::Cut(lsn) | Plan::TakeBack(lsn))
+                if lsn > Lsn::ZERO =>
+            {
                 out.push(Action::LookupCrc {
                     link: ctx.link,
                     conn,
@@ -605,6 +651,9 @@ impl Link {
                 self.start(now, ctx, out, nonce, reply, Plan::Compare(l), 0)
             }
             (Plan::Cut(c), Some(crc)) => self.start(now, ctx, out, nonce, reply, Plan::Cut(c), crc),
+            (Plan::TakeBack(c), Some(crc)) => {
+                self.start(now, ctx, out, nonce, reply, Plan::TakeBack(c), crc)
+            }
             (Plan::Compare(l), crc) => {
                 let m = format!(
                     "the follower's record {l} differs from the primary's (CRC {:#010x} vs {})",
@@ -627,14 +676,18 @@ impl Link {
         nonce: [u8; NONCE_LEN],
         reply: Pending,
         plan: Plan,
-        cut_crc: u32,
+        crc: u32,
     ) {
         let Some(conn) = self.conn() else { return };
         let (truncate_after, start) = match plan {
             Plan::Compare(l) => (None, l.next()),
             Plan::Cut(c) => (Some(c), c.next()),
+            Plan::TakeBack(_) => (None, reply.last_lsn.next()),
             Plan::Fresh | Plan::Purged => (None, Lsn::FIRST),
         };
+        // The primary's CRC at the cut goes in Start; at a take-back's start, in the Fetch.
+        let cut_crc = if truncate_after.is_some() { crc } else { 0 };
+        let follower_last = reply.last_lsn;
         self.purged = false;
         let t = transcript(
             ctx,
@@ -664,7 +717,7 @@ impl Link {
         };
         self.lag
             .reset([at, self.progress.durable, self.progress.applied]);
-        self.state = State::Streaming(Stream {
+        self.state = State::Streaming(Box::new(Stream {
             conn,
             next_send: start,
             inflight: VecDeque::new(),
@@ -672,7 +725,10 @@ impl Link {
             acked_bytes: 0,
             catch_up: CatchUp::Waiting,
             last_sent: now,
-        });
+            take_back: None,
+            repair: None,
+            next_fetch_id: 1,
+        }));
         self.counters.sessions += 1;
         self.healthy = true;
         self.last_heard = now;
@@ -680,6 +736,12 @@ impl Link {
         self.backoff.reset();
         self.breaker.on_success(now);
         tracing::info!(follower = %self.name, start = %start, truncated = ?truncate_after, "replication link streaming");
+        if let Plan::TakeBack(last) = plan {
+            let prev_crc = (last > Lsn::ZERO).then_some(crc);
+            self.start_take_back(now, ctx, out, (last.next(), follower_last), prev_crc);
+        } else {
+            self.settled = true;
+        }
         self.read_more(now, ctx, out);
     }
 
@@ -721,6 +783,277 @@ impl Link {
         }
         if matches!(s.catch_up, CatchUp::Waiting) {
             self.read_more(now, ctx, out);
+        }
+    }
+
+    /// Closes the session without counting a failure, and connects again soon.
+    fn retry_soon(&mut self, now: Duration, out: &mut Vec<Action>, why: &str) {
+        if let Some(conn) = self.conn() {
+            out.push(Action::Close {
+                conn,
+                reason: why.to_string(),
+            });
+        }
+        tracing::info!(follower = %self.name, reason = %why, "replication link waits");
+        self.healthy = false;
+        self.state = State::Idle {
+            retry_at: now + TAKE_BACK_RETRY,
+        };
+    }
+
+    /// Starts taking back `from..=to`, the records the follower holds past the primary's end.
+    fn start_take_back(
+        &mut self,
+        now: Duration,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Action>,
+        (from, to): (Lsn, Lsn),
+        prev_crc: Option<u32>,
+    ) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        tracing::warn!(follower = %self.name, from = %from, to = %to, "the follower holds records this primary lost: taking them back before serving");
+        let id = s.next_fetch_id;
+        s.next_fetch_id += 1;
+        let timeout = ctx.config.timeouts.catch_up_read;
+        let (f, request) =
+            Fetcher::start(Purpose::TakeBack, id, (from, to), prev_crc, now, timeout);
+        s.take_back = Some(TakeBack {
+            fetcher: Some(f),
+            to,
+            appended: from.prev(),
+        });
+        out.push(Action::Send {
+            conn: s.conn,
+            msg: request,
+        });
+    }
+
+    /// Still taking back records (fetching, or waiting for the driver to append them).
+    pub fn taking_back(&self) -> bool {
+        matches!(&self.state, State::Streaming(s) if s.take_back.is_some())
+    }
+
+    /// Streaming, healthy, and free to fetch for a repair of `..=last`.
+    pub fn can_serve_repair(&self, last: Lsn) -> bool {
+        matches!(&self.state, State::Streaming(s) if s.repair.is_none() && s.take_back.is_none())
+            && self.healthy()
+            && self.progress.durable >= last
+    }
+
+    /// Starts fetching `base..=last` from this follower to repair the primary's log.
+    pub fn start_repair(
+        &mut self,
+        now: Duration,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Action>,
+        (base, last): (Lsn, Lsn),
+        prev_crc: Option<u32>,
+    ) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        let id = s.next_fetch_id;
+        s.next_fetch_id += 1;
+        let timeout = ctx.config.timeouts.catch_up_read;
+        let (f, request) = Fetcher::start(
+            Purpose::Repair(base),
+            id,
+            (base, last),
+            prev_crc,
+            now,
+            timeout,
+        );
+        s.repair = Some(f);
+        out.push(Action::Send {
+            conn: s.conn,
+            msg: request,
+        });
+    }
+
+    /// The integrity messages of a streaming session.
+    fn on_integrity(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, msg: Msg) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        let conn = s.conn;
+        self.last_heard = now;
+        match msg {
+            Msg::Fetch {
+                id,
+                from,
+                to,
+                max_bytes,
+                prev_crc,
+            } => out.push(Action::ServeFetch {
+                link: ctx.link,
+                conn,
+                id,
+                range: (from, to),
+                max_bytes,
+                prev_crc,
+            }),
+            Msg::Digests { ranges } => out.push(Action::PeerDigests {
+                peer: self.name.clone(),
+                ranges,
+            }),
+            Msg::Fetched {
+                id,
+                first,
+                last,
+                records,
+            } => self.on_fetched(now, ctx, out, id, (first, last), records),
+            Msg::FetchFailed { id, message } => self.on_fetch_failed(now, ctx, out, id, message),
+            other => unreachable!("on_integrity called with {}", other.name()),
+        }
+    }
+
+    fn on_fetched(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        id: u64,
+        range: (Lsn, Lsn),
+        records: Bytes,
+    ) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        let conn = s.conn;
+        let fetcher = match (&mut s.take_back, &mut s.repair) {
+            (
+                Some(TakeBack {
+                    fetcher: Some(f), ..
+                }),
+                _,
+            ) if f.id() == id => f,
+            (_, Some(f)) if f.id() == id => f,
+            _ => return,
+        };
+        let purpose = fetcher.purpose;
+        let progress = match fetcher.on_fetched(now, range, records) {
+            Ok(p) => p,
+            Err(e) => {
+                let m = format!("answered a fetch badly: {e}");
+                return self.reject(now, ctx, out, RejectCode::Protocol, 0, m);
+            }
+        };
+        match (purpose, progress) {
+            (Purpose::TakeBack, FetchProgress::More { request, received }) => {
+                out.extend(received.map(|records| Action::AppendTakenBack {
+                    link: ctx.link,
+                    conn,
+                    records,
+                }));
+                out.push(Action::Send { conn, msg: request });
+            }
+            (Purpose::TakeBack, FetchProgress::Done(mut chunks)) => {
+                if let Some(TakeBack { fetcher, .. }) = &mut s.take_back {
+                    *fetcher = None;
+                }
+                if let Some(records) = chunks.pop() {
+                    out.push(Action::AppendTakenBack {
+                        link: ctx.link,
+                        conn,
+                        records,
+                    });
+                }
+            }
+            (Purpose::Repair(_), FetchProgress::More { request, .. }) => {
+                out.push(Action::Send { conn, msg: request })
+            }
+            (Purpose::Repair(base), FetchProgress::Done(chunks)) => {
+                s.repair = None;
+                out.push(Action::Repair {
+                    base,
+                    chunks,
+                    source: self.name.clone(),
+                });
+            }
+        }
+    }
+
+    fn on_fetch_failed(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        id: u64,
+        message: String,
+    ) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        if let Some(f) = s.repair.as_ref().filter(|f| f.id() == id) {
+            if let Purpose::Repair(base) = f.purpose {
+                out.push(Action::RepairFailed {
+                    base,
+                    reason: format!("{} could not serve it: {message}", self.name),
+                });
+            }
+            s.repair = None;
+            return;
+        }
+        if matches!(&s.take_back, Some(TakeBack { fetcher: Some(f), .. }) if f.id() == id) {
+            let m = format!("could not give back the records this primary lost: {message}");
+            self.reject(now, ctx, out, RejectCode::Diverged, 0, m);
+        }
+    }
+
+    /// The driver appended taken-back records up to `last` to the primary's log (or failed).
+    pub fn on_taken_back(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        result: Result<Lsn, String>,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+    ) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        if s.conn != conn {
+            return;
+        }
+        let Some(tb) = &mut s.take_back else {
+            return;
+        };
+        match result {
+            Ok(last) => {
+                tb.appended = tb.appended.max(last);
+                if tb.appended >= tb.to && tb.fetcher.is_none() {
+                    tracing::warn!(follower = %self.name, to = %tb.to, "took back every record the follower held past this primary's log");
+                    s.take_back = None;
+                    self.settled = true;
+                }
+            }
+            Err(e) => self.fail(
+                now,
+                ctx,
+                out,
+                format!("appending taken-back records failed: {e}"),
+            ),
+        }
+    }
+
+    /// Fetches left unanswered past their deadline fail.
+    fn expire_fetches(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        if let Some(f) = s.repair.as_ref().filter(|f| f.expired(now)) {
+            if let Purpose::Repair(base) = f.purpose {
+                out.push(Action::RepairFailed {
+                    base,
+                    reason: format!("{} did not answer the repair fetch in time", self.name),
+                });
+            }
+            s.repair = None;
+        }
+        if matches!(&s.take_back, Some(TakeBack { fetcher: Some(f), .. }) if f.expired(now)) {
+            self.fail(now, ctx, out, "the take-back fetch timed out".into());
         }
     }
 

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use logship_engine::{Chunk, Epoch, Lsn};
+use bytes::Bytes;
+use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
 
 use crate::backoff::{BackoffConfig, Rng};
 use crate::breaker::BreakerConfig;
@@ -147,6 +148,56 @@ pub enum Action {
         /// The record.
         lsn: Lsn,
     },
+    /// Read records for a follower's fetch and the CRC of the record before them; answer with
+    /// [`crate::fetch::answer`] and [`Primary::send_answer`].
+    ServeFetch {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// The request id.
+        id: u64,
+        /// First and last LSN asked for.
+        range: (Lsn, Lsn),
+        /// Size bound.
+        max_bytes: u32,
+        /// The follower's CRC of record `from - 1`.
+        prev_crc: Option<u32>,
+    },
+    /// Append records taken back from a follower to the primary's log (they continue it), in
+    /// order, outside the machine's lock; report with [`Primary::on_taken_back`].
+    AppendTakenBack {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// The records.
+        records: Bytes,
+    },
+    /// Replace the damaged segment starting at `base` with these records (fetched from a
+    /// follower; the log checks their CRCs).
+    Repair {
+        /// The segment's first LSN.
+        base: Lsn,
+        /// The records, in order.
+        chunks: Vec<Bytes>,
+        /// The follower they came from.
+        source: String,
+    },
+    /// A repair fetch failed (the caller may try again later).
+    RepairFailed {
+        /// The segment's first LSN.
+        base: Lsn,
+        /// Why.
+        reason: String,
+    },
+    /// A follower's digests, to compare with this node's.
+    PeerDigests {
+        /// The follower's name.
+        peer: String,
+        /// Its ranges.
+        ranges: Vec<RangeDigest>,
+    },
 }
 
 /// Why a catch-up read failed.
@@ -184,6 +235,10 @@ pub struct Ctx<'a> {
     pub(crate) commit_lsn: Lsn,
     /// The lowest LSN the log was truncated after since this primary started.
     pub(crate) truncated_at: Option<Lsn>,
+    /// Appends are served (the start gate is open).
+    pub(crate) serving: bool,
+    /// Some link is taking back records.
+    pub(crate) taking_back: bool,
     pub(crate) rng: &'a mut Rng,
     counters: &'a mut PrimaryCounters,
 }
@@ -213,6 +268,9 @@ pub struct Primary {
     first_lsn: Lsn,
     local_durable: Lsn,
     truncated_at: Option<Lsn>,
+    /// Appends are served. Closed at start when the log may have lost records the quorum
+    /// acknowledged, until enough sync followers were heard to hold every such record.
+    serving: bool,
     /// The quorum as text, for status and errors (rendered once).
     quorum_text: String,
     rng: Rng,
@@ -233,6 +291,7 @@ impl Primary {
             first_lsn: first,
             local_durable: durable,
             truncated_at: None,
+            serving: true,
             quorum_text: config
                 .quorum
                 .as_ref()
@@ -248,7 +307,10 @@ impl Primary {
     }
 
     fn with_ctx<T>(&mut self, i: usize, f: impl FnOnce(&mut Link, &mut Ctx<'_>) -> T) -> T {
+        let taking_back = self.links.iter().any(Link::taking_back);
         let mut ctx = Ctx {
+            serving: self.serving,
+            taking_back,
             config: &self.config,
             link: i,
             first_lsn: self.first_lsn,
@@ -283,6 +345,111 @@ impl Primary {
     /// The last LSN the writer has batched.
     pub fn last_lsn(&self) -> Lsn {
         self.index.last()
+    }
+
+    /// Appends are served: the start gate is open.
+    pub fn serving(&self) -> bool {
+        self.serving
+    }
+
+    /// Closes the start gate: this primary's log may have lost records the quorum acknowledged
+    /// (recovery cut or set aside records, or the log is new), so it serves no append until it
+    /// has heard from enough sync followers that every acknowledged record is held by one of
+    /// them (sync quorum members - k + 1), and has taken back what they hold beyond its log.
+    /// Without a sync quorum nothing was acknowledged beyond this log, and the gate stays open.
+    pub fn close_gate(&mut self) {
+        if self.config.quorum.is_some() {
+            self.serving = false;
+            tracing::warn!(
+                needed = self.gate_needed(),
+                "serving no append until enough sync followers have been heard from"
+            );
+        }
+    }
+
+    /// Sync followers that must be heard before the gate opens.
+    fn gate_needed(&self) -> usize {
+        let Some(q) = &self.config.quorum else {
+            return 0;
+        };
+        let members = self
+            .links
+            .iter()
+            .filter(|l| l.sync && q.is_member(&l.name))
+            .count();
+        (members + 1).saturating_sub(q.k)
+    }
+
+    fn update_gate(&mut self) {
+        if self.serving || self.links.iter().any(Link::taking_back) {
+            return;
+        }
+        let q = self.config.quorum.as_ref();
+        let heard = (self.links.iter())
+            .filter(|l| l.sync && q.is_some_and(|q| q.is_member(&l.name)) && l.settled())
+            .count();
+        if heard >= self.gate_needed() {
+            self.serving = true;
+            tracing::warn!(heard, last = %self.index.last(), "enough sync followers heard and their records taken back: serving appends");
+        }
+    }
+
+    /// Starts a repair of `base..=last` (a damaged segment of this log) from a follower that
+    /// holds the range; `prev_crc` is this log's CRC of record `base - 1`. Returns false when no
+    /// follower can serve it now.
+    pub fn start_repair(
+        &mut self,
+        now: Duration,
+        (base, last): (Lsn, Lsn),
+        prev_crc: Option<u32>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let pick = (self
+            .links
+            .iter()
+            .position(|l| l.sync && l.can_serve_repair(last)))
+        .or_else(|| self.links.iter().position(|l| l.can_serve_repair(last)));
+        let Some(i) = pick else {
+            return false;
+        };
+        self.with_ctx(i, |l, ctx| {
+            l.start_repair(now, ctx, out, (base, last), prev_crc)
+        });
+        true
+    }
+
+    /// Sends this node's digests to every streaming follower.
+    pub fn send_digests(&self, ranges: &[RangeDigest], out: &mut Vec<Action>) {
+        for l in &self.links {
+            if let (Some(conn), true) = (l.conn(), l.next_send().is_some()) {
+                out.push(Action::Send {
+                    conn,
+                    msg: Msg::Digests {
+                        ranges: ranges.to_vec(),
+                    },
+                });
+            }
+        }
+    }
+
+    /// The answer to a [`Action::ServeFetch`] is ready.
+    pub fn send_answer(&self, link: usize, conn: ConnId, answer: Msg, out: &mut Vec<Action>) {
+        if self.links.get(link).and_then(Link::conn) == Some(conn) {
+            out.push(Action::Send { conn, msg: answer });
+        }
+    }
+
+    /// The driver appended taken-back records up to `last` (or failed).
+    pub fn on_taken_back(
+        &mut self,
+        now: Duration,
+        link: usize,
+        conn: ConnId,
+        result: Result<Lsn, String>,
+        out: &mut Vec<Action>,
+    ) {
+        self.with_ctx(link, |l, ctx| l.on_taken_back(now, conn, result, ctx, out));
+        self.recompute(now);
     }
 
     /// Timer tick: connections, handshake and peer timeouts, heartbeats, quorum health.
@@ -466,6 +633,7 @@ impl Primary {
             None => {}
         }
         self.update_retention();
+        self.update_gate();
     }
 
     fn update_retention(&mut self) {
@@ -525,6 +693,7 @@ impl Primary {
             quorum: self.quorum_text.clone(),
             quorum_available: self.tracker.quorum_available(),
             degraded: self.tracker.is_degraded(),
+            serving: self.serving,
             degraded_entered: self.counters.degraded_entered,
             retention_lsn: self.retention_lsn().0,
             rejected: self

@@ -87,6 +87,10 @@ pub struct PrimaryStatus {
     pub quorum_available: bool,
     /// Acknowledging remote levels at local durability (policy `degrade`).
     pub degraded: bool,
+    /// Appends are served. False at start while a primary that may have lost records takes
+    /// back what its sync followers hold.
+    #[serde(default = "yes")]
+    pub serving: bool,
     /// Times degraded mode was entered.
     pub degraded_entered: u64,
     /// Records at and after this LSN are kept for followers.
@@ -120,4 +124,8 @@ pub struct FollowerSideStatus {
     pub last_heard_ms: Option<f64>,
     /// Sessions refused, by reason.
     pub rejected: Vec<(String, u64)>,
+}
+
+fn yes() -> bool {
+    true
 }

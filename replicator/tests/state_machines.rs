@@ -86,6 +86,9 @@ struct Harness {
     rejected_by_follower: Vec<RejectCode>,
     rejected_by_primary: Vec<RejectCode>,
     read_chunks: usize,
+    /// Repairs the machines asked for: (who asked, first LSN, the records' bytes).
+    repairs: Vec<(&'static str, Lsn, Vec<u8>)>,
+    repair_failures: Vec<(&'static str, String)>,
 }
 
 fn addr() -> SocketAddr {
@@ -148,7 +151,16 @@ impl Harness {
             rejected_by_follower: vec![],
             rejected_by_primary: vec![],
             read_chunks: 0,
+            repairs: vec![],
+            repair_failures: vec![],
         }
+    }
+
+    /// What a node's reader answers to a peer's fetch, from `log`.
+    fn answer(log: &MemLog, id: u64, range: (Lsn, Lsn), max: u32, prev_crc: Option<u32>) -> Msg {
+        let prev_here = log.crc(range.0.prev());
+        let read = Ok(log.chunk(range.0, max as usize));
+        logship_replicator::fetch::answer(id, range, prev_crc, prev_here, read)
     }
 
     /// Re-encodes and decodes a message, as the wire would.
@@ -199,6 +211,37 @@ impl Harness {
                         let crc = self.plog.crc(lsn);
                         self.p.on_crc(self.now, link, conn, crc, &mut next);
                     }
+                    Action::ServeFetch {
+                        link,
+                        conn,
+                        id,
+                        range,
+                        max_bytes,
+                        prev_crc,
+                    } => {
+                        let answer = Self::answer(&self.plog, id, range, max_bytes, prev_crc);
+                        self.p.send_answer(link, conn, answer, &mut next);
+                    }
+                    Action::AppendTakenBack {
+                        link,
+                        conn,
+                        records,
+                    } => {
+                        // What the node does: append, and the writer's observer sees the batch.
+                        let first = self.plog.last().next();
+                        self.plog.append_run(first, &records);
+                        let last = self.plog.last();
+                        self.p.on_batch(self.now, first, last, &records, &mut next);
+                        self.p
+                            .on_taken_back(self.now, link, conn, Ok(last), &mut next);
+                    }
+                    Action::Repair { base, chunks, .. } => {
+                        self.repairs.push(("primary", base, chunks.concat()))
+                    }
+                    Action::RepairFailed { reason, .. } => {
+                        self.repair_failures.push(("primary", reason))
+                    }
+                    Action::PeerDigests { .. } => {}
                 }
             }
             actions = next;
@@ -231,6 +274,26 @@ impl Harness {
                     self.f
                         .on_truncated(self.flog.crc(after).unwrap_or(0), Epoch(0));
                 }
+                FollowerAction::ServeFetch {
+                    conn,
+                    id,
+                    from,
+                    to,
+                    max_bytes,
+                    prev_crc,
+                } => {
+                    let answer = Self::answer(&self.flog, id, (from, to), max_bytes, prev_crc);
+                    let mut fo = Vec::new();
+                    self.f.send_answer(conn, answer, &mut fo);
+                    self.run_follower(fo, primary_out);
+                }
+                FollowerAction::Repair { base, chunks, .. } => {
+                    self.repairs.push(("follower", base, chunks.concat()))
+                }
+                FollowerAction::RepairFailed { reason, .. } => {
+                    self.repair_failures.push(("follower", reason))
+                }
+                FollowerAction::PeerDigests { .. } => {}
             }
         }
     }
@@ -485,4 +548,122 @@ fn purged_records_are_reported_to_the_follower() {
     assert!(h.p.links()[0].purged);
     assert_eq!(h.flog.last(), Lsn(0));
     let _ = ReadError::Purged { first: Lsn(50) };
+}
+
+fn concat(log: &MemLog, from: u64, to: u64) -> Vec<u8> {
+    log.records[from as usize - 1..to as usize].concat()
+}
+
+#[test]
+fn a_primary_that_lost_records_takes_them_back_before_serving() {
+    // The primary's log ends at 10; its sync follower durably holds 25 with the same history.
+    let mut h = Harness::new(
+        "the key of this cluster",
+        "the key of this cluster",
+        log_of(10),
+        log_of(25),
+    );
+    h.p.close_gate();
+    assert!(!h.p.serving());
+    h.tick(MS);
+    assert!(
+        h.rejected_by_primary.is_empty(),
+        "{:?}",
+        h.rejected_by_primary
+    );
+    assert_eq!(
+        h.plog.records, h.flog.records,
+        "every record came back, byte for byte"
+    );
+    assert_eq!(h.flog.last(), Lsn(25), "and the follower was not cut");
+    assert!(
+        h.p.serving(),
+        "served once the only sync follower was heard and taken back from"
+    );
+    let lsn = h.append(b"after the take-back");
+    assert_eq!(lsn, Lsn(26));
+    assert_eq!(h.flog.records, h.plog.records);
+}
+
+#[test]
+fn a_take_back_from_another_history_is_refused_and_the_gate_stays_shut() {
+    let mut flog = log_of(9);
+    flog.push(b"the follower's record 10 is not the primary's");
+    for i in 0..5 {
+        flog.push(format!("later {i}").as_bytes());
+    }
+    let mut h = Harness::new(
+        "the key of this cluster",
+        "the key of this cluster",
+        log_of(10),
+        flog.clone(),
+    );
+    h.p.close_gate();
+    h.tick(MS);
+    assert!(
+        h.rejected_by_primary.contains(&RejectCode::Diverged),
+        "{:?}",
+        h.rejected_by_primary
+    );
+    assert_eq!(
+        h.plog.records,
+        log_of(10).records,
+        "nothing taken from another history"
+    );
+    assert_eq!(h.flog.records, flog.records, "and nothing cut there");
+    assert!(!h.p.serving());
+}
+
+#[test]
+fn a_follower_repairs_a_damaged_range_from_the_primary() {
+    let mut h = Harness::new(
+        "the key of this cluster",
+        "the key of this cluster",
+        log_of(50),
+        log_of(50),
+    );
+    h.tick(MS);
+    let mut fo = Vec::new();
+    let prev = h.flog.crc(Lsn(19));
+    assert!(h.f.start_repair(h.now, (Lsn(20), Lsn(39)), prev, &mut fo));
+    let mut po = Vec::new();
+    h.run_follower(fo, &mut po);
+    h.run_primary(po);
+    assert_eq!(h.repairs.len(), 1, "{:?}", h.repair_failures);
+    let (who, base, bytes) = &h.repairs[0];
+    assert_eq!((*who, *base), ("follower", Lsn(20)));
+    assert_eq!(*bytes, concat(&h.plog, 20, 39));
+}
+
+#[test]
+fn a_primary_repairs_a_damaged_range_from_a_follower_that_holds_it() {
+    let mut h = Harness::new(
+        "the key of this cluster",
+        "the key of this cluster",
+        log_of(50),
+        log_of(50),
+    );
+    h.tick(MS);
+    h.durable_everywhere();
+    let mut out = Vec::new();
+    assert!(
+        !h.p.start_repair(h.now, (Lsn(40), Lsn(60)), None, &mut out),
+        "no follower holds 60"
+    );
+    let prev = h.plog.crc(Lsn(9));
+    assert!(h.p.start_repair(h.now, (Lsn(10), Lsn(30)), prev, &mut out));
+    h.run_primary(out);
+    assert_eq!(h.repairs.len(), 1, "{:?}", h.repair_failures);
+    let (who, base, bytes) = &h.repairs[0];
+    assert_eq!((*who, *base), ("primary", Lsn(10)));
+    assert_eq!(*bytes, concat(&h.flog, 10, 30));
+    // A fetch whose previous record differs on the other side fails instead of mixing
+    // histories.
+    let mut out = Vec::new();
+    assert!(h
+        .p
+        .start_repair(h.now, (Lsn(10), Lsn(30)), Some(0xdead), &mut out));
+    h.run_primary(out);
+    assert_eq!(h.repairs.len(), 1);
+    assert_eq!(h.repair_failures.len(), 1, "{:?}", h.repair_failures);
 }

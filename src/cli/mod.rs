@@ -11,6 +11,7 @@ mod dump;
 mod keygen;
 mod load;
 mod node;
+mod repair;
 mod status;
 mod verify;
 
@@ -40,6 +41,8 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Check every segment of a log without changing it; exit 1 on corruption.
     Verify(verify::VerifyArgs),
+    /// Repair a damaged log (its node stopped) with records from a healthy node's client port.
+    Repair(repair::RepairArgs),
     /// Run a primary or follower node from a TOML config file.
     Node(node::NodeArgs),
     /// Show a node's replication status (from its client port).
@@ -93,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Append(a) => append::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Repair(a) => repair::run(a),
         Command::Node(a) => node::run(a),
         Command::Status(a) => status::run(a),
         Command::Load(a) => load::run(a),

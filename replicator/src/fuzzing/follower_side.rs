@@ -251,6 +251,15 @@ impl FollowerUnderTest {
                     self.assert_authentic(event_conn, "Append");
                     self.append(first, last, &records);
                 }
+                FollowerAction::ServeFetch { .. } => {
+                    self.assert_authentic(event_conn, "ServeFetch")
+                }
+                FollowerAction::PeerDigests { .. } => {
+                    self.assert_authentic(event_conn, "PeerDigests")
+                }
+                other @ (FollowerAction::Repair { .. } | FollowerAction::RepairFailed { .. }) => {
+                    panic!("the follower repairs nothing here, yet: {other:?}")
+                }
             }
         }
     }

@@ -466,6 +466,12 @@ impl HonestPair {
                         w.to_primary.clear();
                     }
                 }
+                Action::ServeFetch { .. } | Action::PeerDigests { .. } => {}
+                other @ (Action::AppendTakenBack { .. }
+                | Action::Repair { .. }
+                | Action::RepairFailed { .. }) => {
+                    panic!("the primary serves from the start and repairs nothing here, yet: {other:?}")
+                }
                 read @ (Action::ReadChunk { .. } | Action::LookupCrc { .. }) => {
                     self.reads.push_back(read)
                 }
@@ -525,6 +531,10 @@ impl HonestPair {
                     last,
                     records,
                 } => self.append(conn, first, last, &records),
+                FollowerAction::ServeFetch { .. } | FollowerAction::PeerDigests { .. } => {}
+                other @ (FollowerAction::Repair { .. } | FollowerAction::RepairFailed { .. }) => {
+                    panic!("the follower repairs nothing here, yet: {other:?}")
+                }
             }
         }
     }

@@ -332,6 +332,13 @@ impl PrimaryUnderTest {
                 read @ (Action::ReadChunk { .. } | Action::LookupCrc { .. }) => {
                     self.reads.push_back(read)
                 }
+                // A follower may fetch and send digests; the driver serves and compares them.
+                Action::ServeFetch { .. } | Action::PeerDigests { .. } => {}
+                other @ (Action::AppendTakenBack { .. }
+                | Action::Repair { .. }
+                | Action::RepairFailed { .. }) => {
+                    panic!("the primary serves from the start and repairs nothing here, yet: {other:?}")
+                }
             }
         }
     }

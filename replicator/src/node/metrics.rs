@@ -6,7 +6,7 @@ use crate::http::PromText;
 use crate::link::Phase;
 use crate::status::{FollowerSideStatus, FollowerStatus, PrimaryStatus};
 
-use super::NodeStatus;
+use super::{IntegrityStatus, NodeStatus};
 
 fn flag(b: bool) -> f64 {
     f64::from(u8::from(b))
@@ -160,7 +160,117 @@ pub fn render_metrics(s: &NodeStatus) -> String {
     if let Some(f) = &s.follower {
         follower(&mut p, n, f);
     }
+    integrity(&mut p, n, &s.integrity);
     p.finish()
+}
+
+fn integrity(p: &mut PromText, n: &str, i: &IntegrityStatus) {
+    single(
+        p,
+        n,
+        "logship_scrub_bytes_total",
+        "Bytes the scrubber read and checked.",
+        "counter",
+        i.scrub_bytes as f64,
+    );
+    single(
+        p,
+        n,
+        "logship_scrub_passes_total",
+        "Full scrubber passes over the log.",
+        "counter",
+        i.scrub_passes as f64,
+    );
+    if let Some(t) = i.last_pass_end_unix_s {
+        single(
+            p,
+            n,
+            "logship_scrub_last_pass_end_timestamp_seconds",
+            "When the last full scrubber pass ended.",
+            "gauge",
+            t,
+        );
+    }
+    if let Some(d) = i.last_pass_seconds {
+        single(
+            p,
+            n,
+            "logship_scrub_last_pass_duration_seconds",
+            "How long the last full scrubber pass took.",
+            "gauge",
+            d,
+        );
+    }
+    let found = [
+        ("scrub", i.corruptions_found_by_scrub as f64),
+        ("open", i.corruptions_found_at_open as f64),
+    ];
+    labelled(
+        p,
+        n,
+        "logship_corruptions_found_total",
+        "Damage found, by who found it.",
+        "counter",
+        "found_by",
+        &found,
+    );
+    single(
+        p,
+        n,
+        "logship_damaged_segments",
+        "Segments known damaged and not yet repaired.",
+        "gauge",
+        i.damaged.len() as f64,
+    );
+    let repairs = [
+        ("repaired", i.repairs as f64),
+        ("failed", i.repairs_failed as f64),
+    ];
+    labelled(
+        p,
+        n,
+        "logship_repairs_total",
+        "Repairs of damaged segments from a replica, by outcome.",
+        "counter",
+        "outcome",
+        &repairs,
+    );
+    single(
+        p,
+        n,
+        "logship_taken_back_records_total",
+        "Records a restarted primary took back from its followers.",
+        "counter",
+        i.taken_back_records as f64,
+    );
+    let compared: Vec<(&str, f64)> = i
+        .digests_compared
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v as f64))
+        .collect();
+    labelled(
+        p,
+        n,
+        "logship_digest_ranges_compared_total",
+        "LSN ranges whose digests were compared with a peer's.",
+        "counter",
+        "peer",
+        &compared,
+    );
+    let mismatched: Vec<(&str, f64)> = i
+        .digest_mismatches
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v as f64))
+        .collect();
+    labelled(
+        p,
+        n,
+        "logship_digest_mismatches_total",
+        "LSN ranges whose digests differ from a peer's.",
+        "counter",
+        "peer",
+        &mismatched,
+    );
 }
 
 fn primary(p: &mut PromText, n: &str, s: &PrimaryStatus) {
@@ -388,6 +498,7 @@ mod tests {
                 quorum: "ANY 1 (a, b)".into(),
                 quorum_available: true,
                 degraded: false,
+                serving: true,
                 degraded_entered: 0,
                 retention_lsn: 1,
                 rejected: vec![("auth_failed".into(), 1)],
@@ -395,6 +506,12 @@ mod tests {
                 followers: vec![follower_status("a"), follower_status("b")],
             }),
             follower: None,
+            integrity: IntegrityStatus {
+                digests_compared: vec![("a".into(), 3), ("b".into(), 2)],
+                digest_mismatches: vec![("b".into(), 1)],
+                last_pass_end_unix_s: Some(1.0),
+                ..IntegrityStatus::default()
+            },
         };
         let text = render_metrics(&s);
         let mut seen = HashSet::new();

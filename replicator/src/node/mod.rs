@@ -13,6 +13,7 @@
 
 mod apply;
 mod client_port;
+mod integrity;
 mod metrics;
 mod observer;
 mod status;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use logship_engine::{Epoch, Log, LogReader, Lsn, Options, Record};
+use logship_engine::{Epoch, Log, LogReader, Lsn, Options, Record, RecoveryMode, RecoveryReport};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{NodeConfig, Role};
@@ -42,6 +43,8 @@ use crate::protocol::{DurabilityLevel, Msg};
 use crate::transport::{self, ConnId, NetEvent, NetHandler, Transport};
 
 pub use self::apply::ApplyStream;
+use self::integrity::Integrity;
+pub use self::integrity::{DamagedStatus, IntegrityStatus, RepairEvent};
 pub use self::metrics::render_metrics;
 use self::observer::NodeObserver;
 pub use self::status::NodeStatus;
@@ -71,6 +74,27 @@ enum ReadJob {
         link: usize,
         conn: ConnId,
         lsn: Lsn,
+    },
+    /// A peer's fetch (`link`: the primary's link it came on; `None` on a follower).
+    ServeFetch {
+        link: Option<usize>,
+        conn: ConnId,
+        id: u64,
+        range: (Lsn, Lsn),
+        max_bytes: u32,
+        prev_crc: Option<u32>,
+    },
+    /// Records a primary takes back from a follower, appended in order.
+    TakeBack {
+        link: usize,
+        conn: ConnId,
+        records: Bytes,
+    },
+    /// A damaged segment's records, fetched from a peer.
+    Repair {
+        base: Lsn,
+        chunks: Vec<Bytes>,
+        source: String,
     },
 }
 
@@ -103,6 +127,8 @@ pub(crate) struct Inner {
     failed_connects: Mutex<Vec<(ConnId, String)>>,
     /// Why the log was poisoned, once it is: the node then only answers status.
     failure: OnceLock<String>,
+    /// Scrubbing, digests, repair.
+    integrity: Integrity,
 }
 
 /// A running node.
@@ -123,10 +149,36 @@ impl std::fmt::Debug for Node {
 }
 
 fn log_options(config: &NodeConfig, observer: Arc<NodeObserver>) -> Options {
+    // With replicas, damage is set aside for repair instead of stopping the node.
+    let has_replicas = match config.node.role {
+        Role::Primary => !config.replication.followers.is_empty(),
+        Role::Follower => true,
+    };
+    let recovery = if config.integrity.salvage && has_replicas {
+        RecoveryMode::Salvage
+    } else {
+        RecoveryMode::Strict
+    };
     Options {
         observer: Some(observer),
+        recovery,
         ..config.log_options()
     }
+}
+
+/// Recovery may have dropped records the quorum acknowledged: a cut or set-aside tail, or a new
+/// (empty) log. A primary then takes back what its followers hold before serving.
+fn may_have_lost_records(r: &RecoveryReport) -> bool {
+    r.created
+        || r.torn_tail
+            .as_ref()
+            .is_some_and(|t| t.discarded_records > 0)
+        || r.salvaged.iter().any(|s| {
+            matches!(
+                s.action,
+                logship_engine::SalvageAction::CutAndQuarantined { .. }
+            )
+        })
 }
 
 fn tail_of(log: &Log, applied: Lsn) -> Result<Tail> {
@@ -186,13 +238,12 @@ impl Node {
                         .try_into()
                         .expect("8 bytes"),
                 );
-                Core::Primary(Box::new(Mutex::new(Primary::new(
-                    pc,
-                    log.first_lsn(),
-                    log.last_lsn(),
-                    log.durable_lsn(),
-                    seed,
-                ))))
+                let mut p =
+                    Primary::new(pc, log.first_lsn(), log.last_lsn(), log.durable_lsn(), seed);
+                if may_have_lost_records(log.recovery_report()) {
+                    p.close_gate();
+                }
+                Core::Primary(Box::new(Mutex::new(p)))
             }
             Role::Follower => {
                 let fc = FollowerConfig {
@@ -222,6 +273,7 @@ impl Node {
             closing: Mutex::new(Vec::new()),
             failed_connects: Mutex::new(Vec::new()),
             failure: OnceLock::new(),
+            integrity: Integrity::new(config.integrity.clone(), log.recovery_report()),
             log,
             config,
         });
@@ -264,6 +316,9 @@ impl Node {
             "logship-reader",
             Box::new(move || i.run_reader(read_jobs)),
         )?);
+        let i = Arc::clone(&inner);
+        node.threads
+            .push(spawn("logship-scrub", Box::new(move || i.run_scrubber()))?);
         if let Some(addr) = inner.config.node.listen_http {
             let weak = Arc::downgrade(&inner);
             let h = Arc::new(move |path: &str| match weak.upgrade() {
@@ -437,9 +492,12 @@ impl Inner {
     }
 
     fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
-        let Core::Primary(_) = &self.core else {
+        let Core::Primary(p) = &self.core else {
             return Err(Error::NotPrimary);
         };
+        if !p.lock().serving() {
+            self.wait_for_gate(p, level)?;
+        }
         let a = self.log.append(payload)?;
         let lsn = a.lsn();
         let deadline = match level {
@@ -458,6 +516,34 @@ impl Inner {
             });
         }
         Ok(commit)
+    }
+
+    /// Waits (up to the commit timeout) for the start gate: a primary that may have lost
+    /// records takes back what its followers hold before it assigns a new LSN.
+    fn wait_for_gate(&self, p: &Mutex<Primary>, level: DurabilityLevel) -> Result<()> {
+        const POLL: Duration = Duration::from_millis(5);
+        let started = Instant::now();
+        while started.elapsed() < self.commit_timeout {
+            if self.stop.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            std::thread::sleep(POLL);
+            if p.lock().serving() {
+                return Ok(());
+            }
+        }
+        self.counters
+            .quorum_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        Err(Error::QuorumUnavailable {
+            level,
+            lsn: Lsn::ZERO,
+            waited: started.elapsed(),
+            quorum: format!(
+                "{} (not serving yet: taking back records from the sync followers first)",
+                p.lock().quorum_text()
+            ),
+        })
     }
 
     fn report_applied(&self, lsn: Lsn) {
@@ -743,6 +829,52 @@ impl Inner {
                 Action::LookupCrc { link, conn, lsn } => {
                     let _ = self.read_jobs.try_send(ReadJob::Crc { link, conn, lsn });
                 }
+                Action::ServeFetch {
+                    link,
+                    conn,
+                    id,
+                    range,
+                    max_bytes,
+                    prev_crc,
+                } => {
+                    let job = ReadJob::ServeFetch {
+                        link: Some(link),
+                        conn,
+                        id,
+                        range,
+                        max_bytes,
+                        prev_crc,
+                    };
+                    let _ = self.read_jobs.try_send(job);
+                }
+                Action::AppendTakenBack {
+                    link,
+                    conn,
+                    records,
+                } => {
+                    let job = ReadJob::TakeBack {
+                        link,
+                        conn,
+                        records,
+                    };
+                    if self.read_jobs.try_send(job).is_err() {
+                        let why = "the node's work queue is full".to_string();
+                        let mut more = Vec::new();
+                        p.on_taken_back(self.now(), link, conn, Err(why), &mut more);
+                        self.run_primary(p, more);
+                    }
+                }
+                Action::Repair {
+                    base,
+                    chunks,
+                    source,
+                } => self.queue_repair(base, chunks, source),
+                Action::RepairFailed { base, reason } => {
+                    self.integrity.repair_failed(base, "a follower", reason)
+                }
+                Action::PeerDigests { peer, ranges } => {
+                    self.integrity.on_peer_digests(&peer, &ranges)
+                }
             }
         }
     }
@@ -809,6 +941,35 @@ impl Inner {
                 let t = tail_of(&self.log, Lsn::ZERO)?;
                 f.lock().on_truncated(t.last_crc, t.last_epoch);
             }
+            FollowerAction::ServeFetch {
+                conn,
+                id,
+                from,
+                to,
+                max_bytes,
+                prev_crc,
+            } => {
+                let job = ReadJob::ServeFetch {
+                    link: None,
+                    conn,
+                    id,
+                    range: (from, to),
+                    max_bytes,
+                    prev_crc,
+                };
+                let _ = self.read_jobs.try_send(job);
+            }
+            FollowerAction::Repair {
+                base,
+                chunks,
+                source,
+            } => self.queue_repair(base, chunks, source),
+            FollowerAction::RepairFailed { base, reason } => {
+                self.integrity.repair_failed(base, "the primary", reason)
+            }
+            FollowerAction::PeerDigests { peer, ranges } => {
+                self.integrity.on_peer_digests(&peer, &ranges)
+            }
             FollowerAction::Send { .. } | FollowerAction::Close { .. } => {}
         }
         Ok(())
@@ -846,36 +1007,114 @@ impl Inner {
         }
     }
 
+    /// The reader thread: catch-up chunks and CRC lookups for the primary's links, answers to
+    /// peers' fetches, appends of taken-back records, repairs. Off the network path, in order.
     fn run_reader(&self, jobs: Receiver<ReadJob>) {
         let mut readers: HashMap<usize, LogReader> = HashMap::new();
         while !self.stop.load(Ordering::Acquire) {
             let Ok(job) = jobs.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
-            let Core::Primary(p) = &self.core else {
-                continue;
-            };
             match job {
-                ReadJob::Chunk {
+                ReadJob::ServeFetch {
                     link,
                     conn,
-                    from,
+                    id,
+                    range,
                     max_bytes,
-                } => {
-                    let result = self.read_chunk(&mut readers, link, from, max_bytes);
-                    let mut out = Vec::new();
-                    let mut p = p.lock();
-                    p.on_chunk(self.now(), link, conn, from, result, &mut out);
-                    self.run_primary(&mut p, out);
-                }
-                ReadJob::Crc { link, conn, lsn } => {
-                    let crc = record_at(&self.log, lsn).ok().flatten().map(|r| r.crc);
-                    let mut out = Vec::new();
-                    let mut p = p.lock();
-                    p.on_crc(self.now(), link, conn, crc, &mut out);
-                    self.run_primary(&mut p, out);
-                }
+                    prev_crc,
+                } => self.serve_fetch(link, conn, id, range, max_bytes, prev_crc),
+                ReadJob::Repair {
+                    base,
+                    chunks,
+                    source,
+                } => self.apply_repair(base, &chunks, &source),
+                job => self.primary_job(&mut readers, job),
             }
+        }
+    }
+
+    fn primary_job(&self, readers: &mut HashMap<usize, LogReader>, job: ReadJob) {
+        let Core::Primary(p) = &self.core else {
+            return;
+        };
+        let mut out = Vec::new();
+        match job {
+            ReadJob::Chunk {
+                link,
+                conn,
+                from,
+                max_bytes,
+            } => {
+                let result = self.read_chunk(readers, link, from, max_bytes);
+                p.lock()
+                    .on_chunk(self.now(), link, conn, from, result, &mut out);
+            }
+            ReadJob::Crc { link, conn, lsn } => {
+                let crc = record_at(&self.log, lsn).ok().flatten().map(|r| r.crc);
+                p.lock().on_crc(self.now(), link, conn, crc, &mut out);
+            }
+            ReadJob::TakeBack {
+                link,
+                conn,
+                records,
+            } => {
+                let result = self.log.append_replicated(records).map(|b| {
+                    let n = b.last_lsn().0 + 1 - b.first_lsn().0;
+                    self.integrity
+                        .counters
+                        .taken_back
+                        .fetch_add(n, Ordering::Relaxed);
+                    b.last_lsn()
+                });
+                let result = result.map_err(|e| e.to_string());
+                p.lock()
+                    .on_taken_back(self.now(), link, conn, result, &mut out);
+            }
+            ReadJob::ServeFetch { .. } | ReadJob::Repair { .. } => unreachable!("handled above"),
+        }
+        let mut p = p.lock();
+        self.run_primary(&mut p, out);
+        self.waiters.advance(p.committed());
+    }
+
+    /// Answers a peer's fetch from the durable part of the log.
+    fn serve_fetch(
+        &self,
+        link: Option<usize>,
+        conn: ConnId,
+        id: u64,
+        (from, to): (Lsn, Lsn),
+        max_bytes: u32,
+        prev_crc: Option<u32>,
+    ) {
+        let prev_here = match prev_crc {
+            Some(_) => record_at(&self.log, from.prev())
+                .ok()
+                .flatten()
+                .map(|r| r.crc),
+            None => None,
+        };
+        let bound = (max_bytes as usize).clamp(1, crate::fetch::FETCH_CHUNK_BYTES as usize);
+        let read = match self.log.read_from(from) {
+            Ok(mut r) => r.next_chunk(bound).transpose().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let answer = crate::fetch::answer(id, (from, to), prev_crc, prev_here, read);
+        let mut out = Vec::new();
+        match (&self.core, link) {
+            (Core::Primary(p), Some(link)) => {
+                let mut p = p.lock();
+                p.send_answer(link, conn, answer, &mut out);
+                self.run_primary(&mut p, out);
+            }
+            (Core::Follower(f), None) => {
+                let mut fo = Vec::new();
+                let mut f = f.lock();
+                f.send_answer(conn, answer, &mut fo);
+                self.run_follower_sends(&mut fo);
+            }
+            _ => {}
         }
     }
 

@@ -7,7 +7,7 @@ use crate::http::HttpResponse;
 use crate::protocol::DurabilityLevel;
 use crate::status::{FollowerSideStatus, PrimaryStatus};
 
-use super::{render_metrics, Core, Inner};
+use super::{render_metrics, Core, Inner, IntegrityStatus};
 
 /// The node's whole status, as `logship status` and the client port's status request show it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -44,6 +44,9 @@ pub struct NodeStatus {
     pub primary: Option<PrimaryStatus>,
     /// The follower's replication state.
     pub follower: Option<FollowerSideStatus>,
+    /// Scrubbing, digest comparison, repairs.
+    #[serde(default)]
+    pub integrity: IntegrityStatus,
 }
 
 impl Inner {
@@ -82,6 +85,7 @@ impl Inner {
             connections: c.connections.load(Ordering::Relaxed),
             primary,
             follower,
+            integrity: self.integrity_status(),
         }
     }
 
@@ -94,25 +98,43 @@ impl Inner {
                     HttpResponse::service_unavailable(format!("log poisoned: {cause}\n"))
                 }
             },
-            "/health/ready" => {
-                let s = self.status();
-                let ready = match (&s.primary, &s.follower) {
-                    (Some(p), _) => p.quorum_available || p.degraded,
-                    (_, Some(f)) => f.connected,
-                    _ => false,
-                };
-                if ready {
-                    HttpResponse::ok_text("ready\n")
-                } else {
-                    HttpResponse::service_unavailable(
-                        "not ready: no sync quorum (primary) or no primary (follower)\n",
-                    )
-                }
-            }
+            "/health/ready" => self.ready(),
             "/status" => HttpResponse::ok_json(
                 serde_json::to_string_pretty(&self.status()).unwrap_or_default(),
             ),
             _ => HttpResponse::not_found(),
+        }
+    }
+
+    /// Ready to serve: a primary with its quorum (or degraded) and serving, a follower
+    /// streaming; and no replica disagrees with this one (a digest mismatch is an alarm).
+    fn ready(&self) -> HttpResponse {
+        let s = self.status();
+        let ready = match (&s.primary, &s.follower) {
+            (Some(p), _) => (p.quorum_available || p.degraded) && p.serving,
+            (_, Some(f)) => f.connected,
+            _ => false,
+        };
+        if let Some(m) = s.integrity.recent_mismatches.last() {
+            return HttpResponse::service_unavailable(format!(
+                "not ready: digest mismatch with {} at LSNs {}..={} (here {}, there {}): the replicas hold different records\n",
+                m.peer, m.first, m.last, m.here, m.there
+            ));
+        }
+        let damaged: String = (s.integrity.damaged.iter())
+            .map(|d| {
+                format!(
+                    "damaged: {} LSNs {}..={} (from LSN {}), awaiting repair\n",
+                    d.segment, d.first, d.last, d.lsn
+                )
+            })
+            .collect();
+        if ready {
+            HttpResponse::ok_text(format!("ready\n{damaged}"))
+        } else {
+            HttpResponse::service_unavailable(format!(
+                "not ready: no sync quorum or not serving yet (primary), or no primary (follower)\n{damaged}"
+            ))
         }
     }
 }

@@ -1,0 +1,453 @@
+//! The node's integrity work: the scrubber thread (a rate-bounded pass over the whole log, again
+//! and again), the comparison of this node's digests with its peers', and repair of damaged
+//! segments from a replica.
+//!
+//! Damage is found four ways: at open (salvage), by the scrubber, by any reader (the engine
+//! marks the segment), and, for records whose CRCs are fine but whose contents differ between
+//! replicas, by the digest comparison, which can only raise an alarm: neither side can tell
+//! alone which copy is right. Damaged segments are repaired one at a time: the active one is
+//! sealed first, then the segment's LSNs are fetched from a peer over the replication session
+//! (the primary on a follower; a follower that holds the range on a primary), checked (each
+//! record's CRC by the log; on a primary, the ranges' digests against another follower's when it
+//! sent them), and the segment is replaced through a temporary file. Without a healthy replica
+//! the damaged range stays refused with `Corruption` and the node says so in its status.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use logship_engine::{Lsn, RangeDigest, RecoveryReport, SalvageAction, ScrubOptions, Scrubber};
+use parking_lot::Mutex;
+
+use crate::config::IntegritySection;
+use crate::digests::{DigestBook, Mismatch};
+
+use super::{record_at, Core, Inner, ReadJob};
+
+/// Repairs remembered for status.
+const KEPT_REPAIRS: usize = 16;
+/// How soon a segment whose repair failed is tried again.
+const REPAIR_RETRY: Duration = Duration::from_secs(2);
+/// How often the scrubber thread looks for damaged segments to repair.
+const REPAIR_POLL: Duration = Duration::from_millis(200);
+/// The scrubber thread sleeps at most this long at once, so that it stops promptly.
+const MAX_NAP: Duration = Duration::from_millis(100);
+
+/// Counters of the integrity work.
+#[derive(Debug, Default)]
+pub(crate) struct IntegrityCounters {
+    pub(crate) scrub_bytes: AtomicU64,
+    pub(crate) scrub_passes: AtomicU64,
+    pub(crate) corruptions_scrub: AtomicU64,
+    pub(crate) corruptions_open: AtomicU64,
+    pub(crate) repairs: AtomicU64,
+    pub(crate) repairs_failed: AtomicU64,
+    pub(crate) taken_back: AtomicU64,
+}
+
+/// One repair, for status.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RepairEvent {
+    /// Seconds since the Unix epoch.
+    pub at_unix_s: f64,
+    /// First LSN of the segment.
+    pub first: u64,
+    /// Last LSN of the segment.
+    pub last: u64,
+    /// The peer the records came from.
+    pub source: String,
+    /// `repaired` or `failed`.
+    pub outcome: String,
+    /// The quarantine file (repaired) or the reason (failed).
+    pub detail: String,
+}
+
+/// A damaged segment waiting for repair, for status.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct DamagedStatus {
+    /// The segment file.
+    pub segment: String,
+    /// Its first LSN.
+    pub first: u64,
+    /// Its last LSN.
+    pub last: u64,
+    /// The first damaged LSN.
+    pub lsn: u64,
+    /// The offset of the damage.
+    pub offset: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The integrity part of the node's status.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct IntegrityStatus {
+    /// Bytes the scrubber has checked since start.
+    pub scrub_bytes: u64,
+    /// Full passes completed.
+    pub scrub_passes: u64,
+    /// When the last full pass ended (seconds since the Unix epoch).
+    pub last_pass_end_unix_s: Option<f64>,
+    /// How long the last full pass took.
+    pub last_pass_seconds: Option<f64>,
+    /// The scrubber's rate (0: off).
+    pub scrub_bytes_per_sec: u64,
+    /// Damage found by the scrubber since start.
+    pub corruptions_found_by_scrub: u64,
+    /// Damage set aside at open (salvage).
+    pub corruptions_found_at_open: u64,
+    /// Segments known damaged now (reads of their range fail until repaired).
+    pub damaged: Vec<DamagedStatus>,
+    /// What salvage set aside at open.
+    pub salvaged_at_open: Vec<String>,
+    /// Repairs done.
+    pub repairs: u64,
+    /// Repairs that failed (they are retried).
+    pub repairs_failed: u64,
+    /// The most recent repairs.
+    pub recent_repairs: Vec<RepairEvent>,
+    /// Records a primary took back from a follower at start.
+    pub taken_back_records: u64,
+    /// Digest ranges compared, per peer.
+    pub digests_compared: Vec<(String, u64)>,
+    /// Digest mismatches, per peer.
+    pub digest_mismatches: Vec<(String, u64)>,
+    /// The most recent mismatches.
+    pub recent_mismatches: Vec<Mismatch>,
+}
+
+#[derive(Debug, Default)]
+struct Repairs {
+    in_flight: Option<(Lsn, Instant)>,
+    next_try: HashMap<Lsn, Instant>,
+    history: VecDeque<RepairEvent>,
+}
+
+/// The node's integrity state.
+#[derive(Debug)]
+pub(crate) struct Integrity {
+    pub(crate) config: IntegritySection,
+    pub(crate) counters: IntegrityCounters,
+    book: Mutex<DigestBook>,
+    repairs: Mutex<Repairs>,
+    salvaged: Vec<String>,
+    last_pass: Mutex<Option<(f64, f64)>>,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Integrity {
+    /// From the config and what recovery found at open.
+    pub(crate) fn new(config: IntegritySection, report: &RecoveryReport) -> Integrity {
+        let salvaged: Vec<String> = (report.salvaged.iter())
+            .map(|s| {
+                let c = &s.corruption;
+                let what = match &s.action {
+                    SalvageAction::MarkedDamaged => "marked damaged, to repair from a replica".to_string(),
+                    SalvageAction::CutAndQuarantined { quarantine, records_cut } => format!(
+                        "cut before it ({records_cut} intact records after it cut too), bytes kept in {}",
+                        quarantine.display()
+                    ),
+                };
+                format!("{} offset {} LSN {}: {}; {what}", c.segment.display(), c.offset, c.lsn, c.reason)
+            })
+            .collect();
+        let counters = IntegrityCounters::default();
+        counters
+            .corruptions_open
+            .store(salvaged.len() as u64, Ordering::Relaxed);
+        Integrity {
+            config,
+            counters,
+            book: Mutex::new(DigestBook::default()),
+            repairs: Mutex::new(Repairs::default()),
+            salvaged,
+            last_pass: Mutex::new(None),
+        }
+    }
+
+    /// A peer's digests arrived.
+    pub(crate) fn on_peer_digests(&self, peer: &str, ranges: &[RangeDigest]) {
+        let found = self.book.lock().add_peer(peer, ranges);
+        report_mismatches(&found);
+    }
+
+    fn note_repair(&self, event: RepairEvent) {
+        let mut r = self.repairs.lock();
+        r.in_flight = None;
+        if event.outcome == "failed" {
+            r.next_try
+                .insert(Lsn(event.first), Instant::now() + REPAIR_RETRY);
+        }
+        r.history.push_back(event);
+        while r.history.len() > KEPT_REPAIRS {
+            r.history.pop_front();
+        }
+    }
+
+    /// A repair could not be done now; it is retried later.
+    pub(crate) fn repair_failed(&self, base: Lsn, source: &str, reason: String) {
+        tracing::warn!(first = %base, %source, %reason, "repairing a damaged segment failed; retrying later");
+        self.counters.repairs_failed.fetch_add(1, Ordering::Relaxed);
+        self.note_repair(RepairEvent {
+            at_unix_s: unix_now(),
+            first: base.0,
+            last: 0,
+            source: source.to_string(),
+            outcome: "failed".into(),
+            detail: reason,
+        });
+    }
+}
+
+fn report_mismatches(found: &[Mismatch]) {
+    for m in found {
+        tracing::error!(peer = %m.peer, first = m.first, last = m.last, here = %m.here, there = %m.there,
+            "replicas disagree: this node and its peer hold different records under the same LSNs (each passes its CRC); a human must compare them");
+    }
+}
+
+impl Inner {
+    /// The scrubber thread: a step, then a nap that keeps the configured rate; damaged
+    /// segments are sent for repair between steps.
+    pub(super) fn run_scrubber(&self) {
+        let cfg = self.integrity.config.clone();
+        let mut scrubber = self.log.scrubber(ScrubOptions {
+            digest_range_records: cfg.digest_range_records,
+        });
+        let mut pass_start = Instant::now();
+        let mut next_repair_check = Instant::now();
+        let mut resume_at = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            if Instant::now() >= next_repair_check {
+                next_repair_check = Instant::now() + REPAIR_POLL;
+                self.drive_repairs();
+            }
+            let now = Instant::now();
+            if cfg.scrub_bytes_per_sec == 0 || now < resume_at {
+                std::thread::sleep(
+                    MAX_NAP
+                        .min(resume_at.saturating_duration_since(now))
+                        .max(Duration::from_millis(1)),
+                );
+                continue;
+            }
+            let started = Instant::now();
+            match self.scrub_step(&mut scrubber, cfg.scrub_step_bytes as usize) {
+                Ok((bytes, finished)) => {
+                    let budget =
+                        Duration::from_secs_f64(bytes as f64 / cfg.scrub_bytes_per_sec as f64);
+                    resume_at = started + budget;
+                    if finished {
+                        let took = pass_start.elapsed().as_secs_f64();
+                        *self.integrity.last_pass.lock() = Some((unix_now(), took));
+                        self.integrity
+                            .counters
+                            .scrub_passes
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(seconds = took, "scrubber pass done");
+                        resume_at = resume_at
+                            .max(Instant::now() + Duration::from_millis(cfg.scrub_pause_ms));
+                        pass_start = resume_at;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "scrubber read failed; trying again in a second");
+                    resume_at = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
+    }
+
+    fn scrub_step(
+        &self,
+        scrubber: &mut Scrubber,
+        bytes: usize,
+    ) -> logship_engine::Result<(u64, bool)> {
+        let step = scrubber.step(bytes)?;
+        let c = &self.integrity.counters;
+        c.scrub_bytes.fetch_add(step.bytes, Ordering::Relaxed);
+        if step.corruption.is_some() {
+            c.corruptions_scrub.fetch_add(1, Ordering::Relaxed);
+        }
+        if !step.digests.is_empty() {
+            self.on_local_digests(step.digests);
+        }
+        Ok((step.bytes, step.pass_finished))
+    }
+
+    fn on_local_digests(&self, digests: Vec<RangeDigest>) {
+        let found: Vec<Mismatch> = {
+            let mut book = self.integrity.book.lock();
+            digests.iter().flat_map(|d| book.add_local(*d)).collect()
+        };
+        report_mismatches(&found);
+        for chunk in digests.chunks(crate::protocol::msg::MAX_DIGESTS_PER_FRAME) {
+            match &self.core {
+                Core::Primary(p) => {
+                    let mut out = Vec::new();
+                    let mut p = p.lock();
+                    p.send_digests(chunk, &mut out);
+                    self.run_primary(&mut p, out);
+                }
+                Core::Follower(f) => {
+                    let mut out = Vec::new();
+                    let mut f = f.lock();
+                    f.send_digests(chunk.to_vec(), &mut out);
+                    self.run_follower_sends(&mut out);
+                }
+            }
+        }
+    }
+
+    /// Starts the repair of one damaged segment, if none is under way.
+    fn drive_repairs(&self) {
+        if !self.integrity.config.repair {
+            return;
+        }
+        let damaged = self.log.damaged_segments();
+        let Some(d) = ({
+            let mut r = self.integrity.repairs.lock();
+            if let Some((_, since)) = r.in_flight {
+                if since.elapsed() < Duration::from_secs(60) {
+                    return;
+                }
+            }
+            let now = Instant::now();
+            r.next_try.retain(|_, t| *t > now);
+            damaged
+                .into_iter()
+                .find(|d| !r.next_try.contains_key(&d.first))
+        }) else {
+            return;
+        };
+        if !d.sealed {
+            // The damage is in the active segment: seal it, then repair it as a sealed one.
+            if let Err(e) = self.log.seal_active() {
+                tracing::warn!(error = %e, "could not seal the active segment for its repair");
+            }
+            return;
+        }
+        let prev_crc = record_at(&self.log, d.first.prev())
+            .ok()
+            .flatten()
+            .map(|r| r.crc);
+        let now = self.now();
+        let started = match &self.core {
+            Core::Primary(p) => {
+                let mut out = Vec::new();
+                let mut p = p.lock();
+                let ok = p.start_repair(now, (d.first, d.last), prev_crc, &mut out);
+                self.run_primary(&mut p, out);
+                ok
+            }
+            Core::Follower(f) => {
+                let mut out = Vec::new();
+                let mut f = f.lock();
+                let ok = f.start_repair(now, (d.first, d.last), prev_crc, &mut out);
+                self.run_follower_sends(&mut out);
+                ok
+            }
+        };
+        let mut r = self.integrity.repairs.lock();
+        if started {
+            tracing::warn!(segment = %d.corruption.segment.display(), first = %d.first, last = %d.last, lsn = %d.corruption.lsn, "repairing a damaged segment from a replica");
+            r.in_flight = Some((d.first, Instant::now()));
+        } else {
+            r.next_try.insert(d.first, Instant::now() + REPAIR_RETRY);
+        }
+    }
+
+    /// Replaces a damaged segment with records fetched from `source` (on the reader thread).
+    pub(super) fn apply_repair(&self, base: Lsn, chunks: &[Bytes], source: &str) {
+        let checked = {
+            let book = self.integrity.book.lock();
+            book.check_fetched(source, chunks, self.integrity.config.digest_range_records)
+        };
+        if let Err(why) = checked {
+            return self.integrity.repair_failed(base, source, why);
+        }
+        match self.log.repair_segment(base, chunks) {
+            Ok(r) => {
+                self.integrity
+                    .counters
+                    .repairs
+                    .fetch_add(1, Ordering::Relaxed);
+                self.integrity.note_repair(RepairEvent {
+                    at_unix_s: unix_now(),
+                    first: r.first.0,
+                    last: r.last.0,
+                    source: source.to_string(),
+                    outcome: "repaired".into(),
+                    detail: r.quarantine.display().to_string(),
+                });
+            }
+            Err(e) => self.integrity.repair_failed(base, source, e.to_string()),
+        }
+    }
+
+    /// Queues a repair's records for the reader thread.
+    pub(super) fn queue_repair(&self, base: Lsn, chunks: Vec<Bytes>, source: String) {
+        let job = ReadJob::Repair {
+            base,
+            chunks,
+            source: source.clone(),
+        };
+        if self.read_jobs.try_send(job).is_err() {
+            self.integrity
+                .repair_failed(base, &source, "the node's work queue is full".into());
+        }
+    }
+
+    /// The integrity part of the status.
+    pub(super) fn integrity_status(&self) -> IntegrityStatus {
+        let c = &self.integrity.counters;
+        let book = self.integrity.book.lock();
+        let pass = *self.integrity.last_pass.lock();
+        IntegrityStatus {
+            scrub_bytes: c.scrub_bytes.load(Ordering::Relaxed),
+            scrub_passes: c.scrub_passes.load(Ordering::Relaxed),
+            last_pass_end_unix_s: pass.map(|p| p.0),
+            last_pass_seconds: pass.map(|p| p.1),
+            scrub_bytes_per_sec: self.integrity.config.scrub_bytes_per_sec,
+            corruptions_found_by_scrub: c.corruptions_scrub.load(Ordering::Relaxed),
+            corruptions_found_at_open: c.corruptions_open.load(Ordering::Relaxed),
+            damaged: (self.log.damaged_segments().into_iter())
+                .map(|d| DamagedStatus {
+                    segment: d.corruption.segment.display().to_string(),
+                    first: d.first.0,
+                    last: d.last.0,
+                    lsn: d.corruption.lsn.0,
+                    offset: d.corruption.offset,
+                    reason: d.corruption.reason,
+                })
+                .collect(),
+            salvaged_at_open: self.integrity.salvaged.clone(),
+            repairs: c.repairs.load(Ordering::Relaxed),
+            repairs_failed: c.repairs_failed.load(Ordering::Relaxed),
+            recent_repairs: self
+                .integrity
+                .repairs
+                .lock()
+                .history
+                .iter()
+                .cloned()
+                .collect(),
+            taken_back_records: c.taken_back.load(Ordering::Relaxed),
+            digests_compared: book
+                .compared()
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            digest_mismatches: (book.mismatches_total().iter())
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            recent_mismatches: book.recent_mismatches(),
+        }
+    }
+}
