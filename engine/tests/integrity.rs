@@ -522,4 +522,26 @@ fn salvage_sets_damage_aside_without_losing_a_byte() {
         log.read_from(after).unwrap().count() as u64,
         401 - after.get()
     );
+    drop(log);
+
+    // A sealed segment's damaged record, found by a full scan at open: the segment keeps its
+    // whole range (up to its successor's base), marked damaged from the record.
+    let work = dir.path().join("sealed-record");
+    copy_dir(&original, &work);
+    let victim = segs[1].frames.iter().filter(|f| f.marker.is_none()).nth(2).unwrap();
+    let path = work.join(segs[1].path.file_name().unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[victim.start + 35] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let full = Options {
+        recovery: RecoveryMode::Salvage,
+        full_scan_on_open: true,
+        create_if_missing: false,
+        ..options()
+    };
+    let log = Log::open(&work, full).unwrap();
+    let d = log.damaged_segments();
+    assert_eq!(d.len(), 1);
+    let want = (segs[1].base, segs[2].base.prev(), victim.lsn);
+    assert_eq!((d[0].first, d[0].last, d[0].corruption.lsn), want);
 }
