@@ -240,6 +240,16 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no node {name}"))
     }
 
+    /// Appends TOML (whole tables) to `name`'s config file, for its next start.
+    pub fn add_config(&self, name: &str, toml: &str) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.node(name).config)
+            .expect("open node config");
+        writeln!(f, "\n{toml}").expect("write node config");
+    }
+
     /// Starts `name` (again) with its config and data directory.
     pub fn spawn(&mut self, name: &str) {
         let n = self.node_mut(name);
