@@ -332,6 +332,10 @@ pub struct NodeConfig {
     /// `[integrity]`.
     #[serde(default)]
     pub integrity: IntegritySection,
+    /// A file system for the log instead of the real one: the fault-injecting one, for tests
+    /// of an embedded node. Never read from a config file.
+    #[serde(skip)]
+    pub log_vfs: Option<std::sync::Arc<dyn logship_engine::io::Vfs>>,
 }
 
 fn check_name(key: &str, v: &str) -> Result<()> {
@@ -469,6 +473,7 @@ impl NodeConfig {
         if let Some(m) = self.log.max_record_bytes {
             o.max_record_bytes = m;
         }
+        o.vfs.clone_from(&self.log_vfs);
         o.backend = match self.log.backend {
             LogBackend::Auto => logship_engine::io::Backend::Auto,
             LogBackend::IoUring => logship_engine::io::Backend::IoUring,
