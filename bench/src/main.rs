@@ -130,6 +130,10 @@ struct ReplicateArgs {
     /// Skip the catch-up measurement.
     #[arg(long)]
     no_catch_up: bool,
+    /// The nodes' scrubber rate in bytes per second (0: no scrubber); default: the node's
+    /// default (`integrity.scrub_bytes_per_sec`), so the run measures what a node does.
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    scrub_rate: Option<u64>,
 }
 
 fn parse_topology(s: &str) -> Result<replicate::plan::Topology, String> {
@@ -247,6 +251,7 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
         settings: replicate::cluster::NodeSettings {
             transport: args.transport.config(),
             log_backend: args.backend.config(),
+            scrub_bytes_per_sec: args.scrub_rate,
         },
         backend: args.backend.engine(),
     };

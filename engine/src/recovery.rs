@@ -443,21 +443,7 @@ fn recover_one(
         });
     }
     let bytes = read_all(&*o.file)?;
-    let facts = SegmentFacts {
-        base,
-        next_base,
-        version: o.header.format_version,
-        window: o.header.max_unsynced_bytes,
-        floor: if next_base.is_none() {
-            floor
-        } else {
-            Lsn::ZERO
-        },
-    };
-    let mut scan = scan_records(&bytes, &facts);
-    if next_base.is_none() {
-        check_floor(&mut scan, floor);
-    }
+    let scan = scan_opened(&o, &bytes, next_base, floor);
     let cut = match &scan.stop {
         Stop::Clean => false,
         Stop::Torn { .. } => {
@@ -495,6 +481,24 @@ fn recover_one(
         segment: scanned_segment(o, &bytes, scan, next_base.is_some()),
         cut,
     })
+}
+
+/// Scans an opened segment's bytes by the recovery rules; the last segment also gets the floor
+/// check.
+pub(crate) fn scan_opened(o: &Opened, bytes: &[u8], next_base: Option<Lsn>, floor: Lsn) -> Scan {
+    let last = next_base.is_none();
+    let facts = SegmentFacts {
+        base: o.base,
+        next_base,
+        version: o.header.format_version,
+        window: o.header.max_unsynced_bytes,
+        floor: if last { floor } else { Lsn::ZERO },
+    };
+    let mut scan = scan_records(bytes, &facts);
+    if last {
+        check_floor(&mut scan, floor);
+    }
+    scan
 }
 
 fn scanned_segment(o: Opened, bytes: &[u8], scan: Scan, sealed: bool) -> Segment {

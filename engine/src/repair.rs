@@ -55,61 +55,29 @@ pub(crate) fn repair_segment(
     base: Lsn,
     records: &[Bytes],
 ) -> Result<RepairReport> {
-    let (index, seg, next_base) = {
-        let segs = shared.segments.read();
-        let i = segs
-            .iter()
-            .position(|s| s.base == base)
-            .ok_or_else(|| not_repairable(base, "no segment starts at this LSN".into()))?;
-        if !segs[i].is_sealed() {
-            return Err(not_repairable(
-                base,
-                "the active segment is repaired by sealing it first".into(),
-            ));
-        }
-        let next = segs.get(i + 1).map(|s| s.base);
-        (i, Arc::clone(&segs[i]), next)
-    };
+    let (index, seg, next_base) = find_sealed(shared, base)?;
     let last = seg.last_lsn();
     let image = build_image(shared, base, last, records)?;
+    let (file, scan) = write_image(shared, base, next_base, &image)?;
     let dir = &shared.dir;
     let vfs = &*shared.vfs;
-    let tmp = dir.join("logship-repair.tmp");
-    if vfs.open(&tmp, OpenMode::Read).is_ok() {
-        vfs.remove_file(&tmp)
-            .map_err(|e| Error::io("remove", &tmp, e))?;
-    }
-    let file = create_file(vfs, &tmp, image.len() as u64, false)
-        .map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all_at(&image[SEGMENT_HEADER_BYTES..], SEGMENT_HEADER_BYTES as u64)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    let capacity = image.len() as u64;
-    write_segment_header(
-        &*file,
-        base,
-        capacity,
-        shared.options.unsynced_window_bytes(),
-    )?;
-    let scan = check_image(
-        &*file,
-        base,
-        next_base,
-        shared.options.unsynced_window_bytes(),
-    )?;
     let damaged = read_all(&*seg.file).unwrap_or_default();
     let quarantine = quarantine_name(base, now_nanos());
     write_atomically(vfs, dir, "logship-quarantine.tmp", &quarantine, &damaged)?;
+    let tmp = dir.join(REPAIR_TMP);
     let path = dir.join(segment_name(base));
     vfs.rename(&tmp, &path)
         .map_err(|e| Error::io("rename", &tmp, e))?;
     vfs.sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
+    let window = shared.options.unsynced_window_bytes();
+    let capacity = image.len() as u64;
     let repaired = Segment::new(
         base,
         path.clone(),
         file,
         capacity,
-        shared.options.unsynced_window_bytes(),
+        window,
         last,
         scan.end,
         scan.index,
@@ -128,6 +96,50 @@ pub(crate) fn repair_segment(
         last,
         quarantine: dir.join(quarantine),
     })
+}
+
+/// Where the repair's new segment is prepared.
+const REPAIR_TMP: &str = "logship-repair.tmp";
+
+/// The sealed segment starting at `base`: its index, itself, its successor's base.
+fn find_sealed(shared: &Shared, base: Lsn) -> Result<(usize, Arc<Segment>, Option<Lsn>)> {
+    let segs = shared.segments.read();
+    let i = segs
+        .iter()
+        .position(|s| s.base == base)
+        .ok_or_else(|| not_repairable(base, "no segment starts at this LSN".into()))?;
+    if !segs[i].is_sealed() {
+        return Err(not_repairable(
+            base,
+            "the active segment is repaired by sealing it first".into(),
+        ));
+    }
+    let next = segs.get(i + 1).map(|s| s.base);
+    Ok((i, Arc::clone(&segs[i]), next))
+}
+
+/// Writes the new segment under its temporary name (body, then the header, then one sync) and
+/// reads it back through the recovery rules.
+fn write_image(
+    shared: &Shared,
+    base: Lsn,
+    next_base: Option<Lsn>,
+    image: &[u8],
+) -> Result<(Arc<dyn crate::io::VfsFile>, crate::segment_scan::Scan)> {
+    let vfs = &*shared.vfs;
+    let tmp = shared.dir.join(REPAIR_TMP);
+    if vfs.open(&tmp, OpenMode::Read).is_ok() {
+        vfs.remove_file(&tmp)
+            .map_err(|e| Error::io("remove", &tmp, e))?;
+    }
+    let file = create_file(vfs, &tmp, image.len() as u64, false)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    file.write_all_at(&image[SEGMENT_HEADER_BYTES..], SEGMENT_HEADER_BYTES as u64)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    let window = shared.options.unsynced_window_bytes();
+    write_segment_header(&*file, base, image.len() as u64, window)?;
+    let scan = check_image(&*file, base, next_base, window)?;
+    Ok((file, scan))
 }
 
 fn not_repairable(base: Lsn, reason: String) -> Error {

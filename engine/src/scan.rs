@@ -18,9 +18,9 @@ use crate::error::{Error, Result};
 use crate::files::{list, not_a_log, read_floor, read_meta};
 use crate::io::{OpenMode, StdVfs, Vfs};
 use crate::record::{self, Frame, Record};
-use crate::recovery::{open_segment, read_all};
+use crate::recovery::{open_segment, read_all, scan_opened};
 use crate::segment::SEGMENT_HEADER_BYTES;
-use crate::segment_scan::{check_floor, scan_records, SegmentFacts, Stop};
+use crate::segment_scan::Stop;
 use crate::types::Lsn;
 
 /// An iterator over the records of a log directory, read-only. After an error it returns `None`.
@@ -114,22 +114,7 @@ impl Scanner {
         let bytes = Bytes::from(read_all(&*o.file)?);
         self.next_segment += 1;
         let next_base = self.bases.get(self.next_segment).copied();
-        let floor = if next_base.is_none() {
-            self.floor
-        } else {
-            Lsn::ZERO
-        };
-        let facts = SegmentFacts {
-            base,
-            next_base,
-            version: o.header.format_version,
-            window: o.header.max_unsynced_bytes,
-            floor,
-        };
-        let mut scan = scan_records(&bytes, &facts);
-        if next_base.is_none() {
-            check_floor(&mut scan, floor);
-        }
+        let scan = scan_opened(&o, &bytes, next_base, self.floor);
         self.current = Some(Loaded {
             path: o.path,
             bytes,

@@ -6,9 +6,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::files::{list, not_a_log, read_floor, read_meta};
 use crate::io::{OpenMode, StdVfs, Vfs};
-use crate::recovery::{open_segment, read_all, Corruption, TornTail};
+use crate::recovery::{open_segment, read_all, scan_opened, Corruption, TornTail};
 use crate::segment::LEGACY_FORMAT_VERSION;
-use crate::segment_scan::{check_floor, scan_records, SegmentFacts, Stop};
+use crate::segment_scan::Stop;
 use crate::types::Lsn;
 
 /// Result of [`verify`].
@@ -114,22 +114,7 @@ fn verify_segment(
         report.legacy_segments += 1;
     }
     let bytes = read_all(&*o.file)?;
-    let floor = if next_base.is_none() {
-        report.durable_floor
-    } else {
-        Lsn::ZERO
-    };
-    let facts = SegmentFacts {
-        base,
-        next_base,
-        version: o.header.format_version,
-        window: o.header.max_unsynced_bytes,
-        floor,
-    };
-    let mut scan = scan_records(&bytes, &facts);
-    if next_base.is_none() {
-        check_floor(&mut scan, floor);
-    }
+    let scan = scan_opened(&o, &bytes, next_base, report.durable_floor);
     report.records += scan.records;
     report.bytes += scan.bytes;
     if scan.records > 0 {

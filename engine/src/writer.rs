@@ -333,26 +333,8 @@ impl Writer {
             .expect("a free buffer while fewer than PIPELINE_DEPTH operations are in flight");
         let seg = Arc::clone(&self.active);
         let start = seg.end_offset();
-        let mut end = start;
-        let mut records = 0u64;
-        let room = seg.capacity - SEGMENT_TAIL_RESERVE_BYTES;
-        while let Some(Item::Record { header, payload }) = self.pending.front() {
-            let len = RECORD_HEADER_BYTES + payload.len();
-            if len + MARKER_BYTES > buf.remaining() || end + len as u64 > room {
-                break;
-            }
-            debug_assert_eq!(
-                u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
-                self.next_lsn.get() + records,
-                "records reach the writer out of LSN order"
-            );
-            buf.extend_from_slice(header);
-            buf.extend_from_slice(payload);
-            end += len as u64;
-            records += 1;
-            self.pending.pop_front();
-        }
-        assert!(records > 0, "a batch holds at least one record");
+        let records = self.fill(&mut buf, seg.capacity - SEGMENT_TAIL_RESERVE_BYTES - start);
+        let mut end = start + buf.len() as u64;
         let first = self.next_lsn;
         let last = Lsn(first.get() + records - 1);
         let queue_idle = self.release_queue_bytes((end - start) as usize);
@@ -397,6 +379,29 @@ impl Writer {
         self.queue
             .submit(op)
             .map_err(|e| format!("submitting a write to {}: {e}", seg.path.display()))
+    }
+
+    /// Copies pending records into `buf` while they fit in it (with their marker) and in
+    /// `room` bytes of the segment; returns how many.
+    fn fill(&mut self, buf: &mut crate::io::IoBuf, room: u64) -> u64 {
+        let mut records = 0u64;
+        while let Some(Item::Record { header, payload }) = self.pending.front() {
+            let len = RECORD_HEADER_BYTES + payload.len();
+            if len + MARKER_BYTES > buf.remaining() || (buf.len() + len) as u64 > room {
+                break;
+            }
+            debug_assert_eq!(
+                u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
+                self.next_lsn.get() + records,
+                "records reach the writer out of LSN order"
+            );
+            buf.extend_from_slice(header);
+            buf.extend_from_slice(payload);
+            records += 1;
+            self.pending.pop_front();
+        }
+        assert!(records > 0, "a batch holds at least one record");
+        records
     }
 
     /// Bytes copied into a write buffer no longer count against the queue bound. Returns

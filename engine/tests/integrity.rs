@@ -528,7 +528,12 @@ fn salvage_sets_damage_aside_without_losing_a_byte() {
     // whole range (up to its successor's base), marked damaged from the record.
     let work = dir.path().join("sealed-record");
     copy_dir(&original, &work);
-    let victim = segs[1].frames.iter().filter(|f| f.marker.is_none()).nth(2).unwrap();
+    let victim = segs[1]
+        .frames
+        .iter()
+        .filter(|f| f.marker.is_none())
+        .nth(2)
+        .unwrap();
     let path = work.join(segs[1].path.file_name().unwrap());
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[victim.start + 35] ^= 1;

@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(digest_run(std::slice::from_ref(&chunk.bytes), 100), engine);
         let mut b = DigestBook::default();
         b.add_peer("s2", &engine);
-        assert_eq!(b.check_fetched("s1", std::slice::from_ref(&chunk.bytes), 100), Ok(2));
+        assert_eq!(
+            b.check_fetched("s1", std::slice::from_ref(&chunk.bytes), 100),
+            Ok(2)
+        );
         let mut wrong = engine.clone();
         wrong[1].digest[0] ^= 1;
         let mut b = DigestBook::default();

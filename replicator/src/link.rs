@@ -467,42 +467,9 @@ impl Link {
                     detail,
                     message,
                 },
-            ) => {
-                self.counters.rejected_by_peer += 1;
-                ctx.refused_by_peer(code);
-                let why = format!(
-                    "follower refused the session: {} ({detail}): {message}",
-                    code.as_str()
-                );
-                self.fail(now, ctx, out, why);
-            }
-            (
-                State::Handshake { .. },
-                Msg::HelloReply {
-                    version,
-                    last_lsn,
-                    last_epoch: _,
-                    last_crc,
-                    nonce,
-                    mac,
-                    cluster_id,
-                    node_id,
-                },
-            ) => {
-                self.on_hello_reply(
-                    now,
-                    ctx,
-                    out,
-                    version,
-                    (cluster_id, node_id),
-                    mac,
-                    Pending {
-                        version,
-                        last_lsn,
-                        last_crc,
-                        follower_nonce: nonce,
-                    },
-                );
+            ) => self.on_refused(now, ctx, out, code, detail, &message),
+            (State::Handshake { .. }, msg @ Msg::HelloReply { .. }) => {
+                self.hello_reply(now, ctx, out, msg)
             }
             (
                 State::Streaming(_),
@@ -528,6 +495,48 @@ impl Link {
                 self.reject(now, ctx, out, RejectCode::Protocol, 0, what);
             }
         }
+    }
+
+    fn hello_reply(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, msg: Msg) {
+        let Msg::HelloReply {
+            version,
+            last_lsn,
+            last_epoch: _,
+            last_crc,
+            nonce,
+            mac,
+            cluster_id,
+            node_id,
+        } = msg
+        else {
+            unreachable!("called with a HelloReply");
+        };
+        let pending = Pending {
+            version,
+            last_lsn,
+            last_crc,
+            follower_nonce: nonce,
+        };
+        self.on_hello_reply(now, ctx, out, version, (cluster_id, node_id), mac, pending);
+    }
+
+    /// The follower refused the session.
+    fn on_refused(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        code: RejectCode,
+        detail: u64,
+        message: &str,
+    ) {
+        self.counters.rejected_by_peer += 1;
+        ctx.refused_by_peer(code);
+        let why = format!(
+            "follower refused the session: {} ({detail}): {message}",
+            code.as_str()
+        );
+        self.fail(now, ctx, out, why);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -707,6 +716,19 @@ impl Link {
                 cut_crc,
             },
         });
+        self.begin_streaming(now, conn, start);
+        tracing::info!(follower = %self.name, start = %start, truncated = ?truncate_after, "replication link streaming");
+        if let Plan::TakeBack(last) = plan {
+            let prev_crc = (last > Lsn::ZERO).then_some(crc);
+            self.start_take_back(now, ctx, out, (last.next(), follower_last), prev_crc);
+        } else {
+            self.settled = true;
+        }
+        self.read_more(now, ctx, out);
+    }
+
+    /// The session streams from `start`: the follower has everything before it.
+    fn begin_streaming(&mut self, now: Duration, conn: ConnId, start: Lsn) {
         let at = start.prev();
         // What the follower has received is known; what it has made durable or applied is
         // not (it may have crashed before its fdatasync): its first Ack says.
@@ -735,14 +757,6 @@ impl Link {
         self.last_error = None;
         self.backoff.reset();
         self.breaker.on_success(now);
-        tracing::info!(follower = %self.name, start = %start, truncated = ?truncate_after, "replication link streaming");
-        if let Plan::TakeBack(last) = plan {
-            let prev_crc = (last > Lsn::ZERO).then_some(crc);
-            self.start_take_back(now, ctx, out, (last.next(), follower_last), prev_crc);
-        } else {
-            self.settled = true;
-        }
-        self.read_more(now, ctx, out);
     }
 
     fn on_ack(

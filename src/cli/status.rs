@@ -148,5 +148,57 @@ pub fn render(s: &NodeStatus) -> String {
             ms(f.last_heard_ms)
         );
     }
+    integrity(&mut out, &s.integrity);
     out
+}
+
+/// The scrubber, damage, repairs and the digest comparison.
+fn integrity(out: &mut String, i: &logship::replication::node::IntegrityStatus) {
+    let last_pass = match (i.last_pass_end_unix_s, i.last_pass_seconds) {
+        (Some(end), Some(took)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            format!("last full pass ended {:.0} s ago, took {took:.1} s", now - end)
+        }
+        _ => "no full pass yet".into(),
+    };
+    let compared: u64 = i.digests_compared.iter().map(|(_, n)| n).sum();
+    let mismatched: u64 = i.digest_mismatches.iter().map(|(_, n)| n).sum();
+    let _ = writeln!(
+        out,
+        "integrity: scrubbed {} in {} passes at {}/s ({last_pass}); damage found by scrub {}, at open {}; repairs {} (failed {}); digests compared {compared}, MISMATCHED {mismatched}; taken back {}",
+        bytes(i.scrub_bytes),
+        i.scrub_passes,
+        bytes(i.scrub_bytes_per_sec),
+        i.corruptions_found_by_scrub,
+        i.corruptions_found_at_open,
+        i.repairs,
+        i.repairs_failed,
+        i.taken_back_records
+    );
+    for d in &i.damaged {
+        let _ = writeln!(
+            out,
+            "  DAMAGED {} LSNs {}..={} from LSN {} (offset {}): {}; reads there fail until it is repaired",
+            d.segment, d.first, d.last, d.lsn, d.offset, d.reason
+        );
+    }
+    for line in &i.salvaged_at_open {
+        let _ = writeln!(out, "  set aside at open: {line}");
+    }
+    for r in &i.recent_repairs {
+        let _ = writeln!(
+            out,
+            "  repair of LSNs {}..={} from {}: {} ({})",
+            r.first, r.last, r.source, r.outcome, r.detail
+        );
+    }
+    for m in &i.recent_mismatches {
+        let _ = writeln!(
+            out,
+            "  MISMATCH with {} at LSNs {}..={}: here {}, there {}",
+            m.peer, m.first, m.last, m.here, m.there
+        );
+    }
 }

@@ -38,6 +38,8 @@ pub struct NodeSettings {
     pub transport: &'static str,
     /// `auto`, `portable` or `io_uring`.
     pub log_backend: &'static str,
+    /// `integrity.scrub_bytes_per_sec` of every node (0: no scrubber); `None`: the default.
+    pub scrub_bytes_per_sec: Option<u64>,
 }
 
 /// A follower entry of the primary's configuration.
@@ -191,11 +193,14 @@ fn node_toml(
     Ok(format!(
         "[node]\nid = \"{id}\"\nrole = \"{role}\"\ncluster_id = \"{CLUSTER_ID}\"\n\
          key_file = {}\ndata_dir = {}\ntransport = \"{}\"\n{listen}\
-         [log]\nbackend = \"{}\"\n",
+         [log]\nbackend = \"{}\"\n{}",
         toml_path(&key_file(dir)?)?,
         toml_path(data_dir)?,
         settings.transport,
-        settings.log_backend
+        settings.log_backend,
+        settings.scrub_bytes_per_sec.map_or(String::new(), |r| {
+            format!("[integrity]\nscrub_bytes_per_sec = {r}\n")
+        })
     ))
 }
 
@@ -303,6 +308,7 @@ mod tests {
     use crate::scratch::Scratch;
 
     const SETTINGS: NodeSettings = NodeSettings {
+        scrub_bytes_per_sec: None,
         transport: "portable",
         log_backend: "portable",
     };

@@ -14,6 +14,9 @@
 //!   image never gets them, and a later sync that succeeds does not bring them back. An engine that
 //!   retries fsync after a failure would believe lost data durable; tests use this to catch it.
 //!   (<https://lwn.net/Articles/752063/>)
+//! - reads of one named file failing with EIO: a bad sector under a sealed segment. The name is
+//!   looked up at each read, so handles opened under an earlier name (a segment renamed into
+//!   place) fail too; reads of every other file, and writes, go on working;
 //! - torn crash: a crash keeps a random prefix, in write order, of the unsynced writes, possibly
 //!   cut mid-record; reordered crash: a random subset of the unsynced 512-byte sectors instead.
 //!
@@ -69,6 +72,10 @@ pub struct FaultConfig {
     /// At a crash, keep a random subset of each file's unsynced 512-byte sectors. Takes
     /// precedence over `torn_crash`.
     pub reorder_crash: bool,
+    /// Every read of the file this path names (looked up at each read, whichever name the handle
+    /// was opened under) fails with EIO, reading nothing: an unreadable sector. Other calls on
+    /// the file, and reads of other files, are unaffected.
+    pub fail_reads_of: Option<PathBuf>,
     /// Seed of the random choices made at crashes.
     pub seed: u64,
 }
@@ -152,6 +159,11 @@ impl FaultyVfs {
     /// Writes made on live handles, failed ones included.
     pub fn writes(&self) -> u64 {
         self.state.lock().writes
+    }
+
+    /// Reads failed by [`FaultConfig::fail_reads_of`] so far.
+    pub fn read_faults(&self) -> u64 {
+        self.state.lock().read_faults
     }
 
     /// Simulates power loss: each file whose name is durable gets its durable image back (plus
@@ -325,6 +337,7 @@ impl VfsFile for FaultyFile {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut state = self.alive()?;
+        state.check_read(self.inode)?;
         let live = &state.inode_mut(self.inode).live;
         let Some(tail) = usize::try_from(offset).ok().and_then(|at| live.get(at..)) else {
             return Ok(0);
@@ -428,6 +441,8 @@ struct State {
     writes: u64,
     syncs_since_set: u64,
     writes_since_set: u64,
+    /// Reads failed by `fail_reads_of`.
+    read_faults: u64,
 }
 
 impl State {
@@ -445,6 +460,7 @@ impl State {
             writes: 0,
             syncs_since_set: 0,
             writes_since_set: 0,
+            read_faults: 0,
         }
     }
 
@@ -468,6 +484,16 @@ impl State {
         let growth = new_len.saturating_sub(current) as u64;
         if self.live_bytes() + growth > limit {
             return Err(errno(libc::ENOSPC));
+        }
+        Ok(())
+    }
+
+    /// EIO if `fail_reads_of` names inode `id` now.
+    fn check_read(&mut self, id: u64) -> io::Result<()> {
+        let path = self.faults.fail_reads_of.as_deref();
+        if path.and_then(|p| self.live_ns.get(p)) == Some(&id) {
+            self.read_faults += 1;
+            return Err(errno(libc::EIO));
         }
         Ok(())
     }
@@ -1119,6 +1145,31 @@ mod tests {
         file.sync_data().expect("first");
         file.sync_data().expect_err("second");
         assert_eq!(vfs.syncs(), 2);
+    }
+
+    #[test]
+    fn reads_of_the_named_file_fail_until_cleared() {
+        let (vfs, path) = setup();
+        let tmp = Path::new(DIR).join("tmp");
+        let file = create_durable(&vfs, &tmp);
+        file.write_all_at(b"sealed", 0).expect("write");
+        vfs.rename(&tmp, &path).expect("rename into place");
+        let other = create_durable(&vfs, &Path::new(DIR).join("other"));
+        other.write_all_at(b"fine", 0).expect("write");
+        vfs.set_faults(faults(|f| f.fail_reads_of = Some(path.clone())));
+        let mut buf = [0u8; 6];
+        for handle in [&file, &vfs.open(&path, OpenMode::Read).expect("open")] {
+            let err = handle.read_at(&mut buf, 0).expect_err("injected");
+            assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        }
+        assert_eq!(buf, [0; 6], "a failed read fills nothing");
+        assert_eq!(vfs.read_faults(), 2);
+        assert_eq!(contents(&vfs, &Path::new(DIR).join("other")), b"fine");
+        file.write_all_at(b"S", 0).expect("writes are unaffected");
+        assert_eq!(file.len().expect("len"), 6);
+        vfs.set_faults(FaultConfig::default());
+        assert_eq!(contents(&vfs, &path), b"Sealed");
+        assert_eq!(vfs.read_faults(), 2);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 
 use crate::config::IntegritySection;
 use crate::digests::{DigestBook, Mismatch};
+use crate::primary::{Action, Primary};
 
 use super::{record_at, Core, Inner, ReadJob};
 
@@ -388,6 +389,59 @@ impl Inner {
                 });
             }
             Err(e) => self.integrity.repair_failed(base, source, e.to_string()),
+        }
+    }
+
+    /// The primary's integrity actions: fetches to serve, taken-back records to append,
+    /// repairs (queued for the reader thread), digests.
+    pub(super) fn run_primary_integrity(&self, p: &mut Primary, a: Action) {
+        match a {
+            Action::ServeFetch {
+                link,
+                conn,
+                id,
+                range,
+                max_bytes,
+                prev_crc,
+            } => {
+                let link = Some(link);
+                let job = ReadJob::ServeFetch {
+                    link,
+                    conn,
+                    id,
+                    range,
+                    max_bytes,
+                    prev_crc,
+                };
+                let _ = self.read_jobs.try_send(job);
+            }
+            Action::AppendTakenBack {
+                link,
+                conn,
+                records,
+            } => {
+                let job = ReadJob::TakeBack {
+                    link,
+                    conn,
+                    records,
+                };
+                if self.read_jobs.try_send(job).is_err() {
+                    let why = "the node's work queue is full".to_string();
+                    let mut more = Vec::new();
+                    p.on_taken_back(self.now(), link, conn, Err(why), &mut more);
+                    self.run_primary(p, more);
+                }
+            }
+            Action::Repair {
+                base,
+                chunks,
+                source,
+            } => self.queue_repair(base, chunks, source),
+            Action::RepairFailed { base, reason } => {
+                self.integrity.repair_failed(base, "a follower", reason)
+            }
+            Action::PeerDigests { peer, ranges } => self.integrity.on_peer_digests(&peer, &ranges),
+            other => unreachable!("not an integrity action: {other:?}"),
         }
     }
 

@@ -165,42 +165,54 @@ pub fn render_metrics(s: &NodeStatus) -> String {
 }
 
 fn integrity(p: &mut PromText, n: &str, i: &IntegrityStatus) {
-    single(
-        p,
-        n,
-        "logship_scrub_bytes_total",
-        "Bytes the scrubber read and checked.",
-        "counter",
-        i.scrub_bytes as f64,
-    );
-    single(
-        p,
-        n,
-        "logship_scrub_passes_total",
-        "Full scrubber passes over the log.",
-        "counter",
-        i.scrub_passes as f64,
-    );
-    if let Some(t) = i.last_pass_end_unix_s {
-        single(
-            p,
-            n,
+    let singles = [
+        (
+            "logship_scrub_bytes_total",
+            "Bytes the scrubber read and checked.",
+            "counter",
+            Some(i.scrub_bytes as f64),
+        ),
+        (
+            "logship_scrub_passes_total",
+            "Full scrubber passes over the log.",
+            "counter",
+            Some(i.scrub_passes as f64),
+        ),
+        (
             "logship_scrub_last_pass_end_timestamp_seconds",
             "When the last full scrubber pass ended.",
             "gauge",
-            t,
-        );
-    }
-    if let Some(d) = i.last_pass_seconds {
-        single(
-            p,
-            n,
+            i.last_pass_end_unix_s,
+        ),
+        (
             "logship_scrub_last_pass_duration_seconds",
             "How long the last full scrubber pass took.",
             "gauge",
-            d,
-        );
+            i.last_pass_seconds,
+        ),
+        (
+            "logship_damaged_segments",
+            "Segments known damaged and not yet repaired.",
+            "gauge",
+            Some(i.damaged.len() as f64),
+        ),
+        (
+            "logship_taken_back_records_total",
+            "Records a restarted primary took back from its followers.",
+            "counter",
+            Some(i.taken_back_records as f64),
+        ),
+    ];
+    for (name, help, kind, value) in singles {
+        if let Some(v) = value {
+            single(p, n, name, help, kind, v);
+        }
     }
+    integrity_outcomes(p, n, i);
+}
+
+/// Damage found, repairs, and the digest comparison with peers.
+fn integrity_outcomes(p: &mut PromText, n: &str, i: &IntegrityStatus) {
     let found = [
         ("scrub", i.corruptions_found_by_scrub as f64),
         ("open", i.corruptions_found_at_open as f64),
@@ -213,14 +225,6 @@ fn integrity(p: &mut PromText, n: &str, i: &IntegrityStatus) {
         "counter",
         "found_by",
         &found,
-    );
-    single(
-        p,
-        n,
-        "logship_damaged_segments",
-        "Segments known damaged and not yet repaired.",
-        "gauge",
-        i.damaged.len() as f64,
     );
     let repairs = [
         ("repaired", i.repairs as f64),
@@ -235,42 +239,25 @@ fn integrity(p: &mut PromText, n: &str, i: &IntegrityStatus) {
         "outcome",
         &repairs,
     );
-    single(
-        p,
-        n,
-        "logship_taken_back_records_total",
-        "Records a restarted primary took back from its followers.",
-        "counter",
-        i.taken_back_records as f64,
-    );
-    let compared: Vec<(&str, f64)> = i
-        .digests_compared
-        .iter()
-        .map(|(k, v)| (k.as_str(), *v as f64))
-        .collect();
-    labelled(
-        p,
-        n,
-        "logship_digest_ranges_compared_total",
-        "LSN ranges whose digests were compared with a peer's.",
-        "counter",
-        "peer",
-        &compared,
-    );
-    let mismatched: Vec<(&str, f64)> = i
-        .digest_mismatches
-        .iter()
-        .map(|(k, v)| (k.as_str(), *v as f64))
-        .collect();
-    labelled(
-        p,
-        n,
-        "logship_digest_mismatches_total",
-        "LSN ranges whose digests differ from a peer's.",
-        "counter",
-        "peer",
-        &mismatched,
-    );
+    let per_peer = |v: &[(String, u64)]| -> Vec<(String, f64)> {
+        v.iter().map(|(k, x)| (k.clone(), *x as f64)).collect()
+    };
+    let families = [
+        (
+            "logship_digest_ranges_compared_total",
+            "LSN ranges whose digests were compared with a peer's.",
+            per_peer(&i.digests_compared),
+        ),
+        (
+            "logship_digest_mismatches_total",
+            "LSN ranges whose digests differ from a peer's.",
+            per_peer(&i.digest_mismatches),
+        ),
+    ];
+    for (name, help, samples) in &families {
+        let samples: Vec<(&str, f64)> = samples.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        labelled(p, n, name, help, "counter", "peer", &samples);
+    }
 }
 
 fn primary(p: &mut PromText, n: &str, s: &PrimaryStatus) {

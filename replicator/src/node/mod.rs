@@ -181,6 +181,36 @@ fn may_have_lost_records(r: &RecoveryReport) -> bool {
         })
 }
 
+/// The primary's state machine for `log`; its start gate is closed when recovery may have lost
+/// records the quorum acknowledged.
+fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary> {
+    let pc = PrimaryConfig {
+        cluster_id: config.node.cluster_id.clone(),
+        node_id: config.node.id.clone(),
+        key,
+        epoch: Epoch(0),
+        followers: config.follower_links(),
+        quorum: config.quorum()?,
+        policy: config.policy(),
+        timeouts: config.timeouts()?,
+        backoff: config.backoff()?,
+        breaker: config.breaker()?,
+        max_inflight_bytes: config.replication.max_inflight_bytes,
+        catch_up_chunk_bytes: config.replication.catch_up_chunk_bytes,
+        max_retained_bytes: config.replication.max_retained_bytes,
+    };
+    let seed = u64::from_le_bytes(
+        random_nonce().map_err(|e| Error::io("random seed", e))?[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let mut p = Primary::new(pc, log.first_lsn(), log.last_lsn(), log.durable_lsn(), seed);
+    if may_have_lost_records(log.recovery_report()) {
+        p.close_gate();
+    }
+    Ok(p)
+}
+
 fn tail_of(log: &Log, applied: Lsn) -> Result<Tail> {
     let last = log.last_lsn();
     let (last_crc, last_epoch) = record_at(log, last)?.map_or((0, Epoch(0)), |r| (r.crc, r.epoch));
@@ -217,34 +247,7 @@ impl Node {
         )?;
         let timeouts = config.timeouts()?;
         let core = match config.node.role {
-            Role::Primary => {
-                let pc = PrimaryConfig {
-                    cluster_id: config.node.cluster_id.clone(),
-                    node_id: config.node.id.clone(),
-                    key,
-                    epoch: Epoch(0),
-                    followers: config.follower_links(),
-                    quorum: config.quorum()?,
-                    policy: config.policy(),
-                    timeouts,
-                    backoff: config.backoff()?,
-                    breaker: config.breaker()?,
-                    max_inflight_bytes: config.replication.max_inflight_bytes,
-                    catch_up_chunk_bytes: config.replication.catch_up_chunk_bytes,
-                    max_retained_bytes: config.replication.max_retained_bytes,
-                };
-                let seed = u64::from_le_bytes(
-                    random_nonce().map_err(|e| Error::io("random seed", e))?[..8]
-                        .try_into()
-                        .expect("8 bytes"),
-                );
-                let mut p =
-                    Primary::new(pc, log.first_lsn(), log.last_lsn(), log.durable_lsn(), seed);
-                if may_have_lost_records(log.recovery_report()) {
-                    p.close_gate();
-                }
-                Core::Primary(Box::new(Mutex::new(p)))
-            }
+            Role::Primary => Core::Primary(Box::new(Mutex::new(primary_of(&config, key, &log)?))),
             Role::Follower => {
                 let fc = FollowerConfig {
                     cluster_id: config.node.cluster_id.clone(),
@@ -829,52 +832,7 @@ impl Inner {
                 Action::LookupCrc { link, conn, lsn } => {
                     let _ = self.read_jobs.try_send(ReadJob::Crc { link, conn, lsn });
                 }
-                Action::ServeFetch {
-                    link,
-                    conn,
-                    id,
-                    range,
-                    max_bytes,
-                    prev_crc,
-                } => {
-                    let job = ReadJob::ServeFetch {
-                        link: Some(link),
-                        conn,
-                        id,
-                        range,
-                        max_bytes,
-                        prev_crc,
-                    };
-                    let _ = self.read_jobs.try_send(job);
-                }
-                Action::AppendTakenBack {
-                    link,
-                    conn,
-                    records,
-                } => {
-                    let job = ReadJob::TakeBack {
-                        link,
-                        conn,
-                        records,
-                    };
-                    if self.read_jobs.try_send(job).is_err() {
-                        let why = "the node's work queue is full".to_string();
-                        let mut more = Vec::new();
-                        p.on_taken_back(self.now(), link, conn, Err(why), &mut more);
-                        self.run_primary(p, more);
-                    }
-                }
-                Action::Repair {
-                    base,
-                    chunks,
-                    source,
-                } => self.queue_repair(base, chunks, source),
-                Action::RepairFailed { base, reason } => {
-                    self.integrity.repair_failed(base, "a follower", reason)
-                }
-                Action::PeerDigests { peer, ranges } => {
-                    self.integrity.on_peer_digests(&peer, &ranges)
-                }
+                other => self.run_primary_integrity(p, other),
             }
         }
     }
