@@ -249,11 +249,20 @@ fn truncated_marker_is_refused() {
 }
 
 #[test]
-fn unsupported_version_in_segment_is_refused() {
+fn a_segment_header_naming_an_unknown_version_is_corruption() {
+    // The log's marker is of a version this build reads, so a segment header naming another is
+    // damaged, not a file from the future.
     let tmp = tempfile::tempdir().unwrap();
     let dir = new_log(&tmp, b"a\nb\n");
     patch_u32_with_crc(&dir.join(FIRST_SEGMENT), 8, 7, 60);
-    every_command_refuses(&dir, "version 7");
+    assert_refused(append(&dir, &[], b"x\n"), "version 7");
+    assert_refused(cli(&["dump"], &dir), "version 7");
+    let (code, stdout, _) = cli(&["verify"], &dir);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("format version 7") && stdout.contains("damaged"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -57,7 +57,9 @@ fn load(c: &Cluster, tag: usize) -> BTreeMap<Lsn, Bytes> {
             let acked = &acked;
             s.spawn(move || {
                 let mut client = Client::connect(addr, Duration::from_secs(5)).expect("connect");
-                client.set_timeout(Duration::from_secs(10)).expect("timeout");
+                client
+                    .set_timeout(Duration::from_secs(10))
+                    .expect("timeout");
                 for i in 0..RECORDS_PER_WRITER {
                     let p = payload(w + tag * WRITERS, i);
                     let lsn = client
@@ -71,12 +73,25 @@ fn load(c: &Cluster, tag: usize) -> BTreeMap<Lsn, Bytes> {
     acked.into_inner().expect("lock")
 }
 
+/// Both loads' acknowledgements; an LSN acknowledged twice means a record was lost and its LSN
+/// handed out again.
+fn merged(mut acked: BTreeMap<Lsn, Bytes>, more: BTreeMap<Lsn, Bytes>) -> BTreeMap<Lsn, Bytes> {
+    for (lsn, p) in more {
+        if let Some(old) = acked.insert(lsn, p) {
+            panic!("LSN {lsn} acknowledged twice: the record {old:?} was lost");
+        }
+    }
+    acked
+}
+
 /// Every acknowledged record is on every node, and the nodes hold identical logs.
 fn assert_converged(c: &Cluster, acked: &BTreeMap<Lsn, Bytes>, nodes: &[&str]) {
     let primary = c.records(PRIMARY);
     let by_lsn: BTreeMap<Lsn, &Record> = primary.iter().map(|r| (r.lsn, r)).collect();
     for (lsn, p) in acked {
-        let r = by_lsn.get(lsn).unwrap_or_else(|| panic!("acknowledged LSN {lsn} lost"));
+        let r = by_lsn
+            .get(lsn)
+            .unwrap_or_else(|| panic!("acknowledged LSN {lsn} lost"));
         assert_eq!(&r.payload, p, "LSN {lsn} changed");
     }
     for n in nodes {
@@ -85,9 +100,17 @@ fn assert_converged(c: &Cluster, acked: &BTreeMap<Lsn, Bytes>, nodes: &[&str]) {
             c.status(n).is_ok_and(|s| s.durable_lsn >= want_last.0)
         });
         let theirs = c.records(n);
-        assert_eq!(theirs.len(), primary.len(), "{n} holds another number of records");
+        assert_eq!(
+            theirs.len(),
+            primary.len(),
+            "{n} holds another number of records"
+        );
         for (a, b) in theirs.iter().zip(&primary) {
-            assert_eq!((a.lsn, a.crc, &a.payload), (b.lsn, b.crc, &b.payload), "{n} differs");
+            assert_eq!(
+                (a.lsn, a.crc, &a.payload),
+                (b.lsn, b.crc, &b.payload),
+                "{n} differs"
+            );
         }
     }
 }
@@ -161,10 +184,14 @@ fn a_follower_with_synced_records_damaged_in_its_last_segment_fetches_them_again
     c.wait_up("a");
     let i = integrity(&c, "a");
     assert_eq!(i.corruptions_found_at_open, 1, "{i:?}");
-    assert!(i.salvaged_at_open[0].contains(&format!("LSN {lsn}")), "{:?}", i.salvaged_at_open);
+    assert!(
+        i.salvaged_at_open[0].contains(&format!("LSN {lsn}")),
+        "{:?}",
+        i.salvaged_at_open
+    );
     assert_eq!(quarantined(&c.node("a").data), 1);
     let more = load(&c, 1);
-    assert_converged(&c, &acked.into_iter().chain(more).collect(), &["a"]);
+    assert_converged(&c, &merged(acked, more), &["a"]);
 }
 
 #[test]
@@ -185,9 +212,16 @@ fn the_scrubber_finds_rot_in_a_sealed_segment_and_a_replica_repairs_it() {
         println!("{node}: LSN {lsn} damaged in a sealed segment, repaired {took:?} after start ({:?} since restart): {:?}", took, started.elapsed());
         assert_eq!(i.corruptions_found_by_scrub, 1, "{i:?}");
         assert!(i.damaged.is_empty(), "{:?}", i.damaged);
-        assert_eq!(i.recent_repairs.last().map(|r| r.outcome.as_str()), Some("repaired"));
+        assert_eq!(
+            i.recent_repairs.last().map(|r| r.outcome.as_str()),
+            Some("repaired")
+        );
         let m = c.metrics(node);
-        assert_eq!(metric(&m, "logship_repairs_total", &[("outcome", "repaired")]), Some(1.0), "{m}");
+        assert_eq!(
+            metric(&m, "logship_repairs_total", &[("outcome", "repaired")]),
+            Some(1.0),
+            "{m}"
+        );
         assert_eq!(quarantined(&c.node(node).data), 1);
     }
     assert_converged(&c, &acked, &["a"]);
@@ -195,7 +229,10 @@ fn the_scrubber_finds_rot_in_a_sealed_segment_and_a_replica_repairs_it() {
 
 #[test]
 fn a_primary_that_lost_acknowledged_records_takes_them_back_from_its_follower() {
-    let mut c = start(vec![FollowerSpec::sync("a"), FollowerSpec::asynchronous("b")], "ANY 1 (a)");
+    let mut c = start(
+        vec![FollowerSpec::sync("a"), FollowerSpec::asynchronous("b")],
+        "ANY 1 (a)",
+    );
     let acked = load(&c, 0);
     c.terminate(PRIMARY);
     let segs = segments(&c.node(PRIMARY).data);
@@ -204,10 +241,13 @@ fn a_primary_that_lost_acknowledged_records_takes_them_back_from_its_follower() 
     c.wait_up(PRIMARY);
     c.wait_healthy(BOUND);
     let i = integrity(&c, PRIMARY);
-    println!("primary: cut at LSN {lsn}, took back {} records", i.taken_back_records);
+    println!(
+        "primary: cut at LSN {lsn}, took back {} records",
+        i.taken_back_records
+    );
     assert!(i.taken_back_records > 0, "{i:?}");
     let more = load(&c, 1);
-    assert_converged(&c, &acked.into_iter().chain(more).collect(), &["a", "b"]);
+    assert_converged(&c, &merged(acked, more), &["a", "b"]);
 }
 
 #[test]
@@ -235,7 +275,10 @@ fn records_that_differ_between_replicas_but_pass_their_crcs_raise_an_alarm() {
         });
         let i = integrity(&c, node);
         let m = &i.recent_mismatches[0];
-        assert!(m.first <= lsn.0 && lsn.0 <= m.last, "{m:?} does not hold {lsn}");
+        assert!(
+            m.first <= lsn.0 && lsn.0 <= m.last,
+            "{m:?} does not hold {lsn}"
+        );
         let (code, body) = c.http(node, "/health/ready");
         assert_eq!(code, 503, "{body}");
         assert!(body.contains("digest mismatch"), "{body}");
@@ -247,4 +290,85 @@ fn records_that_differ_between_replicas_but_pass_their_crcs_raise_an_alarm() {
             .sum();
         assert!(total >= 1.0, "{metrics}");
     }
+}
+
+/// The end of the last segment's written data (after its last frame).
+fn data_end(path: &Path) -> usize {
+    let bytes = std::fs::read(path).expect("read segment");
+    let mut off = SEGMENT_HEADER_BYTES;
+    while let Ok(f) = record::decode_frame(&bytes[off..]) {
+        off += f.encoded_len();
+    }
+    off
+}
+
+/// Zeroes the 4 KiB block that holds the end of the primary's written data.
+fn lose_last_block(c: &Cluster) {
+    let (_, path) = segments(&c.node(PRIMARY).data).pop().expect("a segment");
+    let end = data_end(&path);
+    let block = (end - 1) / 4096 * 4096;
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[block.max(SEGMENT_HEADER_BYTES)..block + 4096].fill(0);
+    std::fs::write(&path, bytes).expect("write");
+}
+
+#[test]
+fn a_primary_that_crashed_and_lost_its_last_block_takes_back_what_its_followers_hold() {
+    // Two faults at once: a crash (no durable floor) and the loss of the block holding the last
+    // writes and the markers that proved them. Nothing local can tell; the followers can.
+    for clean_stop_then_floor_lost in [false, true] {
+        let mut c = start(
+            vec![FollowerSpec::sync("a"), FollowerSpec::asynchronous("b")],
+            "ANY 1 (a)",
+        );
+        let acked = load(&c, 0);
+        if clean_stop_then_floor_lost {
+            c.terminate(PRIMARY);
+            std::fs::write(c.node(PRIMARY).data.join("logship.durable"), [0u8; 32]).expect("floor");
+        } else {
+            c.kill(PRIMARY);
+        }
+        lose_last_block(&c);
+        c.spawn(PRIMARY);
+        c.wait_up(PRIMARY);
+        c.wait_healthy(BOUND);
+        let i = integrity(&c, PRIMARY);
+        println!(
+            "floor lost: {clean_stop_then_floor_lost}; took back {} records",
+            i.taken_back_records
+        );
+        assert!(i.taken_back_records > 0, "{i:?}");
+        let more = load(&c, 1);
+        assert_converged(&c, &merged(acked, more), &["a", "b"]);
+    }
+}
+
+#[test]
+fn a_closed_start_gate_survives_a_clean_restart_until_the_records_are_taken_back() {
+    let mut c = start(vec![FollowerSpec::sync("a")], "ANY 1 (a)");
+    let acked = load(&c, 0);
+    c.terminate("a");
+    c.terminate(PRIMARY);
+    let segs = segments(&c.node(PRIMARY).data);
+    damage_record(&c, PRIMARY, segs.len() - 1, 2);
+    // The primary cut its log before the damage and waits for `a`, which is down.
+    c.spawn(PRIMARY);
+    c.wait_up(PRIMARY);
+    assert!(!c.primary_status().serving);
+    // A clean restart in between: the log now closes cleanly at the cut, but the primary must
+    // remember that it still owes the take-back.
+    c.terminate(PRIMARY);
+    c.spawn(PRIMARY);
+    c.wait_up(PRIMARY);
+    assert!(
+        !c.primary_status().serving,
+        "the gate was forgotten across a clean restart"
+    );
+    c.spawn("a");
+    c.wait_up("a");
+    c.wait_healthy(BOUND);
+    wait_until("the primary serves", BOUND, || c.primary_status().serving);
+    assert!(integrity(&c, PRIMARY).taken_back_records > 0);
+    let more = load(&c, 1);
+    assert_converged(&c, &merged(acked, more), &["a"]);
 }

@@ -23,6 +23,7 @@ mod raw;
 mod replicate;
 mod report;
 mod scratch;
+mod scrub;
 mod workload;
 
 use std::path::PathBuf;
@@ -46,6 +47,32 @@ enum Command {
     /// Replicated commit latency and throughput, and catch-up bandwidth, against the raw
     /// fdatasync, round-trip and bandwidth limits.
     Replicate(ReplicateArgs),
+    /// The scrubber: its speed, the seconds per GiB at the default rate, and what it costs one
+    /// appender's commit latency (p50, p99, p99.9) at the default and a high rate.
+    Scrub(ScrubArgs),
+}
+
+/// Arguments of `scrub`.
+#[derive(Debug, clap::Args)]
+struct ScrubArgs {
+    /// Bytes of records in the log the scrubber passes over (MiB).
+    #[arg(long, default_value_t = 512)]
+    fill_mib: u64,
+    /// Seconds of each commit phase.
+    #[arg(long, default_value_t = 5.0)]
+    phase_secs: f64,
+    /// Rounds of phases (no scrubber, each rate), interleaved.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Scrubber rates to compare with none, bytes per second.
+    #[arg(long, value_delimiter = ',', default_values_t = [logship_replicator::config::DEFAULT_SCRUB_BYTES_PER_SEC, 64 << 20])]
+    rates: Vec<u64>,
+    /// Parent of the scratch directory.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-tmp")]
+    dir: PathBuf,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 /// Arguments of `append`.
@@ -161,7 +188,26 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Append(args) => run_append(&args),
         Command::Replicate(args) => run_replicate(&args),
+        Command::Scrub(args) => run_scrub(&args),
     }
+}
+
+fn run_scrub(args: &ScrubArgs) -> anyhow::Result<()> {
+    let plan = scrub::ScrubPlan {
+        fill_bytes: args.fill_mib << 20,
+        phase_secs: args.phase_secs,
+        rounds: args.rounds,
+        rates: args.rates.clone(),
+    };
+    let (scratch, _machine, _command) = prepare("scrub", "scrub", &args.dir)?;
+    let run = scrub::run(&plan, scratch.path())?;
+    scratch.remove()?;
+    print!("{}", scrub::table(&run));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&run).context("serializing the run")?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Parses `SIZExAPPENDERS[:threads|:tasks]`.

@@ -66,6 +66,7 @@ pub(crate) fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
             EntryKind::Free(id) => l.free.push(id),
             EntryKind::Temp => l.temp.push(name),
             EntryKind::Quarantine => l.quarantined.push(name),
+            EntryKind::NodeState => {}
             EntryKind::Foreign => l.foreign.push(name),
         }
     }
@@ -115,7 +116,11 @@ pub(crate) fn read_meta(vfs: &dyn Vfs, dir: &Path) -> Result<LogMeta> {
         },
         HeaderError::Magic => Error::NotALog {
             path: dir.to_path_buf(),
-            reason: format!("{META_FILE} has the wrong magic"),
+            reason: format!(
+                "{META_FILE} has the wrong magic (damaged, or this is not a log; a damaged \
+                 {META_FILE} is rewritten by `logship repair DIR --from HOST:PORT`, or from a \
+                 replica's copy: see docs/operations.md)"
+            ),
         },
         HeaderError::Truncated(n) => Error::NotALog {
             path: dir.to_path_buf(),
@@ -125,7 +130,11 @@ pub(crate) fn read_meta(vfs: &dyn Vfs, dir: &Path) -> Result<LogMeta> {
             segment: path.clone(),
             offset: 0,
             lsn: Lsn::ZERO,
-            reason: why,
+            reason: format!(
+                "{why}: the log's marker file is damaged (no record is lost; rewrite it with \
+                 `logship repair DIR --from HOST:PORT` or copy a replica's: see \
+                 docs/operations.md)"
+            ),
         },
     })
 }
@@ -138,6 +147,57 @@ pub(crate) fn write_meta(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     }
     .encode();
     write_atomically(vfs, dir, "logship-create-meta.tmp", META_FILE, &bytes)
+}
+
+/// Rewrites a damaged or missing `logship.meta` in a directory that holds segment files whose
+/// headers check out: the marker holds nothing but its magic, its version and a creation time,
+/// so it can be made again (the damaged bytes are kept in a `quarantine-meta-<n>.seg` file).
+/// Returns whether it was rewritten; `Ok(false)` when the marker is fine. The log must not be
+/// open elsewhere.
+///
+/// # Errors
+/// [`Error::NotALog`] when no segment file with a valid header is there (nothing says this is
+/// a log), [`Error::Io`].
+pub fn repair_meta(dir: &Path) -> Result<bool> {
+    let vfs = crate::io::StdVfs::default();
+    if !vfs.is_dir(dir) {
+        return Err(Error::NotALog {
+            path: dir.to_path_buf(),
+            reason: "no such directory".into(),
+        });
+    }
+    match read_meta(&vfs, dir) {
+        Ok(_) => return Ok(false),
+        Err(Error::Corruption { .. } | Error::NotALog { .. }) => {}
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listing = list(&vfs, dir)?;
+    let mut versions = Vec::new();
+    for base in &listing.segments {
+        if let Ok(o) = crate::recovery::open_segment(&vfs, dir, *base, OpenMode::Read) {
+            versions.push(o.header.format_version);
+        }
+    }
+    let Some(version) = versions.iter().max().copied() else {
+        return Err(Error::NotALog {
+            path: dir.to_path_buf(),
+            reason: format!("{META_FILE} is damaged and no segment file has a valid header"),
+        });
+    };
+    let path = dir.join(META_FILE);
+    if let Ok(old) = std::fs::read(&path) {
+        let name = format!("quarantine-meta-{}.seg", now_nanos());
+        write_atomically(&vfs, dir, "logship-quarantine.tmp", &name, &old)?;
+    }
+    let bytes = LogMeta {
+        format_version: version,
+        created_unix_nanos: now_nanos(),
+    }
+    .encode();
+    write_atomically(&vfs, dir, "logship-create-meta.tmp", META_FILE, &bytes)?;
+    tracing::warn!(dir = %dir.display(), version, "rewrote a damaged logship.meta");
+    Ok(true)
 }
 
 /// Reads the durable floor; `Lsn::ZERO` when there is none.

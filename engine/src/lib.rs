@@ -35,6 +35,7 @@ mod writer;
 
 pub use crate::completion::{Append, AppendBatch, Completion};
 pub use crate::error::{Error, Result};
+pub use crate::files::repair_meta;
 pub use crate::log::{AppendFuture, Log, LogStats, PurgeReport};
 pub use crate::options::{Durability, LogObserver, Options, RecoveryMode};
 pub use crate::reader::{Chunk, LogReader};

@@ -44,8 +44,12 @@ pub struct RecoveryReport {
     pub first_lsn: Lsn,
     /// Last LSN recovered (`first_lsn - 1` when the log is empty).
     pub last_lsn: Lsn,
-    /// The log's durable floor when it was opened (`Lsn::ZERO`: none).
+    /// The log's durable floor when it was opened (`Lsn::ZERO`: none). Equal to `last_lsn` when
+    /// the log was closed cleanly and nothing was lost since.
     pub durable_floor: Lsn,
+    /// A damaged durable floor was removed (`Salvage` only): the end of the log is vouched for
+    /// by nothing local.
+    pub durable_floor_removed: bool,
     /// A torn write at the end of the log that was cut.
     pub torn_tail: Option<TornTail>,
     /// Corruption the log was cut at ([`RecoveryMode::TruncateAtCorruption`] only).
@@ -224,6 +228,7 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, options: &Options) -> Result<Re
     }
     let floor = floor_at_open(vfs, dir, &listing, options)?;
     let mut rec = recover_segments(vfs, dir, &listing.segments, options, floor)?;
+    rec.report.durable_floor_removed = listing.has_floor && floor == Lsn::ZERO;
     rec.lock = lock;
     rec.free = listing.free;
     rec.report.created = created;
@@ -320,12 +325,13 @@ fn check_header(path: &Path, base: Lsn, bytes: &[u8]) -> Result<SegmentHeader> {
     };
     let header = match SegmentHeader::decode(bytes) {
         Ok(h) => h,
+        // The log's marker was read, so the log is of a version this build reads, and so is
+        // every segment any build wrote into it: another version here is a damaged header.
         Err(HeaderError::Version(found)) => {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found,
-                supported: FORMAT_VERSION,
-            })
+            return Err(corrupt(format!(
+                "segment header says format version {found} in a log of version {FORMAT_VERSION} \
+                 or older: the header is damaged"
+            )))
         }
         Err(HeaderError::Magic) => {
             return Err(corrupt("segment header has the wrong magic".into()))

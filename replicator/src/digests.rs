@@ -82,6 +82,10 @@ impl DigestBook {
         }
         *self.compared.entry(peer.to_string()).or_default() += 1;
         if here.digest == there.digest {
+            // The range agrees now (one side was repaired): the alarm about it is over.
+            let first = first.get();
+            self.mismatches
+                .retain(|m| !(m.peer == peer && m.first == first));
             return None;
         }
         let m = Mismatch {
@@ -109,7 +113,7 @@ impl DigestBook {
         &self.mismatches_total
     }
 
-    /// The most recent mismatches.
+    /// The most recent mismatches that no later comparison of the same range resolved.
     pub fn recent_mismatches(&self) -> Vec<Mismatch> {
         self.mismatches.iter().cloned().collect()
     }
@@ -189,6 +193,13 @@ mod tests {
         assert_eq!(b.compared()["s1"], 2);
         assert_eq!(b.mismatches_total()["s1"], 1);
         assert!(b.add_peer("s2", &[d(1, 1)]).is_empty());
+        assert_eq!(b.recent_mismatches().len(), 1);
+        assert!(
+            b.add_peer("s1", &[d(101, 9)]).is_empty(),
+            "the peer's copy was repaired"
+        );
+        assert!(b.recent_mismatches().is_empty(), "so the alarm is over");
+        assert_eq!(b.mismatches_total()["s1"], 1, "and stays counted");
     }
 
     #[test]

@@ -93,11 +93,18 @@ enum Plan {
     TakeBack(Lsn),
     /// The record the follower would continue from (or be checked at) was purged.
     Purged,
+    /// The primary's log is empty and the follower's is not: nothing to compare, and cutting
+    /// the follower to nothing could throw away everything the cluster acknowledged.
+    Unrelated,
 }
 
 fn plan_start(ctx: &Ctx<'_>, l: Lsn) -> Plan {
     if l > ctx.last_lsn && !ctx.serving && ctx.truncated_at.is_none() {
         return Plan::TakeBack(ctx.last_lsn);
+    }
+    if l > Lsn::ZERO && ctx.last_lsn == Lsn::ZERO && ctx.truncated_at.is_none() {
+        // An empty primary (a new disk?) never empties a follower: it has nothing to compare.
+        return Plan::Unrelated;
     }
     let cut = match ctx.truncated_at {
         Some(t) if l > t => Some(t.min(ctx.last_lsn)),
@@ -382,6 +389,7 @@ impl Link {
         out: &mut Vec<Action>,
     ) {
         if self.conn() == Some(conn) {
+            self.abandon_repair(out, &why);
             self.state = State::Idle { retry_at: now };
             self.fail(now, ctx, out, why);
         }
@@ -389,6 +397,7 @@ impl Link {
 
     /// Gives up on the current connection: closes it, counts a failure, waits a backoff delay.
     fn fail(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>, why: String) {
+        self.abandon_repair(out, &why);
         if let Some(conn) = self.conn() {
             out.push(Action::Close {
                 conn,
@@ -584,6 +593,15 @@ impl Link {
         }
         match plan_start(ctx, reply.last_lsn) {
             Plan::Purged => self.reject_purged(now, ctx, out, reply.last_lsn),
+            Plan::Unrelated => {
+                let m = format!(
+                    "this primary's log is empty and the follower holds records up to {}: refusing \
+                     to cut them (restore the primary from a replica, or start the primary with \
+                     a sync quorum, which takes them back)",
+                    reply.last_lsn
+                );
+                self.reject(now, ctx, out, RejectCode::Diverged, 0, m);
+            }
             Plan::TakeBack(_) if ctx.taking_back => {
                 // One take-back at a time: come back when the other one is done.
                 self.retry_soon(now, out, "another follower's records are being taken back");
@@ -692,7 +710,7 @@ impl Link {
             Plan::Compare(l) => (None, l.next()),
             Plan::Cut(c) => (Some(c), c.next()),
             Plan::TakeBack(_) => (None, reply.last_lsn.next()),
-            Plan::Fresh | Plan::Purged => (None, Lsn::FIRST),
+            Plan::Fresh | Plan::Purged | Plan::Unrelated => (None, Lsn::FIRST),
         };
         // The primary's CRC at the cut goes in Start; at a take-back's start, in the Fetch.
         let cut_crc = if truncate_after.is_some() { crc } else { 0 };
@@ -797,6 +815,18 @@ impl Link {
         }
         if matches!(s.catch_up, CatchUp::Waiting) {
             self.read_more(now, ctx, out);
+        }
+    }
+
+    /// A repair fetch in progress on the session that ends fails now (the node retries it).
+    fn abandon_repair(&mut self, out: &mut Vec<Action>, why: &str) {
+        if let State::Streaming(s) = &mut self.state {
+            if let Some(Purpose::Repair(base)) = s.repair.take().map(|f| f.purpose) {
+                out.push(Action::RepairFailed {
+                    base,
+                    reason: format!("the session with {} ended: {why}", self.name),
+                });
+            }
         }
     }
 

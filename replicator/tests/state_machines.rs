@@ -667,3 +667,33 @@ fn a_primary_repairs_a_damaged_range_from_a_follower_that_holds_it() {
     assert_eq!(h.repairs.len(), 1);
     assert_eq!(h.repair_failures.len(), 1, "{:?}", h.repair_failures);
 }
+
+#[test]
+fn an_empty_primary_never_empties_a_follower() {
+    // A primary started on a new disk while its follower holds records: nothing to compare,
+    // and cutting the follower to nothing could throw away all the cluster acknowledged.
+    let mut h = Harness::new(
+        "the key of this cluster",
+        "the key of this cluster",
+        MemLog::default(),
+        log_of(20),
+    );
+    h.tick(MS);
+    assert_eq!(h.rejected_by_primary, vec![RejectCode::Diverged]);
+    assert_eq!(
+        h.flog.records,
+        log_of(20).records,
+        "the follower keeps every record"
+    );
+    // With its gate closed (a sync quorum), the same primary takes them back instead.
+    let mut h = Harness::new(
+        "the key of this cluster",
+        "the key of this cluster",
+        MemLog::default(),
+        log_of(20),
+    );
+    h.p.close_gate();
+    h.tick(MS);
+    assert_eq!(h.plog.records, log_of(20).records);
+    assert!(h.p.serving());
+}

@@ -125,6 +125,11 @@ impl std::error::Error for Refusal {}
 /// Runs `logship repair`.
 pub fn run(args: RepairArgs) -> anyhow::Result<ExitCode> {
     say(format_args!("log:       {}", args.dir.display()))?;
+    if logship::repair_meta(&args.dir)? {
+        say(format_args!(
+            "repaired:  logship.meta was damaged: rewritten (its bytes kept in quarantine-meta-*.seg)"
+        ))?;
+    }
     if !damage_before(&args.dir)? {
         say(format_args!("status:    clean, nothing to repair"))?;
         return Ok(ExitCode::SUCCESS);

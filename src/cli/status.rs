@@ -81,7 +81,7 @@ pub fn render(s: &NodeStatus) -> String {
         );
         let _ = writeln!(
             out,
-            "quorum {}: {}{}; retention from LSN {}; appends waiting {}; quorum timeouts {}",
+            "quorum {}: {}{}{}; retention from LSN {}; appends waiting {}; quorum timeouts {}",
             p.quorum,
             if p.quorum_available {
                 "available"
@@ -92,6 +92,11 @@ pub fn render(s: &NodeStatus) -> String {
                 " (DEGRADED: acknowledging at local durability)"
             } else {
                 ""
+            },
+            if p.serving {
+                ""
+            } else {
+                "; NOT SERVING yet: hearing from the sync followers and taking back what they hold"
             },
             p.retention_lsn,
             s.waiting_appends,
@@ -159,7 +164,10 @@ fn integrity(out: &mut String, i: &logship::replication::node::IntegrityStatus) 
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
-            format!("last full pass ended {:.0} s ago, took {took:.1} s", now - end)
+            format!(
+                "last full pass ended {:.0} s ago, took {took:.1} s",
+                now - end
+            )
         }
         _ => "no full pass yet".into(),
     };

@@ -161,6 +161,13 @@ impl FaultyVfs {
         self.state.lock().writes
     }
 
+    /// Live bytes of all files, removed ones still open included: what
+    /// [`FaultConfig::enospc_after_bytes`] counts. Setting that budget to this value fills the
+    /// disk: allocating or growing a file then fails, overwriting allocated bytes does not.
+    pub fn used_bytes(&self) -> u64 {
+        self.state.lock().live_bytes()
+    }
+
     /// Reads failed by [`FaultConfig::fail_reads_of`] so far.
     pub fn read_faults(&self) -> u64 {
         self.state.lock().read_faults
@@ -1128,6 +1135,24 @@ mod tests {
         let err = file.allocate(101).expect_err("full");
         assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
         file.allocate(100).expect("fits exactly");
+    }
+
+    #[test]
+    fn a_budget_of_the_used_bytes_is_a_full_disk() {
+        let (vfs, path) = setup();
+        let file = create_durable(&vfs, &path);
+        file.allocate(64).expect("allocate");
+        file.write_all_at(&[1; 10], 0).expect("write");
+        assert_eq!(vfs.used_bytes(), 64);
+        vfs.set_faults(faults(|f| f.enospc_after_bytes = Some(vfs.used_bytes())));
+        file.write_all_at(&[2; 54], 10)
+            .expect("allocated bytes are written in place");
+        let err = file.write_all_at(&[3], 64).expect_err("full");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        let other = Path::new(DIR).join("other");
+        let err = create_durable(&vfs, &other).allocate(1).expect_err("full");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(vfs.used_bytes(), 64);
     }
 
     #[test]

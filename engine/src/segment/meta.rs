@@ -57,12 +57,12 @@ impl LogMeta {
         let crc = crc32fast::hash(&b[0..28]);
         if stored != crc {
             return Err(HeaderError::Invalid(format!(
-                "marker checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
+                "logship.meta checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
             )));
         }
         if b[12..16].iter().chain(&b[24..28]).any(|&x| x != 0) {
             return Err(HeaderError::Invalid(
-                "marker reserved bytes are not zero".into(),
+                "logship.meta reserved bytes are not zero".into(),
             ));
         }
         let mut t = [0u8; 8];

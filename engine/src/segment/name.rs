@@ -17,6 +17,8 @@ pub enum EntryKind {
     Floor,
     /// A damaged segment's bytes, kept aside for forensics; never read by the log.
     Quarantine,
+    /// State of the node that embeds the log (`logship.node-*`), left alone by the engine.
+    NodeState,
     /// A file being prepared (safe to delete at open).
     Temp,
     /// Not logship's.
@@ -48,6 +50,9 @@ pub fn classify(name: &str) -> EntryKind {
     }
     if name.starts_with("quarantine-") && name.ends_with(".seg") {
         return EntryKind::Quarantine;
+    }
+    if name.starts_with("logship.node-") {
+        return EntryKind::NodeState;
     }
     if let Some(stem) = name.strip_suffix(".seg") {
         if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {

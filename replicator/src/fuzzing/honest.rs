@@ -86,6 +86,8 @@ pub(super) struct HonestPair {
     nonces: u64,
     /// A justified refusal from the primary: the code and its detail.
     verdict: Option<(RejectCode, u64)>,
+    /// The primary refused while its log was empty and the follower's was not.
+    refused_while_empty: bool,
     /// The first Start the primary sent: truncate_after and start LSN.
     first_start: Option<(Option<Lsn>, Lsn)>,
 }
@@ -152,6 +154,7 @@ impl HonestPair {
             now: Duration::ZERO,
             nonces: 0,
             verdict: None,
+            refused_while_empty: false,
             first_start: None,
         };
         pair.tick(Duration::ZERO);
@@ -191,6 +194,8 @@ impl HonestPair {
             self.check();
         }
         match self.verdict {
+            // An empty primary refuses to empty a follower that holds records.
+            Some((RejectCode::Diverged, 0)) if self.refused_while_empty => {}
             Some((RejectCode::Diverged, at)) => {
                 let at = Lsn(at);
                 assert!(
@@ -442,6 +447,9 @@ impl HonestPair {
                         if *code == RejectCode::Purged {
                             self.check_purged();
                         }
+                        self.refused_while_empty |= *code == RejectCode::Diverged
+                            && self.plog.last() == Lsn::ZERO
+                            && self.flog.last() > Lsn::ZERO;
                         self.verdict = Some((*code, *detail));
                     }
                     if let Msg::Start {

@@ -158,6 +158,12 @@ impl Integrity {
                 format!("{} offset {} LSN {}: {}; {what}", c.segment.display(), c.offset, c.lsn, c.reason)
             })
             .collect();
+        let mut salvaged = salvaged;
+        if report.durable_floor_removed {
+            salvaged.push(
+                "logship.durable was damaged: removed (the replicas vouch for the end of the log; a primary takes back what they hold)".into(),
+            );
+        }
         let counters = IntegrityCounters::default();
         counters
             .corruptions_open
@@ -355,12 +361,11 @@ impl Inner {
                 ok
             }
         };
-        let mut r = self.integrity.repairs.lock();
+        // Not started (no session to fetch on yet, or no follower holds the range): the next
+        // poll tries again.
         if started {
             tracing::warn!(segment = %d.corruption.segment.display(), first = %d.first, last = %d.last, lsn = %d.corruption.lsn, "repairing a damaged segment from a replica");
-            r.in_flight = Some((d.first, Instant::now()));
-        } else {
-            r.next_try.insert(d.first, Instant::now() + REPAIR_RETRY);
+            self.integrity.repairs.lock().in_flight = Some((d.first, Instant::now()));
         }
     }
 

@@ -129,6 +129,8 @@ pub(crate) struct Inner {
     failure: OnceLock<String>,
     /// Scrubbing, digests, repair.
     integrity: Integrity,
+    /// [`GATE_FILE`] exists: this primary's start gate was closed.
+    gate_marked: AtomicBool,
 }
 
 /// A running node.
@@ -149,9 +151,12 @@ impl std::fmt::Debug for Node {
 }
 
 fn log_options(config: &NodeConfig, observer: Arc<NodeObserver>) -> Options {
-    // With replicas, damage is set aside for repair instead of stopping the node.
+    // With replicas that hold every acknowledged record, damage is set aside for repair instead
+    // of stopping the node: a follower (its primary), a primary with a sync quorum (which it
+    // takes back from). A primary with async followers only would cut records acknowledged at
+    // `local` that nobody is sure to hold: it refuses to start instead.
     let has_replicas = match config.node.role {
-        Role::Primary => !config.replication.followers.is_empty(),
+        Role::Primary => matches!(config.quorum(), Ok(Some(_))),
         Role::Follower => true,
     };
     let recovery = if config.integrity.salvage && has_replicas {
@@ -166,19 +171,19 @@ fn log_options(config: &NodeConfig, observer: Arc<NodeObserver>) -> Options {
     }
 }
 
-/// Recovery may have dropped records the quorum acknowledged: a cut or set-aside tail, or a new
-/// (empty) log. A primary then takes back what its followers hold before serving.
+/// Whether the log may lack records the quorum acknowledged. Only a log closed cleanly (its
+/// durable floor is its last LSN) with nothing cut or set aside since is known whole: after a
+/// crash, the end of the log is vouched for by write markers alone, and a crash combined with a
+/// lost block can take the last writes and their proof together. A primary then takes back what
+/// its followers hold before serving (FAST'18, "protocol-aware recovery": local recovery must
+/// not decide alone what the cluster acknowledged).
 fn may_have_lost_records(r: &RecoveryReport) -> bool {
+    let closed_cleanly = r.durable_floor == r.last_lsn;
     r.created
-        || r.torn_tail
-            .as_ref()
-            .is_some_and(|t| t.discarded_records > 0)
-        || r.salvaged.iter().any(|s| {
-            matches!(
-                s.action,
-                logship_engine::SalvageAction::CutAndQuarantined { .. }
-            )
-        })
+        || !closed_cleanly
+        || r.durable_floor_removed
+        || r.torn_tail.is_some()
+        || !r.salvaged.is_empty()
 }
 
 /// The primary's state machine for `log`; its start gate is closed when recovery may have lost
@@ -205,10 +210,36 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
             .expect("8 bytes"),
     );
     let mut p = Primary::new(pc, log.first_lsn(), log.last_lsn(), log.durable_lsn(), seed);
-    if may_have_lost_records(log.recovery_report()) {
+    let pending = config.node.data_dir.join(GATE_FILE);
+    // A gate closed by an earlier start stays closed until it opened: that start's log may have
+    // lost records, and a restart with a clean close in between must not forget it.
+    if pending.exists() || may_have_lost_records(log.recovery_report()) {
         p.close_gate();
+        if !p.serving() {
+            mark_durably(&config.node.data_dir, &pending, true)?;
+        }
     }
     Ok(p)
+}
+
+/// Present while a primary's start gate is closed (in the log's directory).
+const GATE_FILE: &str = "logship.node-take-back-pending";
+
+/// Creates (`present`) or removes an empty file and syncs the directory.
+fn mark_durably(dir: &std::path::Path, path: &std::path::Path, present: bool) -> Result<()> {
+    let io = |e| Error::io(format!("marking {}", path.display()), e);
+    if present {
+        std::fs::File::create(path)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+    } else if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(io(e));
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
 }
 
 fn tail_of(log: &Log, applied: Lsn) -> Result<Tail> {
@@ -277,6 +308,7 @@ impl Node {
             failed_connects: Mutex::new(Vec::new()),
             failure: OnceLock::new(),
             integrity: Integrity::new(config.integrity.clone(), log.recovery_report()),
+            gate_marked: AtomicBool::new(config.node.data_dir.join(GATE_FILE).exists()),
             log,
             config,
         });
@@ -519,6 +551,18 @@ impl Inner {
             });
         }
         Ok(commit)
+    }
+
+    /// Once the start gate opened, forgets that it was closed (removes [`GATE_FILE`]).
+    fn note_gate_opened(&self, serving: bool) {
+        if !serving || !self.gate_marked.load(Ordering::Acquire) {
+            return;
+        }
+        let dir = &self.config.node.data_dir;
+        match mark_durably(dir, &dir.join(GATE_FILE), false) {
+            Ok(()) => self.gate_marked.store(false, Ordering::Release),
+            Err(e) => tracing::warn!(error = %e, "could not remove the start gate's mark"),
+        }
     }
 
     /// Waits (up to the commit timeout) for the start gate: a primary that may have lost
@@ -949,6 +993,7 @@ impl Inner {
                     p.tick(now, &mut out);
                     self.run_primary(&mut p, out);
                     self.waiters.advance(p.committed());
+                    self.note_gate_opened(p.serving());
                     let expired = self.waiters.expire(Instant::now(), p.quorum_text());
                     drop(p);
                     self.counters

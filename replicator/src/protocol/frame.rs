@@ -4,7 +4,7 @@
 //! offset size field
 //!      0    4 body_len  u32 LE, bytes of body after this 12-byte header
 //!      4    1 kind      u8, the message type (see `msg`)
-//!      5    1 flags     u8, must be 0 in version 1
+//!      5    1 flags     u8, must be 0 (no frame flag is defined)
 //!      6    2 reserved  u16, must be 0
 //!      8    4 crc32     u32 LE, CRC-32 (IEEE) of bytes 0..8 and the body
 //!     12    n body
