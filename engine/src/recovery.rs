@@ -12,8 +12,10 @@
 //!   whose replicas hold the records) sets the damage aside and opens; and
 //!   [`RecoveryMode::TruncateAtCorruption`] cuts the log there on purpose.
 //!
-//! After the scan, the last segment is fdatasync'ed once: what a killed process left in the
-//! page cache is read back as records, and must be on stable storage before anyone is told so.
+//! After the scan, the bytes of the last segment that no marker or floor proves synced are
+//! written again and fdatasync'ed: what a killed process (or one whose fdatasync failed) left
+//! in the page cache is read back as records, and must be on stable storage before anyone is
+//! told so; after a failed fdatasync the pages are clean, so a sync alone would write nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -476,12 +478,8 @@ fn recover_one(
             );
         }
     };
-    if next_base.is_none() {
-        // What a killed process left in the page cache is now read back as records: put it on
-        // stable storage before anyone is told it is durable.
-        o.file
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync", &o.path, e))?;
+    if next_base.is_none() && floor < scan.next_lsn.prev() {
+        make_tail_durable(&o, &bytes, &scan)?;
     }
     Ok(Step {
         segment: scanned_segment(o, &bytes, scan, next_base.is_some()),
@@ -525,6 +523,23 @@ fn scanned_segment(o: Opened, bytes: &[u8], scan: Scan, sealed: bool) -> Segment
         seg.seal();
     }
     seg
+}
+
+/// What a killed process left in the page cache is read back as records; it must be on stable
+/// storage before anyone is told it is durable. An fdatasync alone is not enough: after a
+/// failed one, Linux marks the dirty pages clean although the device never got them, so a new
+/// fdatasync writes nothing. The bytes no marker proves synced are written again (the pages are
+/// dirty once more), then synced.
+fn make_tail_durable(o: &Opened, bytes: &[u8], scan: &Scan) -> Result<()> {
+    let (from, to) = (scan.proven as usize, scan.end as usize);
+    if from < to {
+        o.file
+            .write_all_at(&bytes[from..to], from as u64)
+            .map_err(|e| Error::io("rewrite the unproven tail", &o.path, e))?;
+    }
+    o.file
+        .sync_data()
+        .map_err(|e| Error::io("fdatasync", &o.path, e))
 }
 
 /// Corruption found in a scanned segment, handled as the recovery mode says.

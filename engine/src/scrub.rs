@@ -188,8 +188,9 @@ impl Scrubber {
     /// Reads and checks about `max_bytes` (at least one whole frame).
     ///
     /// # Errors
-    /// [`Error::Io`] when a read fails (an EIO is reported, not taken for corruption: the
-    /// caller decides), [`Error::Closed`].
+    /// [`Error::Io`] when a read of the active segment fails (the position is kept; try again
+    /// later). A sealed segment that cannot be read is reported as damage instead, like a
+    /// checksum failure: a replica's copy replaces it.
     pub fn step(&mut self, max_bytes: usize) -> Result<ScrubStep> {
         let mut step = ScrubStep::default();
         let generation = self.shared.queue.state.lock().generation;
@@ -218,7 +219,30 @@ impl Scrubber {
             }
             return Ok(step);
         }
-        let bytes = read_span(&pos.seg, pos.offset, max_bytes)?;
+        let bytes = match read_span(&pos.seg, pos.offset, max_bytes) {
+            Ok(b) => b,
+            Err(e) if pos.seg.is_sealed() => {
+                // An unreadable sealed segment is damage like any other: a replica's copy,
+                // written to new blocks, replaces it. The pass goes on with the next segment.
+                let c = Corruption {
+                    segment: pos.seg.path.clone(),
+                    offset: pos.offset,
+                    lsn: pos.next_lsn,
+                    reason: format!("found by the scrubber: unreadable: {e}"),
+                };
+                tracing::error!(segment = %c.segment.display(), offset = c.offset, lsn = %c.lsn, reason = %c.reason, "scrubber cannot read a sealed segment: it reads as corruption until it is repaired");
+                pos.seg.mark_damaged(c.clone());
+                self.digests.skip();
+                self.advance(&pos.seg, &mut step);
+                step.corruption = Some(c);
+                return Ok(step);
+            }
+            Err(e) => {
+                // The active segment: keep the position and let the caller try again.
+                self.pos = Some(pos);
+                return Err(e);
+            }
+        };
         step.bytes = bytes.len() as u64;
         match self.walk(&mut pos, &bytes, stop, &mut step.digests) {
             Ok(()) => self.pos = Some(pos),

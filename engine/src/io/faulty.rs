@@ -72,9 +72,10 @@ pub struct FaultConfig {
     /// At a crash, keep a random subset of each file's unsynced 512-byte sectors. Takes
     /// precedence over `torn_crash`.
     pub reorder_crash: bool,
-    /// Every read of the file this path names (looked up at each read, whichever name the handle
-    /// was opened under) fails with EIO, reading nothing: an unreadable sector. Other calls on
-    /// the file, and reads of other files, are unaffected.
+    /// Every read of the file this path names when the faults are set (whichever name the file
+    /// has later) fails with EIO, reading nothing: unreadable sectors belong to the file's
+    /// blocks, so a new file put in its place (a repair) reads fine. Other calls on the file,
+    /// and reads of other files, are unaffected.
     pub fail_reads_of: Option<PathBuf>,
     /// Seed of the random choices made at crashes.
     pub seed: u64,
@@ -143,6 +144,8 @@ impl FaultyVfs {
         state.rng = SplitMix64(faults.seed);
         state.syncs_since_set = 0;
         state.writes_since_set = 0;
+        state.unreadable =
+            (faults.fail_reads_of.as_deref()).and_then(|p| state.live_ns.get(p).copied());
         state.faults = faults;
     }
 
@@ -450,6 +453,8 @@ struct State {
     writes_since_set: u64,
     /// Reads failed by `fail_reads_of`.
     read_faults: u64,
+    /// The inode `fail_reads_of` named when the faults were set.
+    unreadable: Option<u64>,
 }
 
 impl State {
@@ -468,6 +473,7 @@ impl State {
             syncs_since_set: 0,
             writes_since_set: 0,
             read_faults: 0,
+            unreadable: None,
         }
     }
 
@@ -495,10 +501,9 @@ impl State {
         Ok(())
     }
 
-    /// EIO if `fail_reads_of` names inode `id` now.
+    /// EIO if inode `id` is the one `fail_reads_of` named.
     fn check_read(&mut self, id: u64) -> io::Result<()> {
-        let path = self.faults.fail_reads_of.as_deref();
-        if path.and_then(|p| self.live_ns.get(p)) == Some(&id) {
+        if self.unreadable == Some(id) {
             self.read_faults += 1;
             return Err(errno(libc::EIO));
         }

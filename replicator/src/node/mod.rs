@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
+use logship_engine::io::OpenMode;
 use logship_engine::{Epoch, Log, LogReader, Lsn, Options, Record, RecoveryMode, RecoveryReport};
 use parking_lot::{Condvar, Mutex};
 
@@ -210,13 +211,12 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
             .expect("8 bytes"),
     );
     let mut p = Primary::new(pc, log.first_lsn(), log.last_lsn(), log.durable_lsn(), seed);
-    let pending = config.node.data_dir.join(GATE_FILE);
     // A gate closed by an earlier start stays closed until it opened: that start's log may have
     // lost records, and a restart with a clean close in between must not forget it.
-    if pending.exists() || may_have_lost_records(log.recovery_report()) {
+    if gate_marked(config) || may_have_lost_records(log.recovery_report()) {
         p.close_gate();
         if !p.serving() {
-            mark_durably(&config.node.data_dir, &pending, true)?;
+            mark_gate(config, true)?;
         }
     }
     Ok(p)
@@ -225,21 +225,38 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
 /// Present while a primary's start gate is closed (in the log's directory).
 const GATE_FILE: &str = "logship.node-take-back-pending";
 
-/// Creates (`present`) or removes an empty file and syncs the directory.
-fn mark_durably(dir: &std::path::Path, path: &std::path::Path, present: bool) -> Result<()> {
+/// The file system the node's log (and its node state) lives on.
+fn state_vfs(config: &NodeConfig) -> Arc<dyn logship_engine::io::Vfs> {
+    config
+        .log_vfs
+        .clone()
+        .unwrap_or_else(|| Arc::new(logship_engine::io::StdVfs::default()))
+}
+
+/// Whether [`GATE_FILE`] exists in the log's directory.
+fn gate_marked(config: &NodeConfig) -> bool {
+    let path = config.node.data_dir.join(GATE_FILE);
+    state_vfs(config).open(&path, OpenMode::Read).is_ok()
+}
+
+/// Creates (`present`) or removes [`GATE_FILE`], then syncs the directory.
+fn mark_gate(config: &NodeConfig, present: bool) -> Result<()> {
+    let vfs = state_vfs(config);
+    let dir = &config.node.data_dir;
+    let path = dir.join(GATE_FILE);
     let io = |e| Error::io(format!("marking {}", path.display()), e);
-    if present {
-        std::fs::File::create(path)
-            .and_then(|f| f.sync_all())
+    if present && !gate_marked(config) {
+        vfs.open(&path, OpenMode::CreateNew)
+            .and_then(|f| f.sync_data())
             .map_err(io)?;
-    } else if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(io(e));
+    } else if !present {
+        if let Err(e) = vfs.remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(io(e));
+            }
         }
     }
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)
+    vfs.sync_dir(dir).map_err(io)
 }
 
 fn tail_of(log: &Log, applied: Lsn) -> Result<Tail> {
@@ -308,7 +325,7 @@ impl Node {
             failed_connects: Mutex::new(Vec::new()),
             failure: OnceLock::new(),
             integrity: Integrity::new(config.integrity.clone(), log.recovery_report()),
-            gate_marked: AtomicBool::new(config.node.data_dir.join(GATE_FILE).exists()),
+            gate_marked: AtomicBool::new(gate_marked(&config)),
             log,
             config,
         });
@@ -558,8 +575,7 @@ impl Inner {
         if !serving || !self.gate_marked.load(Ordering::Acquire) {
             return;
         }
-        let dir = &self.config.node.data_dir;
-        match mark_durably(dir, &dir.join(GATE_FILE), false) {
+        match mark_gate(&self.config, false) {
             Ok(()) => self.gate_marked.store(false, Ordering::Release),
             Err(e) => tracing::warn!(error = %e, "could not remove the start gate's mark"),
         }
