@@ -239,12 +239,7 @@ fn start() -> Cluster {
     for name in &names {
         c.add_config(name, CONFIG);
     }
-    for name in &names {
-        c.spawn(name);
-    }
-    for name in &names {
-        c.wait_up(name);
-    }
+    c.start_all();
     c.wait_healthy(BOUND);
     c
 }
@@ -620,7 +615,7 @@ fn restart(c: &mut Cluster, node: &str) -> Came {
     let pid = c.pid(node);
     let deadline = Instant::now() + START_BOUND;
     loop {
-        if c.status(node).is_ok() {
+        if c.is_up(node) {
             return Came::Up;
         }
         if is_zombie_or_gone(pid) {

@@ -32,12 +32,7 @@ fn start(followers: Vec<FollowerSpec>, quorum: &str) -> Cluster {
     for name in &names {
         c.add_config(name, CONFIG);
     }
-    for name in &names {
-        c.spawn(name);
-    }
-    for name in &names {
-        c.wait_up(name);
-    }
+    c.start_all();
     c.wait_healthy(BOUND);
     c
 }

@@ -11,7 +11,6 @@
 mod cluster;
 
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,24 +51,14 @@ fn payload(writer: usize, i: usize) -> Bytes {
 /// A primary and one sync follower `a`, both with [`SEGMENT_BYTES`] segments, healthy.
 fn start_cluster() -> Cluster {
     let mut c = Cluster::new(&Spec::new("ANY 1 (a)", vec![FollowerSpec::sync("a")]));
-    for n in &c.nodes {
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(&n.config)
-            .expect("open node config");
-        write!(
-            f,
-            "\n[log]\nsegment_size_bytes = {SEGMENT_BYTES}\nmax_record_bytes = {MAX_RECORD_BYTES}\n"
-        )
-        .expect("write node config");
-    }
     let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
     for name in &names {
-        c.spawn(name);
+        c.add_config(
+            name,
+            &format!("[log]\nsegment_size_bytes = {SEGMENT_BYTES}\nmax_record_bytes = {MAX_RECORD_BYTES}\n"),
+        );
     }
-    for name in &names {
-        c.wait_up(name);
-    }
+    c.start_all();
     c.wait_healthy(BOUND);
     c
 }

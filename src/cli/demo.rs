@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
@@ -53,45 +53,75 @@ struct Cluster {
     clients: Vec<(String, SocketAddr)>,
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// Ports not chosen yet: every node binds port 0 and prints what it got.
+const UNBOUND: &str = "127.0.0.1:0";
+/// How long a node may take to print its ports.
+const UP_BOUND: Duration = Duration::from_secs(15);
+
+/// The addresses a node printed once up: replication (followers), client, HTTP.
+type Bound = (Option<SocketAddr>, SocketAddr, SocketAddr);
+
+fn follower_config(name: &str, (repl, client, http): (&str, &str, &str)) -> String {
+    format!(
+        "[node]\nid = \"{name}\"\nrole = \"follower\"\ncluster_id = \"demo\"\nkey_file = \"cluster.key\"\ndata_dir = \"data/{name}\"\nlisten_replication = \"{repl}\"\nlisten_client = \"{client}\"\nlisten_http = \"{http}\"\n"
+    )
 }
 
 impl Cluster {
+    /// Starts the followers on ports they pick, then the primary, configured with the
+    /// followers' ports. A follower's config is then rewritten with the ports it got, so that a
+    /// restart binds the same ones (the primary dials the one it was told).
     fn start(dir: &Path) -> anyhow::Result<Cluster> {
         super::keygen::write_key(&dir.join("cluster.key"))?;
-        let mut addrs = Vec::new();
-        for _ in 0..9 {
-            addrs.push(free_addr()?);
-        }
-        let follower = |name: &str, i: usize| {
-            format!(
-                "[node]\nid = \"{name}\"\nrole = \"follower\"\ncluster_id = \"demo\"\nkey_file = \"cluster.key\"\ndata_dir = \"data/{name}\"\nlisten_replication = \"{}\"\nlisten_client = \"{}\"\nlisten_http = \"{}\"\n",
-                addrs[i], addrs[i + 1], addrs[i + 2]
-            )
-        };
-        let primary = format!(
-            "[node]\nid = \"p\"\nrole = \"primary\"\ncluster_id = \"demo\"\nkey_file = \"cluster.key\"\ndata_dir = \"data/p\"\nlisten_client = \"{}\"\nlisten_http = \"{}\"\n\n[replication]\nquorum = \"FIRST 1 (s1)\"\npolicy = \"block\"\nfollowers = [\n  {{ name = \"s1\", addr = \"{}\", mode = \"sync\" }},\n  {{ name = \"a1\", addr = \"{}\", mode = \"async\" }},\n]\n\n[breaker]\nfailure_threshold = 3\nreset_timeout_ms = 1000\n",
-            addrs[7], addrs[8], addrs[0], addrs[3]
-        );
         let mut c = Cluster {
             dir: dir.to_path_buf(),
             nodes: Vec::new(),
-            primary_client: addrs[7],
+            primary_client: UNBOUND.parse()?,
             clients: Vec::new(),
         };
-        for (name, text, client) in [
-            ("s1", follower("s1", 0), addrs[1]),
-            ("a1", follower("a1", 3), addrs[4]),
-            ("p", primary, addrs[7]),
-        ] {
-            let path = dir.join(format!("{name}.toml"));
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            c.nodes.push((name.to_string(), path, None));
+        let mut repl = Vec::new();
+        for name in ["s1", "a1"] {
+            let (r, client, http) =
+                c.start_node(name, &follower_config(name, (UNBOUND, UNBOUND, UNBOUND)))?;
+            let r = r.context("a follower prints its replication address")?;
+            let fixed = follower_config(
+                name,
+                (&r.to_string(), &client.to_string(), &http.to_string()),
+            );
+            std::fs::write(dir.join(format!("{name}.toml")), fixed)?;
+            repl.push(r);
             c.clients.push((name.to_string(), client));
-            c.spawn(name)?;
         }
+        let primary = format!(
+            "[node]\nid = \"p\"\nrole = \"primary\"\ncluster_id = \"demo\"\nkey_file = \"cluster.key\"\ndata_dir = \"data/p\"\nlisten_client = \"{UNBOUND}\"\nlisten_http = \"{UNBOUND}\"\n\n[replication]\nquorum = \"FIRST 1 (s1)\"\npolicy = \"block\"\nfollowers = [\n  {{ name = \"s1\", addr = \"{}\", mode = \"sync\" }},\n  {{ name = \"a1\", addr = \"{}\", mode = \"async\" }},\n]\n\n[breaker]\nfailure_threshold = 3\nreset_timeout_ms = 1000\n",
+            repl[0], repl[1]
+        );
+        let (_, client, _) = c.start_node("p", &primary)?;
+        c.primary_client = client;
+        c.clients.push(("p".to_string(), client));
         Ok(c)
+    }
+
+    /// Writes `name`'s config, starts it, and reads the addresses it bound.
+    fn start_node(&mut self, name: &str, config: &str) -> anyhow::Result<Bound> {
+        let path = self.dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        self.nodes.push((name.to_string(), path, None));
+        self.spawn(name)?;
+        let log = self.dir.join(format!("{name}.log"));
+        let deadline = Instant::now() + UP_BOUND;
+        loop {
+            if let Some(b) = bound_addresses(&log, name) {
+                return Ok(b);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "node {name} did not print its addresses within {UP_BOUND:?} (see {})",
+                    log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
@@ -153,6 +183,22 @@ impl Cluster {
             .status()
             .ok()
     }
+}
+
+/// The addresses in the "up" line `name` printed in its log, if it did.
+fn bound_addresses(log: &Path, name: &str) -> Option<Bound> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let prefix = format!("logship node {name} up: ");
+    let line = text.lines().find_map(|l| l.strip_prefix(&prefix))?;
+    let mut fields = line
+        .split(", ")
+        .map(|f| f.split_once(' ').map_or("-", |x| x.1));
+    let repl = fields.next()?.parse().ok();
+    Some((
+        repl,
+        fields.next()?.parse().ok()?,
+        fields.next()?.parse().ok()?,
+    ))
 }
 
 impl Drop for Cluster {

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
@@ -39,12 +39,6 @@ const READ_CHUNK_BYTES: u32 = 4 << 20;
 /// Path of the `logship` binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_logship")
-}
-
-/// A loopback address nobody listens on right now.
-pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local address")
 }
 
 /// One follower of the cluster as the primary's config and its own config describe it.
@@ -110,16 +104,26 @@ impl Spec {
     }
 }
 
-/// One node: its files, its addresses and its process while it runs.
+/// One node: its files, its addresses and its process while it runs. Every port is chosen by
+/// the node itself (port 0) and read back from the line it prints once up; a follower that
+/// restarts binds its replication port again (the primary's config names it).
 #[derive(Debug)]
 pub struct NodeProc {
     pub name: String,
     pub config: PathBuf,
     pub data: PathBuf,
     pub log: PathBuf,
+    /// The client port, known once the node came up (`wait_up`).
     pub client: SocketAddr,
+    /// The HTTP port, known once the node came up.
     pub http: SocketAddr,
+    /// A follower's replication port, known once it came up the first time.
     pub replication: Option<SocketAddr>,
+    /// The `[node]` section's fixed part, and every table added with `add_config`.
+    sections: String,
+    follower: bool,
+    /// Length of the log file when the node was last spawned: its "up" line comes after.
+    log_mark: u64,
     child: Option<Child>,
 }
 
@@ -128,35 +132,17 @@ pub struct NodeProc {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
+    /// Each follower's mode (`sync`, `async`), in the primary's config order.
+    modes: Vec<(String, &'static str)>,
 }
 
-/// A node's listening addresses.
-#[derive(Clone, Copy, Debug)]
-struct Addrs {
-    client: SocketAddr,
-    http: SocketAddr,
-    replication: Option<SocketAddr>,
-}
+/// Not known yet: the node picks its ports.
+const UNBOUND: &str = "127.0.0.1:0";
 
-impl Addrs {
-    fn new(follower: bool) -> Addrs {
-        Addrs {
-            client: free_addr(),
-            http: free_addr(),
-            replication: follower.then(free_addr),
-        }
-    }
-}
-
-fn node_section(name: &str, role: &str, cluster_id: &str, key: &str, a: Addrs) -> String {
-    let mut text = format!(
-        "[node]\nid = \"{name}\"\nrole = \"{role}\"\ncluster_id = \"{cluster_id}\"\nkey_file = \"{key}\"\ndata_dir = \"data/{name}\"\ntransport = \"portable\"\nlisten_client = \"{}\"\nlisten_http = \"{}\"\n",
-        a.client, a.http
-    );
-    if let Some(r) = a.replication {
-        let _ = writeln!(text, "listen_replication = \"{r}\"");
-    }
-    text
+fn node_section(name: &str, role: &str, cluster_id: &str, key: &str) -> String {
+    format!(
+        "[node]\nid = \"{name}\"\nrole = \"{role}\"\ncluster_id = \"{cluster_id}\"\nkey_file = \"{key}\"\ndata_dir = \"data/{name}\"\ntransport = \"portable\"\nlisten_client = \"{UNBOUND}\"\nlisten_http = \"{UNBOUND}\"\n"
+    )
 }
 
 fn write_key(path: &Path) {
@@ -165,7 +151,8 @@ fn write_key(path: &Path) {
 }
 
 impl Cluster {
-    /// Writes the key and every node's config; starts nothing.
+    /// Writes the key; starts nothing. Each node's config is written when it is spawned (the
+    /// primary's names the followers' replication ports, known once they came up).
     pub fn new(spec: &Spec) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("logship-replication-")
@@ -173,7 +160,6 @@ impl Cluster {
             .expect("temp dir");
         write_key(&dir.path().join("cluster.key"));
         let mut nodes = Vec::new();
-        let mut entries = Vec::new();
         for f in &spec.followers {
             let key = if f.own_key {
                 let k = format!("{}-own.key", f.name);
@@ -182,19 +168,10 @@ impl Cluster {
             } else {
                 "cluster.key".to_string()
             };
-            let addrs = Addrs::new(true);
-            let text = node_section(&f.name, "follower", &f.cluster_id, &key, addrs);
-            let repl = addrs
-                .replication
-                .expect("a follower listens for its primary");
-            entries.push(format!(
-                "  {{ name = \"{}\", addr = \"{repl}\", mode = \"{}\" }},",
-                f.name, f.mode
-            ));
-            nodes.push(NodeProc::write(dir.path(), &f.name, text, addrs));
+            let text = node_section(&f.name, "follower", &f.cluster_id, &key);
+            nodes.push(NodeProc::new(dir.path(), &f.name, text, true));
         }
-        let addrs = Addrs::new(false);
-        let mut text = node_section(PRIMARY, "primary", CLUSTER_ID, "cluster.key", addrs);
+        let mut text = node_section(PRIMARY, "primary", CLUSTER_ID, "cluster.key");
         let _ = write!(
             text,
             "\n[replication]\nquorum = \"{}\"\npolicy = \"{}\"\n",
@@ -203,27 +180,34 @@ impl Cluster {
         if let Some(ms) = spec.degrade_after_ms {
             let _ = writeln!(text, "degrade_after_ms = {ms}");
         }
-        let _ = write!(
-            text,
-            "followers = [\n{}\n]\n\n{BREAKER}",
-            entries.join("\n")
-        );
-        nodes.push(NodeProc::write(dir.path(), PRIMARY, text, addrs));
-        Cluster { dir, nodes }
+        nodes.push(NodeProc::new(dir.path(), PRIMARY, text, false));
+        let modes = spec
+            .followers
+            .iter()
+            .map(|f| (f.name.clone(), f.mode))
+            .collect();
+        Cluster { dir, nodes, modes }
     }
 
     /// Starts every follower, then the primary, and waits until each answers on its client
     /// port.
     pub fn start(spec: &Spec) -> Cluster {
         let mut c = Cluster::new(spec);
-        let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
-        for name in &names {
-            c.spawn(name);
-        }
-        for name in &names {
-            c.wait_up(name);
-        }
+        c.start_all();
         c
+    }
+
+    /// Starts the followers, waits until they are up (their ports known), then the primary.
+    pub fn start_all(&mut self) {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for name in names.iter().filter(|n| n.as_str() != PRIMARY) {
+            self.spawn(name);
+        }
+        for name in names.iter().filter(|n| n.as_str() != PRIMARY) {
+            self.wait_up(name);
+        }
+        self.spawn(PRIMARY);
+        self.wait_up(PRIMARY);
     }
 
     pub fn node(&self, name: &str) -> &NodeProc {
@@ -240,20 +224,36 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no node {name}"))
     }
 
-    /// Appends TOML (whole tables) to `name`'s config file, for its next start.
-    pub fn add_config(&self, name: &str, toml: &str) {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.node(name).config)
-            .expect("open node config");
-        writeln!(f, "\n{toml}").expect("write node config");
+    /// Adds TOML (whole tables) to `name`'s config, for its next start.
+    pub fn add_config(&mut self, name: &str, toml: &str) {
+        let n = self.node_mut(name);
+        n.sections.push('\n');
+        n.sections.push_str(toml);
+        n.sections.push('\n');
+    }
+
+    /// The primary's `followers` list: every follower must have come up once.
+    fn followers_toml(&self) -> String {
+        let entries: Vec<String> = (self.modes.iter())
+            .map(|(name, mode)| {
+                let addr = self.node(name).replication.unwrap_or_else(|| {
+                    panic!(
+                        "follower {name} must come up before the primary (its port is not known)"
+                    )
+                });
+                format!("  {{ name = \"{name}\", addr = \"{addr}\", mode = \"{mode}\" }},")
+            })
+            .collect();
+        format!("followers = [\n{}\n]\n", entries.join("\n"))
     }
 
     /// Starts `name` (again) with its config and data directory.
     pub fn spawn(&mut self, name: &str) {
+        let followers = (name == PRIMARY).then(|| self.followers_toml());
         let n = self.node_mut(name);
         assert!(n.child.is_none(), "node {name} already runs");
+        n.write_config(followers.as_deref());
+        n.log_mark = std::fs::metadata(&n.log).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -280,11 +280,18 @@ impl Cluster {
             .id()
     }
 
-    /// Waits until `name` answers a status request on its client port.
+    /// Whether `name` printed the ports it bound (read now) and answers a status request.
+    pub fn is_up(&mut self, name: &str) -> bool {
+        self.node_mut(name).read_ports() && self.status(name).is_ok()
+    }
+
+    /// Waits until `name` printed the ports it bound and answers a status request on its
+    /// client port.
     pub fn wait_up(&mut self, name: &str) {
         let deadline = Instant::now() + START_BOUND;
         loop {
-            if self.status(name).is_ok() {
+            let n = self.node_mut(name);
+            if n.read_ports() && self.status(name).is_ok() {
                 return;
             }
             let n = self.node_mut(name);
@@ -404,18 +411,70 @@ impl Cluster {
 }
 
 impl NodeProc {
-    fn write(dir: &Path, name: &str, text: String, a: Addrs) -> NodeProc {
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, format!("{text}\n{TIMEOUTS}")).expect("write node config");
+    fn new(dir: &Path, name: &str, sections: String, follower: bool) -> NodeProc {
         NodeProc {
             name: name.to_string(),
-            config,
+            config: dir.join(format!("{name}.toml")),
             data: dir.join("data").join(name),
             log: dir.join(format!("{name}.log")),
-            client: a.client,
-            http: a.http,
-            replication: a.replication,
+            client: UNBOUND.parse().expect("an address"),
+            http: UNBOUND.parse().expect("an address"),
+            replication: None,
+            sections,
+            follower,
+            log_mark: 0,
             child: None,
+        }
+    }
+
+    /// Writes the config for the next start: a follower listens where it listened before (its
+    /// primary's config names that port), or on a port it picks the first time.
+    fn write_config(&self, followers: Option<&str>) {
+        let mut text = self.sections.clone();
+        if self.follower {
+            let addr = self
+                .replication
+                .map_or(UNBOUND.to_string(), |a| a.to_string());
+            text = text.replacen(
+                "[node]\n",
+                &format!("[node]\nlisten_replication = \"{addr}\"\n"),
+                1,
+            );
+        }
+        if let Some(f) = followers {
+            text = text.replacen("\n[replication]\n", &format!("\n[replication]\n{f}"), 1);
+        }
+        let extra = if self.follower { "" } else { BREAKER };
+        std::fs::write(&self.config, format!("{text}\n{extra}\n{TIMEOUTS}"))
+            .expect("write node config");
+    }
+
+    /// Reads the ports from the node's "up" line, printed once it listens. True once known.
+    fn read_ports(&mut self) -> bool {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let text =
+            String::from_utf8_lossy(&text[(self.log_mark as usize).min(text.len())..]).into_owned();
+        let prefix = format!("logship node {} up: ", self.name);
+        let Some(line) = text.lines().find_map(|l| l.strip_prefix(&prefix)) else {
+            return false;
+        };
+        let mut fields = line
+            .split(", ")
+            .map(|f| f.split_once(' ').map_or("-", |x| x.1));
+        let (repl, client, http) = (fields.next(), fields.next(), fields.next());
+        if let Some(Ok(a)) = repl.map(str::parse) {
+            self.replication = Some(a);
+        }
+        match (client.map(str::parse), http.map(str::parse)) {
+            (Some(Ok(c)), Some(Ok(h))) => {
+                self.client = c;
+                self.http = h;
+                true
+            }
+            _ => panic!(
+                "node {} printed an up line without its ports: {line:?}",
+                self.name
+            ),
         }
     }
 }
