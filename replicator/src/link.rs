@@ -69,6 +69,23 @@ struct Stream {
     next_fetch_id: u64,
 }
 
+impl Stream {
+    /// A new fetch on this session, and its first request.
+    fn fetch(
+        &mut self,
+        purpose: Purpose,
+        range: (Lsn, Lsn),
+        prev_crc: Option<u32>,
+        now: Duration,
+        ctx: &Ctx<'_>,
+    ) -> (Fetcher, Msg) {
+        let id = self.next_fetch_id;
+        self.next_fetch_id += 1;
+        let timeout = ctx.config.timeouts.catch_up_read;
+        Fetcher::start(purpose, id, range, prev_crc, now, timeout)
+    }
+}
+
 /// Taking back `..=to` from the follower: fetched chunks are appended to the primary's log by
 /// the driver, which confirms each one; done when `appended` reaches `to`.
 #[derive(Debug)]
@@ -591,6 +608,19 @@ impl Link {
             let m = "the follower's proof of the cluster key is wrong".to_string();
             return self.reject(now, ctx, out, RejectCode::AuthFailed, 0, m);
         }
+        self.follow_plan(now, ctx, out, (conn, nonce, deadline), reply);
+    }
+
+    /// The follower proved the key: decide where its session starts, and go there (at once, or
+    /// after looking up the primary's CRC at the LSN the plan compares).
+    fn follow_plan(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        (conn, nonce, deadline): (ConnId, [u8; NONCE_LEN], Duration),
+        reply: Pending,
+    ) {
         match plan_start(ctx, reply.last_lsn) {
             Plan::Purged => self.reject_purged(now, ctx, out, reply.last_lsn),
             Plan::Unrelated => {
@@ -858,11 +888,7 @@ impl Link {
             return;
         };
         tracing::warn!(follower = %self.name, from = %from, to = %to, "the follower holds records this primary lost: taking them back before serving");
-        let id = s.next_fetch_id;
-        s.next_fetch_id += 1;
-        let timeout = ctx.config.timeouts.catch_up_read;
-        let (f, request) =
-            Fetcher::start(Purpose::TakeBack, id, (from, to), prev_crc, now, timeout);
+        let (f, request) = s.fetch(Purpose::TakeBack, (from, to), prev_crc, now, ctx);
         s.take_back = Some(TakeBack {
             fetcher: Some(f),
             to,
@@ -898,17 +924,7 @@ impl Link {
         let State::Streaming(s) = &mut self.state else {
             return;
         };
-        let id = s.next_fetch_id;
-        s.next_fetch_id += 1;
-        let timeout = ctx.config.timeouts.catch_up_read;
-        let (f, request) = Fetcher::start(
-            Purpose::Repair(base),
-            id,
-            (base, last),
-            prev_crc,
-            now,
-            timeout,
-        );
+        let (f, request) = s.fetch(Purpose::Repair(base), (base, last), prev_crc, now, ctx);
         s.repair = Some(f);
         out.push(Action::Send {
             conn: s.conn,

@@ -752,6 +752,22 @@ impl Reader {
         ClientStatus::from_u8(v).ok_or_else(|| self.bad(format!("unknown status {v}")))
     }
 
+    /// The rest of the body: a run of records `first..=last` (at least 32 bytes each).
+    fn records_for(&mut self, first: Lsn, last: Lsn) -> Result<Bytes, FrameError> {
+        if first == Lsn::ZERO || last < first {
+            return Err(self.bad(format!("LSN range {first}..={last}")));
+        }
+        let records = self.rest();
+        let min = (last.0 - first.0).saturating_add(1).saturating_mul(32);
+        if (records.len() as u64) < min {
+            return Err(self.bad(format!(
+                "{} bytes cannot hold {first}..={last}",
+                records.len()
+            )));
+        }
+        Ok(records)
+    }
+
     fn integrity(&mut self, k: u8) -> Result<Msg, FrameError> {
         Ok(match k {
             kind::FETCH => {
@@ -775,17 +791,7 @@ impl Reader {
             }
             kind::FETCHED => {
                 let (id, first, last) = (self.u64()?, self.lsn()?, self.lsn()?);
-                if first == Lsn::ZERO || last < first {
-                    return Err(self.bad(format!("LSN range {first}..={last}")));
-                }
-                let records = self.rest();
-                let min = (last.0 - first.0).saturating_add(1).saturating_mul(32);
-                if (records.len() as u64) < min {
-                    return Err(self.bad(format!(
-                        "{} bytes cannot hold {first}..={last}",
-                        records.len()
-                    )));
-                }
+                let records = self.records_for(first, last)?;
                 Msg::Fetched {
                     id,
                     first,
@@ -874,17 +880,7 @@ impl Reader {
             }
             kind::RECORDS => {
                 let (first, last, commit_lsn) = (self.lsn()?, self.lsn()?, self.lsn()?);
-                if first == Lsn::ZERO || last < first {
-                    return Err(self.bad(format!("LSN range {first}..={last}")));
-                }
-                let records = self.rest();
-                let min = (last.0 - first.0).saturating_add(1).saturating_mul(32);
-                if (records.len() as u64) < min {
-                    return Err(self.bad(format!(
-                        "{} bytes cannot hold {first}..={last}",
-                        records.len()
-                    )));
-                }
+                let records = self.records_for(first, last)?;
                 Msg::Records {
                     first,
                     last,
