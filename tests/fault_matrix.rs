@@ -48,6 +48,10 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/logdir.rs"]
+mod logdir;
+
+use logdir::{quarantined, segments};
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt as _;
@@ -59,7 +63,7 @@ use cluster::{wait_until, Cluster, FollowerSpec, Spec, PRIMARY, START_BOUND};
 use logship::record::{self, Frame, RECORD_HEADER_BYTES};
 use logship::replication::node::IntegrityStatus;
 use logship::replication::Error;
-use logship::segment::{classify, EntryKind, SEGMENT_HEADER_BYTES};
+use logship::segment::SEGMENT_HEADER_BYTES;
 use logship::{Bytes, Client, DurabilityLevel, Lsn, Record};
 
 /// Bound on a repair, a catch-up, a take-back.
@@ -399,29 +403,6 @@ fn assert_same(name: &str, theirs: &[Record], other: &str, ours: &[Record]) {
 
 // ---------------------------------------------------------------------------------------------
 // Files and damage.
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut segs: Vec<(Lsn, PathBuf)> = std::fs::read_dir(dir)
-        .expect("list")
-        .map(|e| e.expect("entry"))
-        .filter_map(|e| match classify(&e.file_name().to_string_lossy()) {
-            EntryKind::Segment(base) => Some((base, e.path())),
-            _ => None,
-        })
-        .collect();
-    segs.sort();
-    segs.into_iter().map(|(_, p)| p).collect()
-}
-
-fn quarantined(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .expect("list")
-        .filter(|e| {
-            let name = e.as_ref().expect("entry").file_name();
-            classify(&name.to_string_lossy()) == EntryKind::Quarantine
-        })
-        .count()
-}
 
 /// The frames of a segment file, walked from offset 64 as recovery does. The cells' logs are
 /// fresh (nothing purged, no file reused), so every valid frame is the segment's own.
@@ -773,7 +754,7 @@ fn after_repair(
     let more = merge(acked, load(c, 3, RECORDS_AFTER, MAX_ERRORS_PER_WRITER));
     let i = wait_settled(c, node, cell.kind);
     assert_converged(c, acked, &["a", "b"]);
-    let q = quarantined(&c.node(node).data);
+    let q = quarantined(&c.node(node).data).len();
     assert!(
         q >= 1,
         "{node} set no bytes aside in a quarantine file: {i:?}"

@@ -9,14 +9,18 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/logdir.rs"]
+mod logdir;
+
+use logdir::{quarantined, segments};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cluster::{metric, wait_until, Cluster, FollowerSpec, Spec, PRIMARY};
 use logship::record::{self, Frame};
-use logship::segment::{classify, EntryKind, SEGMENT_HEADER_BYTES};
+use logship::segment::SEGMENT_HEADER_BYTES;
 use logship::{Bytes, Client, DurabilityLevel, Lsn, Record};
 
 const BOUND: Duration = Duration::from_secs(30);
@@ -110,29 +114,6 @@ fn assert_converged(c: &Cluster, acked: &BTreeMap<Lsn, Bytes>, nodes: &[&str]) {
     }
 }
 
-fn segments(dir: &Path) -> Vec<(Lsn, PathBuf)> {
-    let mut segs: Vec<(Lsn, PathBuf)> = std::fs::read_dir(dir)
-        .expect("list")
-        .map(|e| e.expect("entry"))
-        .filter_map(|e| match classify(&e.file_name().to_string_lossy()) {
-            EntryKind::Segment(base) => Some((base, e.path())),
-            _ => None,
-        })
-        .collect();
-    segs.sort();
-    segs
-}
-
-fn quarantined(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .expect("list")
-        .filter(|e| {
-            let name = e.as_ref().expect("entry").file_name();
-            classify(&name.to_string_lossy()) == EntryKind::Quarantine
-        })
-        .count()
-}
-
 /// Records of a segment file: (offset, LSN, length), markers skipped.
 fn records_of(path: &Path) -> Vec<(usize, Lsn, usize)> {
     let bytes = std::fs::read(path).expect("read segment");
@@ -157,7 +138,7 @@ fn flip(path: &Path, at: usize) {
 /// returns its LSN.
 fn damage_record(c: &Cluster, node: &str, seg: usize, nth: usize) -> Lsn {
     let segs = segments(&c.node(node).data);
-    let (_, path) = &segs[seg];
+    let path = &segs[seg];
     let recs = records_of(path);
     let (off, lsn, _) = recs[nth.min(recs.len() - 1)];
     flip(path, off + 36);
@@ -184,7 +165,7 @@ fn a_follower_with_synced_records_damaged_in_its_last_segment_fetches_them_again
         "{:?}",
         i.salvaged_at_open
     );
-    assert_eq!(quarantined(&c.node("a").data), 1);
+    assert_eq!(quarantined(&c.node("a").data).len(), 1);
     let more = load(&c, 1);
     assert_converged(&c, &merged(acked, more), &["a"]);
 }
@@ -217,7 +198,7 @@ fn the_scrubber_finds_rot_in_a_sealed_segment_and_a_replica_repairs_it() {
             Some(1.0),
             "{m}"
         );
-        assert_eq!(quarantined(&c.node(node).data), 1);
+        assert_eq!(quarantined(&c.node(node).data).len(), 1);
     }
     assert_converged(&c, &acked, &["a"]);
 }
@@ -253,7 +234,7 @@ fn records_that_differ_between_replicas_but_pass_their_crcs_raise_an_alarm() {
     // Rewrite one record of a sealed segment with another payload of the same length and a
     // valid CRC: nothing local can tell; only comparing with the primary can.
     let segs = segments(&c.node("a").data);
-    let path = &segs[1].1;
+    let path = &segs[1];
     let (off, lsn, len) = records_of(path)[4];
     let mut bytes = std::fs::read(path).expect("read");
     let old = record::decode(&bytes[off..off + len]).expect("record");
@@ -299,7 +280,7 @@ fn data_end(path: &Path) -> usize {
 
 /// Zeroes the 4 KiB block that holds the end of the primary's written data.
 fn lose_last_block(c: &Cluster) {
-    let (_, path) = segments(&c.node(PRIMARY).data).pop().expect("a segment");
+    let path = segments(&c.node(PRIMARY).data).pop().expect("a segment");
     let end = data_end(&path);
     let block = (end - 1) / 4096 * 4096;
     let mut bytes = std::fs::read(&path).expect("read");

@@ -9,15 +9,19 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/logdir.rs"]
+mod logdir;
+
+use logdir::{quarantined, segments};
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cluster::{args, run, wait_until, Cluster, FollowerSpec, Spec, PRIMARY};
 use logship::record::{self, Frame, MARKER_BYTES, RECORD_HEADER_BYTES};
-use logship::segment::{classify, EntryKind, SEGMENT_HEADER_BYTES};
+use logship::segment::SEGMENT_HEADER_BYTES;
 use logship::{Bytes, Client, DurabilityLevel, Log, Lsn, Options, Record, RecoveryMode};
 
 /// Segment size of every log here: small, so that a few thousand records fill several.
@@ -81,29 +85,6 @@ fn load(c: &Cluster) {
             });
         }
     });
-}
-
-/// The segment files of the log in `dir`, in LSN order.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut segs: Vec<(Lsn, PathBuf)> = std::fs::read_dir(dir)
-        .expect("list log directory")
-        .map(|e| e.expect("directory entry"))
-        .filter_map(|e| match classify(&e.file_name().to_string_lossy()) {
-            EntryKind::Segment(base) => Some((base, e.path())),
-            _ => None,
-        })
-        .collect();
-    segs.sort();
-    segs.into_iter().map(|(_, p)| p).collect()
-}
-
-fn quarantined(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .expect("list log directory")
-        .map(|e| e.expect("directory entry").file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .filter(|n| classify(n) == EntryKind::Quarantine)
-        .collect()
 }
 
 fn file_name(p: &Path) -> String {
