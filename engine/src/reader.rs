@@ -197,8 +197,12 @@ impl LogReader {
         }
         let (first, start) = (c.lsn, c.offset);
         loop {
+            let before = c.offset;
             let (_, len) = c.header_at()?;
             if c.lsn != first && c.offset + len - start > max_bytes as u64 {
+                // The markers just stepped over belong to the next chunk: this one ends at the
+                // last record it holds, within the bound.
+                c.offset = before;
                 break;
             }
             c.offset += len;

@@ -81,6 +81,11 @@ fn observer_sees_every_batch_before_it_is_durable_and_chunks_match_them() {
         streamed.extend_from_slice(bytes);
     }
     assert_eq!(next, Lsn(3001));
+    // The observer hears of a durable advance after the waiters are woken: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while rec.durable.lock().last() != Some(&Lsn(3000)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let durable = rec.durable.lock().clone();
     assert!(durable.windows(2).all(|w| w[0] < w[1]), "durable LSNs rise");
     assert_eq!(durable.last(), Some(&Lsn(3000)));
@@ -185,4 +190,29 @@ fn bad_replicated_records_are_refused_and_append_nothing() {
         .wait()
         .unwrap();
     assert_eq!(follower.last_lsn(), Lsn(10));
+}
+
+#[test]
+fn chunks_stay_within_their_bound_when_markers_lie_between_records() {
+    // Each record waited for, then the writer idles: every record is followed by its write's
+    // marker and an idle marker, so a chunk's bound falls next to markers at every size.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("p"), small()).unwrap();
+    for i in 1..=40u64 {
+        log.append(payload(i)).unwrap().wait().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+    for max in (64..2_000).step_by(7) {
+        let mut next = Lsn(1);
+        for c in all_chunks(&log, max) {
+            assert!(
+                c.bytes.len() <= max || c.first == c.last,
+                "{} bytes for a bound of {max}",
+                c.bytes.len()
+            );
+            assert_eq!(c.first, next);
+            next = c.last.next();
+        }
+        assert_eq!(next, Lsn(41));
+    }
 }
