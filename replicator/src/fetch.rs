@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use logship_engine::record::{FLAG_MARKER, RECORD_HEADER_BYTES};
-use logship_engine::{Chunk, Epoch, Lsn};
+use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
 
 use crate::protocol::Msg;
 
@@ -26,6 +26,37 @@ pub enum Purpose {
     Repair(Lsn),
     /// The primary taking back records only the follower holds.
     TakeBack,
+}
+
+/// What a repair or a peer's digests ask of the driver; the same from either role (the
+/// primary's [`crate::primary::Action::Integrity`], the follower's
+/// [`crate::follower::FollowerAction::Integrity`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntegrityAction {
+    /// Replace the damaged segment starting at `base` with these records (fetched from a
+    /// peer, whole and dense; the log checks their CRCs).
+    Repair {
+        /// The segment's first LSN.
+        base: Lsn,
+        /// The records, in order.
+        chunks: Vec<Bytes>,
+        /// The peer they came from.
+        source: String,
+    },
+    /// A repair fetch failed (the caller may try again later).
+    RepairFailed {
+        /// The segment's first LSN.
+        base: Lsn,
+        /// Why.
+        reason: String,
+    },
+    /// A peer's digests, to compare with this node's.
+    PeerDigests {
+        /// The peer's name.
+        peer: String,
+        /// Its ranges.
+        ranges: Vec<RangeDigest>,
+    },
 }
 
 /// One range being fetched.
@@ -92,6 +123,15 @@ impl Fetcher {
             to: self.to,
             max_bytes: FETCH_CHUNK_BYTES,
             prev_crc: self.prev_crc,
+        }
+    }
+
+    /// What the driver hears when this fetch fails: a repair's failure (a take-back's is the
+    /// caller's to handle, so nothing).
+    pub fn failed(&self, reason: String) -> Option<IntegrityAction> {
+        match self.purpose {
+            Purpose::Repair(base) => Some(IntegrityAction::RepairFailed { base, reason }),
+            Purpose::TakeBack => None,
         }
     }
 

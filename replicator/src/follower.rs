@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use logship_engine::{Epoch, Lsn, RangeDigest};
 
-use crate::fetch::{last_record, FetchProgress, Fetcher, Purpose};
+use crate::fetch::{last_record, FetchProgress, Fetcher, IntegrityAction, Purpose};
 use crate::primary::Timeouts;
 use crate::protocol::auth::{self, ClusterKey, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
@@ -80,30 +80,8 @@ pub enum FollowerAction {
         /// The primary's CRC of record `from - 1`.
         prev_crc: Option<u32>,
     },
-    /// Replace the damaged segment starting at `base` with these records (fetched from the
-    /// primary, whole and dense; the log checks their CRCs).
-    Repair {
-        /// The segment's first LSN.
-        base: Lsn,
-        /// The records, in order.
-        chunks: Vec<Bytes>,
-        /// Where they came from.
-        source: String,
-    },
-    /// A repair could not be done now (the caller may try again later).
-    RepairFailed {
-        /// The segment's first LSN.
-        base: Lsn,
-        /// Why.
-        reason: String,
-    },
-    /// The primary's digests, to compare with this node's.
-    PeerDigests {
-        /// The primary's id.
-        peer: String,
-        /// Its ranges.
-        ranges: Vec<RangeDigest>,
-    },
+    /// A repair's records or failure, or the primary's digests.
+    Integrity(IntegrityAction),
     /// Truncate the log after `after`, before anything else is appended, but only if the
     /// record at `after` has the CRC `expect_crc` (the primary's record there; not checked for
     /// LSN 0); then report the new tail with [`Follower::on_truncated`]. If the CRC differs,
@@ -439,10 +417,12 @@ impl Follower {
                     self.repair_failed(format!("{primary} could not serve it: {message}"), out);
                 }
             }
-            Msg::Digests { ranges } => out.push(FollowerAction::PeerDigests {
-                peer: primary.to_string(),
-                ranges,
-            }),
+            Msg::Digests { ranges } => {
+                out.push(FollowerAction::Integrity(IntegrityAction::PeerDigests {
+                    peer: primary.to_string(),
+                    ranges,
+                }))
+            }
             other => unreachable!("on_integrity called with {}", other.name()),
         }
     }
@@ -473,21 +453,19 @@ impl Follower {
             }
             Ok(FetchProgress::Done(chunks)) => {
                 self.repair = None;
-                out.push(FollowerAction::Repair {
+                out.push(FollowerAction::Integrity(IntegrityAction::Repair {
                     base,
                     chunks,
                     source: primary.to_string(),
-                });
+                }));
             }
             Err(e) => self.repair_failed(format!("{primary} answered badly: {e}"), out),
         }
     }
 
     fn repair_failed(&mut self, reason: String, out: &mut Vec<FollowerAction>) {
-        if let Some((_, f)) = self.repair.take() {
-            if let Purpose::Repair(base) = f.purpose {
-                out.push(FollowerAction::RepairFailed { base, reason });
-            }
+        if let Some(failed) = self.repair.take().and_then(|(_, f)| f.failed(reason)) {
+            out.push(FollowerAction::Integrity(failed));
         }
     }
 

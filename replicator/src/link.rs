@@ -16,7 +16,7 @@ use logship_engine::{Chunk, Lsn};
 use crate::backoff::Backoff;
 use crate::breaker::CircuitBreaker;
 use crate::commit::Progress;
-use crate::fetch::{FetchProgress, Fetcher, Purpose};
+use crate::fetch::{FetchProgress, Fetcher, IntegrityAction, Purpose};
 use crate::lag::{AckLevel, LagClock};
 use crate::primary::{Action, Ctx, PrimaryConfig, ReadError};
 use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
@@ -83,6 +83,13 @@ impl Stream {
         self.next_fetch_id += 1;
         let timeout = ctx.config.timeouts.catch_up_read;
         Fetcher::start(purpose, id, range, prev_crc, now, timeout)
+    }
+
+    /// Ends the repair fetch, telling the driver why it failed.
+    fn end_repair(&mut self, reason: String, out: &mut Vec<Action>) {
+        if let Some(failed) = self.repair.take().and_then(|f| f.failed(reason)) {
+            out.push(Action::Integrity(failed));
+        }
     }
 }
 
@@ -851,11 +858,9 @@ impl Link {
     /// A repair fetch in progress on the session that ends fails now (the node retries it).
     fn abandon_repair(&mut self, out: &mut Vec<Action>, why: &str) {
         if let State::Streaming(s) = &mut self.state {
-            if let Some(Purpose::Repair(base)) = s.repair.take().map(|f| f.purpose) {
-                out.push(Action::RepairFailed {
-                    base,
-                    reason: format!("the session with {} ended: {why}", self.name),
-                });
+            if s.repair.is_some() {
+                let reason = format!("the session with {} ended: {why}", self.name);
+                s.end_repair(reason, out);
             }
         }
     }
@@ -954,10 +959,10 @@ impl Link {
                 max_bytes,
                 prev_crc,
             }),
-            Msg::Digests { ranges } => out.push(Action::PeerDigests {
+            Msg::Digests { ranges } => out.push(Action::Integrity(IntegrityAction::PeerDigests {
                 peer: self.name.clone(),
                 ranges,
-            }),
+            })),
             Msg::Fetched {
                 id,
                 first,
@@ -1026,11 +1031,11 @@ impl Link {
             }
             (Purpose::Repair(base), FetchProgress::Done(chunks)) => {
                 s.repair = None;
-                out.push(Action::Repair {
+                out.push(Action::Integrity(IntegrityAction::Repair {
                     base,
                     chunks,
                     source: self.name.clone(),
-                });
+                }));
             }
         }
     }
@@ -1046,14 +1051,8 @@ impl Link {
         let State::Streaming(s) = &mut self.state else {
             return;
         };
-        if let Some(f) = s.repair.as_ref().filter(|f| f.id() == id) {
-            if let Purpose::Repair(base) = f.purpose {
-                out.push(Action::RepairFailed {
-                    base,
-                    reason: format!("{} could not serve it: {message}", self.name),
-                });
-            }
-            s.repair = None;
+        if s.repair.as_ref().is_some_and(|f| f.id() == id) {
+            s.end_repair(format!("{} could not serve it: {message}", self.name), out);
             return;
         }
         if matches!(&s.take_back, Some(TakeBack { fetcher: Some(f), .. }) if f.id() == id) {
@@ -1103,14 +1102,9 @@ impl Link {
         let State::Streaming(s) = &mut self.state else {
             return;
         };
-        if let Some(f) = s.repair.as_ref().filter(|f| f.expired(now)) {
-            if let Purpose::Repair(base) = f.purpose {
-                out.push(Action::RepairFailed {
-                    base,
-                    reason: format!("{} did not answer the repair fetch in time", self.name),
-                });
-            }
-            s.repair = None;
+        if s.repair.as_ref().is_some_and(|f| f.expired(now)) {
+            let reason = format!("{} did not answer the repair fetch in time", self.name);
+            s.end_repair(reason, out);
         }
         if matches!(&s.take_back, Some(TakeBack { fetcher: Some(f), .. }) if f.expired(now)) {
             self.fail(now, ctx, out, "the take-back fetch timed out".into());

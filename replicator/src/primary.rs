@@ -16,6 +16,7 @@ use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
 use crate::backoff::{BackoffConfig, Rng};
 use crate::breaker::BreakerConfig;
 use crate::commit::{CommitTracker, DegradeChange, MemberProgress, QuorumPolicy};
+use crate::fetch::IntegrityAction;
 use crate::lag::{AckLevel, ByteIndex};
 use crate::link::Link;
 use crate::protocol::auth::{ClusterKey, NONCE_LEN};
@@ -174,30 +175,8 @@ pub enum Action {
         /// The records.
         records: Bytes,
     },
-    /// Replace the damaged segment starting at `base` with these records (fetched from a
-    /// follower; the log checks their CRCs).
-    Repair {
-        /// The segment's first LSN.
-        base: Lsn,
-        /// The records, in order.
-        chunks: Vec<Bytes>,
-        /// The follower they came from.
-        source: String,
-    },
-    /// A repair fetch failed (the caller may try again later).
-    RepairFailed {
-        /// The segment's first LSN.
-        base: Lsn,
-        /// Why.
-        reason: String,
-    },
-    /// A follower's digests, to compare with this node's.
-    PeerDigests {
-        /// The follower's name.
-        peer: String,
-        /// Its ranges.
-        ranges: Vec<RangeDigest>,
-    },
+    /// A repair's records or failure, or a follower's digests.
+    Integrity(IntegrityAction),
 }
 
 /// Why a catch-up read failed.

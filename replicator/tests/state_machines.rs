@@ -11,6 +11,7 @@ use logship_engine::{Chunk, Epoch, Lsn};
 use logship_replicator::backoff::BackoffConfig;
 use logship_replicator::breaker::{BreakerConfig, BreakerState};
 use logship_replicator::commit::QuorumPolicy;
+use logship_replicator::fetch::IntegrityAction;
 use logship_replicator::follower::{Follower, FollowerAction, FollowerConfig, Tail};
 use logship_replicator::link::Phase;
 use logship_replicator::primary::{
@@ -235,16 +236,23 @@ impl Harness {
                         self.p
                             .on_taken_back(self.now, link, conn, Ok(last), &mut next);
                     }
-                    Action::Repair { base, chunks, .. } => {
-                        self.repairs.push(("primary", base, chunks.concat()))
-                    }
-                    Action::RepairFailed { reason, .. } => {
-                        self.repair_failures.push(("primary", reason))
-                    }
-                    Action::PeerDigests { .. } => {}
+                    Action::Integrity(a) => self.integrity("primary", a),
                 }
             }
             actions = next;
+        }
+    }
+
+    /// What the node does with a repair's records: here, keep them to compare.
+    fn integrity(&mut self, who: &'static str, a: IntegrityAction) {
+        match a {
+            IntegrityAction::Repair { base, chunks, .. } => {
+                self.repairs.push((who, base, chunks.concat()))
+            }
+            IntegrityAction::RepairFailed { reason, .. } => {
+                self.repair_failures.push((who, reason))
+            }
+            IntegrityAction::PeerDigests { .. } => {}
         }
     }
 
@@ -287,13 +295,7 @@ impl Harness {
                     self.f.send_answer(conn, answer, &mut fo);
                     self.run_follower(fo, primary_out);
                 }
-                FollowerAction::Repair { base, chunks, .. } => {
-                    self.repairs.push(("follower", base, chunks.concat()))
-                }
-                FollowerAction::RepairFailed { reason, .. } => {
-                    self.repair_failures.push(("follower", reason))
-                }
-                FollowerAction::PeerDigests { .. } => {}
+                FollowerAction::Integrity(a) => self.integrity("follower", a),
             }
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use logship_engine::{Epoch, Lsn};
 
+use crate::fetch::IntegrityAction;
 use crate::follower::{Follower, FollowerAction};
 use crate::protocol::auth::{Role, MAC_LEN, NONCE_LEN};
 use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
@@ -254,10 +255,10 @@ impl FollowerUnderTest {
                 FollowerAction::ServeFetch { .. } => {
                     self.assert_authentic(event_conn, "ServeFetch")
                 }
-                FollowerAction::PeerDigests { .. } => {
+                FollowerAction::Integrity(IntegrityAction::PeerDigests { .. }) => {
                     self.assert_authentic(event_conn, "PeerDigests")
                 }
-                other @ (FollowerAction::Repair { .. } | FollowerAction::RepairFailed { .. }) => {
+                FollowerAction::Integrity(other) => {
                     panic!("the follower repairs nothing here, yet: {other:?}")
                 }
             }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use logship_engine::{Epoch, Lsn};
 
 use crate::commit::QuorumPolicy;
+use crate::fetch::IntegrityAction;
 use crate::follower::{Follower, FollowerAction};
 use crate::link::Phase;
 use crate::primary::{Action, Primary};
@@ -474,10 +475,9 @@ impl HonestPair {
                         w.to_primary.clear();
                     }
                 }
-                Action::ServeFetch { .. } | Action::PeerDigests { .. } => {}
-                other @ (Action::AppendTakenBack { .. }
-                | Action::Repair { .. }
-                | Action::RepairFailed { .. }) => {
+                Action::ServeFetch { .. }
+                | Action::Integrity(IntegrityAction::PeerDigests { .. }) => {}
+                other @ (Action::AppendTakenBack { .. } | Action::Integrity(_)) => {
                     panic!("the primary serves from the start and repairs nothing here, yet: {other:?}")
                 }
                 read @ (Action::ReadChunk { .. } | Action::LookupCrc { .. }) => {
@@ -539,8 +539,9 @@ impl HonestPair {
                     last,
                     records,
                 } => self.append(conn, first, last, &records),
-                FollowerAction::ServeFetch { .. } | FollowerAction::PeerDigests { .. } => {}
-                other @ (FollowerAction::Repair { .. } | FollowerAction::RepairFailed { .. }) => {
+                FollowerAction::ServeFetch { .. }
+                | FollowerAction::Integrity(IntegrityAction::PeerDigests { .. }) => {}
+                other @ FollowerAction::Integrity(_) => {
                     panic!("the follower repairs nothing here, yet: {other:?}")
                 }
             }

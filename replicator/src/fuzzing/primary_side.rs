@@ -13,6 +13,7 @@ use bytes::Bytes;
 use logship_engine::{Epoch, Lsn};
 
 use crate::commit::QuorumPolicy;
+use crate::fetch::IntegrityAction;
 use crate::primary::{Action, Primary, ReadError};
 use crate::protocol::auth::{self, Role, MAC_LEN, NONCE_LEN};
 use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
@@ -333,10 +334,9 @@ impl PrimaryUnderTest {
                     self.reads.push_back(read)
                 }
                 // A follower may fetch and send digests; the driver serves and compares them.
-                Action::ServeFetch { .. } | Action::PeerDigests { .. } => {}
-                other @ (Action::AppendTakenBack { .. }
-                | Action::Repair { .. }
-                | Action::RepairFailed { .. }) => {
+                Action::ServeFetch { .. }
+                | Action::Integrity(IntegrityAction::PeerDigests { .. }) => {}
+                other @ (Action::AppendTakenBack { .. } | Action::Integrity(_)) => {
                     panic!("the primary serves from the start and repairs nothing here, yet: {other:?}")
                 }
             }

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 
 use crate::config::IntegritySection;
 use crate::digests::{DigestBook, Mismatch};
+use crate::fetch::IntegrityAction;
 use crate::primary::{Action, Primary};
 
 use super::{record_at, Core, Inner, ReadJob};
@@ -437,29 +438,36 @@ impl Inner {
                     self.run_primary(p, more);
                 }
             }
-            Action::Repair {
-                base,
-                chunks,
-                source,
-            } => self.queue_repair(base, chunks, source),
-            Action::RepairFailed { base, reason } => {
-                self.integrity.repair_failed(base, "a follower", reason)
-            }
-            Action::PeerDigests { peer, ranges } => self.integrity.on_peer_digests(&peer, &ranges),
+            Action::Integrity(a) => self.on_integrity_action(a, "a follower"),
             other => unreachable!("not an integrity action: {other:?}"),
         }
     }
 
-    /// Queues a repair's records for the reader thread.
-    pub(super) fn queue_repair(&self, base: Lsn, chunks: Vec<Bytes>, source: String) {
-        let job = ReadJob::Repair {
-            base,
-            chunks,
-            source: source.clone(),
-        };
-        if self.read_jobs.try_send(job).is_err() {
-            self.integrity
-                .repair_failed(base, &source, "the node's work queue is full".into());
+    /// A repair's records (queued for the reader thread) or failure, or a peer's digests;
+    /// `peer_role` names where a failed repair fetched from.
+    pub(super) fn on_integrity_action(&self, a: IntegrityAction, peer_role: &str) {
+        match a {
+            IntegrityAction::Repair {
+                base,
+                chunks,
+                source,
+            } => {
+                let job = ReadJob::Repair {
+                    base,
+                    chunks,
+                    source: source.clone(),
+                };
+                if self.read_jobs.try_send(job).is_err() {
+                    let why = "the node's work queue is full".to_string();
+                    self.integrity.repair_failed(base, &source, why);
+                }
+            }
+            IntegrityAction::RepairFailed { base, reason } => {
+                self.integrity.repair_failed(base, peer_role, reason)
+            }
+            IntegrityAction::PeerDigests { peer, ranges } => {
+                self.integrity.on_peer_digests(&peer, &ranges)
+            }
         }
     }
 

@@ -977,17 +977,7 @@ impl Inner {
                 };
                 let _ = self.read_jobs.try_send(job);
             }
-            FollowerAction::Repair {
-                base,
-                chunks,
-                source,
-            } => self.queue_repair(base, chunks, source),
-            FollowerAction::RepairFailed { base, reason } => {
-                self.integrity.repair_failed(base, "the primary", reason)
-            }
-            FollowerAction::PeerDigests { peer, ranges } => {
-                self.integrity.on_peer_digests(&peer, &ranges)
-            }
+            FollowerAction::Integrity(a) => self.on_integrity_action(a, "the primary"),
             FollowerAction::Send { .. } | FollowerAction::Close { .. } => {}
         }
         Ok(())
