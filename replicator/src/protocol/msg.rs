@@ -445,9 +445,29 @@ impl Msg {
 
     fn body(&self) -> BytesMut {
         let mut b = BytesMut::with_capacity(64);
-        if self.integrity_body(&mut b) {
-            return b;
+        match self {
+            Msg::Hello { .. } | Msg::HelloReply { .. } | Msg::Start { .. } | Msg::Reject { .. } => {
+                self.put_session(&mut b)
+            }
+            Msg::Records { .. } | Msg::Ack { .. } | Msg::Heartbeat { .. } => {
+                self.put_stream(&mut b)
+            }
+            Msg::Fetch { .. }
+            | Msg::Fetched { .. }
+            | Msg::FetchFailed { .. }
+            | Msg::Digests { .. } => self.put_integrity(&mut b),
+            Msg::AppendRequest { .. }
+            | Msg::AppendResponse { .. }
+            | Msg::ReadRequest { .. }
+            | Msg::ReadResponse { .. }
+            | Msg::StatusRequest { .. }
+            | Msg::StatusResponse { .. } => self.put_client(&mut b),
         }
+        b
+    }
+
+    /// The handshake: hello, its reply, start, reject.
+    fn put_session(&self, b: &mut BytesMut) {
         match self {
             Msg::Hello {
                 version_min,
@@ -463,8 +483,8 @@ impl Msg {
                 b.put_u64_le(epoch.0);
                 b.put_u64_le(last_lsn.0);
                 b.put_slice(nonce);
-                put_str(&mut b, cluster_id);
-                put_str(&mut b, node_id);
+                put_str(b, cluster_id);
+                put_str(b, node_id);
             }
             Msg::HelloReply {
                 version,
@@ -482,8 +502,8 @@ impl Msg {
                 b.put_u32_le(*last_crc);
                 b.put_slice(nonce);
                 b.put_slice(mac);
-                put_str(&mut b, cluster_id);
-                put_str(&mut b, node_id);
+                put_str(b, cluster_id);
+                put_str(b, node_id);
             }
             Msg::Start {
                 mac,
@@ -506,8 +526,15 @@ impl Msg {
             } => {
                 b.put_u16_le(*code as u16);
                 b.put_u64_le(*detail);
-                put_str(&mut b, message);
+                put_str(b, message);
             }
+            other => unreachable!("{} is not a handshake message", other.name()),
+        }
+    }
+
+    /// Streaming: records, acks, heartbeats.
+    fn put_stream(&self, b: &mut BytesMut) {
+        match self {
             Msg::Records {
                 first,
                 last,
@@ -536,61 +563,12 @@ impl Msg {
                 b.put_u64_le(commit_lsn.0);
                 b.put_u64_le(last_lsn.0);
             }
-            Msg::AppendRequest { id, level, payload } => {
-                b.put_u64_le(*id);
-                b.put_u8(level.as_u8());
-                b.put_slice(payload);
-            }
-            Msg::AppendResponse {
-                id,
-                status,
-                lsn,
-                message,
-            } => {
-                b.put_u64_le(*id);
-                b.put_u8(*status as u8);
-                b.put_u64_le(lsn.0);
-                put_str(&mut b, message);
-            }
-            Msg::ReadRequest {
-                id,
-                from,
-                max_bytes,
-            } => {
-                b.put_u64_le(*id);
-                b.put_u64_le(from.0);
-                b.put_u32_le(*max_bytes);
-            }
-            Msg::ReadResponse {
-                id,
-                status,
-                detail,
-                message,
-                records,
-            } => {
-                b.put_u64_le(*id);
-                b.put_u8(*status as u8);
-                b.put_u64_le(*detail);
-                put_str(&mut b, message);
-                b.put_slice(records);
-            }
-            Msg::StatusRequest { id } => b.put_u64_le(*id),
-            Msg::StatusResponse { id, json } => {
-                b.put_u64_le(*id);
-                b.put_slice(json.as_bytes());
-            }
-            Msg::Fetch { .. }
-            | Msg::Fetched { .. }
-            | Msg::FetchFailed { .. }
-            | Msg::Digests { .. } => {
-                unreachable!("written by integrity_body")
-            }
+            other => unreachable!("{} is not a streaming message", other.name()),
         }
-        b
     }
 
-    /// The bodies of the integrity messages (fetch, digests); false for any other message.
-    fn integrity_body(&self, b: &mut BytesMut) -> bool {
+    /// Repair and take-back: fetches, their answers, digests.
+    fn put_integrity(&self, b: &mut BytesMut) {
         match self {
             Msg::Fetch {
                 id,
@@ -635,9 +613,58 @@ impl Msg {
                     b.put_slice(&r.digest);
                 }
             }
-            _ => return false,
+            other => unreachable!("{} is not an integrity message", other.name()),
         }
-        true
+    }
+
+    /// The client's requests and their answers.
+    fn put_client(&self, b: &mut BytesMut) {
+        match self {
+            Msg::AppendRequest { id, level, payload } => {
+                b.put_u64_le(*id);
+                b.put_u8(level.as_u8());
+                b.put_slice(payload);
+            }
+            Msg::AppendResponse {
+                id,
+                status,
+                lsn,
+                message,
+            } => {
+                b.put_u64_le(*id);
+                b.put_u8(*status as u8);
+                b.put_u64_le(lsn.0);
+                put_str(b, message);
+            }
+            Msg::ReadRequest {
+                id,
+                from,
+                max_bytes,
+            } => {
+                b.put_u64_le(*id);
+                b.put_u64_le(from.0);
+                b.put_u32_le(*max_bytes);
+            }
+            Msg::ReadResponse {
+                id,
+                status,
+                detail,
+                message,
+                records,
+            } => {
+                b.put_u64_le(*id);
+                b.put_u8(*status as u8);
+                b.put_u64_le(*detail);
+                put_str(b, message);
+                b.put_slice(records);
+            }
+            Msg::StatusRequest { id } => b.put_u64_le(*id),
+            Msg::StatusResponse { id, json } => {
+                b.put_u64_le(*id);
+                b.put_slice(json.as_bytes());
+            }
+            other => unreachable!("{} is not a client message", other.name()),
+        }
     }
 
     /// Decodes a frame's body.
@@ -768,66 +795,9 @@ impl Reader {
         Ok(records)
     }
 
-    fn integrity(&mut self, k: u8) -> Result<Msg, FrameError> {
+    /// The handshake: hello, its reply, start, reject.
+    fn session(&mut self, k: u8) -> Result<Msg, FrameError> {
         Ok(match k {
-            kind::FETCH => {
-                let (id, from, to, max_bytes) =
-                    (self.u64()?, self.lsn()?, self.lsn()?, self.u32()?);
-                if from == Lsn::ZERO || to < from {
-                    return Err(self.bad(format!("LSN range {from}..={to}")));
-                }
-                let prev_crc = match (self.u8()?, self.u32()?) {
-                    (0, 0) => None,
-                    (1, crc) => Some(crc),
-                    _ => return Err(self.bad("bad previous-CRC flag")),
-                };
-                Msg::Fetch {
-                    id,
-                    from,
-                    to,
-                    max_bytes,
-                    prev_crc,
-                }
-            }
-            kind::FETCHED => {
-                let (id, first, last) = (self.u64()?, self.lsn()?, self.lsn()?);
-                let records = self.records_for(first, last)?;
-                Msg::Fetched {
-                    id,
-                    first,
-                    last,
-                    records,
-                }
-            }
-            kind::FETCH_FAILED => Msg::FetchFailed {
-                id: self.u64()?,
-                message: self.string(usize::from(u16::MAX))?,
-            },
-            _ => {
-                let n = usize::from(self.u16()?);
-                if n > MAX_DIGESTS_PER_FRAME {
-                    return Err(self.bad(format!("{n} digests exceed {MAX_DIGESTS_PER_FRAME}")));
-                }
-                self.need(n * DIGEST_ENTRY_BYTES)?;
-                let mut ranges = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let (first, last, digest) = (self.lsn()?, self.lsn()?, self.array()?);
-                    if first == Lsn::ZERO || last < first {
-                        return Err(self.bad(format!("digest range {first}..={last}")));
-                    }
-                    ranges.push(RangeDigest {
-                        first,
-                        last,
-                        digest,
-                    });
-                }
-                Msg::Digests { ranges }
-            }
-        })
-    }
-
-    fn message(&mut self, k: u8) -> Result<Msg, FrameError> {
-        let msg = match k {
             kind::HELLO => Msg::Hello {
                 version_min: self.u16()?,
                 version_max: self.u16()?,
@@ -878,6 +848,13 @@ impl Reader {
                     message: self.string(usize::from(u16::MAX))?,
                 }
             }
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+
+    /// Streaming: records, acks, heartbeats.
+    fn stream(&mut self, k: u8) -> Result<Msg, FrameError> {
+        Ok(match k {
             kind::RECORDS => {
                 let (first, last, commit_lsn) = (self.lsn()?, self.lsn()?, self.lsn()?);
                 let records = self.records_for(first, last)?;
@@ -897,6 +874,73 @@ impl Reader {
                 commit_lsn: self.lsn()?,
                 last_lsn: self.lsn()?,
             },
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+
+    /// Repair and take-back: fetches, their answers, digests.
+    fn integrity(&mut self, k: u8) -> Result<Msg, FrameError> {
+        Ok(match k {
+            kind::FETCH => {
+                let (id, from, to, max_bytes) =
+                    (self.u64()?, self.lsn()?, self.lsn()?, self.u32()?);
+                if from == Lsn::ZERO || to < from {
+                    return Err(self.bad(format!("LSN range {from}..={to}")));
+                }
+                let prev_crc = match (self.u8()?, self.u32()?) {
+                    (0, 0) => None,
+                    (1, crc) => Some(crc),
+                    _ => return Err(self.bad("bad previous-CRC flag")),
+                };
+                Msg::Fetch {
+                    id,
+                    from,
+                    to,
+                    max_bytes,
+                    prev_crc,
+                }
+            }
+            kind::FETCHED => {
+                let (id, first, last) = (self.u64()?, self.lsn()?, self.lsn()?);
+                let records = self.records_for(first, last)?;
+                Msg::Fetched {
+                    id,
+                    first,
+                    last,
+                    records,
+                }
+            }
+            kind::FETCH_FAILED => Msg::FetchFailed {
+                id: self.u64()?,
+                message: self.string(usize::from(u16::MAX))?,
+            },
+            kind::DIGESTS => {
+                let n = usize::from(self.u16()?);
+                if n > MAX_DIGESTS_PER_FRAME {
+                    return Err(self.bad(format!("{n} digests exceed {MAX_DIGESTS_PER_FRAME}")));
+                }
+                self.need(n * DIGEST_ENTRY_BYTES)?;
+                let mut ranges = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (first, last, digest) = (self.lsn()?, self.lsn()?, self.array()?);
+                    if first == Lsn::ZERO || last < first {
+                        return Err(self.bad(format!("digest range {first}..={last}")));
+                    }
+                    ranges.push(RangeDigest {
+                        first,
+                        last,
+                        digest,
+                    });
+                }
+                Msg::Digests { ranges }
+            }
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+
+    /// The client's requests and their answers.
+    fn client(&mut self, k: u8) -> Result<Msg, FrameError> {
+        Ok(match k {
             kind::APPEND_REQUEST => {
                 let id = self.u64()?;
                 let v = self.u8()?;
@@ -926,9 +970,6 @@ impl Reader {
                 message: self.string(usize::from(u16::MAX))?,
                 records: self.rest(),
             },
-            kind::FETCH | kind::FETCHED | kind::FETCH_FAILED | kind::DIGESTS => {
-                self.integrity(k)?
-            }
             kind::STATUS_REQUEST => Msg::StatusRequest { id: self.u64()? },
             kind::STATUS_RESPONSE => {
                 let id = self.u64()?;
@@ -936,6 +977,16 @@ impl Reader {
                     .map_err(|_| self.bad("status is not UTF-8"))?;
                 Msg::StatusResponse { id, json }
             }
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+
+    fn message(&mut self, k: u8) -> Result<Msg, FrameError> {
+        let msg = match k {
+            kind::HELLO..=kind::REJECT => self.session(k)?,
+            kind::RECORDS..=kind::HEARTBEAT => self.stream(k)?,
+            kind::FETCH..=kind::DIGESTS => self.integrity(k)?,
+            kind::APPEND_REQUEST..=kind::STATUS_RESPONSE => self.client(k)?,
             other => return Err(FrameError::UnknownKind(other)),
         };
         self.end()?;
