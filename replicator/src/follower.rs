@@ -338,45 +338,55 @@ impl Follower {
                     out,
                 );
             }
-            (
-                Session::Streaming { primary },
-                Msg::Records {
-                    first,
-                    last,
-                    commit_lsn,
-                    records,
-                },
-            ) => {
+            (Session::Streaming { primary }, msg) => {
+                self.on_streaming(now, conn, primary, msg, out)
+            }
+            (_, other) => self.unexpected(conn, &other, out),
+        }
+    }
+
+    /// A frame the session does not expect now: refused, and the session closed.
+    fn unexpected(&mut self, conn: ConnId, msg: &Msg, out: &mut Vec<FollowerAction>) {
+        let m = format!("unexpected {} frame", msg.name());
+        self.reject(conn, RejectCode::Protocol, 0, m, out);
+    }
+
+    /// A frame on a streaming session (whose entry `on_frame` took out).
+    fn on_streaming(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        primary: String,
+        msg: Msg,
+        out: &mut Vec<FollowerAction>,
+    ) {
+        match msg {
+            Msg::Records {
+                first,
+                last,
+                commit_lsn,
+                records,
+            } => {
                 self.sessions.insert(conn, Session::Streaming { primary });
                 self.on_records(now, conn, first, last, commit_lsn, records, out);
             }
-            (
-                Session::Streaming { primary },
-                Msg::Heartbeat {
-                    commit_lsn,
-                    last_lsn,
-                },
-            ) => {
+            Msg::Heartbeat {
+                commit_lsn,
+                last_lsn,
+            } => {
                 self.sessions.insert(conn, Session::Streaming { primary });
                 self.primary_commit = self.primary_commit.max(commit_lsn);
                 self.primary_last = self.primary_last.max(last_lsn);
                 self.last_heard = Some(now);
             }
-            (
-                Session::Streaming { primary },
-                msg @ (Msg::Fetch { .. }
-                | Msg::Fetched { .. }
-                | Msg::FetchFailed { .. }
-                | Msg::Digests { .. }),
-            ) => {
+            msg @ (Msg::Fetch { .. }
+            | Msg::Fetched { .. }
+            | Msg::FetchFailed { .. }
+            | Msg::Digests { .. }) => {
                 self.on_integrity(now, conn, &primary, msg, out);
                 self.sessions.insert(conn, Session::Streaming { primary });
             }
-            (s, other) => {
-                self.sessions.insert(conn, s);
-                let m = format!("unexpected {} frame", other.name());
-                self.reject(conn, RejectCode::Protocol, 0, m, out);
-            }
+            other => self.unexpected(conn, &other, out),
         }
     }
 

@@ -38,16 +38,23 @@ fn labelled(
 pub fn render_metrics(s: &NodeStatus) -> String {
     let mut p = PromText::new();
     let n = s.node_id.as_str();
+    log_and_appends(&mut p, n, s);
+    connections(&mut p, n, s);
+    if let Some(pr) = &s.primary {
+        primary(&mut p, n, pr);
+    }
+    if let Some(f) = &s.follower {
+        follower(&mut p, n, f);
+    }
+    integrity(&mut p, n, &s.integrity);
+    p.finish()
+}
+
+/// The node's role, its log's positions, appends.
+fn log_and_appends(p: &mut PromText, n: &str, s: &NodeStatus) {
+    single(p, n, "logship_up", "1 while the node runs.", "gauge", 1.0);
     single(
-        &mut p,
-        n,
-        "logship_up",
-        "1 while the node runs.",
-        "gauge",
-        1.0,
-    );
-    single(
-        &mut p,
+        p,
         n,
         "logship_is_primary",
         "1 on the primary, 0 on a follower.",
@@ -55,7 +62,7 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         flag(s.primary.is_some()),
     );
     single(
-        &mut p,
+        p,
         n,
         "logship_log_last_lsn",
         "Last LSN written to the local log.",
@@ -63,7 +70,7 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         s.last_lsn as f64,
     );
     single(
-        &mut p,
+        p,
         n,
         "logship_log_durable_lsn",
         "Last LSN durable in the local log.",
@@ -71,7 +78,7 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         s.durable_lsn as f64,
     );
     single(
-        &mut p,
+        p,
         n,
         "logship_log_first_lsn",
         "First LSN held by the local log.",
@@ -84,7 +91,7 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         .map(|(l, v)| (l.as_str(), *v as f64))
         .collect();
     labelled(
-        &mut p,
+        p,
         n,
         "logship_appends_total",
         "Appends accepted, by durability level.",
@@ -93,7 +100,7 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         &appends,
     );
     single(
-        &mut p,
+        p,
         n,
         "logship_appends_waiting",
         "Appends waiting for their durability level.",
@@ -101,15 +108,19 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         s.waiting_appends as f64,
     );
     single(
-        &mut p,
+        p,
         n,
         "logship_quorum_timeouts_total",
         "Appends failed with QuorumUnavailable.",
         "counter",
         s.quorum_timeouts as f64,
     );
+}
+
+/// Replication connections and sessions refused, on either side.
+fn connections(p: &mut PromText, n: &str, s: &NodeStatus) {
     single(
-        &mut p,
+        p,
         n,
         "logship_malformed_frames_total",
         "Connections closed for a malformed frame.",
@@ -117,7 +128,7 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         s.malformed_frames as f64,
     );
     single(
-        &mut p,
+        p,
         n,
         "logship_replication_connections_total",
         "Replication connections established.",
@@ -154,14 +165,6 @@ pub fn render_metrics(s: &NodeStatus) -> String {
             );
         }
     }
-    if let Some(pr) = &s.primary {
-        primary(&mut p, n, pr);
-    }
-    if let Some(f) = &s.follower {
-        follower(&mut p, n, f);
-    }
-    integrity(&mut p, n, &s.integrity);
-    p.finish()
 }
 
 fn integrity(p: &mut PromText, n: &str, i: &IntegrityStatus) {
