@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use logship::replication::link::Phase;
+use logship::replication::node::IntegrityStatus;
+use logship::replication::status::{FollowerSideStatus, FollowerStatus, PrimaryStatus};
 use logship::{Client, NodeStatus};
 
 /// Arguments of `logship status`.
@@ -73,92 +75,133 @@ pub fn render(s: &NodeStatus) -> String {
         s.node_id, s.cluster_id, s.last_lsn, s.durable_lsn, s.first_lsn, s.log_backend, s.transport, s.uptime_s
     );
     if let Some(p) = &s.primary {
-        let c = p.commit;
-        let _ = writeln!(
-            out,
-            "commit LSN: local {} remote_write {} remote_durable {} remote_applied {}",
-            c.local, c.remote_write, c.remote_durable, c.remote_applied
-        );
-        let _ = writeln!(
-            out,
-            "quorum {}: {}{}{}; retention from LSN {}; appends waiting {}; quorum timeouts {}",
-            p.quorum,
-            if p.quorum_available {
-                "available"
-            } else {
-                "UNAVAILABLE"
-            },
-            if p.degraded {
-                " (DEGRADED: acknowledging at local durability)"
-            } else {
-                ""
-            },
-            if p.serving {
-                ""
-            } else {
-                "; NOT SERVING yet: hearing from the sync followers and taking back what they hold"
-            },
-            p.retention_lsn,
-            s.waiting_appends,
-            s.quorum_timeouts
-        );
-        let _ =
-            writeln!(
-            out,
-            "{:<10} {:<5} {:<11} {:<7} {:<9} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>9} {:>9}",
-            "follower", "mode", "state", "healthy", "breaker", "write", "durable", "applied",
-            "behind", "behind", "write_lag", "flush_lag", "replay_lag"
-        );
-        let _ = writeln!(
-            out,
-            "{:<10} {:<5} {:<11} {:<7} {:<9} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>9} {:>9}",
-            "", "", "", "", "", "LSN", "LSN", "LSN", "records", "bytes", "ms", "ms", "ms"
-        );
-        for f in &p.followers {
-            let _ = writeln!(
-                out,
-                "{:<10} {:<5} {:<11} {:<7} {:<9} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>9} {:>9}",
-                f.name,
-                f.mode,
-                phase(f.phase),
-                if f.healthy { "yes" } else { "no" },
-                f.breaker,
-                f.write_lsn,
-                f.durable_lsn,
-                f.applied_lsn,
-                f.durable_behind.records,
-                bytes(f.durable_behind.bytes),
-                ms(f.write_lag_ms),
-                ms(f.flush_lag_ms),
-                ms(f.replay_lag_ms)
-            );
-            if let Some(e) = &f.last_error {
-                if !f.healthy {
-                    let _ = writeln!(out, "  {}: {e}", f.name);
-                }
-            }
-        }
+        primary(&mut out, s, p);
     }
     if let Some(f) = &s.follower {
-        let _ = writeln!(
-            out,
-            "primary {}: {}; written {}, durable {}, applied {}; primary commit {}, last {}; heard {} ms ago",
-            f.primary.as_deref().unwrap_or("-"),
-            if f.connected { "streaming" } else { "NOT CONNECTED" },
-            f.write_lsn,
-            f.durable_lsn,
-            f.applied_lsn,
-            f.primary_commit_lsn,
-            f.primary_last_lsn,
-            ms(f.last_heard_ms)
-        );
+        follower(&mut out, f);
     }
     integrity(&mut out, &s.integrity);
     out
 }
 
+/// The primary's commit positions, quorum, and a row per follower.
+fn primary(out: &mut String, s: &NodeStatus, p: &PrimaryStatus) {
+    let c = p.commit;
+    let _ = writeln!(
+        out,
+        "commit LSN: local {} remote_write {} remote_durable {} remote_applied {}",
+        c.local, c.remote_write, c.remote_durable, c.remote_applied
+    );
+    let _ = writeln!(
+        out,
+        "quorum {}: {}{}{}; retention from LSN {}; appends waiting {}; quorum timeouts {}",
+        p.quorum,
+        if p.quorum_available {
+            "available"
+        } else {
+            "UNAVAILABLE"
+        },
+        if p.degraded {
+            " (DEGRADED: acknowledging at local durability)"
+        } else {
+            ""
+        },
+        if p.serving {
+            ""
+        } else {
+            "; NOT SERVING yet: hearing from the sync followers and taking back what they hold"
+        },
+        p.retention_lsn,
+        s.waiting_appends,
+        s.quorum_timeouts
+    );
+    followers(out, &p.followers);
+}
+
+/// The primary's followers, one row each.
+fn followers(out: &mut String, followers: &[FollowerStatus]) {
+    const HEAD: [[&str; 13]; 2] = [
+        [
+            "follower",
+            "mode",
+            "state",
+            "healthy",
+            "breaker",
+            "write",
+            "durable",
+            "applied",
+            "behind",
+            "behind",
+            "write_lag",
+            "flush_lag",
+            "replay_lag",
+        ],
+        [
+            "", "", "", "", "", "LSN", "LSN", "LSN", "records", "bytes", "ms", "ms", "ms",
+        ],
+    ];
+    for line in &HEAD {
+        row(out, line.each_ref().map(|c| c as &dyn std::fmt::Display));
+    }
+    for f in followers {
+        row(
+            out,
+            [
+                &f.name,
+                &f.mode,
+                &phase(f.phase),
+                &if f.healthy { "yes" } else { "no" },
+                &f.breaker,
+                &f.write_lsn,
+                &f.durable_lsn,
+                &f.applied_lsn,
+                &f.durable_behind.records,
+                &bytes(f.durable_behind.bytes),
+                &ms(f.write_lag_ms),
+                &ms(f.flush_lag_ms),
+                &ms(f.replay_lag_ms),
+            ],
+        );
+        if let Some(e) = &f.last_error {
+            if !f.healthy {
+                let _ = writeln!(out, "  {}: {e}", f.name);
+            }
+        }
+    }
+}
+
+/// One row of the followers table: five text columns aligned left, then numbers aligned right.
+fn row(out: &mut String, cells: [&dyn std::fmt::Display; 13]) {
+    const WIDTHS: [usize; 13] = [10, 5, 11, 7, 9, 10, 10, 10, 9, 10, 9, 9, 9];
+    for (i, (cell, width)) in cells.into_iter().zip(WIDTHS).enumerate() {
+        let sep = if i == 0 { "" } else { " " };
+        let _ = if i < 5 {
+            write!(out, "{sep}{cell:<width$}")
+        } else {
+            write!(out, "{sep}{cell:>width$}")
+        };
+    }
+    out.push('\n');
+}
+
+/// Where a follower streams from.
+fn follower(out: &mut String, f: &FollowerSideStatus) {
+    let _ = writeln!(
+        out,
+        "primary {}: {}; written {}, durable {}, applied {}; primary commit {}, last {}; heard {} ms ago",
+        f.primary.as_deref().unwrap_or("-"),
+        if f.connected { "streaming" } else { "NOT CONNECTED" },
+        f.write_lsn,
+        f.durable_lsn,
+        f.applied_lsn,
+        f.primary_commit_lsn,
+        f.primary_last_lsn,
+        ms(f.last_heard_ms)
+    );
+}
+
 /// The scrubber, damage, repairs and the digest comparison.
-fn integrity(out: &mut String, i: &logship::replication::node::IntegrityStatus) {
+fn integrity(out: &mut String, i: &IntegrityStatus) {
     let last_pass = match (i.last_pass_end_unix_s, i.last_pass_seconds) {
         (Some(end), Some(took)) => {
             let now = std::time::SystemTime::now()
