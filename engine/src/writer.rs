@@ -110,24 +110,19 @@ pub(crate) fn start(
         backend,
         _lock: recovered.lock,
     });
-    let window = shared.options.unsynced_window_bytes();
-    let synced_offset = active.end_offset();
-    let writer = Writer {
-        must_roll: active.window < window || active.format_version() < FORMAT_VERSION,
-        synced_offset,
-        proven_offset: synced_offset,
-        floor: recovered.floor,
-        shared: Arc::clone(&shared),
+    let writer = Writer::new(
+        Arc::clone(&shared),
         queue,
         active,
-        window,
-        pending: VecDeque::new(),
-        flights: VecDeque::new(),
-        next_token: 0,
-        avg_batch_bytes: 0,
-        completions: Vec::new(),
-        next_lsn: recovered.next_lsn,
-    };
+        recovered.floor,
+        recovered.next_lsn,
+    );
+    let threads = spawn(&shared, writer, pool)?;
+    Ok((shared, threads, recovered.report))
+}
+
+/// Starts the writer, the preallocator and the durability notifier.
+fn spawn(shared: &Shared, writer: Writer, pool: Arc<FreePool>) -> Result<[JoinHandle<()>; 3]> {
     let spawn_err = |e| Error::io("spawn thread", &shared.dir, e);
     let w = thread::Builder::new()
         .name("logship-writer".into())
@@ -142,7 +137,7 @@ pub(crate) fn start(
         .name("logship-notify".into())
         .spawn(move || watermark.run_notifier())
         .map_err(spawn_err)?;
-    Ok((shared, [w, p, n], recovered.report))
+    Ok([w, p, n])
 }
 
 /// One submitted batch.
@@ -189,6 +184,34 @@ struct Writer {
 const PREZERO_MAX_AVG_BATCH_BYTES: u64 = 1 << 20;
 
 impl Writer {
+    /// The writer of a recovered log whose last segment is `active`, next to write `next_lsn`.
+    fn new(
+        shared: Arc<Shared>,
+        queue: Box<dyn WriteQueue>,
+        active: Arc<Segment>,
+        floor: Lsn,
+        next_lsn: Lsn,
+    ) -> Writer {
+        let window = shared.options.unsynced_window_bytes();
+        let synced_offset = active.end_offset();
+        Writer {
+            must_roll: active.window < window || active.format_version() < FORMAT_VERSION,
+            synced_offset,
+            proven_offset: synced_offset,
+            floor,
+            shared,
+            queue,
+            active,
+            window,
+            pending: VecDeque::new(),
+            flights: VecDeque::new(),
+            next_token: 0,
+            avg_batch_bytes: 0,
+            completions: Vec::new(),
+            next_lsn,
+        }
+    }
+
     fn run(mut self) {
         match self.main_loop() {
             Ok(()) => self.write_floor_at_close(),

@@ -40,7 +40,7 @@ use crate::primary::{Action, Primary, PrimaryConfig, ReadError};
 use crate::protocol::auth::{random_nonce, ClusterKey, NONCE_LEN};
 use crate::protocol::frame::{self, FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::{kind, RECORDS_PREFIX_BYTES};
-use crate::protocol::{DurabilityLevel, Msg};
+use crate::protocol::{DurabilityLevel, FrameError, Msg};
 use crate::transport::{self, ConnId, NetEvent, NetHandler, Transport};
 
 pub use self::apply::ApplyStream;
@@ -730,34 +730,9 @@ impl Inner {
     }
 
     fn on_data(&self, now: Duration, conn: ConnId, bytes: &[u8]) {
-        let mut frames = Vec::new();
-        let mut failure = None;
-        {
-            let mut decoders = self.decoders.lock();
-            let Some(d) = decoders.get_mut(&conn) else {
-                return;
-            };
-            d.push(bytes);
-            loop {
-                match d.next_frame() {
-                    Ok(Some(f)) => match Msg::decode(&f) {
-                        Ok(m) => frames.push(m),
-                        Err(e) => {
-                            failure = Some(e);
-                            break;
-                        }
-                    },
-                    Ok(None) => break,
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            if failure.is_some() {
-                decoders.remove(&conn);
-            }
-        }
+        let Some((frames, failure)) = self.decode(conn, bytes) else {
+            return;
+        };
         if let Some(e) = &failure {
             self.counters
                 .malformed_frames
@@ -777,39 +752,72 @@ impl Inner {
                 self.run_primary(&mut p, out);
                 self.waiters.advance(p.committed());
             }
-            Core::Follower(f) => {
-                let mut out = Vec::new();
-                let acks = {
-                    let mut f = f.lock();
-                    for m in frames {
-                        f.on_frame(now, conn, m, &mut out);
+            Core::Follower(f) => self.follower_frames(f, now, conn, frames, failure),
+        }
+    }
+
+    /// The messages `bytes` complete on `conn`, and the error that ends the connection if one
+    /// came (its decoder is dropped then); `None` if the connection is gone.
+    fn decode(&self, conn: ConnId, bytes: &[u8]) -> Option<(Vec<Msg>, Option<FrameError>)> {
+        let mut decoders = self.decoders.lock();
+        let d = decoders.get_mut(&conn)?;
+        d.push(bytes);
+        let mut frames = Vec::new();
+        let failure = loop {
+            match d
+                .next_frame()
+                .and_then(|f| f.map(|f| Msg::decode(&f)).transpose())
+            {
+                Ok(Some(m)) => frames.push(m),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        if failure.is_some() {
+            decoders.remove(&conn);
+        }
+        Some((frames, failure))
+    }
+
+    /// A follower's frames: records go to the log before their acks go out.
+    fn follower_frames(
+        &self,
+        f: &Mutex<Follower>,
+        now: Duration,
+        conn: ConnId,
+        frames: Vec<Msg>,
+        failure: Option<FrameError>,
+    ) {
+        let mut out = Vec::new();
+        let acks = {
+            let mut f = f.lock();
+            for m in frames {
+                f.on_frame(now, conn, m, &mut out);
+            }
+            if let Some(e) = failure {
+                f.on_frame_error(conn, &e, &mut out);
+            }
+            // Acks wait until the records are handed to the log: the hand-off to the
+            // writer (whose fdatasync the commit waits for) goes first. Acks carry
+            // absolute positions and the primary keeps the maximum, so one overtaking
+            // another changes nothing.
+            let (acks, rest): (Vec<_>, Vec<_>) = out.drain(..).partition(|a| {
+                matches!(
+                    a,
+                    FollowerAction::Send {
+                        msg: Msg::Ack { .. },
+                        ..
                     }
-                    if let Some(e) = failure {
-                        f.on_frame_error(conn, &e, &mut out);
-                    }
-                    // Acks wait until the records are handed to the log: the hand-off to the
-                    // writer (whose fdatasync the commit waits for) goes first. Acks carry
-                    // absolute positions and the primary keeps the maximum, so one overtaking
-                    // another changes nothing.
-                    let (acks, rest): (Vec<_>, Vec<_>) = out.drain(..).partition(|a| {
-                        matches!(
-                            a,
-                            FollowerAction::Send {
-                                msg: Msg::Ack { .. },
-                                ..
-                            }
-                        )
-                    });
-                    out = rest;
-                    self.run_follower_sends(&mut out);
-                    acks
-                };
-                self.run_follower_log(out);
-                for a in acks {
-                    if let FollowerAction::Send { conn, msg } = a {
-                        self.send(conn, &msg);
-                    }
-                }
+                )
+            });
+            out = rest;
+            self.run_follower_sends(&mut out);
+            acks
+        };
+        self.run_follower_log(out);
+        for a in acks {
+            if let FollowerAction::Send { conn, msg } = a {
+                self.send(conn, &msg);
             }
         }
     }
