@@ -5,7 +5,7 @@
 //! Pure. A [`Fetcher`] asks for `from..=to` one [`Msg::Fetch`] at a time and checks every
 //! answer: it must continue exactly where the last one ended, hold whole records, and stay in
 //! the range. The records' CRCs are checked again by the log that takes them. The responder's
-//! side is [`answer`]: it refuses to answer from another history (the asker's CRC of the record
+//! side is [`FetchRequest::answer`]: it refuses to answer from another history (the asker's CRC of the record
 //! before the range must match its own).
 
 use std::time::Duration;
@@ -185,39 +185,50 @@ impl Fetcher {
     }
 }
 
-/// The answer to a peer's fetch: the records read from `from` on (trimmed to `to`), unless the
-/// peer's record before the range differs from ours (`prev_here`: our CRC of record `from - 1`,
-/// `None` when we do not hold it), or the read failed.
-pub fn answer(
-    id: u64,
-    (from, to): (Lsn, Lsn),
-    prev_crc: Option<u32>,
-    prev_here: Option<u32>,
-    read: Result<Option<Chunk>, String>,
-) -> Msg {
-    let failed = |message: String| Msg::FetchFailed { id, message };
-    if let Some(want) = prev_crc {
-        if from > Lsn::FIRST && prev_here != Some(want) {
-            return failed(format!(
-                "record {} here differs (CRC {}, asked {want:#010x}): another history",
-                from.prev(),
-                prev_here.map_or("none".into(), |c| format!("{c:#010x}"))
-            ));
+/// A peer's fetch as the driver serves it: records `range` from this log, at most
+/// `max_bytes`, if the peer's record before the range (CRC `prev_crc`) is this log's too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// The request id the answer carries.
+    pub id: u64,
+    /// First and last LSN asked for.
+    pub range: (Lsn, Lsn),
+    /// Size bound.
+    pub max_bytes: u32,
+    /// The peer's CRC of the record before the range.
+    pub prev_crc: Option<u32>,
+}
+
+impl FetchRequest {
+    /// The answer: the records read from the range's start on (trimmed to its end), unless the
+    /// peer's record before the range differs from ours (`prev_here`: our CRC of that record,
+    /// `None` when we do not hold it), or the read failed.
+    pub fn answer(&self, prev_here: Option<u32>, read: Result<Option<Chunk>, String>) -> Msg {
+        let (id, (from, to)) = (self.id, self.range);
+        let failed = |message: String| Msg::FetchFailed { id, message };
+        if let Some(want) = self.prev_crc {
+            if from > Lsn::FIRST && prev_here != Some(want) {
+                return failed(format!(
+                    "record {} here differs (CRC {}, asked {want:#010x}): another history",
+                    from.prev(),
+                    prev_here.map_or("none".into(), |c| format!("{c:#010x}"))
+                ));
+            }
         }
-    }
-    match read {
-        Ok(Some(chunk)) if chunk.first == from => match trim(&chunk.bytes, from, to) {
-            Some((records, last)) => Msg::Fetched {
-                id,
-                first: from,
-                last,
-                records,
+        match read {
+            Ok(Some(chunk)) if chunk.first == from => match trim(&chunk.bytes, from, to) {
+                Some((records, last)) => Msg::Fetched {
+                    id,
+                    first: from,
+                    last,
+                    records,
+                },
+                None => failed(format!("the records read from {from} are not whole")),
             },
-            None => failed(format!("the records read from {from} are not whole")),
-        },
-        Ok(Some(chunk)) => failed(format!("a read from {from} returned {}", chunk.first)),
-        Ok(None) => failed(format!("LSN {from} is not held here")),
-        Err(e) => failed(e),
+            Ok(Some(chunk)) => failed(format!("a read from {from} returned {}", chunk.first)),
+            Ok(None) => failed(format!("LSN {from} is not held here")),
+            Err(e) => failed(e),
+        }
     }
 }
 
@@ -285,6 +296,16 @@ mod tests {
 
     const T: Duration = Duration::from_secs(5);
 
+    /// A fetch of 5..=7, request id 1.
+    fn fetch(prev_crc: Option<u32>) -> FetchRequest {
+        FetchRequest {
+            id: 1,
+            range: (Lsn(5), Lsn(7)),
+            max_bytes: FETCH_CHUNK_BYTES,
+            prev_crc,
+        }
+    }
+
     #[test]
     fn a_repair_fetch_asks_until_the_range_is_whole() {
         let (mut f, first) = Fetcher::start(
@@ -346,9 +367,9 @@ mod tests {
                 bytes: run(a..=b),
             }))
         };
-        let m = answer(1, (Lsn(5), Lsn(7)), Some(9), Some(8), chunk(5, 10));
+        let m = fetch(Some(9)).answer(Some(8), chunk(5, 10));
         assert!(matches!(m, Msg::FetchFailed { id: 1, .. }), "{m:?}");
-        let m = answer(1, (Lsn(5), Lsn(7)), Some(9), Some(9), chunk(5, 10));
+        let m = fetch(Some(9)).answer(Some(9), chunk(5, 10));
         let Msg::Fetched {
             first,
             last,
@@ -361,7 +382,7 @@ mod tests {
         assert_eq!((first, last), (Lsn(5), Lsn(7)));
         assert_eq!(records, run(5..=7));
         assert!(matches!(
-            answer(1, (Lsn(5), Lsn(7)), None, None, Ok(None)),
+            fetch(None).answer(None, Ok(None)),
             Msg::FetchFailed { .. }
         ));
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use logship_engine::{Epoch, Lsn, RangeDigest};
 
-use crate::fetch::{last_record, FetchProgress, Fetcher, IntegrityAction, Purpose};
+use crate::fetch::{last_record, FetchProgress, FetchRequest, Fetcher, IntegrityAction, Purpose};
 use crate::primary::Timeouts;
 use crate::protocol::auth::{self, ClusterKey, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
@@ -63,22 +63,13 @@ pub enum FollowerAction {
         /// The records.
         records: Bytes,
     },
-    /// Read records `from..=to` (at most `max_bytes`) and the CRC of record `from - 1` for the
-    /// primary's fetch, then answer with [`crate::fetch::answer`] and
-    /// [`Follower::send_answer`].
+    /// Read the records the primary's fetch asks for and the CRC of the record before them,
+    /// then answer with [`FetchRequest::answer`] and [`Follower::send_answer`].
     ServeFetch {
         /// The connection.
         conn: ConnId,
-        /// The request id.
-        id: u64,
-        /// First LSN.
-        from: Lsn,
-        /// Last LSN.
-        to: Lsn,
-        /// Size bound.
-        max_bytes: u32,
-        /// The primary's CRC of record `from - 1`.
-        prev_crc: Option<u32>,
+        /// What it asks for.
+        request: FetchRequest,
     },
     /// A repair's records or failure, or the primary's digests.
     Integrity(IntegrityAction),
@@ -410,11 +401,12 @@ impl Follower {
                 prev_crc,
             } => out.push(FollowerAction::ServeFetch {
                 conn,
-                id,
-                from,
-                to,
-                max_bytes,
-                prev_crc,
+                request: FetchRequest {
+                    id,
+                    range: (from, to),
+                    max_bytes,
+                    prev_crc,
+                },
             }),
             Msg::Fetched {
                 id,

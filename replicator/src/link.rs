@@ -16,7 +16,7 @@ use logship_engine::{Chunk, Lsn};
 use crate::backoff::Backoff;
 use crate::breaker::CircuitBreaker;
 use crate::commit::Progress;
-use crate::fetch::{FetchProgress, Fetcher, IntegrityAction, Purpose};
+use crate::fetch::{FetchProgress, FetchRequest, Fetcher, IntegrityAction, Purpose};
 use crate::lag::{AckLevel, LagClock};
 use crate::primary::{Action, Ctx, PrimaryConfig, ReadError};
 use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
@@ -954,10 +954,12 @@ impl Link {
             } => out.push(Action::ServeFetch {
                 link: ctx.link,
                 conn,
-                id,
-                range: (from, to),
-                max_bytes,
-                prev_crc,
+                request: FetchRequest {
+                    id,
+                    range: (from, to),
+                    max_bytes,
+                    prev_crc,
+                },
             }),
             Msg::Digests { ranges } => out.push(Action::Integrity(IntegrityAction::PeerDigests {
                 peer: self.name.clone(),

@@ -16,7 +16,7 @@ use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
 use crate::backoff::{BackoffConfig, Rng};
 use crate::breaker::BreakerConfig;
 use crate::commit::{CommitTracker, DegradeChange, MemberProgress, QuorumPolicy};
-use crate::fetch::IntegrityAction;
+use crate::fetch::{FetchRequest, IntegrityAction};
 use crate::lag::{AckLevel, ByteIndex};
 use crate::link::Link;
 use crate::protocol::auth::{ClusterKey, NONCE_LEN};
@@ -149,21 +149,15 @@ pub enum Action {
         /// The record.
         lsn: Lsn,
     },
-    /// Read records for a follower's fetch and the CRC of the record before them; answer with
-    /// [`crate::fetch::answer`] and [`Primary::send_answer`].
+    /// Read the records a follower's fetch asks for and the CRC of the record before them;
+    /// answer with [`FetchRequest::answer`] and [`Primary::send_answer`].
     ServeFetch {
         /// The link.
         link: usize,
         /// Its connection.
         conn: ConnId,
-        /// The request id.
-        id: u64,
-        /// First and last LSN asked for.
-        range: (Lsn, Lsn),
-        /// Size bound.
-        max_bytes: u32,
-        /// The follower's CRC of record `from - 1`.
-        prev_crc: Option<u32>,
+        /// What it asks for.
+        request: FetchRequest,
     },
     /// Append records taken back from a follower to the primary's log (they continue it), in
     /// order, outside the machine's lock; report with [`Primary::on_taken_back`].

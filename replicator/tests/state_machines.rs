@@ -11,7 +11,7 @@ use logship_engine::{Chunk, Epoch, Lsn};
 use logship_replicator::backoff::BackoffConfig;
 use logship_replicator::breaker::{BreakerConfig, BreakerState};
 use logship_replicator::commit::QuorumPolicy;
-use logship_replicator::fetch::IntegrityAction;
+use logship_replicator::fetch::{FetchRequest, IntegrityAction};
 use logship_replicator::follower::{Follower, FollowerAction, FollowerConfig, Tail};
 use logship_replicator::link::Phase;
 use logship_replicator::primary::{
@@ -158,10 +158,11 @@ impl Harness {
     }
 
     /// What a node's reader answers to a peer's fetch, from `log`.
-    fn answer(log: &MemLog, id: u64, range: (Lsn, Lsn), max: u32, prev_crc: Option<u32>) -> Msg {
-        let prev_here = log.crc(range.0.prev());
-        let read = Ok(log.chunk(range.0, max as usize));
-        logship_replicator::fetch::answer(id, range, prev_crc, prev_here, read)
+    fn answer(log: &MemLog, request: FetchRequest) -> Msg {
+        let from = request.range.0;
+        let prev_here = log.crc(from.prev());
+        let read = Ok(log.chunk(from, request.max_bytes as usize));
+        request.answer(prev_here, read)
     }
 
     /// Re-encodes and decodes a message, as the wire would.
@@ -215,12 +216,9 @@ impl Harness {
                     Action::ServeFetch {
                         link,
                         conn,
-                        id,
-                        range,
-                        max_bytes,
-                        prev_crc,
+                        request,
                     } => {
-                        let answer = Self::answer(&self.plog, id, range, max_bytes, prev_crc);
+                        let answer = Self::answer(&self.plog, request);
                         self.p.send_answer(link, conn, answer, &mut next);
                     }
                     Action::AppendTakenBack {
@@ -282,15 +280,8 @@ impl Harness {
                     self.f
                         .on_truncated(self.flog.crc(after).unwrap_or(0), Epoch(0));
                 }
-                FollowerAction::ServeFetch {
-                    conn,
-                    id,
-                    from,
-                    to,
-                    max_bytes,
-                    prev_crc,
-                } => {
-                    let answer = Self::answer(&self.flog, id, (from, to), max_bytes, prev_crc);
+                FollowerAction::ServeFetch { conn, request } => {
+                    let answer = Self::answer(&self.flog, request);
                     let mut fo = Vec::new();
                     self.f.send_answer(conn, answer, &mut fo);
                     self.run_follower(fo, primary_out);

@@ -405,19 +405,12 @@ impl Inner {
             Action::ServeFetch {
                 link,
                 conn,
-                id,
-                range,
-                max_bytes,
-                prev_crc,
+                request,
             } => {
-                let link = Some(link);
                 let job = ReadJob::ServeFetch {
-                    link,
+                    link: Some(link),
                     conn,
-                    id,
-                    range,
-                    max_bytes,
-                    prev_crc,
+                    request,
                 };
                 let _ = self.read_jobs.try_send(job);
             }

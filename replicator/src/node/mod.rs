@@ -34,6 +34,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::{NodeConfig, Role};
 use crate::error::{Error, Result};
+use crate::fetch::{FetchRequest, FETCH_CHUNK_BYTES};
 use crate::follower::{Follower, FollowerAction, FollowerConfig, Tail};
 use crate::http::{HttpResponse, HttpServer};
 use crate::primary::{Action, Primary, PrimaryConfig, ReadError};
@@ -80,10 +81,7 @@ enum ReadJob {
     ServeFetch {
         link: Option<usize>,
         conn: ConnId,
-        id: u64,
-        range: (Lsn, Lsn),
-        max_bytes: u32,
-        prev_crc: Option<u32>,
+        request: FetchRequest,
     },
     /// Records a primary takes back from a follower, appended in order.
     TakeBack {
@@ -967,21 +965,11 @@ impl Inner {
                 let t = tail_of(&self.log, Lsn::ZERO)?;
                 f.lock().on_truncated(t.last_crc, t.last_epoch);
             }
-            FollowerAction::ServeFetch {
-                conn,
-                id,
-                from,
-                to,
-                max_bytes,
-                prev_crc,
-            } => {
+            FollowerAction::ServeFetch { conn, request } => {
                 let job = ReadJob::ServeFetch {
                     link: None,
                     conn,
-                    id,
-                    range: (from, to),
-                    max_bytes,
-                    prev_crc,
+                    request,
                 };
                 let _ = self.read_jobs.try_send(job);
             }
@@ -1036,11 +1024,8 @@ impl Inner {
                 ReadJob::ServeFetch {
                     link,
                     conn,
-                    id,
-                    range,
-                    max_bytes,
-                    prev_crc,
-                } => self.serve_fetch(link, conn, id, range, max_bytes, prev_crc),
+                    request,
+                } => self.serve_fetch(link, conn, request),
                 ReadJob::Repair {
                     base,
                     chunks,
@@ -1096,28 +1081,21 @@ impl Inner {
     }
 
     /// Answers a peer's fetch from the durable part of the log.
-    fn serve_fetch(
-        &self,
-        link: Option<usize>,
-        conn: ConnId,
-        id: u64,
-        (from, to): (Lsn, Lsn),
-        max_bytes: u32,
-        prev_crc: Option<u32>,
-    ) {
-        let prev_here = match prev_crc {
+    fn serve_fetch(&self, link: Option<usize>, conn: ConnId, request: FetchRequest) {
+        let from = request.range.0;
+        let prev_here = match request.prev_crc {
             Some(_) => record_at(&self.log, from.prev())
                 .ok()
                 .flatten()
                 .map(|r| r.crc),
             None => None,
         };
-        let bound = (max_bytes as usize).clamp(1, crate::fetch::FETCH_CHUNK_BYTES as usize);
+        let bound = (request.max_bytes as usize).clamp(1, FETCH_CHUNK_BYTES as usize);
         let read = match self.log.read_from(from) {
             Ok(mut r) => r.next_chunk(bound).transpose().map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let answer = crate::fetch::answer(id, (from, to), prev_crc, prev_here, read);
+        let answer = request.answer(prev_here, read);
         let mut out = Vec::new();
         match (&self.core, link) {
             (Core::Primary(p), Some(link)) => {
