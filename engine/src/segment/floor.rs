@@ -18,6 +18,7 @@
 use crate::types::Lsn;
 
 use super::header::HeaderError;
+use super::small::{self, SMALL_FILE_BYTES};
 use super::FORMAT_VERSION;
 
 /// The floor's file name.
@@ -25,7 +26,7 @@ pub const FLOOR_FILE: &str = "logship.durable";
 /// Its magic.
 pub const FLOOR_MAGIC: [u8; 8] = *b"LSHIPDUR";
 /// Its size.
-pub const FLOOR_BYTES: usize = 32;
+pub const FLOOR_BYTES: usize = SMALL_FILE_BYTES;
 
 /// The decoded floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,43 +38,14 @@ pub struct DurableFloor {
 impl DurableFloor {
     /// Encodes the floor.
     pub fn encode(&self) -> [u8; FLOOR_BYTES] {
-        let mut b = [0u8; FLOOR_BYTES];
-        b[0..8].copy_from_slice(&FLOOR_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[16..24].copy_from_slice(&self.durable_lsn.get().to_le_bytes());
-        let crc = crc32fast::hash(&b[0..28]);
-        b[28..32].copy_from_slice(&crc.to_le_bytes());
-        b
+        small::encode(&FLOOR_MAGIC, FORMAT_VERSION, self.durable_lsn.get())
     }
 
     /// Decodes and checks the floor.
     pub fn decode(b: &[u8]) -> Result<DurableFloor, HeaderError> {
-        if b.len() < FLOOR_BYTES {
-            return Err(HeaderError::Truncated(b.len()));
-        }
-        if b[0..8] != FLOOR_MAGIC {
-            return Err(HeaderError::Magic);
-        }
-        let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-        if version != FORMAT_VERSION {
-            return Err(HeaderError::Version(version));
-        }
-        let stored = u32::from_le_bytes([b[28], b[29], b[30], b[31]]);
-        let crc = crc32fast::hash(&b[0..28]);
-        if stored != crc {
-            return Err(HeaderError::Invalid(format!(
-                "durable floor checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
-            )));
-        }
-        if b[12..16].iter().chain(&b[24..28]).any(|&x| x != 0) {
-            return Err(HeaderError::Invalid(
-                "durable floor reserved bytes are not zero".into(),
-            ));
-        }
-        let mut t = [0u8; 8];
-        t.copy_from_slice(&b[16..24]);
+        let (_, durable_lsn) = small::decode(b, &FLOOR_MAGIC, &[FORMAT_VERSION], "durable floor")?;
         Ok(DurableFloor {
-            durable_lsn: Lsn(u64::from_le_bytes(t)),
+            durable_lsn: Lsn(durable_lsn),
         })
     }
 }

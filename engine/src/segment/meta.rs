@@ -11,6 +11,7 @@
 //! ```
 
 use super::header::HeaderError;
+use super::small::{self, SMALL_FILE_BYTES};
 use super::{FORMAT_VERSION, LEGACY_FORMAT_VERSION};
 
 /// The marker's file name.
@@ -18,7 +19,7 @@ pub const META_FILE: &str = "logship.meta";
 /// Its magic.
 pub const META_MAGIC: [u8; 8] = *b"LSHIPLOG";
 /// Its size.
-pub const META_BYTES: usize = 32;
+pub const META_BYTES: usize = SMALL_FILE_BYTES;
 
 /// The decoded marker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,44 +33,17 @@ pub struct LogMeta {
 impl LogMeta {
     /// Encodes the marker.
     pub fn encode(&self) -> [u8; META_BYTES] {
-        let mut b = [0u8; META_BYTES];
-        b[0..8].copy_from_slice(&META_MAGIC);
-        b[8..12].copy_from_slice(&self.format_version.to_le_bytes());
-        b[16..24].copy_from_slice(&self.created_unix_nanos.to_le_bytes());
-        let crc = crc32fast::hash(&b[0..28]);
-        b[28..32].copy_from_slice(&crc.to_le_bytes());
-        b
+        small::encode(&META_MAGIC, self.format_version, self.created_unix_nanos)
     }
 
     /// Decodes and checks the marker.
     pub fn decode(b: &[u8]) -> Result<LogMeta, HeaderError> {
-        if b.len() < META_BYTES {
-            return Err(HeaderError::Truncated(b.len()));
-        }
-        if b[0..8] != META_MAGIC {
-            return Err(HeaderError::Magic);
-        }
-        let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-        if version != FORMAT_VERSION && version != LEGACY_FORMAT_VERSION {
-            return Err(HeaderError::Version(version));
-        }
-        let stored = u32::from_le_bytes([b[28], b[29], b[30], b[31]]);
-        let crc = crc32fast::hash(&b[0..28]);
-        if stored != crc {
-            return Err(HeaderError::Invalid(format!(
-                "logship.meta checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
-            )));
-        }
-        if b[12..16].iter().chain(&b[24..28]).any(|&x| x != 0) {
-            return Err(HeaderError::Invalid(
-                "logship.meta reserved bytes are not zero".into(),
-            ));
-        }
-        let mut t = [0u8; 8];
-        t.copy_from_slice(&b[16..24]);
+        let versions = [FORMAT_VERSION, LEGACY_FORMAT_VERSION];
+        let (format_version, created_unix_nanos) =
+            small::decode(b, &META_MAGIC, &versions, "logship.meta")?;
         Ok(LogMeta {
-            format_version: version,
-            created_unix_nanos: u64::from_le_bytes(t),
+            format_version,
+            created_unix_nanos,
         })
     }
 }

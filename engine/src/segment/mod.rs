@@ -15,6 +15,7 @@ mod floor;
 mod header;
 mod meta;
 mod name;
+mod small;
 
 pub use floor::{DurableFloor, FLOOR_BYTES, FLOOR_FILE, FLOOR_MAGIC};
 pub use header::{HeaderError, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC};
