@@ -121,6 +121,19 @@ pub struct Corruption {
     pub reason: String,
 }
 
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at offset {} (LSN {}): {}",
+            self.segment.display(),
+            self.offset,
+            self.lsn,
+            self.reason
+        )
+    }
+}
+
 impl From<Corruption> for Error {
     fn from(c: Corruption) -> Error {
         Error::Corruption {

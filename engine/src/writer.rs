@@ -257,9 +257,7 @@ impl Writer {
                         unreachable!("front is a seal");
                     };
                     let result = self.seal();
-                    let _ = reply.send(result.clone().map_err(|cause| Error::Poisoned {
-                        cause: cause.clone(),
-                    }));
+                    let _ = reply.send(result.clone().map_err(|cause| Error::Poisoned { cause }));
                     result?;
                     continue;
                 }

@@ -171,16 +171,6 @@ fn say(line: fmt::Arguments<'_>) -> anyhow::Result<()> {
     writeln!(io::stdout(), "{line}").context("writing stdout")
 }
 
-fn describe(c: &Corruption) -> String {
-    format!(
-        "{} at offset {} (LSN {}): {}",
-        c.segment.display(),
-        c.offset,
-        c.lsn,
-        c.reason
-    )
-}
-
 /// Verifies the log and prints what is damaged. False when there is nothing to repair.
 fn damage_before(dir: &Path) -> anyhow::Result<bool> {
     let report = match logship::verify(dir) {
@@ -193,7 +183,7 @@ fn damage_before(dir: &Path) -> anyhow::Result<bool> {
         Err(e) => return Err(e.into()),
     };
     for c in &report.corruptions {
-        say(format_args!("damaged:   {}", describe(c)))?;
+        say(format_args!("damaged:   {c}"))?;
     }
     if let Some(t) = &report.torn_tail {
         say(format_args!(
@@ -547,7 +537,7 @@ fn verify_after(dir: &Path, refused: bool) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     for c in &report.corruptions {
-        say(format_args!("corrupt:   {}", describe(c)))?;
+        say(format_args!("corrupt:   {c}"))?;
     }
     say(format_args!(
         "after:     {} segments, {} records, LSN {}..={}, {} quarantined files",

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use logship::{Corruption, TornTail, VerifyReport};
+use logship::{TornTail, VerifyReport};
 
 use super::EXIT_CORRUPT;
 
@@ -80,7 +80,7 @@ fn print_report(out: &mut impl Write, dir: &std::path::Path, r: &VerifyReport) -
         None => writeln!(out, "torn tail:     none")?,
     }
     for c in &r.corruptions {
-        print_corruption(out, c)?;
+        writeln!(out, "corruption:    {c}")?;
     }
     let verdict = if r.corruptions.is_empty() {
         "clean"
@@ -100,16 +100,5 @@ fn print_torn_tail(out: &mut impl Write, t: &TornTail) -> io::Result<()> {
         t.bytes_zeroed,
         t.discarded_records,
         t.reason
-    )
-}
-
-fn print_corruption(out: &mut impl Write, c: &Corruption) -> io::Result<()> {
-    writeln!(
-        out,
-        "corruption:    {} at offset {} (LSN {}): {}",
-        c.segment.display(),
-        c.offset,
-        c.lsn,
-        c.reason
     )
 }
