@@ -175,7 +175,7 @@ pub fn repair_meta(dir: &Path) -> Result<bool> {
     let listing = list(&vfs, dir)?;
     let mut versions = Vec::new();
     for base in &listing.segments {
-        if let Ok(o) = crate::recovery::open_segment(&vfs, dir, *base, OpenMode::Read) {
+        if let Ok(o) = crate::segment_file::open_segment(&vfs, dir, *base, OpenMode::Read) {
             versions.push(o.header.format_version);
         }
     }

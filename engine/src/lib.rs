@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod completion;
+mod corruption;
 pub mod error;
 mod files;
 #[doc(hidden)]
@@ -24,24 +25,29 @@ mod reader;
 pub mod record;
 mod recovery;
 mod repair;
+mod retention;
 mod scan;
 mod scrub;
 pub mod segment;
+mod segment_file;
 mod segment_scan;
 mod segment_set;
+mod state;
 pub mod types;
 mod verify;
 mod writer;
 
 pub use crate::completion::{Append, AppendBatch, Completion};
+pub use crate::corruption::Corruption;
 pub use crate::error::{Error, Result};
 pub use crate::files::repair_meta;
-pub use crate::log::{AppendFuture, Log, LogStats, PurgeReport};
+pub use crate::log::{AppendFuture, Log, LogStats};
 pub use crate::options::{Durability, LogObserver, Options, RecoveryMode};
 pub use crate::reader::{Chunk, LogReader};
 pub use crate::record::Record;
-pub use crate::recovery::{Corruption, RecoveryReport, SalvageAction, Salvaged, TornTail};
+pub use crate::recovery::{RecoveryReport, SalvageAction, Salvaged, TornTail};
 pub use crate::repair::{DamagedSegment, RepairReport};
+pub use crate::retention::PurgeReport;
 pub use crate::scan::{scan, scan_with, Scanner};
 pub use crate::scrub::{
     DigestBuilder, RangeDigest, ScrubOptions, ScrubStep, Scrubber, DEFAULT_DIGEST_RANGE_RECORDS,

@@ -2,87 +2,31 @@
 //! thread (`writer.rs`) turns the queue into group commits; readers and retention work on the
 //! shared segment set.
 //!
-//! Locks, always taken in this order when nested: `segments`, then `queue.state`, then the
-//! watermark. Appenders hold `queue.state` only to assign LSNs and push; CRCs are computed before.
+//! The lock order is in `state.rs`. Appenders hold `queue.state` only to assign LSNs and push;
+//! CRCs are computed before.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::completion::{Append, AppendBatch, Completion, Watermark};
+use crate::completion::{Append, AppendBatch, Completion};
 use crate::error::{Error, Result};
 use crate::io::{StdVfs, Vfs};
 use crate::options::{Durability, Options};
-use crate::pool::FreePool;
 use crate::reader::LogReader;
 use crate::record::{encode_header, encoded_len, payload_crc, RECORD_HEADER_BYTES};
 use crate::recovery::{self, RecoveryReport};
 use crate::repair::{DamagedSegment, RepairReport};
+use crate::retention::PurgeReport;
 use crate::scrub::{ScrubOptions, Scrubber};
-use crate::segment_set::Segment;
+use crate::state::{Item, QueueState, Shared};
 use crate::types::{Epoch, Lsn};
-
-/// An item for the writer thread, in LSN order.
-pub(crate) enum Item {
-    /// An encoded record: its 32-byte header and its payload.
-    Record {
-        header: [u8; RECORD_HEADER_BYTES],
-        payload: Bytes,
-    },
-    /// Drop every record after `cut`; reply when durable.
-    Truncate {
-        cut: Lsn,
-        generation: u64,
-        reply: crossbeam_channel::Sender<Result<()>>,
-    },
-    /// Seal the active segment (roll over) once everything before is durable.
-    Seal {
-        reply: crossbeam_channel::Sender<Result<()>>,
-    },
-}
-
-/// Appenders → writer.
-#[derive(Default)]
-pub(crate) struct QueueState {
-    /// LSN the next append gets.
-    pub(crate) next_lsn: Lsn,
-    pub(crate) items: Vec<Item>,
-    /// Bytes of records queued or taken by the writer and not yet copied into a write buffer.
-    pub(crate) queued_bytes: usize,
-    /// Bumped by each truncation.
-    pub(crate) generation: u64,
-    pub(crate) poisoned: Option<String>,
-    pub(crate) closing: bool,
-    pub(crate) writer_waiting: bool,
-    pub(crate) space_wakers: Vec<Waker>,
-}
-
-pub(crate) struct Queue {
-    pub(crate) state: Mutex<QueueState>,
-    /// The writer waits here for work.
-    pub(crate) work: Condvar,
-    /// Appenders wait here for room.
-    pub(crate) space: Condvar,
-}
-
-/// Counters, readable at any time.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) records: AtomicU64,
-    pub(crate) bytes: AtomicU64,
-    pub(crate) writes: AtomicU64,
-    pub(crate) syncs: AtomicU64,
-    pub(crate) rollovers: AtomicU64,
-    pub(crate) recycled: AtomicU64,
-    pub(crate) repairs: AtomicU64,
-}
 
 /// A snapshot of the log's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,45 +45,6 @@ pub struct LogStats {
     pub recycled: u64,
     /// Damaged segments replaced by [`Log::repair_segment`].
     pub repairs: u64,
-}
-
-/// State shared by the handle, the writer, readers and the preallocator.
-pub(crate) struct Shared {
-    pub(crate) dir: PathBuf,
-    pub(crate) vfs: Arc<dyn Vfs>,
-    pub(crate) options: Options,
-    pub(crate) queue: Queue,
-    pub(crate) watermark: Arc<Watermark>,
-    /// Sealed segments then the active one, in LSN order.
-    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
-    pub(crate) pool: Arc<FreePool>,
-    /// Highest LSN handed to the kernel (page cache), for readers that accept unsynced data.
-    pub(crate) written_lsn: AtomicU64,
-    pub(crate) counters: Counters,
-    pub(crate) backend: &'static str,
-    /// Held until the last reference to the shared state goes.
-    pub(crate) _lock: crate::io::LockGuard,
-}
-
-impl Shared {
-    pub(crate) fn first_lsn(&self) -> Lsn {
-        self.segments
-            .read()
-            .first()
-            .map(|s| s.base)
-            .expect("a log always has an active segment")
-    }
-}
-
-/// Result of [`Log::purge_before`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PurgeReport {
-    /// Segment files removed from the log.
-    pub segments_removed: usize,
-    /// Of those, files kept in the free pool for reuse.
-    pub segments_recycled: usize,
-    /// The log's first LSN afterwards.
-    pub first_lsn: Lsn,
 }
 
 /// A durable segment log. `Send + Sync`: share it with `Arc` and append from any thread.
@@ -469,7 +374,7 @@ impl Log {
     /// # Errors
     /// [`Error::Io`] on a failed delete or rename; the segments before it are gone.
     pub fn purge_before(&self, lsn: Lsn) -> Result<PurgeReport> {
-        crate::segment_set::purge_before(&self.shared, lsn)
+        crate::retention::purge_before(&self.shared, lsn)
     }
 
     /// First LSN held (the next LSN to be appended, if the log is empty).
@@ -655,15 +560,5 @@ impl Future for AppendFuture<'_> {
             generation,
             Durability::Durable,
         ))))
-    }
-}
-
-impl std::fmt::Debug for Item {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Item::Record { payload, .. } => write!(f, "Record({} bytes)", payload.len()),
-            Item::Truncate { cut, .. } => write!(f, "Truncate({cut})"),
-            Item::Seal { .. } => write!(f, "Seal"),
-        }
     }
 }

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::log::Shared;
 use crate::record::{
     self, decode_header, Frame, Record, FLAG_MARKER, MARKER_BYTES, RECORD_HEADER_BYTES,
 };
 use crate::segment_set::Segment;
+use crate::state::Shared;
 use crate::types::Lsn;
 
 /// Bytes read ahead from the active segment.
@@ -264,7 +264,7 @@ impl Cursor {
     /// Damage found by a read. In a sealed segment it marks the segment damaged, for repair (the
     /// active segment's unsynced end may still be in flight, so its errors are not marked).
     fn corrupt(&self, reason: String) -> Error {
-        let c = crate::recovery::Corruption {
+        let c = crate::corruption::Corruption {
             segment: self.seg.path.clone(),
             offset: self.offset,
             lsn: self.lsn,

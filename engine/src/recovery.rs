@@ -18,8 +18,8 @@
 //! told so; after a failed fdatasync the pages are clean, so a sync alone would write nothing.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+use crate::corruption::Corruption;
 use crate::error::{Error, Result};
 use crate::files::{
     list, not_a_log, read_floor, read_meta, write_floor, write_meta, write_segment_header, Listing,
@@ -27,10 +27,8 @@ use crate::files::{
 use crate::io::{OpenMode, Vfs, VfsFile};
 use crate::options::{Options, RecoveryMode};
 use crate::pool::{create_file, write_zeros};
-use crate::segment::{
-    quarantine_name, segment_name, HeaderError, SegmentHeader, FORMAT_VERSION, META_FILE,
-    SEGMENT_HEADER_BYTES,
-};
+use crate::segment::{quarantine_name, segment_name, META_FILE, SEGMENT_HEADER_BYTES};
+use crate::segment_file::{open_segment, read_all, Opened};
 use crate::segment_scan::{check_floor, scan_records, Scan, SegmentFacts, Stop};
 use crate::segment_set::Segment;
 use crate::types::Lsn;
@@ -106,63 +104,6 @@ pub struct TornTail {
     pub discarded_records: u64,
     /// What was wrong at `offset`.
     pub reason: String,
-}
-
-/// Damage a crash cannot explain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Corruption {
-    /// The file.
-    pub segment: PathBuf,
-    /// Byte offset of the bad record or header.
-    pub offset: u64,
-    /// The LSN expected there.
-    pub lsn: Lsn,
-    /// What was wrong.
-    pub reason: String,
-}
-
-impl std::fmt::Display for Corruption {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} at offset {} (LSN {}): {}",
-            self.segment.display(),
-            self.offset,
-            self.lsn,
-            self.reason
-        )
-    }
-}
-
-impl From<Corruption> for Error {
-    fn from(c: Corruption) -> Error {
-        Error::Corruption {
-            segment: c.segment,
-            offset: c.offset,
-            lsn: c.lsn,
-            reason: c.reason,
-        }
-    }
-}
-
-impl TryFrom<Error> for Corruption {
-    type Error = Error;
-    fn try_from(e: Error) -> Result<Corruption> {
-        match e {
-            Error::Corruption {
-                segment,
-                offset,
-                lsn,
-                reason,
-            } => Ok(Corruption {
-                segment,
-                offset,
-                lsn,
-                reason,
-            }),
-            other => Err(other),
-        }
-    }
 }
 
 /// Creates a new log: the marker, then the first segment, each through a temporary name. A
@@ -303,83 +244,6 @@ fn remove_temp(vfs: &dyn Vfs, dir: &Path, temp: &[String]) -> Result<usize> {
             .map_err(|e| Error::io("remove temporary file", &p, e))?;
     }
     Ok(temp.len())
-}
-
-/// An opened segment file with its checked header.
-pub(crate) struct Opened {
-    pub(crate) base: Lsn,
-    pub(crate) path: PathBuf,
-    pub(crate) file: Arc<dyn VfsFile>,
-    pub(crate) header: SegmentHeader,
-}
-
-pub(crate) fn open_segment(vfs: &dyn Vfs, dir: &Path, base: Lsn, mode: OpenMode) -> Result<Opened> {
-    let path = dir.join(segment_name(base));
-    let file = vfs
-        .open(&path, mode)
-        .map_err(|e| Error::io("open", &path, e))?;
-    let mut buf = [0u8; SEGMENT_HEADER_BYTES];
-    let n = file
-        .read_at(&mut buf, 0)
-        .map_err(|e| Error::io("read", &path, e))?;
-    let header = check_header(&path, base, &buf[..n])?;
-    Ok(Opened {
-        base,
-        path,
-        file,
-        header,
-    })
-}
-
-fn check_header(path: &Path, base: Lsn, bytes: &[u8]) -> Result<SegmentHeader> {
-    let corrupt = |reason: String| Error::Corruption {
-        segment: path.to_path_buf(),
-        offset: 0,
-        lsn: base,
-        reason,
-    };
-    let header = match SegmentHeader::decode(bytes) {
-        Ok(h) => h,
-        // The log's marker was read, so the log is of a version this build reads, and so is
-        // every segment any build wrote into it: another version here is a damaged header.
-        Err(HeaderError::Version(found)) => {
-            return Err(corrupt(format!(
-                "segment header says format version {found} in a log of version {FORMAT_VERSION} \
-                 or older: the header is damaged"
-            )))
-        }
-        Err(HeaderError::Magic) => {
-            return Err(corrupt("segment header has the wrong magic".into()))
-        }
-        Err(HeaderError::Truncated(n)) => {
-            return Err(corrupt(format!("segment header truncated to {n} bytes")))
-        }
-        Err(HeaderError::Invalid(why)) => return Err(corrupt(why)),
-    };
-    if header.base_lsn != base {
-        return Err(corrupt(format!(
-            "header says base LSN {} but the file name says {base}",
-            header.base_lsn
-        )));
-    }
-    Ok(header)
-}
-
-/// Reads a whole file with `read_at` (not a map, so that an EIO is an error, not a SIGBUS).
-pub(crate) fn read_all(file: &dyn VfsFile) -> Result<Vec<u8>> {
-    let len = file.len().map_err(|e| Error::io("stat", file.path(), e))?;
-    let len = usize::try_from(len).map_err(|_| Error::Corruption {
-        segment: file.path().to_path_buf(),
-        offset: 0,
-        lsn: Lsn::ZERO,
-        reason: format!("segment of {len} bytes is larger than this machine can address"),
-    })?;
-    let mut buf = vec![0u8; len];
-    let n = file
-        .read_at(&mut buf, 0)
-        .map_err(|e| Error::io("read", file.path(), e))?;
-    buf.truncate(n);
-    Ok(buf)
 }
 
 /// Walks the segments in order: headers of sealed ones (records too with `full_scan_on_open`),

@@ -14,13 +14,13 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::files::{now_nanos, write_atomically, write_segment_header};
 use crate::io::OpenMode;
-use crate::log::Shared;
 use crate::pool::create_file;
 use crate::record::{self, encode_marker, Marker, MarkerKind, MARKER_BYTES};
-use crate::recovery::read_all;
 use crate::segment::{quarantine_name, segment_name, FORMAT_VERSION, SEGMENT_HEADER_BYTES};
+use crate::segment_file::read_all;
 use crate::segment_scan::{scan_records, SegmentFacts, Stop};
 use crate::segment_set::Segment;
+use crate::state::Shared;
 use crate::types::{Epoch, Lsn};
 
 /// What a repair did.
@@ -46,7 +46,7 @@ pub struct DamagedSegment {
     /// Last LSN of the segment.
     pub last: Lsn,
     /// The damage.
-    pub corruption: crate::recovery::Corruption,
+    pub corruption: crate::corruption::Corruption,
 }
 
 /// Replaces sealed segment `base` with `records` (see the module docs).

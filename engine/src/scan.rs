@@ -18,8 +18,9 @@ use crate::error::{Error, Result};
 use crate::files::{list, not_a_log, read_floor, read_meta};
 use crate::io::{OpenMode, StdVfs, Vfs};
 use crate::record::{self, Frame, Record};
-use crate::recovery::{open_segment, read_all, scan_opened};
+use crate::recovery::scan_opened;
 use crate::segment::SEGMENT_HEADER_BYTES;
+use crate::segment_file::{open_segment, read_all};
 use crate::segment_scan::Stop;
 use crate::types::Lsn;
 

@@ -20,12 +20,12 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::corruption::Corruption;
 use crate::error::{Error, Result};
-use crate::log::Shared;
 use crate::record::{decode_frame, Frame, RECORD_HEADER_BYTES};
-use crate::recovery::Corruption;
 use crate::segment::SEGMENT_HEADER_BYTES;
 use crate::segment_set::Segment;
+use crate::state::Shared;
 use crate::types::Lsn;
 
 /// Default records per digest range.

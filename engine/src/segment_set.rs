@@ -1,5 +1,5 @@
 //! The in-memory view of the segments: where each one's records are, a sparse LSN → offset index,
-//! and retention (`purge_before`).
+//! and damage known in each. Retention (`purge_before`) is in `retention.rs`.
 //!
 //! Invariant: segments are in LSN order and contiguous (`next.base == prev.last_lsn + 1`), every
 //! segment but the last is sealed and was fully fdatasync'ed before its successor was named.
@@ -11,10 +11,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::error::{Error, Result};
+use crate::corruption::Corruption;
+use crate::error::Result;
 use crate::io::VfsFile;
-use crate::log::{PurgeReport, Shared};
-use crate::recovery::Corruption;
 use crate::segment::{FORMAT_VERSION, SEGMENT_HEADER_BYTES};
 use crate::types::Lsn;
 
@@ -207,37 +206,4 @@ impl Segment {
             })
             .clone()
     }
-}
-
-/// Removes whole segments below `lsn` (never the active one).
-pub(crate) fn purge_before(shared: &Shared, lsn: Lsn) -> Result<PurgeReport> {
-    let removed: Vec<Arc<Segment>> = {
-        let mut segs = shared.segments.write();
-        let n = segs
-            .windows(2)
-            .take_while(|w| w[1].base <= lsn && w[0].is_sealed())
-            .count();
-        segs.drain(..n).collect()
-    };
-    let mut report = PurgeReport {
-        first_lsn: shared.first_lsn(),
-        ..PurgeReport::default()
-    };
-    // Oldest first, the directory synced after each: a crash leaves a log that starts later,
-    // never one with a hole.
-    for seg in removed {
-        let recycled = if seg.was_mapped() {
-            shared.vfs.remove_file(&seg.path).map(|()| false)
-        } else {
-            shared.pool.recycle(&seg.path)
-        }
-        .map_err(|e| Error::io("remove segment", &seg.path, e))?;
-        shared
-            .vfs
-            .sync_dir(&shared.dir)
-            .map_err(|e| Error::io("fsync directory", &shared.dir, e))?;
-        report.segments_removed += 1;
-        report.segments_recycled += usize::from(recycled);
-    }
-    Ok(report)
 }

@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
+use crate::corruption::Corruption;
 use crate::error::{Error, Result};
 use crate::files::{list, not_a_log, read_floor, read_meta};
 use crate::io::{OpenMode, StdVfs, Vfs};
-use crate::recovery::{open_segment, read_all, scan_opened, Corruption, TornTail};
+use crate::recovery::{scan_opened, TornTail};
 use crate::segment::LEGACY_FORMAT_VERSION;
+use crate::segment_file::{open_segment, read_all};
 use crate::segment_scan::Stop;
 use crate::types::Lsn;
 

@@ -38,7 +38,6 @@ use crate::files::{write_floor, write_segment_header};
 use crate::io::{
     Backend, OpenMode, QueueConfig, Vfs, VfsFile, WriteCompletion, WriteOp, WriteQueue,
 };
-use crate::log::{Counters, Item, Queue, QueueState, Shared};
 use crate::options::{Options, SEGMENT_TAIL_RESERVE_BYTES, WRITES_IN_FLIGHT};
 use crate::pool::{create_file, write_zeros, FreePool};
 use crate::reader::record_end;
@@ -46,6 +45,7 @@ use crate::record::{encode_marker, Marker, MarkerKind, MARKER_BYTES, RECORD_HEAD
 use crate::recovery::{Recovered, RecoveryReport};
 use crate::segment::{segment_name, FORMAT_VERSION, SEGMENT_HEADER_BYTES};
 use crate::segment_set::Segment;
+use crate::state::{Counters, Item, Queue, QueueState, Shared};
 use crate::types::{Epoch, Lsn};
 
 /// Write operations in flight at once: one flushing, one being written behind it.

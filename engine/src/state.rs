@@ -1,0 +1,116 @@
+//! [`Shared`]: the state the log's handle, its writer thread, readers, the scrubber, repair and
+//! the preallocator share, and the appenders → writer queue inside it. Plain state: the code that
+//! acts on it lives in `log.rs` (appenders) and `writer.rs` (the writer).
+//!
+//! Locks, always taken in this order when nested: `segments`, then `queue.state`, then the
+//! watermark.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::completion::Watermark;
+use crate::error::Result;
+use crate::io::Vfs;
+use crate::options::Options;
+use crate::pool::FreePool;
+use crate::record::RECORD_HEADER_BYTES;
+use crate::segment_set::Segment;
+use crate::types::Lsn;
+
+/// An item for the writer thread, in LSN order.
+pub(crate) enum Item {
+    /// An encoded record: its 32-byte header and its payload.
+    Record {
+        header: [u8; RECORD_HEADER_BYTES],
+        payload: Bytes,
+    },
+    /// Drop every record after `cut`; reply when durable.
+    Truncate {
+        cut: Lsn,
+        generation: u64,
+        reply: crossbeam_channel::Sender<Result<()>>,
+    },
+    /// Seal the active segment (roll over) once everything before is durable.
+    Seal {
+        reply: crossbeam_channel::Sender<Result<()>>,
+    },
+}
+
+/// Appenders → writer.
+#[derive(Default)]
+pub(crate) struct QueueState {
+    /// LSN the next append gets.
+    pub(crate) next_lsn: Lsn,
+    pub(crate) items: Vec<Item>,
+    /// Bytes of records queued or taken by the writer and not yet copied into a write buffer.
+    pub(crate) queued_bytes: usize,
+    /// Bumped by each truncation.
+    pub(crate) generation: u64,
+    pub(crate) poisoned: Option<String>,
+    pub(crate) closing: bool,
+    pub(crate) writer_waiting: bool,
+    pub(crate) space_wakers: Vec<Waker>,
+}
+
+pub(crate) struct Queue {
+    pub(crate) state: Mutex<QueueState>,
+    /// The writer waits here for work.
+    pub(crate) work: Condvar,
+    /// Appenders wait here for room.
+    pub(crate) space: Condvar,
+}
+
+/// Counters, readable at any time.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) records: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) rollovers: AtomicU64,
+    pub(crate) recycled: AtomicU64,
+    pub(crate) repairs: AtomicU64,
+}
+
+/// State shared by the handle, the writer, readers and the preallocator.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) vfs: Arc<dyn Vfs>,
+    pub(crate) options: Options,
+    pub(crate) queue: Queue,
+    pub(crate) watermark: Arc<Watermark>,
+    /// Sealed segments then the active one, in LSN order.
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    pub(crate) pool: Arc<FreePool>,
+    /// Highest LSN handed to the kernel (page cache), for readers that accept unsynced data.
+    pub(crate) written_lsn: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) backend: &'static str,
+    /// Held until the last reference to the shared state goes.
+    pub(crate) _lock: crate::io::LockGuard,
+}
+
+impl Shared {
+    pub(crate) fn first_lsn(&self) -> Lsn {
+        self.segments
+            .read()
+            .first()
+            .map(|s| s.base)
+            .expect("a log always has an active segment")
+    }
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Record { payload, .. } => write!(f, "Record({} bytes)", payload.len()),
+            Item::Truncate { cut, .. } => write!(f, "Truncate({cut})"),
+            Item::Seal { .. } => write!(f, "Seal"),
+        }
+    }
+}
