@@ -31,11 +31,11 @@ use crate::backoff::BackoffConfig;
 use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
 use crate::error::{Error, Result};
-use crate::primary::{
-    FollowerLink, Timeouts, DEFAULT_CATCH_UP_CHUNK_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
-};
 use crate::quorum::QuorumSpec;
 use crate::transport::NetBackend;
+use crate::vocab::{
+    FollowerLink, Timeouts, DEFAULT_CATCH_UP_CHUNK_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
+};
 
 /// Default wait before the `degrade` policy acknowledges at local durability.
 pub const DEFAULT_DEGRADE_AFTER: Duration = Duration::from_secs(2);
@@ -606,7 +606,7 @@ impl NodeConfig {
     pub fn follower_links(&self) -> Vec<FollowerLink> {
         (self.replication.followers.iter())
             .map(|f| FollowerLink {
-                name: f.name.clone(),
+                name: f.name.as_str().into(),
                 addr: f.addr,
                 sync: f.mode == Mode::Sync,
             })

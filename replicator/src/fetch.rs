@@ -28,9 +28,8 @@ pub enum Purpose {
     TakeBack,
 }
 
-/// What a repair or a peer's digests ask of the driver; the same from either role (the
-/// primary's [`crate::primary::Action::Integrity`], the follower's
-/// [`crate::follower::FollowerAction::Integrity`]).
+/// What a repair or a peer's digests ask of the executor; the same from either role (carried
+/// by the replica's `Action::Integrity`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IntegrityAction {
     /// Replace the damaged segment starting at `base` with these records (fetched from a

@@ -3,7 +3,7 @@
 //! then append what it streams (same LSNs, same bytes) and acknowledge write, durable and
 //! applied positions, which double as heartbeats.
 //!
-//! Pure: events in, [`FollowerAction`]s out. Invariants: nothing is appended from a session
+//! Pure: events in, [`Action`]s out. Invariants: nothing is appended from a session
 //! that has not proven the key; records are appended densely from the agreed start (a gap or an
 //! overlap closes the session); acknowledged positions never exceed what the log holds
 //! (applied <= durable <= written).
@@ -15,90 +15,11 @@ use bytes::Bytes;
 use logship_engine::{Epoch, Lsn, RangeDigest};
 
 use crate::fetch::{last_record, FetchProgress, FetchRequest, Fetcher, IntegrityAction, Purpose};
-use crate::primary::Timeouts;
-use crate::protocol::auth::{self, ClusterKey, Role, Transcript, NONCE_LEN};
+use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::{FrameError, Msg, RejectCode};
 use crate::status::FollowerSideStatus;
-use crate::transport::ConnId;
-
-/// The follower's configuration.
-#[derive(Clone, Debug)]
-pub struct FollowerConfig {
-    /// The cluster id both sides must share.
-    pub cluster_id: String,
-    /// This node's id.
-    pub node_id: String,
-    /// The pre-shared key.
-    pub key: ClusterKey,
-    /// Timeouts (handshake, heartbeat interval, peer).
-    pub timeouts: Timeouts,
-    /// Applied follows durable (no embedding application reports it).
-    pub auto_apply: bool,
-}
-
-/// What the driver must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FollowerAction {
-    /// Send a message.
-    Send {
-        /// The connection.
-        conn: ConnId,
-        /// The message.
-        msg: Msg,
-    },
-    /// Close a connection.
-    Close {
-        /// The connection.
-        conn: ConnId,
-        /// Why (logged).
-        reason: String,
-    },
-    /// Append these records (whole, encoded, dense from `first`) to the log.
-    Append {
-        /// First LSN.
-        first: Lsn,
-        /// Last LSN.
-        last: Lsn,
-        /// The records.
-        records: Bytes,
-    },
-    /// Read the records the primary's fetch asks for and the CRC of the record before them,
-    /// then answer with [`FetchRequest::answer`] and [`Follower::send_answer`].
-    ServeFetch {
-        /// The connection.
-        conn: ConnId,
-        /// What it asks for.
-        request: FetchRequest,
-    },
-    /// A repair's records or failure, or the primary's digests.
-    Integrity(IntegrityAction),
-    /// Truncate the log after `after`, before anything else is appended, but only if the
-    /// record at `after` has the CRC `expect_crc` (the primary's record there; not checked for
-    /// LSN 0); then report the new tail with [`Follower::on_truncated`]. If the CRC differs,
-    /// change nothing and report [`Follower::on_truncate_refused`].
-    Truncate {
-        /// Keep records up to and including this LSN.
-        after: Lsn,
-        /// The primary's CRC of record `after`.
-        expect_crc: u32,
-    },
-}
-
-/// The log's position when the follower starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tail {
-    /// Last LSN in the log.
-    pub last: Lsn,
-    /// Epoch of that record.
-    pub last_epoch: Epoch,
-    /// CRC field of that record (0 for an empty log).
-    pub last_crc: u32,
-    /// Durable LSN.
-    pub durable: Lsn,
-    /// Applied LSN.
-    pub applied: Lsn,
-}
+use crate::vocab::{Action, ConnId, FollowerConfig, Tail};
 
 #[derive(Debug)]
 enum Session {
@@ -210,9 +131,9 @@ impl Follower {
         }
     }
 
-    fn ack(&mut self, now: Duration, conn: ConnId, out: &mut Vec<FollowerAction>) {
+    fn ack(&mut self, now: Duration, conn: ConnId, out: &mut Vec<Action>) {
         self.last_ack = now;
-        out.push(FollowerAction::Send {
+        out.push(Action::Send {
             conn,
             msg: Msg::Ack {
                 write: self.written,
@@ -228,11 +149,11 @@ impl Follower {
         code: RejectCode,
         detail: u64,
         message: String,
-        out: &mut Vec<FollowerAction>,
+        out: &mut Vec<Action>,
     ) {
-        tracing::info!(conn, reason = code.as_str(), %message, "refusing a replication session");
+        tracing::info!(conn = conn.0, reason = code.as_str(), %message, "refusing a replication session");
         *self.rejected.entry(code.as_str()).or_default() += 1;
-        out.push(FollowerAction::Send {
+        out.push(Action::Send {
             conn,
             msg: Msg::Reject {
                 code,
@@ -240,7 +161,7 @@ impl Follower {
                 message: message.clone(),
             },
         });
-        out.push(FollowerAction::Close {
+        out.push(Action::Close {
             conn,
             reason: message,
         });
@@ -248,12 +169,7 @@ impl Follower {
     }
 
     /// Bytes on `conn` were not a valid frame.
-    pub fn on_frame_error(
-        &mut self,
-        conn: ConnId,
-        error: &FrameError,
-        out: &mut Vec<FollowerAction>,
-    ) {
+    pub fn on_frame_error(&mut self, conn: ConnId, error: &FrameError, out: &mut Vec<Action>) {
         self.reject(
             conn,
             RejectCode::Protocol,
@@ -264,20 +180,14 @@ impl Follower {
     }
 
     /// A decoded frame arrived on `conn`.
-    pub fn on_frame(
-        &mut self,
-        now: Duration,
-        conn: ConnId,
-        msg: Msg,
-        out: &mut Vec<FollowerAction>,
-    ) {
+    pub fn on_frame(&mut self, now: Duration, conn: ConnId, msg: Msg, out: &mut Vec<Action>) {
         let Some(session) = self.sessions.remove(&conn) else {
             return;
         };
         match (session, msg) {
             (_, Msg::Reject { code, message, .. }) => {
-                tracing::info!(conn, reason = code.as_str(), %message, "the primary refused the session");
-                out.push(FollowerAction::Close {
+                tracing::info!(conn = conn.0, reason = code.as_str(), %message, "the primary refused the session");
+                out.push(Action::Close {
                     conn,
                     reason: message,
                 });
@@ -337,7 +247,7 @@ impl Follower {
     }
 
     /// A frame the session does not expect now: refused, and the session closed.
-    fn unexpected(&mut self, conn: ConnId, msg: &Msg, out: &mut Vec<FollowerAction>) {
+    fn unexpected(&mut self, conn: ConnId, msg: &Msg, out: &mut Vec<Action>) {
         let m = format!("unexpected {} frame", msg.name());
         self.reject(conn, RejectCode::Protocol, 0, m, out);
     }
@@ -349,7 +259,7 @@ impl Follower {
         conn: ConnId,
         primary: String,
         msg: Msg,
-        out: &mut Vec<FollowerAction>,
+        out: &mut Vec<Action>,
     ) {
         match msg {
             Msg::Records {
@@ -389,7 +299,7 @@ impl Follower {
         conn: ConnId,
         primary: &str,
         msg: Msg,
-        out: &mut Vec<FollowerAction>,
+        out: &mut Vec<Action>,
     ) {
         self.last_heard = Some(now);
         match msg {
@@ -399,7 +309,8 @@ impl Follower {
                 to,
                 max_bytes,
                 prev_crc,
-            } => out.push(FollowerAction::ServeFetch {
+            } => out.push(Action::ServeFetch {
+                link: None,
                 conn,
                 request: FetchRequest {
                     id,
@@ -419,12 +330,10 @@ impl Follower {
                     self.repair_failed(format!("{primary} could not serve it: {message}"), out);
                 }
             }
-            Msg::Digests { ranges } => {
-                out.push(FollowerAction::Integrity(IntegrityAction::PeerDigests {
-                    peer: primary.to_string(),
-                    ranges,
-                }))
-            }
+            Msg::Digests { ranges } => out.push(Action::Integrity(IntegrityAction::PeerDigests {
+                peer: primary.to_string(),
+                ranges,
+            })),
             other => unreachable!("on_integrity called with {}", other.name()),
         }
     }
@@ -438,7 +347,7 @@ impl Follower {
         id: u64,
         range: (Lsn, Lsn),
         records: Bytes,
-        out: &mut Vec<FollowerAction>,
+        out: &mut Vec<Action>,
     ) {
         let Some((c, f)) = &mut self.repair else {
             return;
@@ -451,11 +360,11 @@ impl Follower {
         };
         match f.on_fetched(now, range, records) {
             Ok(FetchProgress::More { request, .. }) => {
-                out.push(FollowerAction::Send { conn, msg: request })
+                out.push(Action::Send { conn, msg: request })
             }
             Ok(FetchProgress::Done(chunks)) => {
                 self.repair = None;
-                out.push(FollowerAction::Integrity(IntegrityAction::Repair {
+                out.push(Action::Integrity(IntegrityAction::Repair {
                     base,
                     chunks,
                     source: primary.to_string(),
@@ -465,9 +374,9 @@ impl Follower {
         }
     }
 
-    fn repair_failed(&mut self, reason: String, out: &mut Vec<FollowerAction>) {
+    fn repair_failed(&mut self, reason: String, out: &mut Vec<Action>) {
         if let Some(failed) = self.repair.take().and_then(|(_, f)| f.failed(reason)) {
-            out.push(FollowerAction::Integrity(failed));
+            out.push(Action::Integrity(failed));
         }
     }
 
@@ -479,7 +388,7 @@ impl Follower {
         now: Duration,
         (base, last): (Lsn, Lsn),
         prev_crc: Option<u32>,
-        out: &mut Vec<FollowerAction>,
+        out: &mut Vec<Action>,
     ) -> bool {
         let Some(conn) = self.streaming() else {
             return false;
@@ -499,24 +408,24 @@ impl Follower {
             timeout,
         );
         self.repair = Some((conn, f));
-        out.push(FollowerAction::Send { conn, msg: request });
+        out.push(Action::Send { conn, msg: request });
         true
     }
 
     /// Sends this node's digests to the primary (if a session streams).
-    pub fn send_digests(&mut self, ranges: Vec<RangeDigest>, out: &mut Vec<FollowerAction>) {
+    pub fn send_digests(&mut self, ranges: Vec<RangeDigest>, out: &mut Vec<Action>) {
         if let Some(conn) = self.streaming() {
-            out.push(FollowerAction::Send {
+            out.push(Action::Send {
                 conn,
                 msg: Msg::Digests { ranges },
             });
         }
     }
 
-    /// The answer to a [`FollowerAction::ServeFetch`] is ready.
-    pub fn send_answer(&mut self, conn: ConnId, answer: Msg, out: &mut Vec<FollowerAction>) {
+    /// The answer to a [`Action::ServeFetch`] is ready.
+    pub fn send_answer(&mut self, conn: ConnId, answer: Msg, out: &mut Vec<Action>) {
         if self.sessions.contains_key(&conn) {
-            out.push(FollowerAction::Send { conn, msg: answer });
+            out.push(Action::Send { conn, msg: answer });
         }
     }
 
@@ -527,7 +436,7 @@ impl Follower {
         nonce: [u8; NONCE_LEN],
         hello: Hello,
         (version_min, cluster_id, primary_last): (u16, String, Lsn),
-        out: &mut Vec<FollowerAction>,
+        out: &mut Vec<Action>,
     ) {
         if hello.version < version_min.max(MIN_PROTOCOL_VERSION) {
             let m = format!("no common protocol version: primary {version_min}.., this node {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}");
@@ -542,7 +451,7 @@ impl Follower {
         }
         let t = transcript(&self.config, &hello, &nonce);
         let mac = auth::prove(&self.config.key, Role::Follower, &t);
-        out.push(FollowerAction::Send {
+        out.push(Action::Send {
             conn,
             msg: Msg::HelloReply {
                 version: hello.version,
@@ -552,7 +461,7 @@ impl Follower {
                 nonce,
                 mac,
                 cluster_id: self.config.cluster_id.clone(),
-                node_id: self.config.node_id.clone(),
+                node_id: self.config.node_id.to_string(),
             },
         });
         self.primary_last = self.primary_last.max(primary_last);
@@ -576,7 +485,7 @@ impl Follower {
         hello: Hello,
         mac: [u8; auth::MAC_LEN],
         (truncate_after, start, commit, cut_crc): (Option<Lsn>, Lsn, Lsn, u32),
-        out: &mut Vec<FollowerAction>,
+        out: &mut Vec<Action>,
     ) {
         let t = transcript(&self.config, &hello, &nonce);
         if !auth::verify(&self.config.key, Role::Primary, &t, &mac) {
@@ -592,7 +501,7 @@ impl Follower {
             return self.reject(conn, RejectCode::Protocol, 0, m, out);
         }
         if let Some(old) = self.streaming() {
-            out.push(FollowerAction::Close {
+            out.push(Action::Close {
                 conn: old,
                 reason: format!("superseded by a session from {}", hello.primary),
             });
@@ -600,7 +509,7 @@ impl Follower {
         }
         if kept < self.written {
             tracing::warn!(after = %kept, last = %self.written, "truncating records the primary does not have");
-            out.push(FollowerAction::Truncate {
+            out.push(Action::Truncate {
                 after: kept,
                 expect_crc: cut_crc,
             });
@@ -629,7 +538,7 @@ impl Follower {
         last: Lsn,
         commit: Lsn,
         records: Bytes,
-        out: &mut Vec<FollowerAction>,
+        out: &mut Vec<Action>,
     ) {
         if first != self.written.next() {
             let m = format!(
@@ -642,7 +551,7 @@ impl Follower {
             let m = format!("records {first}..={last} do not hold exactly those LSNs");
             return self.reject(conn, RejectCode::Protocol, 0, m, out);
         };
-        out.push(FollowerAction::Append {
+        out.push(Action::Append {
             first,
             last,
             records,
@@ -657,7 +566,7 @@ impl Follower {
     }
 
     /// The log is durable up to `lsn`.
-    pub fn on_durable(&mut self, now: Duration, lsn: Lsn, out: &mut Vec<FollowerAction>) {
+    pub fn on_durable(&mut self, now: Duration, lsn: Lsn, out: &mut Vec<Action>) {
         let lsn = lsn.min(self.written);
         if lsn <= self.durable {
             return;
@@ -672,7 +581,7 @@ impl Follower {
     }
 
     /// The application applied records up to `lsn`.
-    pub fn on_applied(&mut self, now: Duration, lsn: Lsn, out: &mut Vec<FollowerAction>) {
+    pub fn on_applied(&mut self, now: Duration, lsn: Lsn, out: &mut Vec<Action>) {
         let lsn = lsn.min(self.durable);
         if lsn <= self.applied {
             return;
@@ -696,7 +605,7 @@ impl Follower {
         at: Lsn,
         reason: String,
         tail: Tail,
-        out: &mut Vec<FollowerAction>,
+        out: &mut Vec<Action>,
     ) {
         if let Some(conn) = self.streaming() {
             self.reject(conn, RejectCode::Diverged, at.0, reason, out);
@@ -709,10 +618,10 @@ impl Follower {
 
     /// Appending failed; the log really ends at `tail` (the session is closed: the primary
     /// reconnects and starts from the truth).
-    pub fn on_append_failed(&mut self, reason: String, tail: Tail, out: &mut Vec<FollowerAction>) {
+    pub fn on_append_failed(&mut self, reason: String, tail: Tail, out: &mut Vec<Action>) {
         if let Some(conn) = self.streaming() {
             self.sessions.remove(&conn);
-            out.push(FollowerAction::Close {
+            out.push(Action::Close {
                 conn,
                 reason: format!("append failed: {reason}"),
             });
@@ -724,7 +633,7 @@ impl Follower {
     }
 
     /// Timer: handshake deadlines, a silent primary, heartbeats, a repair fetch left unanswered.
-    pub fn tick(&mut self, now: Duration, out: &mut Vec<FollowerAction>) {
+    pub fn tick(&mut self, now: Duration, out: &mut Vec<Action>) {
         let lost = match &self.repair {
             Some((c, f)) => f.expired(now) || !self.sessions.contains_key(c),
             None => false,
@@ -746,7 +655,7 @@ impl Follower {
             .collect();
         for conn in expired {
             self.sessions.remove(&conn);
-            out.push(FollowerAction::Close {
+            out.push(Action::Close {
                 conn,
                 reason: "handshake timed out".into(),
             });
@@ -755,7 +664,7 @@ impl Follower {
         let silent = now.saturating_sub(self.last_heard.unwrap_or(now));
         if silent >= self.config.timeouts.peer {
             self.sessions.remove(&conn);
-            out.push(FollowerAction::Close {
+            out.push(Action::Close {
                 conn,
                 reason: format!("primary silent for {silent:?}"),
             });
@@ -764,6 +673,22 @@ impl Follower {
         if now.saturating_sub(self.last_ack) >= self.config.timeouts.heartbeat_interval {
             self.ack(now, conn, out);
         }
+    }
+
+    /// Asserts the follower's invariants: applied ≤ durable ≤ written, and at most one
+    /// session streams.
+    pub fn check_invariants(&self) {
+        assert!(
+            self.applied <= self.durable && self.durable <= self.written,
+            "applied {} durable {} written {}",
+            self.applied,
+            self.durable,
+            self.written
+        );
+        let streaming = (self.sessions.values())
+            .filter(|s| matches!(s, Session::Streaming { .. }))
+            .count();
+        assert!(streaming <= 1, "{streaming} sessions stream");
     }
 
     /// A snapshot for status.
@@ -801,7 +726,7 @@ fn transcript<'a>(
         version: hello.version,
         cluster_id: &config.cluster_id,
         primary_id: &hello.primary,
-        follower_id: &config.node_id,
+        follower_id: config.node_id.as_str(),
         epoch: hello.epoch.0,
         primary_nonce: &hello.nonce,
         follower_nonce: nonce,

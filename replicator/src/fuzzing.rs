@@ -17,21 +17,16 @@
 //!   the node's driver feeds them. The harness knows, from the messages it saw, which
 //!   connections proved the cluster key, and asserts that the follower never appends or
 //!   truncates for any other connection and that the primary never sends `Start`, `Records` or
-//!   `Heartbeat` to a follower that has not proven it. Then a deterministic honest session: a
-//!   real primary and a real follower wired together, with logs and a schedule taken from the
-//!   end of the input; appends must continue the follower's log densely with the primary's
-//!   bytes, every record the follower keeps must be the primary's, `remote_durable` must not
-//!   pass what the follower made durable, and the pair must converge (or refuse with a
-//!   justified `purged` or `diverged`).
+//!   `Heartbeat` to a follower that has not proven it. Honest sessions, with faults, are the
+//!   simulator's (`crate::sim`).
 //!
 //! Layout: `input` reads the input and builds the messages a fuzzed peer sends, `common` holds
 //! the names, key, transcript and configurations both ends share, `log_model` the logs the
-//! harness keeps for each node, and `follower_side`, `primary_side` and `honest` the three
-//! parts of `handshake`.
+//! harness keeps for each node, and `follower_side` and `primary_side` the two parts of
+//! `handshake`.
 
 mod common;
 mod follower_side;
-mod honest;
 mod input;
 mod log_model;
 mod primary_side;
@@ -41,7 +36,6 @@ use crate::protocol::msg::kind_name;
 use crate::protocol::Msg;
 
 use self::follower_side::FollowerUnderTest;
-use self::honest::HonestPair;
 use self::input::Input;
 use self::primary_side::PrimaryUnderTest;
 
@@ -237,8 +231,8 @@ fn check_flip(wire: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // handshake
 
-/// Drives a follower and a primary with frames carved from `data`, then runs an honest session
-/// shaped by the end of `data`; see the module doc for the properties.
+/// Drives a follower and a primary with frames carved from `data`; see the module doc for the
+/// properties.
 ///
 /// # Panics
 /// When a property fails: that is a finding.
@@ -260,5 +254,4 @@ pub fn handshake(data: &[u8]) {
     }
     follower.finish();
     primary.finish();
-    HonestPair::run(&mut Input::from_end(data));
 }

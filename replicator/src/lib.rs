@@ -4,15 +4,20 @@
 //!   docs/protocol.md draws every byte.
 //! - [`quorum`], [`commit`]: `FIRST k (...)` / `ANY k (...)` and the LSN each durability level
 //!   has reached.
-//! - [`primary`], [`follower`]: the sans-I/O state machines. They take events (frames, timer
-//!   ticks, durability completions, connection changes) and return actions; no sockets, clocks
-//!   or threads inside, so the simulator can drive them deterministically.
+//! - [`vocab`]: the shared vocabulary (node and connection ids, timeouts, configurations, the
+//!   inputs a replica takes and the actions it returns, its view of storage, its randomness).
+//! - [`replica`]: one sans-I/O replica, whose role is a value: `step(now, input) -> actions`.
+//!   No sockets, clocks, threads, files or OS randomness inside, so the node and the simulator
+//!   drive it the same way. [`primary`] and [`follower`] are its two roles' machines.
 //! - [`backoff`], [`breaker`], [`lag`]: the pieces of fault handling those machines use.
 //! - [`fetch`], [`digests`]: integrity: fetching a range from a peer (repair, take-back) and
 //!   comparing replicas' digests.
 //! - [`transport`]: the TCP transports (portable sockets, io_uring) behind one seam.
-//! - [`node`], [`client`], [`config`], [`http`]: the running node, its client protocol, its
-//!   configuration file, and its metrics and health endpoints.
+//! - [`node`], [`client`], [`config`], [`http`]: the running node (the executor that feeds the
+//!   replica), its client protocol, its configuration file, and its metrics and health
+//!   endpoints.
+//!
+//! Modules read top-down: `vocab` and the pieces below it import nothing above them.
 
 #![deny(missing_docs)]
 
@@ -34,8 +39,10 @@ pub mod node;
 pub mod primary;
 pub mod protocol;
 pub mod quorum;
+pub mod replica;
 pub mod status;
 pub mod transport;
+pub mod vocab;
 
 pub use crate::client::Client;
 pub use crate::config::NodeConfig;

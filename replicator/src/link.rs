@@ -14,36 +14,54 @@ use bytes::Bytes;
 use logship_engine::{Chunk, Lsn};
 
 use crate::backoff::Backoff;
+use crate::backoff::Rng;
 use crate::breaker::CircuitBreaker;
 use crate::commit::Progress;
 use crate::fetch::{FetchProgress, FetchRequest, Fetcher, IntegrityAction, Purpose};
 use crate::lag::{AckLevel, LagClock};
-use crate::primary::{Action, Ctx, PrimaryConfig, ReadError};
 use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::{Msg, RejectCode};
-use crate::transport::ConnId;
+use crate::status::PrimaryCounters;
+pub use crate::status::{LinkCounters, Phase};
+use crate::vocab::{Action, ConnId, NodeId, PrimaryConfig, ReadError};
+
+/// What a link needs from the primary while it handles an event.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub(crate) config: &'a PrimaryConfig,
+    pub(crate) link: usize,
+    pub(crate) first_lsn: Lsn,
+    pub(crate) last_lsn: Lsn,
+    pub(crate) commit_lsn: Lsn,
+    /// The lowest LSN the log was truncated after since this primary started.
+    pub(crate) truncated_at: Option<Lsn>,
+    /// Appends are served (the start gate is open).
+    pub(crate) serving: bool,
+    /// Some link is taking back records.
+    pub(crate) taking_back: bool,
+    pub(crate) rng: &'a mut Rng,
+    pub(crate) counters: &'a mut PrimaryCounters,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn rejected(&mut self, code: RejectCode) {
+        *self.counters.rejected.entry(code.as_str()).or_default() += 1;
+    }
+
+    pub(crate) fn refused_by_peer(&mut self, code: RejectCode) {
+        *self
+            .counters
+            .refused_by_peer
+            .entry(code.as_str())
+            .or_default() += 1;
+    }
+}
 
 /// How often a link whose breaker refuses a connection asks again.
 const BREAKER_POLL: Duration = Duration::from_millis(50);
 /// How soon a link that must wait for another link's take-back tries again.
 const TAKE_BACK_RETRY: Duration = Duration::from_millis(100);
-
-/// Where the link is, for status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Not connected; waiting for the backoff delay or the breaker.
-    Idle,
-    /// Connecting.
-    Connecting,
-    /// Authenticating.
-    Handshake,
-    /// Streaming records, behind (reading from the log).
-    CatchingUp,
-    /// Streaming live batches.
-    Streaming,
-}
 
 #[derive(Debug)]
 enum CatchUp {
@@ -178,30 +196,11 @@ enum State {
     Streaming(Box<Stream>),
 }
 
-/// Counters of one link.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct LinkCounters {
-    /// Connections that reached streaming.
-    pub sessions: u64,
-    /// Connect failures, timeouts, lost connections.
-    pub failures: u64,
-    /// Sessions this side refused (bad key, cluster id, protocol errors).
-    pub rejected: u64,
-    /// Sessions the follower refused.
-    pub rejected_by_peer: u64,
-    /// Record frames sent.
-    pub frames_sent: u64,
-    /// Record bytes sent.
-    pub bytes_sent: u64,
-    /// Catch-up chunks sent.
-    pub chunks_sent: u64,
-}
-
 /// One follower link.
 #[derive(Debug)]
 pub struct Link {
     /// The follower's name.
-    pub name: String,
+    pub name: NodeId,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Counted in the sync quorum.
@@ -229,7 +228,7 @@ pub struct Link {
 
 impl Link {
     /// A link that connects at once.
-    pub fn new(name: String, addr: SocketAddr, sync: bool, config: &PrimaryConfig) -> Link {
+    pub fn new(name: NodeId, addr: SocketAddr, sync: bool, config: &PrimaryConfig) -> Link {
         Link {
             name,
             addr,
@@ -392,7 +391,7 @@ impl Link {
                 last_lsn: ctx.last_lsn,
                 nonce,
                 cluster_id: ctx.config.cluster_id.clone(),
-                node_id: ctx.config.node_id.clone(),
+                node_id: ctx.config.node_id.to_string(),
             },
         });
         let deadline = now + ctx.config.timeouts.handshake;
@@ -598,7 +597,7 @@ impl Link {
             );
             return self.reject(now, ctx, out, RejectCode::ClusterId, 0, m);
         }
-        if node_id != self.name {
+        if self.name != *node_id.as_str() {
             let m = format!(
                 "node {node_id:?} answered at the address of {:?}",
                 self.name
@@ -610,7 +609,13 @@ impl Link {
                 format!("version {version} outside {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}");
             return self.reject(now, ctx, out, RejectCode::Version, 0, m);
         }
-        let t = transcript(ctx, &self.name, version, &nonce, &reply.follower_nonce);
+        let t = transcript(
+            ctx,
+            self.name.as_str(),
+            version,
+            &nonce,
+            &reply.follower_nonce,
+        );
         if !auth::verify(&ctx.config.key, Role::Follower, &t, &mac) {
             let m = "the follower's proof of the cluster key is wrong".to_string();
             return self.reject(now, ctx, out, RejectCode::AuthFailed, 0, m);
@@ -755,7 +760,7 @@ impl Link {
         self.purged = false;
         let t = transcript(
             ctx,
-            &self.name,
+            self.name.as_str(),
             reply.version,
             &nonce,
             &reply.follower_nonce,
@@ -952,7 +957,7 @@ impl Link {
                 max_bytes,
                 prev_crc,
             } => out.push(Action::ServeFetch {
-                link: ctx.link,
+                link: Some(ctx.link),
                 conn,
                 request: FetchRequest {
                     id,
@@ -962,7 +967,7 @@ impl Link {
                 },
             }),
             Msg::Digests { ranges } => out.push(Action::Integrity(IntegrityAction::PeerDigests {
-                peer: self.name.clone(),
+                peer: self.name.to_string(),
                 ranges,
             })),
             Msg::Fetched {
@@ -1036,7 +1041,7 @@ impl Link {
                 out.push(Action::Integrity(IntegrityAction::Repair {
                     base,
                     chunks,
-                    source: self.name.clone(),
+                    source: self.name.to_string(),
                 }));
             }
         }
@@ -1141,7 +1146,7 @@ impl Link {
         now: Duration,
         first: Lsn,
         last: Lsn,
-        (records, shared): (&[u8], &mut Option<Bytes>),
+        records: &Bytes,
         ctx: &Ctx<'_>,
         out: &mut Vec<Action>,
     ) {
@@ -1159,9 +1164,7 @@ impl Link {
                     first,
                     last,
                     commit_lsn: ctx.commit_lsn,
-                    records: shared
-                        .get_or_insert_with(|| Bytes::copy_from_slice(records))
-                        .clone(),
+                    records: records.clone(),
                 },
             });
         } else if matches!(s.catch_up, CatchUp::Live) && s.next_send <= last {
@@ -1257,7 +1260,7 @@ fn transcript<'a>(
     Transcript {
         version,
         cluster_id: &ctx.config.cluster_id,
-        primary_id: &ctx.config.node_id,
+        primary_id: ctx.config.node_id.as_str(),
         follower_id: follower,
         epoch: ctx.config.epoch.0,
         primary_nonce,

@@ -6,229 +6,21 @@
 //! their outcomes back as events. Commit LSNs are read with [`Primary::committed`] after each
 //! event; they only rise.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
+use logship_engine::{Chunk, Lsn, RangeDigest};
 
-use crate::backoff::{BackoffConfig, Rng};
-use crate::breaker::BreakerConfig;
-use crate::commit::{CommitTracker, DegradeChange, MemberProgress, QuorumPolicy};
-use crate::fetch::{FetchRequest, IntegrityAction};
+use crate::backoff::Rng;
+use crate::commit::{CommitTracker, DegradeChange, MemberProgress};
 use crate::lag::{AckLevel, ByteIndex};
+use crate::link::Ctx;
 use crate::link::Link;
-use crate::protocol::auth::{ClusterKey, NONCE_LEN};
+use crate::protocol::auth::NONCE_LEN;
 use crate::protocol::{DurabilityLevel, FrameError, Msg, RejectCode};
-use crate::quorum::QuorumSpec;
+use crate::status::PrimaryCounters;
 use crate::status::{Behind, CommitLsns, FollowerStatus, PrimaryStatus};
-use crate::transport::ConnId;
-
-/// Named timeouts. Defaults and their reasons: docs/fault-tolerance.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Establishing a TCP connection.
-    pub connect: Duration,
-    /// From connection to the start of streaming.
-    pub handshake: Duration,
-    /// Heartbeat interval, both ways.
-    pub heartbeat_interval: Duration,
-    /// Silence after which a peer is unhealthy and its connection dropped.
-    pub peer: Duration,
-    /// How long an append waits for its level under the `block` policy.
-    pub commit: Duration,
-    /// One catch-up chunk read from the log.
-    pub catch_up_read: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Timeouts {
-        Timeouts {
-            connect: Duration::from_secs(1),
-            handshake: Duration::from_secs(2),
-            heartbeat_interval: Duration::from_millis(100),
-            peer: Duration::from_secs(1),
-            commit: Duration::from_secs(5),
-            catch_up_read: Duration::from_secs(5),
-        }
-    }
-}
-
-/// A follower the primary streams to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FollowerLink {
-    /// Its node id.
-    pub name: String,
-    /// Its replication address.
-    pub addr: SocketAddr,
-    /// `true` for sync (may count in the quorum), `false` for async.
-    pub sync: bool,
-}
-
-/// Default bytes sent and not yet acknowledged as received, per follower.
-pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 32 << 20;
-/// Default size of a catch-up chunk.
-pub const DEFAULT_CATCH_UP_CHUNK_BYTES: usize = 4 << 20;
-
-/// Everything the primary's state machine is configured with.
-#[derive(Clone, Debug)]
-pub struct PrimaryConfig {
-    /// The cluster id both sides must share.
-    pub cluster_id: String,
-    /// This node's id.
-    pub node_id: String,
-    /// The pre-shared key.
-    pub key: ClusterKey,
-    /// This primary's epoch.
-    pub epoch: Epoch,
-    /// The followers.
-    pub followers: Vec<FollowerLink>,
-    /// The sync quorum (`None`: no sync followers; remote levels follow local durability).
-    pub quorum: Option<QuorumSpec>,
-    /// What happens without a quorum.
-    pub policy: QuorumPolicy,
-    /// Timeouts.
-    pub timeouts: Timeouts,
-    /// Reconnection backoff.
-    pub backoff: BackoffConfig,
-    /// Per-link circuit breaker.
-    pub breaker: BreakerConfig,
-    /// Unacknowledged bytes per follower before the link reads from the log instead.
-    pub max_inflight_bytes: u64,
-    /// Catch-up chunk size.
-    pub catch_up_chunk_bytes: usize,
-    /// Bytes behind past which an async follower no longer holds back purging.
-    pub max_retained_bytes: Option<u64>,
-}
-
-/// What the driver must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Connect to a follower, then report with [`Primary::connect_started`].
-    Connect {
-        /// The link.
-        link: usize,
-        /// Where.
-        addr: SocketAddr,
-        /// Connect timeout.
-        timeout: Duration,
-    },
-    /// Send a message.
-    Send {
-        /// The connection.
-        conn: ConnId,
-        /// The message.
-        msg: Msg,
-    },
-    /// Close a connection.
-    Close {
-        /// The connection.
-        conn: ConnId,
-        /// Why (logged).
-        reason: String,
-    },
-    /// Read whole records from `from` (written, not necessarily durable), at most
-    /// `max_bytes`; report with [`Primary::on_chunk`].
-    ReadChunk {
-        /// The link.
-        link: usize,
-        /// Its connection.
-        conn: ConnId,
-        /// First LSN.
-        from: Lsn,
-        /// Size bound.
-        max_bytes: usize,
-    },
-    /// Look up the CRC field of record `lsn`; report with [`Primary::on_crc`].
-    LookupCrc {
-        /// The link.
-        link: usize,
-        /// Its connection.
-        conn: ConnId,
-        /// The record.
-        lsn: Lsn,
-    },
-    /// Read the records a follower's fetch asks for and the CRC of the record before them;
-    /// answer with [`FetchRequest::answer`] and [`Primary::send_answer`].
-    ServeFetch {
-        /// The link.
-        link: usize,
-        /// Its connection.
-        conn: ConnId,
-        /// What it asks for.
-        request: FetchRequest,
-    },
-    /// Append records taken back from a follower to the primary's log (they continue it), in
-    /// order, outside the machine's lock; report with [`Primary::on_taken_back`].
-    AppendTakenBack {
-        /// The link.
-        link: usize,
-        /// Its connection.
-        conn: ConnId,
-        /// The records.
-        records: Bytes,
-    },
-    /// A repair's records or failure, or a follower's digests.
-    Integrity(IntegrityAction),
-}
-
-/// Why a catch-up read failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReadError {
-    /// The records were purged; the log starts at `first`.
-    Purged {
-        /// First LSN held.
-        first: Lsn,
-    },
-    /// Anything else (I/O, corruption), as text.
-    Failed(String),
-}
-
-/// Counters of the primary as a whole.
-#[derive(Debug, Default)]
-pub struct PrimaryCounters {
-    /// Sessions this primary refused, by reason.
-    pub rejected: BTreeMap<&'static str, u64>,
-    /// Sessions followers refused, by reason.
-    pub refused_by_peer: BTreeMap<&'static str, u64>,
-    /// Times degraded mode was entered.
-    pub degraded_entered: u64,
-    /// Times a follower was dropped from retention.
-    pub retention_drops: u64,
-}
-
-/// What a link needs from the primary while it handles an event.
-#[derive(Debug)]
-pub struct Ctx<'a> {
-    pub(crate) config: &'a PrimaryConfig,
-    pub(crate) link: usize,
-    pub(crate) first_lsn: Lsn,
-    pub(crate) last_lsn: Lsn,
-    pub(crate) commit_lsn: Lsn,
-    /// The lowest LSN the log was truncated after since this primary started.
-    pub(crate) truncated_at: Option<Lsn>,
-    /// Appends are served (the start gate is open).
-    pub(crate) serving: bool,
-    /// Some link is taking back records.
-    pub(crate) taking_back: bool,
-    pub(crate) rng: &'a mut Rng,
-    counters: &'a mut PrimaryCounters,
-}
-
-impl Ctx<'_> {
-    pub(crate) fn rejected(&mut self, code: RejectCode) {
-        *self.counters.rejected.entry(code.as_str()).or_default() += 1;
-    }
-
-    pub(crate) fn refused_by_peer(&mut self, code: RejectCode) {
-        *self
-            .counters
-            .refused_by_peer
-            .entry(code.as_str())
-            .or_default() += 1;
-    }
-}
+use crate::vocab::{Action, ConnId, PrimaryConfig, ReadError};
 
 /// The primary's state machine.
 #[derive(Debug)]
@@ -348,7 +140,7 @@ impl Primary {
         let members = self
             .links
             .iter()
-            .filter(|l| l.sync && q.is_member(&l.name))
+            .filter(|l| l.sync && q.is_member(l.name.as_str()))
             .count();
         (members + 1).saturating_sub(q.k)
     }
@@ -359,7 +151,7 @@ impl Primary {
         }
         let q = self.config.quorum.as_ref();
         let heard = (self.links.iter())
-            .filter(|l| l.sync && q.is_some_and(|q| q.is_member(&l.name)) && l.settled())
+            .filter(|l| l.sync && q.is_some_and(|q| q.is_member(l.name.as_str())) && l.settled())
             .count();
         if heard >= self.gate_needed() {
             self.serving = true;
@@ -510,19 +302,15 @@ impl Primary {
         now: Duration,
         first: Lsn,
         last: Lsn,
-        records: &[u8],
+        records: &Bytes,
         out: &mut Vec<Action>,
     ) {
         if first != self.index.last().next() {
             self.on_truncated(now, first.prev(), out);
         }
         self.index.push(last, records.len() as u64);
-        // Copied out of the writer's buffer once, and only if some link sends it live.
-        let mut shared = None;
         for i in 0..self.links.len() {
-            self.with_ctx(i, |l, ctx| {
-                l.on_batch(now, first, last, (records, &mut shared), ctx, out)
-            });
+            self.with_ctx(i, |l, ctx| l.on_batch(now, first, last, records, ctx, out));
         }
     }
 
@@ -587,7 +375,7 @@ impl Primary {
         let members: Vec<MemberProgress<'_>> = (self.links.iter())
             .filter(|l| l.sync)
             .map(|l| MemberProgress {
-                name: &l.name,
+                name: l.name.as_str(),
                 healthy: l.healthy(),
                 progress: l.progress,
             })
@@ -651,6 +439,28 @@ impl Primary {
         &self.counters
     }
 
+    /// Asserts the primary's invariants: the commit tracker's, and that what is durable and
+    /// held lies within what was written.
+    pub fn check_invariants(&self) {
+        self.tracker.check_invariants();
+        let last = self.index.last();
+        assert!(
+            self.local_durable <= last,
+            "durable {} past last {last}",
+            self.local_durable
+        );
+        assert!(
+            self.first_lsn.0 <= last.0 + 1,
+            "first {} past last {last} + 1",
+            self.first_lsn
+        );
+        let committed = self.tracker.all_committed();
+        assert!(
+            committed.iter().all(|c| *c <= last),
+            "committed {committed:?} past the last record {last}"
+        );
+    }
+
     /// A snapshot for status, the API and metrics.
     pub fn status(&self) -> PrimaryStatus {
         let c = self.committed();
@@ -692,7 +502,7 @@ impl Primary {
         };
         let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
         FollowerStatus {
-            name: l.name.clone(),
+            name: l.name.to_string(),
             addr: l.addr.to_string(),
             mode: if l.sync { "sync" } else { "async" }.into(),
             phase: l.phase(),

@@ -1,9 +1,9 @@
 //! What a node reports about itself: the API's status, `logship status`, and the metrics all
 //! render these types (JSON through serde).
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use crate::link::{LinkCounters, Phase};
+use serde::{Deserialize, Serialize};
 
 /// Records and bytes a follower is behind the primary's last LSN, at one level.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,4 +128,52 @@ pub struct FollowerSideStatus {
 
 fn yes() -> bool {
     true
+}
+
+/// Where the link is, for status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Not connected; waiting for the backoff delay or the breaker.
+    Idle,
+    /// Connecting.
+    Connecting,
+    /// Authenticating.
+    Handshake,
+    /// Streaming records, behind (reading from the log).
+    CatchingUp,
+    /// Streaming live batches.
+    Streaming,
+}
+
+/// Counters of one link.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct LinkCounters {
+    /// Connections that reached streaming.
+    pub sessions: u64,
+    /// Connect failures, timeouts, lost connections.
+    pub failures: u64,
+    /// Sessions this side refused (bad key, cluster id, protocol errors).
+    pub rejected: u64,
+    /// Sessions the follower refused.
+    pub rejected_by_peer: u64,
+    /// Record frames sent.
+    pub frames_sent: u64,
+    /// Record bytes sent.
+    pub bytes_sent: u64,
+    /// Catch-up chunks sent.
+    pub chunks_sent: u64,
+}
+
+/// Counters of the primary as a whole.
+#[derive(Debug, Default)]
+pub struct PrimaryCounters {
+    /// Sessions this primary refused, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Sessions followers refused, by reason.
+    pub refused_by_peer: BTreeMap<&'static str, u64>,
+    /// Times degraded mode was entered.
+    pub degraded_entered: u64,
+    /// Times a follower was dropped from retention.
+    pub retention_drops: u64,
 }

@@ -12,14 +12,15 @@ use logship_replicator::backoff::BackoffConfig;
 use logship_replicator::breaker::{BreakerConfig, BreakerState};
 use logship_replicator::commit::QuorumPolicy;
 use logship_replicator::fetch::{FetchRequest, IntegrityAction};
-use logship_replicator::follower::{Follower, FollowerAction, FollowerConfig, Tail};
+use logship_replicator::follower::Follower;
 use logship_replicator::link::Phase;
-use logship_replicator::primary::{
-    Action, FollowerLink, Primary, PrimaryConfig, ReadError, Timeouts,
-};
+use logship_replicator::primary::Primary;
 use logship_replicator::protocol::auth::ClusterKey;
 use logship_replicator::protocol::frame::FrameDecoder;
 use logship_replicator::protocol::{DurabilityLevel, Msg, RejectCode};
+use logship_replicator::vocab::{
+    Action, ConnId, FollowerConfig, FollowerLink, PrimaryConfig, ReadError, Tail, Timeouts,
+};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -179,7 +180,7 @@ impl Harness {
                 match a {
                     Action::Connect { link, .. } => {
                         self.conn += 1;
-                        let conn = self.conn;
+                        let conn = ConnId(self.conn);
                         self.p.connect_started(link, conn);
                         if self.follower_up {
                             self.p.on_connected(self.now, conn, [1; 32], &mut next);
@@ -219,7 +220,8 @@ impl Harness {
                         request,
                     } => {
                         let answer = Self::answer(&self.plog, request);
-                        self.p.send_answer(link, conn, answer, &mut next);
+                        self.p
+                            .send_answer(link.unwrap_or(0), conn, answer, &mut next);
                     }
                     Action::AppendTakenBack {
                         link,
@@ -235,6 +237,7 @@ impl Harness {
                             .on_taken_back(self.now, link, conn, Ok(last), &mut next);
                     }
                     Action::Integrity(a) => self.integrity("primary", a),
+                    other => panic!("not a primary's action: {other:?}"),
                 }
             }
             actions = next;
@@ -254,23 +257,21 @@ impl Harness {
         }
     }
 
-    fn run_follower(&mut self, actions: Vec<FollowerAction>, primary_out: &mut Vec<Action>) {
+    fn run_follower(&mut self, actions: Vec<Action>, primary_out: &mut Vec<Action>) {
         for a in actions {
             match a {
-                FollowerAction::Send { conn, msg } => {
+                Action::Send { conn, msg } => {
                     if let Msg::Reject { code, .. } = &msg {
                         self.rejected_by_follower.push(*code);
                     }
                     self.p
                         .on_frame(self.now, conn, Self::wire(&msg), primary_out);
                 }
-                FollowerAction::Close { conn, reason } => {
+                Action::Close { conn, reason } => {
                     self.p.on_closed(self.now, conn, reason, primary_out)
                 }
-                FollowerAction::Append { first, records, .. } => {
-                    self.flog.append_run(first, &records)
-                }
-                FollowerAction::Truncate { after, expect_crc } => {
+                Action::Append { first, records, .. } => self.flog.append_run(first, &records),
+                Action::Truncate { after, expect_crc } => {
                     assert_eq!(
                         self.flog.crc(after).unwrap_or(0),
                         expect_crc,
@@ -280,13 +281,14 @@ impl Harness {
                     self.f
                         .on_truncated(self.flog.crc(after).unwrap_or(0), Epoch(0));
                 }
-                FollowerAction::ServeFetch { conn, request } => {
+                Action::ServeFetch { conn, request, .. } => {
                     let answer = Self::answer(&self.flog, request);
                     let mut fo = Vec::new();
                     self.f.send_answer(conn, answer, &mut fo);
                     self.run_follower(fo, primary_out);
                 }
-                FollowerAction::Integrity(a) => self.integrity("follower", a),
+                Action::Integrity(a) => self.integrity("follower", a),
+                other => panic!("not a follower's action: {other:?}"),
             }
         }
     }
@@ -307,7 +309,8 @@ impl Harness {
         let r = self.plog.push(payload);
         let lsn = self.plog.last();
         let mut out = Vec::new();
-        self.p.on_batch(self.now, lsn, lsn, &r, &mut out);
+        self.p
+            .on_batch(self.now, lsn, lsn, &Bytes::from(r), &mut out);
         self.run_primary(out);
         lsn
     }
@@ -491,7 +494,7 @@ fn records_out_of_order_close_the_session() {
     );
     assert!(fo.iter().any(|a| matches!(
         a,
-        FollowerAction::Send {
+        Action::Send {
             msg: Msg::Reject {
                 code: RejectCode::Protocol,
                 ..
@@ -499,10 +502,8 @@ fn records_out_of_order_close_the_session() {
             ..
         }
     )));
-    assert!(fo.iter().any(|a| matches!(a, FollowerAction::Close { .. })));
-    assert!(!fo
-        .iter()
-        .any(|a| matches!(a, FollowerAction::Append { .. })));
+    assert!(fo.iter().any(|a| matches!(a, Action::Close { .. })));
+    assert!(!fo.iter().any(|a| matches!(a, Action::Append { .. })));
 }
 
 #[test]

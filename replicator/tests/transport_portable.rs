@@ -703,10 +703,11 @@ fn drop_shuts_down() {
 #[test]
 fn unknown_connections_are_ignored() {
     let node = Node::start(Behaviour::Record);
-    node.transport.send(12345, Bytes::from_static(b"nobody"));
-    node.transport.close(12345);
-    assert_eq!(node.transport.queued_bytes(12345), 0);
-    node.transport.send(0, Bytes::new());
+    node.transport
+        .send(ConnId(12345), Bytes::from_static(b"nobody"));
+    node.transport.close(ConnId(12345));
+    assert_eq!(node.transport.queued_bytes(ConnId(12345)), 0);
+    node.transport.send(ConnId(0), Bytes::new());
     node.expect_quiet();
 }
 

@@ -531,7 +531,7 @@ fn a_panicking_handler_stops_the_transport_cleanly() {
     client.set_read_timeout(Some(WAIT)).expect("timeout");
     assert!(matches!(client.read(&mut [0; 8]), Ok(0) | Err(_)));
     h.transport.shutdown();
-    h.transport.send(1, Bytes::from_static(b"ignored"));
+    h.transport.send(ConnId(1), Bytes::from_static(b"ignored"));
     assert!(h.transport.listen(localhost()).is_err());
 }
 
@@ -583,7 +583,7 @@ fn fifty_concurrent_connections_echo_their_own_bytes() {
         match h.events.recv_timeout(left).expect("progress") {
             NetEvent::Connected { conn, .. } => {
                 assert!(clients.contains(&conn));
-                let data = pattern(conn, 4096 + conn as usize * 13);
+                let data = pattern(conn.0, 4096 + conn.0 as usize * 13);
                 h.transport.send(conn, Bytes::from(data.clone()));
                 expected.insert(conn, data);
                 got.insert(conn, Vec::new());
@@ -656,9 +656,10 @@ fn unknown_connections_are_ignored() {
     let Some(h) = start(Recorder::default()) else {
         return;
     };
-    h.transport.send(12_345, Bytes::from_static(b"nobody"));
-    h.transport.close(12_345);
-    assert_eq!(h.transport.queued_bytes(12_345), 0);
+    h.transport
+        .send(ConnId(12_345), Bytes::from_static(b"nobody"));
+    h.transport.close(ConnId(12_345));
+    assert_eq!(h.transport.queued_bytes(ConnId(12_345)), 0);
     assert!(drain_quiet(&h.events).is_empty());
 }
 
@@ -701,10 +702,10 @@ impl NetHandler for PingPong {
         let mut state = self.state.lock().expect("lock");
         match event {
             NetEvent::Connected { conn, .. } => {
-                self.client.store(conn, Ordering::SeqCst);
+                self.client.store(conn.0, Ordering::SeqCst);
                 self.ping(&t, conn, &mut state);
             }
-            NetEvent::Data { conn, bytes } if conn == self.client.load(Ordering::SeqCst) => {
+            NetEvent::Data { conn, bytes } if conn.0 == self.client.load(Ordering::SeqCst) => {
                 state.client_pending += bytes.len();
                 if state.client_pending < PING_BYTES {
                     return;

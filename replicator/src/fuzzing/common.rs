@@ -8,11 +8,11 @@ use logship_engine::Epoch;
 use crate::backoff::BackoffConfig;
 use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
-use crate::follower::FollowerConfig;
-use crate::primary::{FollowerLink, PrimaryConfig, Timeouts};
 use crate::protocol::auth::{self, ClusterKey, Role, Transcript, MAC_LEN, NONCE_LEN};
 use crate::protocol::frame::{FrameDecoder, FrameError};
 use crate::protocol::Msg;
+use crate::vocab::FollowerConfig;
+use crate::vocab::{FollowerLink, PrimaryConfig, Timeouts};
 
 use super::input::Input;
 

@@ -9,12 +9,13 @@ use std::time::Duration;
 use logship_engine::{Epoch, Lsn};
 
 use crate::fetch::IntegrityAction;
-use crate::follower::{Follower, FollowerAction};
+use crate::follower::Follower;
 use crate::protocol::auth::{Role, MAC_LEN, NONCE_LEN};
 use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::Msg;
-use crate::transport::ConnId;
+use crate::vocab::Action;
+use crate::vocab::ConnId;
 
 use super::common::{drain, follower_config, fresh_nonce, Session, CLUSTER, FOLLOWER_ID};
 use super::input::{pick_any_msg, pick_hello, pick_mac, pick_records, remember, Input};
@@ -118,7 +119,7 @@ impl FollowerUnderTest {
         if self.conns.len() >= MAX_FOLLOWER_CONNS {
             return;
         }
-        let conn = self.conns.len() as ConnId + 1;
+        let conn = ConnId(self.conns.len() as u64 + 1);
         let nonce = fresh_nonce(&mut self.nonces, 0xf0);
         self.f.on_accepted(self.now, conn, nonce);
         let decoder = Some(FrameDecoder::new(DEFAULT_MAX_BODY_BYTES));
@@ -230,21 +231,21 @@ impl FollowerUnderTest {
         }
     }
 
-    fn apply(&mut self, event_conn: Option<ConnId>, out: Vec<FollowerAction>) {
+    fn apply(&mut self, event_conn: Option<ConnId>, out: Vec<Action>) {
         let written = self.f.written();
         for a in out {
             match a {
-                FollowerAction::Send { conn, msg } => self.on_sent(conn, msg, written),
-                FollowerAction::Close { conn, .. } => {
+                Action::Send { conn, msg } => self.on_sent(conn, msg, written),
+                Action::Close { conn, .. } => {
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.decoder = None;
                     }
                 }
-                FollowerAction::Truncate { after, expect_crc } => {
+                Action::Truncate { after, expect_crc } => {
                     self.assert_authentic(event_conn, "Truncate");
                     self.truncate(after, expect_crc);
                 }
-                FollowerAction::Append {
+                Action::Append {
                     first,
                     last,
                     records,
@@ -252,15 +253,11 @@ impl FollowerUnderTest {
                     self.assert_authentic(event_conn, "Append");
                     self.append(first, last, &records);
                 }
-                FollowerAction::ServeFetch { .. } => {
-                    self.assert_authentic(event_conn, "ServeFetch")
-                }
-                FollowerAction::Integrity(IntegrityAction::PeerDigests { .. }) => {
+                Action::ServeFetch { .. } => self.assert_authentic(event_conn, "ServeFetch"),
+                Action::Integrity(IntegrityAction::PeerDigests { .. }) => {
                     self.assert_authentic(event_conn, "PeerDigests")
                 }
-                FollowerAction::Integrity(other) => {
-                    panic!("the follower repairs nothing here, yet: {other:?}")
-                }
+                other => panic!("not a follower's action here: {other:?}"),
             }
         }
     }
@@ -363,7 +360,7 @@ impl FollowerUnderTest {
         if after > Lsn::ZERO && self.log.crc(after) != Some(expect_crc) {
             // What the node's driver does: refuse, change nothing.
             let (last_crc, last_epoch) = self.log.last_crc_epoch();
-            let tail = crate::follower::Tail {
+            let tail = crate::vocab::Tail {
                 last: self.log.last(),
                 last_epoch,
                 last_crc,

@@ -14,25 +14,14 @@ use super::common::{
     other_role, Session, CLUSTER, FOLLOWER_ID, MAX_SEEN_MACS, PRIMARY_ID, WRONG_KEY,
 };
 
-/// Reads an input front to back (or back to front); reads past the end give zeros.
+/// Reads an input front to back; reads past the end give zeros.
 pub(super) struct Input<'a> {
     data: &'a [u8],
-    from_end: bool,
 }
 
 impl<'a> Input<'a> {
     pub(super) fn new(data: &'a [u8]) -> Input<'a> {
-        Input {
-            data,
-            from_end: false,
-        }
-    }
-
-    pub(super) fn from_end(data: &'a [u8]) -> Input<'a> {
-        Input {
-            data,
-            from_end: true,
-        }
+        Input { data }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -40,12 +29,7 @@ impl<'a> Input<'a> {
     }
 
     pub(super) fn byte(&mut self) -> u8 {
-        let split = if self.from_end {
-            self.data.split_last()
-        } else {
-            self.data.split_first()
-        };
-        match split {
+        match self.data.split_first() {
             Some((&b, rest)) => {
                 self.data = rest;
                 b

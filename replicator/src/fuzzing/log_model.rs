@@ -5,8 +5,8 @@ use bytes::Bytes;
 use logship_engine::record::{self, RECORD_HEADER_BYTES};
 use logship_engine::{Chunk, Epoch, Lsn};
 
-use crate::follower::Tail;
-use crate::primary::ReadError;
+use crate::vocab::ReadError;
+use crate::vocab::Tail;
 
 use super::common::{header_crc, header_epoch};
 

@@ -14,12 +14,13 @@ use logship_engine::{Epoch, Lsn};
 
 use crate::commit::QuorumPolicy;
 use crate::fetch::IntegrityAction;
-use crate::primary::{Action, Primary, ReadError};
+use crate::primary::Primary;
 use crate::protocol::auth::{self, Role, MAC_LEN, NONCE_LEN};
 use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::Msg;
-use crate::transport::ConnId;
+use crate::vocab::ConnId;
+use crate::vocab::{Action, ReadError};
 
 use super::common::{
     cluster_key, drain, fresh_nonce, header_crc, primary_config, Session, CLUSTER, FOLLOWER_ID,
@@ -317,7 +318,7 @@ impl PrimaryUnderTest {
             match a {
                 Action::Connect { link, .. } => {
                     assert_eq!(link, 0, "the primary has one link");
-                    let conn = self.conns.len() as ConnId + 1;
+                    let conn = ConnId(self.conns.len() as u64 + 1);
                     self.p.connect_started(0, conn);
                     self.conns.insert(
                         conn,
@@ -336,8 +337,8 @@ impl PrimaryUnderTest {
                 // A follower may fetch and send digests; the driver serves and compares them.
                 Action::ServeFetch { .. }
                 | Action::Integrity(IntegrityAction::PeerDigests { .. }) => {}
-                other @ (Action::AppendTakenBack { .. } | Action::Integrity(_)) => {
-                    panic!("the primary serves from the start and repairs nothing here, yet: {other:?}")
+                other => {
+                    panic!("the primary serves from the start and repairs nothing here: {other:?}")
                 }
             }
         }

@@ -23,9 +23,9 @@ use parking_lot::Mutex;
 use crate::config::IntegritySection;
 use crate::digests::{DigestBook, Mismatch};
 use crate::fetch::IntegrityAction;
-use crate::primary::{Action, Primary};
+use crate::vocab::Input;
 
-use super::{record_at, Core, Inner, ReadJob};
+use super::{record_at, Inner, ReadJob};
 
 /// Repairs remembered for status.
 const KEPT_REPAIRS: usize = 16;
@@ -295,22 +295,7 @@ impl Inner {
             digests.iter().flat_map(|d| book.add_local(*d)).collect()
         };
         report_mismatches(&found);
-        for chunk in digests.chunks(crate::protocol::msg::MAX_DIGESTS_PER_FRAME) {
-            match &self.core {
-                Core::Primary(p) => {
-                    let mut out = Vec::new();
-                    let mut p = p.lock();
-                    p.send_digests(chunk, &mut out);
-                    self.run_primary(&mut p, out);
-                }
-                Core::Follower(f) => {
-                    let mut out = Vec::new();
-                    let mut f = f.lock();
-                    f.send_digests(chunk.to_vec(), &mut out);
-                    self.run_follower_sends(&mut out);
-                }
-            }
-        }
+        self.step(Input::LocalDigests(digests));
     }
 
     /// Starts the repair of one damaged segment, if none is under way.
@@ -346,21 +331,12 @@ impl Inner {
             .flatten()
             .map(|r| r.crc);
         let now = self.now();
-        let started = match &self.core {
-            Core::Primary(p) => {
-                let mut out = Vec::new();
-                let mut p = p.lock();
-                let ok = p.start_repair(now, (d.first, d.last), prev_crc, &mut out);
-                self.run_primary(&mut p, out);
-                ok
-            }
-            Core::Follower(f) => {
-                let mut out = Vec::new();
-                let mut f = f.lock();
-                let ok = f.start_repair(now, (d.first, d.last), prev_crc, &mut out);
-                self.run_follower_sends(&mut out);
-                ok
-            }
+        let started = {
+            let mut r = self.replica.lock();
+            let mut out = Vec::new();
+            let started = r.start_repair(now, (d.first, d.last), prev_crc, &mut out);
+            self.execute(r, out);
+            started
         };
         // Not started (no session to fetch on yet, or no follower holds the range): the next
         // poll tries again.
@@ -395,44 +371,6 @@ impl Inner {
                 });
             }
             Err(e) => self.integrity.repair_failed(base, source, e.to_string()),
-        }
-    }
-
-    /// The primary's integrity actions: fetches to serve, taken-back records to append,
-    /// repairs (queued for the reader thread), digests.
-    pub(super) fn run_primary_integrity(&self, p: &mut Primary, a: Action) {
-        match a {
-            Action::ServeFetch {
-                link,
-                conn,
-                request,
-            } => {
-                let job = ReadJob::ServeFetch {
-                    link: Some(link),
-                    conn,
-                    request,
-                };
-                let _ = self.read_jobs.try_send(job);
-            }
-            Action::AppendTakenBack {
-                link,
-                conn,
-                records,
-            } => {
-                let job = ReadJob::TakeBack {
-                    link,
-                    conn,
-                    records,
-                };
-                if self.read_jobs.try_send(job).is_err() {
-                    let why = "the node's work queue is full".to_string();
-                    let mut more = Vec::new();
-                    p.on_taken_back(self.now(), link, conn, Err(why), &mut more);
-                    self.run_primary(p, more);
-                }
-            }
-            Action::Integrity(a) => self.on_integrity_action(a, "a follower"),
-            other => unreachable!("not an integrity action: {other:?}"),
         }
     }
 

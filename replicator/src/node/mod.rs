@@ -1,15 +1,16 @@
-//! The running node: the driver that connects the sans-I/O state machines to the log, the
-//! transport, the clock and threads.
+//! The running node: the executor that connects the sans-I/O [`Replica`] to the log, the
+//! transport, the clock and threads. It decides nothing about the protocol: it turns what
+//! happens into [`Input`]s and carries out the [`Action`]s the replica returns.
 //!
 //! Threads: the log's writer (which calls [`observer`] with each batch, before its fdatasync,
-//! and with each durable advance), the transport's threads (frames in), a ticker (timeouts,
-//! heartbeats, commit deadlines), a catch-up reader (primary: chunks from the log, off the
-//! network path), the client port and the HTTP endpoint. The state machine sits behind one
-//! mutex; whoever has an event locks it, feeds the event, and carries out the actions. Sends
-//! happen under that lock so frames of one connection leave in the order the machine made them;
-//! `Transport::send` never blocks. Log appends on a follower happen after the lock is released,
-//! because an append may wait for queue space, which needs the writer, which reports durability
-//! through the same lock.
+//! and with each durable advance), the transport's threads (bytes in), a ticker (the replica's
+//! timers), a reader (catch-up chunks, peers' fetches, take-back, repairs: log work off the
+//! network path), the client port and the HTTP endpoint. The replica sits behind one mutex;
+//! whoever has an input locks it, steps it, and carries out the actions in order. Sends happen
+//! under that lock, so frames of one connection leave in the order the replica made them
+//! (`Transport::send` never blocks), up to the first follower log action: an append may wait
+//! for queue space, which needs the writer, which reports durability through the same lock, so
+//! log actions and every action after them run once the lock is released, still in order.
 
 mod apply;
 mod client_port;
@@ -35,14 +36,17 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::{NodeConfig, Role};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchRequest, FETCH_CHUNK_BYTES};
-use crate::follower::{Follower, FollowerAction, FollowerConfig, Tail};
 use crate::http::{HttpResponse, HttpServer};
-use crate::primary::{Action, Primary, PrimaryConfig, ReadError};
-use crate::protocol::auth::{random_nonce, ClusterKey, NONCE_LEN};
-use crate::protocol::frame::{self, FrameDecoder, DEFAULT_MAX_BODY_BYTES};
+use crate::primary::Primary;
+use crate::protocol::auth::{random_nonce, ClusterKey};
+use crate::protocol::frame;
 use crate::protocol::msg::{kind, RECORDS_PREFIX_BYTES};
-use crate::protocol::{DurabilityLevel, FrameError, Msg};
-use crate::transport::{self, ConnId, NetEvent, NetHandler, Transport};
+use crate::protocol::{DurabilityLevel, Msg};
+use crate::replica::Replica;
+use crate::transport::{self, NetEvent, NetHandler, Transport};
+use crate::vocab::{
+    Action, ConnId, FollowerConfig, Input, NonceSource, PrimaryConfig, ReadError, Tail, WaitError,
+};
 
 pub use self::apply::ApplyStream;
 use self::integrity::Integrity;
@@ -59,11 +63,6 @@ const TICK: Duration = Duration::from_millis(10);
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Catch-up read jobs queued for the reader thread.
 const READ_JOBS_CAPACITY: usize = 256;
-
-enum Core {
-    Primary(Box<Mutex<Primary>>),
-    Follower(Box<Mutex<Follower>>),
-}
 
 enum ReadJob {
     Chunk {
@@ -100,30 +99,25 @@ enum ReadJob {
 #[derive(Debug, Default)]
 struct Counters {
     appends: [AtomicU64; 4],
-    quorum_timeouts: AtomicU64,
-    malformed_frames: AtomicU64,
-    connections: AtomicU64,
 }
 
 pub(crate) struct Inner {
     config: NodeConfig,
     start: Instant,
     log: Log,
-    core: Core,
+    replica: Mutex<Replica>,
     transport: OnceLock<Arc<dyn Transport>>,
-    decoders: Mutex<HashMap<ConnId, FrameDecoder>>,
     waiters: Waiters,
     read_jobs: Sender<ReadJob>,
     durable: (Mutex<Lsn>, Condvar),
     stop: AtomicBool,
     counters: Counters,
-    commit_timeout: Duration,
     /// Connections to close once their queued bytes (a Reject frame, say) have left, or at the
     /// deadline: `Transport::close` drops what is still queued.
     closing: Mutex<Vec<(ConnId, Instant)>>,
-    /// Failed connects, handled by the ticker: a transport may report one from inside
-    /// `connect`, which the driver calls with the state machine locked.
-    failed_connects: Mutex<Vec<(ConnId, String)>>,
+    /// Inputs for the ticker to feed: a transport may report a failed connect from inside
+    /// `connect`, which the executor calls with the replica locked.
+    deferred: Mutex<Vec<Input>>,
     /// Why the log was poisoned, once it is: the node then only answers status.
     failure: OnceLock<String>,
     /// Scrubbing, digests, repair.
@@ -190,7 +184,7 @@ fn may_have_lost_records(r: &RecoveryReport) -> bool {
 fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary> {
     let pc = PrimaryConfig {
         cluster_id: config.node.cluster_id.clone(),
-        node_id: config.node.id.clone(),
+        node_id: config.node.id.as_str().into(),
         key,
         epoch: Epoch(0),
         followers: config.follower_links(),
@@ -203,11 +197,8 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
         catch_up_chunk_bytes: config.replication.catch_up_chunk_bytes,
         max_retained_bytes: config.replication.max_retained_bytes,
     };
-    let seed = u64::from_le_bytes(
-        random_nonce().map_err(|e| Error::io("random seed", e))?[..8]
-            .try_into()
-            .expect("8 bytes"),
-    );
+    let seed = os_seed()?;
+    let seed = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
     let mut p = Primary::new(pc, log.first_lsn(), log.last_lsn(), log.durable_lsn(), seed);
     // A gate closed by an earlier start stays closed until it opened: that start's log may have
     // lost records, and a restart with a clean close in between must not forget it.
@@ -218,6 +209,11 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
         }
     }
     Ok(p)
+}
+
+/// 32 bytes from the operating system, to seed the replica's randomness.
+fn os_seed() -> Result<[u8; 32]> {
+    random_nonce().map_err(|e| Error::io("drawing a random seed", e))
 }
 
 /// Present while a primary's start gate is closed (in the log's directory).
@@ -291,45 +287,41 @@ impl Node {
             &config.node.data_dir,
             log_options(&config, Arc::clone(&observer)),
         )?;
-        let timeouts = config.timeouts()?;
-        let core = match config.node.role {
-            Role::Primary => Core::Primary(Box::new(Mutex::new(primary_of(&config, key, &log)?))),
+        let nonces = NonceSource::new(os_seed()?);
+        let replica = match config.node.role {
+            Role::Primary => Replica::primary(primary_of(&config, key, &log)?, nonces),
             Role::Follower => {
                 let fc = FollowerConfig {
                     cluster_id: config.node.cluster_id.clone(),
-                    node_id: config.node.id.clone(),
+                    node_id: config.node.id.as_str().into(),
                     key,
-                    timeouts,
+                    timeouts: config.timeouts()?,
                     auto_apply: config.follower.auto_apply,
                 };
-                let tail = tail_of(&log, Lsn::ZERO)?;
-                Core::Follower(Box::new(Mutex::new(Follower::new(fc, tail))))
+                Replica::new_follower(fc, tail_of(&log, Lsn::ZERO)?, nonces)
             }
         };
         let (tx, rx) = crossbeam_channel::bounded(READ_JOBS_CAPACITY);
         let durable = log.durable_lsn();
+        let committed = replica.committed();
         let inner = Arc::new(Inner {
             start: Instant::now(),
-            core,
+            replica: Mutex::new(replica),
             transport: OnceLock::new(),
-            decoders: Mutex::new(HashMap::new()),
             waiters: Waiters::default(),
             read_jobs: tx,
             durable: (Mutex::new(durable), Condvar::new()),
             stop: AtomicBool::new(false),
             counters: Counters::default(),
-            commit_timeout: timeouts.commit,
             closing: Mutex::new(Vec::new()),
-            failed_connects: Mutex::new(Vec::new()),
+            deferred: Mutex::new(Vec::new()),
             failure: OnceLock::new(),
             integrity: Integrity::new(config.integrity.clone(), log.recovery_report()),
             gate_marked: AtomicBool::new(gate_marked(&config)),
             log,
             config,
         });
-        if let Core::Primary(p) = &inner.core {
-            inner.waiters.advance(p.lock().committed());
-        }
+        inner.waiters.advance(committed);
         observer.attach(Arc::downgrade(&inner));
         Node::run(inner, rx)
     }
@@ -428,14 +420,10 @@ impl Node {
     /// # Errors
     /// [`Error::Log`].
     pub fn purge_before(&self, lsn: Lsn) -> Result<logship_engine::PurgeReport> {
-        let allowed = match &self.inner.core {
-            Core::Primary(p) => lsn.min(p.lock().retention_lsn()),
-            Core::Follower(_) => lsn,
-        };
+        let allowed =
+            (self.inner.replica.lock().as_primary()).map_or(lsn, |p| lsn.min(p.retention_lsn()));
         let report = self.inner.log.purge_before(allowed)?;
-        if let Core::Primary(p) = &self.inner.core {
-            p.lock().on_purged(report.first_lsn);
-        }
+        self.inner.step(Input::Purged(report.first_lsn));
         Ok(report)
     }
 
@@ -541,31 +529,225 @@ impl Inner {
             .expect("the transport starts before any event")
     }
 
-    fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
-        let Core::Primary(p) = &self.core else {
-            return Err(Error::NotPrimary);
+    /// Steps the replica with `input` and carries out what it returns.
+    fn step(&self, input: Input) {
+        let mut r = self.replica.lock();
+        let out = r.step(self.now(), input);
+        self.execute(r, out);
+    }
+
+    /// Carries out `out` in order: under the replica's lock up to the first log action, the
+    /// rest after releasing it.
+    fn execute(&self, mut r: parking_lot::MutexGuard<'_, Replica>, out: Vec<Action>) {
+        let peer_role = match r.as_primary() {
+            Some(_) => "a follower",
+            None => "the primary",
         };
-        if !p.lock().serving() {
-            self.wait_for_gate(p, level)?;
+        let mut todo = std::collections::VecDeque::from(out);
+        while let Some(a) = todo.pop_front() {
+            match a {
+                Action::Connect {
+                    link,
+                    addr,
+                    timeout,
+                } => {
+                    let conn = self.transport().connect(addr, timeout);
+                    todo.extend(r.step(self.now(), Input::Dialed { link, conn }));
+                }
+                a @ (Action::Append { .. } | Action::Truncate { .. }) => {
+                    todo.push_front(a);
+                    break;
+                }
+                a => self.carry_out(a, peer_role),
+            }
         }
-        let a = self.log.append(payload)?;
-        let lsn = a.lsn();
-        let deadline = match level {
-            DurabilityLevel::Local => None,
-            _ => waiters::deadline(self.commit_timeout),
+        drop(r);
+        while let Some(a) = todo.pop_front() {
+            let done = match a {
+                Action::Append { records, .. } => self.append_replicated(records),
+                Action::Truncate { after, expect_crc } => self.truncate(after, expect_crc),
+                Action::Connect { .. } => {
+                    // Only the lock's part makes connections; an executor bug if one got here.
+                    tracing::error!("a connect after a log action was dropped");
+                    true
+                }
+                a => {
+                    self.carry_out(a, peer_role);
+                    true
+                }
+            };
+            if !done {
+                return;
+            }
+        }
+    }
+
+    /// Carries out an action that needs neither the replica nor the log's append path.
+    fn carry_out(&self, a: Action, peer_role: &str) {
+        match a {
+            Action::Send { conn, msg } => self.send(conn, &msg),
+            Action::Close { conn, reason } => self.close(conn, &reason),
+            Action::Committed(levels) => self.waiters.advance(levels),
+            Action::Admit { waiter } => self.waiters.admit(waiter),
+            Action::FailWait { waiter, error } => self.waiters.fail(waiter, wait_error(error)),
+            Action::FailAll { cause } => self.fail_all(&cause),
+            Action::ReadChunk {
+                link,
+                conn,
+                from,
+                max_bytes,
+            } => self.queue(ReadJob::Chunk {
+                link,
+                conn,
+                from,
+                max_bytes,
+            }),
+            Action::LookupCrc { link, conn, lsn } => self.queue(ReadJob::Crc { link, conn, lsn }),
+            Action::ServeFetch {
+                link,
+                conn,
+                request,
+            } => self.queue(ReadJob::ServeFetch {
+                link,
+                conn,
+                request,
+            }),
+            Action::AppendTakenBack {
+                link,
+                conn,
+                records,
+            } => self.queue(ReadJob::TakeBack {
+                link,
+                conn,
+                records,
+            }),
+            Action::Integrity(a) => self.on_integrity_action(a, peer_role),
+            Action::Connect { .. } | Action::Append { .. } | Action::Truncate { .. } => {
+                unreachable!("handled by execute")
+            }
+        }
+    }
+
+    /// Queues log work for the reader thread; a full queue fails the work as the replica
+    /// expects from a failed read (take-back: its answer; the rest: its own timeout).
+    fn queue(&self, job: ReadJob) {
+        if let Err(e) = self.read_jobs.try_send(job) {
+            if let ReadJob::TakeBack { link, conn, .. } = e.into_inner() {
+                let why = "the node's work queue is full".to_string();
+                let input = Input::TakenBack {
+                    link,
+                    conn,
+                    result: Err(why),
+                };
+                // Called with the replica locked: hand the answer to the reader thread's
+                // successor, the ticker.
+                self.deferred.lock().push(input);
+            }
+        }
+    }
+
+    /// Appends a follower's replicated records; false (and the replica told) if it failed.
+    fn append_replicated(&self, records: Bytes) -> bool {
+        match self.log.append_replicated(records) {
+            Ok(batch) => {
+                drop(batch);
+                true
+            }
+            Err(e) => {
+                let applied = self
+                    .replica
+                    .lock()
+                    .as_follower()
+                    .map_or(Lsn::ZERO, |f| f.applied());
+                let tail = tail_of(&self.log, applied).unwrap_or(Tail {
+                    last: self.log.last_lsn(),
+                    durable: self.log.durable_lsn(),
+                    applied,
+                    ..Tail::default()
+                });
+                self.step(Input::AppendFailed {
+                    reason: e.to_string(),
+                    tail,
+                });
+                false
+            }
+        }
+    }
+
+    /// Cuts the log after `after` if its record there has the CRC `expect_crc` (not checked
+    /// at LSN 0); tells the replica either way. False if nothing was cut.
+    fn truncate(&self, after: Lsn, expect_crc: u32) -> bool {
+        let found = record_at(&self.log, after).map(|r| r.map_or(0, |r| r.crc));
+        let result = found.and_then(|found_crc| {
+            let done = after == Lsn::ZERO || found_crc == expect_crc;
+            if done {
+                self.log.truncate_after(after)?;
+            }
+            Ok((found_crc, done))
+        });
+        let applied = self
+            .replica
+            .lock()
+            .as_follower()
+            .map_or(Lsn::ZERO, |f| f.applied());
+        let tail = tail_of(&self.log, applied);
+        match (result, tail) {
+            (Ok((found_crc, done)), Ok(tail)) => {
+                self.step(Input::Truncated {
+                    after,
+                    found_crc,
+                    done,
+                    tail,
+                });
+                done
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let tail = Tail {
+                    last: self.log.last_lsn(),
+                    durable: self.log.durable_lsn(),
+                    applied,
+                    ..Tail::default()
+                };
+                self.step(Input::AppendFailed {
+                    reason: format!("truncating after {after}: {e}"),
+                    tail,
+                });
+                false
+            }
+        }
+    }
+
+    fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
+        let (waiter, admission) = self.waiters.admission();
+        self.step(Input::ClientAppend { waiter, level });
+        admission.wait()?;
+        let lsn = match self.log.append(payload) {
+            Ok(a) => a.lsn(),
+            Err(e) => {
+                self.waiters.fail(waiter, Error::Closed);
+                return Err(e.into());
+            }
         };
         self.counters.appends[level as usize].fetch_add(1, Ordering::Relaxed);
-        let commit = self.waiters.register(level, lsn, deadline);
+        let commit = self.waiters.register(waiter, level, lsn);
+        if level != DurabilityLevel::Local {
+            self.step(Input::Appended { waiter, level, lsn });
+        }
         if let Some(cause) = self.failure.get() {
             // Poisoned after the append was taken: its waiter may have missed `fail_all`.
-            let cause = cause.clone();
-            self.waiters.fail_all(|| {
-                Error::Log(logship_engine::Error::Poisoned {
-                    cause: cause.clone(),
-                })
-            });
+            self.fail_all(&cause.clone());
         }
         Ok(commit)
+    }
+
+    /// The log failed: every waiting and later append fails with the cause.
+    fn fail_all(&self, cause: &str) {
+        let _ = self.failure.set(cause.to_string());
+        self.waiters.fail_all(|| {
+            Error::Log(logship_engine::Error::Poisoned {
+                cause: cause.to_string(),
+            })
+        });
     }
 
     /// Once the start gate opened, forgets that it was closed (removes [`GATE_FILE`]).
@@ -579,41 +761,8 @@ impl Inner {
         }
     }
 
-    /// Waits (up to the commit timeout) for the start gate: a primary that may have lost
-    /// records takes back what its followers hold before it assigns a new LSN.
-    fn wait_for_gate(&self, p: &Mutex<Primary>, level: DurabilityLevel) -> Result<()> {
-        const POLL: Duration = Duration::from_millis(5);
-        let started = Instant::now();
-        while started.elapsed() < self.commit_timeout {
-            if self.stop.load(Ordering::Acquire) {
-                return Err(Error::Closed);
-            }
-            std::thread::sleep(POLL);
-            if p.lock().serving() {
-                return Ok(());
-            }
-        }
-        self.counters
-            .quorum_timeouts
-            .fetch_add(1, Ordering::Relaxed);
-        Err(Error::QuorumUnavailable {
-            level,
-            lsn: Lsn::ZERO,
-            waited: started.elapsed(),
-            quorum: format!(
-                "{} (not serving yet: taking back records from the sync followers first)",
-                p.lock().quorum_text()
-            ),
-        })
-    }
-
     fn report_applied(&self, lsn: Lsn) {
-        if let Core::Follower(f) = &self.core {
-            let mut out = Vec::new();
-            let mut f = f.lock();
-            f.on_applied(self.now(), lsn, &mut out);
-            self.run_follower_sends(&mut out);
-        }
+        self.step(Input::Applied(lsn));
     }
 
     fn wait_durable(&self, lsn: Lsn, timeout: Duration) -> Lsn {
@@ -629,23 +778,26 @@ impl Inner {
 
     /// The writer formed a batch (primary: send it before its fdatasync finishes).
     pub(crate) fn on_batch(&self, first: Lsn, last: Lsn, records: &[u8]) {
-        if let Core::Primary(p) = &self.core {
-            let mut out = Vec::new();
-            let mut p = p.lock();
-            p.on_batch(self.now(), first, last, records, &mut out);
-            self.run_primary(&mut p, out);
+        let mut r = self.replica.lock();
+        if r.as_primary().is_none() {
+            return;
         }
+        let records = Bytes::copy_from_slice(records);
+        let out = r.step(
+            self.now(),
+            Input::Written {
+                first,
+                last,
+                records,
+            },
+        );
+        self.execute(r, out);
     }
 
-    /// The log was poisoned: every waiting and later append fails with the cause.
+    /// The log was poisoned.
     pub(crate) fn on_failure(&self, cause: &str) {
-        let _ = self.failure.set(cause.to_string());
-        tracing::error!(%cause, "the log is poisoned: this node accepts nothing until it is restarted");
-        let cause = cause.to_string();
-        self.waiters.fail_all(|| {
-            Error::Log(logship_engine::Error::Poisoned {
-                cause: cause.clone(),
-            })
+        self.step(Input::LogFailed {
+            cause: cause.to_string(),
         });
     }
 
@@ -656,167 +808,24 @@ impl Inner {
             *d = (*d).max(lsn);
         }
         self.durable.1.notify_all();
-        match &self.core {
-            Core::Primary(p) => {
-                let mut p = p.lock();
-                p.on_local_durable(self.now(), lsn);
-                self.waiters.advance(p.committed());
-            }
-            Core::Follower(f) => {
-                let mut out = Vec::new();
-                let mut f = f.lock();
-                f.on_durable(self.now(), lsn, &mut out);
-                self.run_follower_sends(&mut out);
-            }
-        }
+        self.step(Input::Durable(lsn));
     }
 
     fn on_net(&self, event: NetEvent) {
-        let now = self.now();
         match event {
-            NetEvent::Connected { conn, .. } | NetEvent::Accepted { conn, .. } => {
-                self.counters.connections.fetch_add(1, Ordering::Relaxed);
-                self.decoders
-                    .lock()
-                    .insert(conn, FrameDecoder::new(DEFAULT_MAX_BODY_BYTES));
-                let nonce = match random_nonce() {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::error!(error = %e, "no randomness for a handshake nonce");
-                        return self.transport().close(conn);
-                    }
-                };
-                self.on_connection(now, conn, nonce);
-            }
+            NetEvent::Connected { conn, .. } => self.step(Input::Connected { conn }),
+            NetEvent::Accepted { conn, .. } => self.step(Input::Accepted { conn }),
             NetEvent::ConnectFailed { conn, error } => {
-                self.on_conn_closed(now, conn, format!("connect failed: {error}"))
+                let why = format!("connect failed: {error}");
+                self.deferred.lock().push(Input::Closed { conn, why });
             }
             NetEvent::Closed { conn, error } => {
-                self.decoders.lock().remove(&conn);
                 let why = error.map_or("connection closed by peer".to_string(), |e| {
                     format!("connection lost: {e}")
                 });
-                self.on_conn_closed(now, conn, why);
+                self.step(Input::Closed { conn, why });
             }
-            NetEvent::Data { conn, bytes } => self.on_data(now, conn, &bytes),
-        }
-    }
-
-    fn on_connection(&self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN]) {
-        match &self.core {
-            Core::Primary(p) => {
-                let mut out = Vec::new();
-                let mut p = p.lock();
-                p.on_connected(now, conn, nonce, &mut out);
-                self.run_primary(&mut p, out);
-            }
-            Core::Follower(f) => f.lock().on_accepted(now, conn, nonce),
-        }
-    }
-
-    fn on_conn_closed(&self, now: Duration, conn: ConnId, why: String) {
-        match &self.core {
-            Core::Primary(p) => {
-                let mut out = Vec::new();
-                let mut p = p.lock();
-                p.on_closed(now, conn, why, &mut out);
-                self.run_primary(&mut p, out);
-                self.waiters.advance(p.committed());
-            }
-            Core::Follower(f) => f.lock().on_closed(conn),
-        }
-    }
-
-    fn on_data(&self, now: Duration, conn: ConnId, bytes: &[u8]) {
-        let Some((frames, failure)) = self.decode(conn, bytes) else {
-            return;
-        };
-        if let Some(e) = &failure {
-            self.counters
-                .malformed_frames
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(conn, error = %e, "malformed frame: closing the connection");
-        }
-        match &self.core {
-            Core::Primary(p) => {
-                let mut out = Vec::new();
-                let mut p = p.lock();
-                for m in frames {
-                    p.on_frame(now, conn, m, &mut out);
-                }
-                if let Some(e) = failure {
-                    p.on_frame_error(now, conn, &e, &mut out);
-                }
-                self.run_primary(&mut p, out);
-                self.waiters.advance(p.committed());
-            }
-            Core::Follower(f) => self.follower_frames(f, now, conn, frames, failure),
-        }
-    }
-
-    /// The messages `bytes` complete on `conn`, and the error that ends the connection if one
-    /// came (its decoder is dropped then); `None` if the connection is gone.
-    fn decode(&self, conn: ConnId, bytes: &[u8]) -> Option<(Vec<Msg>, Option<FrameError>)> {
-        let mut decoders = self.decoders.lock();
-        let d = decoders.get_mut(&conn)?;
-        d.push(bytes);
-        let mut frames = Vec::new();
-        let failure = loop {
-            match d
-                .next_frame()
-                .and_then(|f| f.map(|f| Msg::decode(&f)).transpose())
-            {
-                Ok(Some(m)) => frames.push(m),
-                Ok(None) => break None,
-                Err(e) => break Some(e),
-            }
-        };
-        if failure.is_some() {
-            decoders.remove(&conn);
-        }
-        Some((frames, failure))
-    }
-
-    /// A follower's frames: records go to the log before their acks go out.
-    fn follower_frames(
-        &self,
-        f: &Mutex<Follower>,
-        now: Duration,
-        conn: ConnId,
-        frames: Vec<Msg>,
-        failure: Option<FrameError>,
-    ) {
-        let mut out = Vec::new();
-        let acks = {
-            let mut f = f.lock();
-            for m in frames {
-                f.on_frame(now, conn, m, &mut out);
-            }
-            if let Some(e) = failure {
-                f.on_frame_error(conn, &e, &mut out);
-            }
-            // Acks wait until the records are handed to the log: the hand-off to the
-            // writer (whose fdatasync the commit waits for) goes first. Acks carry
-            // absolute positions and the primary keeps the maximum, so one overtaking
-            // another changes nothing.
-            let (acks, rest): (Vec<_>, Vec<_>) = out.drain(..).partition(|a| {
-                matches!(
-                    a,
-                    FollowerAction::Send {
-                        msg: Msg::Ack { .. },
-                        ..
-                    }
-                )
-            });
-            out = rest;
-            self.run_follower_sends(&mut out);
-            acks
-        };
-        self.run_follower_log(out);
-        for a in acks {
-            if let FollowerAction::Send { conn, msg } = a {
-                self.send(conn, &msg);
-            }
+            NetEvent::Data { conn, bytes } => self.step(Input::Data { conn, bytes }),
         }
     }
 
@@ -847,7 +856,7 @@ impl Inner {
 
     /// Closes `conn` once what is queued on it has been sent (bounded by [`CLOSE_LINGER`]).
     fn close(&self, conn: ConnId, reason: &str) {
-        tracing::debug!(conn, %reason, "closing a replication connection");
+        tracing::debug!(conn = conn.0, %reason, "closing a replication connection");
         if self.transport().queued_bytes(conn) == 0 {
             self.transport().close(conn);
         } else {
@@ -869,146 +878,19 @@ impl Inner {
         });
     }
 
-    fn run_primary(&self, p: &mut Primary, out: Vec<Action>) {
-        for a in out {
-            match a {
-                Action::Connect {
-                    link,
-                    addr,
-                    timeout,
-                } => {
-                    let conn = self.transport().connect(addr, timeout);
-                    p.connect_started(link, conn);
-                }
-                Action::Send { conn, msg } => self.send(conn, &msg),
-                Action::Close { conn, reason } => self.close(conn, &reason),
-                Action::ReadChunk {
-                    link,
-                    conn,
-                    from,
-                    max_bytes,
-                } => {
-                    let _ = self.read_jobs.try_send(ReadJob::Chunk {
-                        link,
-                        conn,
-                        from,
-                        max_bytes,
-                    });
-                }
-                Action::LookupCrc { link, conn, lsn } => {
-                    let _ = self.read_jobs.try_send(ReadJob::Crc { link, conn, lsn });
-                }
-                other => self.run_primary_integrity(p, other),
-            }
-        }
-    }
-
-    /// Carries out sends and closes (under the lock, in order); leaves log work in `out`.
-    fn run_follower_sends(&self, out: &mut Vec<FollowerAction>) {
-        out.retain(|a| match a {
-            FollowerAction::Send { conn, msg } => {
-                self.send(*conn, msg);
-                false
-            }
-            FollowerAction::Close { conn, reason } => {
-                self.close(*conn, reason);
-                false
-            }
-            _ => true,
-        });
-    }
-
-    /// Appends and truncations, outside the lock.
-    fn run_follower_log(&self, out: Vec<FollowerAction>) {
-        let Core::Follower(f) = &self.core else {
-            return;
-        };
-        for a in out {
-            if let Err(e) = self.follower_log_action(f, a) {
-                tracing::warn!(error = %e, "appending replicated records failed");
-                let mut more = Vec::new();
-                let mut f = f.lock();
-                let applied = f.applied();
-                let tail = tail_of(&self.log, applied).unwrap_or(Tail {
-                    last: self.log.last_lsn(),
-                    durable: self.log.durable_lsn(),
-                    applied,
-                    ..Tail::default()
-                });
-                f.on_append_failed(e.to_string(), tail, &mut more);
-                self.run_follower_sends(&mut more);
-                return;
-            }
-        }
-    }
-
-    fn follower_log_action(&self, f: &Mutex<Follower>, a: FollowerAction) -> Result<()> {
-        match a {
-            FollowerAction::Append { records, .. } => {
-                drop(self.log.append_replicated(records)?);
-            }
-            FollowerAction::Truncate { after, expect_crc } => {
-                let have = record_at(&self.log, after)?.map_or(0, |r| r.crc);
-                if after > Lsn::ZERO && have != expect_crc {
-                    let mut more = Vec::new();
-                    let mut f = f.lock();
-                    let tail = tail_of(&self.log, f.applied())?;
-                    let m = format!(
-                        "record {after} here has CRC {have:#010x}, the primary's {expect_crc:#010x}: the logs diverged before it"
-                    );
-                    tracing::error!("{m}; refusing to truncate");
-                    f.on_truncate_refused(after, m, tail, &mut more);
-                    self.run_follower_sends(&mut more);
-                    return Err(Error::Protocol("diverged".into()));
-                }
-                self.log.truncate_after(after)?;
-                let t = tail_of(&self.log, Lsn::ZERO)?;
-                f.lock().on_truncated(t.last_crc, t.last_epoch);
-            }
-            FollowerAction::ServeFetch { conn, request } => {
-                let job = ReadJob::ServeFetch {
-                    link: None,
-                    conn,
-                    request,
-                };
-                let _ = self.read_jobs.try_send(job);
-            }
-            FollowerAction::Integrity(a) => self.on_integrity_action(a, "the primary"),
-            FollowerAction::Send { .. } | FollowerAction::Close { .. } => {}
-        }
-        Ok(())
-    }
-
     fn run_ticker(&self) {
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(TICK);
             self.finish_closes();
-            let failed: Vec<_> = self.failed_connects.lock().drain(..).collect();
-            for (conn, why) in failed {
-                self.on_conn_closed(self.now(), conn, why);
+            let deferred: Vec<_> = self.deferred.lock().drain(..).collect();
+            for input in deferred {
+                self.step(input);
             }
-            let now = self.now();
-            match &self.core {
-                Core::Primary(p) => {
-                    let mut out = Vec::new();
-                    let mut p = p.lock();
-                    p.tick(now, &mut out);
-                    self.run_primary(&mut p, out);
-                    self.waiters.advance(p.committed());
-                    self.note_gate_opened(p.serving());
-                    let expired = self.waiters.expire(Instant::now(), p.quorum_text());
-                    drop(p);
-                    self.counters
-                        .quorum_timeouts
-                        .fetch_add(expired as u64, Ordering::Relaxed);
-                }
-                Core::Follower(f) => {
-                    let mut out = Vec::new();
-                    let mut f = f.lock();
-                    f.tick(now, &mut out);
-                    self.run_follower_sends(&mut out);
-                }
-            }
+            let mut r = self.replica.lock();
+            let out = r.step(self.now(), Input::Tick);
+            let serving = r.serving();
+            self.execute(r, out);
+            self.note_gate_opened(serving);
         }
     }
 
@@ -1020,27 +902,23 @@ impl Inner {
             let Ok(job) = jobs.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
-            match job {
-                ReadJob::ServeFetch {
-                    link,
-                    conn,
-                    request,
-                } => self.serve_fetch(link, conn, request),
+            let input = match job {
                 ReadJob::Repair {
                     base,
                     chunks,
                     source,
-                } => self.apply_repair(base, &chunks, &source),
-                job => self.primary_job(&mut readers, job),
-            }
+                } => {
+                    self.apply_repair(base, &chunks, &source);
+                    continue;
+                }
+                job => self.read_job(&mut readers, job),
+            };
+            self.step(input);
         }
     }
 
-    fn primary_job(&self, readers: &mut HashMap<usize, LogReader>, job: ReadJob) {
-        let Core::Primary(p) = &self.core else {
-            return;
-        };
-        let mut out = Vec::new();
+    /// Does one job of the reader thread; returns its answer for the replica.
+    fn read_job(&self, readers: &mut HashMap<usize, LogReader>, job: ReadJob) -> Input {
         match job {
             ReadJob::Chunk {
                 link,
@@ -1049,12 +927,16 @@ impl Inner {
                 max_bytes,
             } => {
                 let result = self.read_chunk(readers, link, from, max_bytes);
-                p.lock()
-                    .on_chunk(self.now(), link, conn, from, result, &mut out);
+                Input::Chunk {
+                    link,
+                    conn,
+                    from,
+                    result,
+                }
             }
             ReadJob::Crc { link, conn, lsn } => {
                 let crc = record_at(&self.log, lsn).ok().flatten().map(|r| r.crc);
-                p.lock().on_crc(self.now(), link, conn, crc, &mut out);
+                Input::Crc { link, conn, crc }
             }
             ReadJob::TakeBack {
                 link,
@@ -1063,27 +945,25 @@ impl Inner {
             } => {
                 let result = self.log.append_replicated(records).map(|b| {
                     let n = b.last_lsn().0 + 1 - b.first_lsn().0;
-                    self.integrity
-                        .counters
-                        .taken_back
-                        .fetch_add(n, Ordering::Relaxed);
+                    (self.integrity.counters.taken_back).fetch_add(n, Ordering::Relaxed);
                     b.last_lsn()
                 });
                 let result = result.map_err(|e| e.to_string());
-                p.lock()
-                    .on_taken_back(self.now(), link, conn, result, &mut out);
+                Input::TakenBack { link, conn, result }
             }
-            ReadJob::ServeFetch { .. } | ReadJob::Repair { .. } => unreachable!("handled above"),
+            ReadJob::ServeFetch {
+                link,
+                conn,
+                request,
+            } => self.serve_fetch(link, conn, request),
+            ReadJob::Repair { .. } => unreachable!("handled by run_reader"),
         }
-        let mut p = p.lock();
-        self.run_primary(&mut p, out);
-        self.waiters.advance(p.committed());
     }
 
-    /// Answers a peer's fetch from the durable part of the log.
-    fn serve_fetch(&self, link: Option<usize>, conn: ConnId, request: FetchRequest) {
+    /// Reads what a peer's fetch asks for from the durable part of the log.
+    fn serve_fetch(&self, link: Option<usize>, conn: ConnId, request: FetchRequest) -> Input {
         let from = request.range.0;
-        let prev_here = match request.prev_crc {
+        let prev_crc = match request.prev_crc {
             Some(_) => record_at(&self.log, from.prev())
                 .ok()
                 .flatten()
@@ -1095,21 +975,12 @@ impl Inner {
             Ok(mut r) => r.next_chunk(bound).transpose().map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let answer = request.answer(prev_here, read);
-        let mut out = Vec::new();
-        match (&self.core, link) {
-            (Core::Primary(p), Some(link)) => {
-                let mut p = p.lock();
-                p.send_answer(link, conn, answer, &mut out);
-                self.run_primary(&mut p, out);
-            }
-            (Core::Follower(f), None) => {
-                let mut fo = Vec::new();
-                let mut f = f.lock();
-                f.send_answer(conn, answer, &mut fo);
-                self.run_follower_sends(&mut fo);
-            }
-            _ => {}
+        Input::FetchRead {
+            link,
+            conn,
+            request,
+            prev_crc,
+            read,
         }
     }
 
@@ -1145,5 +1016,24 @@ impl Inner {
                 Err(ReadError::Failed(e.to_string()))
             }
         }
+    }
+}
+
+/// The API's error for a replica's [`WaitError`].
+fn wait_error(e: WaitError) -> Error {
+    match e {
+        WaitError::QuorumUnavailable {
+            level,
+            lsn,
+            waited,
+            quorum,
+        } => Error::QuorumUnavailable {
+            level,
+            lsn,
+            waited,
+            quorum,
+        },
+        WaitError::NotPrimary => Error::NotPrimary,
+        WaitError::Poisoned { cause } => Error::Log(logship_engine::Error::Poisoned { cause }),
     }
 }

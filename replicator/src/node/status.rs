@@ -7,7 +7,7 @@ use crate::http::HttpResponse;
 use crate::protocol::DurabilityLevel;
 use crate::status::{FollowerSideStatus, PrimaryStatus};
 
-use super::{render_metrics, Core, Inner, IntegrityStatus};
+use super::{render_metrics, Inner, IntegrityStatus};
 
 /// The node's whole status, as `logship status` and the client port's status request show it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -52,9 +52,14 @@ pub struct NodeStatus {
 impl Inner {
     pub(super) fn status(&self) -> NodeStatus {
         let now = self.now();
-        let (primary, follower) = match &self.core {
-            Core::Primary(p) => (Some(p.lock().status()), None),
-            Core::Follower(f) => (None, Some(f.lock().status(now))),
+        let (primary, follower, rc) = {
+            let r = self.replica.lock();
+            let primary = r.as_primary().map(|p| p.status());
+            (
+                primary,
+                r.as_follower().map(|f| f.status(now)),
+                r.counters(),
+            )
         };
         let c = &self.counters;
         NodeStatus {
@@ -80,9 +85,9 @@ impl Inner {
                     )
                 })
                 .collect(),
-            quorum_timeouts: c.quorum_timeouts.load(Ordering::Relaxed),
-            malformed_frames: c.malformed_frames.load(Ordering::Relaxed),
-            connections: c.connections.load(Ordering::Relaxed),
+            quorum_timeouts: rc.quorum_timeouts,
+            malformed_frames: rc.malformed_frames,
+            connections: rc.connections,
             primary,
             follower,
             integrity: self.integrity_status(),

@@ -1,5 +1,6 @@
-//! Appends waiting for a durability level. One heap per level, ordered by LSN, so an advance
-//! wakes exactly the appends it satisfies; one heap of deadlines for the commit timeout.
+//! Where appends wait: for the replica to admit them (the start gate), then for their
+//! durability level. One heap per level, ordered by LSN, so an advance wakes exactly the
+//! appends it satisfies. Deadlines are the replica's: it fails an append by its number.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -8,13 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
-use std::time::{Duration, Instant};
 
 use logship_engine::Lsn;
 use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::protocol::DurabilityLevel;
+use crate::vocab::WaiterId;
 
 /// How a wait ended.
 pub(crate) type Outcome = Result<Lsn, Error>;
@@ -124,17 +125,15 @@ impl Future for Commit {
 #[derive(Debug)]
 struct Entry {
     slot: Arc<Slot>,
-    level: DurabilityLevel,
-    lsn: Lsn,
-    since: Instant,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     committed: [Lsn; 4],
-    by_lsn: [BinaryHeap<Reverse<(Lsn, u64)>>; 4],
-    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
-    entries: HashMap<u64, Entry>,
+    by_lsn: [BinaryHeap<Reverse<(Lsn, WaiterId)>>; 4],
+    entries: HashMap<WaiterId, Entry>,
+    /// Appends waiting for the replica's admission.
+    admissions: HashMap<WaiterId, Arc<Slot>>,
     next_id: u64,
 }
 
@@ -145,31 +144,36 @@ pub(crate) struct Waiters {
 }
 
 impl Waiters {
-    /// Waits for `lsn` at `level`, failing at `deadline` (`None`: no deadline).
-    pub(crate) fn register(
-        &self,
-        level: DurabilityLevel,
-        lsn: Lsn,
-        deadline: Option<Instant>,
-    ) -> Commit {
+    /// A new append's number, and the wait for its admission ([`Waiters::admit`] or
+    /// [`Waiters::fail`] ends it).
+    pub(crate) fn admission(&self) -> (WaiterId, Admission) {
+        let mut st = self.inner.lock();
+        st.next_id += 1;
+        let id = WaiterId(st.next_id);
+        let slot = Arc::new(Slot::default());
+        st.admissions.insert(id, Arc::clone(&slot));
+        (id, Admission(slot))
+    }
+
+    /// The replica admitted `id`.
+    pub(crate) fn admit(&self, id: WaiterId) {
+        if let Some(slot) = self.inner.lock().admissions.remove(&id) {
+            slot.complete(Ok(Lsn::ZERO));
+        }
+    }
+
+    /// Waits for `lsn` at `level` under the number `id`.
+    pub(crate) fn register(&self, id: WaiterId, level: DurabilityLevel, lsn: Lsn) -> Commit {
         let mut st = self.inner.lock();
         if st.committed[level as usize] >= lsn {
             return Commit::ready(Ok(lsn));
         }
-        let id = st.next_id;
-        st.next_id += 1;
         let slot = Arc::new(Slot::default());
         st.by_lsn[level as usize].push(Reverse((lsn, id)));
-        if let Some(d) = deadline {
-            st.deadlines.push(Reverse((d, id)));
-        }
         st.entries.insert(
             id,
             Entry {
                 slot: Arc::clone(&slot),
-                level,
-                lsn,
-                since: Instant::now(),
             },
         );
         Commit {
@@ -206,57 +210,51 @@ impl Waiters {
         }
     }
 
-    /// Fails appends whose deadline passed; `quorum` names the quorum in the error.
-    pub(crate) fn expire(&self, now: Instant, quorum: &str) -> usize {
-        let mut done = Vec::new();
-        {
+    /// Fails append `id`, waiting for admission or for its level.
+    pub(crate) fn fail(&self, id: WaiterId, error: Error) {
+        let slot = {
             let mut st = self.inner.lock();
-            while let Some(Reverse((d, id))) = st.deadlines.peek().copied() {
-                if d > now {
-                    break;
-                }
-                st.deadlines.pop();
-                if let Some(e) = st.entries.remove(&id) {
-                    let waited = now.saturating_duration_since(e.since);
-                    let err = Error::QuorumUnavailable {
-                        level: e.level,
-                        lsn: e.lsn,
-                        waited,
-                        quorum: quorum.to_string(),
-                    };
-                    done.push((e.slot, err));
-                }
-            }
+            let st = &mut *st;
+            st.admissions
+                .remove(&id)
+                .or_else(|| st.entries.remove(&id).map(|e| e.slot))
+        };
+        if let Some(slot) = slot {
+            slot.complete(Err(error));
         }
-        let n = done.len();
-        for (slot, err) in done {
-            slot.complete(Err(err));
-        }
-        n
     }
 
     /// Fails every waiting append (shutdown, log failure).
     pub(crate) fn fail_all(&self, make: impl Fn() -> Error) {
-        let entries: Vec<Entry> = {
+        let slots: Vec<Arc<Slot>> = {
             let mut st = self.inner.lock();
             st.by_lsn.iter_mut().for_each(BinaryHeap::clear);
-            st.deadlines.clear();
-            st.entries.drain().map(|(_, e)| e).collect()
+            let admissions = st.admissions.drain().map(|(_, s)| s).collect::<Vec<_>>();
+            (st.entries.drain().map(|(_, e)| e.slot))
+                .chain(admissions)
+                .collect()
         };
-        for e in entries {
-            e.slot.complete(Err(make()));
+        for slot in slots {
+            slot.complete(Err(make()));
         }
     }
 
     /// Appends waiting.
     pub(crate) fn len(&self) -> usize {
-        self.inner.lock().entries.len()
+        let st = self.inner.lock();
+        st.entries.len() + st.admissions.len()
     }
 }
 
-/// How long to wait, from a timeout.
-pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
+/// An append's wait for the replica's admission.
+#[derive(Debug)]
+pub(crate) struct Admission(Arc<Slot>);
+
+impl Admission {
+    /// Blocks until admitted (or refused).
+    pub(crate) fn wait(self) -> Result<(), Error> {
+        self.0.wait().map(|_| ())
+    }
 }
 
 #[cfg(test)]
@@ -266,16 +264,16 @@ mod tests {
     #[test]
     fn advances_complete_exactly_the_satisfied_appends() {
         let w = Waiters::default();
-        let a = w.register(DurabilityLevel::RemoteDurable, Lsn(5), None);
-        let b = w.register(DurabilityLevel::RemoteDurable, Lsn(9), None);
-        let c = w.register(DurabilityLevel::RemoteWrite, Lsn(9), None);
+        let a = w.register(WaiterId(1), DurabilityLevel::RemoteDurable, Lsn(5));
+        let b = w.register(WaiterId(2), DurabilityLevel::RemoteDurable, Lsn(9));
+        let c = w.register(WaiterId(3), DurabilityLevel::RemoteWrite, Lsn(9));
         w.advance([Lsn(9), Lsn(9), Lsn(6), Lsn(0)]);
         assert_eq!(a.wait().unwrap(), Lsn(5));
         assert_eq!(c.wait().unwrap(), Lsn(9));
         assert_eq!(w.len(), 1);
         w.advance([Lsn(9), Lsn(9), Lsn(9), Lsn(0)]);
         assert_eq!(b.wait().unwrap(), Lsn(9));
-        let late = w.register(DurabilityLevel::RemoteDurable, Lsn(3), None);
+        let late = w.register(WaiterId(4), DurabilityLevel::RemoteDurable, Lsn(3));
         assert_eq!(
             late.wait().unwrap(),
             Lsn(3),
@@ -284,21 +282,16 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_fail_with_quorum_unavailable() {
+    fn a_failed_waiter_fails_and_an_admitted_one_proceeds() {
         let w = Waiters::default();
-        let now = Instant::now();
-        let a = w.register(DurabilityLevel::RemoteDurable, Lsn(5), Some(now));
-        let b = w.register(
-            DurabilityLevel::RemoteDurable,
-            Lsn(6),
-            Some(now + Duration::from_secs(60)),
-        );
-        w.expire(now, "ANY 1 (a, b)");
-        assert!(matches!(
-            a.wait(),
-            Err(Error::QuorumUnavailable { lsn: Lsn(5), .. })
-        ));
-        w.advance([Lsn(6); 4]);
-        assert_eq!(b.wait().unwrap(), Lsn(6));
+        let (id, admission) = w.admission();
+        w.admit(id);
+        admission.wait().unwrap();
+        let a = w.register(id, DurabilityLevel::RemoteDurable, Lsn(5));
+        w.fail(id, Error::NotPrimary);
+        assert!(matches!(a.wait(), Err(Error::NotPrimary)));
+        let (id, admission) = w.admission();
+        w.fail(id, Error::NotPrimary);
+        assert!(matches!(admission.wait(), Err(Error::NotPrimary)));
     }
 }

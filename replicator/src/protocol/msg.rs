@@ -350,7 +350,7 @@ pub enum Msg {
         /// Client's request id.
         id: u64,
     },
-    /// Node → client: the status as JSON (`crate::node::NodeStatus`).
+    /// Node → client: the status as JSON (the node's `NodeStatus`).
     StatusResponse {
         /// The request id.
         id: u64,

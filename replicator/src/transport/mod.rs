@@ -28,7 +28,7 @@ pub mod portable;
 pub mod uring;
 
 /// Identifies one connection for the life of a transport; never reused.
-pub type ConnId = u64;
+pub use crate::vocab::ConnId;
 
 /// What happened on the network.
 #[derive(Debug)]

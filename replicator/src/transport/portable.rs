@@ -146,7 +146,7 @@ impl Transport for PortableTransport {
             if !self.shared.is_stopping() {
                 // No thread to deliver it from: the outcome must still arrive, so it arrives
                 // from the caller's thread before `connect` returns.
-                warn!(conn = id, %error, "no thread for an outgoing connection");
+                warn!(conn = id.0, %error, "no thread for an outgoing connection");
                 self.shared
                     .deliver(NetEvent::ConnectFailed { conn: id, error });
             }
@@ -227,7 +227,7 @@ impl Shared {
     }
 
     fn next_id(&self) -> ConnId {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Calls the handler unless `shutdown` has begun. Callers hold no lock.
@@ -438,7 +438,7 @@ impl Shared {
         };
         let error = conn.finish(read_error);
         self.remove_conn(conn.id);
-        debug!(conn = conn.id, error = ?error, "connection closed");
+        debug!(conn = conn.id.0, error = ?error, "connection closed");
         self.deliver(NetEvent::Closed {
             conn: conn.id,
             error,

@@ -185,10 +185,10 @@ impl Conn {
         assert!(!self.in_flight.connect && !self.in_flight.timeout);
         let connect = opcode::Connect::new(fd, args.addr.as_ptr(), args.addr.len())
             .build()
-            .user_data(token(self.id, Op::Connect));
+            .user_data(token(self.id.0, Op::Connect));
         let timeout = opcode::LinkTimeout::new(&args.timeout)
             .build()
-            .user_data(token(self.id, Op::ConnectTimeout));
+            .user_data(token(self.id.0, Op::ConnectTimeout));
         // SAFETY: the address and timespec live in the boxed `ConnectArgs` and the descriptor in
         // `socket`; this `Conn` is dropped only when idle, after both completions (the connect's
         // and the link timeout's, which always arrives) have been reaped.
@@ -205,7 +205,7 @@ impl Conn {
         let len = self.recv_buf.len() as u32; // bounded by RECV_BUFFER_BYTES
         let entry = opcode::Recv::new(self.fd(), self.recv_buf.as_mut_ptr(), len)
             .build()
-            .user_data(token(self.id, Op::Recv));
+            .user_data(token(self.id.0, Op::Recv));
         // SAFETY: the buffer is the boxed `recv_buf` and the descriptor `socket`, both owned by
         // this `Conn`, which is dropped only when idle, after this receive's completion.
         unsafe { sqes.push(entry) };
@@ -231,7 +231,7 @@ impl Conn {
         let Some(entry) = self.send.next_entry(fd) else {
             return;
         };
-        let entry = entry.user_data(token(self.id, Op::Send));
+        let entry = entry.user_data(token(self.id.0, Op::Send));
         // SAFETY: the entry points into `Bytes` held by the send queue (and, for a gathering
         // send, into its boxed msghdr and iovecs); the queue drops no chunk the send covers until
         // `SendQueue::complete`, which runs on this send's completion. The descriptor is
@@ -250,7 +250,7 @@ impl Conn {
         // Cancelling a connect also removes its link timeout.
         for op in [Op::Connect, Op::Recv, Op::Send] {
             if *self.in_flight.flag(op) {
-                sqes.cancel(token(self.id, op), token(self.id, Op::CancelConn));
+                sqes.cancel(token(self.id.0, op), token(self.id.0, Op::CancelConn));
                 self.in_flight.cancels += 1;
             }
         }

@@ -249,7 +249,7 @@ impl Driver {
         self.shared.forget(id);
         let event = conn.into_last_event();
         if let NetEvent::Closed { error: Some(e), .. } = &event {
-            tracing::info!(conn = id, error = %e, "connection closed by an error");
+            tracing::info!(conn = id.0, error = %e, "connection closed by an error");
         }
         self.emit(event);
     }
@@ -328,7 +328,7 @@ impl Driver {
             Op::AcceptBackoff => self.on_accept_backoff(listener_index(id)),
             Op::CancelOther => {}
             Op::Connect | Op::ConnectTimeout | Op::Recv | Op::Send | Op::CancelConn => {
-                self.on_conn_cqe(id, op, res);
+                self.on_conn_cqe(ConnId(id), op, res);
             }
         }
     }

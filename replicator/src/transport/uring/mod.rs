@@ -170,7 +170,7 @@ impl Shared {
     }
 
     fn next_conn_id(&self) -> ConnId {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Starts counting queued bytes of `conn`.

@@ -1,0 +1,515 @@
+//! One replica: the sans-I/O core of a node. Its role (primary or follower) is a value that
+//! can change; it takes [`Input`]s with the time they happened and returns [`Action`]s.
+//!
+//! Inside: the role's state machine, one frame decoder per connection, the handshake nonces
+//! (from a seeded source), the start gate's waiting appends, the commit deadlines of appends
+//! waiting for a remote level, and the rule that a failed log stops everything. Outside, in
+//! an executor (the node, the simulator): sockets, the log, the clock, threads, and the
+//! randomness that seeds this. Nothing here reads a clock or blocks.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use logship_engine::{Lsn, RangeDigest};
+
+use crate::follower::Follower;
+use crate::primary::Primary;
+use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
+use crate::protocol::msg::MAX_DIGESTS_PER_FRAME;
+use crate::protocol::{DurabilityLevel, FrameError, Msg};
+use crate::vocab::{
+    Action, ConnId, FollowerConfig, Input, NonceSource, PrimaryConfig, Tail, Timeouts, WaitError,
+    WaiterId,
+};
+
+/// What the replica is now.
+#[derive(Debug)]
+pub enum Role {
+    /// Accepts appends and streams them to its followers.
+    Primary(Box<Primary>),
+    /// Takes records from a primary.
+    Follower(Box<Follower>),
+}
+
+/// Counters the replica keeps for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaCounters {
+    /// Connections opened (either way).
+    pub connections: u64,
+    /// Connections ended by a malformed frame.
+    pub malformed_frames: u64,
+    /// Appends that failed their commit deadline (or the start gate's).
+    pub quorum_timeouts: u64,
+}
+
+/// An append waiting for its remote level, until its deadline.
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    at: Duration,
+    since: Duration,
+    waiter: WaiterId,
+    level: DurabilityLevel,
+    lsn: Lsn,
+}
+
+/// One sans-I/O replica. See the module documentation.
+#[derive(Debug)]
+pub struct Replica {
+    role: Role,
+    timeouts: Timeouts,
+    decoders: BTreeMap<ConnId, FrameDecoder>,
+    nonces: NonceSource,
+    /// Appends waiting for the start gate: (waiter, level, since).
+    gated: VecDeque<(WaiterId, DurabilityLevel, Duration)>,
+    /// Appends waiting for a remote level; deadlines rise (one commit timeout for all).
+    deadlines: VecDeque<Deadline>,
+    /// The commit LSNs last reported with [`Action::Committed`].
+    committed: [Lsn; 4],
+    /// Why the log failed, once it did: the replica then accepts nothing.
+    failed: Option<String>,
+    counters: ReplicaCounters,
+}
+
+impl Replica {
+    /// A primary. `nonces` seeds the handshake nonces.
+    pub fn primary(primary: Primary, nonces: NonceSource) -> Replica {
+        let committed = primary.committed();
+        let timeouts = primary.config().timeouts;
+        Replica::with_role(
+            Role::Primary(Box::new(primary)),
+            timeouts,
+            committed,
+            nonces,
+        )
+    }
+
+    /// A new primary for `config` whose log holds `first..=last`, durable up to `durable`;
+    /// `seed` drives the backoff jitter.
+    pub fn new_primary(
+        config: PrimaryConfig,
+        (first, last, durable): (Lsn, Lsn, Lsn),
+        seed: u64,
+        nonces: NonceSource,
+    ) -> Replica {
+        Replica::primary(Primary::new(config, first, last, durable, seed), nonces)
+    }
+
+    /// A follower whose log is at `tail`.
+    pub fn new_follower(config: FollowerConfig, tail: Tail, nonces: NonceSource) -> Replica {
+        let timeouts = config.timeouts;
+        let follower = Follower::new(config, tail);
+        Replica::with_role(
+            Role::Follower(Box::new(follower)),
+            timeouts,
+            [Lsn::ZERO; 4],
+            nonces,
+        )
+    }
+
+    fn with_role(
+        role: Role,
+        timeouts: Timeouts,
+        committed: [Lsn; 4],
+        nonces: NonceSource,
+    ) -> Replica {
+        Replica {
+            role,
+            timeouts,
+            decoders: BTreeMap::new(),
+            nonces,
+            gated: VecDeque::new(),
+            deadlines: VecDeque::new(),
+            committed,
+            failed: None,
+            counters: ReplicaCounters::default(),
+        }
+    }
+
+    /// The role.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// The primary's machine, if this is the primary.
+    pub fn as_primary(&self) -> Option<&Primary> {
+        match &self.role {
+            Role::Primary(p) => Some(p),
+            Role::Follower(_) => None,
+        }
+    }
+
+    /// The follower's machine, if this is a follower.
+    pub fn as_follower(&self) -> Option<&Follower> {
+        match &self.role {
+            Role::Follower(f) => Some(f),
+            Role::Primary(_) => None,
+        }
+    }
+
+    /// Whether appends are served now (a primary whose start gate is open, with a working log).
+    pub fn serving(&self) -> bool {
+        self.failed.is_none() && self.as_primary().is_some_and(Primary::serving)
+    }
+
+    /// Why the log failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// The commit LSN of every level (all zero on a follower).
+    pub fn committed(&self) -> [Lsn; 4] {
+        self.committed
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> ReplicaCounters {
+        self.counters
+    }
+
+    /// Appends waiting for the start gate or a remote level.
+    pub fn waiting(&self) -> usize {
+        self.gated.len() + self.deadlines.len()
+    }
+
+    /// Takes one input that happened at `now` (time since the executor started; it never goes
+    /// backwards) and returns what to do, in order.
+    pub fn step(&mut self, now: Duration, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.step_into(now, input, &mut out);
+        out
+    }
+
+    /// [`Replica::step`], appending the actions to `out`.
+    pub fn step_into(&mut self, now: Duration, input: Input, out: &mut Vec<Action>) {
+        match input {
+            Input::Tick => self.on_tick(now, out),
+            Input::ClientAppend { waiter, level } => self.on_client_append(now, waiter, level, out),
+            Input::Appended { waiter, level, lsn } => self.on_appended(now, waiter, level, lsn),
+            Input::LogFailed { cause } => self.on_log_failed(cause, out),
+            Input::Dialed { .. }
+            | Input::Connected { .. }
+            | Input::Accepted { .. }
+            | Input::Closed { .. }
+            | Input::Data { .. } => self.on_network(now, input, out),
+            Input::LocalDigests(ranges) => self.send_digests(&ranges, out),
+            other => self.on_log(now, other, out),
+        }
+        self.after_step(out);
+        #[cfg(debug_assertions)]
+        self.check_invariants();
+    }
+
+    fn on_network(&mut self, now: Duration, input: Input, out: &mut Vec<Action>) {
+        match input {
+            Input::Dialed { link, conn } => {
+                if let Role::Primary(p) = &mut self.role {
+                    p.connect_started(link, conn);
+                }
+            }
+            Input::Connected { conn } | Input::Accepted { conn } => {
+                self.counters.connections += 1;
+                self.decoders
+                    .insert(conn, FrameDecoder::new(DEFAULT_MAX_BODY_BYTES));
+                let nonce = self.nonces.next_nonce();
+                match &mut self.role {
+                    Role::Primary(p) => p.on_connected(now, conn, nonce, out),
+                    Role::Follower(f) => f.on_accepted(now, conn, nonce),
+                }
+            }
+            Input::Closed { conn, why } => {
+                self.decoders.remove(&conn);
+                match &mut self.role {
+                    Role::Primary(p) => p.on_closed(now, conn, why, out),
+                    Role::Follower(f) => f.on_closed(conn),
+                }
+            }
+            Input::Data { conn, bytes } => self.on_data(now, conn, &bytes, out),
+            _ => unreachable!("not a network input"),
+        }
+    }
+
+    /// Bytes on `conn`: every frame they complete goes to the role; a malformed one ends the
+    /// connection.
+    fn on_data(&mut self, now: Duration, conn: ConnId, bytes: &[u8], out: &mut Vec<Action>) {
+        let Some(d) = self.decoders.get_mut(&conn) else {
+            return;
+        };
+        d.push(bytes);
+        let mut frames = Vec::new();
+        let failure = loop {
+            match d
+                .next_frame()
+                .and_then(|f| f.map(|f| Msg::decode(&f)).transpose())
+            {
+                Ok(Some(m)) => frames.push(m),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        if failure.is_some() {
+            self.decoders.remove(&conn);
+        }
+        for m in frames {
+            match &mut self.role {
+                Role::Primary(p) => p.on_frame(now, conn, m, out),
+                Role::Follower(f) => f.on_frame(now, conn, m, out),
+            }
+        }
+        if let Some(e) = failure {
+            self.on_malformed(now, conn, &e, out);
+        }
+    }
+
+    fn on_malformed(&mut self, now: Duration, conn: ConnId, e: &FrameError, out: &mut Vec<Action>) {
+        self.counters.malformed_frames += 1;
+        tracing::warn!(conn = conn.0, error = %e, "malformed frame: closing the connection");
+        match &mut self.role {
+            Role::Primary(p) => p.on_frame_error(now, conn, e, out),
+            Role::Follower(f) => f.on_frame_error(conn, e, out),
+        }
+    }
+
+    /// Completions of log work the replica asked for, and the log's own progress.
+    fn on_log(&mut self, now: Duration, input: Input, out: &mut Vec<Action>) {
+        match (&mut self.role, input) {
+            (
+                Role::Primary(p),
+                Input::Written {
+                    first,
+                    last,
+                    records,
+                },
+            ) => p.on_batch(now, first, last, &records, out),
+            (Role::Primary(p), Input::Durable(lsn)) => p.on_local_durable(now, lsn),
+            (Role::Follower(f), Input::Durable(lsn)) => f.on_durable(now, lsn, out),
+            (Role::Follower(f), Input::Applied(lsn)) => f.on_applied(now, lsn, out),
+            (Role::Primary(p), Input::Purged(first)) => p.on_purged(first),
+            (
+                Role::Primary(p),
+                Input::Chunk {
+                    link,
+                    conn,
+                    from,
+                    result,
+                },
+            ) => p.on_chunk(now, link, conn, from, result, out),
+            (Role::Primary(p), Input::Crc { link, conn, crc }) => {
+                p.on_crc(now, link, conn, crc, out)
+            }
+            (Role::Primary(p), Input::TakenBack { link, conn, result }) => {
+                p.on_taken_back(now, link, conn, result, out)
+            }
+            (
+                role,
+                Input::FetchRead {
+                    link,
+                    conn,
+                    request,
+                    prev_crc,
+                    read,
+                },
+            ) => {
+                let answer = request.answer(prev_crc, read);
+                match (role, link) {
+                    (Role::Primary(p), Some(link)) => p.send_answer(link, conn, answer, out),
+                    (Role::Follower(f), None) => f.send_answer(conn, answer, out),
+                    _ => {}
+                }
+            }
+            (
+                Role::Follower(f),
+                Input::Truncated {
+                    after,
+                    found_crc,
+                    done,
+                    tail,
+                },
+            ) => {
+                if done {
+                    f.on_truncated(tail.last_crc, tail.last_epoch);
+                } else {
+                    let m = format!(
+                        "record {after} here has CRC {found_crc:#010x}, not the primary's: the logs diverged before it"
+                    );
+                    tracing::error!("{m}; refusing to truncate");
+                    f.on_truncate_refused(after, m, tail, out);
+                }
+            }
+            (Role::Follower(f), Input::AppendFailed { reason, tail }) => {
+                tracing::warn!(error = %reason, "appending replicated records failed");
+                f.on_append_failed(reason, tail, out);
+            }
+            // Inputs for the other role (a completion that arrives after a role change).
+            _ => {}
+        }
+    }
+
+    /// Sends this node's digests to its peers.
+    fn send_digests(&mut self, ranges: &[RangeDigest], out: &mut Vec<Action>) {
+        for chunk in ranges.chunks(MAX_DIGESTS_PER_FRAME) {
+            match &mut self.role {
+                Role::Primary(p) => p.send_digests(chunk, out),
+                Role::Follower(f) => f.send_digests(chunk.to_vec(), out),
+            }
+        }
+    }
+
+    /// Whether a repair fetch of `range` started (there is a session to fetch on, and a peer
+    /// that holds the range).
+    pub fn start_repair(
+        &mut self,
+        now: Duration,
+        range: (Lsn, Lsn),
+        prev_crc: Option<u32>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let started = match &mut self.role {
+            Role::Primary(p) => p.start_repair(now, range, prev_crc, out),
+            Role::Follower(f) => f.start_repair(now, range, prev_crc, out),
+        };
+        self.after_step(out);
+        started
+    }
+
+    fn on_client_append(
+        &mut self,
+        now: Duration,
+        waiter: WaiterId,
+        level: DurabilityLevel,
+        out: &mut Vec<Action>,
+    ) {
+        let error = match (&self.failed, &self.role) {
+            (Some(cause), _) => WaitError::Poisoned {
+                cause: cause.clone(),
+            },
+            (None, Role::Follower(_)) => WaitError::NotPrimary,
+            (None, Role::Primary(p)) if p.serving() => return out.push(Action::Admit { waiter }),
+            (None, Role::Primary(_)) => return self.gated.push_back((waiter, level, now)),
+        };
+        out.push(Action::FailWait { waiter, error });
+    }
+
+    fn on_appended(&mut self, now: Duration, waiter: WaiterId, level: DurabilityLevel, lsn: Lsn) {
+        if level == DurabilityLevel::Local || self.committed[level as usize] >= lsn {
+            return;
+        }
+        self.deadlines.push_back(Deadline {
+            at: now + self.timeouts.commit,
+            since: now,
+            waiter,
+            level,
+            lsn,
+        });
+    }
+
+    fn on_log_failed(&mut self, cause: String, out: &mut Vec<Action>) {
+        if self.failed.is_some() {
+            return;
+        }
+        tracing::error!(%cause, "the log failed: this node accepts nothing until it is restarted");
+        self.failed = Some(cause.clone());
+        self.gated.clear();
+        self.deadlines.clear();
+        out.push(Action::FailAll { cause });
+    }
+
+    fn on_tick(&mut self, now: Duration, out: &mut Vec<Action>) {
+        match &mut self.role {
+            Role::Primary(p) => p.tick(now, out),
+            Role::Follower(f) => f.tick(now, out),
+        }
+        self.expire(now, out);
+    }
+
+    /// Fails appends whose commit deadline passed, and appends the start gate held too long.
+    fn expire(&mut self, now: Duration, out: &mut Vec<Action>) {
+        let quorum = self
+            .as_primary()
+            .map_or_else(String::new, |p| p.quorum_text().to_string());
+        while let Some(d) = self.deadlines.front().copied() {
+            if d.at > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if self.committed[d.level as usize] >= d.lsn {
+                continue;
+            }
+            self.counters.quorum_timeouts += 1;
+            let error = WaitError::QuorumUnavailable {
+                level: d.level,
+                lsn: d.lsn,
+                waited: now.saturating_sub(d.since),
+                quorum: quorum.clone(),
+            };
+            out.push(Action::FailWait {
+                waiter: d.waiter,
+                error,
+            });
+        }
+        while let Some(&(waiter, level, since)) = self.gated.front() {
+            if since + self.timeouts.commit > now {
+                break;
+            }
+            self.gated.pop_front();
+            self.counters.quorum_timeouts += 1;
+            let error = WaitError::QuorumUnavailable {
+                level,
+                lsn: Lsn::ZERO,
+                waited: now.saturating_sub(since),
+                quorum: format!(
+                    "{quorum} (not serving yet: taking back records from the sync followers first)"
+                ),
+            };
+            out.push(Action::FailWait { waiter, error });
+        }
+    }
+
+    /// After every input: report commit progress, admit appends the gate held once it opens,
+    /// drop deadlines their level met.
+    fn after_step(&mut self, out: &mut Vec<Action>) {
+        let Role::Primary(p) = &self.role else {
+            return;
+        };
+        let now = p.committed();
+        if now != self.committed {
+            for (c, n) in self.committed.iter_mut().zip(now) {
+                *c = (*c).max(n);
+            }
+            out.push(Action::Committed(self.committed));
+            let committed = self.committed;
+            self.deadlines
+                .retain(|d| committed[d.level as usize] < d.lsn);
+        }
+        if p.serving() && self.failed.is_none() {
+            out.extend(
+                self.gated
+                    .drain(..)
+                    .map(|(waiter, ..)| Action::Admit { waiter }),
+            );
+        }
+    }
+
+    /// Asserts the replica's invariants (and its role's): checked after every step in debug
+    /// builds, and always by the simulator.
+    pub fn check_invariants(&self) {
+        let [local, ..] = self.committed;
+        for level in &self.committed[1..] {
+            assert!(
+                *level <= local,
+                "a level passed local: {:?}",
+                self.committed
+            );
+        }
+        assert!(
+            self.deadlines
+                .iter()
+                .zip(self.deadlines.iter().skip(1))
+                .all(|(a, b)| a.at <= b.at),
+            "commit deadlines out of order"
+        );
+        match &self.role {
+            Role::Primary(p) => p.check_invariants(),
+            Role::Follower(f) => f.check_invariants(),
+        }
+    }
+}

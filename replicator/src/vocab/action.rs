@@ -1,0 +1,317 @@
+//! What a replica is told ([`Input`]) and what it asks its executor to do ([`Action`]).
+//!
+//! The executor carries out a step's actions in the order given. Where order matters the
+//! replica says so by the order itself: a follower's acknowledgement of records comes after
+//! the [`Action::Append`] that hands them to the log, so an executor that performs sends and
+//! log work on different threads must not let a send overtake a log action before it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
+
+use super::ConnId;
+use crate::fetch::{FetchRequest, IntegrityAction};
+use crate::protocol::{DurabilityLevel, Msg};
+
+/// One append waiting for its durability level, numbered by the executor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WaiterId(pub u64);
+
+/// Why a catch-up read failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The records were purged; the log starts at `first`.
+    Purged {
+        /// First LSN held.
+        first: Lsn,
+    },
+    /// Anything else (I/O, corruption), as text.
+    Failed(String),
+}
+
+/// Why a waiting append failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// Its level did not hold within the commit timeout.
+    QuorumUnavailable {
+        /// The level it waited for.
+        level: DurabilityLevel,
+        /// Its LSN (0: it never got one, the start gate stayed closed).
+        lsn: Lsn,
+        /// How long it waited.
+        waited: Duration,
+        /// The quorum, as text, with why it did not hold.
+        quorum: String,
+    },
+    /// This node is not (or no longer) the primary.
+    NotPrimary,
+    /// The log failed; nothing more is accepted until a restart.
+    Poisoned {
+        /// The log's failure.
+        cause: String,
+    },
+}
+
+/// The log's position, as a follower sees it when it starts or after a truncation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// Last LSN in the log.
+    pub last: Lsn,
+    /// Epoch of that record.
+    pub last_epoch: Epoch,
+    /// CRC field of that record (0 for an empty log).
+    pub last_crc: u32,
+    /// Durable LSN.
+    pub durable: Lsn,
+    /// Applied LSN.
+    pub applied: Lsn,
+}
+
+/// What happens to a replica; fed to `Replica::step` with the time it happened.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time passed (timeouts, heartbeats, retries, commit deadlines).
+    Tick,
+    /// The executor started the connection an [`Action::Connect`] asked for.
+    Dialed {
+        /// The link it is for.
+        link: usize,
+        /// The connection's number.
+        conn: ConnId,
+    },
+    /// An outgoing connection is established.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A peer connected to this node.
+    Accepted {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A connection ended (or never connected); `why` is logged.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        why: String,
+    },
+    /// Bytes arrived on a connection.
+    Data {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes, as the stream delivered them (any split).
+        bytes: Bytes,
+    },
+    /// Primary: the log formed a batch of new records (before its sync).
+    Written {
+        /// First LSN.
+        first: Lsn,
+        /// Last LSN.
+        last: Lsn,
+        /// The encoded records.
+        records: Bytes,
+    },
+    /// The log is durable up to this LSN.
+    Durable(Lsn),
+    /// The log failed (a sync or write error): the replica stops.
+    LogFailed {
+        /// Why.
+        cause: String,
+    },
+    /// The application applied records up to this LSN (follower).
+    Applied(Lsn),
+    /// Records below this LSN were purged.
+    Purged(Lsn),
+    /// A client wants to append at `level`; answered by [`Action::Admit`] or
+    /// [`Action::FailWait`].
+    ClientAppend {
+        /// Its number.
+        waiter: WaiterId,
+        /// The level it will wait for.
+        level: DurabilityLevel,
+    },
+    /// The log took an admitted append as record `lsn`; it now waits for its level.
+    Appended {
+        /// Its number.
+        waiter: WaiterId,
+        /// The level.
+        level: DurabilityLevel,
+        /// Its LSN.
+        lsn: Lsn,
+    },
+    /// The answer to [`Action::ReadChunk`].
+    Chunk {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// The first LSN asked for.
+        from: Lsn,
+        /// What was read.
+        result: Result<Option<Chunk>, ReadError>,
+    },
+    /// The answer to [`Action::LookupCrc`].
+    Crc {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// The CRC field of the record, if the log holds it.
+        crc: Option<u32>,
+    },
+    /// What the log holds for a peer's fetch ([`Action::ServeFetch`]).
+    FetchRead {
+        /// The primary's link it came on (`None` on a follower).
+        link: Option<usize>,
+        /// Its connection.
+        conn: ConnId,
+        /// The request.
+        request: FetchRequest,
+        /// The CRC of the record before the range here, if asked for and held.
+        prev_crc: Option<u32>,
+        /// The records read.
+        read: Result<Option<Chunk>, String>,
+    },
+    /// The answer to [`Action::AppendTakenBack`]: the log's new last LSN, or why not.
+    TakenBack {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// The result.
+        result: Result<Lsn, String>,
+    },
+    /// The answer to [`Action::Truncate`].
+    Truncated {
+        /// Where the cut was asked for.
+        after: Lsn,
+        /// The CRC the log holds at `after` (0 for LSN 0 or a record it lacks).
+        found_crc: u32,
+        /// Whether the log was cut (only when `found_crc` matched).
+        done: bool,
+        /// The log's tail now.
+        tail: Tail,
+    },
+    /// An [`Action::Append`] failed; the log really ends at `tail`.
+    AppendFailed {
+        /// Why.
+        reason: String,
+        /// The log's tail now.
+        tail: Tail,
+    },
+    /// The scrubber produced digests of this node's log, to send to the peers.
+    LocalDigests(Vec<RangeDigest>),
+}
+
+/// What a replica asks its executor to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Connect to a follower; report the connection's number with [`Input::Dialed`], then
+    /// [`Input::Connected`] or [`Input::Closed`].
+    Connect {
+        /// The link.
+        link: usize,
+        /// Where.
+        addr: SocketAddr,
+        /// Connect timeout.
+        timeout: Duration,
+    },
+    /// Send a message.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: Msg,
+    },
+    /// Close a connection once what is queued on it has left.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why (logged).
+        reason: String,
+    },
+    /// Append these records (whole, encoded, dense from `first`) to the log (follower).
+    Append {
+        /// First LSN.
+        first: Lsn,
+        /// Last LSN.
+        last: Lsn,
+        /// The records.
+        records: Bytes,
+    },
+    /// Cut the log after `after`, before anything else is appended, but only if the record
+    /// at `after` has the CRC `expect_crc` (not checked for LSN 0); report with
+    /// [`Input::Truncated`].
+    Truncate {
+        /// Keep records up to and including this LSN.
+        after: Lsn,
+        /// The primary's CRC of record `after`.
+        expect_crc: u32,
+    },
+    /// Read whole records from `from` (written, not necessarily durable), at most
+    /// `max_bytes`; report with [`Input::Chunk`].
+    ReadChunk {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// First LSN.
+        from: Lsn,
+        /// Size bound.
+        max_bytes: usize,
+    },
+    /// Look up the CRC field of record `lsn`; report with [`Input::Crc`].
+    LookupCrc {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// The record.
+        lsn: Lsn,
+    },
+    /// Read what a peer's fetch asks for (durable records only) and the CRC of the record
+    /// before them; report with [`Input::FetchRead`].
+    ServeFetch {
+        /// The primary's link (`None` on a follower).
+        link: Option<usize>,
+        /// Its connection.
+        conn: ConnId,
+        /// What it asks for.
+        request: FetchRequest,
+    },
+    /// Append records taken back from a follower to the primary's log (they continue it),
+    /// in order; report with [`Input::TakenBack`].
+    AppendTakenBack {
+        /// The link.
+        link: usize,
+        /// Its connection.
+        conn: ConnId,
+        /// The records.
+        records: Bytes,
+    },
+    /// A repair's records or failure, or a peer's digests.
+    Integrity(IntegrityAction),
+    /// The client's append may go to the log now.
+    Admit {
+        /// The waiter.
+        waiter: WaiterId,
+    },
+    /// Each level has reached this LSN (indexed by `DurabilityLevel as usize`): appends
+    /// waiting for a level up to its LSN are done.
+    Committed([Lsn; 4]),
+    /// A waiting append failed.
+    FailWait {
+        /// The waiter.
+        waiter: WaiterId,
+        /// Why.
+        error: WaitError,
+    },
+    /// The log failed: fail every waiting and later append with the cause.
+    FailAll {
+        /// Why.
+        cause: String,
+    },
+}
