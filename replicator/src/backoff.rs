@@ -10,7 +10,7 @@
 //! overflowing, and huge attempt counts give `max` as the ceiling. This module is pure: the
 //! random draw comes from the caller (normally [`Rng`], seeded), so the simulator replays every
 //! delay exactly. [`Rng`] is not cryptographic: nonces come from
-//! [`crate::protocol::auth::random_nonce`].
+//! the node's `random_nonce`.
 
 use std::time::Duration;
 

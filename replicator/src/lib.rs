@@ -40,6 +40,7 @@ pub mod primary;
 pub mod protocol;
 pub mod quorum;
 pub mod replica;
+pub mod sim;
 pub mod status;
 pub mod transport;
 pub mod vocab;

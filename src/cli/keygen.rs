@@ -17,8 +17,7 @@ pub struct KeygenArgs {
 
 /// Writes a new key file.
 pub fn write_key(path: &std::path::Path) -> anyhow::Result<()> {
-    let key =
-        logship::replication::protocol::auth::generate_key_text().context("generating a key")?;
+    let key = logship::replication::node::generate_key_text().context("generating a key")?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

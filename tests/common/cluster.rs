@@ -146,7 +146,7 @@ fn node_section(name: &str, role: &str, cluster_id: &str, key: &str) -> String {
 }
 
 fn write_key(path: &Path) {
-    let key = logship::replication::protocol::auth::generate_key_text().expect("random key");
+    let key = logship::replication::node::generate_key_text().expect("random key");
     std::fs::write(path, format!("{key}\n")).expect("write key file");
 }
 

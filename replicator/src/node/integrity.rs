@@ -25,7 +25,7 @@ use crate::digests::{DigestBook, Mismatch};
 use crate::fetch::IntegrityAction;
 use crate::vocab::Input;
 
-use super::{record_at, Inner, ReadJob};
+use super::{crc_at, Inner, ReadJob};
 
 /// Repairs remembered for status.
 const KEPT_REPAIRS: usize = 16;
@@ -326,10 +326,7 @@ impl Inner {
             }
             return;
         }
-        let prev_crc = record_at(&self.log, d.first.prev())
-            .ok()
-            .flatten()
-            .map(|r| r.crc);
+        let prev_crc = crc_at(&self.log, d.first.prev());
         let now = self.now();
         let started = {
             let mut r = self.replica.lock();

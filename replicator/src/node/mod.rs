@@ -15,9 +15,11 @@
 mod apply;
 mod client_port;
 mod integrity;
+mod keys;
 mod metrics;
 mod observer;
 mod status;
+mod storage;
 mod waiters;
 
 use std::collections::HashMap;
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use logship_engine::io::OpenMode;
-use logship_engine::{Epoch, Log, LogReader, Lsn, Options, Record, RecoveryMode, RecoveryReport};
+use logship_engine::{Epoch, Log, LogReader, Lsn, Options, RecoveryMode, RecoveryReport};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{NodeConfig, Role};
@@ -38,19 +40,21 @@ use crate::error::{Error, Result};
 use crate::fetch::{FetchRequest, FETCH_CHUNK_BYTES};
 use crate::http::{HttpResponse, HttpServer};
 use crate::primary::Primary;
-use crate::protocol::auth::{random_nonce, ClusterKey};
+use crate::protocol::auth::ClusterKey;
 use crate::protocol::frame;
 use crate::protocol::msg::{kind, RECORDS_PREFIX_BYTES};
 use crate::protocol::{DurabilityLevel, Msg};
 use crate::replica::Replica;
 use crate::transport::{self, NetEvent, NetHandler, Transport};
 use crate::vocab::{
-    Action, ConnId, FollowerConfig, Input, NonceSource, PrimaryConfig, ReadError, Tail, WaitError,
+    Action, ConnId, FollowerConfig, Input, NonceSource, PrimaryConfig, ReadError, ReplicaLog, Tail,
+    WaitError,
 };
 
 pub use self::apply::ApplyStream;
 use self::integrity::Integrity;
 pub use self::integrity::{DamagedStatus, IntegrityStatus, RepairEvent};
+pub use self::keys::{generate_key_text, load_key, random_nonce};
 pub use self::metrics::render_metrics;
 use self::observer::NodeObserver;
 pub use self::status::NodeStatus;
@@ -255,7 +259,9 @@ fn mark_gate(config: &NodeConfig, present: bool) -> Result<()> {
 
 fn tail_of(log: &Log, applied: Lsn) -> Result<Tail> {
     let last = log.last_lsn();
-    let (last_crc, last_epoch) = record_at(log, last)?.map_or((0, Epoch(0)), |r| (r.crc, r.epoch));
+    let (last_crc, last_epoch) = (log.record_meta(last))
+        .map_err(|e| Error::Protocol(format!("reading the log's last record: {e}")))?
+        .unwrap_or((0, Epoch(0)));
     Ok(Tail {
         last,
         last_epoch,
@@ -265,12 +271,9 @@ fn tail_of(log: &Log, applied: Lsn) -> Result<Tail> {
     })
 }
 
-fn record_at(log: &Log, lsn: Lsn) -> Result<Option<Record>> {
-    if lsn == Lsn::ZERO || lsn < log.first_lsn() {
-        return Ok(None);
-    }
-    let mut r = log.read_from_unsynced(lsn)?;
-    Ok(r.next().transpose()?.filter(|rec| rec.lsn == lsn))
+/// The CRC field of record `lsn`, if the log holds it and it reads whole.
+fn crc_at(log: &Log, lsn: Lsn) -> Option<u32> {
+    log.record_meta(lsn).ok().flatten().map(|(crc, _)| crc)
 }
 
 impl Node {
@@ -281,7 +284,7 @@ impl Node {
     /// [`Error::Key`], [`Error::Log`], [`Error::Io`] (ports in use, threads, io_uring).
     pub fn start(config: NodeConfig) -> Result<Node> {
         config.validate()?;
-        let key = ClusterKey::load(&config.node.key_file)?;
+        let key = load_key(&config.node.key_file)?;
         let observer = Arc::new(NodeObserver::default());
         let log = Log::open(
             &config.node.data_dir,
@@ -677,11 +680,11 @@ impl Inner {
     /// Cuts the log after `after` if its record there has the CRC `expect_crc` (not checked
     /// at LSN 0); tells the replica either way. False if nothing was cut.
     fn truncate(&self, after: Lsn, expect_crc: u32) -> bool {
-        let found = record_at(&self.log, after).map(|r| r.map_or(0, |r| r.crc));
+        let found = (self.log.record_meta(after)).map(|r| r.map_or(0, |(crc, _)| crc));
         let result = found.and_then(|found_crc| {
             let done = after == Lsn::ZERO || found_crc == expect_crc;
             if done {
-                self.log.truncate_after(after)?;
+                ReplicaLog::truncate_after(&self.log, after)?;
             }
             Ok((found_crc, done))
         });
@@ -690,7 +693,8 @@ impl Inner {
             .lock()
             .as_follower()
             .map_or(Lsn::ZERO, |f| f.applied());
-        let tail = tail_of(&self.log, applied);
+        let tail = tail_of(&self.log, applied).map_err(|e| e.to_string());
+        let result = result.map_err(|e| e.to_string());
         match (result, tail) {
             (Ok((found_crc, done)), Ok(tail)) => {
                 self.step(Input::Truncated {
@@ -935,7 +939,7 @@ impl Inner {
                 }
             }
             ReadJob::Crc { link, conn, lsn } => {
-                let crc = record_at(&self.log, lsn).ok().flatten().map(|r| r.crc);
+                let crc = crc_at(&self.log, lsn);
                 Input::Crc { link, conn, crc }
             }
             ReadJob::TakeBack {
@@ -964,17 +968,11 @@ impl Inner {
     fn serve_fetch(&self, link: Option<usize>, conn: ConnId, request: FetchRequest) -> Input {
         let from = request.range.0;
         let prev_crc = match request.prev_crc {
-            Some(_) => record_at(&self.log, from.prev())
-                .ok()
-                .flatten()
-                .map(|r| r.crc),
+            Some(_) => crc_at(&self.log, from.prev()),
             None => None,
         };
         let bound = (request.max_bytes as usize).clamp(1, FETCH_CHUNK_BYTES as usize);
-        let read = match self.log.read_from(from) {
-            Ok(mut r) => r.next_chunk(bound).transpose().map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let read = (self.log.read_chunk(from, bound, false)).map_err(|e| e.to_string());
         Input::FetchRead {
             link,
             conn,

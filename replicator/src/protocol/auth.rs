@@ -8,9 +8,9 @@
 //! the MAC input, the primary's proof can never be reflected back as the follower's (or the
 //! other way round).
 //!
-//! This module owns the key (loading it, never printing it) and the MAC computation. It is pure
-//! apart from [`ClusterKey::load`], [`generate_key_text`] and [`random_nonce`]: the handshake
-//! state machines take nonces as inputs and only the node driver draws them.
+//! This module owns the key (never printing it) and the MAC computation. It is pure: the key
+//! file is read, and nonces' randomness drawn, by the node (`node::load_key`, the replica's
+//! seeded nonce source).
 //!
 //! # MAC input layout
 //!
@@ -43,8 +43,7 @@
 //! drop as a best effort only; copies made by the OS or the allocator are out of reach.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -65,8 +64,6 @@ const PRIMARY_TAG: &[u8] = b"primary";
 const FOLLOWER_TAG: &[u8] = b"follower";
 /// The largest key file read; anything longer is not a key file (e.g. a path to a device).
 pub const MAX_KEY_FILE_BYTES: usize = 64 * 1024;
-/// Random bytes in a key made by [`generate_key_text`] (256 bits).
-const GENERATED_KEY_BYTES: usize = 32;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -132,32 +129,13 @@ impl ClusterKey {
         Self::checked(bytes, None)
     }
 
-    /// Reads the key file at `path`: the key is the file's bytes with surrounding whitespace
-    /// trimmed.
+    /// Accepts `bytes`, read from the key file at `path`, as the key (the key file's reader
+    /// is the node's: `node::load_key`).
     ///
     /// # Errors
-    /// [`KeyError::Io`] if the file cannot be read; [`KeyError::FileTooLong`] past
-    /// [`MAX_KEY_FILE_BYTES`]; [`KeyError::Empty`] or [`KeyError::TooShort`] (carrying the path)
-    /// if the trimmed key is too short.
-    pub fn load(path: &Path) -> Result<ClusterKey, KeyError> {
-        let io_error = |source| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut contents = Vec::new();
-        let limit = u64::try_from(MAX_KEY_FILE_BYTES).expect("the limit fits in u64");
-        let file = File::open(path).map_err(io_error)?;
-        let read = file.take(limit + 1).read_to_end(&mut contents);
-        let key = match read {
-            Err(source) => Err(io_error(source)),
-            Ok(n) if n > MAX_KEY_FILE_BYTES => Err(KeyError::FileTooLong {
-                path: path.to_path_buf(),
-                max: MAX_KEY_FILE_BYTES,
-            }),
-            Ok(_) => Self::checked(contents.trim_ascii(), Some(path)),
-        };
-        wipe(&mut contents);
-        key
+    /// [`KeyError::Empty`] or [`KeyError::TooShort`], carrying the path.
+    pub fn from_file_bytes(bytes: &[u8], path: &Path) -> Result<ClusterKey, KeyError> {
+        Self::checked(bytes, Some(path))
     }
 
     fn checked(bytes: &[u8], path: Option<&Path>) -> Result<ClusterKey, KeyError> {
@@ -195,46 +173,9 @@ impl Drop for ClusterKey {
 }
 
 /// Overwrites secret bytes; `black_box` keeps the compiler from dropping the dead store.
-fn wipe(bytes: &mut [u8]) {
+pub(crate) fn wipe(bytes: &mut [u8]) {
     bytes.fill(0);
     std::hint::black_box(bytes);
-}
-
-/// Makes the text of a new key file: 32 random bytes as 64 lowercase hex characters.
-///
-/// # Errors
-/// The OS random source failed.
-pub fn generate_key_text() -> io::Result<String> {
-    let mut raw = [0u8; GENERATED_KEY_BYTES];
-    fill_random(&mut raw)?;
-    let mut text = String::with_capacity(GENERATED_KEY_BYTES * 2);
-    for byte in raw {
-        text.push(hex_digit(byte >> 4));
-        text.push(hex_digit(byte & 0x0f));
-    }
-    wipe(&mut raw);
-    Ok(text)
-}
-
-fn hex_digit(nibble: u8) -> char {
-    char::from_digit(u32::from(nibble), 16).expect("a nibble is below 16")
-}
-
-/// A fresh nonce from the OS random source, for the node driver to pass to the handshake.
-///
-/// # Errors
-/// The OS random source failed.
-pub fn random_nonce() -> io::Result<[u8; NONCE_LEN]> {
-    let mut nonce = [0u8; NONCE_LEN];
-    fill_random(&mut nonce)?;
-    Ok(nonce)
-}
-
-fn fill_random(buf: &mut [u8]) -> io::Result<()> {
-    getrandom::getrandom(buf).map_err(|e| match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::other(format!("random source failed: {e}")),
-    })
 }
 
 /// Which side of the handshake made a proof.
@@ -323,7 +264,6 @@ pub fn verify(key: &ClusterKey, role: Role, t: &Transcript<'_>, mac: &[u8]) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
 
     const PRIMARY_NONCE: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
     const FOLLOWER_NONCE: [u8; NONCE_LEN] = [0x22; NONCE_LEN];
@@ -519,92 +459,5 @@ mod tests {
             })
         ));
         assert!(ClusterKey::from_bytes(&[7; MIN_KEY_BYTES]).is_ok());
-    }
-
-    #[test]
-    fn load_trims_whitespace() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("key");
-        fs::write(&path, " \n\t0123456789abcdef0123\r\n\n").expect("write key");
-        let loaded = ClusterKey::load(&path).expect("valid key file");
-        let t = transcript();
-        let mac = prove(&key("0123456789abcdef0123"), Role::Primary, &t);
-        assert!(verify(&loaded, Role::Primary, &t, &mac));
-    }
-
-    #[test]
-    fn load_errors() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let short = dir.path().join("short");
-        fs::write(&short, "  0123456789abcde \n").expect("write");
-        let blank = dir.path().join("blank");
-        fs::write(&blank, " \n\t \n").expect("write");
-        let missing = dir.path().join("missing");
-
-        match ClusterKey::load(&short) {
-            Err(KeyError::TooShort {
-                path,
-                len: 15,
-                min: MIN_KEY_BYTES,
-            }) => {
-                assert_eq!(path.as_deref(), Some(short.as_path()));
-            }
-            other => panic!("short key: {other:?}"),
-        }
-        match ClusterKey::load(&blank) {
-            Err(KeyError::Empty { path }) => assert_eq!(path.as_deref(), Some(blank.as_path())),
-            other => panic!("blank key: {other:?}"),
-        }
-        match ClusterKey::load(&missing) {
-            Err(KeyError::Io { path, source }) => {
-                assert_eq!(path, missing);
-                assert_eq!(source.kind(), io::ErrorKind::NotFound);
-            }
-            other => panic!("missing key: {other:?}"),
-        }
-        let huge = dir.path().join("huge");
-        fs::write(&huge, vec![b'k'; MAX_KEY_FILE_BYTES + 1]).expect("write");
-        match ClusterKey::load(&huge) {
-            Err(KeyError::FileTooLong { path, max }) => {
-                assert_eq!((path, max), (huge, MAX_KEY_FILE_BYTES));
-            }
-            other => panic!("huge key file: {other:?}"),
-        }
-        let at_limit = dir.path().join("at_limit");
-        fs::write(&at_limit, vec![b'k'; MAX_KEY_FILE_BYTES]).expect("write");
-        assert!(ClusterKey::load(&at_limit).is_ok());
-        match ClusterKey::load(dir.path()) {
-            Err(KeyError::Io { path, .. }) => assert_eq!(path, dir.path()),
-            other => panic!("directory as key file: {other:?}"),
-        }
-        let message = ClusterKey::load(&short).expect_err("short").to_string();
-        assert!(
-            message.contains("15 bytes") && message.contains("short"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn generated_key_text_is_loadable_hex() {
-        let a = generate_key_text().expect("random source");
-        let b = generate_key_text().expect("random source");
-        assert_eq!(a.len(), 64);
-        assert!(
-            a.bytes()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
-            "{a}"
-        );
-        assert_ne!(a, b);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("key");
-        fs::write(&path, format!("{a}\n")).expect("write");
-        assert!(ClusterKey::load(&path).is_ok());
-    }
-
-    #[test]
-    fn random_nonces_differ() {
-        let a = random_nonce().expect("random source");
-        let b = random_nonce().expect("random source");
-        assert_ne!(a, b);
     }
 }

@@ -1,0 +1,190 @@
+//! What the node reads from the machine for the replica's security: the cluster key file, and
+//! randomness from the operating system (new key files, the replica's seeds). The protocol
+//! code itself never touches a file or the OS random source.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::protocol::auth::{wipe, ClusterKey, KeyError, MAX_KEY_FILE_BYTES, NONCE_LEN};
+
+/// Bytes of a key made by [`generate_key_text`].
+const GENERATED_KEY_BYTES: usize = 32;
+
+/// Reads the key file at `path`: the key is the file's bytes with surrounding whitespace
+/// trimmed.
+///
+/// # Errors
+/// [`KeyError::Io`] if the file cannot be read; [`KeyError::FileTooLong`] past
+/// [`MAX_KEY_FILE_BYTES`]; [`KeyError::Empty`] or [`KeyError::TooShort`] (carrying the path)
+/// if the trimmed key is too short.
+pub fn load_key(path: &Path) -> Result<ClusterKey, KeyError> {
+    let io_error = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut contents = Vec::new();
+    let limit = u64::try_from(MAX_KEY_FILE_BYTES).expect("the limit fits in u64");
+    let file = File::open(path).map_err(io_error)?;
+    let read = file.take(limit + 1).read_to_end(&mut contents);
+    let key = match read {
+        Err(source) => Err(io_error(source)),
+        Ok(n) if n > MAX_KEY_FILE_BYTES => Err(KeyError::FileTooLong {
+            path: path.to_path_buf(),
+            max: MAX_KEY_FILE_BYTES,
+        }),
+        Ok(_) => ClusterKey::from_file_bytes(contents.trim_ascii(), path),
+    };
+    wipe(&mut contents);
+    key
+}
+
+/// Makes the text of a new key file: 32 random bytes as 64 lowercase hex characters.
+///
+/// # Errors
+/// The OS random source failed.
+pub fn generate_key_text() -> io::Result<String> {
+    let mut raw = [0u8; GENERATED_KEY_BYTES];
+    fill_random(&mut raw)?;
+    let mut text = String::with_capacity(GENERATED_KEY_BYTES * 2);
+    for byte in raw {
+        text.push(hex_digit(byte >> 4));
+        text.push(hex_digit(byte & 0x0f));
+    }
+    wipe(&mut raw);
+    Ok(text)
+}
+
+fn hex_digit(nibble: u8) -> char {
+    char::from_digit(u32::from(nibble), 16).expect("a nibble is below 16")
+}
+
+/// A fresh nonce from the OS random source, for the node driver to pass to the handshake.
+///
+/// # Errors
+/// The OS random source failed.
+pub fn random_nonce() -> io::Result<[u8; NONCE_LEN]> {
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce)?;
+    Ok(nonce)
+}
+
+fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    getrandom::getrandom(buf).map_err(|e| match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::other(format!("random source failed: {e}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::auth::{prove, verify, Role, Transcript, MIN_KEY_BYTES};
+    use std::fs;
+
+    const PRIMARY_NONCE: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
+    const FOLLOWER_NONCE: [u8; NONCE_LEN] = [0x22; NONCE_LEN];
+
+    fn key(text: &str) -> ClusterKey {
+        ClusterKey::from_bytes(text.as_bytes()).expect("test key is long enough")
+    }
+
+    fn transcript() -> Transcript<'static> {
+        Transcript {
+            version: 1,
+            cluster_id: "c1",
+            primary_id: "node-a",
+            follower_id: "node-b",
+            epoch: 7,
+            primary_nonce: &PRIMARY_NONCE,
+            follower_nonce: &FOLLOWER_NONCE,
+        }
+    }
+
+    #[test]
+    fn load_trims_whitespace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        fs::write(&path, " \n\t0123456789abcdef0123\r\n\n").expect("write key");
+        let loaded = load_key(&path).expect("valid key file");
+        let t = transcript();
+        let mac = prove(&key("0123456789abcdef0123"), Role::Primary, &t);
+        assert!(verify(&loaded, Role::Primary, &t, &mac));
+    }
+
+    #[test]
+    fn load_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let short = dir.path().join("short");
+        fs::write(&short, "  0123456789abcde \n").expect("write");
+        let blank = dir.path().join("blank");
+        fs::write(&blank, " \n\t \n").expect("write");
+        let missing = dir.path().join("missing");
+
+        match load_key(&short) {
+            Err(KeyError::TooShort {
+                path,
+                len: 15,
+                min: MIN_KEY_BYTES,
+            }) => {
+                assert_eq!(path.as_deref(), Some(short.as_path()));
+            }
+            other => panic!("short key: {other:?}"),
+        }
+        match load_key(&blank) {
+            Err(KeyError::Empty { path }) => assert_eq!(path.as_deref(), Some(blank.as_path())),
+            other => panic!("blank key: {other:?}"),
+        }
+        match load_key(&missing) {
+            Err(KeyError::Io { path, source }) => {
+                assert_eq!(path, missing);
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            other => panic!("missing key: {other:?}"),
+        }
+        let huge = dir.path().join("huge");
+        fs::write(&huge, vec![b'k'; MAX_KEY_FILE_BYTES + 1]).expect("write");
+        match load_key(&huge) {
+            Err(KeyError::FileTooLong { path, max }) => {
+                assert_eq!((path, max), (huge, MAX_KEY_FILE_BYTES));
+            }
+            other => panic!("huge key file: {other:?}"),
+        }
+        let at_limit = dir.path().join("at_limit");
+        fs::write(&at_limit, vec![b'k'; MAX_KEY_FILE_BYTES]).expect("write");
+        assert!(load_key(&at_limit).is_ok());
+        match load_key(dir.path()) {
+            Err(KeyError::Io { path, .. }) => assert_eq!(path, dir.path()),
+            other => panic!("directory as key file: {other:?}"),
+        }
+        let message = load_key(&short).expect_err("short").to_string();
+        assert!(
+            message.contains("15 bytes") && message.contains("short"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn generated_key_text_is_loadable_hex() {
+        let a = generate_key_text().expect("random source");
+        let b = generate_key_text().expect("random source");
+        assert_eq!(a.len(), 64);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{a}"
+        );
+        assert_ne!(a, b);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        fs::write(&path, format!("{a}\n")).expect("write");
+        assert!(load_key(&path).is_ok());
+    }
+
+    #[test]
+    fn random_nonces_differ() {
+        let a = random_nonce().expect("random source");
+        let b = random_nonce().expect("random source");
+        assert_ne!(a, b);
+    }
+}
