@@ -33,6 +33,7 @@ pub mod follower;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod integrity;
 pub mod lag;
 pub mod link;
 pub mod node;

@@ -10,9 +10,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use logship_engine::{Lsn, RangeDigest};
+use logship_engine::{Lsn, RangeDigest, DEFAULT_DIGEST_RANGE_RECORDS};
 
+use crate::fetch::IntegrityAction;
 use crate::follower::Follower;
+use crate::integrity::{report_mismatches, Damaged, IntegrityRules, RepairStep};
 use crate::primary::Primary;
 use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::MAX_DIGESTS_PER_FRAME;
@@ -68,6 +70,7 @@ pub struct Replica {
     /// Why the log failed, once it did: the replica then accepts nothing.
     failed: Option<String>,
     counters: ReplicaCounters,
+    integrity: IntegrityRules,
 }
 
 impl Replica {
@@ -122,7 +125,20 @@ impl Replica {
             committed,
             failed: None,
             counters: ReplicaCounters::default(),
+            integrity: IntegrityRules::new(true, DEFAULT_DIGEST_RANGE_RECORDS),
         }
+    }
+
+    /// The same replica with these integrity rules (the default repairs, with the engine's
+    /// default digest ranges).
+    pub fn with_integrity(mut self, rules: IntegrityRules) -> Replica {
+        self.integrity = rules;
+        self
+    }
+
+    /// The integrity rules' state (digests compared, the repair in flight), for status.
+    pub fn integrity(&self) -> &IntegrityRules {
+        &self.integrity
     }
 
     /// The role.
@@ -181,6 +197,7 @@ impl Replica {
 
     /// [`Replica::step`], appending the actions to `out`.
     pub fn step_into(&mut self, now: Duration, input: Input, out: &mut Vec<Action>) {
+        let start = out.len();
         match input {
             Input::Tick => self.on_tick(now, out),
             Input::ClientAppend { waiter, level } => self.on_client_append(now, waiter, level, out),
@@ -191,9 +208,12 @@ impl Replica {
             | Input::Accepted { .. }
             | Input::Closed { .. }
             | Input::Data { .. } => self.on_network(now, input, out),
-            Input::LocalDigests(ranges) => self.send_digests(&ranges, out),
+            Input::LocalDigests(ranges) => self.on_local_digests(&ranges, out),
+            Input::Damaged(damaged) => self.on_damaged(now, &damaged, out),
+            Input::Repaired { first, result } => self.on_repaired(now, first, result),
             other => self.on_log(now, other, out),
         }
+        self.take_integrity(now, out, start);
         self.after_step(out);
         #[cfg(debug_assertions)]
         self.check_invariants();
@@ -344,8 +364,9 @@ impl Replica {
         }
     }
 
-    /// Sends this node's digests to its peers.
-    fn send_digests(&mut self, ranges: &[RangeDigest], out: &mut Vec<Action>) {
+    /// This node's digests: compared with its peers', then sent to them.
+    fn on_local_digests(&mut self, ranges: &[RangeDigest], out: &mut Vec<Action>) {
+        report_mismatches(&self.integrity.add_local(ranges));
         for chunk in ranges.chunks(MAX_DIGESTS_PER_FRAME) {
             match &mut self.role {
                 Role::Primary(p) => p.send_digests(chunk, out),
@@ -354,21 +375,66 @@ impl Replica {
         }
     }
 
-    /// Whether a repair fetch of `range` started (there is a session to fetch on, and a peer
-    /// that holds the range).
-    pub fn start_repair(
-        &mut self,
-        now: Duration,
-        range: (Lsn, Lsn),
-        prev_crc: Option<u32>,
-        out: &mut Vec<Action>,
-    ) -> bool {
-        let started = match &mut self.role {
-            Role::Primary(p) => p.start_repair(now, range, prev_crc, out),
-            Role::Follower(f) => f.start_repair(now, range, prev_crc, out),
+    /// The log's damaged ranges: seal, start a repair fetch, or wait.
+    fn on_damaged(&mut self, now: Duration, damaged: &[Damaged], out: &mut Vec<Action>) {
+        let d = match self.integrity.next(now, damaged) {
+            RepairStep::Wait => return,
+            RepairStep::SealActive => return out.push(Action::SealActive),
+            RepairStep::Fetch(d) => d,
         };
-        self.after_step(out);
-        started
+        let range = (d.first, d.last);
+        let started = match &mut self.role {
+            Role::Primary(p) => p.start_repair(now, range, d.prev_crc, out),
+            Role::Follower(f) => f.start_repair(now, range, d.prev_crc, out),
+        };
+        // Not started (no session to fetch on yet, or no follower holds the range): the next
+        // report tries again.
+        if started {
+            tracing::warn!(first = %d.first, last = %d.last, "repairing a damaged range from a replica");
+            self.integrity.started(now, d.first);
+        }
+    }
+
+    fn on_repaired(&mut self, now: Duration, first: Lsn, result: Result<(), String>) {
+        if let Err(reason) = &result {
+            tracing::warn!(%first, %reason, "replacing a damaged range failed; retrying later");
+        }
+        self.integrity.ended(now, first, result.is_err());
+    }
+
+    /// The roles' integrity actions since `start`: peers' digests are compared here, fetched
+    /// repairs checked against a second source before the executor applies them, failures
+    /// noted for a later retry.
+    fn take_integrity(&mut self, now: Duration, out: &mut Vec<Action>, start: usize) {
+        let mut i = start;
+        while i < out.len() {
+            let Action::Integrity(a) = &out[i] else {
+                i += 1;
+                continue;
+            };
+            match a {
+                IntegrityAction::PeerDigests { peer, ranges } => {
+                    report_mismatches(&self.integrity.add_peer(peer, ranges));
+                    out.remove(i);
+                    continue;
+                }
+                IntegrityAction::Repair {
+                    base,
+                    chunks,
+                    source,
+                } => {
+                    if let Err(why) = self.integrity.check_fetched(source, chunks) {
+                        let (base, reason) = (*base, format!("from {source}: {why}"));
+                        self.integrity.ended(now, base, true);
+                        out[i] = Action::Integrity(IntegrityAction::RepairFailed { base, reason });
+                    }
+                }
+                IntegrityAction::RepairFailed { base, .. } => {
+                    self.integrity.ended(now, *base, true);
+                }
+            }
+            i += 1;
+        }
     }
 
     fn on_client_append(

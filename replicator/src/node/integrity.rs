@@ -1,36 +1,28 @@
-//! The node's integrity work: the scrubber thread (a rate-bounded pass over the whole log, again
-//! and again), the comparison of this node's digests with its peers', and repair of damaged
-//! segments from a replica.
-//!
-//! Damage is found four ways: at open (salvage), by the scrubber, by any reader (the engine
-//! marks the segment), and, for records whose CRCs are fine but whose contents differ between
-//! replicas, by the digest comparison, which can only raise an alarm: neither side can tell
-//! alone which copy is right. Damaged segments are repaired one at a time: the active one is
-//! sealed first, then the segment's LSNs are fetched from a peer over the replication session
-//! (the primary on a follower; a follower that holds the range on a primary), checked (each
-//! record's CRC by the log; on a primary, the ranges' digests against another follower's when it
-//! sent them), and the segment is replaced through a temporary file. Without a healthy replica
-//! the damaged range stays refused with `Corruption` and the node says so in its status.
+//! The node's integrity work, as the replica's executor: the scrubber thread (a rate-bounded
+//! pass over the whole log, again and again, whose digests go to the replica), reporting the
+//! log's damaged segments to the replica, and carrying out the repairs it asks for (sealing
+//! the active segment, replacing a range with records it fetched and checked). Which range is
+//! repaired when, and whether fetched records are trusted, are the replica's rules
+//! (`crate::integrity`). Repairs done and failed are kept here for status.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use logship_engine::{Lsn, RangeDigest, RecoveryReport, SalvageAction, ScrubOptions, Scrubber};
+use logship_engine::{Lsn, RecoveryReport, SalvageAction, ScrubOptions, Scrubber};
 use parking_lot::Mutex;
 
 use crate::config::IntegritySection;
-use crate::digests::{DigestBook, Mismatch};
+use crate::digests::Mismatch;
 use crate::fetch::IntegrityAction;
+use crate::integrity::Damaged;
 use crate::vocab::Input;
 
 use super::{crc_at, Inner, ReadJob};
 
 /// Repairs remembered for status.
 const KEPT_REPAIRS: usize = 16;
-/// How soon a segment whose repair failed is tried again.
-const REPAIR_RETRY: Duration = Duration::from_secs(2);
 /// How often the scrubber thread looks for damaged segments to repair.
 const REPAIR_POLL: Duration = Duration::from_millis(200);
 /// The scrubber thread sleeps at most this long at once, so that it stops promptly.
@@ -121,8 +113,6 @@ pub struct IntegrityStatus {
 
 #[derive(Debug, Default)]
 struct Repairs {
-    in_flight: Option<(Lsn, Instant)>,
-    next_try: HashMap<Lsn, Instant>,
     history: VecDeque<RepairEvent>,
 }
 
@@ -131,7 +121,6 @@ struct Repairs {
 pub(crate) struct Integrity {
     pub(crate) config: IntegritySection,
     pub(crate) counters: IntegrityCounters,
-    book: Mutex<DigestBook>,
     repairs: Mutex<Repairs>,
     salvaged: Vec<String>,
     last_pass: Mutex<Option<(f64, f64)>>,
@@ -172,26 +161,14 @@ impl Integrity {
         Integrity {
             config,
             counters,
-            book: Mutex::new(DigestBook::default()),
             repairs: Mutex::new(Repairs::default()),
             salvaged,
             last_pass: Mutex::new(None),
         }
     }
 
-    /// A peer's digests arrived.
-    pub(crate) fn on_peer_digests(&self, peer: &str, ranges: &[RangeDigest]) {
-        let found = self.book.lock().add_peer(peer, ranges);
-        report_mismatches(&found);
-    }
-
     fn note_repair(&self, event: RepairEvent) {
         let mut r = self.repairs.lock();
-        r.in_flight = None;
-        if event.outcome == "failed" {
-            r.next_try
-                .insert(Lsn(event.first), Instant::now() + REPAIR_RETRY);
-        }
         r.history.push_back(event);
         while r.history.len() > KEPT_REPAIRS {
             r.history.pop_front();
@@ -210,13 +187,6 @@ impl Integrity {
             outcome: "failed".into(),
             detail: reason,
         });
-    }
-}
-
-fn report_mismatches(found: &[Mismatch]) {
-    for m in found {
-        tracing::error!(peer = %m.peer, first = m.first, last = m.last, here = %m.here, there = %m.there,
-            "replicas disagree: this node and its peer hold different records under the same LSNs (each passes its CRC); a human must compare them");
     }
 }
 
@@ -284,80 +254,39 @@ impl Inner {
             c.corruptions_scrub.fetch_add(1, Ordering::Relaxed);
         }
         if !step.digests.is_empty() {
-            self.on_local_digests(step.digests);
+            self.step(Input::LocalDigests(step.digests));
         }
         Ok((step.bytes, step.pass_finished))
     }
 
-    fn on_local_digests(&self, digests: Vec<RangeDigest>) {
-        let found: Vec<Mismatch> = {
-            let mut book = self.integrity.book.lock();
-            digests.iter().flat_map(|d| book.add_local(*d)).collect()
-        };
-        report_mismatches(&found);
-        self.step(Input::LocalDigests(digests));
-    }
-
-    /// Starts the repair of one damaged segment, if none is under way.
+    /// Reports the log's damaged segments to the replica, which decides what to repair.
     fn drive_repairs(&self) {
-        if !self.integrity.config.repair {
-            return;
-        }
-        let damaged = self.log.damaged_segments();
-        let Some(d) = ({
-            let mut r = self.integrity.repairs.lock();
-            if let Some((_, since)) = r.in_flight {
-                if since.elapsed() < Duration::from_secs(60) {
-                    return;
-                }
-            }
-            let now = Instant::now();
-            r.next_try.retain(|_, t| *t > now);
-            damaged
-                .into_iter()
-                .find(|d| !r.next_try.contains_key(&d.first))
-        }) else {
-            return;
-        };
-        if !d.sealed {
-            // The damage is in the active segment: seal it, then repair it as a sealed one.
-            if let Err(e) = self.log.seal_active() {
-                tracing::warn!(error = %e, "could not seal the active segment for its repair");
-            }
-            return;
-        }
-        let prev_crc = crc_at(&self.log, d.first.prev());
-        let now = self.now();
-        let started = {
-            let mut r = self.replica.lock();
-            let mut out = Vec::new();
-            let started = r.start_repair(now, (d.first, d.last), prev_crc, &mut out);
-            self.execute(r, out);
-            started
-        };
-        // Not started (no session to fetch on yet, or no follower holds the range): the next
-        // poll tries again.
-        if started {
-            tracing::warn!(segment = %d.corruption.segment.display(), first = %d.first, last = %d.last, lsn = %d.corruption.lsn, "repairing a damaged segment from a replica");
-            self.integrity.repairs.lock().in_flight = Some((d.first, Instant::now()));
+        let damaged: Vec<Damaged> = (self.log.damaged_segments().into_iter())
+            .map(|d| Damaged {
+                first: d.first,
+                last: d.last,
+                sealed: d.sealed,
+                prev_crc: crc_at(&self.log, d.first.prev()),
+            })
+            .collect();
+        if !damaged.is_empty() {
+            self.step(Input::Damaged(damaged));
         }
     }
 
-    /// Replaces a damaged segment with records fetched from `source` (on the reader thread).
-    pub(super) fn apply_repair(&self, base: Lsn, chunks: &[Bytes], source: &str) {
-        let checked = {
-            let book = self.integrity.book.lock();
-            book.check_fetched(source, chunks, self.integrity.config.digest_range_records)
-        };
-        if let Err(why) = checked {
-            return self.integrity.repair_failed(base, source, why);
+    /// Seals the active segment, whose damage the replica repairs once it is sealed.
+    pub(super) fn seal_active(&self) {
+        if let Err(e) = self.log.seal_active() {
+            tracing::warn!(error = %e, "could not seal the active segment for its repair");
         }
-        match self.log.repair_segment(base, chunks) {
+    }
+
+    /// Replaces a damaged segment with records fetched from `source` and checked by the
+    /// replica (on the reader thread); returns what the replica is told.
+    pub(super) fn apply_repair(&self, base: Lsn, chunks: &[Bytes], source: &str) -> Input {
+        let result = match self.log.repair_segment(base, chunks) {
             Ok(r) => {
-                self.integrity
-                    .counters
-                    .repairs
-                    .fetch_add(1, Ordering::Relaxed);
+                (self.integrity.counters.repairs).fetch_add(1, Ordering::Relaxed);
                 self.integrity.note_repair(RepairEvent {
                     at_unix_s: unix_now(),
                     first: r.first.0,
@@ -366,12 +295,20 @@ impl Inner {
                     outcome: "repaired".into(),
                     detail: r.quarantine.display().to_string(),
                 });
+                Ok(())
             }
-            Err(e) => self.integrity.repair_failed(base, source, e.to_string()),
+            Err(e) => {
+                self.integrity.repair_failed(base, source, e.to_string());
+                Err(e.to_string())
+            }
+        };
+        Input::Repaired {
+            first: base,
+            result,
         }
     }
 
-    /// A repair's records (queued for the reader thread) or failure, or a peer's digests;
+    /// A checked repair to apply (queued for the reader thread), or a failed one to note;
     /// `peer_role` names where a failed repair fetched from.
     pub(super) fn on_integrity_action(&self, a: IntegrityAction, peer_role: &str) {
         match a {
@@ -387,22 +324,26 @@ impl Inner {
                 };
                 if self.read_jobs.try_send(job).is_err() {
                     let why = "the node's work queue is full".to_string();
-                    self.integrity.repair_failed(base, &source, why);
+                    self.integrity.repair_failed(base, &source, why.clone());
+                    self.deferred.lock().push(Input::Repaired {
+                        first: base,
+                        result: Err(why),
+                    });
                 }
             }
             IntegrityAction::RepairFailed { base, reason } => {
                 self.integrity.repair_failed(base, peer_role, reason)
             }
-            IntegrityAction::PeerDigests { peer, ranges } => {
-                self.integrity.on_peer_digests(&peer, &ranges)
-            }
+            // Compared by the replica; none reach here.
+            IntegrityAction::PeerDigests { .. } => {}
         }
     }
 
     /// The integrity part of the status.
     pub(super) fn integrity_status(&self) -> IntegrityStatus {
         let c = &self.integrity.counters;
-        let book = self.integrity.book.lock();
+        let replica = self.replica.lock();
+        let book = replica.integrity().book();
         let pass = *self.integrity.last_pass.lock();
         IntegrityStatus {
             scrub_bytes: c.scrub_bytes.load(Ordering::Relaxed),

@@ -540,7 +540,8 @@ impl Inner {
     }
 
     /// Carries out `out` in order: under the replica's lock up to the first log action, the
-    /// rest after releasing it.
+    /// rest after releasing it (a log action may wait for the writer, which reports through
+    /// the same lock).
     fn execute(&self, mut r: parking_lot::MutexGuard<'_, Replica>, out: Vec<Action>) {
         let peer_role = match r.as_primary() {
             Some(_) => "a follower",
@@ -557,7 +558,7 @@ impl Inner {
                     let conn = self.transport().connect(addr, timeout);
                     todo.extend(r.step(self.now(), Input::Dialed { link, conn }));
                 }
-                a @ (Action::Append { .. } | Action::Truncate { .. }) => {
+                a @ (Action::Append { .. } | Action::Truncate { .. } | Action::SealActive) => {
                     todo.push_front(a);
                     break;
                 }
@@ -569,6 +570,10 @@ impl Inner {
             let done = match a {
                 Action::Append { records, .. } => self.append_replicated(records),
                 Action::Truncate { after, expect_crc } => self.truncate(after, expect_crc),
+                Action::SealActive => {
+                    self.seal_active();
+                    true
+                }
                 Action::Connect { .. } => {
                     // Only the lock's part makes connections; an executor bug if one got here.
                     tracing::error!("a connect after a log action was dropped");
@@ -625,7 +630,10 @@ impl Inner {
                 records,
             }),
             Action::Integrity(a) => self.on_integrity_action(a, peer_role),
-            Action::Connect { .. } | Action::Append { .. } | Action::Truncate { .. } => {
+            Action::Connect { .. }
+            | Action::Append { .. }
+            | Action::Truncate { .. }
+            | Action::SealActive => {
                 unreachable!("handled by execute")
             }
         }
@@ -911,10 +919,7 @@ impl Inner {
                     base,
                     chunks,
                     source,
-                } => {
-                    self.apply_repair(base, &chunks, &source);
-                    continue;
-                }
+                } => self.apply_repair(base, &chunks, &source),
                 job => self.read_job(&mut readers, job),
             };
             self.step(input);

@@ -13,6 +13,7 @@ use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
 
 use super::ConnId;
 use crate::fetch::{FetchRequest, IntegrityAction};
+use crate::integrity::Damaged;
 use crate::protocol::{DurabilityLevel, Msg};
 
 /// One append waiting for its durability level, numbered by the executor.
@@ -204,6 +205,16 @@ pub enum Input {
     },
     /// The scrubber produced digests of this node's log, to send to the peers.
     LocalDigests(Vec<RangeDigest>),
+    /// The ranges the log knows damaged now (reported periodically; empty when none).
+    Damaged(Vec<Damaged>),
+    /// The executor replaced a damaged range ([`Action::Integrity`] with a repair), or could
+    /// not.
+    Repaired {
+        /// The range's first LSN.
+        first: Lsn,
+        /// Why it failed, if it did.
+        result: Result<(), String>,
+    },
 }
 
 /// What a replica asks its executor to do.
@@ -292,8 +303,11 @@ pub enum Action {
         /// The records.
         records: Bytes,
     },
-    /// A repair's records or failure, or a peer's digests.
+    /// Replace a damaged range with records fetched from a peer and checked (`Repair`; report
+    /// with [`Input::Repaired`]), or note a repair that failed (`RepairFailed`, for status).
     Integrity(IntegrityAction),
+    /// Seal the active segment (its damage is repaired once it is sealed).
+    SealActive,
     /// The client's append may go to the log now.
     Admit {
         /// The waiter.
