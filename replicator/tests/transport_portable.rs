@@ -1,6 +1,8 @@
 //! The portable transport on real sockets, 127.0.0.1 only: every test waits on events with a
 //! timeout, so a lost event fails the test instead of hanging it.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -305,10 +307,7 @@ fn sends_before_connected_go_out_once_connected() {
 #[test]
 fn connect_to_closed_port_fails() {
     let client = Node::start(Behaviour::Record);
-    let addr = TcpListener::bind(LOCALHOST)
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let (_held, addr) = common::refusing_addr();
     let conn = client.transport.connect(addr, EVENT_TIMEOUT);
     match client.next() {
         NetEvent::ConnectFailed { conn: c, error } => {

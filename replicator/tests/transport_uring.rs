@@ -4,6 +4,8 @@
 //! The latency comparison is ignored by default; run it by hand with
 //! `cargo test --release -p logship-replicator --test transport_uring -- --ignored --nocapture`.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -258,10 +260,7 @@ fn connect_refused_reports_connect_failed_and_nothing_else() {
     let Some(h) = start(Recorder::default()) else {
         return;
     };
-    let addr = TcpListener::bind(localhost())
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let (_held, addr) = common::refusing_addr();
     let conn = h.transport.connect(addr, CONNECT_TIMEOUT);
     match next(&h.events) {
         NetEvent::ConnectFailed { conn: c, error } => {

@@ -337,11 +337,10 @@ mod tests {
     #[test]
     fn a_follower_that_never_answers_is_a_clear_error() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
-        // A port nothing listens on: bound, then released.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // A follower that never answers: a listener held for the whole test and never
+        // accepted from (the kernel completes the connection; no handshake ever comes back).
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
         let link = FollowerRef {
             name: "f1",
             addr,
@@ -358,6 +357,7 @@ mod tests {
             "{e}"
         );
         primary.shutdown();
+        drop(silent);
         scratch.remove().unwrap();
     }
 
