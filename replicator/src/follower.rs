@@ -19,7 +19,7 @@ use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::{FrameError, Msg, RejectCode};
 use crate::status::FollowerSideStatus;
-use crate::vocab::{Action, ConnId, FollowerConfig, Tail};
+use crate::vocab::{Action, ConnId, FollowerConfig, Tail, Timeouts};
 
 #[derive(Debug)]
 enum Session {
@@ -93,6 +93,11 @@ impl Follower {
             repair: None,
             next_fetch_id: 1,
         }
+    }
+
+    /// The timeouts it runs with.
+    pub fn timeouts(&self) -> Timeouts {
+        self.config.timeouts
     }
 
     /// Last LSN handed to the log.

@@ -162,6 +162,35 @@ impl Replica {
         }
     }
 
+    /// Changes the role: every connection of the old role is closed (sessions start
+    /// again under the new one), and a primary that stops being one fails every append still
+    /// waiting with `NotPrimary` (whether its record reaches a quorum is not known here).
+    pub fn change_role(&mut self, role: Role) -> Vec<Action> {
+        let mut out: Vec<Action> = (std::mem::take(&mut self.decoders).into_keys())
+            .map(|conn| Action::Close {
+                conn,
+                reason: "this node's role changed".into(),
+            })
+            .collect();
+        if matches!(self.role, Role::Primary(_)) {
+            self.gated.clear();
+            self.deadlines.clear();
+            out.push(Action::FailWaiting {
+                error: WaitError::NotPrimary,
+            });
+        }
+        self.committed = match &role {
+            Role::Primary(p) => p.committed(),
+            Role::Follower(_) => [Lsn::ZERO; 4],
+        };
+        self.timeouts = match &role {
+            Role::Primary(p) => p.config().timeouts,
+            Role::Follower(f) => f.timeouts(),
+        };
+        self.role = role;
+        out
+    }
+
     /// Whether appends are served now (a primary whose start gate is open, with a working log).
     pub fn serving(&self) -> bool {
         self.failed.is_none() && self.as_primary().is_some_and(Primary::serving)
@@ -291,75 +320,75 @@ impl Replica {
 
     /// Completions of log work the replica asked for, and the log's own progress.
     fn on_log(&mut self, now: Duration, input: Input, out: &mut Vec<Action>) {
-        match (&mut self.role, input) {
-            (
-                Role::Primary(p),
-                Input::Written {
-                    first,
-                    last,
-                    records,
-                },
-            ) => p.on_batch(now, first, last, &records, out),
-            (Role::Primary(p), Input::Durable(lsn)) => p.on_local_durable(now, lsn),
-            (Role::Follower(f), Input::Durable(lsn)) => f.on_durable(now, lsn, out),
-            (Role::Follower(f), Input::Applied(lsn)) => f.on_applied(now, lsn, out),
-            (Role::Primary(p), Input::Purged(first)) => p.on_purged(first),
-            (
-                Role::Primary(p),
-                Input::Chunk {
-                    link,
-                    conn,
-                    from,
-                    result,
-                },
-            ) => p.on_chunk(now, link, conn, from, result, out),
-            (Role::Primary(p), Input::Crc { link, conn, crc }) => {
-                p.on_crc(now, link, conn, crc, out)
-            }
-            (Role::Primary(p), Input::TakenBack { link, conn, result }) => {
+        match &mut self.role {
+            Role::Primary(p) => Self::primary_log(p, now, input, out),
+            Role::Follower(f) => Self::follower_log(f, now, input, out),
+        }
+    }
+
+    /// A primary's log inputs; those of the other role (a completion that arrives after a
+    /// role change) are dropped.
+    fn primary_log(p: &mut Primary, now: Duration, input: Input, out: &mut Vec<Action>) {
+        match input {
+            Input::Written {
+                first,
+                last,
+                records,
+            } => p.on_batch(now, first, last, &records, out),
+            Input::Durable(lsn) => p.on_local_durable(now, lsn),
+            Input::Purged(first) => p.on_purged(first),
+            Input::Chunk {
+                link,
+                conn,
+                from,
+                result,
+            } => p.on_chunk(now, link, conn, from, result, out),
+            Input::Crc { link, conn, crc } => p.on_crc(now, link, conn, crc, out),
+            Input::TakenBack { link, conn, result } => {
                 p.on_taken_back(now, link, conn, result, out)
             }
-            (
-                role,
-                Input::FetchRead {
-                    link,
-                    conn,
-                    request,
-                    prev_crc,
-                    read,
-                },
-            ) => {
-                let answer = request.answer(prev_crc, read);
-                match (role, link) {
-                    (Role::Primary(p), Some(link)) => p.send_answer(link, conn, answer, out),
-                    (Role::Follower(f), None) => f.send_answer(conn, answer, out),
-                    _ => {}
-                }
+            Input::FetchRead {
+                link: Some(link),
+                conn,
+                request,
+                prev_crc,
+                read,
+            } => p.send_answer(link, conn, request.answer(prev_crc, read), out),
+            _ => {}
+        }
+    }
+
+    /// A follower's log inputs; those of the other role are dropped.
+    fn follower_log(f: &mut Follower, now: Duration, input: Input, out: &mut Vec<Action>) {
+        match input {
+            Input::Durable(lsn) => f.on_durable(now, lsn, out),
+            Input::Applied(lsn) => f.on_applied(now, lsn, out),
+            Input::FetchRead {
+                link: None,
+                conn,
+                request,
+                prev_crc,
+                read,
+            } => f.send_answer(conn, request.answer(prev_crc, read), out),
+            Input::Truncated {
+                done: true, tail, ..
+            } => f.on_truncated(tail.last_crc, tail.last_epoch),
+            Input::Truncated {
+                after,
+                found_crc,
+                tail,
+                ..
+            } => {
+                let m = format!(
+                    "record {after} here has CRC {found_crc:#010x}, not the primary's: the logs diverged before it"
+                );
+                tracing::error!("{m}; refusing to truncate");
+                f.on_truncate_refused(after, m, tail, out);
             }
-            (
-                Role::Follower(f),
-                Input::Truncated {
-                    after,
-                    found_crc,
-                    done,
-                    tail,
-                },
-            ) => {
-                if done {
-                    f.on_truncated(tail.last_crc, tail.last_epoch);
-                } else {
-                    let m = format!(
-                        "record {after} here has CRC {found_crc:#010x}, not the primary's: the logs diverged before it"
-                    );
-                    tracing::error!("{m}; refusing to truncate");
-                    f.on_truncate_refused(after, m, tail, out);
-                }
-            }
-            (Role::Follower(f), Input::AppendFailed { reason, tail }) => {
+            Input::AppendFailed { reason, tail } => {
                 tracing::warn!(error = %reason, "appending replicated records failed");
                 f.on_append_failed(reason, tail, out);
             }
-            // Inputs for the other role (a completion that arrives after a role change).
             _ => {}
         }
     }

@@ -10,10 +10,11 @@ use logship_engine::{Epoch, Lsn};
 use logship_replicator::backoff::BackoffConfig;
 use logship_replicator::breaker::BreakerConfig;
 use logship_replicator::commit::QuorumPolicy;
+use logship_replicator::follower::Follower;
 use logship_replicator::primary::Primary;
 use logship_replicator::protocol::auth::ClusterKey;
 use logship_replicator::protocol::{DurabilityLevel, Msg, RejectCode};
-use logship_replicator::replica::Replica;
+use logship_replicator::replica::{Replica, Role};
 use logship_replicator::vocab::{
     Action, ConnId, FollowerConfig, FollowerLink, Input, NonceSource, PrimaryConfig, Tail,
     Timeouts, WaitError, WaiterId,
@@ -358,5 +359,53 @@ fn a_follower_acknowledges_records_only_after_handing_them_to_the_log() {
     assert!(
         committed.contains(&Action::Committed([Lsn(1); 4])),
         "remote durable once the follower's sync is reported: {committed:?}"
+    );
+}
+
+#[test]
+fn a_primary_that_becomes_a_follower_closes_its_sessions_and_fails_its_waiters() {
+    let mut p = primary(true);
+    let c = ConnId(3);
+    p.step(MS, Input::Tick);
+    p.step(MS, Input::Dialed { link: 0, conn: c });
+    p.step(MS, Input::Connected { conn: c });
+    let level = DurabilityLevel::RemoteDurable;
+    assert_eq!(
+        p.step(MS, Input::ClientAppend { waiter: W, level }),
+        vec![Action::Admit { waiter: W }]
+    );
+    let fc = FollowerConfig {
+        cluster_id: "c".into(),
+        node_id: "p".into(),
+        key: key(),
+        timeouts: Timeouts::default(),
+        auto_apply: true,
+    };
+    let role = Role::Follower(Box::new(Follower::new(fc, Tail::default())));
+    assert_eq!(
+        p.change_role(role),
+        vec![
+            Action::Close {
+                conn: c,
+                reason: "this node's role changed".into()
+            },
+            Action::FailWaiting {
+                error: WaitError::NotPrimary
+            },
+        ]
+    );
+    assert!(p.as_follower().is_some() && !p.serving());
+    assert_eq!(
+        p.step(
+            2 * MS,
+            Input::ClientAppend {
+                waiter: WaiterId(2),
+                level
+            }
+        ),
+        vec![Action::FailWait {
+            waiter: WaiterId(2),
+            error: WaitError::NotPrimary
+        }]
     );
 }

@@ -599,6 +599,7 @@ impl Inner {
             Action::Admit { waiter } => self.waiters.admit(waiter),
             Action::FailWait { waiter, error } => self.waiters.fail(waiter, wait_error(error)),
             Action::FailAll { cause } => self.fail_all(&cause),
+            Action::FailWaiting { error } => self.waiters.fail_all(|| wait_error(error.clone())),
             Action::ReadChunk {
                 link,
                 conn,
@@ -733,13 +734,7 @@ impl Inner {
         let (waiter, admission) = self.waiters.admission();
         self.step(Input::ClientAppend { waiter, level });
         admission.wait()?;
-        let lsn = match self.log.append(payload) {
-            Ok(a) => a.lsn(),
-            Err(e) => {
-                self.waiters.fail(waiter, Error::Closed);
-                return Err(e.into());
-            }
-        };
+        let lsn = self.log.append(payload)?.lsn();
         self.counters.appends[level as usize].fetch_add(1, Ordering::Relaxed);
         let commit = self.waiters.register(waiter, level, lsn);
         if level != DurabilityLevel::Local {

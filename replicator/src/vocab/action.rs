@@ -328,4 +328,10 @@ pub enum Action {
         /// Why.
         cause: String,
     },
+    /// The replica stopped being the primary: fail every append still waiting (admitted or
+    /// not, at any level) with this error; later appends are refused by the replica itself.
+    FailWaiting {
+        /// Why (`NotPrimary`).
+        error: WaitError,
+    },
 }
