@@ -19,7 +19,8 @@ use crate::fetch::IntegrityAction;
 use crate::integrity::Damaged;
 use crate::vocab::Input;
 
-use super::{crc_at, Inner, ReadJob};
+use super::{crc_at, Inner};
+use crate::vocab::Action;
 
 /// Repairs remembered for status.
 const KEPT_REPAIRS: usize = 16;
@@ -317,11 +318,11 @@ impl Inner {
                 chunks,
                 source,
             } => {
-                let job = ReadJob::Repair {
+                let job = Action::Integrity(IntegrityAction::Repair {
                     base,
                     chunks,
                     source: source.clone(),
-                };
+                });
                 if self.read_jobs.try_send(job).is_err() {
                     let why = "the node's work queue is full".to_string();
                     self.integrity.repair_failed(base, &source, why.clone());

@@ -79,27 +79,9 @@ fn fill_random(buf: &mut [u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::auth::{prove, verify, Role, Transcript, MIN_KEY_BYTES};
+    use crate::protocol::auth::tests::{key, transcript};
+    use crate::protocol::auth::{prove, verify, Role, MIN_KEY_BYTES};
     use std::fs;
-
-    const PRIMARY_NONCE: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
-    const FOLLOWER_NONCE: [u8; NONCE_LEN] = [0x22; NONCE_LEN];
-
-    fn key(text: &str) -> ClusterKey {
-        ClusterKey::from_bytes(text.as_bytes()).expect("test key is long enough")
-    }
-
-    fn transcript() -> Transcript<'static> {
-        Transcript {
-            version: 1,
-            cluster_id: "c1",
-            primary_id: "node-a",
-            follower_id: "node-b",
-            epoch: 7,
-            primary_nonce: &PRIMARY_NONCE,
-            follower_nonce: &FOLLOWER_NONCE,
-        }
-    }
 
     #[test]
     fn load_trims_whitespace() {

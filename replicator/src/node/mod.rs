@@ -37,7 +37,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::{NodeConfig, Role};
 use crate::error::{Error, Result};
-use crate::fetch::{FetchRequest, FETCH_CHUNK_BYTES};
+use crate::fetch::{FetchRequest, IntegrityAction, FETCH_CHUNK_BYTES};
 use crate::http::{HttpResponse, HttpServer};
 use crate::primary::Primary;
 use crate::protocol::auth::ClusterKey;
@@ -68,38 +68,6 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Catch-up read jobs queued for the reader thread.
 const READ_JOBS_CAPACITY: usize = 256;
 
-enum ReadJob {
-    Chunk {
-        link: usize,
-        conn: ConnId,
-        from: Lsn,
-        max_bytes: usize,
-    },
-    Crc {
-        link: usize,
-        conn: ConnId,
-        lsn: Lsn,
-    },
-    /// A peer's fetch (`link`: the primary's link it came on; `None` on a follower).
-    ServeFetch {
-        link: Option<usize>,
-        conn: ConnId,
-        request: FetchRequest,
-    },
-    /// Records a primary takes back from a follower, appended in order.
-    TakeBack {
-        link: usize,
-        conn: ConnId,
-        records: Bytes,
-    },
-    /// A damaged segment's records, fetched from a peer.
-    Repair {
-        base: Lsn,
-        chunks: Vec<Bytes>,
-        source: String,
-    },
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     appends: [AtomicU64; 4],
@@ -112,7 +80,9 @@ pub(crate) struct Inner {
     replica: Mutex<Replica>,
     transport: OnceLock<Arc<dyn Transport>>,
     waiters: Waiters,
-    read_jobs: Sender<ReadJob>,
+    /// Log work for the reader thread: the replica's `ReadChunk`, `LookupCrc`, `ServeFetch`,
+    /// `AppendTakenBack` and checked repairs (`Integrity(Repair)`), in order.
+    read_jobs: Sender<Action>,
     durable: (Mutex<Lsn>, Condvar),
     stop: AtomicBool,
     counters: Counters,
@@ -329,7 +299,7 @@ impl Node {
         Node::run(inner, rx)
     }
 
-    fn run(inner: Arc<Inner>, read_jobs: Receiver<ReadJob>) -> Result<Node> {
+    fn run(inner: Arc<Inner>, read_jobs: Receiver<Action>) -> Result<Node> {
         let handler: Arc<dyn NetHandler> = Arc::new(Handler(Arc::downgrade(&inner)));
         let t = transport::start(inner.config.node.transport, handler)
             .map_err(|e| Error::io("starting the transport", e))?;
@@ -600,36 +570,10 @@ impl Inner {
             Action::FailWait { waiter, error } => self.waiters.fail(waiter, wait_error(error)),
             Action::FailAll { cause } => self.fail_all(&cause),
             Action::FailWaiting { error } => self.waiters.fail_all(|| wait_error(error.clone())),
-            Action::ReadChunk {
-                link,
-                conn,
-                from,
-                max_bytes,
-            } => self.queue(ReadJob::Chunk {
-                link,
-                conn,
-                from,
-                max_bytes,
-            }),
-            Action::LookupCrc { link, conn, lsn } => self.queue(ReadJob::Crc { link, conn, lsn }),
-            Action::ServeFetch {
-                link,
-                conn,
-                request,
-            } => self.queue(ReadJob::ServeFetch {
-                link,
-                conn,
-                request,
-            }),
-            Action::AppendTakenBack {
-                link,
-                conn,
-                records,
-            } => self.queue(ReadJob::TakeBack {
-                link,
-                conn,
-                records,
-            }),
+            a @ (Action::ReadChunk { .. }
+            | Action::LookupCrc { .. }
+            | Action::ServeFetch { .. }
+            | Action::AppendTakenBack { .. }) => self.queue(a),
             Action::Integrity(a) => self.on_integrity_action(a, peer_role),
             Action::Connect { .. }
             | Action::Append { .. }
@@ -642,9 +586,9 @@ impl Inner {
 
     /// Queues log work for the reader thread; a full queue fails the work as the replica
     /// expects from a failed read (take-back: its answer; the rest: its own timeout).
-    fn queue(&self, job: ReadJob) {
+    fn queue(&self, job: Action) {
         if let Err(e) = self.read_jobs.try_send(job) {
-            if let ReadJob::TakeBack { link, conn, .. } = e.into_inner() {
+            if let Action::AppendTakenBack { link, conn, .. } = e.into_inner() {
                 let why = "the node's work queue is full".to_string();
                 let input = Input::TakenBack {
                     link,
@@ -903,28 +847,22 @@ impl Inner {
 
     /// The reader thread: catch-up chunks and CRC lookups for the primary's links, answers to
     /// peers' fetches, appends of taken-back records, repairs. Off the network path, in order.
-    fn run_reader(&self, jobs: Receiver<ReadJob>) {
+    fn run_reader(&self, jobs: Receiver<Action>) {
         let mut readers: HashMap<usize, LogReader> = HashMap::new();
         while !self.stop.load(Ordering::Acquire) {
             let Ok(job) = jobs.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
-            let input = match job {
-                ReadJob::Repair {
-                    base,
-                    chunks,
-                    source,
-                } => self.apply_repair(base, &chunks, &source),
-                job => self.read_job(&mut readers, job),
-            };
-            self.step(input);
+            if let Some(input) = self.read_job(&mut readers, job) {
+                self.step(input);
+            }
         }
     }
 
     /// Does one job of the reader thread; returns its answer for the replica.
-    fn read_job(&self, readers: &mut HashMap<usize, LogReader>, job: ReadJob) -> Input {
-        match job {
-            ReadJob::Chunk {
+    fn read_job(&self, readers: &mut HashMap<usize, LogReader>, job: Action) -> Option<Input> {
+        let input = match job {
+            Action::ReadChunk {
                 link,
                 conn,
                 from,
@@ -938,11 +876,11 @@ impl Inner {
                     result,
                 }
             }
-            ReadJob::Crc { link, conn, lsn } => {
+            Action::LookupCrc { link, conn, lsn } => {
                 let crc = crc_at(&self.log, lsn);
                 Input::Crc { link, conn, crc }
             }
-            ReadJob::TakeBack {
+            Action::AppendTakenBack {
                 link,
                 conn,
                 records,
@@ -955,13 +893,22 @@ impl Inner {
                 let result = result.map_err(|e| e.to_string());
                 Input::TakenBack { link, conn, result }
             }
-            ReadJob::ServeFetch {
+            Action::ServeFetch {
                 link,
                 conn,
                 request,
             } => self.serve_fetch(link, conn, request),
-            ReadJob::Repair { .. } => unreachable!("handled by run_reader"),
-        }
+            Action::Integrity(IntegrityAction::Repair {
+                base,
+                chunks,
+                source,
+            }) => self.apply_repair(base, &chunks, &source),
+            other => {
+                tracing::error!(action = ?other, "not work for the reader thread");
+                return None;
+            }
+        };
+        Some(input)
     }
 
     /// Reads what a peer's fetch asks for from the durable part of the log.

@@ -262,18 +262,18 @@ pub fn verify(key: &ClusterKey, role: Role, t: &Transcript<'_>, mac: &[u8]) -> b
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const PRIMARY_NONCE: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
     const FOLLOWER_NONCE: [u8; NONCE_LEN] = [0x22; NONCE_LEN];
     const OTHER_NONCE: [u8; NONCE_LEN] = [0x33; NONCE_LEN];
 
-    fn key(text: &str) -> ClusterKey {
+    pub(crate) fn key(text: &str) -> ClusterKey {
         ClusterKey::from_bytes(text.as_bytes()).expect("test key is long enough")
     }
 
-    fn transcript() -> Transcript<'static> {
+    pub(crate) fn transcript() -> Transcript<'static> {
         Transcript {
             version: 1,
             cluster_id: "c1",
