@@ -262,6 +262,17 @@ struct Loaded {
 }
 
 impl Loaded {
+    /// Errors other than `quorum_unavailable`, which even a healthy cluster returns after a
+    /// stall longer than the commit timeout (an fdatasync behind another process's heavy
+    /// writes, a starved CPU). Such appends acknowledge nothing, so they lose nothing; the
+    /// acknowledged records are checked all the same.
+    fn errors_beyond_stalls(&self) -> BTreeMap<&str, usize> {
+        (self.errors.iter())
+            .filter(|(k, _)| k.as_str() != "quorum_unavailable")
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect()
+    }
+
     fn errors_text(&self) -> String {
         let parts: Vec<String> = (self.errors.iter())
             .map(|(k, n)| format!("{k} x{n}"))
@@ -846,7 +857,7 @@ fn after_fail_stop_cluster(c: &Cluster, role: Role, acked: &mut BTreeMap<Lsn, By
         Role::AsyncFollower => {
             let more = merge(acked, load(c, 3, RECORDS_AFTER, MAX_ERRORS_PER_WRITER));
             assert!(
-                more.errors.is_empty(),
+                more.errors_beyond_stalls().is_empty() && !more.acked.is_empty(),
                 "with b down, p and a commit: {more:?}"
             );
             assert_converged(c, acked, &["a"]);
@@ -887,7 +898,7 @@ fn damaged(cell: &Cell) -> Damaged {
     let first = load(&c, 1, RECORDS_BEFORE, MAX_ERRORS_PER_WRITER);
     let first = merge(&mut acked, first);
     assert!(
-        first.errors.is_empty(),
+        first.errors_beyond_stalls().is_empty() && !first.acked.is_empty(),
         "load before: {}",
         first.errors_text()
     );

@@ -268,23 +268,30 @@ fn records_that_differ_between_replicas_but_pass_their_crcs_raise_an_alarm() {
     }
 }
 
-/// The end of the last segment's written data (after its last frame).
-fn data_end(path: &Path) -> usize {
+/// Where the last record of a segment starts, and where its written data ends.
+fn last_record_and_end(path: &Path) -> (usize, usize) {
     let bytes = std::fs::read(path).expect("read segment");
-    let mut off = SEGMENT_HEADER_BYTES;
+    let (mut off, mut last) = (SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES);
     while let Ok(f) = record::decode_frame(&bytes[off..]) {
+        if matches!(f, record::Frame::Record(_)) {
+            last = off;
+        }
         off += f.encoded_len();
     }
-    off
+    (last, off)
 }
 
-/// Zeroes the 4 KiB block that holds the end of the primary's written data.
+/// Zeroes the 4 KiB blocks from the one that holds the primary's last record to the end of its
+/// written data: the last writes and every marker after them (the end alone may hold nothing
+/// but an idle marker, whose loss loses no record).
 fn lose_last_block(c: &Cluster) {
     let path = segments(&c.node(PRIMARY).data).pop().expect("a segment");
-    let end = data_end(&path);
-    let block = (end - 1) / 4096 * 4096;
+    let (last, end) = last_record_and_end(&path);
+    let from = (last / 4096 * 4096).max(SEGMENT_HEADER_BYTES);
+    let to = end.div_ceil(4096) * 4096;
     let mut bytes = std::fs::read(&path).expect("read");
-    bytes[block.max(SEGMENT_HEADER_BYTES)..block + 4096].fill(0);
+    let to = to.min(bytes.len());
+    bytes[from..to].fill(0);
     std::fs::write(&path, bytes).expect("write");
 }
 

@@ -24,11 +24,12 @@ pub const PRIMARY: &str = "p";
 /// The cluster id every node shares unless a test says otherwise.
 pub const CLUSTER_ID: &str = "test";
 /// Commit timeout of the primary (`timeouts.commit_ms`).
-pub const COMMIT_MS: u64 = 1000;
+pub const COMMIT_MS: u64 = 2000;
 /// Bound on a node coming up (its client port answering).
 pub const START_BOUND: Duration = Duration::from_secs(15);
-/// Short timeouts so that failures are noticed quickly.
-const TIMEOUTS: &str = "[timeouts]\nconnect_ms = 300\nhandshake_ms = 1000\nheartbeat_interval_ms = 50\npeer_ms = 400\ncommit_ms = 1000\n\n[backoff]\ninitial_ms = 20\nmax_ms = 200\n";
+/// Short timeouts so that failures are noticed quickly, yet long enough that a node starved of
+/// CPU for a moment (another test suite running beside) is not taken for a dead one.
+const TIMEOUTS: &str = "[timeouts]\nconnect_ms = 300\nhandshake_ms = 1000\nheartbeat_interval_ms = 50\npeer_ms = 1000\ncommit_ms = 2000\n\n[backoff]\ninitial_ms = 20\nmax_ms = 200\n";
 /// A breaker that retries a dead follower soon.
 const BREAKER: &str = "[breaker]\nreset_timeout_ms = 300\n";
 /// Lines of each node's log printed when a test fails.
