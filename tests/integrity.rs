@@ -268,29 +268,30 @@ fn records_that_differ_between_replicas_but_pass_their_crcs_raise_an_alarm() {
     }
 }
 
-/// Where the last record of a segment starts, and where its written data ends.
-fn last_record_and_end(path: &Path) -> (usize, usize) {
+/// Where the last record of a segment starts, and where its written data ends (`None`: the
+/// segment holds no record, only markers: a rollover just happened).
+fn last_record_and_end(path: &Path) -> Option<(usize, usize)> {
     let bytes = std::fs::read(path).expect("read segment");
-    let (mut off, mut last) = (SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES);
+    let (mut off, mut last) = (SEGMENT_HEADER_BYTES, None);
     while let Ok(f) = record::decode_frame(&bytes[off..]) {
         if matches!(f, record::Frame::Record(_)) {
-            last = off;
+            last = Some(off);
         }
         off += f.encoded_len();
     }
-    (last, off)
+    last.map(|l| (l, off))
 }
 
-/// Zeroes the 4 KiB blocks from the one that holds the primary's last record to the end of its
-/// written data: the last writes and every marker after them (the end alone may hold nothing
-/// but an idle marker, whose loss loses no record).
+/// Zeroes the 4 KiB blocks from the one that holds the primary's last record to the end of the
+/// written data of its segment: the last writes and every marker after them that proved them
+/// (the log's end alone may hold nothing but markers, whose loss loses no record).
 fn lose_last_block(c: &Cluster) {
-    let path = segments(&c.node(PRIMARY).data).pop().expect("a segment");
-    let (last, end) = last_record_and_end(&path);
+    let (path, (last, end)) = (segments(&c.node(PRIMARY).data).into_iter().rev())
+        .find_map(|p| last_record_and_end(&p).map(|r| (p, r)))
+        .expect("a segment with a record");
     let from = (last / 4096 * 4096).max(SEGMENT_HEADER_BYTES);
-    let to = end.div_ceil(4096) * 4096;
     let mut bytes = std::fs::read(&path).expect("read");
-    let to = to.min(bytes.len());
+    let to = (end.div_ceil(4096) * 4096).min(bytes.len());
     bytes[from..to].fill(0);
     std::fs::write(&path, bytes).expect("write");
 }

@@ -17,6 +17,7 @@ use logdir::{quarantined, segments};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cluster::{args, run, wait_until, Cluster, FollowerSpec, Spec, PRIMARY};
@@ -37,11 +38,29 @@ const BOUND: Duration = Duration::from_secs(20);
 const NOBODY: &str = "127.0.0.1:1";
 
 /// Prints how long a test took when it ends.
-struct Timer(&'static str, Instant);
+/// One test at a time, timed. Serial because a child process spawned by one test holds a copy
+/// of every descriptor of this process until it execs, the lock of a log another test just
+/// closed among them: that test's reopen would find the log "in use".
+struct Timer {
+    name: &'static str,
+    start: Instant,
+    _serial: MutexGuard<'static, ()>,
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn timer(name: &'static str) -> Timer {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Timer {
+        name,
+        start: Instant::now(),
+        _serial,
+    }
+}
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        println!("{}: {:.1} s", self.0, self.1.elapsed().as_secs_f64());
+        println!("{}: {:.1} s", self.name, self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -143,7 +162,7 @@ fn verify(dir: &Path) -> (i32, String, String) {
 
 #[test]
 fn repair_restores_a_followers_damaged_sealed_segment_and_cut_tail_from_the_primary() {
-    let _t = Timer("repair_restores_damage_from_the_primary", Instant::now());
+    let _t = timer("repair_restores_damage_from_the_primary");
     let mut c = start_cluster();
     load(&c);
     let total = (WRITERS * RECORDS_PER_WRITER) as u64;
@@ -274,7 +293,7 @@ fn write_log(n: usize) -> tempfile::TempDir {
 
 #[test]
 fn repair_of_a_clean_log_exits_0_without_contacting_the_remote() {
-    let _t = Timer("repair_of_a_clean_log", Instant::now());
+    let _t = timer("repair_of_a_clean_log");
     let dir = write_log(100);
     let (code, stdout, stderr) = repair(dir.path(), NOBODY);
     assert_eq!(code, 0, "repair of a clean log: {stdout} {stderr}");
@@ -294,7 +313,7 @@ fn error_line(stderr: &str) -> &str {
 
 #[test]
 fn repair_refuses_a_log_open_elsewhere_and_an_unreachable_remote_in_one_line() {
-    let _t = Timer("repair_refuses_locked_and_unreachable", Instant::now());
+    let _t = timer("repair_refuses_locked_and_unreachable");
     let dir = write_log(2000);
     let segs = segments(dir.path());
     assert!(segs.len() >= 3, "only {} segments", segs.len());

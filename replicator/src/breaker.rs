@@ -206,6 +206,17 @@ impl CircuitBreaker {
         }
     }
 
+    /// An attempt was withdrawn by its caller, neither a success nor a failure (the peer was
+    /// fine, but the session had to wait): a half-open breaker may probe again.
+    pub fn on_abandoned(&mut self) {
+        if let Phase::HalfOpen { successes, .. } = self.phase {
+            self.phase = Phase::HalfOpen {
+                probe_outstanding: false,
+                successes,
+            };
+        }
+    }
+
     /// An attempt failed.
     ///
     /// # Panics
@@ -446,6 +457,22 @@ mod tests {
             opened: 2,
         },
     ];
+
+    #[test]
+    fn an_abandoned_probe_lets_a_half_open_breaker_probe_again() {
+        let ms = Duration::from_millis;
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 1,
+            reset_timeout: ms(1000),
+            success_threshold: 2,
+        });
+        assert!(b.allow(ms(0)));
+        b.on_failure(ms(0));
+        assert!(b.allow(ms(1000)), "half-open: one probe");
+        assert!(!b.allow(ms(1001)), "the probe is outstanding");
+        b.on_abandoned();
+        assert!(b.allow(ms(1002)), "withdrawn: another probe may go");
+    }
 
     #[test]
     fn transitions() {

@@ -10,22 +10,29 @@
 //!   split at data-derived points and byte by byte; errors are sticky and say why; every decoded
 //!   message re-encodes to exactly the frame it came from and decodes back to itself; a flipped
 //!   bit past the length field is refused.
-//! - [`handshake`]: a [`Follower`](crate::follower::Follower) and a
-//!   [`Primary`](crate::primary::Primary) (one link, its connection up) driven by
-//!   frames carved from the input: messages built from the bytes (with proofs made every way a
-//!   peer without the key could try, and the honest one) and raw bytes through the decoder, as
-//!   the node's driver feeds them. The harness knows, from the messages it saw, which
-//!   connections proved the cluster key, and asserts that the follower never appends or
-//!   truncates for any other connection and that the primary never sends `Start`, `Records` or
-//!   `Heartbeat` to a follower that has not proven it. Honest sessions, with faults, are the
-//!   simulator's (`crate::sim`).
+//! - [`handshake`]: a follower and a primary (one link, its connection up), each a
+//!   [`Replica`](crate::replica::Replica) that the harness executes the way the node does
+//!   (`node::Inner::execute`): connections through their lifecycle, the peer's bytes in
+//!   `Input::Data` (messages built from the input, with proofs made every way a peer without
+//!   the key could try and the honest one, and raw bytes), ticks, the log's batches and
+//!   durability, and the answers to the replica's log work (truncations and appends on a model
+//!   log, catch-up reads, CRC lookups, peers' fetches). The harness reads each peer's bytes with
+//!   a decoder of its own to know what the replica was told, follows every handshake, and
+//!   asserts that the follower never appends, truncates, acknowledges or serves a fetch for a
+//!   connection that has not proven the cluster key, and that the primary never sends `Start`,
+//!   `Records` or `Heartbeat` to a follower that has not proven it. After every step the
+//!   replica's invariants hold ([`Replica::check_invariants`](crate::replica::Replica::check_invariants)),
+//!   the nonce it drew for a new connection is the one predicted, and its malformed-frame
+//!   counter has risen exactly when a decoder error ended a connection. Honest sessions, with
+//!   faults, are the simulator's (`crate::sim`).
 //!
 //! Layout: `input` reads the input and builds the messages a fuzzed peer sends, `common` holds
-//! the names, key, transcript and configurations both ends share, `log_model` the logs the
-//! harness keeps for each node, and `follower_side` and `primary_side` the two parts of
-//! `handshake`.
+//! the names, key, transcript, configurations and the oracle's decoder both ends share,
+//! `log_model` the logs the harness keeps for each node, `executor` runs a replica and checks
+//! it after every step, and `follower_side` and `primary_side` the two parts of `handshake`.
 
 mod common;
+mod executor;
 mod follower_side;
 mod input;
 mod log_model;

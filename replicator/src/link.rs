@@ -36,6 +36,8 @@ pub struct Ctx<'a> {
     pub(crate) commit_lsn: Lsn,
     /// The lowest LSN the log was truncated after since this primary started.
     pub(crate) truncated_at: Option<Lsn>,
+    /// Once serving: the primary's last LSN when it began to (see `Primary`'s `fence`).
+    pub(crate) fence: Option<Lsn>,
     /// Appends are served (the start gate is open).
     pub(crate) serving: bool,
     /// Some link is taking back records.
@@ -148,9 +150,16 @@ fn plan_start(ctx: &Ctx<'_>, l: Lsn) -> Plan {
         // An empty primary (a new disk?) never empties a follower: it has nothing to compare.
         return Plan::Unrelated;
     }
+    // A follower ahead of a serving primary holds, after the fence, only records of a history
+    // this log lost (new records reach a follower only after it was cut back to the fence).
+    // (A fence at 0 is a primary that began empty: it never empties a follower, see above.)
+    let ahead_cut = match ctx.fence {
+        Some(f) if f > Lsn::ZERO => f.min(ctx.last_lsn),
+        _ => ctx.last_lsn,
+    };
     let cut = match ctx.truncated_at {
-        Some(t) if l > t => Some(t.min(ctx.last_lsn)),
-        _ if l > ctx.last_lsn => Some(ctx.last_lsn),
+        Some(t) if l > t => Some(t.min(ahead_cut)),
+        _ if l > ctx.last_lsn => Some(ahead_cut),
         _ => None,
     };
     let held = |lsn: Lsn| lsn >= ctx.first_lsn && lsn <= ctx.last_lsn;
@@ -252,6 +261,12 @@ impl Link {
     /// A session reached streaming with nothing left to take back from this follower.
     pub fn settled(&self) -> bool {
         self.settled
+    }
+
+    /// A sync follower that the quorum counts.
+    fn in_quorum(&self, ctx: &Ctx<'_>) -> bool {
+        let q = ctx.config.quorum.as_ref();
+        self.sync && q.is_some_and(|q| q.is_member(self.name.as_str()))
     }
 
     /// The connection in use, if any.
@@ -648,6 +663,16 @@ impl Link {
                 // One take-back at a time: come back when the other one is done.
                 self.retry_soon(now, out, "another follower's records are being taken back");
             }
+            Plan::TakeBack(_) if !self.in_quorum(ctx) => {
+                // Acknowledged records are held by quorum members only: a follower outside
+                // the quorum may hold records of a lost history that differ from theirs. It
+                // waits for the gate, then is cut back like any follower ahead.
+                self.retry_soon(
+                    now,
+                    out,
+                    "a follower outside the quorum waits for the start gate",
+                );
+            }
             plan @ (Plan::Compare(lsn) | Plan::Cut(lsn) | Plan::TakeBack(lsn))
                 if lsn > Lsn::ZERO =>
             {
@@ -720,8 +745,36 @@ impl Link {
                 self.start(now, ctx, out, nonce, reply, Plan::Compare(l), 0)
             }
             (Plan::Cut(c), Some(crc)) => self.start(now, ctx, out, nonce, reply, Plan::Cut(c), crc),
+            (Plan::TakeBack(c), _) if ctx.serving || ctx.taking_back || ctx.last_lsn != c => {
+                // Planned before the gate opened, another take-back began, or the log moved
+                // while the CRC was looked up: the plan is stale; plan again on a new session.
+                self.retry_soon(
+                    now,
+                    out,
+                    "the primary's log changed while planning a take-back",
+                );
+            }
             (Plan::TakeBack(c), Some(crc)) => {
                 self.start(now, ctx, out, nonce, reply, Plan::TakeBack(c), crc)
+            }
+            (Plan::Compare(l), Some(_))
+                if ctx.fence.is_some_and(|f| l > f && f >= ctx.first_lsn) =>
+            {
+                // Record `l` was written by this primary after the fence; the follower's differs,
+                // so its records after the fence are of a lost history: cut it back there.
+                let f = ctx.fence.expect("checked");
+                out.push(Action::LookupCrc {
+                    link: ctx.link,
+                    conn,
+                    lsn: f,
+                });
+                self.state = State::Verifying {
+                    conn,
+                    nonce,
+                    reply,
+                    deadline,
+                    plan: Plan::Cut(f),
+                };
             }
             (Plan::Compare(l), crc) => {
                 let m = format!(
@@ -776,7 +829,10 @@ impl Link {
                 cut_crc,
             },
         });
-        self.begin_streaming(now, conn, start);
+        // Where the follower stands is verified by the primary for a compared (or empty)
+        // follower; after a cut or a take-back, only the follower's own Acks will say.
+        let verified = matches!(plan, Plan::Compare(_) | Plan::Fresh);
+        self.begin_streaming(now, conn, start, verified);
         tracing::info!(follower = %self.name, start = %start, truncated = ?truncate_after, "replication link streaming");
         if let Plan::TakeBack(last) = plan {
             let prev_crc = (last > Lsn::ZERO).then_some(crc);
@@ -787,18 +843,24 @@ impl Link {
         self.read_more(now, ctx, out);
     }
 
-    /// The session streams from `start`: the follower has everything before it.
-    fn begin_streaming(&mut self, now: Duration, conn: ConnId, start: Lsn) {
+    /// The session streams from `start`. `verified`: the follower has everything before it
+    /// (the primary compared its last record); otherwise it must still check the cut, or holds
+    /// records the primary is taking back, and nothing counts until it acknowledges.
+    fn begin_streaming(&mut self, now: Duration, conn: ConnId, start: Lsn, verified: bool) {
         let at = start.prev();
         // What the follower has received is known; what it has made durable or applied is
         // not (it may have crashed before its fdatasync): its first Ack says.
-        self.progress = Progress {
-            write: at,
-            durable: self.progress.durable.min(at),
-            applied: self.progress.applied.min(at),
+        self.progress = if verified {
+            Progress {
+                write: at,
+                durable: self.progress.durable.min(at),
+                applied: self.progress.applied.min(at),
+            }
+        } else {
+            Progress::default()
         };
-        self.lag
-            .reset([at, self.progress.durable, self.progress.applied]);
+        let p = &self.progress;
+        self.lag.reset([p.write, p.durable, p.applied]);
         self.state = State::Streaming(Box::new(Stream {
             conn,
             next_send: start,
@@ -843,6 +905,12 @@ impl Link {
             s.acked_bytes = bytes;
             s.inflight.pop_front();
         }
+        self.last_heard = now;
+        self.healthy = true;
+        if s.take_back.is_some() {
+            // The follower's positions are those of records the primary does not hold yet.
+            return;
+        }
         let p = &mut self.progress;
         p.write = p.write.max(write);
         p.durable = p.durable.max(durable);
@@ -879,6 +947,7 @@ impl Link {
             });
         }
         tracing::info!(follower = %self.name, reason = %why, "replication link waits");
+        self.breaker.on_abandoned();
         self.healthy = false;
         self.state = State::Idle {
             retry_at: now + TAKE_BACK_RETRY,

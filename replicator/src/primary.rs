@@ -33,6 +33,10 @@ pub struct Primary {
     first_lsn: Lsn,
     local_durable: Lsn,
     truncated_at: Option<Lsn>,
+    /// The last LSN when this primary began serving appends (at start, or when its start gate
+    /// opened): a follower's records after it that differ from this log's are from a history
+    /// this log lost, never acknowledged (the gate took back every acknowledged one).
+    fence: Lsn,
     /// Appends are served. Closed at start when the log may have lost records the quorum
     /// acknowledged, until enough sync followers were heard to hold every such record.
     serving: bool,
@@ -56,6 +60,7 @@ impl Primary {
             first_lsn: first,
             local_durable: durable,
             truncated_at: None,
+            fence: last,
             serving: true,
             quorum_text: config
                 .quorum
@@ -82,6 +87,7 @@ impl Primary {
             last_lsn: self.index.last(),
             commit_lsn: self.tracker.committed(DurabilityLevel::RemoteDurable),
             truncated_at: self.truncated_at,
+            fence: self.serving.then_some(self.fence),
             rng: &mut self.rng,
             counters: &mut self.counters,
         };
@@ -155,6 +161,7 @@ impl Primary {
             .count();
         if heard >= self.gate_needed() {
             self.serving = true;
+            self.fence = self.index.last();
             tracing::warn!(heard, last = %self.index.last(), "enough sync followers heard and their records taken back: serving appends");
         }
     }
@@ -437,6 +444,13 @@ impl Primary {
     /// Counters.
     pub fn counters(&self) -> &PrimaryCounters {
         &self.counters
+    }
+
+    /// Once serving: the last LSN when this primary began to (its fence). A follower's
+    /// records after it that differ from this log's are cut back to it; a follower that
+    /// diverged below it is refused (`diverged`) until epochs tell where histories split.
+    pub fn fence(&self) -> Option<Lsn> {
+        self.serving.then_some(self.fence)
     }
 
     /// Asserts the primary's invariants: the commit tracker's, and that what is durable and

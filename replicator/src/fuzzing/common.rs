@@ -1,5 +1,5 @@
 //! What both ends of every harness share: the cluster's names and key, the handshake transcript
-//! as the harness saw it, the node driver's way of draining a decoder, and the configurations.
+//! as the harness saw it, the oracle's reading of a peer's byte stream, and the configurations.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -9,7 +9,7 @@ use crate::backoff::BackoffConfig;
 use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
 use crate::protocol::auth::{self, ClusterKey, Role, Transcript, MAC_LEN, NONCE_LEN};
-use crate::protocol::frame::{FrameDecoder, FrameError};
+use crate::protocol::frame::{FrameDecoder, FrameError, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::Msg;
 use crate::vocab::FollowerConfig;
 use crate::vocab::{FollowerLink, PrimaryConfig, Timeouts};
@@ -29,6 +29,10 @@ pub(super) const MAX_LOG_RECORDS: usize = 96;
 pub(super) const MAX_SEEN_MACS: usize = 32;
 /// The primary's window of unacknowledged bytes: small, so the window closes.
 pub(super) const MAX_INFLIGHT_BYTES: u64 = 1024;
+/// The operation number of both sides' fetches and digests, added when the harness came to
+/// drive a `Replica`: a number the stored corpus, grown before, almost never uses, so that the
+/// older operations keep their numbers and the corpus its meaning.
+pub(super) const INTEGRITY_OP: u8 = 88;
 /// The primary's catch-up chunk.
 pub(super) const CATCH_UP_CHUNK_BYTES: usize = 512;
 
@@ -85,18 +89,57 @@ impl Session {
     }
 }
 
-/// Frames out of a decoder as the node's driver takes them: every whole message, then the
-/// first error (after which the driver drops the decoder and closes the connection).
-pub(super) fn drain(d: &mut FrameDecoder) -> (Vec<Msg>, Option<FrameError>) {
-    let mut msgs = Vec::new();
-    loop {
-        match d.next_frame() {
-            Ok(Some(f)) => match Msg::decode(&f) {
-                Ok(m) => msgs.push(m),
-                Err(e) => return (msgs, Some(e)),
-            },
-            Ok(None) => return (msgs, None),
-            Err(e) => return (msgs, Some(e)),
+/// What a peer's bytes on one connection said, as the oracle reads them: the replica decodes its
+/// own copy, and this copy tells the harness which messages the replica was given (to follow
+/// each handshake) and whether a decoder error must end the connection.
+#[derive(Debug)]
+pub(super) struct PeerStream {
+    /// `None` once the stream ended with a decoder error: later bytes say nothing.
+    decoder: Option<FrameDecoder>,
+}
+
+/// What one piece of a peer's stream delivered.
+#[derive(Debug, Default)]
+pub(super) struct Delivered {
+    /// Whole messages, in order.
+    pub(super) msgs: Vec<Msg>,
+    /// The decoder error that ended the stream in this piece.
+    pub(super) error: Option<FrameError>,
+    /// The stream had already ended: the replica reads nothing more from it.
+    pub(super) ignored: bool,
+}
+
+impl PeerStream {
+    pub(super) fn new() -> PeerStream {
+        PeerStream {
+            decoder: Some(FrameDecoder::new(DEFAULT_MAX_BODY_BYTES)),
+        }
+    }
+
+    /// Every whole message `bytes` complete, then the first error, which ends the stream.
+    pub(super) fn push(&mut self, bytes: &[u8]) -> Delivered {
+        let Some(d) = self.decoder.as_mut() else {
+            return Delivered {
+                ignored: true,
+                ..Delivered::default()
+            };
+        };
+        d.push(bytes);
+        let mut said = Delivered::default();
+        // Every frame takes at least a header off the buffer, so the bytes bound this loop.
+        loop {
+            match d
+                .next_frame()
+                .and_then(|f| f.map(|f| Msg::decode(&f)).transpose())
+            {
+                Ok(Some(m)) => said.msgs.push(m),
+                Ok(None) => return said,
+                Err(e) => {
+                    self.decoder = None;
+                    said.error = Some(e);
+                    return said;
+                }
+            }
         }
     }
 }
@@ -147,12 +190,4 @@ pub(super) fn primary_config(epoch: Epoch, quorum: bool, policy: QuorumPolicy) -
         catch_up_chunk_bytes: CATCH_UP_CHUNK_BYTES,
         max_retained_bytes: None,
     }
-}
-
-/// A nonce the driver would draw: distinct for every connection.
-pub(super) fn fresh_nonce(counter: &mut u64, tag: u8) -> [u8; NONCE_LEN] {
-    *counter += 1;
-    let mut n = [tag; NONCE_LEN];
-    n[..8].copy_from_slice(&counter.to_le_bytes());
-    n
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use logship_engine::record;
-use logship_engine::{Epoch, Lsn};
+use logship_engine::{Epoch, Lsn, RangeDigest};
 
 use crate::protocol::auth::{self, ClusterKey, Role, MAC_LEN, NONCE_LEN};
 use crate::protocol::msg::PROTOCOL_VERSION;
@@ -13,6 +13,7 @@ use crate::protocol::{ClientStatus, DurabilityLevel, Msg, RejectCode};
 use super::common::{
     other_role, Session, CLUSTER, FOLLOWER_ID, MAX_SEEN_MACS, PRIMARY_ID, WRONG_KEY,
 };
+use super::log_model::LogModel;
 
 /// Reads an input front to back; reads past the end give zeros.
 pub(super) struct Input<'a> {
@@ -243,6 +244,71 @@ pub(super) fn pick_any_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
             last_lsn: input.lsn_near(near),
         },
         _ => pick_client_msg(input, near),
+    }
+}
+
+/// A fetch, an answer to one, or digests, with fields from the input.
+pub(super) fn pick_integrity_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
+    let id = u64::from(input.byte());
+    match input.pick(4) {
+        0 => Msg::Fetch {
+            id,
+            from: input.lsn_near(near),
+            to: input.lsn_near(near),
+            max_bytes: input.u32(),
+            prev_crc: (input.byte() & 1 == 1).then(|| input.u32()),
+        },
+        1 => match pick_records(input, near) {
+            Msg::Records {
+                first,
+                last,
+                records,
+                ..
+            } => Msg::Fetched {
+                id,
+                first,
+                last,
+                records,
+            },
+            other => unreachable!("pick_records made {}", other.name()),
+        },
+        2 => Msg::FetchFailed {
+            id,
+            message: input.name("failed"),
+        },
+        _ => Msg::Digests {
+            ranges: (0..input.pick(4))
+                .map(|_| RangeDigest {
+                    first: input.lsn_near(near),
+                    last: input.lsn_near(near),
+                    digest: input.array(),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// A peer's fetch of records its node's log holds (usually), with the CRC of the record
+/// before them as the log has it (usually).
+pub(super) fn pick_fetch(input: &mut Input<'_>, log: &LogModel) -> Msg {
+    let from = input.lsn_near(log.first.max(Lsn::FIRST));
+    let to = Lsn(from.0.saturating_add(input.pick(8) as u64));
+    let prev_crc = match input.pick(4) {
+        0 => None,
+        1 => Some(input.u32()),
+        _ => Some(log.crc(from.prev()).unwrap_or(0)),
+    };
+    let max_bytes = match input.pick(4) {
+        0 => 0,
+        1 => input.u32(),
+        _ => 1 + input.pick(512) as u32,
+    };
+    Msg::Fetch {
+        id: u64::from(input.byte()),
+        from,
+        to,
+        max_bytes,
+        prev_crc,
     }
 }
 

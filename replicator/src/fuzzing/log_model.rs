@@ -1,10 +1,12 @@
 //! A log as the harness models it, for both ends: what the follower's log holds after the
-//! follower's appends and truncations, and what the primary's reader and CRC lookups return.
+//! follower's appends and truncations, and what the log's reads and CRC lookups return (the
+//! primary's catch-up reads, either side's answers to a peer's fetch).
 
 use bytes::Bytes;
 use logship_engine::record::{self, RECORD_HEADER_BYTES};
 use logship_engine::{Chunk, Epoch, Lsn};
 
+use crate::fetch::{FetchRequest, FETCH_CHUNK_BYTES};
 use crate::vocab::ReadError;
 use crate::vocab::Tail;
 
@@ -75,16 +77,22 @@ impl LogModel {
             .collect()
     }
 
-    /// What the driver's catch-up read returns.
-    pub(super) fn chunk(&self, from: Lsn, max_bytes: usize) -> Result<Option<Chunk>, ReadError> {
+    /// What the log's `read_chunk` returns: whole records from `from` up to `end` (the last
+    /// LSN written, or the durable one), at least one, else at most `max_bytes`.
+    pub(super) fn chunk(
+        &self,
+        from: Lsn,
+        max_bytes: usize,
+        end: Lsn,
+    ) -> Result<Option<Chunk>, ReadError> {
         if from < self.first {
             return Err(ReadError::Purged { first: self.first });
         }
-        let Some(head) = self.record(from) else {
+        let Some(head) = self.record(from).filter(|_| from <= end) else {
             return Ok(None);
         };
         let (mut last, mut bytes) = (from, head.len());
-        while let Some(r) = self.record(last.next()) {
+        while let Some(r) = self.record(last.next()).filter(|_| last < end) {
             if bytes + r.len() > max_bytes {
                 break;
             }
@@ -96,6 +104,38 @@ impl LogModel {
             last,
             bytes: Bytes::from(self.run(from, last)),
         }))
+    }
+
+    /// What the node's `serve_fetch` reads for a peer's `request`: the CRC of the record before
+    /// the range (when asked for, and held) and durable records from the range's start.
+    pub(super) fn fetch_read(
+        &self,
+        request: &FetchRequest,
+        durable: Lsn,
+    ) -> (Option<u32>, Result<Option<Chunk>, String>) {
+        let from = request.range.0;
+        let prev_crc = request
+            .prev_crc
+            .and_then(|_| self.held(from.prev()))
+            .map(header_crc);
+        let bound = (request.max_bytes as usize).clamp(1, FETCH_CHUNK_BYTES as usize);
+        let read = self.chunk(from, bound, durable).map_err(|e| match e {
+            ReadError::Purged { first } => format!("purged: the log starts at {first}"),
+            ReadError::Failed(why) => why,
+        });
+        (prev_crc, read)
+    }
+
+    /// An answer to a peer's fetch holds this log's durable records `first..=last`.
+    pub(super) fn check_fetched(&self, (first, last): (Lsn, Lsn), records: &[u8], durable: Lsn) {
+        assert!(
+            first <= last && last <= durable,
+            "Fetched {first}..={last} with the log durable up to {durable}"
+        );
+        assert!(
+            records == self.run(first, last),
+            "Fetched {first}..={last} are not the log's bytes"
+        );
     }
 
     pub(super) fn truncate_after(&mut self, after: Lsn) {

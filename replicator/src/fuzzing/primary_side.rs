@@ -1,9 +1,11 @@
-//! The primary under attack: the fuzzer plays its follower. The harness follows every
-//! connection's handshake and knows which follower proofs were the true one; the primary must
-//! never send `Start`, `Records` or `Heartbeat` to any other connection. What it sends must be
-//! its log's bytes, dense from the start it chose by the rules (truncate a follower that is
-//! ahead, refuse one that needs purged records, compare the CRC of the follower's last record),
-//! within the window of unacknowledged bytes; commit LSNs only rise, and without an
+//! The primary under attack: the fuzzer plays its follower, and the harness is the primary's
+//! executor (its log's batches, durability and purges, its reader, its transport). The harness
+//! follows every connection's handshake and knows which follower proofs were the true one; the
+//! primary must never send `Start`, `Records` or `Heartbeat` to any other connection. What it
+//! sends must be its log's bytes, dense from the start it chose by the rules (truncate a
+//! follower that is ahead, refuse one that needs purged records, compare the CRC of the
+//! follower's last record), within the window of unacknowledged bytes; answers to the
+//! follower's fetches hold durable records of its log; commit LSNs only rise, and without an
 //! authenticated follower the remote levels of a blocking quorum do not move.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -13,50 +15,53 @@ use bytes::Bytes;
 use logship_engine::{Epoch, Lsn};
 
 use crate::commit::QuorumPolicy;
-use crate::fetch::IntegrityAction;
 use crate::primary::Primary;
 use crate::protocol::auth::{self, Role, MAC_LEN, NONCE_LEN};
-use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::Msg;
-use crate::vocab::ConnId;
-use crate::vocab::{Action, ReadError};
+use crate::replica::Replica;
+use crate::vocab::{self, Action, ConnId, NonceSource, ReadError};
 
 use super::common::{
-    cluster_key, drain, fresh_nonce, header_crc, primary_config, Session, CLUSTER, FOLLOWER_ID,
+    cluster_key, header_crc, primary_config, Session, CLUSTER, FOLLOWER_ID, INTEGRITY_OP,
     MAX_INFLIGHT_BYTES, MAX_LOG_RECORDS, PRIMARY_ID,
 };
-use super::input::{pick_ack, pick_any_msg, pick_mac, remember, Input};
+use super::executor::Executor;
+use super::input::{
+    pick_ack, pick_any_msg, pick_fetch, pick_integrity_msg, pick_mac, remember, Input,
+};
 use super::log_model::LogModel;
 
 /// One connection of the primary's link, as the harness saw it.
 #[derive(Debug, Default)]
 pub(super) struct PrimaryConn {
-    /// Connect under way.
-    connecting: bool,
+    /// The nonce the primary must use on it (predicted when it connected).
+    nonce: Option<[u8; NONCE_LEN]>,
     /// The nonce of the primary's Hello on it.
     hello_nonce: Option<[u8; NONCE_LEN]>,
+    /// A HelloReply was delivered on it: the first one decides the handshake.
+    replied: bool,
     /// The reply that proved the key: transcript, the follower's last LSN and its CRC.
     proof: Option<(Session, Lsn, u32)>,
     /// After a Start: the next LSN the primary must send.
     next: Option<Lsn>,
     /// Records frames sent and not acknowledged: (last LSN, record bytes).
     inflight: VecDeque<(Lsn, u64)>,
-    open: bool,
-    decoder: Option<FrameDecoder>,
 }
 
 pub(super) struct PrimaryUnderTest {
-    p: Primary,
+    x: Executor,
     log: LogModel,
     epoch: Epoch,
     durable: Lsn,
     conns: BTreeMap<ConnId, PrimaryConn>,
+    /// Reads waiting for the reader: catch-up chunks, CRC lookups, peers' fetches.
     reads: VecDeque<Action>,
-    now: Duration,
-    nonces: u64,
     seen: Vec<[u8; MAC_LEN]>,
+    /// The commit LSNs of the primary's machine after the last step.
     committed: [Lsn; 4],
+    /// The commit LSNs the replica last reported ([`Action::Committed`]).
+    reported: [Lsn; 4],
     /// Remote levels can only move with a follower's acknowledgements.
     quorum_blocks: bool,
     any_proven: bool,
@@ -80,86 +85,85 @@ impl PrimaryUnderTest {
             },
         };
         let seed = u64::from(input.byte());
-        let p = Primary::new(
+        let replica = Replica::new_primary(
             primary_config(epoch, quorum, policy),
-            log.first,
-            log.last(),
-            durable,
+            (log.first, log.last(), durable),
             seed,
+            NonceSource::from_u64(seed),
         );
         let mut s = PrimaryUnderTest {
-            committed: p.committed(),
-            p,
+            committed: replica.committed(),
+            reported: replica.committed(),
+            x: Executor::new(replica, seed),
             log,
             epoch,
             durable,
             conns: BTreeMap::new(),
             reads: VecDeque::new(),
-            now: Duration::ZERO,
-            nonces: 0,
             seen: Vec::new(),
             quorum_blocks: quorum && policy == QuorumPolicy::Block,
             any_proven: false,
         };
         // The link connects at once and the connection comes up: where the fuzzer starts.
-        let mut out = Vec::new();
-        s.p.tick(s.now, &mut out);
-        s.apply(out);
+        let out = s.x.step(vocab::Input::Tick);
+        s.execute(out);
         s.connect_outcome(true);
         s
     }
 
     pub(super) fn step(&mut self, op: u8, input: &mut Input<'_>) {
-        match op % 12 {
-            0 | 1 => {
-                let Some(conn) = self.pick_conn(input) else {
-                    return;
+        if op == INTEGRITY_OP {
+            if let Some(conn) = self.pick_conn(input) {
+                let m = match input.byte() & 1 {
+                    0 => pick_fetch(input, &self.log),
+                    _ => pick_integrity_msg(input, self.log.last()),
                 };
-                let m = self.pick_hello_reply(input, conn);
                 self.send(conn, &m.encode());
             }
+        } else {
+            self.run_op(op, input);
+        }
+        self.check();
+    }
+
+    /// One of the operations other than [`INTEGRITY_OP`].
+    fn run_op(&mut self, op: u8, input: &mut Input<'_>) {
+        match op % 12 {
+            0 | 1 => {
+                if let Some(conn) = self.pick_conn(input) {
+                    let m = self.pick_hello_reply(input, conn);
+                    self.send(conn, &m.encode());
+                }
+            }
             2 => {
-                let Some(conn) = self.pick_conn(input) else {
-                    return;
-                };
-                let sent = self.conns[&conn].next.map_or(Lsn::ZERO, Lsn::prev);
-                self.send(conn, &pick_ack(input, sent).encode());
+                if let Some(conn) = self.pick_conn(input) {
+                    let sent = self.conns[&conn].next.map_or(Lsn::ZERO, Lsn::prev);
+                    self.send(conn, &pick_ack(input, sent).encode());
+                }
             }
             3 => {
-                let Some(conn) = self.pick_conn(input) else {
-                    return;
-                };
-                self.send(conn, &pick_any_msg(input, self.log.last()).encode());
+                if let Some(conn) = self.pick_conn(input) {
+                    self.send(conn, &pick_any_msg(input, self.log.last()).encode());
+                }
             }
             4 => {
-                let Some(conn) = self.pick_conn(input) else {
-                    return;
-                };
-                self.send(conn, &input.bytes(300));
+                if let Some(conn) = self.pick_conn(input) {
+                    self.send(conn, &input.bytes(300));
+                }
             }
-            5 => {
-                self.now += input.duration();
-                let mut out = Vec::new();
-                self.p.tick(self.now, &mut out);
-                self.apply(out);
-            }
+            5 => self.tick(input),
             6 => self.connect_outcome(input.byte() & 3 != 0),
             7 => self.batch(input),
             8 => self.local_durable(input),
             9 => self.answer_read(input),
             10 => self.purge(input),
             _ => {
-                let Some(conn) = self.pick_conn(input) else {
-                    return;
-                };
-                let mut out = Vec::new();
-                self.p
-                    .on_closed(self.now, conn, "connection lost".into(), &mut out);
-                self.closed(conn);
-                self.apply(out);
+                if let Some(conn) = self.pick_conn(input) {
+                    let out = self.x.closed(conn, "connection lost");
+                    self.execute(out);
+                }
             }
         }
-        self.check();
     }
 
     /// Usually the newest connection; sometimes an older one.
@@ -172,31 +176,30 @@ impl PrimaryUnderTest {
         Some(newest)
     }
 
-    fn closed(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.open = false;
-            c.connecting = false;
-            c.decoder = None;
+    /// Time passes: the transport reports the connections the primary closed, then the tick.
+    fn tick(&mut self, input: &mut Input<'_>) {
+        self.x.advance(input.duration());
+        for conn in self.x.closing() {
+            let out = self.x.closed(conn, "closed by this node");
+            self.execute(out);
         }
+        let out = self.x.step(vocab::Input::Tick);
+        self.execute(out);
     }
 
+    /// The oldest connect under way succeeds, or fails.
     fn connect_outcome(&mut self, up: bool) {
-        let Some((&conn, _)) = self.conns.iter().find(|(_, c)| c.connecting) else {
+        let Some(conn) = self.x.dialing() else {
             return;
         };
-        let mut out = Vec::new();
-        if up {
-            let c = self.conns.get_mut(&conn).expect("found above");
-            c.connecting = false;
-            c.decoder = Some(FrameDecoder::new(DEFAULT_MAX_BODY_BYTES));
-            let nonce = fresh_nonce(&mut self.nonces, 0x0f);
-            self.p.on_connected(self.now, conn, nonce, &mut out);
+        let out = if up {
+            let (nonce, out) = self.x.connected(conn);
+            self.conns.get_mut(&conn).expect("dialed by execute").nonce = Some(nonce);
+            out
         } else {
-            self.p
-                .on_closed(self.now, conn, "connect failed".into(), &mut out);
-            self.closed(conn);
-        }
-        self.apply(out);
+            self.x.closed(conn, "connect failed")
+        };
+        self.execute(out);
     }
 
     fn pick_hello_reply(&mut self, input: &mut Input<'_>, conn: ConnId) -> Msg {
@@ -232,37 +235,26 @@ impl PrimaryUnderTest {
         }
     }
 
-    /// Bytes arrive on `conn`: the driver's `on_data`.
+    /// Bytes arrive on `conn`: the oracle reads them, then the primary does. An Ack frees the
+    /// window if the primary kept the connection.
     fn send(&mut self, conn: ConnId, bytes: &[u8]) {
-        let Some(d) = self.conns.get_mut(&conn).and_then(|c| c.decoder.as_mut()) else {
+        let Some(said) = self.x.peer_says(conn, bytes) else {
             return;
         };
-        d.push(bytes);
-        let (msgs, failure) = drain(d);
-        if failure.is_some() {
-            self.conns.get_mut(&conn).expect("looked up above").decoder = None;
+        for m in &said.msgs {
+            self.before_delivery(conn, m);
         }
-        for m in msgs {
-            self.before_delivery(conn, &m);
-            let ack = match m {
-                Msg::Ack { write, .. } => Some(write),
-                _ => None,
-            };
-            let mut out = Vec::new();
-            self.p.on_frame(self.now, conn, m, &mut out);
-            self.apply(out);
-            if let Some(write) = ack {
-                self.acked(conn, write);
+        let out = self.x.deliver(conn, bytes, &said);
+        self.execute(out);
+        for m in &said.msgs {
+            if let Msg::Ack { write, .. } = m {
+                self.acked(conn, *write);
             }
-        }
-        if let Some(e) = failure {
-            let mut out = Vec::new();
-            self.p.on_frame_error(self.now, conn, &e, &mut out);
-            self.apply(out);
         }
     }
 
-    /// The oracle: a HelloReply whose proof is the follower's true one proves the key.
+    /// The oracle: the first HelloReply on a connection decides; if its proof is the
+    /// follower's true one, the follower proved the key.
     fn before_delivery(&mut self, conn: ConnId, m: &Msg) {
         let Msg::HelloReply {
             version,
@@ -279,12 +271,10 @@ impl PrimaryUnderTest {
             .conns
             .get_mut(&conn)
             .expect("delivering on a known connection");
-        let Some(primary_nonce) = c.hello_nonce else {
+        let Some(primary_nonce) = c.hello_nonce.filter(|_| !c.replied) else {
             return;
         };
-        if c.proof.is_some() {
-            return;
-        }
+        c.replied = true;
         let s = Session {
             version: *version,
             primary_id: PRIMARY_ID.into(),
@@ -302,46 +292,52 @@ impl PrimaryUnderTest {
 
     /// An Ack the primary took (the connection is still open) frees the window up to `write`.
     fn acked(&mut self, conn: ConnId, write: Lsn) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if !c.open || c.next.is_none() {
+        if !self.x.is_open(conn) {
             return;
         }
+        let Some(c) = self.conns.get_mut(&conn).filter(|c| c.next.is_some()) else {
+            return;
+        };
         while c.inflight.front().is_some_and(|&(last, _)| last <= write) {
             c.inflight.pop_front();
         }
     }
 
-    fn apply(&mut self, out: Vec<Action>) {
-        for a in out {
+    /// Carries out the primary's actions in order, as the node does: a connect starts at once
+    /// (`Dialed`), reads wait for the reader.
+    fn execute(&mut self, out: Vec<Action>) {
+        let mut todo = VecDeque::from(out);
+        while let Some(a) = todo.pop_front() {
             match a {
                 Action::Connect { link, .. } => {
                     assert_eq!(link, 0, "the primary has one link");
-                    let conn = ConnId(self.conns.len() as u64 + 1);
-                    self.p.connect_started(0, conn);
-                    self.conns.insert(
-                        conn,
-                        PrimaryConn {
-                            connecting: true,
-                            open: true,
-                            ..PrimaryConn::default()
-                        },
-                    );
+                    let (conn, more) = self.x.dial(link);
+                    self.conns.insert(conn, PrimaryConn::default());
+                    todo.extend(more);
                 }
                 Action::Send { conn, msg } => self.on_sent(conn, msg),
-                Action::Close { conn, .. } => self.closed(conn),
-                read @ (Action::ReadChunk { .. } | Action::LookupCrc { .. }) => {
-                    self.reads.push_back(read)
-                }
-                // A follower may fetch and send digests; the driver serves and compares them.
-                Action::ServeFetch { .. }
-                | Action::Integrity(IntegrityAction::PeerDigests { .. }) => {}
+                Action::Close { conn, .. } => self.x.close_asked(conn),
+                Action::Committed(levels) => self.on_committed(levels),
+                read @ (Action::ReadChunk { .. }
+                | Action::LookupCrc { .. }
+                | Action::ServeFetch { .. }) => self.reads.push_back(read),
                 other => {
                     panic!("the primary serves from the start and repairs nothing here: {other:?}")
                 }
             }
         }
+    }
+
+    /// The replica reports commit progress: every level rises, none past local durability.
+    fn on_committed(&mut self, levels: [Lsn; 4]) {
+        for (level, (now, before)) in levels.iter().zip(self.reported).enumerate() {
+            assert!(
+                *now >= before && *now <= levels[0],
+                "reported commit LSN of level {level} went from {before} to {now} (local {})",
+                levels[0]
+            );
+        }
+        self.reported = levels;
     }
 
     fn on_sent(&mut self, conn: ConnId, msg: Msg) {
@@ -352,34 +348,7 @@ impl PrimaryUnderTest {
             )
         };
         match msg {
-            Msg::Hello {
-                version_min,
-                version_max,
-                epoch,
-                last_lsn,
-                nonce,
-                cluster_id,
-                node_id,
-            } => {
-                assert!(
-                    c.hello_nonce.is_none(),
-                    "a second Hello on connection {conn}"
-                );
-                assert_eq!(
-                    (version_min, version_max),
-                    (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION)
-                );
-                assert_eq!(
-                    (epoch, last_lsn),
-                    (self.epoch, self.log.last()),
-                    "Hello misstates the primary"
-                );
-                assert_eq!(
-                    (cluster_id.as_str(), node_id.as_str()),
-                    (CLUSTER, PRIMARY_ID)
-                );
-                c.hello_nonce = Some(nonce);
-            }
+            Msg::Hello { .. } => self.check_hello(conn, msg),
             Msg::Start {
                 mac,
                 truncate_after,
@@ -408,9 +377,68 @@ impl PrimaryUnderTest {
                     "Heartbeat misstates the primary"
                 );
             }
+            Msg::Fetched {
+                first,
+                last,
+                records,
+                ..
+            } => {
+                assert!(
+                    c.next.is_some(),
+                    "a Fetched to connection {conn}, not streaming"
+                );
+                self.log
+                    .check_fetched((first, last), &records, self.durable);
+            }
+            Msg::FetchFailed { .. } => {
+                assert!(
+                    c.next.is_some(),
+                    "a FetchFailed to connection {conn}, not streaming"
+                );
+            }
             Msg::Reject { .. } => {}
             other => panic!("the primary sent {}", other.name()),
         }
+    }
+
+    /// The primary's Hello states its epoch and log, with the nonce drawn for the connection.
+    fn check_hello(&mut self, conn: ConnId, msg: Msg) {
+        let Msg::Hello {
+            version_min,
+            version_max,
+            epoch,
+            last_lsn,
+            nonce,
+            cluster_id,
+            node_id,
+        } = msg
+        else {
+            unreachable!("called for a Hello")
+        };
+        assert_eq!(
+            (version_min, version_max),
+            (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION)
+        );
+        assert_eq!(
+            (epoch, last_lsn),
+            (self.epoch, self.log.last()),
+            "Hello misstates the primary"
+        );
+        assert_eq!(
+            (cluster_id.as_str(), node_id.as_str()),
+            (CLUSTER, PRIMARY_ID)
+        );
+        let c = self.conns.get_mut(&conn).expect("checked by on_sent");
+        assert!(
+            c.hello_nonce.is_none(),
+            "a second Hello on connection {conn}"
+        );
+        assert_eq!(
+            Some(nonce),
+            c.nonce,
+            "Hello carries another nonce than the one drawn for it"
+        );
+        c.hello_nonce = Some(nonce);
     }
 
     fn check_start(
@@ -503,6 +531,7 @@ impl PrimaryUnderTest {
         c.next = Some(last.next());
     }
 
+    /// The writer forms a batch of new records.
     fn batch(&mut self, input: &mut Input<'_>) {
         if self.log.records.len() >= MAX_LOG_RECORDS {
             return;
@@ -512,25 +541,29 @@ impl PrimaryUnderTest {
             self.log.push(self.epoch, 0x33, input.pick(40));
         }
         let last = self.log.last();
-        let bytes = Bytes::from(self.log.run(first, last));
-        let mut out = Vec::new();
-        self.p.on_batch(self.now, first, last, &bytes, &mut out);
-        self.apply(out);
+        let records = Bytes::from(self.log.run(first, last));
+        let out = self.x.step(vocab::Input::Written {
+            first,
+            last,
+            records,
+        });
+        self.execute(out);
     }
 
     fn local_durable(&mut self, input: &mut Input<'_>) {
         let span = (self.log.last().0 - self.durable.0) as usize;
         self.durable = Lsn(self.durable.0 + input.pick(span + 1) as u64);
-        self.p.on_local_durable(self.now, self.durable);
+        let out = self.x.step(vocab::Input::Durable(self.durable));
+        self.execute(out);
     }
 
-    /// The driver's reader answers the oldest read (honestly, or with a transient failure).
+    /// The reader answers the oldest read as the node's `read_job` does (or with a transient
+    /// failure).
     fn answer_read(&mut self, input: &mut Input<'_>) {
         let Some(read) = self.reads.pop_front() else {
             return;
         };
-        let mut out = Vec::new();
-        match read {
+        let answer = match read {
             Action::ReadChunk {
                 link,
                 conn,
@@ -540,38 +573,61 @@ impl PrimaryUnderTest {
                 let result = match input.pick(8) {
                     0 => Ok(None),
                     1 => Err(ReadError::Failed("injected read failure".into())),
-                    _ => self.log.chunk(from, max_bytes),
+                    _ => self.log.chunk(from, max_bytes, self.log.last()),
                 };
-                self.p
-                    .on_chunk(self.now, link, conn, from, result, &mut out);
+                vocab::Input::Chunk {
+                    link,
+                    conn,
+                    from,
+                    result,
+                }
             }
             Action::LookupCrc { link, conn, lsn } => {
-                let crc = if input.pick(8) == 0 {
-                    None
-                } else {
-                    self.log.held(lsn).map(header_crc)
+                let crc = match input.pick(8) {
+                    0 => None,
+                    _ => self.log.held(lsn).map(header_crc),
                 };
-                self.p.on_crc(self.now, link, conn, crc, &mut out);
+                vocab::Input::Crc { link, conn, crc }
+            }
+            Action::ServeFetch {
+                link,
+                conn,
+                request,
+            } => {
+                let (prev_crc, read) = self.log.fetch_read(&request, self.durable);
+                vocab::Input::FetchRead {
+                    link,
+                    conn,
+                    request,
+                    prev_crc,
+                    read,
+                }
             }
             other => unreachable!("only reads are queued, not {other:?}"),
-        }
-        self.apply(out);
+        };
+        let out = self.x.step(answer);
+        self.execute(out);
     }
 
     /// Purges up to what retention allows, as the node's `purge_before` does.
     fn purge(&mut self, input: &mut Input<'_>) {
         let wanted = Lsn(self.log.first.0 + 1 + input.pick(4) as u64);
         let allowed = wanted
-            .min(self.p.retention_lsn())
+            .min(self.primary().retention_lsn())
             .min(self.log.last().next());
         if allowed > self.log.first {
             self.log.first = allowed;
-            self.p.on_purged(allowed);
+            let out = self.x.step(vocab::Input::Purged(allowed));
+            self.execute(out);
         }
     }
 
+    fn primary(&self) -> &Primary {
+        self.x.replica().as_primary().expect("a primary")
+    }
+
     fn check(&mut self) {
-        let c = self.p.committed();
+        let c = self.primary().committed();
         for (level, (now, before)) in c.iter().zip(self.committed).enumerate() {
             assert!(
                 *now >= before,
@@ -589,11 +645,15 @@ impl PrimaryUnderTest {
                 "remote commit moved without an authenticated follower: {c:?}"
             );
         }
+        assert_eq!(
+            self.reported, c,
+            "the replica reported other commit LSNs than its primary's"
+        );
         self.committed = c;
     }
 
     pub(super) fn finish(&self) {
-        let s = self.p.status();
+        let s = self.primary().status();
         assert_eq!(s.last_lsn, self.log.last().0);
     }
 }
