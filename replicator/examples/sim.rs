@@ -132,6 +132,7 @@ fn report_failure(f: &Failure, do_shrink: bool) {
 fn many(args: &Args) -> ExitCode {
     let next = Arc::new(AtomicU64::new(args.from));
     let done = Arc::new(AtomicU64::new(0));
+    let failed_count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let failure: Arc<Mutex<Option<Box<Failure>>>> = Arc::new(Mutex::new(None));
     let end = args.from + args.seeds;
@@ -140,6 +141,7 @@ fn many(args: &Args) -> ExitCode {
         .map(|_| {
             let (next, done, stop, failure) =
                 (next.clone(), done.clone(), stop.clone(), failure.clone());
+            let failed_count = failed_count.clone();
             let (options, keep_going) = (args.options, args.keep_going);
             std::thread::spawn(move || loop {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
@@ -149,6 +151,7 @@ fn many(args: &Args) -> ExitCode {
                 if let Err(f) = run_seed(seed, &options, false) {
                     if keep_going {
                         println!("FAIL seed {seed}: {}", f.violation);
+                        failed_count.fetch_add(1, Ordering::Relaxed);
                         done.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
@@ -174,13 +177,16 @@ fn many(args: &Args) -> ExitCode {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);
+    let kept_going = failed_count.load(Ordering::Relaxed);
     println!(
-        "{n} seeds passed in {elapsed:.1} s: {:.0} seeds/s on {} threads",
+        "{n} seeds run, {} failed, in {elapsed:.1} s: {:.0} seeds/s on {} threads",
+        kept_going,
         n as f64 / elapsed,
         args.threads
     );
     let failed = failure.lock().expect("threads joined").take();
     match failed {
+        None if kept_going > 0 => ExitCode::FAILURE,
         None => ExitCode::SUCCESS,
         Some(f) => {
             report_failure(&f, args.shrink);

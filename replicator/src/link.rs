@@ -142,21 +142,27 @@ enum Plan {
     Unrelated,
 }
 
+/// Whether a follower can be cut after `c` with the primary's record there checked (or at 0,
+/// with nothing to check, if the log still starts at LSN 1).
+fn can_cut_at(ctx: &Ctx<'_>, c: Lsn) -> bool {
+    (c >= ctx.first_lsn && c <= ctx.last_lsn) || (c == Lsn::ZERO && ctx.first_lsn <= Lsn::FIRST)
+}
+
 fn plan_start(ctx: &Ctx<'_>, l: Lsn) -> Plan {
     if l > ctx.last_lsn && !ctx.serving && ctx.truncated_at.is_none() {
         return Plan::TakeBack(ctx.last_lsn);
     }
-    if l > Lsn::ZERO && ctx.last_lsn == Lsn::ZERO && ctx.truncated_at.is_none() {
+    if l > Lsn::ZERO
+        && ctx.last_lsn == Lsn::ZERO
+        && ctx.truncated_at.is_none()
+        && ctx.fence.is_none()
+    {
         // An empty primary (a new disk?) never empties a follower: it has nothing to compare.
         return Plan::Unrelated;
     }
     // A follower ahead of a serving primary holds, after the fence, only records of a history
     // this log lost (new records reach a follower only after it was cut back to the fence).
-    // (A fence at 0 is a primary that began empty: it never empties a follower, see above.)
-    let ahead_cut = match ctx.fence {
-        Some(f) if f > Lsn::ZERO => f.min(ctx.last_lsn),
-        _ => ctx.last_lsn,
-    };
+    let ahead_cut = ctx.fence.map_or(ctx.last_lsn, |f| f.min(ctx.last_lsn));
     let cut = match ctx.truncated_at {
         Some(t) if l > t => Some(t.min(ahead_cut)),
         _ if l > ctx.last_lsn => Some(ahead_cut),
@@ -758,23 +764,12 @@ impl Link {
                 self.start(now, ctx, out, nonce, reply, Plan::TakeBack(c), crc)
             }
             (Plan::Compare(l), Some(_))
-                if ctx.fence.is_some_and(|f| l > f && f >= ctx.first_lsn) =>
+                if ctx.fence.is_some_and(|f| l > f && can_cut_at(ctx, f)) =>
             {
                 // Record `l` was written by this primary after the fence; the follower's differs,
                 // so its records after the fence are of a lost history: cut it back there.
                 let f = ctx.fence.expect("checked");
-                out.push(Action::LookupCrc {
-                    link: ctx.link,
-                    conn,
-                    lsn: f,
-                });
-                self.state = State::Verifying {
-                    conn,
-                    nonce,
-                    reply,
-                    deadline,
-                    plan: Plan::Cut(f),
-                };
+                self.cut_back(now, ctx, out, (conn, nonce, deadline), reply, f);
             }
             (Plan::Compare(l), crc) => {
                 let m = format!(
@@ -786,6 +781,34 @@ impl Link {
             }
             _ => self.reject_purged(now, ctx, out, reply.last_lsn),
         }
+    }
+
+    /// Plans a cut after `f` instead: at once at 0, after looking up the CRC there otherwise.
+    fn cut_back(
+        &mut self,
+        now: Duration,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<Action>,
+        (conn, nonce, deadline): (ConnId, [u8; NONCE_LEN], Duration),
+        reply: Pending,
+        f: Lsn,
+    ) {
+        if f == Lsn::ZERO {
+            return self.start(now, ctx, out, nonce, reply, Plan::Cut(f), 0);
+        }
+        let lsn = f;
+        out.push(Action::LookupCrc {
+            link: ctx.link,
+            conn,
+            lsn,
+        });
+        self.state = State::Verifying {
+            conn,
+            nonce,
+            reply,
+            deadline,
+            plan: Plan::Cut(f),
+        };
     }
 
     /// Authenticated: tell the follower where streaming starts, and start.

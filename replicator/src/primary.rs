@@ -37,6 +37,10 @@ pub struct Primary {
     /// opened): a follower's records after it that differ from this log's are from a history
     /// this log lost, never acknowledged (the gate took back every acknowledged one).
     fence: Lsn,
+    /// The fence was set when a closed start gate opened: every acknowledged record was taken
+    /// back first, so even a fence at 0 is trusted (a primary serving at once from an empty
+    /// log is not: it may be a new disk, and never empties a follower).
+    gated: bool,
     /// Appends are served. Closed at start when the log may have lost records the quorum
     /// acknowledged, until enough sync followers were heard to hold every such record.
     serving: bool,
@@ -61,6 +65,7 @@ impl Primary {
             local_durable: durable,
             truncated_at: None,
             fence: last,
+            gated: false,
             serving: true,
             quorum_text: config
                 .quorum
@@ -87,7 +92,7 @@ impl Primary {
             last_lsn: self.index.last(),
             commit_lsn: self.tracker.committed(DurabilityLevel::RemoteDurable),
             truncated_at: self.truncated_at,
-            fence: self.serving.then_some(self.fence),
+            fence: self.fence(),
             rng: &mut self.rng,
             counters: &mut self.counters,
         };
@@ -162,6 +167,7 @@ impl Primary {
         if heard >= self.gate_needed() {
             self.serving = true;
             self.fence = self.index.last();
+            self.gated = true;
             tracing::warn!(heard, last = %self.index.last(), "enough sync followers heard and their records taken back: serving appends");
         }
     }
@@ -450,7 +456,8 @@ impl Primary {
     /// records after it that differ from this log's are cut back to it; a follower that
     /// diverged below it is refused (`diverged`) until epochs tell where histories split.
     pub fn fence(&self) -> Option<Lsn> {
-        self.serving.then_some(self.fence)
+        let trusted = self.fence > Lsn::ZERO || self.gated;
+        (self.serving && trusted).then_some(self.fence)
     }
 
     /// Asserts the primary's invariants: the commit tracker's, and that what is durable and
