@@ -1,5 +1,5 @@
-//! Fuzz target: a follower and a primary driven by fuzzed frames, then an honest session (see
-//! `logship_replicator::fuzzing::handshake`).
+//! Fuzz target: a follower replica and a primary replica driven by fuzzed frames as the node
+//! drives them (see `logship_replicator::fuzzing::handshake`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
