@@ -199,6 +199,9 @@ impl CommitTracker {
 
     /// Asserts the tracker's invariants.
     pub fn check_invariants(&self) {
+        if let Some(q) = &self.quorum {
+            q.check_invariants();
+        }
         let local = self.committed[DurabilityLevel::Local as usize];
         for level in &self.committed[1..] {
             assert!(

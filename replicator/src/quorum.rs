@@ -105,6 +105,13 @@ pub struct QuorumParseError {
 }
 
 impl QuorumSpec {
+    /// Asserts the spec's invariants: `1 <= k <= members`, members unique and non-empty.
+    pub fn check_invariants(&self) {
+        if let Err(e) = self.validate() {
+            panic!("quorum {self}: {e}");
+        }
+    }
+
     /// Whether `name` is one of the members.
     pub fn is_member(&self, name: &str) -> bool {
         self.member_index(name).is_some()
