@@ -61,6 +61,8 @@ pub struct Follower {
     rejected: BTreeMap<&'static str, u64>,
     /// A repair fetch in progress, on the streaming session.
     repair: Option<(ConnId, Fetcher)>,
+    /// The connection accepted last: only its handshake may start a session.
+    newest: Option<ConnId>,
     next_fetch_id: u64,
 }
 
@@ -91,6 +93,7 @@ impl Follower {
             last_ack: Duration::ZERO,
             rejected: BTreeMap::new(),
             repair: None,
+            newest: None,
             next_fetch_id: 1,
         }
     }
@@ -124,6 +127,7 @@ impl Follower {
 
     /// A primary connected; `nonce` is fresh randomness for the handshake.
     pub fn on_accepted(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN]) {
+        self.newest = Some(conn);
         let deadline = now + self.config.timeouts.handshake;
         self.sessions
             .insert(conn, Session::AwaitHello { deadline, nonce });
@@ -497,6 +501,12 @@ impl Follower {
             let m = format!("{}'s proof of the cluster key is wrong", hello.primary);
             return self.reject(conn, RejectCode::AuthFailed, 0, m, out);
         }
+        if self.newest != Some(conn) {
+            // A Start held up in the network on an older connection (its primary may be gone):
+            // only the newest connection's handshake may decide what this log keeps.
+            let m = "a newer connection was accepted since this handshake began".to_string();
+            return self.reject(conn, RejectCode::Protocol, 0, m, out);
+        }
         let kept = truncate_after.map_or(self.written, |t| t.min(self.written));
         if start != kept.next() {
             let m = format!(
@@ -505,7 +515,10 @@ impl Follower {
             );
             return self.reject(conn, RejectCode::Protocol, 0, m, out);
         }
-        if let Some(old) = self.streaming() {
+        let others: Vec<ConnId> = (self.sessions.keys().copied())
+            .filter(|c| *c != conn)
+            .collect();
+        for old in others {
             out.push(Action::Close {
                 conn: old,
                 reason: format!("superseded by a session from {}", hello.primary),

@@ -41,6 +41,10 @@ pub struct Primary {
     /// back first, so even a fence at 0 is trusted (a primary serving at once from an empty
     /// log is not: it may be a new disk, and never empties a follower).
     gated: bool,
+    /// The log was recovered at this start, not created: an empty one held nothing durable,
+    /// so nothing was acknowledged, and its fence at 0 is trusted. A log created empty (a new
+    /// disk, perhaps) is not: followers may hold the only copies of what a lost disk held.
+    recovered_log: bool,
     /// Appends are served. Closed at start when the log may have lost records the quorum
     /// acknowledged, until enough sync followers were heard to hold every such record.
     serving: bool,
@@ -66,6 +70,7 @@ impl Primary {
             truncated_at: None,
             fence: last,
             gated: false,
+            recovered_log: false,
             serving: true,
             quorum_text: config
                 .quorum
@@ -141,6 +146,12 @@ impl Primary {
                 "serving no append until enough sync followers have been heard from"
             );
         }
+    }
+
+    /// This primary's log was recovered at its start, not created (see `fence`). Without this
+    /// call an empty primary never empties a follower.
+    pub fn mark_recovered_log(&mut self) {
+        self.recovered_log = true;
     }
 
     /// Sync followers that must be heard before the gate opens.
@@ -456,7 +467,7 @@ impl Primary {
     /// records after it that differ from this log's are cut back to it; a follower that
     /// diverged below it is refused (`diverged`) until epochs tell where histories split.
     pub fn fence(&self) -> Option<Lsn> {
-        let trusted = self.fence > Lsn::ZERO || self.gated;
+        let trusted = self.fence > Lsn::ZERO || self.gated || self.recovered_log;
         (self.serving && trusted).then_some(self.fence)
     }
 

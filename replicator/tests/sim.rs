@@ -414,3 +414,28 @@ fn seed_17543_a_gated_fence_at_zero_cuts_a_lost_history() {
 fn seed_18909_a_sync_follower_of_a_history_two_primaries_back_rejoins() {
     replay(18909);
 }
+
+/// Seed 80164: a `Start` held up in a partition on an older connection reached a follower
+/// after a newer session had streamed and acknowledged records; the follower cut them (an
+/// acknowledged record thrown away) to follow the stale `Start`. Only the newest connection's
+/// handshake may start a session now, and a session that streams closes every other one.
+#[test]
+fn seed_80164_a_stale_start_on_an_older_connection_is_refused() {
+    replay(80164);
+}
+
+/// Seed 22111, the same stale `Start` seen from the other side: the follower's durable
+/// acknowledgement counted for records the stale session then cut.
+#[test]
+fn seed_22111_a_follower_never_acknowledges_what_a_stale_session_cuts() {
+    replay(22111);
+}
+
+/// Seed 150296: a primary without a sync quorum that recovered an empty log after a crash
+/// (nothing it had was durable, so nothing was acknowledged) refused forever followers holding
+/// its lost records. Only a log created at that start (a new disk) keeps the rule that an
+/// empty primary never empties a follower.
+#[test]
+fn seed_150296_a_recovered_empty_primary_cuts_what_it_lost() {
+    replay(150296);
+}

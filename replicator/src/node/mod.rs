@@ -174,6 +174,9 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
     let seed = os_seed()?;
     let seed = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
     let mut p = Primary::new(pc, log.first_lsn(), log.last_lsn(), log.durable_lsn(), seed);
+    if !log.recovery_report().created {
+        p.mark_recovered_log();
+    }
     // A gate closed by an earlier start stays closed until it opened: that start's log may have
     // lost records, and a restart with a clean close in between must not forget it.
     if gate_marked(config) || may_have_lost_records(log.recovery_report()) {

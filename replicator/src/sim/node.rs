@@ -117,6 +117,10 @@ impl SimNode {
         let log = &self.log;
         let (first, last, durable) = (log.first_lsn(), log.last_lsn(), log.durable_lsn());
         let mut p = Primary::new(spec.primary_config(), first, last, durable, seed);
+        if self.incarnation > 1 {
+            // Only the first start creates the log, as on the node.
+            p.mark_recovered_log();
+        }
         if self.gate_marked || may_have_lost {
             p.close_gate();
             if !p.serving() {
