@@ -404,15 +404,23 @@ fn seed_17543_a_gated_fence_at_zero_cuts_a_lost_history() {
     replay(17543);
 }
 
-/// Seed 18909, open: after three primary crashes, the only sync follower holds records of a
-/// history two primaries back, below the restarted primary's last LSN; its take-back is
-/// refused at the CRC check (safely: nothing is lost or overwritten), and the start gate, which
-/// needs that follower, stays shut. Without epochs nothing tells the primary which history its
-/// own records after an earlier fence belong to; the epoch history of the failover issue does.
+/// Seed 18909: after three primary crashes the only sync follower held records of an older
+/// history than the primary's, and the start gate stayed shut; it converges since a recovered
+/// empty log trusts its fence and a stale `Start` is refused (seeds 150296, 80164).
+#[test]
+fn seed_18909_a_sync_follower_of_an_older_history_rejoins() {
+    replay(18909);
+}
+
+/// Seed 31145, open: after several primary crashes, two sync followers agree with each other
+/// and not with the restarted primary at an LSN below its last; their take-back is refused at
+/// the CRC check (safely: nothing is lost or overwritten) and the start gate, which needs them,
+/// stays shut. Without epochs nothing tells the primary which history its own records belong
+/// to; the epoch history of the failover issue does.
 #[test]
 #[ignore = "open: needs the epoch history (failover issue); safety holds, liveness does not"]
-fn seed_18909_a_sync_follower_of_a_history_two_primaries_back_rejoins() {
-    replay(18909);
+fn seed_31145_sync_followers_of_another_history_than_the_primary_rejoin() {
+    replay(31145);
 }
 
 /// Seed 80164: a `Start` held up in a partition on an older connection reached a follower
