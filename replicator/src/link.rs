@@ -682,18 +682,7 @@ impl Link {
             plan @ (Plan::Compare(lsn) | Plan::Cut(lsn) | Plan::TakeBack(lsn))
                 if lsn > Lsn::ZERO =>
             {
-                out.push(Action::LookupCrc {
-                    link: ctx.link,
-                    conn,
-                    lsn,
-                });
-                self.state = State::Verifying {
-                    conn,
-                    nonce,
-                    reply,
-                    deadline,
-                    plan,
-                };
+                self.look_up(ctx, out, (conn, nonce, deadline), reply, plan, lsn)
             }
             plan => self.start(now, ctx, out, nonce, reply, plan, 0),
         }
@@ -796,7 +785,19 @@ impl Link {
         if f == Lsn::ZERO {
             return self.start(now, ctx, out, nonce, reply, Plan::Cut(f), 0);
         }
-        let lsn = f;
+        self.look_up(ctx, out, (conn, nonce, deadline), reply, Plan::Cut(f), f);
+    }
+
+    /// Asks for the primary's CRC at `lsn`, which `plan` is checked against in `on_crc`.
+    fn look_up(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Action>,
+        (conn, nonce, deadline): (ConnId, [u8; NONCE_LEN], Duration),
+        reply: Pending,
+        plan: Plan,
+        lsn: Lsn,
+    ) {
         out.push(Action::LookupCrc {
             link: ctx.link,
             conn,
@@ -807,7 +808,7 @@ impl Link {
             nonce,
             reply,
             deadline,
-            plan: Plan::Cut(f),
+            plan,
         };
     }
 
