@@ -1,6 +1,7 @@
 //! The `logship` binary end to end on real directories: append/dump/verify round trips, the
-//! JSON-lines format, refusals of directories that are not logs (one error line, exit 2), and
-//! `verify` finding a flipped byte (exit 1).
+//! JSON-lines format, refusals of directories that are not logs (one error line, exit 2),
+//! `verify` finding a flipped byte (exit 1), and `logship node` serving a replication listener
+//! it inherited (or refusing a descriptor that is not one, or not on its address).
 
 mod common;
 
@@ -429,4 +430,144 @@ fn a_log_in_use_is_refused_to_append_but_dumped_read_only() {
     drop(log);
     let (code, _, stderr) = append(&dir, &[], b"four\n");
     assert_eq!(code, 0, "append after the writer closed: {stderr}");
+}
+
+/// A follower config in `dir` (with its key) that listens for replication on `replication`,
+/// with the replication transport `transport`.
+fn follower_config(dir: &Path, replication: std::net::SocketAddr, transport: &str) -> PathBuf {
+    let key = dir.join("cluster.key");
+    if !key.exists() {
+        let (code, _, stderr) = run_cli(&[OsStr::new("keygen"), key.as_os_str()]);
+        assert_eq!(code, 0, "keygen: {stderr}");
+    }
+    let config = dir.join("f1.toml");
+    let text = format!(
+        "[node]\nid = \"f1\"\nrole = \"follower\"\ncluster_id = \"t\"\nkey_file = \"cluster.key\"\n\
+         data_dir = \"data\"\nlisten_replication = \"{replication}\"\nlisten_client = \"127.0.0.1:0\"\n\
+         transport = \"{transport}\"\n"
+    );
+    std::fs::write(&config, text).expect("config");
+    config
+}
+
+/// `logship node --config CONFIG` with `fd` as its descriptor 3, named in
+/// `LOGSHIP_REPLICATION_FD`; the test's copy of `fd` is closed once the child started.
+fn node_with_fd(config: &Path, fd: std::os::fd::OwnedFd) -> std::process::Child {
+    let mut command = Command::new(bin());
+    command
+        .args(["node", "--config"])
+        .arg(config)
+        .env("LOGSHIP_REPLICATION_FD", "3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    logship::replication::transport::handover::pass_fd(&mut command, fd, 3);
+    command.spawn().expect("start logship node")
+}
+
+#[test]
+fn a_node_serves_the_replication_listener_it_inherits() {
+    for transport in ["portable", "io_uring"] {
+        serves_inherited_listener(transport);
+    }
+}
+
+/// A node on `transport` serves the listener it inherits, and holds its only copy (says why it
+/// skips io_uring where the kernel refuses it).
+fn serves_inherited_listener(transport: &str) {
+    use std::io::{BufRead, Read};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = listener.local_addr().expect("address");
+    let config = follower_config(tmp.path(), addr, transport);
+    let mut node = node_with_fd(&config, listener.into());
+    let mut stderr = std::io::BufReader::new(node.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains(" up: ") {
+        line.clear();
+        if stderr.read_line(&mut line).expect("read the node's stderr") == 0 {
+            let _ = node.wait();
+            if transport == "io_uring" {
+                println!("skipping io_uring: the node did not start on it");
+                return;
+            }
+            panic!("the node ended before it was up");
+        }
+    }
+    assert!(line.contains(&format!("replication {addr}")), "{line}");
+    // The node accepts there and reads: bytes that are no frame make it close the connection
+    // (a socket nobody served would keep it open, the connection waiting in the backlog).
+    let mut peer = std::net::TcpStream::connect(addr).expect("connect");
+    peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    peer.write_all(&[0xff; 64]).expect("write");
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        match peer.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        closed,
+        "{transport}: the node did not serve its inherited listener"
+    );
+    node.kill().expect("kill");
+    node.wait().expect("wait");
+    // The node held the only copy: with it gone, nothing listens there (io_uring lets go of
+    // the socket shortly after the process, once the kernel has torn its ring down).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{transport}: still listening"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_node_refuses_an_inherited_descriptor_that_is_not_its_listener() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let configured = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let address = configured.local_addr().expect("address");
+    let config = follower_config(tmp.path(), address, "portable");
+    let refused = |child: std::process::Child| {
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code().unwrap_or(-1), String::new(), stderr)
+    };
+    let other = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let needle = format!(
+        "LOGSHIP_REPLICATION_FD hands node f1 a replication listener on {}, but its replication \
+         address is {}",
+        other.local_addr().expect("address"),
+        configured.local_addr().expect("address")
+    );
+    assert_refused(refused(node_with_fd(&config, other.into())), &needle);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let stream =
+        std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+    let connected = refused(node_with_fd(&config, stream.into()));
+    assert_refused(
+        connected,
+        "LOGSHIP_REPLICATION_FD=3: descriptor 3 is a TCP socket, but not listening",
+    );
+    let file = std::fs::File::open(&config).expect("open");
+    let file = refused(node_with_fd(&config, file.into()));
+    assert_refused(file, "descriptor 3 is not a socket");
+    // Named but never passed (far above what a test process has open).
+    let out = Command::new(bin())
+        .args(["node", "--config"])
+        .arg(&config)
+        .env("LOGSHIP_REPLICATION_FD", "1000")
+        .output()
+        .expect("run logship node");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_refused(
+        (out.status.code().unwrap_or(-1), String::new(), stderr),
+        "LOGSHIP_REPLICATION_FD=1000: descriptor 1000 is not open",
+    );
 }

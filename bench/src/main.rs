@@ -11,11 +11,19 @@
 //! commit latency and throughput across cluster topologies of in-process `Node`s, and the
 //! catch-up bandwidth of an empty follower, each as a ratio to its limit (`src/replicate/`).
 //!
+//! `logship-bench failover` kills the primary of a three-member cluster of `logship node`
+//! processes that elects its primary, and hands over to a follower, over and over under a
+//! client's appends; it times detection, election, the first commit and switchovers, and checks
+//! that nothing acknowledged was lost (`src/failover/`).
+//!
 //! The binary owns its scratch directory: it creates a fresh one and removes it at the end, also
 //! on error. It never touches any other file.
-#![forbid(unsafe_code)]
+// Unsafe code is denied (the workspace lint); the one exception is `failover::netns`, which
+// calls unshare(2) and geteuid(2) for the failover benchmark's private network namespace.
+#![deny(unsafe_code)]
 
 mod append;
+mod failover;
 mod latency;
 mod machine;
 mod plan;
@@ -50,6 +58,34 @@ enum Command {
     /// The scrubber: its speed, the seconds per GiB at the default rate, and what it costs one
     /// appender's commit latency (p50, p99, p99.9) at the default and a high rate.
     Scrub(ScrubArgs),
+    /// Failover of a three-member cluster that elects its primary (needs root, for a private
+    /// network namespace): time to detect a killed primary, to elect another and to the first
+    /// commit; planned switchover time; nothing acknowledged lost.
+    Failover(FailoverArgs),
+}
+
+/// Arguments of `failover`.
+#[derive(Debug, clap::Args)]
+struct FailoverArgs {
+    /// 5 kills and 5 switchovers instead of 20 of each.
+    #[arg(long)]
+    quick: bool,
+    /// Also write every figure as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Parent of the scratch directory that holds the nodes' configs, logs and data.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-tmp")]
+    dir: PathBuf,
+    /// Kill rounds instead of the plan's.
+    #[arg(long)]
+    kills: Option<usize>,
+    /// Switchover rounds instead of the plan's.
+    #[arg(long)]
+    switchovers: Option<usize>,
+    /// Copy the nodes' logs (`n1.log`...) into this directory at the end of the run (the
+    /// scratch directory that holds them is removed).
+    #[arg(long, value_name = "DIR")]
+    keep_logs: Option<PathBuf>,
 }
 
 /// Arguments of `scrub`.
@@ -189,7 +225,39 @@ fn main() -> anyhow::Result<()> {
         Command::Append(args) => run_append(&args),
         Command::Replicate(args) => run_replicate(&args),
         Command::Scrub(args) => run_scrub(&args),
+        Command::Failover(args) => run_failover(&args),
     }
+}
+
+fn run_failover(args: &FailoverArgs) -> anyhow::Result<()> {
+    // First, while this is the only thread: every thread and child started later inherits it.
+    failover::netns::enter()?;
+    let bin = failover::cluster::logship_binary()?;
+    let mut plan = if args.quick {
+        failover::FailoverPlan::quick()
+    } else {
+        failover::FailoverPlan::full()
+    };
+    plan.kills = args.kills.unwrap_or(plan.kills);
+    plan.switchovers = args.switchovers.unwrap_or(plan.switchovers);
+    let (scratch, machine, command) = prepare("failover", plan.name, &args.dir)?;
+    let run = failover::run(&plan, scratch.path(), bin, args.keep_logs.as_deref())?;
+    scratch.remove()?;
+    let report = failover::Report::new(command, plan, machine, run);
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let failures = report.failures();
+    for f in &failures {
+        eprintln!("ERROR: {f}");
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{} part(s) of the run failed (see errors)", failures.len());
+    }
+    Ok(())
 }
 
 fn run_scrub(args: &ScrubArgs) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::types::Lsn;
+use crate::types::{Epoch, Lsn};
 
 /// Errors returned by the engine.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +115,15 @@ pub enum Error {
         lsn: Lsn,
         /// The first LSN still held.
         first: Lsn,
+    },
+    /// An epoch older than the log's current one: the log never goes back to an older epoch
+    /// ([`crate::Log::set_epoch`], [`crate::Log::append_in_epoch`]).
+    #[error("epoch {requested} is older than the log's current epoch {current}")]
+    StaleEpoch {
+        /// The log's current epoch.
+        current: Epoch,
+        /// The epoch asked for.
+        requested: Epoch,
     },
     /// The I/O backend asked for is not available on this host.
     #[error("I/O backend {backend} is unavailable: {reason}")]

@@ -19,6 +19,8 @@ mod files;
 pub mod fuzzing;
 pub mod io;
 mod log;
+#[cfg(test)]
+mod log_epoch_tests;
 pub mod options;
 mod pool;
 mod reader;

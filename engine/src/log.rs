@@ -28,6 +28,9 @@ use crate::scrub::{ScrubOptions, Scrubber};
 use crate::state::{Item, QueueState, Shared};
 use crate::types::{Epoch, Lsn};
 
+/// Each record of a replicated run: its LSN and byte range in the run.
+type RecordRanges = Vec<(Lsn, usize, usize)>;
+
 /// A snapshot of the log's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -164,17 +167,57 @@ impl Log {
         Ok(AppendBatch::new(first, completion))
     }
 
+    /// Appends one record with [`Durability::Durable`] in `epoch`, which first becomes the log's
+    /// epoch if it is newer ([`Log::set_epoch`]). Check and append are one step under the queue
+    /// lock: no other append or epoch change can come between them.
+    ///
+    /// # Errors
+    /// [`Error::StaleEpoch`] when `epoch` is older than the log's epoch (nothing is appended and
+    /// the epoch is unchanged); those of [`Log::append`].
+    pub fn append_in_epoch(&self, epoch: Epoch, payload: Bytes) -> Result<Append> {
+        let hasher = self.check_and_hash(&payload)?;
+        let mut st = self.lock_with_room(encoded_len(payload.len()))?;
+        raise_epoch(&mut st, epoch)?;
+        let (lsn, generation) = push_record(&mut st, payload, &hasher);
+        self.wake_writer(&mut st);
+        drop(st);
+        let completion = self.completion(lsn, generation, Durability::Durable);
+        Ok(Append::new(completion))
+    }
+
+    /// Makes `epoch` the epoch local appends ([`Log::append`] and its variants) are written in.
+    /// A record takes the epoch current when it is assigned its LSN, so every append that
+    /// returns after this call is in `epoch` (or a newer one), and along the LSNs of local
+    /// appends epochs never decrease. Setting the current epoch again does nothing.
+    ///
+    /// The epoch only rises: at open it is the epoch of the last record the log holds (0 when
+    /// it holds none, or when that record cannot be read), and records appended with
+    /// [`Log::append_replicated`] raise it to theirs. It is not stored apart from the records:
+    /// a caller that must remember an epoch no record carries yet keeps it itself.
+    ///
+    /// # Errors
+    /// [`Error::StaleEpoch`] when `epoch` is older than the current one, which is unchanged.
+    pub fn set_epoch(&self, epoch: Epoch) -> Result<()> {
+        raise_epoch(&mut self.shared.queue.state.lock(), epoch)
+    }
+
+    /// The epoch local appends are written in now (see [`Log::set_epoch`]).
+    pub fn epoch(&self) -> Epoch {
+        self.shared.queue.state.lock().epoch
+    }
+
     /// Appends records that another log encoded (a follower appending what its primary sent),
     /// keeping their bytes exactly: LSN, epoch, flags and CRC. `records` is a run of whole
     /// encoded records whose LSNs must continue this log densely. Every record's CRC is checked
-    /// before anything is queued; payloads are slices of `records`, not copies.
+    /// before anything is queued; payloads are slices of `records`, not copies. The log's epoch
+    /// ([`Log::epoch`]) rises to the newest epoch among them; older epochs are kept as given.
     ///
     /// # Errors
     /// [`Error::InvalidRecords`] for bytes that are not whole valid records or skip an LSN,
     /// [`Error::LsnMismatch`] if the first LSN is not the log's next one, and those of
     /// [`Log::append`]. Nothing is appended on error.
     pub fn append_replicated(&self, records: Bytes) -> Result<AppendBatch> {
-        let parsed = self.parse_replicated(&records)?;
+        let (parsed, newest) = self.parse_replicated(&records)?;
         let Some(&(first, _, _)) = parsed.first() else {
             return Err(Error::InvalidRecords {
                 offset: 0,
@@ -199,6 +242,7 @@ impl Log {
             });
             st.next_lsn = lsn.next();
         }
+        st.epoch = st.epoch.max(newest);
         let last = st.next_lsn.prev();
         let generation = st.generation;
         self.wake_writer(&mut st);
@@ -208,10 +252,11 @@ impl Log {
     }
 
     /// Checks a run of encoded records: whole, CRCs good, LSNs dense, sizes within bounds.
-    /// Returns each record's LSN and byte range.
-    fn parse_replicated(&self, records: &[u8]) -> Result<Vec<(Lsn, usize, usize)>> {
+    /// Returns each record's LSN and byte range, and the newest epoch among them.
+    fn parse_replicated(&self, records: &[u8]) -> Result<(RecordRanges, Epoch)> {
         let max = self.shared.options.max_record_bytes;
         let mut out = Vec::new();
+        let mut newest = Epoch(0);
         for item in crate::record::run(records) {
             let (offset, r) = item.map_err(|(offset, e)| Error::InvalidRecords {
                 offset,
@@ -231,8 +276,9 @@ impl Log {
             }
             let end = offset + RECORD_HEADER_BYTES + r.payload.len();
             out.push((r.header.lsn, offset, end));
+            newest = newest.max(r.header.epoch);
         }
-        Ok(out)
+        Ok((out, newest))
     }
 
     /// Appends one record, awaiting room in the queue instead of blocking the thread. The
@@ -512,9 +558,22 @@ fn has_room(st: &QueueState, need: usize, max: usize) -> bool {
     st.queued_bytes == 0 || st.queued_bytes + need <= max
 }
 
+/// Makes `epoch` the queue's epoch unless it is older (refused, nothing changed).
+fn raise_epoch(st: &mut QueueState, epoch: Epoch) -> Result<()> {
+    if epoch < st.epoch {
+        return Err(Error::StaleEpoch {
+            current: st.epoch,
+            requested: epoch,
+        });
+    }
+    st.epoch = epoch;
+    Ok(())
+}
+
+/// Queues one record stamped with the queue's epoch; returns its LSN and generation.
 fn push_record(st: &mut QueueState, payload: Bytes, hasher: &crc32fast::Hasher) -> (Lsn, u64) {
     let lsn = st.next_lsn;
-    let header = encode_header(lsn, Epoch(0), payload.len(), hasher);
+    let header = encode_header(lsn, st.epoch, payload.len(), hasher);
     st.queued_bytes += encoded_len(payload.len());
     st.items.push(Item::Record { header, payload });
     st.next_lsn = lsn.next();

@@ -6,7 +6,7 @@
 //!      0    4 payload_len  u32 LE, bytes of payload that follow the header
 //!      4    4 crc32        u32 LE, CRC-32 (IEEE) of bytes 0..4, 8..32 and the payload
 //!      8    8 lsn          u64 LE, dense record number, >= 1 (a marker: the LSN that follows it)
-//!     16    8 epoch        u64 LE, leadership epoch (0 until failover exists)
+//!     16    8 epoch        u64 LE, leadership epoch (0 in logs written before failover)
 //!     24    4 flags        u32 LE, bit 0 = marker (version 2); other bits must be 0
 //!     28    4 reserved     u32 LE, must be 0
 //!     32    n payload      a marker's payload is the 32-byte [`Marker`] body

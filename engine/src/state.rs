@@ -20,7 +20,7 @@ use crate::options::Options;
 use crate::pool::FreePool;
 use crate::record::RECORD_HEADER_BYTES;
 use crate::segment_set::Segment;
-use crate::types::Lsn;
+use crate::types::{Epoch, Lsn};
 
 /// An item for the writer thread, in LSN order.
 pub(crate) enum Item {
@@ -46,6 +46,9 @@ pub(crate) enum Item {
 pub(crate) struct QueueState {
     /// LSN the next append gets.
     pub(crate) next_lsn: Lsn,
+    /// The epoch local appends are stamped with when they get their LSN (under this lock, so
+    /// epochs never decrease along their LSNs). Only ever raised.
+    pub(crate) epoch: Epoch,
     pub(crate) items: Vec<Item>,
     /// Bytes of records queued or taken by the writer and not yet copied into a write buffer.
     pub(crate) queued_bytes: usize,

@@ -39,7 +39,8 @@ impl fmt::Display for Lsn {
     }
 }
 
-/// A leadership epoch, stamped into every record. Reserved for failover; 0 until then.
+/// A leadership epoch, stamped into every record: the epoch the log wrote it in
+/// ([`crate::Log::set_epoch`]). Logs written before failover hold epoch 0 only.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Epoch(pub u64);
 

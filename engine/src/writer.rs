@@ -40,7 +40,7 @@ use crate::io::{
 };
 use crate::options::{Options, SEGMENT_TAIL_RESERVE_BYTES, WRITES_IN_FLIGHT};
 use crate::pool::{create_file, write_zeros, FreePool};
-use crate::reader::record_end;
+use crate::reader::{record_end, LogReader};
 use crate::record::{encode_marker, Marker, MarkerKind, MARKER_BYTES, RECORD_HEADER_BYTES};
 use crate::recovery::{Recovered, RecoveryReport};
 use crate::segment::{segment_name, FORMAT_VERSION, SEGMENT_HEADER_BYTES};
@@ -110,15 +110,37 @@ pub(crate) fn start(
         backend,
         _lock: recovered.lock,
     });
+    let epoch = recovered_epoch(&shared, durable);
+    shared.queue.state.lock().epoch = epoch;
     let writer = Writer::new(
         Arc::clone(&shared),
         queue,
         active,
         recovered.floor,
         recovered.next_lsn,
+        epoch,
     );
     let threads = spawn(&shared, writer, pool)?;
     Ok((shared, threads, recovered.report))
+}
+
+/// The epoch of the log's last record at open (`last`), read back with its CRC checked; 0 when
+/// the log holds no record. A last record that cannot be read (damage set aside under salvage)
+/// counts as epoch 0 rather than failing the open: the caller that knows the epoch sets it.
+fn recovered_epoch(shared: &Arc<Shared>, last: Lsn) -> Epoch {
+    if last == Lsn::ZERO {
+        return Epoch(0);
+    }
+    let read =
+        LogReader::new(Arc::clone(shared), last, false).and_then(|mut r| r.next().transpose());
+    match read {
+        Ok(Some(record)) if record.lsn == last => record.epoch,
+        Ok(_) | Err(Error::Purged { .. }) => Epoch(0),
+        Err(e) => {
+            tracing::warn!(dir = %shared.dir.display(), lsn = %last, error = %e, "could not read the last record's epoch; the log's epoch starts at 0");
+            Epoch(0)
+        }
+    }
 }
 
 /// Starts the writer, the preallocator and the durability notifier.
@@ -173,6 +195,10 @@ struct Writer {
     completions: Vec<WriteCompletion>,
     /// LSN of the next record to write.
     next_lsn: Lsn,
+    /// Epoch of the last record copied into a write (at open: of the log's last record), which
+    /// markers carry. Every marker follows a write of records, so it is never stale after a
+    /// truncation: nothing is written there until the next write.
+    last_epoch: Epoch,
     /// Moving average of batch sizes (bytes), to tell a stream of large writes (a follower
     /// catching up, a bulk load) from small synchronous commits.
     avg_batch_bytes: u64,
@@ -184,13 +210,15 @@ struct Writer {
 const PREZERO_MAX_AVG_BATCH_BYTES: u64 = 1 << 20;
 
 impl Writer {
-    /// The writer of a recovered log whose last segment is `active`, next to write `next_lsn`.
+    /// The writer of a recovered log whose last segment is `active`, whose durable floor on
+    /// disk is `floor`, next to write `next_lsn`, its last record of `last_epoch`.
     fn new(
         shared: Arc<Shared>,
         queue: Box<dyn WriteQueue>,
         active: Arc<Segment>,
         floor: Lsn,
         next_lsn: Lsn,
+        last_epoch: Epoch,
     ) -> Writer {
         let window = shared.options.unsynced_window_bytes();
         let synced_offset = active.end_offset();
@@ -209,6 +237,7 @@ impl Writer {
             avg_batch_bytes: 0,
             completions: Vec::new(),
             next_lsn,
+            last_epoch,
         }
     }
 
@@ -329,7 +358,7 @@ impl Writer {
     fn marker(&self, kind: MarkerKind, records: u32) -> Marker {
         Marker {
             next_lsn: self.next_lsn,
-            epoch: Epoch(0),
+            epoch: self.last_epoch,
             segment_base: self.active.base,
             synced_offset: self.synced_offset,
             durable_lsn: self.shared.watermark.durable(),
@@ -418,6 +447,7 @@ impl Writer {
             );
             buf.extend_from_slice(header);
             buf.extend_from_slice(payload);
+            self.last_epoch = header_epoch(header);
             records += 1;
             self.pending.pop_front();
         }
@@ -692,6 +722,13 @@ impl Writer {
             }
         }
     }
+}
+
+/// The epoch field of an encoded record header.
+fn header_epoch(header: &[u8; RECORD_HEADER_BYTES]) -> Epoch {
+    let mut field = [0u8; 8];
+    field.copy_from_slice(&header[16..24]);
+    Epoch(u64::from_le_bytes(field))
 }
 
 /// Zeroes `[from, to)` and syncs.

@@ -10,7 +10,7 @@
 //! and exits with status 1. `--seed S` replays one seed and reports it; `--trace` prints every
 //! event. Both take the run options a replay command carries: `--steps N`, `--no-<class>` for
 //! each fault class left out (crash, primary-crash, torn, clean-restart, partition, reset, spike, eio,
-//! slow-disk, clock), `--hostile` / `--no-hostile`. `--no-shrink` skips shrinking;
+//! slow-disk, clock), `--hostile` / `--no-hostile`, `--failover` (clusters that elect their primary). `--no-shrink` skips shrinking;
 //! `--threads N` overrides the core count.
 
 use std::process::ExitCode;
@@ -59,6 +59,7 @@ fn parse() -> Result<Args, String> {
             "--no-shrink" => a.shrink = false,
             "--keep-going" => a.keep_going = true,
             "--hostile" => a.options.hostile = Some(true),
+            "--failover" => a.options.failover = true,
             "--no-hostile" => a.options.hostile = Some(false),
             other => match other.strip_prefix("--no-").and_then(FaultClass::from_name) {
                 Some(c) => a.options.disabled = a.options.disabled.with(c),

@@ -95,8 +95,9 @@ impl Client {
     /// Appends a record; returns its LSN once `level` holds.
     ///
     /// # Errors
-    /// [`Error::Remote`] (status `quorum_unavailable`, `not_primary`, `invalid`, `failed`),
-    /// [`Error::Io`], [`Error::Protocol`].
+    /// [`Error::NotPrimary`] with the primary's client address when the node knows it (connect
+    /// there and append again), [`Error::Remote`] (status `quorum_unavailable`, `invalid`,
+    /// `failed`), [`Error::Io`], [`Error::Protocol`].
     pub fn append(&mut self, payload: Bytes, level: DurabilityLevel) -> Result<Lsn> {
         let id = self.id();
         match self.call(Msg::AppendRequest { id, level, payload })? {
@@ -107,6 +108,9 @@ impl Client {
                 message,
             } if got == id => match status {
                 ClientStatus::Ok => Ok(lsn),
+                ClientStatus::NotPrimary => Err(Error::NotPrimary {
+                    leader_hint: (!message.is_empty()).then_some(message),
+                }),
                 s => Err(remote(s, message, 0)),
             },
             other => Err(Error::Protocol(format!(
@@ -141,6 +145,30 @@ impl Client {
             },
             other => Err(Error::Protocol(format!(
                 "{} in answer to a read",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Asks this node (the primary) to hand over to follower `target` (planned switchover);
+    /// returns what happened once it handed over.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] with the reason, [`Error::Io`], [`Error::Protocol`].
+    pub fn promote(&mut self, target: &str) -> Result<String> {
+        let id = self.id();
+        let target = target.to_string();
+        match self.call(Msg::PromoteRequest { id, target })? {
+            Msg::PromoteResponse {
+                id: got,
+                status,
+                message,
+            } if got == id => match status {
+                ClientStatus::Ok => Ok(message),
+                s => Err(remote(s, message, 0)),
+            },
+            other => Err(Error::Protocol(format!(
+                "{} in answer to a promote request",
                 other.name()
             ))),
         }

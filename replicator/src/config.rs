@@ -4,7 +4,7 @@
 //! ```toml
 //! [node]
 //! id = "p1"
-//! role = "primary"                 # or "follower"
+//! role = "primary"                 # or "follower"; left out with automatic failover
 //! cluster_id = "demo"
 //! key_file = "cluster.key"
 //! data_dir = "data/p1"
@@ -19,6 +19,21 @@
 //!   { name = "f1", addr = "127.0.0.1:7002", mode = "sync" },
 //!   { name = "f2", addr = "127.0.0.1:7003", mode = "async" },
 //! ]
+//! ```
+//!
+//! A `[cluster]` table lists every member instead of `replication.followers`; with automatic
+//! failover (the default with three or more voters) the members elect the primary and
+//! `node.role` is left out:
+//!
+//! ```toml
+//! [cluster]
+//! members = [
+//!   { id = "n1", replication = "127.0.0.1:7001", client = "127.0.0.1:7101" },
+//!   { id = "n2", replication = "127.0.0.1:7002", client = "127.0.0.1:7102" },
+//!   { id = "n3", replication = "127.0.0.1:7003", client = "127.0.0.1:7103" },
+//!   { id = "n4", replication = "127.0.0.1:7004", mode = "async", voter = false },
+//! ]
+//! quorum = "ANY 1"                 # over the sync members; the primary leaves itself out
 //! ```
 
 use std::net::SocketAddr;
@@ -37,17 +52,29 @@ use crate::vocab::{
     FollowerLink, Timeouts, DEFAULT_CATCH_UP_CHUNK_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
 };
 
+/// Default time written records may wait for an fdatasync before the disk counts as stalled.
+pub const DEFAULT_DISK_STALL_MS: u64 = 5_000;
+
 /// Default wait before the `degrade` policy acknowledges at local durability.
 pub const DEFAULT_DEGRADE_AFTER: Duration = Duration::from_secs(2);
 
+/// Default lower bound of the randomized election timeout, milliseconds.
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 1000;
+/// Default upper bound of the randomized election timeout, milliseconds.
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 2000;
+
 /// The node's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Takes appends and streams them.
     Primary,
     /// Receives the stream.
     Follower,
+    /// The cluster's election decides; needs a `[cluster]` table with failover. The default
+    /// when `node.role` is left out.
+    #[default]
+    Elected,
 }
 
 /// The log's hot-path backend.
@@ -90,7 +117,8 @@ pub enum Policy {
 pub struct NodeSection {
     /// This node's id: 1-255 characters of `A-Z a-z 0-9 _ . -`.
     pub id: String,
-    /// `primary` or `follower`.
+    /// `primary` or `follower`; left out (`elected`) when the `[cluster]` table has failover.
+    #[serde(default)]
     pub role: Role,
     /// The cluster id, same rules as `id`; every node of a cluster has the same.
     pub cluster_id: String,
@@ -98,7 +126,9 @@ pub struct NodeSection {
     pub key_file: PathBuf,
     /// The log's directory (created if missing).
     pub data_dir: PathBuf,
-    /// Where a follower listens for its primary. Required for followers.
+    /// Where a follower listens for its primary. Required for followers without a `[cluster]`
+    /// table; with one it defaults to this member's `replication` address (read it with
+    /// [`NodeConfig::listen_replication`]).
     pub listen_replication: Option<SocketAddr>,
     /// The client port (append, read, status). Optional.
     pub listen_client: Option<SocketAddr>,
@@ -168,6 +198,117 @@ impl Default for ReplicationSection {
     }
 }
 
+/// One entry of `cluster.members`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberEntry {
+    /// The member's node id (its `node.id`).
+    pub id: String,
+    /// Its replication address: where it listens for a primary and for election requests.
+    pub replication: SocketAddr,
+    /// Its client address, given to clients as a leader hint. Optional.
+    #[serde(default)]
+    pub client: Option<SocketAddr>,
+    /// It votes in elections. Default `true`.
+    #[serde(default = "default_voter")]
+    pub voter: bool,
+    /// `sync` (default: may count in the quorum, and stand for election if a voter) or `async`.
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+}
+
+fn default_voter() -> bool {
+    true
+}
+
+fn default_mode() -> Mode {
+    Mode::Sync
+}
+
+/// `[cluster]`: every member of the cluster, the same table on every node. It replaces
+/// `replication.followers`: a primary streams to every other member.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Every member, this node included.
+    pub members: Vec<MemberEntry>,
+    /// `FIRST k` or `ANY k` over the sync members (a written-out `ANY k (a, b)` names sync
+    /// members only). Default: `FIRST k` over the sync members with the smallest k that keeps
+    /// acknowledged appends through a failover (1 without failover).
+    pub quorum: Option<String>,
+    /// `block` (default) or `degrade`.
+    pub policy: Policy,
+    /// For `degrade`: quorum missing this long before acknowledging at local durability.
+    pub degrade_after_ms: u64,
+    /// Lower bound of the randomized election timeout; at least `timeouts.peer_ms`. Default 1000.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout; above the lower. Default 2000.
+    pub election_timeout_max_ms: u64,
+    /// Automatic failover: the members elect the primary. Default: on with three or more voters.
+    pub failover: Option<bool>,
+    /// Accept a quorum too small for every acknowledged append to survive a failover.
+    pub allow_unsafe_quorum: bool,
+}
+
+impl Default for ClusterSection {
+    fn default() -> ClusterSection {
+        ClusterSection {
+            members: Vec::new(),
+            quorum: None,
+            policy: Policy::Block,
+            degrade_after_ms: DEFAULT_DEGRADE_AFTER.as_millis() as u64,
+            election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
+            failover: None,
+            allow_unsafe_quorum: false,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// How many members vote.
+    pub fn voters(&self) -> usize {
+        self.members.iter().filter(|m| m.voter).count()
+    }
+
+    /// Whether the members elect the primary: `failover`, or by default three or more voters.
+    pub fn failover_on(&self) -> bool {
+        self.failover.unwrap_or(self.voters() >= 3)
+    }
+
+    /// The member named `id`, by index.
+    pub fn member(&self, id: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.id == id)
+    }
+
+    fn sync_ids(&self) -> Vec<&str> {
+        (self.members.iter())
+            .filter(|m| m.mode == Mode::Sync)
+            .map(|m| m.id.as_str())
+            .collect()
+    }
+}
+
+/// Failover settings when the cluster elects its primary: the members, this node's index, the
+/// election timeout bounds, and the quorum over member ids (a [`QuorumSpec`] listing the sync
+/// members, or the one written out; the elected primary leaves itself out of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverSettings {
+    /// Every member in the table's order; `addr` is its replication address.
+    pub members: Vec<crate::vocab::Member>,
+    /// This node's index in `members`.
+    pub me: usize,
+    /// Bounds of the randomized election timeout.
+    pub timeout: (Duration, Duration),
+    /// The sync quorum over member ids, this node included (`None`: no sync member besides a
+    /// primary to wait for, accepted only with `allow_unsafe_quorum`).
+    pub quorum: Option<QuorumSpec>,
+    /// What happens without a quorum.
+    pub policy: QuorumPolicy,
+    /// The quorum rule was waived: a failover may lose acknowledged appends.
+    pub allow_unsafe_quorum: bool,
+}
+
 /// `[timeouts]`, milliseconds. Defaults and reasons: docs/fault-tolerance.md.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -184,6 +325,9 @@ pub struct TimeoutsSection {
     pub commit_ms: u64,
     /// One catch-up read. Default 5000.
     pub catch_up_read_ms: u64,
+    /// Written records waiting this long for an fdatasync make the disk "stalled": the node
+    /// stops voting and standing, and a primary steps down (with failover). Default 5000.
+    pub disk_stall_ms: u64,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -200,6 +344,7 @@ impl Default for TimeoutsSection {
             peer_ms: ms(t.peer),
             commit_ms: ms(t.commit),
             catch_up_read_ms: ms(t.catch_up_read),
+            disk_stall_ms: DEFAULT_DISK_STALL_MS,
         }
     }
 }
@@ -332,10 +477,20 @@ pub struct NodeConfig {
     /// `[integrity]`.
     #[serde(default)]
     pub integrity: IntegritySection,
+    /// `[cluster]`: the members, for automatic failover or a fixed primary.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     /// A file system for the log instead of the real one: the fault-injecting one, for tests
     /// of an embedded node. Never read from a config file.
     #[serde(skip)]
     pub log_vfs: Option<std::sync::Arc<dyn logship_engine::io::Vfs>>,
+    /// A socket already bound to [`NodeConfig::listen_replication`] and listening, which the
+    /// node serves instead of binding that address: one a parent process handed over (see
+    /// [`crate::transport::handover`]), so the port is never free between bind and serve. The
+    /// node serves a duplicate of it; a node without a replication address ignores it. Never
+    /// read from a config file.
+    #[serde(skip)]
+    pub replication_listener: Option<std::sync::Arc<std::net::TcpListener>>,
 }
 
 fn check_name(key: &str, v: &str) -> Result<()> {
@@ -397,19 +552,10 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<()> {
         check_name("node.id", &self.node.id)?;
         check_name("node.cluster_id", &self.node.cluster_id)?;
-        if self.node.role == Role::Follower && self.node.listen_replication.is_none() {
-            return Err(Error::config(
-                "node.listen_replication",
-                "a follower needs an address for its primary to connect to",
-            ));
-        }
-        if self.node.role == Role::Follower && !self.replication.followers.is_empty() {
-            return Err(Error::config(
-                "replication.followers",
-                "a follower does not stream to followers",
-            ));
-        }
+        self.validate_cluster()?;
+        self.validate_role()?;
         self.timeouts()?;
+        self.disk_stall()?;
         self.backoff()?;
         self.breaker()?;
         self.validate_followers()?;
@@ -482,6 +628,297 @@ impl NodeConfig {
         o
     }
 
+    /// `node.role` against the `[cluster]` table, and what a follower needs.
+    fn validate_role(&self) -> Result<()> {
+        let key = "node.role";
+        let failover = self.cluster.as_ref().map(ClusterSection::failover_on);
+        match (self.node.role, failover) {
+            (Role::Elected, None) => {
+                return Err(Error::config(
+                    key,
+                    "required: primary or follower (or a [cluster] table with failover)",
+                ))
+            }
+            (Role::Elected, Some(false)) => {
+                return Err(Error::config(
+                    key,
+                    "required: primary or follower (the [cluster] table has no failover: \
+                     cluster.failover = false, or fewer than three voters)",
+                ))
+            }
+            (Role::Primary | Role::Follower, Some(true)) => {
+                return Err(Error::config(
+                    key,
+                    "with automatic failover the cluster elects the primary: remove node.role",
+                ))
+            }
+            _ => {}
+        }
+        if self.node.role == Role::Follower && self.listen_replication().is_none() {
+            return Err(Error::config(
+                "node.listen_replication",
+                "a follower needs an address for its primary to connect to",
+            ));
+        }
+        if self.node.role == Role::Follower && !self.replication.followers.is_empty() {
+            return Err(Error::config(
+                "replication.followers",
+                "a follower does not stream to followers",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `[cluster]` table, if any: members, this node's entry, what it replaces in
+    /// `[replication]`, failover, the election timeout and the quorum.
+    fn validate_cluster(&self) -> Result<()> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        validate_members(c)?;
+        self.validate_me(c)?;
+        self.validate_replaced()?;
+        let voters = c.voters();
+        if c.failover == Some(true) && voters < 3 {
+            return Err(Error::config(
+                "cluster.failover",
+                format!(
+                    "automatic failover needs three or more voters (a majority must survive \
+                     one failure); cluster.members has {voters}"
+                ),
+            ));
+        }
+        if c.policy == Policy::Degrade {
+            positive("cluster.degrade_after_ms", c.degrade_after_ms)?;
+        }
+        if c.failover_on() {
+            self.election_timeout(c)?;
+        }
+        self.check_cluster_quorum(c)
+    }
+
+    /// This node is a member, and its own addresses agree with its entry.
+    fn validate_me(&self, c: &ClusterSection) -> Result<()> {
+        let Some(i) = c.member(&self.node.id) else {
+            return Err(Error::config(
+                "node.id",
+                format!("{:?} is not in cluster.members", self.node.id),
+            ));
+        };
+        let me = &c.members[i];
+        if let Some(a) = self
+            .node
+            .listen_replication
+            .filter(|a| *a != me.replication)
+        {
+            return Err(Error::config(
+                "node.listen_replication",
+                format!(
+                    "{a} differs from cluster.members[{i}].replication ({}): leave it out or \
+                     make them the same",
+                    me.replication
+                ),
+            ));
+        }
+        if let (Some(a), Some(b)) = (self.node.listen_client, me.client) {
+            if a != b {
+                return Err(Error::config(
+                    "node.listen_client",
+                    format!(
+                        "{a} differs from cluster.members[{i}].client ({b}): clients would \
+                         be sent to the wrong address"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// With a `[cluster]` table, `[replication]` no longer lists followers nor sets the quorum.
+    fn validate_replaced(&self) -> Result<()> {
+        let r = &self.replication;
+        let replaced = if !r.followers.is_empty() {
+            Some((
+                "followers",
+                "the followers are the other members of cluster.members",
+            ))
+        } else if r.quorum.is_some() {
+            Some(("quorum", "set cluster.quorum instead"))
+        } else if r.policy == Policy::Degrade {
+            Some(("policy", "set cluster.policy instead"))
+        } else if r.degrade_after_ms != DEFAULT_DEGRADE_AFTER.as_millis() as u64 {
+            Some(("degrade_after_ms", "set cluster.degrade_after_ms instead"))
+        } else {
+            None
+        };
+        match replaced {
+            Some((k, why)) => Err(Error::config(
+                format!("replication.{k}"),
+                format!("the [cluster] table replaces it: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The election timeout's bounds: at least the peer timeout, the upper above the lower.
+    fn election_timeout(&self, c: &ClusterSection) -> Result<(Duration, Duration)> {
+        let (min, max) = (c.election_timeout_min_ms, c.election_timeout_max_ms);
+        let peer = self.timeouts.peer_ms;
+        if min < peer {
+            return Err(Error::config(
+                "cluster.election_timeout_min_ms",
+                format!(
+                    "{min} is below timeouts.peer_ms ({peer}): a follower would stand for \
+                     election before it gives up on a silent primary"
+                ),
+            ));
+        }
+        if max <= min {
+            return Err(Error::config(
+                "cluster.election_timeout_max_ms",
+                format!(
+                    "{max} must be greater than cluster.election_timeout_min_ms ({min}): \
+                     the timeouts are drawn at random between the two"
+                ),
+            ));
+        }
+        Ok((Duration::from_millis(min), Duration::from_millis(max)))
+    }
+
+    /// The cluster's quorum over member ids, this node included: the written one (`FIRST k` /
+    /// `ANY k` over the sync members, or spelled out), or the default.
+    fn cluster_spec(&self, c: &ClusterSection) -> Result<Option<QuorumSpec>> {
+        let key = "cluster.quorum";
+        let sync = c.sync_ids();
+        let text = match &c.quorum {
+            Some(text) => spell_out(text, &sync)?,
+            None => match self.default_k(c, &sync) {
+                Some(k) => format!("FIRST {k} ({})", sync.join(", ")),
+                None => return Ok(None),
+            },
+        };
+        let spec: QuorumSpec = text
+            .parse()
+            .map_err(|e| Error::config(key, format!("{e}")))?;
+        for m in &spec.members {
+            if !sync.contains(&m.as_str()) {
+                return Err(Error::config(
+                    key,
+                    format!("{m:?} is not a sync member in cluster.members"),
+                ));
+            }
+        }
+        Ok(Some(spec))
+    }
+
+    /// The default quorum's k: none when a primary has no sync member to wait for; 1 without
+    /// failover; with it, the smallest k that keeps the quorum rule (1 if none does).
+    fn default_k(&self, c: &ClusterSection, sync: &[&str]) -> Option<usize> {
+        let limit = self.quorum_limit(c, sync);
+        if limit == 0 {
+            return None;
+        }
+        if !c.failover_on() {
+            return Some(1);
+        }
+        let non_voting = non_voting(c, sync);
+        let safe = (1..=limit).find(|&k| Intersection::new(c.voters(), k, non_voting).safe());
+        Some(safe.unwrap_or(1))
+    }
+
+    /// The largest k a quorum over `list` can have: a primary leaves itself out of it. With
+    /// failover any sync voter may be primary; without, only this node when it is primary.
+    fn quorum_limit(&self, c: &ClusterSection, list: &[&str]) -> usize {
+        let may_lead = |id: &str| {
+            if c.failover_on() {
+                c.member(id)
+                    .map(|i| &c.members[i])
+                    .is_some_and(|m| m.voter && m.mode == Mode::Sync)
+            } else {
+                self.node.role == Role::Primary && id == self.node.id
+            }
+        };
+        list.len() - usize::from(list.iter().any(|id| may_lead(id)))
+    }
+
+    /// The quorum's k fits the members a primary waits for, and with failover an acknowledged
+    /// append survives the next election (unless `allow_unsafe_quorum`).
+    fn check_cluster_quorum(&self, c: &ClusterSection) -> Result<()> {
+        let key = "cluster.quorum";
+        let spec = self.cluster_spec(c)?;
+        let list: Vec<&str> = (spec.iter())
+            .flat_map(|q| q.members.iter().map(String::as_str))
+            .collect();
+        let limit = self.quorum_limit(c, &list);
+        let k = spec.as_ref().map_or(0, |q| q.k);
+        if k > limit {
+            return Err(Error::config(
+                key,
+                format!(
+                    "k = {k}, but a primary has at most {limit} other quorum members to wait \
+                     for: it leaves itself out of the quorum"
+                ),
+            ));
+        }
+        if !c.failover_on() || c.allow_unsafe_quorum {
+            return Ok(());
+        }
+        let non_voting = non_voting(c, &list);
+        let x = Intersection::new(c.voters(), k, non_voting);
+        if x.safe() {
+            return Ok(());
+        }
+        let (desc, mode) = match &spec {
+            Some(q) => (format!("{} {}", q.mode.as_str(), q.k), q.mode.as_str()),
+            None => ("No sync quorum".to_string(), "ANY"),
+        };
+        let fix = match (1..=limit).find(|&k| Intersection::new(c.voters(), k, non_voting).safe()) {
+            Some(k) => format!("Use {mode} {k} or more"),
+            None => "Make more members sync voters".to_string(),
+        };
+        Err(Error::config(key, x.refusal(&desc, &fix)))
+    }
+
+    /// Where this node listens for replication (and, with failover, for election requests):
+    /// `node.listen_replication`, or else this member's `replication` address in `[cluster]`.
+    pub fn listen_replication(&self) -> Option<SocketAddr> {
+        self.node.listen_replication.or_else(|| {
+            let c = self.cluster.as_ref()?;
+            c.member(&self.node.id).map(|i| c.members[i].replication)
+        })
+    }
+
+    /// The failover settings when the cluster elects its primary; `None` without a `[cluster]`
+    /// table, with failover off, or for a configuration that does not validate.
+    pub fn failover(&self) -> Option<FailoverSettings> {
+        let c = self.cluster.as_ref().filter(|c| c.failover_on())?;
+        let me = c.member(&self.node.id)?;
+        let members = (c.members.iter())
+            .map(|m| crate::vocab::Member {
+                id: m.id.as_str().into(),
+                addr: m.replication,
+                voter: m.voter,
+                sync: m.mode == Mode::Sync,
+            })
+            .collect();
+        Some(FailoverSettings {
+            members,
+            me,
+            timeout: self.election_timeout(c).ok()?,
+            quorum: self.cluster_spec(c).ok()?,
+            policy: self.policy(),
+            allow_unsafe_quorum: c.allow_unsafe_quorum,
+        })
+    }
+
+    /// The client address of every member, by id, in the table's order (for leader hints);
+    /// empty without a `[cluster]` table.
+    pub fn member_clients(&self) -> Vec<(String, Option<SocketAddr>)> {
+        (self.cluster.iter())
+            .flat_map(|c| c.members.iter().map(|m| (m.id.clone(), m.client)))
+            .collect()
+    }
+
     fn validate_followers(&self) -> Result<()> {
         let f = &self.replication.followers;
         for (i, e) in f.iter().enumerate() {
@@ -508,11 +945,16 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// The sync quorum: the configured one, or `FIRST 1 (<sync followers>)`, or none.
+    /// The sync quorum: the configured one, or `FIRST 1 (<sync followers>)`, or none. With a
+    /// `[cluster]` table: `cluster.quorum` without this node, what it waits for as primary.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for `replication.quorum`.
+    /// [`Error::InvalidConfig`] for `replication.quorum` (or `cluster.quorum`).
     pub fn quorum(&self) -> Result<Option<QuorumSpec>> {
+        if let Some(c) = &self.cluster {
+            let spec = self.cluster_spec(c)?;
+            return Ok(spec.and_then(|q| leave_out(q, &self.node.id)));
+        }
         let key = "replication.quorum";
         let sync: Vec<&str> = (self.replication.followers.iter())
             .filter(|f| f.mode == Mode::Sync)
@@ -538,14 +980,26 @@ impl NodeConfig {
         Ok(Some(spec))
     }
 
-    /// The quorum policy.
+    /// The quorum policy (from `[cluster]` when there is one, else `[replication]`).
     pub fn policy(&self) -> QuorumPolicy {
-        match self.replication.policy {
+        let (policy, after_ms) = match &self.cluster {
+            Some(c) => (c.policy, c.degrade_after_ms),
+            None => (self.replication.policy, self.replication.degrade_after_ms),
+        };
+        match policy {
             Policy::Block => QuorumPolicy::Block,
             Policy::Degrade => QuorumPolicy::Degrade {
-                after: Duration::from_millis(self.replication.degrade_after_ms),
+                after: Duration::from_millis(after_ms),
             },
         }
+    }
+
+    /// How long written records may wait for an fdatasync before the disk counts as stalled.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for 0.
+    pub fn disk_stall(&self) -> Result<Duration> {
+        positive("timeouts.disk_stall_ms", self.timeouts.disk_stall_ms)
     }
 
     /// The timeouts.
@@ -602,8 +1056,19 @@ impl NodeConfig {
         Ok(b)
     }
 
-    /// The followers as the primary's state machine takes them.
+    /// The followers as the primary's state machine takes them: with a `[cluster]` table,
+    /// every other member.
     pub fn follower_links(&self) -> Vec<FollowerLink> {
+        if let Some(c) = &self.cluster {
+            return (c.members.iter())
+                .filter(|m| m.id != self.node.id)
+                .map(|m| FollowerLink {
+                    name: m.id.as_str().into(),
+                    addr: m.replication,
+                    sync: m.mode == Mode::Sync,
+                })
+                .collect();
+        }
         (self.replication.followers.iter())
             .map(|f| FollowerLink {
                 name: f.name.as_str().into(),
@@ -611,6 +1076,121 @@ impl NodeConfig {
                 sync: f.mode == Mode::Sync,
             })
             .collect()
+    }
+}
+
+/// Member ids are valid names, and ids and addresses are unique.
+fn validate_members(c: &ClusterSection) -> Result<()> {
+    let m = &c.members;
+    if m.is_empty() {
+        return Err(Error::config(
+            "cluster.members",
+            "lists no member: list every member of the cluster, this node included",
+        ));
+    }
+    for (i, e) in m.iter().enumerate() {
+        let key = |field: &str| format!("cluster.members[{i}].{field}");
+        check_name(&key("id"), &e.id)?;
+        let twice = |field: &str, value: String| {
+            Error::config(key(field), format!("{value} is listed twice"))
+        };
+        if m[..i].iter().any(|o| o.id == e.id) {
+            return Err(twice("id", format!("{:?}", e.id)));
+        }
+        if m[..i].iter().any(|o| o.replication == e.replication) {
+            return Err(twice("replication", e.replication.to_string()));
+        }
+        if let Some(a) = e
+            .client
+            .filter(|a| m[..i].iter().any(|o| o.client == Some(*a)))
+        {
+            return Err(twice("client", a.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// `FIRST k` / `ANY k` with the member list left out gets the sync members.
+fn spell_out(text: &str, sync: &[&str]) -> Result<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let implied = match words.as_slice() {
+        [mode, k] => {
+            (mode.eq_ignore_ascii_case("first") || mode.eq_ignore_ascii_case("any"))
+                && k.chars().all(|c| c.is_ascii_digit())
+        }
+        _ => false,
+    };
+    if !implied {
+        return Ok(text.to_string());
+    }
+    if sync.is_empty() {
+        return Err(Error::config(
+            "cluster.quorum",
+            "no member is sync: a quorum counts sync members",
+        ));
+    }
+    Ok(format!("{} {} ({})", words[0], words[1], sync.join(", ")))
+}
+
+/// How many of `list` do not vote.
+fn non_voting(c: &ClusterSection, list: &[&str]) -> usize {
+    (list.iter())
+        .filter(|id| c.member(id).is_some_and(|i| !c.members[i].voter))
+        .count()
+}
+
+/// `q` without `me` (k capped at what is left); `None` when nothing is left.
+fn leave_out(q: QuorumSpec, me: &str) -> Option<QuorumSpec> {
+    if !q.is_member(me) {
+        return Some(q);
+    }
+    let members: Vec<String> = q.members.into_iter().filter(|m| m != me).collect();
+    let k = q.k.min(members.len());
+    (k > 0).then_some(QuorumSpec {
+        mode: q.mode,
+        k,
+        members,
+    })
+}
+
+/// The worst case of an append acknowledged at `remote_durable` meeting the next election:
+/// it is on the primary and k sync followers; the fewest voters among them is the primary
+/// (only sync voters stand) plus the k minus the quorum's non-voting members.
+struct Intersection {
+    voters: usize,
+    majority: usize,
+    nodes: usize,
+    voting_holders: usize,
+}
+
+impl Intersection {
+    fn new(voters: usize, k: usize, non_voting: usize) -> Intersection {
+        Intersection {
+            voters,
+            majority: voters / 2 + 1,
+            nodes: k + 1,
+            voting_holders: 1 + k.saturating_sub(non_voting),
+        }
+    }
+
+    /// Every election majority includes a voter holding the append.
+    fn safe(&self) -> bool {
+        self.voting_holders + self.majority > self.voters
+    }
+
+    fn refusal(&self, desc: &str, fix: &str) -> String {
+        let (v, m, h, n) = (self.voters, self.majority, self.voting_holders, self.nodes);
+        let on = match (n, h < n) {
+            (1, _) => "1 node".to_string(),
+            (n, false) => format!("{n} nodes"),
+            (n, true) => format!("{n} nodes, at worst {h} of them voters"),
+        };
+        format!(
+            "{desc} over {v} voters: an acknowledged record is on {on}, an election needs {m} \
+             of {v} votes, and {h} + {m} is not more than {v}: a new primary could be elected \
+             without the record. {fix}, or set allow_unsafe_quorum = true to accept losing \
+             acknowledged appends on failover."
+        )
     }
 }
 
@@ -704,5 +1284,263 @@ followers = [
     fn sync_followers_without_a_quorum_get_first_1() {
         let c = check(&GOOD.replace("quorum = \"ANY 1 (f1, f2)\"\n", "")).unwrap();
         assert_eq!(c.quorum().unwrap().unwrap().to_string(), "FIRST 1 (f1, f2)");
+    }
+
+    /// Member `n{i}` at ports 700i (replication) and 710i (client), then `extra` fields.
+    fn member(i: usize, extra: &str) -> String {
+        let (replication, client) = (7000 + i, 7100 + i);
+        format!(
+            "  {{ id = \"n{i}\", replication = \"127.0.0.1:{replication}\", \
+             client = \"127.0.0.1:{client}\"{extra} }},\n"
+        )
+    }
+
+    /// `n` sync voters.
+    fn voters(n: usize) -> String {
+        (1..=n).map(|i| member(i, "")).collect()
+    }
+
+    /// Node `n1` (`node` adds `[node]` lines) in a cluster of `members`, then `rest`.
+    fn cluster(node: &str, members: &str, rest: &str) -> String {
+        format!(
+            "[node]\nid = \"n1\"\ncluster_id = \"demo\"\nkey_file = \"k\"\ndata_dir = \"d\"\n\
+             {node}\n[cluster]\nmembers = [\n{members}]\n{rest}"
+        )
+    }
+
+    fn three() -> String {
+        cluster("", &voters(3), "quorum = \"ANY 1\"\n")
+    }
+
+    #[test]
+    fn a_good_cluster_table_gives_failover_settings() {
+        let c = check(&three()).unwrap();
+        assert_eq!(c.node.role, Role::Elected);
+        let f = c.failover().unwrap();
+        assert_eq!(f.me, 0);
+        assert_eq!(f.members.len(), 3);
+        assert_eq!(f.members[1].id, *"n2");
+        assert_eq!(f.members[1].addr, "127.0.0.1:7002".parse().unwrap());
+        assert!(f.members.iter().all(|m| m.voter && m.sync));
+        let second = Duration::from_secs(1);
+        assert_eq!(f.timeout, (second, 2 * second));
+        let quorum = f.quorum.unwrap().to_string();
+        assert_eq!(quorum, "ANY 1 (n1, n2, n3)");
+        assert_eq!(f.policy, QuorumPolicy::Block);
+        assert!(!f.allow_unsafe_quorum);
+        let addr = |p: u16| Some(SocketAddr::from(([127, 0, 0, 1], p)));
+        assert_eq!(c.listen_replication(), addr(7001));
+        assert_eq!(c.member_clients()[2], ("n3".to_string(), addr(7103)));
+        // As primary it waits for the others.
+        assert_eq!(c.quorum().unwrap().unwrap().to_string(), "ANY 1 (n2, n3)");
+        let links = c.follower_links();
+        assert_eq!(links.len(), 2);
+        assert!(links.iter().all(|l| l.name != *"n1"));
+    }
+
+    #[test]
+    fn the_brief_example_parses_with_its_defaults() {
+        let members = format!(
+            "{}{}{}",
+            member(1, ", voter = true, mode = \"sync\""),
+            member(2, ""),
+            "  { id = \"n3\", replication = \"127.0.0.1:7003\", mode = \"async\", \
+             voter = false },\n"
+        );
+        let rest = "quorum = \"ANY 1\"\npolicy = \"degrade\"\ndegrade_after_ms = 3000\n\
+                    election_timeout_min_ms = 1500\nelection_timeout_max_ms = 2500\n";
+        let c = NodeConfig::parse(&cluster("", &members, rest)).unwrap();
+        let t = c.cluster.as_ref().unwrap();
+        assert!(t.members[1].voter && t.members[1].mode == Mode::Sync);
+        assert_eq!(t.members[2].client, None);
+        // Two voters: no failover by default, so the node needs a role.
+        assert!(!t.failover_on());
+        let e = check(&cluster("", &members, rest)).unwrap_err();
+        assert!(e.contains("node.role"), "{e}");
+        let c = check(&cluster("role = \"primary\"", &members, rest)).unwrap();
+        assert!(c.failover().is_none());
+        let after = Duration::from_millis(3000);
+        assert_eq!(c.policy(), QuorumPolicy::Degrade { after });
+        assert_eq!(c.quorum().unwrap().unwrap().to_string(), "ANY 1 (n2)");
+        let links = c.follower_links();
+        assert_eq!((links.len(), links[1].sync), (2, false));
+    }
+
+    /// Each text fails validation naming its key: validation errors lead with it, parse errors
+    /// (unknown key, bad value) mention it.
+    fn refused(cases: &[(String, &str)]) {
+        for (text, key) in cases {
+            let e = check(text).unwrap_err();
+            let named = if key.contains('.') {
+                e.starts_with(&format!("invalid config {key}: "))
+            } else {
+                e.contains(key)
+            };
+            assert!(named, "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_members_name_their_key() {
+        let dup = |from: &str, to: &str| three().replacen(from, to, 1);
+        let node = |line: &str| cluster(line, &voters(3), "");
+        let addr = "\"127.0.0.1:7009\"";
+        refused(&[
+            (dup("\"n2\"", "\"n1\""), "cluster.members[1].id"),
+            (dup("\"n2\"", "\"n 2\""), "cluster.members[1].id"),
+            (dup(":7003\"", ":7002\""), "cluster.members[2].replication"),
+            (dup(":7102\"", ":7101\""), "cluster.members[1].client"),
+            (dup("id = \"n1\"", "id = \"n9\""), "node.id"),
+            (
+                node(&format!("listen_replication = {addr}")),
+                "node.listen_replication",
+            ),
+            (
+                node(&format!("listen_client = {addr}")),
+                "node.listen_client",
+            ),
+            (node("role = \"primary\""), "node.role"),
+            (node("role = \"follower\""), "node.role"),
+            (cluster("", "", ""), "cluster.members"),
+            (cluster("", &member(1, ", vote = true"), ""), "vote"),
+            (cluster("", &member(1, ", mode = \"fast\""), ""), "mode"),
+        ]);
+    }
+
+    #[test]
+    fn bad_cluster_values_name_their_key() {
+        let table = |rest: &str| cluster("", &voters(3), rest);
+        let after = |section: &str| format!("{}\n{section}\n", three());
+        let follower = "{ name = \"n2\", addr = \"127.0.0.1:7002\", mode = \"sync\" }";
+        let min = "cluster.election_timeout_min_ms";
+        refused(&[
+            (
+                cluster("", &voters(2), "failover = true\n"),
+                "cluster.failover",
+            ),
+            (table("election_timeout_min_ms = 900\n"), min),
+            (
+                table("election_timeout_min_ms = 1500\n[timeouts]\npeer_ms = 2000\n"),
+                min,
+            ),
+            (
+                table("election_timeout_max_ms = 1000\n"),
+                "cluster.election_timeout_max_ms",
+            ),
+            (table("quorum = \"ANY 1 (n2, n9)\"\n"), "cluster.quorum"),
+            (table("quorum = \"ANY 3\"\n"), "cluster.quorum"),
+            (table("quorum = \"ANY 3 (n1, n2, n3)\"\n"), "cluster.quorum"),
+            (table("quorum = \"SOME 1\"\n"), "cluster.quorum"),
+            (
+                table("policy = \"degrade\"\ndegrade_after_ms = 0\n"),
+                "cluster.degrade_after_ms",
+            ),
+            (
+                after("[replication]\nquorum = \"ANY 1 (n2)\""),
+                "replication.quorum",
+            ),
+            (
+                after("[replication]\npolicy = \"degrade\""),
+                "replication.policy",
+            ),
+            (
+                after(&format!("[replication]\nfollowers = [{follower}]")),
+                "replication.followers",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_role_is_required_without_failover() {
+        let e = check(&GOOD.replace("role = \"primary\"\n", "")).unwrap_err();
+        assert!(e.contains("node.role") && e.contains("required"), "{e}");
+        let off = cluster("", &voters(3), "failover = false\n");
+        let e = check(&off).unwrap_err();
+        assert!(e.contains("node.role"), "{e}");
+        let follower = off.replace("\n\n[cluster]", "\nrole = \"follower\"\n\n[cluster]");
+        let c = check(&follower).unwrap();
+        assert_eq!(
+            c.listen_replication(),
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        assert!(c.failover().is_none());
+    }
+
+    #[test]
+    fn with_failover_the_cluster_elects_the_primary() {
+        let e = check(&cluster("role = \"primary\"", &voters(3), "")).unwrap_err();
+        assert!(
+            e.contains("node.role") && e.contains("remove node.role"),
+            "{e}"
+        );
+        assert!(check(&cluster("role = \"elected\"", &voters(3), "")).is_ok());
+    }
+
+    #[test]
+    fn any_1_over_5_voters_is_refused_unless_allowed() {
+        let e = check(&cluster("", &voters(5), "quorum = \"ANY 1\"\n")).unwrap_err();
+        let want = "ANY 1 over 5 voters: an acknowledged record is on 2 nodes, an election \
+                    needs 3 of 5 votes, and 2 + 3 is not more than 5: a new primary could be \
+                    elected without the record. Use ANY 2 or more, or set allow_unsafe_quorum = \
+                    true to accept losing acknowledged appends on failover.";
+        assert!(e.contains("cluster.quorum") && e.contains(want), "{e}");
+        let allowed = "quorum = \"ANY 1\"\nallow_unsafe_quorum = true\n";
+        let c = check(&cluster("", &voters(5), allowed)).unwrap();
+        assert!(c.failover().unwrap().allow_unsafe_quorum);
+        assert!(check(&cluster("", &voters(5), "quorum = \"ANY 2\"\n")).is_ok());
+        assert!(check(&cluster(
+            "",
+            &voters(5),
+            "quorum = \"FIRST 2 (n2, n3, n4)\"\n"
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn the_default_quorum_is_the_smallest_safe_one() {
+        let quorum = |n| {
+            let c = check(&cluster("", &voters(n), "")).unwrap();
+            c.failover().unwrap().quorum.unwrap().to_string()
+        };
+        assert_eq!(quorum(3), "FIRST 1 (n1, n2, n3)");
+        assert_eq!(quorum(5), "FIRST 2 (n1, n2, n3, n4, n5)");
+        assert_eq!(quorum(7), "FIRST 3 (n1, n2, n3, n4, n5, n6, n7)");
+    }
+
+    #[test]
+    fn non_voting_and_async_members_count_against_the_rule() {
+        // Three sync voters and two sync non-voters: the one follower holding an append may be
+        // a non-voter.
+        let nv = ", voter = false";
+        let members = format!("{}{}{}", voters(3), member(4, nv), member(5, nv));
+        let e = check(&cluster("", &members, "quorum = \"ANY 1\"\n")).unwrap_err();
+        assert!(
+            e.contains("at worst 1 of them voters") && e.contains("Use ANY 3"),
+            "{e}"
+        );
+        assert!(check(&cluster("", &members, "quorum = \"ANY 3\"\n")).is_ok());
+        // Five voters, three of them async: no quorum over the two sync ones is enough.
+        let a = ", mode = \"async\"";
+        let members = format!(
+            "{}{}{}{}",
+            voters(2),
+            member(3, a),
+            member(4, a),
+            member(5, a)
+        );
+        let e = check(&cluster("", &members, "quorum = \"ANY 1\"\n")).unwrap_err();
+        assert!(e.contains("Make more members sync voters"), "{e}");
+        let e = check(&cluster("", &members, "")).unwrap_err();
+        assert!(e.contains("cluster.quorum"), "{e}");
+        // Five voters, two of them async: ANY 2 over the three sync ones is on three voters.
+        let members = format!("{}{}{}", voters(3), member(4, a), member(5, a));
+        assert!(check(&cluster("", &members, "quorum = \"ANY 2\"\n")).is_ok());
+        // A lone sync voter: no quorum at all.
+        let members = format!("{}{}{}", voters(1), member(2, a), member(3, a));
+        let e = check(&cluster("", &members, "")).unwrap_err();
+        assert!(
+            e.contains("No sync quorum over 3 voters") && e.contains("1 node,"),
+            "{e}"
+        );
     }
 }

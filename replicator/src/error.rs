@@ -57,9 +57,13 @@ pub enum Error {
         /// The quorum.
         quorum: String,
     },
-    /// This node is not the primary.
-    #[error("this node is a follower; append on the primary")]
-    NotPrimary,
+    /// This node is not the primary; `leader_hint` is the client address of the primary it
+    /// follows, when it knows one.
+    #[error("this node is not the primary{}", leader_hint.as_ref().map_or(String::new(), |h| format!("; the primary is at {h}")))]
+    NotPrimary {
+        /// The primary's client address (`HOST:PORT`), if known.
+        leader_hint: Option<String>,
+    },
     /// The node is shutting down.
     #[error("node is shutting down")]
     Closed,

@@ -19,7 +19,7 @@ use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::{FrameError, Msg, RejectCode};
 use crate::status::FollowerSideStatus;
-use crate::vocab::{Action, ConnId, FollowerConfig, Tail, Timeouts};
+use crate::vocab::{Action, ConnId, EpochHistory, FollowerConfig, Tail, Timeouts};
 
 #[derive(Debug)]
 enum Session {
@@ -63,7 +63,16 @@ pub struct Follower {
     repair: Option<(ConnId, Fetcher)>,
     /// The connection accepted last: only its handshake may start a session.
     newest: Option<ConnId>,
+    /// The one accepted before it (restored when the newest was a vote request's).
+    newest_before: Option<ConnId>,
     next_fetch_id: u64,
+    /// The epoch history of this log (the primary's, from the session's Start on).
+    history: EpochHistory,
+    /// The epoch of the primary of the session that streams (set when its Start verified).
+    session_epoch: Epoch,
+    /// The primary's history, adopted once the cut its Start asked for is done (until then
+    /// this log still holds records of its own history past the cut).
+    pending_history: Option<EpochHistory>,
 }
 
 impl Follower {
@@ -94,7 +103,96 @@ impl Follower {
             rejected: BTreeMap::new(),
             repair: None,
             newest: None,
+            newest_before: None,
             next_fetch_id: 1,
+            history: EpochHistory::default(),
+            session_epoch: Epoch(0),
+            pending_history: None,
+        }
+    }
+
+    /// The epoch of the primary it streams from, once that primary proved the key.
+    pub fn streaming_epoch(&self) -> Option<Epoch> {
+        self.streaming().map(|_| self.session_epoch)
+    }
+
+    /// The same follower with this epoch history (clipped to its log).
+    pub fn with_history(mut self, mut history: EpochHistory) -> Follower {
+        history.clip(self.written);
+        self.history = history;
+        self
+    }
+
+    /// The epoch history of its log: the streaming primary's (it may name epochs past the
+    /// last record written; they describe what the primary will send).
+    pub fn history(&self) -> &EpochHistory {
+        &self.history
+    }
+
+    /// The history up to the last record written, as the handshake reports it.
+    pub fn written_history(&self) -> EpochHistory {
+        let mut h = self.history.clone();
+        h.clip(self.written);
+        h
+    }
+
+    /// When the streaming primary was last heard from (a frame of its session).
+    pub fn last_heard(&self) -> Option<Duration> {
+        self.last_heard
+    }
+
+    /// Whether `conn` is the session that streams.
+    pub fn is_streaming(&self, conn: ConnId) -> bool {
+        self.streaming() == Some(conn)
+    }
+
+    /// The primary's commit LSN, as last heard.
+    pub fn primary_commit(&self) -> Lsn {
+        self.primary_commit
+    }
+
+    /// The id of the primary it streams from, if any.
+    pub fn primary(&self) -> Option<&str> {
+        self.sessions.values().find_map(|s| match s {
+            Session::Streaming { primary } => Some(primary.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Streams from a primary now.
+    pub fn connected(&self) -> bool {
+        self.streaming().is_some()
+    }
+
+    /// The log really ends at `tail` (read after this node stopped being the primary).
+    pub fn reset_tail(&mut self, tail: Tail) {
+        self.tail = tail;
+        self.written = tail.last;
+        self.durable = tail.durable.min(tail.last);
+        self.applied = if self.config.auto_apply {
+            self.durable
+        } else {
+            self.applied.min(self.durable)
+        };
+        self.history.clip(tail.last);
+    }
+
+    /// `conn` carried a vote request, not a primary's session: forget it.
+    pub fn forget(&mut self, conn: ConnId) {
+        self.sessions.remove(&conn);
+        if self.newest == Some(conn) {
+            self.newest = self.newest_before.take();
+        }
+    }
+
+    /// Ends a streaming session (its primary's epoch is over).
+    pub fn end_streaming(&mut self, why: &str, out: &mut Vec<Action>) {
+        if let Some(conn) = self.streaming() {
+            self.sessions.remove(&conn);
+            out.push(Action::Close {
+                conn,
+                reason: why.to_string(),
+            });
         }
     }
 
@@ -127,7 +225,7 @@ impl Follower {
 
     /// A primary connected; `nonce` is fresh randomness for the handshake.
     pub fn on_accepted(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN]) {
-        self.newest = Some(conn);
+        self.newest_before = self.newest.replace(conn);
         let deadline = now + self.config.timeouts.handshake;
         self.sessions
             .insert(conn, Session::AwaitHello { deadline, nonce });
@@ -236,13 +334,17 @@ impl Follower {
                     start_lsn,
                     commit_lsn,
                     cut_crc,
+                    history,
                 },
             ) => {
+                let Some(history) = EpochHistory::from_entries(history) else {
+                    let m = "the primary's epoch history is not in order".to_string();
+                    return self.reject(conn, RejectCode::Protocol, 0, m, out);
+                };
                 self.on_start(
                     now,
                     conn,
-                    nonce,
-                    hello,
+                    (nonce, hello, history),
                     mac,
                     (truncate_after, start_lsn, commit_lsn, cut_crc),
                     out,
@@ -471,6 +573,7 @@ impl Follower {
                 mac,
                 cluster_id: self.config.cluster_id.clone(),
                 node_id: self.config.node_id.to_string(),
+                history: self.written_history().wire_entries().to_vec(),
             },
         });
         self.primary_last = self.primary_last.max(primary_last);
@@ -490,8 +593,7 @@ impl Follower {
         &mut self,
         now: Duration,
         conn: ConnId,
-        nonce: [u8; NONCE_LEN],
-        hello: Hello,
+        (nonce, hello, history): ([u8; NONCE_LEN], Hello, EpochHistory),
         mac: [u8; auth::MAC_LEN],
         (truncate_after, start, commit, cut_crc): (Option<Lsn>, Lsn, Lsn, u32),
         out: &mut Vec<Action>,
@@ -535,6 +637,15 @@ impl Follower {
             self.durable = self.durable.min(kept);
             self.applied = self.applied.min(kept);
         }
+        // What this log keeps is the primary's up to `kept`, and what it appends from now on
+        // is the primary's: its history is the primary's, once the cut is done.
+        if kept < self.written {
+            self.pending_history = Some(history);
+        } else {
+            self.pending_history = None;
+            self.history = history;
+        }
+        self.session_epoch = hello.epoch;
         tracing::info!(primary = %hello.primary, epoch = %hello.epoch, start = %start, "streaming from the primary");
         self.primary_commit = self.primary_commit.max(commit);
         self.last_heard = Some(now);
@@ -614,6 +725,9 @@ impl Follower {
     pub fn on_truncated(&mut self, last_crc: u32, last_epoch: Epoch) {
         self.tail.last_crc = last_crc;
         self.tail.last_epoch = last_epoch;
+        if let Some(h) = self.pending_history.take() {
+            self.history = h;
+        }
     }
 
     /// The record at the truncation point differs from the primary's: the logs diverged
@@ -628,6 +742,7 @@ impl Follower {
         if let Some(conn) = self.streaming() {
             self.reject(conn, RejectCode::Diverged, at.0, reason, out);
         }
+        self.pending_history = None;
         self.tail = tail;
         self.written = tail.last;
         self.durable = tail.durable.min(tail.last);
@@ -637,6 +752,8 @@ impl Follower {
     /// Appending failed; the log really ends at `tail` (the session is closed: the primary
     /// reconnects and starts from the truth).
     pub fn on_append_failed(&mut self, reason: String, tail: Tail, out: &mut Vec<Action>) {
+        self.pending_history = None;
+        self.history.clip(tail.last);
         if let Some(conn) = self.streaming() {
             self.sessions.remove(&conn);
             out.push(Action::Close {

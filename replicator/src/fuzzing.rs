@@ -19,8 +19,9 @@
 //!   log, catch-up reads, CRC lookups, peers' fetches). The harness reads each peer's bytes with
 //!   a decoder of its own to know what the replica was told, follows every handshake, and
 //!   asserts that the follower never appends, truncates, acknowledges or serves a fetch for a
-//!   connection that has not proven the cluster key, and that the primary never sends `Start`,
-//!   `Records` or `Heartbeat` to a follower that has not proven it. After every step the
+//!   connection that has not proven the cluster key, that the primary never sends `Start`,
+//!   `Records` or `Heartbeat` to a follower that has not proven it, and that neither sends a
+//!   `VoteResponse` on a connection that asked for no vote. After every step the
 //!   replica's invariants hold ([`Replica::check_invariants`](crate::replica::Replica::check_invariants)),
 //!   the nonce it drew for a new connection is the one predicted, and its malformed-frame
 //!   counter has risen exactly when a decoder error ended a connection. Honest sessions, with

@@ -142,6 +142,14 @@ impl LagClock {
         self.acked = position;
     }
 
+    /// When the first batch past `lsn` was handed to replication, if it is still tracked.
+    pub fn sent_after(&self, lsn: Lsn) -> Option<Duration> {
+        self.samples
+            .iter()
+            .find(|&&(s, _)| s > lsn)
+            .map(|&(_, at)| at)
+    }
+
     /// The last lag measured at `level`, `None` before any.
     pub fn lag(&self, level: AckLevel) -> Option<Duration> {
         self.lag[level as usize]

@@ -27,6 +27,7 @@ pub mod client;
 pub mod commit;
 pub mod config;
 pub mod digests;
+pub mod election;
 pub mod error;
 pub mod fetch;
 pub mod follower;

@@ -24,7 +24,7 @@ use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::{Msg, RejectCode};
 use crate::status::PrimaryCounters;
 pub use crate::status::{LinkCounters, Phase};
-use crate::vocab::{Action, ConnId, NodeId, PrimaryConfig, ReadError};
+use crate::vocab::{Action, ConnId, EpochHistory, NodeId, PrimaryConfig, ReadError};
 
 /// What a link needs from the primary while it handles an event.
 #[derive(Debug)]
@@ -42,6 +42,8 @@ pub struct Ctx<'a> {
     pub(crate) serving: bool,
     /// Some link is taking back records.
     pub(crate) taking_back: bool,
+    /// The primary's epoch history (elected primaries plan sessions from it).
+    pub(crate) history: &'a EpochHistory,
     pub(crate) rng: &'a mut Rng,
     pub(crate) counters: &'a mut PrimaryCounters,
 }
@@ -148,6 +150,22 @@ fn can_cut_at(ctx: &Ctx<'_>, c: Lsn) -> bool {
     (c >= ctx.first_lsn && c <= ctx.last_lsn) || (c == Lsn::ZERO && ctx.first_lsn <= Lsn::FIRST)
 }
 
+/// An elected primary's plan: continue after the last LSN both logs share by their epoch
+/// histories, cutting the follower there if it holds more (records of an epoch this log does
+/// not have there were never committed: the election chose a log holding every committed one).
+fn plan_by_epochs(ctx: &Ctx<'_>, reply: &Pending) -> Plan {
+    let shared = (ctx.history).common_prefix(ctx.last_lsn, &reply.history, reply.last_lsn);
+    let held = |lsn: Lsn| lsn >= ctx.first_lsn && lsn <= ctx.last_lsn;
+    match shared {
+        l if l == Lsn::ZERO && ctx.first_lsn <= Lsn::FIRST && reply.last_lsn == Lsn::ZERO => {
+            Plan::Fresh
+        }
+        l if l == reply.last_lsn && held(l) => Plan::Compare(l),
+        l if can_cut_at(ctx, l) => Plan::Cut(l),
+        _ => Plan::Purged,
+    }
+}
+
 fn plan_start(ctx: &Ctx<'_>, l: Lsn) -> Plan {
     if l > ctx.last_lsn && !ctx.serving && ctx.truncated_at.is_none() {
         return Plan::TakeBack(ctx.last_lsn);
@@ -185,6 +203,8 @@ struct Pending {
     last_lsn: Lsn,
     last_crc: u32,
     follower_nonce: [u8; NONCE_LEN],
+    /// The follower's epoch history.
+    history: EpochHistory,
 }
 
 #[derive(Debug)]
@@ -283,6 +303,11 @@ impl Link {
             State::Handshake { conn, .. } | State::Verifying { conn, .. } => Some(*conn),
             State::Streaming(s) => Some(s.conn),
         }
+    }
+
+    /// When the follower was last heard from on a streaming session.
+    pub fn last_heard(&self) -> Duration {
+        self.last_heard
     }
 
     /// Streaming and heard from within the peer timeout.
@@ -560,15 +585,21 @@ impl Link {
             mac,
             cluster_id,
             node_id,
+            history,
         } = msg
         else {
             unreachable!("called with a HelloReply");
+        };
+        let Some(history) = EpochHistory::from_entries(history) else {
+            let m = "the follower's epoch history is not in order".to_string();
+            return self.reject(now, ctx, out, RejectCode::Protocol, 0, m);
         };
         let pending = Pending {
             version,
             last_lsn,
             last_crc,
             follower_nonce: nonce,
+            history,
         };
         self.on_hello_reply(now, ctx, out, version, (cluster_id, node_id), mac, pending);
     }
@@ -654,7 +685,12 @@ impl Link {
         (conn, nonce, deadline): (ConnId, [u8; NONCE_LEN], Duration),
         reply: Pending,
     ) {
-        match plan_start(ctx, reply.last_lsn) {
+        let plan = if ctx.config.failover {
+            plan_by_epochs(ctx, &reply)
+        } else {
+            plan_start(ctx, reply.last_lsn)
+        };
+        match plan {
             Plan::Purged => self.reject_purged(now, ctx, out, reply.last_lsn),
             Plan::Unrelated => {
                 let m = format!(
@@ -851,6 +887,7 @@ impl Link {
                 start_lsn: start,
                 commit_lsn: ctx.commit_lsn,
                 cut_crc,
+                history: ctx.history.wire_entries().to_vec(),
             },
         });
         // Where the follower stands is verified by the primary for a compared (or empty)

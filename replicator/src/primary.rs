@@ -19,8 +19,8 @@ use crate::link::Link;
 use crate::protocol::auth::NONCE_LEN;
 use crate::protocol::{DurabilityLevel, FrameError, Msg, RejectCode};
 use crate::status::PrimaryCounters;
-use crate::status::{Behind, CommitLsns, FollowerStatus, PrimaryStatus};
-use crate::vocab::{Action, ConnId, PrimaryConfig, ReadError};
+use crate::status::{Behind, CommitLsns, FollowerStatus, LevelRpo, PrimaryStatus};
+use crate::vocab::{Action, ConnId, EpochHistory, PrimaryConfig, ReadError};
 
 /// The primary's state machine.
 #[derive(Debug)]
@@ -52,6 +52,17 @@ pub struct Primary {
     quorum_text: String,
     rng: Rng,
     counters: PrimaryCounters,
+    /// This log's epoch history.
+    history: EpochHistory,
+    /// An elected primary's epoch marker: no append is admitted before the log wrote it, so
+    /// every record of the epoch follows it.
+    marker: Option<Lsn>,
+    /// The time of the last tick (for status).
+    now: Duration,
+    /// An elected primary's remote commit LSNs until its marker is committed: what it knew
+    /// committed when elected (records of older epochs are committed by committing the
+    /// marker, never by counting replicas of them).
+    reign_floor: [Lsn; 4],
 }
 
 impl Primary {
@@ -78,6 +89,10 @@ impl Primary {
                 .map_or("none".to_string(), |q| q.to_string()),
             rng: Rng::new(seed),
             counters: PrimaryCounters::default(),
+            history: EpochHistory::default(),
+            marker: None,
+            now: Duration::ZERO,
+            reign_floor: [Lsn::ZERO; 4],
             config,
         };
         p.links = (p.config.followers.iter())
@@ -91,11 +106,12 @@ impl Primary {
         let mut ctx = Ctx {
             serving: self.serving,
             taking_back,
+            history: &self.history,
             config: &self.config,
             link: i,
             first_lsn: self.first_lsn,
             last_lsn: self.index.last(),
-            commit_lsn: self.tracker.committed(DurabilityLevel::RemoteDurable),
+            commit_lsn: self.committed()[DurabilityLevel::RemoteDurable as usize],
             truncated_at: self.truncated_at,
             fence: self.fence(),
             rng: &mut self.rng,
@@ -106,6 +122,34 @@ impl Primary {
 
     fn link_of(&self, conn: ConnId) -> Option<usize> {
         self.links.iter().position(|l| l.conn() == Some(conn))
+    }
+
+    /// An elected primary: its log's history is `history`, and its epoch begins after the
+    /// last record (with the marker the replica asks the executor to append).
+    pub fn begin_epoch(&mut self, mut history: EpochHistory, known_committed: Lsn) {
+        let marker = self.index.last().next();
+        let floor = known_committed.min(self.local_durable);
+        self.reign_floor = [self.local_durable, floor, floor, floor];
+        history.begin(self.config.epoch, marker);
+        self.history = history;
+        self.marker = Some(marker);
+    }
+
+    /// In degraded mode: remote levels follow local durability.
+    pub fn status_degraded(&self) -> bool {
+        self.tracker.is_degraded()
+    }
+
+    /// The epoch history of its log.
+    pub fn history(&self) -> &EpochHistory {
+        &self.history
+    }
+
+    /// How many of these followers were heard from since `since`.
+    pub fn heard_since(&self, since: Duration, names: &[&str]) -> usize {
+        (self.links.iter())
+            .filter(|l| names.contains(&l.name.as_str()) && l.last_heard() >= since)
+            .count()
     }
 
     /// The configuration.
@@ -120,7 +164,15 @@ impl Primary {
 
     /// Commit LSN per level, weakest first.
     pub fn committed(&self) -> [Lsn; 4] {
-        self.tracker.all_committed()
+        let mut c = self.tracker.all_committed();
+        if let Some(m) = self.marker {
+            for (level, floor) in c.iter_mut().zip(self.reign_floor).skip(1) {
+                if *level < m {
+                    *level = floor;
+                }
+            }
+        }
+        c
     }
 
     /// The last LSN the writer has batched.
@@ -130,7 +182,12 @@ impl Primary {
 
     /// Appends are served: the start gate is open.
     pub fn serving(&self) -> bool {
-        self.serving
+        self.serving && !matches!(self.marker, Some(m) if self.index.last() < m)
+    }
+
+    /// The LSN of this elected primary's epoch marker (the first record of its epoch).
+    pub fn marker(&self) -> Option<Lsn> {
+        self.marker
     }
 
     /// Closes the start gate: this primary's log may have lost records the quorum acknowledged
@@ -243,6 +300,7 @@ impl Primary {
 
     /// Timer tick: connections, handshake and peer timeouts, heartbeats, quorum health.
     pub fn tick(&mut self, now: Duration, out: &mut Vec<Action>) {
+        self.now = now;
         for i in 0..self.links.len() {
             self.with_ctx(i, |l, ctx| l.tick(now, ctx, out));
         }
@@ -554,6 +612,32 @@ impl Primary {
             purged: l.purged,
             last_error: l.last_error.clone(),
             counters: l.counters,
+            rpo: self.rpo(l),
         }
+    }
+
+    /// The RPO of failing over to `l` now, at each level: the acknowledged records it does not
+    /// hold durably, their bytes, and how long ago the oldest was sent.
+    fn rpo(&self, l: &Link) -> Vec<LevelRpo> {
+        let have = l.progress.durable;
+        let committed = self.committed();
+        (DurabilityLevel::ALL.iter().zip(committed))
+            .map(|(level, c)| {
+                let lacking = c.0.saturating_sub(have.0);
+                let seconds = (lacking > 0)
+                    .then(|| l.lag.sent_after(have))
+                    .flatten()
+                    .map(|t| self.now.saturating_sub(t).as_secs_f64());
+                LevelRpo {
+                    level: level.as_str().to_string(),
+                    records: lacking,
+                    bytes: self
+                        .index
+                        .bytes_after(have)
+                        .saturating_sub(self.index.bytes_after(c)),
+                    seconds,
+                }
+            })
+            .collect()
     }
 }

@@ -57,6 +57,24 @@ pub struct FollowerStatus {
     pub last_error: Option<String>,
     /// Counters.
     pub counters: LinkCounters,
+    /// The RPO of failing over to it now, per durability level: the acknowledged writes it
+    /// does not hold durably.
+    #[serde(default)]
+    pub rpo: Vec<LevelRpo>,
+}
+
+/// What failing over to a follower now would lose of the writes acknowledged at one level.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LevelRpo {
+    /// `local`, `remote_write`, `remote_durable` or `remote_applied`.
+    pub level: String,
+    /// Acknowledged records it lacks.
+    pub records: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// How long ago the oldest of them was sent to it (`None`: not sent yet, or nothing
+    /// lacking).
+    pub seconds: Option<f64>,
 }
 
 /// Commit LSN per durability level.

@@ -89,6 +89,7 @@ fn replication_messages(rng: &mut XorShift, lsn: Lsn) -> Vec<Msg> {
             mac: [rng.next_u64() as u8; 32],
             cluster_id: "c1".into(),
             node_id: "f1".into(),
+            history: vec![(Epoch(1), Lsn(1))],
         },
         Msg::Start {
             mac: [rng.next_u64() as u8; 32],
@@ -96,6 +97,7 @@ fn replication_messages(rng: &mut XorShift, lsn: Lsn) -> Vec<Msg> {
             start_lsn: lsn.next(),
             commit_lsn: lsn,
             cut_crc: 0,
+            history: Vec::new(),
         },
         Msg::Reject {
             code: RejectCode::Purged,

@@ -120,6 +120,7 @@ fn primary_config(k: &str) -> PrimaryConfig {
         max_inflight_bytes: 1 << 20,
         catch_up_chunk_bytes: 4096,
         max_retained_bytes: None,
+        failover: false,
     }
 }
 

@@ -25,14 +25,21 @@ const ACKED_QUEUE_CAPACITY: usize = 1 << 16;
 /// Wait before reconnecting after a lost connection.
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 /// An answer slower than this counts as a lost connection.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Arguments of `logship load`.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// The node's client port.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub addr: SocketAddr,
+    /// The node's client port; several, comma-separated, for a cluster that elects its
+    /// primary: a client that hears `not_primary` goes to the primary named in the answer, or
+    /// to the next address.
+    #[arg(
+        long,
+        value_name = "HOST:PORT[,HOST:PORT...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub addr: Vec<SocketAddr>,
     /// Total appends per second across clients (default: as fast as acknowledgements allow).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -125,10 +132,10 @@ pub fn start_clients(
         .map(|r| Duration::from_secs_f64(args.clients as f64 / r));
     let mut threads = Vec::new();
     for id in 0..args.clients as u64 {
-        let (stats, acked, addr, size, level) = (
+        let (stats, acked, addrs, size, level) = (
             Arc::clone(stats),
             acked.clone(),
-            args.addr,
+            args.addr.clone(),
             args.size,
             args.durability,
         );
@@ -137,7 +144,7 @@ pub fn start_clients(
             .spawn(move || {
                 client_loop(
                     id,
-                    addr,
+                    &addrs,
                     size,
                     level,
                     interval,
@@ -155,7 +162,7 @@ pub fn start_clients(
 #[allow(clippy::too_many_arguments)]
 fn client_loop(
     id: u64,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     size: usize,
     level: DurabilityLevel,
     interval: Option<Duration>,
@@ -164,6 +171,8 @@ fn client_loop(
     acked: Option<&crossbeam_channel::Sender<(u64, u32)>>,
 ) {
     let mut client = None;
+    // Clients start spread over the addresses; each moves on when its node is not the primary.
+    let mut addr = addrs[id as usize % addrs.len()];
     let mut next_at = Instant::now();
     let mut seq = 0u64;
     while Instant::now() < deadline && !stats.stop.load(Ordering::Acquire) {
@@ -183,6 +192,7 @@ fn client_loop(
                 }
                 Err(_) => {
                     stats.error("connect");
+                    addr = next_addr(addrs, addr);
                     std::thread::sleep(RECONNECT_DELAY);
                     continue;
                 }
@@ -202,14 +212,49 @@ fn client_loop(
                     let _ = tx.send((lsn.0, crc));
                 }
             }
-            Err(logship::replication::Error::Remote { status, .. }) => stats.error(&status),
-            Err(_) => {
-                stats.error("connection");
-                client = None;
-                std::thread::sleep(RECONNECT_DELAY);
+            Err(e) => {
+                if let Some(next) = after_error(e, stats, addrs, addr) {
+                    client = None;
+                    addr = next;
+                }
             }
         }
     }
+}
+
+/// Counts a failed append; returns where to connect next when the connection is to be
+/// dropped: the primary a `not_primary` answer names, or the next address.
+fn after_error(
+    e: logship::replication::Error,
+    stats: &LoadStats,
+    addrs: &[SocketAddr],
+    addr: SocketAddr,
+) -> Option<SocketAddr> {
+    match e {
+        logship::replication::Error::NotPrimary { leader_hint } => {
+            stats.error("not_primary");
+            let hinted = leader_hint.and_then(|h| h.parse().ok());
+            if hinted.is_none() {
+                std::thread::sleep(RECONNECT_DELAY);
+            }
+            Some(hinted.unwrap_or_else(|| next_addr(addrs, addr)))
+        }
+        logship::replication::Error::Remote { status, .. } => {
+            stats.error(&status);
+            None
+        }
+        _ => {
+            stats.error("connection");
+            std::thread::sleep(RECONNECT_DELAY);
+            Some(next_addr(addrs, addr))
+        }
+    }
+}
+
+/// The address after `addr` in `addrs` (the first if `addr` is not among them).
+fn next_addr(addrs: &[SocketAddr], addr: SocketAddr) -> SocketAddr {
+    let i = addrs.iter().position(|a| *a == addr).map_or(0, |i| i + 1);
+    addrs[i % addrs.len()]
 }
 
 /// The `--acked` writer: where to send `(LSN, CRC)`, and its thread (returns the lines written).

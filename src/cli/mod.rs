@@ -11,6 +11,7 @@ mod dump;
 mod keygen;
 mod load;
 mod node;
+mod promote;
 mod repair;
 mod status;
 mod verify;
@@ -47,10 +48,13 @@ enum Command {
     Node(node::NodeArgs),
     /// Show a node's replication status (from its client port).
     Status(status::StatusArgs),
+    /// Planned switchover: make the follower at this client port the primary, losing nothing
+    Promote(promote::PromoteArgs),
     /// Generate load against a node's client port; optionally record every acknowledged LSN.
     Load(load::LoadArgs),
-    /// Start a three-node cluster on loopback, run load with a live view, kill and restart a
-    /// follower, and check every node holds the same records.
+    /// Start a three-member cluster on loopback that elects its primary, run load with a live
+    /// view, kill and restart a follower, then the primary, and check every node holds the same
+    /// records.
     Demo(demo::DemoArgs),
     /// Write a new random cluster key file.
     Keygen(keygen::KeygenArgs),
@@ -99,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Repair(a) => repair::run(a),
         Command::Node(a) => node::run(a),
         Command::Status(a) => status::run(a),
+        Command::Promote(a) => promote::run(a),
         Command::Load(a) => load::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Keygen(a) => keygen::run(a),

@@ -1,11 +1,20 @@
 //! `logship node --config FILE.toml`: runs a primary or a follower until SIGINT or SIGTERM.
 //! The config is checked before anything starts; a bad key is named in the one error line.
+//!
+//! With `LOGSHIP_REPLICATION_FD=N` in its environment the node serves replication on the
+//! listening socket it inherited as descriptor N instead of binding its replication address
+//! (`logship demo` starts its nodes so); that socket must be bound to that very address.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
+use logship::replication::transport::handover;
 use logship::NodeConfig;
+
+/// The environment variable naming the descriptor of an inherited replication listener.
+pub const REPLICATION_FD_ENV: &str = "LOGSHIP_REPLICATION_FD";
 
 /// Arguments of `logship node`.
 #[derive(Debug, clap::Args)]
@@ -20,7 +29,8 @@ pub struct NodeArgs {
 
 /// Runs `logship node`.
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
-    let config = NodeConfig::load(&args.config)?;
+    let mut config = NodeConfig::load(&args.config)?;
+    config.replication_listener = inherited_listener(&config)?.map(Arc::new);
     if args.check {
         println!("{}: ok", args.config.display());
         return Ok(ExitCode::SUCCESS);
@@ -54,4 +64,30 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     }
     node.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The replication listener named by [`REPLICATION_FD_ENV`], if set, once it is checked to be a
+/// listening TCP socket bound to the node's replication address: peers dial that address, so a
+/// listener anywhere else would leave them dialing a port nobody serves.
+fn inherited_listener(config: &NodeConfig) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let Some(listener) = handover::inherited_listener(REPLICATION_FD_ENV)? else {
+        return Ok(None);
+    };
+    let id = &config.node.id;
+    let got = listener
+        .local_addr()
+        .with_context(|| format!("{REPLICATION_FD_ENV}: reading the listener's address"))?;
+    let Some(want) = config.listen_replication() else {
+        anyhow::bail!(
+            "{REPLICATION_FD_ENV} hands node {id} a replication listener on {got}, but it has no \
+             replication address (node.listen_replication, or its entry in cluster.members)"
+        );
+    };
+    anyhow::ensure!(
+        got == want,
+        "{REPLICATION_FD_ENV} hands node {id} a replication listener on {got}, but its \
+         replication address is {want} (node.listen_replication, or its entry in \
+         cluster.members): peers dial that address"
+    );
+    Ok(Some(listener))
 }

@@ -64,16 +64,35 @@ fn phase(p: Phase) -> &'static str {
 /// The status as text.
 pub fn render(s: &NodeStatus) -> String {
     let mut out = String::new();
-    let role = if s.primary.is_some() {
-        "primary"
-    } else {
-        "follower"
+    let role = match (
+        &s.primary,
+        s.election.as_ref().is_some_and(|e| e.campaigning),
+    ) {
+        (Some(_), _) => "primary",
+        (None, true) => "candidate",
+        (None, false) => "follower",
     };
     let _ = writeln!(
         out,
-        "node {} ({role}, cluster {}): last LSN {}, durable {}, first {}; log {}, transport {}, up {:.0} s",
-        s.node_id, s.cluster_id, s.last_lsn, s.durable_lsn, s.first_lsn, s.log_backend, s.transport, s.uptime_s
+        "node {} ({role}, epoch {}, cluster {}): last LSN {}, durable {}, first {}; log {}, transport {}, up {:.0} s",
+        s.node_id, s.epoch, s.cluster_id, s.last_lsn, s.durable_lsn, s.first_lsn, s.log_backend, s.transport, s.uptime_s
     );
+    if !s.divergent_files.is_empty() {
+        let _ = writeln!(
+            out,
+            "divergent suffixes cut ({} records since start), kept in the data directory: {}",
+            s.divergent_records,
+            s.divergent_files.join(", ")
+        );
+    }
+    if let Some(e) = &s.election {
+        let _ = writeln!(
+            out,
+            "elections: voted for {} in this epoch; pre-votes {}, elections {} (won {}), votes granted {} refused {}, step-downs {}",
+            e.voted_for.as_deref().unwrap_or("nobody"),
+            e.pre_votes, e.elections, e.won, e.votes_granted, e.votes_refused, e.step_downs
+        );
+    }
     if let Some(p) = &s.primary {
         primary(&mut out, s, p);
     }
@@ -116,6 +135,24 @@ fn primary(out: &mut String, s: &NodeStatus, p: &PrimaryStatus) {
         s.quorum_timeouts
     );
     followers(out, &p.followers);
+    rpo(out, &p.followers);
+}
+
+/// What failing over to each follower now would lose, per level.
+fn rpo(out: &mut String, followers: &[FollowerStatus]) {
+    if followers.iter().all(|f| f.rpo.is_empty()) {
+        return;
+    }
+    let _ = writeln!(out, "RPO of failing over to a follower now (acknowledged records it lacks: records / bytes / age of the oldest):");
+    for f in followers {
+        let levels: Vec<String> = (f.rpo.iter())
+            .map(|r| {
+                let age = r.seconds.map_or("-".to_string(), |s| format!("{:.3} s", s));
+                format!("{} {} / {} / {age}", r.level, r.records, bytes(r.bytes))
+            })
+            .collect();
+        let _ = writeln!(out, "  {:<10} {}", f.name, levels.join("; "));
+    }
 }
 
 /// The primary's followers, one row each.

@@ -189,5 +189,6 @@ pub(super) fn primary_config(epoch: Epoch, quorum: bool, policy: QuorumPolicy) -
         max_inflight_bytes: MAX_INFLIGHT_BYTES,
         catch_up_chunk_bytes: CATCH_UP_CHUNK_BYTES,
         max_retained_bytes: None,
+        failover: false,
     }
 }

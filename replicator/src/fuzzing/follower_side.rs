@@ -45,6 +45,8 @@ pub(super) struct FollowerConn {
     proven: bool,
     /// The follower answered the Hello.
     replied: bool,
+    /// A VoteRequest was delivered on it: the follower may answer it.
+    vote_asked: bool,
 }
 
 impl FollowerConn {
@@ -73,6 +75,7 @@ impl FollowerConn {
                 self.proven =
                     (self.session.as_ref()).is_some_and(|s| *mac == s.honest(Role::Primary));
             }
+            (_, Msg::VoteRequest { .. }) => self.vote_asked = true,
             _ => {}
         }
         self.delivered += 1;
@@ -172,6 +175,7 @@ impl FollowerUnderTest {
             session: None,
             proven: false,
             replied: false,
+            vote_asked: false,
         };
         self.conns.insert(conn, c);
         self.execute(None, out);
@@ -209,6 +213,7 @@ impl FollowerUnderTest {
             start_lsn,
             commit_lsn: Lsn(input.u64()),
             cut_crc,
+            history: input.history(last),
         }
     }
 
@@ -357,6 +362,13 @@ impl FollowerUnderTest {
             Msg::FetchFailed { .. } => {
                 assert!(proven, "a FetchFailed to connection {conn}, never proven");
             }
+            Msg::VoteResponse { .. } => {
+                let asked = self.conns.get(&conn).is_some_and(|c| c.vote_asked);
+                assert!(
+                    asked,
+                    "a VoteResponse on connection {conn}, which asked no vote"
+                );
+            }
             Msg::Reject { .. } => {}
             other => panic!("the follower sent {}", other.name()),
         }
@@ -374,6 +386,7 @@ impl FollowerUnderTest {
             mac,
             cluster_id,
             node_id,
+            history: _,
         } = msg
         else {
             unreachable!("called for a HelloReply")

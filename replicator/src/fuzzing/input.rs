@@ -15,6 +15,9 @@ use super::common::{
 };
 use super::log_model::LogModel;
 
+/// Entries of a history built from the input, at most.
+const MAX_PICKED_HISTORY: usize = 4;
+
 /// Reads an input front to back; reads past the end give zeros.
 pub(super) struct Input<'a> {
     data: &'a [u8],
@@ -116,6 +119,27 @@ impl<'a> Input<'a> {
     pub(super) fn nonce(&mut self) -> [u8; NONCE_LEN] {
         [self.byte(); NONCE_LEN]
     }
+
+    /// An epoch history: usually well formed (epochs and LSNs rising, mostly at or before
+    /// `last`), sometimes empty, sometimes out of order (which the decoder refuses).
+    pub(super) fn history(&mut self, last: Lsn) -> Vec<(Epoch, Lsn)> {
+        let n = self.pick(MAX_PICKED_HISTORY + 1);
+        let step = usize::try_from(last.0 / 2)
+            .unwrap_or(usize::MAX)
+            .clamp(1, 255);
+        let (mut epoch, mut lsn) = (0u64, 0u64);
+        let mut entries: Vec<(Epoch, Lsn)> = (0..n)
+            .map(|_| {
+                epoch += 1 + self.pick(2) as u64;
+                lsn = lsn.saturating_add(1 + self.pick(step) as u64);
+                (Epoch(epoch), Lsn(lsn))
+            })
+            .collect();
+        if self.pick(8) == 0 {
+            entries.reverse();
+        }
+        entries
+    }
 }
 
 /// A proof for `role` made one of the ways a peer without the key could try (random bytes,
@@ -213,7 +237,7 @@ const CLIENT_STATUSES: [ClientStatus; 6] = [
 
 /// Any message at all, of either direction and either protocol, with fields from the input.
 pub(super) fn pick_any_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
-    match input.pick(13) {
+    match input.pick(15) {
         0 => pick_hello(input, near),
         1 => Msg::HelloReply {
             version: input.version(),
@@ -224,6 +248,7 @@ pub(super) fn pick_any_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
             mac: input.array(),
             cluster_id: input.name(CLUSTER),
             node_id: input.name(FOLLOWER_ID),
+            history: input.history(near),
         },
         2 => Msg::Start {
             mac: input.array(),
@@ -231,6 +256,7 @@ pub(super) fn pick_any_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
             start_lsn: input.lsn_near(near.next()),
             commit_lsn: input.lsn_near(near),
             cut_crc: 0,
+            history: input.history(near),
         },
         3 => Msg::Reject {
             code: REJECT_CODES[input.pick(REJECT_CODES.len())],
@@ -243,6 +269,7 @@ pub(super) fn pick_any_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
             commit_lsn: input.lsn_near(near),
             last_lsn: input.lsn_near(near),
         },
+        7 | 8 => pick_election_msg(input, near),
         _ => pick_client_msg(input, near),
     }
 }
@@ -309,6 +336,33 @@ pub(super) fn pick_fetch(input: &mut Input<'_>, log: &LogModel) -> Msg {
         to,
         max_bytes,
         prev_crc,
+    }
+}
+
+/// A vote request or its answer, with fields from the input (proofs are random bytes: the
+/// harness has no honest candidate).
+fn pick_election_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
+    let (pre_vote, flag) = (input.byte() & 1 == 1, input.byte() & 1 == 1);
+    let epoch = Epoch(input.pick(4) as u64);
+    match input.pick(2) {
+        0 => Msg::VoteRequest {
+            pre_vote,
+            transfer: flag,
+            epoch,
+            last_epoch: Epoch(input.pick(4) as u64),
+            last_lsn: input.lsn_near(near),
+            nonce: input.nonce(),
+            mac: input.array(),
+            cluster_id: input.name(CLUSTER),
+            candidate: input.name(PRIMARY_ID),
+        },
+        _ => Msg::VoteResponse {
+            pre_vote,
+            granted: flag,
+            epoch,
+            mac: input.array(),
+            voter: input.name(FOLLOWER_ID),
+        },
     }
 }
 

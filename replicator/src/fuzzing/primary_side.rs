@@ -47,6 +47,8 @@ pub(super) struct PrimaryConn {
     next: Option<Lsn>,
     /// Records frames sent and not acknowledged: (last LSN, record bytes).
     inflight: VecDeque<(Lsn, u64)>,
+    /// A VoteRequest was delivered on it: the primary may answer it.
+    vote_asked: bool,
 }
 
 pub(super) struct PrimaryUnderTest {
@@ -232,6 +234,7 @@ impl PrimaryUnderTest {
             mac,
             cluster_id: input.name(CLUSTER),
             node_id: input.name(FOLLOWER_ID),
+            history: input.history(last_lsn),
         }
     }
 
@@ -256,6 +259,9 @@ impl PrimaryUnderTest {
     /// The oracle: the first HelloReply on a connection decides; if its proof is the
     /// follower's true one, the follower proved the key.
     fn before_delivery(&mut self, conn: ConnId, m: &Msg) {
+        if let (Msg::VoteRequest { .. }, Some(c)) = (m, self.conns.get_mut(&conn)) {
+            c.vote_asked = true;
+        }
         let Msg::HelloReply {
             version,
             last_lsn,
@@ -355,6 +361,7 @@ impl PrimaryUnderTest {
                 start_lsn,
                 commit_lsn,
                 cut_crc,
+                history: _,
             } => {
                 self.check_start(conn, mac, (truncate_after, cut_crc), start_lsn, commit_lsn);
             }
@@ -394,6 +401,12 @@ impl PrimaryUnderTest {
                 assert!(
                     c.next.is_some(),
                     "a FetchFailed to connection {conn}, not streaming"
+                );
+            }
+            Msg::VoteResponse { .. } => {
+                assert!(
+                    c.vote_asked,
+                    "a VoteResponse on connection {conn}, which asked no vote"
                 );
             }
             Msg::Reject { .. } => {}

@@ -157,10 +157,14 @@ fn serve(
     }
 }
 
+/// How long a promote request waits for the handover (the primary gives up by itself after
+/// the longest election timeout).
+const PROMOTE_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn status_of(e: &Error) -> ClientStatus {
     match e {
         Error::QuorumUnavailable { .. } => ClientStatus::QuorumUnavailable,
-        Error::NotPrimary => ClientStatus::NotPrimary,
+        Error::NotPrimary { .. } => ClientStatus::NotPrimary,
         Error::Log(logship_engine::Error::RecordTooLarge { .. }) => ClientStatus::Invalid,
         Error::Log(logship_engine::Error::Purged { .. }) => ClientStatus::Purged,
         _ => ClientStatus::Failed,
@@ -181,7 +185,12 @@ fn handle(inner: &Inner, msg: Msg) -> std::io::Result<Msg> {
                     id,
                     status: status_of(&e),
                     lsn: Lsn::ZERO,
-                    message: e.to_string(),
+                    message: match e {
+                        // The message of `not_primary` is the primary's client address (or
+                        // empty): clients follow it (docs/protocol.md).
+                        Error::NotPrimary { leader_hint } => leader_hint.unwrap_or_default(),
+                        e => e.to_string(),
+                    },
                 },
             }
         }
@@ -190,6 +199,18 @@ fn handle(inner: &Inner, msg: Msg) -> std::io::Result<Msg> {
             from,
             max_bytes,
         } => read(inner, id, from, max_bytes),
+        Msg::PromoteRequest { id, target } => {
+            let (status, message) = match inner.promote(&target, PROMOTE_ANSWER_WITHIN) {
+                Ok(done) => (ClientStatus::Ok, done),
+                Err(e @ Error::Protocol(_)) => (ClientStatus::Failed, e.to_string()),
+                Err(e) => (status_of(&e), e.to_string()),
+            };
+            Msg::PromoteResponse {
+                id,
+                status,
+                message,
+            }
+        }
         Msg::StatusRequest { id } => {
             let json = serde_json::to_string(&inner.status())
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));

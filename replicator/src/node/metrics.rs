@@ -4,6 +4,7 @@
 
 use crate::http::PromText;
 use crate::link::Phase;
+use crate::protocol::DurabilityLevel;
 use crate::status::{FollowerSideStatus, FollowerStatus, PrimaryStatus};
 
 use super::{IntegrityStatus, NodeStatus};
@@ -47,7 +48,72 @@ pub fn render_metrics(s: &NodeStatus) -> String {
         follower(&mut p, n, f);
     }
     integrity(&mut p, n, &s.integrity);
+    election(&mut p, n, s);
     p.finish()
+}
+
+/// The epoch, and elections when the cluster elects its primary.
+fn election(p: &mut PromText, n: &str, s: &NodeStatus) {
+    single(
+        p,
+        n,
+        "logship_epoch",
+        "The newest epoch this node knows.",
+        "gauge",
+        s.epoch as f64,
+    );
+    single(
+        p,
+        n,
+        "logship_divergent_records_total",
+        "Records of divergent suffixes cut (copied to side files first).",
+        "counter",
+        s.divergent_records as f64,
+    );
+    let Some(e) = &s.election else { return };
+    single(
+        p,
+        n,
+        "logship_election_campaigning",
+        "1 while this node asks for votes.",
+        "gauge",
+        flag(e.campaigning),
+    );
+    let rounds = [
+        ("pre_vote", e.pre_votes as f64),
+        ("election", e.elections as f64),
+        ("won", e.won as f64),
+    ];
+    labelled(
+        p,
+        n,
+        "logship_election_rounds_total",
+        "Pre-vote rounds begun, elections begun (pre-votes won), elections won.",
+        "counter",
+        "kind",
+        &rounds,
+    );
+    let votes = [
+        ("granted", e.votes_granted as f64),
+        ("refused", e.votes_refused as f64),
+    ];
+    labelled(
+        p,
+        n,
+        "logship_votes_total",
+        "Vote requests answered, by outcome.",
+        "counter",
+        "outcome",
+        &votes,
+    );
+    single(
+        p,
+        n,
+        "logship_step_downs_total",
+        "Times this primary stepped down without hearing a majority of voters.",
+        "counter",
+        e.step_downs as f64,
+    );
 }
 
 /// The node's role, its log's positions, appends.
@@ -346,7 +412,22 @@ fn levels(w: f64, d: f64, a: f64) -> Vec<(Option<&'static str>, Option<f64>)> {
     ]
 }
 
-const FOLLOWER_FAMILIES: [(&str, &str, &str, Values); 14] = [
+/// One value per durability level from the follower's RPO.
+fn rpo(
+    f: &FollowerStatus,
+    v: fn(&crate::status::LevelRpo) -> Option<f64>,
+) -> Vec<(Option<&'static str>, Option<f64>)> {
+    (f.rpo.iter())
+        .filter_map(|r| {
+            let level = DurabilityLevel::ALL
+                .iter()
+                .find(|l| l.as_str() == r.level)?;
+            Some((Some(level.as_str()), v(r)))
+        })
+        .collect()
+}
+
+const FOLLOWER_FAMILIES: [(&str, &str, &str, Values); 17] = [
     ("logship_follower_healthy", "1 when the follower streams and was heard within the peer timeout.", "gauge", |f| one(flag(f.healthy))),
     ("logship_follower_streaming", "1 while the link streams (live or catching up).", "gauge", |f| {
         one(flag(matches!(f.phase, Phase::Streaming | Phase::CatchingUp)))
@@ -386,6 +467,13 @@ const FOLLOWER_FAMILIES: [(&str, &str, &str, Values); 14] = [
     ("logship_follower_sent_bytes_total", "Record bytes sent.", "counter", |f| one(f.counters.bytes_sent as f64)),
     ("logship_follower_catch_up_chunks_total", "Catch-up chunks sent from the log.", "counter", |f| {
         one(f.counters.chunks_sent as f64)
+    }),
+    ("logship_follower_rpo_records", "Records acknowledged at each level that failing over to this follower now would lose.", "gauge", |f| {
+        rpo(f, |r| Some(r.records as f64))
+    }),
+    ("logship_follower_rpo_bytes", "Bytes of those records.", "gauge", |f| rpo(f, |r| Some(r.bytes as f64))),
+    ("logship_follower_rpo_seconds", "How long ago the oldest of those records was sent to the follower.", "gauge", |f| {
+        rpo(f, |r| r.seconds)
     }),
 ];
 
@@ -461,6 +549,12 @@ mod tests {
             purged: false,
             last_error: None,
             counters: LinkCounters::default(),
+            rpo: vec![crate::status::LevelRpo {
+                level: "remote_durable".into(),
+                records: 3,
+                bytes: 300,
+                seconds: Some(0.5),
+            }],
         }
     }
 
@@ -470,6 +564,11 @@ mod tests {
             node_id: "p".into(),
             cluster_id: "c".into(),
             role: crate::config::Role::Primary,
+            epoch: 2,
+            election: Some(Default::default()),
+            leader_hint: None,
+            divergent_records: 0,
+            divergent_files: Vec::new(),
             log_backend: "portable".into(),
             transport: "portable".into(),
             uptime_s: 1.0,

@@ -14,6 +14,9 @@
 
 mod apply;
 mod client_port;
+mod divergent;
+pub mod election_file;
+mod failover;
 mod integrity;
 mod keys;
 mod metrics;
@@ -57,7 +60,7 @@ pub use self::integrity::{DamagedStatus, IntegrityStatus, RepairEvent};
 pub use self::keys::{generate_key_text, load_key, random_nonce};
 pub use self::metrics::render_metrics;
 use self::observer::NodeObserver;
-pub use self::status::NodeStatus;
+pub use self::status::{ElectionStatus, NodeStatus};
 pub use self::waiters::Commit;
 use self::waiters::Waiters;
 
@@ -71,6 +74,8 @@ const READ_JOBS_CAPACITY: usize = 256;
 #[derive(Debug, Default)]
 struct Counters {
     appends: [AtomicU64; 4],
+    /// Records of divergent suffixes copied to side files before their cut.
+    divergent_records: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -98,6 +103,14 @@ pub(crate) struct Inner {
     integrity: Integrity,
     /// [`GATE_FILE`] exists: this primary's start gate was closed.
     gate_marked: AtomicBool,
+    /// The client address of the primary this node follows, as of the last step (the hint
+    /// in `NotPrimary`).
+    leader_hint: Mutex<(Option<String>, Option<String>)>,
+    /// The disk-stall watchdog: since when the durable LSN has not moved while records wait
+    /// (and at which LSN), and whether the replica was told the disk stalled.
+    stall: Mutex<(Option<(Instant, Lsn)>, bool)>,
+    /// Where the answer of the switchover under way goes.
+    promote: Mutex<Option<crossbeam_channel::Sender<std::result::Result<String, String>>>>,
 }
 
 /// A running node.
@@ -125,6 +138,7 @@ fn log_options(config: &NodeConfig, observer: Arc<NodeObserver>) -> Options {
     let has_replicas = match config.node.role {
         Role::Primary => matches!(config.quorum(), Ok(Some(_))),
         Role::Follower => true,
+        Role::Elected => true,
     };
     let recovery = if config.integrity.salvage && has_replicas {
         RecoveryMode::Salvage
@@ -170,6 +184,7 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
         max_inflight_bytes: config.replication.max_inflight_bytes,
         catch_up_chunk_bytes: config.replication.catch_up_chunk_bytes,
         max_retained_bytes: config.replication.max_retained_bytes,
+        failover: false,
     };
     let seed = os_seed()?;
     let seed = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
@@ -276,6 +291,15 @@ impl Node {
                 };
                 Replica::new_follower(fc, tail_of(&log, Lsn::ZERO)?, nonces)
             }
+            Role::Elected => {
+                let settings = config.failover().ok_or_else(|| {
+                    Error::config(
+                        "node.role",
+                        "an elected node needs a [cluster] table with failover",
+                    )
+                })?;
+                failover::elected_replica(&config, settings, key, &log, nonces)?
+            }
         };
         let (tx, rx) = crossbeam_channel::bounded(READ_JOBS_CAPACITY);
         let durable = log.durable_lsn();
@@ -294,6 +318,9 @@ impl Node {
             failure: OnceLock::new(),
             integrity: Integrity::new(config.integrity.clone(), log.recovery_report()),
             gate_marked: AtomicBool::new(gate_marked(&config)),
+            leader_hint: Mutex::new((None, None)),
+            promote: Mutex::new(None),
+            stall: Mutex::new((None, false)),
             log,
             config,
         });
@@ -304,7 +331,16 @@ impl Node {
 
     fn run(inner: Arc<Inner>, read_jobs: Receiver<Action>) -> Result<Node> {
         let handler: Arc<dyn NetHandler> = Arc::new(Handler(Arc::downgrade(&inner)));
-        let t = transport::start(inner.config.node.transport, handler)
+        // Cluster members leave from their own replication address, so peers and packet
+        // filters can tell them apart (on loopback the kernel would use the destination's).
+        let source = match inner.config.cluster {
+            Some(_) => (inner.config.listen_replication())
+                .map(|a| a.ip())
+                .filter(|ip| !ip.is_unspecified()),
+            None => None,
+        };
+        let options = transport::TransportOptions { source };
+        let t = transport::start_with(inner.config.node.transport, handler, options)
             .map_err(|e| Error::io("starting the transport", e))?;
         let _ = inner.transport.set(Arc::clone(&t));
         let mut node = Node {
@@ -314,29 +350,29 @@ impl Node {
             client: None,
             replication_addr: None,
         };
-        if let Some(addr) = inner.config.node.listen_replication {
-            let bound = t
-                .listen(addr)
-                .map_err(|e| Error::io(format!("listening on {addr}"), e))?;
-            node.replication_addr = Some(bound);
+        if let Some(addr) = inner.config.listen_replication() {
+            // A listener handed over (bound to `addr`) is served as it is, else `addr` is bound.
+            let bound = match &inner.config.replication_listener {
+                Some(l) => l.try_clone().and_then(|l| t.listen_on(l)),
+                None => t.listen(addr),
+            };
+            node.replication_addr =
+                Some(bound.map_err(|e| Error::io(format!("listening on {addr}"), e))?);
         }
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(f)
-                .map_err(|e| Error::io("spawning a thread", e))
-        };
-        let i = Arc::clone(&inner);
-        node.threads
-            .push(spawn("logship-ticker", Box::new(move || i.run_ticker()))?);
-        let i = Arc::clone(&inner);
-        node.threads.push(spawn(
-            "logship-reader",
-            Box::new(move || i.run_reader(read_jobs)),
-        )?);
-        let i = Arc::clone(&inner);
-        node.threads
-            .push(spawn("logship-scrub", Box::new(move || i.run_scrubber()))?);
+        let (i, j, k) = (Arc::clone(&inner), Arc::clone(&inner), Arc::clone(&inner));
+        let threads = [
+            (
+                "logship-ticker",
+                Box::new(move || i.run_ticker()) as Box<dyn FnOnce() + Send>,
+            ),
+            ("logship-reader", Box::new(move || j.run_reader(read_jobs))),
+            ("logship-scrub", Box::new(move || k.run_scrubber())),
+        ];
+        for (name, f) in threads {
+            let thread = std::thread::Builder::new().name(name.into()).spawn(f);
+            node.threads
+                .push(thread.map_err(|e| Error::io("spawning a thread", e))?);
+        }
         if let Some(addr) = inner.config.node.listen_http {
             let weak = Arc::downgrade(&inner);
             let h = Arc::new(move |path: &str| match weak.upgrade() {
@@ -411,6 +447,17 @@ impl Node {
     /// Status.
     pub fn status(&self) -> NodeStatus {
         self.inner.status()
+    }
+
+    /// Planned switchover: this primary stops admitting appends, waits until follower
+    /// `target` holds every record durably, tells it to stand for election and becomes a
+    /// follower. Returns what happened once handed over (the target's election follows).
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] with the reason (not the primary, no such sync voter, the target
+    /// did not catch up within the election timeout, or `timeout` passed).
+    pub fn promote(&self, target: &str, timeout: Duration) -> Result<String> {
+        self.inner.promote(target, timeout)
     }
 
     /// Blocks until the log is durable up to `lsn` or `timeout` passes; returns the durable LSN.
@@ -520,18 +567,24 @@ impl Inner {
             Some(_) => "a follower",
             None => "the primary",
         };
+        self.note_leader(&r);
         let mut todo = std::collections::VecDeque::from(out);
         while let Some(a) = todo.pop_front() {
             match a {
-                Action::Connect {
-                    link,
-                    addr,
-                    timeout,
-                } => {
-                    let conn = self.transport().connect(addr, timeout);
-                    todo.extend(r.step(self.now(), Input::Dialed { link, conn }));
+                a @ (Action::Connect { .. } | Action::ConnectVoter { .. }) => {
+                    todo.extend(self.dial(&mut r, a));
                 }
-                a @ (Action::Append { .. } | Action::Truncate { .. } | Action::SealActive) => {
+                Action::Persist(state) => {
+                    // Under the lock: nothing that depends on it may leave before it is durable.
+                    if let Err(cause) = self.persist(&state) {
+                        todo = r.step(self.now(), Input::LogFailed { cause }).into();
+                    }
+                }
+                a @ (Action::Append { .. }
+                | Action::Truncate { .. }
+                | Action::SealActive
+                | Action::AppendMarker { .. }
+                | Action::ReadTail) => {
                     todo.push_front(a);
                     break;
                 }
@@ -547,7 +600,19 @@ impl Inner {
                     self.seal_active();
                     true
                 }
-                Action::Connect { .. } => {
+                Action::AppendMarker { epoch } => self.append_marker(epoch),
+                Action::ReadTail => {
+                    self.read_tail();
+                    true
+                }
+                Action::Persist(state) => match self.persist(&state) {
+                    Ok(()) => true,
+                    Err(cause) => {
+                        self.step(Input::LogFailed { cause });
+                        false
+                    }
+                },
+                Action::Connect { .. } | Action::ConnectVoter { .. } => {
                     // Only the lock's part makes connections; an executor bug if one got here.
                     tracing::error!("a connect after a log action was dropped");
                     true
@@ -563,27 +628,134 @@ impl Inner {
         }
     }
 
+    /// Starts the connection a `Connect` or `ConnectVoter` asks for and tells the replica its
+    /// number; returns what the replica does next.
+    fn dial(&self, r: &mut Replica, a: Action) -> Vec<Action> {
+        match a {
+            Action::Connect {
+                link,
+                addr,
+                timeout,
+            } => {
+                let conn = self.transport().connect(addr, timeout);
+                r.step(self.now(), Input::Dialed { link, conn })
+            }
+            Action::ConnectVoter {
+                member,
+                addr,
+                timeout,
+            } => {
+                let conn = self.transport().connect(addr, timeout);
+                r.step(self.now(), Input::DialedVoter { member, conn })
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Carries out an action that needs neither the replica nor the log's append path.
     fn carry_out(&self, a: Action, peer_role: &str) {
         match a {
             Action::Send { conn, msg } => self.send(conn, &msg),
             Action::Close { conn, reason } => self.close(conn, &reason),
             Action::Committed(levels) => self.waiters.advance(levels),
+            Action::RestartCommitted(levels) => self.waiters.restart_levels(levels),
+            Action::PromoteAnswer(result) => {
+                if let Some(tx) = self.promote.lock().take() {
+                    let _ = tx.send(result);
+                }
+            }
             Action::Admit { waiter } => self.waiters.admit(waiter),
-            Action::FailWait { waiter, error } => self.waiters.fail(waiter, wait_error(error)),
+            Action::FailWait { waiter, error } => self
+                .waiters
+                .fail(waiter, wait_error(error, self.leader_hint())),
             Action::FailAll { cause } => self.fail_all(&cause),
-            Action::FailWaiting { error } => self.waiters.fail_all(|| wait_error(error.clone())),
+            Action::FailWaiting { error } => {
+                let hint = self.leader_hint();
+                self.waiters
+                    .fail_all(|| wait_error(error.clone(), hint.clone()))
+            }
             a @ (Action::ReadChunk { .. }
             | Action::LookupCrc { .. }
             | Action::ServeFetch { .. }
             | Action::AppendTakenBack { .. }) => self.queue(a),
             Action::Integrity(a) => self.on_integrity_action(a, peer_role),
             Action::Connect { .. }
+            | Action::ConnectVoter { .. }
+            | Action::Persist(_)
+            | Action::AppendMarker { .. }
+            | Action::ReadTail
             | Action::Append { .. }
             | Action::Truncate { .. }
             | Action::SealActive => {
                 unreachable!("handled by execute")
             }
+        }
+    }
+
+    /// See [`Node::promote`].
+    fn promote(&self, target: &str, timeout: Duration) -> Result<String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.promote.lock().replace(tx).is_some() {
+            return Err(Error::Protocol("a switchover is under way already".into()));
+        }
+        self.step(Input::Promote {
+            target: target.into(),
+        });
+        let answer = rx.recv_timeout(timeout);
+        self.promote.lock().take();
+        match answer {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(why)) => Err(Error::Protocol(why)),
+            Err(_) => Err(Error::Protocol(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// Remembers the client address of the primary `r` follows, for `NotPrimary`.
+    fn note_leader(&self, r: &Replica) {
+        let id = r.as_follower().and_then(|f| f.primary());
+        let mut cached = self.leader_hint.lock();
+        if cached.0.as_deref() == id {
+            return;
+        }
+        let hint = id.and_then(|id| {
+            (self.config.member_clients().into_iter())
+                .find(|(m, _)| m == id)
+                .and_then(|(_, a)| a)
+                .map(|a| a.to_string())
+        });
+        *cached = (id.map(str::to_string), hint);
+    }
+
+    fn leader_hint(&self) -> Option<String> {
+        self.leader_hint.lock().1.clone()
+    }
+
+    /// Stores the election state durably next to the log.
+    fn persist(&self, state: &crate::vocab::ElectionState) -> std::result::Result<(), String> {
+        election_file::store(self.log.dir(), state).map_err(|e| e.to_string())
+    }
+
+    /// Writes new appends in `epoch` and appends its marker; false (the replica told) if the
+    /// log refused.
+    fn append_marker(&self, epoch: Epoch) -> bool {
+        match crate::vocab::ReplicaLog::append(&self.log, epoch, Bytes::new()) {
+            Ok(_) => true,
+            Err(e) => {
+                self.step(Input::LogFailed {
+                    cause: format!("appending the marker of epoch {epoch}: {e}"),
+                });
+                false
+            }
+        }
+    }
+
+    /// Reads the log's tail for a replica that stopped being the primary.
+    fn read_tail(&self) {
+        match tail_of(&self.log, Lsn::ZERO) {
+            Ok(tail) => self.step(Input::Tail(tail)),
+            Err(e) => self.step(Input::LogFailed {
+                cause: format!("reading the log's tail: {e}"),
+            }),
         }
     }
 
@@ -640,6 +812,8 @@ impl Inner {
         let result = found.and_then(|found_crc| {
             let done = after == Lsn::ZERO || found_crc == expect_crc;
             if done {
+                self.save_divergent(after)
+                    .map_err(crate::vocab::StorageError::Refused)?;
                 ReplicaLog::truncate_after(&self.log, after)?;
             }
             Ok((found_crc, done))
@@ -675,6 +849,19 @@ impl Inner {
                 false
             }
         }
+    }
+
+    /// Copies the records after `after` to a side file before they are cut (nothing is cut if
+    /// that fails).
+    fn save_divergent(&self, after: Lsn) -> std::result::Result<(), String> {
+        let Some((path, records)) = divergent::save(&self.log, self.log.dir(), after)? else {
+            return Ok(());
+        };
+        self.counters
+            .divergent_records
+            .fetch_add(records, Ordering::Relaxed);
+        tracing::warn!(after = %after, records, file = %path.display(), "cutting a divergent suffix; its records are kept in a side file");
+        Ok(())
     }
 
     fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
@@ -840,12 +1027,44 @@ impl Inner {
             for input in deferred {
                 self.step(input);
             }
+            if let Some(input) = self.watch_disk() {
+                self.step(input);
+            }
             let mut r = self.replica.lock();
             let out = r.step(self.now(), Input::Tick);
             let serving = r.serving();
             self.execute(r, out);
             self.note_gate_opened(serving);
         }
+    }
+
+    /// The disk-stall watchdog, once a tick: written records that waited past
+    /// `timeouts.disk_stall_ms` for an fdatasync while the durable LSN did not move make the
+    /// disk stalled; any progress ends it.
+    fn watch_disk(&self) -> Option<Input> {
+        let (last, durable) = (self.log.last_lsn(), self.log.durable_lsn());
+        let limit = self
+            .config
+            .disk_stall()
+            .unwrap_or(Duration::from_millis(5_000));
+        let mut st = self.stall.lock();
+        let (since, reported) = &mut *st;
+        if last <= durable || since.is_some_and(|(_, d)| d != durable) {
+            *since = None;
+            if std::mem::take(reported) {
+                return Some(Input::DiskStalled(false));
+            }
+        }
+        if last <= durable {
+            return None;
+        }
+        let (t, _) = *since.get_or_insert((Instant::now(), durable));
+        if t.elapsed() >= limit && !*reported {
+            *reported = true;
+            tracing::warn!(durable = %durable, last = %last, waited = ?t.elapsed(), "fdatasync stalled past timeouts.disk_stall_ms");
+            return Some(Input::DiskStalled(true));
+        }
+        None
     }
 
     /// The reader thread: catch-up chunks and CRC lookups for the primary's links, answers to
@@ -968,7 +1187,7 @@ impl Inner {
 }
 
 /// The API's error for a replica's [`WaitError`].
-fn wait_error(e: WaitError) -> Error {
+fn wait_error(e: WaitError, leader_hint: Option<String>) -> Error {
     match e {
         WaitError::QuorumUnavailable {
             level,
@@ -981,7 +1200,7 @@ fn wait_error(e: WaitError) -> Error {
             waited,
             quorum,
         },
-        WaitError::NotPrimary => Error::NotPrimary,
+        WaitError::NotPrimary => Error::NotPrimary { leader_hint },
         WaitError::Poisoned { cause } => Error::Log(logship_engine::Error::Poisoned { cause }),
     }
 }

@@ -16,8 +16,23 @@ pub struct NodeStatus {
     pub node_id: String,
     /// The cluster id.
     pub cluster_id: String,
-    /// `primary` or `follower`.
+    /// `primary` or `follower` now (with failover, the role this node was elected to or not).
     pub role: Role,
+    /// The newest epoch this node knows.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Elections, when the cluster elects its primary.
+    #[serde(default)]
+    pub election: Option<ElectionStatus>,
+    /// The client address of the primary this node follows, when known.
+    #[serde(default)]
+    pub leader_hint: Option<String>,
+    /// Records of divergent suffixes cut since start (copied to side files first).
+    #[serde(default)]
+    pub divergent_records: u64,
+    /// The side files holding cut divergent suffixes, in the data directory.
+    #[serde(default)]
+    pub divergent_files: Vec<String>,
     /// The log's hot-path backend.
     pub log_backend: String,
     /// The replication transport.
@@ -49,23 +64,71 @@ pub struct NodeStatus {
     pub integrity: IntegrityStatus,
 }
 
+/// A node's part in elections.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ElectionStatus {
+    /// It is asking for votes now.
+    pub campaigning: bool,
+    /// Whom it voted for in its epoch.
+    pub voted_for: Option<String>,
+    /// Pre-vote rounds it began.
+    pub pre_votes: u64,
+    /// Elections it began (pre-votes won).
+    pub elections: u64,
+    /// Elections it won.
+    pub won: u64,
+    /// Votes it granted.
+    pub votes_granted: u64,
+    /// Vote requests it refused.
+    pub votes_refused: u64,
+    /// Times it stepped down as primary without hearing a majority.
+    pub step_downs: u64,
+}
+
+fn election_status(r: &crate::replica::Replica) -> Option<ElectionStatus> {
+    let e = r.elector()?;
+    let c = e.counters();
+    Some(ElectionStatus {
+        campaigning: e.campaigning(),
+        voted_for: e.voted_for().map(|v| v.to_string()),
+        pre_votes: c.pre_votes,
+        elections: c.elections,
+        won: c.won,
+        votes_granted: c.votes_granted,
+        votes_refused: c.votes_refused,
+        step_downs: r.counters().step_downs,
+    })
+}
+
 impl Inner {
     pub(super) fn status(&self) -> NodeStatus {
         let now = self.now();
-        let (primary, follower, rc) = {
+        let (primary, follower, rc, (role, epoch, election)) = {
             let r = self.replica.lock();
             let primary = r.as_primary().map(|p| p.status());
+            let role = if primary.is_some() {
+                Role::Primary
+            } else {
+                Role::Follower
+            };
+            let election = (role, r.epoch().0, election_status(&r));
             (
                 primary,
                 r.as_follower().map(|f| f.status(now)),
                 r.counters(),
+                election,
             )
         };
         let c = &self.counters;
         NodeStatus {
             node_id: self.config.node.id.clone(),
             cluster_id: self.config.node.cluster_id.clone(),
-            role: self.config.node.role,
+            role,
+            epoch,
+            election,
+            leader_hint: self.leader_hint(),
+            divergent_records: c.divergent_records.load(Ordering::Relaxed),
+            divergent_files: super::divergent::list(self.log.dir()),
             log_backend: self.log.backend().to_string(),
             transport: self
                 .transport

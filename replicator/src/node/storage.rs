@@ -9,6 +9,9 @@ use crate::vocab::{ReplicaLog, StorageError};
 fn storage_error(e: Error) -> StorageError {
     match e {
         Error::Purged { first, .. } => StorageError::Purged { first },
+        Error::StaleEpoch { current, requested } => StorageError::Refused(format!(
+            "refusing to write in epoch {requested}: the log already writes in epoch {current}"
+        )),
         e @ (Error::Poisoned { .. } | Error::Io { .. } | Error::Closed) => {
             StorageError::Failed(e.to_string())
         }
@@ -29,14 +32,12 @@ impl ReplicaLog for Log {
         Log::durable_lsn(self)
     }
 
-    /// Records are written in epoch 0 until epochs are assigned (failover); any other epoch
-    /// is refused rather than written wrong.
+    /// Writes the record in `epoch`, which first becomes the log's epoch if it is newer; an
+    /// epoch older than the log's is refused (a stale primary must not write after a newer
+    /// epoch began). Check and append are one step in the log, so no epoch change slips
+    /// between them.
     fn append(&self, epoch: Epoch, payload: Bytes) -> Result<Lsn, StorageError> {
-        if epoch != Epoch(0) {
-            let m = format!("this log writes epoch 0 only, not {}", epoch.0);
-            return Err(StorageError::Refused(m));
-        }
-        Log::append(self, payload)
+        Log::append_in_epoch(self, epoch, payload)
             .map(|a| a.lsn())
             .map_err(storage_error)
     }
@@ -82,5 +83,33 @@ impl ReplicaLog for Log {
         Ok(record
             .filter(|rec| rec.lsn == lsn)
             .map(|rec| (rec.crc, rec.epoch)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use logship_engine::Options;
+
+    use super::*;
+
+    #[test]
+    fn appends_write_in_their_epoch_and_refuse_an_older_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = Options {
+            create_if_missing: true,
+            ..Options::default()
+        };
+        let log = Log::open(dir.path(), options).expect("open");
+        let append = |epoch, p: &'static [u8]| ReplicaLog::append(&log, Epoch(epoch), p.into());
+        assert_eq!(append(0, b"a"), Ok(Lsn(1)));
+        assert_eq!(append(2, b"b"), Ok(Lsn(2)));
+        assert_eq!(log.epoch(), Epoch(2));
+        assert!(matches!(append(1, b"c"), Err(StorageError::Refused(_))));
+        assert_eq!(append(2, b"d"), Ok(Lsn(3)));
+        ReplicaLog::sync(&log).expect("sync");
+        let epochs: Vec<_> = (1..=3)
+            .map(|l| log.record_meta(Lsn(l)).expect("read").map(|m| m.1 .0))
+            .collect();
+        assert_eq!(epochs, vec![Some(0), Some(2), Some(2)]);
     }
 }

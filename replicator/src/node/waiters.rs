@@ -210,6 +210,12 @@ impl Waiters {
         }
     }
 
+    /// A new reign as primary: the commit LSNs start again from `committed` (what the old
+    /// reign reached says nothing of records written since).
+    pub(crate) fn restart_levels(&self, committed: [Lsn; 4]) {
+        self.inner.lock().committed = committed;
+    }
+
     /// Fails append `id`, waiting for admission or for its level.
     pub(crate) fn fail(&self, id: WaiterId, error: Error) {
         let slot = {
@@ -288,10 +294,10 @@ mod tests {
         w.admit(id);
         admission.wait().unwrap();
         let a = w.register(id, DurabilityLevel::RemoteDurable, Lsn(5));
-        w.fail(id, Error::NotPrimary);
-        assert!(matches!(a.wait(), Err(Error::NotPrimary)));
+        w.fail(id, Error::NotPrimary { leader_hint: None });
+        assert!(matches!(a.wait(), Err(Error::NotPrimary { .. })));
         let (id, admission) = w.admission();
-        w.fail(id, Error::NotPrimary);
-        assert!(matches!(admission.wait(), Err(Error::NotPrimary)));
+        w.fail(id, Error::NotPrimary { leader_hint: None });
+        assert!(matches!(admission.wait(), Err(Error::NotPrimary { .. })));
     }
 }

@@ -1,5 +1,6 @@
 //! Mutual authentication of a replication connection: HMAC-SHA256 challenge-response over a
-//! pre-shared cluster key.
+//! pre-shared cluster key; and the proofs that election messages (vote requests and their
+//! answers) come from a member of the cluster.
 //!
 //! Each side contributes a fresh random nonce; both then prove knowledge of the [`ClusterKey`]
 //! by sending an HMAC over the whole handshake [`Transcript`] (both nonces, both node ids, the
@@ -32,11 +33,43 @@
 //! | 8 | `primary_nonce`  | 32                     | the primary's nonce                        |
 //! | 9 | `follower_nonce` | 32                     | the follower's nonce                       |
 //!
+//! # Vote proofs
+//!
+//! A vote request and its answer carry proofs of their own ([`prove_vote_request`],
+//! [`prove_vote_response`]), built the same way (length-prefixed items) under their own domain
+//! tags, so that no vote proof verifies as a handshake proof, nor a request's as an answer's.
+//! The answer's input holds the request's nonce: a recorded answer does not answer another
+//! request.
+//!
+//! | # | request item  | length prefix | bytes                          |
+//! |---|---------------|---------------|--------------------------------|
+//! | 1 | domain tag    | 23            | ASCII `logship-vote-request-v1` |
+//! | 2 | `cluster_id`  | byte length   | UTF-8                          |
+//! | 3 | `candidate`   | byte length   | UTF-8                          |
+//! | 4 | `epoch`       | 8             | u64 LE                         |
+//! | 5 | `last_epoch`  | 8             | u64 LE                         |
+//! | 6 | `last_lsn`    | 8             | u64 LE                         |
+//! | 7 | `pre_vote`    | 1             | 0 or 1                         |
+//! | 8 | `transfer`    | 1             | 0 or 1                         |
+//! | 9 | `nonce`       | 32            | the candidate's nonce          |
+//!
+//! | # | answer item     | length prefix | bytes                           |
+//! |---|-----------------|---------------|---------------------------------|
+//! | 1 | domain tag      | 24            | ASCII `logship-vote-response-v1` |
+//! | 2 | `cluster_id`    | byte length   | UTF-8                           |
+//! | 3 | `candidate`     | byte length   | UTF-8                           |
+//! | 4 | `voter`         | byte length   | UTF-8                           |
+//! | 5 | `epoch`         | 8             | u64 LE                          |
+//! | 6 | `pre_vote`      | 1             | 0 or 1                          |
+//! | 7 | `granted`       | 1             | 0 or 1                          |
+//! | 8 | `request_nonce` | 32            | the request's nonce             |
+//!
 //! # The key file
 //!
 //! The key file holds the key as text (by convention 64 hex characters from
-//! [`generate_key_text`]). Whitespace around it is trimmed; the remaining bytes, as they are,
-//! are the HMAC key, and there must be at least [`MIN_KEY_BYTES`] of them.
+//! [`generate_key_text`](crate::node::generate_key_text)). Whitespace around it is trimmed; the
+//! remaining bytes, as they are, are the HMAC key, and there must be at least
+//! [`MIN_KEY_BYTES`] of them.
 //!
 //! What this module does not do: framing, timeouts, or deciding what to do after a failed
 //! verification (the handshake and the node driver own those). The key bytes are overwritten on
@@ -62,6 +95,10 @@ const DOMAIN_TAG: &[u8] = b"logship-auth-v1";
 const PRIMARY_TAG: &[u8] = b"primary";
 /// Role tag of a proof made by the follower.
 const FOLLOWER_TAG: &[u8] = b"follower";
+/// Domain-separation tag of a vote request's proof (a handshake proof's tag differs).
+const VOTE_REQUEST_TAG: &[u8] = b"logship-vote-request-v1";
+/// Domain-separation tag of a vote answer's proof.
+const VOTE_RESPONSE_TAG: &[u8] = b"logship-vote-response-v1";
 /// The largest key file read; anything longer is not a key file (e.g. a path to a device).
 pub const MAX_KEY_FILE_BYTES: usize = 64 * 1024;
 
@@ -261,6 +298,107 @@ pub fn verify(key: &ClusterKey, role: Role, t: &Transcript<'_>, mac: &[u8]) -> b
     keyed_transcript(key, role, t).verify_slice(mac).is_ok()
 }
 
+/// The fields a vote request's proof covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoteRequestTranscript<'a> {
+    /// The cluster's id.
+    pub cluster_id: &'a str,
+    /// The candidate's node id.
+    pub candidate: &'a str,
+    /// The epoch asked for.
+    pub epoch: u64,
+    /// Epoch of the candidate's last record.
+    pub last_epoch: u64,
+    /// The candidate's last LSN.
+    pub last_lsn: u64,
+    /// A pre-vote.
+    pub pre_vote: bool,
+    /// A planned switchover.
+    pub transfer: bool,
+    /// The candidate's nonce.
+    pub nonce: &'a [u8; NONCE_LEN],
+}
+
+/// The fields a vote answer's proof covers (the request's nonce binds it to that request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoteResponseTranscript<'a> {
+    /// The cluster's id.
+    pub cluster_id: &'a str,
+    /// The candidate's node id (the request's).
+    pub candidate: &'a str,
+    /// The voter's node id.
+    pub voter: &'a str,
+    /// The voter's current epoch.
+    pub epoch: u64,
+    /// The answer is to a pre-vote.
+    pub pre_vote: bool,
+    /// The vote is granted.
+    pub granted: bool,
+    /// The nonce of the request answered.
+    pub request_nonce: &'a [u8; NONCE_LEN],
+}
+
+fn keyed_vote_request(key: &ClusterKey, t: &VoteRequestTranscript<'_>) -> HmacSha256 {
+    let mut mac = key.mac();
+    item(&mut mac, VOTE_REQUEST_TAG);
+    item(&mut mac, t.cluster_id.as_bytes());
+    item(&mut mac, t.candidate.as_bytes());
+    item(&mut mac, &t.epoch.to_le_bytes());
+    item(&mut mac, &t.last_epoch.to_le_bytes());
+    item(&mut mac, &t.last_lsn.to_le_bytes());
+    item(&mut mac, &[u8::from(t.pre_vote)]);
+    item(&mut mac, &[u8::from(t.transfer)]);
+    item(&mut mac, t.nonce);
+    mac
+}
+
+fn keyed_vote_response(key: &ClusterKey, t: &VoteResponseTranscript<'_>) -> HmacSha256 {
+    let mut mac = key.mac();
+    item(&mut mac, VOTE_RESPONSE_TAG);
+    item(&mut mac, t.cluster_id.as_bytes());
+    item(&mut mac, t.candidate.as_bytes());
+    item(&mut mac, t.voter.as_bytes());
+    item(&mut mac, &t.epoch.to_le_bytes());
+    item(&mut mac, &[u8::from(t.pre_vote)]);
+    item(&mut mac, &[u8::from(t.granted)]);
+    item(&mut mac, t.request_nonce);
+    mac
+}
+
+/// The candidate's proof of `key` over its vote request `t` (layout in the module doc).
+///
+/// # Panics
+/// If an id is 4 GiB or longer.
+pub fn prove_vote_request(key: &ClusterKey, t: &VoteRequestTranscript<'_>) -> [u8; MAC_LEN] {
+    keyed_vote_request(key, t).finalize().into_bytes().into()
+}
+
+/// Whether `mac` is the proof of `key` over the vote request `t`, compared in constant time; a
+/// `mac` of the wrong length is rejected.
+///
+/// # Panics
+/// If an id is 4 GiB or longer.
+pub fn verify_vote_request(key: &ClusterKey, t: &VoteRequestTranscript<'_>, mac: &[u8]) -> bool {
+    keyed_vote_request(key, t).verify_slice(mac).is_ok()
+}
+
+/// The voter's proof of `key` over its answer `t` (layout in the module doc).
+///
+/// # Panics
+/// If an id is 4 GiB or longer.
+pub fn prove_vote_response(key: &ClusterKey, t: &VoteResponseTranscript<'_>) -> [u8; MAC_LEN] {
+    keyed_vote_response(key, t).finalize().into_bytes().into()
+}
+
+/// Whether `mac` is the proof of `key` over the vote answer `t`, compared in constant time; a
+/// `mac` of the wrong length is rejected.
+///
+/// # Panics
+/// If an id is 4 GiB or longer.
+pub fn verify_vote_response(key: &ClusterKey, t: &VoteResponseTranscript<'_>, mac: &[u8]) -> bool {
+    keyed_vote_response(key, t).verify_slice(mac).is_ok()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -435,6 +573,253 @@ pub(crate) mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    const CANDIDATE_NONCE: [u8; NONCE_LEN] = [0x44; NONCE_LEN];
+
+    fn vote_request() -> VoteRequestTranscript<'static> {
+        VoteRequestTranscript {
+            cluster_id: "c1",
+            candidate: "node-a",
+            epoch: 8,
+            last_epoch: 7,
+            last_lsn: 1234,
+            pre_vote: true,
+            transfer: false,
+            nonce: &CANDIDATE_NONCE,
+        }
+    }
+
+    fn vote_response() -> VoteResponseTranscript<'static> {
+        VoteResponseTranscript {
+            cluster_id: "c1",
+            candidate: "node-a",
+            voter: "node-b",
+            epoch: 8,
+            pre_vote: true,
+            granted: true,
+            request_nonce: &CANDIDATE_NONCE,
+        }
+    }
+
+    #[test]
+    fn vote_proofs_round_trip() {
+        let k = key("0123456789abcdef0123");
+        let (req, resp) = (vote_request(), vote_response());
+        assert!(verify_vote_request(&k, &req, &prove_vote_request(&k, &req)));
+        assert!(verify_vote_response(
+            &k,
+            &resp,
+            &prove_vote_response(&k, &resp)
+        ));
+        let other = key("0123456789abcdef0124");
+        assert!(!verify_vote_request(
+            &other,
+            &req,
+            &prove_vote_request(&k, &req)
+        ));
+        assert!(!verify_vote_response(
+            &other,
+            &resp,
+            &prove_vote_response(&k, &resp)
+        ));
+    }
+
+    fn vote_request_changes(
+        base: VoteRequestTranscript<'_>,
+    ) -> Vec<(&str, VoteRequestTranscript<'_>)> {
+        type T<'a> = VoteRequestTranscript<'a>;
+        vec![
+            (
+                "cluster_id",
+                T {
+                    cluster_id: "c2",
+                    ..base
+                },
+            ),
+            (
+                "candidate",
+                T {
+                    candidate: "node-x",
+                    ..base
+                },
+            ),
+            ("epoch", T { epoch: 9, ..base }),
+            (
+                "last_epoch",
+                T {
+                    last_epoch: 6,
+                    ..base
+                },
+            ),
+            (
+                "last_lsn",
+                T {
+                    last_lsn: 1235,
+                    ..base
+                },
+            ),
+            (
+                "pre_vote",
+                T {
+                    pre_vote: false,
+                    ..base
+                },
+            ),
+            (
+                "transfer",
+                T {
+                    transfer: true,
+                    ..base
+                },
+            ),
+            (
+                "nonce",
+                T {
+                    nonce: &OTHER_NONCE,
+                    ..base
+                },
+            ),
+            // Moving a byte across the boundary of two adjacent strings must change the input.
+            (
+                "id boundary",
+                T {
+                    cluster_id: "c1n",
+                    candidate: "ode-a",
+                    ..base
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn changing_any_vote_request_field_fails() {
+        let k = key("0123456789abcdef");
+        let base = vote_request();
+        let mac = prove_vote_request(&k, &base);
+        for (name, changed) in vote_request_changes(base) {
+            assert_ne!(changed, base, "{name}: case does not change anything");
+            assert!(!verify_vote_request(&k, &changed, &mac), "{name}");
+        }
+        assert!(
+            !verify_vote_request(&k, &base, &mac[..MAC_LEN - 1]),
+            "truncated"
+        );
+    }
+
+    fn vote_response_changes(
+        base: VoteResponseTranscript<'_>,
+    ) -> Vec<(&str, VoteResponseTranscript<'_>)> {
+        type T<'a> = VoteResponseTranscript<'a>;
+        vec![
+            (
+                "cluster_id",
+                T {
+                    cluster_id: "c2",
+                    ..base
+                },
+            ),
+            (
+                "candidate",
+                T {
+                    candidate: "node-x",
+                    ..base
+                },
+            ),
+            (
+                "voter",
+                T {
+                    voter: "node-x",
+                    ..base
+                },
+            ),
+            ("epoch", T { epoch: 9, ..base }),
+            (
+                "pre_vote",
+                T {
+                    pre_vote: false,
+                    ..base
+                },
+            ),
+            (
+                "granted",
+                T {
+                    granted: false,
+                    ..base
+                },
+            ),
+            (
+                "request_nonce",
+                T {
+                    request_nonce: &OTHER_NONCE,
+                    ..base
+                },
+            ),
+            (
+                "ids swapped",
+                T {
+                    candidate: "node-b",
+                    voter: "node-a",
+                    ..base
+                },
+            ),
+            (
+                "id boundary",
+                T {
+                    candidate: "node-an",
+                    voter: "ode-b",
+                    ..base
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn changing_any_vote_response_field_fails() {
+        let k = key("0123456789abcdef");
+        let base = vote_response();
+        let mac = prove_vote_response(&k, &base);
+        for (name, changed) in vote_response_changes(base) {
+            assert_ne!(changed, base, "{name}: case does not change anything");
+            assert!(!verify_vote_response(&k, &changed, &mac), "{name}");
+        }
+        assert!(!verify_vote_response(&k, &base, &[]), "empty");
+    }
+
+    #[test]
+    fn proofs_of_one_kind_do_not_verify_as_another() {
+        let k = key("0123456789abcdef");
+        let (req, resp, hs) = (vote_request(), vote_response(), transcript());
+        let req_mac = prove_vote_request(&k, &req);
+        let resp_mac = prove_vote_response(&k, &resp);
+        assert!(!verify_vote_response(&k, &resp, &req_mac));
+        assert!(!verify_vote_request(&k, &req, &resp_mac));
+        for role in [Role::Primary, Role::Follower] {
+            let hs_mac = prove(&k, role, &hs);
+            assert!(!verify(&k, role, &hs, &req_mac), "{role:?}");
+            assert!(!verify(&k, role, &hs, &resp_mac), "{role:?}");
+            assert!(!verify_vote_request(&k, &req, &hs_mac), "{role:?}");
+            assert!(!verify_vote_response(&k, &resp, &hs_mac), "{role:?}");
+        }
+        let tags = [DOMAIN_TAG, VOTE_REQUEST_TAG, VOTE_RESPONSE_TAG];
+        for (i, a) in tags.iter().enumerate() {
+            assert!(tags[i + 1..].iter().all(|b| a != b), "tags must differ");
+        }
+    }
+
+    /// Pins the documented vote layouts (cross-checked with Python's `hmac` module, as in
+    /// docs/protocol.md); a change here is a wire format change.
+    #[test]
+    fn vote_known_answers() {
+        let k = ClusterKey::from_bytes(b"logship-test-key-0123456789").expect("long enough");
+        assert_eq!(
+            hex(&prove_vote_request(&k, &vote_request())),
+            "716da1ec880c82ba48c775475c336d708061a5a420f114ddad46b90eccab7a03"
+        );
+        assert_eq!(
+            hex(&prove_vote_response(&k, &vote_response())),
+            "6a9da541cdef959c7a24a572271b7de20455644e59c35bfe773beb1b8da0e0cd"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Integers are little-endian. Strings are a u16 LE length then UTF-8 bytes (at most
 //! [`MAX_NAME_BYTES`] for names). Record runs are engine records exactly as on disk (the
 //! engine's record header carries its own CRC, checked again by the receiving log).
+//! Epoch histories are a u16 LE count, then that many (epoch u64 LE, first LSN u64 LE) pairs.
 //! Decoding is total: any body is either a message or a [`FrameError`].
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -13,16 +14,28 @@ use super::frame::{encode, Frame, FrameError};
 
 /// The protocol version this build speaks. Hello offers a range; the follower picks. Version 2
 /// added Fetch, Fetched, FetchFailed and Digests, and Records bodies that may carry write
-/// markers (format version 2) between records.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// markers (format version 2) between records. Version 3 added VoteRequest, VoteResponse and
+/// epoch histories in HelloReply and Start.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Oldest version this build speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
 /// Most digest ranges in one Digests frame.
 pub const MAX_DIGESTS_PER_FRAME: usize = 1024;
 /// Bytes of one digest range on the wire: first, last, digest.
 const DIGEST_ENTRY_BYTES: usize = 32;
 /// Longest cluster id or node id.
 pub const MAX_NAME_BYTES: usize = 255;
+/// Most entries of an epoch history in one HelloReply or Start (the bound the replica's
+/// epoch history keeps on the wire). The encoder sends the newest entries of a longer one.
+pub const MAX_HISTORY_ENTRIES: usize = 4096;
+/// Bytes of one epoch-history entry on the wire: epoch, first LSN.
+const HISTORY_ENTRY_BYTES: usize = 16;
+/// Flag bit of [`Msg::VoteRequest`] and [`Msg::VoteResponse`]: a pre-vote.
+const FLAG_PRE_VOTE: u8 = 1;
+/// Flag bit of [`Msg::VoteRequest`]: a planned switchover.
+const FLAG_TRANSFER: u8 = 2;
+/// Flag bit of [`Msg::VoteResponse`]: the vote is granted.
+const FLAG_GRANTED: u8 = 2;
 
 /// How durable an append must be before it is acknowledged.
 #[derive(
@@ -212,6 +225,9 @@ pub enum Msg {
         cluster_id: String,
         /// The follower's node id.
         node_id: String,
+        /// The follower's epoch history: the first LSN of each epoch it holds records of,
+        /// oldest first (at most [`MAX_HISTORY_ENTRIES`] go on the wire: the newest).
+        history: Vec<(Epoch, Lsn)>,
     },
     /// Primary → follower: the primary's proof, and where streaming starts.
     Start {
@@ -227,6 +243,9 @@ pub enum Msg {
         /// 0). The follower truncates only if its own record there has the same CRC, and
         /// refuses the session as diverged otherwise.
         cut_crc: u32,
+        /// The primary's epoch history: the first LSN of each epoch its log holds records of,
+        /// oldest first (at most [`MAX_HISTORY_ENTRIES`] go on the wire: the newest).
+        history: Vec<(Epoch, Lsn)>,
     },
     /// Either side: the session is refused; the connection closes after it.
     Reject {
@@ -303,6 +322,40 @@ pub enum Msg {
         /// At most [`MAX_DIGESTS_PER_FRAME`] ranges.
         ranges: Vec<RangeDigest>,
     },
+    /// Candidate → voter, on a connection the candidate opened: vote for me in `epoch`.
+    VoteRequest {
+        /// A pre-vote (etcd's): would you vote, without changing anything?
+        pre_vote: bool,
+        /// A planned switchover: the voter grants even though it heard from the primary recently.
+        transfer: bool,
+        /// The epoch asked for.
+        epoch: Epoch,
+        /// Epoch of the candidate's last record.
+        last_epoch: Epoch,
+        /// The candidate's last LSN.
+        last_lsn: Lsn,
+        /// The candidate's nonce, which the answer's proof covers.
+        nonce: [u8; NONCE_LEN],
+        /// HMAC proof of the cluster key over all of the above.
+        mac: [u8; MAC_LEN],
+        /// The cluster id.
+        cluster_id: String,
+        /// The candidate's node id.
+        candidate: String,
+    },
+    /// Voter → candidate: the answer; the connection closes after it.
+    VoteResponse {
+        /// Answers a pre-vote.
+        pre_vote: bool,
+        /// Whether the vote is granted.
+        granted: bool,
+        /// The voter's current epoch (a candidate behind it adopts it).
+        epoch: Epoch,
+        /// HMAC proof of the cluster key over the answer and the request's nonce.
+        mac: [u8; MAC_LEN],
+        /// The voter's node id.
+        voter: String,
+    },
     /// Client → node: append one record.
     AppendRequest {
         /// Client's request id, echoed.
@@ -357,6 +410,28 @@ pub enum Msg {
         /// JSON text.
         json: String,
     },
+    /// Client → primary: hand over to follower `target` with no loss (planned switchover).
+    PromoteRequest {
+        /// Client's request id.
+        id: u64,
+        /// The follower's node id.
+        target: String,
+    },
+    /// Primary → client: the switchover's outcome.
+    PromoteResponse {
+        /// The request id.
+        id: u64,
+        /// `Ok` once the target was elected; else why not.
+        status: ClientStatus,
+        /// What happened, as text.
+        message: String,
+    },
+    /// Primary → follower on a streaming session: you have every record; stand for election
+    /// in `epoch` now (a planned switchover; voters grant though they hear the primary).
+    TimeoutNow {
+        /// The epoch to stand in (the primary's + 1).
+        epoch: Epoch,
+    },
 }
 
 /// Frame kind bytes.
@@ -383,6 +458,12 @@ pub mod kind {
     pub const FETCH_FAILED: u8 = 10;
     /// [`super::Msg::Digests`].
     pub const DIGESTS: u8 = 11;
+    /// [`super::Msg::VoteRequest`].
+    pub const VOTE_REQUEST: u8 = 12;
+    /// [`super::Msg::VoteResponse`].
+    pub const VOTE_RESPONSE: u8 = 13;
+    /// [`super::Msg::TimeoutNow`].
+    pub const TIMEOUT_NOW: u8 = 14;
     /// [`super::Msg::AppendRequest`].
     pub const APPEND_REQUEST: u8 = 16;
     /// [`super::Msg::AppendResponse`].
@@ -395,6 +476,10 @@ pub mod kind {
     pub const STATUS_REQUEST: u8 = 20;
     /// [`super::Msg::StatusResponse`].
     pub const STATUS_RESPONSE: u8 = 21;
+    /// [`super::Msg::PromoteRequest`].
+    pub const PROMOTE_REQUEST: u8 = 22;
+    /// [`super::Msg::PromoteResponse`].
+    pub const PROMOTE_RESPONSE: u8 = 23;
 }
 
 /// Size of the fixed part of a Records body, before the records.
@@ -407,6 +492,36 @@ fn put_str(b: &mut BytesMut, s: &str) {
     }
     b.put_u16_le(n as u16);
     b.put_slice(&s.as_bytes()[..n]);
+}
+
+/// An epoch history: a u16 count, then (epoch, first LSN) pairs; the newest
+/// [`MAX_HISTORY_ENTRIES`] of a longer one.
+fn put_history(b: &mut BytesMut, history: &[(Epoch, Lsn)]) {
+    let sent = &history[history.len().saturating_sub(MAX_HISTORY_ENTRIES)..];
+    b.reserve(2 + sent.len() * HISTORY_ENTRY_BYTES);
+    b.put_u16_le(sent.len() as u16);
+    for (epoch, first) in sent {
+        b.put_u64_le(epoch.0);
+        b.put_u64_le(first.0);
+    }
+}
+
+/// `bit` if `set`, else no bit.
+fn flag(set: bool, bit: u8) -> u8 {
+    if set {
+        bit
+    } else {
+        0
+    }
+}
+
+/// Whether history entries are well formed: epochs and LSNs both strictly rising, no epoch 0
+/// and no LSN 0 (the rule of the replica's epoch history, checked here without it).
+fn valid_history(entries: &[(Epoch, Lsn)]) -> bool {
+    let rising = entries
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+    rising && entries.iter().all(|&(e, l)| e > Epoch(0) && l > Lsn::ZERO)
 }
 
 impl Msg {
@@ -424,12 +539,17 @@ impl Msg {
             Msg::Fetched { .. } => kind::FETCHED,
             Msg::FetchFailed { .. } => kind::FETCH_FAILED,
             Msg::Digests { .. } => kind::DIGESTS,
+            Msg::VoteRequest { .. } => kind::VOTE_REQUEST,
+            Msg::VoteResponse { .. } => kind::VOTE_RESPONSE,
             Msg::AppendRequest { .. } => kind::APPEND_REQUEST,
             Msg::AppendResponse { .. } => kind::APPEND_RESPONSE,
             Msg::ReadRequest { .. } => kind::READ_REQUEST,
             Msg::ReadResponse { .. } => kind::READ_RESPONSE,
             Msg::StatusRequest { .. } => kind::STATUS_REQUEST,
             Msg::StatusResponse { .. } => kind::STATUS_RESPONSE,
+            Msg::TimeoutNow { .. } => kind::TIMEOUT_NOW,
+            Msg::PromoteRequest { .. } => kind::PROMOTE_REQUEST,
+            Msg::PromoteResponse { .. } => kind::PROMOTE_RESPONSE,
         }
     }
 
@@ -456,12 +576,17 @@ impl Msg {
             | Msg::Fetched { .. }
             | Msg::FetchFailed { .. }
             | Msg::Digests { .. } => self.put_integrity(&mut b),
+            Msg::VoteRequest { .. } | Msg::VoteResponse { .. } | Msg::TimeoutNow { .. } => {
+                self.put_election(&mut b)
+            }
             Msg::AppendRequest { .. }
             | Msg::AppendResponse { .. }
             | Msg::ReadRequest { .. }
             | Msg::ReadResponse { .. }
             | Msg::StatusRequest { .. }
-            | Msg::StatusResponse { .. } => self.put_client(&mut b),
+            | Msg::StatusResponse { .. }
+            | Msg::PromoteRequest { .. }
+            | Msg::PromoteResponse { .. } => self.put_client(&mut b),
         }
         b
     }
@@ -486,31 +611,14 @@ impl Msg {
                 put_str(b, cluster_id);
                 put_str(b, node_id);
             }
-            Msg::HelloReply {
-                version,
-                last_lsn,
-                last_epoch,
-                last_crc,
-                nonce,
-                mac,
-                cluster_id,
-                node_id,
-            } => {
-                b.put_u16_le(*version);
-                b.put_u64_le(last_lsn.0);
-                b.put_u64_le(last_epoch.0);
-                b.put_u32_le(*last_crc);
-                b.put_slice(nonce);
-                b.put_slice(mac);
-                put_str(b, cluster_id);
-                put_str(b, node_id);
-            }
+            Msg::HelloReply { .. } => self.put_hello_reply(b),
             Msg::Start {
                 mac,
                 truncate_after,
                 start_lsn,
                 commit_lsn,
                 cut_crc,
+                history,
             } => {
                 b.put_slice(mac);
                 b.put_u8(u8::from(truncate_after.is_some()));
@@ -518,6 +626,7 @@ impl Msg {
                 b.put_u64_le(start_lsn.0);
                 b.put_u64_le(commit_lsn.0);
                 b.put_u32_le(*cut_crc);
+                put_history(b, history);
             }
             Msg::Reject {
                 code,
@@ -530,6 +639,33 @@ impl Msg {
             }
             other => unreachable!("{} is not a handshake message", other.name()),
         }
+    }
+
+    /// The follower's answer to a Hello.
+    fn put_hello_reply(&self, b: &mut BytesMut) {
+        let Msg::HelloReply {
+            version,
+            last_lsn,
+            last_epoch,
+            last_crc,
+            nonce,
+            mac,
+            cluster_id,
+            node_id,
+            history,
+        } = self
+        else {
+            unreachable!("{} is not a hello reply", self.name())
+        };
+        b.put_u16_le(*version);
+        b.put_u64_le(last_lsn.0);
+        b.put_u64_le(last_epoch.0);
+        b.put_u32_le(*last_crc);
+        b.put_slice(nonce);
+        b.put_slice(mac);
+        put_str(b, cluster_id);
+        put_str(b, node_id);
+        put_history(b, history);
     }
 
     /// Streaming: records, acks, heartbeats.
@@ -617,6 +753,46 @@ impl Msg {
         }
     }
 
+    /// Elections: vote requests and their answers.
+    fn put_election(&self, b: &mut BytesMut) {
+        match self {
+            Msg::VoteRequest {
+                pre_vote,
+                transfer,
+                epoch,
+                last_epoch,
+                last_lsn,
+                nonce,
+                mac,
+                cluster_id,
+                candidate,
+            } => {
+                b.put_u8(flag(*pre_vote, FLAG_PRE_VOTE) | flag(*transfer, FLAG_TRANSFER));
+                b.put_u64_le(epoch.0);
+                b.put_u64_le(last_epoch.0);
+                b.put_u64_le(last_lsn.0);
+                b.put_slice(nonce);
+                b.put_slice(mac);
+                put_str(b, cluster_id);
+                put_str(b, candidate);
+            }
+            Msg::VoteResponse {
+                pre_vote,
+                granted,
+                epoch,
+                mac,
+                voter,
+            } => {
+                b.put_u8(flag(*pre_vote, FLAG_PRE_VOTE) | flag(*granted, FLAG_GRANTED));
+                b.put_u64_le(epoch.0);
+                b.put_slice(mac);
+                put_str(b, voter);
+            }
+            Msg::TimeoutNow { epoch } => b.put_u64_le(epoch.0),
+            other => unreachable!("{} is not an election message", other.name()),
+        }
+    }
+
     /// The client's requests and their answers.
     fn put_client(&self, b: &mut BytesMut) {
         match self {
@@ -663,6 +839,19 @@ impl Msg {
                 b.put_u64_le(*id);
                 b.put_slice(json.as_bytes());
             }
+            Msg::PromoteRequest { id, target } => {
+                b.put_u64_le(*id);
+                put_str(b, target);
+            }
+            Msg::PromoteResponse {
+                id,
+                status,
+                message,
+            } => {
+                b.put_u64_le(*id);
+                b.put_u8(*status as u8);
+                put_str(b, message);
+            }
             other => unreachable!("{} is not a client message", other.name()),
         }
     }
@@ -700,12 +889,17 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::FETCHED => "fetched",
         kind::FETCH_FAILED => "fetch_failed",
         kind::DIGESTS => "digests",
+        kind::VOTE_REQUEST => "vote_request",
+        kind::VOTE_RESPONSE => "vote_response",
+        kind::TIMEOUT_NOW => "timeout_now",
         kind::APPEND_REQUEST => "append_request",
         kind::APPEND_RESPONSE => "append_response",
         kind::READ_REQUEST => "read_request",
         kind::READ_RESPONSE => "read_response",
         kind::STATUS_REQUEST => "status_request",
         kind::STATUS_RESPONSE => "status_response",
+        kind::PROMOTE_REQUEST => "promote_request",
+        kind::PROMOTE_RESPONSE => "promote_response",
         _ => "unknown",
     }
 }
@@ -779,6 +973,35 @@ impl Reader {
         ClientStatus::from_u8(v).ok_or_else(|| self.bad(format!("unknown status {v}")))
     }
 
+    /// A flags byte with no bit outside `known`.
+    fn flags(&mut self, known: u8) -> Result<u8, FrameError> {
+        let f = self.u8()?;
+        if f & !known != 0 {
+            return Err(self.bad(format!("unknown flag bits {:#04x}", f & !known)));
+        }
+        Ok(f)
+    }
+
+    /// An epoch history: a count of at most [`MAX_HISTORY_ENTRIES`], then that many entries,
+    /// epochs and LSNs strictly rising, none 0.
+    fn history(&mut self) -> Result<Vec<(Epoch, Lsn)>, FrameError> {
+        let n = usize::from(self.u16()?);
+        if n > MAX_HISTORY_ENTRIES {
+            return Err(self.bad(format!("{n} history entries exceed {MAX_HISTORY_ENTRIES}")));
+        }
+        self.need(n * HISTORY_ENTRY_BYTES)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push((Epoch(self.u64()?), self.lsn()?));
+        }
+        if !valid_history(&entries) {
+            return Err(self.bad(
+                "epoch history not strictly rising in epoch and LSN, or with an epoch or LSN 0",
+            ));
+        }
+        Ok(entries)
+    }
+
     /// The rest of the body: a run of records `first..=last` (at least 32 bytes each).
     fn records_for(&mut self, first: Lsn, last: Lsn) -> Result<Bytes, FrameError> {
         if first == Lsn::ZERO || last < first {
@@ -816,28 +1039,9 @@ impl Reader {
                 mac: self.array()?,
                 cluster_id: self.name()?,
                 node_id: self.name()?,
+                history: self.history()?,
             },
-            kind::START => {
-                let mac = self.array()?;
-                let has_cut = self.u8()?;
-                let cut = self.lsn()?;
-                let truncate_after = match has_cut {
-                    0 if cut == Lsn::ZERO => None,
-                    1 => Some(cut),
-                    _ => return Err(self.bad("bad truncate flag")),
-                };
-                let (start_lsn, commit_lsn, cut_crc) = (self.lsn()?, self.lsn()?, self.u32()?);
-                if truncate_after.is_none() && cut_crc != 0 {
-                    return Err(self.bad("a cut CRC without a cut"));
-                }
-                Msg::Start {
-                    mac,
-                    truncate_after,
-                    start_lsn,
-                    commit_lsn,
-                    cut_crc,
-                }
-            }
+            kind::START => self.start()?,
             kind::REJECT => {
                 let v = self.u16()?;
                 let code = RejectCode::from_u16(v)
@@ -849,6 +1053,30 @@ impl Reader {
                 }
             }
             other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+
+    /// The primary's proof and where streaming starts.
+    fn start(&mut self) -> Result<Msg, FrameError> {
+        let mac = self.array()?;
+        let has_cut = self.u8()?;
+        let cut = self.lsn()?;
+        let truncate_after = match has_cut {
+            0 if cut == Lsn::ZERO => None,
+            1 => Some(cut),
+            _ => return Err(self.bad("bad truncate flag")),
+        };
+        let (start_lsn, commit_lsn, cut_crc) = (self.lsn()?, self.lsn()?, self.u32()?);
+        if truncate_after.is_none() && cut_crc != 0 {
+            return Err(self.bad("a cut CRC without a cut"));
+        }
+        Ok(Msg::Start {
+            mac,
+            truncate_after,
+            start_lsn,
+            commit_lsn,
+            cut_crc,
+            history: self.history()?,
         })
     }
 
@@ -938,6 +1166,40 @@ impl Reader {
         })
     }
 
+    /// Elections: vote requests and their answers.
+    fn election(&mut self, k: u8) -> Result<Msg, FrameError> {
+        Ok(match k {
+            kind::VOTE_REQUEST => {
+                let f = self.flags(FLAG_PRE_VOTE | FLAG_TRANSFER)?;
+                Msg::VoteRequest {
+                    pre_vote: f & FLAG_PRE_VOTE != 0,
+                    transfer: f & FLAG_TRANSFER != 0,
+                    epoch: Epoch(self.u64()?),
+                    last_epoch: Epoch(self.u64()?),
+                    last_lsn: self.lsn()?,
+                    nonce: self.array()?,
+                    mac: self.array()?,
+                    cluster_id: self.name()?,
+                    candidate: self.name()?,
+                }
+            }
+            kind::VOTE_RESPONSE => {
+                let f = self.flags(FLAG_PRE_VOTE | FLAG_GRANTED)?;
+                Msg::VoteResponse {
+                    pre_vote: f & FLAG_PRE_VOTE != 0,
+                    granted: f & FLAG_GRANTED != 0,
+                    epoch: Epoch(self.u64()?),
+                    mac: self.array()?,
+                    voter: self.name()?,
+                }
+            }
+            kind::TIMEOUT_NOW => Msg::TimeoutNow {
+                epoch: Epoch(self.u64()?),
+            },
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+
     /// The client's requests and their answers.
     fn client(&mut self, k: u8) -> Result<Msg, FrameError> {
         Ok(match k {
@@ -977,6 +1239,15 @@ impl Reader {
                     .map_err(|_| self.bad("status is not UTF-8"))?;
                 Msg::StatusResponse { id, json }
             }
+            kind::PROMOTE_REQUEST => Msg::PromoteRequest {
+                id: self.u64()?,
+                target: self.name()?,
+            },
+            kind::PROMOTE_RESPONSE => Msg::PromoteResponse {
+                id: self.u64()?,
+                status: self.status()?,
+                message: self.string(usize::from(u16::MAX))?,
+            },
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -986,7 +1257,8 @@ impl Reader {
             kind::HELLO..=kind::REJECT => self.session(k)?,
             kind::RECORDS..=kind::HEARTBEAT => self.stream(k)?,
             kind::FETCH..=kind::DIGESTS => self.integrity(k)?,
-            kind::APPEND_REQUEST..=kind::STATUS_RESPONSE => self.client(k)?,
+            kind::VOTE_REQUEST..=kind::TIMEOUT_NOW => self.election(k)?,
+            kind::APPEND_REQUEST..=kind::PROMOTE_RESPONSE => self.client(k)?,
             other => return Err(FrameError::UnknownKind(other)),
         };
         self.end()?;
@@ -998,8 +1270,45 @@ impl Reader {
 mod tests {
     use super::*;
     use crate::protocol::frame::FrameDecoder;
+    use proptest::prelude::*;
 
+    fn history(entries: &[(u64, u64)]) -> Vec<(Epoch, Lsn)> {
+        entries.iter().map(|&(e, l)| (Epoch(e), Lsn(l))).collect()
+    }
+
+    fn vote_request(pre_vote: bool, transfer: bool) -> Msg {
+        Msg::VoteRequest {
+            pre_vote,
+            transfer,
+            epoch: Epoch(5),
+            last_epoch: Epoch(4),
+            last_lsn: Lsn(77),
+            nonce: [8; 32],
+            mac: [9; 32],
+            cluster_id: "c1".into(),
+            candidate: "n2".into(),
+        }
+    }
+
+    fn vote_response(pre_vote: bool, granted: bool) -> Msg {
+        Msg::VoteResponse {
+            pre_vote,
+            granted,
+            epoch: Epoch(5),
+            mac: [10; 32],
+            voter: "n3".into(),
+        }
+    }
+
+    /// One or more of each message, the handshake's first.
     fn samples() -> Vec<Msg> {
+        let mut all = handshake_samples();
+        all.extend(stream_samples());
+        all.extend(election_and_client_samples());
+        all
+    }
+
+    fn handshake_samples() -> Vec<Msg> {
         vec![
             Msg::Hello {
                 version_min: 1,
@@ -1019,6 +1328,18 @@ mod tests {
                 mac: [2; 32],
                 cluster_id: "c1".into(),
                 node_id: "f1".into(),
+                history: history(&[(1, 1), (2, 4)]),
+            },
+            Msg::HelloReply {
+                version: 3,
+                last_lsn: Lsn(0),
+                last_epoch: Epoch(0),
+                last_crc: 0,
+                nonce: [1; 32],
+                mac: [2; 32],
+                cluster_id: "c1".into(),
+                node_id: "f1".into(),
+                history: Vec::new(),
             },
             Msg::Start {
                 mac: [3; 32],
@@ -1026,6 +1347,7 @@ mod tests {
                 cut_crc: 0x1234_5678,
                 start_lsn: Lsn(5),
                 commit_lsn: Lsn(4),
+                history: history(&[(1, 1), (3, 3), (7, 90)]),
             },
             Msg::Start {
                 mac: [3; 32],
@@ -1033,12 +1355,18 @@ mod tests {
                 cut_crc: 0,
                 start_lsn: Lsn(1),
                 commit_lsn: Lsn(0),
+                history: Vec::new(),
             },
             Msg::Reject {
                 code: RejectCode::Purged,
                 detail: 1000,
                 message: "gone".into(),
             },
+        ]
+    }
+
+    fn stream_samples() -> Vec<Msg> {
+        vec![
             Msg::Records {
                 first: Lsn(1),
                 last: Lsn(1),
@@ -1092,6 +1420,15 @@ mod tests {
                     },
                 ],
             },
+        ]
+    }
+
+    fn election_and_client_samples() -> Vec<Msg> {
+        vec![
+            vote_request(true, false),
+            vote_request(false, true),
+            vote_response(true, true),
+            vote_response(false, false),
             Msg::AppendRequest {
                 id: 1,
                 level: DurabilityLevel::RemoteApplied,
@@ -1116,6 +1453,16 @@ mod tests {
                 records: Bytes::from_static(b"rr"),
             },
             Msg::StatusRequest { id: 3 },
+            Msg::TimeoutNow { epoch: Epoch(7) },
+            Msg::PromoteRequest {
+                id: 4,
+                target: "f2".into(),
+            },
+            Msg::PromoteResponse {
+                id: 4,
+                status: ClientStatus::NotPrimary,
+                message: "127.0.0.2:7100".into(),
+            },
             Msg::StatusResponse {
                 id: 3,
                 json: "{}".into(),
@@ -1203,6 +1550,235 @@ mod tests {
             body: rec.split().freeze(),
         };
         assert!(Msg::decode(&f).is_err());
+    }
+
+    fn decode_body(kind: u8, body: Vec<u8>) -> Result<Msg, FrameError> {
+        Msg::decode(&Frame {
+            kind,
+            body: Bytes::from(body),
+        })
+    }
+
+    /// A Start body without a cut, ending in the history `entries` under the count `count`.
+    fn start_body(count: u16, entries: &[(u64, u64)]) -> Vec<u8> {
+        let mut body = Msg::Start {
+            mac: [3; 32],
+            truncate_after: None,
+            cut_crc: 0,
+            start_lsn: Lsn(1),
+            commit_lsn: Lsn(0),
+            history: Vec::new(),
+        }
+        .body()
+        .to_vec();
+        body.truncate(body.len() - 2);
+        body.extend_from_slice(&count.to_le_bytes());
+        for &(e, l) in entries {
+            body.extend_from_slice(&e.to_le_bytes());
+            body.extend_from_slice(&l.to_le_bytes());
+        }
+        body
+    }
+
+    #[test]
+    fn histories_round_trip_in_hello_reply_and_start() {
+        let long: Vec<(u64, u64)> = (1..=MAX_HISTORY_ENTRIES as u64)
+            .map(|i| (i * 2, i * 10))
+            .collect();
+        for h in [vec![], vec![(1, 1)], vec![(1, 1), (2, 9), (5, 10)], long] {
+            let body = start_body(h.len() as u16, &h);
+            let m = decode_body(kind::START, body.clone()).expect("a valid history");
+            assert!(matches!(&m, Msg::Start { history: got, .. } if *got == history(&h)));
+            assert_eq!(m.body().to_vec(), body);
+            let reply = Msg::HelloReply {
+                version: PROTOCOL_VERSION,
+                last_lsn: Lsn(10),
+                last_epoch: Epoch(5),
+                last_crc: 1,
+                nonce: [1; 32],
+                mac: [2; 32],
+                cluster_id: "c1".into(),
+                node_id: "f1".into(),
+                history: history(&h),
+            };
+            assert_eq!(
+                decode_body(kind::HELLO_REPLY, reply.body().to_vec()),
+                Ok(reply)
+            );
+        }
+    }
+
+    #[test]
+    fn a_longer_history_sends_its_newest_entries() {
+        let all: Vec<(u64, u64)> = (1..=MAX_HISTORY_ENTRIES as u64 + 3)
+            .map(|i| (i, i))
+            .collect();
+        let m = Msg::Start {
+            mac: [3; 32],
+            truncate_after: None,
+            cut_crc: 0,
+            start_lsn: Lsn(1),
+            commit_lsn: Lsn(0),
+            history: history(&all),
+        };
+        let Ok(Msg::Start { history: sent, .. }) = decode_body(kind::START, m.body().to_vec())
+        else {
+            panic!("a long history encodes as a valid one");
+        };
+        assert_eq!(sent, history(&all[3..]));
+    }
+
+    #[test]
+    fn bad_histories_are_refused() {
+        let malformed = |body: Vec<u8>, why: &str| {
+            let got = decode_body(kind::START, body);
+            assert!(
+                matches!(got, Err(FrameError::Malformed { kind: "start", .. })),
+                "{why}: {got:?}"
+            );
+        };
+        malformed(start_body(2, &[(2, 5), (1, 9)]), "epochs falling");
+        malformed(start_body(2, &[(1, 5), (1, 9)]), "epochs repeated");
+        malformed(start_body(2, &[(1, 9), (2, 5)]), "LSNs falling");
+        malformed(start_body(2, &[(1, 5), (2, 5)]), "LSNs repeated");
+        malformed(start_body(1, &[(0, 5)]), "epoch 0");
+        malformed(start_body(1, &[(1, 0)]), "LSN 0");
+        malformed(start_body(2, &[(1, 5)]), "count above the entries");
+        malformed(start_body(0, &[(1, 5)]), "count below the entries");
+        let too_many: Vec<(u64, u64)> = (1..=MAX_HISTORY_ENTRIES as u64 + 1)
+            .map(|i| (i, i))
+            .collect();
+        malformed(start_body(too_many.len() as u16, &too_many), "too many");
+        malformed(start_body(u16::MAX, &[]), "a huge count");
+        let mut reply = Msg::HelloReply {
+            version: PROTOCOL_VERSION,
+            last_lsn: Lsn(10),
+            last_epoch: Epoch(5),
+            last_crc: 1,
+            nonce: [1; 32],
+            mac: [2; 32],
+            cluster_id: "c1".into(),
+            node_id: "f1".into(),
+            history: history(&[(2, 5), (1, 9)]),
+        }
+        .body()
+        .to_vec();
+        assert!(decode_body(kind::HELLO_REPLY, reply.clone()).is_err());
+        reply.truncate(reply.len() - 2 * HISTORY_ENTRY_BYTES - 2);
+        assert!(decode_body(kind::HELLO_REPLY, reply).is_err(), "no count");
+    }
+
+    #[test]
+    fn unknown_vote_flag_bits_are_refused() {
+        for (m, kind) in [
+            (vote_request(true, true), "vote_request"),
+            (vote_response(true, true), "vote_response"),
+        ] {
+            let body = m.body().to_vec();
+            assert_eq!(body[0], 0b11, "{kind}: both flags set");
+            for bit in 2..8 {
+                let mut bad = body.clone();
+                bad[0] |= 1 << bit;
+                let got = decode_body(m.kind(), bad);
+                assert!(
+                    matches!(&got, Err(FrameError::Malformed { kind: k, .. }) if *k == kind),
+                    "{kind} bit {bit}: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn vote_bodies_are_laid_out_as_documented() {
+        let req = vote_request(true, false).body().to_vec();
+        assert_eq!(req.len(), 93 + 2 + 2);
+        assert_eq!(req[0], 1);
+        assert_eq!(req[1..9], 5u64.to_le_bytes());
+        assert_eq!(req[9..17], 4u64.to_le_bytes());
+        assert_eq!(req[17..25], 77u64.to_le_bytes());
+        assert_eq!(req[25..57], [8; 32]);
+        assert_eq!(req[57..89], [9; 32]);
+        assert_eq!(req[89..], [2, 0, b'c', b'1', 2, 0, b'n', b'2']);
+        let resp = vote_response(false, true).body().to_vec();
+        assert_eq!(resp.len(), 43 + 2);
+        assert_eq!(resp[0], 2);
+        assert_eq!(resp[1..9], 5u64.to_le_bytes());
+        assert_eq!(resp[9..41], [10; 32]);
+        assert_eq!(resp[41..], [2, 0, b'n', b'3']);
+        assert_eq!(kind_name(kind::VOTE_REQUEST), "vote_request");
+        assert_eq!(kind_name(kind::VOTE_RESPONSE), "vote_response");
+    }
+
+    #[test]
+    fn vote_names_are_bounded() {
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let mut m = vote_request(false, false);
+        if let Msg::VoteRequest { candidate, .. } = &mut m {
+            candidate.clone_from(&long);
+        }
+        assert!(decode_body(kind::VOTE_REQUEST, m.body().to_vec()).is_err());
+        let mut m = vote_response(false, false);
+        if let Msg::VoteResponse { voter, .. } = &mut m {
+            voter.clone_from(&long);
+        }
+        assert!(decode_body(kind::VOTE_RESPONSE, m.body().to_vec()).is_err());
+    }
+
+    /// A history rising by `steps` from (0, 0).
+    fn rising(steps: &[(u64, u64)]) -> Vec<(Epoch, Lsn)> {
+        let (mut e, mut l) = (0, 0);
+        let mut entries = Vec::with_capacity(steps.len());
+        for &(de, dl) in steps {
+            (e, l) = (e + de, l + dl);
+            entries.push((Epoch(e), Lsn(l)));
+        }
+        entries
+    }
+
+    proptest! {
+        #[test]
+        fn election_messages_and_histories_round_trip(
+            flags in 0u8..4,
+            epoch in any::<u64>(),
+            last_epoch in any::<u64>(),
+            last_lsn in any::<u64>(),
+            bytes in any::<[u8; 2]>(),
+            name in "[a-z0-9._-]{0,40}",
+            steps in proptest::collection::vec((1u64..1000, 1u64..1000), 0..40),
+        ) {
+            let msgs = [
+                Msg::VoteRequest {
+                    pre_vote: flags & 1 != 0,
+                    transfer: flags & 2 != 0,
+                    epoch: Epoch(epoch),
+                    last_epoch: Epoch(last_epoch),
+                    last_lsn: Lsn(last_lsn),
+                    nonce: [bytes[0]; 32],
+                    mac: [bytes[1]; 32],
+                    cluster_id: name.clone(),
+                    candidate: name.clone(),
+                },
+                Msg::VoteResponse {
+                    pre_vote: flags & 1 != 0,
+                    granted: flags & 2 != 0,
+                    epoch: Epoch(epoch),
+                    mac: [bytes[1]; 32],
+                    voter: name.clone(),
+                },
+                Msg::Start {
+                    mac: [bytes[1]; 32],
+                    truncate_after: Some(Lsn(last_lsn)),
+                    start_lsn: Lsn(last_lsn.wrapping_add(1)),
+                    commit_lsn: Lsn(epoch),
+                    cut_crc: last_epoch as u32,
+                    history: rising(&steps),
+                },
+            ];
+            for m in msgs {
+                let f = Frame { kind: m.kind(), body: m.body().freeze() };
+                prop_assert_eq!(Msg::decode(&f), Ok(m));
+            }
+        }
     }
 
     #[test]

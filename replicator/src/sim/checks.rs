@@ -6,16 +6,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use logship_engine::Lsn;
+use logship_engine::{Epoch, Lsn};
 
 use super::cluster::Cluster;
 use super::disk::READ_JOBS_CAPACITY;
 use super::invariants::{
     acknowledged_records_survive, commit_never_goes_back, connection_bytes_bounded,
-    logs_agree_below_commit, memory_is_bounded, remote_durable_ack_is_on_a_quorum, ConnectionBound,
-    Violation, WaiterBound, CONTROL_SLACK_BYTES,
+    logs_agree_below_commit, memory_is_bounded, one_primary_per_epoch,
+    remote_durable_ack_is_on_a_quorum, ConnectionBound, Violation, WaiterBound,
+    CONTROL_SLACK_BYTES,
 };
-use super::spec::{ClusterSpec, PRIMARY};
+use super::spec::ClusterSpec;
 use super::ModelLog;
 use crate::fetch::FETCH_CHUNK_BYTES;
 use crate::protocol::DurabilityLevel;
@@ -25,14 +26,20 @@ use crate::vocab::{ConnId, ReplicaLog};
 const BOUNDS_EVERY: Duration = Duration::from_millis(100);
 /// How often the logs' and the network's own invariants are checked in full.
 const FULL_EVERY: Duration = Duration::from_millis(500);
+/// The longest pause a schedule draws.
+const MAX_PAUSE: Duration = Duration::from_millis(2_500);
 /// Slack on an append's age bound, past twice the commit timeout.
 const AGE_SLACK: Duration = Duration::from_secs(1);
 
 /// The invariants' state; see the module documentation.
 #[derive(Debug)]
 pub struct Checks {
-    /// The primary's commit LSNs in its current incarnation.
-    commit_seen: [Lsn; 4],
+    /// Per node: the epoch it was last seen primary in, and its commit LSNs then.
+    commit_seen: Vec<(Epoch, [Lsn; 4])>,
+    /// The primary the agreement was last checked against.
+    agreed_with: Option<usize>,
+    /// The node that was primary in each epoch.
+    primaries: BTreeMap<Epoch, usize>,
     /// Per node: how far its log was verified against the primary's.
     agreed: Vec<Lsn>,
     /// Bytes sent and not yet delivered, per connection and receiving node.
@@ -48,14 +55,23 @@ impl Checks {
     pub fn new(spec: &ClusterSpec) -> Checks {
         let chunk = spec.catch_up_chunk_bytes as u64;
         Checks {
-            commit_seen: [Lsn::ZERO; 4],
+            commit_seen: vec![(Epoch(0), [Lsn::ZERO; 4]); spec.nodes()],
+            agreed_with: None,
+            primaries: BTreeMap::new(),
             agreed: vec![Lsn::ZERO; spec.nodes()],
             in_flight: BTreeMap::new(),
             bound: ConnectionBound {
                 to_follower: spec.max_inflight_bytes + chunk + CONTROL_SLACK_BYTES,
                 to_primary: u64::from(FETCH_CHUNK_BYTES) + CONTROL_SLACK_BYTES,
             },
-            max_age: 2 * spec.timeouts.commit + AGE_SLACK,
+            // A paused node (failover clusters) answers nothing while it is paused.
+            max_age: 2 * spec.timeouts.commit
+                + AGE_SLACK
+                + if spec.failover {
+                    MAX_PAUSE
+                } else {
+                    Duration::ZERO
+                },
             next_bounds: Duration::ZERO,
             next_full: Duration::ZERO,
         }
@@ -63,15 +79,18 @@ impl Checks {
 
     /// Node `n` started with these commit LSNs (a new incarnation for the primary).
     pub fn started(&mut self, n: usize, committed: [Lsn; 4]) {
-        if n == PRIMARY {
-            self.commit_seen = committed;
-        }
+        self.commit_seen[n] = (Epoch(0), committed);
     }
 
     /// Node `n`'s log was cut after `after`.
     pub fn cut(&mut self, n: usize, after: Lsn) {
         self.agreed[n] = self.agreed[n].min(after);
     }
+}
+
+/// The index of the node named `name` (`n3` is 3).
+fn node_index(name: &str) -> Option<usize> {
+    name.strip_prefix('n')?.parse().ok()
 }
 
 impl Cluster {
@@ -88,8 +107,16 @@ impl Cluster {
     }
 
     /// The primary's commit LSNs after a step.
-    pub(super) fn check_commit(&mut self, now: [Lsn; 4]) {
-        if let Err(v) = commit_never_goes_back(&mut self.checks.commit_seen, now) {
+    pub(super) fn check_commit(&mut self, n: usize, epoch: Epoch, now: [Lsn; 4]) {
+        if let Err(v) = one_primary_per_epoch(&mut self.checks.primaries, epoch, n) {
+            self.fail(v);
+        }
+        let seen = &mut self.checks.commit_seen[n];
+        if seen.0 != epoch {
+            // A new reign: its commit LSNs start where its log stands.
+            *seen = (epoch, now);
+        }
+        if let Err(v) = commit_never_goes_back(&mut seen.1, now) {
             self.fail(v);
         }
     }
@@ -97,6 +124,7 @@ impl Cluster {
     /// An acknowledgement at `level` of record `lsn` (`bytes`).
     pub(super) fn check_ack(
         &mut self,
+        n: usize,
         level: DurabilityLevel,
         lsn: Lsn,
         bytes: &[u8],
@@ -106,7 +134,7 @@ impl Cluster {
             &self.spec,
             &self.logs(),
             &self.history,
-            (level, lsn, bytes),
+            (n, level, lsn, bytes),
             degraded,
         );
         if let Err(v) = r {
@@ -155,23 +183,47 @@ impl Cluster {
     }
 
     /// `logs_agree_below_commit` for every follower, from where it was verified.
+    /// The primary the checks judge the others by: the one of the newest epoch any node was
+    /// primary in, while it still is (a deposed one may linger until check-quorum steps it
+    /// down; it can acknowledge nothing at a remote level meanwhile).
+    fn judge(&self) -> Option<usize> {
+        if !self.spec.failover {
+            return self.primary();
+        }
+        let (&epoch, &n) = self.checks.primaries.iter().next_back()?;
+        let r = self.nodes[n].replica.as_ref()?;
+        (r.as_primary().is_some() && r.epoch() == epoch).then_some(n)
+    }
+
     fn check_agreement(&mut self) {
-        let Some(p) = self.nodes[PRIMARY]
-            .replica
-            .as_ref()
-            .and_then(|r| r.as_primary())
-        else {
+        let Some(pn) = self.judge() else {
             return;
         };
-        let commit = self.history.max_acked();
-        let acked: Vec<Lsn> = p.links().iter().map(|l| l.progress.durable).collect();
-        for (i, durable) in acked.into_iter().enumerate() {
-            let n = i + 1;
+        if self.checks.agreed_with != Some(pn) {
+            // Verified against another primary's log: verify again from the start.
+            self.checks.agreed_with = Some(pn);
+            self.checks.agreed.iter_mut().for_each(|a| *a = Lsn::ZERO);
+        }
+        let Some(p) = self.nodes[pn].replica.as_ref().and_then(|r| r.as_primary()) else {
+            return;
+        };
+        // Without failover the primary keeps even what it acknowledged degraded; with it, only
+        // what a quorum held survives a change of primary.
+        let commit = if self.spec.failover {
+            self.history.max_acked_on_quorum()
+        } else {
+            self.history.max_acked()
+        };
+        let acked: Vec<(String, Lsn)> = (p.links().iter())
+            .map(|l| (l.name.to_string(), l.progress.durable))
+            .collect();
+        for (name, durable) in acked {
+            let Some(n) = node_index(&name) else { continue };
             let upto = commit.min(durable);
             if upto <= self.checks.agreed[n] {
                 continue;
             }
-            let (plog, flog) = (&self.nodes[PRIMARY].log, &self.nodes[n].log);
+            let (plog, flog) = (&self.nodes[pn].log, &self.nodes[n].log);
             if let Err(v) = logs_agree_below_commit(plog, flog, n, upto, &mut self.checks.agreed[n])
             {
                 self.fail(v);
@@ -212,11 +264,19 @@ impl Cluster {
         }
         self.net.check_invariants();
         acknowledged_records_survive(&self.spec, &self.logs(), &self.history)?;
-        let plog = &self.nodes[PRIMARY].log;
+        let Some(pn) = self.judge() else {
+            return Ok(());
+        };
+        // A primary holds every acknowledged record; a fixed one durably (an elected one may
+        // not have synced what it received as a follower yet).
+        let fixed = !self.spec.failover;
+        let plog = &self.nodes[pn].log;
         for (lsn, acked) in self.history.acked_records() {
-            if plog.record(*lsn).as_ref() != Some(&acked.bytes) || plog.durable_lsn() < *lsn {
+            if plog.record(*lsn).as_ref() != Some(&acked.bytes)
+                || (fixed && plog.durable_lsn() < *lsn)
+            {
                 let m = format!(
-                    "record {lsn} acknowledged at {:?} is not the primary's durable record",
+                    "record {lsn} acknowledged at {:?} is not the primary n{pn}'s record",
                     acked.level
                 );
                 return Err(Violation::new("acknowledged_records_survive", m));

@@ -154,28 +154,44 @@ impl Cluster {
         &mut self.net
     }
 
+    /// The primary clients go to: node 0 without failover; with failover the running primary
+    /// of the newest epoch (clients follow the leader hint to it), if any.
+    pub fn primary(&self) -> Option<usize> {
+        if !self.spec.failover {
+            return Some(PRIMARY);
+        }
+        (0..self.nodes.len())
+            .filter_map(|n| {
+                let r = self.nodes[n].replica.as_ref()?;
+                r.as_primary().map(|_| (r.epoch(), n))
+            })
+            .max()
+            .map(|(_, n)| n)
+    }
+
     /// A client appends a fresh, unique payload at `level` to the primary.
     pub fn append(&mut self, level: DurabilityLevel) -> ClientRef {
+        let primary = self.primary().unwrap_or(PRIMARY);
         self.payloads += 1;
         let filler = self.payload_rng.below(120) as usize;
         let mut payload = format!("seed {} append {} ", self.spec.seed, self.payloads).into_bytes();
         payload.extend((0..filler).map(|i| b'a' + (i % 26) as u8));
         let c = self
             .clients
-            .issue(PRIMARY, level, Bytes::from(payload), self.now);
+            .issue(primary, level, Bytes::from(payload), self.now);
         let level_n = level as u64;
         self.trace.note(
             self.now,
-            PRIMARY,
+            primary,
             "client append",
             &[("waiter", c.0), ("level", level_n)],
         );
-        if !self.is_up(PRIMARY) {
+        if !self.is_up(primary) {
             self.clients.fail(c, "the primary is down".into());
             return c;
         }
         let waiter = Clients::waiter(c);
-        self.step(PRIMARY, Input::ClientAppend { waiter, level });
+        self.step(primary, Input::ClientAppend { waiter, level });
         self.after_event();
         c
     }
@@ -226,6 +242,9 @@ impl Cluster {
         if !node.is_up() {
             return restart;
         }
+        if let Some(t) = node.paused_until {
+            return Some(t.min(restart.unwrap_or(t)));
+        }
         if !node.admitted.is_empty() {
             return Some(self.now);
         }
@@ -261,6 +280,9 @@ impl Cluster {
         let now = self.now;
         if self.restart_at[n].is_some_and(|t| t <= now) {
             return self.restart_due(n);
+        }
+        if self.nodes[n].paused_until.is_some_and(|t| t <= now) {
+            return self.resume(n);
         }
         let node = &mut self.nodes[n];
         if let Some(w) = node.admitted.pop_front() {
@@ -301,9 +323,27 @@ impl Cluster {
         self.start(n);
     }
 
+    /// A paused node goes on: what reached it meanwhile, in order.
+    fn resume(&mut self, n: usize) {
+        self.trace.note(self.now, n, "resume", &[]);
+        self.nodes[n].paused_until = None;
+        while let Some(input) = self.nodes[n].held.pop_front() {
+            self.step(n, input);
+        }
+    }
+
     fn tick(&mut self, n: usize) {
         let local = self.nodes[n].local(self.now);
         self.nodes[n].next_tick = local + super::node::TICK;
+        let node = &mut self.nodes[n];
+        let stalled = node
+            .disk
+            .sync()
+            .is_some_and(|s| s.started_at + self.spec.stall_limit <= self.now);
+        if stalled && !node.stall_reported {
+            node.stall_reported = true;
+            self.step(n, Input::DiskStalled(true));
+        }
         self.step(n, Input::Tick);
         let node = &mut self.nodes[n];
         if node.gate_marked && node.replica.as_ref().is_some_and(Replica::serving) {
@@ -438,6 +478,39 @@ impl Cluster {
         self.nodes[n].disk.slow_until = self.now + lasting;
     }
 
+    /// Node `n` pauses for `lasting` (SIGSTOP, then SIGCONT): nothing runs on it meanwhile;
+    /// what reaches it waits; its clock goes on.
+    pub fn pause(&mut self, n: usize, lasting: Duration) {
+        if !self.is_up(n) || self.nodes[n].paused_until.is_some() {
+            return;
+        }
+        self.trace
+            .note(self.now, n, "pause", &[("ms", lasting.as_millis() as u64)]);
+        self.nodes[n].paused_until = Some(self.now + lasting);
+    }
+
+    /// Node `n`'s fdatasyncs complete no earlier than `lasting` from now.
+    pub fn stall_disk(&mut self, n: usize, lasting: Duration) {
+        self.trace.note(
+            self.now,
+            n,
+            "stall disk",
+            &[("ms", lasting.as_millis() as u64)],
+        );
+        let d = &mut self.nodes[n].disk;
+        d.stalled_until = d.stalled_until.max(self.now + lasting);
+    }
+
+    /// The primary hands over to node `n` (planned switchover), if it is a follower.
+    pub fn promote(&mut self, n: usize) {
+        let Some(p) = self.primary().filter(|&p| p != n && self.spec.failover) else {
+            return;
+        };
+        self.trace.note(self.now, p, "promote", &[("to", n as u64)]);
+        let target = crate::vocab::NodeId::from(super::spec::node_name(n));
+        self.step(p, Input::Promote { target });
+    }
+
     /// Node `n`'s clock jumps forward by `by`.
     pub fn jump_clock(&mut self, n: usize, by: Duration) {
         self.trace
@@ -445,8 +518,46 @@ impl Cluster {
         self.nodes[n].clock_offset += by;
     }
 
+    /// With failover, a schedule's faults aimed at node 0 (a quarter of the crashes) hit
+    /// whoever is primary now.
+    fn aim(&self, node: usize) -> usize {
+        match self.primary() {
+            Some(p) if self.spec.failover && node == PRIMARY => p,
+            _ => node,
+        }
+    }
+
     /// Carries out one scheduled operation now.
     pub fn apply(&mut self, op: Op) {
+        let op = match op {
+            Op::Crash {
+                node,
+                torn,
+                down_for,
+            } => Op::Crash {
+                node: self.aim(node),
+                torn,
+                down_for,
+            },
+            Op::Partition { a, b, one_way } if self.aim(a) != b => Op::Partition {
+                a: self.aim(a),
+                b,
+                one_way,
+            },
+            Op::SlowDisk { node, lasting } => Op::SlowDisk {
+                node: self.aim(node),
+                lasting,
+            },
+            Op::ClockJump { node, by } => Op::ClockJump {
+                node: self.aim(node),
+                by,
+            },
+            Op::Pause { node, lasting } => Op::Pause {
+                node: self.aim(node),
+                lasting,
+            },
+            op => op,
+        };
         match op {
             Op::Append { level, count } => {
                 for _ in 0..count {
@@ -475,6 +586,9 @@ impl Cluster {
             Op::FailNextSync { node } => self.fail_next_sync(node),
             Op::SlowDisk { node, lasting } => self.slow_disk(node, lasting),
             Op::ClockJump { node, by } => self.jump_clock(node, by),
+            Op::Pause { node, lasting } => self.pause(node, lasting),
+            Op::StallDisk { node, lasting } => self.stall_disk(node, lasting),
+            Op::Promote { node } => self.promote(node),
         }
         self.after_event();
     }
@@ -528,8 +642,9 @@ impl Cluster {
         self.check_full()
     }
 
-    /// The primary's last LSN.
+    /// The primary's last LSN (0 without a primary).
     pub fn last_lsn(&self) -> Lsn {
-        self.nodes[PRIMARY].log.last_lsn()
+        self.primary()
+            .map_or(Lsn::ZERO, |p| self.nodes[p].log.last_lsn())
     }
 }

@@ -69,6 +69,8 @@ pub enum ReadJob {
 pub struct SyncInFlight {
     /// The last LSN written when it started: what it makes durable.
     pub target: Lsn,
+    /// When it started.
+    pub started_at: Duration,
     /// When it completes.
     pub done_at: Duration,
 }
@@ -81,6 +83,8 @@ pub struct Disk {
     jobs: VecDeque<(Duration, ReadJob)>,
     /// The disk is slow until then.
     pub slow_until: Duration,
+    /// No fdatasync completes before then (a stalled disk).
+    pub stalled_until: Duration,
 }
 
 impl Disk {
@@ -91,6 +95,7 @@ impl Disk {
             sync: None,
             jobs: VecDeque::new(),
             slow_until: Duration::ZERO,
+            stalled_until: Duration::ZERO,
         }
     }
 
@@ -125,8 +130,12 @@ impl Disk {
         if now < self.slow_until {
             hi = self.config.slow_sync_max;
         }
-        let done_at = now + between(rng, lo, hi);
-        self.sync = Some(SyncInFlight { target, done_at });
+        let done_at = (now + between(rng, lo, hi)).max(self.stalled_until);
+        self.sync = Some(SyncInFlight {
+            target,
+            started_at: now,
+            done_at,
+        });
     }
 
     /// The sync in flight, if it is done by `now`.

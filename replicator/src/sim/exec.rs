@@ -26,7 +26,7 @@ use super::cluster::Cluster;
 use super::disk::{between, ReadJob};
 use super::invariants::{followers_hold_only_primary_records, Violation};
 use super::net::NetEvent;
-use super::spec::{node_at, PRIMARY};
+use super::spec::node_at;
 use crate::fetch::FETCH_CHUNK_BYTES;
 use crate::protocol::{DurabilityLevel, Msg};
 use crate::vocab::{Action, ConnId, Input, ReadError, ReplicaLog, StorageError, Tail, WaiterId};
@@ -39,6 +39,9 @@ const WRITER_DELAY_MAX: Duration = Duration::from_micros(200);
 impl Cluster {
     /// Steps node `n`'s replica with `input` and carries out what it returns.
     pub(super) fn step(&mut self, n: usize, input: Input) {
+        if self.nodes[n].paused_until.is_some() {
+            return self.nodes[n].held.push_back(input);
+        }
         let actions = self.step_raw(n, input);
         self.execute(n, actions);
     }
@@ -56,9 +59,9 @@ impl Cluster {
         let actions = r.step(local, input);
         r.check_invariants();
         self.trace.record(event, !(tick && actions.is_empty()));
-        if n == PRIMARY {
-            let committed = r.committed();
-            self.check_commit(committed);
+        if r.as_primary().is_some() {
+            let (epoch, committed) = (r.epoch(), r.committed());
+            self.check_commit(n, epoch, committed);
         }
         actions
     }
@@ -78,6 +81,27 @@ impl Cluster {
                     let conn = self.net.dial(self.now, n, to, timeout);
                     self.conn_nodes.insert(conn, (n, to));
                     todo.extend(self.step_raw(n, Input::Dialed { link, conn }));
+                    true
+                }
+                Action::ConnectVoter {
+                    member,
+                    addr,
+                    timeout,
+                } => {
+                    let to = node_at(addr, self.nodes.len()).expect("every address is a node's");
+                    let conn = self.net.dial(self.now, n, to, timeout);
+                    self.conn_nodes.insert(conn, (n, to));
+                    todo.extend(self.step_raw(n, Input::DialedVoter { member, conn }));
+                    true
+                }
+                Action::Persist(state) => {
+                    self.nodes[n].election = state;
+                    true
+                }
+                Action::AppendMarker { epoch } => self.append_marker(n, epoch),
+                Action::ReadTail => {
+                    let tail = self.follower_tail(n);
+                    todo.extend(self.step_raw(n, Input::Tail(tail)));
                     true
                 }
                 Action::Append { records, .. } => self.append_replicated(n, records),
@@ -141,11 +165,15 @@ impl Cluster {
             ),
             Action::Admit { waiter } => self.nodes[n].admitted.push_back(waiter),
             Action::Committed(levels) => self.on_committed(n, levels),
+            Action::RestartCommitted(levels) => self.clients.reset_node(n, levels),
             Action::FailWait { waiter, error } => {
                 self.clients.fail(ClientRef(waiter.0), format!("{error:?}"));
             }
             Action::FailAll { cause } => self.fail_stop(n, &cause),
-            Action::FailWaiting { error } => self.clients.fail_node(n, &format!("{error:?}")),
+            Action::FailWaiting { error } => {
+                self.nodes[n].admitted.clear();
+                self.clients.fail_node(n, &format!("{error:?}"));
+            }
             // Integrity work (repairs, digests, sealing): the simulator corrupts nothing, so
             // there is nothing to repair; and anything newer than this executor.
             _ => {}
@@ -276,7 +304,13 @@ impl Cluster {
             return;
         };
         let (payload, level) = (op.payload.clone(), op.level);
-        let lsn = match self.nodes[n].log.append(Epoch(0), payload) {
+        let Some(epoch) = (self.nodes[n].replica.as_ref())
+            .filter(|r| r.as_primary().is_some())
+            .map(|r| r.epoch())
+        else {
+            return self.clients.fail(c, "not the primary any more".into());
+        };
+        let lsn = match self.nodes[n].log.append(epoch, payload) {
             Ok(lsn) => lsn,
             Err(e) => {
                 return self
@@ -284,25 +318,55 @@ impl Cluster {
                     .fail(c, format!("the log refused the append: {e}"))
             }
         };
-        let bytes = self.nodes[n].log.record(lsn).expect("just appended");
-        self.history.primary_wrote(lsn, &bytes);
+        self.wrote(n, lsn);
         self.trace.note(
             self.now,
             n,
             "log append",
             &[("waiter", waiter.0), ("lsn", lsn.0)],
         );
+        if let Some(ack) = self.clients.register(c, lsn) {
+            self.on_ack(n, ack, false);
+        }
+        if level != DurabilityLevel::Local {
+            self.step(n, Input::Appended { waiter, level, lsn });
+        }
+    }
+
+    /// The primary's log took record `lsn`: the writer reports it at once or with its next
+    /// batch.
+    fn wrote(&mut self, n: usize, lsn: Lsn) {
+        let bytes = self.nodes[n].log.record(lsn).expect("just appended");
+        self.history.primary_wrote(lsn, &bytes);
         if self.rng.below(2) == 0 {
             self.flush_writer(n);
         } else if self.nodes[n].flush_at.is_none() {
             let at = self.now + between(&mut self.rng, Duration::ZERO, WRITER_DELAY_MAX);
             self.nodes[n].flush_at = Some(at);
         }
-        if let Some(ack) = self.clients.register(c, lsn) {
-            self.on_ack(ack, false);
-        }
-        if level != DurabilityLevel::Local {
-            self.step(n, Input::Appended { waiter, level, lsn });
+    }
+
+    /// An elected primary's marker: every record before it was appended as a follower (the
+    /// replica knows them), so the writer reports from the marker on.
+    fn append_marker(&mut self, n: usize, epoch: Epoch) -> bool {
+        let node = &mut self.nodes[n];
+        node.reported = node.log.last_lsn();
+        match node.log.append(epoch, Bytes::new()) {
+            Ok(lsn) => {
+                self.trace.note(
+                    self.now,
+                    n,
+                    "epoch marker",
+                    &[("epoch", epoch.0), ("lsn", lsn.0)],
+                );
+                self.wrote(n, lsn);
+                true
+            }
+            Err(e) => {
+                let cause = format!("appending the marker of epoch {epoch}: {e}");
+                self.step(n, Input::LogFailed { cause });
+                false
+            }
         }
     }
 
@@ -328,6 +392,9 @@ impl Cluster {
 
     /// A sync completed: the log is durable up to `target`, or the sync failed.
     pub(super) fn sync_done(&mut self, n: usize, target: Lsn) {
+        if std::mem::take(&mut self.nodes[n].stall_reported) {
+            self.step(n, Input::DiskStalled(false));
+        }
         let input = match self.nodes[n].log.sync_up_to(target) {
             Ok(durable) => Input::Durable(durable),
             Err(e) => Input::LogFailed {
@@ -344,7 +411,11 @@ impl Cluster {
             if !node.is_up() || node.disk.sync().is_some() || node.log.is_poisoned() {
                 continue;
             }
-            let written = if n == PRIMARY {
+            let primary = node
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.as_primary().is_some());
+            let written = if primary {
                 node.reported
             } else {
                 node.log.last_lsn()
@@ -467,11 +538,9 @@ impl Cluster {
         if acks.is_empty() {
             return;
         }
-        let degraded = (self.nodes[n].replica.as_ref())
-            .and_then(|r| r.as_primary())
-            .is_some_and(|p| p.status().degraded);
+        let degraded = (self.nodes[n].replica.as_ref()).is_some_and(|r| r.committed_degraded());
         for ack in acks {
-            self.on_ack(ack, degraded);
+            self.on_ack(n, ack, degraded);
         }
     }
 
@@ -489,11 +558,11 @@ impl Cluster {
     }
 
     /// Checks and records an acknowledgement.
-    fn on_ack(&mut self, ack: Ack, degraded: bool) {
+    fn on_ack(&mut self, n: usize, ack: Ack, degraded: bool) {
         let Ack { level, lsn, client } = ack;
         self.trace.note(
             self.now,
-            PRIMARY,
+            n,
             "ack",
             &[
                 ("waiter", client.0),
@@ -501,8 +570,8 @@ impl Cluster {
                 ("level", level as u64),
             ],
         );
-        let bytes = self.nodes[PRIMARY].log.record(lsn).unwrap_or_default();
-        self.check_ack(level, lsn, &bytes, degraded);
+        let bytes = self.nodes[n].log.record(lsn).unwrap_or_default();
+        self.check_ack(n, level, lsn, &bytes, degraded);
         self.history.acked(lsn, bytes, level, degraded);
         debug_assert_eq!(Clients::waiter(client).0, client.0);
     }

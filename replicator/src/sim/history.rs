@@ -95,4 +95,10 @@ impl History {
     pub fn max_acked(&self) -> Lsn {
         self.max_acked
     }
+
+    /// The highest LSN acknowledged at a remote durable level outside degraded mode (what
+    /// survives a failover: a degraded acknowledgement promised local durability only).
+    pub fn max_acked_on_quorum(&self) -> Lsn {
+        self.acked.keys().next_back().copied().unwrap_or(Lsn::ZERO)
+    }
 }

@@ -15,7 +15,7 @@ use logship_engine::{Epoch, Lsn};
 
 use crate::primary::Primary;
 use crate::replica::Replica;
-use crate::vocab::{NonceSource, ReplicaLog, Tail, WaiterId};
+use crate::vocab::{ElectionState, Input, NonceSource, ReplicaLog, Tail, WaiterId};
 
 use super::disk::Disk;
 use super::spec::{sub_seed, ClusterSpec, Stream, PRIMARY};
@@ -56,6 +56,15 @@ pub struct SimNode {
     /// Its last stop was clean (its log was synced and closed), so its next start does not
     /// suspect lost records. False for a new log.
     pub closed_cleanly: bool,
+    /// The election state on its disk (failover clusters): written by `Persist`, durable at
+    /// once, kept through crashes.
+    pub election: ElectionState,
+    /// Paused (SIGSTOP) until then: its inputs wait in `held`.
+    pub paused_until: Option<Duration>,
+    /// Inputs that reached it while paused, in order.
+    pub held: VecDeque<Input>,
+    /// Its replica was told its disk stalled.
+    pub stall_reported: bool,
 }
 
 impl SimNode {
@@ -76,6 +85,10 @@ impl SimNode {
             failed: false,
             apply_at: None,
             closed_cleanly: false,
+            election: ElectionState::default(),
+            paused_until: None,
+            held: VecDeque::new(),
+            stall_reported: false,
         }
     }
 
@@ -100,7 +113,13 @@ impl SimNode {
             (self.id as u64) << 32 | self.incarnation,
         );
         let nonces = NonceSource::from_u64(seed ^ 0x6e6f_6e63_6573);
-        let replica = if self.id == PRIMARY {
+        let replica = if spec.failover {
+            let first_tail = (self.log.first_lsn(), self.tail());
+            let state = self.election.clone();
+            let local = self.local(now);
+            let config = spec.election_config(self.id);
+            Replica::with_failover(config, first_tail, state, (seed, nonces), local)
+        } else if self.id == PRIMARY {
             Replica::primary(self.primary(spec, seed, may_have_lost), nonces)
         } else {
             Replica::new_follower(spec.follower_config(self.id), self.tail(), nonces)
@@ -149,6 +168,9 @@ impl SimNode {
     /// The replica is gone (a crash or a stop): everything in flight goes with it.
     pub fn stop(&mut self) {
         self.replica = None;
+        self.paused_until = None;
+        self.held.clear();
+        self.stall_reported = false;
         self.disk.clear();
         self.admitted.clear();
         self.flush_at = None;

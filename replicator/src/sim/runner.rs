@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub disabled: FaultSet,
     /// Hostile network faults: `None` as the seed says (one in ten).
     pub hostile: Option<bool>,
+    /// Clusters that elect their primary ([`ClusterSpec::failover_from_seed`]).
+    pub failover: bool,
 }
 
 impl Default for RunOptions {
@@ -44,6 +46,7 @@ impl Default for RunOptions {
             steps: DEFAULT_STEPS,
             disabled: FaultSet::default(),
             hostile: None,
+            failover: false,
         }
     }
 }
@@ -57,6 +60,9 @@ impl RunOptions {
         }
         for c in self.disabled.classes() {
             f.push_str(&format!(" --no-{}", c.name()));
+        }
+        if self.failover {
+            f.push_str(" --failover");
         }
         match self.hostile {
             Some(true) => f.push_str(" --hostile"),
@@ -135,7 +141,11 @@ pub fn hostile_by_seed(seed: u64) -> bool {
 
 /// The cluster `seed` runs, with the network faults the options leave in.
 pub fn spec_for(seed: u64, options: &RunOptions) -> ClusterSpec {
-    let mut spec = ClusterSpec::from_seed(seed);
+    let mut spec = if options.failover {
+        ClusterSpec::failover_from_seed(seed)
+    } else {
+        ClusterSpec::from_seed(seed)
+    };
     if options.disabled.contains(FaultClass::Spike) {
         spec.net.spike_per_million = 0;
     }

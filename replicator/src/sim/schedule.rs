@@ -42,11 +42,17 @@ pub enum FaultClass {
     SlowDisk,
     /// A node's clock jumping forward.
     Clock,
+    /// A node paused (SIGSTOP) and resumed (failover clusters).
+    Pause,
+    /// A disk whose fdatasync stalls for seconds (failover clusters).
+    Stall,
+    /// A planned switchover to a follower (failover clusters).
+    Promote,
 }
 
 impl FaultClass {
     /// Every class.
-    pub const ALL: [FaultClass; 10] = [
+    pub const ALL: [FaultClass; 13] = [
         FaultClass::Crash,
         FaultClass::PrimaryCrash,
         FaultClass::Torn,
@@ -57,6 +63,9 @@ impl FaultClass {
         FaultClass::Eio,
         FaultClass::SlowDisk,
         FaultClass::Clock,
+        FaultClass::Pause,
+        FaultClass::Stall,
+        FaultClass::Promote,
     ];
 
     /// The name in `--no-<name>`.
@@ -72,6 +81,9 @@ impl FaultClass {
             FaultClass::Eio => "eio",
             FaultClass::SlowDisk => "slow-disk",
             FaultClass::Clock => "clock",
+            FaultClass::Pause => "pause",
+            FaultClass::Stall => "stall",
+            FaultClass::Promote => "promote",
         }
     }
 
@@ -168,6 +180,26 @@ pub enum Op {
         /// By how much.
         by: Duration,
     },
+    /// The node stops running for a while (SIGSTOP), then goes on where it was (SIGCONT):
+    /// what reaches it meanwhile waits, and its clock jumps.
+    Pause {
+        /// The node (with failover, node 0 is whoever is primary then).
+        node: usize,
+        /// For how long.
+        lasting: Duration,
+    },
+    /// The node's fdatasyncs do not complete for a while.
+    StallDisk {
+        /// The node.
+        node: usize,
+        /// For how long.
+        lasting: Duration,
+    },
+    /// The primary hands over to `node` (planned switchover).
+    Promote {
+        /// The target.
+        node: usize,
+    },
 }
 
 impl Op {
@@ -183,6 +215,9 @@ impl Op {
             Op::FailNextSync { .. } => Some(FaultClass::Eio),
             Op::SlowDisk { .. } => Some(FaultClass::SlowDisk),
             Op::ClockJump { .. } => Some(FaultClass::Clock),
+            Op::Pause { .. } => Some(FaultClass::Pause),
+            Op::StallDisk { .. } => Some(FaultClass::Stall),
+            Op::Promote { .. } => Some(FaultClass::Promote),
         }
     }
 }
@@ -210,6 +245,11 @@ impl fmt::Display for Op {
             Op::FailNextSync { node } => write!(f, "fail next fdatasync of n{node}"),
             Op::SlowDisk { node, lasting } => write!(f, "slow disk on n{node} for {lasting:?}"),
             Op::ClockJump { node, by } => write!(f, "clock of n{node} jumps {by:?}"),
+            Op::Pause { node, lasting } => write!(f, "pause n{node} for {lasting:?}"),
+            Op::StallDisk { node, lasting } => {
+                write!(f, "stall the disk of n{node} for {lasting:?}")
+            }
+            Op::Promote { node } => write!(f, "promote n{node}"),
         }
     }
 }
@@ -231,7 +271,7 @@ impl Schedule {
         for _ in 0..steps {
             let gap = rng.below(2 * MEAN_GAP.as_micros() as u64);
             at += Duration::from_micros(gap);
-            let op = draw(&mut rng, spec.nodes());
+            let op = draw(&mut rng, spec.nodes(), spec.failover);
             let kept = match op.class() {
                 Some(c) => !disabled.contains(c),
                 None => true,
@@ -265,7 +305,8 @@ fn millis(rng: &mut Rng, lo: u64, hi: u64) -> Duration {
 }
 
 /// One operation; every parameter is drawn whatever the kind, so that the stream stays aligned.
-fn draw(rng: &mut Rng, nodes: usize) -> Op {
+/// Failover clusters turn part of the clock jumps into pauses, disk stalls and switchovers.
+fn draw(rng: &mut Rng, nodes: usize, failover: bool) -> Op {
     let kind = rng.below(100);
     let node = rng.below(nodes as u64) as usize;
     let other = (node + 1 + rng.below(nodes as u64 - 1) as usize) % nodes;
@@ -304,6 +345,15 @@ fn draw(rng: &mut Rng, nodes: usize) -> Op {
             node,
             lasting: span,
         },
+        96..=97 if failover => Op::Pause {
+            node: if flag { PRIMARY } else { node },
+            lasting: span,
+        },
+        98 if failover => Op::StallDisk {
+            node,
+            lasting: span * 2,
+        },
+        99 if failover => Op::Promote { node },
         _ => Op::ClockJump { node, by: span / 2 },
     }
 }

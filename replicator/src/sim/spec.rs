@@ -2,8 +2,10 @@
 //! policy, the network's and the disks' behaviour. [`ClusterSpec::from_seed`] draws one from a
 //! seed; scenario tests build one by hand.
 //!
-//! Node 0 is the primary (there is no failover yet); nodes `1..=n` are its followers, named
-//! `n1`, `n2`, ... and listening for replication at `127.0.0.1:(10000 + i)`.
+//! Nodes are named `n0`, `n1`, ... and listen for replication at `127.0.0.1:(10000 + i)`.
+//! Without failover node 0 is the primary and nodes `1..=n` its followers. With failover
+//! ([`ClusterSpec::failover`]) every node is a member of the cluster table (node 0 a sync
+//! one), every sync node votes, all start as followers, and an election picks the primary.
 //!
 //! Also here: [`sub_seed`], which splits the run's one seed into independent streams (the
 //! schedule, the network, the disks, the crashes, each replica), so that turning one kind of
@@ -17,7 +19,9 @@ use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
 use crate::protocol::auth::ClusterKey;
 use crate::quorum::QuorumSpec;
-use crate::vocab::{FollowerConfig, FollowerLink, NodeId, PrimaryConfig, Rng, Timeouts};
+use crate::vocab::{
+    ElectionConfig, FollowerConfig, FollowerLink, Member, NodeId, PrimaryConfig, Rng, Timeouts,
+};
 
 use super::net::NetConfig;
 
@@ -112,6 +116,13 @@ pub struct ClusterSpec {
     pub disk: DiskConfig,
     /// How long a node whose log failed keeps running before it is restarted.
     pub fail_stop_restart_after: Duration,
+    /// Automatic failover: every sync node votes and may be elected; the quorum is over every
+    /// sync node (the primary leaves itself out).
+    pub failover: bool,
+    /// Bounds of the randomized election timeout.
+    pub election_timeout: (Duration, Duration),
+    /// An fdatasync in flight this long makes its node report a stalled disk.
+    pub stall_limit: Duration,
 }
 
 impl ClusterSpec {
@@ -147,6 +158,87 @@ impl ClusterSpec {
             net: NetConfig::default(),
             disk: DiskConfig::default(),
             fail_stop_restart_after: Duration::from_millis(300),
+            failover: false,
+            election_timeout: (Duration::from_secs(1), Duration::from_secs(2)),
+            stall_limit: Duration::from_secs(1),
+        }
+    }
+
+    /// A cluster with failover: node 0 and these followers are all members; the sync ones
+    /// (node 0 among them) vote, and `quorum_text` is over all of them.
+    ///
+    /// # Panics
+    /// If `quorum_text` with the member list does not parse (a bug of the caller).
+    pub fn new_failover(
+        seed: u64,
+        followers: Vec<FollowerSpec>,
+        quorum_text: &str,
+        policy: QuorumPolicy,
+    ) -> ClusterSpec {
+        let mut spec = ClusterSpec::new(seed, followers, quorum_text, policy);
+        spec.failover = true;
+        let members: Vec<String> = (0..spec.nodes())
+            .filter(|&i| spec.sync(i))
+            .map(node_name)
+            .collect();
+        let text = format!("{quorum_text} ({})", members.join(", "));
+        spec.quorum = Some(
+            text.parse()
+                .unwrap_or_else(|e| panic!("quorum {text:?}: {e}")),
+        );
+        spec
+    }
+
+    /// A failover cluster drawn from `seed`: 3 to 5 nodes, at least 3 of them sync voters;
+    /// `FIRST k` or `ANY k` with k large enough that every acknowledged record is on a
+    /// majority's member (`k + 1 + majority > voters`); otherwise as [`ClusterSpec::from_seed`].
+    pub fn failover_from_seed(seed: u64) -> ClusterSpec {
+        let mut rng = Rng::new(sub_seed(seed, Stream::Spec, 2));
+        let n = 2 + rng.below(3) as usize;
+        let mut followers: Vec<FollowerSpec> = (0..n)
+            .map(|_| FollowerSpec {
+                sync: rng.below(4) != 0,
+                auto_apply: rng.below(4) != 0,
+            })
+            .collect();
+        for f in followers.iter_mut().take(2) {
+            f.sync = true;
+        }
+        let voters = 1 + followers.iter().filter(|f| f.sync).count();
+        let majority = voters / 2 + 1;
+        let min_k = voters - majority;
+        let k = min_k + rng.below((voters - min_k) as u64) as usize;
+        let mode = if rng.below(2) == 0 { "FIRST" } else { "ANY" };
+        let policy = draw_policy(&mut rng);
+        let mut spec = ClusterSpec::new_failover(seed, followers, &format!("{mode} {k}"), policy);
+        spec.draw_tuning(&mut rng);
+        spec
+    }
+
+    /// Whether node `i` is a sync replica (node 0 always is).
+    pub fn sync(&self, i: usize) -> bool {
+        i == PRIMARY || self.followers[i - 1].sync
+    }
+
+    /// Node `node`'s election configuration (failover clusters).
+    pub fn election_config(&self, node: usize) -> ElectionConfig {
+        let members = (0..self.nodes())
+            .map(|i| Member {
+                id: NodeId::from(node_name(i)),
+                addr: follower_addr(i),
+                voter: self.sync(i),
+                sync: self.sync(i),
+            })
+            .collect();
+        let mut primary = self.primary_config();
+        primary.node_id = NodeId::from(node_name(node));
+        ElectionConfig {
+            members,
+            me: node,
+            timeout: self.election_timeout,
+            primary,
+            quorum: self.quorum.clone(),
+            follower: self.follower_config(node),
         }
     }
 
@@ -166,18 +258,9 @@ impl ClusterSpec {
         let sync = followers.iter().filter(|f| f.sync).count().max(1);
         let mode = if rng.below(2) == 0 { "FIRST" } else { "ANY" };
         let k = 1 + rng.below(sync as u64);
-        let policy = if rng.below(2) == 0 {
-            QuorumPolicy::Block
-        } else {
-            let after = Duration::from_millis(200 + rng.below(2_800));
-            QuorumPolicy::Degrade { after }
-        };
+        let policy = draw_policy(&mut rng);
         let mut spec = ClusterSpec::new(seed, followers, &format!("{mode} {k}"), policy);
-        spec.max_inflight_bytes = 1 << (10 + rng.below(11));
-        spec.catch_up_chunk_bytes = 1 << (8 + rng.below(9));
-        spec.timeouts.commit = Duration::from_millis(1_000 + rng.below(4_000));
-        spec.fail_stop_restart_after = Duration::from_millis(50 + rng.below(1_000));
-        spec.net = fault_rates(&mut rng);
+        spec.draw_tuning(&mut rng);
         spec
     }
 
@@ -191,12 +274,12 @@ impl ClusterSpec {
         self.quorum.as_ref().map_or(0, |q| q.k)
     }
 
-    /// Indices of the nodes in the quorum.
+    /// Indices of the nodes in the quorum (with failover, node 0 too).
     pub fn quorum_members(&self) -> Vec<usize> {
         let Some(q) = &self.quorum else {
             return Vec::new();
         };
-        (1..self.nodes())
+        (0..self.nodes())
             .filter(|&i| q.is_member(&node_name(i)))
             .collect()
     }
@@ -223,6 +306,7 @@ impl ClusterSpec {
             max_inflight_bytes: self.max_inflight_bytes,
             catch_up_chunk_bytes: self.catch_up_chunk_bytes,
             max_retained_bytes: None,
+            failover: false,
         }
     }
 
@@ -232,7 +316,7 @@ impl ClusterSpec {
     /// If `node` is not a follower.
     pub fn follower_config(&self, node: usize) -> FollowerConfig {
         assert!(
-            node != PRIMARY && node < self.nodes(),
+            (self.failover || node != PRIMARY) && node < self.nodes(),
             "node {node} is not a follower"
         );
         FollowerConfig {
@@ -240,7 +324,7 @@ impl ClusterSpec {
             node_id: node_name(node).into(),
             key: cluster_key(),
             timeouts: self.timeouts,
-            auto_apply: self.followers[node - 1].auto_apply,
+            auto_apply: self.auto_apply(node),
         }
     }
 
@@ -262,14 +346,37 @@ impl ClusterSpec {
             .quorum
             .as_ref()
             .map_or("none".to_string(), |q| q.to_string());
+        let failover = if self.failover { "failover " } else { "" };
         format!(
-            "followers [{}] quorum {quorum} policy {:?} window {}B chunk {}B commit timeout {:?}",
+            "{failover}followers [{}] quorum {quorum} policy {:?} window {}B chunk {}B commit timeout {:?}",
             followers.join(" "),
             self.policy,
             self.max_inflight_bytes,
             self.catch_up_chunk_bytes,
             self.timeouts.commit
         )
+    }
+}
+
+/// `block` or `degrade` (after 0.2 to 3 s), drawn.
+fn draw_policy(rng: &mut Rng) -> QuorumPolicy {
+    if rng.below(2) == 0 {
+        QuorumPolicy::Block
+    } else {
+        let after = Duration::from_millis(200 + rng.below(2_800));
+        QuorumPolicy::Degrade { after }
+    }
+}
+
+impl ClusterSpec {
+    /// Small windows and chunks (flow control and catch-up exercised), the commit timeout, the
+    /// restart delay after a failed log, and the network's fault rates, drawn.
+    fn draw_tuning(&mut self, rng: &mut Rng) {
+        self.max_inflight_bytes = 1 << (10 + rng.below(11));
+        self.catch_up_chunk_bytes = 1 << (8 + rng.below(9));
+        self.timeouts.commit = Duration::from_millis(1_000 + rng.below(4_000));
+        self.fail_stop_restart_after = Duration::from_millis(50 + rng.below(1_000));
+        self.net = fault_rates(rng);
     }
 }
 
@@ -297,7 +404,7 @@ pub fn follower_addr(i: usize) -> SocketAddr {
 /// The node listening at `addr`, if any.
 pub fn node_at(addr: SocketAddr, nodes: usize) -> Option<usize> {
     let i = usize::from(addr.port().checked_sub(BASE_PORT)?);
-    (i >= 1 && i < nodes && follower_addr(i) == addr).then_some(i)
+    (i < nodes && follower_addr(i) == addr).then_some(i)
 }
 
 fn cluster_key() -> ClusterKey {
@@ -321,6 +428,14 @@ mod tests {
                 assert_eq!(node_at(follower_addr(i), spec.nodes()), Some(i));
             }
             assert_eq!(node_at(follower_addr(spec.nodes()), spec.nodes()), None);
+            let f = ClusterSpec::failover_from_seed(seed);
+            let voters = (0..f.nodes()).filter(|&i| f.sync(i)).count();
+            assert!(voters >= 3, "seed {seed}: {voters} voters");
+            assert!(
+                f.quorum_k() + 1 + voters / 2 + 1 > voters,
+                "seed {seed}: {}",
+                f.describe()
+            );
         }
     }
 }

@@ -28,6 +28,8 @@
 //! - If the OS refuses a thread for an outgoing connection, its `ConnectFailed` is delivered
 //!   from the caller's thread before `connect` returns.
 //! - A peer's half-close ends the connection like a full close (queued bytes are dropped).
+//! - A source address from [`TransportOptions`] is bound on the connecting thread, right
+//!   before the connect; a bind failure is that connection's `ConnectFailed`.
 //!
 //! It does not frame, retry or reconnect: bytes in, bytes out.
 
@@ -44,7 +46,7 @@ use parking_lot::{Condvar, Mutex};
 use tracing::{debug, warn};
 
 use self::conn::{Conn, Phase, SendOutcome};
-use super::{ConnId, NetEvent, NetHandler, Transport};
+use super::{ConnId, NetEvent, NetHandler, Transport, TransportOptions};
 
 mod conn;
 mod sys;
@@ -74,15 +76,27 @@ impl std::fmt::Debug for PortableTransport {
 }
 
 impl PortableTransport {
-    /// Starts a transport that delivers events to `handler`. Threads start only with
-    /// listeners and connections.
+    /// Starts a transport that delivers events to `handler`, with default options. Threads
+    /// start only with listeners and connections.
     ///
     /// # Errors
     /// None today; the `Result` keeps the shape every transport's `start` has.
     pub fn start(handler: Arc<dyn NetHandler>) -> io::Result<PortableTransport> {
+        PortableTransport::start_with(handler, TransportOptions::default())
+    }
+
+    /// Like [`PortableTransport::start`], applying `options` to every outgoing connection.
+    ///
+    /// # Errors
+    /// None today; the `Result` keeps the shape every transport's `start` has.
+    pub fn start_with(
+        handler: Arc<dyn NetHandler>,
+        options: TransportOptions,
+    ) -> io::Result<PortableTransport> {
         Ok(PortableTransport {
             shared: Arc::new(Shared {
                 handler,
+                options,
                 next_conn: AtomicU64::new(1),
                 stopping: AtomicBool::new(false),
                 conns: Mutex::new(HashMap::new()),
@@ -105,9 +119,10 @@ impl Transport for PortableTransport {
         "portable"
     }
 
-    fn listen(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        // std sets SO_REUSEADDR on Unix listeners.
-        let listener = Arc::new(TcpListener::bind(addr)?);
+    fn listen_on(&self, listener: TcpListener) -> io::Result<SocketAddr> {
+        // The accept thread blocks in `accept`.
+        listener.set_nonblocking(false)?;
+        let listener = Arc::new(listener);
         let local = listener.local_addr()?;
         {
             let mut listeners = self.shared.listeners.lock();
@@ -184,6 +199,7 @@ impl Transport for PortableTransport {
 /// State shared by the transport handle and all its threads.
 struct Shared {
     handler: Arc<dyn NetHandler>,
+    options: TransportOptions,
     next_conn: AtomicU64,
     /// Set once, by `shutdown`, while holding `conns`. Insertions into `conns`, `listeners` and
     /// `threads` check it under their lock, so nothing registered after it goes unclosed or
@@ -382,7 +398,8 @@ impl Shared {
         timeout: Duration,
     ) -> io::Result<(Arc<TcpStream>, SendOutcome)> {
         let deadline = Instant::now().checked_add(timeout);
-        let stream = Arc::new(sys::start_connect(addr)?);
+        let source = self.options.bind_addr_for(addr);
+        let stream = Arc::new(sys::start_connect(addr, source)?);
         if !conn.attach_socket(&stream) {
             return Err(aborted_error());
         }

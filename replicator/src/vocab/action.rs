@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
 
-use super::ConnId;
+use super::{ConnId, ElectionState};
 use crate::fetch::{FetchRequest, IntegrityAction};
 use crate::integrity::Damaged;
 use crate::protocol::{DurabilityLevel, Msg};
@@ -82,6 +82,24 @@ pub enum Input {
         /// The connection's number.
         conn: ConnId,
     },
+    /// The executor started the connection an [`Action::ConnectVoter`] asked for.
+    DialedVoter {
+        /// The member it is for.
+        member: usize,
+        /// The connection's number.
+        conn: ConnId,
+    },
+    /// The log's tail, as [`Action::ReadTail`] asked (a primary that stepped down).
+    Tail(Tail),
+    /// An operator asks this primary to hand over to follower `target` (planned switchover);
+    /// answered by [`Action::PromoteAnswer`].
+    Promote {
+        /// The follower's node id.
+        target: super::NodeId,
+    },
+    /// The log's fdatasync has been stalled past the configured limit (`true`), or completed
+    /// again (`false`): a stalled node does not vote or stand, and a primary steps down.
+    DiskStalled(bool),
     /// An outgoing connection is established.
     Connected {
         /// The connection.
@@ -230,6 +248,32 @@ pub enum Action {
         /// Connect timeout.
         timeout: Duration,
     },
+    /// Connect to a voter to ask for its vote; report the connection's number with
+    /// [`Input::DialedVoter`], then [`Input::Connected`] or [`Input::Closed`].
+    ConnectVoter {
+        /// The member's index in the cluster table.
+        member: usize,
+        /// Where.
+        addr: SocketAddr,
+        /// Connect timeout.
+        timeout: Duration,
+    },
+    /// Persist the election state durably (temporary file, fdatasync, rename, directory
+    /// fsync) before carrying out any later action: a vote or an epoch must not be acted on
+    /// and then forgotten in a crash. A failure is a failed log ([`Input::LogFailed`]).
+    Persist(ElectionState),
+    /// Write new appends in `epoch` from now on, and append the epoch's marker (an empty
+    /// record) first; it is reported like any record ([`Input::Written`], [`Input::Durable`]).
+    AppendMarker {
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// Report the log's tail with [`Input::Tail`] (a primary stepped down: the follower it
+    /// became needs its last record's CRC and epoch). Appends admitted before must not land
+    /// after the read (fail them, or read after they land).
+    ReadTail,
+    /// The answer to [`Input::Promote`]: handed over (with what happened), or why not.
+    PromoteAnswer(Result<String, String>),
     /// Send a message.
     Send {
         /// The connection.
@@ -316,6 +360,9 @@ pub enum Action {
     /// Each level has reached this LSN (indexed by `DurabilityLevel as usize`): appends
     /// waiting for a level up to its LSN are done.
     Committed([Lsn; 4]),
+    /// This node became primary: its commit LSNs start again from these (those of an earlier
+    /// reign say nothing of the records written since); later appends compare against them.
+    RestartCommitted([Lsn; 4]),
     /// A waiting append failed.
     FailWait {
         /// The waiter.

@@ -5,15 +5,17 @@
 
 mod action;
 mod config;
+mod epochs;
 mod ids;
 mod random;
 mod storage;
 
 pub use self::action::{Action, Input, ReadError, Tail, WaitError, WaiterId};
 pub use self::config::{
-    FollowerConfig, FollowerLink, PrimaryConfig, DEFAULT_CATCH_UP_CHUNK_BYTES,
-    DEFAULT_MAX_INFLIGHT_BYTES,
+    ElectionConfig, FollowerConfig, FollowerLink, Member, PrimaryConfig,
+    DEFAULT_CATCH_UP_CHUNK_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
 };
+pub use self::epochs::{at_least_as_up_to_date, ElectionState, EpochHistory, MAX_HISTORY_ENTRIES};
 pub use self::ids::{ConnId, NodeId};
 pub use self::random::NonceSource;
 pub use self::storage::{ReplicaLog, StorageError};

@@ -17,7 +17,7 @@ use logship_engine::Lsn;
 use super::{holds_durably, Check, Violation};
 use crate::protocol::DurabilityLevel;
 use crate::sim::history::{crc_of, History};
-use crate::sim::spec::{ClusterSpec, PRIMARY};
+use crate::sim::spec::ClusterSpec;
 use crate::sim::ModelLog;
 
 /// Checks the acknowledgement of record `lsn` (`bytes`, the primary's) at `level`.
@@ -28,11 +28,11 @@ pub fn remote_durable_ack_is_on_a_quorum(
     spec: &ClusterSpec,
     logs: &[&ModelLog],
     history: &History,
-    (level, lsn, bytes): (DurabilityLevel, Lsn, &[u8]),
+    (primary, level, lsn, bytes): (usize, DurabilityLevel, Lsn, &[u8]),
     degraded: bool,
 ) -> Check {
     let fail = |m: String| Err(Violation::new("remote_durable_ack_is_on_a_quorum", m));
-    if !holds_durably(logs[PRIMARY], lsn, bytes) {
+    if !holds_durably(logs[primary], lsn, bytes) {
         return fail(format!(
             "{level:?} ack of {lsn}: the primary does not hold it durably"
         ));
@@ -40,7 +40,9 @@ pub fn remote_durable_ack_is_on_a_quorum(
     if level == DurabilityLevel::Local || degraded {
         return Ok(());
     }
-    let members = spec.quorum_members();
+    let members: Vec<usize> = (spec.quorum_members().into_iter())
+        .filter(|&m| m != primary)
+        .collect();
     let crc = crc_of(bytes);
     let holders: Vec<usize> = (members.iter().copied())
         .filter(|&m| match level {

@@ -17,7 +17,12 @@ pub fn acknowledged_records_survive(
     logs: &[&ModelLog],
     history: &History,
 ) -> Check {
-    let mut nodes = vec![PRIMARY];
+    // With failover the primary is one of the quorum's members; without, node 0.
+    let mut nodes = if spec.failover {
+        Vec::new()
+    } else {
+        vec![PRIMARY]
+    };
     nodes.extend(spec.quorum_members());
     let need = spec.quorum_k() + 1;
     for (lsn, acked) in history.acked_records() {

@@ -20,7 +20,6 @@
 use logship_engine::Lsn;
 
 use crate::sim::cluster::Cluster;
-use crate::sim::spec::PRIMARY;
 use crate::vocab::ReplicaLog;
 
 /// Where convergence stands.
@@ -48,11 +47,23 @@ fn missing(c: &Cluster) -> Option<String> {
             Some(_) => {}
         }
     }
-    let primary = c.replica(PRIMARY)?;
+    let Some(pn) = c.primary() else {
+        return Some("no node is the primary".into());
+    };
+    let others: Vec<usize> = (0..c.spec().nodes()).filter(|&n| n != pn).collect();
+    if let Some(&n) = others
+        .iter()
+        .find(|&&n| c.replica(n).is_some_and(|r| r.as_primary().is_some()))
+    {
+        return Some(format!(
+            "n{n} is a primary too (n{pn} has the newest epoch)"
+        ));
+    }
+    let primary = c.replica(pn)?;
     if !primary.serving() {
         return Some("the primary does not serve (its start gate is closed)".into());
     }
-    let plog = c.log(PRIMARY);
+    let plog = c.log(pn);
     let last = plog.last_lsn();
     if plog.durable_lsn() < last {
         return Some(format!(
@@ -64,11 +75,13 @@ fn missing(c: &Cluster) -> Option<String> {
         .as_primary()
         .and_then(|p| p.fence())
         .unwrap_or(Lsn::ZERO);
-    let split: Vec<usize> = (1..c.spec().nodes())
-        .filter(|n| split_below(c, *n, fence))
+    // Without failover, a follower whose log split from the primary's below the fence is
+    // exempt (the open liveness class of fixed primaries); with failover, none is.
+    let split: Vec<usize> = (others.iter().copied())
+        .filter(|n| !c.spec().failover && split_below(c, pn, *n, fence))
         .collect();
     let committed = primary.committed();
-    if quorum_possible(c, &split) && committed.iter().any(|l| *l < last) {
+    if quorum_possible(c, pn, &split) && committed.iter().any(|l| *l < last) {
         return Some(format!(
             "commit LSNs {committed:?} short of the last LSN {last}"
         ));
@@ -79,15 +92,15 @@ fn missing(c: &Cluster) -> Option<String> {
     if pending > 0 {
         return Some(format!("{pending} appends still wait"));
     }
-    (1..c.spec().nodes())
+    (others.iter().copied())
         .filter(|n| !split.contains(n))
-        .find_map(|n| follower_missing(c, n, last))
+        .find_map(|n| follower_missing(c, pn, n, last))
 }
 
 /// Whether follower `n`'s log first differs from the primary's at or below `fence` (both hold
 /// a record there, and they differ).
-fn split_below(c: &Cluster, n: usize, fence: Lsn) -> bool {
-    let (log, plog) = (c.log(n), c.log(PRIMARY));
+fn split_below(c: &Cluster, pn: usize, n: usize, fence: Lsn) -> bool {
+    let (log, plog) = (c.log(n), c.log(pn));
     let from = log.first_lsn().max(plog.first_lsn());
     let to = log.last_lsn().min(plog.last_lsn()).min(fence);
     (from.0..=to.0)
@@ -96,18 +109,18 @@ fn split_below(c: &Cluster, n: usize, fence: Lsn) -> bool {
 }
 
 /// Whether the sync quorum can be met by the sync followers outside `split`.
-fn quorum_possible(c: &Cluster, split: &[usize]) -> bool {
+fn quorum_possible(c: &Cluster, pn: usize, split: &[usize]) -> bool {
     let spec = c.spec();
     let Some(q) = &spec.quorum else {
         return true;
     };
-    let usable = (spec.followers.iter().enumerate())
-        .filter(|(i, f)| f.sync && !split.contains(&(i + 1)))
+    let usable = (spec.quorum_members().into_iter())
+        .filter(|&n| n != pn && !split.contains(&n))
         .count();
     usable >= q.k
 }
 
-fn follower_missing(c: &Cluster, n: usize, last: Lsn) -> Option<String> {
+fn follower_missing(c: &Cluster, pn: usize, n: usize, last: Lsn) -> Option<String> {
     let log = c.log(n);
     if log.durable_lsn() != last || log.last_lsn() != last {
         return Some(format!(
@@ -117,7 +130,7 @@ fn follower_missing(c: &Cluster, n: usize, last: Lsn) -> Option<String> {
             log.durable_lsn()
         ));
     }
-    let plog = c.log(PRIMARY);
+    let plog = c.log(pn);
     let from = log.first_lsn().max(plog.first_lsn());
     (from.0..=last.0)
         .map(Lsn)

@@ -15,6 +15,7 @@ mod caught_up;
 mod commit_never_goes_back;
 mod logs_agree;
 mod memory_bounded;
+mod one_primary_per_epoch;
 mod only_primary_records;
 
 use std::fmt;
@@ -27,6 +28,7 @@ pub use self::logs_agree::logs_agree_below_commit;
 pub use self::memory_bounded::{
     connection_bytes_bounded, memory_is_bounded, ConnectionBound, WaiterBound, CONTROL_SLACK_BYTES,
 };
+pub use self::one_primary_per_epoch::one_primary_per_epoch;
 pub use self::only_primary_records::followers_hold_only_primary_records;
 
 /// A property that did not hold.

@@ -1,5 +1,5 @@
 //! The few system calls std does not offer: a send that neither blocks nor raises `SIGPIPE`,
-//! an interruptible connect, and waking a blocked `accept`. Linux only (`MSG_NOSIGNAL`,
+//! an interruptible connect from a chosen source address, and waking a blocked `accept`. Linux only (`MSG_NOSIGNAL`,
 //! `SOCK_NONBLOCK`), like the rest of the crate. Every item holding `unsafe` is as small as
 //! the call it wraps.
 
@@ -28,9 +28,13 @@ pub(super) fn send(
     usize::try_from(sent).map_err(|_| io::Error::last_os_error())
 }
 
-/// A non-blocking TCP socket with a connect to `addr` in progress (or done).
+/// A non-blocking TCP socket with a connect to `addr` in progress (or done), bound to `source`
+/// first when it is given (`source` must be of `addr`'s family).
+///
+/// # Errors
+/// Socket creation, the bind (naming `source`, with the OS error's kind) and connect failures.
 #[allow(unsafe_code)]
-pub(super) fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+pub(super) fn start_connect(addr: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -44,6 +48,9 @@ pub(super) fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
     }
     // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
     let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if let Some(source) = source {
+        bind(&stream, source)?;
+    }
     let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` holds a sockaddr of `len` bytes matching `domain` and outlives
     // the call; the descriptor is owned by `stream`.
@@ -56,6 +63,21 @@ pub(super) fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
         Some(libc::EINPROGRESS | libc::EINTR) => Ok(stream),
         _ => Err(error),
     }
+}
+
+/// `bind(2)` of `stream` to `source`; the error names the address.
+#[allow(unsafe_code)]
+fn bind(stream: &TcpStream, source: SocketAddr) -> io::Result<()> {
+    let (storage, len) = sockaddr(source);
+    // SAFETY: `storage` holds a sockaddr of `len` bytes and outlives the call; the descriptor
+    // is owned by `stream`, alive here.
+    let rc = unsafe { libc::bind(stream.as_raw_fd(), std::ptr::from_ref(&storage).cast(), len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    let message = format!("binding the source address {source}: {error}");
+    Err(io::Error::new(error.kind(), message))
 }
 
 /// Waits up to `wait` for `stream` to become writable (or fail); false on timeout.

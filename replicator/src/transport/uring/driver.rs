@@ -209,7 +209,8 @@ impl Driver {
         timeout: Duration,
         queued: Arc<AtomicUsize>,
     ) {
-        match sys::tcp_socket(addr) {
+        let source = self.shared.options.bind_addr_for(addr);
+        match sys::tcp_socket(addr, source) {
             Ok(socket) => {
                 let mut conn = Conn::connecting(id, socket, addr, timeout, queued);
                 conn.arm_connect(&mut self.sqes);

@@ -3,19 +3,22 @@
 //! # Threads
 //! The ring thread owns the ring, every socket and every buffer the kernel may touch, and is
 //! the only thread that calls the handler. Other threads (and the handler itself) talk to it
-//! through a command queue: `listen` binds the socket on the caller's thread, so it can return
-//! the bound address at once, and hands it over; `connect`, `send` and `close` only queue a
-//! command. A caller wakes the ring thread by writing an eventfd that the ring keeps a read
-//! armed on, and only when the thread announced it is about to sleep in the kernel
-//! (`Shared::park`); calls made while it is busy, which includes every call from inside the
-//! handler, skip that write and are picked up by the very next turn of the loop, so a frame sent
-//! from `on_event` is submitted before the thread sleeps again.
+//! through a command queue: `listen` binds the socket on the caller's thread (`listen_on` takes
+//! one already bound), so it can return the address at once, and hands it over; `connect`,
+//! `send` and `close` only queue a command. A caller wakes the ring thread by writing an eventfd
+//! that the ring keeps a read armed on, and only when the thread announced it is about to sleep
+//! in the kernel (`Shared::park`); calls made while it is busy, which includes every call from
+//! inside the handler, skip that write and are picked up by the very next turn of the loop, so a
+//! frame sent from `on_event` is submitted before the thread sleeps again.
 //!
 //! # Operations
 //! - Accept: one multishot accept per listener (single-shot re-armed on kernels before 5.19);
 //!   accepted sockets get `TCP_NODELAY` and a receive.
 //! - Connect: `IORING_OP_CONNECT` linked to an `IORING_OP_LINK_TIMEOUT`; a fired timeout
 //!   cancels the connect, which is reported as `ConnectFailed` with `ErrorKind::TimedOut`.
+//!   A source address from [`TransportOptions`] is bound with a plain `bind(2)` on the ring
+//!   thread when the socket is created, before the connect is submitted; a bind failure is
+//!   that connection's `ConnectFailed`.
 //! - Receive: one receive per connection into its own [`RECV_BUFFER_BYTES`] buffer, re-armed
 //!   after each completion; 0 bytes means the peer closed (also after a half-close).
 //! - Send: a per-connection queue of [`Bytes`] with at most one send in flight, which keeps the
@@ -58,7 +61,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 pub use self::conn::RECV_BUFFER_BYTES;
-use super::{ConnId, NetHandler, Transport};
+use super::{ConnId, NetHandler, Transport, TransportOptions};
 
 /// Name of the ring thread.
 const THREAD_NAME: &str = "logship-uring";
@@ -100,10 +103,12 @@ struct Shared {
     next_conn: AtomicU64,
     /// Queued-byte counters of the live connections, for `send` and `queued_bytes`.
     queued: RwLock<HashMap<ConnId, Arc<AtomicUsize>>>,
+    /// What the transport was started with; the ring thread reads it for every connect.
+    options: TransportOptions,
 }
 
 impl Shared {
-    fn new(waker: File) -> Shared {
+    fn new(waker: File, options: TransportOptions) -> Shared {
         Shared {
             commands: Mutex::new(Vec::new()),
             waker,
@@ -112,6 +117,7 @@ impl Shared {
             ring_thread: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             queued: RwLock::new(HashMap::new()),
+            options,
         }
     }
 
@@ -203,14 +209,25 @@ impl fmt::Debug for UringTransport {
 
 impl UringTransport {
     /// Creates the ring (on its own thread, which then runs it) and delivers every event to
-    /// `handler` from that thread.
+    /// `handler` from that thread. Default options.
     ///
     /// # Errors
     /// The ring's setup error (`PermissionDenied` when a seccomp profile or
     /// `kernel.io_uring_disabled` forbids io_uring), `Unsupported` naming an opcode this kernel
     /// lacks, and eventfd or thread creation failures.
     pub fn start(handler: Arc<dyn NetHandler>) -> io::Result<UringTransport> {
-        let shared = Arc::new(Shared::new(sys::eventfd()?));
+        UringTransport::start_with(handler, TransportOptions::default())
+    }
+
+    /// Like [`UringTransport::start`], applying `options` to every outgoing connection.
+    ///
+    /// # Errors
+    /// As [`UringTransport::start`].
+    pub fn start_with(
+        handler: Arc<dyn NetHandler>,
+        options: TransportOptions,
+    ) -> io::Result<UringTransport> {
+        let shared = Arc::new(Shared::new(sys::eventfd()?, options));
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let ring_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -241,13 +258,14 @@ impl Transport for UringTransport {
         "io_uring"
     }
 
-    /// Binds with `SO_REUSEADDR` and listens (std's `TcpListener::bind`: socket, setsockopt,
-    /// bind, listen) on the calling thread, then hands the socket to the ring.
-    fn listen(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
+    /// Hands the listening socket to the ring on the calling thread (`listen` binds it here
+    /// first), so the address is known at once.
+    fn listen_on(&self, socket: TcpListener) -> io::Result<SocketAddr> {
         if self.shared.is_stopping() {
             return Err(io::Error::other("io_uring transport is shut down"));
         }
-        let socket = TcpListener::bind(addr)?;
+        // Like every socket the ring uses (see `sys::tcp_socket`): the ring arms the poll.
+        socket.set_nonblocking(false)?;
         let addr = socket.local_addr()?;
         self.shared.push(Command::Listen { socket, addr });
         Ok(addr)

@@ -9,7 +9,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use io_uring::{opcode, IoUring};
 use logship_engine::io::uring::{check_opcodes, describe_setup_error};
@@ -67,14 +67,18 @@ pub(super) fn eventfd() -> io::Result<File> {
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// A new TCP socket for connecting to `addr`, with `TCP_NODELAY`.
+/// A new TCP socket for connecting to `addr`, with `TCP_NODELAY`, bound to `source` when it is
+/// given (`source` must be of `addr`'s family; port 0 lets the kernel pick the port).
 ///
 /// The socket stays in blocking mode, like every socket the ring uses: io_uring answers
 /// operations on an `O_NONBLOCK` socket with `EAGAIN` instead of arming a poll, while on a
 /// blocking one it arms the poll itself. No thread ever blocks on these sockets; only the ring
-/// operates them.
+/// operates them (`bind(2)` does not wait for the network).
+///
+/// # Errors
+/// Socket creation, `TCP_NODELAY` and bind failures (the latter naming `source`).
 #[allow(unsafe_code)]
-pub(super) fn tcp_socket(addr: SocketAddr) -> io::Result<TcpStream> {
+pub(super) fn tcp_socket(addr: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {
     let domain = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -87,7 +91,25 @@ pub(super) fn tcp_socket(addr: SocketAddr) -> io::Result<TcpStream> {
     // SAFETY: `fd` was just created by socket and nothing else owns it.
     let socket = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
     socket.set_nodelay(true)?;
+    if let Some(source) = source {
+        bind(&socket, source)?;
+    }
     Ok(socket)
+}
+
+/// `bind(2)` of `socket` to `source`; the error names the address.
+#[allow(unsafe_code)]
+fn bind(socket: &TcpStream, source: SocketAddr) -> io::Result<()> {
+    let addr = SockAddr::new(source);
+    // SAFETY: `addr` holds a sockaddr of `addr.len()` bytes and outlives the call; the
+    // descriptor is owned by `socket`, alive here.
+    let rc = unsafe { libc::bind(socket.as_raw_fd(), addr.as_ptr(), addr.len()) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    let message = format!("binding the source address {source}: {error}");
+    Err(io::Error::new(error.kind(), message))
 }
 
 /// Adopts the descriptor a successful accept completion returned.

@@ -7,11 +7,16 @@
 //! an executor (the node, the simulator): sockets, the log, the clock, threads, and the
 //! randomness that seeds this. Nothing here reads a clock or blocks.
 
+mod failover;
+
+pub use self::failover::failover_follower;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use logship_engine::{Lsn, RangeDigest, DEFAULT_DIGEST_RANGE_RECORDS};
 
+use crate::election::Elector;
 use crate::fetch::IntegrityAction;
 use crate::follower::Follower;
 use crate::integrity::{report_mismatches, Damaged, IntegrityRules, RepairStep};
@@ -20,8 +25,8 @@ use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::MAX_DIGESTS_PER_FRAME;
 use crate::protocol::{DurabilityLevel, FrameError, Msg};
 use crate::vocab::{
-    Action, ConnId, FollowerConfig, Input, NonceSource, PrimaryConfig, Tail, Timeouts, WaitError,
-    WaiterId,
+    Action, ConnId, ElectionConfig, ElectionState, FollowerConfig, Input, NonceSource,
+    PrimaryConfig, Tail, Timeouts, WaitError, WaiterId,
 };
 
 /// What the replica is now.
@@ -42,6 +47,8 @@ pub struct ReplicaCounters {
     pub malformed_frames: u64,
     /// Appends that failed their commit deadline (or the start gate's).
     pub quorum_timeouts: u64,
+    /// Times this node stopped being the primary by check-quorum.
+    pub step_downs: u64,
 }
 
 /// An append waiting for its remote level, until its deadline.
@@ -71,6 +78,26 @@ pub struct Replica {
     failed: Option<String>,
     counters: ReplicaCounters,
     integrity: IntegrityRules,
+    /// Failover: the elector (`None`: the role is fixed by configuration).
+    election: Option<Elector>,
+    /// The election state last handed to the executor to persist.
+    persisted: Option<ElectionState>,
+    /// The log's first LSN (an elected primary starts from it).
+    first_lsn: Lsn,
+    /// Connections a primary accepted: each may carry one vote request before its deadline.
+    vote_conns: BTreeMap<ConnId, Duration>,
+    /// A former primary waits for its log's tail ([`Action::ReadTail`]).
+    tail_pending: bool,
+    /// When the follower last heard its primary, as the election timer last saw it.
+    heard: Option<Duration>,
+    /// When this node became primary by election.
+    primary_since: Duration,
+    /// The disk stalled: no votes, no candidacy (and a primary steps down).
+    stalled: bool,
+    /// A planned switchover under way: appends wait while the target catches up.
+    handover: Option<failover::Handover>,
+    /// The primary was degraded when it last reported commit LSNs.
+    committed_degraded: bool,
 }
 
 impl Replica {
@@ -126,7 +153,48 @@ impl Replica {
             failed: None,
             counters: ReplicaCounters::default(),
             integrity: IntegrityRules::new(true, DEFAULT_DIGEST_RANGE_RECORDS),
+            election: None,
+            persisted: None,
+            first_lsn: Lsn::FIRST,
+            vote_conns: BTreeMap::new(),
+            tail_pending: false,
+            heard: None,
+            primary_since: Duration::ZERO,
+            stalled: false,
+            handover: None,
+            committed_degraded: false,
         }
+    }
+
+    /// Whether the last [`Action::Committed`] came from a degraded primary (its remote levels
+    /// followed local durability), even if the same step then ended its reign.
+    pub fn committed_degraded(&self) -> bool {
+        self.committed_degraded
+    }
+
+    /// A replica with automatic failover: it starts as a follower whose log holds
+    /// `first..=tail.last`, in the persisted election `state` (its history clipped to the
+    /// log), and stands for election when it hears no primary. `seed` drives the election
+    /// timeouts; `now` starts the election timer.
+    pub fn with_failover(
+        config: ElectionConfig,
+        (first, tail): (Lsn, Tail),
+        state: ElectionState,
+        (seed, nonces): (u64, NonceSource),
+        now: Duration,
+    ) -> Replica {
+        let follower = failover_follower(&config, tail, state.history.clone());
+        let elector = Elector::new(config, state.epoch, state.voted_for.clone(), seed, now);
+        let mut r = Replica::with_role(
+            Role::Follower(Box::new(follower)),
+            elector.config().follower.timeouts,
+            [Lsn::ZERO; 4],
+            nonces,
+        );
+        r.persisted = Some(state);
+        r.election = Some(elector);
+        r.first_lsn = first;
+        r
     }
 
     /// The same replica with these integrity rules (the default repairs, with the engine's
@@ -187,6 +255,9 @@ impl Replica {
             Role::Primary(p) => p.config().timeouts,
             Role::Follower(f) => f.timeouts(),
         };
+        if matches!(role, Role::Primary(_)) {
+            out.push(Action::RestartCommitted(self.committed));
+        }
         self.role = role;
         out
     }
@@ -233,6 +304,7 @@ impl Replica {
             Input::Appended { waiter, level, lsn } => self.on_appended(now, waiter, level, lsn),
             Input::LogFailed { cause } => self.on_log_failed(cause, out),
             Input::Dialed { .. }
+            | Input::DialedVoter { .. }
             | Input::Connected { .. }
             | Input::Accepted { .. }
             | Input::Closed { .. }
@@ -240,10 +312,19 @@ impl Replica {
             Input::LocalDigests(ranges) => self.on_local_digests(&ranges, out),
             Input::Damaged(damaged) => self.on_damaged(now, &damaged, out),
             Input::Repaired { first, result } => self.on_repaired(now, first, result),
+            Input::Tail(tail) => self.on_tail(tail),
+            Input::Promote { target } => self.on_promote(now, target, out),
+            Input::DiskStalled(stalled) => self.on_disk_stalled(now, stalled, out),
+            Input::Purged(first) => {
+                self.first_lsn = self.first_lsn.max(first);
+                self.on_log(now, Input::Purged(first), out);
+            }
             other => self.on_log(now, other, out),
         }
         self.take_integrity(now, out, start);
         self.after_step(out);
+        self.try_hand_over(now, out);
+        self.persist(out);
         #[cfg(debug_assertions)]
         self.check_invariants();
     }
@@ -255,18 +336,35 @@ impl Replica {
                     p.connect_started(link, conn);
                 }
             }
+            Input::DialedVoter { member, conn } => {
+                if let Some(e) = &mut self.election {
+                    e.dialed(member, conn);
+                }
+            }
             Input::Connected { conn } | Input::Accepted { conn } => {
                 self.counters.connections += 1;
                 self.decoders
                     .insert(conn, FrameDecoder::new(DEFAULT_MAX_BODY_BYTES));
                 let nonce = self.nonces.next_nonce();
+                let accepted = matches!(input, Input::Accepted { .. });
+                if self.owns_vote(conn) {
+                    let last = self.last_position();
+                    let e = self.election.as_mut().expect("checked");
+                    return e.connected(conn, last, out);
+                }
                 match &mut self.role {
+                    Role::Primary(_) if accepted && self.election.is_some() => {
+                        self.accept_on_primary(now, conn)
+                    }
                     Role::Primary(p) => p.on_connected(now, conn, nonce, out),
                     Role::Follower(f) => f.on_accepted(now, conn, nonce),
                 }
             }
             Input::Closed { conn, why } => {
                 self.decoders.remove(&conn);
+                if self.failover_closed(conn) {
+                    return;
+                }
                 match &mut self.role {
                     Role::Primary(p) => p.on_closed(now, conn, why, out),
                     Role::Follower(f) => f.on_closed(conn),
@@ -299,10 +397,14 @@ impl Replica {
             self.decoders.remove(&conn);
         }
         for m in frames {
+            let Some(m) = self.intercept(now, conn, m, out) else {
+                continue;
+            };
             match &mut self.role {
                 Role::Primary(p) => p.on_frame(now, conn, m, out),
                 Role::Follower(f) => f.on_frame(now, conn, m, out),
             }
+            self.note_session_epoch(now, out);
         }
         if let Some(e) = failure {
             self.on_malformed(now, conn, &e, out);
@@ -478,7 +580,9 @@ impl Replica {
                 cause: cause.clone(),
             },
             (None, Role::Follower(_)) => WaitError::NotPrimary,
-            (None, Role::Primary(p)) if p.serving() => return out.push(Action::Admit { waiter }),
+            (None, Role::Primary(p)) if p.serving() && self.handover.is_none() => {
+                return out.push(Action::Admit { waiter })
+            }
             (None, Role::Primary(_)) => return self.gated.push_back((waiter, level, now)),
         };
         out.push(Action::FailWait { waiter, error });
@@ -513,6 +617,7 @@ impl Replica {
             Role::Primary(p) => p.tick(now, out),
             Role::Follower(f) => f.tick(now, out),
         }
+        self.failover_tick(now, out);
         self.expire(now, out);
     }
 
@@ -571,11 +676,12 @@ impl Replica {
                 *c = (*c).max(n);
             }
             out.push(Action::Committed(self.committed));
+            self.committed_degraded = p.status_degraded();
             let committed = self.committed;
             self.deadlines
                 .retain(|d| committed[d.level as usize] < d.lsn);
         }
-        if p.serving() && self.failed.is_none() {
+        if p.serving() && self.failed.is_none() && self.handover.is_none() {
             out.extend(
                 self.gated
                     .drain(..)
