@@ -1,5 +1,5 @@
 //! Failover on real processes: three `logship node` children that elect their primary, on
-//! 127.0.0.1-3 inside a network namespace the test creates (tests/common/elected.rs), under
+//! 127.0.0.2-4 inside a network namespace the test creates (tests/common/elected.rs), under
 //! `logship load --durability remote_durable --acked FILE` following the primary. Faults are
 //! real signals: SIGKILL of the primary, and SIGSTOP past the election timeout then SIGCONT.
 //! After each, a checker in the spirit of Jepsen's queue checker reads every node: every

@@ -627,7 +627,8 @@ impl Follower {
             });
             self.sessions.remove(&old);
         }
-        if kept < self.written {
+        let cutting = kept < self.written;
+        if cutting {
             tracing::warn!(after = %kept, last = %self.written, "truncating records the primary does not have");
             out.push(Action::Truncate {
                 after: kept,
@@ -639,7 +640,7 @@ impl Follower {
         }
         // What this log keeps is the primary's up to `kept`, and what it appends from now on
         // is the primary's: its history is the primary's, once the cut is done.
-        if kept < self.written {
+        if cutting {
             self.pending_history = Some(history);
         } else {
             self.pending_history = None;

@@ -1,5 +1,5 @@
-//! A cluster that elects its primary, on real processes: three nodes on 127.0.0.1, 127.0.0.2
-//! and 127.0.0.3 inside a network namespace the test thread creates for itself (so fixed ports
+//! A cluster that elects its primary, on real processes: three nodes on 127.0.0.2, 127.0.0.3
+//! and 127.0.0.4 inside a network namespace the test thread creates for itself (so fixed ports
 //! cannot collide with anything, and iptables rules inside it touch nothing else), a `logship
 //! load` child following the primary, and the checker for what it acknowledged.
 //!
@@ -101,10 +101,18 @@ pub struct Elected {
     load: Option<Child>,
 }
 
+/// Member `i`'s address (from 1). 127.0.0.1 is left to the test and the load: the kernel picks
+/// it as the source of every unbound connection on loopback, so a rule cutting a node off by its
+/// address must not be that one.
+fn member_ip(i: usize) -> String {
+    format!("127.0.0.{}", i + 1)
+}
+
 fn table(n: usize) -> String {
     let rows: Vec<String> = (1..=n)
         .map(|i| {
-            format!("  {{ id = \"n{i}\", replication = \"127.0.0.{i}:{REPLICATION_PORT}\", client = \"127.0.0.{i}:{CLIENT_PORT}\" }},")
+            let ip = member_ip(i);
+            format!("  {{ id = \"n{i}\", replication = \"{ip}:{REPLICATION_PORT}\", client = \"{ip}:{CLIENT_PORT}\" }},")
         })
         .collect();
     format!("members = [\n{}\n]\n", rows.join("\n"))
@@ -122,7 +130,7 @@ impl Elected {
         let members = (1..=n)
             .map(|i| {
                 let name = format!("n{i}");
-                let ip = format!("127.0.0.{i}");
+                let ip = member_ip(i);
                 let config = dir.path().join(format!("{name}.toml"));
                 let text = format!(
                     "[node]\nid = \"{name}\"\ncluster_id = \"failover\"\nkey_file = \"cluster.key\"\ndata_dir = \"data/{name}\"\ntransport = \"portable\"\nlisten_client = \"{ip}:{CLIENT_PORT}\"\nlisten_http = \"{ip}:{HTTP_PORT}\"\n\n[cluster]\nquorum = \"{quorum}\"\n{}",

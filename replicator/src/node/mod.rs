@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     /// The disk-stall watchdog: since when the durable LSN has not moved while records wait
     /// (and at which LSN), and whether the replica was told the disk stalled.
     stall: Mutex<(Option<(Instant, Lsn)>, bool)>,
+    /// The number of the last election state stored (see [`Action::Persist`]).
+    persist_seq: Mutex<u64>,
     /// Where the answer of the switchover under way goes.
     promote: Mutex<Option<crossbeam_channel::Sender<std::result::Result<String, String>>>>,
 }
@@ -320,6 +322,7 @@ impl Node {
             gate_marked: AtomicBool::new(gate_marked(&config)),
             leader_hint: Mutex::new((None, None)),
             promote: Mutex::new(None),
+            persist_seq: Mutex::new(0),
             stall: Mutex::new((None, false)),
             log,
             config,
@@ -574,9 +577,9 @@ impl Inner {
                 a @ (Action::Connect { .. } | Action::ConnectVoter { .. }) => {
                     todo.extend(self.dial(&mut r, a));
                 }
-                Action::Persist(state) => {
+                Action::Persist { seq, state } => {
                     // Under the lock: nothing that depends on it may leave before it is durable.
-                    if let Err(cause) = self.persist(&state) {
+                    if let Err(cause) = self.persist(seq, &state) {
                         todo = r.step(self.now(), Input::LogFailed { cause }).into();
                     }
                 }
@@ -605,7 +608,7 @@ impl Inner {
                     self.read_tail();
                     true
                 }
-                Action::Persist(state) => match self.persist(&state) {
+                Action::Persist { seq, state } => match self.persist(seq, &state) {
                     Ok(()) => true,
                     Err(cause) => {
                         self.step(Input::LogFailed { cause });
@@ -681,7 +684,7 @@ impl Inner {
             Action::Integrity(a) => self.on_integrity_action(a, peer_role),
             Action::Connect { .. }
             | Action::ConnectVoter { .. }
-            | Action::Persist(_)
+            | Action::Persist { .. }
             | Action::AppendMarker { .. }
             | Action::ReadTail
             | Action::Append { .. }
@@ -730,9 +733,20 @@ impl Inner {
         self.leader_hint.lock().1.clone()
     }
 
-    /// Stores the election state durably next to the log.
-    fn persist(&self, state: &crate::vocab::ElectionState) -> std::result::Result<(), String> {
-        election_file::store(self.log.dir(), state).map_err(|e| e.to_string())
+    /// Stores the election state durably next to the log, unless a later one was stored
+    /// already (see [`Action::Persist`]).
+    fn persist(
+        &self,
+        seq: u64,
+        state: &crate::vocab::ElectionState,
+    ) -> std::result::Result<(), String> {
+        let mut last = self.persist_seq.lock();
+        if seq <= *last {
+            return Ok(());
+        }
+        election_file::store(self.log.dir(), state).map_err(|e| e.to_string())?;
+        *last = seq;
+        Ok(())
     }
 
     /// Writes new appends in `epoch` and appends its marker; false (the replica told) if the

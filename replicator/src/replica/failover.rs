@@ -36,7 +36,12 @@ impl Replica {
             return;
         };
         if self.persisted.as_ref() != Some(&state) {
-            out.push(Action::Persist(state.clone()));
+            self.persist_seq += 1;
+            let seq = self.persist_seq;
+            out.push(Action::Persist {
+                seq,
+                state: state.clone(),
+            });
             self.persisted = Some(state);
         }
     }

@@ -82,6 +82,8 @@ pub struct Replica {
     election: Option<Elector>,
     /// The election state last handed to the executor to persist.
     persisted: Option<ElectionState>,
+    /// The number of the last `Persist` action.
+    persist_seq: u64,
     /// The log's first LSN (an elected primary starts from it).
     first_lsn: Lsn,
     /// Connections a primary accepted: each may carry one vote request before its deadline.
@@ -155,6 +157,7 @@ impl Replica {
             integrity: IntegrityRules::new(true, DEFAULT_DIGEST_RANGE_RECORDS),
             election: None,
             persisted: None,
+            persist_seq: 0,
             first_lsn: Lsn::FIRST,
             vote_conns: BTreeMap::new(),
             tail_pending: false,

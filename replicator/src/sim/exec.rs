@@ -94,8 +94,12 @@ impl Cluster {
                     todo.extend(self.step_raw(n, Input::DialedVoter { member, conn }));
                     true
                 }
-                Action::Persist(state) => {
-                    self.nodes[n].election = state;
+                Action::Persist { seq, state } => {
+                    let node = &mut self.nodes[n];
+                    if seq > node.election_seq {
+                        node.election_seq = seq;
+                        node.election = state;
+                    }
                     true
                 }
                 Action::AppendMarker { epoch } => self.append_marker(n, epoch),

@@ -59,6 +59,9 @@ pub struct SimNode {
     /// The election state on its disk (failover clusters): written by `Persist`, durable at
     /// once, kept through crashes.
     pub election: ElectionState,
+    /// The number of the last `Persist` carried out in this incarnation (its replica numbers
+    /// them from 1).
+    pub election_seq: u64,
     /// Paused (SIGSTOP) until then: its inputs wait in `held`.
     pub paused_until: Option<Duration>,
     /// Inputs that reached it while paused, in order.
@@ -86,6 +89,7 @@ impl SimNode {
             apply_at: None,
             closed_cleanly: false,
             election: ElectionState::default(),
+            election_seq: 0,
             paused_until: None,
             held: VecDeque::new(),
             stall_reported: false,
@@ -125,6 +129,7 @@ impl SimNode {
             Replica::new_follower(spec.follower_config(self.id), self.tail(), nonces)
         };
         self.replica = Some(replica);
+        self.election_seq = 0;
         self.reported = self.log.last_lsn();
         self.flush_at = None;
         self.failed = false;

@@ -261,7 +261,15 @@ pub enum Action {
     /// Persist the election state durably (temporary file, fdatasync, rename, directory
     /// fsync) before carrying out any later action: a vote or an epoch must not be acted on
     /// and then forgotten in a crash. A failure is a failed log ([`Input::LogFailed`]).
-    Persist(ElectionState),
+    /// `seq` rises with every `Persist`: one older than the last carried out is skipped (an
+    /// action list can hold a `Persist` that a step nested inside it, for a log action's
+    /// completion, has already superseded).
+    Persist {
+        /// Its number.
+        seq: u64,
+        /// The state.
+        state: ElectionState,
+    },
     /// Write new appends in `epoch` from now on, and append the epoch's marker (an empty
     /// record) first; it is reported like any record ([`Input::Written`], [`Input::Durable`]).
     AppendMarker {
