@@ -107,6 +107,15 @@ fn a_killed_primary_is_replaced_and_rejoins_with_nothing_acknowledged_lost() {
         "{v:?}\n{}",
         c.logs()
     );
+    let addrs: Vec<_> = c.members.iter().map(|m| m.client_addr()).collect();
+    let (_, found) =
+        logship::Client::connect_primary(&addrs[first..=first], Duration::from_secs(2))
+            .expect("the old primary sends a client to the new one");
+    assert_eq!(
+        found,
+        c.members[second].client_addr(),
+        "the leader hint names the new primary"
+    );
     let rejoined = c.status(first).expect("the old primary answers");
     assert!(rejoined.primary.is_none(), "the old primary follows");
     assert_eq!(rejoined.epoch, e2, "the old primary learned the new epoch");

@@ -51,6 +51,46 @@ impl Client {
         })
     }
 
+    /// Connects to the primary of a cluster that elects it: tries `addrs` in order, and a
+    /// member that is not the primary sends the client to the primary it names (its leader
+    /// hint). Returns the client and the primary's address.
+    ///
+    /// An append that failed with [`Error::NotPrimary`] may or may not have been written by
+    /// the deposed primary (it failed while waiting for its level): whether to append it again
+    /// is the caller's decision; connect again with this and go on.
+    ///
+    /// # Errors
+    /// [`Error::NotPrimary`] (no hint) when no member is the primary now (an election is under
+    /// way), or the last [`Error::Io`].
+    pub fn connect_primary(
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<(Client, SocketAddr)> {
+        let mut last = Error::NotPrimary { leader_hint: None };
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut todo: Vec<SocketAddr> = addrs.iter().rev().copied().collect();
+        while let Some(addr) = todo.pop() {
+            if tried.contains(&addr) {
+                continue;
+            }
+            tried.push(addr);
+            let status =
+                Client::connect(addr, timeout).and_then(|mut c| c.status().map(|s| (c, s)));
+            match status {
+                Ok((c, s)) if s.primary.as_ref().is_some_and(|p| p.serving) => {
+                    return Ok((c, addr))
+                }
+                Ok((_, s)) => {
+                    if let Some(hint) = s.leader_hint.and_then(|h| h.parse().ok()) {
+                        todo.push(hint);
+                    }
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// How long to wait for an answer.
     ///
     /// # Errors
