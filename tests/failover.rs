@@ -53,6 +53,20 @@ fn converge(c: &Elected, primary: usize) -> Vec<std::collections::BTreeMap<u64, 
     }
 }
 
+/// Waits until member `i` is a follower in epoch `epoch` or later; returns how long that took.
+fn follows(c: &Elected, i: usize, epoch: u64, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        if c.status(i)
+            .is_some_and(|s| s.primary.is_none() && s.epoch >= epoch)
+        {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < ELECTION_BOUND, "{what}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn verdict(c: &Elected, acked: &std::path::Path, primary: usize) -> Verdict {
     let all = converge(c, primary);
     let others: Vec<_> = (0..all.len())
@@ -139,23 +153,8 @@ fn a_paused_primary_steps_down_and_acknowledges_nothing_more() {
     ));
     std::thread::sleep(Duration::from_secs(1));
     c.signal(first, "-CONT");
-    let stepped = Instant::now();
-    loop {
-        match c.status(first) {
-            Some(s) if s.primary.is_none() && s.epoch >= e2 => break,
-            _ => {}
-        }
-        assert!(
-            stepped.elapsed() < ELECTION_BOUND,
-            "the resumed primary did not step down\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    say(&format!(
-        "the resumed primary stepped down after {:?}",
-        stepped.elapsed()
-    ));
+    let took = follows(&c, first, e2, "the resumed primary did not step down");
+    say(&format!("the resumed primary stepped down after {took:?}"));
     let out = c.finish_load(Duration::from_secs(60));
     say(&out);
     let v = verdict(&c, &acked, second);
@@ -192,19 +191,12 @@ fn partition_the_primary(one_way: bool) {
     ));
     std::thread::sleep(Duration::from_secs(4));
     iptables(&["-F", "OUTPUT"]);
-    let healed = Instant::now();
-    loop {
-        match c.status(first) {
-            Some(s) if s.primary.is_none() && s.epoch >= e2 => break,
-            _ => {}
-        }
-        assert!(
-            healed.elapsed() < ELECTION_BOUND,
-            "the cut-off primary did not rejoin as a follower\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    follows(
+        &c,
+        first,
+        e2,
+        "the cut-off primary did not rejoin as a follower",
+    );
     let out = c.finish_load(Duration::from_secs(60));
     say(&out);
     let (last, _, _) = c.wait_primary(0, ELECTION_BOUND);
