@@ -255,6 +255,15 @@ fn trim(records: &Bytes, first: Lsn, to: Lsn) -> Option<(Bytes, Lsn)> {
 /// chunk read from a segment carries the markers of the log it came from; logs skip them).
 /// CRCs are left to the log, which checks them.
 pub fn last_record(records: &[u8], first: Lsn, last: Lsn) -> Option<(u32, Epoch)> {
+    scan_records(records, (first, last), |_, _| {})
+}
+
+/// As [`last_record`], calling `each(lsn, epoch)` for every record on the way.
+pub fn scan_records(
+    records: &[u8],
+    (first, last): (Lsn, Lsn),
+    mut each: impl FnMut(Lsn, Epoch),
+) -> Option<(u32, Epoch)> {
     let mut offset = 0usize;
     let mut expect = first;
     let mut found = None;
@@ -273,6 +282,7 @@ pub fn last_record(records: &[u8], first: Lsn, last: Lsn) -> Option<(u32, Epoch)
             return None;
         }
         found = Some((crc, Epoch(epoch)));
+        each(expect, Epoch(epoch));
         expect = expect.next();
     }
     (offset == records.len() && expect == last.next())

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use logship_engine::{Epoch, Lsn, RangeDigest};
 
-use crate::fetch::{last_record, FetchProgress, FetchRequest, Fetcher, IntegrityAction, Purpose};
+use crate::fetch::{scan_records, FetchProgress, FetchRequest, Fetcher, IntegrityAction, Purpose};
 use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::{FrameError, Msg, RejectCode};
@@ -677,10 +677,26 @@ impl Follower {
             );
             return self.reject(conn, RejectCode::Protocol, 0, m, out);
         }
-        let Some((crc, epoch)) = last_record(&records, first, last) else {
+        let mut starts = Vec::new();
+        let mut newest = (self.pending_history.as_ref())
+            .unwrap_or(&self.history)
+            .epoch_of(last);
+        let scanned = scan_records(&records, (first, last), |lsn, epoch| {
+            if epoch > newest {
+                starts.push((epoch, lsn));
+                newest = epoch;
+            }
+        });
+        let Some((crc, epoch)) = scanned else {
             let m = format!("records {first}..={last} do not hold exactly those LSNs");
             return self.reject(conn, RejectCode::Protocol, 0, m, out);
         };
+        // The history names every epoch this log holds records of, even one the primary's
+        // history did not name when the session started (its start gate opened since).
+        let history = self.pending_history.as_mut().unwrap_or(&mut self.history);
+        for (epoch, lsn) in starts {
+            history.begin(epoch, lsn);
+        }
         out.push(Action::Append {
             first,
             last,

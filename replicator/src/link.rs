@@ -6,12 +6,12 @@
 //! records are sent in LSN order without gaps from the agreed start; no record is sent before
 //! the follower has proven the cluster key; unacknowledged bytes stay under the window.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logship_engine::{Chunk, Lsn};
+use logship_engine::{Chunk, Epoch, Lsn};
 
 use crate::backoff::Backoff;
 use crate::backoff::Rng;
@@ -42,8 +42,13 @@ pub struct Ctx<'a> {
     pub(crate) serving: bool,
     /// Some link is taking back records.
     pub(crate) taking_back: bool,
-    /// The primary's epoch history (elected primaries plan sessions from it).
-    pub(crate) history: &'a EpochHistory,
+    /// The primary's epoch history (sessions are planned from it; records taken back graft
+    /// their follower's epochs onto it).
+    pub(crate) history: &'a mut EpochHistory,
+    /// While the start gate is closed: the last (epoch, LSN) each quorum member reported.
+    pub(crate) gate_heard: &'a mut BTreeMap<NodeId, (Epoch, Lsn)>,
+    /// Quorum members that must be heard before the gate opens.
+    pub(crate) gate_needed: usize,
     pub(crate) rng: &'a mut Rng,
     pub(crate) counters: &'a mut PrimaryCounters,
 }
@@ -120,8 +125,11 @@ impl Stream {
 #[derive(Debug)]
 struct TakeBack {
     fetcher: Option<Fetcher>,
+    from: Lsn,
     to: Lsn,
     appended: Lsn,
+    /// The follower's epoch history: the records taken back keep their epochs.
+    history: EpochHistory,
 }
 
 /// Where a session starts, decided from the follower's last LSN.
@@ -166,6 +174,40 @@ fn plan_by_epochs(ctx: &Ctx<'_>, reply: &Pending) -> Plan {
     }
 }
 
+/// A fixed primary's plan. Where the two logs hold records of different epochs below both
+/// tails, the older epoch's records were never acknowledged (each start of the primary begins
+/// a newer epoch, after taking back every acknowledged record): a follower holding them is
+/// cut where the logs part. Otherwise the follower continues, is taken back from, or is cut
+/// at the fence, as [`plan_start`] decides.
+fn plan_fixed(ctx: &Ctx<'_>, reply: &Pending) -> Plan {
+    let shared = (ctx.history).common_prefix(ctx.last_lsn, &reply.history, reply.last_lsn);
+    if shared < ctx.last_lsn.min(reply.last_lsn) {
+        let (ours, theirs) = (
+            ctx.history.epoch_of(shared.next()),
+            reply.history.epoch_of(shared.next()),
+        );
+        if ours > theirs && can_cut_at(ctx, shared) {
+            return Plan::Cut(shared);
+        }
+    }
+    plan_start(ctx, reply.last_lsn)
+}
+
+/// Whether a closed start gate takes back records from this follower now: enough quorum
+/// members have reported where their logs end, and none holds a newer last record (the
+/// newest epoch holds every acknowledged record; within it, the longest log).
+/// A fixed primary that writes in an epoch (its executor set one) takes back only records of
+/// older epochs: its own earlier starts wrote them.
+fn fixed_epoch_behind(ctx: &Ctx<'_>, reply: &Pending) -> bool {
+    let epoch = ctx.config.epoch;
+    !ctx.config.failover && epoch > Epoch(0) && reply.last_epoch >= epoch
+}
+
+fn take_back_turn(ctx: &Ctx<'_>, reply: &Pending) -> bool {
+    let own = (reply.last_epoch, reply.last_lsn);
+    ctx.gate_heard.len() >= ctx.gate_needed && ctx.gate_heard.values().all(|p| *p <= own)
+}
+
 fn plan_start(ctx: &Ctx<'_>, l: Lsn) -> Plan {
     if l > ctx.last_lsn && !ctx.serving && ctx.truncated_at.is_none() {
         return Plan::TakeBack(ctx.last_lsn);
@@ -201,6 +243,8 @@ fn plan_start(ctx: &Ctx<'_>, l: Lsn) -> Plan {
 struct Pending {
     version: u16,
     last_lsn: Lsn,
+    /// The epoch in the follower's last record.
+    last_epoch: Epoch,
     last_crc: u32,
     follower_nonce: [u8; NONCE_LEN],
     /// The follower's epoch history.
@@ -579,7 +623,7 @@ impl Link {
         let Msg::HelloReply {
             version,
             last_lsn,
-            last_epoch: _,
+            last_epoch,
             last_crc,
             nonce,
             mac,
@@ -597,6 +641,7 @@ impl Link {
         let pending = Pending {
             version,
             last_lsn,
+            last_epoch,
             last_crc,
             follower_nonce: nonce,
             history,
@@ -685,10 +730,14 @@ impl Link {
         (conn, nonce, deadline): (ConnId, [u8; NONCE_LEN], Duration),
         reply: Pending,
     ) {
+        if !ctx.serving && self.in_quorum(ctx) {
+            let position = (reply.last_epoch, reply.last_lsn);
+            ctx.gate_heard.insert(self.name.clone(), position);
+        }
         let plan = if ctx.config.failover {
             plan_by_epochs(ctx, &reply)
         } else {
-            plan_start(ctx, reply.last_lsn)
+            plan_fixed(ctx, &reply)
         };
         match plan {
             Plan::Purged => self.reject_purged(now, ctx, out, reply.last_lsn),
@@ -713,6 +762,23 @@ impl Link {
                     now,
                     out,
                     "a follower outside the quorum waits for the start gate",
+                );
+            }
+            Plan::TakeBack(_) if fixed_epoch_behind(ctx, &reply) => {
+                let m = format!(
+                    "the follower holds records of epoch {} and this primary writes epoch {}: \
+                     they were not written by this primary (was the cluster run with failover?)",
+                    reply.last_epoch, ctx.config.epoch
+                );
+                self.reject(now, ctx, out, RejectCode::Diverged, 0, m);
+            }
+            Plan::TakeBack(_) if !take_back_turn(ctx, &reply) => {
+                // Records are taken back from the most up-to-date quorum member only: another
+                // may hold records of an older history at the same LSNs.
+                self.retry_soon(
+                    now,
+                    out,
+                    "waiting to hear enough sync followers to take back from the newest",
                 );
             }
             plan @ (Plan::Compare(lsn) | Plan::Cut(lsn) | Plan::TakeBack(lsn))
@@ -879,6 +945,11 @@ impl Link {
             &reply.follower_nonce,
         );
         let mac = auth::prove(&ctx.config.key, Role::Primary, &t);
+        // A follower keeps the records taken back from it, of its own epochs.
+        let mut history = ctx.history.clone();
+        if let Plan::TakeBack(last) = plan {
+            history.graft(&reply.history, last.next(), follower_last);
+        }
         out.push(Action::Send {
             conn,
             msg: Msg::Start {
@@ -887,7 +958,7 @@ impl Link {
                 start_lsn: start,
                 commit_lsn: ctx.commit_lsn,
                 cut_crc,
-                history: ctx.history.wire_entries().to_vec(),
+                history: history.wire_entries().to_vec(),
             },
         });
         // Where the follower stands is verified by the primary for a compared (or empty)
@@ -897,7 +968,8 @@ impl Link {
         tracing::info!(follower = %self.name, start = %start, truncated = ?truncate_after, "replication link streaming");
         if let Plan::TakeBack(last) = plan {
             let prev_crc = (last > Lsn::ZERO).then_some(crc);
-            self.start_take_back(now, ctx, out, (last.next(), follower_last), prev_crc);
+            let range = (last.next(), follower_last);
+            self.start_take_back(now, ctx, out, range, prev_crc, reply.history);
         } else {
             self.settled = true;
         }
@@ -1023,6 +1095,7 @@ impl Link {
         out: &mut Vec<Action>,
         (from, to): (Lsn, Lsn),
         prev_crc: Option<u32>,
+        history: EpochHistory,
     ) {
         let State::Streaming(s) = &mut self.state else {
             return;
@@ -1031,8 +1104,10 @@ impl Link {
         let (f, request) = s.fetch(Purpose::TakeBack, (from, to), prev_crc, now, ctx);
         s.take_back = Some(TakeBack {
             fetcher: Some(f),
+            from,
             to,
             appended: from.prev(),
+            history,
         });
         out.push(Action::Send {
             conn: s.conn,
@@ -1219,6 +1294,9 @@ impl Link {
         match result {
             Ok(last) => {
                 tb.appended = tb.appended.max(last);
+                if tb.appended >= tb.from {
+                    ctx.history.graft(&tb.history, tb.from, tb.appended);
+                }
                 if tb.appended >= tb.to && tb.fetcher.is_none() {
                     tracing::warn!(follower = %self.name, to = %tb.to, "took back every record the follower held past this primary's log");
                     s.take_back = None;

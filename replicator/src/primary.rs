@@ -6,10 +6,11 @@
 //! their outcomes back as events. Commit LSNs are read with [`Primary::committed`] after each
 //! event; they only rise.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logship_engine::{Chunk, Lsn, RangeDigest};
+use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
 
 use crate::backoff::Rng;
 use crate::commit::{CommitTracker, DegradeChange, MemberProgress};
@@ -20,7 +21,7 @@ use crate::protocol::auth::NONCE_LEN;
 use crate::protocol::{DurabilityLevel, FrameError, Msg, RejectCode};
 use crate::status::PrimaryCounters;
 use crate::status::{Behind, CommitLsns, FollowerStatus, LevelRpo, PrimaryStatus};
-use crate::vocab::{Action, ConnId, EpochHistory, PrimaryConfig, ReadError};
+use crate::vocab::{Action, ConnId, EpochHistory, NodeId, PrimaryConfig, ReadError};
 
 /// The primary's state machine.
 #[derive(Debug)]
@@ -54,6 +55,8 @@ pub struct Primary {
     counters: PrimaryCounters,
     /// This log's epoch history.
     history: EpochHistory,
+    /// While the start gate is closed: where each quorum member's log ends (epoch, LSN).
+    gate_heard: BTreeMap<NodeId, (Epoch, Lsn)>,
     /// An elected primary's epoch marker: no append is admitted before the log wrote it, so
     /// every record of the epoch follows it.
     marker: Option<Lsn>,
@@ -90,6 +93,7 @@ impl Primary {
             rng: Rng::new(seed),
             counters: PrimaryCounters::default(),
             history: EpochHistory::default(),
+            gate_heard: BTreeMap::new(),
             marker: None,
             now: Duration::ZERO,
             reign_floor: [Lsn::ZERO; 4],
@@ -103,17 +107,22 @@ impl Primary {
 
     fn with_ctx<T>(&mut self, i: usize, f: impl FnOnce(&mut Link, &mut Ctx<'_>) -> T) -> T {
         let taking_back = self.links.iter().any(Link::taking_back);
+        let gate_needed = self.gate_needed();
+        let commit_lsn = self.committed()[DurabilityLevel::RemoteDurable as usize];
+        let fence = self.fence();
         let mut ctx = Ctx {
             serving: self.serving,
             taking_back,
-            history: &self.history,
+            history: &mut self.history,
+            gate_heard: &mut self.gate_heard,
+            gate_needed,
             config: &self.config,
             link: i,
             first_lsn: self.first_lsn,
             last_lsn: self.index.last(),
-            commit_lsn: self.committed()[DurabilityLevel::RemoteDurable as usize],
+            commit_lsn,
             truncated_at: self.truncated_at,
-            fence: self.fence(),
+            fence,
             rng: &mut self.rng,
             counters: &mut self.counters,
         };
@@ -133,6 +142,32 @@ impl Primary {
         history.begin(self.config.epoch, marker);
         self.history = history;
         self.marker = Some(marker);
+    }
+
+    /// A fixed primary whose log's epoch history is `history` (read from its records): its
+    /// own records, from its last one on, are of its configured epoch.
+    pub fn with_history(mut self, mut history: EpochHistory) -> Primary {
+        history.clip(self.index.last());
+        self.history = history;
+        self.begin_fixed_epoch();
+        self
+    }
+
+    /// A fixed primary serving appends writes them in its epoch, newer than every record it
+    /// holds (its executor raised it at this start); nothing changes with epoch 0 (an
+    /// executor that keeps no epochs) or for an elected primary (it began its epoch when
+    /// elected).
+    fn begin_fixed_epoch(&mut self) {
+        let epoch = self.config.epoch;
+        if self.config.failover || !self.serving || epoch == Epoch(0) {
+            return;
+        }
+        let first = self.index.last().next();
+        let mut h = self.history.clone();
+        h.clip(first.prev());
+        if epoch > h.last_epoch() {
+            self.history.begin(epoch, first);
+        }
     }
 
     /// In degraded mode: remote levels follow local durability.
@@ -198,6 +233,9 @@ impl Primary {
     pub fn close_gate(&mut self) {
         if self.config.quorum.is_some() {
             self.serving = false;
+            // No record of this start's epoch until the gate opens (records taken back keep
+            // their own).
+            self.history.clip(self.index.last());
             tracing::warn!(
                 needed = self.gate_needed(),
                 "serving no append until enough sync followers have been heard from"
@@ -236,6 +274,8 @@ impl Primary {
             self.serving = true;
             self.fence = self.index.last();
             self.gated = true;
+            self.gate_heard.clear();
+            self.begin_fixed_epoch();
             tracing::warn!(heard, last = %self.index.last(), "enough sync followers heard and their records taken back: serving appends");
         }
     }

@@ -415,15 +415,14 @@ fn seed_18909_a_sync_follower_of_an_older_history_rejoins() {
     replay(18909);
 }
 
-/// Seed 31145, open: after several primary crashes, two sync followers agree with each other
-/// and not with the restarted primary at an LSN below its last; their take-back is refused at
-/// the CRC check (safely: nothing is lost or overwritten) and the start gate, which needs them,
-/// stays shut. A fixed primary writes every record in epoch 0, so nothing tells it which
-/// history its own records belong to. Clusters that elect their primary do not have this class:
-/// a restarted node comes back as a follower, the epoch histories say where logs part, and the
-/// failover sweep (`tests/sim_failover.rs`, `--failover`) exempts no follower from convergence.
+/// Seed 31145: after several primary crashes, the restarted fixed primary took back record 46
+/// from the first sync follower to answer, which held it from an older start of the primary;
+/// the two other sync followers held the newer 46 and 47 (acknowledged), their take-back was
+/// refused at the CRC check, and the start gate stayed shut. Each start of a fixed primary now
+/// writes a newer epoch, a closed gate takes back only from the quorum member whose last record
+/// is newest (once enough members were heard), and a follower holding records of an older
+/// epoch below both tails is cut where the logs part.
 #[test]
-#[ignore = "open for fixed primaries (elected ones do not have it); safety holds, liveness does not"]
 fn seed_31145_sync_followers_of_another_history_than_the_primary_rejoin() {
     replay(31145);
 }

@@ -50,8 +50,8 @@ use crate::protocol::{DurabilityLevel, Msg};
 use crate::replica::Replica;
 use crate::transport::{self, NetEvent, NetHandler, Transport};
 use crate::vocab::{
-    Action, ConnId, FollowerConfig, Input, NonceSource, PrimaryConfig, ReadError, ReplicaLog, Tail,
-    WaitError,
+    Action, ConnId, EpochHistory, FollowerConfig, Input, NonceSource, PrimaryConfig, ReadError,
+    ReplicaLog, Tail, WaitError,
 };
 
 pub use self::apply::ApplyStream;
@@ -176,7 +176,7 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
         cluster_id: config.node.cluster_id.clone(),
         node_id: config.node.id.as_str().into(),
         key,
-        epoch: Epoch(0),
+        epoch: fixed_epoch(config, log)?,
         followers: config.follower_links(),
         quorum: config.quorum()?,
         policy: config.policy(),
@@ -202,7 +202,39 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
             mark_gate(config, true)?;
         }
     }
-    Ok(p)
+    Ok(p.with_history(log_history(log)))
+}
+
+/// A fixed primary writes each start's records in a newer epoch than any before it: one past
+/// the newest it persisted or its log holds, persisted (with the rest of the election state
+/// kept) before it serves. The epochs tell which of two histories is newer after crashes.
+fn fixed_epoch(config: &NodeConfig, log: &Log) -> Result<Epoch> {
+    let (vfs, dir) = (state_vfs(config), &config.node.data_dir);
+    let state_error = |e| match e {
+        election_file::ElectionFileError::Io { op, path, source } => {
+            Error::io(format!("{op} {}", path.display()), source)
+        }
+        corrupt => Error::config("node.data_dir", format!("the election state: {corrupt}")),
+    };
+    let mut state = (election_file::load_in(&*vfs, dir).map_err(state_error)?).unwrap_or_default();
+    let last_epoch = tail_of(log, Lsn::ZERO)?.last_epoch;
+    state.epoch = Epoch(state.epoch.max(last_epoch).max(log.epoch()).0 + 1);
+    election_file::store_in(&*vfs, dir, &state).map_err(state_error)?;
+    log.set_epoch(state.epoch)?;
+    tracing::info!(epoch = %state.epoch, "writing this start's records in a new epoch");
+    Ok(state.epoch)
+}
+
+/// The log's epoch history, read from its records' headers (a few reads per epoch). A record
+/// that cannot be read leaves the history empty (every record taken as epoch 0): sessions are
+/// then planned by CRC comparison alone, as before epochs.
+fn log_history(log: &Log) -> EpochHistory {
+    let range = (log.first_lsn(), log.last_lsn());
+    let read = |l| log.record_meta(l).ok().flatten().map(|(_, e)| e);
+    EpochHistory::rebuild(range, read).unwrap_or_else(|| {
+        tracing::warn!("the log's epochs could not be read: planning sessions by CRC alone");
+        EpochHistory::default()
+    })
 }
 
 /// 32 bytes from the operating system, to seed the replica's randomness.
@@ -292,6 +324,7 @@ impl Node {
                     auto_apply: config.follower.auto_apply,
                 };
                 Replica::new_follower(fc, tail_of(&log, Lsn::ZERO)?, nonces)
+                    .with_history(log_history(&log))
             }
             Role::Elected => {
                 let settings = config.failover().ok_or_else(|| {

@@ -25,8 +25,8 @@ use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::MAX_DIGESTS_PER_FRAME;
 use crate::protocol::{DurabilityLevel, FrameError, Msg};
 use crate::vocab::{
-    Action, ConnId, ElectionConfig, ElectionState, FollowerConfig, Input, NonceSource,
-    PrimaryConfig, Tail, Timeouts, WaitError, WaiterId,
+    Action, ConnId, ElectionConfig, ElectionState, EpochHistory, FollowerConfig, Input,
+    NonceSource, PrimaryConfig, Tail, Timeouts, WaitError, WaiterId,
 };
 
 /// What the replica is now.
@@ -198,6 +198,16 @@ impl Replica {
         r.election = Some(elector);
         r.first_lsn = first;
         r
+    }
+
+    /// The same replica with its log's epoch history, read from the log by the executor (a
+    /// fixed primary's or follower's; an elected node's comes with its persisted state).
+    pub fn with_history(mut self, history: EpochHistory) -> Replica {
+        self.role = match self.role {
+            Role::Primary(p) => Role::Primary(Box::new(p.with_history(history))),
+            Role::Follower(f) => Role::Follower(Box::new(f.with_history(history))),
+        };
+        self
     }
 
     /// The same replica with these integrity rules (the default repairs, with the engine's

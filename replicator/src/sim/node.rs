@@ -15,7 +15,7 @@ use logship_engine::{Epoch, Lsn};
 
 use crate::primary::Primary;
 use crate::replica::Replica;
-use crate::vocab::{ElectionState, Input, NonceSource, ReplicaLog, Tail, WaiterId};
+use crate::vocab::{ElectionState, EpochHistory, Input, NonceSource, ReplicaLog, Tail, WaiterId};
 
 use super::disk::Disk;
 use super::spec::{sub_seed, ClusterSpec, Stream, PRIMARY};
@@ -125,8 +125,10 @@ impl SimNode {
             Replica::with_failover(config, first_tail, state, (seed, nonces), local)
         } else if self.id == PRIMARY {
             Replica::primary(self.primary(spec, seed, may_have_lost), nonces)
+                .with_history(self.history())
         } else {
             Replica::new_follower(spec.follower_config(self.id), self.tail(), nonces)
+                .with_history(self.history())
         };
         self.replica = Some(replica);
         self.election_seq = 0;
@@ -140,7 +142,12 @@ impl SimNode {
     fn primary(&mut self, spec: &ClusterSpec, seed: u64, may_have_lost: bool) -> Primary {
         let log = &self.log;
         let (first, last, durable) = (log.first_lsn(), log.last_lsn(), log.durable_lsn());
-        let mut p = Primary::new(spec.primary_config(), first, last, durable, seed);
+        // Each start writes a newer epoch than any before it (persisted before it serves).
+        let mut config = spec.primary_config();
+        let last_epoch = self.tail().last_epoch;
+        self.election.epoch = Epoch(self.election.epoch.max(last_epoch).0 + 1);
+        config.epoch = self.election.epoch;
+        let mut p = Primary::new(config, first, last, durable, seed);
         if self.incarnation > 1 {
             // Only the first start creates the log, as on the node.
             p.mark_recovered_log();
@@ -152,6 +159,14 @@ impl SimNode {
             }
         }
         p
+    }
+
+    /// The log's epoch history, read from its records as the node reads it at start.
+    fn history(&self) -> EpochHistory {
+        let log = &self.log;
+        let range = (log.first_lsn(), log.last_lsn());
+        EpochHistory::rebuild(range, |l| log.record_meta(l).ok().flatten().map(|m| m.1))
+            .unwrap_or_default()
     }
 
     /// The log's tail, as `tail_of` on the node reads it (applied: none yet).

@@ -85,6 +85,65 @@ impl EpochHistory {
         self.entries.push((epoch, first));
     }
 
+    /// The history of a log holding `first..=last`, read from its records' epochs:
+    /// `epoch_at(lsn)` is the epoch in record `lsn`'s header (`None` if it cannot be read).
+    /// Epochs never fall along a log, so each epoch's first record is found by bisection: a
+    /// few reads per epoch. `None` if a record could not be read or the epochs fall.
+    pub fn rebuild(
+        (first, last): (Lsn, Lsn),
+        mut epoch_at: impl FnMut(Lsn) -> Option<Epoch>,
+    ) -> Option<EpochHistory> {
+        let mut entries = Vec::new();
+        if first > last || last == Lsn::ZERO {
+            return Some(EpochHistory { entries });
+        }
+        let (mut at, last_epoch) = (first.max(Lsn::FIRST), epoch_at(last)?);
+        let mut epoch = epoch_at(at)?;
+        loop {
+            if epoch > Epoch(0) {
+                entries.push((epoch, at));
+            }
+            if epoch == last_epoch {
+                break;
+            }
+            // The first record after `at` whose epoch is newer than `epoch`.
+            let (mut lo, mut hi) = (at.0, last.0);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if epoch_at(Lsn(mid))? > epoch {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            let next = epoch_at(Lsn(hi))?;
+            if next <= epoch {
+                return None;
+            }
+            (at, epoch) = (Lsn(hi), next);
+        }
+        EpochHistory::from_entries(entries)
+    }
+
+    /// Records `from..=to` were copied from a log of history `other` (taken back): this
+    /// history, cut before `from`, continues with `other`'s epochs there. False, and nothing
+    /// changes, if `other`'s epochs there are older than this history's before `from`.
+    pub fn graft(&mut self, other: &EpochHistory, from: Lsn, to: Lsn) -> bool {
+        let mut mine = self.clone();
+        mine.clip(from.prev());
+        let at_from = other.epoch_of(from);
+        if at_from < mine.last_epoch() {
+            return false;
+        }
+        if at_from > mine.last_epoch() {
+            mine.entries.push((at_from, from));
+        }
+        let later = other.entries.iter().filter(|&&(_, l)| l > from && l <= to);
+        mine.entries.extend(later.copied());
+        *self = mine;
+        true
+    }
+
     /// Forgets entries of records after `last` (the log was cut there, or ends there).
     pub fn clip(&mut self, last: Lsn) {
         self.entries.retain(|&(_, first)| first <= last);
@@ -210,5 +269,65 @@ mod tests {
         assert!(!at_least_as_up_to_date(Epoch(1), Lsn(9), Epoch(2), Lsn(3)));
         assert!(at_least_as_up_to_date(Epoch(2), Lsn(3), Epoch(2), Lsn(3)));
         assert!(!at_least_as_up_to_date(Epoch(2), Lsn(2), Epoch(2), Lsn(3)));
+    }
+
+    fn epochs_of(runs: &[(u64, u64)]) -> Vec<Epoch> {
+        // (epoch, count) runs from LSN 1 on; index 0 is unused.
+        let mut v = vec![Epoch(0)];
+        for &(e, n) in runs {
+            v.extend(std::iter::repeat_n(Epoch(e), n as usize));
+        }
+        v
+    }
+
+    #[test]
+    fn rebuild_finds_each_epochs_first_record_in_few_reads() {
+        let log = epochs_of(&[(0, 4), (1, 3), (3, 1), (7, 50)]);
+        let last = Lsn(log.len() as u64 - 1);
+        let mut reads = 0;
+        let hist = EpochHistory::rebuild((Lsn(1), last), |l| {
+            reads += 1;
+            log.get(l.0 as usize).copied()
+        })
+        .expect("rebuilt");
+        assert_eq!(hist, h(&[(1, 5), (3, 8), (7, 9)]));
+        assert!(reads < 25, "{reads} reads");
+        // Purged below 6: epoch 1 is known from 6 on only.
+        let purged = EpochHistory::rebuild((Lsn(6), last), |l| log.get(l.0 as usize).copied());
+        assert_eq!(purged, Some(h(&[(1, 6), (3, 8), (7, 9)])));
+        let legacy = epochs_of(&[(0, 9)]);
+        let none = EpochHistory::rebuild((Lsn(1), Lsn(9)), |l| legacy.get(l.0 as usize).copied());
+        assert_eq!(none, Some(EpochHistory::default()));
+        assert_eq!(
+            EpochHistory::rebuild((Lsn(1), Lsn(0)), |_| None),
+            Some(EpochHistory::default())
+        );
+    }
+
+    #[test]
+    fn rebuild_refuses_unreadable_records_and_falling_epochs() {
+        let log = epochs_of(&[(2, 5), (1, 5)]);
+        let last = Lsn(10);
+        assert_eq!(
+            EpochHistory::rebuild((Lsn(1), last), |l| log.get(l.0 as usize).copied()),
+            None
+        );
+        assert_eq!(EpochHistory::rebuild((Lsn(1), last), |_| None), None);
+    }
+
+    #[test]
+    fn graft_continues_with_the_sources_epochs() {
+        let mut mine = h(&[(1, 1), (2, 10)]);
+        // Taken back 12..=20 from a log whose epoch 2 ran to 14, then epoch 4.
+        assert!(mine.graft(&h(&[(1, 1), (2, 10), (4, 15)]), Lsn(12), Lsn(20)));
+        assert_eq!(mine, h(&[(1, 1), (2, 10), (4, 15)]));
+        // Epochs of the source beyond what was taken are not copied.
+        let mut mine = h(&[(1, 1)]);
+        assert!(mine.graft(&h(&[(1, 1), (3, 5), (5, 30)]), Lsn(7), Lsn(20)));
+        assert_eq!(mine, h(&[(1, 1), (3, 7)]));
+        // A source older than this log before `from` is refused.
+        let mut mine = h(&[(4, 1)]);
+        assert!(!mine.graft(&h(&[(2, 1)]), Lsn(5), Lsn(9)));
+        assert_eq!(mine, h(&[(4, 1)]));
     }
 }

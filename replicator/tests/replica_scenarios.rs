@@ -1,0 +1,372 @@
+//! Scenarios of a primary and a follower `Replica` driven against each other in virtual time
+//! through their `step` API, with the simulator's model logs (`common/pair.rs` carries out
+//! their actions): each test states which records reach whom, the commit LSNs of each level,
+//! the rejections and the breaker's states. One-input handler tests are `replica_handlers`;
+//! whole clusters under random faults are the simulator's (`sim`).
+
+#[path = "common/pair.rs"]
+mod pair;
+
+use std::time::Duration;
+
+use logship_engine::Lsn;
+use logship_replicator::breaker::BreakerState;
+use logship_replicator::integrity::Damaged;
+use logship_replicator::link::Phase;
+use logship_replicator::protocol::{Msg, RejectCode};
+use logship_replicator::sim::ModelLog;
+use logship_replicator::vocab::{Action, Input, ReplicaLog};
+
+use pair::{concat, crc, log_of, log_with, records, Pair, Side, KEY};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// `n` records as `log_of(n)` holds them, then records of other payloads, all durable.
+fn log_then(n: u64, extra: &[&[u8]]) -> ModelLog {
+    let common: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let mut payloads: Vec<&[u8]> = common.iter().map(String::as_bytes).collect();
+    payloads.extend_from_slice(extra);
+    log_with(&payloads)
+}
+
+fn damaged(first: u64, last: u64, prev_crc: Option<u32>) -> Input {
+    Input::Damaged(vec![Damaged {
+        first: Lsn(first),
+        last: Lsn(last),
+        sealed: true,
+        prev_crc,
+    }])
+}
+
+#[test]
+fn handshake_then_live_streaming_commits_at_each_level() {
+    let mut h = Pair::new(KEY, ModelLog::new(), ModelLog::new());
+    h.tick(MS);
+    assert_eq!(h.primary().links()[0].phase(), Phase::Streaming);
+    let lsn = h.append(b"hello");
+    assert_eq!(
+        h.log(Side::F).last_lsn(),
+        lsn,
+        "sent before the primary's fdatasync"
+    );
+    assert_eq!(
+        h.replica(Side::P).committed(),
+        [Lsn::ZERO; 4],
+        "nothing is committed before local durability"
+    );
+    assert!(h.committed.is_empty(), "no commit reported yet");
+    h.durable_everywhere();
+    assert_eq!(
+        h.committed,
+        vec![[lsn, lsn, Lsn::ZERO, Lsn::ZERO], [lsn; 4]],
+        "local and remote write with the primary's sync, the rest with the follower's"
+    );
+    assert_eq!(h.replica(Side::P).committed(), [lsn; 4]);
+    assert_eq!(
+        records(h.log(Side::F)),
+        records(h.log(Side::P)),
+        "same bytes"
+    );
+}
+
+#[test]
+fn a_follower_without_the_key_never_receives_a_record() {
+    let mut h = Pair::new("some other key entirely", log_of(3), ModelLog::new());
+    h.tick(MS);
+    h.append(b"secret");
+    assert_eq!(h.log(Side::F).last_lsn(), Lsn::ZERO);
+    assert_eq!(
+        h.rejects(Side::P),
+        vec![(RejectCode::AuthFailed, 0)],
+        "the follower's proof fails at the primary"
+    );
+    let to_follower: Vec<&Msg> = h.received(Side::F).collect();
+    assert!(
+        matches!(
+            to_follower.as_slice(),
+            [Msg::Hello { .. }, Msg::Reject { .. }]
+        ),
+        "a hello and the rejection, no records: {to_follower:?}"
+    );
+    assert_ne!(h.primary().links()[0].phase(), Phase::Streaming);
+    let s = h.primary().status();
+    assert!(
+        s.rejected
+            .iter()
+            .any(|(r, n)| r == "auth_failed" && *n == 1),
+        "{:?}",
+        s.rejected
+    );
+}
+
+#[test]
+fn a_behind_follower_catches_up_in_chunks_then_goes_live() {
+    let mut h = Pair::new(KEY, log_of(500), log_of(10));
+    h.tick(MS);
+    assert_eq!(
+        h.log(Side::F).last_lsn(),
+        Lsn(500),
+        "caught up from the log"
+    );
+    assert!(h.read_chunks > 1, "in chunks: {}", h.read_chunks);
+    let runs = (h.received(Side::F))
+        .filter(|m| matches!(m, Msg::Records { .. }))
+        .count();
+    assert_eq!(runs, h.read_chunks, "one run of records per chunk read");
+    assert_eq!(h.cuts, vec![], "nothing cut");
+    let lsn = h.append(b"live");
+    assert_eq!(h.log(Side::F).last_lsn(), lsn);
+    assert_eq!(h.primary().links()[0].phase(), Phase::Streaming);
+    assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
+}
+
+#[test]
+fn a_follower_ahead_of_the_primary_is_truncated() {
+    let flog = log_then(5, &[b"only on the follower"]);
+    let mut h = Pair::new(KEY, log_of(5), flog);
+    h.tick(MS);
+    assert_eq!(h.cuts, vec![Lsn(5)], "cut after the primary's last record");
+    assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
+    h.append(b"next");
+    assert_eq!(h.log(Side::F).last_lsn(), Lsn(6));
+    assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
+}
+
+#[test]
+fn a_diverged_follower_is_refused() {
+    let flog = log_then(4, &[b"not what the primary has at 5"]);
+    let before = records(&flog);
+    let mut h = Pair::new(KEY, log_of(8), flog);
+    h.tick(MS);
+    assert_eq!(h.rejects(Side::P), vec![(RejectCode::Diverged, 5)]);
+    assert_eq!(h.cuts, vec![]);
+    assert_eq!(
+        records(h.log(Side::F)),
+        before,
+        "nothing changed on the follower"
+    );
+}
+
+#[test]
+fn silence_closes_the_link_and_reconnects_with_backoff_behind_the_breaker() {
+    let mut h = Pair::new(KEY, ModelLog::new(), ModelLog::new());
+    h.tick(MS);
+    assert!(h.primary().links()[0].healthy());
+    h.follower_up = false;
+    // The follower stops answering: its end vanishes, the primary hears nothing.
+    let conn = h.primary().links()[0].conn().expect("connected");
+    h.drop_follower_end(conn);
+    for _ in 0..150 {
+        h.tick(10 * MS);
+    }
+    let link = &h.primary().links()[0];
+    assert!(!link.healthy());
+    assert!(link.counters.failures >= 3, "{:?}", link.counters);
+    assert_eq!(
+        link.breaker.state(),
+        BreakerState::Open,
+        "3 failures open the breaker"
+    );
+    h.follower_up = true;
+    for _ in 0..400 {
+        h.tick(10 * MS);
+    }
+    let link = &h.primary().links()[0];
+    assert!(link.healthy(), "reconnected after the reset timeout");
+    assert_eq!(
+        link.breaker.state(),
+        BreakerState::Closed,
+        "probe successes close it"
+    );
+    assert_eq!(
+        h.breaker,
+        [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+            BreakerState::Closed
+        ],
+        "the breaker's transitions"
+    );
+}
+
+#[test]
+fn records_out_of_order_close_the_session() {
+    let mut h = Pair::new(KEY, ModelLog::new(), ModelLog::new());
+    h.tick(MS);
+    let conn = h.primary().links()[0].conn().expect("connected");
+    let later = log_of(3);
+    let c = (later.read_chunk(Lsn(2), 1 << 20, false))
+        .expect("read")
+        .expect("held");
+    let records = Msg::Records {
+        first: c.first,
+        last: c.last,
+        commit_lsn: Lsn::ZERO,
+        records: c.bytes,
+    };
+    let now = h.now;
+    let bytes = records.encode();
+    let out = h
+        .replica_mut(Side::F)
+        .step(now, Input::Data { conn, bytes });
+    assert!(
+        matches!(
+            out.as_slice(),
+            [
+                Action::Send { conn: c1, msg: Msg::Reject { code: RejectCode::Protocol, .. } },
+                Action::Close { conn: c2, .. },
+            ] if *c1 == conn && *c2 == conn
+        ),
+        "refused and closed, nothing appended: {out:?}"
+    );
+}
+
+#[test]
+fn block_policy_never_commits_remote_levels_without_the_quorum() {
+    let mut h = Pair::new(KEY, ModelLog::new(), ModelLog::new());
+    h.follower_up = false;
+    h.tick(MS);
+    h.append(b"a");
+    let durable = h.log(Side::P).sync().expect("synced");
+    h.input(Side::P, Input::Durable(durable));
+    for _ in 0..100 {
+        h.tick(10 * MS);
+    }
+    let local_only = [Lsn(1), Lsn::ZERO, Lsn::ZERO, Lsn::ZERO];
+    assert_eq!(h.replica(Side::P).committed(), local_only);
+    assert_eq!(h.committed, vec![local_only], "the only commit reported");
+    assert!(!h.primary().status().quorum_available);
+}
+
+#[test]
+fn purged_records_are_reported_to_the_follower() {
+    let mut h = Pair::new(KEY, log_of(100), ModelLog::new());
+    h.purge(Lsn(50));
+    h.tick(MS);
+    assert_eq!(
+        h.rejects(Side::P),
+        vec![(RejectCode::Purged, 50)],
+        "the first LSN held goes with it"
+    );
+    assert!(h.primary().links()[0].purged);
+    assert_eq!(h.log(Side::F).last_lsn(), Lsn::ZERO);
+}
+
+#[test]
+fn a_primary_that_lost_records_takes_them_back_before_serving() {
+    // The primary's log ends at 10; its sync follower durably holds 25 with the same history.
+    let mut h = Pair::gated(log_of(10), log_of(25));
+    assert!(!h.replica(Side::P).serving());
+    h.tick(MS);
+    assert_eq!(h.rejects(Side::P), vec![]);
+    assert_eq!(h.rejects(Side::F), vec![]);
+    assert_eq!(
+        records(h.log(Side::P)),
+        records(&log_of(25)),
+        "every record came back, byte for byte"
+    );
+    assert_eq!(h.log(Side::F).last_lsn(), Lsn(25));
+    assert_eq!(h.cuts, vec![], "and the follower was not cut");
+    assert!(
+        h.replica(Side::P).serving(),
+        "served once the only sync follower was heard and taken back from"
+    );
+    let lsn = h.append(b"after the take-back");
+    assert_eq!(lsn, Lsn(26));
+    assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
+}
+
+#[test]
+fn a_take_back_from_another_history_is_refused_and_the_gate_stays_shut() {
+    let flog = log_then(
+        9,
+        &[
+            b"the follower's record 10 is not the primary's",
+            b"later 0",
+            b"later 1",
+            b"later 2",
+            b"later 3",
+            b"later 4",
+        ],
+    );
+    let before = records(&flog);
+    let mut h = Pair::gated(log_of(10), flog);
+    h.tick(MS);
+    assert_eq!(
+        h.rejects(Side::P),
+        vec![(RejectCode::Diverged, 0)],
+        "the follower could not give back records of the primary's history"
+    );
+    assert!(
+        h.received(Side::P)
+            .any(|m| matches!(m, Msg::FetchFailed { .. })),
+        "the follower refused the fetch: its record 10 is not the primary's"
+    );
+    assert_eq!(
+        records(h.log(Side::P)),
+        records(&log_of(10)),
+        "nothing taken from another history"
+    );
+    assert_eq!(records(h.log(Side::F)), before, "and nothing cut there");
+    assert_eq!(h.cuts, vec![]);
+    assert!(!h.replica(Side::P).serving());
+}
+
+#[test]
+fn a_follower_repairs_a_damaged_range_from_the_primary() {
+    let flog = log_of(50);
+    assert!(flog.corrupt(Lsn(25)));
+    let mut h = Pair::new(KEY, log_of(50), flog);
+    h.tick(MS);
+    let prev = crc(h.log(Side::F), Lsn(19));
+    h.input(Side::F, damaged(20, 39, prev));
+    assert_eq!(h.repair_failures, vec![]);
+    let repaired = concat(h.log(Side::P), 20, 39);
+    assert_eq!(h.repairs, vec![(Side::F, Lsn(20), repaired)]);
+    assert_eq!(h.log(Side::F).corrupted(), vec![], "the damage is gone");
+    assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
+}
+
+#[test]
+fn a_primary_repairs_a_damaged_range_from_a_follower_that_holds_it() {
+    let plog = log_of(50);
+    assert!(plog.corrupt(Lsn(15)));
+    let mut h = Pair::new(KEY, plog, log_of(50));
+    h.tick(MS);
+    h.durable_everywhere();
+    let now = h.now;
+    let out = h.replica_mut(Side::P).step(now, damaged(40, 60, None));
+    assert_eq!(out, vec![], "no follower holds 60: no fetch");
+    let prev = crc(h.log(Side::P), Lsn(9));
+    h.input(Side::P, damaged(10, 30, prev));
+    assert_eq!(h.repair_failures, vec![]);
+    let repaired = concat(h.log(Side::F), 10, 30);
+    assert_eq!(h.repairs, vec![(Side::P, Lsn(10), repaired)]);
+    assert_eq!(h.log(Side::P).corrupted(), vec![], "the damage is gone");
+    // A fetch whose previous record differs on the other side fails instead of mixing
+    // histories.
+    h.input(Side::P, damaged(10, 30, Some(0xdead)));
+    assert_eq!(h.repairs.len(), 1);
+    assert_eq!(h.repair_failures.len(), 1, "{:?}", h.repair_failures);
+}
+
+#[test]
+fn an_empty_primary_never_empties_a_follower() {
+    // A primary started on a new disk while its follower holds records: nothing to compare,
+    // and cutting the follower to nothing could throw away all the cluster acknowledged.
+    let mut h = Pair::new(KEY, ModelLog::new(), log_of(20));
+    h.tick(MS);
+    assert_eq!(h.rejects(Side::P), vec![(RejectCode::Diverged, 0)]);
+    assert_eq!(h.cuts, vec![]);
+    assert_eq!(
+        records(h.log(Side::F)),
+        records(&log_of(20)),
+        "the follower keeps every record"
+    );
+    // With its gate closed (a sync quorum), the same primary takes them back instead.
+    let mut h = Pair::gated(ModelLog::new(), log_of(20));
+    h.tick(MS);
+    assert_eq!(records(h.log(Side::P)), records(&log_of(20)));
+    assert!(h.replica(Side::P).serving());
+}
