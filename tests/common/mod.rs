@@ -200,14 +200,17 @@ impl AppendChild {
     pub fn freeze(&mut self) -> anyhow::Result<()> {
         let pid = self.child.id().to_string();
         sh("kill", &["-STOP", &pid])?;
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // A thread inside an fdatasync (state D) stops only when the I/O returns, which on a
+        // busy machine's loop device can take seconds.
+        let deadline = Instant::now() + FREEZE_TIMEOUT;
         loop {
             if all_threads_stopped(&pid) || self.exited() {
                 return Ok(());
             }
             ensure!(
                 Instant::now() < deadline,
-                "logship append {pid} did not stop"
+                "logship append {pid} did not stop within {FREEZE_TIMEOUT:?} (thread states: {})",
+                thread_states(&pid)
             );
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -265,6 +268,31 @@ impl Drop for AppendChild {
 }
 
 /// True when every thread of `pid` is stopped (`T`) or gone.
+/// Longest a SIGSTOPped child may take until every thread stopped.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Each thread's state letter, for the message of a child that did not stop.
+fn thread_states(pid: &str) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "gone".into();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            format!(
+                "{}:{}",
+                t.file_name().to_string_lossy(),
+                state.unwrap_or('?')
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn all_threads_stopped(pid: &str) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return true;
