@@ -8,8 +8,10 @@
 //!
 //! `logship-bench replicate` measures, in one run, the raw limits (4 KiB overwrite +
 //! fdatasync latency, loopback TCP round trip, 1 MiB sequential bandwidth), then replicated
-//! commit latency and throughput across cluster topologies of in-process `Node`s, and the
-//! catch-up bandwidth of an empty follower, each as a ratio to its limit (`src/replicate/`).
+//! commit latency and throughput across cluster topologies of in-process `Node`s (clients in the
+//! primary's process, and clients on its client port), and the catch-up bandwidth of an empty
+//! follower, each as a ratio to its limit (`src/replicate/`); with `--peer postgres`, then the
+//! PostgreSQL peer script, beside the network-client cases.
 //!
 //! `logship-bench failover` kills the primary of a three-member cluster of `logship node`
 //! processes that elects its primary, and hands over to a follower, over and over under a
@@ -193,6 +195,15 @@ struct ReplicateArgs {
     /// Skip the catch-up measurement.
     #[arg(long)]
     no_catch_up: bool,
+    /// Skip the network-client cases (clients on the primary's client port, topologies `none`
+    /// and `1sync`).
+    #[arg(long)]
+    no_network: bool,
+    /// After the logship cases, run this peer's benchmark script and print each network case
+    /// beside the peer's case of the same size and clients (`postgres`: needs root; installs
+    /// PostgreSQL with apt-get). A peer that fails is reported and the run goes on.
+    #[arg(long, value_enum)]
+    peer: Option<PeerArg>,
     /// The nodes' scrubber rate in bytes per second (0: no scrubber); default: the node's
     /// default (`integrity.scrub_bytes_per_sec`), so the run measures what a node does.
     #[arg(long, value_name = "BYTES_PER_SEC")]
@@ -203,6 +214,13 @@ fn parse_topology(s: &str) -> Result<replicate::plan::Topology, String> {
     replicate::plan::Topology::from_name(s).ok_or_else(|| {
         format!("{s:?} is not one of none, 1sync, 2sync_any1, 2sync_any2, 1sync_1async")
     })
+}
+
+/// `--peer` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PeerArg {
+    /// `bench/peers/postgres.sh`: a primary and a synchronous standby, pgbench.
+    Postgres,
 }
 
 /// `--clients-as` values.
@@ -360,6 +378,7 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
         plan.topologies.clone_from(&args.topologies);
     }
     plan.catch_up = !args.no_catch_up;
+    plan.network = !args.no_network;
     let (scratch, machine, command) = prepare("replicate", plan.name, &args.dir)?;
     let options = replicate::RunOptions {
         settings: replicate::cluster::NodeSettings {
@@ -371,7 +390,8 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
     };
     let run = replicate::run(&plan, scratch.path(), options)?;
     scratch.remove()?;
-    let report = replicate::Report::new(command, plan, machine, run);
+    let peer = args.peer.map(|PeerArg::Postgres| run_peer(args));
+    let report = replicate::Report::new(command, plan, machine, run, peer);
     print!("{}", report.table());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
@@ -383,6 +403,21 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} part(s) of the run failed (see errors)", failures.len());
     }
     Ok(())
+}
+
+/// The PostgreSQL peer, with its clusters under `--dir` (the file system logship was measured
+/// on).
+fn run_peer(args: &ReplicateArgs) -> replicate::peer::PeerResult {
+    let script = replicate::peer::postgres_script();
+    match std::fs::canonicalize(&args.dir) {
+        Ok(dir) => replicate::peer::run(&script, args.quick, &dir),
+        Err(e) => replicate::peer::PeerResult::failed(
+            format!("bash {}", script.display()),
+            0.0,
+            format!("{}: {e}", args.dir.display()),
+            String::new(),
+        ),
+    }
 }
 
 #[cfg(test)]

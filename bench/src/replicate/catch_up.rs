@@ -176,8 +176,14 @@ fn follow(
         sync: false,
     };
     let t0 = Instant::now();
-    let primary =
-        cluster::start_primary(dir, &dir.join(cluster::PRIMARY_ID), &[link], None, settings)?;
+    let primary = cluster::start_primary(
+        dir,
+        &dir.join(cluster::PRIMARY_ID),
+        &[link],
+        None,
+        settings,
+        false,
+    )?;
     let (primary_start, t1) = (t0.elapsed(), Instant::now());
     let (cpu_before, written_before) = (process_cpu_time(), process_write_bytes());
     let caught_up = cluster::wait_durable(&follower, fill.last, plan.catch_up_timeout);

@@ -10,6 +10,9 @@
 //! A paired client (the 1-client cases) alternates [`PAIR_SLICE`] of commits with
 //! [`PAIR_SLICE`] of disk probes (`probe.rs`), so that its latency compares with the disk's in
 //! the same moments; its rate is then over the time it spent committing.
+//!
+//! The thread clients' loop, [`client_loop`], is shared with the network clients (`net.rs`),
+//! which differ only in how they commit.
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
+use logship_engine::Lsn;
 use logship_replicator::{DurabilityLevel, Node};
 
 use crate::latency::Recorder;
@@ -114,10 +118,23 @@ impl Clients {
             ClientMode::Threads => spawn_threads(&ctx, spec.clients, paired)?,
             ClientMode::Tasks => spawn_tasks(&ctx, spec.clients)?,
         };
+        clients.wait_started(&ctx.started, spec.clients, phase)
+    }
+
+    /// Returns once `expected` clients counted themselves in `started`, or one of them ended
+    /// (it failed before the others started, and [`Clients::join`] says why).
+    ///
+    /// # Errors
+    /// When they have not started within [`START_TIMEOUT`] (the phase is then set to stop).
+    pub fn wait_started(
+        self,
+        started: &AtomicUsize,
+        expected: usize,
+        phase: &AtomicU8,
+    ) -> anyhow::Result<Clients> {
         let deadline = Instant::now() + START_TIMEOUT;
-        while ctx.started.load(Ordering::SeqCst) < spec.clients {
-            if clients.any_finished() {
-                // One ended before the others started: it failed, and `join` says why.
+        while started.load(Ordering::SeqCst) < expected {
+            if self.any_finished() {
                 break;
             }
             if Instant::now() >= deadline {
@@ -126,7 +143,7 @@ impl Clients {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(clients)
+        Ok(self)
     }
 
     /// OS threads running the clients.
@@ -244,39 +261,57 @@ fn measured(before: u8, phase: &AtomicU8) -> bool {
 /// A thread client: `append` + `Commit::wait`, until the stop phase; with `probe`, in
 /// [`PAIR_SLICE`]s alternating with probe slices.
 fn thread_client(ctx: &Ctx, probe: Option<&Paired>) -> anyhow::Result<ClientResult> {
-    let mut result = ClientResult::default();
     ctx.started.fetch_add(1, Ordering::SeqCst);
+    client_loop(&ctx.phase, &ctx.check, probe, || {
+        let lsn = (ctx.node.append(ctx.payload.clone(), LEVEL))
+            .and_then(logship_replicator::Commit::wait)?;
+        Ok((lsn, 1))
+    })
+}
+
+/// The loop of every thread client, in-process or over the network: `commit` until the stop
+/// phase; with `probe`, in [`PAIR_SLICE`]s alternating with probe slices.
+///
+/// `commit` is one round: it appends one or more records (more once a connection keeps several
+/// in flight), waits until all of them are committed, and returns the highest LSN and how many
+/// records the round committed. Each of those records is recorded with the round's latency
+/// (exact for a round of one), and the highest LSN is checked (the durable watermarks only
+/// rise, so it covers the round's other records).
+///
+/// # Errors
+/// The first failed round's, or a probe's.
+pub fn client_loop(
+    phase: &AtomicU8,
+    check: &CommitCheck,
+    probe: Option<&Paired>,
+    mut commit: impl FnMut() -> anyhow::Result<(Lsn, usize)>,
+) -> anyhow::Result<ClientResult> {
+    let mut result = ClientResult::default();
     let mut commits = 0u64;
-    while ctx.phase.load(Ordering::Relaxed) != PHASE_STOP {
+    while phase.load(Ordering::Relaxed) != PHASE_STOP {
         let slice = Instant::now();
         while probe.is_none() || slice.elapsed() < PAIR_SLICE {
-            let before = ctx.phase.load(Ordering::Relaxed);
+            let before = phase.load(Ordering::Relaxed);
             if before == PHASE_STOP {
                 break;
             }
             let t0 = Instant::now();
-            let lsn = ctx
-                .node
-                .append(ctx.payload.clone(), LEVEL)
-                .and_then(logship_replicator::Commit::wait)
+            let (lsn, records) = commit()
                 .with_context(|| format!("commit after {commits} commits of this client"))?;
             let latency = t0.elapsed();
-            ctx.check.commit_resolved(lsn);
-            commits += 1;
-            if measured(before, &ctx.phase) {
-                result.commits.record(latency);
+            check.commit_resolved(lsn);
+            commits += records as u64;
+            if measured(before, phase) {
+                for _ in 0..records {
+                    result.commits.record(latency);
+                }
                 result.busy += latency;
             }
         }
         if let Some(paired) = probe {
             let mut probe =
                 (paired.probe.lock()).map_err(|_| anyhow!("the disk probe is poisoned"))?;
-            probe.run(
-                paired.streams,
-                PAIR_SLICE,
-                Some(&ctx.phase),
-                &mut result.probe,
-            )?;
+            probe.run(paired.streams, PAIR_SLICE, Some(phase), &mut result.probe)?;
         }
     }
     Ok(result)

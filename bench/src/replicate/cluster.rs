@@ -63,8 +63,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `topology` in `dir` (created): followers first, then the primary, then waits
-    /// until every follower streams.
+    /// Starts `topology` in `dir` (created): followers first, then the primary (with a client
+    /// port on 127.0.0.1, port 0, if `client_port`), then waits until every follower streams.
     ///
     /// # Errors
     /// When a node does not start or the cluster is not ready within [`READY_TIMEOUT`].
@@ -72,6 +72,7 @@ impl Cluster {
         dir: &Path,
         topology: Topology,
         settings: NodeSettings,
+        client_port: bool,
     ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut followers = Vec::new();
@@ -90,6 +91,7 @@ impl Cluster {
             &refs,
             topology.quorum(),
             settings,
+            client_port,
         )?;
         let cluster = Cluster {
             topology,
@@ -220,7 +222,9 @@ pub fn start_follower(dir: &Path, name: &str, settings: NodeSettings) -> anyhow:
     start_node(&text, &format!("follower {name}"))
 }
 
-/// Starts the primary with its log in `data_dir` and these followers and quorum.
+/// Starts the primary with its log in `data_dir` and these followers and quorum; with
+/// `client_port`, it also serves clients on 127.0.0.1, port 0 (`Node::client_addr` says which
+/// port it got).
 ///
 /// # Errors
 /// When the node does not start.
@@ -230,6 +234,7 @@ pub fn start_primary(
     followers: &[FollowerRef<'_>],
     quorum: Option<&str>,
     settings: NodeSettings,
+    client_port: bool,
 ) -> anyhow::Result<Node> {
     let list: Vec<String> = followers
         .iter()
@@ -242,7 +247,12 @@ pub fn start_primary(
         })
         .collect();
     let quorum = quorum.map_or_else(String::new, |q| format!("quorum = \"{q}\"\n"));
-    let text = node_toml(dir, PRIMARY_ID, "primary", data_dir, "", settings)?
+    let listen = if client_port {
+        "listen_client = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
+    let text = node_toml(dir, PRIMARY_ID, "primary", data_dir, listen, settings)?
         + &format!("[replication]\n{quorum}followers = [{}]\n", list.join(", "));
     start_node(&text, "the primary")
 }
@@ -316,7 +326,8 @@ mod tests {
     #[test]
     fn a_cluster_starts_commits_checks_and_stops() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
-        let cluster = Cluster::start(scratch.path(), Topology::OneSyncOneAsync, SETTINGS).unwrap();
+        let cluster =
+            Cluster::start(scratch.path(), Topology::OneSyncOneAsync, SETTINGS, false).unwrap();
         let check = cluster.commit_check();
         for _ in 0..20 {
             let commit = cluster
@@ -347,7 +358,7 @@ mod tests {
             sync: true,
         };
         let data = scratch.path().join(PRIMARY_ID);
-        let primary = start_primary(scratch.path(), &data, &[link], None, SETTINGS).unwrap();
+        let primary = start_primary(scratch.path(), &data, &[link], None, SETTINGS, false).unwrap();
         let start = Instant::now();
         let e = wait_streaming(&primary, Duration::from_millis(300)).unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -364,7 +375,7 @@ mod tests {
     #[test]
     fn a_check_counts_commits_no_node_holds() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
-        let cluster = Cluster::start(scratch.path(), Topology::OneSync, SETTINGS).unwrap();
+        let cluster = Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, false).unwrap();
         let check = cluster.commit_check();
         check.commit_resolved(Lsn(1_000_000));
         let (early, first) = check.take();

@@ -1,6 +1,7 @@
 //! One topology's commit cases: a fresh cluster in a fresh directory, every record size and
-//! client count against it (each warmed up, then measured), a check that every follower ended
-//! with every record, then shutdown and removal of the directory.
+//! client count against it (each warmed up, then measured), in-process clients first, then
+//! network clients on the primary's client port (`net.rs`) where the plan has them; a check
+//! that every follower ended with every record, then shutdown and removal of the directory.
 //!
 //! Each case also measures the disk's fdatasync latency in its own moments (`probe.rs`): paired
 //! slices in a 1-client case, a probe just before and just after the window in a 64-client
@@ -21,7 +22,8 @@ use crate::machine::process_cpu_time;
 use crate::replicate::check::CommitCheck;
 use crate::replicate::clients::{ClientResult, Clients, Paired, SharedProbe};
 use crate::replicate::cluster::{Cluster, NodeSettings, READY_TIMEOUT};
-use crate::replicate::plan::{CaseSpec, ClientMode, ReplicatePlan, Topology};
+use crate::replicate::net::{self, NetCaseResult};
+use crate::replicate::plan::{CaseSpec, ClientMode, NetCaseSpec, ReplicatePlan, Topology};
 use crate::replicate::run::settle;
 use crate::replicate::watchdog::Watchdog;
 use crate::workload::{PHASE_MEASURE, PHASE_STOP, PHASE_WARM};
@@ -90,8 +92,19 @@ pub struct Backends {
     pub log_backend: String,
 }
 
-/// Runs `topology`'s cases in `dir/topology-<name>`, appending each result to `out` as it
-/// completes (so a later failure keeps the earlier figures).
+/// Every commit case's figures, in run order: the in-process cases and the network-client
+/// cases.
+#[derive(Debug, Default)]
+pub struct CaseResults {
+    /// In-process clients (`Node::append`).
+    pub cases: Vec<CaseResult>,
+    /// Network clients (`Client::append` over the primary's client port).
+    pub net_cases: Vec<NetCaseResult>,
+}
+
+/// Runs `topology`'s cases in `dir/topology-<name>`: the in-process ones, then the
+/// network-client ones on the same cluster, appending each result to `out` as it completes (so
+/// a later failure keeps the earlier figures).
 ///
 /// # Errors
 /// When the cluster does not start, a case fails, a follower misses records, or shutdown fails.
@@ -102,7 +115,7 @@ pub fn run_topology(
     settings: NodeSettings,
     probe: &SharedProbe,
     watchdog: &Watchdog,
-    out: &mut Vec<CaseResult>,
+    out: &mut CaseResults,
 ) -> anyhow::Result<Backends> {
     let cluster_dir = dir.join(format!("topology-{}", topology.name()));
     watchdog.stage(
@@ -110,7 +123,8 @@ pub fn run_topology(
         READY_TIMEOUT * 2,
     );
     settle(dir);
-    let cluster = Cluster::start(&cluster_dir, topology, settings)?;
+    let client_port = !plan.net_cases(topology).is_empty();
+    let cluster = Cluster::start(&cluster_dir, topology, settings, client_port)?;
     let status = cluster.primary().status();
     let backends = Backends {
         transport: status.transport,
@@ -146,31 +160,42 @@ fn run_cases(
     check: &Arc<CommitCheck>,
     probe: &SharedProbe,
     watchdog: &Watchdog,
-    out: &mut Vec<CaseResult>,
+    out: &mut CaseResults,
 ) -> anyhow::Result<()> {
+    let budget =
+        plan.case_warm_up + plan.case_duration + plan.probe_duration * 2 + JOIN_TIMEOUT * 2;
     for spec in plan.cases(cluster.topology()) {
-        let budget =
-            plan.case_warm_up + plan.case_duration + plan.probe_duration * 2 + JOIN_TIMEOUT * 2;
         watchdog.stage(spec.name(), budget);
         settle(dir);
         let case = run_case(plan, cluster, spec, check, probe).with_context(|| spec.name())?;
-        eprintln!(
-            "{}: {:.0} rec/s, p50 {:.1} us, p99 {:.1} us, disk p50 {:.1} us, {:.1} records/write, \
-             {:.2} CPUs busy",
-            case.name,
-            case.records_per_s,
-            case.latency.p50_us,
-            case.latency.p99_us,
-            case.disk.p50_us,
-            case.primary_records_per_write,
-            case.cpu_cores
-        );
-        out.push(case);
+        print_progress(&case);
+        out.cases.push(case);
+    }
+    for spec in plan.net_cases(cluster.topology()) {
+        watchdog.stage(spec.name(), budget);
+        settle(dir);
+        let case = run_net_case(plan, cluster, spec, check, probe).with_context(|| spec.name())?;
+        print_progress(&case.case);
+        out.net_cases.push(case);
     }
     Ok(())
 }
 
-/// Warms up, measures one window, and joins the clients; probes the disk in the same moments.
+fn print_progress(case: &CaseResult) {
+    eprintln!(
+        "{}: {:.0} rec/s, p50 {:.1} us, p99 {:.1} us, disk p50 {:.1} us, {:.1} records/write, \
+         {:.2} CPUs busy",
+        case.name,
+        case.records_per_s,
+        case.latency.p50_us,
+        case.latency.p99_us,
+        case.disk.p50_us,
+        case.primary_records_per_write,
+        case.cpu_cores
+    );
+}
+
+/// One in-process case: its clients call `Node::append` on the primary.
 fn run_case(
     plan: &ReplicatePlan,
     cluster: &Cluster,
@@ -179,7 +204,66 @@ fn run_case(
     probe: &SharedProbe,
 ) -> anyhow::Result<CaseResult> {
     let paired = spec.clients == 1 && spec.mode == ClientMode::Threads;
-    let streams = spec.topology.nodes();
+    let measured = measure(plan, cluster, paired, probe, check, |phase, pair| {
+        Clients::spawn(cluster.primary(), phase, spec, check, pair)
+    })?;
+    Ok(case_result(spec.name(), spec, measured))
+}
+
+/// One network-client case: its clients are connections to the primary's client port, one
+/// thread each.
+fn run_net_case(
+    plan: &ReplicatePlan,
+    cluster: &Cluster,
+    spec: NetCaseSpec,
+    check: &Arc<CommitCheck>,
+    probe: &SharedProbe,
+) -> anyhow::Result<NetCaseResult> {
+    let addr = (cluster.primary().client_addr())
+        .ok_or_else(|| anyhow::anyhow!("the primary has no client port"))?;
+    let measured = measure(
+        plan,
+        cluster,
+        spec.clients == 1,
+        probe,
+        check,
+        |phase, pair| net::spawn(addr, phase, spec, check, pair),
+    )?;
+    let shape = CaseSpec {
+        topology: spec.topology,
+        record_bytes: spec.record_bytes,
+        clients: spec.clients,
+        mode: ClientMode::Threads,
+    };
+    Ok(NetCaseResult {
+        case: case_result(spec.name(), shape, measured),
+        pipeline: spec.pipeline,
+    })
+}
+
+/// What one case measured: its clients' commits and the disk in the same moments.
+#[derive(Debug)]
+struct Measured {
+    clients: ClientResult,
+    disk: Recorder,
+    paired: bool,
+    window: Window,
+    early: (u64, Option<String>),
+    link_failures: u64,
+}
+
+/// Starts the clients with `spawn` (given the phase, and the probe when `paired`), warms up,
+/// measures one window, and joins them; probes the disk in the same moments (paired with a
+/// single client's commits, else just before and after the window).
+fn measure(
+    plan: &ReplicatePlan,
+    cluster: &Cluster,
+    paired: bool,
+    probe: &SharedProbe,
+    check: &CommitCheck,
+    spawn: impl FnOnce(&Arc<AtomicU8>, Option<Paired>) -> anyhow::Result<Clients>,
+) -> anyhow::Result<Measured> {
+    let streams = cluster.topology().nodes();
     let mut around = Recorder::new();
     if !paired {
         sample(probe, streams, plan.probe_duration, &mut around)?;
@@ -187,16 +271,11 @@ fn run_case(
     let primary = cluster.primary();
     let failures_before = link_failures(primary);
     let phase = Arc::new(AtomicU8::new(PHASE_WARM));
-    let clients = Clients::spawn(
-        primary,
-        &phase,
-        spec,
-        check,
-        paired.then(|| Paired {
-            probe: Arc::clone(probe),
-            streams,
-        }),
-    )?;
+    let pair = paired.then(|| Paired {
+        probe: Arc::clone(probe),
+        streams,
+    });
+    let clients = spawn(&phase, pair)?;
     std::thread::sleep(plan.case_warm_up);
     let (stats_before, cpu_before, t0) =
         (primary.log().stats(), process_cpu_time(), Instant::now());
@@ -208,7 +287,7 @@ fn run_case(
     let client_threads = clients.os_threads();
     let mut result = clients.join(JOIN_TIMEOUT)?;
     let early = check.take();
-    let failures = link_failures(primary) - failures_before;
+    let link_failures = link_failures(primary) - failures_before;
     if paired {
         std::mem::swap(&mut around, &mut result.probe);
     } else {
@@ -222,10 +301,14 @@ fn run_case(
         client_threads,
         stats: (stats_before, stats_after),
     };
-    let mut case = case_result(spec, &result, &around, paired, &window);
-    (case.early_acks, case.first_early_ack) = early;
-    case.link_failures = failures;
-    Ok(case)
+    Ok(Measured {
+        clients: result,
+        disk: around,
+        paired,
+        window,
+        early,
+        link_failures,
+    })
 }
 
 /// What a case's window measured outside the clients.
@@ -248,18 +331,14 @@ fn sample(
         .run(streams, duration, None, into)
 }
 
-fn case_result(
-    spec: CaseSpec,
-    clients: &ClientResult,
-    disk: &Recorder,
-    disk_paired: bool,
-    window: &Window,
-) -> CaseResult {
+/// The figures of case `name`, of `spec`'s shape.
+fn case_result(name: String, spec: CaseSpec, m: Measured) -> CaseResult {
+    let window = &m.window;
     let elapsed_s = window.elapsed.as_secs_f64();
     let (primary_writes, primary_records_per_write) = group_commits(window.stats.0, window.stats.1);
-    let records = clients.commits.len();
+    let records = m.clients.commits.len();
     CaseResult {
-        name: spec.name(),
+        name,
         topology: spec.topology,
         record_bytes: spec.record_bytes,
         clients: spec.clients,
@@ -269,12 +348,12 @@ fn case_result(
         elapsed_s,
         records_per_s: records as f64 / elapsed_s,
         mb_per_s: (records * spec.record_bytes as u64) as f64 / 1e6 / elapsed_s,
-        latency: clients.commits.summary(),
-        disk: disk.summary(),
-        disk_paired,
-        early_acks: 0,
-        first_early_ack: None,
-        link_failures: 0,
+        latency: m.clients.commits.summary(),
+        disk: m.disk.summary(),
+        disk_paired: m.paired,
+        early_acks: m.early.0,
+        first_early_ack: m.early.1,
+        link_failures: m.link_failures,
         cpu_cores: window.cpu_cores,
         primary_writes,
         primary_records_per_write,

@@ -6,10 +6,13 @@
 //!   append benchmark's, in `crate::raw`).
 //! - [`cluster`]: an in-process cluster of `Node`s on 127.0.0.1 in one scratch directory.
 //! - [`clients`]: the appenders (one thread, or N threads, or N tokio tasks).
+//! - [`net`]: the network clients (one thread and one client-port connection each).
 //! - [`check`]: every commit checked against the nodes' durable watermarks.
 //! - [`probe`]: the disk's fdatasync latency in the same moments as each case.
 //! - [`commit`]: one topology's cases; [`catch_up`]: the catch-up measurement.
-//! - [`run`]: the order of a run; [`report`]: ratios, targets, the table and the JSON.
+//! - [`run`]: the order of a run; [`report`]: ratios, targets, the table and the JSON;
+//!   [`net_report`]: the network cases' part of it, beside the peer.
+//! - [`peer`]: `--peer postgres`, the PostgreSQL peer script run after the logship cases.
 //! - [`watchdog`]: a bound on every stage, so that a stuck cluster ends the run with a message
 //!   instead of hanging it.
 
@@ -18,6 +21,9 @@ pub mod check;
 pub mod clients;
 pub mod cluster;
 pub mod commit;
+pub mod net;
+pub mod net_report;
+pub mod peer;
 pub mod plan;
 pub mod probe;
 pub mod report;

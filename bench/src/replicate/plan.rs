@@ -1,6 +1,10 @@
 //! What a `replicate` run measures and for how long: the full plan (the figures in
 //! `docs/benchmarks.md`) and the quick plan (a smoke run of under a minute). Both run every
 //! topology, record size and client count; they differ in durations and the catch-up size.
+//!
+//! Besides the in-process commit cases ([`CaseSpec`]), the topologies of [`NET_TOPOLOGIES`] run
+//! network-client cases ([`NetCaseSpec`]) on the same cluster: the clients are
+//! `logship_replicator::Client` connections to the primary's client port.
 
 use std::time::Duration;
 
@@ -20,6 +24,11 @@ pub const CATCH_UP_RECORD_BYTES: usize = 4096;
 pub const CATCH_UP_BATCH_RECORDS: usize = 256;
 /// Bytes of each loopback ping and pong.
 pub const RTT_MESSAGE_BYTES: usize = 64;
+/// The topologies that also run network-client cases.
+pub const NET_TOPOLOGIES: [Topology; 2] = [Topology::None, Topology::OneSync];
+/// Appends in flight per network connection. The client has one request in flight per
+/// connection today; a pipelined client raises this (see `net.rs`).
+pub const NET_PIPELINE: usize = 1;
 
 /// A cluster shape: the primary's followers and its sync quorum. Serialized as its name in case
 /// names.
@@ -153,6 +162,38 @@ impl CaseSpec {
     }
 }
 
+/// One network-client case of a topology: each client is one OS thread with one connection to
+/// the primary's client port, appending at `remote_durable`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct NetCaseSpec {
+    /// The cluster shape.
+    pub topology: Topology,
+    /// Payload bytes per record.
+    pub record_bytes: usize,
+    /// Concurrent connections, one thread each.
+    pub clients: usize,
+    /// Appends in flight per connection ([`NET_PIPELINE`]).
+    pub pipeline: usize,
+}
+
+impl NetCaseSpec {
+    /// `replicate::net/topology=1sync,size=100,clients=1`, with `,pipeline=N` once more than
+    /// one append is in flight per connection.
+    pub fn name(&self) -> String {
+        let pipeline = if self.pipeline == 1 {
+            String::new()
+        } else {
+            format!(",pipeline={}", self.pipeline)
+        };
+        format!(
+            "replicate::net/topology={},size={},clients={}{pipeline}",
+            self.topology.name(),
+            self.record_bytes,
+            self.clients
+        )
+    }
+}
+
 /// One run's plan.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReplicatePlan {
@@ -174,6 +215,8 @@ pub struct ReplicatePlan {
     pub many_client_mode: ClientMode,
     /// The topologies to run, in order (all of them unless `--topologies` says otherwise).
     pub topologies: Vec<Topology>,
+    /// Whether the network-client cases run (on the topologies of [`NET_TOPOLOGIES`]).
+    pub network: bool,
     /// Whether the catch-up runs.
     pub catch_up: bool,
     /// Bytes of 4 KiB records in the catch-up primary's log.
@@ -194,6 +237,7 @@ impl ReplicatePlan {
             probe_duration: Duration::from_millis(250),
             many_client_mode,
             topologies: Topology::ALL.to_vec(),
+            network: true,
             catch_up: true,
             catch_up_bytes: 1 << 30,
             catch_up_timeout: Duration::from_secs(60),
@@ -210,6 +254,7 @@ impl ReplicatePlan {
             probe_duration: Duration::from_millis(100),
             many_client_mode,
             topologies: Topology::ALL.to_vec(),
+            network: true,
             catch_up: true,
             catch_up_bytes: 128 << 20,
             catch_up_timeout: Duration::from_secs(20),
@@ -231,6 +276,26 @@ impl ReplicatePlan {
                     record_bytes,
                     clients,
                     mode,
+                });
+            }
+        }
+        cases
+    }
+
+    /// The network-client cases of one topology, in run order (none unless `network` and the
+    /// topology is one of [`NET_TOPOLOGIES`]).
+    pub fn net_cases(&self, topology: Topology) -> Vec<NetCaseSpec> {
+        if !self.network || !NET_TOPOLOGIES.contains(&topology) {
+            return Vec::new();
+        }
+        let mut cases = Vec::new();
+        for record_bytes in RECORD_SIZES {
+            for clients in CLIENT_COUNTS {
+                cases.push(NetCaseSpec {
+                    topology,
+                    record_bytes,
+                    clients,
+                    pipeline: NET_PIPELINE,
                 });
             }
         }
@@ -264,6 +329,42 @@ mod tests {
             assert_eq!(Topology::from_name(t.name()), Some(t));
         }
         assert_eq!(Topology::from_name("3sync"), None);
+    }
+
+    #[test]
+    fn network_cases_run_on_their_topologies_only() {
+        let mut plan = ReplicatePlan::quick(ClientMode::Tasks);
+        let names: Vec<String> = (plan.net_cases(Topology::OneSync).iter())
+            .map(NetCaseSpec::name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "replicate::net/topology=1sync,size=100,clients=1",
+                "replicate::net/topology=1sync,size=100,clients=64",
+                "replicate::net/topology=1sync,size=4096,clients=1",
+                "replicate::net/topology=1sync,size=4096,clients=64",
+            ]
+        );
+        assert_eq!(plan.net_cases(Topology::None).len(), 4);
+        assert!(plan.net_cases(Topology::TwoSyncAny1).is_empty());
+        assert!((plan.net_cases(Topology::None).iter()).all(|c| c.pipeline == NET_PIPELINE));
+        plan.network = false;
+        assert!(plan.net_cases(Topology::OneSync).is_empty());
+    }
+
+    #[test]
+    fn a_pipelined_network_case_says_so_in_its_name() {
+        let spec = NetCaseSpec {
+            topology: Topology::None,
+            record_bytes: 4096,
+            clients: 64,
+            pipeline: 8,
+        };
+        assert_eq!(
+            spec.name(),
+            "replicate::net/topology=none,size=4096,clients=64,pipeline=8"
+        );
     }
 
     #[test]

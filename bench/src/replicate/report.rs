@@ -11,6 +11,9 @@
 //! ones; see `probe.rs`). The figure used is the one measured in the case's own moments
 //! (paired with a 1-client case's commits, around a 64-client case's window); the ratio to the
 //! limit from the standalone raw loop with as many streams is kept too.
+//!
+//! The network-client cases and the PostgreSQL peer have their own part (`net_report.rs`); their
+//! targets follow the three above.
 
 use std::fmt::Write as _;
 
@@ -18,6 +21,8 @@ use serde::Serialize;
 
 use crate::machine::{self, Machine};
 use crate::replicate::commit::CaseResult;
+use crate::replicate::net_report::{self, NetRatios};
+use crate::replicate::peer::PeerResult;
 use crate::replicate::plan::{
     ReplicatePlan, Topology, MANY_CLIENTS, RECORD_SIZES, TARGET_RECORD_BYTES,
 };
@@ -52,7 +57,12 @@ pub struct Report {
     pub throughput_vs_none: Vec<SizeRatio>,
     /// Catch-up MB/s over raw sequential 1 MiB overwrite MB/s.
     pub catch_up_bandwidth: Option<f64>,
-    /// The targets: (a) latency, (b) throughput, (c) catch-up.
+    /// Per-network-case ratios, in the order of `run.net_cases`.
+    pub net_ratios: Vec<NetRatios>,
+    /// The peer run with `--peer`, with its figures or why it gave none.
+    pub peer: Option<PeerResult>,
+    /// The targets: (a) latency, (b) throughput, (c) catch-up, then (d) and (e), one per
+    /// network case, and (f), one per 64-client `1sync` network case beside the peer.
     pub targets: Vec<Target>,
 }
 
@@ -87,7 +97,13 @@ pub struct SizeRatio {
 
 impl Report {
     /// Computes ratios and targets; reads the process's peak RSS now.
-    pub fn new(command: String, plan: ReplicatePlan, machine: Machine, run: RunResult) -> Report {
+    pub fn new(
+        command: String,
+        plan: ReplicatePlan,
+        machine: Machine,
+        run: RunResult,
+        peer: Option<PeerResult>,
+    ) -> Report {
         let ratios = run.cases.iter().map(|c| ratios(&run, c)).collect();
         let throughput_vs_none = RECORD_SIZES
             .iter()
@@ -97,11 +113,13 @@ impl Report {
             .catch_up
             .as_ref()
             .map(|c| c.mb_per_s / run.raw.bandwidth_1m.mb_per_s);
-        let targets = vec![
+        let net_ratios = net_report::net_ratios(&run, peer.as_ref());
+        let mut targets = vec![
             latency_target(&run),
             throughput_target(&run),
             catch_up_target(&run),
         ];
+        targets.extend(net_report::net_targets(&run, &net_ratios, peer.as_ref()));
         Report {
             command,
             date: utc_now(),
@@ -112,6 +130,8 @@ impl Report {
             ratios,
             throughput_vs_none,
             catch_up_bandwidth,
+            net_ratios,
+            peer,
             targets,
         }
     }
@@ -119,8 +139,11 @@ impl Report {
     /// Failures: topologies or the catch-up that did not run, and cases with commits
     /// acknowledged before they were durable.
     pub fn failures(&self) -> Vec<String> {
-        let early = self.run.cases.iter().filter(|c| c.early_acks > 0).map(|c| {
-            format!(
+        let net = self.run.net_cases.iter().map(|n| &n.case);
+        let early = (self.run.cases.iter().chain(net))
+            .filter(|c| c.early_acks > 0)
+            .map(|c| {
+                format!(
                 "{}: {} of {} commits resolved before the primary and the quorum were durable; \
                  first: {}",
                 c.name,
@@ -128,7 +151,7 @@ impl Report {
                 c.records,
                 c.first_early_ack.as_deref().unwrap_or("?")
             )
-        });
+            });
         self.run.errors.iter().cloned().chain(early).collect()
     }
 
@@ -138,6 +161,7 @@ impl Report {
         self.write_header(&mut out);
         self.write_raw(&mut out);
         self.write_cases(&mut out);
+        net_report::write_net_cases(&mut out, &self.run, &self.net_ratios, self.peer.as_ref());
         self.write_catch_up(&mut out);
         self.write_ratios(&mut out);
         self.write_targets(&mut out);
@@ -340,7 +364,8 @@ impl Report {
     }
 
     fn write_errors(&self, out: &mut String) {
-        let reconnects: Vec<String> = (self.run.cases.iter())
+        let net = self.run.net_cases.iter().map(|n| &n.case);
+        let reconnects: Vec<String> = (self.run.cases.iter().chain(net))
             .filter(|c| c.link_failures > 0)
             .map(|c| format!("{} ({})", c.name, c.link_failures))
             .collect();
@@ -367,7 +392,7 @@ impl Report {
 }
 
 /// The commit latency limit of `topology` for a disk whose fdatasync p50 is `fdatasync`, µs.
-fn latency_limit_us(run: &RunResult, topology: Topology, fdatasync: f64) -> f64 {
+pub(crate) fn latency_limit_us(run: &RunResult, topology: Topology, fdatasync: f64) -> f64 {
     if topology.has_sync_follower() {
         fdatasync.max(run.raw.rtt.latency.p50_us + fdatasync)
     } else {
@@ -393,7 +418,7 @@ fn ratios(run: &RunResult, case: &CaseResult) -> Ratios {
 }
 
 /// The standalone raw fdatasync p50 with `streams` concurrent streams, µs.
-fn fdatasync_p50(run: &RunResult, streams: usize) -> f64 {
+pub(crate) fn fdatasync_p50(run: &RunResult, streams: usize) -> f64 {
     let r = &run.raw;
     if streams == 1 {
         return r.fdatasync_4k.latency.p50_us;
@@ -403,7 +428,13 @@ fn fdatasync_p50(run: &RunResult, streams: usize) -> f64 {
         .map_or(f64::NAN, |s| s.latency.p50_us)
 }
 
-fn find(run: &RunResult, topology: Topology, size: usize, clients: usize) -> Option<&CaseResult> {
+/// The in-process case of `topology`, `size` and `clients`, if it ran.
+pub(crate) fn find(
+    run: &RunResult,
+    topology: Topology,
+    size: usize,
+    clients: usize,
+) -> Option<&CaseResult> {
     run.cases
         .iter()
         .find(|c| c.topology == topology && c.record_bytes == size && c.clients == clients)
@@ -492,7 +523,7 @@ fn catch_up_target(run: &RunResult) -> Target {
     )
 }
 
-fn verdict(
+pub(crate) fn verdict(
     name: String,
     ratio: f64,
     bound: f64,

@@ -1,5 +1,5 @@
 //! The order of a `replicate` run: the latency limits (4 KiB overwrite + fdatasync, loopback
-//! round trip), every topology's commit cases, the bandwidth limit (1 MiB sequential overwrite +
+//! round trip), every topology's commit cases (in-process, then network clients), the bandwidth limit (1 MiB sequential overwrite +
 //! fdatasync) just before the catch-up it bounds, the catch-up, and the fdatasync limit again
 //! (to show how much the disk drifted).
 //!
@@ -19,7 +19,8 @@ use crate::plan::{RAW_BLOCK_BYTES, RAW_STREAM_BYTES};
 use crate::raw::{self, FileKind, RawResult};
 use crate::replicate::catch_up::{self, CatchUpResult};
 use crate::replicate::cluster::NodeSettings;
-use crate::replicate::commit::{self, Backends, CaseResult};
+use crate::replicate::commit::{self, Backends, CaseResult, CaseResults};
+use crate::replicate::net::NetCaseResult;
 use crate::replicate::plan::ReplicatePlan;
 use crate::replicate::probe::{DiskProbe, MAX_STREAMS};
 use crate::replicate::rtt::{self, RttResult};
@@ -72,8 +73,10 @@ pub struct RunResult {
     pub backends: Backends,
     /// The raw limits.
     pub raw: RawLimits,
-    /// Every commit case, in run order.
+    /// Every in-process commit case, in run order.
     pub cases: Vec<CaseResult>,
+    /// Every network-client commit case, in run order.
+    pub net_cases: Vec<NetCaseResult>,
     /// Peak RSS of the process before the catch-up (every commit case's clusters), KiB.
     pub peak_rss_kib_before_catch_up: u64,
     /// The catch-up, if it succeeded.
@@ -99,7 +102,7 @@ pub fn run(plan: &ReplicatePlan, dir: &Path, options: RunOptions) -> anyhow::Res
     watchdog.stage("raw loopback round trip", plan.raw_duration + RAW_MARGIN);
     let rtt = rtt::measure(plan.raw_duration)?;
     let mut backends = None;
-    let mut cases = Vec::new();
+    let mut cases = CaseResults::default();
     let mut errors = Vec::new();
     for &topology in &plan.topologies {
         let settings = options.settings;
@@ -131,7 +134,8 @@ pub fn run(plan: &ReplicatePlan, dir: &Path, options: RunOptions) -> anyhow::Res
             bandwidth_1m,
             fdatasync_4k_after,
         },
-        cases,
+        cases: cases.cases,
+        net_cases: cases.net_cases,
         peak_rss_kib_before_catch_up,
         catch_up,
         errors,

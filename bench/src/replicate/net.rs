@@ -1,0 +1,197 @@
+//! The clients of a network-client case: each is one OS thread with one
+//! `logship_replicator::Client` connection to the primary's client port, looping on "append at
+//! `remote_durable`, wait for the answer" until the stop phase. What an application outside the
+//! primary's process pays on top of the in-process cases: a client-port round trip (the request
+//! to the primary, the answer back) and the client port's thread hand-offs.
+//!
+//! The phases, the pairing of a 1-client case with disk probes, and the check of every commit
+//! against the nodes' durable watermarks are the in-process thread clients' (`clients.rs`,
+//! [`client_loop`]); the answer carries the commit's LSN, and every node runs in this process,
+//! so the check reads the same watermarks.
+//!
+//! Pipelining: today's client has one request in flight per connection, so a case's
+//! `pipeline` must be 1. [`run_net_client`] is the one place that drives a connection: a client
+//! that keeps N appends in flight replaces it (or only [`append_window`], which then appends
+//! the whole window at once), and the case names carry `pipeline=N`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _};
+use bytes::Bytes;
+use logship_engine::Lsn;
+use logship_replicator::Client;
+use serde::Serialize;
+
+use crate::replicate::check::CommitCheck;
+use crate::replicate::clients::{client_loop, ClientResult, Clients, Paired, LEVEL};
+use crate::replicate::commit::CaseResult;
+use crate::replicate::plan::NetCaseSpec;
+use crate::workload::PHASE_STOP;
+
+/// Longest a connection may take, and longest an answer may take: above the node's commit
+/// timeout (5 s, after which the answer is `quorum_unavailable`), so a slow commit fails with
+/// the node's reason rather than a read timeout.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One network-client case's figures: the in-process case's, with `mode` `threads` (one OS
+/// thread per connection) and `client_threads` the connections' threads (the client port
+/// serves each connection with one more thread in the primary).
+#[derive(Clone, Debug, Serialize)]
+pub struct NetCaseResult {
+    /// The figures, named `replicate::net/...`; the latency runs from sending the request to
+    /// reading its answer.
+    #[serde(flatten)]
+    pub case: CaseResult,
+    /// Appends in flight per connection.
+    pub pipeline: usize,
+}
+
+/// What every network client of a case shares.
+#[derive(Clone, Debug)]
+struct NetCtx {
+    addr: SocketAddr,
+    phase: Arc<AtomicU8>,
+    started: Arc<AtomicUsize>,
+    check: Arc<CommitCheck>,
+    /// The payloads of one round: `pipeline` copies of the record.
+    window: Vec<Bytes>,
+}
+
+/// Starts `spec.clients` connection threads to the client port at `addr` and returns once all
+/// of them are connected and running (in the current phase, which should be warm). With
+/// `paired`, the first pairs its commits with probe slices.
+///
+/// # Errors
+/// When `spec.pipeline` is not 1 (no client keeps several appends in flight yet), a thread
+/// cannot start, or the clients do not start in time.
+pub fn spawn(
+    addr: SocketAddr,
+    phase: &Arc<AtomicU8>,
+    spec: NetCaseSpec,
+    check: &Arc<CommitCheck>,
+    mut paired: Option<Paired>,
+) -> anyhow::Result<Clients> {
+    ensure!(
+        spec.pipeline == 1,
+        "{}: {} appends in flight per connection needs a pipelined client; this one has one \
+         request in flight",
+        spec.name(),
+        spec.pipeline
+    );
+    let payload = Bytes::from(crate::raw::pattern(spec.record_bytes));
+    let ctx = NetCtx {
+        addr,
+        phase: Arc::clone(phase),
+        started: Arc::new(AtomicUsize::new(0)),
+        check: Arc::clone(check),
+        window: vec![payload; spec.pipeline],
+    };
+    let mut threads = Vec::with_capacity(spec.clients);
+    for i in 0..spec.clients {
+        let (client, probe) = (ctx.clone(), paired.take());
+        let spawned = std::thread::Builder::new()
+            .name(format!("bench-net-client-{i}"))
+            .spawn(move || run_net_client(&client, probe.as_ref()));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                phase.store(PHASE_STOP, Ordering::SeqCst);
+                return Err(e).context("spawning a network client thread");
+            }
+        }
+    }
+    Clients::Threads(threads).wait_started(&ctx.started, spec.clients, phase)
+}
+
+/// One connection's thread: connects, counts itself as started, then appends rounds of
+/// `ctx.window` until the stop phase.
+///
+/// # Errors
+/// When the connection fails, or an append fails or is refused (`quorum_unavailable` after the
+/// commit timeout, `not_primary`).
+fn run_net_client(ctx: &NetCtx, probe: Option<&Paired>) -> anyhow::Result<ClientResult> {
+    let mut client = Client::connect(ctx.addr, ANSWER_TIMEOUT)
+        .with_context(|| format!("connecting to the client port {}", ctx.addr))?;
+    ctx.started.fetch_add(1, Ordering::SeqCst);
+    client_loop(&ctx.phase, &ctx.check, probe, || {
+        append_window(&mut client, &ctx.window)
+    })
+}
+
+/// Appends `window` at [`LEVEL`] and returns the highest LSN once every record of it holds,
+/// and how many records it committed.
+///
+/// # Errors
+/// The client's.
+fn append_window(client: &mut Client, window: &[Bytes]) -> anyhow::Result<(Lsn, usize)> {
+    // One request in flight per connection: `spawn` only starts windows of one record.
+    let [payload] = window else {
+        unreachable!(
+            "a window of {} records without a pipelined client",
+            window.len()
+        );
+    };
+    Ok((client.append(payload.clone(), LEVEL)?, 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicate::cluster::{Cluster, NodeSettings};
+    use crate::replicate::plan::Topology;
+    use crate::scratch::Scratch;
+    use crate::workload::{PHASE_MEASURE, PHASE_WARM};
+
+    const SETTINGS: NodeSettings = NodeSettings {
+        scrub_bytes_per_sec: None,
+        transport: "portable",
+        log_backend: "portable",
+    };
+
+    fn spec(clients: usize, pipeline: usize) -> NetCaseSpec {
+        NetCaseSpec {
+            topology: Topology::OneSync,
+            record_bytes: 100,
+            clients,
+            pipeline,
+        }
+    }
+
+    #[test]
+    fn network_clients_commit_through_the_client_port_and_are_checked() {
+        let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
+        let cluster = Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, true).unwrap();
+        let addr = cluster.primary().client_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        let check = Arc::new(cluster.commit_check());
+        let phase = Arc::new(AtomicU8::new(PHASE_WARM));
+        let clients = spawn(addr, &phase, spec(3, 1), &check, None).unwrap();
+        assert_eq!(clients.os_threads(), 3);
+        phase.store(PHASE_MEASURE, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        phase.store(PHASE_STOP, Ordering::SeqCst);
+        let result = clients.join(ANSWER_TIMEOUT).unwrap();
+        assert!(result.commits.len() > 0);
+        assert_eq!(check.take(), (0, None));
+        drop(check);
+        cluster.shutdown().unwrap();
+        scratch.remove().unwrap();
+    }
+
+    #[test]
+    fn more_than_one_append_in_flight_is_refused_until_the_client_can() {
+        let phase = Arc::new(AtomicU8::new(PHASE_WARM));
+        let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
+        let cluster = Cluster::start(scratch.path(), Topology::None, SETTINGS, true).unwrap();
+        let check = Arc::new(cluster.commit_check());
+        let addr = cluster.primary().client_addr().unwrap();
+        let e = spawn(addr, &phase, spec(1, 4), &check, None).unwrap_err();
+        assert!(e.to_string().contains("pipelined client"), "{e}");
+        drop(check);
+        cluster.shutdown().unwrap();
+        scratch.remove().unwrap();
+    }
+}
