@@ -45,8 +45,9 @@ pub struct Ctx<'a> {
     /// The primary's epoch history (sessions are planned from it; records taken back graft
     /// their follower's epochs onto it).
     pub(crate) history: &'a mut EpochHistory,
-    /// While the start gate is closed: the last (epoch, LSN) each quorum member reported.
-    pub(crate) gate_heard: &'a mut BTreeMap<NodeId, (Epoch, Lsn)>,
+    /// While the start gate is closed: each quorum member heard, with the (epoch, LSN) of
+    /// its last record if its log continues the primary's beyond its end (a take-back source).
+    pub(crate) gate_heard: &'a mut BTreeMap<NodeId, Option<(Epoch, Lsn)>>,
     /// Quorum members that must be heard before the gate opens.
     pub(crate) gate_needed: usize,
     pub(crate) rng: &'a mut Rng,
@@ -174,28 +175,21 @@ fn plan_by_epochs(ctx: &Ctx<'_>, reply: &Pending) -> Plan {
     }
 }
 
-/// A fixed primary's plan. Where the two logs hold records of different epochs below both
-/// tails, the older epoch's records were never acknowledged (each start of the primary begins
-/// a newer epoch, after taking back every acknowledged record): a follower holding them is
-/// cut where the logs part. Otherwise the follower continues, is taken back from, or is cut
-/// at the fence, as [`plan_start`] decides.
+/// A fixed primary's plan. Where the two logs part below both tails (their epoch histories
+/// differ there), the follower's records after the parting were never acknowledged, and it is
+/// cut there: no acknowledged record differs from the primary's log at an LSN it holds. Its
+/// own records were durable there since it wrote them (no later start writes at those LSNs),
+/// and records it took back came from the quorum member whose last record was newest among
+/// enough members to hold every acknowledged record (see [`take_back_turn`]). Otherwise the
+/// follower continues, is taken back from, or is cut at the fence, as [`plan_start`] decides.
 fn plan_fixed(ctx: &Ctx<'_>, reply: &Pending) -> Plan {
     let shared = (ctx.history).common_prefix(ctx.last_lsn, &reply.history, reply.last_lsn);
-    if shared < ctx.last_lsn.min(reply.last_lsn) {
-        let (ours, theirs) = (
-            ctx.history.epoch_of(shared.next()),
-            reply.history.epoch_of(shared.next()),
-        );
-        if ours > theirs && can_cut_at(ctx, shared) {
-            return Plan::Cut(shared);
-        }
+    if shared < ctx.last_lsn.min(reply.last_lsn) && can_cut_at(ctx, shared) {
+        return Plan::Cut(shared);
     }
     plan_start(ctx, reply.last_lsn)
 }
 
-/// Whether a closed start gate takes back records from this follower now: enough quorum
-/// members have reported where their logs end, and none holds a newer last record (the
-/// newest epoch holds every acknowledged record; within it, the longest log).
 /// A fixed primary that writes in an epoch (its executor set one) takes back only records of
 /// older epochs: its own earlier starts wrote them.
 fn fixed_epoch_behind(ctx: &Ctx<'_>, reply: &Pending) -> bool {
@@ -203,9 +197,14 @@ fn fixed_epoch_behind(ctx: &Ctx<'_>, reply: &Pending) -> bool {
     !ctx.config.failover && epoch > Epoch(0) && reply.last_epoch >= epoch
 }
 
+/// Whether a closed start gate takes back records from this follower now: enough quorum
+/// members have been heard to include one holding every acknowledged record, and no member
+/// whose log continues the primary's holds a newer last record (a newer epoch first, then a
+/// longer log). The newest holds every acknowledged record the others hold: each start of the
+/// primary took back every acknowledged record before it wrote anything.
 fn take_back_turn(ctx: &Ctx<'_>, reply: &Pending) -> bool {
     let own = (reply.last_epoch, reply.last_lsn);
-    ctx.gate_heard.len() >= ctx.gate_needed && ctx.gate_heard.values().all(|p| *p <= own)
+    ctx.gate_heard.len() >= ctx.gate_needed && ctx.gate_heard.values().flatten().all(|p| *p <= own)
 }
 
 fn plan_start(ctx: &Ctx<'_>, l: Lsn) -> Plan {
@@ -730,15 +729,16 @@ impl Link {
         (conn, nonce, deadline): (ConnId, [u8; NONCE_LEN], Duration),
         reply: Pending,
     ) {
-        if !ctx.serving && self.in_quorum(ctx) {
-            let position = (reply.last_epoch, reply.last_lsn);
-            ctx.gate_heard.insert(self.name.clone(), position);
-        }
         let plan = if ctx.config.failover {
             plan_by_epochs(ctx, &reply)
         } else {
             plan_fixed(ctx, &reply)
         };
+        if !ctx.serving && self.in_quorum(ctx) {
+            let source = matches!(plan, Plan::TakeBack(_));
+            let position = source.then_some((reply.last_epoch, reply.last_lsn));
+            ctx.gate_heard.insert(self.name.clone(), position);
+        }
         match plan {
             Plan::Purged => self.reject_purged(now, ctx, out, reply.last_lsn),
             Plan::Unrelated => {

@@ -55,8 +55,9 @@ pub struct Primary {
     counters: PrimaryCounters,
     /// This log's epoch history.
     history: EpochHistory,
-    /// While the start gate is closed: where each quorum member's log ends (epoch, LSN).
-    gate_heard: BTreeMap<NodeId, (Epoch, Lsn)>,
+    /// While the start gate is closed: the quorum members heard, and where the logs of those
+    /// that continue this one end (epoch, LSN).
+    gate_heard: BTreeMap<NodeId, Option<(Epoch, Lsn)>>,
     /// An elected primary's epoch marker: no append is admitted before the log wrote it, so
     /// every record of the epoch follows it.
     marker: Option<Lsn>,

@@ -427,6 +427,18 @@ fn seed_31145_sync_followers_of_another_history_than_the_primary_rejoin() {
     replay(31145);
 }
 
+/// Seed 50953 (found by the million-seed run of the first fix for 31145): the primary took
+/// back records from the only member its gate needed, failed, and at its next start heard
+/// another member whose records from a newer start had never been acknowledged; the newest
+/// member was taken as the source though its log parted from the primary's below the
+/// primary's end, and was refused. A follower whose log parts from the primary's below both
+/// ends is cut where they part (the primary's log never conflicts with an acknowledged
+/// record); only followers continuing the primary's log compete as take-back sources.
+#[test]
+fn seed_50953_a_member_of_a_newer_unacknowledged_history_is_cut_not_taken_back_from() {
+    replay(50953);
+}
+
 /// Seed 80164: a `Start` held up in a partition on an older connection reached a follower
 /// after a newer session had streamed and acknowledged records; the follower cut them (an
 /// acknowledged record thrown away) to follow the stale `Start`. Only the newest connection's
