@@ -416,6 +416,46 @@ fn sigkill_a_follower_under_load_and_it_converges() {
 }
 
 #[test]
+fn pipelined_and_batched_load_acknowledges_only_what_the_log_holds() {
+    let _serial = serial("pipelined_and_batched_load_acknowledges_only_what_the_log_holds");
+    let c = Cluster::start(&Spec::new("ANY 1 (a)", vec![sync("a")]));
+    c.wait_healthy(BOUND);
+    let mut all = Vec::new();
+    for (name, flag, n) in [
+        ("pipelined", "--pipeline", "16"),
+        ("batched", "--batch", "32"),
+    ] {
+        let path = c.dir.path().join(format!("acked-{name}.txt"));
+        let acked_arg = path.display().to_string();
+        let v = load_json(&c, 2, &["--clients", "4", flag, n, "--acked", &acked_arg]);
+        println!("{name} load: {v}");
+        let acked = read_acked(&path);
+        assert!(!acked.is_empty(), "{name}: nothing acknowledged: {v}");
+        assert_eq!(
+            acked.len() as u64,
+            v["acknowledged"].as_u64().expect("acknowledged"),
+            "{name}: acked file and summary disagree"
+        );
+        assert_eq!(
+            v["errors"].as_object().map_or(0, |e| e.len()),
+            0,
+            "{name}: errors: {v}"
+        );
+        all.extend(acked);
+    }
+    let primary = c.records(PRIMARY);
+    let by_lsn: BTreeMap<u64, &Record> = primary.iter().map(|r| (r.lsn.0, r)).collect();
+    check_acked(PRIMARY, &by_lsn, &all);
+    let theirs = c.records("a");
+    let map: BTreeMap<u64, &Record> = theirs.iter().map(|r| (r.lsn.0, r)).collect();
+    check_acked("a", &map, &all);
+    let mut lsns: Vec<u64> = all.iter().map(|(l, _)| *l).collect();
+    lsns.sort_unstable();
+    lsns.dedup();
+    assert_eq!(lsns.len(), all.len(), "an LSN acknowledged twice");
+}
+
+#[test]
 fn wrong_key_or_cluster_id_is_rejected() {
     let _serial = serial("wrong_key_or_cluster_id_is_rejected");
     for (follower, reason) in [

@@ -1,6 +1,12 @@
 //! A client of a node's client port: append with a durability level, read from an LSN, status.
-//! One request at a time per connection; open several connections for concurrency.
+//!
+//! Requests go one at a time ([`Client::append`], [`Client::read`], ...), except appends, which
+//! may also be pipelined on one connection: [`Client::append_pipelined`] keeps a window of
+//! appends in flight, [`Client::send_append`] and [`Client::recv_append`] let a caller keep its
+//! own, and [`Client::append_batch`] sends many records in one request. The node answers in
+//! request order (docs/protocol.md, client protocol).
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -10,8 +16,9 @@ use logship_engine::record::{self, RECORD_HEADER_BYTES};
 use logship_engine::{Lsn, Record};
 
 use crate::error::{Error, Result};
-use crate::node::NodeStatus;
+use crate::node::{NodeStatus, MAX_IN_FLIGHT_PER_CONNECTION};
 use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
+use crate::protocol::msg::MAX_BATCH_RECORDS;
 use crate::protocol::{ClientStatus, DurabilityLevel, Msg};
 
 /// A connection to a node's client port.
@@ -21,6 +28,10 @@ pub struct Client {
     decoder: FrameDecoder,
     next_id: u64,
     buf: Vec<u8>,
+    /// Requests encoded and not yet written (pipelined appends gather here between writes).
+    out: Vec<u8>,
+    /// Ids of pipelined appends sent and not yet answered, oldest first.
+    in_flight: VecDeque<u64>,
 }
 
 fn io(op: &str, e: std::io::Error) -> Error {
@@ -48,6 +59,8 @@ impl Client {
             decoder: FrameDecoder::new(DEFAULT_MAX_BODY_BYTES),
             next_id: 1,
             buf: vec![0; 64 << 10],
+            out: Vec::new(),
+            in_flight: VecDeque::new(),
         })
     }
 
@@ -102,9 +115,32 @@ impl Client {
     }
 
     fn call(&mut self, req: Msg) -> Result<Msg> {
+        if !self.in_flight.is_empty() {
+            return Err(Error::InvalidRequest(format!(
+                "{} while {} pipelined appends await their answers",
+                req.name(),
+                self.in_flight.len()
+            )));
+        }
         self.stream
             .write_all(&req.encode())
             .map_err(|e| io("sending a request", e))?;
+        self.next_answer()
+    }
+
+    /// Writes the requests gathered in `out`.
+    fn flush_out(&mut self) -> Result<()> {
+        if !self.out.is_empty() {
+            self.stream
+                .write_all(&self.out)
+                .map_err(|e| io("sending requests", e))?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// The next answer on the connection, read as needed.
+    fn next_answer(&mut self) -> Result<Msg> {
         loop {
             if let Some(f) = self
                 .decoder
@@ -137,24 +173,149 @@ impl Client {
     /// # Errors
     /// [`Error::NotPrimary`] with the primary's client address when the node knows it (connect
     /// there and append again), [`Error::Remote`] (status `quorum_unavailable`, `invalid`,
-    /// `failed`), [`Error::Io`], [`Error::Protocol`].
+    /// `failed`), [`Error::Io`], [`Error::Protocol`], [`Error::InvalidRequest`] while
+    /// pipelined appends await their answers.
     pub fn append(&mut self, payload: Bytes, level: DurabilityLevel) -> Result<Lsn> {
         let id = self.id();
-        match self.call(Msg::AppendRequest { id, level, payload })? {
-            Msg::AppendResponse {
+        let answer = self.call(Msg::AppendRequest { id, level, payload })?;
+        append_outcome(id, answer)?
+    }
+
+    /// Sends an append without waiting for its answer; returns its request id. Collect the
+    /// answers, in the order sent, with [`Client::recv_append`]; no other request may be sent
+    /// until they are all in. Keep at most [`MAX_IN_FLIGHT_PER_CONNECTION`] in flight: more
+    /// only wait in TCP buffers, and a client that sends without reading can fill them both
+    /// ways and stall.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn send_append(&mut self, payload: Bytes, level: DurabilityLevel) -> Result<u64> {
+        let id = self.queue_append(payload, level);
+        self.flush_out()?;
+        Ok(id)
+    }
+
+    /// Appends sent with [`Client::send_append`] and not yet answered.
+    pub fn appends_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn queue_append(&mut self, payload: Bytes, level: DurabilityLevel) -> u64 {
+        let id = self.id();
+        let frame = Msg::AppendRequest { id, level, payload }.encode();
+        self.out.extend_from_slice(&frame);
+        self.in_flight.push_back(id);
+        id
+    }
+
+    /// The answer to the oldest append in flight: its request id and its outcome (the LSN, or
+    /// why the node refused it). Waits at most the client's timeout for each read.
+    ///
+    /// # Errors
+    /// The outer error means the connection is unusable (or the read timed out: the answer may
+    /// still come): [`Error::Io`], [`Error::Protocol`] (an answer to another request), and
+    /// [`Error::InvalidRequest`] when no append is in flight. The inner one is the append's:
+    /// as [`Client::append`].
+    pub fn recv_append(&mut self) -> Result<(u64, Result<Lsn>)> {
+        let Some(&id) = self.in_flight.front() else {
+            return Err(Error::InvalidRequest("no append in flight".into()));
+        };
+        self.flush_out()?;
+        let answer = self.next_answer()?;
+        let outcome = append_outcome(id, answer)?;
+        self.in_flight.pop_front();
+        Ok((id, outcome))
+    }
+
+    /// Appends `payloads` in order with up to `window` appends in flight (clamped to
+    /// 1..=[`MAX_IN_FLIGHT_PER_CONNECTION`]); returns their LSNs in payload order, strictly
+    /// increasing. Other clients' records may come between them.
+    ///
+    /// # Errors
+    /// The first append's failure (as [`Client::append`]), once the appends in flight were
+    /// answered: nothing more is sent after it. Appends acknowledged before it stay committed;
+    /// a caller that must know which ones uses [`Client::send_append`] and
+    /// [`Client::recv_append`]. [`Error::Io`] or [`Error::Protocol`] at once when the
+    /// connection fails; [`Error::InvalidRequest`] when other appends are in flight.
+    pub fn append_pipelined(
+        &mut self,
+        level: DurabilityLevel,
+        payloads: &[Bytes],
+        window: usize,
+    ) -> Result<Vec<Lsn>> {
+        if !self.in_flight.is_empty() {
+            return Err(Error::InvalidRequest(format!(
+                "{} appends of another pipeline await their answers",
+                self.in_flight.len()
+            )));
+        }
+        let window = window.clamp(1, MAX_IN_FLIGHT_PER_CONNECTION);
+        let mut lsns = Vec::with_capacity(payloads.len());
+        let (mut next, mut failure) = (0, None);
+        loop {
+            while failure.is_none() && next < payloads.len() && self.in_flight.len() < window {
+                self.queue_append(payloads[next].clone(), level);
+                next += 1;
+            }
+            if self.in_flight.is_empty() {
+                break;
+            }
+            match self.recv_append()?.1 {
+                Ok(lsn) => lsns.push(lsn),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(lsns),
+        }
+    }
+
+    /// Appends `payloads` (1 to [`MAX_BATCH_RECORDS`]) in one request, as one batch of the
+    /// node's log; returns the first and last LSN once the last record (so every record)
+    /// reached `level`. The LSNs are contiguous: record *i* has `first + i`. The records
+    /// together may be at most as large as one maximum record (`log.max_record_bytes`); a larger
+    /// request is refused by closing the connection.
+    ///
+    /// # Errors
+    /// As [`Client::append`], for the whole batch; [`Error::InvalidRequest`] for an empty or
+    /// oversized batch.
+    pub fn append_batch(
+        &mut self,
+        level: DurabilityLevel,
+        payloads: &[Bytes],
+    ) -> Result<(Lsn, Lsn)> {
+        if !(1..=MAX_BATCH_RECORDS).contains(&payloads.len()) {
+            return Err(Error::InvalidRequest(format!(
+                "a batch of {} records (1..={MAX_BATCH_RECORDS})",
+                payloads.len()
+            )));
+        }
+        let id = self.id();
+        let payloads = payloads.to_vec();
+        let count = payloads.len() as u64;
+        match self.call(Msg::AppendBatchRequest {
+            id,
+            level,
+            payloads,
+        })? {
+            Msg::AppendBatchResponse {
                 id: got,
                 status,
-                lsn,
+                first_lsn,
+                last_lsn,
                 message,
             } if got == id => match status {
-                ClientStatus::Ok => Ok(lsn),
-                ClientStatus::NotPrimary => Err(Error::NotPrimary {
-                    leader_hint: (!message.is_empty()).then_some(message),
-                }),
-                s => Err(remote(s, message, 0)),
+                ClientStatus::Ok if last_lsn.0 - first_lsn.0 + 1 == count => {
+                    Ok((first_lsn, last_lsn))
+                }
+                ClientStatus::Ok => Err(Error::Protocol(format!(
+                    "a batch of {count} records acknowledged as {first_lsn}..={last_lsn}"
+                ))),
+                s => Err(refused(s, message)),
             },
             other => Err(Error::Protocol(format!(
-                "{} in answer to an append",
+                "{} in answer to an append batch",
                 other.name()
             ))),
         }
@@ -228,6 +389,35 @@ impl Client {
                 other.name()
             ))),
         }
+    }
+}
+
+/// The outcome an answer to append `id` carries; the outer error when it is not one.
+fn append_outcome(id: u64, answer: Msg) -> Result<Result<Lsn>> {
+    match answer {
+        Msg::AppendResponse {
+            id: got,
+            status,
+            lsn,
+            message,
+        } if got == id => Ok(match status {
+            ClientStatus::Ok => Ok(lsn),
+            s => Err(refused(s, message)),
+        }),
+        other => Err(Error::Protocol(format!(
+            "{} in answer to append {id}",
+            other.name()
+        ))),
+    }
+}
+
+/// The error of a refused append: `not_primary` with its hint, else [`Error::Remote`].
+fn refused(status: ClientStatus, message: String) -> Error {
+    match status {
+        ClientStatus::NotPrimary => Error::NotPrimary {
+            leader_hint: (!message.is_empty()).then_some(message),
+        },
+        s => remote(s, message, 0),
     }
 }
 

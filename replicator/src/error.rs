@@ -67,6 +67,10 @@ pub enum Error {
     /// The node is shutting down.
     #[error("node is shutting down")]
     Closed,
+    /// The client refused to send a request: an empty or oversized batch, or another request
+    /// while answers to pipelined appends are still due.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// A peer broke the protocol (client side).
     #[error("protocol error: {0}")]
     Protocol(String),

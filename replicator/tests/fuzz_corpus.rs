@@ -152,6 +152,20 @@ fn client_messages(rng: &mut XorShift, lsn: Lsn) -> Vec<Msg> {
             id: rng.next_u64(),
             json: "{}".into(),
         },
+        Msg::AppendBatchRequest {
+            id: rng.next_u64(),
+            level: DurabilityLevel::ALL[rng.below(4) as usize],
+            payloads: (0..=rng.below(4))
+                .map(|_| Bytes::from(rng.bytes_below(32)))
+                .collect(),
+        },
+        Msg::AppendBatchResponse {
+            id: rng.next_u64(),
+            status: ClientStatus::Ok,
+            first_lsn: lsn,
+            last_lsn: Lsn(lsn.0 + rng.below(8)),
+            message: String::new(),
+        },
     ]
 }
 

@@ -208,6 +208,8 @@ fn run_load(
         rate: None,
         duration: args.duration,
         clients: args.clients,
+        pipeline: 1,
+        batch: 1,
         size: args.size,
         durability: DurabilityLevel::RemoteDurable,
         acked: None,

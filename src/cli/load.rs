@@ -1,10 +1,12 @@
 //! `logship load --addr HOST:PORT ...`: a load generator for a node's client port. Each client
-//! is a connection with one append in flight; every acknowledged LSN is written with its
+//! is a connection with `--pipeline N` appends in flight (1 by default: send, wait, send), or
+//! one `--batch M` request of M records at a time. Every acknowledged LSN is written with its
 //! payload's CRC-32 to `--acked FILE` (one `LSN CRC` line each, CRC in hex), so a later check can
-//! prove nothing acknowledged was lost. Errors are counted by kind and the load goes on
-//! (reconnecting after a lost connection).
+//! prove nothing acknowledged was lost. A record's latency runs from the send of its request to
+//! its answer. Errors are counted by kind and the load goes on (reconnecting after a lost
+//! connection; a client told `not_primary` first collects the answers still in flight).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
@@ -26,6 +28,10 @@ const ACKED_QUEUE_CAPACITY: usize = 1 << 16;
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 /// An answer slower than this counts as a lost connection.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most appends in flight per client (the node's queue per connection).
+const MAX_PIPELINE: usize = logship::replication::node::MAX_IN_FLIGHT_PER_CONNECTION;
+/// Most records per batch request.
+const MAX_BATCH: usize = logship::replication::protocol::msg::MAX_BATCH_RECORDS;
 
 /// Arguments of `logship load`.
 #[derive(Debug, clap::Args)]
@@ -40,15 +46,23 @@ pub struct LoadArgs {
         required = true
     )]
     pub addr: Vec<SocketAddr>,
-    /// Total appends per second across clients (default: as fast as acknowledgements allow).
+    /// Total records per second across clients (default: as fast as acknowledgements allow).
     #[arg(long)]
     pub rate: Option<f64>,
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Connections, each with one append in flight.
+    /// Connections, each with `--pipeline` appends in flight.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
+    /// Appends each client keeps in flight on its connection (1 to 1024): it sends the next as
+    /// soon as one is answered. 1 sends one append and waits for its answer.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Records per append request (1 to 4096), sent as one batch request, one request at a
+    /// time per client; 1 sends ordinary appends. Not with `--pipeline` above 1.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Payload bytes per record (at least 16).
     #[arg(long, default_value_t = 100)]
     pub size: usize,
@@ -129,29 +143,29 @@ pub fn start_clients(
     let interval = args
         .rate
         .filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f64(args.clients as f64 / r));
+        .map(|r| Duration::from_secs_f64(args.clients as f64 * args.batch as f64 / r));
     let mut threads = Vec::new();
     for id in 0..args.clients as u64 {
-        let (stats, acked, addrs, size, level) = (
-            Arc::clone(stats),
-            acked.clone(),
-            args.addr.clone(),
-            args.size,
-            args.durability,
-        );
+        let mut client = LoadClient {
+            id,
+            addrs: args.addr.clone(),
+            addr: args.addr[id as usize % args.addr.len()],
+            size: args.size,
+            level: args.durability,
+            interval,
+            next_at: Instant::now(),
+            deadline,
+            stats: Arc::clone(stats),
+            acked: acked.clone(),
+            seq: 0,
+        };
+        let (pipeline, batch) = (args.pipeline, args.batch);
         let t = std::thread::Builder::new()
             .name(format!("load-{id}"))
-            .spawn(move || {
-                client_loop(
-                    id,
-                    &addrs,
-                    size,
-                    level,
-                    interval,
-                    deadline,
-                    &stats,
-                    acked.as_ref(),
-                )
+            .spawn(move || match (pipeline, batch) {
+                (1, 1) => client.one_at_a_time(),
+                (_, 1) => client.pipelined(pipeline),
+                _ => client.batched(batch),
             })
             .context("spawning a load client")?;
         threads.push(t);
@@ -159,63 +173,203 @@ pub fn start_clients(
     Ok(threads)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn client_loop(
+/// One load client: its connection's target, its pacing, and where its results go.
+struct LoadClient {
     id: u64,
-    addrs: &[SocketAddr],
+    addrs: Vec<SocketAddr>,
+    /// Where it connects next. Clients start spread over the addresses; each moves on when its
+    /// node is not the primary.
+    addr: SocketAddr,
     size: usize,
     level: DurabilityLevel,
+    /// Time between requests, with `--rate`.
     interval: Option<Duration>,
+    next_at: Instant,
     deadline: Instant,
-    stats: &LoadStats,
-    acked: Option<&crossbeam_channel::Sender<(u64, u32)>>,
-) {
-    let mut client = None;
-    // Clients start spread over the addresses; each moves on when its node is not the primary.
-    let mut addr = addrs[id as usize % addrs.len()];
-    let mut next_at = Instant::now();
-    let mut seq = 0u64;
-    while Instant::now() < deadline && !stats.stop.load(Ordering::Acquire) {
-        if let Some(i) = interval {
-            let now = Instant::now();
-            if next_at > now {
-                std::thread::sleep(next_at - now);
-            }
-            next_at = next_at.max(now - i) + i;
+    stats: Arc<LoadStats>,
+    acked: Option<crossbeam_channel::Sender<(u64, u32)>>,
+    seq: u64,
+}
+
+/// An append in flight: its payload's CRC and when it was sent.
+struct Flight {
+    crc: u32,
+    sent: Instant,
+}
+
+impl LoadClient {
+    fn running(&self) -> bool {
+        Instant::now() < self.deadline && !self.stats.stop.load(Ordering::Acquire)
+    }
+
+    /// Whether `--rate` lets the next request go now; if not, the wait left.
+    fn paced(&mut self) -> Option<Duration> {
+        let i = self.interval?;
+        let now = Instant::now();
+        if self.next_at > now {
+            return Some(self.next_at - now);
         }
-        let c = match &mut client {
-            Some(c) => c,
-            None => match Client::connect(addr, Duration::from_secs(2)) {
+        self.next_at = self.next_at.max(now - i) + i;
+        None
+    }
+
+    /// A connection, made now if there is none; `None` (counted, after a pause) if it fails.
+    fn connect<'c>(&mut self, client: &'c mut Option<Client>) -> Option<&'c mut Client> {
+        if client.is_none() {
+            match Client::connect(self.addr, Duration::from_secs(2)) {
                 Ok(mut c) => {
                     let _ = c.set_timeout(REQUEST_TIMEOUT);
-                    client.insert(c)
+                    *client = Some(c);
                 }
                 Err(_) => {
-                    stats.error("connect");
-                    addr = next_addr(addrs, addr);
+                    self.stats.error("connect");
+                    self.addr = next_addr(&self.addrs, self.addr);
                     std::thread::sleep(RECONNECT_DELAY);
-                    continue;
-                }
-            },
-        };
-        seq += 1;
-        let p = payload(id, seq, size);
-        let crc = crc32fast::hash(&p);
-        let t0 = Instant::now();
-        match c.append(p, level) {
-            Ok(lsn) => {
-                let us = t0.elapsed().as_micros().max(1) as u64;
-                stats.acked.fetch_add(1, Ordering::Relaxed);
-                let _ = stats.total.lock().record(us);
-                let _ = stats.window.lock().record(us);
-                if let Some(tx) = acked {
-                    let _ = tx.send((lsn.0, crc));
                 }
             }
-            Err(e) => {
-                if let Some(next) = after_error(e, stats, addrs, addr) {
-                    client = None;
-                    addr = next;
+        }
+        client.as_mut()
+    }
+
+    /// The next payload and its CRC.
+    fn next_payload(&mut self) -> (Bytes, u32) {
+        self.seq += 1;
+        let p = payload(self.id, self.seq, self.size);
+        let crc = crc32fast::hash(&p);
+        (p, crc)
+    }
+
+    /// Counts an acknowledged record and queues it for `--acked`.
+    fn acknowledged(&self, lsn: u64, crc: u32, sent: Instant) {
+        let us = sent.elapsed().as_micros().max(1) as u64;
+        self.stats.acked.fetch_add(1, Ordering::Relaxed);
+        let _ = self.stats.total.lock().record(us);
+        let _ = self.stats.window.lock().record(us);
+        if let Some(tx) = &self.acked {
+            let _ = tx.send((lsn, crc));
+        }
+    }
+
+    /// Counts a failure; true when the connection is to be dropped (then `addr` is where to go).
+    fn failed(&mut self, e: logship::replication::Error) -> bool {
+        match after_error(e, &self.stats, &self.addrs, self.addr) {
+            Some(next) => {
+                self.addr = next;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One append in flight: send, wait for the answer, send the next.
+    fn one_at_a_time(&mut self) {
+        let mut client = None;
+        while self.running() {
+            if let Some(wait) = self.paced() {
+                std::thread::sleep(wait);
+                continue;
+            }
+            let Some(c) = self.connect(&mut client) else {
+                continue;
+            };
+            let (p, crc) = self.next_payload();
+            let sent = Instant::now();
+            match c.append(p, self.level) {
+                Ok(lsn) => self.acknowledged(lsn.0, crc, sent),
+                Err(e) => {
+                    if self.failed(e) {
+                        client = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `window` appends in flight: a new one goes as soon as one is answered (or as `--rate`
+    /// allows). After a failure that moves the client elsewhere it sends nothing more on the
+    /// connection, collects what is in flight there, then reconnects.
+    fn pipelined(&mut self, window: usize) {
+        let mut client = None;
+        let mut flights: VecDeque<Flight> = VecDeque::new();
+        let mut leaving = false;
+        while self.running() || !flights.is_empty() {
+            let Some(c) = self.connect(&mut client) else {
+                continue;
+            };
+            let mut wait = None;
+            while !leaving && flights.len() < window && self.running() {
+                wait = self.paced();
+                if wait.is_some() {
+                    break;
+                }
+                let (p, crc) = self.next_payload();
+                let sent = Instant::now();
+                if let Err(e) = c.send_append(p, self.level) {
+                    self.failed(e);
+                    (client, leaving) = (None, false);
+                    flights.clear();
+                    break;
+                }
+                flights.push_back(Flight { crc, sent });
+            }
+            let Some(c) = client.as_mut() else { continue };
+            if flights.is_empty() {
+                if let Some(w) = wait {
+                    std::thread::sleep(w);
+                }
+                if leaving {
+                    (client, leaving) = (None, false);
+                }
+                continue;
+            }
+            match c.recv_append() {
+                Ok((_, outcome)) => {
+                    let f = flights
+                        .pop_front()
+                        .expect("an answer comes for an append in flight");
+                    match outcome {
+                        Ok(lsn) => self.acknowledged(lsn.0, f.crc, f.sent),
+                        Err(e) => leaving |= self.failed(e),
+                    }
+                }
+                Err(e) => {
+                    self.failed(e);
+                    (client, leaving) = (None, false);
+                    flights.clear();
+                }
+            }
+        }
+    }
+
+    /// One batch request of `batch` records at a time.
+    fn batched(&mut self, batch: usize) {
+        let mut client = None;
+        while self.running() {
+            if let Some(wait) = self.paced() {
+                std::thread::sleep(wait);
+                continue;
+            }
+            let Some(c) = self.connect(&mut client) else {
+                continue;
+            };
+            let (mut payloads, mut crcs) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
+            for _ in 0..batch {
+                self.seq += 1;
+                let p = payload(self.id, self.seq, self.size);
+                crcs.push(crc32fast::hash(&p));
+                payloads.push(p);
+            }
+            let sent = Instant::now();
+            match c.append_batch(self.level, &payloads) {
+                Ok((first, _)) => {
+                    for (i, crc) in crcs.into_iter().enumerate() {
+                        self.acknowledged(first.0 + i as u64, crc, sent);
+                    }
+                }
+                Err(e) => {
+                    if self.failed(e) {
+                        client = None;
+                    }
                 }
             }
         }
@@ -284,14 +438,32 @@ pub fn start_acked_writer(path: PathBuf) -> anyhow::Result<AckedWriter> {
     Ok((tx, t))
 }
 
-/// Runs `logship load`.
-pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+/// Refuses arguments out of their bounds, naming the flag.
+fn check_args(args: &LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
     anyhow::ensure!(
         args.size >= 16,
         "--size must be at least 16 (the payload names its client and sequence)"
     );
     anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
+    anyhow::ensure!(
+        (1..=MAX_PIPELINE).contains(&args.pipeline),
+        "--pipeline must be 1 to {MAX_PIPELINE}"
+    );
+    anyhow::ensure!(
+        (1..=MAX_BATCH).contains(&args.batch),
+        "--batch must be 1 to {MAX_BATCH}"
+    );
+    anyhow::ensure!(
+        args.pipeline == 1 || args.batch == 1,
+        "--pipeline and --batch do not go together: choose one"
+    );
+    Ok(())
+}
+
+/// Runs `logship load`.
+pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    check_args(&args)?;
     let (tx, writer) = match &args.acked {
         Some(p) => {
             let (tx, t) = start_acked_writer(p.clone())?;
@@ -316,7 +488,8 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let errors = stats.errors.lock().clone();
     if args.json {
         let v = serde_json::json!({
-            "seconds": elapsed, "clients": args.clients, "size": args.size,
+            "seconds": elapsed, "clients": args.clients, "pipeline": args.pipeline,
+            "batch": args.batch, "size": args.size,
             "durability": args.durability.as_str(), "acknowledged": acked,
             "per_second": acked as f64 / elapsed, "errors": errors,
             "latency_us": { "p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99),
@@ -325,8 +498,10 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         println!("{v}");
     } else {
         println!(
-            "load: {elapsed:.1} s, {} clients, {} B records, {}",
+            "load: {elapsed:.1} s, {} clients, pipeline {}, batch {}, {} B records, {}",
             args.clients,
+            args.pipeline,
+            args.batch,
             args.size,
             args.durability.as_str()
         );

@@ -369,7 +369,7 @@ fn pick_election_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
 /// A client request or response, with fields from the input.
 fn pick_client_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
     let id = u64::from(input.byte());
-    match input.pick(6) {
+    match input.pick(8) {
         0 => Msg::AppendRequest {
             id,
             level: DurabilityLevel::ALL[input.pick(4)],
@@ -394,10 +394,27 @@ fn pick_client_msg(input: &mut Input<'_>, near: Lsn) -> Msg {
             records: Bytes::from(input.bytes(64)),
         },
         4 => Msg::StatusRequest { id },
-        _ => Msg::StatusResponse {
+        5 => Msg::StatusResponse {
             id,
             json: input.name("{}"),
         },
+        6 => Msg::AppendBatchRequest {
+            id,
+            level: DurabilityLevel::ALL[input.pick(4)],
+            payloads: (0..=input.pick(4))
+                .map(|_| Bytes::from(input.bytes(16)))
+                .collect(),
+        },
+        _ => {
+            let first_lsn = input.lsn_near(near);
+            Msg::AppendBatchResponse {
+                id,
+                status: CLIENT_STATUSES[input.pick(CLIENT_STATUSES.len())],
+                first_lsn,
+                last_lsn: input.lsn_near(first_lsn),
+                message: input.name(""),
+            }
+        }
     }
 }
 

@@ -1,29 +1,64 @@
-//! The client port: append (with a durability level), read from an LSN, status. Ordinary
-//! sockets, one thread per connection, requests answered in order. Unauthenticated: bind it to
-//! loopback or a trusted network (docs/operations.md).
+//! The client port: append (with a durability level), append a batch, read from an LSN,
+//! status, promote. Ordinary sockets; unauthenticated: bind it to loopback or a trusted network
+//! (docs/operations.md).
+//!
+//! Each connection has two threads, so that a client may keep many requests in flight on it
+//! (pipelining). The reader decodes requests as they arrive and admits each append at once:
+//! the record goes to the log, and its wait for the durability level asked for is queued
+//! without being waited for. Reads, status and promote requests are queued as they are, to be
+//! carried out in their turn. The answerer takes the queue in request order: it waits for each
+//! append's level (commits complete in LSN order, so waiting in order costs nothing), carries
+//! out the other requests, and writes every answer in request order through a write buffer
+//! that it flushes whenever it would otherwise wait, so answers that are ready together leave
+//! in one write. A client that sends one request at a time sees the old behaviour.
+//!
+//! Bounds. At most [`MAX_CLIENT_CONNECTIONS`] connections; per connection at most
+//! [`MAX_IN_FLIGHT_PER_CONNECTION`] requests queued between the two threads. When the queue is
+//! full the reader stops reading, and TCP pushes back on the client. Each queued entry holds at
+//! most one request (at most the port's request limit, `max_record_bytes` plus
+//! [`REQUEST_OVERHEAD_BYTES`] and a batch's length prefixes), so the port holds at most
+//! connections × in-flight × largest request, plus per connection one request being decoded, a
+//! read buffer, one read answer ([`MAX_READ_BYTES`]) and the write buffer. In practice an
+//! admitted append's entry is a few dozen bytes: its payload is in the log's queue from
+//! admission on, which the log bounds on its own (`max_queue_bytes`, appenders wait above it).
+//!
+//! A connection ends, both threads with it, at the client's close, a read or write error, a
+//! malformed frame or a frame that is not a client request (the answers of the requests before
+//! it are still sent), or the node's shutdown; shutdown joins every connection's threads.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufWriter, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError};
 use logship_engine::Lsn;
 use parking_lot::Mutex;
 
-use super::Inner;
+use super::{Commit, Inner};
 use crate::error::{Error, Result};
 use crate::protocol::frame::FrameDecoder;
+use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
 use crate::protocol::{ClientStatus, Msg};
 
 /// Client connections served at once; more are closed at accept.
 pub const MAX_CLIENT_CONNECTIONS: usize = 512;
 /// Largest read response.
 pub const MAX_READ_BYTES: usize = 8 << 20;
-/// Room in a request frame beyond the record itself.
-const REQUEST_OVERHEAD_BYTES: usize = 4096;
+/// Requests of one connection admitted and not yet answered, at most; the reader stops
+/// reading while this many wait.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
+/// Room in a request frame beyond the record itself (a batch also gets its length prefixes:
+/// a batch's records together may be as large as one maximum record).
+pub const REQUEST_OVERHEAD_BYTES: usize = 4096;
+/// Bytes read from a connection at once.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+/// Bytes of answers gathered before a write (a flush comes sooner whenever the answerer would
+/// wait).
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// How often idle connection threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -94,10 +129,10 @@ fn accept_loop(
         let spawned = std::thread::Builder::new()
             .name("logship-client".into())
             .spawn(move || {
-                let max_request = inner
+                let max_record = inner
                     .upgrade()
-                    .map_or(0, |i| i.config.log_options().max_record_bytes)
-                    + REQUEST_OVERHEAD_BYTES;
+                    .map_or(0, |i| i.config.log_options().max_record_bytes);
+                let max_request = max_request_bytes(max_record);
                 if let Err(e) = serve(stream, &inner, &stop, max_request) {
                     tracing::debug!(error = %e, "client connection ended");
                 }
@@ -111,16 +146,70 @@ fn accept_loop(
     }
 }
 
+/// The largest request frame the port reads: one maximum record, or a batch whose records
+/// together are as large, with room for the rest of the request.
+fn max_request_bytes(max_record_bytes: usize) -> usize {
+    max_record_bytes + REQUEST_OVERHEAD_BYTES + MAX_BATCH_RECORDS * BATCH_RECORD_PREFIX_BYTES
+}
+
 fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     inner: &Weak<Inner>,
     stop: &AtomicBool,
     max_request: usize,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(POLL))?;
+    stream.set_write_timeout(Some(POLL))?;
+    let writer = stream.try_clone()?;
+    let (tx, rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT_PER_CONNECTION);
+    std::thread::scope(|s| {
+        let answerer = std::thread::Builder::new()
+            .name("logship-client-answers".into())
+            .spawn_scoped(s, move || answer_requests(&rx, &writer, inner, stop))?;
+        let read = read_requests(&stream, inner, stop, max_request, &tx);
+        drop(tx);
+        let answered = answerer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the answering thread panicked")));
+        read.and(answered)
+    })
+}
+
+/// A request between the reader and the answerer.
+enum Pending {
+    /// An admitted append: its wait for the level.
+    Append { id: u64, commit: Commit },
+    /// An admitted batch: its first LSN and the wait of its last record.
+    Batch { id: u64, first: Lsn, commit: Commit },
+    /// An answer known at admission (a refused append).
+    Ready(Msg),
+    /// A read, status or promote request, carried out in its turn.
+    InTurn(Msg),
+}
+
+impl Pending {
+    /// Whether its answer can be had without waiting for the log or the quorum.
+    fn is_ready(&self) -> bool {
+        match self {
+            Pending::Append { commit, .. } | Pending::Batch { commit, .. } => commit.is_ready(),
+            Pending::Ready(_) => true,
+            Pending::InTurn(_) => false,
+        }
+    }
+}
+
+/// The reader: decodes requests, admits appends, queues everything in order. Returns at the
+/// client's close or the port's stop, or with the error that ends the connection.
+fn read_requests(
+    mut stream: &TcpStream,
+    inner: &Weak<Inner>,
+    stop: &AtomicBool,
+    max_request: usize,
+    queue: &Sender<Pending>,
+) -> std::io::Result<()> {
     let mut decoder = FrameDecoder::new(max_request);
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = vec![0u8; READ_BUFFER_BYTES];
     loop {
         if stop.load(Ordering::Acquire) {
             return Ok(());
@@ -128,32 +217,159 @@ fn serve(
         let n = match stream.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
+            Err(e) if is_timeout(&e) => continue,
             Err(e) => return Err(e),
         };
         decoder.push(&buf[..n]);
-        loop {
-            let frame = match decoder.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            };
-            let msg = Msg::decode(&frame)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        // One read's worth of frames: every frame takes at least a header off the buffer.
+        while let Some(frame) = decoder.next_frame().map_err(invalid)? {
+            let msg = Msg::decode(&frame).map_err(invalid)?;
             let Some(inner) = inner.upgrade() else {
                 return Ok(());
             };
-            let reply = handle(&inner, msg)?;
+            let pending = admit(&inner, msg)?;
             drop(inner);
-            stream.write_all(&reply.encode())?;
+            enqueue(queue, pending, stop)?;
         }
+    }
+}
+
+fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Queues `pending`, waiting while the queue is full (the reader reads nothing meanwhile:
+/// back-pressure on the client) unless the port stops or the answerer is gone.
+fn enqueue(
+    queue: &Sender<Pending>,
+    mut pending: Pending,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    loop {
+        match queue.send_timeout(pending, POLL) {
+            Ok(()) => return Ok(()),
+            Err(SendTimeoutError::Timeout(back)) if !stop.load(Ordering::Acquire) => {
+                pending = back;
+            }
+            Err(_) => {
+                let why = "the connection stopped answering";
+                return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, why));
+            }
+        }
+    }
+}
+
+/// Admits an append or a batch (hands it to the log, does not wait for its level); leaves any
+/// other client request for its turn.
+///
+/// # Errors
+/// `InvalidData` for a message that is not a client request (the connection ends).
+fn admit(inner: &Inner, msg: Msg) -> std::io::Result<Pending> {
+    Ok(match msg {
+        Msg::AppendRequest { id, level, payload } => match inner.append(payload, level) {
+            Ok(commit) => Pending::Append { id, commit },
+            Err(e) => Pending::Ready(append_answer(id, Err(e))),
+        },
+        Msg::AppendBatchRequest {
+            id,
+            level,
+            payloads,
+        } => match inner.append_batch(payloads, level) {
+            Ok((first, commit)) => Pending::Batch { id, first, commit },
+            Err(e) => Pending::Ready(batch_answer(id, Lsn::ZERO, Err(e))),
+        },
+        m @ (Msg::ReadRequest { .. } | Msg::StatusRequest { .. } | Msg::PromoteRequest { .. }) => {
+            Pending::InTurn(m)
+        }
+        other => {
+            let m = format!("{} is not a client request", other.name());
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
+        }
+    })
+}
+
+/// The answerer: answers the queue in order until the reader is done (and the queue empty),
+/// the port stops, or a write fails; then closes the connection, which also ends a reader
+/// still waiting for bytes.
+fn answer_requests(
+    queue: &Receiver<Pending>,
+    stream: &TcpStream,
+    inner: &Weak<Inner>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, Patient { stream, stop });
+    let result = answer_in_order(queue, &mut out, inner, stop);
+    let flushed = out.flush();
+    let _ = stream.shutdown(Shutdown::Both);
+    result.and(flushed)
+}
+
+fn answer_in_order(
+    queue: &Receiver<Pending>,
+    out: &mut BufWriter<Patient<'_>>,
+    inner: &Weak<Inner>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    loop {
+        let pending = match queue.try_recv() {
+            Ok(p) => p,
+            Err(TryRecvError::Empty) => {
+                out.flush()?;
+                match queue.recv() {
+                    Ok(p) => p,
+                    Err(_) => return Ok(()),
+                }
+            }
+            Err(TryRecvError::Disconnected) => return Ok(()),
+        };
+        if stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !pending.is_ready() {
+            out.flush()?;
+        }
+        let answer = match pending {
+            Pending::Append { id, commit } => append_answer(id, commit.wait()),
+            Pending::Batch { id, first, commit } => batch_answer(id, first, commit.wait()),
+            Pending::Ready(answer) => answer,
+            Pending::InTurn(request) => {
+                let Some(inner) = inner.upgrade() else {
+                    return Ok(());
+                };
+                handle(&inner, request)
+            }
+        };
+        out.write_all(&answer.encode())?;
+    }
+}
+
+/// The connection's writing end: a write that times out (the client reads slowly) is tried
+/// again until the port stops, so that a client that stops reading holds its answerer only
+/// until shutdown.
+struct Patient<'a> {
+    stream: &'a TcpStream,
+    stop: &'a AtomicBool,
+}
+
+impl Write for Patient<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.stream.write(buf) {
+                Err(e) if is_timeout(&e) && !self.stop.load(Ordering::Acquire) => {}
+                result => return result,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -171,29 +387,61 @@ fn status_of(e: &Error) -> ClientStatus {
     }
 }
 
-fn handle(inner: &Inner, msg: Msg) -> std::io::Result<Msg> {
-    Ok(match msg {
-        Msg::AppendRequest { id, level, payload } => {
-            match inner.append(payload, level).and_then(super::Commit::wait) {
-                Ok(lsn) => Msg::AppendResponse {
-                    id,
-                    status: ClientStatus::Ok,
-                    lsn,
-                    message: String::new(),
-                },
-                Err(e) => Msg::AppendResponse {
-                    id,
-                    status: status_of(&e),
-                    lsn: Lsn::ZERO,
-                    message: match e {
-                        // The message of `not_primary` is the primary's client address (or
-                        // empty): clients follow it (docs/protocol.md).
-                        Error::NotPrimary { leader_hint } => leader_hint.unwrap_or_default(),
-                        e => e.to_string(),
-                    },
-                },
+/// The message of a failed append: for `not_primary`, the primary's client address (or
+/// empty), which clients follow (docs/protocol.md).
+fn failure_message(e: Error) -> String {
+    match e {
+        Error::NotPrimary { leader_hint } => leader_hint.unwrap_or_default(),
+        e => e.to_string(),
+    }
+}
+
+fn append_answer(id: u64, outcome: Result<Lsn>) -> Msg {
+    match outcome {
+        Ok(lsn) => Msg::AppendResponse {
+            id,
+            status: ClientStatus::Ok,
+            lsn,
+            message: String::new(),
+        },
+        Err(e) => Msg::AppendResponse {
+            id,
+            status: status_of(&e),
+            lsn: Lsn::ZERO,
+            message: failure_message(e),
+        },
+    }
+}
+
+/// The answer to a batch whose first record is `first`, once its last record's wait ended.
+fn batch_answer(id: u64, first: Lsn, outcome: Result<Lsn>) -> Msg {
+    match outcome {
+        Ok(last) => {
+            assert!(
+                first > Lsn::ZERO && first <= last,
+                "a batch from {first} acknowledged at {last}"
+            );
+            Msg::AppendBatchResponse {
+                id,
+                status: ClientStatus::Ok,
+                first_lsn: first,
+                last_lsn: last,
+                message: String::new(),
             }
         }
+        Err(e) => Msg::AppendBatchResponse {
+            id,
+            status: status_of(&e),
+            first_lsn: Lsn::ZERO,
+            last_lsn: Lsn::ZERO,
+            message: failure_message(e),
+        },
+    }
+}
+
+/// Carries out a read, status or promote request in its turn.
+fn handle(inner: &Inner, msg: Msg) -> Msg {
+    match msg {
         Msg::ReadRequest {
             id,
             from,
@@ -216,11 +464,8 @@ fn handle(inner: &Inner, msg: Msg) -> std::io::Result<Msg> {
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             Msg::StatusResponse { id, json }
         }
-        other => {
-            let m = format!("{} is not a client request", other.name());
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
-        }
-    })
+        other => unreachable!("{} is admitted only as an append", other.name()),
+    }
 }
 
 fn read(inner: &Inner, id: u64, from: Lsn, max_bytes: u32) -> Msg {

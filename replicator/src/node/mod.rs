@@ -55,6 +55,9 @@ use crate::vocab::{
 };
 
 pub use self::apply::ApplyStream;
+pub use self::client_port::{
+    MAX_CLIENT_CONNECTIONS, MAX_IN_FLIGHT_PER_CONNECTION, MAX_READ_BYTES, REQUEST_OVERHEAD_BYTES,
+};
 use self::integrity::Integrity;
 pub use self::integrity::{DamagedStatus, IntegrityStatus, RepairEvent};
 pub use self::keys::{generate_key_text, load_key, random_nonce};
@@ -912,11 +915,33 @@ impl Inner {
     }
 
     fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
+        self.admitted_append(level, || Ok((self.log.append(payload)?.lsn(), 1)))
+    }
+
+    /// Appends `payloads` as one batch of the log (contiguous LSNs, no other record between
+    /// them, one admission and one wait); returns the first LSN and the wait of the last.
+    fn append_batch(&self, payloads: Vec<Bytes>, level: DurabilityLevel) -> Result<(Lsn, Commit)> {
+        let mut first = Lsn::ZERO;
+        let commit = self.admitted_append(level, || {
+            let batch = self.log.append_batch(payloads)?;
+            first = batch.first_lsn();
+            Ok((batch.last_lsn(), batch.len()))
+        })?;
+        Ok((first, commit))
+    }
+
+    /// Waits for the replica to admit an append at `level`, runs `append` (which returns the
+    /// last LSN it took and how many records), and registers the wait for that LSN.
+    fn admitted_append(
+        &self,
+        level: DurabilityLevel,
+        append: impl FnOnce() -> Result<(Lsn, u64)>,
+    ) -> Result<Commit> {
         let (waiter, admission) = self.waiters.admission();
         self.step(Input::ClientAppend { waiter, level });
         admission.wait()?;
-        let lsn = self.log.append(payload)?.lsn();
-        self.counters.appends[level as usize].fetch_add(1, Ordering::Relaxed);
+        let (lsn, records) = append()?;
+        self.counters.appends[level as usize].fetch_add(records, Ordering::Relaxed);
         let commit = self.waiters.register(waiter, level, lsn);
         if level != DurabilityLevel::Local {
             self.step(Input::Appended { waiter, level, lsn });

@@ -30,6 +30,12 @@ pub const MAX_NAME_BYTES: usize = 255;
 pub const MAX_HISTORY_ENTRIES: usize = 4096;
 /// Bytes of one epoch-history entry on the wire: epoch, first LSN.
 const HISTORY_ENTRY_BYTES: usize = 16;
+/// Most records in one [`Msg::AppendBatchRequest`].
+pub const MAX_BATCH_RECORDS: usize = 4096;
+/// Bytes of an [`Msg::AppendBatchRequest`] body before its records: id, level, count.
+pub const BATCH_PREFIX_BYTES: usize = 11;
+/// Bytes in front of each record of an [`Msg::AppendBatchRequest`]: its length.
+pub const BATCH_RECORD_PREFIX_BYTES: usize = 4;
 /// Flag bit of [`Msg::VoteRequest`] and [`Msg::VoteResponse`]: a pre-vote.
 const FLAG_PRE_VOTE: u8 = 1;
 /// Flag bit of [`Msg::VoteRequest`]: a planned switchover.
@@ -376,6 +382,32 @@ pub enum Msg {
         /// Error text when not `Ok`.
         message: String,
     },
+    /// Client → node: append several records, in order, answered once.
+    ///
+    /// The node appends them as one batch of the log: their LSNs are contiguous,
+    /// `first_lsn..=last_lsn` of the answer, and no other client's record comes between them.
+    AppendBatchRequest {
+        /// Client's request id, echoed.
+        id: u64,
+        /// Durability to wait for, for every record of the batch.
+        level: DurabilityLevel,
+        /// The records, 1 to [`MAX_BATCH_RECORDS`] of them.
+        payloads: Vec<Bytes>,
+    },
+    /// Node → client: the outcome of an [`Msg::AppendBatchRequest`], sent once its last record
+    /// reached the level asked for (commits complete in LSN order, so every record has).
+    AppendBatchResponse {
+        /// The request id.
+        id: u64,
+        /// Outcome, for the whole batch.
+        status: ClientStatus,
+        /// LSN of the batch's first record (0 when not `Ok`).
+        first_lsn: Lsn,
+        /// LSN of the batch's last record (0 when not `Ok`).
+        last_lsn: Lsn,
+        /// Error text when not `Ok`.
+        message: String,
+    },
     /// Client → node: read durable records from an LSN.
     ReadRequest {
         /// Client's request id.
@@ -480,6 +512,10 @@ pub mod kind {
     pub const PROMOTE_REQUEST: u8 = 22;
     /// [`super::Msg::PromoteResponse`].
     pub const PROMOTE_RESPONSE: u8 = 23;
+    /// [`super::Msg::AppendBatchRequest`].
+    pub const APPEND_BATCH_REQUEST: u8 = 24;
+    /// [`super::Msg::AppendBatchResponse`].
+    pub const APPEND_BATCH_RESPONSE: u8 = 25;
 }
 
 /// Size of the fixed part of a Records body, before the records.
@@ -550,6 +586,8 @@ impl Msg {
             Msg::TimeoutNow { .. } => kind::TIMEOUT_NOW,
             Msg::PromoteRequest { .. } => kind::PROMOTE_REQUEST,
             Msg::PromoteResponse { .. } => kind::PROMOTE_RESPONSE,
+            Msg::AppendBatchRequest { .. } => kind::APPEND_BATCH_REQUEST,
+            Msg::AppendBatchResponse { .. } => kind::APPEND_BATCH_RESPONSE,
         }
     }
 
@@ -587,6 +625,9 @@ impl Msg {
             | Msg::StatusResponse { .. }
             | Msg::PromoteRequest { .. }
             | Msg::PromoteResponse { .. } => self.put_client(&mut b),
+            Msg::AppendBatchRequest { .. } | Msg::AppendBatchResponse { .. } => {
+                self.put_batch(&mut b)
+            }
         }
         b
     }
@@ -856,6 +897,47 @@ impl Msg {
         }
     }
 
+    /// A batch of appends and its answer.
+    fn put_batch(&self, b: &mut BytesMut) {
+        match self {
+            Msg::AppendBatchRequest {
+                id,
+                level,
+                payloads,
+            } => {
+                assert!(
+                    (1..=MAX_BATCH_RECORDS).contains(&payloads.len()),
+                    "a batch of {} records (1..={MAX_BATCH_RECORDS})",
+                    payloads.len()
+                );
+                let bytes: usize = payloads.iter().map(|p| p.len()).sum();
+                b.reserve(BATCH_PREFIX_BYTES + payloads.len() * BATCH_RECORD_PREFIX_BYTES + bytes);
+                b.put_u64_le(*id);
+                b.put_u8(level.as_u8());
+                b.put_u16_le(payloads.len() as u16);
+                for p in payloads {
+                    let len = u32::try_from(p.len()).expect("a record is far below 4 GiB");
+                    b.put_u32_le(len);
+                    b.put_slice(p);
+                }
+            }
+            Msg::AppendBatchResponse {
+                id,
+                status,
+                first_lsn,
+                last_lsn,
+                message,
+            } => {
+                b.put_u64_le(*id);
+                b.put_u8(*status as u8);
+                b.put_u64_le(first_lsn.0);
+                b.put_u64_le(last_lsn.0);
+                put_str(b, message);
+            }
+            other => unreachable!("{} is not a batch message", other.name()),
+        }
+    }
+
     /// Decodes a frame's body.
     ///
     /// # Errors
@@ -900,6 +982,8 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::STATUS_RESPONSE => "status_response",
         kind::PROMOTE_REQUEST => "promote_request",
         kind::PROMOTE_RESPONSE => "promote_response",
+        kind::APPEND_BATCH_REQUEST => "append_batch_request",
+        kind::APPEND_BATCH_RESPONSE => "append_batch_response",
         _ => "unknown",
     }
 }
@@ -1204,10 +1288,7 @@ impl Reader {
     fn client(&mut self, k: u8) -> Result<Msg, FrameError> {
         Ok(match k {
             kind::APPEND_REQUEST => {
-                let id = self.u64()?;
-                let v = self.u8()?;
-                let level = DurabilityLevel::from_u8(v)
-                    .ok_or_else(|| self.bad(format!("unknown level {v}")))?;
+                let (id, level) = (self.u64()?, self.level()?);
                 Msg::AppendRequest {
                     id,
                     level,
@@ -1252,6 +1333,65 @@ impl Reader {
         })
     }
 
+    /// A batch of appends and its answer.
+    fn batch(&mut self, k: u8) -> Result<Msg, FrameError> {
+        Ok(match k {
+            kind::APPEND_BATCH_REQUEST => {
+                let (id, level) = (self.u64()?, self.level()?);
+                Msg::AppendBatchRequest {
+                    id,
+                    level,
+                    payloads: self.payloads()?,
+                }
+            }
+            kind::APPEND_BATCH_RESPONSE => {
+                let (id, status) = (self.u64()?, self.status()?);
+                let (first_lsn, last_lsn) = (self.lsn()?, self.lsn()?);
+                if first_lsn > last_lsn || (status == ClientStatus::Ok && first_lsn == Lsn::ZERO) {
+                    return Err(self.bad(format!("LSN range {first_lsn}..={last_lsn}")));
+                }
+                Msg::AppendBatchResponse {
+                    id,
+                    status,
+                    first_lsn,
+                    last_lsn,
+                    message: self.string(usize::from(u16::MAX))?,
+                }
+            }
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+
+    fn level(&mut self) -> Result<DurabilityLevel, FrameError> {
+        let v = self.u8()?;
+        DurabilityLevel::from_u8(v).ok_or_else(|| self.bad(format!("unknown level {v}")))
+    }
+
+    /// A batch's records: a count of 1 to [`MAX_BATCH_RECORDS`], then that many (u32 length,
+    /// bytes) pairs, each length within what is left of the body. The payloads are slices of
+    /// the body, not copies.
+    fn payloads(&mut self) -> Result<Vec<Bytes>, FrameError> {
+        let n = usize::from(self.u16()?);
+        if !(1..=MAX_BATCH_RECORDS).contains(&n) {
+            return Err(self.bad(format!("{n} records (1..={MAX_BATCH_RECORDS})")));
+        }
+        // Every record takes its length prefix: a count the body cannot hold fails here,
+        // before anything is allocated for it.
+        self.need(n * BATCH_RECORD_PREFIX_BYTES)?;
+        let mut payloads = Vec::with_capacity(n);
+        for i in 0..n {
+            let len = self.u32()? as usize;
+            if len > self.body.remaining() {
+                return Err(self.bad(format!(
+                    "record {i} of {len} bytes, {} left",
+                    self.body.remaining()
+                )));
+            }
+            payloads.push(self.body.split_to(len));
+        }
+        Ok(payloads)
+    }
+
     fn message(&mut self, k: u8) -> Result<Msg, FrameError> {
         let msg = match k {
             kind::HELLO..=kind::REJECT => self.session(k)?,
@@ -1259,6 +1399,7 @@ impl Reader {
             kind::FETCH..=kind::DIGESTS => self.integrity(k)?,
             kind::VOTE_REQUEST..=kind::TIMEOUT_NOW => self.election(k)?,
             kind::APPEND_REQUEST..=kind::PROMOTE_RESPONSE => self.client(k)?,
+            kind::APPEND_BATCH_REQUEST..=kind::APPEND_BATCH_RESPONSE => self.batch(k)?,
             other => return Err(FrameError::UnknownKind(other)),
         };
         self.end()?;
@@ -1305,7 +1446,176 @@ mod tests {
         let mut all = handshake_samples();
         all.extend(stream_samples());
         all.extend(election_and_client_samples());
+        all.extend(batch_samples());
         all
+    }
+
+    fn batch_samples() -> Vec<Msg> {
+        vec![
+            Msg::AppendBatchRequest {
+                id: 5,
+                level: DurabilityLevel::RemoteDurable,
+                payloads: vec![
+                    Bytes::from_static(b"one"),
+                    Bytes::new(),
+                    Bytes::from_static(b"3"),
+                ],
+            },
+            Msg::AppendBatchRequest {
+                id: 6,
+                level: DurabilityLevel::Local,
+                payloads: vec![Bytes::from_static(b"solo")],
+            },
+            Msg::AppendBatchResponse {
+                id: 5,
+                status: ClientStatus::Ok,
+                first_lsn: Lsn(10),
+                last_lsn: Lsn(12),
+                message: String::new(),
+            },
+            Msg::AppendBatchResponse {
+                id: 6,
+                status: ClientStatus::QuorumUnavailable,
+                first_lsn: Lsn::ZERO,
+                last_lsn: Lsn::ZERO,
+                message: "no quorum".into(),
+            },
+        ]
+    }
+
+    /// An AppendBatchRequest body: id 1, level `local`, the count `count`, then `records` as
+    /// (length field, bytes actually present).
+    fn batch_body(count: u16, records: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut body = 1u64.to_le_bytes().to_vec();
+        body.push(DurabilityLevel::Local.as_u8());
+        body.extend_from_slice(&count.to_le_bytes());
+        for (len, bytes) in records {
+            body.extend_from_slice(&len.to_le_bytes());
+            body.extend_from_slice(bytes);
+        }
+        body
+    }
+
+    #[test]
+    fn batch_bodies_are_laid_out_as_documented() {
+        let m = Msg::AppendBatchRequest {
+            id: 1,
+            level: DurabilityLevel::Local,
+            payloads: vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")],
+        };
+        let body = m.body().to_vec();
+        assert_eq!(body, batch_body(2, &[(2, b"ab"), (1, b"c")]));
+        assert_eq!(
+            body.len(),
+            BATCH_PREFIX_BYTES + 2 * BATCH_RECORD_PREFIX_BYTES + 3
+        );
+        let r = Msg::AppendBatchResponse {
+            id: 7,
+            status: ClientStatus::Ok,
+            first_lsn: Lsn(3),
+            last_lsn: Lsn(4),
+            message: "m".into(),
+        }
+        .body()
+        .to_vec();
+        assert_eq!(r.len(), 25 + 2 + 1);
+        assert_eq!(r[0..8], 7u64.to_le_bytes());
+        assert_eq!(r[8], 0);
+        assert_eq!(r[9..17], 3u64.to_le_bytes());
+        assert_eq!(r[17..25], 4u64.to_le_bytes());
+        assert_eq!(r[25..], [1, 0, b'm']);
+        assert_eq!(
+            kind_name(kind::APPEND_BATCH_REQUEST),
+            "append_batch_request"
+        );
+        assert_eq!(
+            kind_name(kind::APPEND_BATCH_RESPONSE),
+            "append_batch_response"
+        );
+    }
+
+    #[test]
+    fn the_largest_batch_round_trips() {
+        let payloads: Vec<Bytes> = (0..MAX_BATCH_RECORDS)
+            .map(|i| Bytes::from(vec![i as u8; i % 7]))
+            .collect();
+        let m = Msg::AppendBatchRequest {
+            id: 9,
+            level: DurabilityLevel::RemoteApplied,
+            payloads,
+        };
+        let got =
+            decode_body(kind::APPEND_BATCH_REQUEST, m.body().to_vec()).expect("a valid batch");
+        assert_eq!(got, m);
+    }
+
+    #[test]
+    fn malformed_batches_are_refused() {
+        let malformed = |body: Vec<u8>, why: &str| {
+            let got = decode_body(kind::APPEND_BATCH_REQUEST, body);
+            assert!(
+                matches!(
+                    got,
+                    Err(FrameError::Malformed {
+                        kind: "append_batch_request",
+                        ..
+                    })
+                ),
+                "{why}: {got:?}"
+            );
+        };
+        malformed(batch_body(0, &[]), "an empty batch");
+        malformed(
+            batch_body(3, &[(1, b"a"), (1, b"b")]),
+            "count above the records",
+        );
+        malformed(
+            batch_body(1, &[(1, b"a"), (1, b"b")]),
+            "count below the records",
+        );
+        malformed(batch_body(u16::MAX, &[(1, b"a")]), "a huge count");
+        let over = MAX_BATCH_RECORDS as u16 + 1;
+        let many: Vec<(u32, &[u8])> = (0..over).map(|_| (0, &[][..])).collect();
+        malformed(batch_body(over, &many), "more records than a batch holds");
+        malformed(batch_body(1, &[(5, b"abc")]), "a length past the body");
+        malformed(batch_body(1, &[(u32::MAX, b"abc")]), "a huge length");
+        let mut cut = batch_body(1, &[(3, b"abc")]);
+        cut.truncate(BATCH_PREFIX_BYTES + 2);
+        malformed(cut, "a length prefix cut short");
+        let mut bad_level = batch_body(1, &[(1, b"a")]);
+        bad_level[8] = 4;
+        malformed(bad_level, "an unknown level");
+        malformed(batch_body(1, &[(1, b"a")])[..10].to_vec(), "no count");
+    }
+
+    #[test]
+    fn batch_answers_with_impossible_ranges_are_refused() {
+        for (status, first, last) in [
+            (ClientStatus::Ok, 5, 4),
+            (ClientStatus::Ok, 0, 0),
+            (ClientStatus::Failed, 2, 1),
+        ] {
+            let body = Msg::AppendBatchResponse {
+                id: 1,
+                status,
+                first_lsn: Lsn(first),
+                last_lsn: Lsn(last),
+                message: String::new(),
+            }
+            .body()
+            .to_vec();
+            let got = decode_body(kind::APPEND_BATCH_RESPONSE, body);
+            assert!(
+                matches!(
+                    got,
+                    Err(FrameError::Malformed {
+                        kind: "append_batch_response",
+                        ..
+                    })
+                ),
+                "{status:?} {first}..={last}: {got:?}"
+            );
+        }
     }
 
     fn handshake_samples() -> Vec<Msg> {
@@ -1778,6 +2088,27 @@ mod tests {
                 let f = Frame { kind: m.kind(), body: m.body().freeze() };
                 prop_assert_eq!(Msg::decode(&f), Ok(m));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip_and_refuse_any_cut(
+            id in any::<u64>(),
+            level in 0u8..4,
+            payloads in proptest::collection::vec(
+                proptest::collection::vec(any::<u8>(), 0..40), 1..20),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let m = Msg::AppendBatchRequest {
+                id,
+                level: DurabilityLevel::ALL[usize::from(level)],
+                payloads: payloads.into_iter().map(Bytes::from).collect(),
+            };
+            let body = m.body().to_vec();
+            prop_assert_eq!(decode_body(kind::APPEND_BATCH_REQUEST, body.clone()), Ok(m));
+            let short = body[..cut.index(body.len())].to_vec();
+            prop_assert!(decode_body(kind::APPEND_BATCH_REQUEST, short).is_err());
         }
     }
 

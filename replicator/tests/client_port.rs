@@ -1,0 +1,327 @@
+//! The client port over real TCP on 127.0.0.1: pipelined appends, batches, answers in request
+//! order, malformed requests, and appends that fail for want of a quorum. A primary and one sync
+//! follower run as `Node`s in this process, each with its log in a temporary directory and
+//! every port chosen by the system.
+//!
+//! Run: `cargo test --release -p logship-replicator --test client_port`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use logship_engine::{Lsn, Record};
+use logship_replicator::config::NodeConfig;
+use logship_replicator::protocol::frame::{encode, FrameDecoder, DEFAULT_MAX_BODY_BYTES};
+use logship_replicator::protocol::msg::kind;
+use logship_replicator::protocol::{ClientStatus, Msg};
+use logship_replicator::{Client, DurabilityLevel, Error, Node};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+/// Bound on every wait for an answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+/// The primary's commit timeout: short, so that a missing quorum is noticed quickly.
+const COMMIT_MS: u64 = 500;
+
+fn key_file(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("key");
+    std::fs::write(&p, KEY).unwrap();
+    p
+}
+
+/// The transport under test: `LOGSHIP_TEST_TRANSPORT` (`portable` by default, `io_uring`).
+fn transport() -> String {
+    std::env::var("LOGSHIP_TEST_TRANSPORT").unwrap_or_else(|_| "portable".into())
+}
+
+fn node_section(dir: &Path, name: &str, role: &str) -> String {
+    format!(
+        "[node]\ntransport = \"{}\"\nid = \"{name}\"\nrole = \"{role}\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_client = \"127.0.0.1:0\"\n",
+        transport(),
+        key_file(dir).display(),
+        dir.join(name).display()
+    )
+}
+
+fn follower(dir: &Path) -> Node {
+    let text = format!(
+        "{}listen_replication = \"127.0.0.1:0\"\n",
+        node_section(dir, "a", "follower")
+    );
+    Node::start(NodeConfig::parse(&text).unwrap()).unwrap()
+}
+
+/// A primary whose one follower `a` at `follower` is its sync quorum.
+fn primary(dir: &Path, follower: SocketAddr) -> Node {
+    let text = format!(
+        "{}[replication]\nfollowers = [{{ name = \"a\", addr = \"{follower}\", mode = \"sync\" }}]\nquorum = \"ANY 1 (a)\"\n[timeouts]\ncommit_ms = {COMMIT_MS}\n",
+        node_section(dir, "p", "primary")
+    );
+    Node::start(NodeConfig::parse(&text).unwrap()).unwrap()
+}
+
+/// A primary and its sync follower, the primary serving (its follower was heard).
+fn cluster(dir: &Path) -> (Node, Node) {
+    let a = follower(dir);
+    let p = primary(dir, a.replication_addr().unwrap());
+    let start = Instant::now();
+    while !p.status().primary.is_some_and(|s| s.serving) {
+        assert!(start.elapsed() < ANSWER_WITHIN, "the primary never served");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (p, a)
+}
+
+fn client(node: &Node) -> Client {
+    Client::connect(node.client_addr().unwrap(), ANSWER_WITHIN).unwrap()
+}
+
+fn payloads(tag: &str, n: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| Bytes::from(format!("{tag} record {i}")))
+        .collect()
+}
+
+/// The records `first..=last`, read through the client port.
+fn read_range(c: &mut Client, first: Lsn, last: Lsn) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::new();
+    while out.last().map_or(Lsn::ZERO, |r| r.lsn) < last {
+        let from = out.last().map_or(first, |r| r.lsn.next());
+        let got = c.read(from, 1 << 20).unwrap();
+        assert!(!got.is_empty(), "nothing durable at {from}");
+        out.extend(got.into_iter().filter(|r| r.lsn <= last));
+    }
+    out
+}
+
+/// Checks that the log holds each of `payloads` at its LSN in `lsns`.
+fn assert_logged(c: &mut Client, lsns: &[Lsn], payloads: &[Bytes]) {
+    let (first, last) = (lsns[0], lsns[lsns.len() - 1]);
+    let records = read_range(c, first, last);
+    for (lsn, want) in lsns.iter().zip(payloads) {
+        let r = records
+            .iter()
+            .find(|r| r.lsn == *lsn)
+            .unwrap_or_else(|| panic!("no record {lsn}"));
+        assert_eq!(&r.payload, want, "record {lsn}");
+    }
+}
+
+#[test]
+fn pipelined_appends_return_increasing_lsns_that_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _a) = cluster(dir.path());
+    let mut c = client(&p);
+    let data = payloads("pipelined", 1000);
+    let lsns = c
+        .append_pipelined(DurabilityLevel::RemoteDurable, &data, 64)
+        .unwrap();
+    assert_eq!(lsns.len(), data.len());
+    assert!(
+        lsns.windows(2).all(|w| w[0] < w[1]),
+        "LSNs strictly increasing"
+    );
+    assert_logged(&mut c, &lsns, &data);
+    // The connection serves ordinary requests again once the pipeline is drained.
+    let lsn = c
+        .append(Bytes::from_static(b"after"), DurabilityLevel::Local)
+        .unwrap();
+    assert!(lsn > lsns[lsns.len() - 1]);
+}
+
+#[test]
+fn a_batch_is_acknowledged_with_contiguous_lsns_that_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _a) = cluster(dir.path());
+    let mut c = client(&p);
+    let before = c
+        .append(
+            Bytes::from_static(b"before"),
+            DurabilityLevel::RemoteDurable,
+        )
+        .unwrap();
+    let data = payloads("batch", 100);
+    let (first, last) = c
+        .append_batch(DurabilityLevel::RemoteDurable, &data)
+        .unwrap();
+    assert_eq!(first, before.next());
+    assert_eq!(last.0 - first.0 + 1, 100);
+    let lsns: Vec<Lsn> = (first.0..=last.0).map(Lsn).collect();
+    assert_logged(&mut c, &lsns, &data);
+    let e = c.append_batch(DurabilityLevel::Local, &[]).unwrap_err();
+    assert!(matches!(e, Error::InvalidRequest(_)), "{e}");
+}
+
+/// Connects a raw socket that reads with a bound.
+fn raw(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(ANSWER_WITHIN)).unwrap();
+    s
+}
+
+/// Reads answers until `n` arrived or the connection ended; whether it ended.
+fn read_answers(s: &mut TcpStream, n: usize) -> (Vec<Msg>, bool) {
+    let mut d = FrameDecoder::new(DEFAULT_MAX_BODY_BYTES);
+    let (mut answers, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
+    loop {
+        while let Some(f) = d.next_frame().unwrap() {
+            answers.push(Msg::decode(&f).unwrap());
+        }
+        if answers.len() >= n {
+            return (answers, false);
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return (answers, true),
+            Ok(k) => d.push(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (answers, true),
+            Err(e) => panic!("no answer and no close: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_malformed_batch_closes_its_connection_and_a_new_one_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _a) = cluster(dir.path());
+    let addr = p.client_addr().unwrap();
+    let mut s = raw(addr);
+    // A good append, then a batch that counts three records and carries two.
+    let mut wire = Msg::AppendRequest {
+        id: 1,
+        level: DurabilityLevel::Local,
+        payload: Bytes::from_static(b"good"),
+    }
+    .encode()
+    .to_vec();
+    let mut body = 2u64.to_le_bytes().to_vec();
+    body.push(DurabilityLevel::Local.as_u8());
+    body.extend_from_slice(&3u16.to_le_bytes());
+    for r in [&b"x"[..], b"y"] {
+        body.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        body.extend_from_slice(r);
+    }
+    wire.extend_from_slice(&encode(kind::APPEND_BATCH_REQUEST, &body));
+    s.write_all(&wire).unwrap();
+    let (answers, closed) = read_answers(&mut s, 2);
+    assert!(closed, "the connection stays open after {answers:?}");
+    assert!(
+        matches!(
+            answers.as_slice(),
+            [Msg::AppendResponse {
+                id: 1,
+                status: ClientStatus::Ok,
+                ..
+            }]
+        ),
+        "the append before the bad frame is answered: {answers:?}"
+    );
+    let mut c = client(&p);
+    c.append_batch(DurabilityLevel::Local, &payloads("next", 3))
+        .unwrap();
+}
+
+#[test]
+fn answers_come_in_request_order_whatever_their_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _a) = cluster(dir.path());
+    let mut s = raw(p.client_addr().unwrap());
+    let level = DurabilityLevel::RemoteDurable;
+    let requests = [
+        Msg::AppendRequest {
+            id: 1,
+            level,
+            payload: Bytes::from_static(b"one"),
+        },
+        Msg::ReadRequest {
+            id: 2,
+            from: Lsn::ZERO,
+            max_bytes: 1 << 20,
+        },
+        Msg::StatusRequest { id: 3 },
+        Msg::AppendBatchRequest {
+            id: 4,
+            level,
+            payloads: payloads("ordered", 5),
+        },
+        Msg::AppendRequest {
+            id: 5,
+            level,
+            payload: Bytes::from_static(b"five"),
+        },
+    ];
+    let wire: Vec<u8> = requests.iter().flat_map(|m| m.encode().to_vec()).collect();
+    s.write_all(&wire).unwrap();
+    let (answers, _) = read_answers(&mut s, requests.len());
+    let ids: Vec<u64> = answers.iter().map(answer_id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    // The read was carried out in its turn, after the append before it had its level.
+    let Msg::ReadResponse { records, .. } = &answers[1] else {
+        panic!("{:?}", answers[1]);
+    };
+    let read = logship_replicator::client::decode_records(records).unwrap();
+    assert!(read.iter().any(|r| r.payload == "one"), "{read:?}");
+}
+
+fn answer_id(m: &Msg) -> u64 {
+    match m {
+        Msg::AppendResponse { id, .. }
+        | Msg::ReadResponse { id, .. }
+        | Msg::StatusResponse { id, .. }
+        | Msg::AppendBatchResponse { id, .. } => *id,
+        other => panic!("not an answer: {other:?}"),
+    }
+}
+
+#[test]
+fn pipelined_appends_without_a_quorum_fail_and_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, a) = cluster(dir.path());
+    let mut c = client(&p);
+    let level = DurabilityLevel::RemoteDurable;
+    let acked_data = payloads("acknowledged", 200);
+    let acked = c.append_pipelined(level, &acked_data, 32).unwrap();
+    a.shutdown();
+    let e = c
+        .append_pipelined(level, &payloads("unacknowledged", 100), 16)
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote { status, .. } if status == "quorum_unavailable"),
+        "{e}"
+    );
+    // The pipeline was drained: the connection takes requests again.
+    let e = c.append_batch(level, &payloads("batch", 4)).unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote { status, .. } if status == "quorum_unavailable"),
+        "{e}"
+    );
+    assert_logged(&mut c, &acked, &acked_data);
+    let local = c
+        .append(Bytes::from_static(b"local"), DurabilityLevel::Local)
+        .unwrap();
+    assert!(local > acked[acked.len() - 1]);
+}
+
+#[test]
+fn a_follower_refuses_pipelined_appends_and_batches_as_not_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, a) = cluster(dir.path());
+    let mut c = client(&a);
+    let level = DurabilityLevel::RemoteDurable;
+    let e = c
+        .append_pipelined(level, &payloads("refused", 50), 8)
+        .unwrap_err();
+    assert!(matches!(e, Error::NotPrimary { .. }), "{e}");
+    let e = c.append_batch(level, &payloads("refused", 2)).unwrap_err();
+    assert!(matches!(e, Error::NotPrimary { .. }), "{e}");
+    for _ in 0..3 {
+        c.send_append(Bytes::from_static(b"x"), level).unwrap();
+    }
+    assert!(matches!(c.status(), Err(Error::InvalidRequest(_))));
+    for _ in 0..3 {
+        let (_, outcome) = c.recv_append().unwrap();
+        assert!(matches!(outcome, Err(Error::NotPrimary { .. })));
+    }
+    assert_eq!(c.appends_in_flight(), 0);
+    assert!(c.status().unwrap().primary.is_none());
+}
