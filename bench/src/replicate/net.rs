@@ -9,17 +9,17 @@
 //! [`client_loop`]); the answer carries the commit's LSN, and every node runs in this process,
 //! so the check reads the same watermarks.
 //!
-//! Pipelining: today's client has one request in flight per connection, so a case's
-//! `pipeline` must be 1. [`run_net_client`] is the one place that drives a connection: a client
-//! that keeps N appends in flight replaces it (or only [`append_window`], which then appends
-//! the whole window at once), and the case names carry `pipeline=N`.
+//! Pipelining: a case with `pipeline` N > 1 sends rounds of N appends with all N in flight
+//! ([`Client::append_pipelined`]), and records each of the round's records with the round's
+//! latency (from the first request sent to the last answer read); its name carries
+//! `pipeline=N`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{ensure, Context as _};
+use anyhow::Context as _;
 use bytes::Bytes;
 use logship_engine::Lsn;
 use logship_replicator::Client;
@@ -65,8 +65,7 @@ struct NetCtx {
 /// `paired`, the first pairs its commits with probe slices.
 ///
 /// # Errors
-/// When `spec.pipeline` is not 1 (no client keeps several appends in flight yet), a thread
-/// cannot start, or the clients do not start in time.
+/// When a thread cannot start, or the clients do not start in time.
 pub fn spawn(
     addr: SocketAddr,
     phase: &Arc<AtomicU8>,
@@ -74,13 +73,6 @@ pub fn spawn(
     check: &Arc<CommitCheck>,
     mut paired: Option<Paired>,
 ) -> anyhow::Result<Clients> {
-    ensure!(
-        spec.pipeline == 1,
-        "{}: {} appends in flight per connection needs a pipelined client; this one has one \
-         request in flight",
-        spec.name(),
-        spec.pipeline
-    );
     let payload = Bytes::from(crate::raw::pattern(spec.record_bytes));
     let ctx = NetCtx {
         addr,
@@ -127,14 +119,12 @@ fn run_net_client(ctx: &NetCtx, probe: Option<&Paired>) -> anyhow::Result<Client
 /// # Errors
 /// The client's.
 fn append_window(client: &mut Client, window: &[Bytes]) -> anyhow::Result<(Lsn, usize)> {
-    // One request in flight per connection: `spawn` only starts windows of one record.
-    let [payload] = window else {
-        unreachable!(
-            "a window of {} records without a pipelined client",
-            window.len()
-        );
-    };
-    Ok((client.append(payload.clone(), LEVEL)?, 1))
+    if let [payload] = window {
+        return Ok((client.append(payload.clone(), LEVEL)?, 1));
+    }
+    let lsns = client.append_pipelined(LEVEL, window, window.len())?;
+    let last = lsns.last().copied().context("a round of no records")?;
+    Ok((last, lsns.len()))
 }
 
 #[cfg(test)]
@@ -182,15 +172,17 @@ mod tests {
     }
 
     #[test]
-    fn more_than_one_append_in_flight_is_refused_until_the_client_can() {
-        let phase = Arc::new(AtomicU8::new(PHASE_WARM));
+    fn a_pipelined_round_commits_its_whole_window() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
         let cluster = Cluster::start(scratch.path(), Topology::None, SETTINGS, true).unwrap();
-        let check = Arc::new(cluster.commit_check());
         let addr = cluster.primary().client_addr().unwrap();
-        let e = spawn(addr, &phase, spec(1, 4), &check, None).unwrap_err();
-        assert!(e.to_string().contains("pipelined client"), "{e}");
-        drop(check);
+        let mut client = Client::connect(addr, ANSWER_TIMEOUT).unwrap();
+        let window = vec![Bytes::from_static(b"pipelined"); 4];
+        let (first, n) = append_window(&mut client, &window).unwrap();
+        let (second, m) = append_window(&mut client, &window).unwrap();
+        assert_eq!((n, m), (4, 4));
+        assert_eq!(second.get(), first.get() + 4, "rounds of 4 contiguous LSNs");
+        drop(client);
         cluster.shutdown().unwrap();
         scratch.remove().unwrap();
     }

@@ -26,9 +26,10 @@ pub const CATCH_UP_BATCH_RECORDS: usize = 256;
 pub const RTT_MESSAGE_BYTES: usize = 64;
 /// The topologies that also run network-client cases.
 pub const NET_TOPOLOGIES: [Topology; 2] = [Topology::None, Topology::OneSync];
-/// Appends in flight per network connection. The client has one request in flight per
-/// connection today; a pipelined client raises this (see `net.rs`).
+/// Appends in flight per network connection in every network case.
 pub const NET_PIPELINE: usize = 1;
+/// Appends in flight per connection in the extra pipelined case of [`MANY_CLIENTS`] clients.
+pub const NET_MANY_PIPELINE: usize = 16;
 
 /// A cluster shape: the primary's followers and its sync quorum. Serialized as its name in case
 /// names.
@@ -172,7 +173,7 @@ pub struct NetCaseSpec {
     pub record_bytes: usize,
     /// Concurrent connections, one thread each.
     pub clients: usize,
-    /// Appends in flight per connection ([`NET_PIPELINE`]).
+    /// Appends in flight per connection ([`NET_PIPELINE`], or [`NET_MANY_PIPELINE`]).
     pub pipeline: usize,
 }
 
@@ -297,6 +298,14 @@ impl ReplicatePlan {
                     clients,
                     pipeline: NET_PIPELINE,
                 });
+                if clients == MANY_CLIENTS {
+                    cases.push(NetCaseSpec {
+                        topology,
+                        record_bytes,
+                        clients,
+                        pipeline: NET_MANY_PIPELINE,
+                    });
+                }
             }
         }
         cases
@@ -342,13 +351,16 @@ mod tests {
             [
                 "replicate::net/topology=1sync,size=100,clients=1",
                 "replicate::net/topology=1sync,size=100,clients=64",
+                "replicate::net/topology=1sync,size=100,clients=64,pipeline=16",
                 "replicate::net/topology=1sync,size=4096,clients=1",
                 "replicate::net/topology=1sync,size=4096,clients=64",
+                "replicate::net/topology=1sync,size=4096,clients=64,pipeline=16",
             ]
         );
-        assert_eq!(plan.net_cases(Topology::None).len(), 4);
+        assert_eq!(plan.net_cases(Topology::None).len(), 6);
         assert!(plan.net_cases(Topology::TwoSyncAny1).is_empty());
-        assert!((plan.net_cases(Topology::None).iter()).all(|c| c.pipeline == NET_PIPELINE));
+        assert!((plan.net_cases(Topology::None).iter())
+            .all(|c| c.pipeline == NET_PIPELINE || c.clients == MANY_CLIENTS));
         plan.network = false;
         assert!(plan.net_cases(Topology::OneSync).is_empty());
     }
