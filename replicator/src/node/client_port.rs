@@ -10,7 +10,9 @@
 //! append's level (commits complete in LSN order, so waiting in order costs nothing), carries
 //! out the other requests, and writes every answer in request order through a write buffer
 //! that it flushes whenever it would otherwise wait, so answers that are ready together leave
-//! in one write. A client that sends one request at a time sees the old behaviour.
+//! in one write. A read that brings a lone request while nothing is waiting is answered by the
+//! reader itself, without the hand-off: a client with one request in flight pays no thread
+//! switch for the second thread (while it waits, requests that arrive stay in the socket).
 //!
 //! Bounds. At most [`MAX_CLIENT_CONNECTIONS`] connections; per connection at most
 //! [`MAX_IN_FLIGHT_PER_CONNECTION`] requests queued between the two threads. When the queue is
@@ -163,17 +165,37 @@ fn serve(
     stream.set_write_timeout(Some(POLL))?;
     let writer = stream.try_clone()?;
     let (tx, rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT_PER_CONNECTION);
+    let out = Answers {
+        out: Mutex::new(BufWriter::with_capacity(
+            WRITE_BUFFER_BYTES,
+            Patient {
+                stream: &writer,
+                stop,
+            },
+        )),
+        queued: AtomicUsize::new(0),
+    };
     std::thread::scope(|s| {
+        let answers = &out;
         let answerer = std::thread::Builder::new()
             .name("logship-client-answers".into())
-            .spawn_scoped(s, move || answer_requests(&rx, &writer, inner, stop))?;
-        let read = read_requests(&stream, inner, stop, max_request, &tx);
+            .spawn_scoped(s, move || answer_requests(&rx, answers, inner, stop))?;
+        let read = read_requests(&stream, inner, (stop, max_request), &tx, &out);
         drop(tx);
         let answered = answerer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the answering thread panicked")));
         read.and(answered)
     })
+}
+
+/// Where a connection's answers go, in request order: the write buffer, and how many
+/// requests wait in the queue or in the answerer's hands. With none waiting, the reader
+/// answers a lone request itself (no hand-off to the answerer: a client with one request in
+/// flight pays no thread switch for the port's two threads).
+struct Answers<'a> {
+    out: Mutex<BufWriter<Patient<'a>>>,
+    queued: AtomicUsize,
 }
 
 /// A request between the reader and the answerer.
@@ -204,12 +226,13 @@ impl Pending {
 fn read_requests(
     mut stream: &TcpStream,
     inner: &Weak<Inner>,
-    stop: &AtomicBool,
-    max_request: usize,
+    (stop, max_request): (&AtomicBool, usize),
     queue: &Sender<Pending>,
+    answers: &Answers<'_>,
 ) -> std::io::Result<()> {
     let mut decoder = FrameDecoder::new(max_request);
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    let mut requests = Vec::new();
     loop {
         if stop.load(Ordering::Acquire) {
             return Ok(());
@@ -221,17 +244,58 @@ fn read_requests(
             Err(e) => return Err(e),
         };
         decoder.push(&buf[..n]);
-        // One read's worth of frames: every frame takes at least a header off the buffer.
-        while let Some(frame) = decoder.next_frame().map_err(invalid)? {
-            let msg = Msg::decode(&frame).map_err(invalid)?;
-            let Some(inner) = inner.upgrade() else {
-                return Ok(());
-            };
-            let pending = admit(&inner, msg)?;
-            drop(inner);
+        // One read's worth of frames: every frame takes at least a header off the buffer. A
+        // malformed frame still lets the requests before it be answered.
+        let mut malformed = None;
+        loop {
+            match decoder.next_frame().map_err(invalid) {
+                Ok(Some(frame)) => match Msg::decode(&frame) {
+                    Ok(msg) => requests.push(msg),
+                    Err(e) => {
+                        malformed = Some(invalid(e));
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    malformed = Some(e);
+                    break;
+                }
+            }
+        }
+        let Some(inner) = inner.upgrade() else {
+            return Ok(());
+        };
+        take_requests(&inner, &mut requests, queue, answers, stop)?;
+        if let Some(e) = malformed {
+            return Err(e);
+        }
+    }
+}
+
+/// Admits one read's requests in order: a lone request with nothing waiting is answered here
+/// (see [`Answers`]); the others go to the answerer.
+fn take_requests(
+    inner: &Inner,
+    requests: &mut Vec<Msg>,
+    queue: &Sender<Pending>,
+    answers: &Answers<'_>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let lone = requests.len() == 1;
+    for msg in requests.drain(..) {
+        let pending = admit(inner, msg)?;
+        if lone && answers.queued.load(Ordering::Acquire) == 0 {
+            let answer = resolve(inner, pending);
+            let mut out = answers.out.lock();
+            out.write_all(&answer.encode())?;
+            out.flush()?;
+        } else {
+            answers.queued.fetch_add(1, Ordering::AcqRel);
             enqueue(queue, pending, stop)?;
         }
     }
+    Ok(())
 }
 
 fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
@@ -300,20 +364,20 @@ fn admit(inner: &Inner, msg: Msg) -> std::io::Result<Pending> {
 /// still waiting for bytes.
 fn answer_requests(
     queue: &Receiver<Pending>,
-    stream: &TcpStream,
+    answers: &Answers<'_>,
     inner: &Weak<Inner>,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, Patient { stream, stop });
-    let result = answer_in_order(queue, &mut out, inner, stop);
+    let result = answer_in_order(queue, answers, inner, stop);
+    let mut out = answers.out.lock();
     let flushed = out.flush();
-    let _ = stream.shutdown(Shutdown::Both);
+    let _ = out.get_ref().stream.shutdown(Shutdown::Both);
     result.and(flushed)
 }
 
 fn answer_in_order(
     queue: &Receiver<Pending>,
-    out: &mut BufWriter<Patient<'_>>,
+    answers: &Answers<'_>,
     inner: &Weak<Inner>,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
@@ -321,7 +385,7 @@ fn answer_in_order(
         let pending = match queue.try_recv() {
             Ok(p) => p,
             Err(TryRecvError::Empty) => {
-                out.flush()?;
+                answers.out.lock().flush()?;
                 match queue.recv() {
                     Ok(p) => p,
                     Err(_) => return Ok(()),
@@ -333,20 +397,26 @@ fn answer_in_order(
             return Ok(());
         }
         if !pending.is_ready() {
-            out.flush()?;
+            answers.out.lock().flush()?;
         }
-        let answer = match pending {
-            Pending::Append { id, commit } => append_answer(id, commit.wait()),
-            Pending::Batch { id, first, commit } => batch_answer(id, first, commit.wait()),
-            Pending::Ready(answer) => answer,
-            Pending::InTurn(request) => {
-                let Some(inner) = inner.upgrade() else {
-                    return Ok(());
-                };
-                handle(&inner, request)
-            }
+        let Some(inner) = inner.upgrade() else {
+            return Ok(());
         };
-        out.write_all(&answer.encode())?;
+        let answer = resolve(&inner, pending);
+        drop(inner);
+        answers.out.lock().write_all(&answer.encode())?;
+        answers.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The answer to an admitted request: waits for an append's level, or carries out a read,
+/// status or promote request.
+fn resolve(inner: &Inner, pending: Pending) -> Msg {
+    match pending {
+        Pending::Append { id, commit } => append_answer(id, commit.wait()),
+        Pending::Batch { id, first, commit } => batch_answer(id, first, commit.wait()),
+        Pending::Ready(answer) => answer,
+        Pending::InTurn(request) => handle(inner, request),
     }
 }
 
