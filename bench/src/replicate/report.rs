@@ -117,7 +117,7 @@ impl Report {
         let mut targets = vec![
             latency_target(&run),
             throughput_target(&run),
-            catch_up_target(&run),
+            catch_up_target(&run, plan.catch_up),
         ];
         targets.extend(net_report::net_targets(&run, &net_ratios, peer.as_ref()));
         Report {
@@ -292,7 +292,7 @@ impl Report {
              running to the follower's durable LSN reaching the primary's last):"
         );
         let Some(c) = &self.run.catch_up else {
-            let _ = writeln!(out, "  did not complete (see errors)");
+            let _ = writeln!(out, "  {}", skipped_or_failed(self.plan.catch_up));
             return;
         };
         let _ = writeln!(
@@ -499,11 +499,20 @@ fn throughput_target(run: &RunResult) -> Target {
     )
 }
 
-fn catch_up_target(run: &RunResult) -> Target {
+/// Why a run has no catch-up figure: `--no-catch-up`, or it failed.
+fn skipped_or_failed(planned: bool) -> &'static str {
+    if planned {
+        "catch-up did not complete (see errors)"
+    } else {
+        "catch-up skipped (--no-catch-up)"
+    }
+}
+
+fn catch_up_target(run: &RunResult, planned: bool) -> Target {
     let raw = run.raw.bandwidth_1m.mb_per_s;
     let c = run.catch_up.as_ref();
     let detail = c.map_or_else(
-        || "catch-up did not complete".into(),
+        || skipped_or_failed(planned).into(),
         |c| {
             format!(
                 "{:.1} MB/s over {:.0} MB in {:.2} s, raw {raw:.1} MB/s",
