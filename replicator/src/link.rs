@@ -946,10 +946,14 @@ impl Link {
         );
         let mac = auth::prove(&ctx.config.key, Role::Primary, &t);
         // A follower keeps the records taken back from it, of its own epochs.
-        let mut history = ctx.history.clone();
-        if let Plan::TakeBack(last) = plan {
-            history.graft(&reply.history, last.next(), follower_last);
-        }
+        let history = match plan {
+            Plan::TakeBack(last) => {
+                let mut h = ctx.history.clone();
+                h.graft(&reply.history, last.next(), follower_last);
+                h.wire_entries().to_vec()
+            }
+            _ => ctx.history.wire_entries().to_vec(),
+        };
         out.push(Action::Send {
             conn,
             msg: Msg::Start {
@@ -958,7 +962,7 @@ impl Link {
                 start_lsn: start,
                 commit_lsn: ctx.commit_lsn,
                 cut_crc,
-                history: history.wire_entries().to_vec(),
+                history,
             },
         });
         // Where the follower stands is verified by the primary for a compared (or empty)

@@ -164,9 +164,7 @@ impl Primary {
             return;
         }
         let first = self.index.last().next();
-        let mut h = self.history.clone();
-        h.clip(first.prev());
-        if epoch > h.last_epoch() {
+        if epoch > self.history.epoch_of(first.prev()) {
             self.history.begin(epoch, first);
         }
     }

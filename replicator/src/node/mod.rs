@@ -220,8 +220,8 @@ fn fixed_epoch(config: &NodeConfig, log: &Log) -> Result<Epoch> {
         corrupt => Error::config("node.data_dir", format!("the election state: {corrupt}")),
     };
     let mut state = (election_file::load_in(&*vfs, dir).map_err(state_error)?).unwrap_or_default();
-    let last_epoch = tail_of(log, Lsn::ZERO)?.last_epoch;
-    state.epoch = Epoch(state.epoch.max(last_epoch).max(log.epoch()).0 + 1);
+    // The log's epoch is its last record's at open (`Log::epoch`).
+    state.epoch = Epoch(state.epoch.max(log.epoch()).0 + 1);
     election_file::store_in(&*vfs, dir, &state).map_err(state_error)?;
     log.set_epoch(state.epoch)?;
     tracing::info!(epoch = %state.epoch, "writing this start's records in a new epoch");
