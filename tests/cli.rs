@@ -507,6 +507,7 @@ fn serves_inherited_listener(transport: &str) {
             Ok(0) => break true,
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break false,
         }
     };

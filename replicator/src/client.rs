@@ -149,10 +149,11 @@ impl Client {
             {
                 return Msg::decode(&f).map_err(|e| Error::Protocol(e.to_string()));
             }
-            let n = self
-                .stream
-                .read(&mut self.buf)
-                .map_err(|e| io("reading an answer", e))?;
+            // A socket with a read timeout is not restarted after a signal (signal(7)).
+            let n = match self.stream.read(&mut self.buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r.map_err(|e| io("reading an answer", e))?,
+            };
             if n == 0 {
                 return Err(io(
                     "reading an answer",

@@ -175,6 +175,7 @@ fn read_answers(s: &mut TcpStream, n: usize) -> (Vec<Msg>, bool) {
             Ok(0) => return (answers, true),
             Ok(k) => d.push(&buf[..k]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (answers, true),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => panic!("no answer and no close: {e}"),
         }
     }

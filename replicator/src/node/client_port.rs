@@ -240,7 +240,7 @@ fn read_requests(
         let n = match stream.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
-            Err(e) if is_timeout(&e) => continue,
+            Err(e) if is_timeout(&e) || e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         decoder.push(&buf[..n]);
