@@ -149,14 +149,14 @@ impl Watermark {
         w.closed.then_some(Error::Closed)
     }
 
-    /// Advances the watermark and wakes exactly the waiters it satisfies.
-    pub(crate) fn advance(&self, durable: Lsn) {
+    /// Advances the watermark and wakes exactly the waiters it satisfies; returns how many.
+    pub(crate) fn advance(&self, durable: Lsn) -> usize {
         let old = self.durable.swap(durable.get(), Ordering::AcqRel);
         assert!(
             durable.get() >= old,
             "durable LSN regressed: old={old} new={durable}"
         );
-        self.release_satisfied();
+        self.release_satisfied()
     }
 
     /// After a truncation to `cut`: a new generation whose watermark is `cut`.
@@ -195,10 +195,12 @@ impl Watermark {
         }
     }
 
-    fn release_satisfied(&self) {
+    /// Wakes the waiters the watermark satisfies; returns how many.
+    fn release_satisfied(&self) -> usize {
         let g = self.generation.load(Ordering::Acquire);
         let d = self.durable.load(Ordering::Acquire);
         let mut tasks = Vec::new();
+        let mut threads = 0;
         {
             let mut w = self.waiters.lock();
             while let Some(Reverse(top)) = w.heap.peek() {
@@ -208,16 +210,20 @@ impl Watermark {
                 let Reverse(waiter) = w.heap.pop().expect("peeked");
                 match waiter.wake {
                     Wake::Task(t) => tasks.push(t),
-                    Wake::Thread(t) => w.ready.push(t),
+                    Wake::Thread(t) => {
+                        threads += 1;
+                        w.ready.push(t);
+                    }
                 }
             }
         }
         self.help_wake();
+        let released = threads + tasks.len();
         if tasks.len() <= INLINE_TASK_WAKES {
             for t in tasks {
                 t.wake();
             }
-            return;
+            return released;
         }
         let mut h = self.handoff.lock();
         let idle = h.wakers.is_empty();
@@ -226,6 +232,7 @@ impl Watermark {
         if idle {
             self.handoff_cond.notify_one();
         }
+        released
     }
 
     /// The notifier thread: wakes the async waiters handed off by `release_satisfied`.

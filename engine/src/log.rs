@@ -354,6 +354,7 @@ impl Log {
                 reply: tx,
             });
             st.next_lsn = cut.next();
+            st.writer_wants = 0;
             self.wake_writer(&mut st);
         }
         rx.recv().map_err(|_| Error::Closed)?
@@ -371,6 +372,7 @@ impl Log {
             let mut st = self.shared.queue.state.lock();
             admit(&st)?;
             st.items.push(Item::Seal { reply: tx });
+            st.writer_wants = 0;
             self.wake_writer(&mut st);
         }
         rx.recv().map_err(|_| Error::Closed)?
@@ -519,7 +521,7 @@ impl Log {
     }
 
     fn wake_writer(&self, st: &mut QueueState) {
-        if st.writer_waiting {
+        if st.writer_waiting && st.items.len() >= st.writer_wants {
             st.writer_waiting = false;
             self.shared.queue.work.notify_one();
         }

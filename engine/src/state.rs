@@ -57,6 +57,9 @@ pub(crate) struct QueueState {
     pub(crate) poisoned: Option<String>,
     pub(crate) closing: bool,
     pub(crate) writer_waiting: bool,
+    /// While the writer gathers a group commit: wake it only once `items` holds this many
+    /// (0 otherwise: any item wakes it).
+    pub(crate) writer_wants: usize,
     pub(crate) space_wakers: Vec<Waker>,
 }
 
