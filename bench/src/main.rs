@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 
 mod append;
+mod breakdown;
 mod failover;
 mod latency;
 mod machine;
@@ -64,6 +65,26 @@ enum Command {
     /// network namespace): time to detect a killed primary, to elect another and to the first
     /// commit; planned switchover time; nothing acknowledged lost.
     Failover(FailoverArgs),
+    /// Where the microseconds of one network client's commit go, with one sync follower:
+    /// `perf trace` of every thread's socket, write and fdatasync calls (needs perf, and root).
+    Breakdown(BreakdownCliArgs),
+}
+
+/// Arguments of `breakdown`.
+#[derive(Debug, clap::Args)]
+struct BreakdownCliArgs {
+    /// Commits traced.
+    #[arg(long, default_value_t = 2000)]
+    commits: usize,
+    /// Record size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Parent of the scratch directory.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-tmp")]
+    dir: PathBuf,
+    /// Keep the raw `perf trace` output in this file.
+    #[arg(long, value_name = "FILE")]
+    keep_trace: Option<PathBuf>,
 }
 
 /// Arguments of `failover`.
@@ -244,7 +265,24 @@ fn main() -> anyhow::Result<()> {
         Command::Replicate(args) => run_replicate(&args),
         Command::Scrub(args) => run_scrub(&args),
         Command::Failover(args) => run_failover(&args),
+        Command::Breakdown(args) => run_breakdown(&args),
     }
+}
+
+fn run_breakdown(args: &BreakdownCliArgs) -> anyhow::Result<()> {
+    let run = breakdown::trace(&breakdown::BreakdownArgs {
+        commits: args.commits,
+        record_bytes: args.size,
+        dir: args.dir.clone(),
+        keep_trace: args.keep_trace.clone(),
+        settings: replicate::cluster::NodeSettings {
+            transport: "auto",
+            log_backend: "auto",
+            scrub_bytes_per_sec: None,
+        },
+    })?;
+    print!("{}", breakdown::report(&run, args.size));
+    Ok(())
 }
 
 fn run_failover(args: &FailoverArgs) -> anyhow::Result<()> {
