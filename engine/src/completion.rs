@@ -42,6 +42,9 @@ pub(crate) struct Watermark {
     durable: AtomicU64,
     generation: AtomicU64,
     failed: AtomicBool,
+    /// The writer pauses for the appenders it releases (see `writer::gather`): it has nothing
+    /// to do meanwhile, so it wakes every task itself instead of handing them to the notifier.
+    wake_inline: AtomicBool,
     waiters: Mutex<Waiters>,
     handoff: Mutex<Handoff>,
     handoff_cond: parking_lot::Condvar,
@@ -219,7 +222,7 @@ impl Watermark {
         }
         self.help_wake();
         let released = threads + tasks.len();
-        if tasks.len() <= INLINE_TASK_WAKES {
+        if tasks.len() <= INLINE_TASK_WAKES || self.wake_inline.load(Ordering::Relaxed) {
             for t in tasks {
                 t.wake();
             }
@@ -233,6 +236,12 @@ impl Watermark {
             self.handoff_cond.notify_one();
         }
         released
+    }
+
+    /// Whether the writer wakes every task itself (while it gathers its appenders after a
+    /// flush) or hands large groups to the notifier thread.
+    pub(crate) fn set_wake_inline(&self, inline: bool) {
+        self.wake_inline.store(inline, Ordering::Relaxed);
     }
 
     /// The notifier thread: wakes the async waiters handed off by `release_satisfied`.

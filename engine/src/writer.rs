@@ -615,6 +615,9 @@ impl Writer {
         } else {
             (self.gather_score - 2).max(GATHER_SCORE_MIN)
         };
+        self.shared
+            .watermark
+            .set_wake_inline(self.gather_score >= 0);
     }
 
     fn drain(&mut self) -> Result<(), String> {
