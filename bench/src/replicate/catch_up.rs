@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::machine::process_cpu_time;
 use crate::replicate::cluster::{self, FollowerRef, NodeSettings, READY_TIMEOUT};
+use crate::replicate::new_file::{self, NewFileLimit};
 use crate::replicate::plan::{ReplicatePlan, CATCH_UP_BATCH_RECORDS, CATCH_UP_RECORD_BYTES};
 use crate::replicate::run::settle;
 use crate::replicate::watchdog::Watchdog;
@@ -62,6 +63,8 @@ pub struct CatchUpResult {
     pub chunks_sent: u64,
     /// CPU time of the whole process per second of catch-up.
     pub cpu_cores: f64,
+    /// The raw limit of writing the same bytes into new files, measured just before.
+    pub new_file: Option<NewFileLimit>,
 }
 
 /// Runs the catch-up measurement in `dir/catch-up`.
@@ -90,11 +93,21 @@ pub fn run(
         fill.elapsed.as_secs_f64(),
         fill.log_bytes as f64 / 1e6 / fill.elapsed.as_secs_f64()
     );
+    watchdog.stage(
+        "the new-file write limit",
+        FILL_BUDGET_PER_GIB.mul_f64(gib * 2.0),
+    );
+    settle(dir);
+    let limit = new_file::measure(&case_dir, fill.log_bytes);
     watchdog.stage("catch-up", READY_TIMEOUT * 2 + plan.catch_up_timeout * 2);
     settle(dir);
     let result = follow(plan, &case_dir, &fill, settings);
     watchdog.idle();
-    let result = result?;
+    let mut result = result?;
+    match limit {
+        Ok(l) => result.new_file = Some(l),
+        Err(e) => eprintln!("catch-up: the new-file limit could not be measured: {e:#}"),
+    }
     std::fs::remove_dir_all(&case_dir)
         .with_context(|| format!("removing {}", case_dir.display()))?;
     Ok(result)
@@ -215,5 +228,6 @@ fn follow(
         fill_write_amplification: fill.written as f64 / fill.log_bytes as f64,
         chunks_sent,
         cpu_cores,
+        new_file: None,
     })
 }

@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod commit;
 pub mod net;
 pub mod net_report;
+pub mod new_file;
 pub mod peer;
 pub mod plan;
 pub mod probe;

@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::machine::{self, Machine};
 use crate::replicate::commit::CaseResult;
 use crate::replicate::net_report::{self, NetRatios};
+use crate::replicate::new_file;
 use crate::replicate::peer::PeerResult;
 use crate::replicate::plan::{
     ReplicatePlan, Topology, MANY_CLIENTS, RECORD_SIZES, TARGET_RECORD_BYTES,
@@ -35,6 +36,8 @@ pub const LATENCY_TARGET_RATIO: f64 = 1.3;
 pub const THROUGHPUT_TARGET_RATIO: f64 = 0.70;
 /// Target (c): catch-up MB/s over raw sequential 1 MiB overwrite MB/s, at least.
 pub const CATCH_UP_TARGET_RATIO: f64 = 0.60;
+/// Target (c'): catch-up at least this fraction of the raw new-file write bandwidth.
+pub const CATCH_UP_NEW_FILE_TARGET_RATIO: f64 = 0.80;
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -118,6 +121,7 @@ impl Report {
             latency_target(&run),
             throughput_target(&run),
             catch_up_target(&run, plan.catch_up),
+            catch_up_new_file_target(&run, plan.catch_up),
         ];
         targets.extend(net_report::net_targets(&run, &net_ratios, peer.as_ref()));
         Report {
@@ -323,6 +327,21 @@ impl Report {
              the filled log: {:.3} s, not counted)",
             c.fill_s, c.fill_mb_per_s, c.fill_write_amplification, c.primary_start_s
         );
+        if let Some(l) = &c.new_file {
+            let direct = l.direct_mb_per_s.map_or_else(
+                || "refused by the file system".into(),
+                |d| format!("{d:.1} MB/s"),
+            );
+            let _ = writeln!(
+                out,
+                "  raw limit into new files ({:.0} MB, 1 MiB writes, fdatasync every {} MiB): \
+                 buffered {:.1} MB/s, O_DIRECT {direct}; catch-up / the better = {:.2}",
+                l.bytes as f64 / 1e6,
+                new_file::SYNC_EVERY_BYTES >> 20,
+                l.buffered_mb_per_s,
+                c.mb_per_s / l.best_mb_per_s()
+            );
+        }
     }
 
     fn write_ratios(&self, out: &mut String) {
@@ -506,6 +525,36 @@ fn skipped_or_failed(planned: bool) -> &'static str {
     } else {
         "catch-up skipped (--no-catch-up)"
     }
+}
+
+/// Catch-up against the best raw way to write the same bytes into new files.
+fn catch_up_new_file_target(run: &RunResult, planned: bool) -> Target {
+    let c = run.catch_up.as_ref();
+    let limit = c.and_then(|c| c.new_file.as_ref());
+    let detail = match (c, limit) {
+        (Some(c), Some(l)) => format!(
+            "{:.1} MB/s, new-file limit {:.1} MB/s (buffered {:.1}, O_DIRECT {})",
+            c.mb_per_s,
+            l.best_mb_per_s(),
+            l.buffered_mb_per_s,
+            l.direct_mb_per_s
+                .map_or_else(|| "refused".into(), |d| format!("{d:.1}"))
+        ),
+        (Some(_), None) => "the new-file limit was not measured (see errors)".into(),
+        (None, _) => skipped_or_failed(planned).into(),
+    };
+    verdict(
+        "(c') catch-up MB/s / raw write into new files MB/s (the better of buffered and O_DIRECT)"
+            .into(),
+        match (c, limit) {
+            (Some(c), Some(l)) => c.mb_per_s / l.best_mb_per_s(),
+            _ => f64::NAN,
+        },
+        CATCH_UP_NEW_FILE_TARGET_RATIO,
+        false,
+        c.is_some() && limit.is_some(),
+        detail,
+    )
 }
 
 fn catch_up_target(run: &RunResult, planned: bool) -> Target {
