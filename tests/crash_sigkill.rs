@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use common::{check_after_crash, check_options, iterations, AppendChild, Outcome, Rng};
 
 const SEGMENT_SIZE_BYTES: u64 = 262_144;
+/// The `--backend` values the children run with, one picked at random for each.
+const BACKENDS: [&str; 3] = ["io_uring", "portable", "io_uring_direct"];
 const KILLS_PER_LOG: u64 = 25;
 /// Records each child is fed at most; bounds the log's size.
 const MAX_RECORDS_PER_CHILD: u64 = 20_000;
@@ -63,12 +65,8 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
 /// open and recovery, except on a log's first run (its creation is not what is tested here).
 fn run_once(dir: &std::path::Path, create: bool, rng: &mut Rng) -> anyhow::Result<Outcome> {
     let size = SEGMENT_SIZE_BYTES.to_string();
-    // Both hot-path backends take the kills, on the same log, in random order.
-    let backend = if rng.chance(50) {
-        "io_uring"
-    } else {
-        "portable"
-    };
+    // Every hot-path backend takes the kills, on the same log, in random order.
+    let backend = BACKENDS[rng.range(0, BACKENDS.len() as u64) as usize];
     let mut args = vec!["--segment-size", size.as_str(), "--backend", backend];
     if create {
         args.push("--create");

@@ -6,7 +6,8 @@
 //! same log.
 //!
 //! Needs root, `losetup`, `mkfs.ext4` and `xfs_io`; otherwise prints `SKIPPED power_cut: ...`.
-//! `LOGSHIP_TEST_BACKEND` picks the child's `--backend` (default auto).
+//! `LOGSHIP_TEST_BACKEND` pins the child's `--backend` (default: io_uring, portable or
+//! io_uring_direct, picked at random for each cut).
 //! `LOGSHIP_POWER_CUT_ITERATIONS` sets the ext4 iterations (default 30; xfs runs a third as
 //! many, at least 3); `LOGSHIP_SEED` replays a run.
 
@@ -22,6 +23,8 @@ use common::{
 };
 
 const SEGMENT_SIZE_BYTES: u64 = 1 << 20;
+/// The `--backend` values the children run with, one picked at random for each cut.
+const BACKENDS: [&str; 3] = ["io_uring", "portable", "io_uring_direct"];
 const MAX_RECORDS_PER_CHILD: u64 = 20_000;
 /// A log that grows past this is replaced by a new one, so the file system never fills.
 const MAX_LOG_BYTES: usize = 64 << 20;
@@ -141,15 +144,9 @@ fn cut_once(
 ) -> anyhow::Result<Outcome> {
     let child_seed = rng.next_u64();
     let size = SEGMENT_SIZE_BYTES.to_string();
-    // Both hot-path backends take the cuts, alternating, unless the environment pins one.
-    let backend = std::env::var("LOGSHIP_TEST_BACKEND").unwrap_or_else(|_| {
-        if rng.chance(50) {
-            "io_uring"
-        } else {
-            "portable"
-        }
-        .into()
-    });
+    // Every hot-path backend takes the cuts, picked at random, unless the environment pins one.
+    let backend = std::env::var("LOGSHIP_TEST_BACKEND")
+        .unwrap_or_else(|_| BACKENDS[rng.range(0, BACKENDS.len() as u64) as usize].into());
     let mut args = vec![
         "--segment-size",
         size.as_str(),

@@ -144,6 +144,8 @@ pub fn run(plan: &Plan, dir: &Path, backend: Backend) -> anyhow::Result<RunResul
     eprintln!("raw latency limits ({:?} each) ...", plan.raw_duration);
     settle(dir);
     let [overwrite_4k, append_4k] = raw::measure_latency(dir, plan.raw_duration)?;
+    let [odirect_dsync_4k, odirect_fdatasync_4k] =
+        raw::measure_direct_latency(dir, plan.raw_duration)?;
     let mut cases = run_cases(plan, dir, backend, &small)?;
     eprintln!("raw bandwidth limits ({:?} each) ...", plan.raw_duration);
     settle(dir);
@@ -161,6 +163,8 @@ pub fn run(plan: &Plan, dir: &Path, backend: Backend) -> anyhow::Result<RunResul
         append_4k,
         overwrite_1m,
         append_1m,
+        odirect_dsync_4k,
+        odirect_fdatasync_4k,
     };
     Ok(RunResult {
         backend: cases.first().map(|c| c.backend.clone()).unwrap_or_default(),

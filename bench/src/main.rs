@@ -163,6 +163,10 @@ enum BackendArg {
     #[value(name = "io_uring")]
     IoUring,
     Portable,
+    /// The log's `io_uring_direct` backend; the network transport has no direct variant, so a
+    /// replicate run uses io_uring there.
+    #[value(name = "io_uring_direct", alias = "direct")]
+    IoUringDirect,
 }
 
 impl BackendArg {
@@ -171,15 +175,25 @@ impl BackendArg {
             BackendArg::Auto => Backend::Auto,
             BackendArg::IoUring => Backend::IoUring,
             BackendArg::Portable => Backend::Portable,
+            BackendArg::IoUringDirect => Backend::IoUringDirect,
         }
     }
 
-    /// The value of a node configuration's `log.backend` and `node.transport` keys.
+    /// The value of a node configuration's `log.backend` key.
     fn config(self) -> &'static str {
         match self {
             BackendArg::Auto => "auto",
             BackendArg::IoUring => "io_uring",
             BackendArg::Portable => "portable",
+            BackendArg::IoUringDirect => "io_uring_direct",
+        }
+    }
+
+    /// The value of a node configuration's `node.transport` key (sockets have no direct I/O).
+    fn transport_config(self) -> &'static str {
+        match self {
+            BackendArg::IoUringDirect => "io_uring",
+            other => other.config(),
         }
     }
 }
@@ -420,7 +434,7 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
     let (scratch, machine, command) = prepare("replicate", plan.name, &args.dir)?;
     let options = replicate::RunOptions {
         settings: replicate::cluster::NodeSettings {
-            transport: args.transport.config(),
+            transport: args.transport.transport_config(),
             log_backend: args.backend.config(),
             scrub_bytes_per_sec: args.scrub_rate,
         },

@@ -4,10 +4,11 @@
 //! Each loop runs on a "prewritten" file (every block written and fsynced first, as a recycled
 //! segment is) and, for reference, on a fresh file that grows with each write (each fdatasync
 //! then also commits the new size and extents, which costs more on ext4 and xfs). Writes are
-//! buffered, like the engine's.
+//! buffered, like the engine's portable and io_uring backends; the `O_DIRECT` loops
+//! ([`run_direct_loop`]) give the limit of the `io_uring_direct` backend.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -145,6 +146,77 @@ pub fn run_loop(
     })
 }
 
+/// How an `O_DIRECT` loop makes each write durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectSync {
+    /// The descriptor is opened `O_DSYNC`: each write is durable when `pwrite` returns.
+    Dsync,
+    /// Plain `O_DIRECT` writes, each followed by an `fdatasync`.
+    Fdatasync,
+}
+
+/// Runs `block_bytes` `O_DIRECT` pwrites at sequential offsets of a prewritten file for
+/// `duration`, each made durable as `sync` says, from a 4096-aligned buffer. `Ok(None)` when the
+/// file system refuses `O_DIRECT` (`EINVAL`, as tmpfs before Linux 6.6 does).
+///
+/// # Errors
+/// On any other I/O failure.
+pub fn run_direct_loop(
+    dir: &Path,
+    sync: DirectSync,
+    block_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<Option<RawResult>> {
+    let (label, flags) = match sync {
+        DirectSync::Dsync => ("pwrite_odirect_dsync", libc::O_DIRECT | libc::O_DSYNC),
+        DirectSync::Fdatasync => ("pwrite_odirect_fdatasync", libc::O_DIRECT),
+    };
+    let path = dir.join(format!("raw-{label}-{block_bytes}"));
+    drop(prewrite(&path, RAW_FILE_BYTES)?);
+    let opened = OpenOptions::new()
+        .write(true)
+        .custom_flags(flags)
+        .open(&path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {} O_DIRECT", path.display())),
+    };
+    let mut block = logship_engine::io::aligned::AlignedBytes::with_capacity(block_bytes);
+    block.extend_from_slice(&pattern(block_bytes));
+    let wrap = RAW_FILE_BYTES - RAW_FILE_BYTES % block_bytes as u64;
+    let mut recorder = Recorder::new();
+    let mut written: u64 = 0;
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let t0 = Instant::now();
+        file.write_all_at(block.as_slice(), written % wrap)
+            .with_context(|| format!("pwrite {}", path.display()))?;
+        if sync == DirectSync::Fdatasync {
+            file.sync_data()
+                .with_context(|| format!("fdatasync {}", path.display()))?;
+        }
+        recorder.record(t0.elapsed());
+        written += block_bytes as u64;
+    }
+    let elapsed_s = start.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(Some(RawResult {
+        name: format!("raw::{label}/size={block_bytes}"),
+        block_bytes,
+        file: FileKind::Prewritten,
+        bytes: written,
+        elapsed_s,
+        mb_per_s: written as f64 / 1e6 / elapsed_s,
+        ops_per_s: recorder.len() as f64 / elapsed_s,
+        latency: recorder.summary(),
+    }))
+}
+
 /// All raw limits of one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RawLimits {
@@ -156,6 +228,11 @@ pub struct RawLimits {
     pub overwrite_1m: RawResult,
     /// 1 MiB sequential append to a growing file + fdatasync, for reference.
     pub append_1m: RawResult,
+    /// 4 KiB `O_DIRECT | O_DSYNC` overwrite: the latency limit of the `io_uring_direct` backend
+    /// (`None` where the file system refuses `O_DIRECT`).
+    pub odirect_dsync_4k: Option<RawResult>,
+    /// 4 KiB `O_DIRECT` overwrite + fdatasync, the alternative the direct backend did not take.
+    pub odirect_fdatasync_4k: Option<RawResult>,
 }
 
 /// Measures the latency limits (4 KiB loops) in `dir`.
@@ -166,6 +243,20 @@ pub fn measure_latency(dir: &Path, duration: Duration) -> anyhow::Result<[RawRes
     Ok([
         run_loop(dir, FileKind::Prewritten, RAW_BLOCK_BYTES, duration)?,
         run_loop(dir, FileKind::Fresh, RAW_BLOCK_BYTES, duration)?,
+    ])
+}
+
+/// Measures the `O_DIRECT` latency limits (4 KiB loops) in `dir`: `O_DSYNC`, then fdatasync.
+///
+/// # Errors
+/// On any I/O failure but a refused `O_DIRECT`.
+pub fn measure_direct_latency(
+    dir: &Path,
+    duration: Duration,
+) -> anyhow::Result<[Option<RawResult>; 2]> {
+    Ok([
+        run_direct_loop(dir, DirectSync::Dsync, RAW_BLOCK_BYTES, duration)?,
+        run_direct_loop(dir, DirectSync::Fdatasync, RAW_BLOCK_BYTES, duration)?,
     ])
 }
 

@@ -142,6 +142,12 @@ impl Report {
         ] {
             write_raw_row(out, 50, raw, note);
         }
+        for raw in [&r.odirect_dsync_4k, &r.odirect_fdatasync_4k]
+            .into_iter()
+            .flatten()
+        {
+            write_raw_row(out, 50, raw, "  (O_DIRECT, for io_uring_direct)");
+        }
     }
 
     fn write_cases(&self, out: &mut String) {

@@ -167,6 +167,21 @@ impl Options {
                 ),
             );
         }
+        if self.backend == Backend::IoUringDirect
+            && !self
+                .segment_size_bytes
+                .is_multiple_of(crate::io::direct::BLOCK_BYTES)
+        {
+            // Direct writes cover whole blocks: a segment that ends mid-block would grow.
+            return bad(
+                "segment_size_bytes",
+                format!(
+                    "{} is not a multiple of {} (needed by the io_uring_direct backend)",
+                    self.segment_size_bytes,
+                    crate::io::direct::BLOCK_BYTES
+                ),
+            );
+        }
         if self.max_batch_bytes < 4096 {
             return bad(
                 "max_batch_bytes",

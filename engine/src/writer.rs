@@ -93,12 +93,13 @@ pub(crate) fn start(
     let config = QueueConfig {
         depth: PIPELINE_DEPTH,
         buffer_bytes: options.write_buffer_bytes(),
+        dir: Some(dir.clone()),
     };
     let queue = vfs
         .write_queue(&config)
         .map_err(|e| match options.backend {
-            Backend::IoUring => Error::BackendUnavailable {
-                backend: "io_uring",
+            Backend::IoUring | Backend::IoUringDirect => Error::BackendUnavailable {
+                backend: options.backend.name(),
                 reason: e.to_string(),
             },
             _ => Error::io("create write queue", &dir, e),

@@ -19,15 +19,21 @@ fn small(backend: Backend) -> Options {
     }
 }
 
-/// Both hot-path backends where the host allows io_uring (it says so when it does not).
+/// Every hot-path backend the host allows (it says why when it skips one): io_uring where the
+/// kernel allows it, io_uring with O_DIRECT where the temporary directory's file system takes it.
 fn backends() -> Vec<Backend> {
-    match logship_engine::io::uring::probe() {
-        Ok(()) => vec![Backend::Portable, Backend::IoUring],
-        Err(reason) => {
-            println!("io_uring cases skipped: {reason}");
-            vec![Backend::Portable]
-        }
+    let mut backends = vec![Backend::Portable];
+    if let Err(reason) = logship_engine::io::uring::probe() {
+        println!("io_uring cases skipped: {reason}");
+        return backends;
     }
+    backends.push(Backend::IoUring);
+    let dir = tempfile::tempdir().unwrap();
+    match logship_engine::io::direct::probe_dir(dir.path()) {
+        Ok(()) => backends.push(Backend::IoUringDirect),
+        Err(reason) => println!("io_uring_direct cases skipped: {reason}"),
+    }
+    backends
 }
 
 fn payload(i: u64) -> Bytes {
@@ -103,9 +109,15 @@ fn concurrent_appenders_get_dense_lsns() {
 
 #[test]
 fn truncate_purge_and_recycle() {
+    for backend in backends() {
+        truncate_purge_and_recycle_on(backend);
+    }
+}
+
+fn truncate_purge_and_recycle_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
-    let log = Log::open(&path, small(Backend::Auto)).unwrap();
+    let log = Log::open(&path, small(backend)).unwrap();
     for i in 1..=3000u64 {
         let _ = log.append(payload(i)).unwrap();
     }
@@ -130,12 +142,12 @@ fn truncate_purge_and_recycle() {
         let _ = log.append(payload(i)).unwrap();
     }
     log.sync().unwrap();
-    assert!(log.stats().recycled > 0, "{:?}", log.stats());
+    assert!(log.stats().recycled > 0, "{backend:?} {:?}", log.stats());
     let first = log.first_lsn();
     let n = read_all(&log).len() as u64;
     assert_eq!(first.get() + n - 1, log.last_lsn().get());
     log.close().unwrap();
-    let log = Log::open(&path, small(Backend::Auto)).unwrap();
+    let log = Log::open(&path, small(backend)).unwrap();
     assert_eq!(log.first_lsn(), first);
     assert_eq!(read_all(&log).len() as u64, n);
     assert!(logship_engine::verify(&path).unwrap().is_clean());
@@ -241,6 +253,18 @@ fn oversized_records_and_bad_options_are_typed_errors() {
     };
     match Log::open(dir.path().join("other"), bad) {
         Err(Error::InvalidOptions { key, .. }) => assert_eq!(key, "segment_size_bytes"),
+        other => panic!("{other:?}"),
+    }
+    // Direct writes cover whole 4096-byte blocks: a segment must end on one.
+    let unaligned = Options {
+        segment_size_bytes: (64 << 10) + 512,
+        ..small(Backend::IoUringDirect)
+    };
+    match Log::open(dir.path().join("direct"), unaligned) {
+        Err(Error::InvalidOptions { key, reason }) => {
+            assert_eq!(key, "segment_size_bytes");
+            assert!(reason.contains("io_uring_direct"), "{reason}");
+        }
         other => panic!("{other:?}"),
     }
 }

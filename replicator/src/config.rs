@@ -88,6 +88,9 @@ pub enum LogBackend {
     IoUring,
     /// pwrite + fdatasync.
     Portable,
+    /// io_uring with `O_DIRECT | O_DSYNC` writes (`io_uring_direct`, alias `direct`).
+    #[serde(alias = "direct")]
+    IoUringDirect,
 }
 
 /// A follower's mode.
@@ -624,6 +627,7 @@ impl NodeConfig {
             LogBackend::Auto => logship_engine::io::Backend::Auto,
             LogBackend::IoUring => logship_engine::io::Backend::IoUring,
             LogBackend::Portable => logship_engine::io::Backend::Portable,
+            LogBackend::IoUringDirect => logship_engine::io::Backend::IoUringDirect,
         };
         o
     }
@@ -1278,6 +1282,24 @@ followers = [
             let e = check(&text).unwrap_err();
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn log_backend_names_map_to_engine_backends() {
+        use logship_engine::io::Backend;
+        let cases = [
+            ("auto", Backend::Auto),
+            ("io_uring", Backend::IoUring),
+            ("portable", Backend::Portable),
+            ("io_uring_direct", Backend::IoUringDirect),
+            ("direct", Backend::IoUringDirect),
+        ];
+        for (name, backend) in cases {
+            let c = check(&format!("{GOOD}\n[log]\nbackend = \"{name}\"\n")).unwrap();
+            assert_eq!(c.log_options().backend, backend, "{name}");
+        }
+        let e = check(&format!("{GOOD}\n[log]\nbackend = \"o_direct\"\n")).unwrap_err();
+        assert!(e.contains("backend"), "{e}");
     }
 
     #[test]

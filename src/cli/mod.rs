@@ -70,6 +70,9 @@ pub enum BackendArg {
     IoUring,
     /// pwrite + fdatasync.
     Portable,
+    /// io_uring with O_DIRECT | O_DSYNC writes, or fail (tmpfs, file systems without O_DIRECT).
+    #[value(name = "io_uring_direct", alias = "direct")]
+    IoUringDirect,
 }
 
 impl BackendArg {
@@ -78,6 +81,7 @@ impl BackendArg {
             BackendArg::Auto => logship::io::Backend::Auto,
             BackendArg::IoUring => logship::io::Backend::IoUring,
             BackendArg::Portable => logship::io::Backend::Portable,
+            BackendArg::IoUringDirect => logship::io::Backend::IoUringDirect,
         }
     }
 }

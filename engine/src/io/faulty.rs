@@ -1290,6 +1290,7 @@ mod tests {
         let config = QueueConfig {
             depth: 2,
             buffer_bytes: 64,
+            dir: None,
         };
         let mut queue = vfs.write_queue(&config).expect("queue");
         assert_eq!(queue.name(), "faulty");

@@ -17,6 +17,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod aligned;
+pub mod direct;
 pub mod faulty;
 pub mod std_fs;
 pub mod uring;
@@ -115,11 +117,15 @@ pub struct QueueConfig {
     pub depth: usize,
     /// Capacity of each buffer: the largest single write.
     pub buffer_bytes: usize,
+    /// The directory whose files the queue writes, for backends that must check that its file
+    /// system supports them (`O_DIRECT`). `None`: nothing to check.
+    pub dir: Option<std::path::PathBuf>,
 }
 
-/// A buffer owned by a [`WriteQueue`]'s pool.
+/// A buffer owned by a [`WriteQueue`]'s pool, aligned to [`aligned::BUFFER_ALIGN`] so that any
+/// queue may write it with `O_DIRECT`.
 pub struct IoBuf {
-    data: Vec<u8>,
+    data: aligned::AlignedBytes,
     /// Index in the queue's pool (the registered-buffer index on io_uring).
     pub index: u16,
 }
@@ -139,13 +145,13 @@ impl IoBuf {
     /// (registered buffers rely on that).
     pub fn with_capacity(capacity: usize, index: u16) -> IoBuf {
         IoBuf {
-            data: Vec::with_capacity(capacity),
+            data: aligned::AlignedBytes::with_capacity(capacity),
             index,
         }
     }
     /// The bytes written so far.
     pub fn as_slice(&self) -> &[u8] {
-        &self.data
+        self.data.as_slice()
     }
     /// Bytes written so far.
     pub fn len(&self) -> usize {
@@ -176,13 +182,20 @@ impl IoBuf {
         );
         self.data.extend_from_slice(bytes);
     }
+    /// Appends `count` zero bytes.
+    ///
+    /// # Panics
+    /// If they do not fit.
+    pub fn extend_zeros(&mut self, count: usize) {
+        self.data.extend_zeros(count);
+    }
     /// Empties the buffer, keeping its allocation.
     pub fn clear(&mut self) {
         self.data.clear();
     }
     /// Start of the allocation (for buffer registration).
     pub fn base_ptr(&mut self) -> *mut u8 {
-        self.data.as_mut_ptr()
+        self.data.base_ptr()
     }
 }
 
@@ -221,7 +234,7 @@ pub struct WriteCompletion {
 
 /// The writer thread's hot path. Not shared between threads.
 pub trait WriteQueue: Send + fmt::Debug {
-    /// `"io_uring"`, `"portable"` or `"faulty"`.
+    /// `"io_uring"`, `"io_uring_direct"`, `"portable"` or `"faulty"`.
     fn name(&self) -> &'static str;
     /// A free buffer from the pool, emptied; `None` when every buffer is in flight.
     fn take_buffer(&mut self) -> Option<IoBuf>;
@@ -260,16 +273,32 @@ pub enum Backend {
     IoUring,
     /// `pwrite` + `fdatasync` on the writer thread.
     Portable,
+    /// io_uring with `O_DIRECT | O_DSYNC` writes from aligned, registered buffers, the queue
+    /// rewriting the file's last partial block itself (see [`direct`]); fails to open with
+    /// `Error::BackendUnavailable` where io_uring is blocked or the file system refuses
+    /// `O_DIRECT` (tmpfs before Linux 6.6, some FUSE and network file systems).
+    IoUringDirect,
 }
 
 impl Backend {
-    /// Parses `auto`, `io_uring`/`uring`, `portable`.
+    /// Parses `auto`, `io_uring`/`uring`, `portable`, `io_uring_direct`/`direct`.
     pub fn parse(s: &str) -> Option<Backend> {
         match s {
             "auto" => Some(Backend::Auto),
             "io_uring" | "uring" | "io-uring" => Some(Backend::IoUring),
             "portable" | "std" => Some(Backend::Portable),
+            "io_uring_direct" | "io-uring-direct" | "direct" => Some(Backend::IoUringDirect),
             _ => None,
+        }
+    }
+
+    /// The name [`crate::Log::backend`] reports for a queue of this backend; for [`Backend::Auto`]
+    /// the name of what it picks.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto | Backend::Portable => "portable",
+            Backend::IoUring => "io_uring",
+            Backend::IoUringDirect => "io_uring_direct",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The real file system: std file I/O for the control path, and a choice of hot-path queue
-//! (io_uring when the probe succeeds, else the portable `pwrite` + `fdatasync` queue).
+//! (the portable `pwrite` + `fdatasync` queue, io_uring, or io_uring with `O_DIRECT`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -94,6 +94,11 @@ impl Vfs for StdVfs {
                 super::uring::probe()
                     .map_err(|reason| io::Error::new(io::ErrorKind::Unsupported, reason))?;
                 Ok(Box::new(super::uring::UringQueue::new(config)?))
+            }
+            Backend::IoUringDirect => {
+                super::uring::probe()
+                    .map_err(|reason| io::Error::new(io::ErrorKind::Unsupported, reason))?;
+                Ok(Box::new(super::direct::DirectQueue::new(config)?))
             }
             // Measured (docs/architecture.md): with buffered I/O the synchronous writer thread
             // is as fast as io_uring for small records and faster for large ones, because the

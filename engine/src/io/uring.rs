@@ -642,6 +642,7 @@ mod tests {
         let config = QueueConfig {
             depth,
             buffer_bytes: chunk,
+            dir: None,
         };
         let mut queue = UringQueue::build(&config, register).expect("queue");
         assert_eq!(queue.fixed, register);
@@ -701,6 +702,7 @@ mod tests {
         let config = QueueConfig {
             depth: 1,
             buffer_bytes: len,
+            dir: None,
         };
         let mut queue = UringQueue::new(&config).expect("queue");
         let mut buf = queue.take_buffer().expect("buffer");
@@ -735,6 +737,7 @@ mod tests {
         let config = QueueConfig {
             depth: 1,
             buffer_bytes: 4096,
+            dir: None,
         };
         let mut queue = UringQueue::new(&config).expect("queue");
         let mut buf = queue.take_buffer().expect("buffer");
@@ -771,6 +774,7 @@ mod tests {
         let config = QueueConfig {
             depth: 2,
             buffer_bytes: 1 << 20,
+            dir: None,
         };
         let mut queue = UringQueue::new(&config).expect("queue");
         let data = pattern(5, 1 << 20);
@@ -800,6 +804,7 @@ mod tests {
         let config = QueueConfig {
             depth: 1,
             buffer_bytes: 16,
+            dir: None,
         };
         let mut queue = UringQueue::new(&config).expect("queue");
         let buf = queue.take_buffer().expect("buffer");
@@ -877,6 +882,7 @@ mod tests {
         let config = QueueConfig {
             depth: 1,
             buffer_bytes: 3 * SHORT_WRITE_LIMIT_BYTES,
+            dir: None,
         };
         let mut queue = UringQueue::new(&config).expect("queue");
         let mut buf = queue.take_buffer().expect("buffer");
