@@ -1,6 +1,6 @@
 //! io_uring blocked by the host: `Backend::Auto` (the portable backend) still opens and writes;
-//! `Backend::IoUring` refuses with a typed error naming the reason. Blocks io_uring for real with the
-//! `kernel.io_uring_disabled` sysctl (root only; restored by a guard), the way some hosts and the
+//! `Backend::IoUring` and `Backend::IoUringDirect` refuse with a typed error naming the reason.
+//! Blocks io_uring for real with the `kernel.io_uring_disabled` sysctl (root only; restored by a guard), the way some hosts and the
 //! default seccomp profiles of Docker and containerd block it.
 
 use std::path::Path;
@@ -58,6 +58,10 @@ fn blocked_io_uring_falls_back_to_portable_or_is_refused() {
 
     match Log::open(dir.path().join("uring"), options(Backend::IoUring)) {
         Err(Error::BackendUnavailable { backend, .. }) => assert_eq!(backend, "io_uring"),
+        other => panic!("expected BackendUnavailable, got {other:?}"),
+    }
+    match Log::open(dir.path().join("direct"), options(Backend::IoUringDirect)) {
+        Err(Error::BackendUnavailable { backend, .. }) => assert_eq!(backend, "io_uring_direct"),
         other => panic!("expected BackendUnavailable, got {other:?}"),
     }
 

@@ -102,7 +102,7 @@ impl Log {
         &self.report
     }
 
-    /// The hot-path backend in use: `"io_uring"`, `"portable"` or `"faulty"`.
+    /// The hot-path backend in use: `"io_uring"`, `"io_uring_direct"`, `"portable"` or `"faulty"`.
     pub fn backend(&self) -> &'static str {
         self.shared.backend
     }
