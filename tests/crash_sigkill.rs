@@ -3,7 +3,8 @@
 //! LSNs are dense from 1, and the log verifies clean. The next child appends to the same log.
 //!
 //! `LOGSHIP_CRASH_ITERATIONS` sets the number of kills (default 200); `LOGSHIP_SEED` replays a
-//! run. A new log directory is started every `KILLS_PER_LOG` kills to bound the time the checks
+//! run; `LOGSHIP_TEST_BACKEND` pins the children's `--backend` (default: one of `BACKENDS` at
+//! random for each). A new log directory is started every `KILLS_PER_LOG` kills to bound the time the checks
 //! take as the log grows.
 
 mod common;
@@ -65,9 +66,16 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
 /// open and recovery, except on a log's first run (its creation is not what is tested here).
 fn run_once(dir: &std::path::Path, create: bool, rng: &mut Rng) -> anyhow::Result<Outcome> {
     let size = SEGMENT_SIZE_BYTES.to_string();
-    // Every hot-path backend takes the kills, on the same log, in random order.
-    let backend = BACKENDS[rng.range(0, BACKENDS.len() as u64) as usize];
-    let mut args = vec!["--segment-size", size.as_str(), "--backend", backend];
+    // Every hot-path backend takes the kills, on the same log, in random order, unless the
+    // environment pins one. The draw happens either way, so a seed replays the same run.
+    let drawn = BACKENDS[rng.range(0, BACKENDS.len() as u64) as usize];
+    let backend = std::env::var("LOGSHIP_TEST_BACKEND").unwrap_or_else(|_| drawn.to_string());
+    let mut args = vec![
+        "--segment-size",
+        size.as_str(),
+        "--backend",
+        backend.as_str(),
+    ];
     if create {
         args.push("--create");
     }
