@@ -48,7 +48,11 @@
 //! Alignment is a fixed 4096 bytes, a multiple of every common logical block size; the probe at
 //! open writes one such block, so a device that needs more fails there, as
 //! `Error::BackendUnavailable`. A short direct write that stops mid-block cannot be resumed
-//! (the remainder is unaligned) and fails the operation, which poisons the log.
+//! (the remainder is unaligned) and fails the operation, which poisons the log. New segments are
+//! a multiple of 4096 long with this backend (`Options::validate`); a segment made earlier by
+//! another backend with an unaligned length can grow by up to 4095 zero bytes when its last
+//! block is written, which is harmless: recovery takes a segment's length as its capacity, and
+//! the header's size field is informational. Each batch is copied once more, into staging.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
