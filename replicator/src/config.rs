@@ -54,6 +54,14 @@ use crate::vocab::{
 
 /// Default time written records may wait for an fdatasync before the disk counts as stalled.
 pub const DEFAULT_DISK_STALL_MS: u64 = 5_000;
+/// Default `timeouts.client_idle_ms`: a client connection with no request in flight and no
+/// bytes for this long is closed.
+pub const DEFAULT_CLIENT_IDLE_MS: u64 = 60_000;
+/// Default `timeouts.client_request_ms`: a request frame must arrive whole within this long of
+/// its first byte, or its connection is closed (slow senders cannot hold a connection).
+pub const DEFAULT_CLIENT_REQUEST_MS: u64 = 10_000;
+/// Default `node.max_client_connections_per_address`.
+pub const DEFAULT_CLIENT_CONNECTIONS_PER_ADDRESS: usize = 64;
 
 /// Default wait before the `degrade` policy acknowledges at local durability.
 pub const DEFAULT_DEGRADE_AFTER: Duration = Duration::from_secs(2);
@@ -137,6 +145,9 @@ pub struct NodeSection {
     pub listen_client: Option<SocketAddr>,
     /// HTTP for `/metrics`, `/health/live`, `/health/ready`. Optional.
     pub listen_http: Option<SocketAddr>,
+    /// Client connections from one remote address (IP) served at once; more are closed at
+    /// accept. Default 64.
+    pub max_client_connections_per_address: Option<usize>,
     /// Replication transport: `auto` (portable, by measurement), `io_uring`, `portable`.
     #[serde(default)]
     pub transport: NetBackend,
@@ -331,6 +342,12 @@ pub struct TimeoutsSection {
     /// Written records waiting this long for an fdatasync make the disk "stalled": the node
     /// stops voting and standing, and a primary steps down (with failover). Default 5000.
     pub disk_stall_ms: u64,
+    /// A client connection idle this long (no request in flight, no bytes) is closed.
+    /// Default 60000.
+    pub client_idle_ms: u64,
+    /// A client request frame must arrive whole within this long of its first byte. Default
+    /// 10000.
+    pub client_request_ms: u64,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -348,8 +365,21 @@ impl Default for TimeoutsSection {
             commit_ms: ms(t.commit),
             catch_up_read_ms: ms(t.catch_up_read),
             disk_stall_ms: DEFAULT_DISK_STALL_MS,
+            client_idle_ms: DEFAULT_CLIENT_IDLE_MS,
+            client_request_ms: DEFAULT_CLIENT_REQUEST_MS,
         }
     }
+}
+
+/// The client port's bounds ([`NodeConfig::client_limits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Connections from one remote address at once.
+    pub per_address: usize,
+    /// No request in flight and no bytes for this long: the connection is closed.
+    pub idle: Duration,
+    /// A request frame must arrive whole within this long of its first byte.
+    pub request: Duration,
 }
 
 /// `[backoff]`.
@@ -559,6 +589,7 @@ impl NodeConfig {
         self.validate_role()?;
         self.timeouts()?;
         self.disk_stall()?;
+        self.client_limits()?;
         self.backoff()?;
         self.breaker()?;
         self.validate_followers()?;
@@ -1004,6 +1035,32 @@ impl NodeConfig {
     /// [`Error::InvalidConfig`] for 0.
     pub fn disk_stall(&self) -> Result<Duration> {
         positive("timeouts.disk_stall_ms", self.timeouts.disk_stall_ms)
+    }
+
+    /// The client port's bounds: connections per remote address, the idle and request
+    /// timeouts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for 0.
+    pub fn client_limits(&self) -> Result<ClientLimits> {
+        let per_address = self
+            .node
+            .max_client_connections_per_address
+            .unwrap_or(DEFAULT_CLIENT_CONNECTIONS_PER_ADDRESS);
+        if per_address == 0 {
+            return Err(Error::config(
+                "node.max_client_connections_per_address",
+                "must be greater than 0",
+            ));
+        }
+        Ok(ClientLimits {
+            per_address,
+            idle: positive("timeouts.client_idle_ms", self.timeouts.client_idle_ms)?,
+            request: positive(
+                "timeouts.client_request_ms",
+                self.timeouts.client_request_ms,
+            )?,
+        })
     }
 
     /// The timeouts.

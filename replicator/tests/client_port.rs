@@ -54,8 +54,13 @@ fn follower(dir: &Path) -> Node {
 
 /// A primary whose one follower `a` at `follower` is its sync quorum.
 fn primary(dir: &Path, follower: SocketAddr) -> Node {
+    primary_with(dir, follower, "", "")
+}
+
+/// [`primary`], with more lines in its `[node]` and `[timeouts]` tables.
+fn primary_with(dir: &Path, follower: SocketAddr, node: &str, timeouts: &str) -> Node {
     let text = format!(
-        "{}[replication]\nfollowers = [{{ name = \"a\", addr = \"{follower}\", mode = \"sync\" }}]\nquorum = \"ANY 1 (a)\"\n[timeouts]\ncommit_ms = {COMMIT_MS}\n",
+        "{}{node}[replication]\nfollowers = [{{ name = \"a\", addr = \"{follower}\", mode = \"sync\" }}]\nquorum = \"ANY 1 (a)\"\n[timeouts]\ncommit_ms = {COMMIT_MS}\n{timeouts}",
         node_section(dir, "p", "primary")
     );
     Node::start(NodeConfig::parse(&text).unwrap()).unwrap()
@@ -325,4 +330,76 @@ fn a_follower_refuses_pipelined_appends_and_batches_as_not_primary() {
     }
     assert_eq!(c.appends_in_flight(), 0);
     assert!(c.status().unwrap().primary.is_none());
+}
+
+/// Whether the port closes `s` within `bound` (EOF or reset), reading and dropping anything
+/// it sends first.
+fn closed_within(s: &mut TcpStream, bound: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + bound;
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+#[test]
+fn idle_slow_and_excess_connections_are_closed_and_a_new_client_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = follower(dir.path());
+    let p = primary_with(
+        dir.path(),
+        a.replication_addr().unwrap(),
+        "max_client_connections_per_address = 3\n",
+        "client_idle_ms = 600\nclient_request_ms = 400\n",
+    );
+    let addr = p.client_addr().unwrap();
+    // Three idle connections take every seat of 127.0.0.1; a fourth is closed at accept.
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| raw(addr)).collect();
+    let mut excess = raw(addr);
+    // A served connection would answer this; a refused one ends without an answer.
+    let _ = excess.write_all(&encode(kind::STATUS_REQUEST, &[]));
+    let (answers, ended) = read_answers(&mut excess, 1);
+    assert!(
+        answers.is_empty() && ended,
+        "the fourth connection was served"
+    );
+    // The idle ones are closed once idle for client_idle_ms, and their seats come back.
+    for s in &mut idle {
+        assert!(
+            closed_within(s, ANSWER_WITHIN),
+            "an idle connection stayed open"
+        );
+    }
+    let mut c = client(&p);
+    assert!(
+        c.status().is_ok(),
+        "a new client is served once the idle ones are gone"
+    );
+    // A request sent one byte at a time is closed client_request_ms after its first byte,
+    // though bytes keep coming.
+    let mut slow = raw(addr);
+    let frame = encode(kind::STATUS_REQUEST, &[0u8; 200]);
+    let started = Instant::now();
+    let mut closed = false;
+    // Never the last byte: the frame stays incomplete (200 bytes at 50 ms each: 10 s).
+    for b in &frame[..frame.len() - 1] {
+        if slow.write_all(&[*b]).is_err() || closed_within(&mut slow, Duration::from_millis(50)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a slow request held its connection for {:?}",
+        started.elapsed()
+    );
+    assert!(c.status().is_ok(), "the honest client is still served");
 }

@@ -27,13 +27,21 @@
 //! A connection ends, both threads with it, at the client's close, a read or write error, a
 //! malformed frame or a frame that is not a client request (the answers of the requests before
 //! it are still sent), or the node's shutdown; shutdown joins every connection's threads.
+//!
+//! Hostile or broken clients ([`ClientLimits`], from the config): at most `per_address`
+//! connections from one remote address (more are closed at accept, so one address cannot take
+//! the whole port); a connection with no request in flight and no bytes for `idle` is closed;
+//! a request whose first byte arrived `request` ago and that is still incomplete closes its
+//! connection (a sender of one byte a second cannot hold it). Refused connections are logged
+//! as one summary line per [`REFUSAL_LOG_INTERVAL`], never one line each.
 
+use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError};
@@ -41,6 +49,7 @@ use logship_engine::Lsn;
 use parking_lot::Mutex;
 
 use super::{Commit, Inner};
+use crate::config::ClientLimits;
 use crate::error::{Error, Result};
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
@@ -61,8 +70,10 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Bytes of answers gathered before a write (a flush comes sooner whenever the answerer would
 /// wait).
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
-/// How often idle connection threads look at the stop flag.
+/// How often idle connection threads look at the stop flag and their timeouts.
 const POLL: Duration = Duration::from_millis(200);
+/// Refused connections are logged at most once per this long, with their count.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(crate) struct ClientPort {
     addr: SocketAddr,
@@ -72,7 +83,11 @@ pub(crate) struct ClientPort {
 }
 
 impl ClientPort {
-    pub(crate) fn start(addr: SocketAddr, inner: Weak<Inner>) -> Result<ClientPort> {
+    pub(crate) fn start(
+        addr: SocketAddr,
+        limits: ClientLimits,
+        inner: Weak<Inner>,
+    ) -> Result<ClientPort> {
         let listener =
             TcpListener::bind(addr).map_err(|e| Error::io(format!("client port {addr}"), e))?;
         let addr = listener
@@ -83,7 +98,7 @@ impl ClientPort {
         let (s, c) = (Arc::clone(&stop), Arc::clone(&conns));
         let accept = std::thread::Builder::new()
             .name("logship-clients".into())
-            .spawn(move || accept_loop(&listener, &inner, &s, &c))
+            .spawn(move || accept_loop(&listener, &inner, &s, &c, limits))
             .map_err(|e| Error::io("spawning the client port", e))?;
         Ok(ClientPort {
             addr,
@@ -115,35 +130,122 @@ fn accept_loop(
     inner: &Weak<Inner>,
     stop: &Arc<AtomicBool>,
     conns: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+    limits: ClientLimits,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let occupancy = Arc::new(Mutex::new(Occupancy::default()));
+    let mut refusals = Refusals::default();
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
             return;
         }
         let Ok(stream) = stream else { continue };
-        if active.load(Ordering::Acquire) >= MAX_CLIENT_CONNECTIONS {
-            tracing::warn!("client port full ({MAX_CLIENT_CONNECTIONS} connections): refusing one");
+        let Ok(peer) = stream.peer_addr() else {
             continue;
-        }
-        active.fetch_add(1, Ordering::AcqRel);
-        let (inner, stop, active) = (inner.clone(), Arc::clone(stop), Arc::clone(&active));
+        };
+        let seat = match take_seat(&occupancy, peer.ip(), limits.per_address) {
+            Ok(seat) => seat,
+            Err(why) => {
+                refusals.note(peer.ip(), why);
+                continue;
+            }
+        };
+        let (inner, stop) = (inner.clone(), Arc::clone(stop));
         let spawned = std::thread::Builder::new()
             .name("logship-client".into())
             .spawn(move || {
+                let _seat = seat;
                 let max_record = inner
                     .upgrade()
                     .map_or(0, |i| i.config.log_options().max_record_bytes);
-                let max_request = max_request_bytes(max_record);
-                if let Err(e) = serve(stream, &inner, &stop, max_request) {
+                let bounds = (max_request_bytes(max_record), limits);
+                if let Err(e) = serve(stream, &inner, &stop, bounds) {
                     tracing::debug!(error = %e, "client connection ended");
                 }
-                active.fetch_sub(1, Ordering::AcqRel);
             });
         let mut c = conns.lock();
         c.retain(|t| !t.is_finished());
         if let Ok(t) = spawned {
             c.push(t);
+        }
+    }
+}
+
+/// Connections served, in all and per remote address.
+#[derive(Debug, Default)]
+struct Occupancy {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place in the [`Occupancy`], given back when it is dropped (also when its
+/// thread could not be started).
+struct Seat {
+    occupancy: Arc<Mutex<Occupancy>>,
+    ip: IpAddr,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut o = self.occupancy.lock();
+        o.total = o.total.saturating_sub(1);
+        if let Some(n) = o.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                o.by_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A seat for a connection from `ip`, or why there is none.
+fn take_seat(
+    occupancy: &Arc<Mutex<Occupancy>>,
+    ip: IpAddr,
+    per_address: usize,
+) -> std::result::Result<Seat, &'static str> {
+    let mut o = occupancy.lock();
+    if o.total >= MAX_CLIENT_CONNECTIONS {
+        return Err("the port is full");
+    }
+    let n = o.by_address.entry(ip).or_default();
+    if *n >= per_address {
+        return Err("too many connections from this address");
+    }
+    *n += 1;
+    o.total += 1;
+    Ok(Seat {
+        occupancy: Arc::clone(occupancy),
+        ip,
+    })
+}
+
+/// Refused connections, logged as one line per [`REFUSAL_LOG_INTERVAL`] at most: a flood of
+/// connections must not become a flood of log lines.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Refused since the last line.
+    count: u64,
+    /// When the last line was written.
+    logged: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, ip: IpAddr, why: &'static str) {
+        self.count += 1;
+        let now = Instant::now();
+        if self
+            .logged
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                refused = self.count,
+                last_address = %ip,
+                last_reason = why,
+                "client port: connections refused (at most one such line per {} s)",
+                REFUSAL_LOG_INTERVAL.as_secs()
+            );
+            self.count = 0;
+            self.logged = Some(now);
         }
     }
 }
@@ -158,7 +260,7 @@ fn serve(
     stream: TcpStream,
     inner: &Weak<Inner>,
     stop: &AtomicBool,
-    max_request: usize,
+    bounds: (usize, ClientLimits),
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(POLL))?;
@@ -180,7 +282,7 @@ fn serve(
         let answerer = std::thread::Builder::new()
             .name("logship-client-answers".into())
             .spawn_scoped(s, move || answer_requests(&rx, answers, inner, stop))?;
-        let read = read_requests(&stream, inner, (stop, max_request), &tx, &out);
+        let read = read_requests(&stream, inner, (stop, bounds), &tx, &out);
         drop(tx);
         let answered = answerer
             .join()
@@ -222,17 +324,19 @@ impl Pending {
 }
 
 /// The reader: decodes requests, admits appends, queues everything in order. Returns at the
-/// client's close or the port's stop, or with the error that ends the connection.
+/// client's close or the port's stop, or with the error that ends the connection (a
+/// timeout of [`Deadlines`] among them).
 fn read_requests(
     mut stream: &TcpStream,
     inner: &Weak<Inner>,
-    (stop, max_request): (&AtomicBool, usize),
+    (stop, (max_request, limits)): (&AtomicBool, (usize, ClientLimits)),
     queue: &Sender<Pending>,
     answers: &Answers<'_>,
 ) -> std::io::Result<()> {
     let mut decoder = FrameDecoder::new(max_request);
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let mut requests = Vec::new();
+    let mut deadlines = Deadlines::new(limits, Instant::now());
     loop {
         if stop.load(Ordering::Acquire) {
             return Ok(());
@@ -240,29 +344,16 @@ fn read_requests(
         let n = match stream.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
-            Err(e) if is_timeout(&e) || e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if is_timeout(&e) || e.kind() == std::io::ErrorKind::Interrupted => {
+                let in_flight = answers.queued.load(Ordering::Acquire);
+                deadlines.check(Instant::now(), decoder.buffered(), in_flight)?;
+                continue;
+            }
             Err(e) => return Err(e),
         };
         decoder.push(&buf[..n]);
-        // One read's worth of frames: every frame takes at least a header off the buffer. A
-        // malformed frame still lets the requests before it be answered.
-        let mut malformed = None;
-        loop {
-            match decoder.next_frame().map_err(invalid) {
-                Ok(Some(frame)) => match Msg::decode(&frame) {
-                    Ok(msg) => requests.push(msg),
-                    Err(e) => {
-                        malformed = Some(invalid(e));
-                        break;
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    malformed = Some(e);
-                    break;
-                }
-            }
-        }
+        let malformed = decode_frames(&mut decoder, &mut requests);
+        deadlines.on_read(Instant::now(), !requests.is_empty(), decoder.buffered());
         let Some(inner) = inner.upgrade() else {
             return Ok(());
         };
@@ -270,6 +361,69 @@ fn read_requests(
         if let Some(e) = malformed {
             return Err(e);
         }
+        deadlines.check(Instant::now(), decoder.buffered(), 1)?;
+    }
+}
+
+/// Takes every whole frame off `decoder` into `requests`. A malformed frame stops it, and is
+/// returned: the requests before it are still answered.
+fn decode_frames(decoder: &mut FrameDecoder, requests: &mut Vec<Msg>) -> Option<std::io::Error> {
+    loop {
+        match decoder.next_frame().map_err(invalid) {
+            Ok(Some(frame)) => match Msg::decode(&frame) {
+                Ok(msg) => requests.push(msg),
+                Err(e) => return Some(invalid(e)),
+            },
+            Ok(None) => return None,
+            Err(e) => return Some(e),
+        }
+    }
+}
+
+/// A connection's timeouts: idle (no request in flight and no bytes) and request (a frame
+/// begun and not finished).
+#[derive(Debug)]
+struct Deadlines {
+    limits: ClientLimits,
+    last_bytes: Instant,
+    /// When the first byte of the frame still incomplete arrived (at the latest).
+    partial_since: Option<Instant>,
+}
+
+impl Deadlines {
+    fn new(limits: ClientLimits, now: Instant) -> Deadlines {
+        Deadlines {
+            limits,
+            last_bytes: now,
+            partial_since: None,
+        }
+    }
+
+    /// Bytes arrived; `completed`: they finished at least one frame; `buffered`: bytes of an
+    /// unfinished frame left.
+    fn on_read(&mut self, now: Instant, completed: bool, buffered: usize) {
+        self.last_bytes = now;
+        self.partial_since = match (buffered, completed) {
+            (0, _) => None,
+            (_, true) => Some(now),
+            (_, false) => Some(self.partial_since.unwrap_or(now)),
+        };
+    }
+
+    /// Fails with `TimedOut` when a timeout has run out.
+    fn check(&self, now: Instant, buffered: usize, in_flight: usize) -> std::io::Result<()> {
+        let timed_out = |what: &str| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, what));
+        if self
+            .partial_since
+            .is_some_and(|t| now.duration_since(t) >= self.limits.request)
+        {
+            return timed_out("a request did not arrive whole within timeouts.client_request_ms");
+        }
+        let idle = now.duration_since(self.last_bytes) >= self.limits.idle;
+        if buffered == 0 && in_flight == 0 && idle {
+            return timed_out("idle for timeouts.client_idle_ms");
+        }
+        Ok(())
     }
 }
 
@@ -573,5 +727,80 @@ fn read(inner: &Inner, id: u64, from: Lsn, max_bytes: u32) -> Msg {
             records: c.bytes,
         },
         Some(Err(e)) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ClientLimits = ClientLimits {
+        per_address: 2,
+        idle: Duration::from_secs(60),
+        request: Duration::from_secs(10),
+    };
+
+    #[test]
+    fn seats_are_bounded_per_address_and_given_back() {
+        let occupancy = Arc::new(Mutex::new(Occupancy::default()));
+        let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        let first = take_seat(&occupancy, a, 2).expect("first");
+        let _second = take_seat(&occupancy, a, 2).expect("second");
+        assert!(
+            take_seat(&occupancy, a, 2).is_err(),
+            "a third from one address"
+        );
+        let _other = take_seat(&occupancy, b, 2).expect("another address is served");
+        drop(first);
+        let _again = take_seat(&occupancy, a, 2).expect("a seat given back is free again");
+        assert_eq!(occupancy.lock().total, 3);
+    }
+
+    #[test]
+    fn the_port_is_bounded_in_all() {
+        let occupancy = Arc::new(Mutex::new(Occupancy::default()));
+        let seats: Vec<Seat> = (0..MAX_CLIENT_CONNECTIONS)
+            .map(|i| {
+                let ip: IpAddr = [10, 0, (i / 256) as u8, (i % 256) as u8].into();
+                take_seat(&occupancy, ip, 1).expect("room")
+            })
+            .collect();
+        assert_eq!(
+            take_seat(&occupancy, [10, 9, 9, 9].into(), 1).err(),
+            Some("the port is full")
+        );
+        drop(seats);
+        let o = occupancy.lock();
+        assert_eq!((o.total, o.by_address.len()), (0, 0));
+    }
+
+    #[test]
+    fn an_unfinished_request_times_out_from_its_first_byte() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(LIMITS, t0);
+        d.on_read(t0, false, 3);
+        // One more byte a second keeps the connection busy but does not restart the clock.
+        for s in 1..10 {
+            d.on_read(t0 + Duration::from_secs(s), false, 3 + s as usize);
+            assert!(d.check(t0 + Duration::from_secs(s), 4, 0).is_ok());
+        }
+        let e = d.check(t0 + LIMITS.request, 12, 0).expect_err("timed out");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        // A finished frame restarts the clock for the next one.
+        d.on_read(t0 + LIMITS.request, true, 2);
+        assert!(d.check(t0 + LIMITS.request, 2, 0).is_ok());
+    }
+
+    #[test]
+    fn an_idle_connection_times_out_unless_a_request_is_in_flight() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(LIMITS, t0);
+        let later = t0 + LIMITS.idle;
+        assert!(d.check(later - Duration::from_millis(1), 0, 0).is_ok());
+        assert!(d.check(later, 0, 1).is_ok(), "an answer is still owed");
+        assert_eq!(
+            d.check(later, 0, 0).expect_err("idle").kind(),
+            std::io::ErrorKind::TimedOut
+        );
     }
 }

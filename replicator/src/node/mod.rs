@@ -425,6 +425,7 @@ impl Node {
         if let Some(addr) = inner.config.node.listen_client {
             node.client = Some(client_port::ClientPort::start(
                 addr,
+                inner.config.client_limits()?,
                 Arc::downgrade(&inner),
             )?);
         }
