@@ -230,6 +230,14 @@ struct ReplicateArgs {
     /// Skip the catch-up measurement.
     #[arg(long)]
     no_catch_up: bool,
+    /// Skip the steered catch-up (commits while an empty follower catches up, unthrottled and
+    /// with `catch_up_latency_target_ms`).
+    #[arg(long)]
+    no_steered_catch_up: bool,
+    /// Run only the steered catch-up (and the raw limits): no topology, network or catch-up
+    /// case.
+    #[arg(long, conflicts_with = "no_steered_catch_up")]
+    steered_only: bool,
     /// Skip the network-client cases (clients on the primary's client port, topologies `none`
     /// and `1sync`).
     #[arg(long)]
@@ -431,6 +439,12 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
     }
     plan.catch_up = !args.no_catch_up;
     plan.network = !args.no_network;
+    plan.steered = !args.no_steered_catch_up;
+    if args.steered_only {
+        plan.topologies.clear();
+        plan.catch_up = false;
+        plan.network = false;
+    }
     let (scratch, machine, command) = prepare("replicate", plan.name, &args.dir)?;
     let options = replicate::RunOptions {
         settings: replicate::cluster::NodeSettings {

@@ -46,11 +46,17 @@ use crate::backoff::BackoffConfig;
 use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
 use crate::error::{Error, Result};
+use crate::pacing::{PacingConfig, DEFAULT_MIN_BYTES_PER_SEC};
 use crate::quorum::QuorumSpec;
 use crate::transport::NetBackend;
 use crate::vocab::{
     FollowerLink, Timeouts, DEFAULT_CATCH_UP_CHUNK_BYTES, DEFAULT_MAX_INFLIGHT_BYTES,
 };
+
+/// Largest `replication.catch_up_latency_target_ms`.
+pub const MAX_CATCH_UP_LATENCY_TARGET_MS: u64 = 60_000;
+/// Smallest `replication.catch_up_min_bytes_per_sec`.
+pub const MIN_CATCH_UP_MIN_BYTES_PER_SEC: u64 = 64 << 10;
 
 /// Default time written records may wait for an fdatasync before the disk counts as stalled.
 pub const DEFAULT_DISK_STALL_MS: u64 = 5_000;
@@ -194,8 +200,43 @@ pub struct ReplicationSection {
     pub max_inflight_bytes: u64,
     /// Catch-up chunk size. Default 4 MiB.
     pub catch_up_chunk_bytes: usize,
+    /// The p99 of foreground commit latency (batch formed to `remote_durable`) that catch-up
+    /// is paced to keep under, in milliseconds (1 to 60000). Default: none, catch-up unpaced.
+    pub catch_up_latency_target_ms: Option<u64>,
+    /// The pacing's floor: catch-up is never paced below this many bytes per second (at least
+    /// 64 KiB). Default 4 MiB.
+    pub catch_up_min_bytes_per_sec: u64,
     /// The followers.
     pub followers: Vec<FollowerEntry>,
+}
+
+impl ReplicationSection {
+    /// The catch-up pacing these keys ask for (`None` without a latency target).
+    pub fn catch_up_pacing(&self) -> Option<PacingConfig> {
+        let target = self.catch_up_latency_target_ms?;
+        Some(PacingConfig {
+            latency_target: Duration::from_millis(target),
+            min_bytes_per_sec: self.catch_up_min_bytes_per_sec,
+        })
+    }
+
+    fn validate_pacing(&self) -> Result<()> {
+        if let Some(t) = self.catch_up_latency_target_ms {
+            if !(1..=MAX_CATCH_UP_LATENCY_TARGET_MS).contains(&t) {
+                return Err(Error::config(
+                    "replication.catch_up_latency_target_ms",
+                    format!("must be between 1 and {MAX_CATCH_UP_LATENCY_TARGET_MS} (omit it for unpaced catch-up)"),
+                ));
+            }
+        }
+        if self.catch_up_min_bytes_per_sec < MIN_CATCH_UP_MIN_BYTES_PER_SEC {
+            return Err(Error::config(
+                "replication.catch_up_min_bytes_per_sec",
+                format!("must be at least {MIN_CATCH_UP_MIN_BYTES_PER_SEC}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ReplicationSection {
@@ -207,6 +248,8 @@ impl Default for ReplicationSection {
             max_retained_bytes: None,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             catch_up_chunk_bytes: DEFAULT_CATCH_UP_CHUNK_BYTES,
+            catch_up_latency_target_ms: None,
+            catch_up_min_bytes_per_sec: DEFAULT_MIN_BYTES_PER_SEC,
             followers: Vec::new(),
         }
     }
@@ -594,6 +637,7 @@ impl NodeConfig {
         self.breaker()?;
         self.validate_followers()?;
         self.quorum()?;
+        self.replication.validate_pacing()?;
         if self.replication.catch_up_chunk_bytes < 64 << 10
             || self.replication.catch_up_chunk_bytes > 8 << 20
         {
@@ -1334,6 +1378,34 @@ followers = [
                 format!("{GOOD}\n[log]\nsegment_size_bytes = 1000\n"),
                 "log.segment_size_bytes",
             ),
+            (
+                GOOD.replace(
+                    "[replication]",
+                    "[replication]\ncatch_up_latency_target_ms = 0",
+                ),
+                "replication.catch_up_latency_target_ms",
+            ),
+            (
+                GOOD.replace(
+                    "[replication]",
+                    "[replication]\ncatch_up_latency_target_ms = 60001",
+                ),
+                "replication.catch_up_latency_target_ms",
+            ),
+            (
+                GOOD.replace(
+                    "[replication]",
+                    "[replication]\ncatch_up_min_bytes_per_sec = 1000",
+                ),
+                "replication.catch_up_min_bytes_per_sec",
+            ),
+            (
+                GOOD.replace(
+                    "[replication]",
+                    "[replication]\ncatch_up_latency_target_ms = \"5\"",
+                ),
+                "catch_up_latency_target_ms",
+            ),
         ];
         for (text, key) in cases {
             let e = check(&text).unwrap_err();
@@ -1357,6 +1429,28 @@ followers = [
         }
         let e = check(&format!("{GOOD}\n[log]\nbackend = \"o_direct\"\n")).unwrap_err();
         assert!(e.contains("backend"), "{e}");
+    }
+
+    #[test]
+    fn catch_up_pacing_is_off_unless_a_latency_target_is_set() {
+        let c = check(GOOD).unwrap();
+        assert_eq!(c.replication.catch_up_pacing(), None);
+        let text = GOOD.replace(
+            "[replication]",
+            "[replication]\ncatch_up_latency_target_ms = 5\ncatch_up_min_bytes_per_sec = 1048576",
+        );
+        let c = check(&text).unwrap();
+        let want = PacingConfig {
+            latency_target: Duration::from_millis(5),
+            min_bytes_per_sec: 1 << 20,
+        };
+        assert_eq!(c.replication.catch_up_pacing(), Some(want));
+        let text = GOOD.replace(
+            "[replication]",
+            "[replication]\ncatch_up_latency_target_ms = 7",
+        );
+        let floor = check(&text).unwrap().replication.catch_up_pacing().unwrap();
+        assert_eq!(floor.min_bytes_per_sec, DEFAULT_MIN_BYTES_PER_SEC);
     }
 
     #[test]

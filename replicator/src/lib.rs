@@ -9,7 +9,8 @@
 //! - [`replica`]: one sans-I/O replica, whose role is a value: `step(now, input) -> actions`.
 //!   No sockets, clocks, threads, files or OS randomness inside, so the node and the simulator
 //!   drive it the same way. [`primary`] and [`follower`] are its two roles' machines.
-//! - [`backoff`], [`breaker`], [`lag`]: the pieces of fault handling those machines use.
+//! - [`backoff`], [`breaker`], [`lag`]: the pieces of fault handling those machines use;
+//!   [`pacing`]: catch-up steered by a latency target for foreground commits.
 //! - [`fetch`], [`digests`]: integrity: fetching a range from a peer (repair, take-back) and
 //!   comparing replicas' digests.
 //! - [`transport`]: the TCP transports (portable sockets, io_uring) behind one seam.
@@ -38,6 +39,7 @@ pub mod integrity;
 pub mod lag;
 pub mod link;
 pub mod node;
+pub mod pacing;
 pub mod primary;
 pub mod protocol;
 pub mod quorum;

@@ -19,6 +19,7 @@ use crate::breaker::CircuitBreaker;
 use crate::commit::Progress;
 use crate::fetch::{FetchProgress, FetchRequest, Fetcher, IntegrityAction, Purpose};
 use crate::lag::{AckLevel, LagClock};
+use crate::pacing::Pacer;
 use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::{Msg, RejectCode};
@@ -52,6 +53,8 @@ pub struct Ctx<'a> {
     pub(crate) gate_needed: usize,
     pub(crate) rng: &'a mut Rng,
     pub(crate) counters: &'a mut PrimaryCounters,
+    /// The catch-up allowance every lagging follower's reads draw from.
+    pub(crate) pacer: &'a mut Pacer,
 }
 
 impl Ctx<'_> {
@@ -1384,8 +1387,9 @@ impl Link {
         }
     }
 
-    /// Asks for the next chunk from the log if the follower is behind and the window allows.
-    fn read_more(&mut self, now: Duration, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+    /// Asks for the next chunk from the log if the follower is behind and both the window and
+    /// the pacer's allowance allow (a paced read waits for a later tick).
+    fn read_more(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
         let State::Streaming(s) = &mut self.state else {
             return;
         };
@@ -1397,6 +1401,10 @@ impl Link {
             s.catch_up = CatchUp::Waiting;
             return;
         }
+        let Some(max_bytes) = ctx.pacer.grant(now, ctx.config.catch_up_chunk_bytes) else {
+            s.catch_up = CatchUp::Waiting;
+            return;
+        };
         let deadline = now + ctx.config.timeouts.catch_up_read;
         s.catch_up = CatchUp::Reading {
             from: s.next_send,
@@ -1406,7 +1414,7 @@ impl Link {
             link: ctx.link,
             conn: s.conn,
             from: s.next_send,
-            max_bytes: ctx.config.catch_up_chunk_bytes,
+            max_bytes,
         });
     }
 
@@ -1431,6 +1439,7 @@ impl Link {
                 let len = chunk.bytes.len();
                 Self::sent(s, now, &mut self.counters, chunk.first, chunk.last, len);
                 self.counters.chunks_sent += 1;
+                ctx.pacer.charge(len);
                 out.push(Action::Send {
                     conn,
                     msg: Msg::Records {

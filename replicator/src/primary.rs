@@ -17,6 +17,7 @@ use crate::commit::{CommitTracker, DegradeChange, MemberProgress};
 use crate::lag::{AckLevel, ByteIndex};
 use crate::link::Ctx;
 use crate::link::Link;
+use crate::pacing::Pacer;
 use crate::protocol::auth::NONCE_LEN;
 use crate::protocol::{DurabilityLevel, FrameError, Msg, RejectCode};
 use crate::status::PrimaryCounters;
@@ -67,6 +68,8 @@ pub struct Primary {
     /// committed when elected (records of older epochs are committed by committing the
     /// marker, never by counting replicas of them).
     reign_floor: [Lsn; 4],
+    /// Catch-up pacing, steered by foreground commit latency.
+    pacer: Pacer,
 }
 
 impl Primary {
@@ -98,6 +101,7 @@ impl Primary {
             marker: None,
             now: Duration::ZERO,
             reign_floor: [Lsn::ZERO; 4],
+            pacer: Pacer::new(config.catch_up_pacing),
             config,
         };
         p.links = (p.config.followers.iter())
@@ -126,6 +130,7 @@ impl Primary {
             fence,
             rng: &mut self.rng,
             counters: &mut self.counters,
+            pacer: &mut self.pacer,
         };
         f(&mut self.links[i], &mut ctx)
     }
@@ -340,6 +345,7 @@ impl Primary {
     /// Timer tick: connections, handshake and peer timeouts, heartbeats, quorum health.
     pub fn tick(&mut self, now: Duration, out: &mut Vec<Action>) {
         self.now = now;
+        self.pacer.tick(now);
         for i in 0..self.links.len() {
             self.with_ctx(i, |l, ctx| l.tick(now, ctx, out));
         }
@@ -430,6 +436,7 @@ impl Primary {
             self.on_truncated(now, first.prev(), out);
         }
         self.index.push(last, records.len() as u64);
+        self.pacer.batch_formed(now, last);
         for i in 0..self.links.len() {
             self.with_ctx(i, |l, ctx| l.on_batch(now, first, last, records, ctx, out));
         }
@@ -516,6 +523,8 @@ impl Primary {
         }
         self.update_retention();
         self.update_gate();
+        let committed = self.committed()[DurabilityLevel::RemoteDurable as usize];
+        self.pacer.committed(now, committed);
     }
 
     fn update_retention(&mut self) {
@@ -572,6 +581,7 @@ impl Primary {
     /// held lies within what was written.
     pub fn check_invariants(&self) {
         self.tracker.check_invariants();
+        self.pacer.check_invariants();
         let last = self.index.last();
         assert!(
             self.local_durable <= last,
@@ -606,6 +616,7 @@ impl Primary {
             quorum_available: self.tracker.quorum_available(),
             degraded: self.tracker.is_degraded(),
             serving: self.serving,
+            catch_up_pacing: self.pacer.status(),
             degraded_entered: self.counters.degraded_entered,
             retention_lsn: self.retention_lsn().0,
             rejected: self

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::pacing::PacingStatus;
+
 /// Records and bytes a follower is behind the primary's last LSN, at one level.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Behind {
@@ -109,6 +111,9 @@ pub struct PrimaryStatus {
     /// back what its sync followers hold.
     #[serde(default = "yes")]
     pub serving: bool,
+    /// Catch-up pacing, when a latency target is configured.
+    #[serde(default)]
+    pub catch_up_pacing: Option<PacingStatus>,
     /// Times degraded mode was entered.
     pub degraded_entered: u64,
     /// Records at and after this LSN are kept for followers.

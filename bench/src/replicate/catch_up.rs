@@ -128,16 +128,16 @@ fn process_write_bytes() -> u64 {
 
 /// What the fill wrote.
 #[derive(Debug)]
-struct Fill {
-    records: u64,
-    last: Lsn,
-    log_bytes: u64,
-    written: u64,
-    elapsed: Duration,
+pub(crate) struct Fill {
+    pub(crate) records: u64,
+    pub(crate) last: Lsn,
+    pub(crate) log_bytes: u64,
+    pub(crate) written: u64,
+    pub(crate) elapsed: Duration,
 }
 
 /// Writes `bytes` of 4 KiB records into a new log in `dir`, syncs and closes it.
-fn fill(dir: &Path, bytes: u64, backend: Backend) -> anyhow::Result<Fill> {
+pub(crate) fn fill(dir: &Path, bytes: u64, backend: Backend) -> anyhow::Result<Fill> {
     let options = Options {
         create_if_missing: true,
         backend,

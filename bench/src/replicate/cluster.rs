@@ -236,6 +236,30 @@ pub fn start_primary(
     settings: NodeSettings,
     client_port: bool,
 ) -> anyhow::Result<Node> {
+    start_primary_with(
+        dir,
+        data_dir,
+        followers,
+        quorum,
+        settings,
+        client_port,
+        None,
+    )
+}
+
+/// [`start_primary`], with `replication.catch_up_latency_target_ms` set if `target_ms` is.
+///
+/// # Errors
+/// When the node does not start.
+pub fn start_primary_with(
+    dir: &Path,
+    data_dir: &Path,
+    followers: &[FollowerRef<'_>],
+    quorum: Option<&str>,
+    settings: NodeSettings,
+    client_port: bool,
+    target_ms: Option<u64>,
+) -> anyhow::Result<Node> {
     let list: Vec<String> = followers
         .iter()
         .map(|f| {
@@ -246,7 +270,10 @@ pub fn start_primary(
             )
         })
         .collect();
-    let quorum = quorum.map_or_else(String::new, |q| format!("quorum = \"{q}\"\n"));
+    let mut quorum = quorum.map_or_else(String::new, |q| format!("quorum = \"{q}\"\n"));
+    if let Some(t) = target_ms {
+        quorum += &format!("catch_up_latency_target_ms = {t}\n");
+    }
     let listen = if client_port {
         "listen_client = \"127.0.0.1:0\"\n"
     } else {

@@ -9,7 +9,8 @@
 //! - [`net`]: the network clients (one thread and one client-port connection each).
 //! - [`check`]: every commit checked against the nodes' durable watermarks.
 //! - [`probe`]: the disk's fdatasync latency in the same moments as each case.
-//! - [`commit`]: one topology's cases; [`catch_up`]: the catch-up measurement.
+//! - [`commit`]: one topology's cases; [`catch_up`]: the catch-up measurement; [`steered`]:
+//!   commits while an empty follower catches up, unthrottled and steered by a latency target.
 //! - [`run`]: the order of a run; [`report`]: ratios, targets, the table and the JSON;
 //!   [`net_report`]: the network cases' part of it, beside the peer.
 //! - [`peer`]: `--peer postgres`, the PostgreSQL peer script run after the logship cases.
@@ -30,6 +31,7 @@ pub mod probe;
 pub mod report;
 pub mod rtt;
 pub mod run;
+pub mod steered;
 pub mod watchdog;
 
 pub use self::plan::{ClientMode, ReplicatePlan};

@@ -225,10 +225,17 @@ pub struct ReplicatePlan {
     /// Longest the catch-up may take before the run reports it as failed.
     #[serde(serialize_with = "secs")]
     pub catch_up_timeout: Duration,
+    /// Whether the steered catch-up runs (`steered.rs`).
+    pub steered: bool,
+    /// Bytes of 4 KiB records in the steered catch-up's log.
+    pub steered_bytes: u64,
+    /// The window of the steered catch-up's clients alone (no catch-up running).
+    #[serde(serialize_with = "secs")]
+    pub steered_alone: Duration,
 }
 
 impl ReplicatePlan {
-    /// 3 s raw loops, 3 s cases, 1 GiB catch-up: about two minutes.
+    /// 3 s raw loops, 3 s cases, 1 GiB catch-up, 2 GiB steered catch-up: about three minutes.
     pub fn full(many_client_mode: ClientMode) -> ReplicatePlan {
         ReplicatePlan {
             name: "full",
@@ -242,10 +249,13 @@ impl ReplicatePlan {
             catch_up: true,
             catch_up_bytes: 1 << 30,
             catch_up_timeout: Duration::from_secs(60),
+            steered: true,
+            steered_bytes: 2 << 30,
+            steered_alone: Duration::from_secs(3),
         }
     }
 
-    /// 1 s raw loops and cases, 128 MiB catch-up: under a minute.
+    /// 1 s raw loops and cases, 128 MiB catch-up, 256 MiB steered catch-up: about a minute.
     pub fn quick(many_client_mode: ClientMode) -> ReplicatePlan {
         ReplicatePlan {
             name: "quick",
@@ -259,6 +269,9 @@ impl ReplicatePlan {
             catch_up: true,
             catch_up_bytes: 128 << 20,
             catch_up_timeout: Duration::from_secs(20),
+            steered: true,
+            steered_bytes: 256 << 20,
+            steered_alone: Duration::from_secs(2),
         }
     }
 

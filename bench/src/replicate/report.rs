@@ -28,6 +28,7 @@ use crate::replicate::plan::{
     ReplicatePlan, Topology, MANY_CLIENTS, RECORD_SIZES, TARGET_RECORD_BYTES,
 };
 use crate::replicate::run::RunResult;
+use crate::replicate::steered::{self, SteeredRun};
 use crate::report::{utc_now, write_raw_row, Target};
 
 /// Target (a): 1 sync follower, 1 client, 100 B: commit p50 over the latency limit, at most.
@@ -65,7 +66,8 @@ pub struct Report {
     /// The peer run with `--peer`, with its figures or why it gave none.
     pub peer: Option<PeerResult>,
     /// The targets: (a) latency, (b) throughput, (c) catch-up, then (d) and (e), one per
-    /// network case, and (f), one per 64-client `1sync` network case beside the peer.
+    /// network case, (f), one per 64-client `1sync` network case beside the peer, and (g) and
+    /// (h), the steered catch-up's (with the unthrottled run's p99 ratio beside (g)).
     pub targets: Vec<Target>,
 }
 
@@ -124,6 +126,7 @@ impl Report {
             catch_up_new_file_target(&run, plan.catch_up),
         ];
         targets.extend(net_report::net_targets(&run, &net_ratios, peer.as_ref()));
+        targets.extend(steered_targets(&run, plan.steered));
         Report {
             command,
             date: utc_now(),
@@ -167,6 +170,7 @@ impl Report {
         self.write_cases(&mut out);
         net_report::write_net_cases(&mut out, &self.run, &self.net_ratios, self.peer.as_ref());
         self.write_catch_up(&mut out);
+        self.write_steered(&mut out);
         self.write_ratios(&mut out);
         self.write_targets(&mut out);
         self.write_errors(&mut out);
@@ -342,6 +346,60 @@ impl Report {
                 c.mb_per_s / l.best_mb_per_s()
             );
         }
+    }
+
+    fn write_steered(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\nsteered catch-up ({MANY_CLIENTS} clients commit 100 B at remote_durable through a \
+             sync follower while an empty async follower copies the primary's log; once \
+             unthrottled, once with catch_up_latency_target_ms):"
+        );
+        let Some(st) = &self.run.steered else {
+            let why = if self.plan.steered {
+                "steered catch-up did not complete (see errors)"
+            } else {
+                "steered catch-up skipped"
+            };
+            let _ = writeln!(out, "  {why}");
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11}",
+            "run", "MB/s", "s", "p50 µs", "p99 µs", "p99.9 µs", "p99/alone", "throttled s"
+        );
+        let a = &st.alone;
+        let _ = writeln!(
+            out,
+            "{:<28} {:>9} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>10.2} {:>11}",
+            "clients alone", "", "", a.p50_us, a.p99_us, a.p999_us, 1.0, ""
+        );
+        for r in [&st.unthrottled, &st.steered] {
+            let name = r
+                .target_ms
+                .map_or("unthrottled".into(), |t| format!("target {t} ms"));
+            let d = &r.during;
+            let _ = writeln!(
+                out,
+                "{:<28} {:>9.1} {:>9.2} {:>9.0} {:>9.0} {:>9.0} {:>10.2} {:>11.2}",
+                name,
+                r.mb_per_s,
+                r.catch_up_s,
+                d.p50_us,
+                d.p99_us,
+                d.p999_us,
+                r.p99_ratio,
+                r.throttled_s
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {}: {:.0} MB copied; steered / unthrottled MB/s = {:.2}",
+            st.name,
+            st.log_bytes as f64 / 1e6,
+            st.speed_ratio
+        );
     }
 
     fn write_ratios(&self, out: &mut String) {
@@ -579,6 +637,60 @@ fn catch_up_target(run: &RunResult, planned: bool) -> Target {
         c.is_some(),
         detail,
     )
+}
+
+/// (g) the clients' p99 during the steered catch-up over alone; (h) steered over unthrottled
+/// catch-up MB/s; and, for comparison, the unthrottled run's p99 ratio against (g)'s bound.
+fn steered_targets(run: &RunResult, planned: bool) -> Vec<Target> {
+    let st = run.steered.as_ref();
+    let missing = || -> String {
+        if planned {
+            "steered catch-up did not complete (see errors)".into()
+        } else {
+            "steered catch-up skipped".into()
+        }
+    };
+    let p99 = |r: &SteeredRun| {
+        format!(
+            "p99 {:.0} µs during, {:.0} µs alone",
+            r.during.p99_us,
+            st.map_or(f64::NAN, |s| s.alone.p99_us)
+        )
+    };
+    let (steered, unthrottled) = (st.map(|s| &s.steered), st.map(|s| &s.unthrottled));
+    vec![
+        verdict(
+            "(g) steered catch-up: clients' p99 during / alone".into(),
+            steered.map_or(f64::NAN, |r| r.p99_ratio),
+            steered::P99_TARGET_RATIO,
+            true,
+            st.is_some(),
+            steered.map_or_else(missing, |r| {
+                format!("{}, target {} ms", p99(r), r.target_ms.unwrap_or(0))
+            }),
+        ),
+        verdict(
+            "(h) steered / unthrottled catch-up MB/s".into(),
+            st.map_or(f64::NAN, |s| s.speed_ratio),
+            steered::SPEED_TARGET_RATIO,
+            false,
+            st.is_some(),
+            st.map_or_else(missing, |s| {
+                format!(
+                    "{:.1} MB/s steered, {:.1} MB/s unthrottled",
+                    s.steered.mb_per_s, s.unthrottled.mb_per_s
+                )
+            }),
+        ),
+        verdict(
+            "(g') unthrottled catch-up, for comparison: p99 during / alone".into(),
+            unthrottled.map_or(f64::NAN, |r| r.p99_ratio),
+            steered::P99_TARGET_RATIO,
+            true,
+            st.is_some(),
+            unthrottled.map_or_else(missing, p99),
+        ),
+    ]
 }
 
 pub(crate) fn verdict(

@@ -1,7 +1,8 @@
 //! The order of a `replicate` run: the latency limits (4 KiB overwrite + fdatasync, loopback
 //! round trip), every topology's commit cases (in-process, then network clients), the bandwidth limit (1 MiB sequential overwrite +
 //! fdatasync) just before the catch-up it bounds, the catch-up, and the fdatasync limit again
-//! (to show how much the disk drifted).
+//! (to show how much the disk drifted). The steered catch-up (`steered.rs`) runs after the
+//! catch-up.
 //!
 //! A raw limit that fails ends the run (no ratio means anything without it). A topology or the
 //! catch-up that fails is recorded in [`RunResult::errors`] and the run goes on with the next
@@ -24,6 +25,7 @@ use crate::replicate::net::NetCaseResult;
 use crate::replicate::plan::ReplicatePlan;
 use crate::replicate::probe::{DiskProbe, MAX_STREAMS};
 use crate::replicate::rtt::{self, RttResult};
+use crate::replicate::steered::{self, SteeredResult};
 use crate::replicate::watchdog::Watchdog;
 
 /// Longest a raw loop may take beyond its duration (prewriting its 64 MiB file, removal).
@@ -81,6 +83,8 @@ pub struct RunResult {
     pub peak_rss_kib_before_catch_up: u64,
     /// The catch-up, if it succeeded.
     pub catch_up: Option<CatchUpResult>,
+    /// The steered catch-up, if it ran and succeeded.
+    pub steered: Option<SteeredResult>,
     /// Topologies and catch-up that failed, with why.
     pub errors: Vec<String>,
 }
@@ -124,6 +128,14 @@ pub fn run(plan: &ReplicatePlan, dir: &Path, options: RunOptions) -> anyhow::Res
     } else {
         None
     };
+    let steered = if plan.steered {
+        eprintln!("steered catch-up of {} MiB ...", plan.steered_bytes >> 20);
+        steered::run(plan, dir, options.settings, options.backend, &watchdog)
+            .map_err(|e| record_error(&mut errors, "steered catch-up".into(), &e))
+            .ok()
+    } else {
+        None
+    };
     let fdatasync_4k_after = raw_loop(plan, dir, RAW_BLOCK_BYTES, &watchdog)?;
     Ok(RunResult {
         backends: backends.unwrap_or_default(),
@@ -138,6 +150,7 @@ pub fn run(plan: &ReplicatePlan, dir: &Path, options: RunOptions) -> anyhow::Res
         net_cases: cases.net_cases,
         peak_rss_kib_before_catch_up,
         catch_up,
+        steered,
         errors,
     })
 }

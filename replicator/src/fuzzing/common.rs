@@ -188,6 +188,7 @@ pub(super) fn primary_config(epoch: Epoch, quorum: bool, policy: QuorumPolicy) -
         breaker: BreakerConfig::default(),
         max_inflight_bytes: MAX_INFLIGHT_BYTES,
         catch_up_chunk_bytes: CATCH_UP_CHUNK_BYTES,
+        catch_up_pacing: None,
         max_retained_bytes: None,
         failover: false,
     }

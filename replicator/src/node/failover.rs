@@ -65,6 +65,7 @@ fn election_config(
         breaker: config.breaker()?,
         max_inflight_bytes: config.replication.max_inflight_bytes,
         catch_up_chunk_bytes: config.replication.catch_up_chunk_bytes,
+        catch_up_pacing: config.replication.catch_up_pacing(),
         max_retained_bytes: config.replication.max_retained_bytes,
         failover: true,
     };

@@ -5,7 +5,7 @@
 use crate::http::PromText;
 use crate::link::Phase;
 use crate::protocol::DurabilityLevel;
-use crate::status::{FollowerSideStatus, FollowerStatus, PrimaryStatus};
+use crate::status::{FollowerSideStatus, FollowerStatus, PacingStatus, PrimaryStatus};
 
 use super::{IntegrityStatus, NodeStatus};
 
@@ -329,7 +329,46 @@ fn integrity_outcomes(p: &mut PromText, n: &str, i: &IntegrityStatus) {
     }
 }
 
+/// Catch-up pacing, when a latency target is configured.
+fn pacing(p: &mut PromText, n: &str, s: &PacingStatus) {
+    single(
+        p,
+        n,
+        "logship_catch_up_throttled",
+        "1 while catch-up is paced to keep foreground commits under their latency target.",
+        "gauge",
+        flag(s.allowance_bytes_per_sec.is_some()),
+    );
+    single(
+        p,
+        n,
+        "logship_catch_up_allowance_bytes_per_second",
+        "Catch-up bytes per second allowed while paced (0 while unthrottled).",
+        "gauge",
+        s.allowance_bytes_per_sec.unwrap_or(0) as f64,
+    );
+    single(
+        p,
+        n,
+        "logship_catch_up_throttled_seconds_total",
+        "Time catch-up reads waited for the pacing allowance.",
+        "counter",
+        s.throttled_seconds,
+    );
+    single(
+        p,
+        n,
+        "logship_catch_up_latency_target_seconds",
+        "The foreground commit p99 catch-up is paced to keep under.",
+        "gauge",
+        s.latency_target_ms / 1e3,
+    );
+}
+
 fn primary(p: &mut PromText, n: &str, s: &PrimaryStatus) {
+    if let Some(pc) = &s.catch_up_pacing {
+        pacing(p, n, pc);
+    }
     let c = s.commit;
     let commit = [
         ("local", c.local as f64),
@@ -588,6 +627,13 @@ mod tests {
                 quorum_available: true,
                 degraded: false,
                 serving: true,
+                catch_up_pacing: Some(PacingStatus {
+                    latency_target_ms: 5.0,
+                    allowance_bytes_per_sec: Some(8 << 20),
+                    throttled_seconds: 1.5,
+                    window_commits: 100,
+                    window_over_target: 3,
+                }),
                 degraded_entered: 0,
                 retention_lsn: 1,
                 rejected: vec![("auth_failed".into(), 1)],
@@ -622,5 +668,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("logship_follower_lag_seconds{node=\"p\",follower=\"a\",mode=\"sync\",level=\"write\"} 0.0002"), "{text}");
+        let allowance = "logship_catch_up_allowance_bytes_per_second{node=\"p\"} 8388608";
+        assert!(text.contains(allowance), "{text}");
+        let throttled = "logship_catch_up_throttled_seconds_total{node=\"p\"} 1.5";
+        assert!(text.contains(throttled), "{text}");
     }
 }

@@ -188,6 +188,7 @@ fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary
         breaker: config.breaker()?,
         max_inflight_bytes: config.replication.max_inflight_bytes,
         catch_up_chunk_bytes: config.replication.catch_up_chunk_bytes,
+        catch_up_pacing: config.replication.catch_up_pacing(),
         max_retained_bytes: config.replication.max_retained_bytes,
         failover: false,
     };

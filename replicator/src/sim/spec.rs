@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::backoff::BackoffConfig;
 use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
+use crate::pacing::PacingConfig;
 use crate::protocol::auth::ClusterKey;
 use crate::quorum::QuorumSpec;
 use crate::vocab::{
@@ -110,6 +111,8 @@ pub struct ClusterSpec {
     pub max_inflight_bytes: u64,
     /// The primary's catch-up chunk size.
     pub catch_up_chunk_bytes: usize,
+    /// The primary's catch-up pacing (`None`: unpaced).
+    pub catch_up_pacing: Option<PacingConfig>,
     /// The network's behaviour (the fault phase's; healing returns to plain delays).
     pub net: NetConfig,
     /// Disk latencies.
@@ -155,6 +158,7 @@ impl ClusterSpec {
             timeouts: Timeouts::default(),
             max_inflight_bytes: 64 << 10,
             catch_up_chunk_bytes: 4 << 10,
+            catch_up_pacing: None,
             net: NetConfig::default(),
             disk: DiskConfig::default(),
             fail_stop_restart_after: Duration::from_millis(300),
@@ -212,6 +216,7 @@ impl ClusterSpec {
         let policy = draw_policy(&mut rng);
         let mut spec = ClusterSpec::new_failover(seed, followers, &format!("{mode} {k}"), policy);
         spec.draw_tuning(&mut rng);
+        spec.catch_up_pacing = draw_pacing(seed);
         spec
     }
 
@@ -261,6 +266,7 @@ impl ClusterSpec {
         let policy = draw_policy(&mut rng);
         let mut spec = ClusterSpec::new(seed, followers, &format!("{mode} {k}"), policy);
         spec.draw_tuning(&mut rng);
+        spec.catch_up_pacing = draw_pacing(seed);
         spec
     }
 
@@ -305,6 +311,7 @@ impl ClusterSpec {
             breaker: BreakerConfig::default(),
             max_inflight_bytes: self.max_inflight_bytes,
             catch_up_chunk_bytes: self.catch_up_chunk_bytes,
+            catch_up_pacing: self.catch_up_pacing,
             max_retained_bytes: None,
             failover: false,
         }
@@ -347,8 +354,14 @@ impl ClusterSpec {
             .as_ref()
             .map_or("none".to_string(), |q| q.to_string());
         let failover = if self.failover { "failover " } else { "" };
+        let pacing = self.catch_up_pacing.map_or(String::new(), |p| {
+            format!(
+                " paced to {:?} (floor {}B/s)",
+                p.latency_target, p.min_bytes_per_sec
+            )
+        });
         format!(
-            "{failover}followers [{}] quorum {quorum} policy {:?} window {}B chunk {}B commit timeout {:?}",
+            "{failover}followers [{}] quorum {quorum} policy {:?} window {}B chunk {}B commit timeout {:?}{pacing}",
             followers.join(" "),
             self.policy,
             self.max_inflight_bytes,
@@ -378,6 +391,17 @@ impl ClusterSpec {
         self.fail_stop_restart_after = Duration::from_millis(50 + rng.below(1_000));
         self.net = fault_rates(rng);
     }
+}
+
+/// Catch-up pacing for half the seeds: a latency target of 2 to 100 ms and a floor of 16 to
+/// 256 KiB/s, small enough against the simulator's logs that the allowance binds. Drawn from
+/// a stream of its own, so that the other draws of a seed stay what they were before pacing.
+fn draw_pacing(seed: u64) -> Option<PacingConfig> {
+    let mut rng = Rng::new(sub_seed(seed, Stream::Spec, 3));
+    (rng.below(2) == 0).then(|| PacingConfig {
+        latency_target: Duration::from_millis(2 + rng.below(99)),
+        min_bytes_per_sec: (16 + rng.below(241)) << 10,
+    })
 }
 
 /// Network fault rates for the fault phase.

@@ -8,6 +8,7 @@ use super::{NodeId, Timeouts};
 use crate::backoff::BackoffConfig;
 use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
+use crate::pacing::PacingConfig;
 use crate::protocol::auth::ClusterKey;
 use crate::quorum::QuorumSpec;
 
@@ -54,6 +55,8 @@ pub struct PrimaryConfig {
     pub max_inflight_bytes: u64,
     /// Catch-up chunk size.
     pub catch_up_chunk_bytes: usize,
+    /// Catch-up paced to keep foreground commits' p99 under a target (`None`: unpaced).
+    pub catch_up_pacing: Option<PacingConfig>,
     /// Bytes behind past which an async follower no longer holds back purging.
     pub max_retained_bytes: Option<u64>,
     /// Elected by the cluster (automatic failover): where a follower's log starts is decided

@@ -118,6 +118,7 @@ fn primary_config() -> PrimaryConfig {
         },
         max_inflight_bytes: 1 << 20,
         catch_up_chunk_bytes: 4096,
+        catch_up_pacing: None,
         max_retained_bytes: None,
         failover: false,
     }

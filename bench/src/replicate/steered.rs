@@ -1,0 +1,303 @@
+//! Steered catch-up: foreground commits while an empty follower catches up, once unthrottled
+//! and once with `replication.catch_up_latency_target_ms` set.
+//!
+//! The primary's log is filled first (as in `catch_up.rs`). A sync follower `f1` is seeded by
+//! catching up from it (not measured). Then, with the primary and `f1` only, 64 in-process
+//! clients commit 100 B records at `remote_durable` for a window: their p99 *alone*. Then
+//! twice, on a primary restarted with `f1` (sync, the quorum) and an empty async follower `f2`:
+//! the clients start as soon as both links stream, and the window runs until `f2` holds the
+//! filled log's last LSN durably. The first run is unthrottled; the second sets the latency
+//! target to [`TARGET_OF_ALONE`] × the p99 alone (whole milliseconds, at least 1). The
+//! figures: the clients' p99 during each catch-up over their p99 alone (target
+//! [`P99_TARGET_RATIO`]), and the steered catch-up's MB/s over the unthrottled one's (target
+//! [`SPEED_TARGET_RATIO`]).
+//!
+//! Every node writes to the same disk, so the catch-up competes with the commits' fdatasyncs
+//! there as well as for CPU and the primary's reader and transport.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use logship_engine::io::Backend;
+use logship_replicator::Node;
+use serde::Serialize;
+
+use crate::latency::Summary;
+use crate::replicate::catch_up::{self, Fill};
+use crate::replicate::check::CommitCheck;
+use crate::replicate::clients::Clients;
+use crate::replicate::cluster::{self, FollowerRef, NodeSettings, READY_TIMEOUT};
+use crate::replicate::plan::{CaseSpec, ReplicatePlan, Topology, MANY_CLIENTS};
+use crate::replicate::run::settle;
+use crate::replicate::watchdog::Watchdog;
+use crate::workload::{PHASE_MEASURE, PHASE_STOP, PHASE_WARM};
+
+/// The clients' p99 during a steered catch-up over their p99 alone, at most.
+pub const P99_TARGET_RATIO: f64 = 1.5;
+/// Steered catch-up MB/s over unthrottled catch-up MB/s, at least.
+pub const SPEED_TARGET_RATIO: f64 = 0.5;
+/// The latency target the steered run configures, as a multiple of the clients' p99 alone
+/// (below [`P99_TARGET_RATIO`]: the primary's own measure, batch formed to commit, leaves out
+/// the clients' wait for a batch and their wake-up).
+pub const TARGET_OF_ALONE: f64 = 1.4;
+/// Payload bytes of the clients' records.
+const RECORD_BYTES: usize = 100;
+/// The seeded sync follower's node id.
+const SYNC_ID: &str = "f1";
+/// The catching-up follower's node id.
+const EMPTY_ID: &str = "f2";
+/// Longest the clients may take to finish after the stop.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the fill may take per GiB before the watchdog ends the run.
+const FILL_BUDGET_PER_GIB: Duration = Duration::from_secs(60);
+
+/// One catch-up with the clients running.
+#[derive(Clone, Debug, Serialize)]
+pub struct SteeredRun {
+    /// The latency target configured, ms (`None`: unthrottled).
+    pub target_ms: Option<u64>,
+    /// Seconds from the primary running (its start on the filled log not counted) to `f2`
+    /// holding the filled log durably.
+    pub catch_up_s: f64,
+    /// Log bytes per second of catch-up, MB/s.
+    pub mb_per_s: f64,
+    /// The clients' commit latency during the catch-up.
+    pub during: Summary,
+    /// `during.p99_us` over the p99 alone.
+    pub p99_ratio: f64,
+    /// Seconds catch-up reads waited for the pacing allowance (0 unthrottled).
+    pub throttled_s: f64,
+    /// Catch-up chunks sent to `f2`.
+    pub chunks_sent: u64,
+}
+
+/// The steered catch-up's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct SteeredResult {
+    /// `replicate::steered_catch_up/clients=64,size=100,bytes=268435456`.
+    pub name: String,
+    /// Bytes of the filled log as written: what `f2` copies.
+    pub log_bytes: u64,
+    /// The clients' commit latency with no catch-up running.
+    pub alone: Summary,
+    /// The catch-up unthrottled.
+    pub unthrottled: SteeredRun,
+    /// The catch-up steered by the latency target.
+    pub steered: SteeredRun,
+    /// Steered MB/s over unthrottled MB/s.
+    pub speed_ratio: f64,
+}
+
+/// Runs the steered catch-up in `dir/steered-catch-up`.
+///
+/// # Errors
+/// On any failure, or when a catch-up does not finish within `plan.catch_up_timeout`.
+pub fn run(
+    plan: &ReplicatePlan,
+    dir: &Path,
+    settings: NodeSettings,
+    backend: Backend,
+    watchdog: &Watchdog,
+) -> anyhow::Result<SteeredResult> {
+    let case_dir = dir.join("steered-catch-up");
+    let primary_dir = case_dir.join(cluster::PRIMARY_ID);
+    let gib = (plan.steered_bytes as f64 / f64::from(1u32 << 30)).max(0.125);
+    watchdog.stage(
+        "filling the steered catch-up's log",
+        FILL_BUDGET_PER_GIB.mul_f64(gib),
+    );
+    let fill = catch_up::fill(&primary_dir, plan.steered_bytes, backend)?;
+    watchdog.stage(
+        "steered catch-up",
+        READY_TIMEOUT * 8 + plan.catch_up_timeout * 6,
+    );
+    settle(dir);
+    let result = measure(plan, &case_dir, &fill, settings);
+    watchdog.idle();
+    let result = result?;
+    std::fs::remove_dir_all(&case_dir)
+        .with_context(|| format!("removing {}", case_dir.display()))?;
+    Ok(result)
+}
+
+/// Seeds `f1`, measures the clients alone, then both catch-ups.
+fn measure(
+    plan: &ReplicatePlan,
+    dir: &Path,
+    fill: &Fill,
+    settings: NodeSettings,
+) -> anyhow::Result<SteeredResult> {
+    let sync = Arc::new(cluster::start_follower(dir, SYNC_ID, settings)?);
+    let addr = sync
+        .replication_addr()
+        .context("f1 has no replication address")?;
+    let f1 = FollowerRef {
+        name: SYNC_ID,
+        addr,
+        sync: true,
+    };
+    let primary = start_primary(dir, &[f1], None, settings)?;
+    eprintln!("steered catch-up: seeding the sync follower ...");
+    cluster::wait_durable(&sync, fill.last, plan.catch_up_timeout).context("seeding f1")?;
+    cluster::wait_streaming(&primary, READY_TIMEOUT)?;
+    let alone = clients_alone(plan, &primary, &sync)?;
+    shutdown(primary)?;
+    eprintln!("steered catch-up: clients alone p99 {:.1} us", alone.p99_us);
+    let target_ms = ((alone.p99_us / 1e3 * TARGET_OF_ALONE).floor() as u64).max(1);
+    let steered = catch_up_run(
+        plan,
+        dir,
+        fill,
+        settings,
+        (&sync, f1),
+        Some(target_ms),
+        &alone,
+    )?;
+    let unthrottled = catch_up_run(plan, dir, fill, settings, (&sync, f1), None, &alone)?;
+    shutdown(sync)?;
+    Ok(SteeredResult {
+        name: format!(
+            "replicate::steered_catch_up/clients={MANY_CLIENTS},size={RECORD_BYTES},bytes={}",
+            plan.steered_bytes
+        ),
+        log_bytes: fill.log_bytes,
+        alone,
+        speed_ratio: steered.mb_per_s / unthrottled.mb_per_s,
+        unthrottled,
+        steered,
+    })
+}
+
+/// The clients' shape: 64 of them, 100 B, as the plan runs many clients.
+fn spec(plan: &ReplicatePlan) -> CaseSpec {
+    CaseSpec {
+        topology: Topology::OneSyncOneAsync,
+        record_bytes: RECORD_BYTES,
+        clients: MANY_CLIENTS,
+        mode: plan.many_client_mode,
+    }
+}
+
+/// The clients against the primary and `f1` only: warm-up, then the plan's case window.
+fn clients_alone(
+    plan: &ReplicatePlan,
+    primary: &Arc<Node>,
+    sync: &Arc<Node>,
+) -> anyhow::Result<Summary> {
+    let check = Arc::new(CommitCheck::new(
+        Arc::clone(primary),
+        vec![Arc::clone(sync)],
+        1,
+    ));
+    let phase = Arc::new(AtomicU8::new(PHASE_WARM));
+    let clients = Clients::spawn(primary, &phase, spec(plan), &check, None)?;
+    std::thread::sleep(plan.case_warm_up);
+    phase.store(PHASE_MEASURE, Ordering::SeqCst);
+    std::thread::sleep(plan.steered_alone);
+    phase.store(PHASE_STOP, Ordering::SeqCst);
+    let result = clients.join(JOIN_TIMEOUT)?;
+    check_early(&check)?;
+    Ok(result.commits.summary())
+}
+
+fn check_early(check: &CommitCheck) -> anyhow::Result<()> {
+    let (early, first) = check.take();
+    if early > 0 {
+        bail!(
+            "{early} commits resolved before they were durable; first: {}",
+            first.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// One catch-up of an empty `f2` with the clients committing through `f1` from the moment
+/// both links stream until `f2` holds the filled log.
+fn catch_up_run(
+    plan: &ReplicatePlan,
+    dir: &Path,
+    fill: &Fill,
+    settings: NodeSettings,
+    (sync, f1): (&Arc<Node>, FollowerRef<'_>),
+    target_ms: Option<u64>,
+    alone: &Summary,
+) -> anyhow::Result<SteeredRun> {
+    let what = target_ms.map_or("unthrottled".to_string(), |t| format!("target {t} ms"));
+    eprintln!("steered catch-up: {what} ...");
+    let empty_dir = dir.join(EMPTY_ID);
+    if empty_dir.exists() {
+        std::fs::remove_dir_all(&empty_dir)?;
+    }
+    let empty = cluster::start_follower(dir, EMPTY_ID, settings)?;
+    let addr = empty
+        .replication_addr()
+        .context("f2 has no replication address")?;
+    let f2 = FollowerRef {
+        name: EMPTY_ID,
+        addr,
+        sync: false,
+    };
+    let primary = start_primary(dir, &[f1, f2], target_ms, settings)?;
+    let t0 = Instant::now();
+    cluster::wait_streaming(&primary, READY_TIMEOUT)?;
+    let check = Arc::new(CommitCheck::new(
+        Arc::clone(&primary),
+        vec![Arc::clone(sync)],
+        1,
+    ));
+    let phase = Arc::new(AtomicU8::new(PHASE_MEASURE));
+    let clients = Clients::spawn(&primary, &phase, spec(plan), &check, None)?;
+    let caught_up = cluster::wait_durable(&empty, fill.last, plan.catch_up_timeout);
+    let catch_up = t0.elapsed();
+    phase.store(PHASE_STOP, Ordering::SeqCst);
+    let result = clients.join(JOIN_TIMEOUT);
+    let status = primary.status().primary;
+    drop(check);
+    shutdown(primary)?;
+    empty.shutdown();
+    let status = status.context("the primary reported no primary status")?;
+    caught_up.with_context(|| format!("catch-up: {}", cluster::describe(&status.followers)))?;
+    let during = result?.commits.summary();
+    let f2_status = status.followers.iter().find(|f| f.name == EMPTY_ID);
+    let run = SteeredRun {
+        target_ms,
+        catch_up_s: catch_up.as_secs_f64(),
+        mb_per_s: fill.log_bytes as f64 / 1e6 / catch_up.as_secs_f64(),
+        p99_ratio: during.p99_us / alone.p99_us,
+        during,
+        throttled_s: status.catch_up_pacing.map_or(0.0, |p| p.throttled_seconds),
+        chunks_sent: f2_status.map_or(0, |f| f.counters.chunks_sent),
+    };
+    eprintln!(
+        "steered catch-up: {what}: {:.2} s ({:.0} MB/s), clients p99 {:.1} us ({:.2} x alone)",
+        run.catch_up_s, run.mb_per_s, run.during.p99_us, run.p99_ratio
+    );
+    Ok(run)
+}
+
+/// Starts the primary on the filled log with these followers (the first one sync, its
+/// quorum) and, with `target_ms`, catch-up steered by that latency target.
+fn start_primary(
+    dir: &Path,
+    followers: &[FollowerRef<'_>],
+    target_ms: Option<u64>,
+    settings: NodeSettings,
+) -> anyhow::Result<Arc<Node>> {
+    let data = dir.join(cluster::PRIMARY_ID);
+    let node =
+        cluster::start_primary_with(dir, &data, followers, None, settings, false, target_ms)?;
+    Ok(Arc::new(node))
+}
+
+fn shutdown(node: Arc<Node>) -> anyhow::Result<()> {
+    match Arc::try_unwrap(node) {
+        Ok(n) => {
+            n.shutdown();
+            Ok(())
+        }
+        Err(_) => bail!("a client still holds a node at shutdown"),
+    }
+}

@@ -1,0 +1,503 @@
+//! Catch-up pacing: how many catch-up bytes the primary may send to lagging followers, steered
+//! by the latency of foreground commits.
+//!
+//! A follower far behind is fed from the log in chunks as fast as it acknowledges them. That
+//! traffic shares the primary's reader, transport and (on a shared machine) disk with the
+//! commits that caught-up sync followers acknowledge, and can slow them. With a latency target
+//! configured, the [`Pacer`] watches each batch from the moment the writer formed it to the
+//! moment `remote_durable` covered it, and every [`CONTROL_INTERVAL`] adjusts an allowance in
+//! bytes per second that catch-up reads must draw from (a token bucket):
+//!
+//! - more than 1% of the interval's commits above the target (its p99 above the target): the
+//!   allowance is cut to [`DECREASE_NUM`]/[`DECREASE_DEN`] of itself (of the catch-up rate just
+//!   measured, the first time), never below the configured floor, so catch-up always moves;
+//! - at or under the target: it grows by an eighth (at least the floor), up to twice what
+//!   catch-up actually sent, so an allowance that does not bind stays close to one that would;
+//! - no commit finished or waiting in the interval (no foreground load), or under the target
+//!   with no catch-up running: unthrottled;
+//! - commits waiting and none finished: no evidence either way, the allowance holds.
+//!
+//! Only catch-up is paced: live batches to caught-up followers never draw from the allowance.
+//! The pacer is pure: time is an argument, and its decision is a function of the counts it
+//! was fed ([`next_allowance`]). Limits: it cannot tell catch-up's cost from any other cause of
+//! slow commits, so commits over the target for another reason hold catch-up at the floor; and
+//! a follower the quorum waits for while it catches up is paced like any other.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use logship_engine::Lsn;
+use serde::{Deserialize, Serialize};
+
+/// How often the allowance is adjusted (and the window its p99 is judged on).
+pub const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
+/// Commits over the target, in percent, past which the window is over target (p99).
+pub const OVER_TARGET_PERCENT: u64 = 1;
+/// The cut over target: the allowance becomes `DECREASE_NUM / DECREASE_DEN` of itself.
+pub const DECREASE_NUM: u64 = 7;
+/// See [`DECREASE_NUM`].
+pub const DECREASE_DEN: u64 = 10;
+/// The growth under target: an allowance grows by itself divided by this (at least the floor).
+pub const INCREASE_DIVISOR: u64 = 8;
+/// Batches whose commit the pacer waits for; later ones go unsampled until it drains.
+pub const MAX_PENDING_BATCHES: usize = 4096;
+/// Catch-up time one read may cover: a read asks for at most the allowance times this.
+pub const PACE_SLICE: Duration = Duration::from_millis(10);
+/// Slices of unused allowance a bucket may save up.
+const BURST_SLICES: u64 = 2;
+/// The smallest read the pacer grants (a read returns at least one record anyway).
+pub const MIN_GRANT_BYTES: usize = 4 << 10;
+/// Default floor of the allowance.
+pub const DEFAULT_MIN_BYTES_PER_SEC: u64 = 4 << 20;
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// What the pacer steers for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacingConfig {
+    /// The p99 of foreground commit latency (batch formed to `remote_durable`) to keep under.
+    pub latency_target: Duration,
+    /// The allowance never goes below this, so catch-up always progresses.
+    pub min_bytes_per_sec: u64,
+}
+
+impl PacingConfig {
+    /// Pacing for `latency_target` with the default floor.
+    pub fn new(latency_target: Duration) -> PacingConfig {
+        PacingConfig {
+            latency_target,
+            min_bytes_per_sec: DEFAULT_MIN_BYTES_PER_SEC,
+        }
+    }
+}
+
+/// What one control interval saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Commits (batches) that finished in it.
+    pub commits: u64,
+    /// Of those, the ones slower than the target.
+    pub over_target: u64,
+    /// Commits were still waiting at its end.
+    pub waiting: bool,
+    /// Catch-up bytes sent per second during it.
+    pub catch_up_bytes_per_sec: u64,
+}
+
+impl Window {
+    /// More than [`OVER_TARGET_PERCENT`] of its commits were slower than the target.
+    pub fn over(&self) -> bool {
+        self.commits > 0 && self.over_target * 100 > self.commits * OVER_TARGET_PERCENT
+    }
+}
+
+/// The allowance after a window, from the one before (`None`: unthrottled). See the module
+/// documentation for the rules.
+pub fn next_allowance(current: Option<u64>, w: &Window, floor: u64) -> Option<u64> {
+    let measured = w.catch_up_bytes_per_sec;
+    if w.commits == 0 {
+        return if w.waiting { current } else { None };
+    }
+    if w.over() {
+        let base = current.or((measured > 0).then_some(measured))?;
+        return Some((base.saturating_mul(DECREASE_NUM) / DECREASE_DEN).max(floor));
+    }
+    let r = current?;
+    if measured == 0 {
+        return None;
+    }
+    let grown = r.saturating_add((r / INCREASE_DIVISOR).max(floor));
+    Some(grown.min(measured.saturating_mul(2)).max(floor))
+}
+
+/// The pacer's figures, for status and metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PacingStatus {
+    /// The configured latency target, milliseconds.
+    pub latency_target_ms: f64,
+    /// Catch-up bytes per second allowed now; `None` while unthrottled.
+    pub allowance_bytes_per_sec: Option<u64>,
+    /// Seconds catch-up reads waited for the allowance, in total.
+    pub throttled_seconds: f64,
+    /// Commits finished in the last control interval.
+    pub window_commits: u64,
+    /// Of those, the ones slower than the target.
+    pub window_over_target: u64,
+}
+
+/// The controller and its token bucket; see the module documentation.
+#[derive(Debug)]
+pub struct Pacer {
+    config: Option<PacingConfig>,
+    allowance: Option<u64>,
+    /// Saved-up allowance in byte-nanoseconds (bytes × 10^9), negative while in debt.
+    tokens: i128,
+    refilled_at: Duration,
+    /// (last LSN of a batch, when it was formed), oldest first.
+    pending: VecDeque<(Lsn, Duration)>,
+    window_start: Duration,
+    window: Window,
+    catch_up_bytes: u64,
+    last_window: Window,
+    throttled: Duration,
+    throttled_since: Option<Duration>,
+}
+
+impl Pacer {
+    /// A pacer steering for `config`; `None` never throttles.
+    pub fn new(config: Option<PacingConfig>) -> Pacer {
+        if let Some(c) = config {
+            assert!(
+                c.min_bytes_per_sec > 0,
+                "a pacing floor of 0 could stop catch-up"
+            );
+            assert!(!c.latency_target.is_zero(), "a latency target of 0");
+        }
+        Pacer {
+            config,
+            allowance: None,
+            tokens: 0,
+            refilled_at: Duration::ZERO,
+            pending: VecDeque::new(),
+            window_start: Duration::ZERO,
+            window: Window::default(),
+            catch_up_bytes: 0,
+            last_window: Window::default(),
+            throttled: Duration::ZERO,
+            throttled_since: None,
+        }
+    }
+
+    /// Catch-up bytes per second allowed now; `None` while unthrottled.
+    pub fn allowance(&self) -> Option<u64> {
+        self.allowance
+    }
+
+    /// The writer formed a batch ending at `last`.
+    pub fn batch_formed(&mut self, now: Duration, last: Lsn) {
+        if self.config.is_none() || self.pending.len() >= MAX_PENDING_BATCHES {
+            return;
+        }
+        if self.pending.back().is_some_and(|&(l, _)| l >= last) {
+            // A truncated log writes LSNs again: the older batches will never commit as such.
+            self.pending.clear();
+        }
+        self.pending.push_back((last, now));
+    }
+
+    /// `remote_durable` reached `committed`: every batch it covers is a latency sample.
+    pub fn committed(&mut self, now: Duration, committed: Lsn) {
+        let Some(c) = self.config else {
+            return;
+        };
+        while let Some(&(last, formed)) = self.pending.front() {
+            if last > committed {
+                break;
+            }
+            self.pending.pop_front();
+            self.window.commits += 1;
+            if now.saturating_sub(formed) > c.latency_target {
+                self.window.over_target += 1;
+            }
+        }
+    }
+
+    /// Timer: closes the control interval when it is due and adjusts the allowance.
+    pub fn tick(&mut self, now: Duration) {
+        let Some(c) = self.config else {
+            return;
+        };
+        let elapsed = now.saturating_sub(self.window_start);
+        if elapsed < CONTROL_INTERVAL {
+            return;
+        }
+        let per_sec = u128::from(self.catch_up_bytes) * NANOS_PER_SEC / elapsed.as_nanos();
+        let mut w = std::mem::take(&mut self.window);
+        w.waiting = !self.pending.is_empty();
+        w.catch_up_bytes_per_sec = u64::try_from(per_sec).unwrap_or(u64::MAX);
+        let before = self.allowance;
+        self.refill(now);
+        self.allowance = next_allowance(before, &w, c.min_bytes_per_sec);
+        if before.is_none() || self.allowance.is_none() {
+            // Debt or savings of an unthrottled stretch mean nothing to the new allowance.
+            self.tokens = 0;
+            self.refilled_at = now;
+        }
+        if self.allowance.is_none() {
+            self.stop_waiting(now);
+        }
+        self.catch_up_bytes = 0;
+        self.window_start = now;
+        self.last_window = w;
+        self.check_invariants();
+    }
+
+    /// How many bytes a catch-up read wanting `want` may ask for now; `None`: none yet (ask
+    /// again at a later tick).
+    pub fn grant(&mut self, now: Duration, want: usize) -> Option<usize> {
+        let Some(rate) = self.allowance else {
+            return Some(want);
+        };
+        self.refill(now);
+        if self.tokens <= 0 {
+            self.throttled_since.get_or_insert(now);
+            return None;
+        }
+        self.stop_waiting(now);
+        Some(want.min(slice_bytes(rate)))
+    }
+
+    /// A catch-up chunk of `bytes` was sent.
+    pub fn charge(&mut self, bytes: usize) {
+        if self.config.is_none() {
+            return;
+        }
+        self.catch_up_bytes = self.catch_up_bytes.saturating_add(bytes as u64);
+        if self.allowance.is_some() {
+            self.tokens -= bytes as i128 * NANOS_PER_SEC as i128;
+        }
+    }
+
+    fn refill(&mut self, now: Duration) {
+        let Some(rate) = self.allowance else {
+            return;
+        };
+        let dt = now.saturating_sub(self.refilled_at).as_nanos();
+        let cap = slice_bytes(rate) as u128 * u128::from(BURST_SLICES) * NANOS_PER_SEC;
+        let gained = i128::try_from(u128::from(rate) * dt).unwrap_or(i128::MAX);
+        let cap = i128::try_from(cap).unwrap_or(i128::MAX);
+        // A debt is paid back in full; only savings are capped.
+        self.tokens = self.tokens.saturating_add(gained).min(cap);
+        self.refilled_at = self.refilled_at.max(now);
+    }
+
+    fn stop_waiting(&mut self, now: Duration) {
+        if let Some(since) = self.throttled_since.take() {
+            self.throttled += now.saturating_sub(since);
+        }
+    }
+
+    /// The pacer's figures; `None` without a target.
+    pub fn status(&self) -> Option<PacingStatus> {
+        let c = self.config?;
+        Some(PacingStatus {
+            latency_target_ms: c.latency_target.as_secs_f64() * 1e3,
+            allowance_bytes_per_sec: self.allowance,
+            throttled_seconds: self.throttled.as_secs_f64(),
+            window_commits: self.last_window.commits,
+            window_over_target: self.last_window.over_target,
+        })
+    }
+
+    /// Asserts the pacer's invariants: an allowance only with a target and never under its
+    /// floor; batches waiting in LSN order and within their bound.
+    pub fn check_invariants(&self) {
+        match (self.config, self.allowance) {
+            (None, Some(a)) => panic!("allowance {a} without a latency target"),
+            (Some(c), Some(a)) => assert!(
+                a >= c.min_bytes_per_sec,
+                "allowance {a} under its floor {}",
+                c.min_bytes_per_sec
+            ),
+            _ => {}
+        }
+        assert!(self.pending.len() <= MAX_PENDING_BATCHES);
+        let rising = (self.pending.iter().zip(self.pending.iter().skip(1))).all(|(a, b)| a.0 < b.0);
+        assert!(rising, "pending batches out of LSN order");
+    }
+}
+
+/// The bytes one read may ask for at `rate`: one [`PACE_SLICE`] of it, at least
+/// [`MIN_GRANT_BYTES`].
+fn slice_bytes(rate: u64) -> usize {
+    let bytes = u128::from(rate) * PACE_SLICE.as_nanos() / NANOS_PER_SEC;
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .max(MIN_GRANT_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const FLOOR: u64 = 4 * MIB;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn window(commits: u64, over_target: u64, waiting: bool, catch_up: u64) -> Window {
+        Window {
+            commits,
+            over_target,
+            waiting,
+            catch_up_bytes_per_sec: catch_up,
+        }
+    }
+
+    #[test]
+    fn the_allowance_follows_each_rule() {
+        let m = 100 * MIB;
+        let cases: [(Option<u64>, Window, Option<u64>); 11] = [
+            // No foreground commit at all: unthrottled.
+            (Some(m), window(0, 0, false, m), None),
+            // Commits waiting, none finished: hold.
+            (Some(m), window(0, 0, true, m), Some(m)),
+            (None, window(0, 0, true, m), None),
+            // p99 over the target: cut to 7/10, from the measured rate the first time.
+            (None, window(100, 2, false, m), Some(70 * MIB)),
+            (Some(50 * MIB), window(100, 2, false, m), Some(35 * MIB)),
+            (Some(5 * MIB), window(10, 1, false, m), Some(FLOOR)),
+            // Over target with no catch-up running: nothing to throttle.
+            (None, window(100, 50, false, 0), None),
+            // Exactly 1% over is not over the p99.
+            (
+                Some(50 * MIB),
+                window(100, 1, false, m),
+                Some(50 * MIB + 50 * MIB / 8),
+            ),
+            // Under target: grow, by at least the floor, up to twice the measured rate.
+            (
+                Some(8 * MIB),
+                window(100, 0, false, 8 * MIB),
+                Some(12 * MIB),
+            ),
+            (
+                Some(80 * MIB),
+                window(100, 0, false, 30 * MIB),
+                Some(60 * MIB),
+            ),
+            // Under target and no catch-up ran: unthrottled.
+            (Some(80 * MIB), window(100, 0, false, 0), None),
+        ];
+        for (i, (current, w, want)) in cases.iter().enumerate() {
+            assert_eq!(next_allowance(*current, w, FLOOR), *want, "case {i}: {w:?}");
+        }
+        assert_eq!(next_allowance(None, &window(5, 0, false, m), FLOOR), None);
+    }
+
+    fn pacer(target_ms: u64) -> Pacer {
+        Pacer::new(Some(PacingConfig {
+            latency_target: ms(target_ms),
+            min_bytes_per_sec: FLOOR,
+        }))
+    }
+
+    /// Feeds one control interval starting at `t`: `n` batches formed at `t` and committed
+    /// `latency` later, and `catch_up` bytes sent; ticks at its end.
+    fn interval(p: &mut Pacer, t: Duration, next_lsn: &mut u64, n: u64, latency: Duration) {
+        for _ in 0..n {
+            *next_lsn += 1;
+            p.batch_formed(t, Lsn(*next_lsn));
+        }
+        p.committed(t + latency, Lsn(*next_lsn));
+        p.tick(t + CONTROL_INTERVAL);
+    }
+
+    #[test]
+    fn slow_commits_during_catch_up_cut_the_allowance_and_fast_ones_grow_it() {
+        let mut p = pacer(5);
+        let mut lsn = 0;
+        // Unthrottled: 10 MiB of catch-up in the first interval, commits at 8 ms.
+        assert_eq!(p.grant(ms(0), 4 << 20), Some(4 << 20));
+        p.charge(10 << 20);
+        interval(&mut p, ms(0), &mut lsn, 50, ms(8));
+        // 10 MiB over 100 ms = 100 MiB/s measured; cut to 70 MiB/s.
+        assert_eq!(p.allowance(), Some(70 * MIB));
+        assert_eq!(p.status().unwrap().window_over_target, 50);
+        // Throttled at 70 MiB/s: the tokens are empty right after the cut.
+        assert_eq!(p.grant(ms(100), 4 << 20), None);
+        // 10 ms later: 0.7 MiB saved, a read of one slice (0.7 MiB) is granted.
+        let slice = (70 * MIB / 100) as usize;
+        assert_eq!(p.grant(ms(110), 4 << 20), Some(slice));
+        // The chunk read was one 4 MiB record: in debt, the next read waits until the 3.3 MiB
+        // owed are paid back at 70 MiB/s (about 47 ms).
+        p.charge(4 << 20);
+        assert_eq!(p.grant(ms(110), 4 << 20), None);
+        assert_eq!(p.grant(ms(150), 4 << 20), None);
+        assert_eq!(p.grant(ms(160), 4 << 20), Some(slice));
+        assert_eq!(p.status().unwrap().throttled_seconds, 0.06);
+        // Fast commits: grow by an eighth (under twice the 40 MiB/s sent).
+        interval(&mut p, ms(100), &mut lsn, 50, ms(2));
+        assert_eq!(p.allowance(), Some(70 * MIB + 70 * MIB / 8));
+    }
+
+    #[test]
+    fn no_foreground_commits_mean_unthrottled() {
+        let mut p = pacer(5);
+        let mut lsn = 0;
+        p.charge(10 << 20);
+        interval(&mut p, ms(0), &mut lsn, 10, ms(50));
+        assert_eq!(p.allowance(), Some(70 * MIB));
+        p.tick(ms(200));
+        assert_eq!(p.allowance(), None);
+        assert_eq!(p.grant(ms(200), 1 << 20), Some(1 << 20));
+    }
+
+    #[test]
+    fn commits_still_waiting_hold_the_allowance() {
+        let mut p = pacer(5);
+        let mut lsn = 0;
+        p.charge(10 << 20);
+        interval(&mut p, ms(0), &mut lsn, 10, ms(50));
+        p.batch_formed(ms(150), Lsn(lsn + 1));
+        p.tick(ms(200));
+        assert_eq!(p.allowance(), Some(70 * MIB));
+        // It commits 200 ms after it was formed: over the target, cut again.
+        p.committed(ms(350), Lsn(lsn + 1));
+        p.charge(7 << 20);
+        p.tick(ms(350));
+        assert_eq!(p.allowance(), Some(49 * MIB));
+    }
+
+    #[test]
+    fn the_allowance_never_falls_under_its_floor() {
+        let mut p = pacer(1);
+        let mut lsn = 0;
+        p.charge(MIB as usize);
+        for i in 0..40 {
+            interval(&mut p, ms(100 * i), &mut lsn, 10, ms(9));
+        }
+        assert_eq!(p.allowance(), Some(FLOOR));
+        // At the floor a read still gets one slice every slice (40 KiB per 10 ms).
+        let t = ms(100 * 40 + 10);
+        assert_eq!(p.grant(t, 4 << 20), Some((FLOOR / 100) as usize));
+    }
+
+    #[test]
+    fn without_a_target_nothing_is_throttled_or_sampled() {
+        let mut p = Pacer::new(None);
+        p.batch_formed(ms(0), Lsn(1));
+        p.charge(1 << 30);
+        p.committed(ms(500), Lsn(1));
+        p.tick(ms(1000));
+        assert_eq!(p.allowance(), None);
+        assert_eq!(p.grant(ms(1000), 1 << 20), Some(1 << 20));
+        assert_eq!(p.status(), None);
+    }
+
+    #[test]
+    fn a_truncated_log_forgets_the_batches_it_lost() {
+        let mut p = pacer(5);
+        p.batch_formed(ms(0), Lsn(10));
+        p.batch_formed(ms(1), Lsn(20));
+        p.batch_formed(ms(2), Lsn(15));
+        p.check_invariants();
+        p.committed(ms(3), Lsn(15));
+        p.tick(ms(100));
+        assert_eq!(p.status().unwrap().window_commits, 1);
+    }
+
+    #[test]
+    fn a_full_queue_of_batches_samples_the_older_ones_only() {
+        let mut p = pacer(5);
+        for i in 1..=MAX_PENDING_BATCHES as u64 + 10 {
+            p.batch_formed(ms(0), Lsn(i));
+        }
+        p.committed(ms(1), Lsn(1 << 20));
+        p.tick(ms(100));
+        let s = p.status().unwrap();
+        assert_eq!(s.window_commits, MAX_PENDING_BATCHES as u64);
+    }
+}
