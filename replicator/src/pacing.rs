@@ -8,14 +8,29 @@
 //! moment `remote_durable` covered it, and every [`CONTROL_INTERVAL`] adjusts an allowance in
 //! bytes per second that catch-up reads must draw from (a token bucket):
 //!
-//! - more than 1% of the interval's commits above the target (its p99 above the target): the
-//!   allowance is cut to [`DECREASE_NUM`]/[`DECREASE_DEN`] of itself (of the catch-up rate just
-//!   measured, the first time), never below the configured floor, so catch-up always moves;
-//! - at or under the target: it grows by an eighth (at least the floor), up to twice what
-//!   catch-up actually sent, so an allowance that does not bind stays close to one that would;
-//! - no commit finished or waiting in the interval (no foreground load), or under the target
-//!   with no catch-up running: unthrottled;
-//! - commits waiting and none finished: no evidence either way, the allowance holds.
+//! - no commit finished or waiting in the interval (no foreground load): unthrottled;
+//! - commits waiting and none finished: no evidence either way, the allowance holds;
+//! - more than 1% of the commits above the target (their p99 above it), both in the interval and
+//!   over the last [`HISTORY_INTERVALS`] intervals: the allowance is cut to [`DECREASE_NUM`]/[`DECREASE_DEN`] of itself (of the catch-up rate just
+//!   measured, coming from unthrottled), never below the configured floor, so catch-up always
+//!   moves;
+//! - the last intervals' p99 above the target and this interval's not: the allowance holds
+//!   while they recover;
+//! - at or under the target: foreground load that was unthrottled starts paced at the floor,
+//!   and the allowance grows while catch-up runs, doubling (slow start) until the first
+//!   interval over the target, then by an eighth (at least the floor); never beyond twice what
+//!   catch-up actually sent, so an allowance that does not bind stays close to one that would.
+//!   With no catch-up running it holds.
+//!
+//! A single interval's p99 is close to its slowest few commits; requiring the last
+//! [`HISTORY_INTERVALS`]' too keeps one disk hiccup (they come without catch-up as well) from
+//! cutting, and requiring the interval's own keeps slow commits already answered by a cut from
+//! cutting again.
+//!
+//! Starting paced under foreground load keeps a catch-up that begins then from flooding the
+//! disk for a whole interval before the first cut: the allowance probes up to what the target
+//! allows instead of down from what the hardware allows (TCP's slow start and AIMD, with the
+//! commit p99 as the congestion signal).
 //!
 //! Only catch-up is paced: live batches to caught-up followers never draw from the allowance.
 //! The pacer is pure: time is an argument, and its decision is a function of the counts it
@@ -31,6 +46,8 @@ use serde::{Deserialize, Serialize};
 
 /// How often the allowance is adjusted (and the window its p99 is judged on).
 pub const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
+/// Intervals whose commits make the recent p99.
+pub const HISTORY_INTERVALS: usize = 4;
 /// Commits over the target, in percent, past which the window is over target (p99).
 pub const OVER_TARGET_PERCENT: u64 = 1;
 /// The cut over target: the allowance becomes `DECREASE_NUM / DECREASE_DEN` of itself.
@@ -82,32 +99,80 @@ pub struct Window {
     pub waiting: bool,
     /// Catch-up bytes sent per second during it.
     pub catch_up_bytes_per_sec: u64,
+    /// Commits that finished in the last [`HISTORY_INTERVALS`] intervals, this one included.
+    pub recent_commits: u64,
+    /// Of those, the ones slower than the target.
+    pub recent_over_target: u64,
 }
 
 impl Window {
     /// More than [`OVER_TARGET_PERCENT`] of its commits were slower than the target.
     pub fn over(&self) -> bool {
-        self.commits > 0 && self.over_target * 100 > self.commits * OVER_TARGET_PERCENT
+        p99_over(self.commits, self.over_target)
+    }
+
+    /// The same over the last [`HISTORY_INTERVALS`] intervals.
+    pub fn recent_over(&self) -> bool {
+        p99_over(self.recent_commits, self.recent_over_target)
     }
 }
 
-/// The allowance after a window, from the one before (`None`: unthrottled). See the module
-/// documentation for the rules.
-pub fn next_allowance(current: Option<u64>, w: &Window, floor: u64) -> Option<u64> {
+fn p99_over(commits: u64, over_target: u64) -> bool {
+    commits > 0 && over_target * 100 > commits * OVER_TARGET_PERCENT
+}
+
+/// Catch-up's allowance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allowance {
+    /// No foreground load: catch-up runs as fast as its window allows.
+    Unthrottled,
+    /// Bytes per second, doubling while under the target (no interval over it yet).
+    SlowStart(u64),
+    /// Bytes per second, growing by an eighth while under the target.
+    Steady(u64),
+}
+
+impl Allowance {
+    /// Bytes per second allowed; `None` while unthrottled.
+    pub fn rate(self) -> Option<u64> {
+        match self {
+            Allowance::Unthrottled => None,
+            Allowance::SlowStart(r) | Allowance::Steady(r) => Some(r),
+        }
+    }
+}
+
+/// The allowance after a window, from the one before. See the module documentation for the
+/// rules.
+pub fn next_allowance(current: Allowance, w: &Window, floor: u64) -> Allowance {
     let measured = w.catch_up_bytes_per_sec;
     if w.commits == 0 {
-        return if w.waiting { current } else { None };
+        return if w.waiting {
+            current
+        } else {
+            Allowance::Unthrottled
+        };
     }
-    if w.over() {
-        let base = current.or((measured > 0).then_some(measured))?;
-        return Some((base.saturating_mul(DECREASE_NUM) / DECREASE_DEN).max(floor));
+    if w.over() && w.recent_over() {
+        let base = (current.rate())
+            .or((measured > 0).then_some(measured))
+            .unwrap_or(floor);
+        let cut = base.saturating_mul(DECREASE_NUM) / DECREASE_DEN;
+        return Allowance::Steady(cut.max(floor));
     }
-    let r = current?;
-    if measured == 0 {
-        return None;
+    if w.recent_over() {
+        return current;
     }
-    let grown = r.saturating_add((r / INCREASE_DIVISOR).max(floor));
-    Some(grown.min(measured.saturating_mul(2)).max(floor))
+    // Never beyond twice what catch-up sent, never under the floor.
+    let bound = |grown: u64| grown.min(measured.saturating_mul(2)).max(floor);
+    match current {
+        Allowance::Unthrottled => Allowance::SlowStart(floor),
+        _ if measured == 0 => current,
+        Allowance::SlowStart(r) => Allowance::SlowStart(bound(r.saturating_mul(2))),
+        Allowance::Steady(r) => {
+            Allowance::Steady(bound(r.saturating_add((r / INCREASE_DIVISOR).max(floor))))
+        }
+    }
 }
 
 /// The pacer's figures, for status and metrics.
@@ -129,7 +194,7 @@ pub struct PacingStatus {
 #[derive(Debug)]
 pub struct Pacer {
     config: Option<PacingConfig>,
-    allowance: Option<u64>,
+    allowance: Allowance,
     /// Saved-up allowance in byte-nanoseconds (bytes × 10^9), negative while in debt.
     tokens: i128,
     refilled_at: Duration,
@@ -137,6 +202,9 @@ pub struct Pacer {
     pending: VecDeque<(Lsn, Duration)>,
     window_start: Duration,
     window: Window,
+    /// (commits, over target) of the last intervals, the oldest overwritten first.
+    history: [(u64, u64); HISTORY_INTERVALS],
+    intervals: usize,
     catch_up_bytes: u64,
     last_window: Window,
     throttled: Duration,
@@ -155,12 +223,14 @@ impl Pacer {
         }
         Pacer {
             config,
-            allowance: None,
+            allowance: Allowance::Unthrottled,
             tokens: 0,
             refilled_at: Duration::ZERO,
             pending: VecDeque::new(),
             window_start: Duration::ZERO,
             window: Window::default(),
+            history: [(0, 0); HISTORY_INTERVALS],
+            intervals: 0,
             catch_up_bytes: 0,
             last_window: Window::default(),
             throttled: Duration::ZERO,
@@ -170,7 +240,7 @@ impl Pacer {
 
     /// Catch-up bytes per second allowed now; `None` while unthrottled.
     pub fn allowance(&self) -> Option<u64> {
-        self.allowance
+        self.allowance.rate()
     }
 
     /// The writer formed a batch ending at `last`.
@@ -215,15 +285,19 @@ impl Pacer {
         let mut w = std::mem::take(&mut self.window);
         w.waiting = !self.pending.is_empty();
         w.catch_up_bytes_per_sec = u64::try_from(per_sec).unwrap_or(u64::MAX);
-        let before = self.allowance;
+        self.history[self.intervals % HISTORY_INTERVALS] = (w.commits, w.over_target);
+        self.intervals = self.intervals.wrapping_add(1);
+        w.recent_commits = self.history.iter().map(|h| h.0).sum();
+        w.recent_over_target = self.history.iter().map(|h| h.1).sum();
+        let before = self.allowance.rate();
         self.refill(now);
-        self.allowance = next_allowance(before, &w, c.min_bytes_per_sec);
-        if before.is_none() || self.allowance.is_none() {
+        self.allowance = next_allowance(self.allowance, &w, c.min_bytes_per_sec);
+        if before.is_none() || self.allowance().is_none() {
             // Debt or savings of an unthrottled stretch mean nothing to the new allowance.
             self.tokens = 0;
             self.refilled_at = now;
         }
-        if self.allowance.is_none() {
+        if self.allowance().is_none() {
             self.stop_waiting(now);
         }
         self.catch_up_bytes = 0;
@@ -235,7 +309,7 @@ impl Pacer {
     /// How many bytes a catch-up read wanting `want` may ask for now; `None`: none yet (ask
     /// again at a later tick).
     pub fn grant(&mut self, now: Duration, want: usize) -> Option<usize> {
-        let Some(rate) = self.allowance else {
+        let Some(rate) = self.allowance() else {
             return Some(want);
         };
         self.refill(now);
@@ -253,13 +327,13 @@ impl Pacer {
             return;
         }
         self.catch_up_bytes = self.catch_up_bytes.saturating_add(bytes as u64);
-        if self.allowance.is_some() {
+        if self.allowance().is_some() {
             self.tokens -= bytes as i128 * NANOS_PER_SEC as i128;
         }
     }
 
     fn refill(&mut self, now: Duration) {
-        let Some(rate) = self.allowance else {
+        let Some(rate) = self.allowance() else {
             return;
         };
         let dt = now.saturating_sub(self.refilled_at).as_nanos();
@@ -282,7 +356,7 @@ impl Pacer {
         let c = self.config?;
         Some(PacingStatus {
             latency_target_ms: c.latency_target.as_secs_f64() * 1e3,
-            allowance_bytes_per_sec: self.allowance,
+            allowance_bytes_per_sec: self.allowance(),
             throttled_seconds: self.throttled.as_secs_f64(),
             window_commits: self.last_window.commits,
             window_over_target: self.last_window.over_target,
@@ -292,7 +366,7 @@ impl Pacer {
     /// Asserts the pacer's invariants: an allowance only with a target and never under its
     /// floor; batches waiting in LSN order and within their bound.
     pub fn check_invariants(&self) {
-        match (self.config, self.allowance) {
+        match (self.config, self.allowance()) {
             (None, Some(a)) => panic!("allowance {a} without a latency target"),
             (Some(c), Some(a)) => assert!(
                 a >= c.min_bytes_per_sec,
@@ -327,54 +401,99 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// An interval whose recent history is itself (the first after quiet ones).
     fn window(commits: u64, over_target: u64, waiting: bool, catch_up: u64) -> Window {
         Window {
             commits,
             over_target,
             waiting,
             catch_up_bytes_per_sec: catch_up,
+            recent_commits: commits,
+            recent_over_target: over_target,
         }
     }
 
     #[test]
-    fn the_allowance_follows_each_rule() {
+    fn a_cut_needs_both_the_interval_and_its_recent_history_over_the_target() {
+        use Allowance::Steady;
         let m = 100 * MIB;
-        let cases: [(Option<u64>, Window, Option<u64>); 11] = [
+        let with_recent = |w: Window, commits, over| Window {
+            recent_commits: commits,
+            recent_over_target: over,
+            ..w
+        };
+        // One slow interval among fast ones: no cut, growth.
+        let blip = with_recent(window(100, 5, false, m), 600, 5);
+        assert_eq!(
+            next_allowance(Steady(48 * MIB), &blip, FLOOR),
+            Steady(54 * MIB)
+        );
+        // Slow for a while, this interval too: cut.
+        let slow = with_recent(window(100, 5, false, m), 400, 20);
+        assert_eq!(
+            next_allowance(Steady(50 * MIB), &slow, FLOOR),
+            Steady(35 * MIB)
+        );
+        // Slow for a while, not this interval: hold while the history recovers.
+        let recovering = with_recent(window(100, 0, false, m), 400, 15);
+        assert_eq!(
+            next_allowance(Steady(50 * MIB), &recovering, FLOOR),
+            Steady(50 * MIB)
+        );
+    }
+
+    #[test]
+    fn the_allowance_follows_each_rule() {
+        use Allowance::{SlowStart, Steady, Unthrottled};
+        let m = 100 * MIB;
+        let cases: [(Allowance, Window, Allowance); 16] = [
             // No foreground commit at all: unthrottled.
-            (Some(m), window(0, 0, false, m), None),
+            (Steady(m), window(0, 0, false, m), Unthrottled),
             // Commits waiting, none finished: hold.
-            (Some(m), window(0, 0, true, m), Some(m)),
-            (None, window(0, 0, true, m), None),
-            // p99 over the target: cut to 7/10, from the measured rate the first time.
-            (None, window(100, 2, false, m), Some(70 * MIB)),
-            (Some(50 * MIB), window(100, 2, false, m), Some(35 * MIB)),
-            (Some(5 * MIB), window(10, 1, false, m), Some(FLOOR)),
-            // Over target with no catch-up running: nothing to throttle.
-            (None, window(100, 50, false, 0), None),
+            (Steady(m), window(0, 0, true, m), Steady(m)),
+            (Unthrottled, window(0, 0, true, m), Unthrottled),
+            // p99 over the target: cut to 7/10, from the measured rate coming from unthrottled.
+            (Unthrottled, window(100, 2, false, m), Steady(70 * MIB)),
+            (Steady(50 * MIB), window(100, 2, false, m), Steady(35 * MIB)),
+            (
+                SlowStart(50 * MIB),
+                window(100, 2, false, m),
+                Steady(35 * MIB),
+            ),
+            (Steady(5 * MIB), window(10, 1, false, m), Steady(FLOOR)),
+            (Unthrottled, window(100, 50, false, 0), Steady(FLOOR)),
             // Exactly 1% over is not over the p99.
+            (Steady(48 * MIB), window(100, 1, false, m), Steady(54 * MIB)),
+            // Foreground load, under the target: paced from the floor up.
+            (Unthrottled, window(5, 0, false, m), SlowStart(FLOOR)),
+            (Unthrottled, window(5, 0, false, 0), SlowStart(FLOOR)),
             (
-                Some(50 * MIB),
-                window(100, 1, false, m),
-                Some(50 * MIB + 50 * MIB / 8),
-            ),
-            // Under target: grow, by at least the floor, up to twice the measured rate.
-            (
-                Some(8 * MIB),
+                SlowStart(8 * MIB),
                 window(100, 0, false, 8 * MIB),
-                Some(12 * MIB),
+                SlowStart(16 * MIB),
             ),
             (
-                Some(80 * MIB),
-                window(100, 0, false, 30 * MIB),
-                Some(60 * MIB),
+                SlowStart(8 * MIB),
+                window(100, 0, false, 6 * MIB),
+                SlowStart(12 * MIB),
             ),
-            // Under target and no catch-up ran: unthrottled.
-            (Some(80 * MIB), window(100, 0, false, 0), None),
+            // Under target: grow by an eighth (at least the floor), up to twice the measured.
+            (
+                Steady(8 * MIB),
+                window(100, 0, false, 8 * MIB),
+                Steady(12 * MIB),
+            ),
+            (
+                Steady(80 * MIB),
+                window(100, 0, false, 30 * MIB),
+                Steady(60 * MIB),
+            ),
+            // Under target and no catch-up ran: hold.
+            (Steady(80 * MIB), window(100, 0, false, 0), Steady(80 * MIB)),
         ];
         for (i, (current, w, want)) in cases.iter().enumerate() {
             assert_eq!(next_allowance(*current, w, FLOOR), *want, "case {i}: {w:?}");
         }
-        assert_eq!(next_allowance(None, &window(5, 0, false, m), FLOOR), None);
     }
 
     fn pacer(target_ms: u64) -> Pacer {
@@ -418,9 +537,44 @@ mod tests {
         assert_eq!(p.grant(ms(150), 4 << 20), None);
         assert_eq!(p.grant(ms(160), 4 << 20), Some(slice));
         assert_eq!(p.status().unwrap().throttled_seconds, 0.06);
-        // Fast commits: grow by an eighth (under twice the 40 MiB/s sent).
+        // Fast commits, but the recent ones were slow: hold while they recover.
         interval(&mut p, ms(100), &mut lsn, 50, ms(2));
+        assert_eq!(p.allowance(), Some(70 * MIB));
+        // Once the slow interval has left the history: grow by an eighth (under twice the
+        // 7 MiB/s sent per interval).
+        for i in 2..HISTORY_INTERVALS as u64 {
+            p.charge(7 << 20);
+            interval(&mut p, ms(100 * i), &mut lsn, 50, ms(2));
+            assert_eq!(p.allowance(), Some(70 * MIB));
+        }
+        p.charge(7 << 20);
+        interval(&mut p, ms(400), &mut lsn, 50, ms(2));
         assert_eq!(p.allowance(), Some(70 * MIB + 70 * MIB / 8));
+    }
+
+    #[test]
+    fn a_catch_up_under_foreground_load_starts_at_the_floor_and_doubles() {
+        let mut p = pacer(5);
+        let mut lsn = 0;
+        interval(&mut p, ms(0), &mut lsn, 20, ms(1));
+        assert_eq!(p.allowance(), Some(FLOOR));
+        // 40 KiB per 10 ms slice at the floor; the first slice after 10 ms.
+        assert_eq!(p.grant(ms(100), 4 << 20), None);
+        assert_eq!(p.grant(ms(110), 4 << 20), Some((FLOOR / 100) as usize));
+        p.charge(FLOOR as usize);
+        interval(&mut p, ms(100), &mut lsn, 20, ms(1));
+        assert_eq!(p.allowance(), Some(2 * FLOOR));
+        p.charge(FLOOR as usize);
+        interval(&mut p, ms(200), &mut lsn, 20, ms(1));
+        assert_eq!(p.allowance(), Some(4 * FLOOR));
+        // The first interval over the target ends the slow start: 7/10. Fast commits then
+        // hold it while the slow interval is in the recent history.
+        p.charge(FLOOR as usize);
+        interval(&mut p, ms(300), &mut lsn, 20, ms(6));
+        assert_eq!(p.allowance(), Some(FLOOR * 28 / 10));
+        p.charge(FLOOR as usize);
+        interval(&mut p, ms(400), &mut lsn, 20, ms(1));
+        assert_eq!(p.allowance(), Some(FLOOR * 28 / 10));
     }
 
     #[test]

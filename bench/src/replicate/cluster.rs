@@ -217,8 +217,22 @@ fn start_node(text: &str, what: &str) -> anyhow::Result<Node> {
 /// # Errors
 /// When the node does not start.
 pub fn start_follower(dir: &Path, name: &str, settings: NodeSettings) -> anyhow::Result<Node> {
-    let listen = "listen_replication = \"127.0.0.1:0\"\n";
-    let text = node_toml(dir, name, "follower", &dir.join(name), listen, settings)?;
+    start_follower_at(dir, name, "127.0.0.1:0", settings)
+}
+
+/// [`start_follower`], listening at `listen` (an address the primary was configured with
+/// before the follower started).
+///
+/// # Errors
+/// When the node does not start.
+pub fn start_follower_at(
+    dir: &Path,
+    name: &str,
+    listen: &str,
+    settings: NodeSettings,
+) -> anyhow::Result<Node> {
+    let listen = format!("listen_replication = \"{listen}\"\n");
+    let text = node_toml(dir, name, "follower", &dir.join(name), &listen, settings)?;
     start_node(&text, &format!("follower {name}"))
 }
 

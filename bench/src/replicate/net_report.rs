@@ -364,6 +364,7 @@ mod tests {
             net_cases,
             peak_rss_kib_before_catch_up: 0,
             catch_up: None,
+            steered: None,
             errors: Vec::new(),
         }
     }

@@ -43,6 +43,9 @@ pub fn render_metrics(s: &NodeStatus) -> String {
     connections(&mut p, n, s);
     if let Some(pr) = &s.primary {
         primary(&mut p, n, pr);
+        if let Some(pc) = &pr.catch_up_pacing {
+            pacing(&mut p, n, pc);
+        }
     }
     if let Some(f) = &s.follower {
         follower(&mut p, n, f);
@@ -366,9 +369,6 @@ fn pacing(p: &mut PromText, n: &str, s: &PacingStatus) {
 }
 
 fn primary(p: &mut PromText, n: &str, s: &PrimaryStatus) {
-    if let Some(pc) = &s.catch_up_pacing {
-        pacing(p, n, pc);
-    }
     let c = s.commit;
     let commit = [
         ("local", c.local as f64),
