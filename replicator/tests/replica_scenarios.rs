@@ -13,6 +13,7 @@ use logship_engine::Lsn;
 use logship_replicator::breaker::BreakerState;
 use logship_replicator::integrity::Damaged;
 use logship_replicator::link::Phase;
+use logship_replicator::pacing::PacingConfig;
 use logship_replicator::protocol::{Msg, RejectCode};
 use logship_replicator::sim::ModelLog;
 use logship_replicator::vocab::{Action, Input, ReplicaLog};
@@ -369,4 +370,54 @@ fn an_empty_primary_never_empties_a_follower() {
     h.tick(MS);
     assert_eq!(records(h.log(Side::P)), records(&log_of(20)));
     assert!(h.replica(Side::P).serving());
+}
+
+#[test]
+fn slow_commits_pace_a_later_catch_up_which_still_completes() {
+    let floor = 4 << 10;
+    let pacing = PacingConfig {
+        latency_target: 5 * MS,
+        min_bytes_per_sec: floor,
+    };
+    let mut h = Pair::paced(log_of(10), log_of(10), pacing);
+    h.tick(MS);
+    assert!(h.primary().links()[0].healthy());
+    // Foreground commits of 20 ms, over the 5 ms target: the allowance falls to the floor.
+    for _ in 0..15 {
+        h.append(b"slow");
+        h.tick(20 * MS);
+        h.durable_everywhere();
+    }
+    let pacing = |h: &Pair| h.primary().status().catch_up_pacing.expect("paced");
+    assert_eq!(pacing(&h).allowance_bytes_per_sec, Some(floor));
+    // The follower goes away; 20 KB of records pile up while their commits wait for it (the
+    // allowance holds).
+    h.follower_up = false;
+    let conn = h.primary().links()[0].conn().expect("connected");
+    h.drop_follower_end(conn);
+    for _ in 0..100 {
+        h.append(&[7u8; 200]);
+    }
+    let last = h.log(Side::P).last_lsn();
+    h.follower_up = true;
+    let (mut reconnected, mut caught_up) = (None, None);
+    for i in 0..3_000u64 {
+        h.tick(10 * MS);
+        if reconnected.is_none() && h.primary().links()[0].healthy() {
+            reconnected = Some(i);
+        }
+        if h.log(Side::F).last_lsn() == last {
+            caught_up = Some(i);
+            break;
+        }
+    }
+    let (reconnected, caught_up) = (
+        reconnected.expect("reconnects"),
+        caught_up.expect("caught up"),
+    );
+    // 20 KB at 4 KiB/s: some 5 s, in reads of at most 4 KiB.
+    let took = Duration::from_millis(10 * (caught_up - reconnected));
+    assert!(took >= Duration::from_secs(4), "caught up in {took:?}");
+    assert!(pacing(&h).throttled_seconds >= 3.0, "{:?}", pacing(&h));
+    assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
 }

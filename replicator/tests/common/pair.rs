@@ -19,6 +19,7 @@ use logship_replicator::backoff::BackoffConfig;
 use logship_replicator::breaker::{BreakerConfig, BreakerState};
 use logship_replicator::commit::QuorumPolicy;
 use logship_replicator::fetch::{IntegrityAction, FETCH_CHUNK_BYTES};
+use logship_replicator::pacing::PacingConfig;
 use logship_replicator::primary::Primary;
 use logship_replicator::protocol::auth::ClusterKey;
 use logship_replicator::protocol::{DurabilityLevel, Msg, RejectCode};
@@ -95,7 +96,7 @@ fn key(text: &str) -> ClusterKey {
     ClusterKey::from_bytes(text.as_bytes()).expect("long enough")
 }
 
-fn primary_config() -> PrimaryConfig {
+fn primary_config(catch_up_pacing: Option<PacingConfig>) -> PrimaryConfig {
     let addr: SocketAddr = "127.0.0.1:9".parse().expect("an address");
     PrimaryConfig {
         cluster_id: "c".into(),
@@ -118,7 +119,7 @@ fn primary_config() -> PrimaryConfig {
         },
         max_inflight_bytes: 1 << 20,
         catch_up_chunk_bytes: 4096,
-        catch_up_pacing: None,
+        catch_up_pacing,
         max_retained_bytes: None,
         failover: false,
     }
@@ -177,18 +178,29 @@ impl Pair {
     /// A primary on `plog` (its start gate open) and a follower on `flog` holding
     /// `follower_key`.
     pub fn new(follower_key: &str, plog: ModelLog, flog: ModelLog) -> Pair {
-        Pair::build(follower_key, plog, flog, false)
+        Pair::build(follower_key, plog, flog, false, None)
+    }
+
+    /// As [`Pair::new`], with the primary's catch-up paced.
+    pub fn paced(plog: ModelLog, flog: ModelLog, pacing: PacingConfig) -> Pair {
+        Pair::build(KEY, plog, flog, false, Some(pacing))
     }
 
     /// As [`Pair::new`], with the primary's start gate closed: it takes records back from its
     /// sync followers before it serves.
     pub fn gated(plog: ModelLog, flog: ModelLog) -> Pair {
-        Pair::build(KEY, plog, flog, true)
+        Pair::build(KEY, plog, flog, true, None)
     }
 
-    fn build(follower_key: &str, plog: ModelLog, flog: ModelLog, gated: bool) -> Pair {
+    fn build(
+        follower_key: &str,
+        plog: ModelLog,
+        flog: ModelLog,
+        gated: bool,
+        pacing: Option<PacingConfig>,
+    ) -> Pair {
         let (first, last, durable) = (plog.first_lsn(), plog.last_lsn(), plog.durable_lsn());
-        let mut p = Primary::new(primary_config(), first, last, durable, 7);
+        let mut p = Primary::new(primary_config(pacing), first, last, durable, 7);
         if gated {
             p.close_gate();
         }
