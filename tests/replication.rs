@@ -215,6 +215,23 @@ fn block_policy_fails_with_quorum_unavailable_when_both_are_down() {
     let s = c.status(PRIMARY).expect("primary status");
     assert!(s.quorum_timeouts >= 1, "quorum timeouts not counted: {s:?}");
     assert!(!s.primary.expect("primary").quorum_available);
+    // Quorum lost and appends failed for want of it are warnings naming the missing followers.
+    // (The primary also says so at its start, before its followers are heard: look after the
+    // last "available again".)
+    let log = std::fs::read_to_string(&c.node(PRIMARY).log).expect("the primary's log");
+    let since = log
+        .rfind("sync quorum available again")
+        .expect("the quorum was available");
+    let warned = |what: &str| {
+        log[since..]
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains(what) && l.contains("a, b"))
+    };
+    assert!(
+        warned("sync quorum unavailable"),
+        "no quorum warning:\n{log}"
+    );
+    assert!(warned("appends failed"), "no failed-append warning:\n{log}");
 }
 
 #[test]
@@ -606,6 +623,34 @@ fn hostile_inputs() -> Vec<(&'static str, Vec<u8>, bool)> {
     ]
 }
 
+/// 200 connections of garbage to follower `a` at `addr` are all counted (`malformed` reads the
+/// counter), and its log holds a few summary lines about them, not one line each.
+fn garbage_flood_is_logged_as_a_summary(
+    c: &Cluster,
+    addr: SocketAddr,
+    malformed: impl Fn() -> f64,
+) {
+    let flood = Instant::now();
+    let m0 = malformed();
+    for _ in 0..200 {
+        send_and_expect_close(addr, &[0xff; 64], Duration::from_secs(5));
+    }
+    wait_until("the flood to be counted", BOUND, || {
+        malformed() >= m0 + 200.0
+    });
+    let log = std::fs::read_to_string(&c.node("a").log).expect("a's log");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("malformed frame"))
+        .count();
+    let bound = 2 + (flood.elapsed().as_secs() / 10) as usize + hostile_inputs().len();
+    println!("{lines} log lines about {} malformed frames", m0 + 200.0);
+    assert!(
+        lines <= bound,
+        "{lines} lines about malformed frames (bound {bound})"
+    );
+}
+
 #[test]
 fn malformed_frames_are_rejected_without_harm() {
     let _serial = serial("malformed_frames_are_rejected_without_harm");
@@ -647,6 +692,7 @@ fn malformed_frames_are_rejected_without_harm() {
         });
         assert_eq!(a_lsns(&c), before, "{what}: the follower's log changed");
     }
+    garbage_flood_is_logged_as_a_summary(&c, addr, || counters(&c).0);
     let lsn = append_ok(&c, DurabilityLevel::RemoteDurable, payload("after", 0));
     let s = c.status("a").expect("a status");
     assert!(

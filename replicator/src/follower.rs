@@ -8,6 +8,7 @@
 //! overlap closes the session); acknowledged positions never exceed what the log holds
 //! (applied <= durable <= written).
 
+use crate::log_summary::{Summary, SUMMARY_INTERVAL};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -59,6 +60,11 @@ pub struct Follower {
     last_heard: Option<Duration>,
     last_ack: Duration,
     rejected: BTreeMap<&'static str, u64>,
+    /// Refused sessions, logged as one summary line per interval (a peer without the key must
+    /// not be able to fill the disk with log lines).
+    refusals_log: Summary,
+    /// The latest time an input brought, for the refusal summary.
+    now: Duration,
     /// A repair fetch in progress, on the streaming session.
     repair: Option<(ConnId, Fetcher)>,
     /// The connection accepted last: only its handshake may start a session.
@@ -101,6 +107,8 @@ impl Follower {
             last_heard: None,
             last_ack: Duration::ZERO,
             rejected: BTreeMap::new(),
+            refusals_log: Summary::default(),
+            now: Duration::ZERO,
             repair: None,
             newest: None,
             newest_before: None,
@@ -225,6 +233,7 @@ impl Follower {
 
     /// A primary connected; `nonce` is fresh randomness for the handshake.
     pub fn on_accepted(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN]) {
+        self.now = self.now.max(now);
         self.newest_before = self.newest.replace(conn);
         let deadline = now + self.config.timeouts.handshake;
         self.sessions
@@ -258,7 +267,16 @@ impl Follower {
         message: String,
         out: &mut Vec<Action>,
     ) {
-        tracing::info!(conn = conn.0, reason = code.as_str(), %message, "refusing a replication session");
+        if let Some(sessions) = self.refusals_log.note(self.now, 1) {
+            tracing::info!(
+                sessions,
+                last_conn = conn.0,
+                last_reason = code.as_str(),
+                last_message = %message,
+                "refusing replication sessions (one line per {} s at most, with the count since the last)",
+                SUMMARY_INTERVAL.as_secs()
+            );
+        }
         *self.rejected.entry(code.as_str()).or_default() += 1;
         out.push(Action::Send {
             conn,
@@ -276,7 +294,14 @@ impl Follower {
     }
 
     /// Bytes on `conn` were not a valid frame.
-    pub fn on_frame_error(&mut self, conn: ConnId, error: &FrameError, out: &mut Vec<Action>) {
+    pub fn on_frame_error(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        error: &FrameError,
+        out: &mut Vec<Action>,
+    ) {
+        self.now = self.now.max(now);
         self.reject(
             conn,
             RejectCode::Protocol,
@@ -288,6 +313,7 @@ impl Follower {
 
     /// A decoded frame arrived on `conn`.
     pub fn on_frame(&mut self, now: Duration, conn: ConnId, msg: Msg, out: &mut Vec<Action>) {
+        self.now = self.now.max(now);
         let Some(session) = self.sessions.remove(&conn) else {
             return;
         };
@@ -786,6 +812,7 @@ impl Follower {
 
     /// Timer: handshake deadlines, a silent primary, heartbeats, a repair fetch left unanswered.
     pub fn tick(&mut self, now: Duration, out: &mut Vec<Action>) {
+        self.now = self.now.max(now);
         let lost = match &self.repair {
             Some((c, f)) => f.expired(now) || !self.sessions.contains_key(c),
             None => false,

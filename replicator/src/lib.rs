@@ -38,6 +38,7 @@ pub mod http;
 pub mod integrity;
 pub mod lag;
 pub mod link;
+pub mod log_summary;
 pub mod node;
 pub mod pacing;
 pub mod primary;

@@ -508,7 +508,10 @@ impl Primary {
                 progress: l.progress,
             })
             .collect();
-        match self.tracker.update(now, self.local_durable, &members) {
+        let was_available = self.tracker.quorum_available();
+        let change = self.tracker.update(now, self.local_durable, &members);
+        self.log_quorum_change(was_available);
+        match change {
             Some(DegradeChange::Entered) => {
                 self.counters.degraded_entered += 1;
                 tracing::warn!(
@@ -525,6 +528,22 @@ impl Primary {
         self.update_gate();
         let committed = self.committed()[DurabilityLevel::RemoteDurable as usize];
         self.pacer.committed(now, committed);
+    }
+
+    /// Quorum lost and regained are `warn!`, under either policy, naming the missing sync
+    /// followers (once per change, so they need no rate limit).
+    fn log_quorum_change(&self, was_available: bool) {
+        match (was_available, self.tracker.quorum_available()) {
+            (true, false) => tracing::warn!(
+                quorum = %self.quorum_text,
+                missing = %self.missing_sync_followers().join(", "),
+                "sync quorum unavailable: remote durability levels wait (policy block) or degrade"
+            ),
+            (false, true) => {
+                tracing::warn!(quorum = %self.quorum_text, "sync quorum available again")
+            }
+            _ => {}
+        }
     }
 
     fn update_retention(&mut self) {
@@ -562,6 +581,14 @@ impl Primary {
     /// The sync quorum as written (`none` without one).
     pub fn quorum_text(&self) -> &str {
         &self.quorum_text
+    }
+
+    /// The sync followers that are not healthy now, by name.
+    pub fn missing_sync_followers(&self) -> Vec<String> {
+        (self.links.iter())
+            .filter(|l| l.sync && !l.healthy())
+            .map(|l| l.name.to_string())
+            .collect()
     }
 
     /// Counters.

@@ -11,6 +11,7 @@ mod failover;
 
 pub use self::failover::failover_follower;
 
+use crate::log_summary::{Summary, SUMMARY_INTERVAL};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -98,6 +99,10 @@ pub struct Replica {
     stalled: bool,
     /// A planned switchover under way: appends wait while the target catches up.
     handover: Option<failover::Handover>,
+    /// Malformed frames, logged as one summary line per interval.
+    malformed_log: Summary,
+    /// Appends failed for want of a quorum, logged as one summary line per interval.
+    quorum_failed_log: Summary,
     /// The primary was degraded when it last reported commit LSNs.
     committed_degraded: bool,
 }
@@ -165,6 +170,8 @@ impl Replica {
             primary_since: Duration::ZERO,
             stalled: false,
             handover: None,
+            malformed_log: Summary::default(),
+            quorum_failed_log: Summary::default(),
             committed_degraded: false,
         }
     }
@@ -426,10 +433,18 @@ impl Replica {
 
     fn on_malformed(&mut self, now: Duration, conn: ConnId, e: &FrameError, out: &mut Vec<Action>) {
         self.counters.malformed_frames += 1;
-        tracing::warn!(conn = conn.0, error = %e, "malformed frame: closing the connection");
+        if let Some(frames) = self.malformed_log.note(now, 1) {
+            tracing::warn!(
+                frames,
+                last_conn = conn.0,
+                last_error = %e,
+                "malformed frames: closing their connections (one line per {} s at most, with the count since the last)",
+                SUMMARY_INTERVAL.as_secs()
+            );
+        }
         match &mut self.role {
             Role::Primary(p) => p.on_frame_error(now, conn, e, out),
-            Role::Follower(f) => f.on_frame_error(conn, e, out),
+            Role::Follower(f) => f.on_frame_error(now, conn, e, out),
         }
     }
 
@@ -639,6 +654,7 @@ impl Replica {
         let quorum = self
             .as_primary()
             .map_or_else(String::new, |p| p.quorum_text().to_string());
+        let failed_before = self.counters.quorum_timeouts;
         while let Some(d) = self.deadlines.front().copied() {
             if d.at > now {
                 break;
@@ -675,6 +691,29 @@ impl Replica {
             };
             out.push(Action::FailWait { waiter, error });
         }
+        self.log_quorum_failures(now, self.counters.quorum_timeouts - failed_before, &quorum);
+    }
+
+    /// A summary line for appends failed for want of a quorum, naming the sync followers that
+    /// are missing.
+    fn log_quorum_failures(&mut self, now: Duration, failed: u64, quorum: &str) {
+        if failed == 0 {
+            return;
+        }
+        let Some(appends) = self.quorum_failed_log.note(now, failed) else {
+            return;
+        };
+        let missing = self
+            .as_primary()
+            .map(|p| p.missing_sync_followers().join(", "))
+            .unwrap_or_default();
+        tracing::warn!(
+            appends,
+            quorum,
+            missing = %missing,
+            "appends failed: the sync quorum did not hold them within timeouts.commit_ms (one line per {} s at most, with the count since the last)",
+            SUMMARY_INTERVAL.as_secs()
+        );
     }
 
     /// After every input: report commit progress, admit appends the gate held once it opens,
