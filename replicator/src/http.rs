@@ -3,7 +3,9 @@
 //!
 //! The server is deliberately small: one accept thread, and one short-lived thread per
 //! connection, at most [`MAX_CONNECTIONS`] at once (more are answered `503` from the accept
-//! thread). Every connection serves exactly one request and closes (`Connection: close`). The
+//! thread) and at most [`MAX_CONNECTIONS_PER_ADDRESS`] from one remote address (more are closed
+//! at accept, unanswered: a flood from one address neither fills the slots nor keeps the
+//! accept thread busy). Every connection serves exactly one request and closes (`Connection: close`). The
 //! request head must arrive within [`REQUEST_TIMEOUT`] in total and fit in [`MAX_HEAD_BYTES`];
 //! only `GET` and `HEAD` are served. Bad input gets a status code (`400`, `405`, `408`, `431`),
 //! never a panic; a panicking handler gets `500`. Request bodies, headers and keep-alive are
@@ -16,12 +18,12 @@
 //! itself to wake the blocking `accept`) and joins it. Connection threads still running finish
 //! on their own within their timeouts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -30,6 +32,10 @@ use parking_lot::Mutex;
 
 /// Most connections served at once; the next one is answered `503` and closed.
 pub const MAX_CONNECTIONS: usize = 16;
+/// Most connections served at once from one remote address; the next one from there is closed
+/// at once, unanswered, so that one address can neither take every slot nor keep the accept
+/// thread busy answering it (a probe from elsewhere still gets a slot, and promptly).
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 4;
 /// The whole request head must arrive within this time, or the answer is `408`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest time writing a response may take.
@@ -233,7 +239,7 @@ fn wake_addr(local: SocketAddr) -> SocketAddr {
 }
 
 fn accept_loop(listener: &TcpListener, handler: &Handler, stop: &AtomicBool) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let active = Arc::new(Mutex::new(Slots::default()));
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -248,23 +254,70 @@ fn accept_loop(listener: &TcpListener, handler: &Handler, stop: &AtomicBool) {
     }
 }
 
-/// Counts one connection in `active` while it lives.
-struct ActiveGuard(Arc<AtomicUsize>);
+/// Connections being served, in all and per remote address.
+#[derive(Debug, Default)]
+struct Slots {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection gets no slot.
+#[derive(Debug, PartialEq, Eq)]
+enum NoSlot {
+    /// Its address has [`MAX_CONNECTIONS_PER_ADDRESS`]: closed unanswered.
+    Address,
+    /// The server has [`MAX_CONNECTIONS`]: answered `503`.
+    Full,
+}
+
+/// Holds one connection's slot while it lives.
+struct ActiveGuard {
+    slots: Arc<Mutex<Slots>>,
+    ip: IpAddr,
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut s = self.slots.lock();
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                s.by_address.remove(&self.ip);
+            }
+        }
     }
 }
 
-fn dispatch(stream: TcpStream, handler: &Handler, active: &Arc<AtomicUsize>) {
-    // Only this thread increments, so the check and the increment cannot race past the limit.
-    if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-        refuse(stream);
-        return;
+/// A slot for a connection from `ip`, or why there is none.
+fn take_slot(slots: &Arc<Mutex<Slots>>, ip: IpAddr) -> Result<ActiveGuard, NoSlot> {
+    let mut s = slots.lock();
+    if s.by_address.get(&ip).copied().unwrap_or(0) >= MAX_CONNECTIONS_PER_ADDRESS {
+        return Err(NoSlot::Address);
     }
-    active.fetch_add(1, Ordering::SeqCst);
-    let guard = ActiveGuard(Arc::clone(active));
+    if s.total >= MAX_CONNECTIONS {
+        return Err(NoSlot::Full);
+    }
+    s.total += 1;
+    *s.by_address.entry(ip).or_default() += 1;
+    Ok(ActiveGuard {
+        slots: Arc::clone(slots),
+        ip,
+    })
+}
+
+fn dispatch(stream: TcpStream, handler: &Handler, active: &Arc<Mutex<Slots>>) {
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
+    let guard = match take_slot(active, peer.ip()) {
+        Ok(guard) => guard,
+        Err(NoSlot::Address) => return,
+        Err(NoSlot::Full) => {
+            refuse(stream);
+            return;
+        }
+    };
     let handler = Arc::clone(handler);
     let spawned = thread::Builder::new()
         .name("logship-http-conn".to_owned())
@@ -848,14 +901,21 @@ mod tests {
     }
 
     #[test]
-    fn connections_beyond_the_limit_get_503() {
+    fn connections_beyond_the_per_address_limit_are_closed_unanswered() {
         let server = server();
         let addr = server.local_addr();
-        let silent: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        let silent: Vec<TcpStream> = (0..MAX_CONNECTIONS_PER_ADDRESS)
             .map(|_| TcpStream::connect(addr).expect("connect"))
             .collect();
-        let response = raw(addr, b"GET /health/live HTTP/1.1\r\n\r\n");
-        assert!(response.starts_with("HTTP/1.1 503 "), "{response:?}");
+        // Closed at accept: the request may not even be taken, and no byte comes back.
+        let mut extra = TcpStream::connect(addr).expect("connect");
+        extra
+            .set_read_timeout(Some(CLIENT_TIMEOUT))
+            .expect("timeout");
+        let _ = extra.write_all(b"GET /health/live HTTP/1.1\r\n\r\n");
+        let mut response = Vec::new();
+        let _ = extra.read_to_end(&mut response);
+        assert!(response.is_empty(), "answered: {response:?}");
         drop(silent);
         // The silent connections' threads see the close and free their slots.
         let deadline = Instant::now() + CLIENT_TIMEOUT;
@@ -866,6 +926,30 @@ mod tests {
             assert!(Instant::now() < deadline, "slots never freed");
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn slots_are_bounded_per_address_and_in_all() {
+        let slots = Arc::new(Mutex::new(Slots::default()));
+        let ip = |i: usize| IpAddr::from([10, 0, 0, i as u8]);
+        let mut held: Vec<ActiveGuard> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+            .map(|_| take_slot(&slots, ip(0)).expect("room"))
+            .collect();
+        assert_eq!(take_slot(&slots, ip(0)).err(), Some(NoSlot::Address));
+        let mut i = 1;
+        while held.len() < MAX_CONNECTIONS {
+            held.push(take_slot(&slots, ip(i % 8 + 1)).expect("room"));
+            i += 1;
+        }
+        assert_eq!(take_slot(&slots, ip(99)).err(), Some(NoSlot::Full));
+        held.pop();
+        assert!(
+            take_slot(&slots, ip(99)).is_ok(),
+            "a freed slot serves another address"
+        );
+        drop(held);
+        let s = slots.lock();
+        assert_eq!((s.total, s.by_address.len()), (0, 0));
     }
 
     #[test]
