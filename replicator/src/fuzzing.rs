@@ -239,6 +239,17 @@ fn check_flip(wire: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // handshake
 
+/// The HTTP server's request parsing and dispatch, and the client's response parsing, on
+/// arbitrary bytes: never a panic, only the statuses the input allows (`400` for a malformed
+/// request line, `405` for a method other than `GET`/`HEAD`, else the handler's answer), and a
+/// parsed path that starts with `/` and holds no control byte.
+///
+/// # Panics
+/// When a property fails: that is a finding.
+pub fn http_parse(data: &[u8]) {
+    crate::http::fuzz_parsers(data);
+}
+
 /// Drives a follower and a primary with frames carved from `data`; see the module doc for the
 /// properties.
 ///

@@ -477,6 +477,44 @@ fn parse_request_line(head: &[u8]) -> Option<RequestLine<'_>> {
     Some(RequestLine { method, path })
 }
 
+/// The fuzzing harness of the HTTP parsers (`logship_replicator::fuzzing::http_parse`):
+/// arbitrary bytes as a request head, through the server's own parsing and dispatch, and as a
+/// response, through the client's. Never panics on input; the properties below are findings.
+///
+/// # Panics
+/// When a property fails.
+#[doc(hidden)]
+pub fn fuzz_parsers(data: &[u8]) {
+    let head = &data[..find_head_end(data)
+        .unwrap_or(data.len())
+        .min(MAX_HEAD_BYTES)];
+    let handler: Handler = Arc::new(|path: &str| match path {
+        "/health/live" => HttpResponse::ok_text("ok"),
+        _ => HttpResponse::not_found(),
+    });
+    let parsed = parse_request_line(head);
+    if let Some(r) = &parsed {
+        assert!(r.path.starts_with('/'), "path {:?}", r.path);
+        assert!(!r.path.bytes().any(|b| b.is_ascii_control()));
+        assert!(!r.method.is_empty() && r.method.bytes().all(|b| b.is_ascii_uppercase()));
+    }
+    let (response, head_only) = respond(head, &handler);
+    let allowed: &[u16] = match &parsed {
+        None => &[400],
+        Some(r) if !matches!(r.method, "GET" | "HEAD") => &[405],
+        Some(_) => &[200, 404],
+    };
+    assert!(
+        allowed.contains(&response.status),
+        "{} for {head:?}",
+        response.status
+    );
+    assert!(!head_only || parsed.is_some_and(|r| r.method == "HEAD"));
+    if let Ok((status, body)) = parse_response(data) {
+        assert!(body.len() <= data.len(), "status {status}");
+    }
+}
+
 fn write_response(
     stream: &mut TcpStream,
     response: &HttpResponse,

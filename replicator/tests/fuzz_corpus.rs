@@ -19,9 +19,10 @@ use logship_replicator::protocol::msg::PROTOCOL_VERSION;
 use logship_replicator::protocol::{ClientStatus, DurabilityLevel, Msg, RejectCode};
 
 /// The replicator's fuzz targets, by the directory name of their corpus.
-const TARGETS: [(&str, Harness); 2] = [
+const TARGETS: [(&str, Harness); 3] = [
     ("frame_decode", fuzzing::frame_decode),
     ("handshake", fuzzing::handshake),
+    ("http_parse", fuzzing::http_parse),
 ];
 
 /// Inputs generated per target.
@@ -51,6 +52,11 @@ fn corpus_frame_decode() {
 #[test]
 fn corpus_handshake() {
     replay_corpus("handshake");
+}
+
+#[test]
+fn corpus_http_parse() {
+    replay_corpus("http_parse");
 }
 
 /// Every input that once crashed one of these targets still passes it.
