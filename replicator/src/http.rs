@@ -18,7 +18,7 @@
 //! itself to wake the blocking `accept`) and joins it. Connection threads still running finish
 //! on their own within their timeouts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -29,6 +29,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use crate::slots::{NoSlot, Slots};
 
 /// Most connections served at once; the next one is answered `503` and closed.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -239,7 +241,7 @@ fn wake_addr(local: SocketAddr) -> SocketAddr {
 }
 
 fn accept_loop(listener: &TcpListener, handler: &Handler, stop: &AtomicBool) {
-    let active = Arc::new(Mutex::new(Slots::default()));
+    let active = Slots::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS);
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -254,63 +256,11 @@ fn accept_loop(listener: &TcpListener, handler: &Handler, stop: &AtomicBool) {
     }
 }
 
-/// Connections being served, in all and per remote address.
-#[derive(Debug, Default)]
-struct Slots {
-    total: usize,
-    by_address: HashMap<IpAddr, usize>,
-}
-
-/// Why a connection gets no slot.
-#[derive(Debug, PartialEq, Eq)]
-enum NoSlot {
-    /// Its address has [`MAX_CONNECTIONS_PER_ADDRESS`]: closed unanswered.
-    Address,
-    /// The server has [`MAX_CONNECTIONS`]: answered `503`.
-    Full,
-}
-
-/// Holds one connection's slot while it lives.
-struct ActiveGuard {
-    slots: Arc<Mutex<Slots>>,
-    ip: IpAddr,
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        let mut s = self.slots.lock();
-        s.total = s.total.saturating_sub(1);
-        if let Some(n) = s.by_address.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                s.by_address.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// A slot for a connection from `ip`, or why there is none.
-fn take_slot(slots: &Arc<Mutex<Slots>>, ip: IpAddr) -> Result<ActiveGuard, NoSlot> {
-    let mut s = slots.lock();
-    if s.by_address.get(&ip).copied().unwrap_or(0) >= MAX_CONNECTIONS_PER_ADDRESS {
-        return Err(NoSlot::Address);
-    }
-    if s.total >= MAX_CONNECTIONS {
-        return Err(NoSlot::Full);
-    }
-    s.total += 1;
-    *s.by_address.entry(ip).or_default() += 1;
-    Ok(ActiveGuard {
-        slots: Arc::clone(slots),
-        ip,
-    })
-}
-
 fn dispatch(stream: TcpStream, handler: &Handler, active: &Arc<Mutex<Slots>>) {
     let Ok(peer) = stream.peer_addr() else {
         return;
     };
-    let guard = match take_slot(active, peer.ip()) {
+    let guard = match Slots::take(active, peer.ip()) {
         Ok(guard) => guard,
         Err(NoSlot::Address) => return,
         Err(NoSlot::Full) => {
@@ -964,30 +914,6 @@ mod tests {
             assert!(Instant::now() < deadline, "slots never freed");
             thread::sleep(Duration::from_millis(10));
         }
-    }
-
-    #[test]
-    fn slots_are_bounded_per_address_and_in_all() {
-        let slots = Arc::new(Mutex::new(Slots::default()));
-        let ip = |i: usize| IpAddr::from([10, 0, 0, i as u8]);
-        let mut held: Vec<ActiveGuard> = (0..MAX_CONNECTIONS_PER_ADDRESS)
-            .map(|_| take_slot(&slots, ip(0)).expect("room"))
-            .collect();
-        assert_eq!(take_slot(&slots, ip(0)).err(), Some(NoSlot::Address));
-        let mut i = 1;
-        while held.len() < MAX_CONNECTIONS {
-            held.push(take_slot(&slots, ip(i % 8 + 1)).expect("room"));
-            i += 1;
-        }
-        assert_eq!(take_slot(&slots, ip(99)).err(), Some(NoSlot::Full));
-        held.pop();
-        assert!(
-            take_slot(&slots, ip(99)).is_ok(),
-            "a freed slot serves another address"
-        );
-        drop(held);
-        let s = slots.lock();
-        assert_eq!((s.total, s.by_address.len()), (0, 0));
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod protocol;
 pub mod quorum;
 pub mod replica;
 pub mod sim;
+pub mod slots;
 pub mod status;
 pub mod transport;
 pub mod vocab;

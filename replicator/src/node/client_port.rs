@@ -35,7 +35,6 @@
 //! connection (a sender of one byte a second cannot hold it). Refused connections are logged
 //! as one summary line per [`REFUSAL_LOG_INTERVAL`], never one line each.
 
-use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -54,6 +53,7 @@ use crate::error::{Error, Result};
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
 use crate::protocol::{ClientStatus, Msg};
+use crate::slots::Slots;
 
 /// Client connections served at once; more are closed at accept.
 pub const MAX_CLIENT_CONNECTIONS: usize = 512;
@@ -132,7 +132,7 @@ fn accept_loop(
     conns: &Arc<Mutex<Vec<JoinHandle<()>>>>,
     limits: ClientLimits,
 ) {
-    let occupancy = Arc::new(Mutex::new(Occupancy::default()));
+    let slots = Slots::new(MAX_CLIENT_CONNECTIONS, limits.per_address);
     let mut refusals = Refusals::default();
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
@@ -142,10 +142,10 @@ fn accept_loop(
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let seat = match take_seat(&occupancy, peer.ip(), limits.per_address) {
+        let seat = match Slots::take(&slots, peer.ip()) {
             Ok(seat) => seat,
             Err(why) => {
-                refusals.note(peer.ip(), why);
+                refusals.note(peer.ip(), why.reason());
                 continue;
             }
         };
@@ -168,55 +168,6 @@ fn accept_loop(
             c.push(t);
         }
     }
-}
-
-/// Connections served, in all and per remote address.
-#[derive(Debug, Default)]
-struct Occupancy {
-    total: usize,
-    by_address: HashMap<IpAddr, usize>,
-}
-
-/// A connection's place in the [`Occupancy`], given back when it is dropped (also when its
-/// thread could not be started).
-struct Seat {
-    occupancy: Arc<Mutex<Occupancy>>,
-    ip: IpAddr,
-}
-
-impl Drop for Seat {
-    fn drop(&mut self) {
-        let mut o = self.occupancy.lock();
-        o.total = o.total.saturating_sub(1);
-        if let Some(n) = o.by_address.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                o.by_address.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// A seat for a connection from `ip`, or why there is none.
-fn take_seat(
-    occupancy: &Arc<Mutex<Occupancy>>,
-    ip: IpAddr,
-    per_address: usize,
-) -> std::result::Result<Seat, &'static str> {
-    let mut o = occupancy.lock();
-    if o.total >= MAX_CLIENT_CONNECTIONS {
-        return Err("the port is full");
-    }
-    let n = o.by_address.entry(ip).or_default();
-    if *n >= per_address {
-        return Err("too many connections from this address");
-    }
-    *n += 1;
-    o.total += 1;
-    Ok(Seat {
-        occupancy: Arc::clone(occupancy),
-        ip,
-    })
 }
 
 /// Refused connections, logged as one line per [`REFUSAL_LOG_INTERVAL`] at most: a flood of
@@ -739,40 +690,6 @@ mod tests {
         idle: Duration::from_secs(60),
         request: Duration::from_secs(10),
     };
-
-    #[test]
-    fn seats_are_bounded_per_address_and_given_back() {
-        let occupancy = Arc::new(Mutex::new(Occupancy::default()));
-        let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
-        let first = take_seat(&occupancy, a, 2).expect("first");
-        let _second = take_seat(&occupancy, a, 2).expect("second");
-        assert!(
-            take_seat(&occupancy, a, 2).is_err(),
-            "a third from one address"
-        );
-        let _other = take_seat(&occupancy, b, 2).expect("another address is served");
-        drop(first);
-        let _again = take_seat(&occupancy, a, 2).expect("a seat given back is free again");
-        assert_eq!(occupancy.lock().total, 3);
-    }
-
-    #[test]
-    fn the_port_is_bounded_in_all() {
-        let occupancy = Arc::new(Mutex::new(Occupancy::default()));
-        let seats: Vec<Seat> = (0..MAX_CLIENT_CONNECTIONS)
-            .map(|i| {
-                let ip: IpAddr = [10, 0, (i / 256) as u8, (i % 256) as u8].into();
-                take_seat(&occupancy, ip, 1).expect("room")
-            })
-            .collect();
-        assert_eq!(
-            take_seat(&occupancy, [10, 9, 9, 9].into(), 1).err(),
-            Some("the port is full")
-        );
-        drop(seats);
-        let o = occupancy.lock();
-        assert_eq!((o.total, o.by_address.len()), (0, 0));
-    }
 
     #[test]
     fn an_unfinished_request_times_out_from_its_first_byte() {
