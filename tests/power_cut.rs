@@ -147,6 +147,7 @@ fn cut_once(
     // Every hot-path backend takes the cuts, picked at random, unless the environment pins one.
     let backend = std::env::var("LOGSHIP_TEST_BACKEND")
         .unwrap_or_else(|_| BACKENDS[rng.range(0, BACKENDS.len() as u64) as usize].into());
+    println!("  next cut's child: --backend {backend}");
     let mut args = vec![
         "--segment-size",
         size.as_str(),

@@ -386,6 +386,12 @@ impl Writer {
     /// Proves the last write synced, without a sync of its own: a marker after it in the page
     /// cache. A failure here only loses the proof, which recovery then does without.
     fn write_idle_marker(&mut self) {
+        if !self.queue.buffered_writes_between_ops() {
+            // Only the proof is lost: recovery then does without it, as after a failed marker.
+            // Nothing more to try until the next write.
+            self.proven_offset = self.synced_offset;
+            return;
+        }
         let seg = &self.active;
         let at = seg.end_offset();
         if at + MARKER_BYTES as u64 > seg.capacity {

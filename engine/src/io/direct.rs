@@ -479,6 +479,13 @@ impl WriteQueue for DirectQueue {
         self.inner.in_flight() + self.done.len()
     }
 
+    /// No: see the trait. Measured: with idle markers written through the buffered
+    /// descriptor, the power-cut test found zeros in place of durable records of sealed
+    /// segments in 3 of 12 runs under CPU load, always after a cut of a child on this backend.
+    fn buffered_writes_between_ops(&self) -> bool {
+        false
+    }
+
     /// Writes the aligned image with one `O_DSYNC` pwrite on the calling thread: a lone commit
     /// skips the ring's round trip.
     fn run_now(&mut self, op: WriteOp) -> WriteCompletion {

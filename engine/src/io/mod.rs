@@ -247,6 +247,14 @@ pub trait WriteQueue: Send + fmt::Debug {
     fn wait(&mut self, min_complete: usize, out: &mut Vec<WriteCompletion>) -> io::Result<()>;
     /// Operations submitted and not yet returned by `wait`.
     fn in_flight(&self) -> usize;
+    /// Whether the writer may also write into the file this queue writes through the file's
+    /// ordinary (buffered) descriptor between operations, as it does for idle markers. A
+    /// queue writing around the page cache (`O_DIRECT`) says no: a page the kernel kept across
+    /// a direct write holds the block as it was before it, and a buffered write into that page
+    /// writes the stale block back, over records a direct write made durable.
+    fn buffered_writes_between_ops(&self) -> bool {
+        true
+    }
     /// Runs one operation to completion on the calling thread (`pwrite` + `fdatasync`),
     /// bypassing the queue; `buf` returns to the pool. The writer uses it for a lone batch when
     /// nothing is in flight: on io_uring an fdatasync always runs on a kernel worker thread, and
