@@ -79,13 +79,7 @@ pub fn run(
     watchdog: &Watchdog,
 ) -> anyhow::Result<CatchUpResult> {
     let case_dir = dir.join("catch-up");
-    let primary_dir = case_dir.join(cluster::PRIMARY_ID);
-    let gib = (plan.catch_up_bytes as f64 / f64::from(1u32 << 30)).max(0.125);
-    watchdog.stage(
-        "filling the catch-up primary's log",
-        FILL_BUDGET_PER_GIB.mul_f64(gib),
-    );
-    let fill = fill(&primary_dir, plan.catch_up_bytes, backend)?;
+    let (fill, gib) = fill_primary(&case_dir, plan.catch_up_bytes, backend, watchdog)?;
     eprintln!(
         "catch-up: filled {} records ({:.0} MB) in {:.2} s ({:.0} MB/s)",
         fill.records,
@@ -111,6 +105,27 @@ pub fn run(
     std::fs::remove_dir_all(&case_dir)
         .with_context(|| format!("removing {}", case_dir.display()))?;
     Ok(result)
+}
+
+/// Fills the log of the primary of the case in `case_dir` with `bytes` of records, under the
+/// watchdog's fill budget; returns the fill and its size in GiB (at least 1/8), by which the
+/// later stages' budgets are scaled.
+///
+/// # Errors
+/// The fill's.
+pub fn fill_primary(
+    case_dir: &Path,
+    bytes: u64,
+    backend: Backend,
+    watchdog: &Watchdog,
+) -> anyhow::Result<(Fill, f64)> {
+    let gib = (bytes as f64 / f64::from(1u32 << 30)).max(0.125);
+    watchdog.stage(
+        format!("filling the primary's log in {}", case_dir.display()),
+        FILL_BUDGET_PER_GIB.mul_f64(gib),
+    );
+    let fill = fill(&case_dir.join(cluster::PRIMARY_ID), bytes, backend)?;
+    Ok((fill, gib))
 }
 
 /// Bytes this process has caused to be written to storage (`write_bytes` in `/proc/self/io`;

@@ -57,8 +57,6 @@ const EMPTY_ID: &str = "f2";
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seeding `f1` may take this many catch-up timeouts (a disk shared with other work).
 const SEED_TIMEOUTS: u32 = 3;
-/// Longest the fill may take per GiB before the watchdog ends the run.
-const FILL_BUDGET_PER_GIB: Duration = Duration::from_secs(60);
 
 /// One catch-up with the clients running.
 #[derive(Clone, Debug, Serialize)]
@@ -109,13 +107,7 @@ pub fn run(
     watchdog: &Watchdog,
 ) -> anyhow::Result<SteeredResult> {
     let case_dir = dir.join("steered-catch-up");
-    let primary_dir = case_dir.join(cluster::PRIMARY_ID);
-    let gib = (plan.steered_bytes as f64 / f64::from(1u32 << 30)).max(0.125);
-    watchdog.stage(
-        "filling the steered catch-up's log",
-        FILL_BUDGET_PER_GIB.mul_f64(gib),
-    );
-    let fill = catch_up::fill(&primary_dir, plan.steered_bytes, backend)?;
+    let (fill, _) = catch_up::fill_primary(&case_dir, plan.steered_bytes, backend, watchdog)?;
     watchdog.stage(
         "steered catch-up",
         READY_TIMEOUT * 8 + plan.catch_up_timeout * (SEED_TIMEOUTS * 2 + 2),

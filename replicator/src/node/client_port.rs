@@ -33,7 +33,7 @@
 //! the whole port); a connection with no request in flight and no bytes for `idle` is closed;
 //! a request whose first byte arrived `request` ago and that is still incomplete closes its
 //! connection (a sender of one byte a second cannot hold it). Refused connections are logged
-//! as one summary line per [`REFUSAL_LOG_INTERVAL`], never one line each.
+//! as one summary line per [`SUMMARY_INTERVAL`], never one line each.
 
 use std::io::{BufWriter, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -50,6 +50,7 @@ use parking_lot::Mutex;
 use super::{Commit, Inner};
 use crate::config::ClientLimits;
 use crate::error::{Error, Result};
+use crate::log_summary::{Summary, SUMMARY_INTERVAL};
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
 use crate::protocol::{ClientStatus, Msg};
@@ -72,8 +73,6 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// How often idle connection threads look at the stop flag and their timeouts.
 const POLL: Duration = Duration::from_millis(200);
-/// Refused connections are logged at most once per this long, with their count.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(crate) struct ClientPort {
     addr: SocketAddr,
@@ -133,7 +132,7 @@ fn accept_loop(
     limits: ClientLimits,
 ) {
     let slots = Slots::new(MAX_CLIENT_CONNECTIONS, limits.per_address);
-    let mut refusals = Refusals::default();
+    let (mut refusals, started) = (Summary::default(), Instant::now());
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
             return;
@@ -145,7 +144,7 @@ fn accept_loop(
         let seat = match Slots::take(&slots, peer.ip()) {
             Ok(seat) => seat,
             Err(why) => {
-                refusals.note(peer.ip(), why.reason());
+                note_refusal(&mut refusals, started, peer.ip(), why.reason());
                 continue;
             }
         };
@@ -170,34 +169,17 @@ fn accept_loop(
     }
 }
 
-/// Refused connections, logged as one line per [`REFUSAL_LOG_INTERVAL`] at most: a flood of
-/// connections must not become a flood of log lines.
-#[derive(Debug, Default)]
-struct Refusals {
-    /// Refused since the last line.
-    count: u64,
-    /// When the last line was written.
-    logged: Option<Instant>,
-}
-
-impl Refusals {
-    fn note(&mut self, ip: IpAddr, why: &'static str) {
-        self.count += 1;
-        let now = Instant::now();
-        if self
-            .logged
-            .is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_INTERVAL)
-        {
-            tracing::warn!(
-                refused = self.count,
-                last_address = %ip,
-                last_reason = why,
-                "client port: connections refused (at most one such line per {} s)",
-                REFUSAL_LOG_INTERVAL.as_secs()
-            );
-            self.count = 0;
-            self.logged = Some(now);
-        }
+/// Notes a refused connection: one summary line per [`SUMMARY_INTERVAL`] at most, with the
+/// count since the last (a flood of connections must not become a flood of log lines).
+fn note_refusal(refusals: &mut Summary, started: Instant, ip: IpAddr, why: &'static str) {
+    if let Some(refused) = refusals.note(started.elapsed(), 1) {
+        tracing::warn!(
+            refused,
+            last_address = %ip,
+            last_reason = why,
+            "client port: connections refused (at most one such line per {} s)",
+            SUMMARY_INTERVAL.as_secs()
+        );
     }
 }
 
