@@ -27,6 +27,7 @@
 mod append;
 mod breakdown;
 mod failover;
+mod freed;
 mod latency;
 mod machine;
 mod plan;
@@ -230,6 +231,10 @@ struct ReplicateArgs {
     /// Skip the catch-up measurement.
     #[arg(long)]
     no_catch_up: bool,
+    /// The catch-up's log size in bytes, in place of the plan's (1 GiB full, 128 MiB quick):
+    /// a quick catch-up lasts well under a second, too short to read a bandwidth off.
+    #[arg(long, value_name = "BYTES")]
+    catch_up_bytes: Option<u64>,
     /// Skip the steered catch-up (commits while an empty follower catches up, unthrottled and
     /// with `catch_up_latency_target_ms`).
     #[arg(long)]
@@ -438,6 +443,9 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
         plan.topologies.clone_from(&args.topologies);
     }
     plan.catch_up = !args.no_catch_up;
+    if let Some(bytes) = args.catch_up_bytes {
+        plan.catch_up_bytes = bytes;
+    }
     plan.network = !args.no_network;
     plan.steered = !args.no_steered_catch_up;
     if args.steered_only {

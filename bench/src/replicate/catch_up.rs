@@ -19,11 +19,11 @@ use logship_engine::io::Backend;
 use logship_engine::{Log, Lsn, Options};
 use serde::Serialize;
 
+use crate::freed::settle_freed;
 use crate::machine::process_cpu_time;
 use crate::replicate::cluster::{self, FollowerRef, NodeSettings, READY_TIMEOUT};
 use crate::replicate::new_file::{self, NewFileLimit};
 use crate::replicate::plan::{ReplicatePlan, CATCH_UP_BATCH_RECORDS, CATCH_UP_RECORD_BYTES};
-use crate::replicate::run::settle;
 use crate::replicate::watchdog::Watchdog;
 
 /// The follower's node id.
@@ -91,10 +91,10 @@ pub fn run(
         "the new-file write limit",
         FILL_BUDGET_PER_GIB.mul_f64(gib * 2.0),
     );
-    settle(dir);
+    report_settle_wait(settle_freed(dir));
     let limit = new_file::measure(&case_dir, fill.log_bytes);
     watchdog.stage("catch-up", READY_TIMEOUT * 2 + plan.catch_up_timeout * 2);
-    settle(dir);
+    report_settle_wait(settle_freed(dir));
     let result = follow(plan, &case_dir, &fill, settings);
     watchdog.idle();
     let mut result = result?;
@@ -105,6 +105,17 @@ pub fn run(
     std::fs::remove_dir_all(&case_dir)
         .with_context(|| format!("removing {}", case_dir.display()))?;
     Ok(result)
+}
+
+/// Says that a stage waited for freed memory and blocks to be handed back ([`settle_freed`]).
+pub(crate) fn report_settle_wait(waited: Duration) {
+    if !waited.is_zero() {
+        eprintln!(
+            "catch-up: waited {:.0} s for freed memory and blocks to be handed back to the host, so \
+             that the limit and the catch-up start from the same state",
+            waited.as_secs_f64()
+        );
+    }
 }
 
 /// Fills the log of the primary of the case in `case_dir` with `bytes` of records, under the

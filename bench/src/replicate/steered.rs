@@ -27,6 +27,7 @@ use logship_engine::io::Backend;
 use logship_replicator::Node;
 use serde::Serialize;
 
+use crate::freed::settle_freed;
 use crate::latency::Summary;
 use crate::replicate::catch_up::{self, Fill};
 use crate::replicate::check::CommitCheck;
@@ -232,6 +233,7 @@ fn catch_up_run(
     if empty_dir.exists() {
         std::fs::remove_dir_all(&empty_dir)?;
     }
+    catch_up::report_settle_wait(settle_freed(dir));
     let f2 = FollowerRef {
         name: EMPTY_ID,
         addr: free_port()?,
