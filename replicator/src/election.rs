@@ -124,6 +124,13 @@ impl Elector {
         e
     }
 
+    /// Replaces the cluster key ring of both roles this node may take (vote proofs and the
+    /// sessions of a primary it becomes use it from now on).
+    pub fn set_key_ring(&mut self, ring: crate::protocol::auth::KeyRing) {
+        self.config.primary.key = ring.clone();
+        self.config.follower.key = ring;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ElectionConfig {
         &self.config
@@ -311,7 +318,7 @@ impl Elector {
             transfer: r.transfer,
             nonce: &r.nonce,
         };
-        let mac = auth::prove_vote_request(key, &t);
+        let mac = auth::prove_vote_request(key.current(), &t);
         let msg = Msg::VoteRequest {
             pre_vote: r.pre,
             transfer: r.transfer,
@@ -365,7 +372,7 @@ impl Elector {
             request_nonce: &r.nonce,
         };
         let genuine = self.config.members[member].id == *voter.as_str()
-            && auth::verify_vote_response(&self.config.follower.key, &t, &mac);
+            && (self.config.follower.key).accepts(|k| auth::verify_vote_response(k, &t, &mac));
         if !genuine || pre_vote != r.pre {
             tracing::warn!(%voter, "a vote answer failed its proof or does not answer this round");
             return Outcome::Nothing;
@@ -466,7 +473,7 @@ impl Elector {
             && member.voter
             && member.sync
             && m != self.config.me
-            && auth::verify_vote_request(&self.config.follower.key, &t, &req.mac)
+            && (self.config.follower.key).accepts(|k| auth::verify_vote_request(k, &t, &req.mac))
     }
 
     /// The answer to send for `req`.
@@ -481,7 +488,7 @@ impl Elector {
             granted,
             request_nonce: &req.nonce,
         };
-        let mac = auth::prove_vote_response(&self.config.follower.key, &t);
+        let mac = auth::prove_vote_response(self.config.follower.key.current(), &t);
         Msg::VoteResponse {
             pre_vote: req.pre_vote,
             granted,

@@ -209,6 +209,12 @@ impl Follower {
         self.config.timeouts
     }
 
+    /// Replaces the cluster key ring: handshakes from now on prove and verify with it; the
+    /// session under way (already authenticated) goes on.
+    pub fn set_key_ring(&mut self, ring: crate::protocol::auth::KeyRing) {
+        self.config.key = ring;
+    }
+
     /// Last LSN handed to the log.
     pub fn written(&self) -> Lsn {
         self.written
@@ -587,7 +593,7 @@ impl Follower {
             return self.reject(conn, RejectCode::ClusterId, 0, m, out);
         }
         let t = transcript(&self.config, &hello, &nonce);
-        let mac = auth::prove(&self.config.key, Role::Follower, &t);
+        let mac = auth::prove(self.config.key.current(), Role::Follower, &t);
         out.push(Action::Send {
             conn,
             msg: Msg::HelloReply {
@@ -625,7 +631,7 @@ impl Follower {
         out: &mut Vec<Action>,
     ) {
         let t = transcript(&self.config, &hello, &nonce);
-        if !auth::verify(&self.config.key, Role::Primary, &t, &mac) {
+        if !(self.config.key).accepts(|k| auth::verify(k, Role::Primary, &t, &mac)) {
             let m = format!("{}'s proof of the cluster key is wrong", hello.primary);
             return self.reject(conn, RejectCode::AuthFailed, 0, m, out);
         }

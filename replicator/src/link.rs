@@ -715,7 +715,7 @@ impl Link {
             &nonce,
             &reply.follower_nonce,
         );
-        if !auth::verify(&ctx.config.key, Role::Follower, &t, &mac) {
+        if !(ctx.config.key).accepts(|k| auth::verify(k, Role::Follower, &t, &mac)) {
             let m = "the follower's proof of the cluster key is wrong".to_string();
             return self.reject(now, ctx, out, RejectCode::AuthFailed, 0, m);
         }
@@ -947,7 +947,7 @@ impl Link {
             &nonce,
             &reply.follower_nonce,
         );
-        let mac = auth::prove(&ctx.config.key, Role::Primary, &t);
+        let mac = auth::prove(ctx.config.key.current(), Role::Primary, &t);
         // A follower keeps the records taken back from it, of its own epochs.
         let history = match plan {
             Plan::TakeBack(last) => {

@@ -191,6 +191,12 @@ impl Primary {
             .count()
     }
 
+    /// Replaces the cluster key ring: sessions that start from now on prove and verify with it;
+    /// sessions already authenticated go on (a key proves a session at its start only).
+    pub fn set_key_ring(&mut self, ring: crate::protocol::auth::KeyRing) {
+        self.config.key = ring;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PrimaryConfig {
         &self.config

@@ -36,7 +36,7 @@ fn primary_config(with_follower: bool) -> PrimaryConfig {
     PrimaryConfig {
         cluster_id: "c".into(),
         node_id: "p".into(),
-        key: key(),
+        key: key().into(),
         epoch: Epoch(0),
         followers: (with_follower.then(|| FollowerLink {
             name: "f".into(),
@@ -73,7 +73,7 @@ fn follower() -> Replica {
     let fc = FollowerConfig {
         cluster_id: "c".into(),
         node_id: "f".into(),
-        key: key(),
+        key: key().into(),
         timeouts: Timeouts::default(),
         auto_apply: true,
     };
@@ -379,7 +379,7 @@ fn a_primary_that_becomes_a_follower_closes_its_sessions_and_fails_its_waiters()
     let fc = FollowerConfig {
         cluster_id: "c".into(),
         node_id: "p".into(),
-        key: key(),
+        key: key().into(),
         timeouts: Timeouts::default(),
         auto_apply: true,
     };

@@ -14,6 +14,7 @@ use logship_replicator::breaker::BreakerState;
 use logship_replicator::integrity::Damaged;
 use logship_replicator::link::Phase;
 use logship_replicator::pacing::PacingConfig;
+use logship_replicator::protocol::auth::{ClusterKey, KeyRing};
 use logship_replicator::protocol::{Msg, RejectCode};
 use logship_replicator::sim::ModelLog;
 use logship_replicator::vocab::{Action, Input, ReplicaLog};
@@ -420,4 +421,83 @@ fn slow_commits_pace_a_later_catch_up_which_still_completes() {
     assert!(took >= Duration::from_secs(4), "caught up in {took:?}");
     assert!(pacing(&h).throttled_seconds >= 3.0, "{:?}", pacing(&h));
     assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
+}
+
+/// A ring of `keys`, the first current.
+fn ring(keys: &[&str]) -> KeyRing {
+    let keys = (keys.iter())
+        .map(|k| ClusterKey::from_bytes(k.as_bytes()).expect("long enough"))
+        .collect();
+    KeyRing::new(keys).expect("a ring of one to a few keys")
+}
+
+/// Ends the streaming session at both ends and lets the primary connect again; returns
+/// whether the new session reached streaming.
+fn new_session(h: &mut Pair) -> bool {
+    let conn = h.primary().links()[0].conn().expect("connected");
+    h.drop_follower_end(conn);
+    h.input(
+        Side::P,
+        Input::Closed {
+            conn,
+            why: "a new session is wanted".into(),
+        },
+    );
+    for _ in 0..300 {
+        h.tick(10 * MS);
+        if h.primary().links()[0].phase() == Phase::Streaming {
+            return true;
+        }
+    }
+    false
+}
+
+const NEXT_KEY: &str = "the next key of this cluster";
+
+#[test]
+fn the_cluster_key_rotates_through_the_ring_with_a_new_session_at_every_step() {
+    let mut h = Pair::new(KEY, log_of(2), log_of(2));
+    h.tick(MS);
+    assert_eq!(h.primary().links()[0].phase(), Phase::Streaming);
+    // Each step on both replicas, the follower first, then a new session: the primary's
+    // current key is always in the follower's ring, and the follower's in the primary's.
+    let steps: [&[&str]; 3] = [&[KEY, NEXT_KEY], &[NEXT_KEY, KEY], &[NEXT_KEY]];
+    for (i, keys) in steps.into_iter().enumerate() {
+        h.input(Side::F, Input::KeyRing(ring(keys)));
+        // The session under way goes on across the reload.
+        let lsn = h.append(format!("before reconnect {i}").as_bytes());
+        assert_eq!(h.log(Side::F).last_lsn(), lsn, "step {i}: the old session");
+        h.input(Side::P, Input::KeyRing(ring(keys)));
+        assert!(
+            new_session(&mut h),
+            "step {i}: a session under the new rings"
+        );
+        let lsn = h.append(format!("after reconnect {i}").as_bytes());
+        assert_eq!(h.log(Side::F).last_lsn(), lsn, "step {i}: the new session");
+    }
+    assert_eq!(h.rejects(Side::P), vec![], "no proof failed");
+    assert_eq!(h.rejects(Side::F), vec![]);
+    assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
+}
+
+#[test]
+fn a_key_dropped_from_the_ring_before_its_peer_moved_on_refuses_the_next_session() {
+    let mut h = Pair::new(KEY, log_of(2), log_of(2));
+    h.tick(MS);
+    // The follower skips the overlap: the primary still proves with the old key only.
+    h.input(Side::F, Input::KeyRing(ring(&[NEXT_KEY])));
+    let lsn = h.append(b"the session under way is not cut");
+    assert_eq!(h.log(Side::F).last_lsn(), lsn);
+    assert!(!new_session(&mut h), "no session without a shared key");
+    assert!(
+        h.rejects(Side::P).contains(&(RejectCode::AuthFailed, 0)),
+        "the follower's proof (it proves first) fails at the primary: {:?}",
+        h.rejects(Side::P)
+    );
+    // Step 1 of the procedure (the old key current, the new one accepted) lets it in again.
+    h.input(Side::F, Input::KeyRing(ring(&[KEY, NEXT_KEY])));
+    for _ in 0..1000 {
+        h.tick(10 * MS);
+    }
+    assert_eq!(h.primary().links()[0].phase(), Phase::Streaming);
 }

@@ -164,7 +164,7 @@ pub(super) fn follower_config(auto_apply: bool) -> FollowerConfig {
     FollowerConfig {
         cluster_id: CLUSTER.into(),
         node_id: FOLLOWER_ID.into(),
-        key: cluster_key(),
+        key: cluster_key().into(),
         timeouts: Timeouts::default(),
         auto_apply,
     }
@@ -174,7 +174,7 @@ pub(super) fn primary_config(epoch: Epoch, quorum: bool, policy: QuorumPolicy) -
     PrimaryConfig {
         cluster_id: CLUSTER.into(),
         node_id: PRIMARY_ID.into(),
-        key: cluster_key(),
+        key: cluster_key().into(),
         epoch,
         followers: vec![FollowerLink {
             name: FOLLOWER_ID.into(),

@@ -12,7 +12,7 @@ use super::election_file;
 use super::{os_seed, tail_of};
 use crate::config::{FailoverSettings, NodeConfig};
 use crate::error::{Error, Result};
-use crate::protocol::auth::ClusterKey;
+use crate::protocol::auth::KeyRing;
 use crate::replica::Replica;
 use crate::vocab::{ElectionConfig, FollowerConfig, Member, NonceSource, PrimaryConfig};
 
@@ -25,7 +25,7 @@ const MEMBERS_HEADER: &str = "logship cluster members, version 1";
 pub(super) fn elected_replica(
     config: &NodeConfig,
     settings: FailoverSettings,
-    key: ClusterKey,
+    key: KeyRing,
     log: &Log,
     nonces: NonceSource,
 ) -> Result<Replica> {
@@ -50,7 +50,7 @@ pub(super) fn elected_replica(
 fn election_config(
     config: &NodeConfig,
     s: FailoverSettings,
-    key: ClusterKey,
+    key: KeyRing,
 ) -> Result<ElectionConfig> {
     let primary = PrimaryConfig {
         cluster_id: config.node.cluster_id.clone(),

@@ -1,24 +1,43 @@
-//! What the node reads from the machine for the replica's security: the cluster key file, and
-//! randomness from the operating system (new key files, the replica's seeds). The protocol
+//! What the node reads from the machine for the replica's security: the cluster key file (a
+//! key ring), the client keys file, and randomness from the operating system (new key files, the replica's seeds). The protocol
 //! code itself never touches a file or the OS random source.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::protocol::auth::{wipe, ClusterKey, KeyError, MAX_KEY_FILE_BYTES, NONCE_LEN};
+use crate::protocol::auth::{wipe, ClusterKey, KeyError, KeyRing, MAX_KEY_FILE_BYTES, NONCE_LEN};
 
 /// Bytes of a key made by [`generate_key_text`].
 const GENERATED_KEY_BYTES: usize = 32;
 
-/// Reads the key file at `path`: the key is the file's bytes with surrounding whitespace
-/// trimmed.
+/// Reads the cluster key file at `path` and returns its current key (the first of its ring).
+///
+/// # Errors
+/// As [`load_key_ring`].
+pub fn load_key(path: &Path) -> Result<ClusterKey, KeyError> {
+    load_key_ring(path).map(|ring| ring.current().clone())
+}
+
+/// Reads the cluster key file at `path` as a [`KeyRing`]: one key per line, the first current
+/// (format in `protocol::auth`).
 ///
 /// # Errors
 /// [`KeyError::Io`] if the file cannot be read; [`KeyError::FileTooLong`] past
-/// [`MAX_KEY_FILE_BYTES`]; [`KeyError::Empty`] or [`KeyError::TooShort`] (carrying the path)
-/// if the trimmed key is too short.
-pub fn load_key(path: &Path) -> Result<ClusterKey, KeyError> {
+/// [`MAX_KEY_FILE_BYTES`]; [`KeyError::Empty`], [`KeyError::TooShort`] or
+/// [`KeyError::TooManyKeys`] (carrying the path) for what it holds.
+pub fn load_key_ring(path: &Path) -> Result<KeyRing, KeyError> {
+    let mut contents = read_secret_file(path)?;
+    let ring = KeyRing::from_file_bytes(&contents, path);
+    wipe(&mut contents);
+    ring
+}
+
+/// The bytes of a file holding secrets, at most [`MAX_KEY_FILE_BYTES`] of them.
+///
+/// # Errors
+/// [`KeyError::Io`], [`KeyError::FileTooLong`].
+pub(crate) fn read_secret_file(path: &Path) -> Result<Vec<u8>, KeyError> {
     let io_error = |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
@@ -27,16 +46,20 @@ pub fn load_key(path: &Path) -> Result<ClusterKey, KeyError> {
     let limit = u64::try_from(MAX_KEY_FILE_BYTES).expect("the limit fits in u64");
     let file = File::open(path).map_err(io_error)?;
     let read = file.take(limit + 1).read_to_end(&mut contents);
-    let key = match read {
-        Err(source) => Err(io_error(source)),
-        Ok(n) if n > MAX_KEY_FILE_BYTES => Err(KeyError::FileTooLong {
-            path: path.to_path_buf(),
-            max: MAX_KEY_FILE_BYTES,
-        }),
-        Ok(_) => ClusterKey::from_file_bytes(contents.trim_ascii(), path),
-    };
-    wipe(&mut contents);
-    key
+    match read {
+        Err(source) => {
+            wipe(&mut contents);
+            Err(io_error(source))
+        }
+        Ok(n) if n > MAX_KEY_FILE_BYTES => {
+            wipe(&mut contents);
+            Err(KeyError::FileTooLong {
+                path: path.to_path_buf(),
+                max: MAX_KEY_FILE_BYTES,
+            })
+        }
+        Ok(_) => Ok(contents),
+    }
 }
 
 /// Makes the text of a new key file: 32 random bytes as 64 lowercase hex characters.

@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::fetch::{FetchRequest, IntegrityAction, FETCH_CHUNK_BYTES};
 use crate::http::{HttpResponse, HttpServer};
 use crate::primary::Primary;
-use crate::protocol::auth::ClusterKey;
+use crate::protocol::auth::KeyRing;
 use crate::protocol::frame;
 use crate::protocol::msg::{kind, RECORDS_PREFIX_BYTES};
 use crate::protocol::{DurabilityLevel, Msg};
@@ -60,7 +60,7 @@ pub use self::client_port::{
 };
 use self::integrity::Integrity;
 pub use self::integrity::{DamagedStatus, IntegrityStatus, RepairEvent};
-pub use self::keys::{generate_key_text, load_key, random_nonce};
+pub use self::keys::{generate_key_text, load_key, load_key_ring, random_nonce};
 pub use self::metrics::render_metrics;
 use self::observer::NodeObserver;
 pub use self::status::{ElectionStatus, NodeStatus};
@@ -174,7 +174,7 @@ fn may_have_lost_records(r: &RecoveryReport) -> bool {
 
 /// The primary's state machine for `log`; its start gate is closed when recovery may have lost
 /// records the quorum acknowledged.
-fn primary_of(config: &NodeConfig, key: ClusterKey, log: &Log) -> Result<Primary> {
+fn primary_of(config: &NodeConfig, key: KeyRing, log: &Log) -> Result<Primary> {
     let pc = PrimaryConfig {
         cluster_id: config.node.cluster_id.clone(),
         node_id: config.node.id.as_str().into(),
@@ -310,7 +310,7 @@ impl Node {
     /// [`Error::Key`], [`Error::Log`], [`Error::Io`] (ports in use, threads, io_uring).
     pub fn start(config: NodeConfig) -> Result<Node> {
         config.validate()?;
-        let key = load_key(&config.node.key_file)?;
+        let key = load_key_ring(&config.node.key_file)?;
         let observer = Arc::new(NodeObserver::default());
         let log = Log::open(
             &config.node.data_dir,

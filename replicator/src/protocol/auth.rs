@@ -66,10 +66,13 @@
 //!
 //! # The key file
 //!
-//! The key file holds the key as text (by convention 64 hex characters from
-//! [`generate_key_text`](crate::node::generate_key_text)). Whitespace around it is trimmed; the
-//! remaining bytes, as they are, are the HMAC key, and there must be at least
-//! [`MIN_KEY_BYTES`] of them.
+//! The key file holds a [`KeyRing`]: one key per line, as text (by convention 64 hex
+//! characters from [`generate_key_text`](crate::node::generate_key_text)); blank lines and
+//! lines starting with `#` are skipped. Whitespace around each key is trimmed; the remaining
+//! bytes, as they are, are the HMAC key, and there must be at least [`MIN_KEY_BYTES`] of them.
+//! The first key is the current one (this node proves with it); every key of the ring is
+//! accepted in a peer's proof, which is how a key is rotated without downtime
+//! (docs/operations.md). A file of one key is a ring of one.
 //!
 //! What this module does not do: framing, timeouts, or deciding what to do after a failed
 //! verification (the handshake and the node driver own those). The key bytes are overwritten on
@@ -132,6 +135,16 @@ pub enum KeyError {
     Empty {
         /// The key file, when the key came from one.
         path: Option<PathBuf>,
+    },
+    /// The key file holds more keys than [`MAX_RING_KEYS`].
+    #[error("cluster key ring{} holds {count} keys; at most {max} are allowed", describe_path(.path))]
+    TooManyKeys {
+        /// The key file, when the ring came from one.
+        path: Option<PathBuf>,
+        /// The keys found.
+        count: usize,
+        /// The limit, [`MAX_RING_KEYS`].
+        max: usize,
     },
     /// The key file is longer than [`MAX_KEY_FILE_BYTES`].
     #[error("cluster key file {path:?} is longer than {max} bytes")]
@@ -206,6 +219,94 @@ impl fmt::Debug for ClusterKey {
 impl Drop for ClusterKey {
     fn drop(&mut self) {
         wipe(&mut self.bytes);
+    }
+}
+
+/// The keys a node holds: the first is the current key, which this node proves with; every
+/// key is accepted when verifying a peer's proof. A rotation moves a new key through the ring
+/// (docs/operations.md), so at every moment two nodes share a key one proves with and the other
+/// accepts. `Debug` shows the number of keys, never their bytes.
+#[derive(Clone)]
+pub struct KeyRing {
+    keys: Vec<ClusterKey>,
+}
+
+/// The most keys a ring holds (a rotation needs two; a few more leave room for an operator's
+/// overlap of two rotations).
+pub const MAX_RING_KEYS: usize = 8;
+
+impl KeyRing {
+    /// A ring of `keys`, the first current.
+    ///
+    /// # Errors
+    /// [`KeyError::Empty`] for no key, [`KeyError::TooManyKeys`] past [`MAX_RING_KEYS`]; both
+    /// with `path: None`.
+    pub fn new(keys: Vec<ClusterKey>) -> Result<KeyRing, KeyError> {
+        Self::checked(keys, None)
+    }
+
+    pub(crate) fn checked(keys: Vec<ClusterKey>, path: Option<&Path>) -> Result<KeyRing, KeyError> {
+        let path = || path.map(Path::to_path_buf);
+        if keys.is_empty() {
+            return Err(KeyError::Empty { path: path() });
+        }
+        if keys.len() > MAX_RING_KEYS {
+            return Err(KeyError::TooManyKeys {
+                path: path(),
+                count: keys.len(),
+                max: MAX_RING_KEYS,
+            });
+        }
+        Ok(KeyRing { keys })
+    }
+
+    /// Parses the text of a key file read from `path` (the reader is the node's:
+    /// `node::load_key_ring`): one key per line, blank lines and `#` comments skipped, each key
+    /// trimmed of surrounding whitespace.
+    ///
+    /// # Errors
+    /// [`KeyError::Empty`] when no line holds a key, [`KeyError::TooShort`] for a short key,
+    /// [`KeyError::TooManyKeys`]; all carrying the path.
+    pub fn from_file_bytes(bytes: &[u8], path: &Path) -> Result<KeyRing, KeyError> {
+        let keys = (bytes.split(|&b| b == b'\n'))
+            .map(<[u8]>::trim_ascii)
+            .filter(|line| !line.is_empty() && !line.starts_with(b"#"))
+            .map(|line| ClusterKey::from_file_bytes(line, path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::checked(keys, Some(path))
+    }
+
+    /// The key this node proves with.
+    pub fn current(&self) -> &ClusterKey {
+        &self.keys[0]
+    }
+
+    /// How many keys the ring holds (at least one).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always `false`: a ring holds at least one key.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether `check` accepts the proof under some key of the ring. Every key is tried, even
+    /// after one matched, so the time taken does not tell which key did.
+    pub fn accepts(&self, check: impl Fn(&ClusterKey) -> bool) -> bool {
+        self.keys.iter().fold(false, |ok, key| check(key) | ok)
+    }
+}
+
+impl From<ClusterKey> for KeyRing {
+    fn from(key: ClusterKey) -> KeyRing {
+        KeyRing { keys: vec![key] }
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyRing({} keys, <redacted>)", self.keys.len())
     }
 }
 
@@ -820,6 +921,62 @@ pub(crate) mod tests {
             hex(&prove_vote_response(&k, &vote_response())),
             "6a9da541cdef959c7a24a572271b7de20455644e59c35bfe773beb1b8da0e0cd"
         );
+    }
+
+    #[test]
+    fn a_ring_parses_one_key_a_line_and_accepts_any() {
+        let path = Path::new("cluster.key");
+        let text = b"# rotation step 1\n\n  new-key-0123456789abcdef \r\n#old below\nold-key-0123456789abcdef\n";
+        let ring = KeyRing::from_file_bytes(text, path).expect("a ring of two");
+        assert_eq!(ring.len(), 2);
+        let t = transcript();
+        let (new, old) = (
+            key("new-key-0123456789abcdef"),
+            key("old-key-0123456789abcdef"),
+        );
+        let by_current = prove(ring.current(), Role::Primary, &t);
+        assert_eq!(
+            by_current,
+            prove(&new, Role::Primary, &t),
+            "the first line proves"
+        );
+        for k in [&new, &old] {
+            let mac = prove(k, Role::Follower, &t);
+            assert!(ring.accepts(|rk| verify(rk, Role::Follower, &t, &mac)));
+        }
+        let stranger = prove(&key("another-key-0123456789ab"), Role::Follower, &t);
+        assert!(!ring.accepts(|rk| verify(rk, Role::Follower, &t, &stranger)));
+        assert_eq!(format!("{ring:?}"), "KeyRing(2 keys, <redacted>)");
+    }
+
+    #[test]
+    fn a_bad_ring_is_a_typed_error() {
+        let path = Path::new("cluster.key");
+        let only_comments = KeyRing::from_file_bytes(b"# nothing\n\n   \n", path);
+        assert!(matches!(
+            only_comments,
+            Err(KeyError::Empty { path: Some(_) })
+        ));
+        let short_second = KeyRing::from_file_bytes(b"0123456789abcdef0123\nshort\n", path);
+        assert!(matches!(
+            short_second,
+            Err(KeyError::TooShort {
+                len: 5,
+                min: MIN_KEY_BYTES,
+                ..
+            })
+        ));
+        let many: String = (0..=MAX_RING_KEYS)
+            .map(|i| format!("key-number-{i:08}\n"))
+            .collect();
+        assert!(matches!(
+            KeyRing::from_file_bytes(many.as_bytes(), path),
+            Err(KeyError::TooManyKeys { count, max: MAX_RING_KEYS, .. }) if count == MAX_RING_KEYS + 1
+        ));
+        assert!(matches!(
+            KeyRing::new(Vec::new()),
+            Err(KeyError::Empty { path: None })
+        ));
     }
 
     #[test]

@@ -282,6 +282,17 @@ impl Replica {
         out
     }
 
+    /// Replaces the cluster key ring of the role and of the elector (see [`Input::KeyRing`]).
+    fn set_key_ring(&mut self, ring: crate::protocol::auth::KeyRing) {
+        match &mut self.role {
+            Role::Primary(p) => p.set_key_ring(ring.clone()),
+            Role::Follower(f) => f.set_key_ring(ring.clone()),
+        }
+        if let Some(e) = &mut self.election {
+            e.set_key_ring(ring);
+        }
+    }
+
     /// Whether appends are served now (a primary whose start gate is open, with a working log).
     pub fn serving(&self) -> bool {
         self.failed.is_none() && self.as_primary().is_some_and(Primary::serving)
@@ -334,6 +345,7 @@ impl Replica {
             Input::Repaired { first, result } => self.on_repaired(now, first, result),
             Input::Tail(tail) => self.on_tail(tail),
             Input::Promote { target } => self.on_promote(now, target, out),
+            Input::KeyRing(ring) => self.set_key_ring(ring),
             Input::DiskStalled(stalled) => self.on_disk_stalled(now, stalled, out),
             Input::Purged(first) => {
                 self.first_lsn = self.first_lsn.max(first);

@@ -295,7 +295,7 @@ impl ClusterSpec {
         PrimaryConfig {
             cluster_id: CLUSTER_ID.into(),
             node_id: node_name(PRIMARY).into(),
-            key: cluster_key(),
+            key: cluster_key().into(),
             epoch: logship_engine::Epoch(0),
             followers: (self.followers.iter().enumerate())
                 .map(|(i, f)| FollowerLink {
@@ -329,7 +329,7 @@ impl ClusterSpec {
         FollowerConfig {
             cluster_id: CLUSTER_ID.into(),
             node_id: node_name(node).into(),
-            key: cluster_key(),
+            key: cluster_key().into(),
             timeouts: self.timeouts,
             auto_apply: self.auto_apply(node),
         }

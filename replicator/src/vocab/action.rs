@@ -225,6 +225,10 @@ pub enum Input {
     LocalDigests(Vec<RangeDigest>),
     /// The ranges the log knows damaged now (reported periodically; empty when none).
     Damaged(Vec<Damaged>),
+    /// The operator reloaded the cluster key file: sessions and vote proofs from now on use
+    /// this ring (the current key proves, any key is accepted); sessions already
+    /// authenticated go on.
+    KeyRing(crate::protocol::auth::KeyRing),
     /// The executor replaced a damaged range ([`Action::Integrity`] with a repair), or could
     /// not.
     Repaired {

@@ -9,7 +9,7 @@ use crate::backoff::BackoffConfig;
 use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
 use crate::pacing::PacingConfig;
-use crate::protocol::auth::ClusterKey;
+use crate::protocol::auth::KeyRing;
 use crate::quorum::QuorumSpec;
 
 /// A follower the primary streams to.
@@ -35,8 +35,8 @@ pub struct PrimaryConfig {
     pub cluster_id: String,
     /// This node's id.
     pub node_id: NodeId,
-    /// The pre-shared key.
-    pub key: ClusterKey,
+    /// The pre-shared cluster key ring: proves with its current key, accepts any.
+    pub key: KeyRing,
     /// This primary's epoch.
     pub epoch: Epoch,
     /// The followers.
@@ -71,8 +71,8 @@ pub struct FollowerConfig {
     pub cluster_id: String,
     /// This node's id.
     pub node_id: NodeId,
-    /// The pre-shared key.
-    pub key: ClusterKey,
+    /// The pre-shared cluster key ring: proves with its current key, accepts any.
+    pub key: KeyRing,
     /// Timeouts (handshake, heartbeat interval, peer).
     pub timeouts: Timeouts,
     /// Applied follows durable (no embedding application reports it).

@@ -101,7 +101,7 @@ fn primary_config(catch_up_pacing: Option<PacingConfig>) -> PrimaryConfig {
     PrimaryConfig {
         cluster_id: "c".into(),
         node_id: "p".into(),
-        key: key(KEY),
+        key: key(KEY).into(),
         epoch: Epoch(1),
         followers: vec![FollowerLink {
             name: "f".into(),
@@ -129,7 +129,7 @@ fn follower(follower_key: &str, log: &ModelLog) -> Replica {
     let config = FollowerConfig {
         cluster_id: "c".into(),
         node_id: "f".into(),
-        key: key(follower_key),
+        key: key(follower_key).into(),
         timeouts: Timeouts::default(),
         auto_apply: true,
     };
