@@ -430,6 +430,7 @@ fn remote(status: ClientStatus, message: String, detail: u64) -> Error {
         ClientStatus::Purged => "purged",
         ClientStatus::NotPrimary => "not_primary",
         ClientStatus::Failed => "failed",
+        ClientStatus::NotPermitted => "not_permitted",
     };
     Error::Remote {
         status: name.to_string(),

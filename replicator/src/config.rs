@@ -35,6 +35,23 @@
 //! ]
 //! quorum = "ANY 1"                 # over the sync members; the primary leaves itself out
 //! ```
+//!
+//! Keys. `node.key_file` holds the cluster key ring: one key per line (blank lines and `#`
+//! comments skipped), the first the one this node proves with, every one accepted from peers.
+//! An optional `[clients]` table turns on client authentication on the client port:
+//!
+//! ```toml
+//! [clients]
+//! keys_file = "clients.keys"       # lines of `<name> <grants> <key>`; grants: append,read,admin
+//! ```
+//!
+//! Without `[clients]` the client port serves anyone who can reach it (bind it to loopback or a
+//! trusted network). With it, a connection completes a challenge-response before any request,
+//! within `timeouts.client_request_ms`, and each request needs its grant (`append` for appends,
+//! `read` for reads, `admin` for promote; status is answered to any authenticated client). Both
+//! files are read again on `Node::reload_keys` (SIGHUP for `logship node`); the format of the
+//! client keys file is `protocol::client_auth`'s, and docs/operations.md gives the rotation
+//! procedure.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -526,6 +543,15 @@ impl Default for FollowerSection {
     }
 }
 
+/// `[clients]`: client authentication on the client port.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsSection {
+    /// The client keys file: one `<name> <grants> <key>` line per key (no default; relative
+    /// to the config file's directory). Read at start and on every key reload.
+    pub keys_file: PathBuf,
+}
+
 /// The whole file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -556,6 +582,9 @@ pub struct NodeConfig {
     /// `[cluster]`: the members, for automatic failover or a fixed primary.
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// `[clients]`: client authentication (none: the client port is open).
+    #[serde(default)]
+    pub clients: Option<ClientsSection>,
     /// A file system for the log instead of the real one: the fault-injecting one, for tests
     /// of an embedded node. Never read from a config file.
     #[serde(skip)]
@@ -609,6 +638,9 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         c.node.key_file = base.join(&c.node.key_file);
         c.node.data_dir = base.join(&c.node.data_dir);
+        if let Some(clients) = &mut c.clients {
+            clients.keys_file = base.join(&clients.keys_file);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -636,6 +668,7 @@ impl NodeConfig {
         self.backoff()?;
         self.breaker()?;
         self.validate_followers()?;
+        self.validate_clients()?;
         self.quorum()?;
         self.replication.validate_pacing()?;
         if self.replication.catch_up_chunk_bytes < 64 << 10
@@ -683,6 +716,16 @@ impl NodeConfig {
             }
             other => Error::config("log", other.to_string()),
         })
+    }
+
+    fn validate_clients(&self) -> Result<()> {
+        let Some(clients) = &self.clients else {
+            return Ok(());
+        };
+        if clients.keys_file.as_os_str().is_empty() {
+            return Err(Error::config("clients.keys_file", "must name a file"));
+        }
+        Ok(())
     }
 
     /// The engine options the `[log]` section asks for (without an observer).
@@ -1323,6 +1366,29 @@ followers = [
         let c = NodeConfig::parse(text)?;
         c.validate().map_err(|e| e.to_string())?;
         Ok(c)
+    }
+
+    #[test]
+    fn clients_names_a_keys_file_relative_to_the_config() {
+        assert!(
+            check(GOOD).unwrap().clients.is_none(),
+            "open port by default"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let text = format!("{GOOD}\n[clients]\nkeys_file = \"clients.keys\"\n");
+        std::fs::write(&path, &text).unwrap();
+        let c = NodeConfig::load(&path).unwrap();
+        assert_eq!(
+            c.clients.unwrap().keys_file,
+            dir.path().join("clients.keys")
+        );
+        let unknown = format!("{GOOD}\n[clients]\nkeys_file = \"c\"\nkey = \"x\"\n");
+        assert!(check(&unknown).unwrap_err().contains("unknown field"));
+        let empty = format!("{GOOD}\n[clients]\nkeys_file = \"\"\n");
+        assert!(check(&empty).unwrap_err().contains("clients.keys_file"));
+        let missing = format!("{GOOD}\n[clients]\n");
+        assert!(check(&missing).unwrap_err().contains("keys_file"));
     }
 
     #[test]

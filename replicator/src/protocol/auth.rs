@@ -105,7 +105,7 @@ const VOTE_RESPONSE_TAG: &[u8] = b"logship-vote-response-v1";
 /// The largest key file read; anything longer is not a key file (e.g. a path to a device).
 pub const MAX_KEY_FILE_BYTES: usize = 64 * 1024;
 
-type HmacSha256 = Hmac<Sha256>;
+pub(super) type HmacSha256 = Hmac<Sha256>;
 
 /// Why a cluster key could not be loaded or accepted.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +205,7 @@ impl ClusterKey {
         })
     }
 
-    fn mac(&self) -> HmacSha256 {
+    pub(super) fn mac(&self) -> HmacSha256 {
         HmacSha256::new_from_slice(&self.bytes).expect("HMAC-SHA256 accepts keys of any length")
     }
 }
@@ -357,7 +357,7 @@ pub struct Transcript<'a> {
 ///
 /// # Panics
 /// If an item is 4 GiB or longer; ids that long never come off the wire.
-fn item(mac: &mut HmacSha256, bytes: &[u8]) {
+pub(super) fn item(mac: &mut HmacSha256, bytes: &[u8]) {
     let Ok(len) = u32::try_from(bytes.len()) else {
         panic!("auth item too long: {} bytes", bytes.len());
     };

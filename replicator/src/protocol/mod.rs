@@ -1,7 +1,8 @@
-//! The wire protocol: frames ([`frame`]), messages ([`msg`]) and the handshake's
-//! authentication ([`auth`]).
+//! The wire protocol: frames ([`frame`]), messages ([`msg`]), the replication handshake's
+//! authentication ([`auth`]) and the client port's ([`client_auth`]).
 
 pub mod auth;
+pub mod client_auth;
 pub mod frame;
 pub mod msg;
 

@@ -10,6 +10,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use logship_engine::{Epoch, Lsn, RangeDigest};
 
 use super::auth::{MAC_LEN, NONCE_LEN};
+use super::client_auth::{ClientRefusal, Grants};
 use super::frame::{encode, Frame, FrameError};
 
 /// The protocol version this build speaks. Hello offers a range; the follower picks. Version 2
@@ -182,14 +183,25 @@ pub enum ClientStatus {
     NotPrimary = 4,
     /// The log failed (poisoned, closed) or another internal error.
     Failed = 5,
+    /// The client's grants do not cover this request (`[clients]`); the connection stays
+    /// usable.
+    NotPermitted = 6,
 }
 
 impl ClientStatus {
     fn from_u8(v: u8) -> Option<ClientStatus> {
         use ClientStatus::*;
-        [Ok, QuorumUnavailable, Invalid, Purged, NotPrimary, Failed]
-            .into_iter()
-            .find(|c| *c as u8 == v)
+        [
+            Ok,
+            QuorumUnavailable,
+            Invalid,
+            Purged,
+            NotPrimary,
+            Failed,
+            NotPermitted,
+        ]
+        .into_iter()
+        .find(|c| *c as u8 == v)
     }
 }
 
@@ -458,6 +470,39 @@ pub enum Msg {
         /// What happened, as text.
         message: String,
     },
+    /// Client → node, the first frame on a client port with `[clients]`: who the client is.
+    ClientHello {
+        /// The client's nonce.
+        nonce: [u8; NONCE_LEN],
+        /// The client's name.
+        name: String,
+    },
+    /// Node → client: the challenge.
+    ClientChallenge {
+        /// The node's nonce, fresh for this connection.
+        nonce: [u8; NONCE_LEN],
+        /// The cluster id, which the proofs cover.
+        cluster_id: String,
+    },
+    /// Client → node: the client's proof of its key over the handshake.
+    ClientProof {
+        /// HMAC-SHA256 over the client transcript (`protocol::client_auth`).
+        mac: [u8; MAC_LEN],
+    },
+    /// Node → client: the client is admitted; requests may follow.
+    ClientWelcome {
+        /// What the client may ask for.
+        grants: Grants,
+        /// The node's proof under the client's key.
+        mac: [u8; MAC_LEN],
+    },
+    /// Node → client: the handshake is refused; the node closes the connection after it.
+    ClientRefused {
+        /// Why.
+        code: ClientRefusal,
+        /// Text for the operator (never which part of the proof failed).
+        message: String,
+    },
     /// Primary → follower on a streaming session: you have every record; stand for election
     /// in `epoch` now (a planned switchover; voters grant though they hear the primary).
     TimeoutNow {
@@ -516,6 +561,16 @@ pub mod kind {
     pub const APPEND_BATCH_REQUEST: u8 = 24;
     /// [`super::Msg::AppendBatchResponse`].
     pub const APPEND_BATCH_RESPONSE: u8 = 25;
+    /// [`super::Msg::ClientHello`].
+    pub const CLIENT_HELLO: u8 = 26;
+    /// [`super::Msg::ClientChallenge`].
+    pub const CLIENT_CHALLENGE: u8 = 27;
+    /// [`super::Msg::ClientProof`].
+    pub const CLIENT_PROOF: u8 = 28;
+    /// [`super::Msg::ClientWelcome`].
+    pub const CLIENT_WELCOME: u8 = 29;
+    /// [`super::Msg::ClientRefused`].
+    pub const CLIENT_REFUSED: u8 = 30;
 }
 
 /// Size of the fixed part of a Records body, before the records.
@@ -588,6 +643,11 @@ impl Msg {
             Msg::PromoteResponse { .. } => kind::PROMOTE_RESPONSE,
             Msg::AppendBatchRequest { .. } => kind::APPEND_BATCH_REQUEST,
             Msg::AppendBatchResponse { .. } => kind::APPEND_BATCH_RESPONSE,
+            Msg::ClientHello { .. } => kind::CLIENT_HELLO,
+            Msg::ClientChallenge { .. } => kind::CLIENT_CHALLENGE,
+            Msg::ClientProof { .. } => kind::CLIENT_PROOF,
+            Msg::ClientWelcome { .. } => kind::CLIENT_WELCOME,
+            Msg::ClientRefused { .. } => kind::CLIENT_REFUSED,
         }
     }
 
@@ -628,6 +688,11 @@ impl Msg {
             Msg::AppendBatchRequest { .. } | Msg::AppendBatchResponse { .. } => {
                 self.put_batch(&mut b)
             }
+            Msg::ClientHello { .. }
+            | Msg::ClientChallenge { .. }
+            | Msg::ClientProof { .. }
+            | Msg::ClientWelcome { .. }
+            | Msg::ClientRefused { .. } => self.put_client_auth(&mut b),
         }
         b
     }
@@ -897,6 +962,30 @@ impl Msg {
         }
     }
 
+    /// The client handshake.
+    fn put_client_auth(&self, b: &mut BytesMut) {
+        match self {
+            Msg::ClientHello { nonce, name } => {
+                b.put_slice(nonce);
+                put_str(b, name);
+            }
+            Msg::ClientChallenge { nonce, cluster_id } => {
+                b.put_slice(nonce);
+                put_str(b, cluster_id);
+            }
+            Msg::ClientProof { mac } => b.put_slice(mac),
+            Msg::ClientWelcome { grants, mac } => {
+                b.put_u8(grants.bits());
+                b.put_slice(mac);
+            }
+            Msg::ClientRefused { code, message } => {
+                b.put_u8(*code as u8);
+                put_str(b, message);
+            }
+            other => unreachable!("{} is not a client handshake message", other.name()),
+        }
+    }
+
     /// A batch of appends and its answer.
     fn put_batch(&self, b: &mut BytesMut) {
         match self {
@@ -984,6 +1073,11 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::PROMOTE_RESPONSE => "promote_response",
         kind::APPEND_BATCH_REQUEST => "append_batch_request",
         kind::APPEND_BATCH_RESPONSE => "append_batch_response",
+        kind::CLIENT_HELLO => "client_hello",
+        kind::CLIENT_CHALLENGE => "client_challenge",
+        kind::CLIENT_PROOF => "client_proof",
+        kind::CLIENT_WELCOME => "client_welcome",
+        kind::CLIENT_REFUSED => "client_refused",
         _ => "unknown",
     }
 }
@@ -1362,6 +1456,40 @@ impl Reader {
         })
     }
 
+    /// The client handshake.
+    fn client_auth(&mut self, k: u8) -> Result<Msg, FrameError> {
+        Ok(match k {
+            kind::CLIENT_HELLO => Msg::ClientHello {
+                nonce: self.array()?,
+                name: self.name()?,
+            },
+            kind::CLIENT_CHALLENGE => Msg::ClientChallenge {
+                nonce: self.array()?,
+                cluster_id: self.name()?,
+            },
+            kind::CLIENT_PROOF => Msg::ClientProof { mac: self.array()? },
+            kind::CLIENT_WELCOME => {
+                let bits = self.u8()?;
+                let grants = Grants::from_bits(bits)
+                    .ok_or_else(|| self.bad(format!("unknown grant bits {bits:#04x}")))?;
+                Msg::ClientWelcome {
+                    grants,
+                    mac: self.array()?,
+                }
+            }
+            kind::CLIENT_REFUSED => {
+                let v = self.u8()?;
+                let code = ClientRefusal::from_u8(v)
+                    .ok_or_else(|| self.bad(format!("unknown refusal code {v}")))?;
+                Msg::ClientRefused {
+                    code,
+                    message: self.string(usize::from(u16::MAX))?,
+                }
+            }
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+
     fn level(&mut self) -> Result<DurabilityLevel, FrameError> {
         let v = self.u8()?;
         DurabilityLevel::from_u8(v).ok_or_else(|| self.bad(format!("unknown level {v}")))
@@ -1400,6 +1528,7 @@ impl Reader {
             kind::VOTE_REQUEST..=kind::TIMEOUT_NOW => self.election(k)?,
             kind::APPEND_REQUEST..=kind::PROMOTE_RESPONSE => self.client(k)?,
             kind::APPEND_BATCH_REQUEST..=kind::APPEND_BATCH_RESPONSE => self.batch(k)?,
+            kind::CLIENT_HELLO..=kind::CLIENT_REFUSED => self.client_auth(k)?,
             other => return Err(FrameError::UnknownKind(other)),
         };
         self.end()?;
@@ -1777,6 +1906,31 @@ mod tests {
                 id: 3,
                 json: "{}".into(),
             },
+            Msg::AppendResponse {
+                id: 5,
+                status: ClientStatus::NotPermitted,
+                lsn: Lsn(0),
+                message: "client \"r\" may not append".into(),
+            },
+            Msg::ClientHello {
+                nonce: [0x31; NONCE_LEN],
+                name: "loader".into(),
+            },
+            Msg::ClientChallenge {
+                nonce: [0x32; NONCE_LEN],
+                cluster_id: "c1".into(),
+            },
+            Msg::ClientProof {
+                mac: [0x33; MAC_LEN],
+            },
+            Msg::ClientWelcome {
+                grants: Grants::APPEND.union(Grants::READ),
+                mac: [0x34; MAC_LEN],
+            },
+            Msg::ClientRefused {
+                code: ClientRefusal::AuthFailed,
+                message: "authentication failed".into(),
+            },
         ]
     }
 
@@ -1832,6 +1986,52 @@ mod tests {
                 assert!(Msg::decode(&f).is_err(), "{m:?} padded");
             }
         }
+    }
+
+    #[test]
+    fn client_handshake_bodies_are_laid_out_as_documented_and_bad_values_refused() {
+        let hello = Msg::ClientHello {
+            nonce: [0xaa; NONCE_LEN],
+            name: "ab".into(),
+        };
+        let mut want = vec![0xaa; NONCE_LEN];
+        want.extend_from_slice(&[2, 0, b'a', b'b']);
+        assert_eq!(hello.body().to_vec(), want);
+        let welcome = Msg::ClientWelcome {
+            grants: Grants::ALL,
+            mac: [0xbb; MAC_LEN],
+        };
+        let body = welcome.body().to_vec();
+        assert_eq!((body.len(), body[0]), (1 + MAC_LEN, 7));
+        let mut unknown_grant = body.clone();
+        unknown_grant[0] = 0x08;
+        assert!(decode_body(kind::CLIENT_WELCOME, unknown_grant).is_err());
+        assert!(
+            decode_body(kind::CLIENT_REFUSED, vec![0, 0, 0]).is_err(),
+            "code 0"
+        );
+        assert!(
+            decode_body(kind::CLIENT_REFUSED, vec![4, 0, 0]).is_err(),
+            "code 4"
+        );
+        let long_name = Msg::ClientHello {
+            nonce: [0; NONCE_LEN],
+            name: "n".repeat(MAX_NAME_BYTES + 1),
+        };
+        assert!(decode_body(kind::CLIENT_HELLO, long_name.body().to_vec()).is_err());
+        let mut status = Msg::AppendResponse {
+            id: 1,
+            status: ClientStatus::NotPermitted,
+            lsn: Lsn(0),
+            message: String::new(),
+        }
+        .body()
+        .to_vec();
+        status[8] = 7;
+        assert!(
+            decode_body(kind::APPEND_RESPONSE, status).is_err(),
+            "status 7"
+        );
     }
 
     #[test]
