@@ -5,6 +5,11 @@
 //! appends in flight, [`Client::send_append`] and [`Client::recv_append`] let a caller keep its
 //! own, and [`Client::append_batch`] sends many records in one request. The node answers in
 //! request order (docs/protocol.md, client protocol).
+//!
+//! A node with `[clients]` configured admits only clients that prove they hold a client key:
+//! [`Client::connect_with_key`] (or [`Client::authenticate`] on a fresh connection) runs the
+//! client handshake (`protocol::client_auth`) before any request, and checks the node's proof
+//! in return.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -16,7 +21,10 @@ use logship_engine::record::{self, RECORD_HEADER_BYTES};
 use logship_engine::{Lsn, Record};
 
 use crate::error::{Error, Result};
-use crate::node::{NodeStatus, MAX_IN_FLIGHT_PER_CONNECTION};
+use crate::node::{random_nonce, NodeStatus, MAX_IN_FLIGHT_PER_CONNECTION};
+use crate::protocol::client_auth::{
+    prove_client, verify_node, ClientKey, ClientTranscript, Grants,
+};
 use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::MAX_BATCH_RECORDS;
 use crate::protocol::{ClientStatus, DurabilityLevel, Msg};
@@ -64,6 +72,72 @@ impl Client {
         })
     }
 
+    /// Connects and completes the client handshake with `key` (a node with `[clients]`);
+    /// returns the client, admitted with the grants the node holds for it.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; [`Error::Refused`] (`auth_failed`: unknown name or wrong key);
+    /// [`Error::Protocol`] when the node's own proof fails (it does not hold this key) or it
+    /// answers out of order.
+    pub fn connect_with_key(
+        addr: SocketAddr,
+        timeout: Duration,
+        key: &ClientKey,
+    ) -> Result<Client> {
+        let mut client = Client::connect(addr, timeout)?;
+        client.authenticate(key)?;
+        Ok(client)
+    }
+
+    /// Connects with `key` when one is given (see [`Client::connect_with_key`]), else as
+    /// [`Client::connect`].
+    ///
+    /// # Errors
+    /// As those.
+    pub fn connect_as(
+        addr: SocketAddr,
+        timeout: Duration,
+        key: Option<&ClientKey>,
+    ) -> Result<Client> {
+        match key {
+            Some(key) => Client::connect_with_key(addr, timeout, key),
+            None => Client::connect(addr, timeout),
+        }
+    }
+
+    /// Runs the client handshake on this connection, before any request: hello, the node's
+    /// challenge, this client's proof, the node's welcome (whose proof is checked). Returns the
+    /// grants the node admitted this client with.
+    ///
+    /// # Errors
+    /// As [`Client::connect_with_key`].
+    pub fn authenticate(&mut self, key: &ClientKey) -> Result<Grants> {
+        let client_nonce = random_nonce().map_err(|e| io("drawing a nonce", e))?;
+        let name = key.name().to_string();
+        let hello = Msg::ClientHello {
+            nonce: client_nonce,
+            name,
+        };
+        let (node_nonce, cluster_id) = match self.call(hello)? {
+            Msg::ClientChallenge { nonce, cluster_id } => (nonce, cluster_id),
+            other => return Err(handshake_answer(other, "a challenge")),
+        };
+        let t = ClientTranscript {
+            cluster_id: &cluster_id,
+            name: key.name(),
+            client_nonce: &client_nonce,
+            node_nonce: &node_nonce,
+        };
+        let mac = prove_client(key, &t);
+        match self.call(Msg::ClientProof { mac })? {
+            Msg::ClientWelcome { grants, mac } if verify_node(key, &t, &mac) => Ok(grants),
+            Msg::ClientWelcome { .. } => Err(Error::Protocol(
+                "the node's proof failed: it does not hold this client's key".into(),
+            )),
+            other => Err(handshake_answer(other, "a welcome")),
+        }
+    }
+
     /// Connects to the primary of a cluster that elects it: tries `addrs` in order, and a
     /// member that is not the primary sends the client to the primary it names (its leader
     /// hint). Returns the client and the primary's address.
@@ -79,6 +153,19 @@ impl Client {
         addrs: &[SocketAddr],
         timeout: Duration,
     ) -> Result<(Client, SocketAddr)> {
+        Client::connect_primary_as(addrs, timeout, None)
+    }
+
+    /// [`Client::connect_primary`], authenticating with `key` on each member tried when one
+    /// is given.
+    ///
+    /// # Errors
+    /// As [`Client::connect_primary`]; a refusal ([`Error::Refused`]) ends the search at once.
+    pub fn connect_primary_as(
+        addrs: &[SocketAddr],
+        timeout: Duration,
+        key: Option<&ClientKey>,
+    ) -> Result<(Client, SocketAddr)> {
         let mut last = Error::NotPrimary { leader_hint: None };
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut todo: Vec<SocketAddr> = addrs.iter().rev().copied().collect();
@@ -88,7 +175,7 @@ impl Client {
             }
             tried.push(addr);
             let status =
-                Client::connect(addr, timeout).and_then(|mut c| c.status().map(|s| (c, s)));
+                Client::connect_as(addr, timeout, key).and_then(|mut c| c.status().map(|s| (c, s)));
             match status {
                 Ok((c, s)) if s.primary.as_ref().is_some_and(|p| p.serving) => {
                     return Ok((c, addr))
@@ -98,6 +185,7 @@ impl Client {
                         todo.push(hint);
                     }
                 }
+                Err(e @ Error::Refused { .. }) => return Err(e),
                 Err(e) => last = e,
             }
         }
@@ -147,7 +235,14 @@ impl Client {
                 .next_frame()
                 .map_err(|e| Error::Protocol(e.to_string()))?
             {
-                return Msg::decode(&f).map_err(|e| Error::Protocol(e.to_string()));
+                return match Msg::decode(&f) {
+                    // A node with `[clients]` refuses a request before the handshake so.
+                    Ok(Msg::ClientRefused { code, message }) => {
+                        Err(Error::Refused { code, message })
+                    }
+                    Ok(msg) => Ok(msg),
+                    Err(e) => Err(Error::Protocol(e.to_string())),
+                };
             }
             // A socket with a read timeout is not restarted after a signal (signal(7)).
             let n = match self.stream.read(&mut self.buf) {
@@ -390,6 +485,18 @@ impl Client {
                 other.name()
             ))),
         }
+    }
+}
+
+/// The error of an answer that is not the handshake's next step: the node's refusal, or a
+/// protocol error.
+fn handshake_answer(answer: Msg, wanted: &str) -> Error {
+    match answer {
+        Msg::ClientRefused { code, message } => Error::Refused { code, message },
+        other => Error::Protocol(format!(
+            "{} in the client handshake, where {wanted} was due",
+            other.name()
+        )),
     }
 }
 

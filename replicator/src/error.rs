@@ -6,6 +6,7 @@ use std::time::Duration;
 use logship_engine::Lsn;
 
 use crate::protocol::auth::KeyError;
+use crate::protocol::client_auth::{ClientKeyError, ClientRefusal};
 use crate::protocol::DurabilityLevel;
 
 /// Errors of the replicator and the node.
@@ -31,6 +32,18 @@ pub enum Error {
     /// The cluster key file could not be used.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The client keys file (the node's) or a client's key file could not be used.
+    #[error(transparent)]
+    ClientKeys(#[from] ClientKeyError),
+    /// The node refused this client's handshake (client side): a wrong key or an unknown name
+    /// (`auth_failed`), a frame out of order, or a handshake too slow.
+    #[error("the node refused this client ({}): {message}", code.as_str())]
+    Refused {
+        /// Why.
+        code: ClientRefusal,
+        /// The node's text.
+        message: String,
+    },
     /// The log failed.
     #[error(transparent)]
     Log(#[from] logship_engine::Error),

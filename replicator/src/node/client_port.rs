@@ -1,6 +1,8 @@
 //! The client port: append (with a durability level), append a batch, read from an LSN,
-//! status, promote. Ordinary sockets; unauthenticated: bind it to loopback or a trusted network
-//! (docs/operations.md).
+//! status, promote. Ordinary sockets. Without `[clients]` in the config it is unauthenticated:
+//! bind it to loopback or a trusted network (docs/operations.md). With `[clients]`, each
+//! connection first completes the client handshake (`client_handshake`), and each request
+//! needs its grant: one not granted is answered `not_permitted` and the connection goes on.
 //!
 //! Each connection has two threads, so that a client may keep many requests in flight on it
 //! (pipelining). The reader decodes requests as they arrive and admits each append at once:
@@ -47,10 +49,12 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError};
 use logship_engine::Lsn;
 use parking_lot::Mutex;
 
+use super::client_handshake::{handshake, Outcome};
 use super::{Commit, Inner};
 use crate::config::ClientLimits;
 use crate::error::{Error, Result};
 use crate::log_summary::{Summary, SUMMARY_INTERVAL};
+use crate::protocol::client_auth::Grants;
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
 use crate::protocol::{ClientStatus, Msg};
@@ -73,6 +77,9 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// How often idle connection threads look at the stop flag and their timeouts.
 const POLL: Duration = Duration::from_millis(200);
+
+/// The connection threads of the port.
+type Connections = Arc<Mutex<Vec<JoinHandle<()>>>>;
 
 pub(crate) struct ClientPort {
     addr: SocketAddr,
@@ -97,7 +104,7 @@ impl ClientPort {
         let (s, c) = (Arc::clone(&stop), Arc::clone(&conns));
         let accept = std::thread::Builder::new()
             .name("logship-clients".into())
-            .spawn(move || accept_loop(&listener, &inner, &s, &c, limits))
+            .spawn(move || accept_loop(&listener, &inner, (&s, &c), limits))
             .map_err(|e| Error::io("spawning the client port", e))?;
         Ok(ClientPort {
             addr,
@@ -127,8 +134,7 @@ impl ClientPort {
 fn accept_loop(
     listener: &TcpListener,
     inner: &Weak<Inner>,
-    stop: &Arc<AtomicBool>,
-    conns: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+    (stop, conns): (&Arc<AtomicBool>, &Connections),
     limits: ClientLimits,
 ) {
     let slots = Slots::new(MAX_CLIENT_CONNECTIONS, limits.per_address);
@@ -149,6 +155,7 @@ fn accept_loop(
             }
         };
         let (inner, stop) = (inner.clone(), Arc::clone(stop));
+        let accepted = Instant::now();
         let spawned = std::thread::Builder::new()
             .name("logship-client".into())
             .spawn(move || {
@@ -157,7 +164,7 @@ fn accept_loop(
                     .upgrade()
                     .map_or(0, |i| i.config.log_options().max_record_bytes);
                 let bounds = (max_request_bytes(max_record), limits);
-                if let Err(e) = serve(stream, &inner, &stop, bounds) {
+                if let Err(e) = serve(stream, &inner, &stop, bounds, accepted + limits.request) {
                     tracing::debug!(error = %e, "client connection ended");
                 }
             });
@@ -189,15 +196,42 @@ fn max_request_bytes(max_record_bytes: usize) -> usize {
     max_record_bytes + REQUEST_OVERHEAD_BYTES + MAX_BATCH_RECORDS * BATCH_RECORD_PREFIX_BYTES
 }
 
+/// The grants of a new connection and its request decoder: after the client handshake when
+/// `[clients]` is configured (`None`: refused, or the client left), else everything.
+fn admit_connection(
+    stream: &TcpStream,
+    inner: &Weak<Inner>,
+    stop: &AtomicBool,
+    max_request: usize,
+    handshake_deadline: Instant,
+) -> std::io::Result<Option<(Grants, FrameDecoder)>> {
+    let required = inner.upgrade().is_some_and(|i| i.config.clients.is_some());
+    if !required {
+        return Ok(Some((Grants::ALL, FrameDecoder::new(max_request))));
+    }
+    Ok(match handshake(stream, inner, stop, handshake_deadline)? {
+        Outcome::Admitted(grants, mut decoder) => {
+            decoder.set_max_body_bytes(max_request);
+            Some((grants, decoder))
+        }
+        Outcome::Closed => None,
+    })
+}
+
 fn serve(
     stream: TcpStream,
     inner: &Weak<Inner>,
     stop: &AtomicBool,
     bounds: (usize, ClientLimits),
+    handshake_deadline: Instant,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(POLL))?;
     stream.set_write_timeout(Some(POLL))?;
+    let Some(admitted) = admit_connection(&stream, inner, stop, bounds.0, handshake_deadline)?
+    else {
+        return Ok(());
+    };
     let writer = stream.try_clone()?;
     let (tx, rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT_PER_CONNECTION);
     let out = Answers {
@@ -215,7 +249,7 @@ fn serve(
         let answerer = std::thread::Builder::new()
             .name("logship-client-answers".into())
             .spawn_scoped(s, move || answer_requests(&rx, answers, inner, stop))?;
-        let read = read_requests(&stream, inner, (stop, bounds), &tx, &out);
+        let read = read_requests(&stream, inner, (stop, bounds), admitted, (&tx, &out));
         drop(tx);
         let answered = answerer
             .join()
@@ -262,15 +296,26 @@ impl Pending {
 fn read_requests(
     mut stream: &TcpStream,
     inner: &Weak<Inner>,
-    (stop, (max_request, limits)): (&AtomicBool, (usize, ClientLimits)),
-    queue: &Sender<Pending>,
-    answers: &Answers<'_>,
+    (stop, (_, limits)): (&AtomicBool, (usize, ClientLimits)),
+    (grants, mut decoder): (Grants, FrameDecoder),
+    (queue, answers): (&Sender<Pending>, &Answers<'_>),
 ) -> std::io::Result<()> {
-    let mut decoder = FrameDecoder::new(max_request);
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let mut requests = Vec::new();
     let mut deadlines = Deadlines::new(limits, Instant::now());
+    // Requests that came right behind the handshake's proof are taken before the first read.
+    let mut fresh = decoder.buffered() > 0;
     loop {
+        if std::mem::take(&mut fresh) {
+            let malformed = decode_frames(&mut decoder, &mut requests);
+            let Some(inner) = inner.upgrade() else {
+                return Ok(());
+            };
+            take_requests(&inner, grants, &mut requests, (queue, answers), stop)?;
+            if let Some(e) = malformed {
+                return Err(e);
+            }
+        }
         if stop.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -290,7 +335,7 @@ fn read_requests(
         let Some(inner) = inner.upgrade() else {
             return Ok(());
         };
-        take_requests(&inner, &mut requests, queue, answers, stop)?;
+        take_requests(&inner, grants, &mut requests, (queue, answers), stop)?;
         if let Some(e) = malformed {
             return Err(e);
         }
@@ -364,14 +409,17 @@ impl Deadlines {
 /// (see [`Answers`]); the others go to the answerer.
 fn take_requests(
     inner: &Inner,
+    grants: Grants,
     requests: &mut Vec<Msg>,
-    queue: &Sender<Pending>,
-    answers: &Answers<'_>,
+    (queue, answers): (&Sender<Pending>, &Answers<'_>),
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     let lone = requests.len() == 1;
     for msg in requests.drain(..) {
-        let pending = admit(inner, msg)?;
+        let pending = match not_permitted(&msg, grants) {
+            Some(answer) => Pending::Ready(answer),
+            None => admit(inner, msg)?,
+        };
         if lone && answers.queued.load(Ordering::Acquire) == 0 {
             let answer = resolve(inner, pending);
             let mut out = answers.out.lock();
@@ -415,6 +463,47 @@ fn enqueue(
             }
         }
     }
+}
+
+/// The `not_permitted` answer to a client request `grants` do not cover; `None` when they do,
+/// or when `msg` is no client request (which [`admit`] refuses by closing).
+fn not_permitted(msg: &Msg, grants: Grants) -> Option<Msg> {
+    if grants.permits(msg) {
+        return None;
+    }
+    let status = ClientStatus::NotPermitted;
+    let message = format!(
+        "{} is not granted to this client (it holds: {grants})",
+        msg.name()
+    );
+    Some(match *msg {
+        Msg::AppendRequest { id, .. } => Msg::AppendResponse {
+            id,
+            status,
+            lsn: Lsn::ZERO,
+            message,
+        },
+        Msg::AppendBatchRequest { id, .. } => Msg::AppendBatchResponse {
+            id,
+            status,
+            first_lsn: Lsn::ZERO,
+            last_lsn: Lsn::ZERO,
+            message,
+        },
+        Msg::ReadRequest { id, .. } => Msg::ReadResponse {
+            id,
+            status,
+            detail: 0,
+            message,
+            records: Bytes::new(),
+        },
+        Msg::PromoteRequest { id, .. } => Msg::PromoteResponse {
+            id,
+            status,
+            message,
+        },
+        _ => return None,
+    })
 }
 
 /// Admits an append or a batch (hands it to the log, does not wait for its level); leaves any

@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::protocol::auth::{wipe, ClusterKey, KeyError, KeyRing, MAX_KEY_FILE_BYTES, NONCE_LEN};
+use crate::protocol::client_auth::{ClientKey, ClientKeyError, ClientKeys};
 
 /// Bytes of a key made by [`generate_key_text`].
 const GENERATED_KEY_BYTES: usize = 32;
@@ -31,6 +32,31 @@ pub fn load_key_ring(path: &Path) -> Result<KeyRing, KeyError> {
     let ring = KeyRing::from_file_bytes(&contents, path);
     wipe(&mut contents);
     ring
+}
+
+/// Reads a node's client keys file (`[clients] keys_file`; format in
+/// `protocol::client_auth`).
+///
+/// # Errors
+/// [`ClientKeyError::File`] if it cannot be read or is longer than [`MAX_KEY_FILE_BYTES`];
+/// what [`ClientKeys::from_file_bytes`] finds wrong in it.
+pub fn load_client_keys(path: &Path) -> Result<ClientKeys, ClientKeyError> {
+    let mut contents = read_secret_file(path).map_err(ClientKeyError::File)?;
+    let keys = ClientKeys::from_file_bytes(&contents, path);
+    wipe(&mut contents);
+    keys
+}
+
+/// Reads a client's own key file (`--client-key`): its first `<name> <key>` or
+/// `<name> <grants> <key>` line.
+///
+/// # Errors
+/// As [`load_client_keys`], and what [`ClientKey::from_file_bytes`] finds wrong.
+pub fn load_client_key(path: &Path) -> Result<ClientKey, ClientKeyError> {
+    let mut contents = read_secret_file(path).map_err(ClientKeyError::File)?;
+    let key = ClientKey::from_file_bytes(&contents, path);
+    wipe(&mut contents);
+    key
 }
 
 /// The bytes of a file holding secrets, at most [`MAX_KEY_FILE_BYTES`] of them.

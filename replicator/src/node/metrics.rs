@@ -204,6 +204,14 @@ fn connections(p: &mut PromText, n: &str, s: &NodeStatus) {
         "counter",
         s.connections as f64,
     );
+    single(
+        p,
+        n,
+        "logship_client_handshakes_refused_total",
+        "Client handshakes refused: unknown name, wrong key, out of order or too slow.",
+        "counter",
+        s.client_handshakes_refused as f64,
+    );
     p.family(
         "logship_sessions_rejected_total",
         "Replication sessions refused, by reason and by which side refused (self or peer).",
@@ -619,6 +627,7 @@ mod tests {
             quorum_timeouts: 0,
             malformed_frames: 0,
             connections: 2,
+            client_handshakes_refused: 0,
             primary: Some(PrimaryStatus {
                 last_lsn: 3,
                 first_lsn: 1,

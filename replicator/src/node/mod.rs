@@ -13,6 +13,7 @@
 //! log actions and every action after them run once the lock is released, still in order.
 
 mod apply;
+mod client_handshake;
 mod client_port;
 mod divergent;
 pub mod election_file;
@@ -60,7 +61,9 @@ pub use self::client_port::{
 };
 use self::integrity::Integrity;
 pub use self::integrity::{DamagedStatus, IntegrityStatus, RepairEvent};
-pub use self::keys::{generate_key_text, load_key, load_key_ring, random_nonce};
+pub use self::keys::{
+    generate_key_text, load_client_key, load_client_keys, load_key, load_key_ring, random_nonce,
+};
 pub use self::metrics::render_metrics;
 use self::observer::NodeObserver;
 pub use self::status::{ElectionStatus, NodeStatus};
@@ -116,6 +119,11 @@ pub(crate) struct Inner {
     persist_seq: Mutex<u64>,
     /// Where the answer of the switchover under way goes.
     promote: Mutex<Option<crossbeam_channel::Sender<std::result::Result<String, String>>>>,
+    /// The client keys new client connections are checked against (`None` without
+    /// `[clients]`: the port is open); replaced by [`Node::reload_keys`].
+    client_keys: client_handshake::ClientKeysSlot,
+    /// Client handshakes refused: counted, logged as one line per interval.
+    client_refusals: client_handshake::Refusals,
 }
 
 /// A running node.
@@ -311,6 +319,10 @@ impl Node {
     pub fn start(config: NodeConfig) -> Result<Node> {
         config.validate()?;
         let key = load_key_ring(&config.node.key_file)?;
+        let client_keys = match &config.clients {
+            Some(c) => Some(Arc::new(load_client_keys(&c.keys_file)?)),
+            None => None,
+        };
         let observer = Arc::new(NodeObserver::default());
         let log = Log::open(
             &config.node.data_dir,
@@ -361,6 +373,8 @@ impl Node {
             promote: Mutex::new(None),
             persist_seq: Mutex::new(0),
             stall: Mutex::new((None, false)),
+            client_keys: Mutex::new(client_keys),
+            client_refusals: client_handshake::Refusals::new(),
             log,
             config,
         });
@@ -534,6 +548,19 @@ impl Node {
         &self.inner.log
     }
 
+    /// Reads the cluster key file and (with `[clients]`) the client keys file again, and puts
+    /// them in use: replication sessions and vote proofs from now on prove with the ring's
+    /// first key and accept any of its keys; new client connections are checked against the
+    /// new client keys. Sessions and client connections already authenticated go on. Both
+    /// files are read before either is put in use: when one is bad, the node keeps every old
+    /// key and returns why.
+    ///
+    /// # Errors
+    /// [`Error::Key`] or [`Error::ClientKeys`], naming the file and what is wrong.
+    pub fn reload_keys(&self) -> Result<KeysReloaded> {
+        self.inner.reload_keys()
+    }
+
     /// Stops everything; waiting appends fail with [`Error::Closed`].
     pub fn shutdown(mut self) {
         self.stop();
@@ -572,6 +599,15 @@ impl Drop for Node {
     }
 }
 
+/// What [`Node::reload_keys`] put in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeysReloaded {
+    /// Keys in the cluster key ring.
+    pub cluster_keys: usize,
+    /// Clients in the client keys file (`None` without `[clients]`).
+    pub clients: Option<usize>,
+}
+
 struct Handler(Weak<Inner>);
 
 impl NetHandler for Handler {
@@ -585,6 +621,28 @@ impl NetHandler for Handler {
 impl Inner {
     fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    fn reload_keys(&self) -> Result<KeysReloaded> {
+        let ring = load_key_ring(&self.config.node.key_file)?;
+        let clients = match &self.config.clients {
+            Some(c) => Some(Arc::new(load_client_keys(&c.keys_file)?)),
+            None => None,
+        };
+        let reloaded = KeysReloaded {
+            cluster_keys: ring.len(),
+            clients: clients.as_ref().map(|c| c.len()),
+        };
+        self.step(Input::KeyRing(ring));
+        *self.client_keys.lock() = clients;
+        Ok(reloaded)
+    }
+
+    /// The client keys and the cluster id a client handshake starting now is checked against;
+    /// `None` without `[clients]`.
+    fn client_keys_now(&self) -> Option<(Arc<crate::protocol::client_auth::ClientKeys>, String)> {
+        let keys = self.client_keys.lock().clone()?;
+        Some((keys, self.config.node.cluster_id.clone()))
     }
 
     fn transport(&self) -> &Arc<dyn Transport> {

@@ -55,6 +55,9 @@ pub struct NodeStatus {
     pub malformed_frames: u64,
     /// Replication connections seen.
     pub connections: u64,
+    /// Client handshakes refused (wrong key, unknown name, out of order, too slow).
+    #[serde(default)]
+    pub client_handshakes_refused: u64,
     /// The primary's replication state.
     pub primary: Option<PrimaryStatus>,
     /// The follower's replication state.
@@ -151,6 +154,7 @@ impl Inner {
             quorum_timeouts: rc.quorum_timeouts,
             malformed_frames: rc.malformed_frames,
             connections: rc.connections,
+            client_handshakes_refused: self.client_refusals.total(),
             primary,
             follower,
             integrity: self.integrity_status(),

@@ -116,6 +116,13 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the largest body accepted from the next frame on (the client port reads its
+    /// handshake with a small limit, then requests with the request limit); bytes already
+    /// buffered are kept.
+    pub fn set_max_body_bytes(&mut self, max_body_bytes: usize) {
+        self.max_body_bytes = max_body_bytes;
+    }
+
     /// Adds received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
