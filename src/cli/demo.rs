@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use logship::replication::link::Phase;
 use logship::replication::node::ElectionStatus;
+use logship::replication::protocol::client_auth::ClientKey;
 use logship::replication::status::FollowerStatus;
 use logship::replication::transport::handover;
 use logship::{Client, DurabilityLevel, NodeStatus};
@@ -50,6 +51,8 @@ const CAUGHT_UP_RECORDS: u64 = 100;
 const WAIT_BOUND: Duration = Duration::from_secs(30);
 /// The descriptor number a node's replication listener has in the node's process.
 const CHILD_FD: RawFd = 3;
+/// The demo client's key file (its line is also the nodes' client keys file).
+const CLIENT_KEY_FILE: &str = "demo.key";
 /// A port not chosen yet: the node binds port 0 and prints what it got.
 const UNBOUND: &str = "127.0.0.1:0";
 /// Columns that explanations are wrapped to.
@@ -214,6 +217,7 @@ fn run_load(
         durability: DurabilityLevel::RemoteDurable,
         acked: None,
         json: false,
+        client_key: Some(cluster.key_file.clone()),
     };
     let (tx, acked) = crossbeam_channel::unbounded();
     let start = Instant::now();
@@ -252,6 +256,9 @@ struct Member {
 struct Cluster {
     exe: PathBuf,
     members: Vec<Member>,
+    /// The demo client's key (every node has `[clients]`), and its file.
+    key: ClientKey,
+    key_file: PathBuf,
 }
 
 /// A member's config: its client port, and the table of every member with the client
@@ -272,6 +279,7 @@ fn member_config(
     format!(
         "[node]\nid = \"{name}\"\ncluster_id = \"demo\"\nkey_file = \"cluster.key\"\n\
          data_dir = \"data/{name}\"\nlisten_client = \"{client}\"\nlisten_http = \"{UNBOUND}\"\n\
+         \n[clients]\nkeys_file = \"clients.keys\"\n\
          \n[cluster]\nquorum = \"{QUORUM}\"\nmembers = [\n{rows}]\n\
          \n# Members come back within seconds here: try a failed link again soon.\n\
          [breaker]\nfailure_threshold = 3\nreset_timeout_ms = 500\n\n[backoff]\nmax_ms = 500\n"
@@ -285,12 +293,22 @@ impl Cluster {
     /// for restarts.
     fn start(dir: &Path) -> anyhow::Result<Cluster> {
         super::keygen::write_key(&dir.join("cluster.key"))?;
+        // One client key for the load, the live view and the final check; the nodes' client
+        // keys file holds the same line.
+        let line =
+            super::keygen::write_client_key(&dir.join(CLIENT_KEY_FILE), "demo", "append,read")?;
+        std::fs::write(dir.join("clients.keys"), format!("{line}\n"))
+            .context("writing clients.keys")?;
+        let key = super::client_key(Some(&dir.join(CLIENT_KEY_FILE)))?
+            .context("the demo's client key")?;
         let listeners = (MEMBERS.iter())
             .map(|_| TcpListener::bind(UNBOUND).context("binding a replication listener"))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut c = Cluster {
             exe: std::env::current_exe().context("finding the logship binary")?,
             members: Vec::new(),
+            key,
+            key_file: dir.join(CLIENT_KEY_FILE),
         };
         for (&name, l) in MEMBERS.iter().zip(&listeners) {
             c.members.push(Member {
@@ -449,7 +467,8 @@ impl Cluster {
         let m = &mut self.members[i];
         m.child.as_ref()?;
         if m.conn.is_none() {
-            let mut c = Client::connect(m.client, Duration::from_millis(500)).ok()?;
+            let timeout = Duration::from_millis(500);
+            let mut c = Client::connect_with_key(m.client, timeout, &self.key).ok()?;
             c.set_timeout(Duration::from_secs(1)).ok()?;
             m.conn = Some(c);
         }
@@ -1053,8 +1072,8 @@ fn converge(c: &mut Cluster) -> anyhow::Result<(usize, u64, Duration)> {
 type Rec = (u64, u64, u32, u32, usize);
 
 /// Every record of a member, through its client port.
-fn records(addr: SocketAddr) -> anyhow::Result<Vec<Rec>> {
-    let mut c = Client::connect(addr, Duration::from_secs(5))?;
+fn records(addr: SocketAddr, key: &ClientKey) -> anyhow::Result<Vec<Rec>> {
+    let mut c = Client::connect_with_key(addr, Duration::from_secs(5), key)?;
     let mut out = Vec::new();
     let mut from = logship::Lsn(1);
     loop {
@@ -1073,9 +1092,10 @@ fn records(addr: SocketAddr) -> anyhow::Result<Vec<Rec>> {
 /// Every member holds the same records as the primary `p`, and every acknowledged append is
 /// among them at its LSN with its CRC; returns the lines that say so.
 fn check_records(c: &Cluster, p: usize, acked: &[(u64, u32)]) -> anyhow::Result<Vec<String>> {
-    let want = records(c.members[p].client).with_context(|| format!("reading {}", MEMBERS[p]))?;
+    let want =
+        records(c.members[p].client, &c.key).with_context(|| format!("reading {}", MEMBERS[p]))?;
     for m in c.members.iter().filter(|m| m.name != MEMBERS[p]) {
-        let got = records(m.client).with_context(|| format!("reading {}", m.name))?;
+        let got = records(m.client, &c.key).with_context(|| format!("reading {}", m.name))?;
         if got != want {
             let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
             bail!(
@@ -1128,7 +1148,7 @@ fn summary(c: &mut Cluster, stats: &LoadStats, ran: &Ran) -> anyhow::Result<()> 
     if let Some(s) = c.status(p) {
         let addr = c.members[p].client;
         println!(
-            "logship status --addr {addr}\n{}",
+            "logship status --addr {addr} --client-key {CLIENT_KEY_FILE}\n{}",
             super::status::render(&s)
         );
     }

@@ -1,38 +1,77 @@
 //! `logship keygen FILE`: writes a new random cluster key (64 hex characters), readable only by
 //! its owner. Refuses to overwrite an existing file.
+//!
+//! `logship keygen --client NAME [--grants LIST] FILE` writes a client key line instead,
+//! `NAME GRANTS KEY`: the line is both the client's `--client-key` file and the line to add to
+//! the nodes' client keys file (`[clients] keys_file`).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use logship::replication::protocol::client_auth::{ClientKey, Grants};
 
 /// Arguments of `logship keygen`.
 #[derive(Debug, clap::Args)]
 pub struct KeygenArgs {
     /// Where to write the key.
     file: PathBuf,
+    /// Write a client key line for this client name instead of a cluster key.
+    #[arg(long, value_name = "NAME")]
+    client: Option<String>,
+    /// The client's grants, a comma list of append, read, admin (with `--client`).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "append,read",
+        requires = "client"
+    )]
+    grants: String,
 }
 
-/// Writes a new key file.
-pub fn write_key(path: &std::path::Path) -> anyhow::Result<()> {
-    let key = logship::replication::node::generate_key_text().context("generating a key")?;
+/// Creates `path` (never over an existing file), readable only by its owner, holding `line`.
+fn write_secret(path: &Path, line: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{key}")
+    writeln!(f, "{line}")
         .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn new_key() -> anyhow::Result<String> {
+    logship::replication::node::generate_key_text().context("generating a key")
+}
+
+/// Writes a new key file.
+pub fn write_key(path: &Path) -> anyhow::Result<()> {
+    write_secret(path, &new_key()?)
+}
+
+/// Writes a new client key line, `name grants key`, to a new file at `path`; returns the line
+/// (for the nodes' client keys file).
+pub fn write_client_key(path: &Path, name: &str, grants: &str) -> anyhow::Result<String> {
+    let grants = Grants::parse(grants).context("--grants")?;
+    let line = format!("{name} {grants} {}", new_key()?);
+    // The line must read back as a client key (the name's characters, above all).
+    ClientKey::from_file_bytes(line.as_bytes(), path).context("--client")?;
+    write_secret(path, &line)?;
+    Ok(line)
 }
 
 /// Runs `logship keygen`.
 pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
-    write_key(&args.file)?;
+    match &args.client {
+        Some(name) => {
+            write_client_key(&args.file, name, &args.grants)?;
+        }
+        None => write_key(&args.file)?,
+    }
     println!("{}", args.file.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -75,6 +75,11 @@ pub struct LoadArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Client key file for a node with `[clients]` (a `<name> <key>` or `<name> <grants>
+    /// <key>` line, as `logship keygen --client` writes it); read again at every connection,
+    /// so a client key rotated in the file is taken up on the next reconnect.
+    #[arg(long, value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// Counters shared by the clients; read live by `logship demo`.
@@ -158,6 +163,7 @@ pub fn start_clients(
             stats: Arc::clone(stats),
             acked: acked.clone(),
             seq: 0,
+            key_file: args.client_key.clone(),
         };
         let (pipeline, batch) = (args.pipeline, args.batch);
         let t = std::thread::Builder::new()
@@ -189,6 +195,8 @@ struct LoadClient {
     stats: Arc<LoadStats>,
     acked: Option<crossbeam_channel::Sender<(u64, u32)>>,
     seq: u64,
+    /// `--client-key`, read at each connection.
+    key_file: Option<PathBuf>,
 }
 
 /// An append in flight: its payload's CRC and when it was sent.
@@ -216,7 +224,13 @@ impl LoadClient {
     /// A connection, made now if there is none; `None` (counted, after a pause) if it fails.
     fn connect<'c>(&mut self, client: &'c mut Option<Client>) -> Option<&'c mut Client> {
         if client.is_none() {
-            match Client::connect(self.addr, Duration::from_secs(2)) {
+            // A key file being rewritten may read badly once: counted, and tried again.
+            let Ok(key) = super::client_key(self.key_file.as_deref()) else {
+                self.stats.error("client_key");
+                std::thread::sleep(RECONNECT_DELAY);
+                return None;
+            };
+            match Client::connect_as(self.addr, Duration::from_secs(2), key.as_ref()) {
                 Ok(mut c) => {
                     let _ = c.set_timeout(REQUEST_TIMEOUT);
                     *client = Some(c);
@@ -464,6 +478,8 @@ fn check_args(args: &LoadArgs) -> anyhow::Result<()> {
 /// Runs `logship load`.
 pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     check_args(&args)?;
+    // A bad key file fails here, once, rather than as a count of failed connections.
+    super::client_key(args.client_key.as_deref())?;
     let (tx, writer) = match &args.acked {
         Some(p) => {
             let (tx, t) = start_acked_writer(p.clone())?;

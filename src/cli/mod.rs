@@ -19,7 +19,9 @@ mod verify;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use logship::replication::protocol::client_auth::ClientKey;
 
 /// Exit code of a usage, I/O or not-a-log error (clap uses 2 for usage errors too).
 pub const EXIT_ERROR: u8 = 2;
@@ -91,6 +93,15 @@ impl BackendArg {
 pub struct DirArg {
     /// The log directory.
     dir: PathBuf,
+}
+
+/// Reads the client key file of `--client-key`, if one was given.
+pub fn client_key(path: Option<&std::path::Path>) -> anyhow::Result<Option<ClientKey>> {
+    let read = |p: &std::path::Path| {
+        logship::replication::node::load_client_key(p)
+            .with_context(|| format!("--client-key {}", p.display()))
+    };
+    path.map(read).transpose()
 }
 
 /// Parses the command line; exits with clap's message and code 2 on a usage error.

@@ -1,5 +1,7 @@
 //! `logship node --config FILE.toml`: runs a primary or a follower until SIGINT or SIGTERM.
 //! The config is checked before anything starts; a bad key is named in the one error line.
+//! SIGHUP reloads the keys (the cluster key ring and the client keys file): a bad file keeps
+//! the old keys and is named in a warning (docs/operations.md, key rotation).
 //!
 //! With `LOGSHIP_REPLICATION_FD=N` in its environment the node serves replication on the
 //! listening socket it inherited as descriptor N instead of binding its replication address
@@ -38,6 +40,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .context("installing signal handlers")?;
     let id = config.node.id.clone();
@@ -49,10 +52,14 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         node.client_addr().map_or("-".into(), |a| a.to_string()),
         node.http_addr().map_or("-".into(), |a| a.to_string()),
     );
-    loop {
-        if let Some(sig) = signals.pending().next() {
+    'run: loop {
+        for sig in signals.pending() {
+            if sig == signal_hook::consts::SIGHUP {
+                on_sighup(&node);
+                continue;
+            }
             tracing::info!(signal = sig, "stopping");
-            break;
+            break 'run;
         }
         if let Some(cause) = node.failure() {
             node.shutdown();
@@ -64,6 +71,18 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     }
     node.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: the node reads its key files again (`Node::reload_keys`).
+fn on_sighup(node: &logship::Node) {
+    match node.reload_keys() {
+        Ok(r) => tracing::info!(
+            cluster_keys = r.cluster_keys,
+            clients = r.clients,
+            "SIGHUP: keys reloaded"
+        ),
+        Err(e) => tracing::warn!(error = %e, "SIGHUP: keys not reloaded; the old keys stay in use"),
+    }
 }
 
 /// The replication listener named by [`REPLICATION_FD_ENV`], if set, once it is checked to be a

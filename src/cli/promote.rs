@@ -5,6 +5,7 @@
 //! with its time.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -20,13 +21,19 @@ pub struct PromoteArgs {
     /// Seconds to wait for the whole switchover.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Client key file for a node with `[clients]`: a `<name> <key>` or `<name> <grants> <key>`
+    /// line, as `logship keygen --client` writes it.
+    #[arg(long, value_name = "FILE")]
+    client_key: Option<PathBuf>,
 }
 
 /// Runs `logship promote`.
 pub fn run(args: PromoteArgs) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
     let start = Instant::now();
-    let target = Client::connect(args.addr, timeout)?.status()?;
+    let key = super::client_key(args.client_key.as_deref())?;
+    let connect = |addr| Client::connect_as(addr, timeout, key.as_ref());
+    let target = connect(args.addr)?.status()?;
     if target.primary.is_some() {
         println!(
             "{} is the primary already (epoch {})",
@@ -40,13 +47,13 @@ pub fn run(args: PromoteArgs) -> anyhow::Result<ExitCode> {
     let primary: SocketAddr = primary
         .parse()
         .with_context(|| format!("the primary's address {primary:?}"))?;
-    let mut c = Client::connect(primary, timeout)?;
+    let mut c = connect(primary)?;
     c.set_timeout(timeout)?;
     let done = c.promote(&target.node_id)?;
     let handed = start.elapsed();
     println!("{done} ({:.1} ms)", handed.as_secs_f64() * 1e3);
     loop {
-        if let Ok(s) = Client::connect(args.addr, timeout).and_then(|mut c| c.status()) {
+        if let Ok(s) = connect(args.addr).and_then(|mut c| c.status()) {
             if s.primary.as_ref().is_some_and(|p| p.serving) && s.epoch > target.epoch {
                 let took = start.elapsed().as_secs_f64() * 1e3;
                 println!(

@@ -55,6 +55,7 @@ use logship::{
 };
 
 use super::EXIT_CORRUPT;
+use logship::replication::protocol::client_auth::ClientKey;
 
 /// Bytes asked for per read of the remote (its client port caps a read at 8 MiB).
 const READ_PIECE_BYTES: u32 = 4 << 20;
@@ -76,6 +77,10 @@ pub struct RepairArgs {
     /// Bound on connecting to the remote and on each of its answers, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TIMEOUT_MS)]
     timeout_ms: u64,
+    /// Client key file for a node with `[clients]`: a `<name> <key>` or `<name> <grants> <key>`
+    /// line, as `logship keygen --client` writes it.
+    #[arg(long, value_name = "FILE")]
+    client_key: Option<PathBuf>,
 }
 
 /// Why the remote's records were not used (exit 1): they do not continue this log as it was.
@@ -146,7 +151,8 @@ pub fn run(args: RepairArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e),
     };
     scrub(&log, &args.dir)?;
-    let mut remote = Remote::new(args.from, Duration::from_millis(args.timeout_ms));
+    let key = super::client_key(args.client_key.as_deref())?;
+    let mut remote = Remote::new(args.from, Duration::from_millis(args.timeout_ms), key);
     let repaired = repair(&log, &mut remote);
     let closed = log.close();
     let refused = match repaired {
@@ -403,14 +409,17 @@ struct Remote {
     spec: String,
     timeout: Duration,
     client: Option<Client>,
+    /// The client key of `--client-key` (the remote needs the `read` grant).
+    key: Option<ClientKey>,
 }
 
 impl Remote {
-    fn new(spec: String, timeout: Duration) -> Remote {
+    fn new(spec: String, timeout: Duration, key: Option<ClientKey>) -> Remote {
         Remote {
             spec,
             timeout,
             client: None,
+            key,
         }
     }
 
@@ -424,7 +433,7 @@ impl Remote {
                     .with_context(|| format!("resolving {}", self.spec))?
                     .next()
                     .with_context(|| format!("{} resolves to no address", self.spec))?;
-                Client::connect(addr, self.timeout)
+                Client::connect_as(addr, self.timeout, self.key.as_ref())
                     .with_context(|| format!("the remote {}", self.spec))?
             }
         };

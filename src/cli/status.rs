@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,12 +24,17 @@ pub struct StatusArgs {
     /// Seconds to wait for the node.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    /// Client key file for a node with `[clients]`: a `<name> <key>` or `<name> <grants> <key>`
+    /// line, as `logship keygen --client` writes it.
+    #[arg(long, value_name = "FILE")]
+    client_key: Option<PathBuf>,
 }
 
 /// Runs `logship status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
-    let status = Client::connect(args.addr, timeout)?.status()?;
+    let key = super::client_key(args.client_key.as_deref())?;
+    let status = Client::connect_as(args.addr, timeout, key.as_ref())?.status()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

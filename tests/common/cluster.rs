@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use logship::replication::http::http_get;
+use logship::replication::protocol::client_auth::ClientKey;
 use logship::replication::status::{FollowerStatus, PrimaryStatus};
 use logship::{Client, Lsn, NodeStatus, Record};
 
@@ -29,7 +30,9 @@ pub const COMMIT_MS: u64 = 2000;
 pub const START_BOUND: Duration = Duration::from_secs(15);
 /// Short timeouts so that failures are noticed quickly, yet long enough that a node starved of
 /// CPU for a moment (another test suite running beside) is not taken for a dead one.
-const TIMEOUTS: &str = "[timeouts]\nconnect_ms = 300\nhandshake_ms = 1000\nheartbeat_interval_ms = 50\npeer_ms = 1000\ncommit_ms = 2000\n\n[backoff]\ninitial_ms = 20\nmax_ms = 200\n";
+fn timeouts(commit_ms: u64) -> String {
+    format!("[timeouts]\nconnect_ms = 300\nhandshake_ms = 1000\nheartbeat_interval_ms = 50\npeer_ms = 1000\ncommit_ms = {commit_ms}\n\n[backoff]\ninitial_ms = 20\nmax_ms = 200\n")
+}
 /// A breaker that retries a dead follower soon.
 const BREAKER: &str = "[breaker]\nreset_timeout_ms = 300\n";
 /// Lines of each node's log printed when a test fails.
@@ -135,6 +138,11 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     /// Each follower's mode (`sync`, `async`), in the primary's config order.
     modes: Vec<(String, &'static str)>,
+    /// `timeouts.commit_ms` of every node, for its next start ([`COMMIT_MS`] unless a test
+    /// changes it).
+    pub commit_ms: u64,
+    /// The client key the test's own clients (status, reads) use, for nodes with `[clients]`.
+    pub client_key: Option<ClientKey>,
 }
 
 /// Not known yet: the node picks its ports.
@@ -187,7 +195,13 @@ impl Cluster {
             .iter()
             .map(|f| (f.name.clone(), f.mode))
             .collect();
-        Cluster { dir, nodes, modes }
+        Cluster {
+            dir,
+            nodes,
+            modes,
+            commit_ms: COMMIT_MS,
+            client_key: None,
+        }
     }
 
     /// Starts every follower, then the primary, and waits until each answers on its client
@@ -251,9 +265,10 @@ impl Cluster {
     /// Starts `name` (again) with its config and data directory.
     pub fn spawn(&mut self, name: &str) {
         let followers = (name == PRIMARY).then(|| self.followers_toml());
+        let commit_ms = self.commit_ms;
         let n = self.node_mut(name);
         assert!(n.child.is_none(), "node {name} already runs");
-        n.write_config(followers.as_deref());
+        n.write_config(followers.as_deref(), commit_ms);
         n.log_mark = std::fs::metadata(&n.log).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -344,13 +359,18 @@ impl Cluster {
 
     /// A client of `name`'s client port.
     pub fn client(&self, name: &str) -> Client {
-        Client::connect(self.node(name).client, Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("connecting to {name}: {e}"))
+        Client::connect_as(
+            self.node(name).client,
+            Duration::from_secs(5),
+            self.client_key.as_ref(),
+        )
+        .unwrap_or_else(|e| panic!("connecting to {name}: {e}"))
     }
 
     /// `name`'s status from its client port.
     pub fn status(&self, name: &str) -> logship::replication::Result<NodeStatus> {
-        Client::connect(self.node(name).client, Duration::from_millis(500))?.status()
+        let key = self.client_key.as_ref();
+        Client::connect_as(self.node(name).client, Duration::from_millis(500), key)?.status()
     }
 
     /// The primary's replication status.
@@ -430,7 +450,7 @@ impl NodeProc {
 
     /// Writes the config for the next start: a follower listens where it listened before (its
     /// primary's config names that port), or on a port it picks the first time.
-    fn write_config(&self, followers: Option<&str>) {
+    fn write_config(&self, followers: Option<&str>, commit_ms: u64) {
         let mut text = self.sections.clone();
         if self.follower {
             let addr = self
@@ -446,7 +466,8 @@ impl NodeProc {
             text = text.replacen("\n[replication]\n", &format!("\n[replication]\n{f}"), 1);
         }
         let extra = if self.follower { "" } else { BREAKER };
-        std::fs::write(&self.config, format!("{text}\n{extra}\n{TIMEOUTS}"))
+        let timeouts = timeouts(commit_ms);
+        std::fs::write(&self.config, format!("{text}\n{extra}\n{timeouts}"))
             .expect("write node config");
     }
 
