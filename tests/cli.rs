@@ -572,3 +572,96 @@ fn a_node_refuses_an_inherited_descriptor_that_is_not_its_listener() {
         "LOGSHIP_REPLICATION_FD=1000: descriptor 1000 is not open",
     );
 }
+
+/// `logship keygen --client` writes a client key line; a node with `[clients]` answers
+/// `logship status --client-key` with that key, and refuses it without one.
+#[test]
+fn client_keys_from_keygen_admit_status_and_strangers_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_file = dir.path().join("ops.key");
+    let args = ["keygen", "--client", "ops", "--grants", "read,admin"];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.push(key_file.as_os_str());
+    let (code, _, stderr) = run_cli(&argv);
+    assert_eq!(code, 0, "keygen --client: {stderr}");
+    let line = std::fs::read_to_string(&key_file).expect("key line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[..2], ["ops", "read,admin"], "{line}");
+    assert_eq!(fields[2].len(), 64, "{line}");
+    let bad = run_cli(&[
+        OsStr::new("keygen"),
+        OsStr::new("--client"),
+        OsStr::new("x"),
+        OsStr::new("--grants"),
+        OsStr::new("write"),
+        dir.path().join("x.key").as_os_str(),
+    ]);
+    assert!(
+        bad.0 != 0 && bad.2.contains("unknown grant \"write\""),
+        "{bad:?}"
+    );
+
+    let (code, _, stderr) = run_cli(&[
+        OsStr::new("keygen"),
+        dir.path().join("cluster.key").as_os_str(),
+    ]);
+    assert_eq!(code, 0, "keygen: {stderr}");
+    std::fs::write(dir.path().join("clients.keys"), &line).expect("clients file");
+    let config = dir.path().join("p.toml");
+    let text =
+        "[node]\nid = \"p\"\nrole = \"primary\"\ncluster_id = \"t\"\nkey_file = \"cluster.key\"\n\
+                data_dir = \"data\"\nlisten_client = \"127.0.0.1:0\"\ntransport = \"portable\"\n\
+                [clients]\nkeys_file = \"clients.keys\"\n";
+    std::fs::write(&config, text).expect("config");
+    let mut node = Command::new(bin())
+        .args(["node", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start logship node");
+    let client = client_port_of(&mut node);
+    let status = |extra: &[&OsStr]| {
+        let mut argv = vec![
+            OsStr::new("status"),
+            OsStr::new("--addr"),
+            OsStr::new(&client),
+        ];
+        argv.extend_from_slice(extra);
+        run_cli(&argv)
+    };
+    let with_key = status(&[OsStr::new("--client-key"), key_file.as_os_str()]);
+    let without = status(&[]);
+    let _ = node.kill();
+    let _ = node.wait();
+    assert_eq!(with_key.0, 0, "status with the key: {with_key:?}");
+    assert!(with_key.1.contains("node p (primary"), "{with_key:?}");
+    assert!(
+        without.0 != 0
+            && without
+                .2
+                .contains("the node refused this client (protocol)"),
+        "{without:?}"
+    );
+}
+
+/// The client address a `logship node` child prints on its "up" line (stderr), within 15 s.
+fn client_port_of(node: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stderr = node.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some((_, rest)) = line.split_once(", client ") {
+                let addr = rest.split(',').next().unwrap_or_default().to_string();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(15))
+        .expect("the node's up line")
+}
