@@ -24,7 +24,7 @@ pub struct NodeArgs {
     /// The node's TOML configuration file.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// Check the configuration and exit.
+    /// Check the configuration and the key files it names, and exit.
     #[arg(long)]
     check: bool,
 }
@@ -34,6 +34,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let mut config = NodeConfig::load(&args.config)?;
     config.replication_listener = inherited_listener(&config)?.map(Arc::new);
     if args.check {
+        check_keys(&config)?;
         println!("{}: ok", args.config.display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -71,6 +72,16 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     }
     node.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--check`: the key files read as the node would read them at start.
+fn check_keys(config: &NodeConfig) -> anyhow::Result<()> {
+    use logship::replication::node::{load_client_keys, load_key_ring};
+    load_key_ring(&config.node.key_file)?;
+    if let Some(clients) = &config.clients {
+        load_client_keys(&clients.keys_file)?;
+    }
+    Ok(())
 }
 
 /// SIGHUP: the node reads its key files again (`Node::reload_keys`).
