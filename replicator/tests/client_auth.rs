@@ -160,3 +160,63 @@ fn reloaded_client_keys_admit_new_connections_and_sessions_go_on() {
     assert!(matches!(n.reload_keys(), Err(Error::Key(_))));
     assert!(connect(&n, &next).is_ok());
 }
+
+/// The next frame on `s`, decoded (bounded by the socket's read timeout).
+fn next_msg(s: &mut TcpStream, d: &mut FrameDecoder) -> Msg {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(f) = d.next_frame().unwrap() {
+            return Msg::decode(&f).unwrap();
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the node closed the connection");
+        d.push(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_request_sent_with_the_proof_in_one_write_is_answered_after_the_welcome() {
+    use logship_replicator::protocol::client_auth::{prove_client, ClientTranscript};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path(), "");
+    let mut s = TcpStream::connect(n.client_addr().unwrap()).unwrap();
+    s.set_read_timeout(Some(ANSWER_WITHIN)).unwrap();
+    let mut d = FrameDecoder::new(1 << 20);
+    let (k, client_nonce) = (key("writer", WRITER_KEY), [5u8; 32]);
+    let hello = Msg::ClientHello {
+        nonce: client_nonce,
+        name: "writer".into(),
+    };
+    s.write_all(&hello.encode()).unwrap();
+    let Msg::ClientChallenge { nonce, cluster_id } = next_msg(&mut s, &mut d) else {
+        panic!("no challenge");
+    };
+    assert_eq!(cluster_id, "test");
+    let t = ClientTranscript {
+        cluster_id: &cluster_id,
+        name: "writer",
+        client_nonce: &client_nonce,
+        node_nonce: &nonce,
+    };
+    let mut both = Msg::ClientProof {
+        mac: prove_client(&k, &t),
+    }
+    .encode()
+    .to_vec();
+    let append = Msg::AppendRequest {
+        id: 7,
+        level: DurabilityLevel::Local,
+        payload: Bytes::from_static(b"behind the proof"),
+    };
+    both.extend_from_slice(&append.encode());
+    s.write_all(&both).unwrap();
+    assert!(matches!(
+        next_msg(&mut s, &mut d),
+        Msg::ClientWelcome { .. }
+    ));
+    match next_msg(&mut s, &mut d) {
+        Msg::AppendResponse { id: 7, lsn, .. } => assert!(lsn > Lsn::ZERO),
+        other => panic!("{other:?}"),
+    }
+}

@@ -303,33 +303,25 @@ fn read_requests(
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let mut requests = Vec::new();
     let mut deadlines = Deadlines::new(limits, Instant::now());
-    // Requests that came right behind the handshake's proof are taken before the first read.
-    let mut fresh = decoder.buffered() > 0;
+    // Bytes that came right behind the handshake's proof are decoded before the first read.
+    let mut buffered = decoder.buffered() > 0;
     loop {
-        if std::mem::take(&mut fresh) {
-            let malformed = decode_frames(&mut decoder, &mut requests);
-            let Some(inner) = inner.upgrade() else {
+        if !std::mem::take(&mut buffered) {
+            if stop.load(Ordering::Acquire) {
                 return Ok(());
+            }
+            let n = match stream.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if is_timeout(&e) || e.kind() == std::io::ErrorKind::Interrupted => {
+                    let in_flight = answers.queued.load(Ordering::Acquire);
+                    deadlines.check(Instant::now(), decoder.buffered(), in_flight)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
-            take_requests(&inner, grants, &mut requests, (queue, answers), stop)?;
-            if let Some(e) = malformed {
-                return Err(e);
-            }
+            decoder.push(&buf[..n]);
         }
-        if stop.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let n = match stream.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if is_timeout(&e) || e.kind() == std::io::ErrorKind::Interrupted => {
-                let in_flight = answers.queued.load(Ordering::Acquire);
-                deadlines.check(Instant::now(), decoder.buffered(), in_flight)?;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        decoder.push(&buf[..n]);
         let malformed = decode_frames(&mut decoder, &mut requests);
         deadlines.on_read(Instant::now(), !requests.is_empty(), decoder.buffered());
         let Some(inner) = inner.upgrade() else {
