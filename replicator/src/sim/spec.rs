@@ -18,7 +18,7 @@ use crate::backoff::BackoffConfig;
 use crate::breaker::BreakerConfig;
 use crate::commit::QuorumPolicy;
 use crate::pacing::PacingConfig;
-use crate::protocol::auth::ClusterKey;
+use crate::protocol::auth::{ClusterKey, KeyRing};
 use crate::quorum::QuorumSpec;
 use crate::vocab::{
     ElectionConfig, FollowerConfig, FollowerLink, Member, NodeId, PrimaryConfig, Rng, Timeouts,
@@ -30,6 +30,8 @@ use super::net::NetConfig;
 pub const CLUSTER_ID: &str = "sim";
 /// The key every simulated node shares.
 const CLUSTER_KEY: &[u8] = b"the simulator's cluster key, long enough";
+/// The key a run may be rotating to ([`ClusterSpec::key_ring`]).
+const NEXT_CLUSTER_KEY: &[u8] = b"the simulator's next cluster key, as long";
 /// The first follower's replication port; follower `i` listens at `BASE_PORT + i`.
 const BASE_PORT: u16 = 10_000;
 /// The primary's index.
@@ -237,6 +239,7 @@ impl ClusterSpec {
             .collect();
         let mut primary = self.primary_config();
         primary.node_id = NodeId::from(node_name(node));
+        primary.key = self.key_ring(node);
         ElectionConfig {
             members,
             me: node,
@@ -295,7 +298,7 @@ impl ClusterSpec {
         PrimaryConfig {
             cluster_id: CLUSTER_ID.into(),
             node_id: node_name(PRIMARY).into(),
-            key: cluster_key().into(),
+            key: self.key_ring(PRIMARY),
             epoch: logship_engine::Epoch(0),
             followers: (self.followers.iter().enumerate())
                 .map(|(i, f)| FollowerLink {
@@ -329,10 +332,34 @@ impl ClusterSpec {
         FollowerConfig {
             cluster_id: CLUSTER_ID.into(),
             node_id: node_name(node).into(),
-            key: cluster_key().into(),
+            key: self.key_ring(node),
             timeouts: self.timeouts,
             auto_apply: self.auto_apply(node),
         }
+    }
+
+    /// Node `node`'s cluster key ring. Most runs catch a key rotation (docs/operations.md) in
+    /// the middle of one of its three steps, each node on either side of it, drawn from the
+    /// seed (a stream of its own, so no other draw moves): step 1 (`[old]` or `[old, new]`),
+    /// step 2 (`[old, new]` or `[new, old]`) or step 3 (`[new, old]` or `[new]`). Any two
+    /// nodes then share a key one proves with and the other accepts, so every session and
+    /// vote must succeed as with one key.
+    pub fn key_ring(&self, node: usize) -> KeyRing {
+        let (old, new) = (cluster_key(), next_cluster_key());
+        let states = [
+            vec![old.clone()],
+            vec![old.clone(), new.clone()],
+            vec![new.clone(), old],
+            vec![new],
+        ];
+        let step = sub_seed(self.seed, Stream::Spec, 1000) % 4;
+        let side = sub_seed(self.seed, Stream::Spec, 1001 + node as u64) % 2;
+        // Step 3 of the draw stands for a run with no rotation under way: one key.
+        let state = match step {
+            3 => 0,
+            s => (s + side) as usize,
+        };
+        KeyRing::new(states[state].clone()).expect("one or two keys")
     }
 
     /// Whether follower `node` applies by itself (the primary: true).
@@ -434,6 +461,10 @@ pub fn node_at(addr: SocketAddr, nodes: usize) -> Option<usize> {
 
 fn cluster_key() -> ClusterKey {
     ClusterKey::from_bytes(CLUSTER_KEY).expect("the simulator's key is long enough")
+}
+
+fn next_cluster_key() -> ClusterKey {
+    ClusterKey::from_bytes(NEXT_CLUSTER_KEY).expect("the simulator's key is long enough")
 }
 
 #[cfg(test)]
