@@ -5,6 +5,10 @@
 //! the leader hints there) and restarted (it rejoins as a follower). It ends by checking that
 //! every member holds the same records, every acknowledged append among them, and a summary.
 //!
+//! Keys: the demo writes the cluster key and one client key (`demo.key`, grants `append,read`),
+//! whose line is every member's client keys file (`[clients]`): the load clients, the live view
+//! and the final check all authenticate with it.
+//!
 //! Ports: the demo binds each member's replication listener itself (127.0.0.1, port 0), writes
 //! the ports into every member's `[cluster]` table, and hands each node its listener as
 //! descriptor 3 (`LOGSHIP_REPLICATION_FD`), again on each restart, so that no replication port
