@@ -213,6 +213,38 @@ mod tests {
     }
 
     #[test]
+    fn key_files_load_as_rings_and_client_keys_with_typed_errors() {
+        use crate::protocol::client_auth::{ClientKeyError, Grants};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ring = dir.path().join("ring");
+        fs::write(
+            &ring,
+            "# step 2\nnew-key-0123456789abcdef\nold-key-0123456789abcdef\n",
+        )
+        .expect("write");
+        assert_eq!(load_key_ring(&ring).expect("a ring").len(), 2);
+        let t = transcript();
+        let current = prove(&load_key(&ring).expect("current"), Role::Primary, &t);
+        let new = prove(&key("new-key-0123456789abcdef"), Role::Primary, &t);
+        assert_eq!(current, new, "load_key gives the first line");
+        let clients = dir.path().join("clients");
+        fs::write(&clients, "a read,append k-0123456789abcdef\n").expect("write");
+        let keys = load_client_keys(&clients).expect("client keys");
+        assert_eq!(keys.grants("a"), Some(Grants::APPEND.union(Grants::READ)));
+        assert_eq!(load_client_key(&clients).expect("a client key").name(), "a");
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            load_client_keys(&missing),
+            Err(ClientKeyError::File(KeyError::Io { .. }))
+        ));
+        fs::write(&clients, vec![b'k'; MAX_KEY_FILE_BYTES + 1]).expect("write");
+        assert!(matches!(
+            load_client_key(&clients),
+            Err(ClientKeyError::File(KeyError::FileTooLong { .. }))
+        ));
+    }
+
+    #[test]
     fn random_nonces_differ() {
         let a = random_nonce().expect("random source");
         let b = random_nonce().expect("random source");
