@@ -44,6 +44,9 @@ pub enum Error {
         /// The node's text.
         message: String,
     },
+    /// TLS certificates, keys or CAs could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The log failed.
     #[error(transparent)]
     Log(#[from] logship_engine::Error),

@@ -13,7 +13,8 @@
 //!   [`pacing`]: catch-up steered by a latency target for foreground commits.
 //! - [`fetch`], [`digests`]: integrity: fetching a range from a peer (repair, take-back) and
 //!   comparing replicas' digests.
-//! - [`transport`]: the TCP transports (portable sockets, io_uring) behind one seam.
+//! - [`transport`]: the TCP transports (portable sockets, io_uring) behind one seam, and a TLS
+//!   layer over either; [`tls`]: certificates, keys and their reload.
 //! - [`node`], [`client`], [`config`], [`http`]: the running node (the executor that feeds the
 //!   replica), its client protocol, its configuration file, and its metrics and health
 //!   endpoints.
@@ -48,6 +49,7 @@ pub mod replica;
 pub mod sim;
 pub mod slots;
 pub mod status;
+pub mod tls;
 pub mod transport;
 pub mod vocab;
 

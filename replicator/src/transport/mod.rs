@@ -4,7 +4,8 @@
 //! [`NetHandler::on_event`] for every connection event (connected, accepted, bytes received,
 //! closed); the handler decodes frames, feeds the state machines and calls [`Transport::send`]
 //! with the frames they return. Two transports implement the seam: [`portable`] (ordinary
-//! sockets and threads) and [`uring`] (one io_uring ring on its own thread).
+//! sockets and threads) and [`uring`] (one io_uring ring on its own thread). [`tls`] is a layer
+//! over either that runs TLS on every connection.
 //!
 //! Contract every transport keeps:
 //! - `send` never blocks: bytes are written at once when the socket has room and queued in order
@@ -28,6 +29,7 @@ use bytes::Bytes;
 
 pub mod handover;
 pub mod portable;
+pub mod tls;
 pub mod uring;
 
 /// Identifies one connection for the life of a transport; never reused.
