@@ -10,6 +10,10 @@
 //! [`Client::connect_with_key`] (or [`Client::authenticate`] on a fresh connection) runs the
 //! client handshake (`protocol::client_auth`) before any request, and checks the node's proof
 //! in return.
+//!
+//! With a [`ClientTls`] ([`Client::connect_with`]) the connection runs TLS: the client
+//! verifies the node's certificate against its CA and, for a node that requires client
+//! certificates, presents its own.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -29,10 +33,27 @@ use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::MAX_BATCH_RECORDS;
 use crate::protocol::{ClientStatus, DurabilityLevel, Msg};
 
+mod stream;
+
+pub use self::stream::ClientTls;
+use self::stream::Stream;
+
+/// What a client shows a node: TLS (it checks the node's certificate, and presents its own
+/// where the node requires one) and a client key for the client handshake, each when given.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Credentials<'a> {
+    /// TLS settings; `None`: plain TCP.
+    pub tls: Option<&'a ClientTls>,
+    /// The client key; `None`: no client handshake (a node without `[clients]`).
+    pub key: Option<&'a ClientKey>,
+}
+
 /// A connection to a node's client port.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
+    /// The first byte the node sent, to tell a node that speaks TLS to a plaintext client.
+    first_byte: Option<u8>,
     decoder: FrameDecoder,
     next_id: u64,
     buf: Vec<u8>,
@@ -56,14 +77,28 @@ impl Client {
     /// # Errors
     /// [`Error::Io`].
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Client> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)
+        Client::connect_with(addr, timeout, None)
+    }
+
+    /// Like [`Client::connect`], over TLS when `tls` is given (the handshake happens with the
+    /// first request, within the same timeout).
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Tls`].
+    pub fn connect_with(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<Client> {
+        let socket = TcpStream::connect_timeout(&addr, timeout)
             .map_err(|e| io(&format!("connecting to {addr}"), e))?;
-        stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
-        stream
+        socket.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
+        socket
             .set_read_timeout(Some(timeout))
             .map_err(|e| io("read timeout", e))?;
         Ok(Client {
-            stream,
+            stream: Stream::new(socket, addr, tls)?,
+            first_byte: None,
             decoder: FrameDecoder::new(DEFAULT_MAX_BODY_BYTES),
             next_id: 1,
             buf: vec![0; 64 << 10],
@@ -89,20 +124,21 @@ impl Client {
         Ok(client)
     }
 
-    /// Connects with `key` when one is given (see [`Client::connect_with_key`]), else as
-    /// [`Client::connect`].
+    /// Connects with `credentials`: over TLS when they hold a [`ClientTls`], then through the
+    /// client handshake when they hold a [`ClientKey`] (see [`Client::connect_with_key`]).
     ///
     /// # Errors
-    /// As those.
+    /// As [`Client::connect_with`] and [`Client::connect_with_key`].
     pub fn connect_as(
         addr: SocketAddr,
         timeout: Duration,
-        key: Option<&ClientKey>,
+        credentials: Credentials<'_>,
     ) -> Result<Client> {
-        match key {
-            Some(key) => Client::connect_with_key(addr, timeout, key),
-            None => Client::connect(addr, timeout),
+        let mut client = Client::connect_with(addr, timeout, credentials.tls)?;
+        if let Some(key) = credentials.key {
+            client.authenticate(key)?;
         }
+        Ok(client)
     }
 
     /// Runs the client handshake on this connection, before any request: hello, the node's
@@ -153,18 +189,19 @@ impl Client {
         addrs: &[SocketAddr],
         timeout: Duration,
     ) -> Result<(Client, SocketAddr)> {
-        Client::connect_primary_as(addrs, timeout, None)
+        Client::connect_primary_as(addrs, timeout, Credentials::default())
     }
 
-    /// [`Client::connect_primary`], authenticating with `key` on each member tried when one
-    /// is given.
+    /// [`Client::connect_primary`] with `credentials` on each member tried: over TLS when
+    /// they hold a [`ClientTls`], authenticating when they hold a [`ClientKey`].
     ///
     /// # Errors
-    /// As [`Client::connect_primary`]; a refusal ([`Error::Refused`]) ends the search at once.
+    /// As [`Client::connect_primary`], and [`Error::Tls`]; a refusal ([`Error::Refused`]) ends
+    /// the search at once.
     pub fn connect_primary_as(
         addrs: &[SocketAddr],
         timeout: Duration,
-        key: Option<&ClientKey>,
+        credentials: Credentials<'_>,
     ) -> Result<(Client, SocketAddr)> {
         let mut last = Error::NotPrimary { leader_hint: None };
         let mut tried: Vec<SocketAddr> = Vec::new();
@@ -174,8 +211,8 @@ impl Client {
                 continue;
             }
             tried.push(addr);
-            let status =
-                Client::connect_as(addr, timeout, key).and_then(|mut c| c.status().map(|s| (c, s)));
+            let status = Client::connect_as(addr, timeout, credentials)
+                .and_then(|mut c| c.status().map(|s| (c, s)));
             match status {
                 Ok((c, s)) if s.primary.as_ref().is_some_and(|p| p.serving) => {
                     return Ok((c, addr))
@@ -198,6 +235,7 @@ impl Client {
     /// [`Error::Io`].
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.stream
+            .socket()
             .set_read_timeout(Some(timeout))
             .map_err(|e| io("read timeout", e))
     }
@@ -229,6 +267,16 @@ impl Client {
 
     /// The next answer on the connection, read as needed.
     fn next_answer(&mut self) -> Result<Msg> {
+        let answer = self.read_answer();
+        if answer.is_err() && !self.stream.is_tls() && stream::looks_like_tls(self.first_byte) {
+            return Err(Error::Protocol(
+                "the node's client port speaks TLS: connect with TLS (--tls-ca)".into(),
+            ));
+        }
+        answer
+    }
+
+    fn read_answer(&mut self) -> Result<Msg> {
         loop {
             if let Some(f) = self
                 .decoder
@@ -255,6 +303,7 @@ impl Client {
                     std::io::ErrorKind::UnexpectedEof.into(),
                 ));
             }
+            self.first_byte = self.first_byte.or(Some(self.buf[0]));
             self.decoder.push(&self.buf[..n]);
         }
     }

@@ -52,6 +52,19 @@
 //! files are read again on `Node::reload_keys` (SIGHUP for `logship node`); the format of the
 //! client keys file is `protocol::client_auth`'s, and docs/operations.md gives the rotation
 //! procedure.
+//!
+//! A `[tls]` table turns TLS on (docs/operations.md, "TLS"); without it every port is plain
+//! TCP. The HTTP port (metrics, health) stays plain either way:
+//!
+//! ```toml
+//! [tls]
+//! cert_file = "tls/p1.crt"         # this node's certificate (its node id as a DNS name)
+//! key_file = "tls/p1.key"
+//! ca_file = "tls/ca.crt"           # peers' and clients' certificates must chain to it
+//! client_auth = "none"             # or "required": clients present a certificate (mTLS)
+//! replication = true               # default true: TLS between nodes, both sides present certificates
+//! client_port = true               # default true
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -585,6 +598,9 @@ pub struct NodeConfig {
     /// `[clients]`: client authentication (none: the client port is open).
     #[serde(default)]
     pub clients: Option<ClientsSection>,
+    /// `[tls]`: TLS on the replication link and the client port; plain TCP without it.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
     /// A file system for the log instead of the real one: the fault-injecting one, for tests
     /// of an embedded node. Never read from a config file.
     #[serde(skip)]
@@ -596,6 +612,68 @@ pub struct NodeConfig {
     /// read from a config file.
     #[serde(skip)]
     pub replication_listener: Option<std::sync::Arc<std::net::TcpListener>>,
+}
+
+/// `[tls]`: TLS on the replication link and the client port (rustls). Files are PEM; relative
+/// paths are relative to the config file's directory. Reread by [`crate::Node::reload_tls`]
+/// (SIGHUP to `logship node`) for new connections.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// This node's certificate chain, leaf first. Its subject alternative names must include
+    /// the node id (the name peers verify it for) and whatever clients connect by.
+    pub cert_file: PathBuf,
+    /// This node's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// The CA certificates that peers' (and with `client_auth = "required"`, clients')
+    /// certificates must chain to.
+    pub ca_file: PathBuf,
+    /// `none` (default) or `required`: the client port asks clients for a certificate from
+    /// `ca_file`. Replication peers always present theirs.
+    #[serde(default)]
+    pub client_auth: crate::tls::ClientAuth,
+    /// TLS on the replication link (between nodes). Default `true`. Every member of a cluster
+    /// must have the same setting.
+    #[serde(default = "default_true")]
+    pub replication: bool,
+    /// TLS on the client port. Default `true`.
+    #[serde(default = "default_true")]
+    pub client_port: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl TlsSection {
+    /// The files, as the TLS module takes them.
+    pub fn files(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            ca_file: self.ca_file.clone(),
+            client_auth: self.client_auth,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (key, path) in [
+            ("tls.cert_file", &self.cert_file),
+            ("tls.key_file", &self.key_file),
+            ("tls.ca_file", &self.ca_file),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(Error::config(key, "must name a file"));
+            }
+        }
+        if !self.replication && !self.client_port {
+            return Err(Error::config(
+                "tls",
+                "neither replication nor client_port is on: leave the [tls] table out instead",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn check_name(key: &str, v: &str) -> Result<()> {
@@ -641,6 +719,11 @@ impl NodeConfig {
         if let Some(clients) = &mut c.clients {
             clients.keys_file = base.join(&clients.keys_file);
         }
+        if let Some(t) = &mut c.tls {
+            for f in [&mut t.cert_file, &mut t.key_file, &mut t.ca_file] {
+                *f = base.join(&*f);
+            }
+        }
         c.validate()?;
         Ok(c)
     }
@@ -671,6 +754,9 @@ impl NodeConfig {
         self.validate_clients()?;
         self.quorum()?;
         self.replication.validate_pacing()?;
+        if let Some(t) = &self.tls {
+            t.validate()?;
+        }
         if self.replication.catch_up_chunk_bytes < 64 << 10
             || self.replication.catch_up_chunk_bytes > 8 << 20
         {
@@ -1204,6 +1290,14 @@ impl NodeConfig {
         Ok(b)
     }
 
+    /// The name each peer's certificate must carry, by replication address: its node id
+    /// (every follower or member this node may connect to).
+    pub fn peer_names(&self) -> Vec<(SocketAddr, String)> {
+        (self.follower_links().into_iter())
+            .map(|l| (l.addr, l.name.to_string()))
+            .collect()
+    }
+
     /// The followers as the primary's state machine takes them: with a `[cluster]` table,
     /// every other member.
     pub fn follower_links(&self) -> Vec<FollowerLink> {
@@ -1471,6 +1565,41 @@ followers = [
                     "[replication]\ncatch_up_latency_target_ms = \"5\"",
                 ),
                 "catch_up_latency_target_ms",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = check(&text).unwrap_err();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    const TLS: &str =
+        "\n[tls]\ncert_file = \"p1.crt\"\nkey_file = \"p1.key\"\nca_file = \"ca.crt\"\n";
+
+    #[test]
+    fn a_tls_table_parses_with_defaults_and_bad_values_name_their_key() {
+        let c = check(&format!("{GOOD}{TLS}")).unwrap();
+        let t = c.tls.expect("a [tls] table");
+        assert!(t.replication && t.client_port);
+        assert_eq!(t.client_auth, crate::tls::ClientAuth::None);
+        assert!(check(GOOD).unwrap().tls.is_none());
+        let cases = [
+            (
+                format!("{GOOD}{TLS}client_auth = \"optional\"\n"),
+                "client_auth",
+            ),
+            (format!("{GOOD}{TLS}ciphers = \"x\"\n"), "ciphers"),
+            (
+                GOOD.to_string() + &TLS.replace("ca_file = \"ca.crt\"\n", ""),
+                "ca_file",
+            ),
+            (
+                GOOD.to_string() + &TLS.replace("\"p1.key\"", "\"\""),
+                "tls.key_file",
+            ),
+            (
+                format!("{GOOD}{TLS}replication = false\nclient_port = false\n"),
+                "tls",
             ),
         ];
         for (text, key) in cases {

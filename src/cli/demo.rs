@@ -222,6 +222,7 @@ fn run_load(
         acked: None,
         json: false,
         client_key: Some(cluster.key_file.clone()),
+        tls: super::TlsArgs::default(),
     };
     let (tx, acked) = crossbeam_channel::unbounded();
     let start = Instant::now();

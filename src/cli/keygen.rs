@@ -4,6 +4,10 @@
 //! `logship keygen --client NAME [--grants LIST] FILE` writes a client key line instead,
 //! `NAME GRANTS KEY`: the line is both the client's `--client-key` file and the line to add to
 //! the nodes' client keys file (`[clients] keys_file`).
+//! `logship keygen --tls-dir DIR --nodes n1,n2,n3 [--clients c1]`: writes a new CA and a
+//! certificate and key for each node (named for its node id, plus `localhost` and `127.0.0.1`,
+//! plus extra names given as `n1=10.0.0.1=db1.example`) and for each client, for the `[tls]`
+//! table (docs/operations.md, "TLS"). Refuses to overwrite any file.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,12 +16,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use logship::replication::protocol::client_auth::{ClientKey, Grants};
+use logship::replication::tls::generate::{self, Subject};
 
 /// Arguments of `logship keygen`.
 #[derive(Debug, clap::Args)]
 pub struct KeygenArgs {
-    /// Where to write the key.
-    file: PathBuf,
+    /// Where to write the key (a cluster key, or with `--client` a client key line).
+    #[arg(required_unless_present = "tls_dir")]
+    file: Option<PathBuf>,
     /// Write a client key line for this client name instead of a cluster key.
     #[arg(long, value_name = "NAME")]
     client: Option<String>,
@@ -29,6 +35,15 @@ pub struct KeygenArgs {
         requires = "client"
     )]
     grants: String,
+    /// Write a CA and TLS certificates into this directory (with --nodes, --clients).
+    #[arg(long, value_name = "DIR", requires = "nodes")]
+    tls_dir: Option<PathBuf>,
+    /// Node ids to issue certificates for; `ID=NAME_OR_IP[=...]` adds names to one.
+    #[arg(long, value_name = "ID[,ID...]", value_delimiter = ',', value_parser = generate::parse_subject)]
+    nodes: Vec<Subject>,
+    /// Client names to issue client certificates for (mutual TLS).
+    #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',', value_parser = generate::parse_subject)]
+    clients: Vec<Subject>,
 }
 
 /// Creates `path` (never over an existing file), readable only by its owner, holding `line`.
@@ -66,12 +81,20 @@ pub fn write_client_key(path: &Path, name: &str, grants: &str) -> anyhow::Result
 
 /// Runs `logship keygen`.
 pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
-    match &args.client {
-        Some(name) => {
-            write_client_key(&args.file, name, &args.grants)?;
+    if let Some(file) = &args.file {
+        match &args.client {
+            Some(name) => {
+                write_client_key(file, name, &args.grants)?;
+            }
+            None => write_key(file)?,
         }
-        None => write_key(&args.file)?,
+        println!("{}", file.display());
     }
-    println!("{}", args.file.display());
+    if let Some(dir) = &args.tls_dir {
+        let written = generate::write_tls_dir(dir, &args.nodes, &args.clients)?;
+        for f in written.files {
+            println!("{}", f.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use logship::replication::client::Credentials;
 use logship::{Bytes, Client, DurabilityLevel};
 use parking_lot::Mutex;
 
@@ -80,6 +81,8 @@ pub struct LoadArgs {
     /// so a client key rotated in the file is taken up on the next reconnect.
     #[arg(long, value_name = "FILE")]
     pub client_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 /// Counters shared by the clients; read live by `logship demo`.
@@ -150,9 +153,11 @@ pub fn start_clients(
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(args.clients as f64 * args.batch as f64 / r));
     let mut threads = Vec::new();
+    let tls = Arc::new(args.tls.client_tls()?);
     for id in 0..args.clients as u64 {
         let mut client = LoadClient {
             id,
+            tls: Arc::clone(&tls),
             addrs: args.addr.clone(),
             addr: args.addr[id as usize % args.addr.len()],
             size: args.size,
@@ -182,6 +187,8 @@ pub fn start_clients(
 /// One load client: its connection's target, its pacing, and where its results go.
 struct LoadClient {
     id: u64,
+    /// TLS settings, with `--tls-ca`.
+    tls: Arc<Option<logship::replication::client::ClientTls>>,
     addrs: Vec<SocketAddr>,
     /// Where it connects next. Clients start spread over the addresses; each moves on when its
     /// node is not the primary.
@@ -230,7 +237,11 @@ impl LoadClient {
                 std::thread::sleep(RECONNECT_DELAY);
                 return None;
             };
-            match Client::connect_as(self.addr, Duration::from_secs(2), key.as_ref()) {
+            let credentials = Credentials {
+                tls: (*self.tls).as_ref(),
+                key: key.as_ref(),
+            };
+            match Client::connect_as(self.addr, Duration::from_secs(2), credentials) {
                 Ok(mut c) => {
                     let _ = c.set_timeout(REQUEST_TIMEOUT);
                     *client = Some(c);

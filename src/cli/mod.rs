@@ -88,11 +88,84 @@ impl BackendArg {
     }
 }
 
+/// TLS options of the commands that connect to a node's client port (`[tls]` with
+/// `client_port = true` on the node).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Connect with TLS, trusting the CA certificates in FILE (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a node with `client_auth = "required"`; needs --tls-key.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Verify the node's certificate for NAME (a DNS name such as its node id) instead of the
+    /// IP address connected to.
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The client's TLS settings, or `None` without `--tls-ca`.
+    pub fn client_tls(&self) -> anyhow::Result<Option<logship::replication::client::ClientTls>> {
+        use logship::replication::client::ClientTls;
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        let mut tls = ClientTls::from_files(ca, identity)?;
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.with_server_name(name)?;
+        }
+        Ok(Some(tls))
+    }
+}
+
 /// A log directory argument.
 #[derive(Debug, clap::Args)]
 pub struct DirArg {
     /// The log directory.
     dir: PathBuf,
+}
+
+/// How a command that talks to a node's client port shows itself: TLS and a client key.
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Client key file for a node with `[clients]`: a `<name> <key>` or `<name> <grants> <key>`
+    /// line, as `logship keygen --client` writes it.
+    #[arg(long, value_name = "FILE")]
+    client_key: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    /// Reads the files named: the TLS settings and the client key.
+    pub fn load(&self) -> anyhow::Result<Held> {
+        Ok(Held {
+            tls: self.tls.client_tls()?,
+            key: client_key(self.client_key.as_deref())?,
+        })
+    }
+}
+
+/// What [`ConnectArgs::load`] read.
+#[derive(Debug)]
+pub struct Held {
+    tls: Option<logship::replication::client::ClientTls>,
+    key: Option<ClientKey>,
+}
+
+impl Held {
+    /// The credentials to connect with.
+    pub fn credentials(&self) -> logship::replication::client::Credentials<'_> {
+        logship::replication::client::Credentials {
+            tls: self.tls.as_ref(),
+            key: self.key.as_ref(),
+        }
+    }
 }
 
 /// Reads the client key file of `--client-key`, if one was given.

@@ -1,7 +1,8 @@
 //! `logship node --config FILE.toml`: runs a primary or a follower until SIGINT or SIGTERM.
 //! The config is checked before anything starts; a bad key is named in the one error line.
-//! SIGHUP reloads the keys (the cluster key ring and the client keys file): a bad file keeps
-//! the old keys and is named in a warning (docs/operations.md, key rotation).
+//! SIGHUP reloads the keys (the cluster key ring and the client keys file) and rereads the
+//! `[tls]` certificate, key and CA files for new connections: a file that cannot be used keeps
+//! what is in use, and is named in a warning (docs/operations.md, key rotation and TLS).
 //!
 //! With `LOGSHIP_REPLICATION_FD=N` in its environment the node serves replication on the
 //! listening socket it inherited as descriptor N instead of binding its replication address
@@ -84,7 +85,8 @@ fn check_keys(config: &NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP: the node reads its key files again (`Node::reload_keys`).
+/// SIGHUP: the node reads again what it reads from files while it runs: its key files
+/// (`Node::reload_keys`) and its TLS files (`Node::reload_tls`).
 fn on_sighup(node: &logship::Node) {
     match node.reload_keys() {
         Ok(r) => tracing::info!(
@@ -93,6 +95,13 @@ fn on_sighup(node: &logship::Node) {
             "SIGHUP: keys reloaded"
         ),
         Err(e) => tracing::warn!(error = %e, "SIGHUP: keys not reloaded; the old keys stay in use"),
+    }
+    match node.reload_tls() {
+        Ok(true) => tracing::info!("SIGHUP: TLS certificates reloaded: new connections use them"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP: TLS reload failed: the certificates in use stay")
+        }
     }
 }
 

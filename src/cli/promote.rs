@@ -5,7 +5,6 @@
 //! with its time.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -21,18 +20,16 @@ pub struct PromoteArgs {
     /// Seconds to wait for the whole switchover.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
-    /// Client key file for a node with `[clients]`: a `<name> <key>` or `<name> <grants> <key>`
-    /// line, as `logship keygen --client` writes it.
-    #[arg(long, value_name = "FILE")]
-    client_key: Option<PathBuf>,
+    #[command(flatten)]
+    connect: super::ConnectArgs,
 }
 
 /// Runs `logship promote`.
 pub fn run(args: PromoteArgs) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
     let start = Instant::now();
-    let key = super::client_key(args.client_key.as_deref())?;
-    let connect = |addr| Client::connect_as(addr, timeout, key.as_ref());
+    let held = args.connect.load()?;
+    let connect = |addr| Client::connect_as(addr, timeout, held.credentials());
     let target = connect(args.addr)?.status()?;
     if target.primary.is_some() {
         println!(

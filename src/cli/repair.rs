@@ -55,7 +55,6 @@ use logship::{
 };
 
 use super::EXIT_CORRUPT;
-use logship::replication::protocol::client_auth::ClientKey;
 
 /// Bytes asked for per read of the remote (its client port caps a read at 8 MiB).
 const READ_PIECE_BYTES: u32 = 4 << 20;
@@ -77,10 +76,8 @@ pub struct RepairArgs {
     /// Bound on connecting to the remote and on each of its answers, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TIMEOUT_MS)]
     timeout_ms: u64,
-    /// Client key file for a node with `[clients]`: a `<name> <key>` or `<name> <grants> <key>`
-    /// line, as `logship keygen --client` writes it.
-    #[arg(long, value_name = "FILE")]
-    client_key: Option<PathBuf>,
+    #[command(flatten)]
+    connect: super::ConnectArgs,
 }
 
 /// Why the remote's records were not used (exit 1): they do not continue this log as it was.
@@ -151,8 +148,11 @@ pub fn run(args: RepairArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e),
     };
     scrub(&log, &args.dir)?;
-    let key = super::client_key(args.client_key.as_deref())?;
-    let mut remote = Remote::new(args.from, Duration::from_millis(args.timeout_ms), key);
+    let mut remote = Remote::new(
+        args.from,
+        Duration::from_millis(args.timeout_ms),
+        args.connect.load()?,
+    );
     let repaired = repair(&log, &mut remote);
     let closed = log.close();
     let refused = match repaired {
@@ -408,18 +408,18 @@ struct Remote {
     /// `HOST:PORT` as given.
     spec: String,
     timeout: Duration,
+    /// TLS and the client key (the remote needs the `read` grant).
+    held: super::Held,
     client: Option<Client>,
-    /// The client key of `--client-key` (the remote needs the `read` grant).
-    key: Option<ClientKey>,
 }
 
 impl Remote {
-    fn new(spec: String, timeout: Duration, key: Option<ClientKey>) -> Remote {
+    fn new(spec: String, timeout: Duration, held: super::Held) -> Remote {
         Remote {
             spec,
             timeout,
+            held,
             client: None,
-            key,
         }
     }
 
@@ -433,7 +433,7 @@ impl Remote {
                     .with_context(|| format!("resolving {}", self.spec))?
                     .next()
                     .with_context(|| format!("{} resolves to no address", self.spec))?;
-                Client::connect_as(addr, self.timeout, self.key.as_ref())
+                Client::connect_as(addr, self.timeout, self.held.credentials())
                     .with_context(|| format!("the remote {}", self.spec))?
             }
         };

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,17 +23,15 @@ pub struct StatusArgs {
     /// Seconds to wait for the node.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
-    /// Client key file for a node with `[clients]`: a `<name> <key>` or `<name> <grants> <key>`
-    /// line, as `logship keygen --client` writes it.
-    #[arg(long, value_name = "FILE")]
-    client_key: Option<PathBuf>,
+    #[command(flatten)]
+    connect: super::ConnectArgs,
 }
 
 /// Runs `logship status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
-    let key = super::client_key(args.client_key.as_deref())?;
-    let status = Client::connect_as(args.addr, timeout, key.as_ref())?.status()?;
+    let held = args.connect.load()?;
+    let status = Client::connect_as(args.addr, timeout, held.credentials())?.status()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

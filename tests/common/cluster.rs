@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use logship::replication::client::{ClientTls, Credentials};
 use logship::replication::http::http_get;
 use logship::replication::protocol::client_auth::ClientKey;
 use logship::replication::status::{FollowerStatus, PrimaryStatus};
@@ -143,6 +144,8 @@ pub struct Cluster {
     pub commit_ms: u64,
     /// The client key the test's own clients (status, reads) use, for nodes with `[clients]`.
     pub client_key: Option<ClientKey>,
+    /// TLS settings for the helpers' clients, for nodes whose client port runs TLS.
+    pub tls: Option<ClientTls>,
 }
 
 /// Not known yet: the node picks its ports.
@@ -201,6 +204,7 @@ impl Cluster {
             modes,
             commit_ms: COMMIT_MS,
             client_key: None,
+            tls: None,
         }
     }
 
@@ -362,15 +366,23 @@ impl Cluster {
         Client::connect_as(
             self.node(name).client,
             Duration::from_secs(5),
-            self.client_key.as_ref(),
+            self.credentials(),
         )
         .unwrap_or_else(|e| panic!("connecting to {name}: {e}"))
     }
 
     /// `name`'s status from its client port.
     pub fn status(&self, name: &str) -> logship::replication::Result<NodeStatus> {
-        let key = self.client_key.as_ref();
-        Client::connect_as(self.node(name).client, Duration::from_millis(500), key)?.status()
+        let timeout = Duration::from_millis(500);
+        Client::connect_as(self.node(name).client, timeout, self.credentials())?.status()
+    }
+
+    /// What the helpers' clients show the nodes: [`Cluster::tls`] and [`Cluster::client_key`].
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            tls: self.tls.as_ref(),
+            key: self.client_key.as_ref(),
+        }
     }
 
     /// The primary's replication status.

@@ -11,14 +11,14 @@
 //! The keys are the node's as of the client's hello: a reload between hello and proof does not
 //! change the outcome; sessions already admitted keep their grants across reloads.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use super::client_wire::Link;
 use super::{random_nonce, Inner};
 use crate::log_summary::{Summary, SUMMARY_INTERVAL};
 use crate::protocol::client_auth::{Challenge, ClientKeys, ClientRefusal, Grants, Refused};
@@ -76,12 +76,12 @@ pub(crate) enum Outcome {
     Closed,
 }
 
-/// Runs the node's side of the handshake on `stream`, the keys taken from `keys` at the hello.
+/// Runs the node's side of the handshake on `link`, the keys taken from `keys` at the hello.
 ///
 /// # Errors
 /// A read or write error of the socket.
-pub(crate) fn handshake(
-    mut stream: &TcpStream,
+pub(super) fn handshake(
+    link: &Link<'_, '_>,
     inner: &Weak<Inner>,
     stop: &AtomicBool,
     deadline: Instant,
@@ -90,27 +90,28 @@ pub(crate) fn handshake(
         return Ok(Outcome::Closed);
     };
     let refusals = &node.client_refusals;
-    let ip = stream
+    let ip = link
+        .stream
         .peer_addr()
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let mut decoder = FrameDecoder::new(HANDSHAKE_MAX_BODY_BYTES);
     let mut reading = Reading {
-        stream,
+        link,
         stop,
         deadline,
     };
-    let refuse = |mut out: &TcpStream, code: ClientRefusal, name: &str, why| {
+    let refuse = |link: &Link<'_, '_>, code: ClientRefusal, name: &str, why| {
         refusals.note(ip, name, why);
         let message = refusal_text(code).to_string();
-        out.write_all(&Msg::ClientRefused { code, message }.encode())
+        link.send(&Msg::ClientRefused { code, message }.encode())
             .map(|()| Outcome::Closed)
     };
     let (name, client_nonce) = match reading.next(&mut decoder)? {
         Step::Msg(Msg::ClientHello { nonce, name }) => (name, nonce),
         Step::Msg(_) | Step::Malformed => {
-            return refuse(stream, ClientRefusal::Protocol, "", "no hello")
+            return refuse(link, ClientRefusal::Protocol, "", "no hello")
         }
-        Step::TimedOut => return refuse(stream, ClientRefusal::TimedOut, "", "timed out"),
+        Step::TimedOut => return refuse(link, ClientRefusal::TimedOut, "", "timed out"),
         Step::Gone => return Ok(Outcome::Closed),
     };
     let Some((keys, cluster_id)) = node.client_keys_now() else {
@@ -122,7 +123,7 @@ pub(crate) fn handshake(
         node_nonce: random_nonce()?,
     };
     let nonce = challenge.node_nonce;
-    stream.write_all(
+    link.send(
         &Msg::ClientChallenge {
             nonce,
             cluster_id: cluster_id.clone(),
@@ -133,19 +134,19 @@ pub(crate) fn handshake(
     let mac = match reading.next(&mut decoder)? {
         Step::Msg(Msg::ClientProof { mac }) => mac,
         Step::Msg(_) | Step::Malformed => {
-            return refuse(stream, ClientRefusal::Protocol, name, "no proof")
+            return refuse(link, ClientRefusal::Protocol, name, "no proof")
         }
-        Step::TimedOut => return refuse(stream, ClientRefusal::TimedOut, name, "timed out"),
+        Step::TimedOut => return refuse(link, ClientRefusal::TimedOut, name, "timed out"),
         Step::Gone => return Ok(Outcome::Closed),
     };
     match challenge.check(&keys, &cluster_id, &mac) {
         Ok(w) => {
             let (grants, mac) = (w.grants, w.mac);
-            stream.write_all(&Msg::ClientWelcome { grants, mac }.encode())?;
+            link.send(&Msg::ClientWelcome { grants, mac }.encode())?;
             tracing::debug!(client = name, %grants, "client admitted");
             Ok(Outcome::Admitted(grants, decoder))
         }
-        Err(Refused { code, reason }) => refuse(stream, code, name, reason),
+        Err(Refused { code, reason }) => refuse(link, code, name, reason),
     }
 }
 
@@ -166,13 +167,13 @@ enum Step {
     Gone,
 }
 
-struct Reading<'a> {
-    stream: &'a TcpStream,
+struct Reading<'a, 'p> {
+    link: &'a Link<'a, 'p>,
     stop: &'a AtomicBool,
     deadline: Instant,
 }
 
-impl Reading<'_> {
+impl Reading<'_, '_> {
     /// The next frame, read until the deadline (the socket's read timeout is the port's poll
     /// interval, so the deadline and the stop flag are looked at between reads).
     fn next(&mut self, decoder: &mut FrameDecoder) -> std::io::Result<Step> {
@@ -189,9 +190,9 @@ impl Reading<'_> {
             if Instant::now() >= self.deadline {
                 return Ok(Step::TimedOut);
             }
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Ok(Step::Gone),
-                Ok(n) => decoder.push(&buf[..n]),
+            match self.link.read_into(&mut buf, decoder) {
+                Ok(false) => return Ok(Step::Gone),
+                Ok(true) => {}
                 Err(e) if is_retry(&e) => {}
                 Err(e) => return Err(e),
             }

@@ -1,8 +1,10 @@
 //! The client port: append (with a durability level), append a batch, read from an LSN,
-//! status, promote. Ordinary sockets. Without `[clients]` in the config it is unauthenticated:
-//! bind it to loopback or a trusted network (docs/operations.md). With `[clients]`, each
-//! connection first completes the client handshake (`client_handshake`), and each request
-//! needs its grant: one not granted is answered `not_permitted` and the connection goes on.
+//! status, promote. Ordinary sockets, or TLS over them with a `[tls]` table (the byte stream
+//! is [`super::client_wire`]'s). Without `[clients]` in the config it is unauthenticated (or,
+//! with `client_auth = "required"`, authenticated by client certificates only): bind it to
+//! loopback or a trusted network (docs/operations.md). With `[clients]`, each connection first
+//! completes the client handshake (`client_handshake`), and each request needs its grant: one
+//! not granted is answered `not_permitted` and the connection goes on.
 //!
 //! Each connection has two threads, so that a client may keep many requests in flight on it
 //! (pipelining). The reader decodes requests as they arrive and admits each append at once:
@@ -50,6 +52,7 @@ use logship_engine::Lsn;
 use parking_lot::Mutex;
 
 use super::client_handshake::{handshake, Outcome};
+use super::client_wire::{Link, Patient, PortTls, Wire};
 use super::{Commit, Inner};
 use crate::config::ClientLimits;
 use crate::error::{Error, Result};
@@ -93,6 +96,7 @@ impl ClientPort {
         addr: SocketAddr,
         limits: ClientLimits,
         inner: Weak<Inner>,
+        tls: Option<PortTls>,
     ) -> Result<ClientPort> {
         let listener =
             TcpListener::bind(addr).map_err(|e| Error::io(format!("client port {addr}"), e))?;
@@ -104,7 +108,7 @@ impl ClientPort {
         let (s, c) = (Arc::clone(&stop), Arc::clone(&conns));
         let accept = std::thread::Builder::new()
             .name("logship-clients".into())
-            .spawn(move || accept_loop(&listener, &inner, (&s, &c), limits))
+            .spawn(move || accept_loop(&listener, &inner, (&s, &c), limits, tls.as_ref()))
             .map_err(|e| Error::io("spawning the client port", e))?;
         Ok(ClientPort {
             addr,
@@ -136,6 +140,7 @@ fn accept_loop(
     inner: &Weak<Inner>,
     (stop, conns): (&Arc<AtomicBool>, &Connections),
     limits: ClientLimits,
+    tls: Option<&PortTls>,
 ) {
     let slots = Slots::new(MAX_CLIENT_CONNECTIONS, limits.per_address);
     let (mut refusals, started) = (Summary::default(), Instant::now());
@@ -154,7 +159,7 @@ fn accept_loop(
                 continue;
             }
         };
-        let (inner, stop) = (inner.clone(), Arc::clone(stop));
+        let (inner, stop, tls) = (inner.clone(), Arc::clone(stop), tls.cloned());
         let accepted = Instant::now();
         let spawned = std::thread::Builder::new()
             .name("logship-client".into())
@@ -164,7 +169,8 @@ fn accept_loop(
                     .upgrade()
                     .map_or(0, |i| i.config.log_options().max_record_bytes);
                 let bounds = (max_request_bytes(max_record), limits);
-                if let Err(e) = serve(stream, &inner, &stop, bounds, accepted + limits.request) {
+                let deadline = accepted + limits.request;
+                if let Err(e) = serve(stream, &inner, &stop, bounds, (deadline, tls.as_ref())) {
                     tracing::debug!(error = %e, "client connection ended");
                 }
             });
@@ -199,7 +205,7 @@ fn max_request_bytes(max_record_bytes: usize) -> usize {
 /// The grants of a new connection and its request decoder: after the client handshake when
 /// `[clients]` is configured (`None`: refused, or the client left), else everything.
 fn admit_connection(
-    stream: &TcpStream,
+    link: &Link<'_, '_>,
     inner: &Weak<Inner>,
     stop: &AtomicBool,
     max_request: usize,
@@ -209,7 +215,7 @@ fn admit_connection(
     if !required {
         return Ok(Some((Grants::ALL, FrameDecoder::new(max_request))));
     }
-    Ok(match handshake(stream, inner, stop, handshake_deadline)? {
+    Ok(match handshake(link, inner, stop, handshake_deadline)? {
         Outcome::Admitted(grants, mut decoder) => {
             decoder.set_max_body_bytes(max_request);
             Some((grants, decoder))
@@ -223,33 +229,45 @@ fn serve(
     inner: &Weak<Inner>,
     stop: &AtomicBool,
     bounds: (usize, ClientLimits),
-    handshake_deadline: Instant,
+    (handshake_deadline, tls): (Instant, Option<&PortTls>),
 ) -> std::io::Result<()> {
+    let wire = Wire::new(tls, stream.peer_addr()?)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(POLL))?;
     stream.set_write_timeout(Some(POLL))?;
-    let Some(admitted) = admit_connection(&stream, inner, stop, bounds.0, handshake_deadline)?
-    else {
-        return Ok(());
-    };
     let writer = stream.try_clone()?;
-    let (tx, rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT_PER_CONNECTION);
     let out = Answers {
         out: Mutex::new(BufWriter::with_capacity(
             WRITE_BUFFER_BYTES,
             Patient {
                 stream: &writer,
                 stop,
+                wire: &wire,
             },
         )),
         queued: AtomicUsize::new(0),
     };
+    let link = Link {
+        stream: &stream,
+        wire: &wire,
+        out: &out.out,
+    };
+    let Some(admitted) = admit_connection(&link, inner, stop, bounds.0, handshake_deadline)? else {
+        return Ok(());
+    };
+    let (tx, rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT_PER_CONNECTION);
     std::thread::scope(|s| {
         let answers = &out;
         let answerer = std::thread::Builder::new()
             .name("logship-client-answers".into())
             .spawn_scoped(s, move || answer_requests(&rx, answers, inner, stop))?;
-        let read = read_requests(&stream, inner, (stop, bounds), admitted, (&tx, &out));
+        let read = read_requests(
+            (&stream, &wire),
+            inner,
+            (stop, bounds),
+            admitted,
+            (&tx, &out),
+        );
         drop(tx);
         let answered = answerer
             .join()
@@ -294,7 +312,7 @@ impl Pending {
 /// client's close or the port's stop, or with the error that ends the connection (a
 /// timeout of [`Deadlines`] among them).
 fn read_requests(
-    mut stream: &TcpStream,
+    (mut stream, wire): (&TcpStream, &Wire),
     inner: &Weak<Inner>,
     (stop, (_, limits)): (&AtomicBool, (usize, ClientLimits)),
     (grants, mut decoder): (Grants, FrameDecoder),
@@ -305,6 +323,7 @@ fn read_requests(
     let mut deadlines = Deadlines::new(limits, Instant::now());
     // Bytes that came right behind the handshake's proof are decoded before the first read.
     let mut buffered = decoder.buffered() > 0;
+    let mut open = true;
     loop {
         if !std::mem::take(&mut buffered) {
             if stop.load(Ordering::Acquire) {
@@ -315,23 +334,32 @@ fn read_requests(
                 Ok(n) => n,
                 Err(e) if is_timeout(&e) || e.kind() == std::io::ErrorKind::Interrupted => {
                     let in_flight = answers.queued.load(Ordering::Acquire);
-                    deadlines.check(Instant::now(), decoder.buffered(), in_flight)?;
+                    let buffered = decoder.buffered() + wire.pending();
+                    deadlines.check(Instant::now(), buffered, in_flight)?;
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            decoder.push(&buf[..n]);
+            let took = wire.take_in(&buf[..n], &mut decoder);
+            if wire.wants_write() {
+                answers.out.lock().get_mut().send_tls_output()?;
+            }
+            open = took?;
         }
         let malformed = decode_frames(&mut decoder, &mut requests);
-        deadlines.on_read(Instant::now(), !requests.is_empty(), decoder.buffered());
+        let buffered = decoder.buffered() + wire.pending();
+        deadlines.on_read(Instant::now(), !requests.is_empty(), buffered);
         let Some(inner) = inner.upgrade() else {
             return Ok(());
         };
         take_requests(&inner, grants, &mut requests, (queue, answers), stop)?;
+        if !open {
+            return Ok(());
+        }
         if let Some(e) = malformed {
             return Err(e);
         }
-        deadlines.check(Instant::now(), decoder.buffered(), 1)?;
+        deadlines.check(Instant::now(), decoder.buffered() + wire.pending(), 1)?;
     }
 }
 
@@ -429,7 +457,7 @@ fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error 
     std::io::Error::new(std::io::ErrorKind::InvalidData, e)
 }
 
-fn is_timeout(e: &std::io::Error) -> bool {
+pub(super) fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
@@ -539,6 +567,7 @@ fn answer_requests(
     let result = answer_in_order(queue, answers, inner, stop);
     let mut out = answers.out.lock();
     let flushed = out.flush();
+    let _ = out.get_mut().close_notify();
     let _ = out.get_ref().stream.shutdown(Shutdown::Both);
     result.and(flushed)
 }
@@ -585,29 +614,6 @@ fn resolve(inner: &Inner, pending: Pending) -> Msg {
         Pending::Batch { id, first, commit } => batch_answer(id, first, commit.wait()),
         Pending::Ready(answer) => answer,
         Pending::InTurn(request) => handle(inner, request),
-    }
-}
-
-/// The connection's writing end: a write that times out (the client reads slowly) is tried
-/// again until the port stops, so that a client that stops reading holds its answerer only
-/// until shutdown.
-struct Patient<'a> {
-    stream: &'a TcpStream,
-    stop: &'a AtomicBool,
-}
-
-impl Write for Patient<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        loop {
-            match self.stream.write(buf) {
-                Err(e) if is_timeout(&e) && !self.stop.load(Ordering::Acquire) => {}
-                result => return result,
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -199,6 +199,14 @@ fn connections(p: &mut PromText, n: &str, s: &NodeStatus) {
     single(
         p,
         n,
+        "logship_tls_failures_total",
+        "Connections closed by a TLS failure (bad certificate, unknown CA, plaintext peer).",
+        "counter",
+        s.tls_failures as f64,
+    );
+    single(
+        p,
+        n,
         "logship_replication_connections_total",
         "Replication connections established.",
         "counter",
@@ -626,6 +634,7 @@ mod tests {
             appends: vec![("local".into(), 1)],
             quorum_timeouts: 0,
             malformed_frames: 0,
+            tls_failures: 0,
             connections: 2,
             client_handshakes_refused: 0,
             primary: Some(PrimaryStatus {

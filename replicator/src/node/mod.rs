@@ -15,6 +15,7 @@
 mod apply;
 mod client_handshake;
 mod client_port;
+mod client_wire;
 mod divergent;
 pub mod election_file;
 mod failover;
@@ -49,6 +50,7 @@ use crate::protocol::frame;
 use crate::protocol::msg::{kind, RECORDS_PREFIX_BYTES};
 use crate::protocol::{DurabilityLevel, Msg};
 use crate::replica::Replica;
+use crate::tls::{TlsFailures, TlsState};
 use crate::transport::{self, NetEvent, NetHandler, Transport};
 use crate::vocab::{
     Action, ConnId, EpochHistory, FollowerConfig, Input, NonceSource, PrimaryConfig, ReadError,
@@ -124,6 +126,10 @@ pub(crate) struct Inner {
     client_keys: client_handshake::ClientKeysSlot,
     /// Client handshakes refused: counted, logged as one line per interval.
     client_refusals: client_handshake::Refusals,
+    /// The TLS configurations (with a `[tls]` table), swapped by [`Node::reload_tls`].
+    tls: Option<Arc<TlsState>>,
+    /// TLS failures on either port.
+    tls_failures: Arc<TlsFailures>,
 }
 
 /// A running node.
@@ -323,6 +329,9 @@ impl Node {
             Some(c) => Some(Arc::new(load_client_keys(&c.keys_file)?)),
             None => None,
         };
+        let tls = (config.tls.as_ref())
+            .map(|t| TlsState::load(t.files()).map(Arc::new))
+            .transpose()?;
         let observer = Arc::new(NodeObserver::default());
         let log = Log::open(
             &config.node.data_dir,
@@ -375,6 +384,8 @@ impl Node {
             stall: Mutex::new((None, false)),
             client_keys: Mutex::new(client_keys),
             client_refusals: client_handshake::Refusals::new(),
+            tls,
+            tls_failures: Arc::default(),
             log,
             config,
         });
@@ -394,7 +405,8 @@ impl Node {
             None => None,
         };
         let options = transport::TransportOptions { source };
-        let t = transport::start_with(inner.config.node.transport, handler, options)
+        let t = inner
+            .start_transport(handler, options)
             .map_err(|e| Error::io("starting the transport", e))?;
         let _ = inner.transport.set(Arc::clone(&t));
         let mut node = Node {
@@ -438,11 +450,7 @@ impl Node {
             );
         }
         if let Some(addr) = inner.config.node.listen_client {
-            node.client = Some(client_port::ClientPort::start(
-                addr,
-                inner.config.client_limits()?,
-                Arc::downgrade(&inner),
-            )?);
+            node.client = Some(Inner::start_client_port(&inner, addr)?);
         }
         tracing::info!(
             node = %inner.config.node.id, role = ?inner.config.node.role, transport = t.name(),
@@ -535,6 +543,24 @@ impl Node {
     /// The HTTP address.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// Reads the `[tls]` files again and uses them for new connections on both ports;
+    /// connections already up keep what they started with. `Ok(false)`: the node has no
+    /// `[tls]` table, nothing to reload.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] naming the file that could not be used; the configurations in use stay.
+    pub fn reload_tls(&self) -> Result<bool> {
+        match &self.inner.tls {
+            Some(state) => state.reload().map(|()| true).map_err(Error::from),
+            None => Ok(false),
+        }
+    }
+
+    /// TLS failures (bad certificates, plaintext peers, ...) on either port since start.
+    pub fn tls_failures(&self) -> u64 {
+        self.inner.tls_failures.count()
     }
 
     /// Why the node stopped accepting work (its log was poisoned by an I/O failure), if it
@@ -643,6 +669,40 @@ impl Inner {
     fn client_keys_now(&self) -> Option<(Arc<crate::protocol::client_auth::ClientKeys>, String)> {
         let keys = self.client_keys.lock().clone()?;
         Some((keys, self.config.node.cluster_id.clone()))
+    }
+
+    /// Starts the client port on `addr`, with TLS when `[tls]` has `client_port` on.
+    fn start_client_port(inner: &Arc<Inner>, addr: SocketAddr) -> Result<client_port::ClientPort> {
+        let tls = (inner.tls.as_ref())
+            .filter(|_| inner.config.tls.as_ref().is_some_and(|t| t.client_port))
+            .map(|s| (Arc::clone(s), Arc::clone(&inner.tls_failures)));
+        let limits = inner.config.client_limits()?;
+        client_port::ClientPort::start(addr, limits, Arc::downgrade(inner), tls)
+    }
+
+    /// Starts the configured transport, under the TLS layer when `[tls]` has `replication`
+    /// on: each peer's certificate is verified for its node id.
+    fn start_transport(
+        &self,
+        handler: Arc<dyn NetHandler>,
+        options: transport::TransportOptions,
+    ) -> std::io::Result<Arc<dyn Transport>> {
+        let backend = self.config.node.transport;
+        let on = self.config.tls.as_ref().is_some_and(|t| t.replication);
+        let Some(state) = self.tls.as_ref().filter(|_| on) else {
+            return transport::start_with(backend, handler, options);
+        };
+        let names = (self.config.peer_names().into_iter())
+            .filter_map(|(addr, id)| Some((addr, crate::tls::server_name(&id).ok()?)))
+            .collect();
+        let layer = transport::tls::TlsTransport::start(
+            |below| transport::start_with(backend, below, options),
+            handler,
+            Arc::clone(state) as Arc<dyn crate::tls::TlsConfigs>,
+            names,
+            Arc::clone(&self.tls_failures),
+        )?;
+        Ok(Arc::new(layer))
     }
 
     fn transport(&self) -> &Arc<dyn Transport> {

@@ -53,6 +53,10 @@ pub struct NodeStatus {
     pub quorum_timeouts: u64,
     /// Frames refused as malformed.
     pub malformed_frames: u64,
+    /// Connections closed by a TLS failure (bad certificate, unknown CA, plaintext peer),
+    /// on either port.
+    #[serde(default)]
+    pub tls_failures: u64,
     /// Replication connections seen.
     pub connections: u64,
     /// Client handshakes refused (wrong key, unknown name, out of order, too slow).
@@ -153,6 +157,7 @@ impl Inner {
                 .collect(),
             quorum_timeouts: rc.quorum_timeouts,
             malformed_frames: rc.malformed_frames,
+            tls_failures: self.tls_failures.count(),
             connections: rc.connections,
             client_handshakes_refused: self.client_refusals.total(),
             primary,

@@ -82,7 +82,12 @@ pub fn write_tls_dir(
         Ok(())
     };
     let ca_key = KeyPair::generate().map_err(gen_error)?;
-    let ca_params = ca_params("logship CA")?;
+    // A name of its own: two CAs of one name would make a certificate of one look issued by
+    // the other (refused only at its signature, with a less telling error).
+    let mut tag = [0u8; 4];
+    getrandom::getrandom(&mut tag).map_err(gen_error)?;
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    let ca_params = ca_params(&format!("logship CA {tag}"))?;
     let ca_cert = ca_params.self_signed(&ca_key).map_err(gen_error)?;
     put("ca.crt", &ca_cert.pem(), 0o644)?;
     put("ca.key", &ca_key.serialize_pem(), 0o600)?;
