@@ -247,6 +247,10 @@ struct ReplicateArgs {
     /// and `1sync`).
     #[arg(long)]
     no_network: bool,
+    /// Skip the TLS network cases (`...,tls`: the 100-byte network cases again, on a cluster
+    /// with TLS on the client port and the replication link).
+    #[arg(long)]
+    no_tls: bool,
     /// After the logship cases, run this peer's benchmark script and print each network case
     /// beside the peer's case of the same size and clients (`postgres`: needs root; installs
     /// PostgreSQL with apt-get). A peer that fails is reported and the run goes on.
@@ -447,6 +451,7 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
         plan.catch_up_bytes = bytes;
     }
     plan.network = !args.no_network;
+    plan.tls = !args.no_tls;
     plan.steered = !args.no_steered_catch_up;
     if args.steered_only {
         plan.topologies.clear();

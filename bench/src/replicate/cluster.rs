@@ -5,6 +5,9 @@
 //!
 //! Starting waits, for a bounded time, until every follower is streaming; a cluster that does
 //! not get there is an error that says where each link stands.
+//!
+//! A TLS cluster ([`Cluster::start_with`]) gets a CA and a certificate per node written into
+//! its directory, and TLS on the replication link and the client port of every node.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use logship_engine::Lsn;
+use logship_replicator::client::ClientTls;
 use logship_replicator::config::NodeConfig;
 use logship_replicator::status::FollowerStatus;
+use logship_replicator::tls::generate::{write_tls_dir, Subject};
 use logship_replicator::Node;
 
 use crate::replicate::check::CommitCheck;
@@ -60,6 +65,8 @@ pub struct Cluster {
     topology: Topology,
     primary: Arc<Node>,
     followers: Vec<Arc<Node>>,
+    /// What a client of a TLS cluster's client port trusts.
+    client_tls: Option<ClientTls>,
 }
 
 impl Cluster {
@@ -74,33 +81,67 @@ impl Cluster {
         settings: NodeSettings,
         client_port: bool,
     ) -> anyhow::Result<Cluster> {
+        Cluster::start_with(dir, topology, settings, client_port, false)
+    }
+
+    /// [`Cluster::start`], with TLS on both ports of every node when `tls`.
+    ///
+    /// # Errors
+    /// As [`Cluster::start`]; when the certificates cannot be written.
+    pub fn start_with(
+        dir: &Path,
+        topology: Topology,
+        settings: NodeSettings,
+        client_port: bool,
+        tls: bool,
+    ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tls_dir = tls.then(|| dir.join("tls"));
+        let client_tls = tls_dir
+            .as_deref()
+            .map(|d| write_certificates(d, topology))
+            .transpose()?;
+        let tail = |name: &str| {
+            tls_dir
+                .as_deref()
+                .map_or(Ok(String::new()), |d| tls_toml(d, name))
+        };
         let mut followers = Vec::new();
         let mut refs = Vec::new();
         for &(name, sync) in topology.followers() {
-            let node = start_follower(dir, name, settings)?;
+            let text = node_toml(dir, name, "follower", &dir.join(name), LISTEN_ANY, settings)?;
+            let node = start_node(&(text + &tail(name)?), &format!("follower {name}"))?;
             let addr = node
                 .replication_addr()
                 .ok_or_else(|| anyhow!("follower {name} has no replication address"))?;
             refs.push(FollowerRef { name, addr, sync });
             followers.push(Arc::new(node));
         }
-        let primary = start_primary(
+        let data = dir.join(PRIMARY_ID);
+        let text = primary_toml(
             dir,
-            &dir.join(PRIMARY_ID),
+            &data,
             &refs,
             topology.quorum(),
             settings,
             client_port,
+            None,
         )?;
+        let primary = start_node(&(text + &tail(PRIMARY_ID)?), "the primary")?;
         let cluster = Cluster {
             topology,
             primary: Arc::new(primary),
             followers,
+            client_tls,
         };
         wait_streaming(&cluster.primary, READY_TIMEOUT)
             .with_context(|| format!("cluster {} did not become ready", topology.name()))?;
         Ok(cluster)
+    }
+
+    /// What a client of the client port trusts, for a TLS cluster.
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.client_tls.as_ref()
     }
 
     /// The cluster's shape.
@@ -206,6 +247,32 @@ fn node_toml(
     ))
 }
 
+/// A follower's replication address before it starts: 127.0.0.1, the port it picks.
+const LISTEN_ANY: &str = "listen_replication = \"127.0.0.1:0\"\n";
+
+/// Writes a CA and a certificate for every node of `topology` into `dir`; returns what a client
+/// of the client port trusts.
+fn write_certificates(dir: &Path, topology: Topology) -> anyhow::Result<ClientTls> {
+    let names = std::iter::once(PRIMARY_ID).chain(topology.followers().iter().map(|f| f.0));
+    let subject = |name: &str| Subject {
+        name: name.to_string(),
+        extra_names: Vec::new(),
+    };
+    let nodes: Vec<Subject> = names.map(subject).collect();
+    write_tls_dir(dir, &nodes, &[]).context("writing the cluster's certificates")?;
+    Ok(ClientTls::from_files(&dir.join("ca.crt"), None)?)
+}
+
+/// The `[tls]` table of node `name`, whose files are in `dir`.
+fn tls_toml(dir: &Path, name: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        "\n[tls]\ncert_file = {}\nkey_file = {}\nca_file = {}\n",
+        toml_path(&dir.join(format!("{name}.crt")))?,
+        toml_path(&dir.join(format!("{name}.key")))?,
+        toml_path(&dir.join("ca.crt"))?,
+    ))
+}
+
 fn start_node(text: &str, what: &str) -> anyhow::Result<Node> {
     let config = NodeConfig::parse(text)
         .map_err(|e| anyhow!("{what}: configuration does not parse: {e}\n{text}"))?;
@@ -274,6 +341,28 @@ pub fn start_primary_with(
     client_port: bool,
     target_ms: Option<u64>,
 ) -> anyhow::Result<Node> {
+    let text = primary_toml(
+        dir,
+        data_dir,
+        followers,
+        quorum,
+        settings,
+        client_port,
+        target_ms,
+    )?;
+    start_node(&text, "the primary")
+}
+
+/// The primary's configuration text (see [`start_primary_with`]).
+fn primary_toml(
+    dir: &Path,
+    data_dir: &Path,
+    followers: &[FollowerRef<'_>],
+    quorum: Option<&str>,
+    settings: NodeSettings,
+    client_port: bool,
+    target_ms: Option<u64>,
+) -> anyhow::Result<String> {
     let list: Vec<String> = followers
         .iter()
         .map(|f| {
@@ -293,9 +382,10 @@ pub fn start_primary_with(
     } else {
         ""
     };
-    let text = node_toml(dir, PRIMARY_ID, "primary", data_dir, listen, settings)?
-        + &format!("[replication]\n{quorum}followers = [{}]\n", list.join(", "));
-    start_node(&text, "the primary")
+    Ok(
+        node_toml(dir, PRIMARY_ID, "primary", data_dir, listen, settings)?
+            + &format!("[replication]\n{quorum}followers = [{}]\n", list.join(", ")),
+    )
 }
 
 /// Waits until every follower of `primary` is healthy and streaming.

@@ -104,10 +104,11 @@ pub struct CaseResults {
 
 /// Runs `topology`'s cases in `dir/topology-<name>`: the in-process ones, then the
 /// network-client ones on the same cluster, appending each result to `out` as it completes (so
-/// a later failure keeps the earlier figures).
+/// a later failure keeps the earlier figures); then the TLS network cases, if the plan has
+/// them, on a TLS cluster of their own in `dir/topology-<name>-tls`.
 ///
 /// # Errors
-/// When the cluster does not start, a case fails, a follower misses records, or shutdown fails.
+/// When a cluster does not start, a case fails, a follower misses records, or shutdown fails.
 pub fn run_topology(
     plan: &ReplicatePlan,
     dir: &Path,
@@ -117,21 +118,39 @@ pub fn run_topology(
     watchdog: &Watchdog,
     out: &mut CaseResults,
 ) -> anyhow::Result<Backends> {
-    let cluster_dir = dir.join(format!("topology-{}", topology.name()));
+    let watch = (probe, watchdog);
+    let backends = run_cluster(plan, dir, (topology, settings, false), watch, out)?;
+    if plan.net_cases(topology).iter().any(|c| c.tls) {
+        run_cluster(plan, dir, (topology, settings, true), watch, out)?;
+    }
+    Ok(backends)
+}
+
+/// One cluster of `topology` (with TLS on both ports if `tls`) and its cases: without TLS the
+/// in-process and the plain network cases, with TLS the TLS network cases.
+fn run_cluster(
+    plan: &ReplicatePlan,
+    dir: &Path,
+    (topology, settings, tls): (Topology, NodeSettings, bool),
+    (probe, watchdog): (&SharedProbe, &Watchdog),
+    out: &mut CaseResults,
+) -> anyhow::Result<Backends> {
+    let suffix = if tls { "-tls" } else { "" };
+    let cluster_dir = dir.join(format!("topology-{}{suffix}", topology.name()));
     watchdog.stage(
-        format!("starting cluster {}", topology.name()),
+        format!("starting cluster {}{suffix}", topology.name()),
         READY_TIMEOUT * 2,
     );
     settle(dir);
-    let client_port = !plan.net_cases(topology).is_empty();
-    let cluster = Cluster::start(&cluster_dir, topology, settings, client_port)?;
+    let client_port = plan.net_cases(topology).iter().any(|c| c.tls == tls);
+    let cluster = Cluster::start_with(&cluster_dir, topology, settings, client_port, tls)?;
     let status = cluster.primary().status();
     let backends = Backends {
         transport: status.transport,
         log_backend: status.log_backend,
     };
     let check = Arc::new(cluster.commit_check());
-    let measured = run_cases(plan, dir, &cluster, &check, probe, watchdog, out);
+    let measured = run_cases(plan, dir, (&cluster, tls), &check, (probe, watchdog), out);
     drop(check);
     let checked = measured.and_then(|()| {
         watchdog.stage(
@@ -156,22 +175,27 @@ pub fn run_topology(
 fn run_cases(
     plan: &ReplicatePlan,
     dir: &Path,
-    cluster: &Cluster,
+    (cluster, tls): (&Cluster, bool),
     check: &Arc<CommitCheck>,
-    probe: &SharedProbe,
-    watchdog: &Watchdog,
+    (probe, watchdog): (&SharedProbe, &Watchdog),
     out: &mut CaseResults,
 ) -> anyhow::Result<()> {
     let budget =
         plan.case_warm_up + plan.case_duration + plan.probe_duration * 2 + JOIN_TIMEOUT * 2;
-    for spec in plan.cases(cluster.topology()) {
+    let in_process = if tls {
+        Vec::new()
+    } else {
+        plan.cases(cluster.topology())
+    };
+    for spec in in_process {
         watchdog.stage(spec.name(), budget);
         settle(dir);
         let case = run_case(plan, cluster, spec, check, probe).with_context(|| spec.name())?;
         print_progress(&case);
         out.cases.push(case);
     }
-    for spec in plan.net_cases(cluster.topology()) {
+    let net = plan.net_cases(cluster.topology());
+    for spec in net.into_iter().filter(|c| c.tls == tls) {
         watchdog.stage(spec.name(), budget);
         settle(dir);
         let case = run_net_case(plan, cluster, spec, check, probe).with_context(|| spec.name())?;
@@ -221,13 +245,14 @@ fn run_net_case(
 ) -> anyhow::Result<NetCaseResult> {
     let addr = (cluster.primary().client_addr())
         .ok_or_else(|| anyhow::anyhow!("the primary has no client port"))?;
+    let tls = cluster.client_tls();
     let measured = measure(
         plan,
         cluster,
         spec.clients == 1,
         probe,
         check,
-        |phase, pair| net::spawn(addr, phase, spec, check, pair),
+        |phase, pair| net::spawn((addr, tls), phase, spec, check, pair),
     )?;
     let shape = CaseSpec {
         topology: spec.topology,
@@ -238,6 +263,7 @@ fn run_net_case(
     Ok(NetCaseResult {
         case: case_result(spec.name(), shape, measured),
         pipeline: spec.pipeline,
+        tls: spec.tls,
     })
 }
 

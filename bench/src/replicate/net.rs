@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use logship_engine::Lsn;
+use logship_replicator::client::ClientTls;
 use logship_replicator::Client;
 use serde::Serialize;
 
@@ -47,12 +48,16 @@ pub struct NetCaseResult {
     pub case: CaseResult,
     /// Appends in flight per connection.
     pub pipeline: usize,
+    /// TLS on the client port and the replication link.
+    pub tls: bool,
 }
 
 /// What every network client of a case shares.
 #[derive(Clone, Debug)]
 struct NetCtx {
     addr: SocketAddr,
+    /// The client's TLS settings, for a TLS case.
+    tls: Option<ClientTls>,
     phase: Arc<AtomicU8>,
     started: Arc<AtomicUsize>,
     check: Arc<CommitCheck>,
@@ -67,7 +72,7 @@ struct NetCtx {
 /// # Errors
 /// When a thread cannot start, or the clients do not start in time.
 pub fn spawn(
-    addr: SocketAddr,
+    (addr, tls): (SocketAddr, Option<&ClientTls>),
     phase: &Arc<AtomicU8>,
     spec: NetCaseSpec,
     check: &Arc<CommitCheck>,
@@ -76,6 +81,7 @@ pub fn spawn(
     let payload = Bytes::from(crate::raw::pattern(spec.record_bytes));
     let ctx = NetCtx {
         addr,
+        tls: tls.cloned(),
         phase: Arc::clone(phase),
         started: Arc::new(AtomicUsize::new(0)),
         check: Arc::clone(check),
@@ -105,7 +111,7 @@ pub fn spawn(
 /// When the connection fails, or an append fails or is refused (`quorum_unavailable` after the
 /// commit timeout, `not_primary`).
 fn run_net_client(ctx: &NetCtx, probe: Option<&Paired>) -> anyhow::Result<ClientResult> {
-    let mut client = Client::connect(ctx.addr, ANSWER_TIMEOUT)
+    let mut client = Client::connect_with(ctx.addr, ANSWER_TIMEOUT, ctx.tls.as_ref())
         .with_context(|| format!("connecting to the client port {}", ctx.addr))?;
     ctx.started.fetch_add(1, Ordering::SeqCst);
     client_loop(&ctx.phase, &ctx.check, probe, || {
@@ -147,6 +153,7 @@ mod tests {
             record_bytes: 100,
             clients,
             pipeline,
+            tls: false,
         }
     }
 
@@ -158,7 +165,7 @@ mod tests {
         assert_ne!(addr.port(), 0);
         let check = Arc::new(cluster.commit_check());
         let phase = Arc::new(AtomicU8::new(PHASE_WARM));
-        let clients = spawn(addr, &phase, spec(3, 1), &check, None).unwrap();
+        let clients = spawn((addr, None), &phase, spec(3, 1), &check, None).unwrap();
         assert_eq!(clients.os_threads(), 3);
         phase.store(PHASE_MEASURE, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(300));
@@ -167,6 +174,27 @@ mod tests {
         assert!(result.commits.len() > 0);
         assert_eq!(check.take(), (0, None));
         drop(check);
+        cluster.shutdown().unwrap();
+        scratch.remove().unwrap();
+    }
+
+    #[test]
+    fn a_tls_cluster_commits_for_tls_clients_only() {
+        let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
+        let cluster =
+            Cluster::start_with(scratch.path(), Topology::OneSync, SETTINGS, true, true).unwrap();
+        assert_eq!(cluster.primary().status().transport, "portable+tls");
+        let addr = cluster.primary().client_addr().unwrap();
+        let tls = cluster
+            .client_tls()
+            .expect("a TLS cluster's client settings");
+        let mut client = Client::connect_with(addr, ANSWER_TIMEOUT, Some(tls)).unwrap();
+        let (lsn, n) = append_window(&mut client, &[Bytes::from_static(b"over TLS")]).unwrap();
+        assert_eq!(n, 1);
+        assert!(cluster.primary().wait_durable(lsn, ANSWER_TIMEOUT) >= lsn);
+        let plain = Client::connect(addr, ANSWER_TIMEOUT).and_then(|mut c| c.status());
+        assert!(plain.is_err(), "a plaintext client is refused");
+        drop(client);
         cluster.shutdown().unwrap();
         scratch.remove().unwrap();
     }

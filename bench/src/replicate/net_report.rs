@@ -113,7 +113,7 @@ pub fn net_targets(
     };
     for (n, r) in run.net_cases.iter().zip(ratios) {
         let c = &n.case;
-        if c.topology == Topology::OneSync && c.clients == MANY_CLIENTS {
+        if c.topology == Topology::OneSync && c.clients == MANY_CLIENTS && !n.tls {
             targets.push(peer_target(n, r, peer));
         }
     }
@@ -335,7 +335,11 @@ mod tests {
     }
 
     fn net(case: CaseResult) -> NetCaseResult {
-        NetCaseResult { case, pipeline: 1 }
+        NetCaseResult {
+            case,
+            pipeline: 1,
+            tls: false,
+        }
     }
 
     fn run(cases: Vec<CaseResult>, net_cases: Vec<NetCaseResult>) -> RunResult {

@@ -30,6 +30,9 @@ pub const NET_TOPOLOGIES: [Topology; 2] = [Topology::None, Topology::OneSync];
 pub const NET_PIPELINE: usize = 1;
 /// Appends in flight per connection in the extra pipelined case of [`MANY_CLIENTS`] clients.
 pub const NET_MANY_PIPELINE: usize = 16;
+/// The record size whose network cases (1 and [`MANY_CLIENTS`] clients, not pipelined) run
+/// again with TLS.
+pub const TLS_RECORD_BYTES: usize = 100;
 
 /// A cluster shape: the primary's followers and its sync quorum. Serialized as its name in case
 /// names.
@@ -175,19 +178,23 @@ pub struct NetCaseSpec {
     pub clients: usize,
     /// Appends in flight per connection ([`NET_PIPELINE`], or [`NET_MANY_PIPELINE`]).
     pub pipeline: usize,
+    /// TLS on the client port and the replication link (a cluster of its own, started with
+    /// certificates for the run).
+    pub tls: bool,
 }
 
 impl NetCaseSpec {
     /// `replicate::net/topology=1sync,size=100,clients=1`, with `,pipeline=N` once more than
-    /// one append is in flight per connection.
+    /// one append is in flight per connection, and `,tls` with TLS on.
     pub fn name(&self) -> String {
         let pipeline = if self.pipeline == 1 {
             String::new()
         } else {
             format!(",pipeline={}", self.pipeline)
         };
+        let tls = if self.tls { ",tls" } else { "" };
         format!(
-            "replicate::net/topology={},size={},clients={}{pipeline}",
+            "replicate::net/topology={},size={},clients={}{pipeline}{tls}",
             self.topology.name(),
             self.record_bytes,
             self.clients
@@ -218,6 +225,9 @@ pub struct ReplicatePlan {
     pub topologies: Vec<Topology>,
     /// Whether the network-client cases run (on the topologies of [`NET_TOPOLOGIES`]).
     pub network: bool,
+    /// Whether the network-client cases of [`TLS_RECORD_BYTES`] run again with TLS on both
+    /// ports (with `network`), on a cluster of their own after the plain one.
+    pub tls: bool,
     /// Whether the catch-up runs.
     pub catch_up: bool,
     /// Bytes of 4 KiB records in the catch-up primary's log.
@@ -246,6 +256,7 @@ impl ReplicatePlan {
             many_client_mode,
             topologies: Topology::ALL.to_vec(),
             network: true,
+            tls: true,
             catch_up: true,
             catch_up_bytes: 1 << 30,
             catch_up_timeout: Duration::from_secs(60),
@@ -266,6 +277,7 @@ impl ReplicatePlan {
             many_client_mode,
             topologies: Topology::ALL.to_vec(),
             network: true,
+            tls: true,
             catch_up: true,
             catch_up_bytes: 128 << 20,
             catch_up_timeout: Duration::from_secs(20),
@@ -305,21 +317,28 @@ impl ReplicatePlan {
         let mut cases = Vec::new();
         for record_bytes in RECORD_SIZES {
             for clients in CLIENT_COUNTS {
-                cases.push(NetCaseSpec {
+                let spec = NetCaseSpec {
                     topology,
                     record_bytes,
                     clients,
                     pipeline: NET_PIPELINE,
-                });
+                    tls: false,
+                };
+                cases.push(spec);
                 if clients == MANY_CLIENTS {
                     cases.push(NetCaseSpec {
-                        topology,
-                        record_bytes,
-                        clients,
                         pipeline: NET_MANY_PIPELINE,
+                        ..spec
                     });
                 }
             }
+        }
+        if self.tls {
+            let plain: Vec<NetCaseSpec> = (cases.iter())
+                .filter(|c| c.record_bytes == TLS_RECORD_BYTES && c.pipeline == NET_PIPELINE)
+                .copied()
+                .collect();
+            cases.extend(plain.into_iter().map(|c| NetCaseSpec { tls: true, ..c }));
         }
         cases
     }
@@ -368,9 +387,11 @@ mod tests {
                 "replicate::net/topology=1sync,size=4096,clients=1",
                 "replicate::net/topology=1sync,size=4096,clients=64",
                 "replicate::net/topology=1sync,size=4096,clients=64,pipeline=16",
+                "replicate::net/topology=1sync,size=100,clients=1,tls",
+                "replicate::net/topology=1sync,size=100,clients=64,tls",
             ]
         );
-        assert_eq!(plan.net_cases(Topology::None).len(), 6);
+        assert_eq!(plan.net_cases(Topology::None).len(), 8);
         assert!(plan.net_cases(Topology::TwoSyncAny1).is_empty());
         assert!((plan.net_cases(Topology::None).iter())
             .all(|c| c.pipeline == NET_PIPELINE || c.clients == MANY_CLIENTS));
@@ -385,6 +406,7 @@ mod tests {
             record_bytes: 4096,
             clients: 64,
             pipeline: 8,
+            tls: false,
         };
         assert_eq!(
             spec.name(),

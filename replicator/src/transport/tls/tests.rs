@@ -12,7 +12,7 @@ use rustls::{ClientConfig, ServerConfig};
 use super::*;
 use crate::tls::generate::{parse_subject, write_tls_dir};
 use crate::tls::{ClientAuth, NodeTls, TlsFiles};
-use crate::transport::portable::PortableTransport;
+use crate::transport::NetBackend;
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -58,25 +58,36 @@ struct End {
     failures: Arc<TlsFailures>,
 }
 
-fn end(tls: Arc<NodeTls>, names: &[(SocketAddr, &str)]) -> End {
+/// A TLS transport over `backend`, or `None` (said why) when io_uring is unavailable here.
+fn try_end(backend: NetBackend, tls: Arc<NodeTls>, names: &[(SocketAddr, &str)]) -> Option<End> {
     let (tx, events) = crossbeam_channel::unbounded();
     let names = (names.iter())
         .map(|(a, n)| (*a, crate::tls::server_name(n).expect("name")))
         .collect();
     let failures = Arc::new(TlsFailures::default());
     let t = TlsTransport::start(
-        |h| Ok(Arc::new(PortableTransport::start(h)?) as Arc<dyn Transport>),
+        |h| crate::transport::start(backend, h),
         Arc::new(Forward(tx)),
         Arc::new(Fixed(tls)),
         names,
         Arc::clone(&failures),
-    )
-    .expect("start");
-    End {
-        t,
-        events,
-        failures,
+    );
+    match t {
+        Ok(t) => Some(End {
+            t,
+            events,
+            failures,
+        }),
+        Err(e) if backend == NetBackend::IoUring => {
+            println!("skipping io_uring: unavailable: {e}");
+            None
+        }
+        Err(e) => panic!("starting {backend:?}: {e}"),
     }
+}
+
+fn end(backend: NetBackend, tls: Arc<NodeTls>, names: &[(SocketAddr, &str)]) -> End {
+    try_end(backend, tls, names).expect("a portable transport starts")
 }
 
 fn next(e: &End) -> NetEvent {
@@ -124,17 +135,52 @@ fn connected(e: &End, conn: ConnId) {
 }
 
 #[test]
+fn bytes_cross_both_ways_over_either_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    ca(dir.path());
+    for backend in [NetBackend::Portable, NetBackend::IoUring] {
+        let Some(server) = try_end(backend, node_tls(dir.path(), "n1"), &[]) else {
+            continue;
+        };
+        let addr = server
+            .t
+            .listen("127.0.0.1:0".parse().expect("addr"))
+            .expect("listen");
+        let client = end(backend, node_tls(dir.path(), "n2"), &[(addr, "n1")]);
+        let conn = client.t.connect(addr, WAIT);
+        connected(&client, conn);
+        let there = accepted(&server);
+        for round in 0..3u8 {
+            let up: Vec<u8> = (0..100_000u32).map(|i| (i as u8) ^ round).collect();
+            client.t.send(conn, Bytes::from(up.clone()));
+            assert_eq!(receive(&server, there, up.len()), up, "{backend:?}");
+            server.t.send(there, Bytes::from(vec![round; 7]));
+            assert_eq!(receive(&client, conn, 7), vec![round; 7], "{backend:?}");
+        }
+        client.t.close(conn);
+        assert!(closed_error(&client, conn).is_none(), "{backend:?}");
+        assert!(
+            closed_error(&server, there).is_none(),
+            "{backend:?}: a clean close"
+        );
+        assert_eq!(server.failures.count() + client.failures.count(), 0);
+        server.t.shutdown();
+        client.t.shutdown();
+    }
+}
+
+#[test]
 fn bytes_cross_both_ways_and_a_peer_of_another_ca_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (good, other) = (dir.path().join("good"), dir.path().join("other"));
     ca(&good);
     ca(&other);
-    let server = end(node_tls(&good, "n1"), &[]);
+    let server = end(NetBackend::Portable, node_tls(&good, "n1"), &[]);
     let addr = server
         .t
         .listen("127.0.0.1:0".parse().expect("addr"))
         .expect("listen");
-    let client = end(node_tls(&good, "n2"), &[(addr, "n1")]);
+    let client = end(NetBackend::Portable, node_tls(&good, "n2"), &[(addr, "n1")]);
 
     let conn = client.t.connect(addr, WAIT);
     connected(&client, conn);
@@ -148,7 +194,11 @@ fn bytes_cross_both_ways_and_a_peer_of_another_ca_is_refused() {
     assert_eq!(server.failures.count() + client.failures.count(), 0);
 
     // A node whose certificate another CA issued: both ends refuse each other.
-    let stranger = end(node_tls(&other, "n2"), &[(addr, "n1")]);
+    let stranger = end(
+        NetBackend::Portable,
+        node_tls(&other, "n2"),
+        &[(addr, "n1")],
+    );
     let c = stranger.t.connect(addr, WAIT);
     connected(&stranger, c);
     let e = closed_error(&stranger, c).expect("a TLS error");
@@ -166,13 +216,17 @@ fn bytes_cross_both_ways_and_a_peer_of_another_ca_is_refused() {
 fn a_certificate_for_another_node_id_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     ca(dir.path());
-    let server = end(node_tls(dir.path(), "n1"), &[]);
+    let server = end(NetBackend::Portable, node_tls(dir.path(), "n1"), &[]);
     let addr = server
         .t
         .listen("127.0.0.1:0".parse().expect("addr"))
         .expect("listen");
     // The client expects n2 at this address; n1 answers.
-    let client = end(node_tls(dir.path(), "n2"), &[(addr, "n2")]);
+    let client = end(
+        NetBackend::Portable,
+        node_tls(dir.path(), "n2"),
+        &[(addr, "n2")],
+    );
     let conn = client.t.connect(addr, WAIT);
     connected(&client, conn);
     let e = closed_error(&client, conn).expect("a TLS error");
@@ -186,7 +240,7 @@ fn a_certificate_for_another_node_id_is_refused() {
 fn a_plaintext_peer_is_closed_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     ca(dir.path());
-    let server = end(node_tls(dir.path(), "n1"), &[]);
+    let server = end(NetBackend::Portable, node_tls(dir.path(), "n1"), &[]);
     let addr = server
         .t
         .listen("127.0.0.1:0".parse().expect("addr"))
