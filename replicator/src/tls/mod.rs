@@ -344,3 +344,70 @@ impl TlsFailures {
         self.count.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::generate::{parse_subject, write_tls_dir};
+    use super::*;
+
+    fn files(dir: &Path) -> TlsFiles {
+        TlsFiles {
+            cert_file: dir.join("n1.crt"),
+            key_file: dir.join("n1.key"),
+            ca_file: dir.join("ca.crt"),
+            client_auth: ClientAuth::None,
+        }
+    }
+
+    #[test]
+    fn a_reload_swaps_whole_configurations_and_a_failed_one_keeps_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (live, next) = (dir.path().join("live"), dir.path().join("next"));
+        for d in [&live, &next] {
+            write_tls_dir(d, &[parse_subject("n1").expect("subject")], &[]).expect("files");
+        }
+        let state = TlsState::load(files(&live)).expect("load");
+        let before = state.current();
+        for f in ["n1.crt", "n1.key", "ca.crt"] {
+            std::fs::copy(next.join(f), live.join(f)).expect("replace");
+        }
+        state.reload().expect("reload");
+        let after = state.current();
+        assert!(
+            !Arc::ptr_eq(&before, &after),
+            "new connections get new configurations"
+        );
+        assert!(!Arc::ptr_eq(
+            &before.replication_server,
+            &after.replication_server
+        ));
+
+        std::fs::write(live.join("n1.key"), "-----BEGIN PRIVATE KEY-----\nbroken\n")
+            .expect("break");
+        let e = state.reload().expect_err("a broken key");
+        assert!(e.to_string().contains("n1.key"), "{e}");
+        assert!(
+            Arc::ptr_eq(&after, &state.current()),
+            "the configurations in use stay"
+        );
+
+        // A key of another certificate: every file reads, rustls refuses the pair.
+        std::fs::copy(dir.path().join("next/ca.crt"), live.join("n1.crt")).expect("copy");
+        std::fs::copy(next.join("n1.key"), live.join("n1.key")).expect("copy");
+        let mismatched = TlsState::load(files(&live));
+        assert!(
+            mismatched.is_err(),
+            "a certificate without its key is refused"
+        );
+    }
+
+    #[test]
+    fn missing_and_empty_files_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = TlsState::load(files(dir.path())).expect_err("no files");
+        assert!(e.to_string().contains("n1.crt"), "{e}");
+        std::fs::write(dir.path().join("n1.crt"), "no PEM here\n").expect("write");
+        let e = read_certs(&dir.path().join("n1.crt")).expect_err("no certificate");
+        assert!(e.to_string().contains("no CERTIFICATE"), "{e}");
+    }
+}
