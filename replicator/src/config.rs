@@ -756,6 +756,7 @@ impl NodeConfig {
         self.replication.validate_pacing()?;
         if let Some(t) = &self.tls {
             t.validate()?;
+            self.validate_tls_names(t)?;
         }
         if self.replication.catch_up_chunk_bytes < 64 << 10
             || self.replication.catch_up_chunk_bytes > 8 << 20
@@ -1290,6 +1291,25 @@ impl NodeConfig {
         Ok(b)
     }
 
+    /// With TLS on the replication link, every node id a certificate is checked for must be a
+    /// DNS name (ids may hold `_`, which DNS names allow here, but not, say, a leading `-`).
+    fn validate_tls_names(&self, t: &TlsSection) -> Result<()> {
+        if !t.replication {
+            return Ok(());
+        }
+        let ids =
+            std::iter::once(self.node.id.clone()).chain(self.peer_names().into_iter().map(|p| p.1));
+        for id in ids {
+            if crate::tls::server_name(&id).is_err() {
+                return Err(Error::config(
+                    "tls.replication",
+                    format!("node id {id:?} is not a DNS name, which a certificate must name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The name each peer's certificate must carry, by replication address: its node id
     /// (every follower or member this node may connect to).
     pub fn peer_names(&self) -> Vec<(SocketAddr, String)> {
@@ -1600,6 +1620,10 @@ followers = [
             (
                 format!("{GOOD}{TLS}replication = false\nclient_port = false\n"),
                 "tls",
+            ),
+            (
+                GOOD.replace("id = \"p1\"", "id = \"-p1\"") + TLS,
+                "tls.replication",
             ),
         ];
         for (text, key) in cases {

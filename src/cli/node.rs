@@ -25,7 +25,7 @@ pub struct NodeArgs {
     /// The node's TOML configuration file.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// Check the configuration and the key files it names, and exit.
+    /// Check the configuration and the files it names (keys; `[tls]` certificates), and exit.
     #[arg(long)]
     check: bool,
 }
@@ -36,6 +36,9 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     config.replication_listener = inherited_listener(&config)?.map(Arc::new);
     if args.check {
         check_keys(&config)?;
+        if let Some(t) = &config.tls {
+            logship::replication::tls::TlsState::load(t.files())?;
+        }
         println!("{}: ok", args.config.display());
         return Ok(ExitCode::SUCCESS);
     }

@@ -208,6 +208,18 @@ impl NodeTls {
     /// # Errors
     /// [`TlsError`] naming the file or the mismatch.
     pub fn load(files: &TlsFiles) -> Result<NodeTls, TlsError> {
+        NodeTls::build(files).map_err(|e| match e {
+            TlsError::Setup(reason) => TlsError::Setup(format!(
+                "{reason} (certificate {}, key {}, CA {})",
+                files.cert_file.display(),
+                files.key_file.display(),
+                files.ca_file.display()
+            )),
+            other => other,
+        })
+    }
+
+    fn build(files: &TlsFiles) -> Result<NodeTls, TlsError> {
         let certs = read_certs(&files.cert_file)?;
         let key = read_key(&files.key_file)?;
         let roots = read_roots(&files.ca_file)?;

@@ -206,7 +206,8 @@ impl Shared {
                     .on_event(NetEvent::ConnectFailed { conn, error });
             }
             NetEvent::Closed { conn, error } => {
-                let failed = (self.conns.lock().remove(&conn)).and_then(|c| c.lock().failed.take());
+                let removed = self.conns.lock().remove(&conn);
+                let failed = removed.and_then(|c| c.lock().failed.take());
                 let error = match failed {
                     Some(e) => Some(io::Error::new(io::ErrorKind::InvalidData, e)),
                     None => error,
