@@ -34,6 +34,8 @@ pub(super) enum Wire {
         conn: Box<Mutex<Connection>>,
         failures: Arc<TlsFailures>,
         peer: SocketAddr,
+        /// Bytes arrived: a handshake is under way.
+        began: AtomicBool,
     },
 }
 
@@ -60,6 +62,7 @@ impl Wire {
             conn: Box::new(Mutex::new(conn.into())),
             failures: Arc::clone(failures),
             peer,
+            began: AtomicBool::new(false),
         })
     }
 
@@ -79,11 +82,13 @@ impl Wire {
             conn,
             failures,
             peer,
+            began,
         } = self
         else {
             decoder.push(raw);
             return Ok(true);
         };
+        began.store(true, Ordering::Relaxed);
         let mut plain = Vec::new();
         let outcome = decrypt(&mut conn.lock(), &mut raw, &mut plain);
         decoder.push(&plain);
@@ -105,12 +110,16 @@ impl Wire {
         }
     }
 
-    /// Bytes that arrived and are not yet a frame's: 1 while the TLS handshake is unfinished,
-    /// so that the request timeout also bounds a handshake sent one byte at a time.
+    /// Bytes that arrived and are not yet a frame's: 1 once a TLS handshake has begun and
+    /// until it ends, so that the request timeout (from the first byte) also bounds a
+    /// handshake sent one byte at a time. A connection that sent nothing has none: the idle
+    /// timeout closes it.
     pub(super) fn pending(&self) -> usize {
         match self {
             Wire::Plain => 0,
-            Wire::Tls { conn, .. } => usize::from(conn.lock().is_handshaking()),
+            Wire::Tls { conn, began, .. } => {
+                usize::from(began.load(Ordering::Relaxed) && conn.lock().is_handshaking())
+            }
         }
     }
 }
