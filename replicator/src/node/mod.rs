@@ -316,6 +316,16 @@ fn crc_at(log: &Log, lsn: Lsn) -> Option<u32> {
     log.record_meta(lsn).ok().flatten().map(|(crc, _)| crc)
 }
 
+/// The client keys of `[clients]`, read from its file; `None` without `[clients]`.
+fn client_keys_of(
+    config: &NodeConfig,
+) -> Result<Option<Arc<crate::protocol::client_auth::ClientKeys>>> {
+    let Some(clients) = &config.clients else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(load_client_keys(&clients.keys_file)?)))
+}
+
 impl Node {
     /// Starts a node from its configuration: opens (or creates) the log, starts the
     /// transport, the state machine's threads, and the client and HTTP ports.
@@ -325,10 +335,7 @@ impl Node {
     pub fn start(config: NodeConfig) -> Result<Node> {
         config.validate()?;
         let key = load_key_ring(&config.node.key_file)?;
-        let client_keys = match &config.clients {
-            Some(c) => Some(Arc::new(load_client_keys(&c.keys_file)?)),
-            None => None,
-        };
+        let client_keys = client_keys_of(&config)?;
         let tls = (config.tls.as_ref())
             .map(|t| TlsState::load(t.files()).map(Arc::new))
             .transpose()?;
@@ -651,10 +658,7 @@ impl Inner {
 
     fn reload_keys(&self) -> Result<KeysReloaded> {
         let ring = load_key_ring(&self.config.node.key_file)?;
-        let clients = match &self.config.clients {
-            Some(c) => Some(Arc::new(load_client_keys(&c.keys_file)?)),
-            None => None,
-        };
+        let clients = client_keys_of(&self.config)?;
         let reloaded = KeysReloaded {
             cluster_keys: ring.len(),
             clients: clients.as_ref().map(|c| c.len()),
