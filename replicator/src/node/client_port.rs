@@ -61,7 +61,7 @@ use crate::protocol::client_auth::Grants;
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
 use crate::protocol::{ClientStatus, Msg};
-use crate::slots::Slots;
+use crate::slots::{Slot, Slots};
 
 /// Client connections served at once; more are closed at accept.
 pub const MAX_CLIENT_CONNECTIONS: usize = 512;
@@ -164,13 +164,18 @@ fn accept_loop(
         let spawned = std::thread::Builder::new()
             .name("logship-client".into())
             .spawn(move || {
-                let _seat = seat;
                 let max_record = inner
                     .upgrade()
                     .map_or(0, |i| i.config.log_options().max_record_bytes);
                 let bounds = (max_request_bytes(max_record), limits);
                 let deadline = accepted + limits.request;
-                if let Err(e) = serve(stream, &inner, &stop, bounds, (deadline, tls.as_ref())) {
+                if let Err(e) = serve(
+                    stream,
+                    &inner,
+                    &stop,
+                    bounds,
+                    (deadline, tls.as_ref(), seat),
+                ) {
                     tracing::debug!(error = %e, "client connection ended");
                 }
             });
@@ -229,7 +234,7 @@ fn serve(
     inner: &Weak<Inner>,
     stop: &AtomicBool,
     bounds: (usize, ClientLimits),
-    (handshake_deadline, tls): (Instant, Option<&PortTls>),
+    (handshake_deadline, tls, seat): (Instant, Option<&PortTls>, Slot),
 ) -> std::io::Result<()> {
     let wire = Wire::new(tls, stream.peer_addr()?)?;
     stream.set_nodelay(true)?;
@@ -246,13 +251,16 @@ fn serve(
             },
         )),
         queued: AtomicUsize::new(0),
+        seat: Mutex::new(Some(seat)),
     };
     let link = Link {
         stream: &stream,
         wire: &wire,
         out: &out.out,
     };
-    let Some(admitted) = admit_connection(&link, inner, stop, bounds.0, handshake_deadline)? else {
+    let admitted = admit_connection(&link, inner, stop, bounds.0, handshake_deadline);
+    let Some(admitted) = admitted.inspect_err(|_| out.release_seat())? else {
+        out.release_seat();
         return Ok(());
     };
     let (tx, rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT_PER_CONNECTION);
@@ -283,6 +291,17 @@ fn serve(
 struct Answers<'a> {
     out: Mutex<BufWriter<Patient<'a>>>,
     queued: AtomicUsize,
+    /// The connection's seat in the port's bounds, given back just before the socket is shut
+    /// down: a client that sees its connection closed may connect again at once and find the
+    /// seat free.
+    seat: Mutex<Option<Slot>>,
+}
+
+impl Answers<'_> {
+    /// Gives the connection's seat back (before the socket closes: see [`Answers::seat`]).
+    fn release_seat(&self) {
+        drop(self.seat.lock().take());
+    }
 }
 
 /// A request between the reader and the answerer.
@@ -568,6 +587,7 @@ fn answer_requests(
     let mut out = answers.out.lock();
     let flushed = out.flush();
     let _ = out.get_mut().close_notify();
+    answers.release_seat();
     let _ = out.get_ref().stream.shutdown(Shutdown::Both);
     result.and(flushed)
 }
