@@ -8,8 +8,9 @@
 //! overlap closes the session); acknowledged positions never exceed what the log holds
 //! (applied <= durable <= written).
 
-use crate::log_summary::{Summary, SUMMARY_INTERVAL};
+use crate::log_summary::{PerAddress, SUMMARY_INTERVAL};
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,16 +61,21 @@ pub struct Follower {
     last_heard: Option<Duration>,
     last_ack: Duration,
     rejected: BTreeMap<&'static str, u64>,
-    /// Refused sessions, logged as one summary line per interval (a peer without the key must
-    /// not be able to fill the disk with log lines).
-    refusals_log: Summary,
+    /// Refused sessions, logged as one summary line per interval and remote address (a peer
+    /// without the key must not be able to fill the disk with log lines).
+    refusals_log: PerAddress,
+    /// The remote address of each accepted connection, until it closes.
+    peers: BTreeMap<ConnId, IpAddr>,
     /// The latest time an input brought, for the refusal summary.
     now: Duration,
     /// A repair fetch in progress, on the streaming session.
     repair: Option<(ConnId, Fetcher)>,
-    /// The connection accepted last: only its handshake may start a session.
+    /// The connection whose Hello (of this cluster) came last: only its handshake may start a
+    /// session. A Hello, not the accept: a connection that says nothing, or garbage, must not
+    /// make a primary's handshake in progress void (anyone who can reach the port could keep
+    /// the primary out by connecting in a loop).
     newest: Option<ConnId>,
-    /// The one accepted before it (restored when the newest was a vote request's).
+    /// The one before it (restored when the newest was a vote request's).
     newest_before: Option<ConnId>,
     next_fetch_id: u64,
     /// The epoch history of this log (the primary's, from the session's Start on).
@@ -107,7 +113,8 @@ impl Follower {
             last_heard: None,
             last_ack: Duration::ZERO,
             rejected: BTreeMap::new(),
-            refusals_log: Summary::default(),
+            refusals_log: PerAddress::default(),
+            peers: BTreeMap::new(),
             now: Duration::ZERO,
             repair: None,
             newest: None,
@@ -188,6 +195,7 @@ impl Follower {
     /// `conn` carried a vote request, not a primary's session: forget it.
     pub fn forget(&mut self, conn: ConnId) {
         self.sessions.remove(&conn);
+        self.peers.remove(&conn);
         if self.newest == Some(conn) {
             self.newest = self.newest_before.take();
         }
@@ -237,10 +245,19 @@ impl Follower {
             .map(|(c, _)| *c)
     }
 
-    /// A primary connected; `nonce` is fresh randomness for the handshake.
-    pub fn on_accepted(&mut self, now: Duration, conn: ConnId, nonce: [u8; NONCE_LEN]) {
+    /// A primary connected from `peer` (`None`: not known); `nonce` is fresh randomness for
+    /// the handshake.
+    pub fn on_accepted(
+        &mut self,
+        now: Duration,
+        conn: ConnId,
+        peer: Option<SocketAddr>,
+        nonce: [u8; NONCE_LEN],
+    ) {
         self.now = self.now.max(now);
-        self.newest_before = self.newest.replace(conn);
+        if let Some(peer) = peer {
+            self.peers.insert(conn, peer.ip());
+        }
         let deadline = now + self.config.timeouts.handshake;
         self.sessions
             .insert(conn, Session::AwaitHello { deadline, nonce });
@@ -248,6 +265,7 @@ impl Follower {
 
     /// A connection closed.
     pub fn on_closed(&mut self, conn: ConnId) {
+        self.peers.remove(&conn);
         if let Some(Session::Streaming { primary }) = self.sessions.remove(&conn) {
             tracing::info!(%primary, "replication session from the primary ended");
         }
@@ -273,13 +291,15 @@ impl Follower {
         message: String,
         out: &mut Vec<Action>,
     ) {
-        if let Some(sessions) = self.refusals_log.note(self.now, 1) {
+        let peer = (self.peers.get(&conn).copied()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if let Some(line) = self.refusals_log.note(self.now, peer, &message) {
             tracing::info!(
-                sessions,
+                sessions = line.count,
+                address = %line.address_text(),
                 last_conn = conn.0,
                 last_reason = code.as_str(),
-                last_message = %message,
-                "refusing replication sessions (one line per {} s at most, with the count since the last)",
+                last_message = %line.last_reason,
+                "refusing replication sessions (one line per {} s at most per remote address, with the count since the last)",
                 SUMMARY_INTERVAL.as_secs()
             );
         }
@@ -592,6 +612,7 @@ impl Follower {
             );
             return self.reject(conn, RejectCode::ClusterId, 0, m, out);
         }
+        self.newest_before = self.newest.replace(conn);
         let t = transcript(&self.config, &hello, &nonce);
         let mac = auth::prove(self.config.key.current(), Role::Follower, &t);
         out.push(Action::Send {
@@ -915,5 +936,132 @@ fn transcript<'a>(
         epoch: hello.epoch.0,
         primary_nonce: &hello.nonce,
         follower_nonce: nonce,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::auth::ClusterKey;
+
+    const CLUSTER: &str = "c";
+
+    fn follower() -> Follower {
+        let config = FollowerConfig {
+            cluster_id: CLUSTER.into(),
+            node_id: "f".into(),
+            key: ClusterKey::from_bytes(&[7; 32]).expect("a key"),
+            timeouts: Timeouts::default(),
+            auto_apply: true,
+        };
+        Follower::new(config, Tail::default())
+    }
+
+    fn hello(epoch: u64) -> Msg {
+        Msg::Hello {
+            version_min: PROTOCOL_VERSION,
+            version_max: PROTOCOL_VERSION,
+            epoch: Epoch(epoch),
+            last_lsn: Lsn::ZERO,
+            nonce: [1; NONCE_LEN],
+            cluster_id: CLUSTER.into(),
+            node_id: "p".into(),
+        }
+    }
+
+    /// The primary's Start for its Hello on a connection where the follower drew `nonce`.
+    fn start(f: &Follower, epoch: u64, nonce: [u8; NONCE_LEN]) -> Msg {
+        let h = Hello {
+            version: PROTOCOL_VERSION,
+            primary: "p".into(),
+            epoch: Epoch(epoch),
+            nonce: [1; NONCE_LEN],
+        };
+        let mac = auth::prove(
+            &f.config.key,
+            Role::Primary,
+            &transcript(&f.config, &h, &nonce),
+        );
+        Msg::Start {
+            mac,
+            truncate_after: None,
+            start_lsn: Lsn(1),
+            commit_lsn: Lsn::ZERO,
+            cut_crc: 0,
+            history: Vec::new(),
+        }
+    }
+
+    fn addr(last: u8) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, last], 4000)))
+    }
+
+    #[test]
+    fn connections_that_say_nothing_or_garbage_do_not_void_a_handshake_in_progress() {
+        let mut f = follower();
+        let mut out = Vec::new();
+        let now = Duration::from_secs(1);
+        let (primary, idle, garbage) = (ConnId(1), ConnId(2), ConnId(3));
+        f.on_accepted(now, primary, addr(1), [9; NONCE_LEN]);
+        f.on_frame(now, primary, hello(1), &mut out);
+        f.on_accepted(now, idle, addr(2), [8; NONCE_LEN]);
+        f.on_accepted(now, garbage, addr(2), [6; NONCE_LEN]);
+        let bad = FrameError::UnknownKind(200);
+        f.on_frame_error(now, garbage, &bad, &mut out);
+        out.clear();
+        let start = start(&f, 1, [9; NONCE_LEN]);
+        f.on_frame(now, primary, start, &mut out);
+        assert!(f.is_streaming(primary), "actions: {out:?}");
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Close { conn, .. } if *conn == idle)),
+            "the idle connection is closed once a session streams: {out:?}"
+        );
+    }
+
+    #[test]
+    fn a_start_on_a_connection_whose_hello_came_before_another_hello_is_refused() {
+        let mut f = follower();
+        let mut out = Vec::new();
+        let now = Duration::from_secs(1);
+        f.on_accepted(now, ConnId(1), addr(1), [9; NONCE_LEN]);
+        f.on_frame(now, ConnId(1), hello(1), &mut out);
+        f.on_accepted(now, ConnId(2), addr(1), [8; NONCE_LEN]);
+        f.on_frame(now, ConnId(2), hello(2), &mut out);
+        out.clear();
+        let stale = start(&f, 1, [9; NONCE_LEN]);
+        f.on_frame(now, ConnId(1), stale, &mut out);
+        assert!(!f.is_streaming(ConnId(1)));
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Send {
+                    msg: Msg::Reject { .. },
+                    ..
+                }
+            )),
+            "refused: {out:?}"
+        );
+    }
+
+    #[test]
+    fn refusals_are_summarised_per_remote_address() {
+        let mut f = follower();
+        let mut out = Vec::new();
+        let now = Duration::from_secs(1);
+        for (i, last) in [(1u64, 2u8), (2, 2), (3, 3)] {
+            f.on_accepted(now, ConnId(i), addr(last), [0; NONCE_LEN]);
+            f.on_frame_error(now, ConnId(i), &FrameError::UnknownKind(99), &mut out);
+        }
+        assert_eq!(
+            f.refusals_log.tracked(),
+            2,
+            "two remote addresses, each with its own summary"
+        );
+        f.on_closed(ConnId(1));
+        assert!(
+            !f.peers.contains_key(&ConnId(1)),
+            "the address is forgotten at close"
+        );
     }
 }

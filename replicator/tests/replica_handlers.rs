@@ -247,7 +247,16 @@ fn a_failed_log_fails_everything_and_refuses_later_appends() {
 fn a_malformed_frame_refuses_the_session_and_is_counted() {
     let mut f = follower();
     let c = ConnId(4);
-    assert_eq!(f.step(MS, Input::Accepted { conn: c }), vec![]);
+    assert_eq!(
+        f.step(
+            MS,
+            Input::Accepted {
+                conn: c,
+                peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            }
+        ),
+        vec![]
+    );
     let garbage = Bytes::from_static(&[0xff; 64]);
     let out = f.step(
         2 * MS,
@@ -306,7 +315,13 @@ fn a_follower_acknowledges_records_only_after_handing_them_to_the_log() {
         "{dial:?}"
     );
     assert_eq!(p.step(MS, Input::Dialed { link: 0, conn: c }), vec![]);
-    f.step(MS, Input::Accepted { conn: c });
+    f.step(
+        MS,
+        Input::Accepted {
+            conn: c,
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        },
+    );
     let hello = p.step(MS, Input::Connected { conn: c });
     let reply = deliver(&mut f, MS, &hello);
     let start = deliver(&mut p, MS, &reply);

@@ -103,7 +103,14 @@ impl Executor {
         let conn = self.number(Some(PeerStream::new()));
         self.connections += 1;
         let nonce = self.nonces.next_nonce();
-        (conn, nonce, self.step(vocab::Input::Accepted { conn }))
+        (
+            conn,
+            nonce,
+            self.step(vocab::Input::Accepted {
+                conn,
+                peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            }),
+        )
     }
 
     /// The replica asked to connect `link`: the connection starts (`Dialed`).

@@ -23,6 +23,7 @@ mod integrity;
 mod keys;
 mod metrics;
 mod observer;
+mod peer_slots;
 mod status;
 mod storage;
 mod waiters;
@@ -68,6 +69,8 @@ pub use self::keys::{
 };
 pub use self::metrics::render_metrics;
 use self::observer::NodeObserver;
+use self::peer_slots::PeerSlots;
+pub use self::peer_slots::{MAX_REPLICATION_CONNECTIONS, MAX_REPLICATION_CONNECTIONS_PER_ADDRESS};
 pub use self::status::{ElectionStatus, NodeStatus};
 pub use self::waiters::Commit;
 use self::waiters::Waiters;
@@ -130,6 +133,8 @@ pub(crate) struct Inner {
     tls: Option<Arc<TlsState>>,
     /// TLS failures on either port.
     tls_failures: Arc<TlsFailures>,
+    /// The replication listener's bounds on accepted connections.
+    peer_slots: PeerSlots,
 }
 
 /// A running node.
@@ -393,6 +398,7 @@ impl Node {
             client_refusals: client_handshake::Refusals::new(),
             tls,
             tls_failures: Arc::default(),
+            peer_slots: PeerSlots::new(),
             log,
             config,
         });
@@ -1151,18 +1157,35 @@ impl Inner {
     fn on_net(&self, event: NetEvent) {
         match event {
             NetEvent::Connected { conn, .. } => self.step(Input::Connected { conn }),
-            NetEvent::Accepted { conn, .. } => self.step(Input::Accepted { conn }),
+            NetEvent::Accepted { conn, peer, .. } => self.on_accepted(conn, peer),
             NetEvent::ConnectFailed { conn, error } => {
                 let why = format!("connect failed: {error}");
                 self.deferred.lock().push(Input::Closed { conn, why });
             }
             NetEvent::Closed { conn, error } => {
+                if self.peer_slots.closed(conn) {
+                    return;
+                }
                 let why = error.map_or("connection closed by peer".to_string(), |e| {
                     format!("connection lost: {e}")
                 });
                 self.step(Input::Closed { conn, why });
             }
-            NetEvent::Data { conn, bytes } => self.step(Input::Data { conn, bytes }),
+            NetEvent::Data { conn, bytes } => {
+                if !self.peer_slots.is_refused(conn) {
+                    self.step(Input::Data { conn, bytes });
+                }
+            }
+        }
+    }
+
+    /// A peer connected to the replication listener: the replica hears of it if it gets a
+    /// slot ([`PeerSlots`]); otherwise it is closed at once.
+    fn on_accepted(&self, conn: ConnId, peer: SocketAddr) {
+        if self.peer_slots.admit(self.now(), conn, peer) {
+            self.step(Input::Accepted { conn, peer });
+        } else {
+            self.transport().close(conn);
         }
     }
 

@@ -11,8 +11,9 @@ mod failover;
 
 pub use self::failover::failover_follower;
 
-use crate::log_summary::{Summary, SUMMARY_INTERVAL};
+use crate::log_summary::{PerAddress, Summary, SUMMARY_INTERVAL};
 use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use logship_engine::{Lsn, RangeDigest, DEFAULT_DIGEST_RANGE_RECORDS};
@@ -99,8 +100,10 @@ pub struct Replica {
     stalled: bool,
     /// A planned switchover under way: appends wait while the target catches up.
     handover: Option<failover::Handover>,
-    /// Malformed frames, logged as one summary line per interval.
-    malformed_log: Summary,
+    /// Malformed frames, logged as one summary line per interval and remote address.
+    malformed_log: PerAddress,
+    /// The remote address of each accepted connection, until it closes.
+    peers: BTreeMap<ConnId, SocketAddr>,
     /// Appends failed for want of a quorum, logged as one summary line per interval.
     quorum_failed_log: Summary,
     /// The primary was degraded when it last reported commit LSNs.
@@ -170,7 +173,8 @@ impl Replica {
             primary_since: Duration::ZERO,
             stalled: false,
             handover: None,
-            malformed_log: Summary::default(),
+            malformed_log: PerAddress::default(),
+            peers: BTreeMap::new(),
             quorum_failed_log: Summary::default(),
             committed_degraded: false,
         }
@@ -373,7 +377,14 @@ impl Replica {
                     e.dialed(member, conn);
                 }
             }
-            Input::Connected { conn } | Input::Accepted { conn } => {
+            Input::Connected { conn } | Input::Accepted { conn, .. } => {
+                let peer = match input {
+                    Input::Accepted { peer, .. } => Some(peer),
+                    _ => None,
+                };
+                if let Some(peer) = peer {
+                    self.peers.insert(conn, peer);
+                }
                 self.counters.connections += 1;
                 self.decoders
                     .insert(conn, FrameDecoder::new(DEFAULT_MAX_BODY_BYTES));
@@ -389,11 +400,12 @@ impl Replica {
                         self.accept_on_primary(now, conn)
                     }
                     Role::Primary(p) => p.on_connected(now, conn, nonce, out),
-                    Role::Follower(f) => f.on_accepted(now, conn, nonce),
+                    Role::Follower(f) => f.on_accepted(now, conn, peer, nonce),
                 }
             }
             Input::Closed { conn, why } => {
                 self.decoders.remove(&conn);
+                self.peers.remove(&conn);
                 if self.failover_closed(conn) {
                     return;
                 }
@@ -445,12 +457,14 @@ impl Replica {
 
     fn on_malformed(&mut self, now: Duration, conn: ConnId, e: &FrameError, out: &mut Vec<Action>) {
         self.counters.malformed_frames += 1;
-        if let Some(frames) = self.malformed_log.note(now, 1) {
+        let peer = (self.peers.get(&conn)).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        if let Some(line) = self.malformed_log.note(now, peer, &e.to_string()) {
             tracing::warn!(
-                frames,
+                frames = line.count,
+                address = %line.address_text(),
                 last_conn = conn.0,
-                last_error = %e,
-                "malformed frames: closing their connections (one line per {} s at most, with the count since the last)",
+                last_error = %line.last_reason,
+                "malformed frames: closing their connections (one line per {} s at most per remote address, with the count since the last)",
                 SUMMARY_INTERVAL.as_secs()
             );
         }

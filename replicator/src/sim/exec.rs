@@ -207,7 +207,10 @@ impl Cluster {
         }
         let input = match e {
             NetEvent::Connected { conn, .. } => Input::Connected { conn },
-            NetEvent::Accepted { conn, .. } => Input::Accepted { conn },
+            NetEvent::Accepted { conn, peer, .. } => Input::Accepted {
+                conn,
+                peer: std::net::SocketAddr::from(([10, 0, (peer >> 8) as u8, peer as u8], 0)),
+            },
             NetEvent::Deliver { conn, bytes, .. } => {
                 self.note_delivered(conn, n, bytes.len() as u64);
                 Input::Data { conn, bytes }

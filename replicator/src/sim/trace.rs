@@ -193,7 +193,7 @@ fn input_event(e: Event, input: &Input) -> Event {
             of(e, "Dialed", &[("link", *link as u64), ("conn", conn.0)])
         }
         Input::Connected { conn } => of(e, "Connected", &[("conn", conn.0)]),
-        Input::Accepted { conn } => of(e, "Accepted", &[("conn", conn.0)]),
+        Input::Accepted { conn, .. } => of(e, "Accepted", &[("conn", conn.0)]),
         Input::Closed { conn, .. } => of(e, "Closed", &[("conn", conn.0)]),
         Input::Data { conn, bytes } => of(
             e,

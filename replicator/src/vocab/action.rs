@@ -109,6 +109,8 @@ pub enum Input {
     Accepted {
         /// The connection.
         conn: ConnId,
+        /// The remote address (data: it names the peer in log lines).
+        peer: SocketAddr,
     },
     /// A connection ended (or never connected); `why` is logged.
     Closed {

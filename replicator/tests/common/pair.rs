@@ -389,7 +389,13 @@ impl Pair {
         let conn = ConnId(self.next_conn);
         self.step(Side::P, Input::Dialed { link, conn });
         if self.follower_up {
-            self.queue.push_back((Side::F, Input::Accepted { conn }));
+            self.queue.push_back((
+                Side::F,
+                Input::Accepted {
+                    conn,
+                    peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                },
+            ));
             self.queue.push_back((Side::P, Input::Connected { conn }));
         } else {
             let why = "connection refused".to_string();
