@@ -126,6 +126,8 @@ pub struct NodeProc {
     pub replication: Option<SocketAddr>,
     /// The `[node]` section's fixed part, and every table added with `add_config`.
     sections: String,
+    /// Lines added to the `[timeouts]` table with `add_timeouts`.
+    timeouts: String,
     follower: bool,
     /// Length of the log file when the node was last spawned: its "up" line comes after.
     log_mark: u64,
@@ -249,6 +251,13 @@ impl Cluster {
         n.sections.push('\n');
         n.sections.push_str(toml);
         n.sections.push('\n');
+    }
+
+    /// Adds `key = value` lines to `name`'s `[timeouts]` table, for its next start.
+    pub fn add_timeouts(&mut self, name: &str, lines: &str) {
+        let n = self.node_mut(name);
+        n.timeouts.push_str(lines);
+        n.timeouts.push('\n');
     }
 
     /// The primary's `followers` list: every follower must have come up once.
@@ -454,6 +463,7 @@ impl NodeProc {
             http: UNBOUND.parse().expect("an address"),
             replication: None,
             sections,
+            timeouts: String::new(),
             follower,
             log_mark: 0,
             child: None,
@@ -478,7 +488,8 @@ impl NodeProc {
             text = text.replacen("\n[replication]\n", &format!("\n[replication]\n{f}"), 1);
         }
         let extra = if self.follower { "" } else { BREAKER };
-        let timeouts = timeouts(commit_ms);
+        let timeouts =
+            timeouts(commit_ms).replacen("[timeouts]\n", &format!("[timeouts]\n{}", self.timeouts), 1);
         std::fs::write(&self.config, format!("{text}\n{extra}\n{timeouts}"))
             .expect("write node config");
     }
