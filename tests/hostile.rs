@@ -86,9 +86,10 @@ const PROBE_EVERY: Duration = Duration::from_millis(250);
 const FD_SLACK: usize = 64;
 /// Touched memory per connection slot, generously: a client connection has two threads (a few
 /// pages of stack each), a 64 KiB read buffer and a 64 KiB write buffer; a replication
-/// connection a reader thread, a 64 KiB read buffer and a frame decoder capped at the handshake's
-/// frame size (128 KiB) until the peer proves the key; an HTTP connection a thread and an 8 KiB
-/// head buffer. 512 KiB covers each with room for the allocator's per-thread arenas.
+/// connection a reader thread, a 64 KiB read buffer and a frame decoder holding at most the
+/// frame in progress (the attacks here send no valid frame header, so a few KiB); an HTTP
+/// connection a thread and an 8 KiB head buffer. 512 KiB covers each with room for the
+/// allocator's per-thread arenas.
 const RSS_PER_CONNECTION_BYTES: u64 = 512 << 10;
 /// Allocator and log-queue variation not tied to connections.
 const RSS_SLACK_BYTES: u64 = 64 << 20;
