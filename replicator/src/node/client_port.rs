@@ -37,7 +37,7 @@
 //! the whole port); a connection with no request in flight and no bytes for `idle` is closed;
 //! a request whose first byte arrived `request` ago and that is still incomplete closes its
 //! connection (a sender of one byte a second cannot hold it). Refused connections are logged
-//! as one summary line per [`SUMMARY_INTERVAL`], never one line each.
+//! as one summary line per remote address per [`SUMMARY_INTERVAL`], never one line each.
 
 use std::io::{BufWriter, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -56,7 +56,7 @@ use super::client_wire::{Link, Patient, PortTls, Wire};
 use super::{Commit, Inner};
 use crate::config::ClientLimits;
 use crate::error::{Error, Result};
-use crate::log_summary::{Summary, SUMMARY_INTERVAL};
+use crate::log_summary::{PerAddress, SUMMARY_INTERVAL};
 use crate::protocol::client_auth::Grants;
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
@@ -143,7 +143,7 @@ fn accept_loop(
     tls: Option<&PortTls>,
 ) {
     let slots = Slots::new(MAX_CLIENT_CONNECTIONS, limits.per_address);
-    let (mut refusals, started) = (Summary::default(), Instant::now());
+    let (mut refusals, started) = (PerAddress::default(), Instant::now());
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
             return;
@@ -187,15 +187,16 @@ fn accept_loop(
     }
 }
 
-/// Notes a refused connection: one summary line per [`SUMMARY_INTERVAL`] at most, with the
-/// count since the last (a flood of connections must not become a flood of log lines).
-fn note_refusal(refusals: &mut Summary, started: Instant, ip: IpAddr, why: &'static str) {
-    if let Some(refused) = refusals.note(started.elapsed(), 1) {
+/// Notes a refused connection: one summary line per remote address per [`SUMMARY_INTERVAL`]
+/// at most, with the count since the last and the last reason (a flood of connections must not
+/// become a flood of log lines).
+fn note_refusal(refusals: &mut PerAddress, started: Instant, ip: IpAddr, why: &'static str) {
+    if let Some(line) = refusals.note(started.elapsed(), ip, why) {
         tracing::warn!(
-            refused,
-            last_address = %ip,
-            last_reason = why,
-            "client port: connections refused (at most one such line per {} s)",
+            refused = line.count,
+            address = %line.address_text(),
+            last_reason = %line.last_reason,
+            "client port: connections refused (at most one such line per {} s per remote address)",
             SUMMARY_INTERVAL.as_secs()
         );
     }
