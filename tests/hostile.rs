@@ -37,8 +37,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cluster::{Cluster, FollowerSpec, Spec, PRIMARY};
+use logship::replication::config::DEFAULT_CLIENT_CONNECTIONS_PER_ADDRESS;
 use logship::replication::http::{self, http_get};
-use logship::replication::node::{MAX_CLIENT_CONNECTIONS, MAX_REPLICATION_CONNECTIONS};
+use logship::replication::log_summary::MAX_SUMMARIZED_ADDRESSES;
+use logship::replication::node::{
+    MAX_CLIENT_CONNECTIONS, MAX_REPLICATION_CONNECTIONS, MAX_REPLICATION_CONNECTIONS_PER_ADDRESS,
+};
 use logship::replication::protocol::Msg;
 use logship::{Bytes, Client, DurabilityLevel, Epoch, Lsn};
 
@@ -210,6 +214,7 @@ fn idle_connections_from_many_addresses_are_bounded_by_the_idle_timeout() {
 /// One run of the many-addresses case (sources 127.0.1.1-250, three connections each).
 fn many_addresses_once(h: &Harness, sources: &[IpAddr]) -> Result<(), String> {
     let target = h.target(Port::Client);
+    let marks = h.log_marks();
     let started = Instant::now();
     let held = hold_idle(target, sources, 3);
     let connecting = started.elapsed();
@@ -249,6 +254,17 @@ fn many_addresses_once(h: &Harness, sources: &[IpAddr]) -> Result<(), String> {
         ));
     }
     after.map_err(|e| format!("no new client once the idle connections are gone: {e}"))?;
+    // One summary line per refusing address, for at most MAX_SUMMARIZED_ADDRESSES of them,
+    // one for the rest, and a few ordinary lines.
+    let lines = lines_since(&h.cluster.node(PRIMARY).log, marks[0]);
+    let bound = MAX_SUMMARIZED_ADDRESSES + 1 + 4;
+    println!("many addresses: {lines} new lines in the primary's log (at most {bound})");
+    if lines > bound {
+        return Err(format!(
+            "{lines} log lines from refusals of 250 addresses (at most {bound}):\n{}",
+            cluster::tail(&h.cluster.node(PRIMARY).log, 30)
+        ));
+    }
     Ok(())
 }
 
@@ -266,7 +282,7 @@ fn run_case(h: &Harness, port: Port, attack: Attack, source: IpAddr) -> Row {
         let stats = attacker.stop();
         let stalled = h.stalls.longest_since(start);
         if stalled.is_none() || attempt == ATTEMPTS {
-            let mut row = check_after(h, port, attack, seen, marks, &stats);
+            let mut row = check_after(h, (port, attack, source), seen, marks, &stats);
             row.attempts = attempt;
             return row;
         }
@@ -604,13 +620,15 @@ struct Row {
 /// After an attack: the records, the bounds, the log.
 fn check_after(
     h: &Harness,
-    port: Port,
-    attack: Attack,
+    (port, attack, source): (Port, Attack, IpAddr),
     seen: Seen,
     marks: [u64; 2],
     stats: &AttackStats,
 ) -> Row {
     let mut failures = Vec::new();
+    if let Some(e) = refusals_named(h, port, attack, source, marks) {
+        failures.push(e);
+    }
     let log_lines = [PRIMARY, FOLLOWER].map(|n| {
         let i = usize::from(n == FOLLOWER);
         lines_since(&h.cluster.node(n).log, marks[i])
@@ -668,6 +686,39 @@ fn check_after(
         failures,
         attempts: 1,
     }
+}
+
+/// When the attack opens more connections than the port takes from one address, the attacked
+/// node's log must name the attacking address in its summary of refusals (the replication
+/// port's per-address summary, the client port's last address). The HTTP port refuses without
+/// a log line.
+fn refusals_named(
+    h: &Harness,
+    port: Port,
+    attack: Attack,
+    source: IpAddr,
+    marks: [u64; 2],
+) -> Option<String> {
+    let (node, per_address) = match port {
+        Port::Replication => (FOLLOWER, MAX_REPLICATION_CONNECTIONS_PER_ADDRESS),
+        Port::Client => (PRIMARY, DEFAULT_CLIENT_CONNECTIONS_PER_ADDRESS),
+        Port::Http => return None,
+    };
+    let opened = match attack {
+        Attack::Idle => IDLE_CONNECTIONS,
+        Attack::Slowloris => SLOWLORIS_CONNECTIONS,
+        Attack::Flood => FLOOD_CONNECTIONS,
+    };
+    if opened <= per_address {
+        return None;
+    }
+    let log = std::fs::read(&h.cluster.node(node).log).unwrap_or_default();
+    let mark = marks[usize::from(node == FOLLOWER)] as usize;
+    let text = String::from_utf8_lossy(&log[mark.min(log.len())..]).into_owned();
+    let named = format!("address={source}");
+    (!text.contains(&named)).then(|| {
+        format!("{node}'s log does not name the refused address ({named}) in the attack's lines:\n{text}")
+    })
 }
 
 /// (anonymous RSS, descriptors) a node may reach from `baseline` while `port` is attacked:
