@@ -7,7 +7,9 @@
 //! Three attacks ([`Attack`]) on each of the three ports ([`Port`]): 2,000 idle connections,
 //! 200 slowloris connections (one byte a second of a plausible request), and a garbage flood
 //! (16 connections writing random bytes as fast as they can). Every attacker reconnects
-//! whatever the node closes, so the pressure lasts the whole attack. During each attack
+//! whatever the node closes, so the pressure lasts the whole attack. A tenth case sends the
+//! replication port frame headers announcing 16 MiB bodies, then the bodies, from four
+//! addresses: what a peer without the key may make the follower buffer. During each attack
 //! ([`probe`]): `/health/live` of both nodes answers 200 before a 1 s read timeout (the bound
 //! the security issue states; a behavioural bound, not a speed figure), a new client from
 //! 127.0.0.1 gets an append acknowledged at `remote_durable` and `status` answered on both
@@ -43,6 +45,7 @@ use logship::replication::log_summary::MAX_SUMMARIZED_ADDRESSES;
 use logship::replication::node::{
     MAX_CLIENT_CONNECTIONS, MAX_REPLICATION_CONNECTIONS, MAX_REPLICATION_CONNECTIONS_PER_ADDRESS,
 };
+use logship::replication::protocol::frame::DEFAULT_MAX_BODY_BYTES;
 use logship::replication::protocol::Msg;
 use logship::{Bytes, Client, DurabilityLevel, Epoch, Lsn};
 
@@ -56,6 +59,9 @@ const IDLE_CONNECTIONS: usize = 2000;
 const SLOWLORIS_CONNECTIONS: usize = 200;
 /// Connections of the garbage flood.
 const FLOOD_CONNECTIONS: usize = 16;
+/// Connections of the large-frame attack: as many as four addresses may hold on the
+/// replication port.
+const BIG_FRAME_CONNECTIONS: usize = 4 * MAX_REPLICATION_CONNECTIONS_PER_ADDRESS;
 /// `/health/live` must answer within this read timeout.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// A new client's connect and each of its requests, at most (generous: it is a liveness
@@ -125,10 +131,15 @@ enum Attack {
     Slowloris,
     /// Random bytes as fast as they go; reconnect when closed.
     Flood,
+    /// A valid frame header announcing the largest body a frame may have (16 MiB), then zeros
+    /// as fast as they go, from several addresses; reconnect when closed. Only the replication
+    /// port decodes such frames before authentication.
+    BigFrame,
 }
 
-/// The nine cases: each port, each attack, each from its own address.
-const CASES: [(Port, Attack); 9] = [
+/// The cases: each port, each attack, each from its own address (nine), and large frames on the
+/// replication port.
+const CASES: [(Port, Attack); 10] = [
     (Port::Replication, Attack::Idle),
     (Port::Replication, Attack::Slowloris),
     (Port::Replication, Attack::Flood),
@@ -138,6 +149,7 @@ const CASES: [(Port, Attack); 9] = [
     (Port::Http, Attack::Idle),
     (Port::Http, Attack::Slowloris),
     (Port::Http, Attack::Flood),
+    (Port::Replication, Attack::BigFrame),
 ];
 
 #[test]
@@ -277,12 +289,19 @@ fn run_case(h: &Harness, port: Port, attack: Attack, source: IpAddr) -> Row {
         let start = Instant::now();
         let target = h.target(port);
         let marks = h.log_marks();
-        let attacker = Attacker::start(attack, port, target, &[source]);
+        // Large frames come from four addresses (32 connections at 8 per address).
+        let sources: Vec<IpAddr> = match (attack, source) {
+            (Attack::BigFrame, IpAddr::V4(a)) => (0..4)
+                .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 3 + k, a.octets()[3])))
+                .collect(),
+            _ => vec![source],
+        };
+        let attacker = Attacker::start(attack, port, target, &sources);
         let seen = probe(h, ATTACK);
         let stats = attacker.stop();
         let stalled = h.stalls.longest_since(start);
         if stalled.is_none() || attempt == ATTEMPTS {
-            let mut row = check_after(h, (port, attack, source), seen, marks, &stats);
+            let mut row = check_after(h, (port, attack, sources[0]), seen, marks, &stats);
             row.attempts = attempt;
             return row;
         }
@@ -708,6 +727,9 @@ fn refusals_named(
         Attack::Idle => IDLE_CONNECTIONS,
         Attack::Slowloris => SLOWLORIS_CONNECTIONS,
         Attack::Flood => FLOOD_CONNECTIONS,
+        // From four addresses: each address holds at most its bound, and closing a connection
+        // past MAX_UNPROVEN_BYTES is a refusal too.
+        Attack::BigFrame => BIG_FRAME_CONNECTIONS / 4 + 1,
     };
     if opened <= per_address {
         return None;
@@ -853,12 +875,18 @@ impl Attacker {
                     slowloris(target, &src, &request, &s, &c)
                 })));
             }
-            Attack::Flood => {
-                for i in 0..FLOOD_CONNECTIONS {
+            Attack::Flood | Attack::BigFrame => {
+                let big = attack == Attack::BigFrame;
+                let n = if big {
+                    BIG_FRAME_CONNECTIONS
+                } else {
+                    FLOOD_CONNECTIONS
+                };
+                for i in 0..n {
                     let (s, c) = (Arc::clone(&stop), Arc::clone(&connects));
                     let source = sources[i % sources.len()];
                     threads.push(spawn(Box::new(move || {
-                        flood(target, source, i as u64, &s, &c)
+                        flood(target, source, (i as u64, big), &s, &c)
                     })));
                 }
             }
@@ -992,7 +1020,15 @@ fn slowloris(
 }
 
 /// Writes random bytes to `target` as fast as the node takes them, reconnecting when closed.
-fn flood(target: SocketAddr, source: IpAddr, seed: u64, stop: &AtomicBool, connects: &AtomicU64) {
+/// With `big`, each connection starts with a frame header announcing the largest body, and the
+/// bytes after it are zeros (the body the node would buffer).
+fn flood(
+    target: SocketAddr,
+    source: IpAddr,
+    (seed, big): (u64, bool),
+    stop: &AtomicBool,
+    connects: &AtomicU64,
+) {
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (seed + 1);
     let mut chunk = vec![0u8; 16 << 10];
     while !stop.load(Ordering::Relaxed) {
@@ -1005,8 +1041,16 @@ fn flood(target: SocketAddr, source: IpAddr, seed: u64, stop: &AtomicBool, conne
             continue;
         }
         let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+        if big {
+            let mut header = [0u8; 12];
+            header[0..4].copy_from_slice(&(DEFAULT_MAX_BODY_BYTES as u32).to_le_bytes());
+            header[4] = 1; // Hello
+            if (&s).write_all(&header).is_err() {
+                continue;
+            }
+        }
         while !stop.load(Ordering::Relaxed) {
-            for b in chunk.chunks_mut(8) {
+            for b in chunk.chunks_mut(8).filter(|_| !big) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;

@@ -70,7 +70,9 @@ pub use self::keys::{
 pub use self::metrics::render_metrics;
 use self::observer::NodeObserver;
 use self::peer_slots::PeerSlots;
-pub use self::peer_slots::{MAX_REPLICATION_CONNECTIONS, MAX_REPLICATION_CONNECTIONS_PER_ADDRESS};
+pub use self::peer_slots::{
+    MAX_REPLICATION_CONNECTIONS, MAX_REPLICATION_CONNECTIONS_PER_ADDRESS, MAX_UNPROVEN_BYTES,
+};
 pub use self::status::{ElectionStatus, NodeStatus};
 pub use self::waiters::Commit;
 use self::waiters::Waiters;
@@ -1171,11 +1173,25 @@ impl Inner {
                 });
                 self.step(Input::Closed { conn, why });
             }
-            NetEvent::Data { conn, bytes } => {
-                if !self.peer_slots.is_refused(conn) {
-                    self.step(Input::Data { conn, bytes });
-                }
-            }
+            NetEvent::Data { conn, bytes } => self.on_data(conn, bytes),
+        }
+    }
+
+    /// Bytes from a peer: to the replica, unless the connection was refused at accept; an
+    /// accepted connection whose session does not stream yet is closed past
+    /// [`peer_slots::MAX_UNPROVEN_BYTES`].
+    fn on_data(&self, conn: ConnId, bytes: Bytes) {
+        if self.peer_slots.is_refused(conn) {
+            return;
+        }
+        let n = bytes.len();
+        self.step(Input::Data { conn, bytes });
+        if !self.peer_slots.is_unproven(conn) {
+            return;
+        }
+        let streams = (self.replica.lock().as_follower()).is_some_and(|f| f.is_streaming(conn));
+        if self.peer_slots.received(self.now(), conn, n, streams) {
+            self.transport().close(conn);
         }
     }
 
