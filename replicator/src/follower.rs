@@ -950,7 +950,7 @@ mod tests {
         let config = FollowerConfig {
             cluster_id: CLUSTER.into(),
             node_id: "f".into(),
-            key: ClusterKey::from_bytes(&[7; 32]).expect("a key"),
+            key: ClusterKey::from_bytes(&[7; 32]).expect("a key").into(),
             timeouts: Timeouts::default(),
             auto_apply: true,
         };
@@ -978,7 +978,7 @@ mod tests {
             nonce: [1; NONCE_LEN],
         };
         let mac = auth::prove(
-            &f.config.key,
+            f.config.key.current(),
             Role::Primary,
             &transcript(&f.config, &h, &nonce),
         );

@@ -488,8 +488,11 @@ impl NodeProc {
             text = text.replacen("\n[replication]\n", &format!("\n[replication]\n{f}"), 1);
         }
         let extra = if self.follower { "" } else { BREAKER };
-        let timeouts =
-            timeouts(commit_ms).replacen("[timeouts]\n", &format!("[timeouts]\n{}", self.timeouts), 1);
+        let timeouts = timeouts(commit_ms).replacen(
+            "[timeouts]\n",
+            &format!("[timeouts]\n{}", self.timeouts),
+            1,
+        );
         std::fs::write(&self.config, format!("{text}\n{extra}\n{timeouts}"))
             .expect("write node config");
     }
