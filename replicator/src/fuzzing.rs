@@ -27,11 +27,15 @@
 //!   counter has risen exactly when a decoder error ended a connection. Honest sessions, with
 //!   faults, are the simulator's (`crate::sim`).
 //!
+//! - [`client_auth`]: the client keys file parsers and the node's check of a client's proof
+//!   (see `client_auth.rs` for its properties).
+//!
 //! Layout: `input` reads the input and builds the messages a fuzzed peer sends, `common` holds
 //! the names, key, transcript, configurations and the oracle's decoder both ends share,
 //! `log_model` the logs the harness keeps for each node, `executor` runs a replica and checks
 //! it after every step, and `follower_side` and `primary_side` the two parts of `handshake`.
 
+mod client_auth;
 mod common;
 mod executor;
 mod follower_side;
@@ -248,6 +252,15 @@ fn check_flip(wire: &[u8]) {
 /// When a property fails: that is a finding.
 pub fn http_parse(data: &[u8]) {
     crate::http::fuzz_parsers(data);
+}
+
+/// Parses a client keys file and checks client proofs carved from `data`; see
+/// `fuzzing/client_auth.rs` for the properties.
+///
+/// # Panics
+/// When a property fails: that is a finding.
+pub fn client_auth(data: &[u8]) {
+    client_auth::run(&data[..data.len().min(MAX_INPUT_BYTES)]);
 }
 
 /// Drives a follower and a primary with frames carved from `data`; see the module doc for the

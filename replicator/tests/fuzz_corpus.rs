@@ -19,7 +19,8 @@ use logship_replicator::protocol::msg::PROTOCOL_VERSION;
 use logship_replicator::protocol::{ClientStatus, DurabilityLevel, Msg, RejectCode};
 
 /// The replicator's fuzz targets, by the directory name of their corpus.
-const TARGETS: [(&str, Harness); 3] = [
+const TARGETS: [(&str, Harness); 4] = [
+    ("client_auth", fuzzing::client_auth),
     ("frame_decode", fuzzing::frame_decode),
     ("handshake", fuzzing::handshake),
     ("http_parse", fuzzing::http_parse),
@@ -57,6 +58,11 @@ fn corpus_handshake() {
 #[test]
 fn corpus_http_parse() {
     replay_corpus("http_parse");
+}
+
+#[test]
+fn corpus_client_auth() {
+    replay_corpus("client_auth");
 }
 
 /// Every input that once crashed one of these targets still passes it.
@@ -218,6 +224,46 @@ fn generated_inputs_handshake() {
     });
     assert_eq!(
         run_all(fuzzing::handshake, inputs),
+        GENERATED_INPUTS as usize
+    );
+}
+
+/// A client keys file of one to three lines (names, grants and keys from `rng`, one line in
+/// eight malformed), `0xFF`, then a client's hello and proofs.
+fn client_auth_input(rng: &mut XorShift) -> Vec<u8> {
+    const GRANTS: [&str; 4] = ["append", "read", "append,read", "admin"];
+    let names = ["writer", "reader", "ops"];
+    let mut file = String::new();
+    for _ in 0..=rng.below(3) {
+        let name = names[rng.below(3) as usize];
+        let grants = GRANTS[rng.below(4) as usize];
+        let key: String = (0..32).map(|_| format!("{:x}", rng.below(16))).collect();
+        match rng.below(8) {
+            0 => file.push_str(&format!("{name} {key}\n")),
+            _ => file.push_str(&format!("{name} {grants} {key}\n")),
+        }
+    }
+    let mut data = file.into_bytes();
+    data.push(0xFF);
+    let mut nonce = [0u8; 32];
+    nonce.iter_mut().for_each(|b| *b = rng.below(256) as u8);
+    let name = names[rng.below(3) as usize].to_string();
+    data.extend_from_slice(&Msg::ClientHello { nonce, name }.encode());
+    for _ in 0..=rng.below(2) {
+        let mut mac = [0u8; 32];
+        mac.iter_mut().for_each(|b| *b = rng.below(256) as u8);
+        data.extend_from_slice(&Msg::ClientProof { mac }.encode());
+    }
+    data
+}
+
+#[test]
+fn generated_inputs_client_auth() {
+    let mut rng = XorShift(0xA076_1D64_78BD_642F);
+    let inputs =
+        (0..GENERATED_INPUTS).map(|i| (format!("generated #{i}"), client_auth_input(&mut rng)));
+    assert_eq!(
+        run_all(fuzzing::client_auth, inputs),
         GENERATED_INPUTS as usize
     );
 }
