@@ -39,6 +39,16 @@ pub struct Progress {
     pub applied: Lsn,
 }
 
+impl Progress {
+    /// The progress left once the leader's log was cut after `last`: what the follower holds
+    /// past `last` are records of the old history, not the new ones that will take their LSNs.
+    pub fn truncate(&mut self, last: Lsn) {
+        self.write = self.write.min(last);
+        self.durable = self.durable.min(last);
+        self.applied = self.applied.min(last);
+    }
+}
+
 /// One follower's state as the tracker sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct MemberProgress<'a> {
@@ -189,6 +199,18 @@ impl CommitTracker {
             return Some(DegradeChange::Left);
         }
         None
+    }
+
+    /// The log was cut after `last` by its owner: nothing after it is durable or committed at
+    /// any level any more. The LSNs after `last` will name new records, which must earn their
+    /// levels afresh (without this, a new record would find its LSN already committed, and be
+    /// acknowledged before it is durable or replicated).
+    pub fn truncate(&mut self, last: Lsn) {
+        for c in &mut self.committed {
+            *c = (*c).min(last);
+        }
+        self.local_durable = self.local_durable.min(last);
+        self.return_at = self.return_at.map(|r| r.min(last));
     }
 
     fn raise(&mut self, to: [Lsn; 4]) {
@@ -346,5 +368,22 @@ mod tests {
             );
         }
         assert_eq!(levels(&t), [100, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_truncation_takes_back_every_level_past_the_cut() {
+        let mut t = CommitTracker::new(None, QuorumPolicy::Block, Lsn(20));
+        t.truncate(Lsn(10));
+        assert_eq!(t.all_committed(), [Lsn(10); 4]);
+        // Durability then rises again from the cut, not from before it.
+        t.update(Duration::ZERO, Lsn(12), &[]);
+        assert_eq!(t.committed(DurabilityLevel::RemoteDurable), Lsn(12));
+        let mut p = Progress {
+            write: Lsn(20),
+            durable: Lsn(18),
+            applied: Lsn(5),
+        };
+        p.truncate(Lsn(10));
+        assert_eq!((p.write, p.durable, p.applied), (Lsn(10), Lsn(10), Lsn(5)));
     }
 }

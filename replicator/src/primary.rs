@@ -460,6 +460,13 @@ impl Primary {
         tracing::warn!(after = %last, "the primary's log was truncated: followers resynchronize");
         self.index = ByteIndex::new(last);
         self.truncated_at = Some(self.truncated_at.map_or(last, |t| t.min(last)));
+        // The LSNs after `last` will name new records: none of them is durable, replicated or
+        // committed yet, whatever the old records that had those LSNs were.
+        self.local_durable = self.local_durable.min(last);
+        self.tracker.truncate(last);
+        for l in &mut self.links {
+            l.progress.truncate(last);
+        }
         for i in 0..self.links.len() {
             self.with_ctx(i, |l, ctx| {
                 l.restart(now, ctx, out, "the primary's log was truncated")

@@ -306,6 +306,52 @@ fn truncating_the_primary_resynchronizes_its_followers() {
     });
 }
 
+/// After its owner cuts a running primary's log, the LSNs past the cut name new records: one of
+/// them must not be acknowledged at `remote_durable` on the strength of the old record that had
+/// its LSN (which the follower held), only once the follower holds the new one.
+#[test]
+fn a_record_after_a_truncation_is_not_acknowledged_for_the_old_record_at_its_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = follower(dir.path(), "a", KEY);
+    let p = primary(
+        dir.path(),
+        &[("a", a.replication_addr().unwrap(), "sync")],
+        "[timeouts]\ncommit_ms = 300\n",
+    );
+    for i in 0..20u32 {
+        p.append(
+            Bytes::from(format!("old {i}")),
+            DurabilityLevel::RemoteDurable,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    }
+    a.shutdown();
+    p.log().truncate_after(Lsn(10)).unwrap();
+    let e = p
+        .append(
+            Bytes::from_static(b"new 11"),
+            DurabilityLevel::RemoteDurable,
+        )
+        .and_then(|c| c.wait())
+        .expect_err("acknowledged at remote_durable with the only sync follower gone");
+    assert!(
+        matches!(e, logship_replicator::Error::QuorumUnavailable { .. }),
+        "{e}"
+    );
+    let local = p
+        .append(Bytes::from_static(b"new 12"), DurabilityLevel::Local)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(local, Lsn(12));
+    assert!(
+        p.log().durable_lsn() >= Lsn(12),
+        "acknowledged before it was durable"
+    );
+}
+
 #[test]
 fn remote_applied_waits_for_the_followers_application() {
     let dir = tempfile::tempdir().unwrap();

@@ -749,7 +749,13 @@ impl Replica {
             return;
         };
         let now = p.committed();
-        if now != self.committed {
+        if now.iter().zip(&self.committed).any(|(n, c)| n < c) {
+            // The owner cut the primary's log: the LSNs past the cut will name new records, so
+            // the waiters' levels start again from the cut (else a new append would find its
+            // LSN committed by the old record's acknowledgement).
+            self.committed = now;
+            out.push(Action::RestartCommitted(now));
+        } else if now != self.committed {
             for (c, n) in self.committed.iter_mut().zip(now) {
                 *c = (*c).max(n);
             }

@@ -374,8 +374,9 @@ pub enum Action {
     /// Each level has reached this LSN (indexed by `DurabilityLevel as usize`): appends
     /// waiting for a level up to its LSN are done.
     Committed([Lsn; 4]),
-    /// This node became primary: its commit LSNs start again from these (those of an earlier
-    /// reign say nothing of the records written since); later appends compare against them.
+    /// This node became primary, or its owner cut its log: its commit LSNs start again from
+    /// these (those of an earlier reign, or of the records cut, say nothing of the records
+    /// written since); later appends compare against them.
     RestartCommitted([Lsn; 4]),
     /// A waiting append failed.
     FailWait {
