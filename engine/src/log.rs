@@ -357,7 +357,11 @@ impl Log {
             st.writer_wants = 0;
             self.wake_writer(&mut st);
         }
-        rx.recv().map_err(|_| Error::Closed)?
+        rx.recv().map_err(|_| Error::Closed)??;
+        if let Some(observer) = &self.shared.options.observer {
+            observer.on_truncate(cut);
+        }
+        Ok(())
     }
 
     /// Seals the active segment: once every record appended so far is durable, the writer rolls

@@ -112,6 +112,13 @@ pub trait LogObserver: std::fmt::Debug + Send + Sync + 'static {
     fn on_failure(&self, cause: &str) {
         let _ = cause;
     }
+    /// The log was cut after `last` by [`Log::truncate_after`](crate::Log::truncate_after):
+    /// the LSNs after it will name new records. Called in the caller's thread, once the cut is
+    /// done and before `truncate_after` returns, so that whatever the observer derives from the
+    /// old records is taken back before the next append.
+    fn on_truncate(&self, last: Lsn) {
+        let _ = last;
+    }
 }
 
 impl Default for Options {

@@ -448,6 +448,16 @@ impl Primary {
         }
     }
 
+    /// The log was cut after `last` by its owner (`Input::LogCut`, before the next append):
+    /// everything past it is taken back now, so that no append after the cut finds its LSN
+    /// already durable or committed by the record cut.
+    pub fn on_log_cut(&mut self, now: Duration, last: Lsn, out: &mut Vec<Action>) {
+        if last < self.index.last() {
+            self.on_truncated(now, last, out);
+            self.recompute(now);
+        }
+    }
+
     /// The log was truncated after `last` (by its owner): followers that have more must be
     /// truncated too, so every link starts a new session, whose handshake does that.
     fn on_truncated(&mut self, now: Duration, last: Lsn, out: &mut Vec<Action>) {

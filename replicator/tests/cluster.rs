@@ -329,6 +329,13 @@ fn a_record_after_a_truncation_is_not_acknowledged_for_the_old_record_at_its_lsn
     }
     a.shutdown();
     p.log().truncate_after(Lsn(10)).unwrap();
+    // Taken back before `truncate_after` returns, so before any later append is admitted.
+    let commit = p.status().primary.expect("primary").commit;
+    assert_eq!(
+        (commit.local, commit.remote_durable),
+        (10, 10),
+        "levels still name records that were cut"
+    );
     let e = p
         .append(
             Bytes::from_static(b"new 11"),

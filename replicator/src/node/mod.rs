@@ -1146,6 +1146,13 @@ impl Inner {
         });
     }
 
+    /// The log was cut after `last` (by its owner, or for a follower's session). The engine
+    /// calls this from `truncate_after`'s thread, which never holds the replica's lock: the
+    /// node cuts only from log actions, which run after it is released.
+    pub(crate) fn on_truncate(&self, last: Lsn) {
+        self.step(Input::LogCut { last });
+    }
+
     /// The log is durable up to `lsn`.
     pub(crate) fn on_durable(&self, lsn: Lsn) {
         {

@@ -44,4 +44,10 @@ impl LogObserver for NodeObserver {
             i.on_failure(cause);
         }
     }
+
+    fn on_truncate(&self, last: Lsn) {
+        if let Some(i) = self.inner.get().and_then(Weak::upgrade) {
+            i.on_truncate(last);
+        }
+    }
 }

@@ -338,6 +338,11 @@ impl Replica {
             Input::ClientAppend { waiter, level } => self.on_client_append(now, waiter, level, out),
             Input::Appended { waiter, level, lsn } => self.on_appended(now, waiter, level, lsn),
             Input::LogFailed { cause } => self.on_log_failed(cause, out),
+            Input::LogCut { last } => {
+                if let Role::Primary(p) = &mut self.role {
+                    p.on_log_cut(now, last, out);
+                }
+            }
             Input::Dialed { .. }
             | Input::DialedVoter { .. }
             | Input::Connected { .. }

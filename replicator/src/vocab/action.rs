@@ -142,6 +142,13 @@ pub enum Input {
         /// Why.
         cause: String,
     },
+    /// The log was cut after this LSN: by its owner (a primary's records past it are gone,
+    /// and the LSNs after it will name new records), or for a follower's session (which the
+    /// follower asked for, and learns of by [`Input::Truncated`]).
+    LogCut {
+        /// The last LSN kept.
+        last: Lsn,
+    },
     /// The application applied records up to this LSN (follower).
     Applied(Lsn),
     /// Records below this LSN were purged.
