@@ -357,11 +357,7 @@ impl Log {
             st.writer_wants = 0;
             self.wake_writer(&mut st);
         }
-        rx.recv().map_err(|_| Error::Closed)??;
-        if let Some(observer) = &self.shared.options.observer {
-            observer.on_truncate(cut);
-        }
-        Ok(())
+        rx.recv().map_err(|_| Error::Closed)?
     }
 
     /// Seals the active segment: once every record appended so far is durable, the writer rolls

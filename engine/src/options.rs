@@ -113,9 +113,10 @@ pub trait LogObserver: std::fmt::Debug + Send + Sync + 'static {
         let _ = cause;
     }
     /// The log was cut after `last` by [`Log::truncate_after`](crate::Log::truncate_after):
-    /// the LSNs after it will name new records. Called in the caller's thread, once the cut is
-    /// done and before `truncate_after` returns, so that whatever the observer derives from the
-    /// old records is taken back before the next append.
+    /// the LSNs after it will name new records. Called by the writer once the cut is done, in
+    /// order with [`LogObserver::on_batch`] (before the batch of any record after the cut) and
+    /// before `truncate_after` returns, so that whatever the observer derives from the old
+    /// records is taken back before it hears of a new one.
     fn on_truncate(&self, last: Lsn) {
         let _ = last;
     }

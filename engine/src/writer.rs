@@ -734,6 +734,9 @@ impl Writer {
         match self.truncate_files(cut) {
             Ok(()) => {
                 self.shared.watermark.truncated(cut, generation);
+                if let Some(observer) = &self.shared.options.observer {
+                    observer.on_truncate(cut);
+                }
                 // The caller may have given up waiting; that is not the writer's problem.
                 let _ = reply.send(Ok(()));
                 Ok(())

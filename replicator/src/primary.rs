@@ -448,7 +448,7 @@ impl Primary {
         }
     }
 
-    /// The log was cut after `last` by its owner (`Input::LogCut`, before the next append):
+    /// The log was cut after `last` by its owner (`Input::LogCut`, before any batch after it):
     /// everything past it is taken back now, so that no append after the cut finds its LSN
     /// already durable or committed by the record cut.
     pub fn on_log_cut(&mut self, now: Duration, last: Lsn, out: &mut Vec<Action>) {

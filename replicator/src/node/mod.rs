@@ -1146,9 +1146,8 @@ impl Inner {
         });
     }
 
-    /// The log was cut after `last` (by its owner, or for a follower's session). The engine
-    /// calls this from `truncate_after`'s thread, which never holds the replica's lock: the
-    /// node cuts only from log actions, which run after it is released.
+    /// The log was cut after `last` (by its owner, or for a follower's session). The engine's
+    /// writer calls this, as it calls [`Inner::on_batch`], before any batch after the cut.
     pub(crate) fn on_truncate(&self, last: Lsn) {
         self.step(Input::LogCut { last });
     }
