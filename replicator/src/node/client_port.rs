@@ -260,8 +260,11 @@ fn serve(
         out: &out.out,
     };
     let admitted = admit_connection(&link, inner, stop, bounds.0, handshake_deadline);
-    let Some(admitted) = admitted.inspect_err(|_| out.release_seat())? else {
+    if !matches!(admitted, Ok(Some(_))) {
+        // Refused, gone or failed: the socket closes when this returns.
         out.release_seat();
+    }
+    let Some(admitted) = admitted? else {
         return Ok(());
     };
     let (tx, rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT_PER_CONNECTION);
