@@ -39,7 +39,7 @@
 //! connection (a sender of one byte a second cannot hold it). Refused connections are logged
 //! as one summary line per remote address per [`SUMMARY_INTERVAL`], never one line each.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -273,13 +273,7 @@ fn serve(
         let answerer = std::thread::Builder::new()
             .name("logship-client-answers".into())
             .spawn_scoped(s, move || answer_requests(&rx, answers, inner, stop))?;
-        let read = read_requests(
-            (&stream, &wire),
-            inner,
-            (stop, bounds),
-            admitted,
-            (&tx, &out),
-        );
+        let read = read_requests(&link, inner, (stop, bounds), admitted, (&tx, &out));
         drop(tx);
         let answered = answerer
             .join()
@@ -335,7 +329,7 @@ impl Pending {
 /// client's close or the port's stop, or with the error that ends the connection (a
 /// timeout of [`Deadlines`] among them).
 fn read_requests(
-    (mut stream, wire): (&TcpStream, &Wire),
+    link: &Link<'_, '_>,
     inner: &Weak<Inner>,
     (stop, (_, limits)): (&AtomicBool, (usize, ClientLimits)),
     (grants, mut decoder): (Grants, FrameDecoder),
@@ -352,25 +346,19 @@ fn read_requests(
             if stop.load(Ordering::Acquire) {
                 return Ok(());
             }
-            let n = match stream.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
+            match link.read_into(&mut buf, &mut decoder) {
+                Ok(more) => open = more,
                 Err(e) if is_timeout(&e) || e.kind() == std::io::ErrorKind::Interrupted => {
                     let in_flight = answers.queued.load(Ordering::Acquire);
-                    let buffered = decoder.buffered() + wire.pending();
+                    let buffered = decoder.buffered() + link.wire.pending();
                     deadlines.check(Instant::now(), buffered, in_flight)?;
                     continue;
                 }
                 Err(e) => return Err(e),
-            };
-            let took = wire.take_in(&buf[..n], &mut decoder);
-            if wire.wants_write() {
-                answers.out.lock().get_mut().send_tls_output()?;
             }
-            open = took?;
         }
         let malformed = decode_frames(&mut decoder, &mut requests);
-        let buffered = decoder.buffered() + wire.pending();
+        let buffered = decoder.buffered() + link.wire.pending();
         deadlines.on_read(Instant::now(), !requests.is_empty(), buffered);
         let Some(inner) = inner.upgrade() else {
             return Ok(());
@@ -382,7 +370,7 @@ fn read_requests(
         if let Some(e) = malformed {
             return Err(e);
         }
-        deadlines.check(Instant::now(), decoder.buffered() + wire.pending(), 1)?;
+        deadlines.check(Instant::now(), decoder.buffered() + link.wire.pending(), 1)?;
     }
 }
 
