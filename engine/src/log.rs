@@ -325,6 +325,9 @@ impl Log {
 
     /// Removes every record after `cut`, durably, before returning. Appends queued before this
     /// call are written first (and then removed if above `cut`); the next append gets `cut + 1`.
+    /// The observer hears of the cut ([`LogObserver::on_truncate`](crate::LogObserver)) before
+    /// this returns. Stop appending from other threads around the call: an append made while it
+    /// runs may take an LSN after the cut before the observer has heard of the cut.
     ///
     /// # Errors
     /// [`Error::LsnOutOfRange`] if `cut` is past the last LSN, [`Error::Purged`] if it is below
