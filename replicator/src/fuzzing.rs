@@ -27,7 +27,7 @@
 //!   counter has risen exactly when a decoder error ended a connection. Honest sessions, with
 //!   faults, are the simulator's (`crate::sim`).
 //!
-//! - [`client_auth`]: the client keys file parsers and the node's check of a client's proof
+//! - `client_auth`: the client keys file parsers and the node's check of a client's proof
 //!   (see `client_auth.rs` for its properties).
 //!
 //! Layout: `input` reads the input and builds the messages a fuzzed peer sends, `common` holds

@@ -11,7 +11,7 @@
 //! - [`probe`]: the disk's fdatasync latency in the same moments as each case.
 //! - [`commit`]: one topology's cases; [`catch_up`]: the catch-up measurement; [`steered`]:
 //!   commits while an empty follower catches up, unthrottled and steered by a latency target.
-//! - [`run`]: the order of a run; [`report`]: ratios, targets, the table and the JSON;
+//! - [`run()`]: the order of a run; [`report`]: ratios, targets, the table and the JSON;
 //!   [`net_report`]: the network cases' part of it, beside the peer.
 //! - [`peer`]: `--peer postgres`, the PostgreSQL peer script run after the logship cases.
 //! - [`watchdog`]: a bound on every stage, so that a stuck cluster ends the run with a message

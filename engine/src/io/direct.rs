@@ -4,7 +4,7 @@
 //! # What it owns
 //! For the file it writes, the queue reopens the writer's descriptor (through `/proc/self/fd`, which
 //! names the same inode even after the segment was renamed) with `O_DIRECT | O_DSYNC`, and keeps
-//! the bytes of that file's last partial block ([`TailBlock`]). A write of `d` at offset `o`
+//! the bytes of that file's last partial block (`TailBlock`). A write of `d` at offset `o`
 //! becomes one aligned write at `floor(o / 4096) * 4096` of `[cached prefix][d][zeros up to the
 //! next 4096 boundary]`, copied into a 4096-aligned, registered staging buffer of the inner
 //! [`UringQueue`], which does the ring work (submission, short writes, in-flight ownership). The

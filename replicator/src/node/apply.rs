@@ -10,7 +10,7 @@ use logship_engine::{LogReader, Record};
 use super::Inner;
 use crate::error::{Error, Result};
 
-/// Durable records in order, blocking for more; from [`Node::apply_stream`].
+/// Durable records in order, blocking for more; from [`Node::apply_stream`](super::Node::apply_stream).
 pub struct ApplyStream {
     pub(super) inner: Arc<Inner>,
     pub(super) reader: LogReader,

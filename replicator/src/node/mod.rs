@@ -2,7 +2,7 @@
 //! transport, the clock and threads. It decides nothing about the protocol: it turns what
 //! happens into [`Input`]s and carries out the [`Action`]s the replica returns.
 //!
-//! Threads: the log's writer (which calls [`observer`] with each batch, before its fdatasync,
+//! Threads: the log's writer (which calls `observer` with each batch, before its fdatasync,
 //! and with each durable advance), the transport's threads (bytes in), a ticker (the replica's
 //! timers), a reader (catch-up chunks, peers' fetches, take-back, repairs: log work off the
 //! network path), the client port and the HTTP endpoint. The replica sits behind one mutex;
