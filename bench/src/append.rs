@@ -1,5 +1,7 @@
 //! The run: the raw latency limits, the small-record cases, the raw bandwidth limits, the 64 KiB
 //! cases, then the raw latency limit again (to show how much the disk drifted during the run).
+//! Right before each 64-appender 100 B case runs the hand-off ceiling of its mode
+//! (`ceiling.rs`).
 //!
 //! A case opens a log in a fresh subdirectory, warms it up (fills and purges more segments than
 //! the free pool holds, so that measured writes overwrite recycled files, as in a long-running
@@ -24,11 +26,12 @@ use logship_engine::io::Backend;
 use logship_engine::{Log, LogStats, Options};
 use serde::Serialize;
 
+use crate::ceiling::{self, Ceilings, Shape, Wake};
 use crate::latency::Summary;
 use crate::machine::process_cpu_time;
 use crate::plan::{
-    Case, Mode, Plan, LARGE_RECORD_BYTES, MAX_FREE_SEGMENTS, RAW_BLOCK_BYTES, SEGMENT_SIZE_BYTES,
-    WARM_UP_RECORD_BYTES, WARM_UP_SEGMENTS,
+    Case, Mode, Plan, LARGE_RECORD_BYTES, MANY_APPENDERS, MAX_FREE_SEGMENTS, RAW_BLOCK_BYTES,
+    SEGMENT_SIZE_BYTES, SMALL_RECORD_BYTES, WARM_UP_RECORD_BYTES, WARM_UP_SEGMENTS,
 };
 use crate::raw::{self, RawLimits, RawResult};
 use crate::workload::{
@@ -45,6 +48,8 @@ pub struct RunResult {
     pub raw: RawLimits,
     /// The 4 KiB overwrite latency measured again after the cases.
     pub raw_overwrite_4k_after: RawResult,
+    /// The hand-off ceilings of the 64-appender 100 B cases, each measured right before its case.
+    pub ceilings: Ceilings,
     /// One entry per case, in run order.
     pub cases: Vec<CaseResult>,
 }
@@ -146,11 +151,12 @@ pub fn run(plan: &Plan, dir: &Path, backend: Backend) -> anyhow::Result<RunResul
     let [overwrite_4k, append_4k] = raw::measure_latency(dir, plan.raw_duration)?;
     let [odirect_dsync_4k, odirect_fdatasync_4k] =
         raw::measure_direct_latency(dir, plan.raw_duration)?;
-    let mut cases = run_cases(plan, dir, backend, &small)?;
+    let mut ceilings = Ceilings::default();
+    let mut cases = run_cases(plan, dir, backend, &small, &mut ceilings)?;
     eprintln!("raw bandwidth limits ({:?} each) ...", plan.raw_duration);
     settle(dir);
     let [overwrite_1m, append_1m] = raw::measure_bandwidth(dir, plan.raw_duration)?;
-    cases.extend(run_cases(plan, dir, backend, &large)?);
+    cases.extend(run_cases(plan, dir, backend, &large, &mut ceilings)?);
     settle(dir);
     let raw_overwrite_4k_after = raw::run_loop(
         dir,
@@ -170,8 +176,46 @@ pub fn run(plan: &Plan, dir: &Path, backend: Backend) -> anyhow::Result<RunResul
         backend: cases.first().map(|c| c.backend.clone()).unwrap_or_default(),
         raw,
         raw_overwrite_4k_after,
+        ceilings,
         cases,
     })
+}
+
+/// Measures, before a 64-appender 100 B case, the hand-off ceiling of its mode (both ways of
+/// waking threads) into `ceilings`, for `plan.raw_duration` each after `plan.case_warm_up`.
+fn measure_ceilings(
+    plan: &Plan,
+    dir: &Path,
+    spec: Case,
+    ceilings: &mut Ceilings,
+) -> anyhow::Result<()> {
+    if spec.appenders != MANY_APPENDERS || spec.record_bytes != SMALL_RECORD_BYTES {
+        return Ok(());
+    }
+    let wakes: &[Wake] = match spec.mode {
+        Mode::Threads => &[Wake::Broadcast, Wake::Unpark],
+        Mode::Tasks => &[Wake::Wakers],
+    };
+    settle(dir);
+    let shape = Shape {
+        appenders: MANY_APPENDERS,
+        record_bytes: SMALL_RECORD_BYTES,
+        warm_up: plan.case_warm_up,
+        duration: plan.raw_duration,
+    };
+    for c in ceiling::measure(dir, shape, wakes)? {
+        eprintln!(
+            "{}: {:.0} rec/s, {:.1} records/flush, flush mean {:.1} us, cycle {:.1} us, \
+             {:.2} CPUs busy",
+            c.name, c.records_per_s, c.records_per_flush, c.flush.mean_us, c.cycle_us, c.cpu_cores
+        );
+        match c.wake {
+            Wake::Broadcast => ceilings.threads_broadcast = Some(c),
+            Wake::Unpark => ceilings.threads_unpark = Some(c),
+            Wake::Wakers => ceilings.tasks = Some(c),
+        }
+    }
+    Ok(())
 }
 
 fn run_cases(
@@ -179,9 +223,11 @@ fn run_cases(
     dir: &Path,
     backend: Backend,
     cases: &[&Case],
+    ceilings: &mut Ceilings,
 ) -> anyhow::Result<Vec<CaseResult>> {
     let mut results = Vec::with_capacity(cases.len());
     for &&spec in cases {
+        measure_ceilings(plan, dir, spec, ceilings)?;
         settle(dir);
         let case = run_case(plan, dir, backend, spec)?;
         eprintln!(

@@ -26,6 +26,7 @@
 
 mod append;
 mod breakdown;
+mod ceiling;
 mod failover;
 mod freed;
 mod latency;

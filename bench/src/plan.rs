@@ -9,6 +9,9 @@ use serde::Serialize;
 pub const SEGMENT_SIZE_BYTES: u64 = 64 << 20;
 /// Size of each prewritten raw-limit file: one segment, as the log overwrites segment by segment.
 pub const RAW_FILE_BYTES: u64 = SEGMENT_SIZE_BYTES;
+/// Size of the hand-off ceiling's prewritten scratch file (its flushes overwrite it in turn):
+/// small, so that prewriting it costs a quick run little.
+pub const CEILING_FILE_BYTES: u64 = 8 << 20;
 /// Block written by the raw latency loops.
 pub const RAW_BLOCK_BYTES: usize = 4096;
 /// Block written by the raw bandwidth loops.

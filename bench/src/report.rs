@@ -1,5 +1,7 @@
-//! The report: every logship figure beside its ratio to the raw limit of the same run, the three
-//! targets with PASS/FAIL (the scaling target once per appender mode), and the machine. Printed as a table and serialized as JSON.
+//! The report: every logship figure beside its ratio to the raw limit of the same run (and the
+//! 64-appender cases beside their hand-off ceiling), the three targets with PASS/FAIL (the
+//! scaling target once per appender mode), and the machine. Printed as a table and serialized as
+//! JSON.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::append::{CaseResult, RunResult};
+use crate::ceiling::CeilingResult;
 use crate::machine::{self, Machine};
 use crate::plan::{Mode, Plan, LARGE_RECORD_BYTES, MANY_APPENDERS, SMALL_RECORD_BYTES};
 use crate::raw::RawResult;
@@ -36,6 +39,8 @@ pub struct Report {
     pub run: RunResult,
     /// Per-case ratios, in the order of `run.cases`.
     pub ratios: Vec<Ratios>,
+    /// Each hand-off ceiling as a multiple of one appender, in the order of `run.ceilings`.
+    pub ceiling_scaling: Vec<CeilingScaling>,
     /// The targets: latency, scaling with threads, scaling with tasks, bandwidth.
     pub targets: Vec<Target>,
 }
@@ -54,6 +59,29 @@ pub struct Ratios {
     /// Records/s over the 1-appender threads case of the same record size, if it ran (tasks
     /// cases too: one appender is the same loop in either mode, and threads is the paired one).
     pub scaling: Option<f64>,
+    /// Records/s over the hand-off ceiling of the case's mode (for threads, the way of waking
+    /// with the shorter hand-off), measured in the same run: 64-appender 100 B cases only. 1.0
+    /// is the limit.
+    pub ceiling: Option<f64>,
+}
+
+/// A hand-off ceiling as a multiple of one appender: how far 64 appenders could scale on this
+/// machine with ideal hand-offs.
+#[derive(Clone, Debug, Serialize)]
+pub struct CeilingScaling {
+    /// The ceiling's name.
+    pub name: String,
+    /// Its records/s.
+    pub records_per_s: f64,
+    /// Its records/s over the 1-appender 100 B threads case's, if that ran.
+    pub over_one_appender: Option<f64>,
+    /// The same multiple had the ceiling's disk been as fast as the lone appender's: appenders ×
+    /// one commit's time ÷ (one commit's time + the ceiling's `handoff_us`). The disk of the
+    /// project's machines changes speed between the two measurements; the hand-off time does not
+    /// depend on it.
+    pub over_one_appender_at_its_disk_speed: Option<f64>,
+    /// Whether it is the ceiling the cases of its mode are divided by.
+    pub used: bool,
 }
 
 /// A target and its verdict.
@@ -77,6 +105,7 @@ impl Report {
     /// Computes ratios and targets; reads the process's peak RSS now.
     pub fn new(command: String, plan: Plan, machine: Machine, run: RunResult) -> Report {
         let ratios = run.cases.iter().map(|c| ratios(&run, c)).collect();
+        let ceiling_scaling = ceiling_scaling(&run);
         let targets = targets(&run);
         Report {
             command,
@@ -86,6 +115,7 @@ impl Report {
             peak_rss_kib: machine::peak_rss_kib(),
             run,
             ratios,
+            ceiling_scaling,
             targets,
         }
     }
@@ -95,6 +125,7 @@ impl Report {
         let mut out = String::new();
         self.write_header(&mut out);
         self.write_raw(&mut out);
+        self.write_ceilings(&mut out);
         self.write_cases(&mut out);
         self.write_targets(&mut out);
         out
@@ -150,6 +181,47 @@ impl Report {
         }
     }
 
+    fn write_ceilings(&self, out: &mut String) {
+        if self.ceiling_scaling.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\nhand-off ceilings (no log: every appender queues a token, one writer does a real \
+             pwrite + fdatasync of the group's payload and wakes the group; each run right before \
+             its case):"
+        );
+        let _ = writeln!(
+            out,
+            "{:<66} {:>9} {:>9} {:>10} {:>8} {:>8} {:>5} {:>7} {:>8}",
+            "case",
+            "rec/s",
+            "rec/flush",
+            "flush µs",
+            "cycle µs",
+            "wake µs",
+            "CPUs",
+            "xC/x1",
+            "x@1disk"
+        );
+        for (c, s) in self.run.ceilings.all().zip(&self.ceiling_scaling) {
+            let used = if s.used { "  <- ceiling" } else { "" };
+            let _ = writeln!(
+                out,
+                "{:<66} {:>9.0} {:>9.1} {:>10.1} {:>8.1} {:>8.1} {:>5.2} {:>7} {:>8}{used}",
+                c.name,
+                c.records_per_s,
+                c.records_per_flush,
+                c.flush.mean_us,
+                c.cycle_us,
+                c.handoff_us,
+                c.cpu_cores,
+                opt(s.over_one_appender),
+                opt(s.over_one_appender_at_its_disk_speed)
+            );
+        }
+    }
+
     fn write_cases(&self, out: &mut String) {
         let _ = writeln!(
             out,
@@ -157,7 +229,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<55} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>7} {:>9} {:>5}",
+            "{:<55} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>7} {:>6} {:>9} {:>5}",
             "case",
             "rec/s",
             "MB/s",
@@ -168,14 +240,14 @@ impl Report {
             "p50/pair",
             "MB/s/raw",
             "xN/x1",
+            "÷ceil",
             "rec/write",
             "CPUs"
         );
         for (c, r) in self.run.cases.iter().zip(&self.ratios) {
-            let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |x| format!("{x:.2}"));
             let _ = writeln!(
                 out,
-                "{:<55} {:>9.0} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>9} {:>8.2} {:>7} {:>9.1} {:>5.2}",
+                "{:<55} {:>9.0} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>9} {:>8.2} {:>7} {:>6} {:>9.1} {:>5.2}",
                 c.name,
                 c.records_per_s,
                 c.mb_per_s,
@@ -186,6 +258,7 @@ impl Report {
                 opt(r.latency_p50_paired),
                 r.bandwidth,
                 opt(r.scaling),
+                opt(r.ceiling),
                 c.engine.records_per_write,
                 c.cpu_cores
             );
@@ -224,15 +297,43 @@ pub(crate) fn write_raw_row(out: &mut String, width: usize, raw: &RawResult, not
     );
 }
 
+/// `x` with two decimals, `-` for `None`.
+fn opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |x| format!("{x:.2}"))
+}
+
 fn ratios(run: &RunResult, case: &CaseResult) -> Ratios {
     let single = find(run, case.record_bytes, 1, Mode::Threads);
+    let bounded = case.appenders == MANY_APPENDERS && case.record_bytes == SMALL_RECORD_BYTES;
+    let ceiling = bounded
+        .then(|| run.ceilings.for_mode(case.mode))
+        .flatten()
+        .map(|c| case.records_per_s / c.records_per_s);
     Ratios {
         name: case.name.clone(),
         latency_p50: case.latency.p50_us / run.raw.overwrite_4k.latency.p50_us,
         latency_p50_paired: case.paired_raw.map(|r| case.latency.p50_us / r.p50_us),
         bandwidth: case.mb_per_s / run.raw.overwrite_1m.mb_per_s,
         scaling: single.map(|s| case.records_per_s / s.records_per_s),
+        ceiling,
     }
+}
+
+fn ceiling_scaling(run: &RunResult) -> Vec<CeilingScaling> {
+    let one = find(run, SMALL_RECORD_BYTES, 1, Mode::Threads);
+    run.ceilings
+        .all()
+        .map(|c| CeilingScaling {
+            name: c.name.clone(),
+            records_per_s: c.records_per_s,
+            over_one_appender: one.map(|o| c.records_per_s / o.records_per_s),
+            over_one_appender_at_its_disk_speed: one.map(|o| at_disk_speed(c, o)),
+            used: run
+                .ceilings
+                .for_mode(c.mode)
+                .is_some_and(|u| std::ptr::eq(u, c)),
+        })
+        .collect()
 }
 
 fn find(run: &RunResult, size: usize, appenders: usize, mode: Mode) -> Option<&CaseResult> {
@@ -280,6 +381,10 @@ fn scaling_target(run: &RunResult, mode: Mode) -> Target {
     let many = find(run, SMALL_RECORD_BYTES, MANY_APPENDERS, mode);
     let rate = |c: Option<&CaseResult>| c.map_or(f64::NAN, |c| c.records_per_s);
     let batch = many.map_or(f64::NAN, |c| c.engine.records_per_write);
+    let ceiling = run.ceilings.for_mode(mode).map_or_else(
+        || "no ceiling measured".into(),
+        |c| ceiling_detail(c, one, many),
+    );
     verdict(
         format!(
             "{MANY_APPENDERS} appender {}, 100 B: records/s / 1-appender (thread) records/s",
@@ -290,11 +395,36 @@ fn scaling_target(run: &RunResult, mode: Mode) -> Target {
         false,
         one.is_some() && many.is_some(),
         format!(
-            "{:.0} vs {:.0} rec/s, {batch:.1} records per write, {:.2} CPUs busy",
+            "{:.0} vs {:.0} rec/s, {batch:.1} records per write, {:.2} CPUs busy; {ceiling}",
             rate(many),
             rate(one),
             many.map_or(f64::NAN, |c| c.cpu_cores)
         ),
+    )
+}
+
+/// `ceiling`'s multiple of `one` had it flushed at the speed `one` saw: each of its groups of
+/// `appenders` records then takes one lone commit's time plus the ceiling's hand-off time.
+fn at_disk_speed(ceiling: &CeilingResult, one: &CaseResult) -> f64 {
+    let commit_us = 1e6 / one.records_per_s;
+    ceiling.appenders as f64 * commit_us / (commit_us + ceiling.handoff_us)
+}
+
+/// The ceiling of a scaling target: its rate, its multiple of one appender, the case's share.
+fn ceiling_detail(
+    ceiling: &CeilingResult,
+    one: Option<&CaseResult>,
+    many: Option<&CaseResult>,
+) -> String {
+    let rate = |c: Option<&CaseResult>| c.map_or(f64::NAN, |c| c.records_per_s);
+    format!(
+        "hand-off ceiling ({}) {:.0} rec/s = {:.1}x one appender ({:.1}x at its disk speed), \
+         case at {:.2} of it",
+        ceiling.wake.name(),
+        ceiling.records_per_s,
+        ceiling.records_per_s / rate(one),
+        one.map_or(f64::NAN, |o| at_disk_speed(ceiling, o)),
+        rate(many) / ceiling.records_per_s
     )
 }
 
