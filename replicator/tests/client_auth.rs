@@ -168,7 +168,12 @@ fn next_msg(s: &mut TcpStream, d: &mut FrameDecoder) -> Msg {
         if let Some(f) = d.next_frame().unwrap() {
             return Msg::decode(&f).unwrap();
         }
-        let n = s.read(&mut buf).unwrap();
+        // A socket with a read timeout is not restarted after a signal (this process runs
+        // io_uring rings, whose work can interrupt a blocking read).
+        let n = match s.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        };
         assert!(n > 0, "the node closed the connection");
         d.push(&buf[..n]);
     }

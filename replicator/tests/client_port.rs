@@ -403,3 +403,137 @@ fn idle_slow_and_excess_connections_are_closed_and_a_new_client_is_served() {
     );
     assert!(c.status().is_ok(), "the honest client is still served");
 }
+
+#[test]
+fn many_interleaved_appends_and_reads_are_answered_in_request_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _a) = cluster(dir.path());
+    let mut s = raw(p.client_addr().unwrap());
+    // 300 requests in one write: appends at every level, reads and status between them, so
+    // answers complete out of order inside the port and must still leave in request order.
+    let levels = [
+        DurabilityLevel::Local,
+        DurabilityLevel::RemoteWrite,
+        DurabilityLevel::RemoteDurable,
+    ];
+    let requests: Vec<Msg> = (1..=300u64)
+        .map(|id| match id % 5 {
+            0 => Msg::ReadRequest {
+                id,
+                from: Lsn::ZERO,
+                max_bytes: 4096,
+            },
+            3 => Msg::StatusRequest { id },
+            _ => Msg::AppendRequest {
+                id,
+                level: levels[id as usize % levels.len()],
+                payload: Bytes::from(format!("interleaved {id}")),
+            },
+        })
+        .collect();
+    let wire: Vec<u8> = requests.iter().flat_map(|m| m.encode().to_vec()).collect();
+    s.write_all(&wire).unwrap();
+    let (answers, ended) = read_answers(&mut s, requests.len());
+    assert!(
+        !ended,
+        "the connection ended after {} answers",
+        answers.len()
+    );
+    let ids: Vec<u64> = answers.iter().map(answer_id).collect();
+    assert_eq!(ids, (1..=300).collect::<Vec<u64>>());
+    let lsns: Vec<Lsn> = answers
+        .iter()
+        .filter_map(|m| match m {
+            Msg::AppendResponse { status, lsn, .. } => {
+                assert_eq!(*status, ClientStatus::Ok, "{m:?}");
+                Some(*lsn)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(lsns.windows(2).all(|w| w[0] < w[1]), "{lsns:?}");
+}
+
+#[test]
+fn a_client_with_too_many_requests_unanswered_is_closed_and_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, a) = cluster(dir.path());
+    // Without the follower, an append at remote_durable waits for the commit timeout, and the
+    // status requests behind it wait for their turn: twice the bound sent at once leaves more
+    // than the bound unanswered.
+    a.shutdown();
+    let mut s = raw(p.client_addr().unwrap());
+    let n = 2 * logship_replicator::node::MAX_IN_FLIGHT_PER_CONNECTION as u64;
+    let first = Msg::AppendRequest {
+        id: 1,
+        level: DurabilityLevel::RemoteDurable,
+        payload: Bytes::from_static(b"unanswered"),
+    };
+    let wire: Vec<u8> = std::iter::once(first)
+        .chain((2..=n).map(|id| Msg::StatusRequest { id }))
+        .flat_map(|m| m.encode().to_vec())
+        .collect();
+    s.write_all(&wire).unwrap();
+    let (answers, ended) = read_answers(&mut s, n as usize);
+    assert!(ended, "{} answers and the connection stayed", answers.len());
+    assert!((answers.len() as u64) < n, "every request was answered");
+    let ids: Vec<u64> = answers.iter().map(answer_id).collect();
+    assert_eq!(ids, (1..=answers.len() as u64).collect::<Vec<u64>>());
+    assert!(client(&p).status().is_ok(), "a new client is served");
+}
+
+#[test]
+fn a_client_that_never_reads_its_answers_is_closed_and_does_not_block_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = follower(dir.path());
+    let p = primary_with(
+        dir.path(),
+        a.replication_addr().unwrap(),
+        "",
+        "client_idle_ms = 600\n",
+    );
+    let mut c = client(&p);
+    let record = Bytes::from(vec![7u8; 64 << 10]);
+    for _ in 0..64 {
+        c.append(record.clone(), DurabilityLevel::Local).unwrap();
+    }
+    // 64 reads of the whole 4 MiB log, never read back: far more than the port keeps unsent.
+    let mut deaf = raw(p.client_addr().unwrap());
+    let reads = 64u64;
+    let wire: Vec<u8> = (1..=reads)
+        .flat_map(|id| {
+            let m = Msg::ReadRequest {
+                id,
+                from: Lsn::ZERO,
+                max_bytes: 8 << 20,
+            };
+            m.encode().to_vec()
+        })
+        .collect();
+    deaf.write_all(&wire).unwrap();
+    // Others are served meanwhile.
+    for _ in 0..10 {
+        assert!(c.status().is_ok(), "an honest client was held up");
+        c.append(Bytes::from_static(b"meanwhile"), DurabilityLevel::Local)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // Closed: what the kernel buffered arrives, then the end, long before 64 answers.
+    deaf.set_read_timeout(Some(ANSWER_WITHIN)).unwrap();
+    let (mut got, mut buf) = (0usize, vec![0u8; 1 << 16]);
+    loop {
+        match deaf.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("after {got} bytes, neither more answers nor the close: {e}"),
+        }
+    }
+    assert!(
+        got < (reads as usize) * (4 << 20) / 2,
+        "{got} bytes arrived: the deaf client was answered on"
+    );
+    assert!(client(&p).status().is_ok(), "a new client is served");
+}

@@ -38,8 +38,8 @@ use crate::workload::PHASE_STOP;
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One network-client case's figures: the in-process case's, with `mode` `threads` (one OS
-/// thread per connection) and `client_threads` the connections' threads (the client port
-/// serves each connection with one more thread in the primary).
+/// thread per connection) and `client_threads` the connections' threads (the client port is
+/// event-driven: no thread of the primary per connection with io_uring).
 #[derive(Clone, Debug, Serialize)]
 pub struct NetCaseResult {
     /// The figures, named `replicate::net/...`; the latency runs from sending the request to

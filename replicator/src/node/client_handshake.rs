@@ -1,34 +1,33 @@
-//! The client port's side of the client handshake (`protocol::client_auth`), on one blocking
-//! connection, before any request is read: hello, challenge, proof, then welcome or a typed
-//! refusal and the close.
+//! The client port's side of the client handshake (`protocol::client_auth`), as a small state
+//! machine the port feeds each frame of a new connection before any request: hello, challenge,
+//! proof, then welcome or a typed refusal and the close. It does no I/O: it returns the frame
+//! to send and whether the connection goes on.
 //!
 //! Bounds: the whole handshake must complete within `timeouts.client_request_ms` of the accept
-//! (an unauthenticated connection cannot sit on a slot), and its frames are read with a
-//! decoder refusing bodies over [`HANDSHAKE_MAX_BODY_BYTES`] (an unauthenticated peer cannot
-//! make the node buffer a request-sized frame). Refusals are counted and logged as one summary
-//! line per [`SUMMARY_INTERVAL`], with the last reason and address, never one line each.
+//! (an unauthenticated connection cannot sit on a slot; the port's timer calls
+//! [`Handshake::timed_out`]), and its frames are read with a decoder refusing bodies over
+//! [`HANDSHAKE_MAX_BODY_BYTES`] (an unauthenticated peer cannot make the node buffer a
+//! request-sized frame). Refusals are counted and logged as one summary line per
+//! [`SUMMARY_INTERVAL`], with the last reason and address, never one line each.
 //!
 //! The keys are the node's as of the client's hello: a reload between hello and proof does not
 //! change the outcome; sessions already admitted keep their grants across reloads.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::client_wire::Link;
 use super::{random_nonce, Inner};
 use crate::log_summary::{Summary, SUMMARY_INTERVAL};
+use crate::protocol::auth::NONCE_LEN;
 use crate::protocol::client_auth::{Challenge, ClientKeys, ClientRefusal, Grants, Refused};
-use crate::protocol::frame::FrameDecoder;
 use crate::protocol::Msg;
 
 /// Largest handshake frame body: a hello is a nonce and a name of at most 255 bytes.
 pub(crate) const HANDSHAKE_MAX_BODY_BYTES: usize = 512;
-/// Bytes read at once during the handshake.
-const HANDSHAKE_READ_BYTES: usize = 1024;
 
 /// Refused client handshakes: counted, and logged as one summary line per interval.
 #[derive(Debug)]
@@ -68,85 +67,116 @@ impl Refusals {
     }
 }
 
-/// How the handshake ended.
-pub(crate) enum Outcome {
-    /// Admitted with these grants; the decoder holds any bytes that followed the proof.
-    Admitted(Grants, FrameDecoder),
-    /// Refused (the refusal was sent and noted) or the client left: close the connection.
-    Closed,
+/// What the port does after a handshake frame (or its absence).
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Send this frame and wait for the next.
+    Reply(Msg),
+    /// Send the welcome; requests follow, with these grants.
+    Admitted(Grants, Msg),
+    /// Send the refusal (already noted), then close.
+    Refused(Msg),
+    /// Close without a word (the node is going away).
+    Close,
 }
 
-/// Runs the node's side of the handshake on `link`, the keys taken from `keys` at the hello.
-///
-/// # Errors
-/// A read or write error of the socket.
-pub(super) fn handshake(
-    link: &Link<'_, '_>,
-    inner: &Weak<Inner>,
-    stop: &AtomicBool,
-    deadline: Instant,
-) -> std::io::Result<Outcome> {
-    let Some(node) = inner.upgrade() else {
-        return Ok(Outcome::Closed);
-    };
-    let refusals = &node.client_refusals;
-    let ip = link
-        .stream
-        .peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    let mut decoder = FrameDecoder::new(HANDSHAKE_MAX_BODY_BYTES);
-    let mut reading = Reading {
-        link,
-        stop,
-        deadline,
-    };
-    let refuse = |link: &Link<'_, '_>, code: ClientRefusal, name: &str, why| {
-        refusals.note(ip, name, why);
-        let message = refusal_text(code).to_string();
-        link.send(&Msg::ClientRefused { code, message }.encode())
-            .map(|()| Outcome::Closed)
-    };
-    let (name, client_nonce) = match reading.next(&mut decoder)? {
-        Step::Msg(Msg::ClientHello { nonce, name }) => (name, nonce),
-        Step::Msg(_) | Step::Malformed => {
-            return refuse(link, ClientRefusal::Protocol, "", "no hello")
+/// Where a handshake stands.
+enum Stage {
+    /// Waiting for the client's hello.
+    Hello,
+    /// The challenge went out; waiting for the proof.
+    Proof {
+        challenge: Challenge,
+        keys: Arc<ClientKeys>,
+        cluster_id: String,
+    },
+    /// Over (admitted or refused): nothing more is fed.
+    Done,
+}
+
+/// One connection's handshake. See the module docs.
+pub(crate) struct Handshake {
+    ip: IpAddr,
+    stage: Stage,
+}
+
+impl Handshake {
+    /// A handshake with a client at `ip`, waiting for its hello.
+    pub(crate) fn new(ip: IpAddr) -> Handshake {
+        Handshake {
+            ip,
+            stage: Stage::Hello,
         }
-        Step::TimedOut => return refuse(link, ClientRefusal::TimedOut, "", "timed out"),
-        Step::Gone => return Ok(Outcome::Closed),
-    };
-    let Some((keys, cluster_id)) = node.client_keys_now() else {
-        return Ok(Outcome::Closed);
-    };
-    let challenge = Challenge {
-        name,
-        client_nonce,
-        node_nonce: random_nonce()?,
-    };
-    let nonce = challenge.node_nonce;
-    link.send(
-        &Msg::ClientChallenge {
-            nonce,
+    }
+
+    /// The next frame arrived: `None` when it was malformed.
+    pub(crate) fn on_frame(&mut self, node: &Inner, msg: Option<Msg>) -> Step {
+        match (std::mem::replace(&mut self.stage, Stage::Done), msg) {
+            (Stage::Hello, Some(Msg::ClientHello { nonce, name })) => {
+                self.challenge(node, name, nonce)
+            }
+            (Stage::Hello, _) => self.refuse(node, ClientRefusal::Protocol, "", "no hello"),
+            (
+                Stage::Proof {
+                    challenge,
+                    keys,
+                    cluster_id,
+                },
+                Some(Msg::ClientProof { mac }),
+            ) => match challenge.check(&keys, &cluster_id, &mac) {
+                Ok(w) => {
+                    let (grants, mac) = (w.grants, w.mac);
+                    tracing::debug!(client = challenge.name, %grants, "client admitted");
+                    Step::Admitted(grants, Msg::ClientWelcome { grants, mac })
+                }
+                Err(Refused { code, reason }) => self.refuse(node, code, &challenge.name, reason),
+            },
+            (Stage::Proof { challenge, .. }, _) => {
+                self.refuse(node, ClientRefusal::Protocol, &challenge.name, "no proof")
+            }
+            (Stage::Done, _) => Step::Close,
+        }
+    }
+
+    /// The handshake's deadline passed before it ended.
+    pub(crate) fn timed_out(&mut self, node: &Inner) -> Step {
+        let name = match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Proof { challenge, .. } => challenge.name,
+            Stage::Hello => String::new(),
+            Stage::Done => return Step::Close,
+        };
+        self.refuse(node, ClientRefusal::TimedOut, &name, "timed out")
+    }
+
+    fn challenge(&mut self, node: &Inner, name: String, client_nonce: [u8; NONCE_LEN]) -> Step {
+        let Some((keys, cluster_id)) = node.client_keys_now() else {
+            return Step::Close;
+        };
+        let Ok(node_nonce) = random_nonce() else {
+            return Step::Close;
+        };
+        let challenge = Challenge {
+            name,
+            client_nonce,
+            node_nonce,
+        };
+        let reply = Msg::ClientChallenge {
+            nonce: node_nonce,
             cluster_id: cluster_id.clone(),
-        }
-        .encode(),
-    )?;
-    let name = challenge.name.as_str();
-    let mac = match reading.next(&mut decoder)? {
-        Step::Msg(Msg::ClientProof { mac }) => mac,
-        Step::Msg(_) | Step::Malformed => {
-            return refuse(link, ClientRefusal::Protocol, name, "no proof")
-        }
-        Step::TimedOut => return refuse(link, ClientRefusal::TimedOut, name, "timed out"),
-        Step::Gone => return Ok(Outcome::Closed),
-    };
-    match challenge.check(&keys, &cluster_id, &mac) {
-        Ok(w) => {
-            let (grants, mac) = (w.grants, w.mac);
-            link.send(&Msg::ClientWelcome { grants, mac }.encode())?;
-            tracing::debug!(client = name, %grants, "client admitted");
-            Ok(Outcome::Admitted(grants, decoder))
-        }
-        Err(Refused { code, reason }) => refuse(link, code, name, reason),
+        };
+        self.stage = Stage::Proof {
+            challenge,
+            keys,
+            cluster_id,
+        };
+        Step::Reply(reply)
+    }
+
+    fn refuse(&mut self, node: &Inner, code: ClientRefusal, name: &str, why: &'static str) -> Step {
+        self.stage = Stage::Done;
+        node.client_refusals.note(self.ip, name, why);
+        let message = refusal_text(code).to_string();
+        Step::Refused(Msg::ClientRefused { code, message })
     }
 }
 
@@ -156,53 +186,6 @@ fn refusal_text(code: ClientRefusal) -> &'static str {
         ClientRefusal::Protocol => "the client handshake comes first: ClientHello, ClientProof",
         ClientRefusal::TimedOut => "the client handshake did not complete in time",
     }
-}
-
-/// What reading the next handshake frame gave.
-enum Step {
-    Msg(Msg),
-    Malformed,
-    TimedOut,
-    /// The client closed, or the port stops.
-    Gone,
-}
-
-struct Reading<'a, 'p> {
-    link: &'a Link<'a, 'p>,
-    stop: &'a AtomicBool,
-    deadline: Instant,
-}
-
-impl Reading<'_, '_> {
-    /// The next frame, read until the deadline (the socket's read timeout is the port's poll
-    /// interval, so the deadline and the stop flag are looked at between reads).
-    fn next(&mut self, decoder: &mut FrameDecoder) -> std::io::Result<Step> {
-        let mut buf = [0u8; HANDSHAKE_READ_BYTES];
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(f)) => return Ok(Msg::decode(&f).map_or(Step::Malformed, Step::Msg)),
-                Ok(None) => {}
-                Err(_) => return Ok(Step::Malformed),
-            }
-            if self.stop.load(Ordering::Acquire) {
-                return Ok(Step::Gone);
-            }
-            if Instant::now() >= self.deadline {
-                return Ok(Step::TimedOut);
-            }
-            match self.link.read_into(&mut buf, decoder) {
-                Ok(false) => return Ok(Step::Gone),
-                Ok(true) => {}
-                Err(e) if is_retry(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-fn is_retry(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
-    matches!(e.kind(), WouldBlock | TimedOut | Interrupted)
 }
 
 /// The keys a new connection is checked against: `None` while `[clients]` is not configured

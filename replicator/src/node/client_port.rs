@@ -1,94 +1,210 @@
 //! The client port: append (with a durability level), append a batch, read from an LSN,
-//! status, promote. Ordinary sockets, or TLS over them with a `[tls]` table (the byte stream
-//! is [`super::client_wire`]'s). Without `[clients]` in the config it is unauthenticated (or,
-//! with `client_auth = "required"`, authenticated by client certificates only): bind it to
-//! loopback or a trusted network (docs/operations.md). With `[clients]`, each connection first
-//! completes the client handshake (`client_handshake`), and each request needs its grant: one
-//! not granted is answered `not_permitted` and the connection goes on.
+//! status, promote. Plain TCP, or TLS over it with a `[tls]` table that has `client_port` on.
+//! Without `[clients]` in the config it is unauthenticated (or, with `client_auth =
+//! "required"`, authenticated by client certificates only): bind it to loopback or a trusted
+//! network (docs/operations.md). With `[clients]`, each connection first completes the client
+//! handshake (`client_handshake`), and each request needs its grant: one not granted is
+//! answered `not_permitted` and the connection goes on.
 //!
-//! Each connection has two threads, so that a client may keep many requests in flight on it
-//! (pipelining). The reader decodes requests as they arrive and admits each append at once:
-//! the record goes to the log, and its wait for the durability level asked for is queued
-//! without being waited for. Reads, status and promote requests are queued as they are, to be
-//! carried out in their turn. The answerer takes the queue in request order: it waits for each
-//! append's level (commits complete in LSN order, so waiting in order costs nothing), carries
-//! out the other requests, and writes every answer in request order through a write buffer
-//! that it flushes whenever it would otherwise wait, so answers that are ready together leave
-//! in one write. A read that brings a lone request while nothing is waiting is answered by the
-//! reader itself, without the hand-off: a client with one request in flight pays no thread
-//! switch for the second thread (while it waits, requests that arrive stay in the socket).
+//! Event-driven. The port is a [`NetHandler`] on a [`Transport`] of its own (its own listener
+//! and sockets, apart from the replication transport), under [`TlsTransport`] when TLS is on.
+//! No thread belongs to a connection:
+//! - the transport's delivering thread decodes requests as they arrive and admits each append
+//!   at once (the record goes to the log; its wait for the level is queued, not waited for);
+//! - a connection keeps its admitted requests in request order ([`client_conn`]); the ready
+//!   prefix is encoded and sent with one [`Transport::send`], so answers ready together leave
+//!   together. An append's wait is polled with the connection's waker: the commit's
+//!   completion (on the node's writer or notifier thread) only puts the connection on the
+//!   port's ready list, and one port-wide answering thread sends its answers: one hand-off
+//!   between the commit and the send;
+//! - read, status and promote requests may block (promote up to 30 s): when one becomes the
+//!   oldest unanswered request of its connection (its turn: it sees the appends before it),
+//!   it goes to one of [`CLIENT_WORKERS`] worker threads, which answers it and sends the
+//!   connection's ready answers;
+//! - one timer thread looks at every connection each [`TICK`] for its timeouts.
 //!
-//! Bounds. At most [`MAX_CLIENT_CONNECTIONS`] connections; per connection at most
-//! [`MAX_IN_FLIGHT_PER_CONNECTION`] requests queued between the two threads. When the queue is
-//! full the reader stops reading, and TCP pushes back on the client. Each queued entry holds at
-//! most one request (at most the port's request limit, `max_record_bytes` plus
-//! [`REQUEST_OVERHEAD_BYTES`] and a batch's length prefixes), so the port holds at most
-//! connections × in-flight × largest request, plus per connection one request being decoded, a
-//! read buffer, one read answer ([`MAX_READ_BYTES`]) and the write buffer. In practice an
-//! admitted append's entry is a few dozen bytes: its payload is in the log's queue from
-//! admission on, which the log bounds on its own (`max_queue_bytes`, appenders wait above it).
+//! So the port runs on [`CLIENT_WORKERS`] + 2 threads plus the transport's. The transport is
+//! io_uring when the node's `transport` setting is `auto` or `io_uring` and the kernel gives
+//! it, else the portable one (a reader thread per connection: correct, but the thread per
+//! connection is back). io_uring is chosen over the portable transport here (unlike the
+//! replication transport, whose few long connections the portable one serves as fast) because
+//! the port's connections are many: one ring thread for all of them is what removes the
+//! wake-ups of a thread per connection, the cost the event-driven port exists to remove
+//! (docs/benchmarks.md has the figures of both).
 //!
-//! A connection ends, both threads with it, at the client's close, a read or write error, a
-//! malformed frame or a frame that is not a client request (the answers of the requests before
-//! it are still sent), or the node's shutdown; shutdown joins every connection's threads.
+//! Bounds. At most [`MAX_CLIENT_CONNECTIONS`] connections; at most `per_address` from one
+//! remote address (more are closed at accept, so one address cannot take the whole port). Per
+//! connection at most [`MAX_IN_FLIGHT_PER_CONNECTION`] requests admitted and unanswered: the
+//! transports cannot stop reading one connection, so a client that sends more is closed, with
+//! the reason logged (the answers of the requests before are still sent). Request frames are
+//! bounded by the port's request limit (`max_record_bytes` plus [`REQUEST_OVERHEAD_BYTES`] and
+//! a batch's length prefixes), handshake frames by `HANDSHAKE_MAX_BODY_BYTES`. Each connection
+//! holds at most one read answer ([`MAX_READ_BYTES`]) besides its queue, and while the
+//! transport holds more than [`MAX_UNSENT_ANSWER_BYTES`] of its answers unsent, no more are
+//! sent; a client that leaves them unread for `idle` is closed (it cannot hold memory or the
+//! port). An admitted append's entry is a few dozen bytes: its payload is in the log's queue
+//! from admission on, which the log bounds on its own (`max_queue_bytes`, appends wait above
+//! it, and so does this port's delivering thread).
 //!
-//! Hostile or broken clients ([`ClientLimits`], from the config): at most `per_address`
-//! connections from one remote address (more are closed at accept, so one address cannot take
-//! the whole port); a connection with no request in flight and no bytes for `idle` is closed;
-//! a request whose first byte arrived `request` ago and that is still incomplete closes its
-//! connection (a sender of one byte a second cannot hold it). Refused connections are logged
-//! as one summary line per remote address per [`SUMMARY_INTERVAL`], never one line each.
+//! Hostile or broken clients ([`ClientLimits`], from the config): a connection with no
+//! request in flight and no bytes for `idle` is closed; a request whose first byte arrived
+//! `request` ago and that is still incomplete closes its connection (a sender of one byte a
+//! second cannot hold it), and so does a TLS handshake begun that long ago; the client
+//! handshake must end within `request` of the accept. Refused connections are logged as one
+//! summary line per remote address per [`SUMMARY_INTERVAL`], never one line each.
+//!
+//! A connection ends at the client's close, a transport error, a malformed frame or a frame
+//! that is not a client request (the answers of the requests before it are still sent), a
+//! timeout, or the node's shutdown, which stops the transport (closing every connection; the
+//! records already admitted stay in the log) and joins the port's threads.
 
-use std::io::{BufWriter, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError};
-use logship_engine::Lsn;
-use parking_lot::Mutex;
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
 
-use super::client_handshake::{handshake, Outcome};
-use super::client_wire::{Link, Patient, PortTls, Wire};
-use super::{Commit, Inner};
+use super::client_answers::{admit, handle, max_request_bytes, not_permitted, Pending};
+pub use super::client_answers::{MAX_READ_BYTES, REQUEST_OVERHEAD_BYTES};
+use super::client_conn::{Conn, ConnState, Deadlines, Ending};
+use super::client_handshake::{Handshake, Step, HANDSHAKE_MAX_BODY_BYTES};
+use super::Inner;
 use crate::config::ClientLimits;
 use crate::error::{Error, Result};
 use crate::log_summary::{PerAddress, SUMMARY_INTERVAL};
 use crate::protocol::client_auth::Grants;
 use crate::protocol::frame::FrameDecoder;
-use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
-use crate::protocol::{ClientStatus, Msg};
-use crate::slots::{Slot, Slots};
+use crate::protocol::Msg;
+use crate::slots::Slots;
+use crate::tls::{ClientPortConfigs, TlsFailures, TlsPort, TlsState};
+use crate::transport::tls::TlsTransport;
+use crate::transport::{self, ConnId, NetBackend, NetEvent, NetHandler, Transport};
 
 /// Client connections served at once; more are closed at accept.
 pub const MAX_CLIENT_CONNECTIONS: usize = 512;
-/// Largest read response.
-pub const MAX_READ_BYTES: usize = 8 << 20;
-/// Requests of one connection admitted and not yet answered, at most; the reader stops
-/// reading while this many wait.
+/// Requests of one connection admitted and not yet answered, at most; a client that sends
+/// more is closed.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
-/// Room in a request frame beyond the record itself (a batch also gets its length prefixes:
-/// a batch's records together may be as large as one maximum record).
-pub const REQUEST_OVERHEAD_BYTES: usize = 4096;
-/// Bytes read from a connection at once.
-const READ_BUFFER_BYTES: usize = 64 << 10;
-/// Bytes of answers gathered before a write (a flush comes sooner whenever the answerer would
-/// wait).
-const WRITE_BUFFER_BYTES: usize = 64 << 10;
-/// How often idle connection threads look at the stop flag and their timeouts.
-const POLL: Duration = Duration::from_millis(200);
+/// Answer bytes of one connection the transport may hold unsent before the port holds its
+/// further answers back (more than one read answer, so one read always goes out whole).
+pub const MAX_UNSENT_ANSWER_BYTES: usize = MAX_READ_BYTES + (1 << 20);
+/// Threads carrying out read, status and promote requests for the whole port.
+pub const CLIENT_WORKERS: usize = 4;
+/// Read, status and promote requests handed to the workers and not yet taken, at most: each
+/// connection has at most one in the workers' hands, so this never fills.
+const JOB_QUEUE_CAPACITY: usize = MAX_CLIENT_CONNECTIONS;
+/// How often the timer looks at the connections' timeouts (and retries answers held back).
+const TICK: Duration = Duration::from_millis(50);
+/// Longest a closing connection waits for its last answers to leave the transport.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-/// The connection threads of the port.
-type Connections = Arc<Mutex<Vec<JoinHandle<()>>>>;
+/// What the client port needs to serve TLS: the configurations and the failure log.
+pub(crate) type PortTls = (Arc<TlsState>, Arc<TlsFailures>);
 
+/// The running port.
 pub(crate) struct ClientPort {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    port: Arc<Port>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// A read, status or promote request for the workers.
+struct Job {
+    conn: ConnId,
+    msg: Msg,
+}
+
+/// The port's state, shared by its threads and the transport's.
+struct Port {
+    inner: Weak<Inner>,
+    limits: ClientLimits,
+    max_request: usize,
+    transport: OnceLock<Arc<dyn Transport>>,
+    /// The TLS layer, when on (the timer asks it about handshakes under way).
+    tls: OnceLock<Arc<TlsTransport>>,
+    conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
+    slots: Arc<Mutex<Slots>>,
+    refusals: Mutex<PerAddress>,
+    started: Instant,
+    stop: AtomicBool,
+    /// Connections whose commits completed: the answering thread sends their answers.
+    ready: Mutex<Vec<ConnId>>,
+    ready_cv: Condvar,
+    jobs: (Sender<Job>, Receiver<Job>),
+}
+
+/// One read's requests, to be admitted with the connection unlocked.
+struct Decoded {
+    requests: Vec<Msg>,
+    /// A malformed frame came after them: the connection ends once they are answered.
+    malformed: bool,
+    grants: Grants,
+    /// Requests the connection may still have unanswered
+    /// ([`MAX_IN_FLIGHT_PER_CONNECTION`]; only the delivering thread adds to the queue).
+    room: usize,
+}
+
+/// Admits `decoded`'s requests in order, at most its room of them; returns them and why the
+/// connection ends, if it does (requests past the room or a bad one are not admitted).
+fn admit_all(node: &Inner, decoded: Decoded) -> (Vec<Pending>, Option<Ending>) {
+    let mut ending = decoded.malformed.then_some(Ending::Malformed);
+    let mut admitted = Vec::with_capacity(decoded.requests.len().min(decoded.room));
+    for msg in decoded.requests {
+        if admitted.len() == decoded.room {
+            ending = Some(Ending::TooManyInFlight);
+            break;
+        }
+        match not_permitted(&msg, decoded.grants) {
+            Some(answer) => admitted.push(Pending::Ready(answer)),
+            None => match admit(node, msg) {
+                Ok(p) => admitted.push(p),
+                Err(why) => {
+                    tracing::debug!(why, "client port: not a client request");
+                    ending = Some(Ending::Malformed);
+                    break;
+                }
+            },
+        }
+    }
+    (admitted, ending)
+}
+
+/// The handler the transport calls; weak, so the transport (which the port owns) does not
+/// keep the port alive.
+struct Events(Weak<Port>);
+
+impl NetHandler for Events {
+    fn on_event(&self, event: NetEvent) {
+        if let Some(port) = self.0.upgrade() {
+            port.on_event(event);
+        }
+    }
+}
+
+/// A connection's waker: puts it on the port's ready list (it runs on the thread that
+/// completed the commit, the node's writer or notifier: it only takes a short lock).
+struct ConnWake {
+    conn: ConnId,
+    port: Weak<Port>,
+}
+
+impl Wake for ConnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(port) = self.port.upgrade() {
+            port.ready.lock().push(self.conn);
+            port.ready_cv.notify_one();
+        }
+    }
 }
 
 impl ClientPort {
@@ -98,707 +214,535 @@ impl ClientPort {
         inner: Weak<Inner>,
         tls: Option<PortTls>,
     ) -> Result<ClientPort> {
-        let listener =
-            TcpListener::bind(addr).map_err(|e| Error::io(format!("client port {addr}"), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("client port address", e))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let (s, c) = (Arc::clone(&stop), Arc::clone(&conns));
-        let accept = std::thread::Builder::new()
-            .name("logship-clients".into())
-            .spawn(move || accept_loop(&listener, &inner, (&s, &c), limits, tls.as_ref()))
-            .map_err(|e| Error::io("spawning the client port", e))?;
-        Ok(ClientPort {
+        let (backend, max_record) = inner.upgrade().map_or((NetBackend::Auto, 0), |i| {
+            (
+                i.config.node.transport,
+                i.config.log_options().max_record_bytes,
+            )
+        });
+        let port = Arc::new(Port {
+            inner,
+            limits,
+            max_request: max_request_bytes(max_record),
+            transport: OnceLock::new(),
+            tls: OnceLock::new(),
+            conns: Mutex::new(HashMap::new()),
+            slots: Slots::new(MAX_CLIENT_CONNECTIONS, limits.per_address),
+            refusals: Mutex::new(PerAddress::default()),
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+            ready: Mutex::new(Vec::new()),
+            ready_cv: Condvar::new(),
+            jobs: crossbeam_channel::bounded(JOB_QUEUE_CAPACITY),
+        });
+        let started = port.start_transport(backend, tls);
+        let addr = started
+            .and_then(|t| t.listen(addr))
+            .map_err(|e| Error::io(format!("client port {addr}"), e))?;
+        let mut threads = Vec::new();
+        let spawned = port.spawn_threads(&mut threads);
+        let client_port = ClientPort {
             addr,
-            stop,
-            accept: Some(accept),
-            conns,
-        })
+            port,
+            threads,
+        };
+        // On a failed spawn the port stops what it started.
+        spawned.map_err(|e| Error::io("spawning the client port's threads", e))?;
+        tracing::debug!(%addr, transport = client_port.transport_name(), "client port started");
+        Ok(client_port)
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The name of the port's transport (`io_uring`, `portable`, with `+tls` under TLS).
+    pub(crate) fn transport_name(&self) -> &'static str {
+        self.port.transport.get().map_or("none", |t| t.name())
+    }
+
     pub(crate) fn shutdown(mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(a) = self.accept.take() {
-            let _ = a.join();
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.port.stop.store(true, Ordering::Release);
+        if let Some(t) = self.port.transport.get() {
+            t.shutdown();
         }
-        let threads: Vec<_> = self.conns.lock().drain(..).collect();
-        for t in threads {
+        self.port.ready_cv.notify_all();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        let conns: Vec<_> = self.port.conns.lock().drain().collect();
+        if !conns.is_empty() {
+            tracing::debug!(
+                connections = conns.len(),
+                "client port stopped: its connections are closed"
+            );
+        }
     }
 }
 
-fn accept_loop(
-    listener: &TcpListener,
-    inner: &Weak<Inner>,
-    (stop, conns): (&Arc<AtomicBool>, &Connections),
-    limits: ClientLimits,
-    tls: Option<&PortTls>,
-) {
-    let slots = Slots::new(MAX_CLIENT_CONNECTIONS, limits.per_address);
-    let (mut refusals, started) = (PerAddress::default(), Instant::now());
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
-            return;
+impl Drop for ClientPort {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Port {
+    /// Starts the port's transport (see the module docs for the choice), under TLS when on.
+    fn start_transport(
+        self: &Arc<Self>,
+        backend: NetBackend,
+        tls: Option<PortTls>,
+    ) -> std::io::Result<Arc<dyn Transport>> {
+        let handler: Arc<dyn NetHandler> = Arc::new(Events(Arc::downgrade(self)));
+        let start_inner = move |h: Arc<dyn NetHandler>| {
+            match backend {
+            NetBackend::Portable => transport::start(NetBackend::Portable, h),
+            NetBackend::IoUring => transport::start(NetBackend::IoUring, h),
+            NetBackend::Auto => transport::start(NetBackend::IoUring, Arc::clone(&h)).or_else(|e| {
+                tracing::info!(error = %e, "client port: io_uring unavailable, the portable transport serves it");
+                transport::start(NetBackend::Portable, h)
+            }),
         }
-        let Ok(stream) = stream else { continue };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
         };
-        let seat = match Slots::take(&slots, peer.ip()) {
-            Ok(seat) => seat,
-            Err(why) => {
-                note_refusal(&mut refusals, started, peer.ip(), why.reason());
-                continue;
+        let t: Arc<dyn Transport> = match tls {
+            None => start_inner(handler)?,
+            Some((state, failures)) => {
+                let layer = Arc::new(TlsTransport::start_for(
+                    TlsPort::Client,
+                    start_inner,
+                    handler,
+                    Arc::new(ClientPortConfigs(state)),
+                    HashMap::new(),
+                    failures,
+                )?);
+                let _ = self.tls.set(Arc::clone(&layer));
+                layer
             }
         };
-        let (inner, stop, tls) = (inner.clone(), Arc::clone(stop), tls.cloned());
-        let accepted = Instant::now();
-        let spawned = std::thread::Builder::new()
-            .name("logship-client".into())
-            .spawn(move || {
-                let max_record = inner
-                    .upgrade()
-                    .map_or(0, |i| i.config.log_options().max_record_bytes);
-                let bounds = (max_request_bytes(max_record), limits);
-                let deadline = accepted + limits.request;
-                if let Err(e) = serve(
-                    stream,
-                    &inner,
-                    &stop,
-                    bounds,
-                    (deadline, tls.as_ref(), seat),
-                ) {
-                    tracing::debug!(error = %e, "client connection ended");
-                }
-            });
-        let mut c = conns.lock();
-        c.retain(|t| !t.is_finished());
-        if let Ok(t) = spawned {
-            c.push(t);
-        }
+        let _ = self.transport.set(Arc::clone(&t));
+        Ok(t)
     }
-}
 
-/// Notes a refused connection: one summary line per remote address per [`SUMMARY_INTERVAL`]
-/// at most, with the count since the last and the last reason (a flood of connections must not
-/// become a flood of log lines).
-fn note_refusal(refusals: &mut PerAddress, started: Instant, ip: IpAddr, why: &'static str) {
-    if let Some(line) = refusals.note(started.elapsed(), ip, why) {
-        tracing::warn!(
-            refused = line.count,
-            address = %line.address_text(),
-            last_reason = %line.last_reason,
-            "client port: connections refused (at most one such line per {} s per remote address)",
-            SUMMARY_INTERVAL.as_secs()
-        );
-    }
-}
-
-/// The largest request frame the port reads: one maximum record, or a batch whose records
-/// together are as large, with room for the rest of the request.
-fn max_request_bytes(max_record_bytes: usize) -> usize {
-    max_record_bytes + REQUEST_OVERHEAD_BYTES + MAX_BATCH_RECORDS * BATCH_RECORD_PREFIX_BYTES
-}
-
-/// The grants of a new connection and its request decoder: after the client handshake when
-/// `[clients]` is configured (`None`: refused, or the client left), else everything.
-fn admit_connection(
-    link: &Link<'_, '_>,
-    inner: &Weak<Inner>,
-    stop: &AtomicBool,
-    max_request: usize,
-    handshake_deadline: Instant,
-) -> std::io::Result<Option<(Grants, FrameDecoder)>> {
-    let required = inner.upgrade().is_some_and(|i| i.config.clients.is_some());
-    if !required {
-        return Ok(Some((Grants::ALL, FrameDecoder::new(max_request))));
-    }
-    Ok(match handshake(link, inner, stop, handshake_deadline)? {
-        Outcome::Admitted(grants, mut decoder) => {
-            decoder.set_max_body_bytes(max_request);
-            Some((grants, decoder))
-        }
-        Outcome::Closed => None,
-    })
-}
-
-fn serve(
-    stream: TcpStream,
-    inner: &Weak<Inner>,
-    stop: &AtomicBool,
-    bounds: (usize, ClientLimits),
-    (handshake_deadline, tls, seat): (Instant, Option<&PortTls>, Slot),
-) -> std::io::Result<()> {
-    let wire = Wire::new(tls, stream.peer_addr()?)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(POLL))?;
-    stream.set_write_timeout(Some(POLL))?;
-    let writer = stream.try_clone()?;
-    let out = Answers {
-        out: Mutex::new(BufWriter::with_capacity(
-            WRITE_BUFFER_BYTES,
-            Patient {
-                stream: &writer,
-                stop,
-                wire: &wire,
-            },
-        )),
-        queued: AtomicUsize::new(0),
-        seat: Mutex::new(Some(seat)),
-    };
-    let link = Link {
-        stream: &stream,
-        wire: &wire,
-        out: &out.out,
-    };
-    let admitted = admit_connection(&link, inner, stop, bounds.0, handshake_deadline);
-    if !matches!(admitted, Ok(Some(_))) {
-        // Refused, gone or failed: the socket closes when this returns.
-        out.release_seat();
-    }
-    let Some(admitted) = admitted? else {
-        return Ok(());
-    };
-    let (tx, rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT_PER_CONNECTION);
-    std::thread::scope(|s| {
-        let answers = &out;
-        let answerer = std::thread::Builder::new()
-            .name("logship-client-answers".into())
-            .spawn_scoped(s, move || answer_requests(&rx, answers, inner, stop))?;
-        let read = read_requests(&link, inner, (stop, bounds), admitted, (&tx, &out));
-        drop(tx);
-        let answered = answerer
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the answering thread panicked")));
-        read.and(answered)
-    })
-}
-
-/// Where a connection's answers go, in request order: the write buffer, and how many
-/// requests wait in the queue or in the answerer's hands. With none waiting, the reader
-/// answers a lone request itself (no hand-off to the answerer: a client with one request in
-/// flight pays no thread switch for the port's two threads).
-struct Answers<'a> {
-    out: Mutex<BufWriter<Patient<'a>>>,
-    queued: AtomicUsize,
-    /// The connection's seat in the port's bounds, given back just before the socket is shut
-    /// down: a client that sees its connection closed may connect again at once and find the
-    /// seat free.
-    seat: Mutex<Option<Slot>>,
-}
-
-impl Answers<'_> {
-    /// Gives the connection's seat back (before the socket closes: see [`Answers::seat`]).
-    fn release_seat(&self) {
-        drop(self.seat.lock().take());
-    }
-}
-
-/// A request between the reader and the answerer.
-enum Pending {
-    /// An admitted append: its wait for the level.
-    Append { id: u64, commit: Commit },
-    /// An admitted batch: its first LSN and the wait of its last record.
-    Batch { id: u64, first: Lsn, commit: Commit },
-    /// An answer known at admission (a refused append).
-    Ready(Msg),
-    /// A read, status or promote request, carried out in its turn.
-    InTurn(Msg),
-}
-
-impl Pending {
-    /// Whether its answer can be had without waiting for the log or the quorum.
-    fn is_ready(&self) -> bool {
-        match self {
-            Pending::Append { commit, .. } | Pending::Batch { commit, .. } => commit.is_ready(),
-            Pending::Ready(_) => true,
-            Pending::InTurn(_) => false,
-        }
-    }
-}
-
-/// The reader: decodes requests, admits appends, queues everything in order. Returns at the
-/// client's close or the port's stop, or with the error that ends the connection (a
-/// timeout of [`Deadlines`] among them).
-fn read_requests(
-    link: &Link<'_, '_>,
-    inner: &Weak<Inner>,
-    (stop, (_, limits)): (&AtomicBool, (usize, ClientLimits)),
-    (grants, mut decoder): (Grants, FrameDecoder),
-    (queue, answers): (&Sender<Pending>, &Answers<'_>),
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; READ_BUFFER_BYTES];
-    let mut requests = Vec::new();
-    let mut deadlines = Deadlines::new(limits, Instant::now());
-    // Bytes that came right behind the handshake's proof are decoded before the first read.
-    let mut buffered = decoder.buffered() > 0;
-    let mut open = true;
-    loop {
-        if !std::mem::take(&mut buffered) {
-            if stop.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            match link.read_into(&mut buf, &mut decoder) {
-                Ok(more) => open = more,
-                Err(e) if is_timeout(&e) || e.kind() == std::io::ErrorKind::Interrupted => {
-                    let in_flight = answers.queued.load(Ordering::Acquire);
-                    let buffered = decoder.buffered() + link.wire.pending();
-                    deadlines.check(Instant::now(), buffered, in_flight)?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let malformed = decode_frames(&mut decoder, &mut requests);
-        let buffered = decoder.buffered() + link.wire.pending();
-        deadlines.on_read(Instant::now(), !requests.is_empty(), buffered);
-        let Some(inner) = inner.upgrade() else {
-            return Ok(());
+    fn spawn_threads(self: &Arc<Self>, threads: &mut Vec<JoinHandle<()>>) -> std::io::Result<()> {
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f)
         };
-        take_requests(&inner, grants, &mut requests, (queue, answers), stop)?;
-        if !open {
-            return Ok(());
-        }
-        if let Some(e) = malformed {
-            return Err(e);
-        }
-        deadlines.check(Instant::now(), decoder.buffered() + link.wire.pending(), 1)?;
-    }
-}
-
-/// Takes every whole frame off `decoder` into `requests`. A malformed frame stops it, and is
-/// returned: the requests before it are still answered.
-fn decode_frames(decoder: &mut FrameDecoder, requests: &mut Vec<Msg>) -> Option<std::io::Error> {
-    loop {
-        match decoder.next_frame().map_err(invalid) {
-            Ok(Some(frame)) => match Msg::decode(&frame) {
-                Ok(msg) => requests.push(msg),
-                Err(e) => return Some(invalid(e)),
-            },
-            Ok(None) => return None,
-            Err(e) => return Some(e),
-        }
-    }
-}
-
-/// A connection's timeouts: idle (no request in flight and no bytes) and request (a frame
-/// begun and not finished).
-#[derive(Debug)]
-struct Deadlines {
-    limits: ClientLimits,
-    last_bytes: Instant,
-    /// When the first byte of the frame still incomplete arrived (at the latest).
-    partial_since: Option<Instant>,
-}
-
-impl Deadlines {
-    fn new(limits: ClientLimits, now: Instant) -> Deadlines {
-        Deadlines {
-            limits,
-            last_bytes: now,
-            partial_since: None,
-        }
-    }
-
-    /// Bytes arrived; `completed`: they finished at least one frame; `buffered`: bytes of an
-    /// unfinished frame left.
-    fn on_read(&mut self, now: Instant, completed: bool, buffered: usize) {
-        self.last_bytes = now;
-        self.partial_since = match (buffered, completed) {
-            (0, _) => None,
-            (_, true) => Some(now),
-            (_, false) => Some(self.partial_since.unwrap_or(now)),
-        };
-    }
-
-    /// Fails with `TimedOut` when a timeout has run out.
-    fn check(&self, now: Instant, buffered: usize, in_flight: usize) -> std::io::Result<()> {
-        let timed_out = |what: &str| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, what));
-        if self
-            .partial_since
-            .is_some_and(|t| now.duration_since(t) >= self.limits.request)
-        {
-            return timed_out("a request did not arrive whole within timeouts.client_request_ms");
-        }
-        let idle = now.duration_since(self.last_bytes) >= self.limits.idle;
-        if buffered == 0 && in_flight == 0 && idle {
-            return timed_out("idle for timeouts.client_idle_ms");
+        let p = Arc::clone(self);
+        threads.push(spawn(
+            "logship-client-answers",
+            Box::new(move || p.answer_loop()),
+        )?);
+        let p = Arc::clone(self);
+        threads.push(spawn(
+            "logship-client-timer",
+            Box::new(move || p.timer_loop()),
+        )?);
+        for _ in 0..CLIENT_WORKERS {
+            let p = Arc::clone(self);
+            threads.push(spawn(
+                "logship-client-worker",
+                Box::new(move || p.work_loop()),
+            )?);
         }
         Ok(())
     }
-}
 
-/// Admits one read's requests in order: a lone request with nothing waiting is answered here
-/// (see [`Answers`]); the others go to the answerer.
-fn take_requests(
-    inner: &Inner,
-    grants: Grants,
-    requests: &mut Vec<Msg>,
-    (queue, answers): (&Sender<Pending>, &Answers<'_>),
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
-    let lone = requests.len() == 1;
-    for msg in requests.drain(..) {
-        let pending = match not_permitted(&msg, grants) {
-            Some(answer) => Pending::Ready(answer),
-            None => admit(inner, msg)?,
-        };
-        if lone && answers.queued.load(Ordering::Acquire) == 0 {
-            let answer = resolve(inner, pending);
-            let mut out = answers.out.lock();
-            out.write_all(&answer.encode())?;
-            out.flush()?;
-        } else {
-            answers.queued.fetch_add(1, Ordering::AcqRel);
-            enqueue(queue, pending, stop)?;
-        }
+    fn transport(&self) -> &Arc<dyn Transport> {
+        self.transport
+            .get()
+            .expect("the transport is set before it can deliver an event")
     }
-    Ok(())
-}
 
-fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
-}
-
-pub(super) fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-    )
-}
-
-/// Queues `pending`, waiting while the queue is full (the reader reads nothing meanwhile:
-/// back-pressure on the client) unless the port stops or the answerer is gone.
-fn enqueue(
-    queue: &Sender<Pending>,
-    mut pending: Pending,
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
-    loop {
-        match queue.send_timeout(pending, POLL) {
-            Ok(()) => return Ok(()),
-            Err(SendTimeoutError::Timeout(back)) if !stop.load(Ordering::Acquire) => {
-                pending = back;
-            }
-            Err(_) => {
-                let why = "the connection stopped answering";
-                return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, why));
-            }
-        }
+    fn conn(&self, id: ConnId) -> Option<Arc<Conn>> {
+        self.conns.lock().get(&id).cloned()
     }
-}
 
-/// The `not_permitted` answer to a client request `grants` do not cover; `None` when they do,
-/// or when `msg` is no client request (which [`admit`] refuses by closing).
-fn not_permitted(msg: &Msg, grants: Grants) -> Option<Msg> {
-    if grants.permits(msg) {
-        return None;
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
-    let status = ClientStatus::NotPermitted;
-    let message = format!(
-        "{} is not granted to this client (it holds: {grants})",
-        msg.name()
-    );
-    Some(match *msg {
-        Msg::AppendRequest { id, .. } => Msg::AppendResponse {
-            id,
-            status,
-            lsn: Lsn::ZERO,
-            message,
-        },
-        Msg::AppendBatchRequest { id, .. } => Msg::AppendBatchResponse {
-            id,
-            status,
-            first_lsn: Lsn::ZERO,
-            last_lsn: Lsn::ZERO,
-            message,
-        },
-        Msg::ReadRequest { id, .. } => Msg::ReadResponse {
-            id,
-            status,
-            detail: 0,
-            message,
-            records: Bytes::new(),
-        },
-        Msg::PromoteRequest { id, .. } => Msg::PromoteResponse {
-            id,
-            status,
-            message,
-        },
-        _ => return None,
-    })
-}
 
-/// Admits an append or a batch (hands it to the log, does not wait for its level); leaves any
-/// other client request for its turn.
-///
-/// # Errors
-/// `InvalidData` for a message that is not a client request (the connection ends).
-fn admit(inner: &Inner, msg: Msg) -> std::io::Result<Pending> {
-    Ok(match msg {
-        Msg::AppendRequest { id, level, payload } => match inner.append(payload, level) {
-            Ok(commit) => Pending::Append { id, commit },
-            Err(e) => Pending::Ready(append_answer(id, Err(e))),
-        },
-        Msg::AppendBatchRequest {
-            id,
-            level,
-            payloads,
-        } => match inner.append_batch(payloads, level) {
-            Ok((first, commit)) => Pending::Batch { id, first, commit },
-            Err(e) => Pending::Ready(batch_answer(id, Lsn::ZERO, Err(e))),
-        },
-        m @ (Msg::ReadRequest { .. } | Msg::StatusRequest { .. } | Msg::PromoteRequest { .. }) => {
-            Pending::InTurn(m)
-        }
-        other => {
-            let m = format!("{} is not a client request", other.name());
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
-        }
-    })
-}
-
-/// The answerer: answers the queue in order until the reader is done (and the queue empty),
-/// the port stops, or a write fails; then closes the connection, which also ends a reader
-/// still waiting for bytes.
-fn answer_requests(
-    queue: &Receiver<Pending>,
-    answers: &Answers<'_>,
-    inner: &Weak<Inner>,
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
-    let result = answer_in_order(queue, answers, inner, stop);
-    let mut out = answers.out.lock();
-    let flushed = out.flush();
-    let _ = out.get_mut().close_notify();
-    answers.release_seat();
-    let _ = out.get_ref().stream.shutdown(Shutdown::Both);
-    result.and(flushed)
-}
-
-fn answer_in_order(
-    queue: &Receiver<Pending>,
-    answers: &Answers<'_>,
-    inner: &Weak<Inner>,
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
-    loop {
-        let pending = match queue.try_recv() {
-            Ok(p) => p,
-            Err(TryRecvError::Empty) => {
-                answers.out.lock().flush()?;
-                match queue.recv() {
-                    Ok(p) => p,
-                    Err(_) => return Ok(()),
+    fn on_event(self: &Arc<Self>, event: NetEvent) {
+        match event {
+            NetEvent::Accepted { conn, peer, .. } => self.on_accepted(conn, peer),
+            NetEvent::Data { conn, bytes } => self.on_data(conn, &bytes),
+            NetEvent::Closed { conn, error } => {
+                if let Some(c) = self.conns.lock().remove(&conn) {
+                    c.state.lock().release_seat();
+                    if let Some(e) = error {
+                        tracing::debug!(peer = %c.peer, error = %e, "client connection ended");
+                    }
                 }
             }
-            Err(TryRecvError::Disconnected) => return Ok(()),
-        };
-        if stop.load(Ordering::Acquire) {
-            return Ok(());
+            // The port makes no connections.
+            NetEvent::Connected { .. } | NetEvent::ConnectFailed { .. } => {}
         }
-        if !pending.is_ready() {
-            answers.out.lock().flush()?;
+    }
+
+    fn on_accepted(self: &Arc<Self>, id: ConnId, peer: SocketAddr) {
+        if self.stopping() {
+            return self.transport().close(id);
         }
-        let Some(inner) = inner.upgrade() else {
-            return Ok(());
+        let seat = match Slots::take(&self.slots, peer.ip()) {
+            Ok(seat) => seat,
+            Err(why) => {
+                self.note_refusal(peer.ip(), why.reason());
+                return self.transport().close(id);
+            }
         };
-        let answer = resolve(&inner, pending);
-        drop(inner);
-        answers.out.lock().write_all(&answer.encode())?;
-        answers.queued.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The answer to an admitted request: waits for an append's level, or carries out a read,
-/// status or promote request.
-fn resolve(inner: &Inner, pending: Pending) -> Msg {
-    match pending {
-        Pending::Append { id, commit } => append_answer(id, commit.wait()),
-        Pending::Batch { id, first, commit } => batch_answer(id, first, commit.wait()),
-        Pending::Ready(answer) => answer,
-        Pending::InTurn(request) => handle(inner, request),
-    }
-}
-
-/// How long a promote request waits for the handover (the primary gives up by itself after
-/// the longest election timeout).
-const PROMOTE_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
-
-fn status_of(e: &Error) -> ClientStatus {
-    match e {
-        Error::QuorumUnavailable { .. } => ClientStatus::QuorumUnavailable,
-        Error::NotPrimary { .. } => ClientStatus::NotPrimary,
-        Error::Log(logship_engine::Error::RecordTooLarge { .. }) => ClientStatus::Invalid,
-        Error::Log(logship_engine::Error::Purged { .. }) => ClientStatus::Purged,
-        _ => ClientStatus::Failed,
-    }
-}
-
-/// The message of a failed append: for `not_primary`, the primary's client address (or
-/// empty), which clients follow (docs/protocol.md).
-fn failure_message(e: Error) -> String {
-    match e {
-        Error::NotPrimary { leader_hint } => leader_hint.unwrap_or_default(),
-        e => e.to_string(),
-    }
-}
-
-fn append_answer(id: u64, outcome: Result<Lsn>) -> Msg {
-    match outcome {
-        Ok(lsn) => Msg::AppendResponse {
+        let required = self
+            .inner
+            .upgrade()
+            .is_some_and(|i| i.config.clients.is_some());
+        let now = Instant::now();
+        let (handshake, decoder) = match required {
+            true => (
+                Some(Handshake::new(peer.ip())),
+                FrameDecoder::new(HANDSHAKE_MAX_BODY_BYTES),
+            ),
+            false => (None, FrameDecoder::new(self.max_request)),
+        };
+        let state = ConnState {
+            seat: Some(seat),
+            handshake,
+            handshake_deadline: now + self.limits.request,
+            grants: if required { Grants::NONE } else { Grants::ALL },
+            decoder,
+            pending: Default::default(),
+            deadlines: Deadlines::new(self.limits, now),
+            ending: None,
+            backlog_since: None,
+            tls_handshake_since: None,
+        };
+        let waker = Waker::from(Arc::new(ConnWake {
+            conn: id,
+            port: Arc::downgrade(self),
+        }));
+        let conn = Conn {
             id,
-            status: ClientStatus::Ok,
-            lsn,
-            message: String::new(),
-        },
-        Err(e) => Msg::AppendResponse {
-            id,
-            status: status_of(&e),
-            lsn: Lsn::ZERO,
-            message: failure_message(e),
-        },
+            peer,
+            waker,
+            state: Mutex::new(state),
+        };
+        self.conns.lock().insert(id, Arc::new(conn));
     }
-}
 
-/// The answer to a batch whose first record is `first`, once its last record's wait ended.
-fn batch_answer(id: u64, first: Lsn, outcome: Result<Lsn>) -> Msg {
-    match outcome {
-        Ok(last) => {
-            assert!(
-                first > Lsn::ZERO && first <= last,
-                "a batch from {first} acknowledged at {last}"
+    /// Notes a refused connection: one summary line per remote address per
+    /// [`SUMMARY_INTERVAL`] at most, with the count since the last and the last reason (a
+    /// flood of connections must not become a flood of log lines).
+    fn note_refusal(&self, ip: IpAddr, why: &'static str) {
+        let line = self.refusals.lock().note(self.started.elapsed(), ip, why);
+        if let Some(line) = line {
+            tracing::warn!(
+                refused = line.count,
+                address = %line.address_text(),
+                last_reason = %line.last_reason,
+                "client port: connections refused (at most one such line per {} s per remote address)",
+                SUMMARY_INTERVAL.as_secs()
             );
-            Msg::AppendBatchResponse {
-                id,
-                status: ClientStatus::Ok,
-                first_lsn: first,
-                last_lsn: last,
-                message: String::new(),
-            }
         }
-        Err(e) => Msg::AppendBatchResponse {
-            id,
-            status: status_of(&e),
-            first_lsn: Lsn::ZERO,
-            last_lsn: Lsn::ZERO,
-            message: failure_message(e),
-        },
     }
-}
 
-/// Carries out a read, status or promote request in its turn.
-fn handle(inner: &Inner, msg: Msg) -> Msg {
-    match msg {
-        Msg::ReadRequest {
-            id,
-            from,
-            max_bytes,
-        } => read(inner, id, from, max_bytes),
-        Msg::PromoteRequest { id, target } => {
-            let (status, message) = match inner.promote(&target, PROMOTE_ANSWER_WITHIN) {
-                Ok(done) => (ClientStatus::Ok, done),
-                Err(e @ Error::Protocol(_)) => (ClientStatus::Failed, e.to_string()),
-                Err(e) => (status_of(&e), e.to_string()),
-            };
-            Msg::PromoteResponse {
-                id,
-                status,
-                message,
-            }
-        }
-        Msg::StatusRequest { id } => {
-            let json = serde_json::to_string(&inner.status())
-                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-            Msg::StatusResponse { id, json }
-        }
-        other => unreachable!("{} is admitted only as an append", other.name()),
-    }
-}
-
-fn read(inner: &Inner, id: u64, from: Lsn, max_bytes: u32) -> Msg {
-    let max = (max_bytes as usize).clamp(1, MAX_READ_BYTES);
-    let fail = |e: logship_engine::Error| {
-        let (status, detail) = match &e {
-            logship_engine::Error::Purged { first, .. } => (ClientStatus::Purged, first.0),
-            _ => (ClientStatus::Failed, 0),
+    /// Bytes arrived: the handshake's frames are answered, requests admitted in order (with
+    /// the connection unlocked: an append may wait for the log's room), then the ready
+    /// answers sent.
+    fn on_data(self: &Arc<Self>, id: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conn(id) else { return };
+        let Some(node) = self.inner.upgrade() else {
+            return self.transport().close(id);
         };
-        Msg::ReadResponse {
-            id,
-            status,
-            detail,
-            message: e.to_string(),
-            records: Bytes::new(),
+        let Some(decoded) = self.decode(&node, &c, bytes) else {
+            return self.settle(&c);
+        };
+        let (admitted, ending) = admit_all(&node, decoded);
+        drop(node);
+        {
+            let mut st = c.state.lock();
+            st.pending.extend(admitted);
+            match ending {
+                Some(Ending::TooManyInFlight) => tracing::info!(
+                    peer = %c.peer,
+                    "client connection closed: more than {MAX_IN_FLIGHT_PER_CONNECTION} requests unanswered (MAX_IN_FLIGHT_PER_CONNECTION)"
+                ),
+                Some(_) => {
+                    tracing::debug!(peer = %c.peer, "client connection closes: malformed request")
+                }
+                None => {}
+            }
+            if let Some(why) = ending {
+                st.end(why, Instant::now());
+            }
         }
-    };
-    let mut reader = match inner.log.read_from(from) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    match reader.next_chunk(max) {
-        None => Msg::ReadResponse {
-            id,
-            status: ClientStatus::Ok,
-            detail: 0,
-            message: String::new(),
-            records: Bytes::new(),
-        },
-        Some(Ok(c)) => Msg::ReadResponse {
-            id,
-            status: ClientStatus::Ok,
-            detail: 0,
-            message: String::new(),
-            records: c.bytes,
-        },
-        Some(Err(e)) => fail(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: ClientLimits = ClientLimits {
-        per_address: 2,
-        idle: Duration::from_secs(60),
-        request: Duration::from_secs(10),
-    };
-
-    #[test]
-    fn an_unfinished_request_times_out_from_its_first_byte() {
-        let t0 = Instant::now();
-        let mut d = Deadlines::new(LIMITS, t0);
-        d.on_read(t0, false, 3);
-        // One more byte a second keeps the connection busy but does not restart the clock.
-        for s in 1..10 {
-            d.on_read(t0 + Duration::from_secs(s), false, 3 + s as usize);
-            assert!(d.check(t0 + Duration::from_secs(s), 4, 0).is_ok());
-        }
-        let e = d.check(t0 + LIMITS.request, 12, 0).expect_err("timed out");
-        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
-        // A finished frame restarts the clock for the next one.
-        d.on_read(t0 + LIMITS.request, true, 2);
-        assert!(d.check(t0 + LIMITS.request, 2, 0).is_ok());
+        self.settle(&c);
     }
 
-    #[test]
-    fn an_idle_connection_times_out_unless_a_request_is_in_flight() {
-        let t0 = Instant::now();
-        let d = Deadlines::new(LIMITS, t0);
-        let later = t0 + LIMITS.idle;
-        assert!(d.check(later - Duration::from_millis(1), 0, 0).is_ok());
-        assert!(d.check(later, 0, 1).is_ok(), "an answer is still owed");
-        assert_eq!(
-            d.check(later, 0, 0).expect_err("idle").kind(),
-            std::io::ErrorKind::TimedOut
-        );
+    /// Takes the frames out of `bytes`: the handshake's are answered here; the requests are
+    /// returned to be admitted. `None`: nothing to admit (the connection is ending or still in
+    /// its handshake).
+    fn decode(&self, node: &Inner, c: &Conn, bytes: &[u8]) -> Option<Decoded> {
+        let mut st = c.state.lock();
+        if st.ending.is_some() {
+            return None;
+        }
+        st.decoder.push(bytes);
+        let (mut requests, mut replies, mut malformed) = (Vec::new(), Vec::new(), None);
+        let mut completed = false;
+        while st.ending.is_none() {
+            let frame = match st.decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(f)) => Msg::decode(&f).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            completed = true;
+            if st.handshake.is_some() {
+                self.handshake_step(node, &mut st, frame.ok(), &mut replies);
+                continue;
+            }
+            match frame {
+                Ok(m) => requests.push(m),
+                Err(e) => {
+                    malformed = Some(e);
+                    break;
+                }
+            }
+        }
+        let buffered = st.decoder.buffered();
+        st.deadlines.on_read(Instant::now(), completed, buffered);
+        if !replies.is_empty() {
+            // Under the connection's lock: the handshake's frames leave before any answer.
+            self.transport().send(c.id, Bytes::from(replies));
+        }
+        let decoded = Decoded {
+            requests,
+            malformed: malformed.is_some(),
+            grants: st.grants,
+            room: MAX_IN_FLIGHT_PER_CONNECTION.saturating_sub(st.pending.len()),
+        };
+        if let Some(e) = malformed {
+            tracing::debug!(peer = %c.peer, error = %e, "client port: malformed frame");
+        }
+        (st.handshake.is_none() && (!decoded.requests.is_empty() || decoded.malformed))
+            .then_some(decoded)
+    }
+
+    /// Feeds one handshake frame (`None`: malformed), queueing its reply in `replies`.
+    fn handshake_step(
+        &self,
+        node: &Inner,
+        st: &mut ConnState,
+        frame: Option<Msg>,
+        replies: &mut Vec<u8>,
+    ) {
+        let Some(hs) = st.handshake.as_mut() else {
+            return;
+        };
+        let step = hs.on_frame(node, frame);
+        self.apply_step(st, step, replies);
+    }
+
+    fn apply_step(&self, st: &mut ConnState, step: Step, replies: &mut Vec<u8>) {
+        let now = Instant::now();
+        match step {
+            Step::Reply(m) => replies.extend_from_slice(&m.encode()),
+            Step::Admitted(grants, m) => {
+                replies.extend_from_slice(&m.encode());
+                st.grants = grants;
+                st.handshake = None;
+                st.decoder.set_max_body_bytes(self.max_request);
+                st.deadlines = Deadlines::new(self.limits, now);
+            }
+            Step::Refused(m) => {
+                replies.extend_from_slice(&m.encode());
+                st.end(Ending::Refused, now);
+            }
+            Step::Close => st.end(Ending::Refused, now),
+        }
+    }
+
+    /// Sends `c`'s ready answers, hands its next read, status or promote request to the
+    /// workers when its turn came, and closes it when it is ending and all is out.
+    fn settle(&self, c: &Conn) {
+        let t = self.transport();
+        let mut st = c.state.lock();
+        let unsent = t.queued_bytes(c.id);
+        if unsent <= MAX_UNSENT_ANSWER_BYTES {
+            let taken = c.take_answers(&mut st, MAX_UNSENT_ANSWER_BYTES - unsent + 1);
+            if let Some(bytes) = taken.bytes {
+                t.send(c.id, bytes);
+            }
+            if let Some(msg) = taken.job {
+                if self.jobs.0.try_send(Job { conn: c.id, msg }).is_err() {
+                    // Cannot happen (one job per connection at most); the connection cannot
+                    // be answered in order any more.
+                    st.end(Ending::Malformed, Instant::now());
+                    st.pending.clear();
+                }
+            }
+        }
+        self.close_if_done(c, &mut st, Instant::now());
+    }
+
+    /// Closes an ending connection once its answers are out (or it waited [`CLOSE_LINGER`]
+    /// for the transport to send them), its seat given back first.
+    fn close_if_done(&self, c: &Conn, st: &mut ConnState, now: Instant) {
+        let Some((_, since)) = st.ending else {
+            return;
+        };
+        if st.seat.is_none() {
+            // Closed already; its `Closed` is on its way.
+            return;
+        }
+        let unsent = self.transport().queued_bytes(c.id);
+        let answered = st.pending.is_empty();
+        if answered && (unsent == 0 || now.duration_since(since) >= CLOSE_LINGER) {
+            st.release_seat();
+            self.transport().close(c.id);
+        }
+    }
+
+    /// The answering thread: sends the answers of connections whose commits completed.
+    fn answer_loop(&self) {
+        let mut woken = Vec::new();
+        loop {
+            {
+                let mut ready = self.ready.lock();
+                while ready.is_empty() && !self.stopping() {
+                    self.ready_cv.wait_for(&mut ready, TICK);
+                }
+                std::mem::swap(&mut *ready, &mut woken);
+            }
+            if self.stopping() {
+                return;
+            }
+            woken.sort_unstable();
+            woken.dedup();
+            for id in woken.drain(..) {
+                if let Some(c) = self.conn(id) {
+                    self.settle(&c);
+                }
+            }
+        }
+    }
+
+    /// A worker: carries out read, status and promote requests, then sends the connection's
+    /// ready answers itself.
+    fn work_loop(&self) {
+        while !self.stopping() {
+            let Ok(job) = self.jobs.1.recv_timeout(TICK) else {
+                continue;
+            };
+            let Some(node) = self.inner.upgrade() else {
+                continue;
+            };
+            let answer = handle(&node, job.msg);
+            drop(node);
+            let Some(c) = self.conn(job.conn) else {
+                continue;
+            };
+            {
+                let mut st = c.state.lock();
+                if let Some(front @ Pending::Running) = st.pending.front_mut() {
+                    *front = Pending::Ready(answer);
+                }
+            }
+            self.settle(&c);
+        }
+    }
+
+    /// The timer: every [`TICK`], each connection's timeouts, answers held back, and closes
+    /// due.
+    fn timer_loop(&self) {
+        while !self.stopping() {
+            std::thread::sleep(TICK);
+            let conns: Vec<Arc<Conn>> = self.conns.lock().values().cloned().collect();
+            let Some(node) = self.inner.upgrade() else {
+                continue;
+            };
+            for c in conns {
+                if self.stopping() {
+                    return;
+                }
+                self.check(&node, &c, Instant::now());
+            }
+        }
+    }
+
+    /// One connection's look by the timer.
+    fn check(&self, node: &Inner, c: &Conn, now: Instant) {
+        let mut st = c.state.lock();
+        if st.ending.is_none() {
+            if let Some(why) = self.timed_out(node, c, &mut st, now) {
+                tracing::debug!(peer = %c.peer, why, "client connection timed out");
+            }
+        }
+        if st.seat.is_some() && self.unread_too_long(c, &mut st, now) {
+            tracing::info!(
+                peer = %c.peer,
+                "client connection closed: it left more than {MAX_UNSENT_ANSWER_BYTES} bytes of answers unread for timeouts.client_idle_ms"
+            );
+            st.release_seat();
+            return self.transport().close(c.id);
+        }
+        // Answers held back, a turn that came, or a close due; an idle connection has none.
+        let due = st.ending.is_some() || !st.pending.is_empty();
+        drop(st);
+        if due {
+            self.settle(c);
+        }
+    }
+
+    /// Ends `c` when a timeout ran out; returns which.
+    fn timed_out(
+        &self,
+        node: &Inner,
+        c: &Conn,
+        st: &mut ConnState,
+        now: Instant,
+    ) -> Option<&'static str> {
+        if st.handshake.is_some() {
+            if now < st.handshake_deadline {
+                return None;
+            }
+            let mut replies = Vec::new();
+            let step = st.handshake.as_mut().map(|hs| hs.timed_out(node))?;
+            self.apply_step(st, step, &mut replies);
+            if !replies.is_empty() {
+                self.transport().send(c.id, Bytes::from(replies));
+            }
+            return Some("the client handshake did not complete within client_request_ms");
+        }
+        let tls_pending = self
+            .tls
+            .get()
+            .is_some_and(|t| t.handshake_begun_and_unfinished(c.id));
+        st.tls_handshake_since = tls_pending.then(|| st.tls_handshake_since.unwrap_or(now));
+        let why = match st.tls_handshake_since {
+            Some(t) if now.duration_since(t) >= st.deadlines.request() => {
+                Some("a TLS handshake did not complete within timeouts.client_request_ms")
+            }
+            _ => st.deadlines.check(
+                now,
+                st.decoder.buffered() + usize::from(tls_pending),
+                st.pending.len(),
+            ),
+        };
+        if why.is_some() {
+            st.end(Ending::TimedOut, now);
+        }
+        why
+    }
+
+    /// Whether `c` has left more than [`MAX_UNSENT_ANSWER_BYTES`] of answers unread for the
+    /// idle timeout.
+    fn unread_too_long(&self, c: &Conn, st: &mut ConnState, now: Instant) -> bool {
+        if self.transport().queued_bytes(c.id) <= MAX_UNSENT_ANSWER_BYTES {
+            st.backlog_since = None;
+            return false;
+        }
+        let since = *st.backlog_since.get_or_insert(now);
+        now.duration_since(since) >= self.limits.idle
     }
 }

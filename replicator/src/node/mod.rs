@@ -13,9 +13,10 @@
 //! log actions and every action after them run once the lock is released, still in order.
 
 mod apply;
+mod client_answers;
+mod client_conn;
 mod client_handshake;
 mod client_port;
-mod client_wire;
 mod divergent;
 pub mod election_file;
 mod failover;
@@ -553,6 +554,13 @@ impl Node {
         self.client
             .as_ref()
             .map(client_port::ClientPort::local_addr)
+    }
+
+    /// The client port's transport: `io_uring` or `portable`, with `+tls` under TLS.
+    pub fn client_transport(&self) -> Option<&'static str> {
+        self.client
+            .as_ref()
+            .map(client_port::ClientPort::transport_name)
     }
 
     /// The HTTP address.

@@ -50,10 +50,6 @@ impl Slot {
         }
     }
 
-    fn is_complete(&self) -> bool {
-        self.state.lock().outcome.is_some()
-    }
-
     fn wait(&self) -> Outcome {
         loop {
             let mut st = self.state.lock();
@@ -99,16 +95,6 @@ impl Commit {
     /// The record's LSN (0 if the append failed before it got one).
     pub fn lsn(&self) -> Lsn {
         self.lsn
-    }
-
-    /// Whether [`Commit::wait`] would return at once.
-    pub(crate) fn is_ready(&self) -> bool {
-        match &self.slot {
-            _ if self.ready.is_some() => true,
-            Some(s) => s.is_complete(),
-            // No slot and no outcome: `wait` fails at once with `Closed`.
-            None => true,
-        }
     }
 
     /// Blocks until the level holds (or the wait fails).

@@ -292,6 +292,22 @@ impl TlsConfigs for TlsState {
     }
 }
 
+/// The client port's configurations: its server side (`client_auth` none or required, see
+/// [`NodeTls::client_port`]) for accepted connections; the port makes no connections, so
+/// `client` gives the replication one only to complete the trait.
+#[derive(Debug)]
+pub struct ClientPortConfigs(pub Arc<TlsState>);
+
+impl TlsConfigs for ClientPortConfigs {
+    fn server(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.0.current().client_port)
+    }
+
+    fn client(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.0.current().replication_client)
+    }
+}
+
 /// Parses a server name to verify a certificate for: an IP address, or else a DNS name.
 ///
 /// # Errors

@@ -62,6 +62,8 @@ struct TlsConn {
     peer: SocketAddr,
     /// The TLS error that ended it, reported with its `Closed`.
     failed: Option<rustls::Error>,
+    /// Bytes arrived from the peer.
+    began: bool,
 }
 
 struct Shared {
@@ -70,6 +72,8 @@ struct Shared {
     configs: Arc<dyn TlsConfigs>,
     names: HashMap<SocketAddr, ServerName<'static>>,
     failures: Arc<TlsFailures>,
+    /// Where failures are counted.
+    port: TlsPort,
     conns: Mutex<HashMap<ConnId, Arc<Mutex<TlsConn>>>>,
 }
 
@@ -99,17 +103,52 @@ impl TlsTransport {
         names: HashMap<SocketAddr, ServerName<'static>>,
         failures: Arc<TlsFailures>,
     ) -> io::Result<TlsTransport> {
+        Self::start_for(
+            TlsPort::Replication,
+            start_inner,
+            handler,
+            configs,
+            names,
+            failures,
+        )
+    }
+
+    /// Like [`TlsTransport::start`], for the connections of `port`: its failures are counted
+    /// and logged under that port (the client port serves accepted connections only, with its
+    /// own server configuration from `configs`).
+    ///
+    /// # Errors
+    /// Whatever `start_inner` returns.
+    pub fn start_for(
+        port: TlsPort,
+        start_inner: impl FnOnce(Arc<dyn NetHandler>) -> io::Result<Arc<dyn Transport>>,
+        handler: Arc<dyn NetHandler>,
+        configs: Arc<dyn TlsConfigs>,
+        names: HashMap<SocketAddr, ServerName<'static>>,
+        failures: Arc<TlsFailures>,
+    ) -> io::Result<TlsTransport> {
         let shared = Arc::new(Shared {
             inner: OnceLock::new(),
             handler,
             configs,
             names,
             failures,
+            port,
             conns: Mutex::new(HashMap::new()),
         });
         let inner = start_inner(Arc::new(Below(Arc::downgrade(&shared))))?;
         let _ = shared.inner.set(inner);
         Ok(TlsTransport { shared })
+    }
+
+    /// Whether `conn`'s peer has sent bytes and the TLS handshake is not over yet (the client
+    /// port bounds such a connection by its request timeout: a handshake sent one byte at a
+    /// time must not hold a slot). `false` for an unknown connection.
+    pub fn handshake_begun_and_unfinished(&self, conn: ConnId) -> bool {
+        self.shared.conn(conn).is_some_and(|c| {
+            let c = c.lock();
+            c.began && c.tls.is_handshaking()
+        })
     }
 }
 
@@ -224,7 +263,7 @@ impl Shared {
         let mut tls = match made {
             Ok(tls) => tls,
             Err(e) => {
-                self.failures.note(TlsPort::Replication, Some(peer), &e);
+                self.failures.note(self.port, Some(peer), &e);
                 return self.inner().close(conn);
             }
         };
@@ -235,6 +274,7 @@ impl Shared {
             tls,
             peer,
             failed: None,
+            began: false,
         }));
         let mut guard = c.lock();
         self.conns.lock().insert(conn, Arc::clone(&c));
@@ -252,9 +292,10 @@ impl Shared {
             if c.failed.is_some() {
                 return;
             }
+            c.began = true;
             let outcome = decrypt(&mut c.tls, &mut bytes, &mut plain);
             if let Err(e) = &outcome {
-                self.failures.note(TlsPort::Replication, Some(c.peer), e);
+                self.failures.note(self.port, Some(c.peer), e);
                 c.failed = Some(e.clone());
             }
             // The answer to a handshake message, or the alert that tells the peer why.
