@@ -26,11 +26,24 @@
 //! So the port runs on [`CLIENT_WORKERS`] + 2 threads plus the transport's. The transport is
 //! io_uring when the node's `transport` setting is `auto` or `io_uring` and the kernel gives
 //! it, else the portable one (a reader thread per connection: correct, but the thread per
-//! connection is back). io_uring is chosen over the portable transport here (unlike the
-//! replication transport, whose few long connections the portable one serves as fast) because
-//! the port's connections are many: one ring thread for all of them is what removes the
-//! wake-ups of a thread per connection, the cost the event-driven port exists to remove
-//! (docs/benchmarks.md has the figures of both).
+//! connection is back). Measured on a 2-vCPU machine shared with other work (`logship-bench
+//! replicate --quick --topologies none,1sync`, `--transport auto` against `portable`, which
+//! picks the port's transport too), the two commit about the same at 64 clients: topology
+//! none, 100-byte records, one append in flight, 37,000-43,000 records/s with io_uring (5 runs)
+//! and 39,000-52,000 with the portable one (2 runs), 0.20-0.31 of the in-process figure either
+//! way; 16 in flight, 235,000-364,000 against 364,000-384,000. io_uring is chosen anyway
+//! because it is the one whose threads stay bounded: with it, 200 connections add no thread
+//! (`tests/client_port_threads.rs`), where the portable transport adds 200, so a flood of
+//! connections cannot become a flood of threads. What it costs today: an answer sent from
+//! the answering thread crosses to the ring thread (an eventfd write when it sleeps), one
+//! more wake-up than the portable transport's direct write. Sending straight from the waker
+//! (on the log's writer thread) was tried and measured no better (the writer then encodes and
+//! sends before its next batch).
+//!
+//! Admission runs on the delivering thread, as it ran on each connection's reader before: an
+//! append that waits (for the log's room above `max_queue_bytes`, or for a closed start gate
+//! to open, up to the commit timeout) holds that thread, which with io_uring is every
+//! connection's.
 //!
 //! Bounds. At most [`MAX_CLIENT_CONNECTIONS`] connections; at most `per_address` from one
 //! remote address (more are closed at accept, so one address cannot take the whole port). Per
