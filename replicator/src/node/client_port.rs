@@ -54,8 +54,9 @@
 //! a batch's length prefixes), handshake frames by `HANDSHAKE_MAX_BODY_BYTES`. Each connection
 //! holds at most one read answer ([`MAX_READ_BYTES`]) besides its queue, and while the
 //! transport holds more than [`MAX_UNSENT_ANSWER_BYTES`] of its answers unsent, no more are
-//! sent; a client that leaves them unread for `idle` is closed (it cannot hold memory or the
-//! port). An admitted append's entry is a few dozen bytes: its payload is in the log's queue
+//! sent (a send may take it over by one answer, so the transport holds at most that bound plus
+//! one read answer per connection); a client that leaves them unread for `idle` is closed (it
+//! cannot hold memory or the port for longer). An admitted append's entry is a few dozen bytes: its payload is in the log's queue
 //! from admission on, which the log bounds on its own (`max_queue_bytes`, appends wait above
 //! it, and so does this port's delivering thread).
 //!
