@@ -537,3 +537,63 @@ fn a_client_that_never_reads_its_answers_is_closed_and_does_not_block_others() {
     );
     assert!(client(&p).status().is_ok(), "a new client is served");
 }
+
+/// An append held by a closed start gate (a new primary that has not heard its quorum yet)
+/// waits on its own connection: other clients are accepted and answered meanwhile (the port's
+/// network thread never blocks on the gate), and the requests behind it on its connection
+/// wait their turn.
+#[test]
+fn an_append_held_by_the_start_gate_does_not_hold_other_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    // The follower's address takes TCP connections and never answers: the gate stays shut.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = format!(
+        "{}[replication]\nfollowers = [{{ name = \"a\", addr = \"{}\", mode = \"sync\" }}]\nquorum = \"ANY 1 (a)\"\n[timeouts]\ncommit_ms = 60000\n",
+        node_section(dir.path(), "p", "primary"),
+        silent.local_addr().unwrap()
+    );
+    let p = Node::start(NodeConfig::parse(&text).unwrap()).unwrap();
+    assert!(!p.status().primary.is_some_and(|s| s.serving));
+    let addr = p.client_addr().unwrap();
+    let last = p.status().last_lsn;
+    let mut held = raw(addr);
+    let append = Msg::AppendRequest {
+        id: 1,
+        level: DurabilityLevel::RemoteDurable,
+        payload: Bytes::from_static(b"held by the gate"),
+    };
+    let behind = Msg::AppendRequest {
+        id: 2,
+        level: DurabilityLevel::Local,
+        payload: Bytes::from_static(b"behind it"),
+    };
+    let status = Msg::StatusRequest { id: 3 };
+    let mut wire = append.encode().to_vec();
+    wire.extend_from_slice(&behind.encode());
+    wire.extend_from_slice(&status.encode());
+    held.write_all(&wire).unwrap();
+    for i in 0..3 {
+        let mut other = raw(addr);
+        other
+            .write_all(&Msg::StatusRequest { id: 7 + i }.encode())
+            .unwrap();
+        let (answers, closed) = read_answers(&mut other, 1);
+        assert!(!closed, "the other client's connection was closed");
+        assert!(
+            matches!(answers[..], [Msg::StatusResponse { id, .. }] if id == 7 + i),
+            "{answers:?}"
+        );
+    }
+    held.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    match held.read(&mut byte) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the held connection got something while its append waits: {other:?}"),
+    }
+    assert_eq!(
+        p.status().last_lsn,
+        last,
+        "nothing was appended past the gate"
+    );
+    p.shutdown();
+}

@@ -4,14 +4,18 @@
 //! request (these block: the port runs them on its workers, never on the transport's thread).
 //! No I/O of its own beyond the node's calls.
 
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use logship_engine::Lsn;
 
+use super::waiters::Admission;
 use super::{Commit, Inner};
 use crate::error::{Error, Result};
 use crate::protocol::client_auth::Grants;
 use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
-use crate::protocol::{ClientStatus, Msg};
+use crate::protocol::{ClientStatus, DurabilityLevel, Msg};
+use crate::vocab::WaiterId;
 
 /// Largest read response.
 pub const MAX_READ_BYTES: usize = 8 << 20;
@@ -28,6 +32,9 @@ pub(super) fn max_request_bytes(max_record_bytes: usize) -> usize {
 /// A request admitted and not yet answered, in the connection's request order.
 #[derive(Debug)]
 pub(super) enum Pending {
+    /// An append or batch the replica has not admitted yet (its start gate is closed), or one
+    /// admitted behind such a one: it goes to the log, in request order, once admitted.
+    Admitting(Box<Admitting>),
     /// An admitted append: its wait for the level.
     Append { id: u64, commit: Commit },
     /// An admitted batch: its first LSN and the wait of its last record.
@@ -40,30 +47,97 @@ pub(super) enum Pending {
     Running,
 }
 
-/// Admits an append or a batch (hands it to the log, does not wait for its level); leaves any
-/// other client request for its turn.
+/// An append or batch waiting for the replica's admission.
+#[derive(Debug)]
+pub(super) struct Admitting {
+    id: u64,
+    waiter: WaiterId,
+    level: DurabilityLevel,
+    admission: Admission,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    One(Bytes),
+    Batch(Vec<Bytes>),
+}
+
+impl Admitting {
+    /// Whether the replica admitted (or refused) it; registers `cx`'s waker if not.
+    pub(super) fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.admission.poll(cx)
+    }
+
+    /// Once [`Admitting::poll`] is ready with `admitted`: the append goes to the log (or is
+    /// answered with the refusal).
+    pub(super) fn finish(self, inner: &Inner, admitted: Result<()>) -> Pending {
+        let Admitting {
+            id,
+            waiter,
+            level,
+            body,
+            ..
+        } = self;
+        match (admitted, body) {
+            (Err(e), Body::One(_)) => Pending::Ready(append_answer(id, Err(e))),
+            (Err(e), Body::Batch(_)) => Pending::Ready(batch_answer(id, Lsn::ZERO, Err(e))),
+            (Ok(()), Body::One(payload)) => match inner.append_admitted(waiter, level, payload) {
+                Ok(commit) => Pending::Append { id, commit },
+                Err(e) => Pending::Ready(append_answer(id, Err(e))),
+            },
+            (Ok(()), Body::Batch(payloads)) => {
+                match inner.append_batch_admitted(waiter, level, payloads) {
+                    Ok((first, commit)) => Pending::Batch { id, first, commit },
+                    Err(e) => Pending::Ready(batch_answer(id, Lsn::ZERO, Err(e))),
+                }
+            }
+        }
+    }
+}
+
+/// Admits an append or a batch: asks the replica, and while its start gate is open (it
+/// admits at once) hands the record to the log without waiting for its level. Never waits for
+/// the gate: an append it does not admit at once, and every append after it on the connection
+/// (`holding` is then set), stays [`Pending::Admitting`], woken through `cx`, so that the
+/// connection's records keep their request order and the transport's thread never blocks on a
+/// closed gate. Leaves any other client request for its turn.
 ///
 /// # Errors
 /// The name of a message that is not a client request (the connection ends).
-pub(super) fn admit(inner: &Inner, msg: Msg) -> std::result::Result<Pending, String> {
-    Ok(match msg {
-        Msg::AppendRequest { id, level, payload } => match inner.append(payload, level) {
-            Ok(commit) => Pending::Append { id, commit },
-            Err(e) => Pending::Ready(append_answer(id, Err(e))),
-        },
+pub(super) fn admit(
+    inner: &Inner,
+    msg: Msg,
+    holding: &mut bool,
+    cx: &mut Context<'_>,
+) -> std::result::Result<Pending, String> {
+    let (id, level, body) = match msg {
+        Msg::AppendRequest { id, level, payload } => (id, level, Body::One(payload)),
         Msg::AppendBatchRequest {
             id,
             level,
             payloads,
-        } => match inner.append_batch(payloads, level) {
-            Ok((first, commit)) => Pending::Batch { id, first, commit },
-            Err(e) => Pending::Ready(batch_answer(id, Lsn::ZERO, Err(e))),
-        },
+        } => (id, level, Body::Batch(payloads)),
         m @ (Msg::ReadRequest { .. } | Msg::StatusRequest { .. } | Msg::PromoteRequest { .. }) => {
-            Pending::InTurn(m)
+            return Ok(Pending::InTurn(m))
         }
         other => return Err(format!("{} is not a client request", other.name())),
-    })
+    };
+    let (waiter, admission) = inner.begin_append(level);
+    let waiting = Admitting {
+        id,
+        waiter,
+        level,
+        admission,
+        body,
+    };
+    if !*holding {
+        if let Poll::Ready(admitted) = waiting.poll(cx) {
+            return Ok(waiting.finish(inner, admitted));
+        }
+    }
+    *holding = true;
+    Ok(Pending::Admitting(Box::new(waiting)))
 }
 
 /// The `not_permitted` answer to a client request `grants` do not cover; `None` when they do,

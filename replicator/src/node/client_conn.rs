@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 
 use super::client_answers::{append_answer, batch_answer, Pending};
 use super::client_handshake::Handshake;
+use super::Inner;
 use crate::config::ClientLimits;
 use crate::protocol::client_auth::Grants;
 use crate::protocol::frame::FrameDecoder;
@@ -48,6 +49,25 @@ pub(super) struct Taken {
 }
 
 impl Conn {
+    /// Hands the appends the replica has admitted since they were queued to the log, in
+    /// request order: up to the first that still waits (whose admission then wakes the
+    /// connection).
+    pub(super) fn append_admitted(&self, node: &Inner, st: &mut ConnState) {
+        let mut cx = Context::from_waker(&self.waker);
+        for p in st.pending.iter_mut() {
+            let Pending::Admitting(waiting) = p else {
+                continue;
+            };
+            let Poll::Ready(admitted) = waiting.poll(&mut cx) else {
+                return;
+            };
+            let Pending::Admitting(waiting) = std::mem::replace(p, Pending::Running) else {
+                unreachable!("matched as Admitting just above");
+            };
+            *p = waiting.finish(node, admitted);
+        }
+    }
+
     /// Takes the ready prefix of the queue, up to about `max_bytes` of answers.
     pub(super) fn take_answers(&self, st: &mut ConnState, max_bytes: usize) -> Taken {
         let mut cx = Context::from_waker(&self.waker);
@@ -76,7 +96,7 @@ impl Conn {
                         _ => unreachable!("matched as Ready or InTurn just above"),
                     }
                 }
-                Pending::Running => break,
+                Pending::Running | Pending::Admitting(_) => break,
             };
             st.pending.pop_front();
             out.extend_from_slice(&answer.encode());

@@ -76,7 +76,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::{Wake, Waker};
+use std::task::{Context, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -162,12 +162,17 @@ struct Decoded {
     /// Requests the connection may still have unanswered
     /// ([`MAX_IN_FLIGHT_PER_CONNECTION`]; only the delivering thread adds to the queue).
     room: usize,
+    /// An append of the connection waits for the replica's admission: the appends decoded
+    /// now wait behind it (see [`admit`]).
+    holding: bool,
 }
 
 /// Admits `decoded`'s requests in order, at most its room of them; returns them and why the
 /// connection ends, if it does (requests past the room or a bad one are not admitted).
-fn admit_all(node: &Inner, decoded: Decoded) -> (Vec<Pending>, Option<Ending>) {
+fn admit_all(node: &Inner, c: &Conn, decoded: Decoded) -> (Vec<Pending>, Option<Ending>) {
     let mut ending = decoded.malformed.then_some(Ending::Malformed);
+    let mut holding = decoded.holding;
+    let mut cx = Context::from_waker(&c.waker);
     let mut admitted = Vec::with_capacity(decoded.requests.len().min(decoded.room));
     for msg in decoded.requests {
         if admitted.len() == decoded.room {
@@ -176,7 +181,7 @@ fn admit_all(node: &Inner, decoded: Decoded) -> (Vec<Pending>, Option<Ending>) {
         }
         match not_permitted(&msg, decoded.grants) {
             Some(answer) => admitted.push(Pending::Ready(answer)),
-            None => match admit(node, msg) {
+            None => match admit(node, msg, &mut holding, &mut cx) {
                 Ok(p) => admitted.push(p),
                 Err(why) => {
                     tracing::debug!(why, "client port: not a client request");
@@ -471,7 +476,7 @@ impl Port {
         let Some(decoded) = self.decode(&node, &c, bytes) else {
             return self.settle(&c);
         };
-        let (admitted, ending) = admit_all(&node, decoded);
+        let (admitted, ending) = admit_all(&node, &c, decoded);
         drop(node);
         {
             let mut st = c.state.lock();
@@ -534,6 +539,10 @@ impl Port {
             malformed: malformed.is_some(),
             grants: st.grants,
             room: MAX_IN_FLIGHT_PER_CONNECTION.saturating_sub(st.pending.len()),
+            holding: st
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pending::Admitting(_))),
         };
         if let Some(e) = malformed {
             tracing::debug!(peer = %c.peer, error = %e, "client port: malformed frame");
@@ -581,6 +590,9 @@ impl Port {
     fn settle(&self, c: &Conn) {
         let t = self.transport();
         let mut st = c.state.lock();
+        if let Some(node) = self.inner.upgrade() {
+            c.append_admitted(&node, &mut st);
+        }
         let unsent = t.queued_bytes(c.id);
         if unsent <= MAX_UNSENT_ANSWER_BYTES {
             let taken = c.take_answers(&mut st, MAX_UNSENT_ANSWER_BYTES - unsent + 1);

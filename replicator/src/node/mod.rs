@@ -56,7 +56,7 @@ use crate::tls::{TlsFailures, TlsState};
 use crate::transport::{self, NetEvent, NetHandler, Transport};
 use crate::vocab::{
     Action, ConnId, EpochHistory, FollowerConfig, Input, NonceSource, PrimaryConfig, ReadError,
-    ReplicaLog, Tail, WaitError,
+    ReplicaLog, Tail, WaitError, WaiterId,
 };
 
 pub use self::apply::ApplyStream;
@@ -76,7 +76,7 @@ pub use self::peer_slots::{
 };
 pub use self::status::{ElectionStatus, NodeStatus};
 pub use self::waiters::Commit;
-use self::waiters::Waiters;
+use self::waiters::{Admission, Waiters};
 
 /// How often the ticker runs: heartbeats are 100 ms by default, so 10 ms keeps them on time.
 const TICK: Duration = Duration::from_millis(10);
@@ -1055,14 +1055,32 @@ impl Inner {
     }
 
     fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
-        self.admitted_append(level, || Ok((self.log.append(payload)?.lsn(), 1)))
+        let (waiter, admission) = self.begin_append(level);
+        admission.wait()?;
+        self.append_admitted(waiter, level, payload)
     }
 
-    /// Appends `payloads` as one batch of the log (contiguous LSNs, no other record between
-    /// them, one admission and one wait); returns the first LSN and the wait of the last.
-    fn append_batch(&self, payloads: Vec<Bytes>, level: DurabilityLevel) -> Result<(Lsn, Commit)> {
+    /// The record of the admitted append `waiter`: to the log, and its wait registered.
+    fn append_admitted(
+        &self,
+        waiter: WaiterId,
+        level: DurabilityLevel,
+        payload: Bytes,
+    ) -> Result<Commit> {
+        self.finish_append(waiter, level, || Ok((self.log.append(payload)?.lsn(), 1)))
+    }
+
+    /// The batch of the admitted append `waiter`: to the log as one batch (contiguous LSNs,
+    /// no other record between them, one admission and one wait); its first LSN and the wait
+    /// of its last record.
+    fn append_batch_admitted(
+        &self,
+        waiter: WaiterId,
+        level: DurabilityLevel,
+        payloads: Vec<Bytes>,
+    ) -> Result<(Lsn, Commit)> {
         let mut first = Lsn::ZERO;
-        let commit = self.admitted_append(level, || {
+        let commit = self.finish_append(waiter, level, || {
             let batch = self.log.append_batch(payloads)?;
             first = batch.first_lsn();
             Ok((batch.last_lsn(), batch.len()))
@@ -1070,16 +1088,23 @@ impl Inner {
         Ok((first, commit))
     }
 
-    /// Waits for the replica to admit an append at `level`, runs `append` (which returns the
-    /// last LSN it took and how many records), and registers the wait for that LSN.
-    fn admitted_append(
+    /// Asks the replica to admit an append at `level`; returns its number and the wait for
+    /// the admission (done at once while the start gate is open). For callers that must not
+    /// block on a closed gate (the client port): once admitted, [`Inner::finish_append`].
+    fn begin_append(&self, level: DurabilityLevel) -> (WaiterId, Admission) {
+        let (waiter, admission) = self.waiters.admission();
+        self.step(Input::ClientAppend { waiter, level });
+        (waiter, admission)
+    }
+
+    /// The admitted append `waiter`: runs `append` (which returns the last LSN it took and how
+    /// many records) and registers the wait for that LSN.
+    fn finish_append(
         &self,
+        waiter: WaiterId,
         level: DurabilityLevel,
         append: impl FnOnce() -> Result<(Lsn, u64)>,
     ) -> Result<Commit> {
-        let (waiter, admission) = self.waiters.admission();
-        self.step(Input::ClientAppend { waiter, level });
-        admission.wait()?;
         let (lsn, records) = append()?;
         self.counters.appends[level as usize].fetch_add(records, Ordering::Relaxed);
         let commit = self.waiters.register(waiter, level, lsn);

@@ -257,6 +257,12 @@ impl Waiters {
 pub(crate) struct Admission(Arc<Slot>);
 
 impl Admission {
+    /// Whether the replica has admitted (or refused) it; without blocking. Registers `cx`'s
+    /// waker to hear when it does, if it has not.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.0.poll(cx).map(|o| o.map(|_| ()))
+    }
+
     /// Blocks until admitted (or refused).
     pub(crate) fn wait(self) -> Result<(), Error> {
         self.0.wait().map(|_| ())
