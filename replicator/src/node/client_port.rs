@@ -40,10 +40,15 @@
 //! (on the log's writer thread) was tried and measured no better (the writer then encodes and
 //! sends before its next batch).
 //!
-//! Admission runs on the delivering thread, as it ran on each connection's reader before: an
-//! append that waits (for the log's room above `max_queue_bytes`, or for a closed start gate
-//! to open, up to the commit timeout) holds that thread, which with io_uring is every
-//! connection's.
+//! Admission never waits for the replica on the delivering thread: an append a closed start
+//! gate holds (a new primary that has not heard its quorum yet) stays queued on its
+//! connection, woken through the connection's waker when the gate opens or the commit timeout
+//! fails it, and every append behind it on that connection waits behind it, so the
+//! connection's records keep their request order; other connections go on
+//! (`an_append_held_by_the_start_gate_does_not_hold_other_connections`). What still waits on
+//! the delivering thread is the log's own back-pressure: above `max_queue_bytes` queued and
+//! unwritten, an append waits for the writer to make room, and with io_uring that holds every
+//! connection of the port for as long (the disk's pace, which every client shares anyway).
 //!
 //! Bounds. At most [`MAX_CLIENT_CONNECTIONS`] connections; at most `per_address` from one
 //! remote address (more are closed at accept, so one address cannot take the whole port). Per
@@ -56,9 +61,10 @@
 //! transport holds more than [`MAX_UNSENT_ANSWER_BYTES`] of its answers unsent, no more are
 //! sent (a send may take it over by one answer, so the transport holds at most that bound plus
 //! one read answer per connection); a client that leaves them unread for `idle` is closed (it
-//! cannot hold memory or the port for longer). An admitted append's entry is a few dozen bytes: its payload is in the log's queue
-//! from admission on, which the log bounds on its own (`max_queue_bytes`, appends wait above
-//! it, and so does this port's delivering thread).
+//! cannot hold memory or the port for longer). An admitted append's entry is a few dozen
+//! bytes: its payload is in the log's queue from admission on, which the log bounds on its own
+//! (`max_queue_bytes`, appends wait above it, and so does this port's delivering thread); an
+//! append the start gate holds keeps its payload in its entry, within the connection's bound.
 //!
 //! Hostile or broken clients ([`ClientLimits`], from the config): a connection with no
 //! request in flight and no bytes for `idle` is closed; a request whose first byte arrived
