@@ -48,6 +48,15 @@ pub const SPEED_TARGET_RATIO: f64 = 0.5;
 /// target a little above the clients' p99 alone leaves the primary's measure room to grow
 /// while the clients' should stay under [`P99_TARGET_RATIO`] of theirs.
 pub const TARGET_OF_ALONE: f64 = 1.25;
+/// The steered run's target in whole ms: [`TARGET_OF_ALONE`] × the clients' p99 alone,
+/// rounded to the nearest ms but never below that p99 (rounded down, 1.25 × 1.44 ms gave
+/// 1 ms, a target the clients could not meet even without a catch-up, which holds the
+/// catch-up at its floor).
+fn target_of(alone_p99_us: f64) -> u64 {
+    let alone_ms = alone_p99_us / 1e3;
+    ((alone_ms * TARGET_OF_ALONE).round().max(alone_ms.ceil()) as u64).max(1)
+}
+
 /// Payload bytes of the clients' records.
 const RECORD_BYTES: usize = 100;
 /// The seeded sync follower's node id.
@@ -146,7 +155,7 @@ fn measure(
     let alone = clients_alone(plan, &primary, &sync)?;
     shutdown(primary)?;
     eprintln!("steered catch-up: clients alone p99 {:.1} us", alone.p99_us);
-    let target_ms = ((alone.p99_us / 1e3 * TARGET_OF_ALONE).floor() as u64).max(1);
+    let target_ms = target_of(alone.p99_us);
     let unthrottled = catch_up_run(plan, dir, fill, settings, (&sync, f1), None, &alone)?;
     let steered = catch_up_run(
         plan,
@@ -343,5 +352,19 @@ fn shutdown(node: Arc<Node>) -> anyhow::Result<()> {
             Ok(())
         }
         Err(_) => bail!("a client still holds a node at shutdown"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_of;
+
+    #[test]
+    fn the_target_is_never_below_the_clients_p99_alone() {
+        assert_eq!(target_of(1_438.0), 2, "1.25 × 1.44 ms rounds to 2 ms");
+        assert_eq!(target_of(7_844.0), 10, "1.25 × 7.84 ms = 9.8 ms");
+        assert_eq!(target_of(3_900.0), 5, "1.25 × 3.9 ms = 4.9 ms");
+        assert_eq!(target_of(1_050.0), 2, "1.3 ms rounds to 1, below the 1.05 ms alone");
+        assert_eq!(target_of(100.0), 1);
     }
 }
