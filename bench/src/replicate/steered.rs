@@ -364,7 +364,11 @@ mod tests {
         assert_eq!(target_of(1_438.0), 2, "1.25 × 1.44 ms rounds to 2 ms");
         assert_eq!(target_of(7_844.0), 10, "1.25 × 7.84 ms = 9.8 ms");
         assert_eq!(target_of(3_900.0), 5, "1.25 × 3.9 ms = 4.9 ms");
-        assert_eq!(target_of(1_050.0), 2, "1.3 ms rounds to 1, below the 1.05 ms alone");
+        assert_eq!(
+            target_of(1_050.0),
+            2,
+            "1.3 ms rounds to 1, below the 1.05 ms alone"
+        );
         assert_eq!(target_of(100.0), 1);
     }
 }
