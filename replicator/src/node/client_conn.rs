@@ -65,6 +65,7 @@ impl Conn {
                 unreachable!("matched as Admitting just above");
             };
             *p = waiting.finish(node, admitted);
+            st.admitting -= 1;
         }
     }
 
@@ -134,6 +135,9 @@ pub(super) struct ConnState {
     pub(super) decoder: FrameDecoder,
     /// Admitted requests not yet answered, in request order.
     pub(super) pending: VecDeque<Pending>,
+    /// How many of `pending` are [`Pending::Admitting`]: while none are (a start gate that
+    /// admits at once), nothing on the answer path looks for them.
+    pub(super) admitting: usize,
     pub(super) deadlines: Deadlines,
     /// Set once the connection is to close: no more requests are read; it closes when its
     /// answers are out.

@@ -437,6 +437,7 @@ impl Port {
             grants: if required { Grants::NONE } else { Grants::ALL },
             decoder,
             pending: Default::default(),
+            admitting: 0,
             deadlines: Deadlines::new(self.limits, now),
             ending: None,
             backlog_since: None,
@@ -486,6 +487,10 @@ impl Port {
         drop(node);
         {
             let mut st = c.state.lock();
+            st.admitting += admitted
+                .iter()
+                .filter(|p| matches!(p, Pending::Admitting(_)))
+                .count();
             st.pending.extend(admitted);
             match ending {
                 Some(Ending::TooManyInFlight) => tracing::info!(
@@ -545,10 +550,7 @@ impl Port {
             malformed: malformed.is_some(),
             grants: st.grants,
             room: MAX_IN_FLIGHT_PER_CONNECTION.saturating_sub(st.pending.len()),
-            holding: st
-                .pending
-                .iter()
-                .any(|p| matches!(p, Pending::Admitting(_))),
+            holding: st.admitting > 0,
         };
         if let Some(e) = malformed {
             tracing::debug!(peer = %c.peer, error = %e, "client port: malformed frame");
@@ -596,8 +598,10 @@ impl Port {
     fn settle(&self, c: &Conn) {
         let t = self.transport();
         let mut st = c.state.lock();
-        if let Some(node) = self.inner.upgrade() {
-            c.append_admitted(&node, &mut st);
+        if st.admitting > 0 {
+            if let Some(node) = self.inner.upgrade() {
+                c.append_admitted(&node, &mut st);
+            }
         }
         let unsent = t.queued_bytes(c.id);
         if unsent <= MAX_UNSENT_ANSWER_BYTES {
@@ -611,6 +615,7 @@ impl Port {
                     // be answered in order any more.
                     st.end(Ending::Malformed, Instant::now());
                     st.pending.clear();
+                    st.admitting = 0;
                 }
             }
         }
