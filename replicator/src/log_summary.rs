@@ -58,6 +58,18 @@ impl AddressLine {
         self.address
             .map_or_else(|| "other addresses".to_string(), |a| a.to_string())
     }
+
+    /// Logs the line as a warning about connections `port` refused (the replication and the
+    /// client port word it alike).
+    pub fn warn_refused(&self, port: &str) {
+        tracing::warn!(
+            refused = self.count,
+            address = %self.address_text(),
+            last_reason = %self.last_reason,
+            "{port}: connections refused (one line per {} s at most per remote address, with the count since the last)",
+            SUMMARY_INTERVAL.as_secs()
+        );
+    }
 }
 
 /// Repeated events per remote address: the first from an address is logged at once, later ones

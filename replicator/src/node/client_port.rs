@@ -71,7 +71,7 @@
 //! `request` ago and that is still incomplete closes its connection (a sender of one byte a
 //! second cannot hold it), and so does a TLS handshake begun that long ago; the client
 //! handshake must end within `request` of the accept. Refused connections are logged as one
-//! summary line per remote address per [`SUMMARY_INTERVAL`], never one line each.
+//! summary line per remote address per [`SUMMARY_INTERVAL`](crate::log_summary::SUMMARY_INTERVAL), never one line each.
 //!
 //! A connection ends at the client's close, a transport error, a malformed frame or a frame
 //! that is not a client request (the answers of the requests before it are still sent), a
@@ -97,7 +97,7 @@ use super::client_handshake::{Handshake, Step, HANDSHAKE_MAX_BODY_BYTES};
 use super::Inner;
 use crate::config::ClientLimits;
 use crate::error::{Error, Result};
-use crate::log_summary::{PerAddress, SUMMARY_INTERVAL};
+use crate::log_summary::PerAddress;
 use crate::protocol::client_auth::Grants;
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::Msg;
@@ -323,15 +323,15 @@ impl Port {
         tls: Option<PortTls>,
     ) -> std::io::Result<Arc<dyn Transport>> {
         let handler: Arc<dyn NetHandler> = Arc::new(Events(Arc::downgrade(self)));
-        let start_inner = move |h: Arc<dyn NetHandler>| {
-            match backend {
-            NetBackend::Portable => transport::start(NetBackend::Portable, h),
-            NetBackend::IoUring => transport::start(NetBackend::IoUring, h),
-            NetBackend::Auto => transport::start(NetBackend::IoUring, Arc::clone(&h)).or_else(|e| {
-                tracing::info!(error = %e, "client port: io_uring unavailable, the portable transport serves it");
-                transport::start(NetBackend::Portable, h)
-            }),
-        }
+        let start_inner = move |h: Arc<dyn NetHandler>| match backend {
+            NetBackend::Auto => {
+                transport::start(NetBackend::IoUring, Arc::clone(&h)).or_else(|e| {
+                    let why = "client port: io_uring unavailable, the portable transport serves it";
+                    tracing::info!(error = %e, "{why}");
+                    transport::start(NetBackend::Portable, h)
+                })
+            }
+            chosen => transport::start(chosen, h),
         };
         let t: Arc<dyn Transport> = match tls {
             None => start_inner(handler)?,
@@ -457,18 +457,12 @@ impl Port {
     }
 
     /// Notes a refused connection: one summary line per remote address per
-    /// [`SUMMARY_INTERVAL`] at most, with the count since the last and the last reason (a
+    /// [`SUMMARY_INTERVAL`](crate::log_summary::SUMMARY_INTERVAL) at most, with the count since the last and the last reason (a
     /// flood of connections must not become a flood of log lines).
     fn note_refusal(&self, ip: IpAddr, why: &'static str) {
         let line = self.refusals.lock().note(self.started.elapsed(), ip, why);
         if let Some(line) = line {
-            tracing::warn!(
-                refused = line.count,
-                address = %line.address_text(),
-                last_reason = %line.last_reason,
-                "client port: connections refused (at most one such line per {} s per remote address)",
-                SUMMARY_INTERVAL.as_secs()
-            );
+            line.warn_refused("client port");
         }
     }
 

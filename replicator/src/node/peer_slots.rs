@@ -12,7 +12,7 @@
 //! up to 16 MiB (a catch-up chunk), and buffers a frame whole before checking its CRC, so a peer
 //! without the key could otherwise make the node hold 16 MiB per connection; past the bound,
 //! a connection whose session does not stream is closed.
-//! Refusals are logged as one line per remote address per [`SUMMARY_INTERVAL`] at most,
+//! Refusals are logged as one line per remote address per [`SUMMARY_INTERVAL`](crate::log_summary::SUMMARY_INTERVAL) at most,
 //! with the count and the last reason ([`PerAddress`]).
 //!
 //! Outgoing connections (a primary dialing its followers) take no slot.
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::log_summary::{PerAddress, SUMMARY_INTERVAL};
+use crate::log_summary::PerAddress;
 use crate::slots::{Slot, Slots};
 use crate::vocab::ConnId;
 
@@ -130,13 +130,7 @@ impl PeerSlots {
     fn note_refusal(&self, now: Duration, ip: IpAddr, reason: &str) {
         let line = self.refusals.lock().note(now, ip, reason);
         if let Some(line) = line {
-            tracing::warn!(
-                refused = line.count,
-                address = %line.address_text(),
-                last_reason = %line.last_reason,
-                "replication port: connections refused (one line per {} s at most per remote address, with the count since the last)",
-                SUMMARY_INTERVAL.as_secs()
-            );
+            line.warn_refused("replication port");
         }
     }
 
