@@ -33,8 +33,10 @@ use crate::protocol::frame::{FrameDecoder, DEFAULT_MAX_BODY_BYTES};
 use crate::protocol::msg::MAX_BATCH_RECORDS;
 use crate::protocol::{ClientStatus, DurabilityLevel, Msg};
 
+mod mux;
 mod stream;
 
+pub use self::mux::{ClientMux, MuxEvent};
 pub use self::stream::ClientTls;
 use self::stream::Stream;
 
@@ -268,44 +270,65 @@ impl Client {
     /// The next answer on the connection, read as needed.
     fn next_answer(&mut self) -> Result<Msg> {
         let answer = self.read_answer();
-        if answer.is_err() && !self.stream.is_tls() && stream::looks_like_tls(self.first_byte) {
-            return Err(Error::Protocol(
+        answer.map_err(|e| self.explained(e))
+    }
+
+    /// `e`, a failure to read an answer, explained when the node spoke TLS to this plaintext
+    /// client.
+    fn explained(&self, e: Error) -> Error {
+        if !self.stream.is_tls() && stream::looks_like_tls(self.first_byte) {
+            return Error::Protocol(
                 "the node's client port speaks TLS: connect with TLS (--tls-ca)".into(),
-            ));
+            );
         }
-        answer
+        e
     }
 
     fn read_answer(&mut self) -> Result<Msg> {
         loop {
-            if let Some(f) = self
-                .decoder
-                .next_frame()
-                .map_err(|e| Error::Protocol(e.to_string()))?
-            {
-                return match Msg::decode(&f) {
-                    // A node with `[clients]` refuses a request before the handshake so.
-                    Ok(Msg::ClientRefused { code, message }) => {
-                        Err(Error::Refused { code, message })
-                    }
-                    Ok(msg) => Ok(msg),
-                    Err(e) => Err(Error::Protocol(e.to_string())),
-                };
+            if let Some(answer) = self.decoded()? {
+                return answer;
             }
             // A socket with a read timeout is not restarted after a signal (signal(7)).
-            let n = match self.stream.read(&mut self.buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => r.map_err(|e| io("reading an answer", e))?,
-            };
-            if n == 0 {
-                return Err(io(
-                    "reading an answer",
-                    std::io::ErrorKind::UnexpectedEof.into(),
-                ));
+            match self.read_some() {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::Interrupted => {}
+                r => r?,
             }
-            self.first_byte = self.first_byte.or(Some(self.buf[0]));
-            self.decoder.push(&self.buf[..n]);
         }
+    }
+
+    /// The next whole answer already read, if any: the outer error when the bytes are not a
+    /// frame, the inner one when the frame is a refusal or not a message.
+    fn decoded(&mut self) -> Result<Option<Result<Msg>>> {
+        let Some(f) = (self.decoder.next_frame()).map_err(|e| Error::Protocol(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(match Msg::decode(&f) {
+            // A node with `[clients]` refuses a request before the handshake so.
+            Ok(Msg::ClientRefused { code, message }) => Err(Error::Refused { code, message }),
+            Ok(msg) => Ok(msg),
+            Err(e) => Err(Error::Protocol(e.to_string())),
+        }))
+    }
+
+    /// One read from the socket into the decoder.
+    ///
+    /// # Errors
+    /// [`Error::Io`]: the read's (`WouldBlock` on a non-blocking socket with nothing to read),
+    /// or `UnexpectedEof` when the node closed the connection.
+    fn read_some(&mut self) -> Result<()> {
+        let n = (self.stream.read(&mut self.buf)).map_err(|e| io("reading an answer", e))?;
+        if n == 0 {
+            return Err(io(
+                "reading an answer",
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        self.first_byte = self.first_byte.or(Some(self.buf[0]));
+        self.decoder.push(&self.buf[..n]);
+        Ok(())
     }
 
     fn id(&mut self) -> u64 {

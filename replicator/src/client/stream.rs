@@ -98,6 +98,34 @@ impl Stream {
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
+
+    /// Whether TLS holds records written to it and not yet to the socket.
+    pub(crate) fn wants_write(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => s.conn.wants_write(),
+        }
+    }
+
+    /// Writes to the socket what TLS holds, until it holds nothing or the socket takes no
+    /// more (a non-blocking socket's `WouldBlock` is not an error here).
+    ///
+    /// # Errors
+    /// The socket's.
+    pub(crate) fn write_pending(&mut self) -> std::io::Result<()> {
+        let Stream::Tls(s) = self else {
+            return Ok(());
+        };
+        while s.conn.wants_write() {
+            match s.conn.write_tls(&mut s.sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Read for Stream {
