@@ -248,6 +248,10 @@ struct ReplicateArgs {
     /// and `1sync`).
     #[arg(long)]
     no_network: bool,
+    /// Threads driving the connections of each many-client network case, each polling its
+    /// share (as pgbench's `-j`); 0: one OS thread per connection.
+    #[arg(long, value_name = "N", default_value_t = replicate::plan::NET_DRIVERS)]
+    net_drivers: usize,
     /// Skip the TLS network cases (`...,tls`: the 100-byte network cases again, on a cluster
     /// with TLS on the client port and the replication link).
     #[arg(long)]
@@ -453,6 +457,7 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
     }
     plan.network = !args.no_network;
     plan.tls = !args.no_tls;
+    plan.net_drivers = args.net_drivers;
     plan.steered = !args.no_steered_catch_up;
     if args.steered_only {
         plan.topologies.clear();

@@ -252,7 +252,7 @@ fn run_net_case(
         spec.clients == 1,
         probe,
         check,
-        |phase, pair| net::spawn((addr, tls), phase, spec, check, pair),
+        |phase, pair| net::spawn((addr, tls), phase, spec, Some(check), pair),
     )?;
     let shape = CaseSpec {
         topology: spec.topology,

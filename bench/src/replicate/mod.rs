@@ -25,6 +25,7 @@ pub mod commit;
 pub mod net;
 pub mod net_report;
 pub mod new_file;
+pub mod null_port;
 pub mod peer;
 pub mod plan;
 pub mod probe;

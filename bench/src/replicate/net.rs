@@ -1,19 +1,28 @@
-//! The clients of a network-client case: each is one OS thread with one
-//! `logship_replicator::Client` connection to the primary's client port, looping on "append at
-//! `remote_durable`, wait for the answer" until the stop phase. What an application outside the
-//! primary's process pays on top of the in-process cases: a client-port round trip (the request
-//! to the primary, the answer back) and the client port's thread hand-offs.
+//! The clients of a network-client case: `logship_replicator::Client` connections to the
+//! primary's client port, looping on "append at `remote_durable`, wait for the answer" until
+//! the stop phase. What an application outside the primary's process pays on top of the
+//! in-process cases: a client-port round trip (the request to the primary, the answer back) and
+//! the client port's thread hand-offs.
 //!
-//! The phases, the pairing of a 1-client case with disk probes, and the check of every commit
-//! against the nodes' durable watermarks are the in-process thread clients' (`clients.rs`,
-//! [`client_loop`]); the answer carries the commit's LSN, and every node runs in this process,
-//! so the check reads the same watermarks.
+//! Who drives the connections:
+//! - a 1-client case (and every case with `drivers` 0): one OS thread per connection, in
+//!   [`client_loop`], which pairs the 1-client case with disk probes;
+//! - a many-client case: `drivers` threads, each polling its share of the connections with a
+//!   [`ClientMux`], as pgbench's `-j 2` drives its 64 clients from two threads. 64 client
+//!   threads on a 2-vCPU machine, each woken once per commit, cost the machine more than the
+//!   commits they wait for, and that cost is the load generator's, not the port's.
 //!
-//! Pipelining: a case with `pipeline` N > 1 sends rounds of N appends with all N in flight
-//! ([`Client::append_pipelined`]), and records each of the round's records with the round's
-//! latency (from the first request sent to the last answer read); its name carries
-//! `pipeline=N`.
+//! The phases and the check of every commit against the nodes' durable watermarks are the
+//! in-process thread clients' (`clients.rs`); the answer carries the commit's LSN, and every
+//! node runs in this process, so the check reads the same watermarks.
+//!
+//! Pipelining: a case with `pipeline` N > 1 keeps N appends in flight per connection. A thread
+//! per connection sends rounds of N ([`Client::append_pipelined`]) and records each of the
+//! round's records with the round's latency (from the first request sent to the last answer
+//! read); a driver sends the next append as each answer comes and records each record's own
+//! latency. Its name carries `pipeline=N`.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,11 +32,12 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use logship_engine::Lsn;
 use logship_replicator::client::ClientTls;
+use logship_replicator::client::{ClientMux, MuxEvent};
 use logship_replicator::Client;
 use serde::Serialize;
 
 use crate::replicate::check::CommitCheck;
-use crate::replicate::clients::{client_loop, ClientResult, Clients, Paired, LEVEL};
+use crate::replicate::clients::{client_loop, measured, ClientResult, Clients, Paired, LEVEL};
 use crate::replicate::commit::CaseResult;
 use crate::replicate::plan::NetCaseSpec;
 use crate::workload::PHASE_STOP;
@@ -37,9 +47,10 @@ use crate::workload::PHASE_STOP;
 /// the node's reason rather than a read timeout.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One network-client case's figures: the in-process case's, with `mode` `threads` (one OS
-/// thread per connection) and `client_threads` the connections' threads (the client port is
-/// event-driven: no thread of the primary per connection with io_uring).
+/// One network-client case's figures: the in-process case's, with `mode` `threads` and
+/// `client_threads` the threads that drive the connections (one per connection, or the
+/// case's drivers; the client port is event-driven: no thread of the primary per connection
+/// with io_uring).
 #[derive(Clone, Debug, Serialize)]
 pub struct NetCaseResult {
     /// The figures, named `replicate::net/...`; the latency runs from sending the request to
@@ -60,14 +71,16 @@ struct NetCtx {
     tls: Option<ClientTls>,
     phase: Arc<AtomicU8>,
     started: Arc<AtomicUsize>,
-    check: Arc<CommitCheck>,
+    /// The check of each commit; `None` against a port with no log (`null_port.rs`).
+    check: Option<Arc<CommitCheck>>,
     /// The payloads of one round: `pipeline` copies of the record.
     window: Vec<Bytes>,
 }
 
-/// Starts `spec.clients` connection threads to the client port at `addr` and returns once all
-/// of them are connected and running (in the current phase, which should be warm). With
-/// `paired`, the first pairs its commits with probe slices.
+/// Starts `spec.clients` connections to the client port at `addr`, on a thread each or on
+/// `spec.drivers` threads (see the module docs), and returns once all of them are connected and
+/// running (in the current phase, which should be warm). With `paired`, the first pairs its
+/// commits with probe slices (a thread of its own).
 ///
 /// # Errors
 /// When a thread cannot start, or the clients do not start in time.
@@ -75,7 +88,7 @@ pub fn spawn(
     (addr, tls): (SocketAddr, Option<&ClientTls>),
     phase: &Arc<AtomicU8>,
     spec: NetCaseSpec,
-    check: &Arc<CommitCheck>,
+    check: Option<&Arc<CommitCheck>>,
     mut paired: Option<Paired>,
 ) -> anyhow::Result<Clients> {
     let payload = Bytes::from(crate::raw::pattern(spec.record_bytes));
@@ -84,15 +97,30 @@ pub fn spawn(
         tls: tls.cloned(),
         phase: Arc::clone(phase),
         started: Arc::new(AtomicUsize::new(0)),
-        check: Arc::clone(check),
+        check: check.cloned(),
         window: vec![payload; spec.pipeline],
     };
-    let mut threads = Vec::with_capacity(spec.clients);
-    for i in 0..spec.clients {
+    let drivers = if spec.clients == 1 || paired.is_some() {
+        0
+    } else {
+        spec.drivers.min(spec.clients)
+    };
+    // Each thread's connections: one each, or the clients dealt out among the drivers.
+    let shares: Vec<usize> = match drivers {
+        0 => vec![1; spec.clients],
+        d => (0..d)
+            .map(|i| spec.clients / d + usize::from(i < spec.clients % d))
+            .collect(),
+    };
+    let mut threads = Vec::with_capacity(shares.len());
+    for (i, conns) in shares.into_iter().enumerate() {
         let (client, probe) = (ctx.clone(), paired.take());
         let spawned = std::thread::Builder::new()
             .name(format!("bench-net-client-{i}"))
-            .spawn(move || run_net_client(&client, probe.as_ref()));
+            .spawn(move || match drivers {
+                0 => run_net_client(&client, probe.as_ref()),
+                _ => run_net_driver(&client, conns),
+            });
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -114,7 +142,7 @@ fn run_net_client(ctx: &NetCtx, probe: Option<&Paired>) -> anyhow::Result<Client
     let mut client = Client::connect_with(ctx.addr, ANSWER_TIMEOUT, ctx.tls.as_ref())
         .with_context(|| format!("connecting to the client port {}", ctx.addr))?;
     ctx.started.fetch_add(1, Ordering::SeqCst);
-    client_loop(&ctx.phase, &ctx.check, probe, || {
+    client_loop(&ctx.phase, ctx.check.as_deref(), probe, || {
         append_window(&mut client, &ctx.window)
     })
 }
@@ -133,6 +161,62 @@ fn append_window(client: &mut Client, window: &[Bytes]) -> anyhow::Result<(Lsn, 
     Ok((last, lsns.len()))
 }
 
+/// One driver thread: connects `conns` connections, counts them as started, then keeps
+/// `ctx.window.len()` appends in flight on each until the stop phase, and waits for the
+/// answers of those in flight at the stop (so each sent append is checked).
+///
+/// # Errors
+/// When a connection fails, or an append fails or is refused.
+fn run_net_driver(ctx: &NetCtx, conns: usize) -> anyhow::Result<ClientResult> {
+    let clients = (0..conns)
+        .map(|_| Client::connect_with(ctx.addr, ANSWER_TIMEOUT, ctx.tls.as_ref()))
+        .collect::<Result<Vec<Client>, _>>()
+        .with_context(|| format!("connecting to the client port {}", ctx.addr))?;
+    let mut mux = ClientMux::new(clients, ANSWER_TIMEOUT)?;
+    ctx.started.fetch_add(conns, Ordering::SeqCst);
+    let payload = ctx.window.first().context("a window of no records")?;
+    // The phase each append in flight was sent in, per connection, oldest first.
+    let mut sent_in: Vec<VecDeque<u8>> = vec![VecDeque::new(); conns];
+    let (mut result, mut events) = (ClientResult::default(), Vec::new());
+    let mut stopping = false;
+    while !stopping || sent_in.iter().any(|s| !s.is_empty()) {
+        let phase = ctx.phase.load(Ordering::Relaxed);
+        stopping = phase == PHASE_STOP;
+        for (conn, sent) in sent_in.iter_mut().enumerate() {
+            while !stopping && sent.len() < ctx.window.len() {
+                mux.send_append(conn, payload.clone(), LEVEL)?;
+                sent.push_back(phase);
+            }
+        }
+        mux.wait(Duration::from_millis(100), &mut events)?;
+        for event in events.drain(..) {
+            let (conn, outcome, latency) = match event {
+                MuxEvent::Answered {
+                    conn,
+                    outcome,
+                    latency,
+                    ..
+                } => (conn, outcome, latency),
+                MuxEvent::Failed { conn, error } => {
+                    return Err(error).with_context(|| format!("connection {conn} failed"))
+                }
+            };
+            let before = sent_in[conn]
+                .pop_front()
+                .context("an answer to no append")?;
+            let lsn = outcome.with_context(|| format!("an append on connection {conn}"))?;
+            if let Some(check) = &ctx.check {
+                check.commit_resolved(lsn);
+            }
+            if measured(before, &ctx.phase) {
+                result.commits.record(latency);
+                result.busy += latency;
+            }
+        }
+    }
+    Ok(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,12 +232,37 @@ mod tests {
     };
 
     fn spec(clients: usize, pipeline: usize) -> NetCaseSpec {
+        driven(clients, pipeline, 0)
+    }
+
+    /// Runs `spec`'s clients on `addr` for 300 ms of measure phase, checking each commit;
+    /// returns what they recorded and the clients' threads.
+    fn run_checked(
+        cluster: &Cluster,
+        (addr, tls): (SocketAddr, Option<&ClientTls>),
+        spec: NetCaseSpec,
+    ) -> (ClientResult, usize) {
+        let check = Arc::new(cluster.commit_check());
+        let phase = Arc::new(AtomicU8::new(PHASE_WARM));
+        let clients = spawn((addr, tls), &phase, spec, Some(&check), None).unwrap();
+        let threads = clients.os_threads();
+        phase.store(PHASE_MEASURE, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        phase.store(PHASE_STOP, Ordering::SeqCst);
+        let result = clients.join(ANSWER_TIMEOUT).unwrap();
+        assert!(result.commits.len() > 0);
+        assert_eq!(check.take(), (0, None), "every answered commit was durable");
+        (result, threads)
+    }
+
+    fn driven(clients: usize, pipeline: usize, drivers: usize) -> NetCaseSpec {
         NetCaseSpec {
             topology: Topology::OneSync,
             record_bytes: 100,
             clients,
             pipeline,
             tls: false,
+            drivers,
         }
     }
 
@@ -163,17 +272,24 @@ mod tests {
         let cluster = Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, true).unwrap();
         let addr = cluster.primary().client_addr().unwrap();
         assert_ne!(addr.port(), 0);
-        let check = Arc::new(cluster.commit_check());
-        let phase = Arc::new(AtomicU8::new(PHASE_WARM));
-        let clients = spawn((addr, None), &phase, spec(3, 1), &check, None).unwrap();
-        assert_eq!(clients.os_threads(), 3);
-        phase.store(PHASE_MEASURE, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(300));
-        phase.store(PHASE_STOP, Ordering::SeqCst);
-        let result = clients.join(ANSWER_TIMEOUT).unwrap();
-        assert!(result.commits.len() > 0);
-        assert_eq!(check.take(), (0, None));
-        drop(check);
+        let (_, threads) = run_checked(&cluster, (addr, None), spec(3, 1));
+        assert_eq!(threads, 3);
+        cluster.shutdown().unwrap();
+        scratch.remove().unwrap();
+    }
+
+    #[test]
+    fn driver_threads_keep_their_connections_appends_in_flight_and_are_checked() {
+        let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
+        let cluster = Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, true).unwrap();
+        let addr = cluster.primary().client_addr().unwrap();
+        let (result, threads) = run_checked(&cluster, (addr, None), driven(5, 3, 2));
+        assert_eq!(threads, 2, "5 connections on 2 drivers");
+        let status = cluster.primary().status();
+        assert!(
+            status.last_lsn >= result.commits.len(),
+            "the recorded commits are in the log"
+        );
         cluster.shutdown().unwrap();
         scratch.remove().unwrap();
     }
@@ -195,6 +311,12 @@ mod tests {
         let plain = Client::connect(addr, ANSWER_TIMEOUT).and_then(|mut c| c.status());
         assert!(plain.is_err(), "a plaintext client is refused");
         drop(client);
+        // Driven connections run TLS on non-blocking sockets.
+        let spec = NetCaseSpec {
+            tls: true,
+            ..driven(4, 16, 2)
+        };
+        run_checked(&cluster, (addr, Some(tls)), spec);
         cluster.shutdown().unwrap();
         scratch.remove().unwrap();
     }

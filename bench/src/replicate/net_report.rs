@@ -20,6 +20,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::replicate::net::NetCaseResult;
+use crate::replicate::null_port::PortCeiling;
 use crate::replicate::peer::{PeerCase, PeerResult};
 use crate::replicate::plan::{Topology, MANY_CLIENTS};
 use crate::replicate::report::{fdatasync_p50, find, latency_limit_us, verdict};
@@ -47,6 +48,12 @@ pub struct NetRatios {
     pub latency_p50_standalone: f64,
     /// Records/s over the in-process case's of the same topology, size and clients.
     pub vs_in_process: Option<f64>,
+    /// A many-client, one-in-flight case: records/s over the null port's of the same size
+    /// (`null_port.rs`), the share of what the network path can carry here.
+    pub vs_ceiling: Option<f64>,
+    /// The same case: the null port's records/s over the in-process case's, the most
+    /// `vs_in_process` can reach on this machine.
+    pub ceiling_vs_in_process: Option<f64>,
     /// Beside the peer's case of the same size and clients, if the peer ran.
     pub vs_peer: Option<PeerRatio>,
 }
@@ -77,16 +84,28 @@ pub fn net_ratios(run: &RunResult, peer: Option<&PeerResult>) -> Vec<NetRatios> 
             let standalone = net_latency_limit_us(run, c.topology, standalone_fdatasync);
             let in_process = find(run, c.topology, c.record_bytes, c.clients);
             let peer_case = peer.and_then(|p| p.find(c.record_bytes, c.clients));
+            let ceiling = ceiling_of(run, n).map(|p| p.records_per_s);
             NetRatios {
                 name: c.name.clone(),
                 latency_limit_us: limit,
                 latency_p50: c.latency.p50_us / limit,
                 latency_p50_standalone: c.latency.p50_us / standalone,
                 vs_in_process: in_process.map(|i| c.records_per_s / i.records_per_s),
+                vs_ceiling: ceiling.map(|p| c.records_per_s / p),
+                ceiling_vs_in_process: ceiling.zip(in_process).map(|(p, i)| p / i.records_per_s),
                 vs_peer: peer_case.map(|p| peer_ratio(n, p)),
             }
         })
         .collect()
+}
+
+/// The null-port ceiling of a many-client, one-in-flight case (of its record size), if any.
+fn ceiling_of<'r>(run: &'r RunResult, n: &NetCaseResult) -> Option<&'r PortCeiling> {
+    let c = &n.case;
+    if n.pipeline != 1 || c.clients != MANY_CLIENTS {
+        return None;
+    }
+    (run.raw.null_port.iter()).find(|p| p.record_bytes == c.record_bytes && p.clients == c.clients)
 }
 
 fn peer_ratio(n: &NetCaseResult, p: &PeerCase) -> PeerRatio {
@@ -152,8 +171,16 @@ fn case_target(run: &RunResult, n: &NetCaseResult, r: &NetRatios) -> Target {
         in_process.map_or_else(
             || "the in-process case did not run".into(),
             |i| {
+                let ceiling = match (ceiling_of(run, n), r.vs_ceiling, r.ceiling_vs_in_process) {
+                    (Some(p), Some(share), Some(most)) => format!(
+                        "; null-port ceiling {:.0} rec/s: this case {share:.2} of it, the \
+                         ceiling {most:.2} of in-process",
+                        p.records_per_s
+                    ),
+                    _ => String::new(),
+                };
                 format!(
-                    "{:.0} vs {:.0} rec/s ({})",
+                    "{:.0} vs {:.0} rec/s ({}){ceiling}",
                     c.records_per_s, i.records_per_s, i.name
                 )
             },
@@ -196,14 +223,16 @@ pub fn write_net_cases(
     }
     let _ = writeln!(
         out,
-        "\nnetwork clients (level remote_durable; each client is one thread with one connection \
-         to the primary's client port, one append in flight; same cluster as the in-process \
-         cases; limit = the in-process limit + RTT; x/in-proc = records/s over the in-process \
-         case's; /pg = beside PostgreSQL's case of the same size and clients):"
+        "\nnetwork clients (level remote_durable; each client is one connection to the primary's \
+         client port, one append in flight unless the name says pipeline=N; 1 client on a \
+         thread of its own, 64 on the driver threads; same cluster as the in-process cases; \
+         limit = the in-process limit + RTT; x/in-proc = records/s over the in-process case's; \
+         ÷ceil = records/s over the null-port ceiling of the size; /pg = beside PostgreSQL's \
+         case of the same size and clients):"
     );
     let _ = writeln!(
         out,
-        "{:<56} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>5}",
+        "{:<56} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>8} {:>5}",
         "case",
         "rec/s",
         "MB/s",
@@ -214,6 +243,7 @@ pub fn write_net_cases(
         "limit µs",
         "p50/limit",
         "x/in-proc",
+        "÷ceil",
         "rec/s/pg",
         "p50/pg",
         "CPUs"
@@ -223,7 +253,7 @@ pub fn write_net_cases(
         let c = &n.case;
         let _ = writeln!(
             out,
-            "{:<56} {:>9.0} {:>7.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9} {:>9} {:>8} {:>5.2}",
+            "{:<56} {:>9.0} {:>7.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9} {:>6} {:>9} {:>8} {:>5.2}",
             c.name,
             c.records_per_s,
             c.mb_per_s,
@@ -234,6 +264,7 @@ pub fn write_net_cases(
             r.latency_limit_us,
             r.latency_p50,
             opt(r.vs_in_process),
+            opt(r.vs_ceiling),
             opt(r.vs_peer.as_ref().map(|v| v.records_per_s)),
             opt(r.vs_peer.as_ref().map(|v| v.p50)),
             c.cpu_cores
@@ -354,6 +385,7 @@ mod tests {
             raw: RawLimits {
                 fdatasync_4k: raw(100.0),
                 fdatasync_4k_streams: vec![streams(2, 200.0), streams(3, 300.0)],
+                null_port: Vec::new(),
                 rtt: RttResult {
                     name: "rtt".into(),
                     message_bytes: 64,
@@ -457,6 +489,45 @@ mod tests {
         assert_eq!(targets[0].pass, Some(true));
         // The in-process `none` case did not run: no verdict.
         assert_eq!(targets[1].pass, None);
+    }
+
+    #[test]
+    fn a_one_in_flight_case_is_also_set_against_the_null_port_of_its_size() {
+        let in_process = case(Topology::OneSync, MANY_CLIENTS, 10_000.0, 900.0, 200.0);
+        let one = net(case(
+            Topology::OneSync,
+            MANY_CLIENTS,
+            3_000.0,
+            1000.0,
+            200.0,
+        ));
+        let pipelined = NetCaseResult {
+            pipeline: 16,
+            ..net(one.case.clone())
+        };
+        let mut r = run(vec![in_process], vec![one, pipelined]);
+        let ceiling = |record_bytes, records_per_s| PortCeiling {
+            name: format!("raw::null_port/size={record_bytes},clients={MANY_CLIENTS}"),
+            record_bytes,
+            clients: MANY_CLIENTS,
+            transport: "portable",
+            records_per_s,
+            latency: summary(100.0),
+        };
+        r.raw.null_port = vec![ceiling(4096, 1_000.0), ceiling(100, 5_000.0)];
+        let ratios = net_ratios(&r, None);
+        assert!(near(ratios[0].vs_ceiling.unwrap(), 0.6));
+        assert!(near(ratios[0].ceiling_vs_in_process.unwrap(), 0.5));
+        assert_eq!(
+            ratios[1].vs_ceiling, None,
+            "pipelined: no one-in-flight ceiling"
+        );
+        let targets = net_targets(&r, &ratios, None);
+        assert!(
+            targets[0].detail.contains("null-port ceiling 5000 rec/s"),
+            "{:?}",
+            targets[0]
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub const NET_TOPOLOGIES: [Topology; 2] = [Topology::None, Topology::OneSync];
 pub const NET_PIPELINE: usize = 1;
 /// Appends in flight per connection in the extra pipelined case of [`MANY_CLIENTS`] clients.
 pub const NET_MANY_PIPELINE: usize = 16;
+/// Threads driving a network case's connections, as pgbench's `-j 2` drives its 64 clients
+/// (each thread polls its share of the connections); 0: one OS thread per connection.
+pub const NET_DRIVERS: usize = 2;
 /// The record size whose network cases (1 and [`MANY_CLIENTS`] clients, not pipelined) run
 /// again with TLS.
 pub const TLS_RECORD_BYTES: usize = 100;
@@ -166,21 +169,25 @@ impl CaseSpec {
     }
 }
 
-/// One network-client case of a topology: each client is one OS thread with one connection to
-/// the primary's client port, appending at `remote_durable`.
+/// One network-client case of a topology: each client is one connection to the primary's
+/// client port, appending at `remote_durable`; a 1-client case runs its connection on a thread
+/// of its own, a many-client case on `drivers` threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct NetCaseSpec {
     /// The cluster shape.
     pub topology: Topology,
     /// Payload bytes per record.
     pub record_bytes: usize,
-    /// Concurrent connections, one thread each.
+    /// Concurrent connections.
     pub clients: usize,
     /// Appends in flight per connection ([`NET_PIPELINE`], or [`NET_MANY_PIPELINE`]).
     pub pipeline: usize,
     /// TLS on the client port and the replication link (a cluster of its own, started with
     /// certificates for the run).
     pub tls: bool,
+    /// Threads that drive the connections of a case of more than one client, each polling its
+    /// share ([`NET_DRIVERS`]); 0: one OS thread per connection.
+    pub drivers: usize,
 }
 
 impl NetCaseSpec {
@@ -235,6 +242,9 @@ pub struct ReplicatePlan {
     /// Longest the catch-up may take before the run reports it as failed.
     #[serde(serialize_with = "secs")]
     pub catch_up_timeout: Duration,
+    /// Threads driving each many-client network case ([`NET_DRIVERS`]; 0: a thread per
+    /// connection).
+    pub net_drivers: usize,
     /// Whether the steered catch-up runs (`steered.rs`).
     pub steered: bool,
     /// Bytes of 4 KiB records in the steered catch-up's log.
@@ -260,6 +270,7 @@ impl ReplicatePlan {
             catch_up: true,
             catch_up_bytes: 1 << 30,
             catch_up_timeout: Duration::from_secs(60),
+            net_drivers: NET_DRIVERS,
             steered: true,
             steered_bytes: 2 << 30,
             steered_alone: Duration::from_secs(3),
@@ -281,6 +292,7 @@ impl ReplicatePlan {
             catch_up: true,
             catch_up_bytes: 128 << 20,
             catch_up_timeout: Duration::from_secs(20),
+            net_drivers: NET_DRIVERS,
             steered: true,
             steered_bytes: 256 << 20,
             steered_alone: Duration::from_secs(2),
@@ -323,6 +335,7 @@ impl ReplicatePlan {
                     clients,
                     pipeline: NET_PIPELINE,
                     tls: false,
+                    drivers: self.net_drivers,
                 };
                 cases.push(spec);
                 if clients == MANY_CLIENTS {
@@ -407,6 +420,7 @@ mod tests {
             clients: 64,
             pipeline: 8,
             tls: false,
+            drivers: NET_DRIVERS,
         };
         assert_eq!(
             spec.name(),

@@ -239,6 +239,21 @@ impl Report {
             "{:<52} {:>9.0} {:>9} {:>9.1} {:>9.1} {:>9.1}  <- round-trip limit",
             t.name, t.ops_per_s, "-", t.latency.p50_us, t.latency.p99_us, t.latency.p999_us
         );
+        for c in &r.null_port {
+            let _ = writeln!(
+                out,
+                "{:<52} {:>9.0} {:>9} {:>9.1} {:>9.1} {:>9.1}  <- network ceiling, {} clients, \
+                 one in flight ({})",
+                c.name,
+                c.records_per_s,
+                "-",
+                c.latency.p50_us,
+                c.latency.p99_us,
+                c.latency.p999_us,
+                c.clients,
+                c.transport
+            );
+        }
         write_raw_row(out, RAW_WIDTH, &r.bandwidth_1m, "  <- bandwidth limit");
         write_raw_row(
             out,

@@ -1,5 +1,5 @@
 //! The order of a `replicate` run: the latency limits (4 KiB overwrite + fdatasync, loopback
-//! round trip), every topology's commit cases (in-process, then network clients), the bandwidth limit (1 MiB sequential overwrite +
+//! round trip), the null-port ceilings of the many-client network cases, every topology's commit cases (in-process, then network clients), the bandwidth limit (1 MiB sequential overwrite +
 //! fdatasync) just before the catch-up it bounds, the catch-up, and the fdatasync limit again
 //! (to show how much the disk drifted). The steered catch-up (`steered.rs`) runs after the
 //! catch-up.
@@ -22,6 +22,7 @@ use crate::replicate::catch_up::{self, CatchUpResult};
 use crate::replicate::cluster::NodeSettings;
 use crate::replicate::commit::{self, Backends, CaseResult, CaseResults};
 use crate::replicate::net::NetCaseResult;
+use crate::replicate::null_port::{self, PortCeiling};
 use crate::replicate::plan::ReplicatePlan;
 use crate::replicate::probe::{DiskProbe, MAX_STREAMS};
 use crate::replicate::rtt::{self, RttResult};
@@ -49,6 +50,9 @@ pub struct RawLimits {
     pub fdatasync_4k_streams: Vec<StreamsResult>,
     /// Loopback TCP round trip.
     pub rtt: RttResult,
+    /// The ceilings of the many-client, one-in-flight network cases: a port that answers at
+    /// once (none without network cases).
+    pub null_port: Vec<PortCeiling>,
     /// 1 MiB sequential overwrite + fdatasync: the bandwidth limit of catch-up.
     pub bandwidth_1m: RawResult,
     /// The 4 KiB loop again after everything else.
@@ -105,6 +109,7 @@ pub fn run(plan: &ReplicatePlan, dir: &Path, options: RunOptions) -> anyhow::Res
     let probe = Arc::new(Mutex::new(probe));
     watchdog.stage("raw loopback round trip", plan.raw_duration + RAW_MARGIN);
     let rtt = rtt::measure(plan.raw_duration)?;
+    let null_port = null_port_ceilings(plan, options, &watchdog)?;
     let mut backends = None;
     let mut cases = CaseResults::default();
     let mut errors = Vec::new();
@@ -143,6 +148,7 @@ pub fn run(plan: &ReplicatePlan, dir: &Path, options: RunOptions) -> anyhow::Res
             fdatasync_4k,
             fdatasync_4k_streams,
             rtt,
+            null_port,
             bandwidth_1m,
             fdatasync_4k_after,
         },
@@ -153,6 +159,23 @@ pub fn run(plan: &ReplicatePlan, dir: &Path, options: RunOptions) -> anyhow::Res
         steered,
         errors,
     })
+}
+
+/// The null-port ceilings, when the plan runs network cases.
+fn null_port_ceilings(
+    plan: &ReplicatePlan,
+    options: RunOptions,
+    watchdog: &Watchdog,
+) -> anyhow::Result<Vec<PortCeiling>> {
+    if !plan.network || plan.topologies.is_empty() {
+        return Ok(Vec::new());
+    }
+    eprintln!("null-port ceilings ...");
+    let window = plan.case_warm_up + plan.case_duration;
+    watchdog.stage("null-port ceilings", 2 * window + RAW_MARGIN);
+    let ceilings = null_port::measure(plan, options.settings.transport)?;
+    watchdog.idle();
+    Ok(ceilings)
 }
 
 fn record_error(errors: &mut Vec<String>, what: String, e: &anyhow::Error) {
