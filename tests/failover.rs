@@ -98,7 +98,8 @@ fn a_killed_primary_is_replaced_and_rejoins_with_nothing_acknowledged_lost() {
         first + 1
     ));
     let acked = c.dir.path().join("acked.txt");
-    c.start_load(8.0, &acked);
+    // The 4 clients on 2 driver threads: a driven connection follows the failover too.
+    c.start_load_with(8.0, &acked, &["--drivers", "2"]);
     std::thread::sleep(Duration::from_secs(2));
     c.kill(first);
     let killed = Instant::now();

@@ -433,18 +433,23 @@ fn sigkill_a_follower_under_load_and_it_converges() {
 }
 
 #[test]
-fn pipelined_and_batched_load_acknowledges_only_what_the_log_holds() {
-    let _serial = serial("pipelined_and_batched_load_acknowledges_only_what_the_log_holds");
+fn pipelined_batched_and_driven_load_acknowledges_only_what_the_log_holds() {
+    let _serial = serial("pipelined_batched_and_driven_load_acknowledges_only_what_the_log_holds");
     let c = Cluster::start(&Spec::new("ANY 1 (a)", vec![sync("a")]));
     c.wait_healthy(BOUND);
     let mut all = Vec::new();
-    for (name, flag, n) in [
-        ("pipelined", "--pipeline", "16"),
-        ("batched", "--batch", "32"),
+    for (name, how) in [
+        ("pipelined", &["--pipeline", "16"][..]),
+        ("batched", &["--batch", "32"][..]),
+        // 5 clients on 2 driver threads (3 and 2 connections), 8 in flight each.
+        ("driven", &["--drivers", "2", "--pipeline", "8"][..]),
     ] {
         let path = c.dir.path().join(format!("acked-{name}.txt"));
         let acked_arg = path.display().to_string();
-        let v = load_json(&c, 2, &["--clients", "4", flag, n, "--acked", &acked_arg]);
+        let clients = if name == "driven" { "5" } else { "4" };
+        let mut extra = vec!["--clients", clients, "--acked", &acked_arg];
+        extra.extend_from_slice(how);
+        let v = load_json(&c, 2, &extra);
         println!("{name} load: {v}");
         let acked = read_acked(&path);
         assert!(!acked.is_empty(), "{name}: nothing acknowledged: {v}");

@@ -217,6 +217,7 @@ fn run_load(
         clients: args.clients,
         pipeline: 1,
         batch: 1,
+        drivers: 0,
         size: args.size,
         durability: DurabilityLevel::RemoteDurable,
         acked: None,

@@ -1,6 +1,9 @@
 //! `logship load --addr HOST:PORT ...`: a load generator for a node's client port. Each client
 //! is a connection with `--pipeline N` appends in flight (1 by default: send, wait, send), or
-//! one `--batch M` request of M records at a time. Every acknowledged LSN is written with its
+//! one `--batch M` request of M records at a time. A client runs on a thread of its own, or,
+//! with `--drivers N`, the clients are dealt out among N threads that each poll their share
+//! (a `ClientMux`, as pgbench's `-j`): on a machine with few cores, 64 client threads woken
+//! once per commit cost more than the commits they wait for. Every acknowledged LSN is written with its
 //! payload's CRC-32 to `--acked FILE` (one `LSN CRC` line each, CRC in hex), so a later check can
 //! prove nothing acknowledged was lost. A record's latency runs from the send of its request to
 //! its answer. Errors are counted by kind and the load goes on (reconnecting after a lost
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use logship::replication::client::Credentials;
+use logship::replication::client::{ClientMux, Credentials, MuxEvent};
 use logship::{Bytes, Client, DurabilityLevel};
 use parking_lot::Mutex;
 
@@ -31,6 +34,8 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most appends in flight per client (the node's queue per connection).
 const MAX_PIPELINE: usize = logship::replication::node::MAX_IN_FLIGHT_PER_CONNECTION;
+/// Longest a driver thread waits for answers before it looks at its clients again.
+const DRIVER_WAIT: Duration = Duration::from_millis(10);
 /// Most records per batch request.
 const MAX_BATCH: usize = logship::replication::protocol::msg::MAX_BATCH_RECORDS;
 
@@ -64,6 +69,10 @@ pub struct LoadArgs {
     /// time per client; 1 sends ordinary appends. Not with `--pipeline` above 1.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Threads that drive the clients, each polling its share of the connections (as
+    /// pgbench's `-j`); 0: a thread per client. Not with `--batch` above 1.
+    #[arg(long, default_value_t = 0)]
+    pub drivers: usize,
     /// Payload bytes per record (at least 16).
     #[arg(long, default_value_t = 100)]
     pub size: usize,
@@ -141,7 +150,8 @@ fn payload(client: u64, seq: u64, size: usize) -> Bytes {
     Bytes::from(v)
 }
 
-/// Starts `clients` load threads against `addr`; they run until `deadline` or `stats.stop`.
+/// Starts the load's threads against `addr` (a thread per client, or `--drivers` threads);
+/// they run until `deadline` or `stats.stop`.
 pub fn start_clients(
     args: &LoadArgs,
     deadline: Instant,
@@ -152,27 +162,40 @@ pub fn start_clients(
         .rate
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(args.clients as f64 * args.batch as f64 / r));
-    let mut threads = Vec::new();
     let tls = Arc::new(args.tls.client_tls()?);
-    for id in 0..args.clients as u64 {
-        let mut client = LoadClient {
-            id,
-            tls: Arc::clone(&tls),
-            addrs: args.addr.clone(),
-            addr: args.addr[id as usize % args.addr.len()],
-            size: args.size,
-            level: args.durability,
-            interval,
-            next_at: Instant::now(),
-            deadline,
-            stats: Arc::clone(stats),
-            acked: acked.clone(),
-            seq: 0,
-            key_file: args.client_key.clone(),
-        };
-        let (pipeline, batch) = (args.pipeline, args.batch);
+    let mut clients = (0..args.clients as u64).map(|id| LoadClient {
+        id,
+        tls: Arc::clone(&tls),
+        addrs: args.addr.clone(),
+        addr: args.addr[id as usize % args.addr.len()],
+        size: args.size,
+        level: args.durability,
+        interval,
+        next_at: Instant::now(),
+        deadline,
+        stats: Arc::clone(stats),
+        acked: acked.clone(),
+        seq: 0,
+        key_file: args.client_key.clone(),
+    });
+    let (pipeline, batch) = (args.pipeline, args.batch);
+    let mut threads = Vec::new();
+    if args.drivers > 0 {
+        let drivers = args.drivers.min(args.clients);
+        for d in 0..drivers {
+            let share = args.clients / drivers + usize::from(d < args.clients % drivers);
+            let conns: Vec<Driven> = clients.by_ref().take(share).map(Driven::new).collect();
+            let t = std::thread::Builder::new()
+                .name(format!("load-driver-{d}"))
+                .spawn(move || drive(conns, pipeline))
+                .context("spawning a load driver")?;
+            threads.push(t);
+        }
+        return Ok(threads);
+    }
+    for mut client in clients {
         let t = std::thread::Builder::new()
-            .name(format!("load-{id}"))
+            .name(format!("load-{}", client.id))
             .spawn(move || match (pipeline, batch) {
                 (1, 1) => client.one_at_a_time(),
                 (_, 1) => client.pipelined(pipeline),
@@ -231,29 +254,37 @@ impl LoadClient {
     /// A connection, made now if there is none; `None` (counted, after a pause) if it fails.
     fn connect<'c>(&mut self, client: &'c mut Option<Client>) -> Option<&'c mut Client> {
         if client.is_none() {
-            // A key file being rewritten may read badly once: counted, and tried again.
-            let Ok(key) = super::client_key(self.key_file.as_deref()) else {
-                self.stats.error("client_key");
-                std::thread::sleep(RECONNECT_DELAY);
-                return None;
-            };
-            let credentials = Credentials {
-                tls: (*self.tls).as_ref(),
-                key: key.as_ref(),
-            };
-            match Client::connect_as(self.addr, Duration::from_secs(2), credentials) {
-                Ok(mut c) => {
-                    let _ = c.set_timeout(REQUEST_TIMEOUT);
-                    *client = Some(c);
-                }
-                Err(_) => {
-                    self.stats.error("connect");
-                    self.addr = next_addr(&self.addrs, self.addr);
-                    std::thread::sleep(RECONNECT_DELAY);
-                }
+            match self.try_connect() {
+                Ok(c) => *client = Some(c),
+                Err(pause) => std::thread::sleep(pause),
             }
         }
         client.as_mut()
+    }
+
+    /// A new connection; on failure (counted, and the next address chosen), the pause
+    /// before the next try.
+    fn try_connect(&mut self) -> Result<Client, Duration> {
+        // A key file being rewritten may read badly once: counted, and tried again.
+        let Ok(key) = super::client_key(self.key_file.as_deref()) else {
+            self.stats.error("client_key");
+            return Err(RECONNECT_DELAY);
+        };
+        let credentials = Credentials {
+            tls: (*self.tls).as_ref(),
+            key: key.as_ref(),
+        };
+        match Client::connect_as(self.addr, Duration::from_secs(2), credentials) {
+            Ok(mut c) => {
+                let _ = c.set_timeout(REQUEST_TIMEOUT);
+                Ok(c)
+            }
+            Err(_) => {
+                self.stats.error("connect");
+                self.addr = next_addr(&self.addrs, self.addr);
+                Err(RECONNECT_DELAY)
+            }
+        }
     }
 
     /// The next payload and its CRC.
@@ -275,15 +306,24 @@ impl LoadClient {
         }
     }
 
-    /// Counts a failure; true when the connection is to be dropped (then `addr` is where to go).
+    /// Counts a failure; true when the connection is to be dropped (then `addr` is where to go,
+    /// after the pause this waits).
     fn failed(&mut self, e: logship::replication::Error) -> bool {
-        match after_error(e, &self.stats, &self.addrs, self.addr) {
-            Some(next) => {
-                self.addr = next;
+        match self.failed_then(e) {
+            Some(pause) => {
+                std::thread::sleep(pause);
                 true
             }
             None => false,
         }
+    }
+
+    /// Counts a failure; when the connection is to be dropped, moves `addr` to where to go
+    /// and returns the pause before connecting there.
+    fn failed_then(&mut self, e: logship::replication::Error) -> Option<Duration> {
+        let (next, pause) = after_error(e, &self.stats, &self.addrs, self.addr)?;
+        self.addr = next;
+        Some(pause)
     }
 
     /// One append in flight: send, wait for the answer, send the next.
@@ -402,21 +442,21 @@ impl LoadClient {
 }
 
 /// Counts a failed append; returns where to connect next when the connection is to be
-/// dropped: the primary a `not_primary` answer names, or the next address.
+/// dropped (the primary a `not_primary` answer names, or the next address), and the pause
+/// before.
 fn after_error(
     e: logship::replication::Error,
     stats: &LoadStats,
     addrs: &[SocketAddr],
     addr: SocketAddr,
-) -> Option<SocketAddr> {
+) -> Option<(SocketAddr, Duration)> {
     match e {
         logship::replication::Error::NotPrimary { leader_hint } => {
             stats.error("not_primary");
-            let hinted = leader_hint.and_then(|h| h.parse().ok());
-            if hinted.is_none() {
-                std::thread::sleep(RECONNECT_DELAY);
+            match leader_hint.and_then(|h| h.parse().ok()) {
+                Some(hinted) => Some((hinted, Duration::ZERO)),
+                None => Some((next_addr(addrs, addr), RECONNECT_DELAY)),
             }
-            Some(hinted.unwrap_or_else(|| next_addr(addrs, addr)))
         }
         logship::replication::Error::Remote { status, .. } => {
             stats.error(&status);
@@ -424,8 +464,137 @@ fn after_error(
         }
         _ => {
             stats.error("connection");
+            Some((next_addr(addrs, addr), RECONNECT_DELAY))
+        }
+    }
+}
+
+/// One connection of a driver thread: its client, its appends in flight, whether it is leaving
+/// (told `not_primary`: it collects the answers in flight, then reconnects), and when it may
+/// connect again.
+struct Driven {
+    client: LoadClient,
+    flights: VecDeque<Flight>,
+    leaving: bool,
+    retry_at: Instant,
+}
+
+impl Driven {
+    fn new(client: LoadClient) -> Driven {
+        Driven {
+            client,
+            flights: VecDeque::new(),
+            leaving: false,
+            retry_at: Instant::now(),
+        }
+    }
+
+    /// Connects connection `conn` of `mux` if it is closed and may, and queues appends up to
+    /// `window` in flight as `--rate` allows, shortening `wait` to the next moment it has
+    /// something to do. False once it is done: the load's end, and nothing in flight.
+    fn fill(
+        &mut self,
+        mux: &mut ClientMux,
+        conn: usize,
+        window: usize,
+        wait: &mut Duration,
+    ) -> bool {
+        let running = self.client.running();
+        if !mux.is_open(conn) {
+            // Appends in flight on a failed connection have no answer to wait for.
+            self.flights.clear();
+            if !running {
+                return false;
+            }
+            let now = Instant::now();
+            if now < self.retry_at {
+                *wait = (*wait).min(self.retry_at - now);
+                return true;
+            }
+            let connected = self.client.try_connect().map(|c| mux.replace(conn, c));
+            if !matches!(connected, Ok(Ok(()))) {
+                self.retry_at = now + RECONNECT_DELAY;
+                return true;
+            }
+            self.leaving = false;
+        }
+        if self.leaving {
+            if self.flights.is_empty() {
+                mux.close(conn);
+            }
+            return true;
+        }
+        while running && self.flights.len() < window {
+            if let Some(w) = self.client.paced() {
+                *wait = (*wait).min(w);
+                break;
+            }
+            let (p, crc) = self.client.next_payload();
+            if mux.send_append(conn, p, self.client.level).is_err() {
+                self.client.stats.error("connection");
+                mux.close(conn);
+                break;
+            }
+            let sent = Instant::now();
+            self.flights.push_back(Flight { crc, sent });
+        }
+        running || !self.flights.is_empty()
+    }
+
+    /// Takes what `mux` reported for this connection.
+    fn take(&mut self, event: MuxEvent) {
+        match event {
+            MuxEvent::Answered { outcome, .. } => {
+                let Some(f) = self.flights.pop_front() else {
+                    return;
+                };
+                match outcome {
+                    Ok(lsn) => self.client.acknowledged(lsn.0, f.crc, f.sent),
+                    Err(e) => {
+                        if let Some(pause) = self.client.failed_then(e) {
+                            self.leaving = true;
+                            self.retry_at = Instant::now() + pause;
+                        }
+                    }
+                }
+            }
+            MuxEvent::Failed { error, .. } => {
+                self.flights.clear();
+                let pause = self.client.failed_then(error).unwrap_or(RECONNECT_DELAY);
+                self.retry_at = Instant::now() + pause;
+            }
+        }
+    }
+}
+
+/// A driver thread: `conns` clients on one [`ClientMux`], each with `window` appends in flight,
+/// until the load's end and the answers still in flight (each waited for at most
+/// [`REQUEST_TIMEOUT`]).
+fn drive(mut conns: Vec<Driven>, window: usize) {
+    let mut mux = ClientMux::closed(conns.len(), REQUEST_TIMEOUT);
+    let mut events = Vec::new();
+    loop {
+        let mut wait = DRIVER_WAIT;
+        let mut busy = false;
+        for (conn, d) in conns.iter_mut().enumerate() {
+            busy |= d.fill(&mut mux, conn, window, &mut wait);
+        }
+        if !busy {
+            return;
+        }
+        if mux.wait(wait, &mut events).is_err() {
+            if let Some(d) = conns.first() {
+                d.client.stats.error("poll");
+            }
             std::thread::sleep(RECONNECT_DELAY);
-            Some(next_addr(addrs, addr))
+        }
+        for event in events.drain(..) {
+            let conn = match &event {
+                MuxEvent::Answered { conn, .. } | MuxEvent::Failed { conn, .. } => *conn,
+            };
+            if let Some(d) = conns.get_mut(conn) {
+                d.take(event);
+            }
         }
     }
 }
@@ -483,6 +652,10 @@ fn check_args(args: &LoadArgs) -> anyhow::Result<()> {
         args.pipeline == 1 || args.batch == 1,
         "--pipeline and --batch do not go together: choose one"
     );
+    anyhow::ensure!(
+        args.drivers == 0 || args.batch == 1,
+        "--drivers and --batch do not go together: drivers send single appends"
+    );
     Ok(())
 }
 
@@ -515,7 +688,8 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let errors = stats.errors.lock().clone();
     if args.json {
         let v = serde_json::json!({
-            "seconds": elapsed, "clients": args.clients, "pipeline": args.pipeline,
+            "seconds": elapsed, "clients": args.clients, "drivers": args.drivers,
+            "pipeline": args.pipeline,
             "batch": args.batch, "size": args.size,
             "durability": args.durability.as_str(), "acknowledged": acked,
             "per_second": acked as f64 / elapsed, "errors": errors,

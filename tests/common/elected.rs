@@ -231,6 +231,11 @@ impl Elected {
     /// Starts `logship load` over every member's client port, acknowledging at
     /// `remote_durable` into `acked`.
     pub fn start_load(&mut self, seconds: f64, acked: &Path) {
+        self.start_load_with(seconds, acked, &[]);
+    }
+
+    /// [`Elected::start_load`] with `extra` arguments for `logship load`.
+    pub fn start_load_with(&mut self, seconds: f64, acked: &Path, extra: &[&str]) {
         let addrs: Vec<String> = (self.members.iter())
             .map(|m| m.client_addr().to_string())
             .collect();
@@ -245,6 +250,7 @@ impl Elected {
                 "--durability",
                 "remote_durable",
             ])
+            .args(extra)
             .args(["--duration", &seconds.to_string(), "--acked"])
             .arg(acked)
             .stdin(Stdio::null())

@@ -102,6 +102,29 @@ impl ClientMux {
         Ok(mux)
     }
 
+    /// `conns` connections, none open yet: each is given with [`ClientMux::replace`].
+    pub fn closed(conns: usize, timeout: Duration) -> ClientMux {
+        ClientMux {
+            slots: (0..conns)
+                .map(|_| Slot {
+                    client: None,
+                    queued: VecDeque::new(),
+                })
+                .collect(),
+            timeout,
+            polls: Vec::with_capacity(conns),
+            polled: Vec::with_capacity(conns),
+        }
+    }
+
+    /// Closes connection `conn` (no event): its appends in flight get no answer.
+    pub fn close(&mut self, conn: usize) {
+        if let Some(slot) = self.slots.get_mut(conn) {
+            slot.client = None;
+            slot.queued.clear();
+        }
+    }
+
     fn adopted(client: Client) -> Result<Client> {
         if !client.in_flight.is_empty() || !client.out.is_empty() {
             return Err(Error::InvalidRequest(format!(

@@ -178,6 +178,10 @@ fn a_closed_connection_fails_once_and_the_others_go_on() {
     let mut more = Vec::new();
     mux.wait(Duration::from_millis(50), &mut more).unwrap();
     assert!(more.is_empty(), "one failure, reported once: {more:?}");
+    mux.close(0);
+    assert!(!mux.is_open(0));
+    mux.wait(Duration::from_millis(50), &mut more).unwrap();
+    assert!(more.is_empty(), "a close is no event: {more:?}");
     drop(mux);
     node.join();
 }
@@ -226,8 +230,14 @@ fn a_replaced_connection_takes_appends_again() {
     let node = Scripted::start(2, Arc::new(|conn, _| [Act::Close, Act::Answer][conn]));
     let mut clients = node.clients(2);
     let spare = clients.pop().unwrap();
-    let mut mux = ClientMux::new(clients, Duration::from_secs(10)).unwrap();
+    let mut mux = ClientMux::closed(1, Duration::from_secs(10));
     let level = DurabilityLevel::Local;
+    let refused = mux.send_append(0, payload(0), level);
+    assert!(
+        matches!(refused, Err(Error::InvalidRequest(_))),
+        "none open yet"
+    );
+    mux.replace(0, clients.pop().unwrap()).unwrap();
     mux.send_append(0, payload(0), level).unwrap();
     let events = events_until(&mut mux, 1);
     assert!(matches!(events[..], [MuxEvent::Failed { conn: 0, .. }]));
