@@ -29,6 +29,7 @@ use bytes::Bytes;
 
 pub mod handover;
 pub mod portable;
+mod socket;
 pub mod tls;
 pub mod uring;
 

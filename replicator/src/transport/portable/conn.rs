@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -19,8 +20,7 @@ use std::thread;
 use bytes::{Buf, Bytes};
 use parking_lot::{Condvar, Mutex};
 
-use super::sys;
-use crate::transport::ConnId;
+use crate::transport::{socket, ConnId};
 
 /// Most buffers one blocking write of a writer thread gathers.
 const WRITE_BATCH_MAX_BUFFERS: usize = 64;
@@ -149,7 +149,7 @@ impl Conn {
             .stream
             .as_ref()
             .expect("an open connection has a socket");
-        let rest = match sys::send(stream, &[IoSlice::new(&data)], libc::MSG_DONTWAIT) {
+        let rest = match socket::send(stream.as_fd(), &[IoSlice::new(&data)], libc::MSG_DONTWAIT) {
             Ok(n) if n == data.len() => return SendOutcome::Done,
             Ok(n) => data.slice(n..),
             Err(error) if is_retryable(&error) => data,
@@ -217,7 +217,7 @@ impl Conn {
             for (slice, bytes) in slices.iter_mut().zip(&batch) {
                 *slice = IoSlice::new(bytes);
             }
-            let written = sys::send(stream, &slices[..batch.len()], 0);
+            let written = socket::send(stream.as_fd(), &slices[..batch.len()], 0);
             batch.clear();
             match written {
                 Ok(0) => self.close(Some(io::ErrorKind::WriteZero.into())),

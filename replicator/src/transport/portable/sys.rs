@@ -1,32 +1,14 @@
-//! The few system calls std does not offer: a send that neither blocks nor raises `SIGPIPE`,
-//! an interruptible connect from a chosen source address, and waking a blocked `accept`. Linux only (`MSG_NOSIGNAL`,
-//! `SOCK_NONBLOCK`), like the rest of the crate. Every item holding `unsafe` is as small as
+//! The few system calls std does not offer: an interruptible connect from a chosen source
+//! address, waiting for a socket to become writable, and waking a blocked `accept` (the send
+//! that neither blocks nor raises `SIGPIPE` is shared with the io_uring transport, in
+//! `transport::socket`). Linux only (`SOCK_NONBLOCK`), like the rest of the crate. Every item holding `unsafe` is as small as
 //! the call it wraps.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
-
-/// `sendmsg(2)` of `bufs` with `MSG_NOSIGNAL` plus `flags`; returns the bytes taken.
-#[allow(unsafe_code)]
-pub(super) fn send(
-    stream: &TcpStream,
-    bufs: &[IoSlice<'_>],
-    flags: libc::c_int,
-) -> io::Result<usize> {
-    // SAFETY: msghdr is plain data; all zeroes is a valid header with no name, no control
-    // data and no buffers.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    // IoSlice is guaranteed ABI-compatible with iovec on Unix; the kernel only reads it.
-    msg.msg_iov = bufs.as_ptr().cast_mut().cast::<libc::iovec>();
-    msg.msg_iovlen = bufs.len() as _;
-    // SAFETY: `msg` points at `bufs.len()` iovecs, each describing a live borrowed slice,
-    // for the duration of the call; the descriptor is owned by `stream`, alive here.
-    let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, flags | libc::MSG_NOSIGNAL) };
-    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
-}
 
 /// A non-blocking TCP socket with a connect to `addr` in progress (or done), bound to `source`
 /// first when it is given (`source` must be of `addr`'s family).

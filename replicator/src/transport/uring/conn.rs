@@ -8,20 +8,21 @@
 //!   address live in this struct (on the heap, so moving the struct moves no buffer) and the
 //!   driver drops a `Conn` only when [`Conn::is_idle`]: the kernel is done with all of them.
 //! - Once closing, nothing new is submitted except cancels, and no `Data` is reported.
-//! - `queued` (shared with `send` callers) counts bytes accepted by `Transport::send` and not yet
-//!   taken by a completed send.
+//! - The connection's [`SendGate`] (shared with `send` callers) counts the bytes given to this
+//!   thread and not yet taken by a completed send. It is opened when the connection comes up
+//!   and closed when closing starts and, through [`GatedSocket`], before the descriptor closes:
+//!   see `gate.rs` for why callers may write to the socket directly and why that is safe.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use io_uring::{opcode, squeue, types};
 
+use super::gate::{GatedSocket, SendGate};
 use super::ops::{token, Op, SqeQueue};
 use super::sys::{empty_msghdr, SockAddr};
 use crate::transport::{ConnId, NetEvent};
@@ -74,7 +75,7 @@ struct ConnectArgs {
 #[derive(Debug)]
 pub(super) struct Conn {
     id: ConnId,
-    socket: TcpStream,
+    socket: GatedSocket,
     peer: SocketAddr,
     /// True once connected or accepted: decides between `Closed` and `ConnectFailed`.
     opened: bool,
@@ -84,7 +85,6 @@ pub(super) struct Conn {
     in_flight: InFlight,
     recv_buf: Box<[u8]>,
     send: SendQueue,
-    queued: Arc<AtomicUsize>,
     connect: Option<Box<ConnectArgs>>,
 }
 
@@ -95,34 +95,35 @@ impl Conn {
         socket: TcpStream,
         peer: SocketAddr,
         limit: Duration,
-        queued: Arc<AtomicUsize>,
+        gate: Arc<SendGate>,
     ) -> Conn {
         let connect = Box::new(ConnectArgs {
             addr: SockAddr::new(peer),
             timeout: types::Timespec::from(limit.min(MAX_CONNECT_TIMEOUT)),
             limit,
         });
-        let mut conn = Conn::new(id, socket, peer, queued);
+        let mut conn = Conn::new(id, socket, peer, gate);
         conn.connect = Some(connect);
         conn
     }
 
-    /// An accepted connection; the caller arms its receive.
+    /// An accepted connection, open to direct sends; the caller arms its receive.
     pub(super) fn accepted(
         id: ConnId,
         socket: TcpStream,
         peer: SocketAddr,
-        queued: Arc<AtomicUsize>,
+        gate: Arc<SendGate>,
     ) -> Conn {
-        let mut conn = Conn::new(id, socket, peer, queued);
+        let mut conn = Conn::new(id, socket, peer, gate);
         conn.opened = true;
+        conn.socket.gate().open(conn.socket.raw_fd());
         conn
     }
 
-    fn new(id: ConnId, socket: TcpStream, peer: SocketAddr, queued: Arc<AtomicUsize>) -> Conn {
+    fn new(id: ConnId, socket: TcpStream, peer: SocketAddr, gate: Arc<SendGate>) -> Conn {
         Conn {
             id,
-            socket,
+            socket: GatedSocket::new(socket, gate),
             peer,
             opened: false,
             closing: false,
@@ -130,13 +131,17 @@ impl Conn {
             in_flight: InFlight::default(),
             recv_buf: vec![0; RECV_BUFFER_BYTES].into_boxed_slice(),
             send: SendQueue::default(),
-            queued,
             connect: None,
         }
     }
 
     fn fd(&self) -> types::Fd {
-        types::Fd(self.socket.as_raw_fd())
+        types::Fd(self.socket.raw_fd())
+    }
+
+    /// The gate `send` callers go through.
+    pub(super) fn gate(&self) -> &SendGate {
+        self.socket.gate()
     }
 
     /// True once connected or accepted.
@@ -228,6 +233,13 @@ impl Conn {
             return;
         }
         let fd = self.fd();
+        debug_assert!(
+            self.gate().queued_bytes() >= self.send.unsent_bytes(),
+            "conn {}: the gate counts {} bytes, the ring holds {}",
+            self.id,
+            self.gate().queued_bytes(),
+            self.send.unsent_bytes()
+        );
         let Some(entry) = self.send.next_entry(fd) else {
             return;
         };
@@ -235,7 +247,8 @@ impl Conn {
         // SAFETY: the entry points into `Bytes` held by the send queue (and, for a gathering
         // send, into its boxed msghdr and iovecs); the queue drops no chunk the send covers until
         // `SendQueue::complete`, which runs on this send's completion. The descriptor is
-        // `socket`. This `Conn` is dropped only when idle, after that completion.
+        // `socket`. This `Conn` is dropped only when idle, after that completion. Direct writes
+        // from other threads wait while the gate counts these bytes (gate.rs, rule 2).
         unsafe { sqes.push(entry) };
         self.in_flight.send = true;
     }
@@ -246,6 +259,7 @@ impl Conn {
             return;
         }
         self.closing = true;
+        self.gate().close();
         self.end_error = error;
         // Cancelling a connect also removes its link timeout.
         for op in [Op::Connect, Op::Recv, Op::Send] {
@@ -267,6 +281,7 @@ impl Conn {
             return None;
         }
         self.opened = true;
+        self.gate().open(self.socket.raw_fd());
         self.arm_recv(sqes);
         self.start_send(sqes);
         Some(NetEvent::Connected {
@@ -327,7 +342,7 @@ impl Conn {
             }
         };
         self.send.complete(sent);
-        self.queued.fetch_sub(sent, Ordering::Relaxed);
+        self.gate().sent(sent);
         self.start_send(sqes);
     }
 
@@ -349,6 +364,7 @@ impl Conn {
             end_error,
             ..
         } = self;
+        // Closes the gate, then the descriptor.
         drop(socket);
         if opened {
             return NetEvent::Closed {
@@ -408,6 +424,11 @@ impl SendQueue {
         if !data.is_empty() {
             self.chunks.push_back(data);
         }
+    }
+
+    /// Bytes queued and not yet taken by a completed send; O(chunks).
+    fn unsent_bytes(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum::<usize>() - self.head_sent
     }
 
     /// The SQE sending the queue's head: a `SEND` of the head's unsent part when it is alone, a

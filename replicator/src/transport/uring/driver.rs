@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use bytes::Bytes;
 use io_uring::{cqueue, opcode, types, IoUring};
 
 use super::conn::{errno, Conn};
+use super::gate::SendGate;
 use super::ops::{parse_token, token, Op, SqeQueue};
 use super::{sys, Command, Shared};
 use crate::transport::{ConnId, NetEvent, NetHandler};
@@ -179,10 +179,11 @@ impl Driver {
                     conn,
                     addr,
                     timeout,
-                    queued,
-                } => self.connect(conn, addr, timeout, queued),
+                    gate,
+                } => self.connect(conn, addr, timeout, gate),
                 Command::Send { conn, data } => self.send(conn, data),
-                Command::Close { conn } => self.close(conn),
+                Command::Close { conn } => self.close(conn, None),
+                Command::Fail { conn, error } => self.close(conn, Some(error)),
                 Command::Shutdown => self.stop = true,
             }
         }
@@ -202,17 +203,11 @@ impl Driver {
         self.arm_accept(id);
     }
 
-    fn connect(
-        &mut self,
-        id: ConnId,
-        addr: SocketAddr,
-        timeout: Duration,
-        queued: Arc<AtomicUsize>,
-    ) {
+    fn connect(&mut self, id: ConnId, addr: SocketAddr, timeout: Duration, gate: Arc<SendGate>) {
         let source = self.shared.options.bind_addr_for(addr);
         match sys::tcp_socket(addr, source) {
             Ok(socket) => {
-                let mut conn = Conn::connecting(id, socket, addr, timeout, queued);
+                let mut conn = Conn::connecting(id, socket, addr, timeout, gate);
                 conn.arm_connect(&mut self.sqes);
                 self.conns.insert(id, conn);
             }
@@ -229,9 +224,10 @@ impl Driver {
         }
     }
 
-    fn close(&mut self, id: ConnId) {
+    /// Closes `id`; `error`, if any, is reported in its `Closed` (unless it was closing already).
+    fn close(&mut self, id: ConnId, error: Option<io::Error>) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.begin_close(&mut self.sqes, None);
+            conn.begin_close(&mut self.sqes, error);
             self.finish_if_idle(id);
         }
     }
@@ -414,8 +410,8 @@ impl Driver {
             }
         };
         let id = self.shared.next_conn_id();
-        let queued = self.shared.register(id);
-        let mut conn = Conn::accepted(id, socket, peer, queued);
+        let gate = self.shared.register(id);
+        let mut conn = Conn::accepted(id, socket, peer, gate);
         conn.arm_recv(&mut self.sqes);
         self.conns.insert(id, conn);
         self.emit(NetEvent::Accepted {
@@ -459,7 +455,7 @@ impl Driver {
         self.shared.set_stopping();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
-            self.close(id);
+            self.close(id, None);
         }
         for (id, listener) in self.listeners.iter().enumerate() {
             let other = token(id as u64, Op::CancelOther);
@@ -512,6 +508,8 @@ impl Driver {
     /// Gives up on memory the kernel may still use: forgets it instead of freeing it.
     fn leak(&mut self) {
         for (_, conn) in self.conns.drain() {
+            // Its socket stays open, but no other thread writes to it any more.
+            conn.gate().close();
             std::mem::forget(conn);
         }
         for listener in self.listeners.drain(..) {

@@ -2,10 +2,12 @@
 //!
 //! # Threads
 //! The ring thread owns the ring, every socket and every buffer the kernel may touch, and is
-//! the only thread that calls the handler. Other threads (and the handler itself) talk to it
-//! through a command queue: `listen` binds the socket on the caller's thread (`listen_on` takes
-//! one already bound), so it can return the address at once, and hands it over; `connect`,
-//! `send` and `close` only queue a command. A caller wakes the ring thread by writing an eventfd
+//! the only thread that calls the handler and the only one that closes a socket. Other threads
+//! (and the handler itself) talk to it through a command queue: `listen` binds the socket on the
+//! caller's thread (`listen_on` takes one already bound), so it can return the address at once,
+//! and hands it over; `connect` and `close` only queue a command. `send` from another thread
+//! writes to the socket itself when nothing of the connection is queued (see Send below) and
+//! queues a command otherwise. A caller wakes the ring thread by writing an eventfd
 //! that the ring keeps a read armed on, and only when the thread announced it is about to sleep
 //! in the kernel (`Shared::park`); calls made while it is busy, which includes every call from
 //! inside the handler, skip that write and are picked up by the very next turn of the loop, so a
@@ -21,9 +23,17 @@
 //!   that connection's `ConnectFailed`.
 //! - Receive: one receive per connection into its own [`RECV_BUFFER_BYTES`] buffer, re-armed
 //!   after each completion; 0 bytes means the peer closed (also after a half-close).
-//! - Send: a per-connection queue of [`Bytes`] with at most one send in flight, which keeps the
-//!   order. A lone chunk goes out with `SEND`, several with one gathering `SENDMSG`; short
-//!   sends resubmit the rest. `MSG_NOSIGNAL` throughout.
+//! - Send: from a thread other than the ring thread, while the connection is up and nothing of
+//!   it is queued or in flight, `send` writes at once with `send(2)` and `MSG_DONTWAIT` (as the
+//!   portable transport does, saving the hop to the ring thread), and queues for the ring
+//!   thread only what the kernel refuses; a failed write closes the connection through the ring
+//!   thread with its error. The ring thread's own sends (from the handler) are always queued.
+//!   Each connection's send gate (`gate.rs`) decides under its lock, keeps the bytes in order
+//!   and keeps a caller from writing to a descriptor the ring thread has closed (whose number
+//!   another connection may have by then). The ring thread keeps a per-connection queue of
+//!   [`Bytes`] with at most one send in flight, which keeps the order. A lone chunk goes out
+//!   with `SEND`, several with one gathering `SENDMSG`; short sends resubmit the rest.
+//!   `MSG_NOSIGNAL` throughout.
 //! - Close: `ASYNC_CANCEL` of every operation in flight; the socket is closed, and `Closed`
 //!   reported, only after the last of their completions.
 //!
@@ -43,6 +53,7 @@
 
 mod conn;
 mod driver;
+mod gate;
 mod ops;
 mod sys;
 
@@ -52,7 +63,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
@@ -61,6 +72,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 pub use self::conn::RECV_BUFFER_BYTES;
+use self::gate::SendGate;
 use super::{ConnId, NetHandler, Transport, TransportOptions};
 
 /// Name of the ring thread.
@@ -78,12 +90,14 @@ enum Command {
         conn: ConnId,
         addr: SocketAddr,
         timeout: Duration,
-        queued: Arc<AtomicUsize>,
+        gate: Arc<SendGate>,
     },
     /// Queue `data` on `conn`.
     Send { conn: ConnId, data: Bytes },
     /// Close `conn`.
     Close { conn: ConnId },
+    /// Close `conn` with `error`, which a direct write from another thread met.
+    Fail { conn: ConnId, error: io::Error },
     /// Close everything and end the thread.
     Shutdown,
 }
@@ -101,8 +115,8 @@ struct Shared {
     stopping: AtomicBool,
     ring_thread: OnceLock<ThreadId>,
     next_conn: AtomicU64,
-    /// Queued-byte counters of the live connections, for `send` and `queued_bytes`.
-    queued: RwLock<HashMap<ConnId, Arc<AtomicUsize>>>,
+    /// Send gates of the live connections, for `send` and `queued_bytes`.
+    gates: RwLock<HashMap<ConnId, Arc<SendGate>>>,
     /// What the transport was started with; the ring thread reads it for every connect.
     options: TransportOptions,
 }
@@ -116,7 +130,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             ring_thread: OnceLock::new(),
             next_conn: AtomicU64::new(1),
-            queued: RwLock::new(HashMap::new()),
+            gates: RwLock::new(HashMap::new()),
             options,
         }
     }
@@ -179,16 +193,21 @@ impl Shared {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Starts counting queued bytes of `conn`.
-    fn register(&self, conn: ConnId) -> Arc<AtomicUsize> {
-        let queued = Arc::new(AtomicUsize::new(0));
-        self.queued.write().insert(conn, Arc::clone(&queued));
-        queued
+    /// Makes the send gate of `conn`, a new connection.
+    fn register(&self, conn: ConnId) -> Arc<SendGate> {
+        let gate = Arc::new(SendGate::new());
+        self.gates.write().insert(conn, Arc::clone(&gate));
+        gate
+    }
+
+    /// The send gate of `conn`, if it is live.
+    fn gate(&self, conn: ConnId) -> Option<Arc<SendGate>> {
+        self.gates.read().get(&conn).cloned()
     }
 
     /// `conn` is gone: `send` drops its bytes from now on.
     fn forget(&self, conn: ConnId) {
-        self.queued.write().remove(&conn);
+        self.gates.write().remove(&conn);
     }
 }
 
@@ -202,7 +221,7 @@ impl fmt::Debug for UringTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UringTransport")
             .field("stopping", &self.shared.is_stopping())
-            .field("connections", &self.shared.queued.read().len())
+            .field("connections", &self.shared.gates.read().len())
             .finish()
     }
 }
@@ -276,37 +295,44 @@ impl Transport for UringTransport {
         if self.shared.is_stopping() {
             return conn;
         }
-        let queued = self.shared.register(conn);
+        let gate = self.shared.register(conn);
         self.shared.push(Command::Connect {
             conn,
             addr,
             timeout,
-            queued,
+            gate,
         });
         conn
     }
 
+    /// Off the ring thread, writes at once when nothing of `conn` is queued; see `gate.rs`.
     fn send(&self, conn: ConnId, data: Bytes) {
         if data.is_empty() || self.shared.is_stopping() {
             return;
         }
-        {
-            let queued = self.shared.queued.read();
-            let Some(counter) = queued.get(&conn) else {
-                return;
-            };
-            counter.fetch_add(data.len(), Ordering::Relaxed);
+        let Some(gate) = self.shared.gate(conn) else {
+            return;
+        };
+        let direct = !self.shared.on_ring_thread();
+        let queue = |data| self.shared.push(Command::Send { conn, data });
+        if let Err(error) = gate.send(data, direct, queue) {
+            // Logged by the ring thread with the close it causes.
+            self.shared.push(Command::Fail { conn, error });
         }
-        self.shared.push(Command::Send { conn, data });
     }
 
-    /// Bytes accepted by `send` that no completed send has taken yet (queued or in flight).
+    /// Bytes given to the ring thread that no completed send has taken yet (queued or in
+    /// flight); bytes a direct write handed the kernel at once never count.
     fn queued_bytes(&self, conn: ConnId) -> usize {
-        let queued = self.shared.queued.read();
-        queued.get(&conn).map_or(0, |q| q.load(Ordering::Relaxed))
+        self.shared.gate(conn).map_or(0, |g| g.queued_bytes())
     }
 
+    /// Closes the send gate at once, so that a send after `close` is dropped even before the
+    /// ring thread runs the close.
     fn close(&self, conn: ConnId) {
+        if let Some(gate) = self.shared.gate(conn) {
+            gate.close();
+        }
         if !self.shared.is_stopping() {
             self.shared.push(Command::Close { conn });
         }
