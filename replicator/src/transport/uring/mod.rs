@@ -324,7 +324,8 @@ impl Transport for UringTransport {
     /// Bytes given to the ring thread that no completed send has taken yet (queued or in
     /// flight); bytes a direct write handed the kernel at once never count.
     fn queued_bytes(&self, conn: ConnId) -> usize {
-        self.shared.gate(conn).map_or(0, |g| g.queued_bytes())
+        let gates = self.shared.gates.read();
+        gates.get(&conn).map_or(0, |g| g.queued_bytes())
     }
 
     /// Closes the send gate at once, so that a send after `close` is dropped even before the
