@@ -34,11 +34,12 @@
 //! way; 16 in flight, 235,000-364,000 against 364,000-384,000. io_uring is chosen anyway
 //! because it is the one whose threads stay bounded: with it, 200 connections add no thread
 //! (`tests/client_port_threads.rs`), where the portable transport adds 200, so a flood of
-//! connections cannot become a flood of threads. What it costs today: an answer sent from
-//! the answering thread crosses to the ring thread (an eventfd write when it sleeps), one
-//! more wake-up than the portable transport's direct write. Sending straight from the waker
-//! (on the log's writer thread) was tried and measured no better (the writer then encodes and
-//! sends before its next batch).
+//! connections cannot become a flood of threads. The answering thread's sends go straight to
+//! the socket (the io_uring transport writes from the caller's thread while nothing of the
+//! connection is queued, as the portable one does), so an answer no longer crosses to the ring
+//! thread. Sending straight from the waker (on the log's writer thread) was tried, when sends
+//! still crossed to the ring thread, and measured no better (the writer then encodes and sends
+//! before its next batch).
 //!
 //! Admission never waits for the replica on the delivering thread: an append a closed start
 //! gate holds (a new primary that has not heard its quorum yet) stays queued on its
