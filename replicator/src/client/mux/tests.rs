@@ -17,6 +17,8 @@ enum Act {
     Silent,
     Close,
     Garbage,
+    /// Answers twice: the second is an answer to no request.
+    Twice,
 }
 
 type Script = Arc<dyn Fn(usize, u64) -> Act + Send + Sync>;
@@ -63,6 +65,17 @@ impl Scripted {
     }
 }
 
+/// The scripted node's answer to append `id` on its connection `conn`.
+fn answer(conn: usize, id: u64) -> Bytes {
+    Msg::AppendResponse {
+        id,
+        status: ClientStatus::Ok,
+        lsn: lsn_of(conn, id),
+        message: String::new(),
+    }
+    .encode()
+}
+
 fn serve(mut socket: TcpStream, conn: usize, script: &(dyn Fn(usize, u64) -> Act + Sync)) {
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_BODY_BYTES);
     let mut buf = vec![0; 64 << 10];
@@ -78,15 +91,12 @@ fn serve(mut socket: TcpStream, conn: usize, script: &(dyn Fn(usize, u64) -> Act
                 panic!("the mux sent something other than an append");
             };
             match script(conn, id) {
-                Act::Answer => out.extend_from_slice(
-                    &Msg::AppendResponse {
-                        id,
-                        status: ClientStatus::Ok,
-                        lsn: lsn_of(conn, id),
-                        message: String::new(),
+                Act::Answer => out.extend_from_slice(&answer(conn, id)),
+                Act::Twice => {
+                    for _ in 0..2 {
+                        out.extend_from_slice(&answer(conn, id));
                     }
-                    .encode(),
-                ),
+                }
                 Act::Silent => {}
                 Act::Close => return,
                 Act::Garbage => out.extend_from_slice(&[0xff; 64]),
@@ -218,6 +228,26 @@ fn an_answer_that_is_no_frame_fails_its_connection() {
                 conn: 0,
                 error: Error::Protocol(_)
             }]
+        ),
+        "{events:?}"
+    );
+    drop(mux);
+    node.join();
+}
+
+#[test]
+fn an_answer_to_no_request_fails_its_connection_after_the_answers_due() {
+    let node = Scripted::start(1, Arc::new(|_, _| Act::Twice));
+    let mut mux = ClientMux::new(node.clients(1), Duration::from_secs(10)).unwrap();
+    let id = (mux.send_append(0, payload(0), DurabilityLevel::Local)).unwrap();
+    let events = events_until(&mut mux, 2);
+    assert!(
+        matches!(
+            &events[..],
+            [
+                MuxEvent::Answered { id: got, outcome: Ok(_), .. },
+                MuxEvent::Failed { conn: 0, error: Error::Protocol(_) },
+            ] if *got == id
         ),
         "{events:?}"
     );
