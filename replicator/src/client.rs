@@ -293,7 +293,9 @@ impl Client {
             match self.read_some() {
                 Err(Error::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::Interrupted => {}
-                r => r?,
+                r => {
+                    r?;
+                }
             }
         }
     }
@@ -313,12 +315,12 @@ impl Client {
         }))
     }
 
-    /// One read from the socket into the decoder.
+    /// One read from the socket into the decoder; returns the bytes read.
     ///
     /// # Errors
     /// [`Error::Io`]: the read's (`WouldBlock` on a non-blocking socket with nothing to read),
     /// or `UnexpectedEof` when the node closed the connection.
-    fn read_some(&mut self) -> Result<()> {
+    fn read_some(&mut self) -> Result<usize> {
         let n = (self.stream.read(&mut self.buf)).map_err(|e| io("reading an answer", e))?;
         if n == 0 {
             return Err(io(
@@ -328,7 +330,7 @@ impl Client {
         }
         self.first_byte = self.first_byte.or(Some(self.buf[0]));
         self.decoder.push(&self.buf[..n]);
-        Ok(())
+        Ok(n)
     }
 
     fn id(&mut self) -> u64 {

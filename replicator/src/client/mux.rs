@@ -340,9 +340,13 @@ fn read_answers(
     conn: usize,
     events: &mut Vec<MuxEvent>,
 ) -> Result<()> {
-    loop {
+    // A short read of a plain socket took everything it had: the next `poll` says when more
+    // comes (saving a read that would only say `WouldBlock`). TLS may hold records back, so
+    // it is read until it says so.
+    let mut drained = false;
+    while !drained {
         match client.read_some() {
-            Ok(()) => {}
+            Ok(n) => drained = n < client.buf.len() && !client.stream.is_tls(),
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock => {
                 return Ok(())
             }
@@ -364,6 +368,7 @@ fn read_answers(
             });
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
