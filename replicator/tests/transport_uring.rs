@@ -5,10 +5,12 @@
 //! `cargo test --release -p logship-replicator --test transport_uring -- --ignored --nocapture`.
 
 mod common;
+#[path = "common/uring.rs"]
+mod uring_common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -17,16 +19,13 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use logship_replicator::transport::uring::UringTransport;
 use logship_replicator::transport::{ConnId, NetEvent, NetHandler, Transport};
+use uring_common::{localhost, start_uring, wait_for_within};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
 /// How long to watch for events that must not come.
 const QUIET: Duration = Duration::from_millis(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("address")
-}
 
 /// Forwards every event to a channel; optionally echoes data on accepted connections.
 #[derive(Default)]
@@ -76,14 +75,7 @@ fn start(recorder: Recorder) -> Option<Harness> {
     let recorder = Arc::new(recorder);
     let (tx, events) = crossbeam_channel::unbounded();
     recorder.tx.set(tx).expect("fresh recorder");
-    let transport = match UringTransport::start(recorder.clone()) {
-        Ok(t) => Arc::new(t),
-        Err(e) => {
-            println!("skipping: io_uring unavailable: {e}");
-            return None;
-        }
-    };
-    assert_eq!(transport.name(), "io_uring");
+    let transport = start_uring(recorder.clone())?;
     let weak = Arc::downgrade(&transport);
     recorder.transport.set(weak).expect("fresh recorder");
     Some(Harness {
@@ -107,20 +99,9 @@ fn next(events: &Receiver<NetEvent>) -> NetEvent {
 /// Events until `pred` matches one, which is returned; the others are returned too.
 fn wait_for(
     events: &Receiver<NetEvent>,
-    mut pred: impl FnMut(&NetEvent) -> bool,
+    pred: impl FnMut(&NetEvent) -> bool,
 ) -> (NetEvent, Vec<NetEvent>) {
-    let deadline = Instant::now() + WAIT;
-    let mut others = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = events
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("expected event did not come; saw {others:?}"));
-        if pred(&event) {
-            return (event, others);
-        }
-        others.push(event);
-    }
+    wait_for_within(events, WAIT, pred)
 }
 
 /// Collects `Data` of `conn` until `len` bytes arrived; other events must not be terminal for it.

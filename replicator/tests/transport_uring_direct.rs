@@ -4,8 +4,11 @@
 //! part, sends racing a close, and a failing direct write. Every wait is bounded; every test
 //! prints why it skips when io_uring is unavailable here.
 
+#[path = "common/uring.rs"]
+mod uring_common;
+
 use std::io::{ErrorKind, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread;
@@ -15,6 +18,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use logship_replicator::transport::uring::UringTransport;
 use logship_replicator::transport::{ConnId, NetEvent, NetHandler, Transport};
+use uring_common::{localhost, start_uring, wait_for_within};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -67,13 +71,7 @@ fn start(handler: Handler) -> Option<Harness> {
     let handler = Arc::new(handler);
     let (tx, events) = crossbeam_channel::unbounded();
     handler.tx.set(tx).expect("fresh handler");
-    let transport = match UringTransport::start(handler.clone()) {
-        Ok(t) => Arc::new(t),
-        Err(e) => {
-            println!("skipping: io_uring unavailable: {e}");
-            return None;
-        }
-    };
+    let transport = start_uring(handler.clone())?;
     let weak = Arc::downgrade(&transport);
     handler.transport.set(weak).expect("fresh handler");
     Some(Harness {
@@ -83,24 +81,9 @@ fn start(handler: Handler) -> Option<Harness> {
     })
 }
 
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("address")
-}
-
 /// Events until `pred` matches one, which is returned.
-fn wait_for(events: &Receiver<NetEvent>, mut pred: impl FnMut(&NetEvent) -> bool) -> NetEvent {
-    let deadline = Instant::now() + WAIT;
-    let mut others = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = events
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("expected event did not come; saw {others:?}"));
-        if pred(&event) {
-            return event;
-        }
-        others.push(event);
-    }
+fn wait_for(events: &Receiver<NetEvent>, pred: impl FnMut(&NetEvent) -> bool) -> NetEvent {
+    wait_for_within(events, WAIT, pred).0
 }
 
 /// Connects the transport to `listener`; returns the connection and the accepted peer socket.
