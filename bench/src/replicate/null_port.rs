@@ -100,16 +100,17 @@ impl NetHandler for Answerer {
     }
 }
 
-/// The transport the client port picks for the nodes' `node.transport` value.
+/// The nodes' `node.transport` value as the client port reads it.
 fn port_backend(transport: &str) -> NetBackend {
     match transport {
         "portable" => NetBackend::Portable,
-        _ => NetBackend::IoUring,
+        "io_uring" => NetBackend::IoUring,
+        _ => NetBackend::Auto,
     }
 }
 
-/// Starts a null port on 127.0.0.1 (port 0) on `backend`, falling back to the portable
-/// transport where io_uring is refused, as the client port does.
+/// Starts a null port on 127.0.0.1 (port 0) on `backend`, chosen as the client port chooses
+/// its transport.
 fn start(backend: NetBackend) -> anyhow::Result<(Arc<dyn Transport>, SocketAddr)> {
     let answerer = Arc::new(Answerer {
         transport: OnceLock::new(),
@@ -117,8 +118,7 @@ fn start(backend: NetBackend) -> anyhow::Result<(Arc<dyn Transport>, SocketAddr)
         next_lsn: AtomicU64::new(0),
     });
     let handler: Arc<dyn NetHandler> = Arc::clone(&answerer) as Arc<dyn NetHandler>;
-    let t = transport::start(backend, Arc::clone(&handler))
-        .or_else(|_| transport::start(NetBackend::Portable, handler))
+    let t = transport::start_uring_first(backend, handler, "null port")
         .context("starting the null port's transport")?;
     let _ = answerer.transport.set(Arc::clone(&t));
     let addr = (t.listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))

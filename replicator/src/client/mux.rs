@@ -87,17 +87,9 @@ impl ClientMux {
     /// [`Error::InvalidRequest`] when a client has requests in flight; [`Error::Io`] when a
     /// socket cannot be made non-blocking.
     pub fn new(clients: Vec<Client>, timeout: Duration) -> Result<ClientMux> {
-        let mut mux = ClientMux {
-            slots: Vec::with_capacity(clients.len()),
-            timeout,
-            polls: Vec::with_capacity(clients.len()),
-            polled: Vec::with_capacity(clients.len()),
-        };
-        for client in clients {
-            mux.slots.push(Slot {
-                client: Some(Self::adopted(client)?),
-                queued: VecDeque::new(),
-            });
+        let mut mux = ClientMux::closed(clients.len(), timeout);
+        for (conn, client) in clients.into_iter().enumerate() {
+            mux.replace(conn, client)?;
         }
         Ok(mux)
     }

@@ -324,16 +324,8 @@ impl Port {
         tls: Option<PortTls>,
     ) -> std::io::Result<Arc<dyn Transport>> {
         let handler: Arc<dyn NetHandler> = Arc::new(Events(Arc::downgrade(self)));
-        let start_inner = move |h: Arc<dyn NetHandler>| match backend {
-            NetBackend::Auto => {
-                transport::start(NetBackend::IoUring, Arc::clone(&h)).or_else(|e| {
-                    let why = "client port: io_uring unavailable, the portable transport serves it";
-                    tracing::info!(error = %e, "{why}");
-                    transport::start(NetBackend::Portable, h)
-                })
-            }
-            chosen => transport::start(chosen, h),
-        };
+        let start_inner =
+            move |h: Arc<dyn NetHandler>| transport::start_uring_first(backend, h, "client port");
         let t: Arc<dyn Transport> = match tls {
             None => start_inner(handler)?,
             Some((state, failures)) => {

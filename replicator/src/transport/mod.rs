@@ -167,6 +167,26 @@ pub fn start(backend: NetBackend, handler: Arc<dyn NetHandler>) -> io::Result<Ar
     start_with(backend, handler, TransportOptions::default())
 }
 
+/// Builds the transport of a port whose threads must stay bounded (the client port): for
+/// `Auto`, io_uring, or the portable transport where the kernel refuses io_uring (said once at
+/// info level, naming `what`); otherwise the chosen one.
+///
+/// # Errors
+/// As [`start`].
+pub fn start_uring_first(
+    backend: NetBackend,
+    handler: Arc<dyn NetHandler>,
+    what: &str,
+) -> io::Result<Arc<dyn Transport>> {
+    match backend {
+        NetBackend::Auto => start(NetBackend::IoUring, Arc::clone(&handler)).or_else(|e| {
+            tracing::info!(error = %e, "{what}: io_uring unavailable, the portable transport serves it");
+            start(NetBackend::Portable, handler)
+        }),
+        chosen => start(chosen, handler),
+    }
+}
+
 /// Builds the chosen transport delivering events to `handler`, applying `options`.
 ///
 /// # Errors
