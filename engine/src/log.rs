@@ -48,6 +48,9 @@ pub struct LogStats {
     pub recycled: u64,
     /// Damaged segments replaced by [`Log::repair_segment`].
     pub repairs: u64,
+    /// Bytes readers read from sealed segments around the page cache (`O_DIRECT`), which they
+    /// do when the log's backend writes around it (`io_uring_direct`).
+    pub uncached_read_bytes: u64,
 }
 
 /// A durable segment log. `Send + Sync`: share it with `Arc` and append from any thread.
@@ -454,6 +457,7 @@ impl Log {
             rollovers: c.rollovers.load(Ordering::Relaxed),
             recycled: c.recycled.load(Ordering::Relaxed),
             repairs: c.repairs.load(Ordering::Relaxed),
+            uncached_read_bytes: c.uncached_read_bytes.load(Ordering::Relaxed),
         }
     }
 

@@ -1,18 +1,22 @@
 //! [`LogReader`]: iterates records from any LSN across segments.
 //!
 //! Sealed segments are read through a memory map (zero-copy: payloads are slices of the map);
-//! the active segment with `pread`, never past the bytes known to be written. Every record's CRC
+//! the active segment with `pread`, never past the bytes known to be written. A log written
+//! around the page cache (the `io_uring_direct` backend) reads its sealed segments around it too
+//! (`O_DIRECT`, into reused aligned windows): see [`Source::Uncached`]. Every record's CRC
 //! and LSN are checked as it is read; write markers between records are checked and skipped. By
 //! default a reader stops at the durable watermark, so it never returns a record a crash could
 //! take back. A segment known to be damaged (found at open or by the scrubber) fails reads from
 //! its damaged LSN on with [`Error::Corruption`] until it is repaired.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::io::aligned::{AlignedBytes, BUFFER_ALIGN};
+use crate::io::Backend;
 use crate::record::{
     self, decode_header, Frame, Record, FLAG_MARKER, MARKER_BYTES, RECORD_HEADER_BYTES,
 };
@@ -24,6 +28,13 @@ use crate::types::Lsn;
 const READ_AHEAD_BYTES: usize = 256 << 10;
 /// Markers that can stand between two records: a write's, and an idle one after it.
 const MAX_MARKERS_BETWEEN_RECORDS: usize = 2;
+/// Bytes of an uncached read when the reader asks for less: a walk over headers reads ahead.
+const UNCACHED_WINDOW_BYTES: usize = 1 << 20;
+/// Windows one reader keeps for reuse once their bytes are dropped.
+const POOLED_WINDOWS: usize = 8;
+/// What an uncached chunk read takes beyond its bound: the header of the record after the
+/// chunk's last and the markers before it, which decide where the chunk ends.
+const CHUNK_SLACK_BYTES: usize = RECORD_HEADER_BYTES + MAX_MARKERS_BETWEEN_RECORDS * MARKER_BYTES;
 
 /// An iterator over records, from an LSN on. It ends at the durable end of the log (or the
 /// written end, for [`crate::Log::read_from_unsynced`]); calling `next` again later continues
@@ -37,6 +48,8 @@ pub struct LogReader {
     unsynced: bool,
     cursor: Option<Cursor>,
     failed: bool,
+    /// Read windows for uncached segments, reused across segments and chunks.
+    windows: Arc<Windows>,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -58,7 +71,74 @@ struct Cursor {
 
 enum Source {
     Mapped(Bytes),
-    Read { data: Vec<u8>, start: u64 },
+    Read {
+        data: Vec<u8>,
+        start: u64,
+    },
+    /// A sealed segment of a log whose writes go around the page cache: its pages are not
+    /// cached, and reading them through a map or `pread` would allocate a page-cache page for
+    /// every 4 KiB read, which on a virtual machine costs more than the read (the first touch
+    /// of a page the host has not backed; `docs/benchmarks.md`, "Catch-up reads around the page
+    /// cache"). Read with `O_DIRECT` into `data`, a window from `windows` that holds the
+    /// segment's bytes from `start` (a block boundary) on; chunks are zero-copy slices of it.
+    Uncached {
+        data: Bytes,
+        start: u64,
+        windows: Arc<Windows>,
+    },
+}
+
+/// Aligned read windows, kept for reuse: a window whose memory was touched before costs nothing
+/// to fill again, where a fresh allocation pays for its pages on first touch.
+struct Windows {
+    free: parking_lot::Mutex<Vec<AlignedBytes>>,
+    /// The log's count of bytes read into windows.
+    read_bytes: Arc<AtomicU64>,
+}
+
+impl Windows {
+    /// A buffer of `len` zero bytes, aligned for `O_DIRECT`.
+    fn take(&self, len: usize) -> AlignedBytes {
+        let reused = {
+            let mut free = self.free.lock();
+            let fit = free.iter().position(|b| b.capacity() >= len);
+            fit.map(|i| free.swap_remove(i))
+        };
+        let mut buf = reused.unwrap_or_else(|| {
+            let capacity = len.div_ceil(UNCACHED_WINDOW_BYTES) * UNCACHED_WINDOW_BYTES;
+            AlignedBytes::with_capacity(capacity)
+        });
+        buf.clear();
+        buf.extend_zeros(len);
+        buf
+    }
+
+    fn give_back(&self, buf: AlignedBytes) {
+        let mut free = self.free.lock();
+        if free.len() < POOLED_WINDOWS {
+            free.push(buf);
+        }
+    }
+}
+
+/// The owner of an uncached window's bytes: returns the buffer to its pool when the last slice
+/// of it goes.
+struct Window {
+    buf: AlignedBytes,
+    home: Arc<Windows>,
+}
+
+impl AsRef<[u8]> for Window {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_slice()
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        let buf = std::mem::replace(&mut self.buf, AlignedBytes::with_capacity(0));
+        self.home.give_back(buf);
+    }
 }
 
 /// Whole encoded records, as they lie in the segment: headers and payloads.
@@ -80,11 +160,15 @@ impl LogReader {
             return Err(Error::Purged { lsn: from, first });
         }
         Ok(LogReader {
-            shared,
             next: from,
             unsynced,
             cursor: None,
             failed: false,
+            windows: Arc::new(Windows {
+                free: parking_lot::Mutex::default(),
+                read_bytes: Arc::clone(&shared.counters.uncached_read_bytes),
+            }),
+            shared,
         })
     }
 
@@ -115,7 +199,13 @@ impl LogReader {
             Arc::clone(&segs[i.max(1) - 1])
         };
         let (lsn, offset) = seg.locate(self.next);
+        let uncached = self.shared.options.backend == Backend::IoUringDirect && seg.is_sealed();
         let source = match seg.mapped() {
+            _ if uncached => Source::Uncached {
+                data: Bytes::new(),
+                start: 0,
+                windows: Arc::clone(&self.windows),
+            },
             Some(map) => Source::Mapped(map),
             None => Source::Read {
                 data: Vec::new(),
@@ -196,6 +286,12 @@ impl LogReader {
             stop = stop.min(d.lsn.prev());
         }
         let (first, start) = (c.lsn, c.offset);
+        if matches!(c.source, Source::Uncached { .. }) {
+            // One read for the whole chunk, and the header that ends it.
+            let want = (max_bytes + CHUNK_SLACK_BYTES) as u64;
+            let end = start + want.min(c.seg.end_offset().saturating_sub(start));
+            c.cover(start, end)?;
+        }
         loop {
             let before = c.offset;
             let (_, len) = c.header_at()?;
@@ -212,25 +308,7 @@ impl LogReader {
             }
         }
         let (end, last) = (c.offset, c.lsn.prev());
-        let bytes = match &c.source {
-            Source::Mapped(map) => map.slice(start as usize..end as usize),
-            Source::Read { .. } => {
-                let mut data = vec![0u8; (end - start) as usize];
-                let mut done = 0;
-                while done < data.len() {
-                    let n = c
-                        .seg
-                        .file
-                        .read_at(&mut data[done..], start + done as u64)
-                        .map_err(|e| Error::io("read", &c.seg.path, e))?;
-                    if n == 0 {
-                        return Err(c.corrupt("segment ends inside a record".into()));
-                    }
-                    done += n;
-                }
-                Bytes::from(data)
-            }
-        };
+        let bytes = c.span(start, end)?;
         Ok(Chunk { first, last, bytes })
     }
 }
@@ -276,9 +354,77 @@ impl Cursor {
         c.into()
     }
 
+    /// The segment's bytes `[start, end)`, whole.
+    fn span(&mut self, start: u64, end: u64) -> Result<Bytes> {
+        let short = || "segment ends inside a record".to_string();
+        match &self.source {
+            Source::Mapped(map) => Ok(map.slice(start as usize..end as usize)),
+            Source::Read { .. } => {
+                let mut data = vec![0u8; (end - start) as usize];
+                let n = (self.seg.file)
+                    .read_at(&mut data, start)
+                    .map_err(|e| Error::io("read", &self.seg.path, e))?;
+                if n < data.len() {
+                    return Err(self.corrupt(short()));
+                }
+                Ok(Bytes::from(data))
+            }
+            Source::Uncached { .. } => {
+                self.cover(start, end)?;
+                let Source::Uncached {
+                    data, start: at, ..
+                } = &self.source
+                else {
+                    unreachable!("covered above");
+                };
+                let (from, to) = ((start - at) as usize, (end - at) as usize);
+                if to > data.len() {
+                    return Err(self.corrupt(short()));
+                }
+                Ok(data.slice(from..to))
+            }
+        }
+    }
+
+    /// For an uncached source: makes its window hold `[start, end)` (as much of it as the
+    /// segment has), reading a new window from the block holding `start` unless it does.
+    fn cover(&mut self, start: u64, end: u64) -> Result<()> {
+        let Source::Uncached {
+            data,
+            start: at,
+            windows,
+        } = &mut self.source
+        else {
+            return Ok(());
+        };
+        if start >= *at && end <= *at + data.len() as u64 {
+            return Ok(());
+        }
+        let align = BUFFER_ALIGN as u64;
+        let from = start - start % align;
+        let readable = self.seg.end_offset().next_multiple_of(align);
+        let want = (end - from).next_multiple_of(align);
+        let len = want
+            .max(UNCACHED_WINDOW_BYTES as u64)
+            .min(readable.saturating_sub(from));
+        let mut buf = windows.take(len.max(want) as usize);
+        let n = (self.seg.file)
+            .read_uncached_at(buf.as_mut_slice(), from)
+            .map_err(|e| Error::io("read", &self.seg.path, e))?;
+        buf.truncate(n);
+        windows.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let home = Arc::clone(windows);
+        *data = Bytes::from_owner(Window { buf, home });
+        *at = from;
+        Ok(())
+    }
+
     /// Makes `[offset, offset + len)` available; returns it.
     fn bytes(&mut self, len: usize) -> Result<&[u8]> {
         let off = self.offset;
+        if let Source::Uncached { .. } = self.source {
+            self.cover(off, off + len as u64)?;
+        }
         match &mut self.source {
             Source::Mapped(map) => {
                 let start = off as usize;
@@ -303,6 +449,11 @@ impl Cursor {
                 let from = (off - *start) as usize;
                 let to = (from + len).min(data.len());
                 Ok(&data[from..to])
+            }
+            Source::Uncached { data, start, .. } => {
+                let from = (off - *start) as usize;
+                let to = (from + len).min(data.len());
+                Ok(&data[from.min(to)..to])
             }
         }
     }
@@ -358,6 +509,11 @@ impl Cursor {
         let payload = match &self.source {
             Source::Mapped(map) => map.slice(off + RECORD_HEADER_BYTES..off + len),
             Source::Read { data, start } => {
+                let from = off - *start as usize + RECORD_HEADER_BYTES;
+                Bytes::copy_from_slice(&data[from..from + len - RECORD_HEADER_BYTES])
+            }
+            // Copied, not sliced: a record kept for long would keep its whole window alive.
+            Source::Uncached { data, start, .. } => {
                 let from = off - *start as usize + RECORD_HEADER_BYTES;
                 Bytes::copy_from_slice(&data[from..from + len - RECORD_HEADER_BYTES])
             }

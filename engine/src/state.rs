@@ -81,6 +81,8 @@ pub(crate) struct Counters {
     pub(crate) rollovers: AtomicU64,
     pub(crate) recycled: AtomicU64,
     pub(crate) repairs: AtomicU64,
+    /// Bytes read around the page cache; shared with readers' window pools.
+    pub(crate) uncached_read_bytes: Arc<AtomicU64>,
 }
 
 /// State shared by the handle, the writer, readers and the preallocator.

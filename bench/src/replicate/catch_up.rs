@@ -7,8 +7,11 @@
 //! are running from then on) and stops when the follower's durable LSN reaches the primary's
 //! last LSN. The primary's start (opening the filled log) is timed separately.
 //!
-//! The filled log was just written, so the primary reads it from the page cache: this measures
-//! the follower's side (network, append, fdatasync), which is what a recently written log costs.
+//! The filled log was just written. With a backend that writes through the page cache the
+//! primary reads it from there, so this measures the follower's side (network, append,
+//! fdatasync), which is what a recently written log costs; with `io_uring_direct` nothing of it
+//! is cached and the primary reads it from the disk the follower writes to, which the copy
+//! limit (`new_file`) measures beside it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -92,7 +95,9 @@ pub fn run(
         FILL_BUDGET_PER_GIB.mul_f64(gib * 2.0),
     );
     report_settle_wait(settle_freed(dir));
-    let limit = new_file::measure(&case_dir, fill.log_bytes);
+    let primary_dir = case_dir.join(cluster::PRIMARY_ID);
+    let uncached = backend == Backend::IoUringDirect;
+    let limit = new_file::measure(&case_dir, fill.log_bytes, Some((&primary_dir, uncached)));
     watchdog.stage("catch-up", READY_TIMEOUT * 2 + plan.catch_up_timeout * 2);
     report_settle_wait(settle_freed(dir));
     let result = follow(plan, &case_dir, &fill, settings);

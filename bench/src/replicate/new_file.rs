@@ -8,10 +8,17 @@
 //! and is synced before the next one starts, as the engine's rollover does. This is the
 //! figure catch-up is held to besides the overwrite bandwidth: a new follower has no old
 //! segments to overwrite.
+//!
+//! A catch-up also reads what it writes, from the same disk when both nodes share one (as in
+//! this benchmark). The copy limit measures that: the primary's segment files read as its log's
+//! readers read them (around the page cache when the log is written around it, `O_DIRECT`;
+//! through it otherwise) by one thread, handed through a queue as deep as the catch-up's
+//! in-flight window to a second thread that writes them into new files the better of the two
+//! ways above. Reads and writes overlap, as in a catch-up.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -25,6 +32,11 @@ pub const SYNC_EVERY_BYTES: u64 = 4 << 20;
 const FILE_BYTES: u64 = 64 << 20;
 /// Alignment of `O_DIRECT` buffers and offsets.
 const DIRECT_ALIGN: usize = 4096;
+/// Bytes per read of the copy: the default catch-up chunk.
+const READ_BYTES: usize = 4 << 20;
+/// Reads the copy's reader may be ahead of its writer: the default catch-up in-flight window
+/// (32 MiB) in chunks.
+const COPY_QUEUE: usize = 8;
 
 /// The new-file limit.
 #[derive(Clone, Debug, Serialize)]
@@ -35,6 +47,11 @@ pub struct NewFileLimit {
     pub buffered_mb_per_s: f64,
     /// `O_DIRECT` writes, MB/s; `None` where the file system refuses `O_DIRECT`.
     pub direct_mb_per_s: Option<f64>,
+    /// Copying the primary's log into new files (see the module docs), MB/s; `None` when it
+    /// was not measured.
+    pub copy_mb_per_s: Option<f64>,
+    /// Whether the copy read around the page cache (`O_DIRECT`).
+    pub copy_uncached_reads: bool,
 }
 
 impl NewFileLimit {
@@ -46,22 +63,208 @@ impl NewFileLimit {
 }
 
 /// Measures both ways, `bytes` each (rounded up to whole writes), in new files under `dir`
-/// (removed afterwards).
+/// (removed afterwards); then, with `copy_from` (a log's directory and whether its readers read
+/// around the page cache), the copy of its first `bytes` of segments into new files.
 ///
 /// # Errors
-/// When a file cannot be created, written or synced (`O_DIRECT` refused is not an error).
-pub fn measure(dir: &Path, bytes: u64) -> anyhow::Result<NewFileLimit> {
+/// When a file cannot be created, read, written or synced (`O_DIRECT` refused is not an error).
+pub fn measure(
+    dir: &Path,
+    bytes: u64,
+    copy_from: Option<(&Path, bool)>,
+) -> anyhow::Result<NewFileLimit> {
     let dir = dir.join("new-file-limit");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let buffered = write_files(&dir, "buffered", bytes, false)?
         .context("buffered writes are always possible")?;
     let direct = write_files(&dir, "direct", bytes, true)?;
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    Ok(NewFileLimit {
+    let mut limit = NewFileLimit {
         bytes,
         buffered_mb_per_s: buffered,
         direct_mb_per_s: direct,
-    })
+        copy_mb_per_s: None,
+        copy_uncached_reads: false,
+    };
+    if let Some((log_dir, uncached)) = copy_from {
+        let write_direct = direct.is_some_and(|d| d > buffered);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let copied = copy_files(log_dir, &dir, bytes, uncached, write_direct);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        limit.copy_mb_per_s = Some(copied?);
+        limit.copy_uncached_reads = uncached;
+    }
+    Ok(limit)
+}
+
+/// A buffer of [`READ_BYTES`] whose window `[start, start + READ_BYTES)` is aligned for
+/// `O_DIRECT`; reused, so that its pages are touched once.
+struct CopyBuf {
+    backing: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl CopyBuf {
+    fn new() -> CopyBuf {
+        let backing = vec![0u8; READ_BYTES + DIRECT_ALIGN];
+        let start = backing.as_ptr().align_offset(DIRECT_ALIGN);
+        CopyBuf {
+            backing,
+            start,
+            len: 0,
+        }
+    }
+
+    fn window(&mut self) -> &mut [u8] {
+        &mut self.backing[self.start..self.start + READ_BYTES]
+    }
+
+    /// The bytes read, padded to whole blocks (an `O_DIRECT` write takes nothing less).
+    fn filled(&self) -> &[u8] {
+        let len = self.len.next_multiple_of(DIRECT_ALIGN);
+        &self.backing[self.start..self.start + len]
+    }
+}
+
+/// The segment files of the log in `log_dir`, in LSN order.
+fn segment_files(log_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries =
+        std::fs::read_dir(log_dir).with_context(|| format!("listing {}", log_dir.display()))?;
+    let mut files = Vec::new();
+    for e in entries {
+        let path = e
+            .with_context(|| format!("listing {}", log_dir.display()))?
+            .path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.ends_with(".seg") && n.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Copies the first `bytes` of `log_dir`'s segments into new files under `dir`: a reading
+/// thread and this one writing, [`COPY_QUEUE`] reads apart at most. Returns MB/s.
+fn copy_files(
+    log_dir: &Path,
+    dir: &Path,
+    bytes: u64,
+    uncached: bool,
+    write_direct: bool,
+) -> anyhow::Result<f64> {
+    let files = segment_files(log_dir)?;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<CopyBuf>(COPY_QUEUE);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<CopyBuf>();
+    for _ in 0..COPY_QUEUE + 2 {
+        let _ = free_tx.send(CopyBuf::new());
+    }
+    let t0 = Instant::now();
+    let written = std::thread::scope(|s| {
+        let reader = s.spawn(move || read_files(&files, bytes, uncached, &free_rx, &full_tx));
+        let written = write_copies(dir, write_direct, &full_rx, &free_tx);
+        // A writer that failed stops reading: the reader's next send then fails instead of
+        // waiting for room forever.
+        drop(full_rx);
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the copy's reader panicked"))?;
+        read.and(written)
+    })?;
+    Ok(written as f64 / 1e6 / t0.elapsed().as_secs_f64())
+}
+
+/// The copy's reading side: reads `files` in [`READ_BYTES`] until `bytes` were read.
+fn read_files(
+    files: &[PathBuf],
+    bytes: u64,
+    uncached: bool,
+    free: &std::sync::mpsc::Receiver<CopyBuf>,
+    full: &std::sync::mpsc::SyncSender<CopyBuf>,
+) -> anyhow::Result<()> {
+    let (mut left, mut spare) = (bytes, None);
+    for path in files {
+        let direct = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        let file = match direct {
+            Ok(f) if uncached => f,
+            _ => File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        };
+        let mut at = 0u64;
+        while left > 0 {
+            let mut buf = match spare.take() {
+                Some(b) => b,
+                None => free.recv().context("the copy's writer stopped")?,
+            };
+            let n = read_full(&file, buf.window(), at)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                spare = Some(buf);
+                break;
+            }
+            buf.len = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+            (at, left) = (at + n as u64, left - buf.len as u64);
+            full.send(buf).context("the copy's writer stopped")?;
+            if n < READ_BYTES {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the file ends (an `O_DIRECT` read may return less).
+fn read_full(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], at + done as u64) {
+            Ok(0) => break,
+            Ok(n) if n.is_multiple_of(DIRECT_ALIGN) => done += n,
+            Ok(n) => return Ok(done + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The copy's writing side: writes what the reader hands over into new files, as
+/// `write_files` does; returns the bytes written.
+fn write_copies(
+    dir: &Path,
+    direct: bool,
+    full: &std::sync::mpsc::Receiver<CopyBuf>,
+    free: &std::sync::mpsc::Sender<CopyBuf>,
+) -> anyhow::Result<u64> {
+    let (mut file, mut in_file, mut file_no, mut written) = (None::<File>, 0u64, 0, 0u64);
+    for buf in full.iter() {
+        if file.is_none() || in_file >= FILE_BYTES {
+            if let Some(f) = file.take() {
+                f.sync_data().context("fdatasync of a copy")?;
+            }
+            let path = dir.join(format!("copy.{file_no}"));
+            file = Some(create(&path, direct)?.context("O_DIRECT refused after it worked")?);
+            (in_file, file_no) = (0, file_no + 1);
+        }
+        let f = file.as_ref().context("opened above")?;
+        for piece in buf.filled().chunks(WRITE_BYTES) {
+            f.write_all_at(piece, in_file).context("writing a copy")?;
+            in_file += piece.len() as u64;
+            if in_file.is_multiple_of(SYNC_EVERY_BYTES) {
+                f.sync_data().context("fdatasync of a copy")?;
+            }
+        }
+        written += buf.len as u64;
+        let _ = free.send(buf);
+    }
+    if let Some(f) = file {
+        f.sync_data().context("fdatasync of a copy")?;
+    }
+    Ok(written)
 }
 
 /// Writes `bytes` into new files named `name.N`; returns MB/s, or `None` when `direct` and
@@ -115,10 +318,44 @@ mod tests {
     #[test]
     fn both_ways_write_whole_files_and_leave_nothing_behind() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let limit = measure(dir.path(), 3 << 20).expect("measure");
+        let limit = measure(dir.path(), 3 << 20, None).expect("measure");
         assert_eq!(limit.bytes, 3 << 20);
         assert!(limit.buffered_mb_per_s > 0.0);
         assert!(limit.best_mb_per_s() >= limit.buffered_mb_per_s);
+        assert!(limit.copy_mb_per_s.is_none());
         assert!(!dir.path().join("new-file-limit").exists());
+    }
+
+    #[test]
+    fn the_copy_reads_a_logs_segments_in_order_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log");
+        std::fs::create_dir_all(&log).expect("log dir");
+        // More whole-read segments than the copy has buffers, then a shorter one: a buffer
+        // that reads a segment's end empty must not be lost.
+        let full = COPY_QUEUE as u64 + 4;
+        for i in 0..full {
+            let name = format!("{:020}.seg", i + 1);
+            std::fs::write(log.join(name), vec![i as u8; READ_BYTES]).expect("segment");
+        }
+        std::fs::write(log.join(format!("{:020}.seg", 900)), vec![0xEE; 3 << 20]).expect("seg");
+        std::fs::write(log.join("free-1.seg"), vec![1u8; 1 << 20]).expect("free segment");
+        assert_eq!(segment_files(&log).expect("list").len(), full as usize + 1);
+        let bytes = full * READ_BYTES as u64 + (2 << 20);
+        for uncached in [false, true] {
+            let limit = measure(dir.path(), bytes, Some((&log, uncached))).expect("measure");
+            assert!(limit.copy_mb_per_s.is_some_and(|c| c > 0.0), "{limit:?}");
+            assert_eq!(limit.copy_uncached_reads, uncached);
+            assert!(!dir.path().join("new-file-limit").exists());
+        }
+        let out = tempfile::tempdir().expect("tempdir");
+        let copied = copy_files(&log, out.path(), bytes, false, false).expect("copy");
+        assert!(copied > 0.0);
+        let first = std::fs::read(out.path().join("copy.0")).expect("copy.0");
+        assert_eq!(first.len() as u64, bytes);
+        for (i, block) in first.chunks(READ_BYTES).enumerate() {
+            let want = if (i as u64) < full { i as u8 } else { 0xEE };
+            assert!(block.iter().all(|&b| b == want), "block {i}");
+        }
     }
 }

@@ -189,7 +189,8 @@ impl Report {
         let _ = writeln!(
             out,
             "transport: {}   log backend: {}   {MANY_CLIENTS} clients as: {}   peak RSS: {:.1} MiB \
-             ({:.1} MiB before the catch-up, whose log reads map the primary's segments)",
+             ({:.1} MiB before the catch-up, whose reads map the primary's segments unless \
+             the log reads around the page cache)",
             b.transport,
             b.log_backend,
             self.plan.many_client_mode.as_str(),
@@ -360,6 +361,20 @@ impl Report {
                 l.buffered_mb_per_s,
                 c.mb_per_s / l.best_mb_per_s()
             );
+            if let Some(copy) = l.copy_mb_per_s {
+                let reads = if l.copy_uncached_reads {
+                    "around the page cache (O_DIRECT), as the io_uring_direct log reads"
+                } else {
+                    "through the page cache"
+                };
+                let _ = writeln!(
+                    out,
+                    "  raw copy limit (the primary's segments read {reads}, 4 MiB reads at most \
+                     8 ahead of the writes into new files the better way): {copy:.1} MB/s; \
+                     catch-up / copy = {:.2}",
+                    c.mb_per_s / copy
+                );
+            }
         }
     }
 

@@ -132,6 +132,21 @@ impl AlignedBytes {
         self.len += count;
     }
 
+    /// The initialized bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        #[allow(unsafe_code)]
+        // SAFETY: `ptr` is valid for `capacity >= len` bytes and `[0, len)` is initialized;
+        // `&mut self` makes this the only borrow of the allocation.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len)
+        }
+    }
+
+    /// Keeps the first `len` bytes (no-op if there are fewer).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Forgets the contents, keeping the allocation.
     pub fn clear(&mut self) {
         self.len = 0;

@@ -108,6 +108,15 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     }
     /// The raw descriptor, for backends that submit to the kernel directly.
     fn raw_fd(&self) -> Option<std::os::fd::RawFd>;
+    /// Reads like [`VfsFile::read_at`], around the page cache where the backend can
+    /// (`O_DIRECT`): for files that were written around it, whose pages are not cached, so that a
+    /// read neither fills the cache nor pays for allocating its pages. Only a read whose buffer
+    /// address, length and offset are multiples of [`aligned::BUFFER_ALIGN`] can go around the
+    /// cache; any other read, or a file system without `O_DIRECT`, reads through it (the
+    /// default). The bytes are the same either way.
+    fn read_uncached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.read_at(buf, offset)
+    }
 }
 
 /// Sizing of a write queue.

@@ -4,9 +4,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::{
     Backend, FailedStep, IoBuf, LockGuard, OpenMode, QueueConfig, Vfs, VfsFile, WriteCompletion,
@@ -61,6 +61,7 @@ impl Vfs for StdVfs {
         Ok(Arc::new(StdFile {
             file,
             path: path.to_path_buf(),
+            uncached: OnceLock::new(),
         }))
     }
 
@@ -118,6 +119,52 @@ impl Vfs for StdVfs {
 pub struct StdFile {
     file: File,
     path: PathBuf,
+    /// A read-only `O_DIRECT` descriptor of the same inode, opened at the first uncached read;
+    /// `None` where the file system refuses `O_DIRECT`.
+    uncached: OnceLock<Option<File>>,
+}
+
+impl StdFile {
+    fn uncached(&self) -> Option<&File> {
+        self.uncached
+            .get_or_init(|| {
+                // /proc/self/fd/N opens the inode the descriptor names, wherever it was renamed.
+                let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                let opened = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+                    .open(proc_path);
+                match opened {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        tracing::debug!(path = %self.path.display(), error = %e, "no O_DIRECT reads; reading through the page cache");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// Reads `buf` at `offset` from `file` until it is full or the file ends, retrying interrupted
+/// reads; with `aligned_steps`, also stops at a short read that is not a whole number of blocks
+/// (the end of the file, for an `O_DIRECT` descriptor, which cannot resume mid-block).
+fn read_full(file: &File, buf: &mut [u8], offset: u64, aligned_steps: bool) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n;
+                if aligned_steps && !n.is_multiple_of(super::aligned::BUFFER_ALIGN) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 impl VfsFile for StdFile {
@@ -126,16 +173,18 @@ impl VfsFile for StdFile {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        read_full(&self.file, buf, offset, false)
+    }
+
+    fn read_uncached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let align = super::aligned::BUFFER_ALIGN;
+        let aligned = (buf.as_ptr() as usize).is_multiple_of(align)
+            && buf.len().is_multiple_of(align)
+            && offset.is_multiple_of(align as u64);
+        match self.uncached() {
+            Some(direct) if aligned => read_full(direct, buf, offset, true),
+            _ => self.read_at(buf, offset),
         }
-        Ok(done)
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
