@@ -115,6 +115,26 @@ pub fn process_cpu_time() -> Duration {
         })
 }
 
+/// CPU time (user + system) used so far by this process's threads whose name starts with
+/// `prefix` (names are cut at 15 bytes, as `/proc` keeps them); threads that ended are not
+/// counted.
+pub fn threads_cpu_time(prefix: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let ticks: u64 = tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if !comm.trim_end().starts_with(prefix) {
+                return None;
+            }
+            cpu_ticks(&std::fs::read_to_string(dir.join("stat")).ok()?)
+        })
+        .sum();
+    Duration::from_millis(ticks * 1000 / USER_HZ)
+}
+
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2)
 /// may hold spaces and parentheses, so fields are counted after its closing parenthesis.
 fn cpu_ticks(stat: &str) -> Option<u64> {
@@ -225,6 +245,30 @@ fn kib_field(text: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_threads_cpu_time_is_counted_while_it_runs() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spin = std::sync::Arc::clone(&stop);
+        let t = std::thread::Builder::new()
+            .name("cpu-count-test".into())
+            .spawn(move || {
+                while !spin.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+            .expect("spawn");
+        let t0 = std::time::Instant::now();
+        let mut counted = Duration::ZERO;
+        while counted < Duration::from_millis(20) && t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(50));
+            counted = threads_cpu_time("cpu-count-te");
+        }
+        assert_eq!(threads_cpu_time("no-such-thread-"), Duration::ZERO);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        t.join().expect("join");
+        assert!(counted >= Duration::from_millis(20), "{counted:?}");
+    }
 
     const MOUNTINFO: &str = "\
 22 1 254:0 / / rw,relatime - ext4 /dev/vda rw

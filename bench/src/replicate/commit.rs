@@ -18,7 +18,7 @@ use logship_replicator::Node;
 use serde::Serialize;
 
 use crate::latency::{Recorder, Summary};
-use crate::machine::process_cpu_time;
+use crate::machine::{process_cpu_time, threads_cpu_time};
 use crate::replicate::check::CommitCheck;
 use crate::replicate::clients::{ClientResult, Clients, Paired, SharedProbe};
 use crate::replicate::cluster::{Cluster, NodeSettings, READY_TIMEOUT};
@@ -260,10 +260,12 @@ fn run_net_case(
         clients: spec.clients,
         mode: ClientMode::Threads,
     };
+    let client_cpu_cores = measured.window.client_cpu_cores;
     Ok(NetCaseResult {
         case: case_result(spec.name(), shape, measured),
         pipeline: spec.pipeline,
         tls: spec.tls,
+        client_cpu_cores,
     })
 }
 
@@ -305,11 +307,15 @@ fn measure(
     std::thread::sleep(plan.case_warm_up);
     let (stats_before, cpu_before, t0) =
         (primary.log().stats(), process_cpu_time(), Instant::now());
+    let client_cpu_before = threads_cpu_time(net::CLIENT_THREAD_PREFIX);
     phase.store(PHASE_MEASURE, Ordering::SeqCst);
     std::thread::sleep(plan.case_duration);
+    // Read before the stop: a client thread's time is not counted once it has ended.
+    let client_cpu = threads_cpu_time(net::CLIENT_THREAD_PREFIX).saturating_sub(client_cpu_before);
     phase.store(PHASE_STOP, Ordering::SeqCst);
     let (stats_after, window) = (primary.log().stats(), t0.elapsed());
     let cpu_cores = (process_cpu_time() - cpu_before).as_secs_f64() / window.as_secs_f64();
+    let client_cpu_cores = client_cpu.as_secs_f64() / window.as_secs_f64();
     let client_threads = clients.os_threads();
     let mut result = clients.join(JOIN_TIMEOUT)?;
     let early = check.take();
@@ -324,6 +330,7 @@ fn measure(
         // time.
         elapsed: if paired { result.busy } else { window },
         cpu_cores,
+        client_cpu_cores,
         client_threads,
         stats: (stats_before, stats_after),
     };
@@ -342,6 +349,8 @@ fn measure(
 struct Window {
     elapsed: Duration,
     cpu_cores: f64,
+    /// The network clients' threads' share of `cpu_cores` (0 for in-process clients).
+    client_cpu_cores: f64,
     client_threads: usize,
     stats: (LogStats, LogStats),
 }

@@ -61,7 +61,13 @@ pub struct NetCaseResult {
     pub pipeline: usize,
     /// TLS on the client port and the replication link.
     pub tls: bool,
+    /// CPU time of the clients' own threads (this benchmark's load generator, which a real
+    /// deployment runs elsewhere) per second of the window: part of `case.cpu_cores`.
+    pub client_cpu_cores: f64,
 }
+
+/// Names of the network clients' threads, which [`NetCaseResult::client_cpu_cores`] counts.
+pub const CLIENT_THREAD_PREFIX: &str = "bench-net-cli-";
 
 /// What every network client of a case shares.
 #[derive(Clone, Debug)]
@@ -116,7 +122,7 @@ pub fn spawn(
     for (i, conns) in shares.into_iter().enumerate() {
         let (client, probe) = (ctx.clone(), paired.take());
         let spawned = std::thread::Builder::new()
-            .name(format!("bench-net-client-{i}"))
+            .name(format!("{CLIENT_THREAD_PREFIX}{i}"))
             .spawn(move || match drivers {
                 0 => run_net_client(&client, probe.as_ref()),
                 _ => run_net_driver(&client, conns),

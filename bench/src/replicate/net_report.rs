@@ -54,6 +54,17 @@ pub struct NetRatios {
     /// The same case: the null port's records/s over the in-process case's, the most
     /// `vs_in_process` can reach on this machine.
     pub ceiling_vs_in_process: Option<f64>,
+    /// CPU time per record of the whole process (clients and nodes), µs.
+    pub cpu_us_per_record: f64,
+    /// The clients' share of it, µs.
+    pub client_cpu_us_per_record: f64,
+    /// A many-client case: the records/s every CPU of the machine would carry at this case's
+    /// CPU time per record (the utilization law, at the cost measured at this load), over the
+    /// in-process case's records/s: how far CPU alone lets the case go here.
+    pub cpu_bound_vs_in_process: Option<f64>,
+    /// The same without the clients' CPU: how far the nodes alone could go with the machine
+    /// to themselves (clients elsewhere).
+    pub nodes_cpu_bound_vs_in_process: Option<f64>,
     /// Beside the peer's case of the same size and clients, if the peer ran.
     pub vs_peer: Option<PeerRatio>,
 }
@@ -74,8 +85,8 @@ pub fn net_latency_limit_us(run: &RunResult, topology: Topology, fdatasync: f64)
     latency_limit_us(run, topology, fdatasync) + run.raw.rtt.latency.p50_us
 }
 
-/// The ratios of every network case, in run order.
-pub fn net_ratios(run: &RunResult, peer: Option<&PeerResult>) -> Vec<NetRatios> {
+/// The ratios of every network case, in run order, on a machine of `cpus` CPUs.
+pub fn net_ratios(run: &RunResult, peer: Option<&PeerResult>, cpus: usize) -> Vec<NetRatios> {
     (run.net_cases.iter())
         .map(|n| {
             let c = &n.case;
@@ -85,6 +96,14 @@ pub fn net_ratios(run: &RunResult, peer: Option<&PeerResult>) -> Vec<NetRatios> 
             let in_process = find(run, c.topology, c.record_bytes, c.clients);
             let peer_case = peer.and_then(|p| p.find(c.record_bytes, c.clients));
             let ceiling = ceiling_of(run, n).map(|p| p.records_per_s);
+            let per_record = |cores: f64| cores / c.records_per_s * 1e6;
+            let (cpu_us, client_us) = (per_record(c.cpu_cores), per_record(n.client_cpu_cores));
+            // The most `cpus` CPUs carry at `us` of CPU per record, over the in-process figure.
+            let bound = |us: f64| {
+                let many = c.clients == MANY_CLIENTS && us > 0.0;
+                let i = in_process.filter(|_| many)?;
+                Some(cpus as f64 / us * 1e6 / i.records_per_s)
+            };
             NetRatios {
                 name: c.name.clone(),
                 latency_limit_us: limit,
@@ -93,6 +112,10 @@ pub fn net_ratios(run: &RunResult, peer: Option<&PeerResult>) -> Vec<NetRatios> 
                 vs_in_process: in_process.map(|i| c.records_per_s / i.records_per_s),
                 vs_ceiling: ceiling.map(|p| c.records_per_s / p),
                 ceiling_vs_in_process: ceiling.zip(in_process).map(|(p, i)| p / i.records_per_s),
+                cpu_us_per_record: cpu_us,
+                client_cpu_us_per_record: client_us,
+                cpu_bound_vs_in_process: bound(cpu_us),
+                nodes_cpu_bound_vs_in_process: bound(cpu_us - client_us),
                 vs_peer: peer_case.map(|p| peer_ratio(n, p)),
             }
         })
@@ -179,8 +202,19 @@ fn case_target(run: &RunResult, n: &NetCaseResult, r: &NetRatios) -> Target {
                     ),
                     _ => String::new(),
                 };
+                let cpu = match (r.cpu_bound_vs_in_process, r.nodes_cpu_bound_vs_in_process) {
+                    (Some(all), Some(nodes)) => format!(
+                        "; CPU per record {:.1} µs, {:.1} of it the clients' (in process {:.1} \
+                         µs): every CPU busy at that cost carries {all:.2} of in-process, \
+                         {nodes:.2} without the clients",
+                        r.cpu_us_per_record,
+                        r.client_cpu_us_per_record,
+                        i.cpu_cores / i.records_per_s * 1e6
+                    ),
+                    _ => String::new(),
+                };
                 format!(
-                    "{:.0} vs {:.0} rec/s ({}){ceiling}",
+                    "{:.0} vs {:.0} rec/s ({}){ceiling}{cpu}",
                     c.records_per_s, i.records_per_s, i.name
                 )
             },
@@ -370,6 +404,7 @@ mod tests {
             case,
             pipeline: 1,
             tls: false,
+            client_cpu_cores: 0.25,
         }
     }
 
@@ -443,7 +478,7 @@ mod tests {
                 net(case(Topology::None, 1, 4000.0, 276.0, 150.0)),
             ],
         );
-        let ratios = net_ratios(&r, None);
+        let ratios = net_ratios(&r, None, 2);
         assert!(near(ratios[0].latency_limit_us, 360.0));
         assert!(near(ratios[0].latency_p50, 1.1));
         // Standalone: two streams at 200 µs.
@@ -482,11 +517,29 @@ mod tests {
                 net(case(Topology::None, MANY_CLIENTS, 9_000.0, 600.0, 150.0)),
             ],
         );
-        let ratios = net_ratios(&r, None);
+        let ratios = net_ratios(&r, None, 2);
         assert!(near(ratios[0].vs_in_process.unwrap(), 0.7));
         assert_eq!(ratios[1].vs_in_process, None);
+        // 1 CPU busy at 7,000 records/s, a quarter of it the clients': 142.9 µs a record, of
+        // which 35.7 the clients'; 2 CPUs carry 14,000 (1.4 of in-process), 18,667 without
+        // the clients (1.87).
+        assert!(near(ratios[0].cpu_us_per_record, 1e6 / 7_000.0));
+        assert!(near(ratios[0].client_cpu_us_per_record, 0.25e6 / 7_000.0));
+        assert!(near(ratios[0].cpu_bound_vs_in_process.unwrap(), 1.4));
+        assert!(near(
+            ratios[0].nodes_cpu_bound_vs_in_process.unwrap(),
+            2.0 / 0.75 * 0.7
+        ));
+        assert_eq!(ratios[1].cpu_bound_vs_in_process, None);
         let targets = net_targets(&r, &ratios, None);
         assert_eq!(targets[0].pass, Some(true));
+        assert!(
+            targets[0]
+                .detail
+                .contains("carries 1.40 of in-process, 1.87 without"),
+            "{:?}",
+            targets[0]
+        );
         // The in-process `none` case did not run: no verdict.
         assert_eq!(targets[1].pass, None);
     }
@@ -513,9 +566,11 @@ mod tests {
             transport: "portable",
             records_per_s,
             latency: summary(100.0),
+            cpu_cores: 1.0,
+            client_cpu_cores: 0.5,
         };
         r.raw.null_port = vec![ceiling(4096, 1_000.0), ceiling(100, 5_000.0)];
-        let ratios = net_ratios(&r, None);
+        let ratios = net_ratios(&r, None, 2);
         assert!(near(ratios[0].vs_ceiling.unwrap(), 0.6));
         assert!(near(ratios[0].ceiling_vs_in_process.unwrap(), 0.5));
         assert_eq!(
@@ -550,7 +605,7 @@ mod tests {
             vec![pg(1, 1500.0, 640.0), pg(MANY_CLIENTS, 15_000.0, 3600.0)],
             None,
         );
-        let ratios = net_ratios(&r, Some(&p));
+        let ratios = net_ratios(&r, Some(&p), 2);
         let single = ratios[0].vs_peer.as_ref().unwrap();
         assert!(near(single.p50, 400.0 / 640.0));
         assert_eq!(single.peer_case, "postgresql::insert/size=100,clients=1");
@@ -593,7 +648,7 @@ mod tests {
             Vec::new(),
             Some("the script failed: this script needs root"),
         );
-        let ratios = net_ratios(&r, Some(&p));
+        let ratios = net_ratios(&r, Some(&p), 2);
         assert!(ratios[0].vs_peer.is_none());
         let targets = net_targets(&r, &ratios, Some(&p));
         let last = targets.last().unwrap();

@@ -24,6 +24,7 @@ use serde::Serialize;
 use std::sync::Mutex;
 
 use crate::latency::Summary;
+use crate::machine::{process_cpu_time, threads_cpu_time};
 use crate::replicate::net::{self, ANSWER_TIMEOUT};
 use crate::replicate::plan::{NetCaseSpec, ReplicatePlan, Topology, MANY_CLIENTS, RECORD_SIZES};
 use crate::workload::{PHASE_MEASURE, PHASE_STOP, PHASE_WARM};
@@ -43,6 +44,10 @@ pub struct PortCeiling {
     pub records_per_s: f64,
     /// From sending an append to reading its answer.
     pub latency: Summary,
+    /// CPU time of the whole process per second of the window: the clients and the port.
+    pub cpu_cores: f64,
+    /// The clients' threads' share of it.
+    pub client_cpu_cores: f64,
 }
 
 /// The port's handler: a frame decoder per connection; every append is answered at once.
@@ -158,11 +163,15 @@ fn measure_one(
     let phase = Arc::new(AtomicU8::new(PHASE_WARM));
     let clients = net::spawn((addr, None), &phase, spec, None, None)?;
     std::thread::sleep(plan.case_warm_up);
-    let start = Instant::now();
+    let (start, cpu_before) = (Instant::now(), process_cpu_time());
+    let client_cpu_before = threads_cpu_time(net::CLIENT_THREAD_PREFIX);
     phase.store(PHASE_MEASURE, Ordering::SeqCst);
     std::thread::sleep(plan.case_duration);
+    // Read before the stop: a client thread's time is not counted once it has ended.
+    let client_cpu = threads_cpu_time(net::CLIENT_THREAD_PREFIX).saturating_sub(client_cpu_before);
     phase.store(PHASE_STOP, Ordering::SeqCst);
     let elapsed = start.elapsed();
+    let cpu = process_cpu_time().saturating_sub(cpu_before);
     let result = clients.join(ANSWER_TIMEOUT + Duration::from_secs(5))?;
     Ok(PortCeiling {
         name: format!("raw::null_port/size={record_bytes},clients={MANY_CLIENTS}"),
@@ -171,6 +180,8 @@ fn measure_one(
         transport,
         records_per_s: result.commits.len() as f64 / elapsed.as_secs_f64(),
         latency: result.commits.summary(),
+        cpu_cores: cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        client_cpu_cores: client_cpu.as_secs_f64() / elapsed.as_secs_f64(),
     })
 }
 

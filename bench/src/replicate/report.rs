@@ -118,7 +118,7 @@ impl Report {
             .catch_up
             .as_ref()
             .map(|c| c.mb_per_s / run.raw.bandwidth_1m.mb_per_s);
-        let net_ratios = net_report::net_ratios(&run, peer.as_ref());
+        let net_ratios = net_report::net_ratios(&run, peer.as_ref(), machine.nproc);
         let mut targets = vec![
             latency_target(&run),
             throughput_target(&run),
@@ -244,7 +244,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{:<52} {:>9.0} {:>9} {:>9.1} {:>9.1} {:>9.1}  <- network ceiling, {} clients, \
-                 one in flight ({})",
+                 one in flight ({}), {:.2} CPUs busy ({:.2} the clients')",
                 c.name,
                 c.records_per_s,
                 "-",
@@ -252,7 +252,9 @@ impl Report {
                 c.latency.p99_us,
                 c.latency.p999_us,
                 c.clients,
-                c.transport
+                c.transport,
+                c.cpu_cores,
+                c.client_cpu_cores
             );
         }
         write_raw_row(out, RAW_WIDTH, &r.bandwidth_1m, "  <- bandwidth limit");
