@@ -200,7 +200,12 @@ impl LogReader {
         };
         let (lsn, offset) = seg.locate(self.next);
         let uncached = self.shared.options.backend == Backend::IoUringDirect && seg.is_sealed();
-        let source = match seg.mapped() {
+        if uncached {
+            seg.note_uncached_reader();
+        }
+        // Never mapped when read around the cache: a map is made (and kept) by asking for it.
+        let mapped = if uncached { None } else { seg.mapped() };
+        let source = match mapped {
             _ if uncached => Source::Uncached {
                 data: Bytes::new(),
                 start: 0,

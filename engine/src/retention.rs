@@ -36,7 +36,7 @@ pub(crate) fn purge_before(shared: &Shared, lsn: Lsn) -> Result<PurgeReport> {
     // Oldest first, the directory synced after each: a crash leaves a log that starts later,
     // never one with a hole.
     for seg in removed {
-        let recycled = if seg.was_mapped() {
+        let recycled = if seg.may_be_read() {
             shared.vfs.remove_file(&seg.path).map(|()| false)
         } else {
             shared.pool.recycle(&seg.path)

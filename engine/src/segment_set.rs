@@ -37,6 +37,8 @@ pub(crate) struct Segment {
     format_version: AtomicU32,
     index: Mutex<Vec<(Lsn, u64)>>,
     mapped: OnceLock<Option<Bytes>>,
+    /// A reader read it around the page cache ([`Segment::note_uncached_reader`]).
+    read_uncached: AtomicBool,
     /// Damage found in this segment (at open under `Salvage`, or by the scrubber): reads from
     /// its LSN on fail with it until the segment is repaired (replaced).
     damage: Mutex<Option<Corruption>>,
@@ -79,6 +81,7 @@ impl Segment {
             format_version: AtomicU32::new(FORMAT_VERSION),
             index: Mutex::new(index),
             mapped: OnceLock::new(),
+            read_uncached: AtomicBool::new(false),
             damage: Mutex::new(None),
         }
     }
@@ -189,6 +192,20 @@ impl Segment {
     /// so the file must never be reused (overwritten), only unlinked.
     pub(crate) fn was_mapped(&self) -> bool {
         matches!(self.mapped.get(), Some(Some(_)))
+    }
+
+    /// A reader is about to read this sealed segment around the page cache, in windows.
+    pub(crate) fn note_uncached_reader(&self) {
+        self.read_uncached.store(true, Ordering::Release);
+    }
+
+    /// True when a reader may still be reading the file: it was mapped, or read in windows by
+    /// a reader that may come back for the next window. Such a file is never reused
+    /// (overwritten) after a purge, only unlinked, so that a reader still inside it reads the
+    /// bytes it was written with (the open descriptors keep the unlinked inode), never another
+    /// segment's, which it would take for damage.
+    pub(crate) fn may_be_read(&self) -> bool {
+        self.was_mapped() || self.read_uncached.load(Ordering::Acquire)
     }
 
     /// The whole file mapped, for sealed segments on file systems that can map.

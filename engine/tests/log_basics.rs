@@ -534,3 +534,60 @@ fn uncached_reads_report_damage_in_sealed_segments() {
     }
     assert!(read > 0 && read < 2000, "{read}");
 }
+
+/// A reader inside a sealed segment of a direct log that a purge removes goes on reading the
+/// bytes that segment was written with: the purge unlinks a file a reader read around the page
+/// cache instead of reusing it (as it does a mapped one), so a new segment never overwrites
+/// what the reader has yet to read, which it would take for damage. Past it, the reader is told
+/// the range was purged.
+#[test]
+fn a_purged_segment_a_direct_reader_is_inside_is_never_reused() {
+    let Some(dir) = direct_dir() else {
+        return;
+    };
+    let options = Options {
+        create_if_missing: true,
+        segment_size_bytes: 2 << 20,
+        max_record_bytes: 8 << 10,
+        max_batch_bytes: 64 << 10,
+        max_queue_bytes: 1 << 20,
+        backend: Backend::IoUringDirect,
+        // Only purged files in the pool, room for all of them: the next segments reuse them.
+        max_free_segments: 8,
+        prezero_segments: false,
+        ..Options::default()
+    };
+    let log = Log::open(dir.path().join("log"), options).unwrap();
+    let rec = |i: u64| Bytes::from(vec![(i % 251) as u8; 1000]);
+    for i in 1..=8000u64 {
+        let _ = log.append(rec(i)).unwrap();
+    }
+    log.sync().unwrap();
+    let mut reader = log.read_from(Lsn(1)).unwrap();
+    for i in 1..=10u64 {
+        assert_eq!(reader.next().unwrap().unwrap().payload, rec(i));
+    }
+    let purged = log.purge_before(Lsn(6000)).unwrap();
+    assert!(purged.segments_removed >= 2, "{purged:?}");
+    let recycled_before = log.stats().recycled;
+    for _ in 0..8000u64 {
+        let _ = log.append(Bytes::from(vec![0xEE; 1000])).unwrap();
+    }
+    log.sync().unwrap();
+    assert!(
+        log.stats().recycled > recycled_before,
+        "purged files were reused"
+    );
+    let mut next = 11u64;
+    loop {
+        match reader.next() {
+            Some(Ok(r)) => {
+                assert_eq!((r.lsn, r.payload), (Lsn(next), rec(next)));
+                next += 1;
+            }
+            Some(Err(Error::Purged { .. })) => break,
+            other => panic!("after LSN {}: {other:?}", next - 1),
+        }
+    }
+    assert!(next > 1200, "the reader went past its first window: {next}");
+}
