@@ -97,7 +97,8 @@ struct Windows {
 }
 
 impl Windows {
-    /// A buffer of `len` zero bytes, aligned for `O_DIRECT`.
+    /// A buffer of `len` initialized bytes (zeros, or what a reused buffer last held: the read
+    /// overwrites them, so a reused window is not zeroed again), aligned for `O_DIRECT`.
     fn take(&self, len: usize) -> AlignedBytes {
         let reused = {
             let mut free = self.free.lock();
@@ -108,8 +109,11 @@ impl Windows {
             let capacity = len.div_ceil(UNCACHED_WINDOW_BYTES) * UNCACHED_WINDOW_BYTES;
             AlignedBytes::with_capacity(capacity)
         });
-        buf.clear();
-        buf.extend_zeros(len);
+        if buf.len() >= len {
+            buf.truncate(len);
+        } else {
+            buf.extend_zeros(len - buf.len());
+        }
         buf
     }
 
@@ -430,12 +434,8 @@ impl Cursor {
         if let Source::Uncached { .. } = self.source {
             self.cover(off, off + len as u64)?;
         }
-        match &mut self.source {
-            Source::Mapped(map) => {
-                let start = off as usize;
-                let end = start.saturating_add(len).min(map.len());
-                Ok(&map[start.min(end)..end])
-            }
+        let (data, start): (&[u8], u64) = match &mut self.source {
+            Source::Mapped(map) => (map, 0),
             Source::Read { data, start } => {
                 let have = off >= *start && off + len as u64 <= *start + data.len() as u64;
                 if !have {
@@ -451,16 +451,16 @@ impl Cursor {
                     data.truncate(n);
                     *start = off;
                 }
-                let from = (off - *start) as usize;
-                let to = (from + len).min(data.len());
-                Ok(&data[from..to])
+                (data, *start)
             }
-            Source::Uncached { data, start, .. } => {
-                let from = (off - *start) as usize;
-                let to = (from + len).min(data.len());
-                Ok(&data[from.min(to)..to])
-            }
-        }
+            Source::Uncached { data, start, .. } => (data, *start),
+        };
+        // Fewer than `len` bytes where the source ends: the caller's decoding reports it.
+        let from = usize::try_from(off - start)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let to = from.saturating_add(len).min(data.len());
+        Ok(&data[from..to])
     }
 
     /// The record header at the cursor, checked for its LSN, after skipping (and checking) the
@@ -506,22 +506,20 @@ impl Cursor {
         let (_, len) = self.header_at()?;
         let len = len as usize;
         let off = self.offset as usize;
+        let mapped = matches!(self.source, Source::Mapped(_));
         let bytes = self.bytes(len)?;
-        let header = match record::decode(bytes) {
-            Ok(r) => r.header,
+        let (header, copied) = match record::decode(bytes) {
+            // Copied unless mapped: a read buffer is reused, and a record kept for long would
+            // keep a whole uncached window alive.
+            Ok(r) => (
+                r.header,
+                (!mapped).then(|| Bytes::copy_from_slice(&bytes[RECORD_HEADER_BYTES..])),
+            ),
             Err(e) => return Err(self.corrupt(e.to_string())),
         };
-        let payload = match &self.source {
-            Source::Mapped(map) => map.slice(off + RECORD_HEADER_BYTES..off + len),
-            Source::Read { data, start } => {
-                let from = off - *start as usize + RECORD_HEADER_BYTES;
-                Bytes::copy_from_slice(&data[from..from + len - RECORD_HEADER_BYTES])
-            }
-            // Copied, not sliced: a record kept for long would keep its whole window alive.
-            Source::Uncached { data, start, .. } => {
-                let from = off - *start as usize + RECORD_HEADER_BYTES;
-                Bytes::copy_from_slice(&data[from..from + len - RECORD_HEADER_BYTES])
-            }
+        let payload = match (&self.source, copied) {
+            (Source::Mapped(map), _) => map.slice(off + RECORD_HEADER_BYTES..off + len),
+            (_, copied) => copied.unwrap_or_default(),
         };
         Ok(Record {
             lsn: header.lsn,

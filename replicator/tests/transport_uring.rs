@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use logship_replicator::transport::uring::UringTransport;
 use logship_replicator::transport::{ConnId, NetEvent, NetHandler, Transport};
-use uring_common::{localhost, start_uring, wait_for_within};
+use uring_common::{localhost, start_wired, wait_for_within, Wiring};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -30,8 +30,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Forwards every event to a channel; optionally echoes data on accepted connections.
 #[derive(Default)]
 struct Recorder {
-    tx: OnceLock<Sender<NetEvent>>,
-    transport: OnceLock<Weak<UringTransport>>,
+    wiring: Wiring,
     echo: bool,
     shutdown_on_data: bool,
     panic_on_data: bool,
@@ -46,7 +45,7 @@ impl NetHandler for Recorder {
         if self.after_shutdown.load(Ordering::SeqCst) {
             self.late_events.fetch_add(1, Ordering::SeqCst);
         }
-        let transport = self.transport.get().and_then(Weak::upgrade);
+        let transport = self.wiring.transport();
         if let (Some(t), NetEvent::Data { conn, bytes }) = (&transport, &event) {
             assert!(!self.panic_on_data, "handler panics as the test asked");
             if self.shutdown_on_data {
@@ -58,9 +57,7 @@ impl NetHandler for Recorder {
         if let NetEvent::Accepted { conn, .. } = &event {
             self.accepted.lock().expect("lock").insert(*conn);
         }
-        if let Some(tx) = self.tx.get() {
-            let _ = tx.send(event);
-        }
+        self.wiring.forward(event);
     }
 }
 
@@ -73,11 +70,7 @@ struct Harness {
 /// Starts a transport with `recorder`, or says why the test is skipped.
 fn start(recorder: Recorder) -> Option<Harness> {
     let recorder = Arc::new(recorder);
-    let (tx, events) = crossbeam_channel::unbounded();
-    recorder.tx.set(tx).expect("fresh recorder");
-    let transport = start_uring(recorder.clone())?;
-    let weak = Arc::downgrade(&transport);
-    recorder.transport.set(weak).expect("fresh recorder");
+    let (transport, events) = start_wired(&recorder, |r| &r.wiring)?;
     Some(Harness {
         transport,
         recorder,

@@ -10,15 +10,15 @@ mod uring_common;
 use std::io::{ErrorKind, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use logship_replicator::transport::uring::UringTransport;
 use logship_replicator::transport::{ConnId, NetEvent, NetHandler, Transport};
-use uring_common::{localhost, start_uring, wait_for_within};
+use uring_common::{localhost, start_wired, wait_for_within, Wiring};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -34,8 +34,7 @@ const HEADER_BYTES: usize = 9;
 /// connection in `client` with one frame sent from the ring thread.
 #[derive(Default)]
 struct Handler {
-    tx: OnceLock<Sender<NetEvent>>,
-    transport: OnceLock<Weak<UringTransport>>,
+    wiring: Wiring,
     ring_frames: bool,
     client: AtomicU64,
     ring_seq: AtomicU32,
@@ -44,7 +43,7 @@ struct Handler {
 impl NetHandler for Handler {
     fn on_event(&self, event: NetEvent) {
         if let NetEvent::Data { conn, bytes } = &event {
-            let t = self.transport.get().and_then(Weak::upgrade);
+            let t = self.wiring.transport();
             if let (true, Some(t)) = (self.ring_frames, t) {
                 if conn.0 == self.client.load(Ordering::SeqCst) {
                     for _ in 0..bytes.len() {
@@ -54,9 +53,7 @@ impl NetHandler for Handler {
                 }
             }
         }
-        if let Some(tx) = self.tx.get() {
-            let _ = tx.send(event);
-        }
+        self.wiring.forward(event);
     }
 }
 
@@ -69,11 +66,7 @@ struct Harness {
 /// Starts a transport with `handler`, or says why the test is skipped.
 fn start(handler: Handler) -> Option<Harness> {
     let handler = Arc::new(handler);
-    let (tx, events) = crossbeam_channel::unbounded();
-    handler.tx.set(tx).expect("fresh handler");
-    let transport = start_uring(handler.clone())?;
-    let weak = Arc::downgrade(&transport);
-    handler.transport.set(weak).expect("fresh handler");
+    let (transport, events) = start_wired(&handler, |h| &h.wiring)?;
     Some(Harness {
         transport,
         handler,
@@ -86,8 +79,10 @@ fn wait_for(events: &Receiver<NetEvent>, pred: impl FnMut(&NetEvent) -> bool) ->
     wait_for_within(events, WAIT, pred).0
 }
 
-/// Connects the transport to `listener`; returns the connection and the accepted peer socket.
-fn connect(h: &Harness, listener: &TcpListener) -> (ConnId, TcpStream) {
+/// Connects the transport to a listener of its own on 127.0.0.1 (port 0); returns the
+/// connection and the accepted peer socket.
+fn connect(h: &Harness) -> (ConnId, TcpStream) {
+    let listener = TcpListener::bind(localhost()).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let conn = h.transport.connect(addr, CONNECT_TIMEOUT);
     let (peer, _) = listener.accept().expect("accept");
@@ -178,8 +173,7 @@ fn sends_from_threads_and_the_ring_thread_keep_each_senders_order() {
     let Some(h) = start(handler) else {
         return;
     };
-    let listener = TcpListener::bind(localhost()).expect("bind");
-    let (conn, mut peer) = connect(&h, &listener);
+    let (conn, mut peer) = connect(&h);
     h.handler.client.store(conn.0, Ordering::SeqCst);
     let mut ticker = peer.try_clone().expect("clone");
     let ticks = thread::spawn(move || {
@@ -216,8 +210,7 @@ fn a_send_of_several_mib_taken_in_part_arrives_whole_and_before_later_sends() {
     let Some(h) = start(Handler::default()) else {
         return;
     };
-    let listener = TcpListener::bind(localhost()).expect("bind");
-    let (conn, mut peer) = connect(&h, &listener);
+    let (conn, mut peer) = connect(&h);
     let big = frame(0, 0, 12 << 20);
     h.transport.send(conn, big);
     // Nobody reads yet: loopback buffers hold a few MiB at most.
@@ -240,9 +233,8 @@ fn sends_racing_a_close_never_reach_the_connection_that_reuses_its_descriptor() 
     let Some(h) = start(Handler::default()) else {
         return;
     };
-    let listener = TcpListener::bind(localhost()).expect("bind");
     for round in 0..REUSE_ROUNDS {
-        let (old, old_peer) = connect(&h, &listener);
+        let (old, old_peer) = connect(&h);
         let drain = thread::spawn(move || {
             let mut old_peer = old_peer;
             let mut sink = vec![0; 64 << 10];
@@ -263,7 +255,7 @@ fn sends_racing_a_close_never_reach_the_connection_that_reuses_its_descriptor() 
             &h.events,
             |e| matches!(e, NetEvent::Closed { conn, .. } if *conn == old),
         );
-        let (new, mut new_peer) = connect(&h, &listener);
+        let (new, mut new_peer) = connect(&h);
         h.transport.send(new, Bytes::from_static(&[b'B'; 64]));
         let mut got = vec![0; 64];
         new_peer
@@ -298,8 +290,7 @@ fn direct_sends_into_a_reset_connection_end_it_with_one_closed() {
     let Some(h) = start(Handler::default()) else {
         return;
     };
-    let listener = TcpListener::bind(localhost()).expect("bind");
-    let (conn, peer) = connect(&h, &listener);
+    let (conn, peer) = connect(&h);
     // Closing a socket with unread bytes makes the kernel send a reset instead of a FIN.
     h.transport.send(conn, Bytes::from_static(b"unread"));
     assert_eq!(peer.peek(&mut [0; 1]).expect("peek"), 1);
