@@ -502,6 +502,8 @@ impl NodeProc {
         let text = std::fs::read(&self.log).unwrap_or_default();
         let text =
             String::from_utf8_lossy(&text[(self.log_mark as usize).min(text.len())..]).into_owned();
+        // Whole lines only: the node may be writing the up line as it is read.
+        let text = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
         let prefix = format!("logship node {} up: ", self.name);
         let Some(line) = text.lines().find_map(|l| l.strip_prefix(&prefix)) else {
             return false;
