@@ -19,7 +19,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -37,6 +37,45 @@ const READ_BYTES: usize = 4 << 20;
 /// Reads the copy's reader may be ahead of its writer: the default catch-up in-flight window
 /// (32 MiB) in chunks.
 const COPY_QUEUE: usize = 8;
+
+/// The sizes a copy reads, writes and syncs in.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Grain {
+    /// Bytes per read.
+    pub read_bytes: usize,
+    /// Bytes per write.
+    pub write_bytes: usize,
+    /// Bytes written between two fdatasyncs.
+    pub sync_every_bytes: u64,
+}
+
+/// A catch-up's own grain with the default chunk: 4 MiB reads, 1 MiB writes, an fdatasync per
+/// chunk. The copy limit uses it.
+pub const CATCH_UP_GRAIN: Grain = Grain {
+    read_bytes: READ_BYTES,
+    write_bytes: WRITE_BYTES,
+    sync_every_bytes: SYNC_EVERY_BYTES,
+};
+
+/// A grain sixteen times finer, [`FINE_GRAIN_BYTES`] for each: the same rate in smaller bursts.
+pub const FINE_GRAIN: Grain = Grain {
+    read_bytes: FINE_GRAIN_BYTES,
+    write_bytes: FINE_GRAIN_BYTES,
+    sync_every_bytes: FINE_GRAIN_BYTES as u64,
+};
+/// See [`FINE_GRAIN`].
+const FINE_GRAIN_BYTES: usize = 256 << 10;
+
+/// How a copy reads and writes.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyHow {
+    /// Read around the page cache (`O_DIRECT`).
+    pub uncached: bool,
+    /// Write through `O_DIRECT`.
+    pub write_direct: bool,
+    /// The sizes of its reads, writes and syncs.
+    pub grain: Grain,
+}
 
 /// The new-file limit.
 #[derive(Clone, Debug, Serialize)]
@@ -89,7 +128,12 @@ pub fn measure(
     if let Some((log_dir, uncached)) = copy_from {
         let write_direct = direct.is_some_and(|d| d > buffered);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let copied = copy_files(log_dir, &dir, bytes, uncached, write_direct);
+        let how = CopyHow {
+            uncached,
+            write_direct,
+            grain: CATCH_UP_GRAIN,
+        };
+        let copied = copy_files(log_dir, &dir, bytes, how, None);
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         limit.copy_mb_per_s = Some(copied?);
         limit.copy_uncached_reads = uncached;
@@ -97,27 +141,29 @@ pub fn measure(
     Ok(limit)
 }
 
-/// A buffer of [`READ_BYTES`] whose window `[start, start + READ_BYTES)` is aligned for
-/// `O_DIRECT`; reused, so that its pages are touched once.
+/// A buffer of one read whose window `[start, start + size)` is aligned for `O_DIRECT`;
+/// reused, so that its pages are touched once.
 struct CopyBuf {
     backing: Vec<u8>,
     start: usize,
+    size: usize,
     len: usize,
 }
 
 impl CopyBuf {
-    fn new() -> CopyBuf {
-        let backing = vec![0u8; READ_BYTES + DIRECT_ALIGN];
+    fn new(size: usize) -> CopyBuf {
+        let backing = vec![0u8; size + DIRECT_ALIGN];
         let start = backing.as_ptr().align_offset(DIRECT_ALIGN);
         CopyBuf {
             backing,
             start,
+            size,
             len: 0,
         }
     }
 
     fn window(&mut self) -> &mut [u8] {
-        &mut self.backing[self.start..self.start + READ_BYTES]
+        &mut self.backing[self.start..self.start + self.size]
     }
 
     /// The bytes read, padded to whole blocks (an `O_DIRECT` write takes nothing less).
@@ -146,25 +192,51 @@ fn segment_files(log_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Copies the first `bytes` of `log_dir`'s segments into new files under `dir` (made for the
+/// copy and removed after it) as the copy limit does, but `how` (a follower on the
+/// `io_uring_direct` backend reads around the page cache and writes through `O_DIRECT`) and no
+/// faster than `mb_per_s`: each read starts no earlier than the bytes before it allow at that
+/// rate. Returns the MB/s reached.
+///
+/// # Errors
+/// As [`measure`]'s copy; also when `mb_per_s` is not positive.
+pub fn copy_paced(
+    log_dir: &Path,
+    dir: &Path,
+    bytes: u64,
+    how: CopyHow,
+    mb_per_s: f64,
+) -> anyhow::Result<f64> {
+    anyhow::ensure!(mb_per_s > 0.0, "a paced copy needs a positive rate");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let copied = copy_files(log_dir, dir, bytes, how, Some(mb_per_s));
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    copied
+}
+
 /// Copies the first `bytes` of `log_dir`'s segments into new files under `dir`: a reading
-/// thread and this one writing, [`COPY_QUEUE`] reads apart at most. Returns MB/s.
+/// thread (paced to `pace` MB/s when given) and this one writing, [`COPY_QUEUE`] reads apart
+/// at most. Returns MB/s.
 fn copy_files(
     log_dir: &Path,
     dir: &Path,
     bytes: u64,
-    uncached: bool,
-    write_direct: bool,
+    how: CopyHow,
+    pace: Option<f64>,
 ) -> anyhow::Result<f64> {
     let files = segment_files(log_dir)?;
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<CopyBuf>(COPY_QUEUE);
     let (free_tx, free_rx) = std::sync::mpsc::channel::<CopyBuf>();
     for _ in 0..COPY_QUEUE + 2 {
-        let _ = free_tx.send(CopyBuf::new());
+        let _ = free_tx.send(CopyBuf::new(how.grain.read_bytes));
     }
     let t0 = Instant::now();
     let written = std::thread::scope(|s| {
-        let reader = s.spawn(move || read_files(&files, bytes, uncached, &free_rx, &full_tx));
-        let written = write_copies(dir, write_direct, &full_rx, &free_tx);
+        let reader = s.spawn(move || {
+            let pace = pace.map(|mb_per_s| (t0, mb_per_s));
+            read_files(&files, (bytes, how.uncached, pace), &free_rx, &full_tx)
+        });
+        let written = write_copies(dir, how, &full_rx, &free_tx);
         // A writer that failed stops reading: the reader's next send then fails instead of
         // waiting for room forever.
         drop(full_rx);
@@ -176,11 +248,11 @@ fn copy_files(
     Ok(written as f64 / 1e6 / t0.elapsed().as_secs_f64())
 }
 
-/// The copy's reading side: reads `files` in [`READ_BYTES`] until `bytes` were read.
+/// The copy's reading side: reads `files` a buffer at a time until `bytes` were read, each read
+/// no earlier than `pace` (start, MB/s) allows.
 fn read_files(
     files: &[PathBuf],
-    bytes: u64,
-    uncached: bool,
+    (bytes, uncached, pace): (u64, bool, Option<(Instant, f64)>),
     free: &std::sync::mpsc::Receiver<CopyBuf>,
     full: &std::sync::mpsc::SyncSender<CopyBuf>,
 ) -> anyhow::Result<()> {
@@ -200,6 +272,10 @@ fn read_files(
                 Some(b) => b,
                 None => free.recv().context("the copy's writer stopped")?,
             };
+            if let Some((t0, mb_per_s)) = pace {
+                let due = t0 + Duration::from_secs_f64((bytes - left) as f64 / 1e6 / mb_per_s);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
             let n = read_full(&file, buf.window(), at)
                 .with_context(|| format!("reading {}", path.display()))?;
             if n == 0 {
@@ -208,8 +284,9 @@ fn read_files(
             }
             buf.len = n.min(usize::try_from(left).unwrap_or(usize::MAX));
             (at, left) = (at + n as u64, left - buf.len as u64);
+            let whole = n == buf.size;
             full.send(buf).context("the copy's writer stopped")?;
-            if n < READ_BYTES {
+            if !whole {
                 break;
             }
         }
@@ -236,7 +313,7 @@ fn read_full(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
 /// `write_files` does; returns the bytes written.
 fn write_copies(
     dir: &Path,
-    direct: bool,
+    how: CopyHow,
     full: &std::sync::mpsc::Receiver<CopyBuf>,
     free: &std::sync::mpsc::Sender<CopyBuf>,
 ) -> anyhow::Result<u64> {
@@ -247,14 +324,15 @@ fn write_copies(
                 f.sync_data().context("fdatasync of a copy")?;
             }
             let path = dir.join(format!("copy.{file_no}"));
-            file = Some(create(&path, direct)?.context("O_DIRECT refused after it worked")?);
+            let created = create(&path, how.write_direct)?;
+            file = Some(created.context("O_DIRECT refused after it worked")?);
             (in_file, file_no) = (0, file_no + 1);
         }
         let f = file.as_ref().context("opened above")?;
-        for piece in buf.filled().chunks(WRITE_BYTES) {
+        for piece in buf.filled().chunks(how.grain.write_bytes) {
             f.write_all_at(piece, in_file).context("writing a copy")?;
             in_file += piece.len() as u64;
-            if in_file.is_multiple_of(SYNC_EVERY_BYTES) {
+            if in_file.is_multiple_of(how.grain.sync_every_bytes) {
                 f.sync_data().context("fdatasync of a copy")?;
             }
         }
@@ -348,14 +426,52 @@ mod tests {
             assert_eq!(limit.copy_uncached_reads, uncached);
             assert!(!dir.path().join("new-file-limit").exists());
         }
-        let out = tempfile::tempdir().expect("tempdir");
-        let copied = copy_files(&log, out.path(), bytes, false, false).expect("copy");
-        assert!(copied > 0.0);
-        let first = std::fs::read(out.path().join("copy.0")).expect("copy.0");
-        assert_eq!(first.len() as u64, bytes);
-        for (i, block) in first.chunks(READ_BYTES).enumerate() {
-            let want = if (i as u64) < full { i as u8 } else { 0xEE };
-            assert!(block.iter().all(|&b| b == want), "block {i}");
+        for grain in [CATCH_UP_GRAIN, FINE_GRAIN] {
+            let out = tempfile::tempdir().expect("tempdir");
+            let how = CopyHow {
+                uncached: false,
+                write_direct: false,
+                grain,
+            };
+            let copied = copy_files(&log, out.path(), bytes, how, None).expect("copy");
+            assert!(copied > 0.0);
+            let first = std::fs::read(out.path().join("copy.0")).expect("copy.0");
+            assert_eq!(first.len() as u64, bytes, "{grain:?}");
+            for (i, block) in first.chunks(READ_BYTES).enumerate() {
+                let want = if (i as u64) < full { i as u8 } else { 0xEE };
+                assert!(block.iter().all(|&b| b == want), "{grain:?}: block {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_paced_copy_reads_no_faster_than_its_rate_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log");
+        std::fs::create_dir_all(&log).expect("log dir");
+        for i in 0..4u8 {
+            let name = format!("{:020}.seg", u64::from(i) + 1);
+            std::fs::write(log.join(name), vec![i; READ_BYTES]).expect("segment");
+        }
+        let bytes = 4 * READ_BYTES as u64;
+        let out = dir.path().join("paced");
+        let rate = 40.0;
+        for grain in [CATCH_UP_GRAIN, FINE_GRAIN] {
+            let how = CopyHow {
+                uncached: false,
+                write_direct: false,
+                grain,
+            };
+            let reached = copy_paced(&log, &out, bytes, how, rate).expect("paced copy");
+            // The last read may not start before all but one read's bytes at the rate.
+            let before_last = bytes - grain.read_bytes as u64;
+            let earliest_last_read_s = before_last as f64 / 1e6 / rate;
+            assert!(
+                reached <= bytes as f64 / 1e6 / earliest_last_read_s,
+                "{grain:?}: {reached} MB/s"
+            );
+            assert!(!out.exists());
+            assert!(copy_paced(&log, &out, bytes, how, 0.0).is_err());
         }
     }
 }

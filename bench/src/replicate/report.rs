@@ -28,7 +28,7 @@ use crate::replicate::plan::{
     ReplicatePlan, Topology, MANY_CLIENTS, RECORD_SIZES, TARGET_RECORD_BYTES,
 };
 use crate::replicate::run::RunResult;
-use crate::replicate::steered::{self, SteeredRun};
+use crate::replicate::steered::{self, SteeredResult, SteeredRun};
 use crate::report::{utc_now, write_raw_row, Target};
 
 /// Target (a): 1 sync follower, 1 client, 100 B: commit p50 over the latency limit, at most.
@@ -425,6 +425,7 @@ impl Report {
                 r.throttled_s
             );
         }
+        write_raw_copies(out, st);
         let _ = writeln!(
             out,
             "  {}: {:.0} MB copied; steered / unthrottled MB/s = {:.2}",
@@ -671,6 +672,29 @@ fn catch_up_target(run: &RunResult, planned: bool) -> Target {
     )
 }
 
+/// The steered table's rows of the raw copies beside the clients.
+fn write_raw_copies(out: &mut String, st: &SteeredResult) {
+    for c in &st.raw_copies {
+        let d = &c.during;
+        let _ = writeln!(
+            out,
+            "{:<28} {:>9.1} {:>9.2} {:>9.0} {:>9.0} {:>9.0} {:>10.2} {:>11}",
+            format!(
+                "raw {} KiB, {:.2} of unthr.",
+                c.grain.read_bytes >> 10,
+                c.of_unthrottled
+            ),
+            c.mb_per_s,
+            c.bytes as f64 / 1e6 / c.mb_per_s,
+            d.p50_us,
+            d.p99_us,
+            d.p999_us,
+            c.p99_ratio,
+            ""
+        );
+    }
+}
+
 /// (g) the clients' p99 during the steered catch-up over alone; (h) steered over unthrottled
 /// catch-up MB/s; and, for comparison, the unthrottled run's p99 ratio against (g)'s bound.
 fn steered_targets(run: &RunResult, planned: bool) -> Vec<Target> {
@@ -690,7 +714,7 @@ fn steered_targets(run: &RunResult, planned: bool) -> Vec<Target> {
         )
     };
     let (steered, unthrottled) = (st.map(|s| &s.steered), st.map(|s| &s.unthrottled));
-    vec![
+    let mut targets = vec![
         verdict(
             "(g) steered catch-up: clients' p99 during / alone".into(),
             steered.map_or(f64::NAN, |r| r.p99_ratio),
@@ -721,6 +745,72 @@ fn steered_targets(run: &RunResult, planned: bool) -> Vec<Target> {
             true,
             st.is_some(),
             unthrottled.map_or_else(missing, p99),
+        ),
+    ];
+    targets.extend(disk_share_targets(st, &missing));
+    targets
+}
+
+/// (g'') and (h''): what the raw copies beside the clients say the disk allows.
+fn disk_share_targets(st: Option<&SteeredResult>, missing: &dyn Fn() -> String) -> [Target; 2] {
+    let floor = st.and_then(|s| {
+        s.floor_copies()
+            .min_by(|a, b| a.p99_ratio.total_cmp(&b.p99_ratio))
+    });
+    [
+        verdict(
+            "(g'') the disk's share: best raw copy at (h)'s floor speed, p99 during / alone".into(),
+            floor.map_or(f64::NAN, |c| c.p99_ratio),
+            steered::P99_TARGET_RATIO,
+            true,
+            floor.is_some(),
+            st.map_or_else(missing, |s| {
+                let each: Vec<String> = s
+                    .floor_copies()
+                    .map(|c| {
+                        format!(
+                            "{} KiB grain: p99 {:.0} µs ({:.2})",
+                            c.grain.read_bytes >> 10,
+                            c.during.p99_us,
+                            c.p99_ratio
+                        )
+                    })
+                    .collect();
+                let verdict = match floor {
+                    Some(c) if c.p99_ratio <= steered::P99_TARGET_RATIO => format!(
+                        "within the bound, this disk allows (g) and (h) together in the {} KiB \
+                         grain",
+                        c.grain.read_bytes >> 10
+                    ),
+                    _ => "above the bound in every grain, (g) and (h) cannot both hold on this \
+                          disk"
+                        .to_string(),
+                };
+                format!(
+                    "beside {:.1} MB/s of reads and new-file writes, no follower: {}; {verdict}",
+                    floor.map_or(f64::NAN, |c| c.mb_per_s),
+                    each.join(", ")
+                )
+            }),
+        ),
+        verdict(
+            "(h'') the disk's share: fastest raw copy within (g)'s bound / unthrottled MB/s".into(),
+            st.and_then(SteeredResult::disk_share_at_bound)
+                .unwrap_or(0.0),
+            steered::SPEED_TARGET_RATIO,
+            false,
+            floor.is_some(),
+            st.map_or_else(missing, |s| {
+                let rates: Vec<String> = s
+                    .raw_copies
+                    .iter()
+                    .map(|c| {
+                        let kib = c.grain.read_bytes >> 10;
+                        format!("{:.1} MB/s ({kib} KiB): {:.2}", c.mb_per_s, c.p99_ratio)
+                    })
+                    .collect();
+                format!("p99 / alone beside raw copies at {}", rates.join(", "))
+            }),
         ),
     ]
 }

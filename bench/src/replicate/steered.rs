@@ -15,6 +15,21 @@
 //!
 //! Every node writes to the same disk, so the catch-up competes with the commits' fdatasyncs
 //! there as well as for CPU and the primary's reader and transport.
+//!
+//! What the disk alone allows is measured last: the clients once more with the primary and
+//! `f1` only, while this process copies the filled log's segments into new files (no follower,
+//! no network, no pacer: `new_file::copy_paced`, reading and writing as `f2` does, around the
+//! page cache on `io_uring_direct`) at a fixed rate: first at [`SPEED_TARGET_RATIO`] × the
+//! unthrottled catch-up's speed (the slowest catch-up (h) allows), then at half the rate before
+//! while the clients' p99 is over [`P99_TARGET_RATIO`] of alone. It does so in the catch-up's
+//! own grain (4 MiB reads, 1 MiB writes, an fdatasync per 4 MiB, [`RAW_COPY_STEPS`] rates at
+//! most) and in a grain sixteen times finer (256 KiB each, [`FINE_COPY_STEPS`]), and last at
+//! the steered catch-up's speed in the catch-up's grain. Beside a copy at (h)'s floor, the
+//! clients' p99 over alone is what (g) comes to at the speed (h) demands when catch-up costs
+//! them nothing but its reads and writes in that grain: above the bound in every grain, (g)
+//! and (h) cannot both hold on this disk, whatever steers the catch-up. The fastest copy within
+//! the bound is the disk's share of (h) at (g)'s bound; beside the last copy, the clients pay
+//! what the steered run's reads and writes alone would cost them.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -33,6 +48,7 @@ use crate::replicate::catch_up::{self, Fill};
 use crate::replicate::check::CommitCheck;
 use crate::replicate::clients::Clients;
 use crate::replicate::cluster::{self, FollowerRef, NodeSettings, READY_TIMEOUT};
+use crate::replicate::new_file::{self, CopyHow, Grain};
 use crate::replicate::plan::{CaseSpec, ReplicatePlan, Topology, MANY_CLIENTS};
 use crate::replicate::run::settle;
 use crate::replicate::watchdog::Watchdog;
@@ -67,6 +83,15 @@ const EMPTY_ID: &str = "f2";
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seeding `f1` may take this many catch-up timeouts (a disk shared with other work).
 const SEED_TIMEOUTS: u32 = 3;
+/// Raw copies at (h)'s floor and halved rates, at most, in the catch-up's grain...
+const RAW_COPY_STEPS: usize = 4;
+/// ...and in the fine grain.
+const FINE_COPY_STEPS: usize = 2;
+/// A raw copy beside the clients lasts at most this many of the plan's windows alone (it
+/// copies fewer bytes than the log holds when its rate would take longer).
+const RAW_COPY_WINDOWS: u32 = 4;
+/// Where the raw copies write, under the case's directory (removed after each).
+const RAW_COPY_DIR: &str = "raw-copy";
 
 /// One catch-up with the clients running.
 #[derive(Clone, Debug, Serialize)]
@@ -103,6 +128,69 @@ pub struct SteeredResult {
     pub steered: SteeredRun,
     /// Steered MB/s over unthrottled MB/s.
     pub speed_ratio: f64,
+    /// The clients beside raw copies of the log: in the catch-up's grain at (h)'s floor, then
+    /// at half the rate before while the p99 is over its bound (at most [`RAW_COPY_STEPS`]);
+    /// the same in the fine grain (at most [`FINE_COPY_STEPS`]); last in the catch-up's grain
+    /// at the steered catch-up's speed.
+    pub raw_copies: Vec<RawCopyBeside>,
+}
+
+/// A paced copy's last read starts one read before its end at the rate, so a copy that kept
+/// its pace reaches a little less than the rate; one that reached this much of it kept it.
+const KEPT_PACE: f64 = 0.95;
+
+impl RawCopyBeside {
+    /// The rate the copy ran at over `unthrottled` MB/s: the rate it was paced to when it kept
+    /// that pace, else the rate it reached.
+    pub fn share(&self, unthrottled: f64) -> f64 {
+        if self.mb_per_s >= self.target_mb_per_s * KEPT_PACE {
+            self.of_unthrottled
+        } else {
+            self.mb_per_s / unthrottled
+        }
+    }
+}
+
+impl SteeredResult {
+    /// The copies at (h)'s floor, one per grain.
+    pub fn floor_copies(&self) -> impl Iterator<Item = &RawCopyBeside> {
+        let mut grains = Vec::new();
+        self.raw_copies.iter().filter(move |c| {
+            let first = !grains.contains(&c.grain);
+            grains.push(c.grain);
+            first
+        })
+    }
+
+    /// The fastest raw copy that kept the clients' p99 within [`P99_TARGET_RATIO`] of alone,
+    /// over the unthrottled catch-up's MB/s: the most of (h) this disk leaves at (g)'s bound.
+    pub fn disk_share_at_bound(&self) -> Option<f64> {
+        self.raw_copies
+            .iter()
+            .filter(|c| c.p99_ratio <= P99_TARGET_RATIO)
+            .map(|c| c.share(self.unthrottled.mb_per_s))
+            .reduce(f64::max)
+    }
+}
+
+/// The clients' commits while the benchmark itself copies the filled log into new files at a
+/// fixed rate: what the disk charges them for a catch-up of that speed.
+#[derive(Clone, Debug, Serialize)]
+pub struct RawCopyBeside {
+    /// The sizes the copy read, wrote and synced in.
+    pub grain: Grain,
+    /// The rate the copy was paced to over the unthrottled catch-up's MB/s.
+    pub of_unthrottled: f64,
+    /// The rate the copy was paced to, MB/s.
+    pub target_mb_per_s: f64,
+    /// The rate it reached, MB/s.
+    pub mb_per_s: f64,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// The clients' commit latency during the copy.
+    pub during: Summary,
+    /// `during.p99_us` over the p99 alone.
+    pub p99_ratio: f64,
 }
 
 /// Runs the steered catch-up in `dir/steered-catch-up`.
@@ -118,12 +206,15 @@ pub fn run(
 ) -> anyhow::Result<SteeredResult> {
     let case_dir = dir.join("steered-catch-up");
     let (fill, _) = catch_up::fill_primary(&case_dir, plan.steered_bytes, backend, watchdog)?;
+    let raw_copy = READY_TIMEOUT + plan.case_warm_up + plan.steered_alone * RAW_COPY_WINDOWS;
     watchdog.stage(
         "steered catch-up",
-        READY_TIMEOUT * 8 + plan.catch_up_timeout * (SEED_TIMEOUTS * 2 + 2),
+        READY_TIMEOUT * 8
+            + plan.catch_up_timeout * (SEED_TIMEOUTS * 2 + 2)
+            + (raw_copy + JOIN_TIMEOUT) * (RAW_COPY_STEPS + FINE_COPY_STEPS + 1) as u32,
     );
     settle(dir);
-    let result = measure(plan, &case_dir, &fill, settings);
+    let result = measure(plan, &case_dir, &fill, (settings, backend));
     watchdog.idle();
     let result = result?;
     std::fs::remove_dir_all(&case_dir)
@@ -131,12 +222,12 @@ pub fn run(
     Ok(result)
 }
 
-/// Seeds `f1`, measures the clients alone, then both catch-ups.
+/// Seeds `f1`, measures the clients alone, then both catch-ups, then both raw copies.
 fn measure(
     plan: &ReplicatePlan,
     dir: &Path,
     fill: &Fill,
-    settings: NodeSettings,
+    (settings, backend): (NodeSettings, Backend),
 ) -> anyhow::Result<SteeredResult> {
     let sync = Arc::new(cluster::start_follower(dir, SYNC_ID, settings)?);
     let addr = sync
@@ -166,6 +257,10 @@ fn measure(
         Some(target_ms),
         &alone,
     )?;
+    let direct = backend == Backend::IoUringDirect;
+    let cluster = (settings, &sync, f1);
+    let runs = (&unthrottled, &steered);
+    let raw_copies = raw_copies(plan, (dir, fill), cluster, direct, runs, &alone)?;
     shutdown(sync)?;
     Ok(SteeredResult {
         name: format!(
@@ -174,10 +269,101 @@ fn measure(
         ),
         log_bytes: fill.log_bytes,
         alone,
-        speed_ratio: steered.mb_per_s / unthrottled.mb_per_s,
+        speed_ratio: speed_ratio(&steered, &unthrottled),
         unthrottled,
         steered,
+        raw_copies,
     })
+}
+
+/// The raw copies beside the clients (see the module docs): in each grain from (h)'s floor
+/// down, then at the steered run's speed.
+fn raw_copies(
+    plan: &ReplicatePlan,
+    (dir, fill): (&Path, &Fill),
+    cluster: (NodeSettings, &Arc<Node>, FollowerRef<'_>),
+    direct: bool,
+    (unthrottled, steered): (&SteeredRun, &SteeredRun),
+    alone: &Summary,
+) -> anyhow::Result<Vec<RawCopyBeside>> {
+    let how = |grain| CopyHow {
+        uncached: direct,
+        write_direct: direct,
+        grain,
+    };
+    let mut copies = Vec::new();
+    for (grain, steps) in [
+        (new_file::CATCH_UP_GRAIN, RAW_COPY_STEPS),
+        (new_file::FINE_GRAIN, FINE_COPY_STEPS),
+    ] {
+        let mut share = SPEED_TARGET_RATIO;
+        for _ in 0..steps {
+            let rate = (share, unthrottled.mb_per_s * share);
+            let copy = raw_copy_beside(plan, dir, fill, cluster, how(grain), rate, alone)?;
+            let within = copy.p99_ratio <= P99_TARGET_RATIO;
+            copies.push(copy);
+            if within {
+                break;
+            }
+            share /= 2.0;
+        }
+    }
+    let rate = (speed_ratio(steered, unthrottled), steered.mb_per_s);
+    let how = how(new_file::CATCH_UP_GRAIN);
+    copies.push(raw_copy_beside(plan, dir, fill, cluster, how, rate, alone)?);
+    Ok(copies)
+}
+
+fn speed_ratio(run: &SteeredRun, unthrottled: &SteeredRun) -> f64 {
+    run.mb_per_s / unthrottled.mb_per_s
+}
+
+/// The clients through the primary and `f1` while this thread copies the filled log's
+/// segments into new files at `rate` MB/s (see the module docs), for at most
+/// [`RAW_COPY_WINDOWS`] windows alone.
+fn raw_copy_beside(
+    plan: &ReplicatePlan,
+    dir: &Path,
+    fill: &Fill,
+    (settings, sync, f1): (NodeSettings, &Arc<Node>, FollowerRef<'_>),
+    how: CopyHow,
+    (of_unthrottled, rate): (f64, f64),
+    alone: &Summary,
+) -> anyhow::Result<RawCopyBeside> {
+    eprintln!(
+        "steered catch-up: clients beside a raw copy at {rate:.1} MB/s \
+         ({of_unthrottled:.2} of unthrottled, {} KiB reads) ...",
+        how.grain.read_bytes >> 10
+    );
+    catch_up::report_settle_wait(settle_freed(dir));
+    let longest = (plan.steered_alone * RAW_COPY_WINDOWS).as_secs_f64();
+    let bytes = fill.log_bytes.min((rate * 1e6 * longest) as u64);
+    let primary = start_primary(dir, &[f1], None, settings)?;
+    wait_link(&primary, SYNC_ID)?;
+    let (check, phase, clients) = measuring_clients(plan, &primary, sync)?;
+    let log_dir = dir.join(cluster::PRIMARY_ID);
+    let copied = new_file::copy_paced(&log_dir, &dir.join(RAW_COPY_DIR), bytes, how, rate);
+    phase.store(PHASE_STOP, Ordering::SeqCst);
+    let result = clients.join(JOIN_TIMEOUT);
+    check_early(&check)?;
+    drop(check);
+    shutdown(primary)?;
+    let mb_per_s = copied.context("the raw copy beside the clients")?;
+    let during = result?.commits.summary();
+    let copy = RawCopyBeside {
+        grain: how.grain,
+        of_unthrottled,
+        target_mb_per_s: rate,
+        mb_per_s,
+        bytes,
+        p99_ratio: during.p99_us / alone.p99_us,
+        during,
+    };
+    eprintln!(
+        "steered catch-up: raw copy at {mb_per_s:.0} MB/s: clients p99 {:.1} us ({:.2} x alone)",
+        copy.during.p99_us, copy.p99_ratio
+    );
+    Ok(copy)
 }
 
 /// The clients' shape: 64 of them, 100 B, as the plan runs many clients.
@@ -196,6 +382,20 @@ fn clients_alone(
     primary: &Arc<Node>,
     sync: &Arc<Node>,
 ) -> anyhow::Result<Summary> {
+    let (check, phase, clients) = measuring_clients(plan, primary, sync)?;
+    std::thread::sleep(plan.steered_alone);
+    phase.store(PHASE_STOP, Ordering::SeqCst);
+    let result = clients.join(JOIN_TIMEOUT)?;
+    check_early(&check)?;
+    Ok(result.commits.summary())
+}
+
+/// The clients through `primary`, checked against `sync`, warmed up and measuring.
+fn measuring_clients(
+    plan: &ReplicatePlan,
+    primary: &Arc<Node>,
+    sync: &Arc<Node>,
+) -> anyhow::Result<(Arc<CommitCheck>, Arc<AtomicU8>, Clients)> {
     let check = Arc::new(CommitCheck::new(
         Arc::clone(primary),
         vec![Arc::clone(sync)],
@@ -205,11 +405,7 @@ fn clients_alone(
     let clients = Clients::spawn(primary, &phase, spec(plan), &check, None)?;
     std::thread::sleep(plan.case_warm_up);
     phase.store(PHASE_MEASURE, Ordering::SeqCst);
-    std::thread::sleep(plan.steered_alone);
-    phase.store(PHASE_STOP, Ordering::SeqCst);
-    let result = clients.join(JOIN_TIMEOUT)?;
-    check_early(&check)?;
-    Ok(result.commits.summary())
+    Ok((check, phase, clients))
 }
 
 fn check_early(check: &CommitCheck) -> anyhow::Result<()> {
@@ -250,15 +446,7 @@ fn catch_up_run(
     };
     let primary = start_primary(dir, &[f1, f2], target_ms, settings)?;
     wait_link(&primary, SYNC_ID)?;
-    let check = Arc::new(CommitCheck::new(
-        Arc::clone(&primary),
-        vec![Arc::clone(sync)],
-        1,
-    ));
-    let phase = Arc::new(AtomicU8::new(PHASE_WARM));
-    let clients = Clients::spawn(&primary, &phase, spec(plan), &check, None)?;
-    std::thread::sleep(plan.case_warm_up);
-    phase.store(PHASE_MEASURE, Ordering::SeqCst);
+    let (check, phase, clients) = measuring_clients(plan, &primary, sync)?;
     let empty = cluster::start_follower_at(dir, EMPTY_ID, &f2.addr.to_string(), settings)?;
     let streaming = wait_link(&primary, EMPTY_ID);
     let t0 = Instant::now();
