@@ -483,13 +483,17 @@ impl Writer {
             .map_err(|e| format!("submitting a write to {}: {e}", seg.path.display()))
     }
 
-    /// Copies pending records into `buf` while they fit in it (with their marker) and in
-    /// `room` bytes of the segment; returns how many.
+    /// Copies pending records into `buf` while they fit in it (with their marker), in `room`
+    /// bytes of the segment and, but for the first, in `max_batch_bytes`; returns how many.
     fn fill(&mut self, buf: &mut crate::io::IoBuf, room: u64) -> u64 {
         let mut records = 0u64;
+        let max_batch = self.shared.options.max_batch_bytes;
         while let Some(Item::Record { header, payload }) = self.pending.front() {
             let len = RECORD_HEADER_BYTES + payload.len();
-            if len + MARKER_BYTES > buf.remaining() || (buf.len() + len) as u64 > room {
+            if len + MARKER_BYTES > buf.remaining()
+                || (buf.len() + len) as u64 > room
+                || (records > 0 && buf.len() + len > max_batch)
+            {
                 break;
             }
             debug_assert_eq!(

@@ -591,3 +591,29 @@ fn a_purged_segment_a_direct_reader_is_inside_is_never_reused() {
     }
     assert!(next > 1200, "the reader went past its first window: {next}");
 }
+
+/// `max_batch_bytes` bounds a group-commit write even where the write buffer, sized for one
+/// maximum record, would hold more: records queued together go out in writes of at most that
+/// size (a record larger than it alone).
+#[test]
+fn queued_records_are_written_in_batches_of_at_most_max_batch_bytes() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            max_batch_bytes: 4096,
+            ..small(backend)
+        };
+        let log = Log::open(dir.path().join("log"), opts).unwrap();
+        let before = log.stats().writes;
+        let records = 32;
+        let batch = log
+            .append_batch((0..records).map(|_| Bytes::from(vec![7u8; 1000])))
+            .unwrap();
+        batch.wait().unwrap();
+        // At most four 1000-byte records with their headers fit in 4096 bytes; the 8 KiB
+        // record limit would let a buffer take eight.
+        let writes = log.stats().writes - before;
+        assert!(writes >= records / 4, "{backend:?}: {writes} writes");
+        assert_eq!(read_all(&log).len(), records as usize, "{backend:?}");
+    }
+}
