@@ -84,7 +84,10 @@ use crate::vocab::{
 };
 
 /// Largest `replication.catch_up_latency_target_ms`.
-pub const MAX_CATCH_UP_LATENCY_TARGET_MS: u64 = 60_000;
+pub const MAX_CATCH_UP_LATENCY_TARGET_MS: f64 = 60_000.0;
+/// Smallest `replication.catch_up_latency_target_ms`: a tenth of a millisecond, below any
+/// commit that includes an fdatasync.
+pub const MIN_CATCH_UP_LATENCY_TARGET_MS: f64 = 0.1;
 /// Smallest `replication.catch_up_min_bytes_per_sec`.
 pub const MIN_CATCH_UP_MIN_BYTES_PER_SEC: u64 = 64 << 10;
 
@@ -231,8 +234,9 @@ pub struct ReplicationSection {
     /// Catch-up chunk size. Default 4 MiB.
     pub catch_up_chunk_bytes: usize,
     /// The p99 of foreground commit latency (batch formed to `remote_durable`) that catch-up
-    /// is paced to keep under, in milliseconds (1 to 60000). Default: none, catch-up unpaced.
-    pub catch_up_latency_target_ms: Option<u64>,
+    /// is paced to keep under, in milliseconds, fractions allowed (0.1 to 60000: a commit p99
+    /// of 1.2 ms wants a target of 1.5, not 2). Default: none, catch-up unpaced.
+    pub catch_up_latency_target_ms: Option<f64>,
     /// The pacing's floor: catch-up is never paced below this many bytes per second (at least
     /// 64 KiB). Default 4 MiB.
     pub catch_up_min_bytes_per_sec: u64,
@@ -245,17 +249,20 @@ impl ReplicationSection {
     pub fn catch_up_pacing(&self) -> Option<PacingConfig> {
         let target = self.catch_up_latency_target_ms?;
         Some(PacingConfig {
-            latency_target: Duration::from_millis(target),
+            latency_target: Duration::from_secs_f64(target / 1e3),
             min_bytes_per_sec: self.catch_up_min_bytes_per_sec,
         })
     }
 
     fn validate_pacing(&self) -> Result<()> {
         if let Some(t) = self.catch_up_latency_target_ms {
-            if !(1..=MAX_CATCH_UP_LATENCY_TARGET_MS).contains(&t) {
+            if !(MIN_CATCH_UP_LATENCY_TARGET_MS..=MAX_CATCH_UP_LATENCY_TARGET_MS).contains(&t) {
                 return Err(Error::config(
                     "replication.catch_up_latency_target_ms",
-                    format!("must be between 1 and {MAX_CATCH_UP_LATENCY_TARGET_MS} (omit it for unpaced catch-up)"),
+                    format!(
+                        "{t} is not between {MIN_CATCH_UP_LATENCY_TARGET_MS} and \
+                         {MAX_CATCH_UP_LATENCY_TARGET_MS} (omit it for unpaced catch-up)"
+                    ),
                 ));
             }
         }
@@ -1575,6 +1582,27 @@ followers = [
             (
                 GOOD.replace(
                     "[replication]",
+                    "[replication]\ncatch_up_latency_target_ms = 0.05",
+                ),
+                "replication.catch_up_latency_target_ms",
+            ),
+            (
+                GOOD.replace(
+                    "[replication]",
+                    "[replication]\ncatch_up_latency_target_ms = nan",
+                ),
+                "replication.catch_up_latency_target_ms",
+            ),
+            (
+                GOOD.replace(
+                    "[replication]",
+                    "[replication]\ncatch_up_latency_target_ms = inf",
+                ),
+                "replication.catch_up_latency_target_ms",
+            ),
+            (
+                GOOD.replace(
+                    "[replication]",
                     "[replication]\ncatch_up_min_bytes_per_sec = 1000",
                 ),
                 "replication.catch_up_min_bytes_per_sec",
@@ -1670,6 +1698,12 @@ followers = [
         );
         let floor = check(&text).unwrap().replication.catch_up_pacing().unwrap();
         assert_eq!(floor.min_bytes_per_sec, DEFAULT_MIN_BYTES_PER_SEC);
+        let text = GOOD.replace(
+            "[replication]",
+            "[replication]\ncatch_up_latency_target_ms = 1.5",
+        );
+        let fine = check(&text).unwrap().replication.catch_up_pacing().unwrap();
+        assert_eq!(fine.latency_target, Duration::from_micros(1_500));
     }
 
     #[test]

@@ -339,7 +339,7 @@ pub fn start_primary_with(
     quorum: Option<&str>,
     settings: NodeSettings,
     client_port: bool,
-    target_ms: Option<u64>,
+    target_ms: Option<f64>,
 ) -> anyhow::Result<Node> {
     let text = primary_toml(
         dir,
@@ -361,7 +361,7 @@ fn primary_toml(
     quorum: Option<&str>,
     settings: NodeSettings,
     client_port: bool,
-    target_ms: Option<u64>,
+    target_ms: Option<f64>,
 ) -> anyhow::Result<String> {
     let list: Vec<String> = followers
         .iter()
@@ -375,7 +375,7 @@ fn primary_toml(
         .collect();
     let mut quorum = quorum.map_or_else(String::new, |q| format!("quorum = \"{q}\"\n"));
     if let Some(t) = target_ms {
-        quorum += &format!("catch_up_latency_target_ms = {t}\n");
+        quorum += &format!("catch_up_latency_target_ms = {t:.3}\n");
     }
     let listen = if client_port {
         "listen_client = \"127.0.0.1:0\"\n"

@@ -410,7 +410,7 @@ impl Report {
         for r in [&st.unthrottled, &st.steered] {
             let name = r
                 .target_ms
-                .map_or("unthrottled".into(), |t| format!("target {t} ms"));
+                .map_or("unthrottled".into(), |t| format!("target {t:.3} ms"));
             let d = &r.during;
             let _ = writeln!(
                 out,
@@ -722,7 +722,7 @@ fn steered_targets(run: &RunResult, planned: bool) -> Vec<Target> {
             true,
             st.is_some(),
             steered.map_or_else(missing, |r| {
-                format!("{}, target {} ms", p99(r), r.target_ms.unwrap_or(0))
+                format!("{}, target {:.3} ms", p99(r), r.target_ms.unwrap_or(0.0))
             }),
         ),
         verdict(

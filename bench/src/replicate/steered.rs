@@ -9,7 +9,7 @@
 //! clients are already committing when `f2` starts (the primary was configured with it and
 //! retries its link), as when a replacement follower joins a busy cluster. The first run is
 //! unthrottled; the second sets the latency target to [`TARGET_OF_ALONE`] × the p99 alone
-//! (whole milliseconds, at least 1). The figures: the clients' p99 during each catch-up over
+//! (to the microsecond). The figures: the clients' p99 during each catch-up over
 //! their p99 alone (target [`P99_TARGET_RATIO`]), and the steered catch-up's MB/s over the
 //! unthrottled one's (target [`SPEED_TARGET_RATIO`]).
 //!
@@ -64,13 +64,11 @@ pub const SPEED_TARGET_RATIO: f64 = 0.5;
 /// target a little above the clients' p99 alone leaves the primary's measure room to grow
 /// while the clients' should stay under [`P99_TARGET_RATIO`] of theirs.
 pub const TARGET_OF_ALONE: f64 = 1.25;
-/// The steered run's target in whole ms: [`TARGET_OF_ALONE`] × the clients' p99 alone,
-/// rounded to the nearest ms but never below that p99 (rounded down, 1.25 × 1.44 ms gave
-/// 1 ms, a target the clients could not meet even without a catch-up, which holds the
-/// catch-up at its floor).
-fn target_of(alone_p99_us: f64) -> u64 {
-    let alone_ms = alone_p99_us / 1e3;
-    ((alone_ms * TARGET_OF_ALONE).round().max(alone_ms.ceil()) as u64).max(1)
+/// The steered run's target in ms: [`TARGET_OF_ALONE`] × the clients' p99 alone, to the
+/// microsecond (the key takes fractions; in whole ms, 1.25 × 1.2 ms had to be 2 ms, 1.7 × the
+/// p99 alone, which let the clients' p99 reach twice it).
+fn target_of(alone_p99_us: f64) -> f64 {
+    (alone_p99_us * TARGET_OF_ALONE).round() / 1e3
 }
 
 /// Payload bytes of the clients' records.
@@ -97,7 +95,7 @@ const RAW_COPY_DIR: &str = "raw-copy";
 #[derive(Clone, Debug, Serialize)]
 pub struct SteeredRun {
     /// The latency target configured, ms (`None`: unthrottled).
-    pub target_ms: Option<u64>,
+    pub target_ms: Option<f64>,
     /// Seconds from the primary running (its start on the filled log not counted) to `f2`
     /// holding the filled log durably.
     pub catch_up_s: f64,
@@ -429,10 +427,10 @@ fn catch_up_run(
     fill: &Fill,
     settings: NodeSettings,
     (sync, f1): (&Arc<Node>, FollowerRef<'_>),
-    target_ms: Option<u64>,
+    target_ms: Option<f64>,
     alone: &Summary,
 ) -> anyhow::Result<SteeredRun> {
-    let what = target_ms.map_or("unthrottled".to_string(), |t| format!("target {t} ms"));
+    let what = target_ms.map_or("unthrottled".to_string(), |t| format!("target {t:.3} ms"));
     eprintln!("steered catch-up: {what} ...");
     let empty_dir = dir.join(EMPTY_ID);
     if empty_dir.exists() {
@@ -481,7 +479,7 @@ fn catch_up_run(
 
 /// Longest a catch-up may take: the plan's, and [`SEED_TIMEOUTS`] times that steered (a
 /// target the disk cannot meet holds it near the floor).
-fn run_timeout(plan: &ReplicatePlan, target_ms: Option<u64>) -> Duration {
+fn run_timeout(plan: &ReplicatePlan, target_ms: Option<f64>) -> Duration {
     let times = if target_ms.is_some() {
         SEED_TIMEOUTS
     } else {
@@ -524,7 +522,7 @@ fn wait_link(primary: &Node, name: &str) -> anyhow::Result<()> {
 fn start_primary(
     dir: &Path,
     followers: &[FollowerRef<'_>],
-    target_ms: Option<u64>,
+    target_ms: Option<f64>,
     settings: NodeSettings,
 ) -> anyhow::Result<Arc<Node>> {
     let data = dir.join(cluster::PRIMARY_ID);
@@ -548,15 +546,9 @@ mod tests {
     use super::target_of;
 
     #[test]
-    fn the_target_is_never_below_the_clients_p99_alone() {
-        assert_eq!(target_of(1_438.0), 2, "1.25 × 1.44 ms rounds to 2 ms");
-        assert_eq!(target_of(7_844.0), 10, "1.25 × 7.84 ms = 9.8 ms");
-        assert_eq!(target_of(3_900.0), 5, "1.25 × 3.9 ms = 4.9 ms");
-        assert_eq!(
-            target_of(1_050.0),
-            2,
-            "1.3 ms rounds to 1, below the 1.05 ms alone"
-        );
-        assert_eq!(target_of(100.0), 1);
+    fn the_target_is_a_quarter_above_the_clients_p99_alone_to_the_microsecond() {
+        assert_eq!(target_of(1_438.0), 1.798);
+        assert_eq!(target_of(7_844.0), 9.805);
+        assert_eq!(target_of(1_050.0), 1.313);
     }
 }
