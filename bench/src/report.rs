@@ -21,6 +21,11 @@ pub const LATENCY_TARGET_RATIO: f64 = 1.15;
 pub const SCALING_TARGET_RATIO: f64 = 30.0;
 /// Target 3: best 64 KiB MB/s over raw sequential 1 MiB overwrite bandwidth, at least.
 pub const BANDWIDTH_TARGET_RATIO: f64 = 0.85;
+/// Target 4, on the `io_uring_direct` backend: commit p50 of one 100 B appender over the raw
+/// *buffered* 4 KiB overwrite + fdatasync p50, at most.
+pub const DIRECT_LATENCY_TARGET_RATIO: f64 = 0.9;
+/// The backend target 4 is for, as `Log::backend` names it.
+const DIRECT_BACKEND: &str = "io_uring_direct";
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -348,6 +353,7 @@ fn targets(run: &RunResult) -> Vec<Target> {
         scaling_target(run, Mode::Threads),
         scaling_target(run, Mode::Tasks),
         bandwidth_target(run),
+        direct_latency_target(run),
     ]
 }
 
@@ -371,6 +377,49 @@ fn latency_target(run: &RunResult) -> Target {
              (ratio {:.2})",
             p50 / raw_p50
         ),
+    )
+}
+
+/// The direct backend's lone commit against the buffered limit (paired, as target 1), with the
+/// raw `O_DIRECT | O_DSYNC` write's p50 over the same buffered p50 beside it: the least the
+/// ratio can be on this disk.
+fn direct_latency_target(run: &RunResult) -> Target {
+    let case = find(run, SMALL_RECORD_BYTES, 1, Mode::Threads);
+    let p50 = case.map_or(f64::NAN, |c| c.latency.p50_us);
+    let buffered = run.raw.overwrite_4k.latency.p50_us;
+    let limit = case
+        .and_then(|c| c.paired_raw)
+        .map_or(buffered, |r| r.p50_us);
+    let direct = run.raw.odirect_dsync_4k.as_ref().map(|r| r.latency.p50_us);
+    let floor = direct.map_or_else(
+        || "O_DIRECT refused here".into(),
+        |d| {
+            format!(
+                "raw O_DIRECT|O_DSYNC 4 KiB p50 {d:.1} µs = {:.2} of the standalone buffered \
+                 p50, the least this ratio can be here",
+                d / buffered
+            )
+        },
+    );
+    let on_direct = run.backend == DIRECT_BACKEND;
+    let detail = if on_direct {
+        format!("commit p50 {p50:.1} µs, paired buffered raw p50 {limit:.1} µs; {floor}")
+    } else {
+        format!(
+            "for {DIRECT_BACKEND} (--backend {DIRECT_BACKEND}), this run: {}",
+            run.backend
+        )
+    };
+    verdict(
+        format!(
+            "{DIRECT_BACKEND}, 1 appender, 100 B: commit p50 / raw buffered 4 KiB \
+             overwrite+fdatasync p50 (paired)"
+        ),
+        if on_direct { p50 / limit } else { f64::NAN },
+        DIRECT_LATENCY_TARGET_RATIO,
+        true,
+        on_direct && case.is_some(),
+        detail,
     )
 }
 
