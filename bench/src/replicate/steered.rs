@@ -133,22 +133,6 @@ pub struct SteeredResult {
     pub raw_copies: Vec<RawCopyBeside>,
 }
 
-/// A paced copy's last read starts one read before its end at the rate, so a copy that kept
-/// its pace reaches a little less than the rate; one that reached this much of it kept it.
-const KEPT_PACE: f64 = 0.95;
-
-impl RawCopyBeside {
-    /// The rate the copy ran at over `unthrottled` MB/s: the rate it was paced to when it kept
-    /// that pace, else the rate it reached.
-    pub fn share(&self, unthrottled: f64) -> f64 {
-        if self.mb_per_s >= self.target_mb_per_s * KEPT_PACE {
-            self.of_unthrottled
-        } else {
-            self.mb_per_s / unthrottled
-        }
-    }
-}
-
 impl SteeredResult {
     /// The copies at (h)'s floor, one per grain.
     pub fn floor_copies(&self) -> impl Iterator<Item = &RawCopyBeside> {
@@ -189,6 +173,22 @@ pub struct RawCopyBeside {
     pub during: Summary,
     /// `during.p99_us` over the p99 alone.
     pub p99_ratio: f64,
+}
+
+/// A paced copy's last read starts one read before its end at the rate, so a copy that kept
+/// its pace reaches a little less than the rate; one that reached this much of it kept it.
+const KEPT_PACE: f64 = 0.95;
+
+impl RawCopyBeside {
+    /// The rate the copy ran at over `unthrottled` MB/s: the rate it was paced to when it kept
+    /// that pace, else the rate it reached.
+    pub fn share(&self, unthrottled: f64) -> f64 {
+        if self.mb_per_s >= self.target_mb_per_s * KEPT_PACE {
+            self.of_unthrottled
+        } else {
+            self.mb_per_s / unthrottled
+        }
+    }
 }
 
 /// Runs the steered catch-up in `dir/steered-catch-up`.
@@ -543,7 +543,63 @@ fn shutdown(node: Arc<Node>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::target_of;
+    use super::*;
+
+    fn run(mb_per_s: f64) -> SteeredRun {
+        SteeredRun {
+            target_ms: None,
+            catch_up_s: 1.0,
+            mb_per_s,
+            during: Summary::default(),
+            p99_ratio: 1.0,
+            throttled_s: 0.0,
+            chunks_sent: 0,
+        }
+    }
+
+    fn copy(grain: Grain, of_unthrottled: f64, reached: f64, p99_ratio: f64) -> RawCopyBeside {
+        RawCopyBeside {
+            grain,
+            of_unthrottled,
+            target_mb_per_s: 400.0 * of_unthrottled,
+            mb_per_s: reached,
+            bytes: 1 << 20,
+            during: Summary::default(),
+            p99_ratio,
+        }
+    }
+
+    #[test]
+    fn the_disks_share_is_the_fastest_copy_within_the_bound_and_the_floor_one_per_grain() {
+        let (coarse, fine) = (new_file::CATCH_UP_GRAIN, new_file::FINE_GRAIN);
+        let mut result = SteeredResult {
+            name: String::new(),
+            log_bytes: 1 << 30,
+            alone: Summary::default(),
+            unthrottled: run(400.0),
+            steered: run(40.0),
+            speed_ratio: 0.1,
+            raw_copies: vec![
+                copy(coarse, 0.5, 199.0, 4.0),
+                copy(coarse, 0.25, 99.0, 2.0),
+                copy(coarse, 0.125, 49.5, 1.4),
+                // Paced to 200 MB/s, reached 150: it did not keep its pace.
+                copy(fine, 0.5, 150.0, 1.1),
+                copy(coarse, 0.1, 39.9, 1.6),
+            ],
+        };
+        let floors: Vec<f64> = result.floor_copies().map(|c| c.p99_ratio).collect();
+        assert_eq!(
+            floors,
+            [4.0, 1.1],
+            "the first copy of each grain, the floor's"
+        );
+        assert_eq!(result.disk_share_at_bound(), Some(150.0 / 400.0));
+        result.raw_copies[3].mb_per_s = 198.0;
+        assert_eq!(result.disk_share_at_bound(), Some(0.5), "kept its pace");
+        result.raw_copies.retain(|c| c.p99_ratio > P99_TARGET_RATIO);
+        assert_eq!(result.disk_share_at_bound(), None);
+    }
 
     #[test]
     fn the_target_is_a_quarter_above_the_clients_p99_alone_to_the_microsecond() {
