@@ -357,14 +357,21 @@ fn targets(run: &RunResult) -> Vec<Target> {
     ]
 }
 
-fn latency_target(run: &RunResult) -> Target {
-    let raw_p50 = run.raw.overwrite_4k.latency.p50_us;
+/// The lone appender's case, its commit p50, and the buffered raw 4 KiB p50 it is held to: the
+/// one paired with it when measured, else the standalone one. The paired raw p50 was measured
+/// in the same moments as the appends; the standalone one, seconds earlier, on a disk whose
+/// speed may since have changed.
+fn lone_commit(run: &RunResult) -> (Option<&CaseResult>, f64, Option<f64>, f64) {
     let case = find(run, SMALL_RECORD_BYTES, 1, Mode::Threads);
     let p50 = case.map_or(f64::NAN, |c| c.latency.p50_us);
-    // The paired raw p50 was measured in the same moments as the appends; the standalone one,
-    // seconds earlier, on a disk whose speed may since have changed.
     let paired_p50 = case.and_then(|c| c.paired_raw).map(|r| r.p50_us);
-    let limit = paired_p50.unwrap_or(raw_p50);
+    let limit = paired_p50.unwrap_or(run.raw.overwrite_4k.latency.p50_us);
+    (case, p50, paired_p50, limit)
+}
+
+fn latency_target(run: &RunResult) -> Target {
+    let raw_p50 = run.raw.overwrite_4k.latency.p50_us;
+    let (case, p50, paired_p50, limit) = lone_commit(run);
     let paired = paired_p50.map_or_else(|| "not measured".into(), |p| format!("{p:.1} µs"));
     verdict(
         "1 appender, 100 B: commit p50 / raw 4 KiB overwrite+fdatasync p50 (paired)".into(),
@@ -384,12 +391,8 @@ fn latency_target(run: &RunResult) -> Target {
 /// raw `O_DIRECT | O_DSYNC` write's p50 over the same buffered p50 beside it: the least the
 /// ratio can be on this disk.
 fn direct_latency_target(run: &RunResult) -> Target {
-    let case = find(run, SMALL_RECORD_BYTES, 1, Mode::Threads);
-    let p50 = case.map_or(f64::NAN, |c| c.latency.p50_us);
+    let (case, p50, _, limit) = lone_commit(run);
     let buffered = run.raw.overwrite_4k.latency.p50_us;
-    let limit = case
-        .and_then(|c| c.paired_raw)
-        .map_or(buffered, |r| r.p50_us);
     let direct = run.raw.odirect_dsync_4k.as_ref().map(|r| r.latency.p50_us);
     let floor = direct.map_or_else(
         || "O_DIRECT refused here".into(),

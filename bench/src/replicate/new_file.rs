@@ -126,16 +126,12 @@ pub fn measure(
         copy_uncached_reads: false,
     };
     if let Some((log_dir, uncached)) = copy_from {
-        let write_direct = direct.is_some_and(|d| d > buffered);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let how = CopyHow {
             uncached,
-            write_direct,
+            write_direct: direct.is_some_and(|d| d > buffered),
             grain: CATCH_UP_GRAIN,
         };
-        let copied = copy_files(log_dir, &dir, bytes, how, None);
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        limit.copy_mb_per_s = Some(copied?);
+        limit.copy_mb_per_s = Some(copy_into(log_dir, &dir, bytes, how, None)?);
         limit.copy_uncached_reads = uncached;
     }
     Ok(limit)
@@ -208,8 +204,19 @@ pub fn copy_paced(
     mb_per_s: f64,
 ) -> anyhow::Result<f64> {
     anyhow::ensure!(mb_per_s > 0.0, "a paced copy needs a positive rate");
+    copy_into(log_dir, dir, bytes, how, Some(mb_per_s))
+}
+
+/// [`copy_files`] into `dir`, made for the copy and removed after it.
+fn copy_into(
+    log_dir: &Path,
+    dir: &Path,
+    bytes: u64,
+    how: CopyHow,
+    pace: Option<f64>,
+) -> anyhow::Result<f64> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let copied = copy_files(log_dir, dir, bytes, how, Some(mb_per_s));
+    let copied = copy_files(log_dir, dir, bytes, how, pace);
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     copied
 }

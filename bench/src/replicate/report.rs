@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::latency::Summary;
 use crate::machine::{self, Machine};
 use crate::replicate::commit::CaseResult;
 use crate::replicate::net_report::{self, NetRatios};
@@ -401,31 +402,27 @@ impl Report {
             "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11}",
             "run", "MB/s", "s", "p50 µs", "p99 µs", "p99.9 µs", "p99/alone", "throttled s"
         );
-        let a = &st.alone;
-        let _ = writeln!(
-            out,
-            "{:<28} {:>9} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>10.2} {:>11}",
-            "clients alone", "", "", a.p50_us, a.p99_us, a.p999_us, 1.0, ""
-        );
+        write_steered_row(out, "clients alone", None, &st.alone, 1.0, None);
         for r in [&st.unthrottled, &st.steered] {
             let name = r
                 .target_ms
                 .map_or("unthrottled".into(), |t| format!("target {t:.3} ms"));
-            let d = &r.during;
-            let _ = writeln!(
+            let speed = Some((r.mb_per_s, r.catch_up_s));
+            write_steered_row(
                 out,
-                "{:<28} {:>9.1} {:>9.2} {:>9.0} {:>9.0} {:>9.0} {:>10.2} {:>11.2}",
-                name,
-                r.mb_per_s,
-                r.catch_up_s,
-                d.p50_us,
-                d.p99_us,
-                d.p999_us,
+                &name,
+                speed,
+                &r.during,
                 r.p99_ratio,
-                r.throttled_s
+                Some(r.throttled_s),
             );
         }
-        write_raw_copies(out, st);
+        for c in &st.raw_copies {
+            let kib = c.grain.read_bytes >> 10;
+            let name = format!("raw {kib} KiB, {:.2} of unthr.", c.of_unthrottled);
+            let speed = Some((c.mb_per_s, c.bytes as f64 / 1e6 / c.mb_per_s));
+            write_steered_row(out, &name, speed, &c.during, c.p99_ratio, None);
+        }
         let _ = writeln!(
             out,
             "  {}: {:.0} MB copied; steered / unthrottled MB/s = {:.2}",
@@ -672,27 +669,28 @@ fn catch_up_target(run: &RunResult, planned: bool) -> Target {
     )
 }
 
-/// The steered table's rows of the raw copies beside the clients.
-fn write_raw_copies(out: &mut String, st: &SteeredResult) {
-    for c in &st.raw_copies {
-        let d = &c.during;
-        let _ = writeln!(
-            out,
-            "{:<28} {:>9.1} {:>9.2} {:>9.0} {:>9.0} {:>9.0} {:>10.2} {:>11}",
-            format!(
-                "raw {} KiB, {:.2} of unthr.",
-                c.grain.read_bytes >> 10,
-                c.of_unthrottled
-            ),
-            c.mb_per_s,
-            c.bytes as f64 / 1e6 / c.mb_per_s,
-            d.p50_us,
-            d.p99_us,
-            d.p999_us,
-            c.p99_ratio,
-            ""
-        );
-    }
+/// One row of the steered table: the clients' latency beside what ran (MB/s and seconds of a
+/// catch-up or a copy; the pacer's throttled seconds), blank where nothing did.
+fn write_steered_row(
+    out: &mut String,
+    name: &str,
+    speed: Option<(f64, f64)>,
+    d: &Summary,
+    p99_ratio: f64,
+    throttled_s: Option<f64>,
+) {
+    let cell =
+        |x: Option<f64>, decimals: usize| x.map_or(String::new(), |v| format!("{v:.decimals$}"));
+    let _ = writeln!(
+        out,
+        "{name:<28} {:>9} {:>9} {:>9.0} {:>9.0} {:>9.0} {p99_ratio:>10.2} {:>11}",
+        cell(speed.map(|s| s.0), 1),
+        cell(speed.map(|s| s.1), 2),
+        d.p50_us,
+        d.p99_us,
+        d.p999_us,
+        cell(throttled_s, 2),
+    );
 }
 
 /// (g) the clients' p99 during the steered catch-up over alone; (h) steered over unthrottled
