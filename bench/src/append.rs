@@ -44,6 +44,9 @@ use crate::workload::{
 pub struct RunResult {
     /// The engine's backend, as `Log::backend` names it.
     pub backend: String,
+    /// Whether waiting appenders wrote their records themselves while the writer thread was
+    /// idle (`Options::caller_runs`; `--no-caller-runs` turns it off).
+    pub caller_runs: bool,
     /// The raw limits, measured before the cases.
     pub raw: RawLimits,
     /// The 4 KiB overwrite latency measured again after the cases.
@@ -91,6 +94,15 @@ pub struct CaseResult {
     pub engine: EngineDelta,
 }
 
+/// How the cases open their logs.
+#[derive(Clone, Copy, Debug)]
+pub struct Engine {
+    /// The hot-path backend.
+    pub backend: Backend,
+    /// `Options::caller_runs`.
+    pub caller_runs: bool,
+}
+
 /// Differences of [`LogStats`] over the measured window, and what they imply.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct EngineDelta {
@@ -110,9 +122,20 @@ pub struct EngineDelta {
     pub records_per_write: f64,
     /// Bytes per group-commit write.
     pub bytes_per_write: f64,
+    /// Of `writes`, those a waiting appender made itself (caller-runs).
+    pub caller_writes: u64,
 }
 
 impl EngineDelta {
+    /// The share of writes waiting appenders made themselves, in percent.
+    pub fn caller_writes_percent(&self) -> f64 {
+        if self.writes == 0 {
+            0.0
+        } else {
+            100.0 * self.caller_writes as f64 / self.writes as f64
+        }
+    }
+
     fn between(a: LogStats, b: LogStats) -> EngineDelta {
         let writes = b.writes - a.writes;
         let per_write = |x: u64| {
@@ -131,6 +154,7 @@ impl EngineDelta {
             recycled: b.recycled - a.recycled,
             records_per_write: per_write(b.records - a.records),
             bytes_per_write: per_write(b.bytes - a.bytes),
+            caller_writes: b.caller_writes - a.caller_writes,
         }
     }
 }
@@ -139,7 +163,7 @@ impl EngineDelta {
 ///
 /// # Errors
 /// On any I/O or engine failure.
-pub fn run(plan: &Plan, dir: &Path, backend: Backend) -> anyhow::Result<RunResult> {
+pub fn run(plan: &Plan, dir: &Path, engine: Engine) -> anyhow::Result<RunResult> {
     // Each raw limit runs just before the cases it bounds, so both see the disk in a similar
     // state (a throttled virtual disk changes speed over seconds).
     let (small, large): (Vec<_>, Vec<_>) = plan
@@ -152,11 +176,11 @@ pub fn run(plan: &Plan, dir: &Path, backend: Backend) -> anyhow::Result<RunResul
     let [odirect_dsync_4k, odirect_fdatasync_4k] =
         raw::measure_direct_latency(dir, plan.raw_duration)?;
     let mut ceilings = Ceilings::default();
-    let mut cases = run_cases(plan, dir, backend, &small, &mut ceilings)?;
+    let mut cases = run_cases(plan, dir, engine, &small, &mut ceilings)?;
     eprintln!("raw bandwidth limits ({:?} each) ...", plan.raw_duration);
     settle(dir);
     let [overwrite_1m, append_1m] = raw::measure_bandwidth(dir, plan.raw_duration)?;
-    cases.extend(run_cases(plan, dir, backend, &large, &mut ceilings)?);
+    cases.extend(run_cases(plan, dir, engine, &large, &mut ceilings)?);
     settle(dir);
     let raw_overwrite_4k_after = raw::run_loop(
         dir,
@@ -174,6 +198,7 @@ pub fn run(plan: &Plan, dir: &Path, backend: Backend) -> anyhow::Result<RunResul
     };
     Ok(RunResult {
         backend: cases.first().map(|c| c.backend.clone()).unwrap_or_default(),
+        caller_runs: engine.caller_runs,
         raw,
         raw_overwrite_4k_after,
         ceilings,
@@ -221,7 +246,7 @@ fn measure_ceilings(
 fn run_cases(
     plan: &Plan,
     dir: &Path,
-    backend: Backend,
+    engine: Engine,
     cases: &[&Case],
     ceilings: &mut Ceilings,
 ) -> anyhow::Result<Vec<CaseResult>> {
@@ -229,14 +254,15 @@ fn run_cases(
     for &&spec in cases {
         measure_ceilings(plan, dir, spec, ceilings)?;
         settle(dir);
-        let case = run_case(plan, dir, backend, spec)?;
+        let case = run_case(plan, dir, engine, spec)?;
         eprintln!(
-            "{}: {:.0} rec/s, {:.1} MB/s, p50 {:.1} us, {:.1} records/write, {:.2} CPUs busy",
+            "{}: {:.0} rec/s, {:.1} MB/s, p50 {:.1} us, {:.1} records/write, {:.0} % of writes by appenders, {:.2} CPUs busy",
             case.name,
             case.records_per_s,
             case.mb_per_s,
             case.latency.p50_us,
             case.engine.records_per_write,
+            case.engine.caller_writes_percent(),
             case.cpu_cores
         );
         results.push(case);
@@ -245,7 +271,7 @@ fn run_cases(
 }
 
 /// Runs one case in a fresh subdirectory of `dir`.
-fn run_case(plan: &Plan, dir: &Path, backend: Backend, spec: Case) -> anyhow::Result<CaseResult> {
+fn run_case(plan: &Plan, dir: &Path, engine: Engine, spec: Case) -> anyhow::Result<CaseResult> {
     let (size, appenders) = (spec.record_bytes, spec.appenders);
     let case_dir = dir.join(format!(
         "log-size{size}-appenders{appenders}-{}",
@@ -258,7 +284,8 @@ fn run_case(plan: &Plan, dir: &Path, backend: Backend, spec: Case) -> anyhow::Re
         create_if_missing: true,
         segment_size_bytes: SEGMENT_SIZE_BYTES,
         max_free_segments: MAX_FREE_SEGMENTS,
-        backend,
+        backend: engine.backend,
+        caller_runs: engine.caller_runs,
         ..Options::default()
     };
     let log = Arc::new(

@@ -156,6 +156,10 @@ struct AppendArgs {
     /// The engine's hot-path I/O backend.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
+    /// Waiting appenders never write their records themselves: every write is the writer
+    /// thread's, as before caller-runs (for an A/B of the two on one build).
+    #[arg(long)]
+    no_caller_runs: bool,
 }
 
 /// `--backend` values, mirroring [`Backend`].
@@ -405,7 +409,11 @@ fn run_append(args: &AppendArgs) -> anyhow::Result<()> {
         plan.cases.clone_from(&args.cases);
     }
     let (scratch, machine, command) = prepare("append", plan.name, &args.dir)?;
-    let run = append::run(&plan, scratch.path(), args.backend.engine())?;
+    let engine = append::Engine {
+        backend: args.backend.engine(),
+        caller_runs: !args.no_caller_runs,
+    };
+    let run = append::run(&plan, scratch.path(), engine)?;
     scratch.remove()?;
     let report = report::Report::new(command, plan, machine, run);
     print!("{}", report.table());

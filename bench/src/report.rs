@@ -146,8 +146,9 @@ impl Report {
         m.write_description(out, &self.command);
         let _ = writeln!(
             out,
-            "engine backend: {}   peak RSS: {:.1} MiB",
+            "engine backend: {}   caller-runs: {}   peak RSS: {:.1} MiB",
             self.run.backend,
+            if self.run.caller_runs { "on" } else { "off" },
             self.peak_rss_kib as f64 / 1024.0
         );
         if let Some(w) = m.warning() {

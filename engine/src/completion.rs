@@ -14,7 +14,7 @@ use std::collections::BinaryHeap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 
@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::types::Lsn;
+use crate::writer::{run_for_waiter, WriterCell};
 
 /// Waiters a woken thread wakes in turn, so that waking a whole group commit is a tree spread
 /// over the woken threads instead of a loop on the writer thread.
@@ -47,6 +48,9 @@ pub(crate) struct Watermark {
     wake_inline: AtomicBool,
     waiters: Mutex<Waiters>,
     handoff: Mutex<Handoff>,
+    /// The writer, for a waiting thread to write its record itself while the writer thread is
+    /// idle (caller-runs); unset when the log's options turn that off.
+    runner: OnceLock<Weak<WriterCell>>,
     handoff_cond: parking_lot::Condvar,
 }
 
@@ -238,6 +242,28 @@ impl Watermark {
         released
     }
 
+    /// Lets waiting threads run the writer while it is idle (caller-runs).
+    pub(crate) fn set_runner(&self, cell: Weak<WriterCell>) {
+        let _ = self.runner.set(cell);
+    }
+
+    /// Caller-runs: writes `first..=last` on this thread if the writer is idle and nothing
+    /// else is queued; otherwise pays the wake the append left owing, if it did.
+    fn run_writer_here(&self, first: Lsn, last: Lsn, owes_wake: bool) {
+        if let Some(cell) = self.runner.get().and_then(Weak::upgrade) {
+            if !run_for_waiter(&cell, first, last) && owes_wake {
+                cell.wake_thread();
+            }
+        }
+    }
+
+    /// Pays the wake an append left owing (its completion was dropped or polled).
+    fn wake_writer_thread(&self) {
+        if let Some(cell) = self.runner.get().and_then(Weak::upgrade) {
+            cell.wake_thread();
+        }
+    }
+
     /// Whether the writer wakes every task itself (while it gathers its appenders after a
     /// flush) or hands large groups to the notifier thread.
     pub(crate) fn set_wake_inline(&self, inline: bool) {
@@ -321,25 +347,41 @@ impl Wake {
 #[must_use = "a completion does nothing unless waited on or awaited"]
 pub struct Completion {
     lsn: Lsn,
+    /// The first LSN of the append this completes (`lsn` but for a batch): the records its
+    /// waiter may write itself (caller-runs) when nothing else is queued.
+    first: Lsn,
     generation: u64,
     /// `None` for completions that were resolved at creation (buffered durability).
     watermark: Option<Arc<Watermark>>,
+    /// The append did not wake the writer thread, expecting this completion's waiter to write
+    /// the record (caller-runs): waiting pays it, and so do polling and dropping.
+    owes_wake: bool,
 }
 
 impl Completion {
     pub(crate) fn new(lsn: Lsn, generation: u64, watermark: Arc<Watermark>) -> Completion {
         Completion {
             lsn,
+            first: lsn,
             generation,
             watermark: Some(watermark),
+            owes_wake: false,
         }
+    }
+
+    /// This completion owes the writer thread the wake its append skipped.
+    pub(crate) fn owing_wake(mut self, owes: bool) -> Completion {
+        self.owes_wake = owes && self.watermark.is_some();
+        self
     }
 
     pub(crate) fn ready(lsn: Lsn) -> Completion {
         Completion {
             lsn,
+            first: lsn,
             generation: 0,
             watermark: None,
+            owes_wake: false,
         }
     }
 
@@ -365,10 +407,15 @@ impl Completion {
     /// # Errors
     /// [`Error::Poisoned`] if a write or fdatasync failed before the record was durable;
     /// [`Error::Closed`] if the log shut down first.
-    pub fn wait(self) -> Result<Lsn> {
+    pub fn wait(mut self) -> Result<Lsn> {
+        let owes_wake = std::mem::take(&mut self.owes_wake);
         let Some(w) = &self.watermark else {
             return Ok(self.lsn);
         };
+        if let Status::Done(r) = w.status(self.lsn, self.generation) {
+            return r;
+        }
+        w.run_writer_here(self.first, self.lsn, owes_wake);
         if let Status::Done(r) = w.status(self.lsn, self.generation) {
             return r;
         }
@@ -396,7 +443,12 @@ impl Completion {
 impl Future for Completion {
     type Output = Result<Lsn>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Lsn>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Lsn>> {
+        if std::mem::take(&mut self.owes_wake) {
+            if let Some(w) = &self.watermark {
+                w.wake_writer_thread();
+            }
+        }
         let Some(w) = &self.watermark else {
             return Poll::Ready(Ok(self.lsn));
         };
@@ -407,6 +459,16 @@ impl Future for Completion {
         match w.register(self.lsn, self.generation, Wake::Task(cx.waker().clone())) {
             Status::Done(r) => Poll::Ready(r),
             Status::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if self.owes_wake {
+            if let Some(w) = &self.watermark {
+                w.wake_writer_thread();
+            }
         }
     }
 }
@@ -460,7 +522,8 @@ pub struct AppendBatch {
 }
 
 impl AppendBatch {
-    pub(crate) fn new(first: Lsn, completion: Completion) -> AppendBatch {
+    pub(crate) fn new(first: Lsn, mut completion: Completion) -> AppendBatch {
+        completion.first = first;
         AppendBatch { first, completion }
     }
 

@@ -51,6 +51,9 @@ pub struct LogStats {
     /// Bytes readers read from sealed segments around the page cache (`O_DIRECT`), which they
     /// do when the log's backend writes around it (`io_uring_direct`).
     pub uncached_read_bytes: u64,
+    /// Of `writes`, those an appender waiting for its record made itself while the writer
+    /// thread was idle ([`crate::Options::caller_runs`]).
+    pub caller_writes: u64,
 }
 
 /// A durable segment log. `Send + Sync`: share it with `Arc` and append from any thread.
@@ -132,10 +135,12 @@ impl Log {
         let hasher = self.check_and_hash(&payload)?;
         let need = encoded_len(payload.len());
         let mut st = self.lock_with_room(need)?;
+        let was_empty = st.items.is_empty();
         let (lsn, generation) = push_record(&mut st, payload, &hasher);
-        self.wake_writer(&mut st);
+        let owes_wake = self.wake_writer_unless_waited(&mut st, was_empty, durability);
         drop(st);
-        Ok(Append::new(self.completion(lsn, generation, durability)))
+        let completion = self.completion(lsn, generation, durability);
+        Ok(Append::new(completion.owing_wake(owes_wake)))
     }
 
     /// Appends records with dense LSNs; they become durable together.
@@ -159,15 +164,16 @@ impl Log {
         }
         let need: usize = records.iter().map(|(p, _)| encoded_len(p.len())).sum();
         let mut st = self.lock_with_room(need)?;
+        let was_empty = st.items.is_empty();
         let first = st.next_lsn;
         let mut last = (first, st.generation);
         for (payload, hasher) in records {
             last = push_record(&mut st, payload, &hasher);
         }
-        self.wake_writer(&mut st);
+        let owes_wake = self.wake_writer_unless_waited(&mut st, was_empty, Durability::Durable);
         drop(st);
         let completion = self.completion(last.0, last.1, Durability::Durable);
-        Ok(AppendBatch::new(first, completion))
+        Ok(AppendBatch::new(first, completion.owing_wake(owes_wake)))
     }
 
     /// Appends one record with [`Durability::Durable`] in `epoch`, which first becomes the log's
@@ -457,6 +463,7 @@ impl Log {
             rollovers: c.rollovers.load(Ordering::Relaxed),
             recycled: c.recycled.load(Ordering::Relaxed),
             repairs: c.repairs.load(Ordering::Relaxed),
+            caller_writes: c.caller_writes.load(Ordering::Relaxed),
             uncached_read_bytes: c.uncached_read_bytes.load(Ordering::Relaxed),
         }
     }
@@ -532,6 +539,30 @@ impl Log {
             st.writer_waiting = false;
             self.shared.queue.work.notify_one();
         }
+    }
+
+    /// Caller-runs: an append into an empty queue while the writer thread idles in its
+    /// idle-marker wait does not wake it, because the appender will most likely wait for the
+    /// record and then write it itself (`Completion::wait`); the completion owes the wake
+    /// instead, and pays it if it is dropped, polled, or finds the writer busy. A record
+    /// nobody waits for is taken when that wait ends, within `IDLE_MARKER_DELAY`. Returns
+    /// whether the wake is owed.
+    fn wake_writer_unless_waited(
+        &self,
+        st: &mut QueueState,
+        was_empty: bool,
+        durability: Durability,
+    ) -> bool {
+        let defer = was_empty
+            && durability == Durability::Durable
+            && st.writer_waiting
+            && st.writer_timed
+            && !st.writer_gathers
+            && self.shared.caller_runs();
+        if !defer {
+            self.wake_writer(st);
+        }
+        defer
     }
 
     fn completion(&self, lsn: Lsn, generation: u64, durability: Durability) -> Completion {

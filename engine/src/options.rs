@@ -96,7 +96,14 @@ pub struct Options {
     pub full_scan_on_open: bool,
     /// Told of every batch the writer forms and of every advance of the durable watermark, on
     /// the writer thread (replication uses it to send a batch before its fdatasync completes).
+    /// A log with an observer writes only on the writer thread: `caller_runs` does not apply.
     pub observer: Option<Arc<dyn LogObserver>>,
+    /// Caller-runs: a thread that waits for its record ([`crate::Completion::wait`], and so
+    /// `append(..)?.wait()` and [`crate::Log::sync`]) while the writer thread is idle writes
+    /// and syncs the queued records itself, instead of waking the writer and being woken by
+    /// it: two thread hand-offs fewer on a lone commit. Async waiters never do (they must not
+    /// block their executor). Default `true`.
+    pub caller_runs: bool,
 }
 
 /// Watches the writer. Both calls run on the writer thread, in LSN order: keep them short and
@@ -137,6 +144,7 @@ impl Default for Options {
             recovery: RecoveryMode::Strict,
             full_scan_on_open: false,
             observer: None,
+            caller_runs: true,
         }
     }
 }

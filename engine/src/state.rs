@@ -60,6 +60,14 @@ pub(crate) struct QueueState {
     /// While the writer gathers a group commit: wake it only once `items` holds this many
     /// (0 otherwise: any item wakes it).
     pub(crate) writer_wants: usize,
+    /// A waiting appender wrote (caller-runs) while the writer thread slept: the writer thread
+    /// writes the idle marker that proves that write if nothing follows it.
+    pub(crate) marker_due: bool,
+    /// The writer thread waits at most `IDLE_MARKER_DELAY` (a marker is due): an append may
+    /// leave it asleep for a waiting appender to write (`Log::wake_writer_unless_waited`).
+    pub(crate) writer_timed: bool,
+    /// The idle writer thread will gather a group for its next write: appends wake it.
+    pub(crate) writer_gathers: bool,
     pub(crate) space_wakers: Vec<Waker>,
 }
 
@@ -81,6 +89,8 @@ pub(crate) struct Counters {
     pub(crate) rollovers: AtomicU64,
     pub(crate) recycled: AtomicU64,
     pub(crate) repairs: AtomicU64,
+    /// Writes made by waiting appenders rather than the writer thread (caller-runs).
+    pub(crate) caller_writes: AtomicU64,
     /// Bytes read around the page cache; shared with readers' window pools.
     pub(crate) uncached_read_bytes: Arc<AtomicU64>,
 }
@@ -104,6 +114,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether waiting appenders may write their records themselves (caller-runs).
+    pub(crate) fn caller_runs(&self) -> bool {
+        self.options.caller_runs && self.options.observer.is_none()
+    }
+
     pub(crate) fn first_lsn(&self) -> Lsn {
         self.segments
             .read()

@@ -1,12 +1,22 @@
-//! The writer thread: group commit.
+//! The writer: group commit.
 //!
-//! One thread owns the write queue (the io_uring ring on the default backend). Each turn it takes
-//! every record queued so far, copies as many as fit into one buffer, and submits one write plus
-//! one fdatasync. While that flush is in flight it builds and submits the next batch (at most
-//! `PIPELINE_DEPTH` operations in flight), so a batch's write overlaps the previous flush. No
-//! timer: an idle log commits a lone record at once, and does so inline on this thread (an
-//! io_uring fdatasync always runs on a kernel worker, a hand-off that only pays when there is
-//! something to overlap).
+//! One writer owns the write queue (the io_uring ring on the io_uring backends), behind a lock
+//! (`WriterCell`) that one thread at a time holds, and lets go of only with nothing taken or in
+//! flight. Each turn it takes every record queued so far, copies as many as fit into one
+//! buffer, and submits one write plus one fdatasync. While that flush is in flight it builds and
+//! submits the next batch (at most `PIPELINE_DEPTH` operations in flight), so a batch's write
+//! overlaps the previous flush. No timer: an idle log commits a lone record at once, and does so
+//! inline (an io_uring fdatasync always runs on a kernel worker, a hand-off that only pays when
+//! there is something to overlap).
+//!
+//! Caller-runs: the writer thread holds the lock while there is work. While it idles, an
+//! appender that waits for its records (`Completion::wait`) and finds only them queued takes
+//! the lock and writes them itself, saving the two thread hand-offs (appender → writer thread
+//! → appender) that a lone commit otherwise pays; an append that finds the writer thread in its
+//! idle-marker wait does not even wake it (the completion owes that wake, and pays it if it is
+//! dropped, polled, or finds the writer busy). When the writer thread's last write released a
+//! group of waiters, they leave the next write to it, so that it gathers them. A log with an
+//! observer writes only on the writer thread, where the observer expects its calls.
 //!
 //! One pause, bounded and adaptive: after a flush that released several waiters, the writer
 //! waits (at most a quarter of the recent flush time) for them to append again before it
@@ -170,12 +180,21 @@ fn recovered_epoch(shared: &Arc<Shared>, last: Lsn) -> Epoch {
     }
 }
 
-/// Starts the writer, the preallocator and the durability notifier.
-fn spawn(shared: &Shared, writer: Writer, pool: Arc<FreePool>) -> Result<[JoinHandle<()>; 3]> {
+/// Starts the writer thread (and lets waiting appenders run the writer while it idles, unless
+/// the options say otherwise), the preallocator and the durability notifier.
+fn spawn(shared: &Arc<Shared>, writer: Writer, pool: Arc<FreePool>) -> Result<[JoinHandle<()>; 3]> {
+    let cell = Arc::new(WriterCell {
+        writer: Mutex::new(writer),
+        shared: Arc::clone(shared),
+    });
+    if shared.caller_runs() {
+        shared.watermark.set_runner(Arc::downgrade(&cell));
+    }
     let spawn_err = |e| Error::io("spawn thread", &shared.dir, e);
+    let for_writer = Arc::clone(shared);
     let w = thread::Builder::new()
         .name("logship-writer".into())
-        .spawn(move || writer.run())
+        .spawn(move || run_writer_thread(&for_writer, &cell))
         .map_err(spawn_err)?;
     let p = thread::Builder::new()
         .name("logship-prealloc".into())
@@ -187,6 +206,159 @@ fn spawn(shared: &Shared, writer: Writer, pool: Arc<FreePool>) -> Result<[JoinHa
         .spawn(move || watermark.run_notifier())
         .map_err(spawn_err)?;
     Ok([w, p, n])
+}
+
+/// The writer's state, behind the lock that makes one thread at a time its writer: the writer
+/// thread, or (caller-runs) an appender waiting for its record while the writer thread is idle.
+/// Whoever holds it lets it go only with nothing taken or in flight.
+pub(crate) struct WriterCell {
+    writer: Mutex<Writer>,
+    shared: Arc<Shared>,
+}
+
+impl WriterCell {
+    /// Wakes the writer thread if it sleeps while records are queued: the wake an append left
+    /// to its waiter (`Log::wake_writer_unless_waited`), paid when the waiter does not write.
+    pub(crate) fn wake_thread(&self) {
+        let q = &self.shared.queue;
+        let mut st = q.state.lock();
+        if st.writer_waiting && !st.items.is_empty() {
+            st.writer_waiting = false;
+            q.work.notify_one();
+        }
+    }
+}
+
+/// Who is running the writer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    Thread,
+    Caller,
+}
+
+/// How a run of the writer ended.
+enum Turn {
+    /// Nothing queued, taken or in flight.
+    Idle,
+    /// The log is closing and everything is written.
+    Closed,
+}
+
+/// Why the idle writer thread woke.
+enum Woke {
+    Work,
+    MarkerDue,
+}
+
+/// The writer thread: runs the writer whenever there is work, lets go of it while it waits
+/// for more (so that a waiting appender may write meanwhile), writes the idle marker, and at
+/// the end the durable floor (clean close) or the poison (a failed write).
+fn run_writer_thread(shared: &Arc<Shared>, cell: &WriterCell) {
+    loop {
+        let (marker_due, gathers) = {
+            let mut w = cell.writer.lock();
+            if w.finished {
+                break;
+            }
+            match w.run_until_idle(Runner::Thread) {
+                Ok(Turn::Idle) => (w.marker_due(), w.gather_target.is_some()),
+                Ok(Turn::Closed) => {
+                    w.write_floor_at_close();
+                    w.finished = true;
+                    break;
+                }
+                Err(cause) => {
+                    w.poison(cause);
+                    w.finished = true;
+                    break;
+                }
+            }
+        };
+        if let Woke::MarkerDue = wait_for_work(shared, marker_due, gathers) {
+            cell.writer.lock().write_idle_marker_if_idle();
+        }
+    }
+    shared.watermark.close();
+}
+
+/// The idle writer thread's wait: for an item or the close, or (when a write is not proven
+/// yet) at most `IDLE_MARKER_DELAY`, after which the idle marker is due. While `gathers` (its
+/// last write released a group of waiters, which it gathers again), appends wake it and their
+/// waiters leave the write to it.
+fn wait_for_work(shared: &Shared, mut marker_due: bool, gathers: bool) -> Woke {
+    let q = &shared.queue;
+    let mut st = q.state.lock();
+    st.writer_gathers = gathers;
+    loop {
+        if !st.items.is_empty() || st.closing || st.poisoned.is_some() {
+            st.writer_waiting = false;
+            st.writer_timed = false;
+            return Woke::Work;
+        }
+        // A waiting appender that wrote while this thread slept leaves word here; each such
+        // write restarts the delay, so that no idle marker lands between a lone appender's
+        // commits.
+        marker_due |= std::mem::take(&mut st.marker_due);
+        st.writer_waiting = true;
+        st.writer_timed = marker_due;
+        if !marker_due {
+            q.work.wait(&mut st);
+        } else if q.work.wait_for(&mut st, IDLE_MARKER_DELAY).timed_out()
+            && st.items.is_empty()
+            && !st.closing
+            && !st.marker_due
+        {
+            st.writer_waiting = false;
+            st.writer_timed = false;
+            return Woke::MarkerDue;
+        }
+    }
+}
+
+/// Caller-runs: an appender about to wait for its records `first..=last` writes them itself
+/// when the writer thread is idle (holds nothing and has nothing in flight) and nothing else
+/// is queued, and the writer thread is not about to gather a group (its last write released
+/// several waiters, who are appending again: one of them writing its own record would split
+/// the group). Returns false at once otherwise: the writer's write in flight then covers the
+/// records, or the writer thread takes them next, with whatever other appenders queued.
+pub(crate) fn run_for_waiter(cell: &WriterCell, first: Lsn, last: Lsn) -> bool {
+    let Some(mut w) = cell.writer.try_lock() else {
+        return false;
+    };
+    if w.finished || w.gather_target.is_some() || !w.take_own_items(first, last) {
+        return false;
+    }
+    let shared = Arc::clone(&w.shared);
+    let writes = shared.counters.writes.load(Ordering::Relaxed);
+    let ran = w.run_until_idle(Runner::Caller);
+    let wrote = shared.counters.writes.load(Ordering::Relaxed) - writes;
+    shared
+        .counters
+        .caller_writes
+        .fetch_add(wrote, Ordering::Relaxed);
+    match ran {
+        Ok(_) if wrote > 0 && w.marker_due() => {
+            // The writer thread proves this write if nothing follows it; wake it only if it
+            // sleeps without a deadline.
+            let mut st = shared.queue.state.lock();
+            st.marker_due = true;
+            if st.writer_waiting && !st.writer_timed {
+                st.writer_waiting = false;
+                shared.queue.work.notify_one();
+            }
+        }
+        Ok(_) => {}
+        Err(cause) => {
+            w.poison(cause);
+            w.finished = true;
+            drop(w);
+            // The writer thread finds the log poisoned and finished, and ends, closing the
+            // watermark.
+            let _st = shared.queue.state.lock();
+            shared.queue.work.notify_all();
+        }
+    }
+    true
 }
 
 /// One submitted batch.
@@ -240,6 +412,8 @@ struct Writer {
     gather_score: i32,
     /// Opportunities skipped since the last pause, while the score is negative.
     gather_skipped: u32,
+    /// The writer thread ended (a clean close or a failure): nobody writes any more.
+    finished: bool,
 }
 
 /// Batches at least this large on average make pre-zeroing a spare segment cost more than it
@@ -277,18 +451,11 @@ impl Writer {
             gather_target: None,
             gather_score: 0,
             gather_skipped: 0,
+            finished: false,
             completions: Vec::new(),
             next_lsn,
             last_epoch,
         }
-    }
-
-    fn run(mut self) {
-        match self.main_loop() {
-            Ok(()) => self.write_floor_at_close(),
-            Err(cause) => self.poison(cause),
-        }
-        self.shared.watermark.close();
     }
 
     /// A clean close: everything written is durable; say so in the durable floor, which also
@@ -310,77 +477,104 @@ impl Writer {
         }
     }
 
-    fn main_loop(&mut self) -> Result<(), String> {
+    /// Runs until nothing is queued, taken or in flight; never waits for new work, only for
+    /// the completions of its own writes. The writer thread (`Runner::Thread`) takes whatever
+    /// is queued each time it runs out; a waiting appender (`Runner::Caller`) writes only what
+    /// it took (`take_own_items`) and leaves what arrived since to the writer thread (whose
+    /// appenders woke it), so that it returns as soon as its own records are durable. Returns
+    /// `Turn::Closed` when the log is closing and everything is written.
+    fn run_until_idle(&mut self, runner: Runner) -> Result<Turn, String> {
         loop {
-            if self.pending.is_empty() && !self.take_items(self.flights.is_empty()) {
-                return Ok(());
+            if self.pending.is_empty() && runner == Runner::Thread && !self.take_items() {
+                return Ok(Turn::Closed);
             }
-            match self.pending.front() {
-                Some(Item::Truncate { .. }) => {
-                    self.drain()?;
-                    let item = self.pending.pop_front().expect("front exists");
-                    self.truncate(item)?;
-                    continue;
-                }
-                Some(Item::Seal { .. }) => {
-                    self.drain()?;
-                    let Some(Item::Seal { reply }) = self.pending.pop_front() else {
-                        unreachable!("front is a seal");
-                    };
-                    let result = self.seal();
-                    let _ = reply.send(result.clone().map_err(|cause| Error::Poisoned { cause }));
-                    result?;
-                    continue;
-                }
-                Some(Item::Record { .. }) if self.flights.len() < PIPELINE_DEPTH => {
-                    if self.flights.is_empty() {
-                        self.gather();
-                    }
-                    self.write_batch()?;
-                    // Acknowledge whatever already completed before building the next batch: a
-                    // synchronous queue finishes its operation inside `submit`, and its waiters
-                    // must not wait for the next batch's flush as well.
-                    if !self.flights.is_empty() {
-                        self.reap(0)?;
-                    }
-                    continue;
-                }
-                _ => {}
+            if self.pending.is_empty() && self.flights.is_empty() {
+                return Ok(Turn::Idle);
             }
-            if !self.flights.is_empty() {
-                self.reap(1)?;
-            }
+            self.step(runner)?;
         }
     }
 
-    /// Moves queued items into `pending`. Blocks for work only when `block`. Returns false when
-    /// the log is closing and nothing is left to do.
-    fn take_items(&mut self, block: bool) -> bool {
-        let shared = Arc::clone(&self.shared);
-        let q = &shared.queue;
-        let mut st = q.state.lock();
-        while st.items.is_empty() {
-            if st.closing && self.flights.is_empty() {
-                return false;
+    /// Acts on the first pending item, or waits for a write in flight.
+    fn step(&mut self, runner: Runner) -> Result<(), String> {
+        match self.pending.front() {
+            Some(Item::Truncate { .. }) => {
+                self.drain()?;
+                let item = self.pending.pop_front().expect("front exists");
+                return self.truncate(item);
             }
-            if !block || st.closing {
-                return true;
+            Some(Item::Seal { .. }) => {
+                self.drain()?;
+                let Some(Item::Seal { reply }) = self.pending.pop_front() else {
+                    unreachable!("front is a seal");
+                };
+                let result = self.seal();
+                let _ = reply.send(result.clone().map_err(|cause| Error::Poisoned { cause }));
+                return result;
             }
-            st.writer_waiting = true;
-            if self.synced_offset > self.proven_offset {
-                let idle = q.work.wait_for(&mut st, IDLE_MARKER_DELAY).timed_out();
-                if idle && st.items.is_empty() && !st.closing {
-                    drop(st);
-                    self.write_idle_marker();
-                    st = q.state.lock();
+            Some(Item::Record { .. }) if self.flights.len() < PIPELINE_DEPTH => {
+                if self.flights.is_empty() && runner == Runner::Thread {
+                    self.gather();
                 }
-                continue;
+                self.write_batch()?;
+                // Acknowledge whatever already completed before building the next batch: a
+                // synchronous queue finishes its operation inside `submit`, and its waiters
+                // must not wait for the next batch's flush as well.
+                if !self.flights.is_empty() {
+                    self.reap(0)?;
+                }
+                return Ok(());
             }
-            q.work.wait(&mut st);
+            _ => {}
         }
-        st.writer_waiting = false;
+        if !self.flights.is_empty() {
+            self.reap(1)?;
+        }
+        Ok(())
+    }
+
+    /// Moves queued items into `pending`. Returns false when the log is closing and nothing is
+    /// left to do. Never waits.
+    fn take_items(&mut self) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let mut st = shared.queue.state.lock();
+        if st.items.is_empty() {
+            return !(st.closing && self.flights.is_empty());
+        }
         self.pending.extend(st.items.drain(..));
         true
+    }
+
+    /// Caller-runs: takes the queue if it holds records `first..=last` and nothing else.
+    fn take_own_items(&mut self, first: Lsn, last: Lsn) -> bool {
+        debug_assert!(self.pending.is_empty() && self.flights.is_empty());
+        let shared = Arc::clone(&self.shared);
+        let mut st = shared.queue.state.lock();
+        let own = match st.items.first() {
+            Some(Item::Record { header, .. }) => {
+                header_lsn(header) == first
+                    && st.next_lsn.prev() == last
+                    && st.items.len() as u64 == last.get() + 1 - first.get()
+            }
+            _ => false,
+        };
+        if own {
+            self.pending.extend(st.items.drain(..));
+        }
+        own
+    }
+
+    /// The last write is synced and no later marker says so yet.
+    fn marker_due(&self) -> bool {
+        self.synced_offset > self.proven_offset
+    }
+
+    /// The idle marker, once the writer has waited `IDLE_MARKER_DELAY` with nothing to do.
+    fn write_idle_marker_if_idle(&mut self) {
+        if !self.finished && self.marker_due() && self.pending.is_empty() && self.flights.is_empty()
+        {
+            self.write_idle_marker();
+        }
     }
 
     /// Proves the last write synced, without a sync of its own: a marker after it in the page
@@ -497,7 +691,7 @@ impl Writer {
                 break;
             }
             debug_assert_eq!(
-                u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
+                header_lsn(header).get(),
                 self.next_lsn.get() + records,
                 "records reach the writer out of LSN order"
             );
@@ -831,6 +1025,13 @@ impl Writer {
             }
         }
     }
+}
+
+/// The LSN field of an encoded record header.
+fn header_lsn(header: &[u8; RECORD_HEADER_BYTES]) -> Lsn {
+    let mut field = [0u8; 8];
+    field.copy_from_slice(&header[8..16]);
+    Lsn(u64::from_le_bytes(field))
 }
 
 /// The epoch field of an encoded record header.

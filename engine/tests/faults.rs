@@ -421,3 +421,36 @@ fn an_interrupted_creation_is_refused_then_finished_by_create() {
     assert!(log.recovery_report().created);
     assert_eq!(log.append(payload(8, 1)).unwrap().wait().unwrap(), Lsn(1));
 }
+
+/// A failed fdatasync in a write the waiting appender made itself (caller-runs, the writer
+/// thread idle) poisons the log as one on the writer thread does: the appender gets
+/// `Poisoned`, later appends are refused, nothing more is durable, and the log still closes
+/// (the writer thread ends). The writer thread, which the append wakes, may win the race to
+/// write; the test repeats until the appender made the failed write (at most 20 tries).
+#[test]
+fn a_failed_sync_in_an_appenders_own_write_poisons_the_log() {
+    for seed in 0..20u64 {
+        let vfs = FaultyVfs::new(seed);
+        let log = fill(&vfs, 11);
+        let before = log.stats();
+        vfs.set_faults(FaultConfig {
+            fail_sync_after: Some(0),
+            ..FaultConfig::default()
+        });
+        let first = log.append(payload(11, 1000)).and_then(|a| a.wait());
+        assert!(matches!(first, Err(Error::Poisoned { .. })), "{first:?}");
+        assert!(matches!(
+            log.append(payload(11, 1001)),
+            Err(Error::Poisoned { .. })
+        ));
+        assert!(matches!(log.sync(), Err(Error::Poisoned { .. })));
+        let after = log.stats();
+        assert_eq!(after.records, before.records, "nothing more is durable");
+        drop(log);
+        if after.caller_writes > before.caller_writes {
+            return;
+        }
+        println!("try {seed}: the writer thread made the write");
+    }
+    panic!("in 20 tries the appender never made its own write");
+}

@@ -216,3 +216,55 @@ fn chunks_stay_within_their_bound_when_markers_lie_between_records() {
         assert_eq!(next, Lsn(41));
     }
 }
+
+/// Notes the thread each callback runs on.
+#[derive(Debug, Default)]
+struct Threads(Mutex<Vec<String>>);
+
+impl Threads {
+    fn note(&self) {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        self.0.lock().push(name);
+    }
+}
+
+impl LogObserver for Threads {
+    fn on_batch(&self, _first: Lsn, _last: Lsn, _records: &[u8]) {
+        self.note();
+    }
+    fn on_durable(&self, _durable: Lsn) {
+        self.note();
+    }
+}
+
+/// The observer is called on the writer thread only, as documented: a log with an observer
+/// never lets a waiting appender write its record itself (caller-runs), even though every
+/// append here waits while the writer is idle.
+#[test]
+fn with_an_observer_only_the_writer_thread_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Threads::default());
+    let opts = Options {
+        observer: Some(seen.clone()),
+        ..small()
+    };
+    let log = Log::open(dir.path().join("p"), opts).unwrap();
+    for i in 1..=50u64 {
+        assert_eq!(log.append(payload(i)).unwrap().wait().unwrap(), Lsn(i));
+    }
+    log.sync().unwrap();
+    let stats = log.stats();
+    assert!(stats.writes >= 1);
+    assert_eq!(stats.caller_writes, 0);
+    let names = seen.0.lock().clone();
+    // At least each write's batch call (made before its fdatasync; the last durable call may
+    // still be on its way).
+    assert!(names.len() as u64 >= stats.writes, "{stats:?}: {names:?}");
+    assert!(
+        names.iter().all(|n| n == "logship-writer"),
+        "callbacks ran on {names:?}"
+    );
+}
