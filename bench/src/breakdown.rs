@@ -274,14 +274,14 @@ pub fn calls(text: &str) -> Vec<Call> {
 
 /// What each span between two links is made of.
 pub const SPANS: [&str; 9] = [
-    "client → port: loopback send, the port thread's wake-up and read",
+    "client → port: loopback send, the port reader's wake-up and read",
     "port → primary writer: admission, the log queue, the writer's wake-up, the record frame",
     "primary → follower: loopback, the follower transport thread's wake-up and read",
-    "follower transport → its writer: the log hand-off and the writer's wake-up",
+    "follower read → its pwrite: checks, the replica, the log queue (+ writer hand-off)",
     "follower pwrite + fdatasync",
-    "follower fdatasync → durable ack sent (by its writer thread)",
+    "follower fdatasync → durable ack sent (by the thread that wrote)",
     "follower → primary: loopback, the primary transport thread's wake-up and read",
-    "ack → answer: the quorum commit, the port thread's wake-up",
+    "ack → answer: the quorum commit, the answering thread's wake-up",
     "port → client: loopback, the client's wake-up and read",
 ];
 
@@ -290,12 +290,15 @@ pub const SPANS: [&str; 9] = [
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chain {
     /// Times of the links: the client sends; the port has read the request; the primary's
-    /// writer sends the record; the follower has read it; the follower's writer starts its
-    /// write; its fdatasync returns; it sends its durable ack; the primary has read the ack;
-    /// the port sends the answer; the client has read it.
+    /// writer sends the record; the follower has read it; the follower starts its write; its
+    /// fdatasync returns; it sends its durable ack; the primary has read the ack; the port
+    /// sends the answer; the client has read it.
     pub links: [f64; 10],
     /// The primary's pwrite start and fdatasync end.
     pub local: (f64, f64),
+    /// The follower wrote on the thread that read the record (`Log::append_replicated_here`), not
+    /// on its log's writer thread.
+    pub follower_wrote_on_read: bool,
 }
 
 fn is_recv(c: &Call) -> bool {
@@ -310,12 +313,15 @@ fn is_write(c: &Call) -> bool {
     matches!(c.name.as_str(), "pwrite64" | "pwritev")
 }
 
-/// The thread roles, by name: the benchmark's client, the client port, the log writers.
+/// The thread roles, by name: the benchmark's client, the client port's answering thread
+/// (`logship-client-…`; the trace keeps 15 bytes of a name), the log writers. The port's and
+/// the nodes' connection readers are all `ls-rd-*`: the chain tells them apart by thread id
+/// and by what they read.
 fn role(c: &Call) -> &'static str {
     match c.comm.as_str() {
         CLIENT_THREAD => "client",
-        "logship-client" => "port",
         "logship-writer" => "writer",
+        name if name.starts_with("logship-client") => "port",
         _ => "other",
     }
 }
@@ -344,26 +350,30 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
         .collect();
     let w = &window;
     let t0 = send.start;
-    let port = earliest(w, t0, true, |c| role(c) == "port" && is_recv(c))?;
+    // The port's reader: the first to read a whole request after the client's send.
+    let port = earliest(w, t0, true, |c| {
+        role(c) == "other" && is_recv(c) && c.ret >= record
+    })?;
     let sent = earliest(w, port.end, false, |c| {
         role(c) == "writer" && is_send(c) && c.ret >= record
     })?;
     let pw = sent.tid;
-    let side = |c: &Call| role(c) == "other" || (role(c) == "writer" && c.tid != pw);
+    let side = |c: &Call| {
+        c.tid != port.tid && (role(c) == "other" || (role(c) == "writer" && c.tid != pw))
+    };
     let f_recv = earliest(w, sent.start, true, |c| {
         side(c) && is_recv(c) && c.ret >= record
     })?;
-    let f_write = earliest(w, f_recv.end, false, |c| {
-        role(c) == "writer" && c.tid != pw && is_write(c)
-    })?;
+    // The follower's log writer thread, or the thread that read the record.
+    let f_write = earliest(w, f_recv.end, false, |c| c.tid != pw && is_write(c))?;
     let f_sync = earliest(w, f_write.start, false, |c| {
         c.tid == f_write.tid && c.name == "fdatasync"
     })?;
     let ack = earliest(w, f_sync.end, false, |c| {
-        side(c) && c.tid != f_recv.tid && is_send(c)
+        (c.tid == f_write.tid || c.tid == f_recv.tid) && is_send(c)
     })?;
     let p_ack = earliest(w, ack.start, true, |c| {
-        role(c) == "other" && c.tid != f_recv.tid && is_recv(c)
+        role(c) == "other" && c.tid != f_recv.tid && c.tid != port.tid && is_recv(c)
     })?;
     let answer = earliest(w, p_ack.end, false, |c| role(c) == "port" && is_send(c))?;
     let done = earliest(w, answer.start, true, |c| role(c) == "client" && is_recv(c))?;
@@ -385,6 +395,7 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
             done.end,
         ],
         local: (p_write.start, p_sync.end),
+        follower_wrote_on_read: f_write.tid == f_recv.tid,
     })
 }
 
@@ -458,6 +469,13 @@ pub fn report(run: &Traced, record: usize) -> String {
         quantile(&mut local, 0.5),
         chains.len()
     );
+    let on_read = chains.iter().filter(|c| c.follower_wrote_on_read).count();
+    let _ = writeln!(
+        s,
+        "the follower wrote on the thread that read the record in {on_read} of {} commits \
+         (else on its log's writer thread)",
+        chains.len()
+    );
     s
 }
 
@@ -483,20 +501,26 @@ mod tests {
     }
 
     /// One commit's calls, starting at `t`, every span 10 µs apart except the follower's
-    /// write and fdatasync (100 µs).
-    fn commit(t: u64) -> Vec<String> {
+    /// write and fdatasync (100 µs); the follower writes on its log's writer thread (tid 5)
+    /// or, `on_read`, on the thread that read the record (tid 4).
+    fn commit(t: u64, on_read: bool) -> Vec<String> {
+        let fw = if on_read {
+            ("ls-rd-1", 4)
+        } else {
+            ("logship-writer", 5)
+        };
         [
             call("bd-client", 1, t, 1, 44, 121),
-            call("logship-client", 2, t - 50, 60, 45, 121),
+            call("ls-rd-2", 7, t - 50, 60, 45, 121),
             call("logship-writer", 3, t + 20, 1, 46, 132),
             call("logship-writer", 3, t + 22, 1, 18, 196),
             call("logship-writer", 3, t + 24, 150, 75, 0),
             call("ls-rd-1", 4, t - 40, 70, 45, 168),
-            call("logship-writer", 5, t + 40, 5, 18, 196),
-            call("logship-writer", 5, t + 46, 94, 75, 0),
-            call("logship-writer", 5, t + 150, 1, 46, 36),
+            call(fw.0, fw.1, t + 40, 5, 18, 196),
+            call(fw.0, fw.1, t + 46, 94, 75, 0),
+            call(fw.0, fw.1, t + 150, 1, 46, 36),
             call("ls-conn-1", 6, t - 30, 190, 45, 36),
-            call("logship-client", 2, t + 170, 1, 44, 31),
+            call("logship-client-", 2, t + 170, 1, 44, 31),
             call("bd-client", 1, t + 2, 178, 45, 31),
         ]
         .concat()
@@ -517,26 +541,31 @@ mod tests {
 
     #[test]
     fn a_commit_is_followed_link_by_link() {
-        let text = [commit(1_000), commit(2_000)].concat().join("\n");
-        let (chains, lost) = chains(&text, 100);
-        assert_eq!((chains.len(), lost), (2, 0));
-        let spans: Vec<f64> = chains[0]
-            .links
-            .windows(2)
-            .map(|w| (w[1] - w[0]).round())
-            .collect();
-        assert_eq!(
-            spans,
-            [10.0, 10.0, 10.0, 10.0, 100.0, 10.0, 10.0, 10.0, 10.0]
-        );
-        let t0 = chains[0].links[0];
-        let local = (chains[0].local.0 - t0, chains[0].local.1 - t0);
-        assert_eq!((local.0.round(), local.1.round()), (22.0, 174.0));
+        for on_read in [false, true] {
+            let text = [commit(1_000, on_read), commit(2_000, on_read)]
+                .concat()
+                .join("\n");
+            let (chains, lost) = chains(&text, 100);
+            assert_eq!((chains.len(), lost), (2, 0));
+            let spans: Vec<f64> = chains[0]
+                .links
+                .windows(2)
+                .map(|w| (w[1] - w[0]).round())
+                .collect();
+            assert_eq!(
+                spans,
+                [10.0, 10.0, 10.0, 10.0, 100.0, 10.0, 10.0, 10.0, 10.0]
+            );
+            let t0 = chains[0].links[0];
+            let local = (chains[0].local.0 - t0, chains[0].local.1 - t0);
+            assert_eq!((local.0.round(), local.1.round()), (22.0, 174.0));
+            assert_eq!(chains[0].follower_wrote_on_read, on_read);
+        }
     }
 
     #[test]
     fn a_commit_missing_a_link_is_counted_not_guessed() {
-        let mut lines = commit(1_000);
+        let mut lines = commit(1_000, false);
         // The follower's fdatasync never returns in the trace.
         lines.retain(|l| !(l.contains(" 5 [") && l.contains("NR 75 =")));
         let (chains, lost) = chains(&lines.join("\n"), 100);

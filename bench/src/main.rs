@@ -315,9 +315,11 @@ fn run_breakdown(args: &BreakdownCliArgs) -> anyhow::Result<()> {
         record_bytes: args.size,
         dir: args.dir.clone(),
         keep_trace: args.keep_trace.clone(),
+        // Portable: the client port then reads with system calls the trace sees (on io_uring
+        // its reads are ring completions, and the chain would lose its second link).
         settings: replicate::cluster::NodeSettings {
-            transport: "auto",
-            log_backend: "auto",
+            transport: "portable",
+            log_backend: "portable",
             scrub_bytes_per_sec: None,
         },
     })?;

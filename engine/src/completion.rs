@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::types::Lsn;
-use crate::writer::{run_for_waiter, WriterCell};
+use crate::writer::{run_for_waiter, Take, WriterCell};
 
 /// Waiters a woken thread wakes in turn, so that waking a whole group commit is a tree spread
 /// over the woken threads instead of a loop on the writer thread.
@@ -48,9 +48,10 @@ pub(crate) struct Watermark {
     wake_inline: AtomicBool,
     waiters: Mutex<Waiters>,
     handoff: Mutex<Handoff>,
-    /// The writer, for a waiting thread to write its record itself while the writer thread is
-    /// idle (caller-runs); unset when the log's options turn that off.
+    /// The writer, for a thread to write queued records itself while the writer thread is
+    /// idle: a waiter its own (caller-runs, when `waiters_write`), or `Log::append_replicated_here`.
     runner: OnceLock<Weak<WriterCell>>,
+    waiters_write: AtomicBool,
     handoff_cond: parking_lot::Condvar,
 }
 
@@ -242,23 +243,38 @@ impl Watermark {
         released
     }
 
-    /// Lets waiting threads run the writer while it is idle (caller-runs).
-    pub(crate) fn set_runner(&self, cell: Weak<WriterCell>) {
+    /// Lets other threads run the writer while it is idle; waiters too if `waiters_write`
+    /// (caller-runs).
+    pub(crate) fn set_runner(&self, cell: Weak<WriterCell>, waiters_write: bool) {
         let _ = self.runner.set(cell);
+        self.waiters_write.store(waiters_write, Ordering::Release);
+    }
+
+    /// Writes every queued record on this thread if the writer thread is idle and they take
+    /// at most `max_bytes`.
+    pub(crate) fn write_queued_here(&self, max_bytes: usize) -> bool {
+        self.runner
+            .get()
+            .and_then(Weak::upgrade)
+            .is_some_and(|cell| run_for_waiter(&cell, Take::All { max_bytes }))
     }
 
     /// Caller-runs: writes `first..=last` on this thread if the writer is idle and nothing
     /// else is queued; otherwise pays the wake the append left owing, if it did.
     fn run_writer_here(&self, first: Lsn, last: Lsn, owes_wake: bool) {
+        if !self.waiters_write.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(cell) = self.runner.get().and_then(Weak::upgrade) {
-            if !run_for_waiter(&cell, first, last) && owes_wake {
+            if !run_for_waiter(&cell, Take::Own { first, last }) && owes_wake {
                 cell.wake_thread();
             }
         }
     }
 
-    /// Pays the wake an append left owing (its completion was dropped or polled).
-    fn wake_writer_thread(&self) {
+    /// Pays the wake an append left owing (its completion was dropped or polled, or the
+    /// appender did not write after all).
+    pub(crate) fn wake_writer_thread(&self) {
         if let Some(cell) = self.runner.get().and_then(Weak::upgrade) {
             cell.wake_thread();
         }

@@ -226,6 +226,28 @@ impl Log {
     /// [`Error::LsnMismatch`] if the first LSN is not the log's next one, and those of
     /// [`Log::append`]. Nothing is appended on error.
     pub fn append_replicated(&self, records: Bytes) -> Result<AppendBatch> {
+        self.queue_replicated(records, None)
+    }
+
+    /// [`Log::append_replicated`], then, if the writer thread is idle and the queue holds at
+    /// most `max_bytes` (these records, or these and a few before them), the write and its
+    /// fdatasync on the calling thread, the log's observer called on it; the writer thread is
+    /// not even woken then. For an executor that would otherwise hand the records to the writer
+    /// thread and wait for its wake-up (a follower appending what its primary sent): the write
+    /// starts at once. When the writer is busy, or more is queued (a bulk write is better left
+    /// to the writer thread while the caller goes on receiving the next), it takes them as
+    /// after `append_replicated`. A failed write poisons the log as one on the writer thread
+    /// does; the returned batch then completes with the error.
+    ///
+    /// # Errors
+    /// As [`Log::append_replicated`].
+    pub fn append_replicated_here(&self, records: Bytes, max_bytes: usize) -> Result<AppendBatch> {
+        self.queue_replicated(records, Some(max_bytes))
+    }
+
+    /// Queues replicated records; with `here`, writes them on this thread when the writer is
+    /// idle and at most that many bytes are queued.
+    fn queue_replicated(&self, records: Bytes, here: Option<usize>) -> Result<AppendBatch> {
         let (parsed, newest) = self.parse_replicated(&records)?;
         let Some(&(first, _, _)) = parsed.first() else {
             return Err(Error::InvalidRecords {
@@ -254,8 +276,17 @@ impl Log {
         st.epoch = st.epoch.max(newest);
         let last = st.next_lsn.prev();
         let generation = st.generation;
-        self.wake_writer(&mut st);
+        let max_here = here.filter(|&max| st.writer_waiting && st.queued_bytes <= max);
+        if max_here.is_none() {
+            self.wake_writer(&mut st);
+        }
         drop(st);
+        if let Some(max_bytes) = max_here {
+            // The wake skipped above is owed unless this thread wrote.
+            if !self.shared.watermark.write_queued_here(max_bytes) {
+                self.shared.watermark.wake_writer_thread();
+            }
+        }
         let completion = self.completion(last, generation, Durability::Durable);
         Ok(AppendBatch::new(first, completion))
     }

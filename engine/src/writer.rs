@@ -16,7 +16,9 @@
 //! idle-marker wait does not even wake it (the completion owes that wake, and pays it if it is
 //! dropped, polled, or finds the writer busy). When the writer thread's last write released a
 //! group of waiters, they leave the next write to it, so that it gathers them. A log with an
-//! observer writes only on the writer thread, where the observer expects its calls.
+//! observer has no caller-runs (its waiters never write): only the writer thread writes, and a
+//! thread that asks to with `Log::append_replicated_here` (a follower that just appended what its
+//! primary sent, and would otherwise hand it to the writer thread).
 //!
 //! One pause, bounded and adaptive: after a flush that released several waiters, the writer
 //! waits (at most a quarter of the recent flush time) for them to append again before it
@@ -187,9 +189,9 @@ fn spawn(shared: &Arc<Shared>, writer: Writer, pool: Arc<FreePool>) -> Result<[J
         writer: Mutex::new(writer),
         shared: Arc::clone(shared),
     });
-    if shared.caller_runs() {
-        shared.watermark.set_runner(Arc::downgrade(&cell));
-    }
+    shared
+        .watermark
+        .set_runner(Arc::downgrade(&cell), shared.caller_runs());
     let spawn_err = |e| Error::io("spawn thread", &shared.dir, e);
     let for_writer = Arc::clone(shared);
     let w = thread::Builder::new()
@@ -227,6 +229,15 @@ impl WriterCell {
             q.work.notify_one();
         }
     }
+}
+
+/// What a thread other than the writer thread writes when it runs the writer.
+#[derive(Clone, Copy)]
+pub(crate) enum Take {
+    /// A waiter's own records, `first..=last`, when nothing else is queued.
+    Own { first: Lsn, last: Lsn },
+    /// Every record queued, when they take at most this many bytes (`Log::append_replicated_here`).
+    All { max_bytes: usize },
 }
 
 /// Who is running the writer.
@@ -321,11 +332,11 @@ fn wait_for_work(shared: &Shared, mut marker_due: bool, gathers: bool) -> Woke {
 /// several waiters, who are appending again: one of them writing its own record would split
 /// the group). Returns false at once otherwise: the writer's write in flight then covers the
 /// records, or the writer thread takes them next, with whatever other appenders queued.
-pub(crate) fn run_for_waiter(cell: &WriterCell, first: Lsn, last: Lsn) -> bool {
+pub(crate) fn run_for_waiter(cell: &WriterCell, take: Take) -> bool {
     let Some(mut w) = cell.writer.try_lock() else {
         return false;
     };
-    if w.finished || w.gather_target.is_some() || !w.take_own_items(first, last) {
+    if w.finished || w.gather_target.is_some() || !w.take_for_caller(take) {
         return false;
     }
     let shared = Arc::clone(&w.shared);
@@ -545,23 +556,31 @@ impl Writer {
         true
     }
 
-    /// Caller-runs: takes the queue if it holds records `first..=last` and nothing else.
-    fn take_own_items(&mut self, first: Lsn, last: Lsn) -> bool {
+    /// Caller-runs: takes the queue if it holds only records, and with `Take::Own` only the
+    /// records `first..=last`, with `Take::All` at most `max_bytes` of them.
+    fn take_for_caller(&mut self, take: Take) -> bool {
         debug_assert!(self.pending.is_empty() && self.flights.is_empty());
         let shared = Arc::clone(&self.shared);
         let mut st = shared.queue.state.lock();
-        let own = match st.items.first() {
-            Some(Item::Record { header, .. }) => {
+        let ours = match (take, st.items.first()) {
+            (_, None | Some(Item::Truncate { .. } | Item::Seal { .. })) => false,
+            (Take::Own { first, last }, Some(Item::Record { header, .. })) => {
                 header_lsn(header) == first
                     && st.next_lsn.prev() == last
                     && st.items.len() as u64 == last.get() + 1 - first.get()
             }
-            _ => false,
+            (Take::All { max_bytes }, Some(Item::Record { .. })) => {
+                st.queued_bytes <= max_bytes
+                    && st
+                        .items
+                        .iter()
+                        .all(|item| matches!(item, Item::Record { .. }))
+            }
         };
-        if own {
+        if ours {
             self.pending.extend(st.items.drain(..));
         }
-        own
+        ours
     }
 
     /// The last write is synced and no later marker says so yet.

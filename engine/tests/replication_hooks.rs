@@ -268,3 +268,65 @@ fn with_an_observer_only_the_writer_thread_writes() {
         "callbacks ran on {names:?}"
     );
 }
+
+/// `append_replicated_here`: a follower's records, one chunk at a time, each waited for; the
+/// calling thread writes them while the writer thread idles (it is not even woken), the
+/// observer called on it; a chunk larger than `max_bytes` is left to the writer thread. Every
+/// record arrives byte for byte and is there after a reopen.
+#[test]
+fn replicated_records_are_written_on_the_calling_thread_when_the_writer_idles() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Log::open(dir.path().join("p"), small()).unwrap();
+    for i in 1..=300u64 {
+        drop(primary.append(payload(i)).unwrap());
+    }
+    primary.sync().unwrap();
+    let seen = Arc::new(Threads::default());
+    let opts = Options {
+        observer: Some(seen.clone()),
+        ..small()
+    };
+    let follower = Log::open(dir.path().join("f"), opts.clone()).unwrap();
+    let me = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_string();
+    let chunks = all_chunks(&primary, 2_000);
+    for c in &chunks {
+        let b = follower
+            .append_replicated_here(c.bytes.clone(), 64 << 10)
+            .unwrap();
+        assert_eq!(b.wait().unwrap(), c.last);
+    }
+    let here = follower.stats();
+    assert!(here.caller_writes >= 1, "{here:?}");
+    assert!(seen.0.lock().contains(&me), "the observer ran here");
+    // Chunks larger than the bound (every record is larger than 16 bytes) go to the writer
+    // thread.
+    for i in 301..=400u64 {
+        drop(primary.append(payload(i)).unwrap());
+    }
+    primary.sync().unwrap();
+    let mut reader = primary.read_from(Lsn(301)).unwrap();
+    while let Some(c) = reader.next_chunk(1 << 20) {
+        let c = c.unwrap();
+        let b = follower
+            .append_replicated_here(c.bytes.clone(), 16)
+            .unwrap();
+        assert_eq!(b.wait().unwrap(), c.last);
+    }
+    assert_eq!(follower.last_lsn(), Lsn(400));
+    assert_eq!(follower.stats().caller_writes, here.caller_writes);
+    let a: Vec<u8> = all_chunks(&primary, 1 << 20)
+        .iter()
+        .flat_map(|c| records_only(&c.bytes))
+        .collect();
+    let f: Vec<u8> = all_chunks(&follower, 1 << 20)
+        .iter()
+        .flat_map(|c| records_only(&c.bytes))
+        .collect();
+    assert!(a == f, "the follower's records are the primary's bytes");
+    follower.close().unwrap();
+    let reopened = Log::open(dir.path().join("f"), small()).unwrap();
+    assert_eq!(reopened.last_lsn(), Lsn(400));
+}

@@ -111,6 +111,12 @@ fn records_reach_sync_and_async_followers_byte_for_byte() {
     let pr = s.primary.unwrap();
     assert_eq!(pr.commit.remote_durable, 500);
     assert!(pr.followers.iter().all(|f| f.healthy), "{:?}", pr.followers);
+    // One commit at a time leaves the sync follower's writer idle when the next record
+    // arrives: its receiving thread writes it (`Log::append_replicated_here`). The primary's log
+    // has an observer and writes only on its writer thread.
+    let (fa, fp) = (a.log().stats(), p.log().stats());
+    assert!(fa.caller_writes > 0, "follower: {fa:?}");
+    assert_eq!(fp.caller_writes, 0, "primary: {fp:?}");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! happens into [`Input`]s and carries out the [`Action`]s the replica returns.
 //!
 //! Threads: the log's writer (which calls `observer` with each batch, before its fdatasync,
-//! and with each durable advance), the transport's threads (bytes in), a ticker (the replica's
+//! and with each durable advance; on a follower whose writer is idle, the thread that brought
+//! the records writes them and so makes those calls), the transport's threads (bytes in), a
+//! ticker (the replica's
 //! timers), a reader (catch-up chunks, peers' fetches, take-back, repairs: log work off the
 //! network path), the client port and the HTTP endpoint. The replica sits behind one mutex;
 //! whoever has an input locks it, steps it, and carries out the actions in order. Sends happen
@@ -84,6 +86,11 @@ const TICK: Duration = Duration::from_millis(10);
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Catch-up read jobs queued for the reader thread.
 const READ_JOBS_CAPACITY: usize = 256;
+/// A follower writes the records its primary sent on the receiving thread, when its log's
+/// writer is idle and they take at most this many bytes (`Log::append_replicated_here`): commit
+/// traffic skips the hand-off to the writer thread, and a catch-up's multi-MiB chunks are left
+/// to it, so that receiving the next chunk overlaps writing this one.
+const WRITE_HERE_MAX_BYTES: usize = 256 << 10;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -969,7 +976,13 @@ impl Inner {
 
     /// Appends a follower's replicated records; false (and the replica told) if it failed.
     fn append_replicated(&self, records: Bytes) -> bool {
-        match self.log.append_replicated(records) {
+        // The write starts here, on the thread that brought the records, unless the writer
+        // thread is busy or the records are many: no hand-off to it on an idle follower,
+        // while a catch-up's chunks still overlap their writes.
+        match self
+            .log
+            .append_replicated_here(records, WRITE_HERE_MAX_BYTES)
+        {
             Ok(batch) => {
                 drop(batch);
                 true

@@ -1,6 +1,7 @@
-//! The log observer: the engine's writer thread calls it with each batch (before the batch's
-//! fdatasync) and each durable advance; it hands both to the node without blocking the writer
-//! for longer than one lock and a non-blocking send.
+//! The log observer: the engine's writer calls it with each batch (before the batch's
+//! fdatasync) and each durable advance, on the writer thread or, on a follower, on the thread
+//! that brought the records and wrote them (`Log::append_replicated_here`); it hands both to the
+//! node without blocking the writer for longer than one lock and a non-blocking send.
 
 use std::sync::{OnceLock, Weak};
 
