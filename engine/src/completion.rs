@@ -49,7 +49,8 @@ pub(crate) struct Watermark {
     waiters: Mutex<Waiters>,
     handoff: Mutex<Handoff>,
     /// The writer, for a thread to write queued records itself while the writer thread is
-    /// idle: a waiter its own (caller-runs, when `waiters_write`), or `Log::append_replicated_here`.
+    /// idle: a waiter its own (caller-runs, when `waiters_write`), or
+    /// `Log::append_replicated_here`.
     runner: OnceLock<Weak<WriterCell>>,
     waiters_write: AtomicBool,
     handoff_cond: parking_lot::Condvar,

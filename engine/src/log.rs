@@ -51,8 +51,9 @@ pub struct LogStats {
     /// Bytes readers read from sealed segments around the page cache (`O_DIRECT`), which they
     /// do when the log's backend writes around it (`io_uring_direct`).
     pub uncached_read_bytes: u64,
-    /// Of `writes`, those an appender waiting for its record made itself while the writer
-    /// thread was idle ([`crate::Options::caller_runs`]).
+    /// Of `writes`, those made on another thread while the writer thread was idle: by an
+    /// appender waiting for its record ([`crate::Options::caller_runs`]) or in
+    /// [`Log::append_replicated_here`].
     pub caller_writes: u64,
 }
 
