@@ -189,7 +189,7 @@ impl Log {
         let mut st = self.lock_with_room(encoded_len(payload.len()))?;
         raise_epoch(&mut st, epoch)?;
         let (lsn, generation) = push_record(&mut st, payload, &hasher);
-        self.wake_writer(&mut st);
+        self.shared.queue.wake_writer(&mut st);
         drop(st);
         let completion = self.completion(lsn, generation, Durability::Durable);
         Ok(Append::new(completion))
@@ -279,7 +279,7 @@ impl Log {
         let generation = st.generation;
         let max_here = here.filter(|&max| st.writer_waiting && st.queued_bytes <= max);
         if max_here.is_none() {
-            self.wake_writer(&mut st);
+            self.shared.queue.wake_writer(&mut st);
         }
         drop(st);
         if let Some(max_bytes) = max_here {
@@ -399,7 +399,7 @@ impl Log {
             });
             st.next_lsn = cut.next();
             st.writer_wants = 0;
-            self.wake_writer(&mut st);
+            self.shared.queue.wake_writer(&mut st);
         }
         rx.recv().map_err(|_| Error::Closed)?
     }
@@ -417,7 +417,7 @@ impl Log {
             admit(&st)?;
             st.items.push(Item::Seal { reply: tx });
             st.writer_wants = 0;
-            self.wake_writer(&mut st);
+            self.shared.queue.wake_writer(&mut st);
         }
         rx.recv().map_err(|_| Error::Closed)?
     }
@@ -566,13 +566,6 @@ impl Log {
         }
     }
 
-    fn wake_writer(&self, st: &mut QueueState) {
-        if st.writer_waiting && st.items.len() >= st.writer_wants {
-            st.writer_waiting = false;
-            self.shared.queue.work.notify_one();
-        }
-    }
-
     /// Caller-runs: an append into an empty queue while the writer thread idles in its
     /// idle-marker wait does not wake it, because the appender will most likely wait for the
     /// record and then write it itself (`Completion::wait`); the completion owes the wake
@@ -592,7 +585,7 @@ impl Log {
             && !st.writer_gathers
             && self.shared.caller_runs();
         if !defer {
-            self.wake_writer(st);
+            self.shared.queue.wake_writer(st);
         }
         defer
     }
@@ -684,7 +677,7 @@ impl Future for AppendFuture<'_> {
             return Poll::Pending;
         }
         let (lsn, generation) = push_record(&mut st, payload, &hasher);
-        log.wake_writer(&mut st);
+        log.shared.queue.wake_writer(&mut st);
         drop(st);
         Poll::Ready(Ok(Append::new(log.completion(
             lsn,

@@ -79,6 +79,17 @@ pub(crate) struct Queue {
     pub(crate) space: Condvar,
 }
 
+impl Queue {
+    /// Wakes the idle writer thread for queued items: at once, or while it gathers a group
+    /// commit only once the queue holds what it waits for.
+    pub(crate) fn wake_writer(&self, st: &mut QueueState) {
+        if st.writer_waiting && !st.items.is_empty() && st.items.len() >= st.writer_wants {
+            st.writer_waiting = false;
+            self.work.notify_one();
+        }
+    }
+}
+
 /// Counters, readable at any time.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

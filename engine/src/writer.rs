@@ -223,11 +223,7 @@ impl WriterCell {
     /// to its waiter (`Log::wake_writer_unless_waited`), paid when the waiter does not write.
     pub(crate) fn wake_thread(&self) {
         let q = &self.shared.queue;
-        let mut st = q.state.lock();
-        if st.writer_waiting && !st.items.is_empty() {
-            st.writer_waiting = false;
-            q.work.notify_one();
-        }
+        q.wake_writer(&mut q.state.lock());
     }
 }
 
