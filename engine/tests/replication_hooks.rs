@@ -56,6 +56,22 @@ fn all_chunks(log: &Log, max_bytes: usize) -> Vec<logship_engine::Chunk> {
     out
 }
 
+/// Appends `payload(i)` for each `i` without waiting, then syncs.
+fn append_synced(log: &Log, range: std::ops::RangeInclusive<u64>) {
+    for i in range {
+        drop(log.append(payload(i)).unwrap());
+    }
+    log.sync().unwrap();
+}
+
+/// Every record of `log`, encoded, without its write markers.
+fn all_records(log: &Log) -> Vec<u8> {
+    all_chunks(log, 1 << 20)
+        .iter()
+        .flat_map(|c| records_only(&c.bytes))
+        .collect()
+}
+
 #[test]
 fn observer_sees_every_batch_before_it_is_durable_and_chunks_match_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,24 +126,14 @@ fn observer_sees_every_batch_before_it_is_durable_and_chunks_match_them() {
 fn replicated_records_are_appended_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let primary = Log::open(dir.path().join("p"), small()).unwrap();
-    for i in 1..=2500u64 {
-        drop(primary.append(payload(i)).unwrap());
-    }
-    primary.sync().unwrap();
+    append_synced(&primary, 1..=2500);
     let follower = Log::open(dir.path().join("f"), small()).unwrap();
     for c in all_chunks(&primary, 7_000) {
         let b = follower.append_replicated(c.bytes.clone()).unwrap();
         assert_eq!((b.first_lsn(), b.last_lsn()), (c.first, c.last));
     }
     follower.sync().unwrap();
-    let a: Vec<u8> = all_chunks(&primary, 1 << 20)
-        .iter()
-        .flat_map(|c| records_only(&c.bytes))
-        .collect();
-    let b: Vec<u8> = all_chunks(&follower, 1 << 20)
-        .iter()
-        .flat_map(|c| records_only(&c.bytes))
-        .collect();
+    let (a, b) = (all_records(&primary), all_records(&follower));
     assert_eq!(a.len(), b.len());
     assert!(a == b, "the follower's records are the primary's bytes");
     follower.close().unwrap();
@@ -139,10 +145,7 @@ fn replicated_records_are_appended_byte_for_byte() {
 fn bad_replicated_records_are_refused_and_append_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let primary = Log::open(dir.path().join("p"), small()).unwrap();
-    for i in 1..=10u64 {
-        drop(primary.append(payload(i)).unwrap());
-    }
-    primary.sync().unwrap();
+    append_synced(&primary, 1..=10);
     let chunk = all_chunks(&primary, 1 << 20).remove(0);
     let bytes = chunk.bytes.to_vec();
     let follower = Log::open(dir.path().join("f"), small()).unwrap();
@@ -277,10 +280,7 @@ fn with_an_observer_only_the_writer_thread_writes() {
 fn replicated_records_are_written_on_the_calling_thread_when_the_writer_idles() {
     let dir = tempfile::tempdir().unwrap();
     let primary = Log::open(dir.path().join("p"), small()).unwrap();
-    for i in 1..=300u64 {
-        drop(primary.append(payload(i)).unwrap());
-    }
-    primary.sync().unwrap();
+    append_synced(&primary, 1..=300);
     let seen = Arc::new(Threads::default());
     let opts = Options {
         observer: Some(seen.clone()),
@@ -303,10 +303,7 @@ fn replicated_records_are_written_on_the_calling_thread_when_the_writer_idles() 
     assert!(seen.0.lock().contains(&me), "the observer ran here");
     // Chunks larger than the bound (every record is larger than 16 bytes) go to the writer
     // thread.
-    for i in 301..=400u64 {
-        drop(primary.append(payload(i)).unwrap());
-    }
-    primary.sync().unwrap();
+    append_synced(&primary, 301..=400);
     let mut reader = primary.read_from(Lsn(301)).unwrap();
     while let Some(c) = reader.next_chunk(1 << 20) {
         let c = c.unwrap();
@@ -317,14 +314,7 @@ fn replicated_records_are_written_on_the_calling_thread_when_the_writer_idles() 
     }
     assert_eq!(follower.last_lsn(), Lsn(400));
     assert_eq!(follower.stats().caller_writes, here.caller_writes);
-    let a: Vec<u8> = all_chunks(&primary, 1 << 20)
-        .iter()
-        .flat_map(|c| records_only(&c.bytes))
-        .collect();
-    let f: Vec<u8> = all_chunks(&follower, 1 << 20)
-        .iter()
-        .flat_map(|c| records_only(&c.bytes))
-        .collect();
+    let (a, f) = (all_records(&primary), all_records(&follower));
     assert!(a == f, "the follower's records are the primary's bytes");
     follower.close().unwrap();
     let reopened = Log::open(dir.path().join("f"), small()).unwrap();
