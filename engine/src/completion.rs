@@ -263,13 +263,19 @@ impl Watermark {
     /// Caller-runs: writes `first..=last` on this thread if the writer is idle and nothing
     /// else is queued; otherwise pays the wake the append left owing, if it did.
     fn run_writer_here(&self, first: Lsn, last: Lsn, owes_wake: bool) {
-        if !self.waiters_write.load(Ordering::Acquire) {
+        let Some(cell) = self.runner.get().and_then(Weak::upgrade) else {
             return;
-        }
-        if let Some(cell) = self.runner.get().and_then(Weak::upgrade) {
-            if !run_for_waiter(&cell, Take::Own { first, last }) && owes_wake {
+        };
+        if !self.waiters_write.load(Ordering::Acquire) {
+            // A replicated append that more were to follow leaves a wake owing without
+            // caller-runs too.
+            if owes_wake {
                 cell.wake_thread();
             }
+            return;
+        }
+        if !run_for_waiter(&cell, Take::Own { first, last }) && owes_wake {
+            cell.wake_thread();
         }
     }
 

@@ -227,7 +227,7 @@ impl Log {
     /// [`Error::LsnMismatch`] if the first LSN is not the log's next one, and those of
     /// [`Log::append`]. Nothing is appended on error.
     pub fn append_replicated(&self, records: Bytes) -> Result<AppendBatch> {
-        self.queue_replicated(records, None)
+        self.queue_replicated(records, Replicated::Wake)
     }
 
     /// [`Log::append_replicated`], then, if the writer thread is idle and the queue holds at
@@ -243,12 +243,25 @@ impl Log {
     /// # Errors
     /// As [`Log::append_replicated`].
     pub fn append_replicated_here(&self, records: Bytes, max_bytes: usize) -> Result<AppendBatch> {
-        self.queue_replicated(records, Some(max_bytes))
+        self.queue_replicated(records, Replicated::WriteHere { max_bytes })
     }
 
-    /// Queues replicated records; with `here`, writes them on this thread when the writer is
-    /// idle and at most that many bytes are queued.
-    fn queue_replicated(&self, records: Bytes, here: Option<usize>) -> Result<AppendBatch> {
+    /// [`Log::append_replicated`] for records that more will follow at once, from the same
+    /// caller (the second of two frames that arrived together): they are queued without waking
+    /// an idle writer thread, so that the caller's next [`Log::append_replicated_here`] writes
+    /// them with its own in one write and one fdatasync. If that call does not write them, or
+    /// never comes, the returned batch owes the writer thread its wake and pays it when it is
+    /// waited on, polled or dropped: hold it until the next call has returned.
+    ///
+    /// # Errors
+    /// As [`Log::append_replicated`].
+    pub fn append_replicated_before_more(&self, records: Bytes) -> Result<AppendBatch> {
+        self.queue_replicated(records, Replicated::MoreFollow)
+    }
+
+    /// Queues replicated records, then wakes the writer thread, writes them here, or leaves
+    /// the wake owing, as `how` says.
+    fn queue_replicated(&self, records: Bytes, how: Replicated) -> Result<AppendBatch> {
         let (parsed, newest) = self.parse_replicated(&records)?;
         let Some(&(first, _, _)) = parsed.first() else {
             return Err(Error::InvalidRecords {
@@ -277,8 +290,14 @@ impl Log {
         st.epoch = st.epoch.max(newest);
         let last = st.next_lsn.prev();
         let generation = st.generation;
-        let max_here = here.filter(|&max| st.writer_waiting && st.queued_bytes <= max);
-        if max_here.is_none() {
+        let max_here = match how {
+            Replicated::WriteHere { max_bytes } => {
+                Some(max_bytes).filter(|&max| st.writer_waiting && st.queued_bytes <= max)
+            }
+            Replicated::Wake | Replicated::MoreFollow => None,
+        };
+        let owes_wake = how == Replicated::MoreFollow;
+        if max_here.is_none() && !owes_wake {
             self.shared.queue.wake_writer(&mut st);
         }
         drop(st);
@@ -289,7 +308,7 @@ impl Log {
             }
         }
         let completion = self.completion(last, generation, Durability::Durable);
-        Ok(AppendBatch::new(first, completion))
+        Ok(AppendBatch::new(first, completion.owing_wake(owes_wake)))
     }
 
     /// Checks a run of encoded records: whole, CRCs good, LSNs dense, sizes within bounds.
@@ -598,6 +617,17 @@ impl Log {
             Durability::Buffered => Completion::ready(lsn),
         }
     }
+}
+
+/// What [`Log::queue_replicated`] does once the records are queued.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replicated {
+    /// Wakes the idle writer thread ([`Log::append_replicated`]).
+    Wake,
+    /// Writes on this thread when it can ([`Log::append_replicated_here`]).
+    WriteHere { max_bytes: usize },
+    /// Leaves the wake owing ([`Log::append_replicated_before_more`]).
+    MoreFollow,
 }
 
 impl Drop for Log {

@@ -320,3 +320,73 @@ fn replicated_records_are_written_on_the_calling_thread_when_the_writer_idles() 
     let reopened = Log::open(dir.path().join("f"), small()).unwrap();
     assert_eq!(reopened.last_lsn(), Lsn(400));
 }
+
+/// `append_replicated_before_more`: frames that arrived together are queued without a wake and
+/// written with the last one's `append_replicated_here`, one write for the pair on the calling
+/// thread; every record arrives byte for byte.
+#[test]
+fn frames_that_arrive_together_are_written_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Log::open(dir.path().join("p"), small()).unwrap();
+    append_synced(&primary, 1..=400);
+    let follower = Log::open(dir.path().join("f"), small()).unwrap();
+    let chunks = all_chunks(&primary, 2_000);
+    let pairs = chunks.len() / 2;
+    assert!(pairs >= 20, "{} chunks", chunks.len());
+    let before = follower.stats();
+    for pair in chunks.chunks(2).take(pairs) {
+        let held = follower
+            .append_replicated_before_more(pair[0].bytes.clone())
+            .unwrap();
+        let b = follower
+            .append_replicated_here(pair[1].bytes.clone(), 64 << 10)
+            .unwrap();
+        drop(held);
+        assert_eq!(b.wait().unwrap(), pair[1].last);
+    }
+    let after = follower.stats();
+    let writes = after.writes - before.writes;
+    // One write per pair, but for a pair the writer thread took between the two calls (its
+    // idle-marker wait may end there); written apart, every pair would take two.
+    assert!(
+        writes < 2 * pairs as u64,
+        "{writes} writes for {pairs} pairs"
+    );
+    assert!(after.caller_writes > before.caller_writes, "{after:?}");
+    for c in &chunks[2 * pairs..] {
+        follower
+            .append_replicated(c.bytes.clone())
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let (a, f) = (all_records(&primary), all_records(&follower));
+    assert!(a == f, "the follower's records are the primary's bytes");
+}
+
+/// A batch queued for a write that never came owes the idle writer thread its wake and pays
+/// it when dropped: the records become durable without anyone waiting on them.
+#[test]
+fn records_queued_before_more_that_never_came_are_written_once_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Log::open(dir.path().join("p"), small()).unwrap();
+    append_synced(&primary, 1..=50);
+    let follower = Log::open(dir.path().join("f"), small()).unwrap();
+    let chunks = all_chunks(&primary, 2_000);
+    let first = follower.append_replicated(chunks[0].bytes.clone()).unwrap();
+    first.wait().unwrap();
+    // The writer thread writes its idle marker and waits for work without a deadline: only a
+    // wake brings it back.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let chunk = &chunks[1];
+    drop(
+        follower
+            .append_replicated_before_more(chunk.bytes.clone())
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while follower.durable_lsn() < chunk.last {
+        assert!(std::time::Instant::now() < deadline, "never written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

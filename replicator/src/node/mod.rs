@@ -31,7 +31,7 @@ mod status;
 mod storage;
 mod waiters;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -41,7 +41,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use logship_engine::io::OpenMode;
-use logship_engine::{Epoch, Log, LogReader, Lsn, Options, RecoveryMode, RecoveryReport};
+use logship_engine::{
+    AppendBatch, Epoch, Log, LogReader, Lsn, Options, RecoveryMode, RecoveryReport,
+};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{NodeConfig, Role};
@@ -754,7 +756,7 @@ impl Inner {
             None => "the primary",
         };
         self.note_leader(&r);
-        let mut todo = std::collections::VecDeque::from(out);
+        let mut todo = VecDeque::from(out);
         while let Some(a) = todo.pop_front() {
             match a {
                 a @ (Action::Connect { .. } | Action::ConnectVoter { .. }) => {
@@ -778,9 +780,21 @@ impl Inner {
             }
         }
         drop(r);
+        self.execute_unlocked(todo, peer_role);
+    }
+
+    /// The part of [`Inner::execute`] after the replica's lock: the log actions and what
+    /// follows them, in order; stops at a log action that failed (the replica was told).
+    fn execute_unlocked(&self, mut todo: VecDeque<Action>, peer_role: &str) {
+        // Batches of frames that arrived together, queued for the last one's write.
+        let mut held = Vec::new();
         while let Some(a) = todo.pop_front() {
             let done = match a {
-                Action::Append { records, .. } => self.append_replicated(records),
+                Action::Append { records, .. } => {
+                    let more = (todo.iter().find(|a| !matches!(a, Action::Send { .. })))
+                        .is_some_and(|a| matches!(a, Action::Append { .. }));
+                    self.append_replicated(records, more, &mut held)
+                }
                 Action::Truncate { after, expect_crc } => self.truncate(after, expect_crc),
                 Action::SealActive => {
                     self.seal_active();
@@ -975,16 +989,26 @@ impl Inner {
     }
 
     /// Appends a follower's replicated records; false (and the replica told) if it failed.
-    fn append_replicated(&self, records: Bytes) -> bool {
+    /// With `more` (another frame's records follow in the same step), they are only queued and
+    /// their batch `held` until the last one's write, which takes them all.
+    fn append_replicated(&self, records: Bytes, more: bool, held: &mut Vec<AppendBatch>) -> bool {
         // The write starts here, on the thread that brought the records, unless the writer
         // thread is busy or the records are many: no hand-off to it on an idle follower,
         // while a catch-up's chunks still overlap their writes.
-        match self
-            .log
-            .append_replicated_here(records, WRITE_HERE_MAX_BYTES)
-        {
+        let appended = if more {
+            self.log.append_replicated_before_more(records)
+        } else {
+            (self.log).append_replicated_here(records, WRITE_HERE_MAX_BYTES)
+        };
+        match appended {
+            Ok(batch) if more => {
+                held.push(batch);
+                true
+            }
             Ok(batch) => {
+                // The held batches' wake is paid now, if this write did not take them.
                 drop(batch);
+                held.clear();
                 true
             }
             Err(e) => {
