@@ -1388,7 +1388,8 @@ impl Link {
     }
 
     /// Asks for the next chunk from the log if the follower is behind and both the window and
-    /// the pacer's allowance allow (a paced read waits for a later tick).
+    /// the pacer's allowance allow (a paced read waits for a later tick, or for the follower's
+    /// acknowledgement of the paced chunk before it).
     fn read_more(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
         let State::Streaming(s) = &mut self.state else {
             return;
@@ -1397,7 +1398,10 @@ impl Link {
             s.catch_up = CatchUp::Live;
             return;
         }
-        if !Self::window_open(s, ctx, ctx.config.catch_up_chunk_bytes) {
+        // A paced chunk waits for the last one's acknowledgement: the follower writes and syncs
+        // each on its own, and that write clocks the next.
+        let paced_in_flight = ctx.pacer.paced() && s.sent_bytes > s.acked_bytes;
+        if paced_in_flight || !Self::window_open(s, ctx, ctx.config.catch_up_chunk_bytes) {
             s.catch_up = CatchUp::Waiting;
             return;
         }

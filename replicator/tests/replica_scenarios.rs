@@ -423,6 +423,64 @@ fn slow_commits_pace_a_later_catch_up_which_still_completes() {
     assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
 }
 
+#[test]
+fn a_paced_catch_up_keeps_one_chunk_in_flight() {
+    // A floor far above what the chunks need: the allowance never holds a read back, so only
+    // the one-in-flight rule spaces them.
+    let pacing = PacingConfig {
+        latency_target: 5 * MS,
+        min_bytes_per_sec: 64 << 20,
+    };
+    let mut h = Pair::paced(log_of(10), log_of(10), pacing);
+    h.tick(MS);
+    for _ in 0..15 {
+        h.append(b"slow");
+        h.tick(20 * MS);
+        h.durable_everywhere();
+    }
+    let paced = |h: &Pair| h.primary().status().catch_up_pacing.expect("paced");
+    assert!(paced(&h).allowance_bytes_per_sec.is_some(), "throttled");
+    h.follower_up = false;
+    let conn = h.primary().links()[0].conn().expect("connected");
+    h.drop_follower_end(conn);
+    for _ in 0..200 {
+        h.append(&[7u8; 200]);
+    }
+    let last = h.log(Side::P).last_lsn();
+    let from = h.sent.len();
+    h.follower_up = true;
+    for _ in 0..3_000 {
+        h.tick(10 * MS);
+        if h.log(Side::F).last_lsn() == last {
+            break;
+        }
+    }
+    assert_eq!(records(h.log(Side::F)), records(h.log(Side::P)));
+    assert!(
+        paced(&h).allowance_bytes_per_sec.is_some(),
+        "still throttled"
+    );
+    // Every Records frame after the first goes out after the primary took in the follower's
+    // acknowledgement of the one before it.
+    let chunks: Vec<usize> = (from..h.sent.len())
+        .filter(|&i| matches!(h.sent[i], (Side::P, Msg::Records { .. })))
+        .collect();
+    assert!(chunks.len() >= 5, "{} chunks", chunks.len());
+    for pair in chunks.windows(2) {
+        let (before, at) = (pair[0], pair[1]);
+        let acked = (h.sent[before + 1..at].iter())
+            .position(|(side, msg)| *side == Side::F && matches!(msg, Msg::Ack { .. }))
+            .map(|k| before + 1 + k);
+        let taken = acked.is_some_and(|ack| {
+            (h.taken_in.iter()).any(|&(side, sent)| side == Side::P && sent > ack && sent <= at)
+        });
+        assert!(
+            taken,
+            "chunk {at} sent before the primary took in an ack of chunk {before}"
+        );
+    }
+}
+
 /// A ring of `keys`, the first current.
 fn ring(keys: &[&str]) -> KeyRing {
     let keys = (keys.iter())

@@ -57,14 +57,15 @@ pub const CATCH_UP_GRAIN: Grain = Grain {
     sync_every_bytes: SYNC_EVERY_BYTES,
 };
 
-/// A grain sixteen times finer, [`FINE_GRAIN_BYTES`] for each: the same rate in smaller bursts.
+/// A grain sixteen times finer, [`FINE_GRAIN_BYTES`] for each: the same rate in smaller bursts;
+/// a paced catch-up's (`logship_replicator::pacing::PACED_CHUNK_BYTES`, one chunk in flight).
 pub const FINE_GRAIN: Grain = Grain {
     read_bytes: FINE_GRAIN_BYTES,
     write_bytes: FINE_GRAIN_BYTES,
     sync_every_bytes: FINE_GRAIN_BYTES as u64,
 };
 /// See [`FINE_GRAIN`].
-const FINE_GRAIN_BYTES: usize = 256 << 10;
+const FINE_GRAIN_BYTES: usize = logship_replicator::pacing::PACED_CHUNK_BYTES;
 
 /// How a copy reads and writes.
 #[derive(Clone, Copy, Debug)]

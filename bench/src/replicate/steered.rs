@@ -22,9 +22,10 @@
 //! page cache on `io_uring_direct`) at a fixed rate: first at [`SPEED_TARGET_RATIO`] × the
 //! unthrottled catch-up's speed (the slowest catch-up (h) allows), then at half the rate before
 //! while the clients' p99 is over [`P99_TARGET_RATIO`] of alone. It does so in the catch-up's
-//! own grain (4 MiB reads, 1 MiB writes, an fdatasync per 4 MiB, [`RAW_COPY_STEPS`] rates at
-//! most) and in a grain sixteen times finer (256 KiB each, [`FINE_COPY_STEPS`]), and last at
-//! the steered catch-up's speed in the catch-up's grain. Beside a copy at (h)'s floor, the
+//! unthrottled grain (4 MiB reads, 1 MiB writes, an fdatasync per 4 MiB, [`RAW_COPY_STEPS`]
+//! rates at most) and in a paced catch-up's, sixteen times finer (256 KiB each,
+//! [`FINE_COPY_STEPS`]), and last at the steered catch-up's speed in the paced grain. Beside a
+//! copy at (h)'s floor, the
 //! clients' p99 over alone is what (g) comes to at the speed (h) demands when catch-up costs
 //! them nothing but its reads and writes in that grain: above the bound in every grain, (g)
 //! and (h) cannot both hold on this disk, whatever steers the catch-up. The fastest copy within
@@ -81,7 +82,7 @@ const EMPTY_ID: &str = "f2";
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seeding `f1` may take this many catch-up timeouts (a disk shared with other work).
 const SEED_TIMEOUTS: u32 = 3;
-/// Raw copies at (h)'s floor and halved rates, at most, in the catch-up's grain...
+/// Raw copies at (h)'s floor and halved rates, at most, in an unthrottled catch-up's grain...
 const RAW_COPY_STEPS: usize = 4;
 /// ...and in the fine grain.
 const FINE_COPY_STEPS: usize = 2;
@@ -126,10 +127,10 @@ pub struct SteeredResult {
     pub steered: SteeredRun,
     /// Steered MB/s over unthrottled MB/s.
     pub speed_ratio: f64,
-    /// The clients beside raw copies of the log: in the catch-up's grain at (h)'s floor, then
+    /// The clients beside raw copies of the log: in an unthrottled catch-up's grain at (h)'s floor, then
     /// at half the rate before while the p99 is over its bound (at most [`RAW_COPY_STEPS`]);
-    /// the same in the fine grain (at most [`FINE_COPY_STEPS`]); last in the catch-up's grain
-    /// at the steered catch-up's speed.
+    /// the same in the fine grain (at most [`FINE_COPY_STEPS`]); last in the fine grain, a
+    /// paced catch-up's, at the steered catch-up's speed.
     pub raw_copies: Vec<RawCopyBeside>,
 }
 
@@ -307,7 +308,8 @@ fn raw_copies(
         }
     }
     let rate = (speed_ratio(steered, unthrottled), steered.mb_per_s);
-    let how = how(new_file::CATCH_UP_GRAIN);
+    // The steered catch-up reads and writes in the paced grain.
+    let how = how(new_file::FINE_GRAIN);
     copies.push(raw_copy_beside(plan, dir, fill, cluster, how, rate, alone)?);
     Ok(copies)
 }
@@ -585,7 +587,7 @@ mod tests {
                 copy(coarse, 0.125, 49.5, 1.4),
                 // Paced to 200 MB/s, reached 150: it did not keep its pace.
                 copy(fine, 0.5, 150.0, 1.1),
-                copy(coarse, 0.1, 39.9, 1.6),
+                copy(fine, 0.1, 39.9, 1.6),
             ],
         };
         let floors: Vec<f64> = result.floor_copies().map(|c| c.p99_ratio).collect();

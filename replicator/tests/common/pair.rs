@@ -160,6 +160,9 @@ pub struct Pair {
     admitted: Vec<WaiterId>,
     /// Every message sent, by whom.
     pub sent: Vec<(Side, Msg)>,
+    /// Each message a side took in, in order: the receiver, and how many messages had been
+    /// sent by then (an index into `sent`).
+    pub taken_in: Vec<(Side, usize)>,
     /// Catch-up reads the primary asked for.
     pub read_chunks: usize,
     /// Where the follower's log was cut.
@@ -216,6 +219,7 @@ impl Pair {
             next_waiter: 0,
             admitted: Vec::new(),
             sent: Vec::new(),
+            taken_in: Vec::new(),
             read_chunks: 0,
             cuts: Vec::new(),
             repairs: Vec::new(),
@@ -330,6 +334,9 @@ impl Pair {
 
     /// Steps `side` with `input` and carries out its actions in order.
     fn step(&mut self, side: Side, input: Input) {
+        if matches!(input, Input::Data { .. }) {
+            self.taken_in.push((side, self.sent.len()));
+        }
         let r = &mut self.replicas[side.at()];
         let actions = r.step(self.now, input);
         r.check_invariants();
