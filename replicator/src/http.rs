@@ -180,7 +180,7 @@ impl HttpServer {
     /// # Errors
     /// Binding or starting the thread failed.
     pub fn start(addr: SocketAddr, handler: Handler) -> io::Result<HttpServer> {
-        let listener = TcpListener::bind(addr).map_err(|e| {
+        let listener = crate::transport::socket::bind_listener(addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("binding the http listener on {addr}: {e}"),

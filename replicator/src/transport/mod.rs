@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 pub mod handover;
 pub mod portable;
-mod socket;
+pub(crate) mod socket;
 pub mod tls;
 pub mod uring;
 
@@ -97,7 +97,7 @@ pub trait Transport: Send + Sync + 'static {
     /// arrive as [`NetEvent::Accepted`].
     fn listen(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
         // std sets SO_REUSEADDR on Unix listeners.
-        self.listen_on(TcpListener::bind(addr)?)
+        self.listen_on(socket::bind_listener(addr)?)
     }
 
     /// Serves `listener`, a socket already bound and listening (for example one inherited
