@@ -46,6 +46,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use logship_engine::Lsn;
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +80,8 @@ pub const PACED_CHUNK_BYTES: usize = 256 << 10;
 const BURST_SLICES: u64 = 2;
 /// The smallest read the pacer grants (a read returns at least one record anyway).
 pub const MIN_GRANT_BYTES: usize = 4 << 10;
+/// The longest commit latency the recent p99 tells apart, µs (longer ones count as this).
+const LATENCY_MAX_US: u64 = 60_000_000;
 /// Default floor of the allowance.
 pub const DEFAULT_MIN_BYTES_PER_SEC: u64 = 4 << 20;
 
@@ -203,6 +206,11 @@ pub struct PacingStatus {
     pub window_commits: u64,
     /// Of those, the ones slower than the target.
     pub window_over_target: u64,
+    /// The p99 of the commits of the last [`HISTORY_INTERVALS`] intervals (batch formed to
+    /// `remote_durable`), milliseconds, 1% precision; `None` without commits. The figure the
+    /// pacer steers: a target is best set from it measured without catch-up.
+    #[serde(default)]
+    pub recent_commit_p99_ms: Option<f64>,
 }
 
 /// The controller and its token bucket; see the module documentation.
@@ -219,6 +227,11 @@ pub struct Pacer {
     window: Window,
     /// (commits, over target) of the last intervals, the oldest overwritten first.
     history: [(u64, u64); HISTORY_INTERVALS],
+    /// Commit latencies in µs: of the interval under way, and of the last intervals (as
+    /// `history`).
+    latencies: Histogram<u64>,
+    latency_history: Vec<Histogram<u64>>,
+    recent_p99: Option<Duration>,
     intervals: usize,
     catch_up_bytes: u64,
     last_window: Window,
@@ -245,6 +258,9 @@ impl Pacer {
             window_start: Duration::ZERO,
             window: Window::default(),
             history: [(0, 0); HISTORY_INTERVALS],
+            latencies: latency_histogram(),
+            latency_history: vec![latency_histogram(); HISTORY_INTERVALS],
+            recent_p99: None,
             intervals: 0,
             catch_up_bytes: 0,
             last_window: Window::default(),
@@ -281,9 +297,13 @@ impl Pacer {
             }
             self.pending.pop_front();
             self.window.commits += 1;
-            if now.saturating_sub(formed) > c.latency_target {
+            let latency = now.saturating_sub(formed);
+            if latency > c.latency_target {
                 self.window.over_target += 1;
             }
+            let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            self.latencies
+                .saturating_record(us.clamp(1, LATENCY_MAX_US));
         }
     }
 
@@ -300,7 +320,11 @@ impl Pacer {
         let mut w = std::mem::take(&mut self.window);
         w.waiting = !self.pending.is_empty();
         w.catch_up_bytes_per_sec = u64::try_from(per_sec).unwrap_or(u64::MAX);
-        self.history[self.intervals % HISTORY_INTERVALS] = (w.commits, w.over_target);
+        let slot = self.intervals % HISTORY_INTERVALS;
+        self.history[slot] = (w.commits, w.over_target);
+        std::mem::swap(&mut self.latency_history[slot], &mut self.latencies);
+        self.latencies.reset();
+        self.recent_p99 = recent_p99(&self.latency_history);
         self.intervals = self.intervals.wrapping_add(1);
         w.recent_commits = self.history.iter().map(|h| h.0).sum();
         w.recent_over_target = self.history.iter().map(|h| h.1).sum();
@@ -381,6 +405,7 @@ impl Pacer {
             throttled_seconds: self.throttled.as_secs_f64(),
             window_commits: self.last_window.commits,
             window_over_target: self.last_window.over_target,
+            recent_commit_p99_ms: self.recent_p99.map(|d| d.as_secs_f64() * 1e3),
         })
     }
 
@@ -400,6 +425,21 @@ impl Pacer {
         let rising = (self.pending.iter().zip(self.pending.iter().skip(1))).all(|(a, b)| a.0 < b.0);
         assert!(rising, "pending batches out of LSN order");
     }
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    // Two significant digits over 1 µs to a minute: a few KiB.
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 2).expect("valid histogram bounds")
+}
+
+/// The p99 of the intervals' latencies together; `None` without any.
+fn recent_p99(intervals: &[Histogram<u64>]) -> Option<Duration> {
+    let mut all = latency_histogram();
+    for h in intervals {
+        // Same bounds, and values clamped into them when recorded: adding cannot fail.
+        all.add(h).ok()?;
+    }
+    (!all.is_empty()).then(|| Duration::from_micros(all.value_at_quantile(0.99)))
 }
 
 /// The bytes one read may ask for at `rate`: one [`PACE_SLICE`] of it, at least
@@ -598,6 +638,31 @@ mod tests {
         p.charge(FLOOR as usize);
         interval(&mut p, ms(400), &mut lsn, 20, ms(1));
         assert_eq!(p.allowance(), Some(FLOOR * 28 / 10));
+    }
+
+    #[test]
+    fn the_recent_commit_p99_covers_the_last_intervals() {
+        let mut p = pacer(5);
+        let mut lsn = 0;
+        let p99 = |p: &Pacer| p.status().unwrap().recent_commit_p99_ms;
+        assert_eq!(p99(&p), None);
+        // 99 batches of 2 ms: the p99 is 2 ms (to 1%).
+        interval(&mut p, ms(0), &mut lsn, 99, ms(2));
+        let near =
+            |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() <= want / 100.0);
+        assert!(near(p99(&p), 2.0), "{:?}", p99(&p));
+        for i in 1..HISTORY_INTERVALS as u64 {
+            interval(&mut p, ms(100 * i), &mut lsn, 1, ms(30));
+        }
+        // 99 of 2 ms and 3 of 30 ms over the last four intervals.
+        assert!(near(p99(&p), 30.0), "{:?}", p99(&p));
+        // Once the 2 ms interval has left the history, only 30 ms ones remain; then none.
+        interval(&mut p, ms(400), &mut lsn, 1, ms(30));
+        assert!(near(p99(&p), 30.0));
+        for i in 5..5 + HISTORY_INTERVALS as u64 {
+            interval(&mut p, ms(100 * i), &mut lsn, 0, ms(1));
+        }
+        assert_eq!(p99(&p), None);
     }
 
     #[test]

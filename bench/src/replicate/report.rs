@@ -720,7 +720,13 @@ fn steered_targets(run: &RunResult, planned: bool) -> Vec<Target> {
             true,
             st.is_some(),
             steered.map_or_else(missing, |r| {
-                format!("{}, target {:.3} ms", p99(r), r.target_ms.unwrap_or(0.0))
+                let of = st.and_then(|s| s.alone_primary_p99_ms).map_or_else(
+                    || "the clients' p99 alone".to_string(),
+                    |ms| format!("the primary's commit p99 alone, {ms:.3} ms"),
+                );
+                let times = steered::TARGET_OF_ALONE;
+                let target = r.target_ms.unwrap_or(0.0);
+                format!("{}, target {target:.3} ms = {times} × {of}", p99(r))
             }),
         ),
         verdict(

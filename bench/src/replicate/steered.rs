@@ -59,13 +59,17 @@ use crate::workload::{PHASE_MEASURE, PHASE_STOP, PHASE_WARM};
 pub const P99_TARGET_RATIO: f64 = 1.5;
 /// Steered catch-up MB/s over unthrottled catch-up MB/s, at least.
 pub const SPEED_TARGET_RATIO: f64 = 0.5;
-/// The latency target the steered run configures, as a multiple of the clients' p99 alone.
-/// The primary's own measure (batch formed to commit) leaves out a client's wait for the
-/// batch its append joins, about one group commit, so its p99 is under the clients': a
-/// target a little above the clients' p99 alone leaves the primary's measure room to grow
-/// while the clients' should stay under [`P99_TARGET_RATIO`] of theirs.
+/// The latency target the steered run configures, as a multiple of the primary's own commit
+/// p99 alone: the pacer's measure (batch formed to `remote_durable`, `recent_commit_p99_ms` in
+/// its status), read while the clients run alone. That measure leaves out a client's wait for
+/// the batch its append joins, so a target set from the clients' p99 (as before) let the
+/// primary's grow 1.6–1.8× and the clients' with it; set from the primary's, the two grow
+/// alike. The clients' p99 stands in when the primary reported none.
 pub const TARGET_OF_ALONE: f64 = 1.25;
-/// The steered run's target in ms: [`TARGET_OF_ALONE`] × the clients' p99 alone, to the
+/// The primary's target while the clients run alone: the largest the key takes, never reached;
+/// configured only so that the pacer measures (no catch-up runs then).
+const SAMPLING_TARGET_MS: f64 = 60_000.0;
+/// The steered run's target in ms: [`TARGET_OF_ALONE`] × the p99 alone given in µs, to the
 /// microsecond (the key takes fractions; in whole ms, 1.25 × 1.2 ms had to be 2 ms, 1.7 × the
 /// p99 alone, which let the clients' p99 reach twice it).
 fn target_of(alone_p99_us: f64) -> f64 {
@@ -121,6 +125,9 @@ pub struct SteeredResult {
     pub log_bytes: u64,
     /// The clients' commit latency with no catch-up running.
     pub alone: Summary,
+    /// The primary's own commit p99 meanwhile, ms: the median of its pacer's
+    /// `recent_commit_p99_ms`, read every [`SAMPLE_EVERY`]; the target is set from it.
+    pub alone_primary_p99_ms: Option<f64>,
     /// The catch-up unthrottled.
     pub unthrottled: SteeredRun,
     /// The catch-up steered by the latency target.
@@ -237,15 +244,18 @@ fn measure(
         addr,
         sync: true,
     };
-    let primary = start_primary(dir, &[f1], None, settings)?;
+    let primary = start_primary(dir, &[f1], Some(SAMPLING_TARGET_MS), settings)?;
     eprintln!("steered catch-up: seeding the sync follower ...");
     let seeding = plan.catch_up_timeout * SEED_TIMEOUTS;
     cluster::wait_durable(&sync, fill.last, seeding).context("seeding f1")?;
     cluster::wait_streaming(&primary, READY_TIMEOUT)?;
-    let alone = clients_alone(plan, &primary, &sync)?;
+    let (alone, alone_primary_p99_ms) = clients_alone(plan, &primary, &sync)?;
     shutdown(primary)?;
-    eprintln!("steered catch-up: clients alone p99 {:.1} us", alone.p99_us);
-    let target_ms = target_of(alone.p99_us);
+    eprintln!(
+        "steered catch-up: clients alone p99 {:.1} us, the primary's commit p99 {:?} ms",
+        alone.p99_us, alone_primary_p99_ms
+    );
+    let target_ms = target_of(alone_primary_p99_ms.map_or(alone.p99_us, |ms| ms * 1e3));
     let unthrottled = catch_up_run(plan, dir, fill, settings, (&sync, f1), None, &alone)?;
     let steered = catch_up_run(
         plan,
@@ -268,6 +278,7 @@ fn measure(
         ),
         log_bytes: fill.log_bytes,
         alone,
+        alone_primary_p99_ms,
         speed_ratio: speed_ratio(&steered, &unthrottled),
         unthrottled,
         steered,
@@ -376,18 +387,30 @@ fn spec(plan: &ReplicatePlan) -> CaseSpec {
     }
 }
 
-/// The clients against the primary and `f1` only: warm-up, then the plan's case window.
+/// How often the primary's commit p99 is read while the clients run alone: the span it covers.
+const SAMPLE_EVERY: Duration = Duration::from_millis(400);
+
+/// The clients against the primary and `f1` only: warm-up, then the plan's case window; with
+/// the median of the primary's own commit p99 meanwhile.
 fn clients_alone(
     plan: &ReplicatePlan,
     primary: &Arc<Node>,
     sync: &Arc<Node>,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<(Summary, Option<f64>)> {
     let (check, phase, clients) = measuring_clients(plan, primary, sync)?;
-    std::thread::sleep(plan.steered_alone);
+    let end = Instant::now() + plan.steered_alone;
+    let mut samples = Vec::new();
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        std::thread::sleep(left.min(SAMPLE_EVERY));
+        let pacing = primary.status().primary.and_then(|p| p.catch_up_pacing);
+        samples.extend(pacing.and_then(|p| p.recent_commit_p99_ms));
+    }
     phase.store(PHASE_STOP, Ordering::SeqCst);
     let result = clients.join(JOIN_TIMEOUT)?;
     check_early(&check)?;
-    Ok(result.commits.summary())
+    samples.sort_by(f64::total_cmp);
+    let median = samples.get(samples.len() / 2).copied();
+    Ok((result.commits.summary(), median))
 }
 
 /// The clients through `primary`, checked against `sync`, warmed up and measuring.
@@ -578,6 +601,7 @@ mod tests {
             name: String::new(),
             log_bytes: 1 << 30,
             alone: Summary::default(),
+            alone_primary_p99_ms: None,
             unthrottled: run(400.0),
             steered: run(40.0),
             speed_ratio: 0.1,

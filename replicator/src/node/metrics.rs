@@ -382,6 +382,17 @@ fn pacing(p: &mut PromText, n: &str, s: &PacingStatus) {
         "gauge",
         s.latency_target_ms / 1e3,
     );
+    if let Some(ms) = s.recent_commit_p99_ms {
+        single(
+            p,
+            n,
+            "logship_catch_up_commit_p99_seconds",
+            "The p99 of foreground commits (batch formed to remote_durable) over the last 400 ms, \
+             as the pacer measures it against its target.",
+            "gauge",
+            ms / 1e3,
+        );
+    }
 }
 
 fn primary(p: &mut PromText, n: &str, s: &PrimaryStatus) {
@@ -651,6 +662,7 @@ mod tests {
                     throttled_seconds: 1.5,
                     window_commits: 100,
                     window_over_target: 3,
+                    recent_commit_p99_ms: Some(4.5),
                 }),
                 degraded_entered: 0,
                 retention_lsn: 1,
