@@ -37,9 +37,11 @@ mod replicate;
 mod report;
 mod scratch;
 mod scrub;
+mod segment_fill;
 mod workload;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -70,6 +72,30 @@ enum Command {
     /// Where the microseconds of one network client's commit go, with one sync follower:
     /// `perf trace` of every thread's socket, write and fdatasync calls (needs perf, and root).
     Breakdown(BreakdownCliArgs),
+    /// What a new segment costs its writer, batch by batch with an fdatasync each: written into
+    /// fallocated blocks, or zero-filled first as the log's preallocator does, then
+    /// overwritten; buffered and `O_DIRECT`.
+    SegmentFill(SegmentFillArgs),
+}
+
+/// Arguments of `segment-fill`.
+#[derive(Debug, clap::Args)]
+struct SegmentFillArgs {
+    /// Segment size (MiB), the log's default.
+    #[arg(long, default_value_t = logship_engine::options::DEFAULT_SEGMENT_SIZE_BYTES >> 20)]
+    segment_mib: u64,
+    /// Batch sizes (KiB).
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 128, 256, 512, 1024])]
+    batches_kib: Vec<usize>,
+    /// Rounds per case (the best is kept).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Parent of the scratch directory.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-tmp")]
+    dir: PathBuf,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 /// Arguments of `breakdown`.
@@ -248,6 +274,15 @@ struct ReplicateArgs {
     /// case.
     #[arg(long, conflicts_with = "no_steered_catch_up")]
     steered_only: bool,
+    /// Seconds the steered catch-up's clients run alone (no catch-up), in place of the plan's
+    /// (3 full, 2 quick): their p99 over that span is what (g) divides by.
+    #[arg(long, value_name = "SECS")]
+    steered_alone: Option<f64>,
+    /// The steered run's `catch_up_latency_target_ms` as a multiple of the primary's commit
+    /// p99 alone, in place of 1.25: how fast the pacer lets a catch-up run at a looser or a
+    /// tighter target.
+    #[arg(long, value_name = "TIMES")]
+    steered_target_of_alone: Option<f64>,
     /// Skip the network-client cases (clients on the primary's client port, topologies `none`
     /// and `1sync`).
     #[arg(long)]
@@ -306,6 +341,7 @@ fn main() -> anyhow::Result<()> {
         Command::Scrub(args) => run_scrub(&args),
         Command::Failover(args) => run_failover(&args),
         Command::Breakdown(args) => run_breakdown(&args),
+        Command::SegmentFill(args) => run_segment_fill(&args),
     }
 }
 
@@ -371,6 +407,31 @@ fn run_scrub(args: &ScrubArgs) -> anyhow::Result<()> {
     print!("{}", scrub::table(&run));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&run).context("serializing the run")?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_segment_fill(args: &SegmentFillArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.segment_mib > 0 && args.batches_kib.iter().all(|&b| b > 0 && b % 4 == 0),
+        "--segment-mib and --batches-kib take positive sizes, batches in whole 4 KiB blocks"
+    );
+    let (scratch, _machine, command) = prepare("segment-fill", "segment-fill", &args.dir)?;
+    let segment_bytes = args.segment_mib << 20;
+    let batches: Vec<usize> = args.batches_kib.iter().map(|b| b << 10).collect();
+    let cases = segment_fill::run(scratch.path(), segment_bytes, &batches, args.rounds)?;
+    scratch.remove()?;
+    let report = segment_fill::FillReport {
+        command,
+        segment_bytes,
+        rounds: args.rounds,
+        prezero_max_avg_batch_bytes: logship_engine::options::PREZERO_MAX_AVG_BATCH_BYTES,
+        cases,
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).context("serializing the run")?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
@@ -469,6 +530,19 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
     plan.tls = !args.no_tls;
     plan.net_drivers = args.net_drivers;
     plan.steered = !args.no_steered_catch_up;
+    if let Some(secs) = args.steered_alone {
+        plan.steered_alone = Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--steered-alone takes a positive number of seconds")?;
+    }
+    if let Some(times) = args.steered_target_of_alone {
+        anyhow::ensure!(
+            times.is_finite() && times > 0.0,
+            "--steered-target-of-alone takes a positive multiple"
+        );
+        plan.steered_target_of_alone = times;
+    }
     if args.steered_only {
         plan.topologies.clear();
         plan.catch_up = false;

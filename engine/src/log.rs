@@ -46,6 +46,10 @@ pub struct LogStats {
     pub rollovers: u64,
     /// Segment files reused from the free pool.
     pub recycled: u64,
+    /// Spare segments the preallocator zero-filled ahead of need (while batches average under
+    /// [`crate::options::PREZERO_MAX_AVG_BATCH_BYTES`]): each is a segment's bytes written
+    /// once more.
+    pub prezeroed: u64,
     /// Damaged segments replaced by [`Log::repair_segment`].
     pub repairs: u64,
     /// Bytes readers read from sealed segments around the page cache (`O_DIRECT`), which they
@@ -513,6 +517,7 @@ impl Log {
             syncs: c.syncs.load(Ordering::Relaxed),
             rollovers: c.rollovers.load(Ordering::Relaxed),
             recycled: c.recycled.load(Ordering::Relaxed),
+            prezeroed: self.shared.pool.prepared(),
             repairs: c.repairs.load(Ordering::Relaxed),
             caller_writes: c.caller_writes.load(Ordering::Relaxed),
             uncached_read_bytes: c.uncached_read_bytes.load(Ordering::Relaxed),

@@ -20,6 +20,15 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 << 20;
 /// Default number of purged segment files kept for reuse.
 pub const DEFAULT_MAX_FREE_SEGMENTS: usize = 4;
+/// Batches at least this large on average make pre-zeroing a spare segment cost more than it
+/// saves: a large write amortizes the metadata commit of writing into allocated-but-unwritten
+/// blocks, while zero-filling first writes every byte twice. `logship-bench segment-fill`
+/// measures where the two cross: filling a 64 MiB segment in 128 KiB batches took 307 ms into
+/// fallocated blocks against 146 + 184 ms zero-filled then overwritten (buffered; with
+/// `O_DIRECT` fallocated was cheaper from 64 KiB batches on). A paced catch-up's chunks (at
+/// most 256 KiB) are above it, so a follower catching up beside commits writes each byte once
+/// and never zero-fills a segment in one unpaced burst.
+pub const PREZERO_MAX_AVG_BATCH_BYTES: u64 = 128 << 10;
 /// Smallest segment size accepted: 64 KiB.
 pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 << 10;
 /// Write operations the writer has in flight at once: one flushing, one being written behind it.

@@ -12,6 +12,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -40,6 +41,8 @@ pub(crate) struct FreePool {
     max_free: usize,
     state: Mutex<PoolState>,
     cond: Condvar,
+    /// Spares zero-filled and published.
+    prepared: AtomicU64,
 }
 
 impl FreePool {
@@ -64,7 +67,13 @@ impl FreePool {
                 ..PoolState::default()
             }),
             cond: Condvar::new(),
+            prepared: AtomicU64::new(0),
         }
+    }
+
+    /// Spares the preallocator zero-filled and published since open.
+    pub(crate) fn prepared(&self) -> u64 {
+        self.prepared.load(Ordering::Relaxed)
     }
 
     /// A free file's path, if any.
@@ -138,6 +147,7 @@ impl FreePool {
                     let mut st = self.state.lock();
                     st.free.push(id);
                     st.want_spare = false;
+                    self.prepared.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(false) => return,
                 Err(e) => {

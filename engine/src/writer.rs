@@ -57,7 +57,9 @@ use crate::files::{write_floor, write_segment_header};
 use crate::io::{
     Backend, OpenMode, QueueConfig, Vfs, VfsFile, WriteCompletion, WriteOp, WriteQueue,
 };
-use crate::options::{Options, SEGMENT_TAIL_RESERVE_BYTES, WRITES_IN_FLIGHT};
+use crate::options::{
+    Options, PREZERO_MAX_AVG_BATCH_BYTES, SEGMENT_TAIL_RESERVE_BYTES, WRITES_IN_FLIGHT,
+};
 use crate::pool::{create_file, write_zeros, FreePool};
 use crate::reader::{record_end, LogReader};
 use crate::record::{encode_marker, Marker, MarkerKind, MARKER_BYTES, RECORD_HEADER_BYTES};
@@ -423,11 +425,6 @@ struct Writer {
     finished: bool,
 }
 
-/// Batches at least this large on average make pre-zeroing a spare segment cost more than it
-/// saves: a large write amortizes the metadata commit of writing into allocated-but-unwritten
-/// blocks, while zero-filling first writes every byte twice.
-const PREZERO_MAX_AVG_BATCH_BYTES: u64 = 1 << 20;
-
 impl Writer {
     /// The writer of a recovered log whose last segment is `active`, whose durable floor on
     /// disk is `floor`, next to write `next_lsn`, its last record of `last_epoch`.
@@ -671,7 +668,12 @@ impl Writer {
             submitted: Instant::now(),
         });
         self.shared.counters.writes.fetch_add(1, Ordering::Relaxed);
-        self.avg_batch_bytes = (self.avg_batch_bytes * 7 + (end - start)) / 8;
+        // The first batch seeds the average: from 0 it would take some fifty batches to pass
+        // the threshold, and pre-zero a spare for each segment meanwhile.
+        self.avg_batch_bytes = match self.avg_batch_bytes {
+            0 => end - start,
+            avg => (avg * 7 + (end - start)) / 8,
+        };
         if end > seg.capacity / 2 && self.avg_batch_bytes < PREZERO_MAX_AVG_BATCH_BYTES {
             self.shared.pool.request_spare();
         }

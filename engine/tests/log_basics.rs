@@ -745,3 +745,52 @@ fn records_nobody_waits_for_still_become_durable() {
         assert_eq!(read_all(&log).len(), 120, "{backend:?}");
     }
 }
+
+/// Appends `records` of `bytes` each, waiting for each, into a log of 1 MiB segments that
+/// pre-zeroes spares; returns its counters once closed (its preallocator stopped).
+fn fill_one_by_one(dir: &std::path::Path, records: u64, bytes: usize) -> logship_engine::LogStats {
+    let options = Options {
+        create_if_missing: true,
+        segment_size_bytes: 1 << 20,
+        max_record_bytes: 256 << 10,
+        max_batch_bytes: 256 << 10,
+        max_queue_bytes: 1 << 20,
+        prezero_segments: true,
+        ..Options::default()
+    };
+    let log = Log::open(dir.join("log"), options).unwrap();
+    for i in 0..records {
+        log.append(Bytes::from(vec![(i % 251) as u8; bytes]))
+            .unwrap()
+            .wait()
+            .unwrap();
+        if log.stats().rollovers > 0 && bytes < 4096 {
+            // Small batches: wait (bounded) for the spare the writer asked for at the first
+            // segment's half, so the case does not depend on the preallocator's speed.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while log.stats().prezeroed == 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+    let stats = log.stats();
+    log.close().unwrap();
+    stats
+}
+
+/// Zero-filling a spare writes a segment's bytes once more; under batches of
+/// `PREZERO_MAX_AVG_BATCH_BYTES` and more (a catch-up's chunks, large records) writing into
+/// fallocated blocks costs the disk less (`logship-bench segment-fill`), and the zero-fill's
+/// burst would land beside the commits of a paced catch-up. Small batches still get spares.
+#[test]
+fn large_batches_fill_fallocated_segments_and_small_ones_get_pre_zeroed_spares() {
+    let batch = logship_engine::options::PREZERO_MAX_AVG_BATCH_BYTES as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let large = fill_one_by_one(dir.path(), 16, batch);
+    assert!(large.rollovers >= 2, "{large:?}");
+    assert_eq!((large.prezeroed, large.recycled), (0, 0), "{large:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let small = fill_one_by_one(dir.path(), 3000, 1000);
+    assert!(small.rollovers >= 2, "{small:?}");
+    assert!(small.prezeroed >= 1 && small.recycled >= 1, "{small:?}");
+}

@@ -9,7 +9,7 @@
 //! A TLS cluster ([`Cluster::start_with`]) gets a CA and a certificate per node written into
 //! its directory, and TLS on the replication link and the client port of every node.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -274,8 +274,15 @@ fn tls_toml(dir: &Path, name: &str) -> anyhow::Result<String> {
 }
 
 fn start_node(text: &str, what: &str) -> anyhow::Result<Node> {
-    let config = NodeConfig::parse(text)
+    start_node_on(text, what, None)
+}
+
+/// [`start_node`], serving `listener` (bound to the config's replication address and
+/// listening) instead of binding that address.
+fn start_node_on(text: &str, what: &str, listener: Option<TcpListener>) -> anyhow::Result<Node> {
+    let mut config = NodeConfig::parse(text)
         .map_err(|e| anyhow!("{what}: configuration does not parse: {e}\n{text}"))?;
+    config.replication_listener = listener.map(Arc::new);
     Node::start(config).with_context(|| format!("starting {what}"))
 }
 
@@ -284,23 +291,26 @@ fn start_node(text: &str, what: &str) -> anyhow::Result<Node> {
 /// # Errors
 /// When the node does not start.
 pub fn start_follower(dir: &Path, name: &str, settings: NodeSettings) -> anyhow::Result<Node> {
-    start_follower_at(dir, name, "127.0.0.1:0", settings)
+    let listen = "listen_replication = \"127.0.0.1:0\"\n";
+    let text = node_toml(dir, name, "follower", &dir.join(name), listen, settings)?;
+    start_node(&text, &format!("follower {name}"))
 }
 
-/// [`start_follower`], listening at `listen` (an address the primary was configured with
-/// before the follower started).
+/// [`start_follower`], serving `listener`: bound (and listening) at an address the primary
+/// was configured with before the follower started, so the port was never free meanwhile.
 ///
 /// # Errors
 /// When the node does not start.
-pub fn start_follower_at(
+pub fn start_follower_on(
     dir: &Path,
     name: &str,
-    listen: &str,
+    listener: TcpListener,
     settings: NodeSettings,
 ) -> anyhow::Result<Node> {
-    let listen = format!("listen_replication = \"{listen}\"\n");
+    let addr = listener.local_addr().context("the listener's address")?;
+    let listen = format!("listen_replication = \"{addr}\"\n");
     let text = node_toml(dir, name, "follower", &dir.join(name), &listen, settings)?;
-    start_node(&text, &format!("follower {name}"))
+    start_node_on(&text, &format!("follower {name}"), Some(listener))
 }
 
 /// Starts the primary with its log in `data_dir` and these followers and quorum; with

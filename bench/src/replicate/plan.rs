@@ -252,6 +252,9 @@ pub struct ReplicatePlan {
     /// The window of the steered catch-up's clients alone (no catch-up running).
     #[serde(serialize_with = "secs")]
     pub steered_alone: Duration,
+    /// The steered run's latency target over the primary's commit p99 alone
+    /// ([`TARGET_OF_ALONE`](crate::replicate::steered::TARGET_OF_ALONE) unless set).
+    pub steered_target_of_alone: f64,
 }
 
 impl ReplicatePlan {
@@ -274,6 +277,7 @@ impl ReplicatePlan {
             steered: true,
             steered_bytes: 2 << 30,
             steered_alone: Duration::from_secs(3),
+            steered_target_of_alone: crate::replicate::steered::TARGET_OF_ALONE,
         }
     }
 
@@ -296,6 +300,7 @@ impl ReplicatePlan {
             steered: true,
             steered_bytes: 256 << 20,
             steered_alone: Duration::from_secs(2),
+            steered_target_of_alone: crate::replicate::steered::TARGET_OF_ALONE,
         }
     }
 

@@ -724,7 +724,7 @@ fn steered_targets(run: &RunResult, planned: bool) -> Vec<Target> {
                     || "the clients' p99 alone".to_string(),
                     |ms| format!("the primary's commit p99 alone, {ms:.3} ms"),
                 );
-                let times = steered::TARGET_OF_ALONE;
+                let times = st.map_or(steered::TARGET_OF_ALONE, |s| s.target_of_alone);
                 let target = r.target_ms.unwrap_or(0.0);
                 format!("{}, target {target:.3} ms = {times} × {of}", p99(r))
             }),

@@ -7,7 +7,9 @@
 //! twice, on a primary restarted with `f1` (sync, the quorum) and an empty async follower `f2`,
 //! the window runs from `f2`'s start until `f2` holds the filled log's last LSN durably. The
 //! clients are already committing when `f2` starts (the primary was configured with it and
-//! retries its link), as when a replacement follower joins a busy cluster. The first run is
+//! retries its link; this process holds `f2`'s port until then, bound and not listening, so the
+//! primary's connects are refused and no other socket takes it), as when a replacement follower
+//! joins a busy cluster. The first run is
 //! unthrottled; the second sets the latency target to [`TARGET_OF_ALONE`] × the p99 alone
 //! (to the microsecond). The figures: the clients' p99 during each catch-up over
 //! their p99 alone (target [`P99_TARGET_RATIO`]), and the steered catch-up's MB/s over the
@@ -42,6 +44,7 @@ use anyhow::{bail, Context as _};
 use logship_engine::io::Backend;
 use logship_replicator::Node;
 use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::freed::settle_freed;
 use crate::latency::Summary;
@@ -72,8 +75,8 @@ const SAMPLING_TARGET_MS: f64 = 60_000.0;
 /// The steered run's target in ms: [`TARGET_OF_ALONE`] × the p99 alone given in µs, to the
 /// microsecond (the key takes fractions; in whole ms, 1.25 × 1.2 ms had to be 2 ms, 1.7 × the
 /// p99 alone, which let the clients' p99 reach twice it).
-fn target_of(alone_p99_us: f64) -> f64 {
-    (alone_p99_us * TARGET_OF_ALONE).round() / 1e3
+fn target_of(alone_p99_us: f64, times: f64) -> f64 {
+    (alone_p99_us * times).round() / 1e3
 }
 
 /// Payload bytes of the clients' records.
@@ -128,6 +131,8 @@ pub struct SteeredResult {
     /// The primary's own commit p99 meanwhile, ms: the median of its pacer's
     /// `recent_commit_p99_ms`, read every [`SAMPLE_EVERY`]; the target is set from it.
     pub alone_primary_p99_ms: Option<f64>,
+    /// The steered run's target over that p99 (the plan's, [`TARGET_OF_ALONE`] unless set).
+    pub target_of_alone: f64,
     /// The catch-up unthrottled.
     pub unthrottled: SteeredRun,
     /// The catch-up steered by the latency target.
@@ -255,7 +260,8 @@ fn measure(
         "steered catch-up: clients alone p99 {:.1} us, the primary's commit p99 {:?} ms",
         alone.p99_us, alone_primary_p99_ms
     );
-    let target_ms = target_of(alone_primary_p99_ms.map_or(alone.p99_us, |ms| ms * 1e3));
+    let alone_us = alone_primary_p99_ms.map_or(alone.p99_us, |ms| ms * 1e3);
+    let target_ms = target_of(alone_us, plan.steered_target_of_alone);
     let unthrottled = catch_up_run(plan, dir, fill, settings, (&sync, f1), None, &alone)?;
     let steered = catch_up_run(
         plan,
@@ -279,6 +285,7 @@ fn measure(
         log_bytes: fill.log_bytes,
         alone,
         alone_primary_p99_ms,
+        target_of_alone: plan.steered_target_of_alone,
         speed_ratio: speed_ratio(&steered, &unthrottled),
         unthrottled,
         steered,
@@ -462,15 +469,16 @@ fn catch_up_run(
         std::fs::remove_dir_all(&empty_dir)?;
     }
     catch_up::report_settle_wait(settle_freed(dir));
+    let port = HeldPort::bind()?;
     let f2 = FollowerRef {
         name: EMPTY_ID,
-        addr: free_port()?,
+        addr: port.addr,
         sync: false,
     };
     let primary = start_primary(dir, &[f1, f2], target_ms, settings)?;
     wait_link(&primary, SYNC_ID)?;
     let (check, phase, clients) = measuring_clients(plan, &primary, sync)?;
-    let empty = cluster::start_follower_at(dir, EMPTY_ID, &f2.addr.to_string(), settings)?;
+    let empty = cluster::start_follower_on(dir, EMPTY_ID, port.listen()?, settings)?;
     let streaming = wait_link(&primary, EMPTY_ID);
     let t0 = Instant::now();
     let timeout = run_timeout(plan, target_ms);
@@ -513,12 +521,36 @@ fn run_timeout(plan: &ReplicatePlan, target_ms: Option<f64>) -> Duration {
     plan.catch_up_timeout * times
 }
 
-/// A loopback address no socket listens on now (the port the kernel gave a listener just
-/// closed), for a follower the primary is configured with before it starts.
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
-    Ok(listener.local_addr()?)
+/// A loopback port held for a follower the primary is configured with before it starts:
+/// bound, so no other socket takes it meanwhile, and not listening, so the primary's connects
+/// are refused until then, as by a node that is down.
+struct HeldPort {
+    socket: Socket,
+    addr: SocketAddr,
 }
+
+impl HeldPort {
+    fn bind() -> anyhow::Result<HeldPort> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+            .context("a loopback socket")?;
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        socket
+            .bind(&any_port.into())
+            .context("binding a loopback port")?;
+        let addr = (socket.local_addr()?.as_socket()).context("the bound port's address")?;
+        Ok(HeldPort { socket, addr })
+    }
+
+    /// Starts listening: the follower serves the returned listener.
+    fn listen(self) -> anyhow::Result<TcpListener> {
+        (self.socket.listen(HELD_PORT_BACKLOG))
+            .with_context(|| format!("listening on {}", self.addr))?;
+        Ok(self.socket.into())
+    }
+}
+
+/// The held port's accept queue once it listens (a follower's peers: the primary).
+const HELD_PORT_BACKLOG: i32 = 16;
 
 /// Waits until the primary's link to `name` streams and is healthy.
 fn wait_link(primary: &Node, name: &str) -> anyhow::Result<()> {
@@ -602,6 +634,7 @@ mod tests {
             log_bytes: 1 << 30,
             alone: Summary::default(),
             alone_primary_p99_ms: None,
+            target_of_alone: TARGET_OF_ALONE,
             unthrottled: run(400.0),
             steered: run(40.0),
             speed_ratio: 0.1,
@@ -628,9 +661,10 @@ mod tests {
     }
 
     #[test]
-    fn the_target_is_a_quarter_above_the_clients_p99_alone_to_the_microsecond() {
-        assert_eq!(target_of(1_438.0), 1.798);
-        assert_eq!(target_of(7_844.0), 9.805);
-        assert_eq!(target_of(1_050.0), 1.313);
+    fn the_target_is_a_multiple_of_the_p99_alone_to_the_microsecond() {
+        assert_eq!(target_of(1_438.0, TARGET_OF_ALONE), 1.798);
+        assert_eq!(target_of(7_844.0, TARGET_OF_ALONE), 9.805);
+        assert_eq!(target_of(1_050.0, TARGET_OF_ALONE), 1.313);
+        assert_eq!(target_of(1_050.0, 2.0), 2.1);
     }
 }
