@@ -414,8 +414,11 @@ fn run_scrub(args: &ScrubArgs) -> anyhow::Result<()> {
 
 fn run_segment_fill(args: &SegmentFillArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.segment_mib > 0 && args.batches_kib.iter().all(|&b| b > 0 && b % 4 == 0),
-        "--segment-mib and --batches-kib take positive sizes, batches in whole 4 KiB blocks"
+        args.segment_mib > 0
+            && args.rounds > 0
+            && args.batches_kib.iter().all(|&b| b > 0 && b % 4 == 0),
+        "--segment-mib, --rounds and --batches-kib take positive values, batches in whole 4 KiB \
+         blocks"
     );
     let (scratch, _machine, command) = prepare("segment-fill", "segment-fill", &args.dir)?;
     let segment_bytes = args.segment_mib << 20;

@@ -20,12 +20,10 @@ use std::time::Instant;
 use anyhow::Context as _;
 use logship_engine::io::aligned::AlignedBytes;
 use logship_engine::io::{Backend, OpenMode, StdVfs, Vfs};
+use logship_engine::options::PREZERO_WRITE_BYTES as ZERO_WRITE_BYTES;
 use serde::Serialize;
 
 use crate::raw::pattern;
-
-/// Bytes the preallocator writes per call when it zero-fills a spare.
-const ZERO_WRITE_BYTES: usize = 1 << 20;
 
 /// One batch size, one kind of write: the fill's milliseconds both ways.
 #[derive(Clone, Debug, Serialize)]

@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_FREE_SEGMENTS: usize = 4;
 /// most 256 KiB) are above it, so a follower catching up beside commits writes each byte once
 /// and never zero-fills a segment in one unpaced burst.
 pub const PREZERO_MAX_AVG_BATCH_BYTES: u64 = 128 << 10;
+/// Bytes the preallocator zeroes per write when it pre-zeroes a spare (one fdatasync at the
+/// end).
+pub const PREZERO_WRITE_BYTES: usize = 1 << 20;
 /// Smallest segment size accepted: 64 KiB.
 pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 << 10;
 /// Write operations the writer has in flight at once: one flushing, one being written behind it.

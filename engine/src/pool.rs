@@ -18,10 +18,8 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 
 use crate::io::{OpenMode, Vfs, VfsFile};
+use crate::options::PREZERO_WRITE_BYTES as ZERO_CHUNK_BYTES;
 use crate::segment::free_name;
-
-/// Bytes zeroed per write when pre-zeroing.
-const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Default)]
 struct PoolState {
