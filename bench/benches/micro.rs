@@ -59,7 +59,7 @@ fn record_header(c: &mut Criterion) {
         group.bench_function(format!("size={size}"), |b| {
             b.iter(|| {
                 let crc = record::payload_crc(black_box(&payload));
-                record::encode_header(Lsn(42), Epoch(1), payload.len(), &crc)
+                record::encode_header(Lsn(42), Epoch(1), &crc)
             });
         });
     }

@@ -13,6 +13,7 @@
 
 mod completion;
 mod corruption;
+mod crc_shift;
 pub mod error;
 mod files;
 #[doc(hidden)]

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::io::{StdVfs, Vfs};
 use crate::options::{Durability, Options};
 use crate::reader::LogReader;
-use crate::record::{encode_header, encoded_len, payload_crc, RECORD_HEADER_BYTES};
+use crate::record::{encode_header, encoded_len, payload_crc, PayloadCrc, RECORD_HEADER_BYTES};
 use crate::recovery::{self, RecoveryReport};
 use crate::repair::{DamagedSegment, RepairReport};
 use crate::retention::PurgeReport;
@@ -157,7 +157,7 @@ impl Log {
     where
         I: IntoIterator<Item = Bytes>,
     {
-        let records: Vec<(Bytes, crc32fast::Hasher)> = payloads
+        let records: Vec<(Bytes, PayloadCrc)> = payloads
             .into_iter()
             .map(|p| self.check_and_hash(&p).map(|h| (p, h)))
             .collect::<Result<_>>()?;
@@ -566,7 +566,7 @@ impl Log {
         }
     }
 
-    fn check_and_hash(&self, payload: &[u8]) -> Result<crc32fast::Hasher> {
+    fn check_and_hash(&self, payload: &[u8]) -> Result<PayloadCrc> {
         let max = self.shared.options.max_record_bytes;
         if payload.len() > max {
             return Err(Error::RecordTooLarge {
@@ -671,9 +671,9 @@ fn raise_epoch(st: &mut QueueState, epoch: Epoch) -> Result<()> {
 }
 
 /// Queues one record stamped with the queue's epoch; returns its LSN and generation.
-fn push_record(st: &mut QueueState, payload: Bytes, hasher: &crc32fast::Hasher) -> (Lsn, u64) {
+fn push_record(st: &mut QueueState, payload: Bytes, crc: &PayloadCrc) -> (Lsn, u64) {
     let lsn = st.next_lsn;
-    let header = encode_header(lsn, st.epoch, payload.len(), hasher);
+    let header = encode_header(lsn, st.epoch, crc);
     st.queued_bytes += encoded_len(payload.len());
     st.items.push(Item::Record { header, payload });
     st.next_lsn = lsn.next();

@@ -17,6 +17,7 @@
 
 use bytes::Bytes;
 
+use crate::crc_shift;
 use crate::types::{Epoch, Lsn};
 
 /// Size of the record header in bytes.
@@ -198,23 +199,42 @@ pub const fn encoded_len(payload_len: usize) -> usize {
     RECORD_HEADER_BYTES + payload_len
 }
 
-/// CRC-32 of a payload alone; combine it into a header with [`encode_header`].
-pub fn payload_crc(payload: &[u8]) -> crc32fast::Hasher {
-    let mut h = crc32fast::Hasher::new();
-    h.update(payload);
-    h
+/// A payload's CRC-32 and the factor that joins a header's CRC to it, computed before the LSN
+/// is known: appenders checksum in parallel, outside the queue lock, and [`encode_header`]
+/// under it costs the same few dozen operations whatever the payload's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadCrc {
+    len: usize,
+    crc: u32,
+    /// `x^(8·len) mod P` (`crc_shift::shift_for`).
+    shift: u32,
 }
 
-/// Builds the 32-byte header for a payload whose CRC state is `payload_hasher`
-/// (from [`payload_crc`]). Computing the payload CRC before the LSN is known lets
-/// appenders checksum in parallel and only combine under the queue lock.
-pub fn encode_header(
-    lsn: Lsn,
-    epoch: Epoch,
-    payload_len: usize,
-    payload_hasher: &crc32fast::Hasher,
-) -> [u8; RECORD_HEADER_BYTES] {
+impl PayloadCrc {
+    /// The payload's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The CRC of a payload alone, to build its header with [`encode_header`].
+pub fn payload_crc(payload: &[u8]) -> PayloadCrc {
+    PayloadCrc {
+        len: payload.len(),
+        crc: crc32fast::hash(payload),
+        shift: crc_shift::shift_for(payload.len()),
+    }
+}
+
+/// Builds the 32-byte header for the payload whose CRC is `payload` (from [`payload_crc`]).
+pub fn encode_header(lsn: Lsn, epoch: Epoch, payload: &PayloadCrc) -> [u8; RECORD_HEADER_BYTES] {
     assert!(lsn.get() >= 1, "LSN 0 is never written");
+    let payload_len = payload.len;
     assert!(
         payload_len <= MAX_PAYLOAD_BYTES,
         "payload of {payload_len} bytes exceeds {MAX_PAYLOAD_BYTES}"
@@ -227,15 +247,14 @@ pub fn encode_header(
     let mut h = crc32fast::Hasher::new();
     h.update(&hdr[0..4]);
     h.update(&hdr[8..RECORD_HEADER_BYTES]);
-    h.combine(payload_hasher);
-    let crc = h.finalize();
+    let crc = crc_shift::shift(h.finalize(), payload.shift, payload.crc);
     hdr[4..8].copy_from_slice(&crc.to_le_bytes());
     hdr
 }
 
 /// Encodes one record, appending it to `out`.
 pub fn encode_into(out: &mut Vec<u8>, lsn: Lsn, epoch: Epoch, payload: &[u8]) {
-    let hdr = encode_header(lsn, epoch, payload.len(), &payload_crc(payload));
+    let hdr = encode_header(lsn, epoch, &payload_crc(payload));
     out.extend_from_slice(&hdr);
     out.extend_from_slice(payload);
     debug_assert!(
