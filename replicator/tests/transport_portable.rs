@@ -202,6 +202,39 @@ fn full_backlog_listener() -> Option<(TcpListener, Vec<TcpStream>)> {
     None
 }
 
+/// A peer that accepts one connection, reads nothing for 300 ms (so the sender's socket
+/// buffers fill and the rest queues), then reads `expected.len()` bytes.
+struct SlowReader {
+    addr: SocketAddr,
+    done: Receiver<Result<bool, String>>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl SlowReader {
+    fn start(expected: Bytes) -> SlowReader {
+        let listener = TcpListener::bind(LOCALHOST).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let thread = thread::spawn(move || {
+            let (mut peer, _) = listener.accept().expect("accept");
+            peer.set_read_timeout(Some(EVENT_TIMEOUT))
+                .expect("read timeout");
+            thread::sleep(Duration::from_millis(300));
+            let mut got = vec![0u8; expected.len()];
+            let result = peer.read_exact(&mut got).map(|()| got == expected[..]);
+            let _ = done_tx.send(result.map_err(|e| e.to_string()));
+        });
+        SlowReader { addr, done, thread }
+    }
+
+    /// Asserts that every byte arrived, in order.
+    fn check(self) {
+        let outcome = (self.done.recv_timeout(Duration::from_secs(60))).expect("reader finished");
+        assert_eq!(outcome, Ok(true), "bytes arrived complete and in order");
+        self.thread.join().expect("reader thread");
+    }
+}
+
 #[test]
 fn echo_round_trip() {
     let server = Node::start(Behaviour::Echo);
@@ -222,23 +255,9 @@ fn echo_round_trip() {
 fn large_send_arrives_complete_and_in_order_without_blocking_the_caller() {
     const TOTAL: usize = 64 << 20;
     let client = Node::start(Behaviour::Record);
-    let listener = TcpListener::bind(LOCALHOST).expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let data = pattern(TOTAL);
-    let expected = data.clone();
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let reader = thread::spawn(move || {
-        let (mut peer, _) = listener.accept().expect("accept");
-        peer.set_read_timeout(Some(EVENT_TIMEOUT))
-            .expect("read timeout");
-        // A slow reader: nothing at first, so the socket buffers fill and the rest queues.
-        thread::sleep(Duration::from_millis(300));
-        let mut got = vec![0u8; TOTAL];
-        let result = peer.read_exact(&mut got).map(|()| got == expected[..]);
-        let _ = done_tx.send(result.map_err(|e| e.to_string()));
-    });
-
-    let conn = client.connect(addr);
+    let reader = SlowReader::start(data.clone());
+    let conn = client.connect(reader.addr);
     // One huge buffer, then many small ones that must queue behind it.
     let split = TOTAL - (4 << 20);
     let mut slowest = Duration::ZERO;
@@ -261,16 +280,46 @@ fn large_send_arrives_complete_and_in_order_without_blocking_the_caller() {
         "a send blocked for {slowest:?}"
     );
 
-    let outcome = done_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("reader finished");
-    assert_eq!(outcome, Ok(true), "bytes arrived complete and in order");
-    reader.join().expect("reader thread");
+    reader.check();
     let deadline = Instant::now() + EVENT_TIMEOUT;
     while client.transport.queued_bytes(conn) > 0 {
         assert!(Instant::now() < deadline, "queue never drained");
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+#[test]
+fn parts_sent_together_arrive_in_order_when_the_socket_takes_only_some() {
+    const TOTAL: usize = 32 << 20;
+    let client = Node::start(Behaviour::Record);
+    let data = pattern(TOTAL);
+    // Nothing read at first: the first write takes only part of the parts.
+    let reader = SlowReader::start(data.clone());
+    let conn = client.connect(reader.addr);
+    // A header, a body far larger than the socket buffers, a trailer; then smaller frames of
+    // three parts each (one of them empty) that must queue behind.
+    let (head, body_end) = (13, TOTAL - (1 << 20));
+    let t = &client.transport;
+    t.send_parts(
+        conn,
+        &[
+            data.slice(..head),
+            data.slice(head..body_end),
+            data.slice(body_end..body_end + 100),
+        ],
+    );
+    assert!(
+        t.queued_bytes(conn) > 0,
+        "32 MiB cannot fit in socket buffers"
+    );
+    for start in (body_end + 100..TOTAL).step_by(3000) {
+        let end = TOTAL.min(start + 3000);
+        let mid = start + (end - start) / 2;
+        let parts = [data.slice(start..mid), Bytes::new(), data.slice(mid..end)];
+        t.send_parts(conn, &parts);
+    }
+
+    reader.check();
 }
 
 #[test]

@@ -1299,8 +1299,7 @@ impl Inner {
             let mut h = Vec::with_capacity(head.len() + prefix.len());
             h.extend_from_slice(&head);
             h.extend_from_slice(&prefix);
-            t.send(conn, Bytes::from(h));
-            t.send(conn, records.clone());
+            t.send_parts(conn, &[Bytes::from(h), records.clone()]);
         } else {
             t.send(conn, msg.encode());
         }

@@ -114,6 +114,15 @@ pub trait Transport: Send + Sync + 'static {
     /// an unknown or closed connection are dropped.
     fn send(&self, conn: ConnId, data: Bytes);
 
+    /// Queues `parts` for `conn` as [`Transport::send`] queues each in turn, but in one write
+    /// where the transport can: a frame built of a header and a body that live in separate
+    /// buffers then reaches the peer whole.
+    fn send_parts(&self, conn: ConnId, parts: &[Bytes]) {
+        for part in parts {
+            self.send(conn, part.clone());
+        }
+    }
+
     /// Bytes queued on `conn` or in flight (not yet accepted by the kernel).
     fn queued_bytes(&self, conn: ConnId) -> usize;
 

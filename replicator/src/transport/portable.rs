@@ -181,6 +181,17 @@ impl Transport for PortableTransport {
         }
     }
 
+    fn send_parts(&self, conn: ConnId, parts: &[Bytes]) {
+        let Some(conn) = self.shared.conn(conn) else {
+            return;
+        };
+        for group in parts.chunks(conn::WRITE_BATCH_MAX_BUFFERS) {
+            if conn.send_parts(group) == SendOutcome::StartWriter {
+                self.shared.spawn_writer(&conn);
+            }
+        }
+    }
+
     fn queued_bytes(&self, conn: ConnId) -> usize {
         self.shared.conn(conn).map_or(0, |c| c.queued_bytes())
     }

@@ -22,8 +22,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::transport::{socket, ConnId};
 
-/// Most buffers one blocking write of a writer thread gathers.
-const WRITE_BATCH_MAX_BUFFERS: usize = 64;
+/// Most buffers one blocking write of a writer thread gathers, and one `send_parts` takes.
+pub(super) const WRITE_BATCH_MAX_BUFFERS: usize = 64;
 
 /// Most bytes one blocking write of a writer thread hands the kernel, so that
 /// [`Transport::queued_bytes`](crate::transport::Transport::queued_bytes) falls steadily while a
@@ -132,15 +132,33 @@ impl Conn {
 
     /// Writes `data` now if nothing is queued, and queues what the kernel does not take.
     pub(super) fn send(&self, data: Bytes) -> SendOutcome {
+        self.send_parts(std::slice::from_ref(&data))
+    }
+
+    /// Sends `parts` (at most [`WRITE_BATCH_MAX_BUFFERS`]) one after another, with one
+    /// `sendmsg` while the queue is empty: a frame
+    /// whose header and body are separate buffers reaches the peer whole, rather than header
+    /// first (on loopback each call runs the receiver's side, which may wake for the header
+    /// alone).
+    pub(super) fn send_parts(&self, parts: &[Bytes]) -> SendOutcome {
+        assert!(
+            parts.len() <= WRITE_BATCH_MAX_BUFFERS,
+            "{} buffers in one send",
+            parts.len()
+        );
+        let total: usize = parts.iter().map(Bytes::len).sum();
+        if total == 0 {
+            return SendOutcome::Done;
+        }
         let mut state = self.state.lock();
         match state.phase {
             Phase::Closed => return SendOutcome::Done,
             Phase::Connecting => {
-                state.push(data);
+                state.push_parts(parts);
                 return SendOutcome::Done;
             }
             Phase::Open if !state.queue.is_empty() => {
-                state.push(data);
+                state.push_parts(parts);
                 return SendOutcome::Done;
             }
             Phase::Open => {}
@@ -149,16 +167,28 @@ impl Conn {
             .stream
             .as_ref()
             .expect("an open connection has a socket");
-        let rest = match socket::send(stream.as_fd(), &[IoSlice::new(&data)], libc::MSG_DONTWAIT) {
-            Ok(n) if n == data.len() => return SendOutcome::Done,
-            Ok(n) => data.slice(n..),
-            Err(error) if is_retryable(&error) => data,
+        let mut slices = [IoSlice::new(&[]); WRITE_BATCH_MAX_BUFFERS];
+        for (slice, part) in slices.iter_mut().zip(parts) {
+            *slice = IoSlice::new(part);
+        }
+        let sent = match socket::send(stream.as_fd(), &slices[..parts.len()], libc::MSG_DONTWAIT) {
+            Ok(n) if n == total => return SendOutcome::Done,
+            Ok(n) => n,
+            Err(error) if is_retryable(&error) => 0,
             Err(error) => {
                 self.close_locked(&mut state, Some(error));
                 return SendOutcome::Done;
             }
         };
-        state.push(rest);
+        let mut skip = sent;
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            state.push(part.slice(skip..));
+            skip = 0;
+        }
         self.writer_wake.notify_one();
         let started = std::mem::replace(&mut state.writer_started, true);
         state.check_invariants();
@@ -286,6 +316,13 @@ impl ConnState {
     fn push(&mut self, data: Bytes) {
         self.queued_bytes += data.len();
         self.queue.push_back(data);
+    }
+
+    /// Queues the non-empty ones of `parts`.
+    fn push_parts(&mut self, parts: &[Bytes]) {
+        for part in parts.iter().filter(|p| !p.is_empty()) {
+            self.push(part.clone());
+        }
     }
 
     /// The module's invariants; O(queue length), so only in debug builds.
