@@ -117,6 +117,14 @@ fn records_reach_sync_and_async_followers_byte_for_byte() {
     let (fa, fp) = (a.log().stats(), p.log().stats());
     assert!(fa.caller_writes > 0, "follower: {fa:?}");
     assert_eq!(fp.caller_writes, 0, "primary: {fp:?}");
+    // Such a write is durable before the follower's written acknowledgement, queued behind it,
+    // would go: the durable one sent from the write covers it, and it is not sent.
+    let superseded = a.status().acks_superseded;
+    assert!(superseded > 0, "no acknowledgement superseded");
+    assert!(
+        superseded <= fa.caller_writes,
+        "{superseded} superseded: {fa:?}"
+    );
 }
 
 #[test]

@@ -73,6 +73,14 @@ fn election(p: &mut PromText, n: &str, s: &NodeStatus) {
         "counter",
         s.divergent_records as f64,
     );
+    single(
+        p,
+        n,
+        "logship_acks_superseded_total",
+        "Acknowledgements not sent because a newer one just sent covered them.",
+        "counter",
+        s.acks_superseded as f64,
+    );
     let Some(e) = &s.election else { return };
     single(
         p,
@@ -635,6 +643,7 @@ mod tests {
             leader_hint: None,
             divergent_records: 0,
             divergent_files: Vec::new(),
+            acks_superseded: 0,
             log_backend: "portable".into(),
             transport: "portable".into(),
             uptime_s: 1.0,

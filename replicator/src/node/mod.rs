@@ -99,6 +99,8 @@ struct Counters {
     appends: [AtomicU64; 4],
     /// Records of divergent suffixes copied to side files before their cut.
     divergent_records: AtomicU64,
+    /// Acknowledgements not sent because a newer one had covered them (`superseded_ack`).
+    acks_superseded: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -134,6 +136,8 @@ pub(crate) struct Inner {
     stall: Mutex<(Option<(Instant, Lsn)>, bool)>,
     /// The number of the last election state stored (see [`Action::Persist`]).
     persist_seq: Mutex<u64>,
+    /// The last acknowledgement sent, and how many were sent: see [`Inner::superseded_ack`].
+    last_ack: Mutex<SentAck>,
     /// Where the answer of the switchover under way goes.
     promote: Mutex<Option<crossbeam_channel::Sender<std::result::Result<String, String>>>>,
     /// The client keys new client connections are checked against (`None` without
@@ -405,6 +409,7 @@ impl Node {
             leader_hint: Mutex::new((None, None)),
             promote: Mutex::new(None),
             persist_seq: Mutex::new(0),
+            last_ack: Mutex::new(SentAck::default()),
             stall: Mutex::new((None, false)),
             client_keys: Mutex::new(client_keys),
             client_refusals: client_handshake::Refusals::new(),
@@ -788,12 +793,23 @@ impl Inner {
     fn execute_unlocked(&self, mut todo: VecDeque<Action>, peer_role: &str) {
         // Batches of frames that arrived together, queued for the last one's write.
         let mut held = Vec::new();
+        // Acknowledgements sent before the first append of this run.
+        let mut acks_before_append = None;
         while let Some(a) = todo.pop_front() {
             let done = match a {
                 Action::Append { records, .. } => {
                     let more = (todo.iter().find(|a| !matches!(a, Action::Send { .. })))
                         .is_some_and(|a| matches!(a, Action::Append { .. }));
+                    acks_before_append.get_or_insert_with(|| self.last_ack.lock().count);
                     self.append_replicated(records, more, &mut held)
+                }
+                Action::Send { conn, msg }
+                    if self.superseded_ack(acks_before_append, conn, &msg) =>
+                {
+                    self.counters
+                        .acks_superseded
+                        .fetch_add(1, Ordering::Relaxed);
+                    true
                 }
                 Action::Truncate { after, expect_crc } => self.truncate(after, expect_crc),
                 Action::SealActive => {
@@ -1281,7 +1297,48 @@ impl Inner {
         }
     }
 
+    /// Whether `msg`, queued behind an append of this executor run (`acks_before` is the count
+    /// of acknowledgements sent before it), is an acknowledgement that a newer one sent on
+    /// `conn` since covers. A follower that writes what it received on the reading thread makes
+    /// it durable inside the append, and the durable acknowledgement it sends from there carries
+    /// the written LSN too: the one its replica queued behind the append says nothing new.
+    /// Heartbeats are never behind an append, so they always go.
+    fn superseded_ack(&self, acks_before: Option<u64>, conn: ConnId, msg: &Msg) -> bool {
+        let (
+            Some(before),
+            Msg::Ack {
+                write,
+                durable,
+                applied,
+            },
+        ) = (acks_before, msg)
+        else {
+            return false;
+        };
+        let last = self.last_ack.lock();
+        last.count > before
+            && last.conn == Some(conn)
+            && last.write >= *write
+            && last.durable >= *durable
+            && last.applied >= *applied
+    }
+
     fn send(&self, conn: ConnId, msg: &Msg) {
+        if let Msg::Ack {
+            write,
+            durable,
+            applied,
+        } = *msg
+        {
+            let mut last = self.last_ack.lock();
+            *last = SentAck {
+                count: last.count + 1,
+                conn: Some(conn),
+                write,
+                durable,
+                applied,
+            };
+        }
         let t = self.transport();
         if let Msg::Records {
             first,
@@ -1494,6 +1551,17 @@ impl Inner {
             }
         }
     }
+}
+
+/// The last acknowledgement a follower sent (see [`Inner::superseded_ack`]).
+#[derive(Debug, Default)]
+struct SentAck {
+    /// Acknowledgements sent so far.
+    count: u64,
+    conn: Option<ConnId>,
+    write: Lsn,
+    durable: Lsn,
+    applied: Lsn,
 }
 
 /// The API's error for a replica's [`WaitError`].

@@ -33,6 +33,10 @@ pub struct NodeStatus {
     /// The side files holding cut divergent suffixes, in the data directory.
     #[serde(default)]
     pub divergent_files: Vec<String>,
+    /// Acknowledgements this follower did not send because a newer one it had just sent
+    /// covered them (the written one behind a write made durable on the reading thread).
+    #[serde(default)]
+    pub acks_superseded: u64,
     /// The log's hot-path backend.
     pub log_backend: String,
     /// The replication transport.
@@ -136,6 +140,7 @@ impl Inner {
             leader_hint: self.leader_hint(),
             divergent_records: c.divergent_records.load(Ordering::Relaxed),
             divergent_files: super::divergent::list(self.log.dir()),
+            acks_superseded: c.acks_superseded.load(Ordering::Relaxed),
             log_backend: self.log.backend().to_string(),
             transport: self
                 .transport
