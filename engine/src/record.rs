@@ -210,18 +210,6 @@ pub struct PayloadCrc {
     shift: u32,
 }
 
-impl PayloadCrc {
-    /// The payload's length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True for an empty payload.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
 /// The CRC of a payload alone, to build its header with [`encode_header`].
 pub fn payload_crc(payload: &[u8]) -> PayloadCrc {
     PayloadCrc {

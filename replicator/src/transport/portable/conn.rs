@@ -22,8 +22,12 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::transport::{socket, ConnId};
 
-/// Most buffers one blocking write of a writer thread gathers, and one `send_parts` takes.
-pub(super) const WRITE_BATCH_MAX_BUFFERS: usize = 64;
+/// Most buffers one blocking write of a writer thread gathers.
+const WRITE_BATCH_MAX_BUFFERS: usize = 64;
+
+/// Most parts one [`Conn::send_parts`] takes: a frame is a header and a body (the slices sit on
+/// the stack of every send, so a small bound keeps a lone send's cost what it was).
+pub(super) const SEND_PARTS_MAX: usize = 4;
 
 /// Most bytes one blocking write of a writer thread hands the kernel, so that
 /// [`Transport::queued_bytes`](crate::transport::Transport::queued_bytes) falls steadily while a
@@ -135,14 +139,14 @@ impl Conn {
         self.send_parts(std::slice::from_ref(&data))
     }
 
-    /// Sends `parts` (at most [`WRITE_BATCH_MAX_BUFFERS`]) one after another, with one
+    /// Sends `parts` (at most [`SEND_PARTS_MAX`]) one after another, with one
     /// `sendmsg` while the queue is empty: a frame
     /// whose header and body are separate buffers reaches the peer whole, rather than header
     /// first (on loopback each call runs the receiver's side, which may wake for the header
     /// alone).
     pub(super) fn send_parts(&self, parts: &[Bytes]) -> SendOutcome {
         assert!(
-            parts.len() <= WRITE_BATCH_MAX_BUFFERS,
+            parts.len() <= SEND_PARTS_MAX,
             "{} buffers in one send",
             parts.len()
         );
@@ -167,7 +171,7 @@ impl Conn {
             .stream
             .as_ref()
             .expect("an open connection has a socket");
-        let mut slices = [IoSlice::new(&[]); WRITE_BATCH_MAX_BUFFERS];
+        let mut slices = [IoSlice::new(&[]); SEND_PARTS_MAX];
         for (slice, part) in slices.iter_mut().zip(parts) {
             *slice = IoSlice::new(part);
         }
