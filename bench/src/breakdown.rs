@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
-use logship_replicator::client::Client;
+use logship_replicator::client::{Client, ClientTls};
 use logship_replicator::protocol::DurabilityLevel;
 
 use crate::replicate::cluster::{Cluster, NodeSettings};
@@ -33,6 +33,8 @@ pub struct BreakdownArgs {
     pub keep_trace: Option<PathBuf>,
     /// Node settings.
     pub settings: NodeSettings,
+    /// TLS on both ports of both nodes (and the client's connection).
+    pub tls: bool,
 }
 
 /// The client's thread name, by which the trace knows its calls.
@@ -63,7 +65,9 @@ pub fn trace(args: &BreakdownArgs) -> anyhow::Result<Traced> {
         Topology::OneSync,
         args.settings,
         true,
+        args.tls,
     )?;
+    let tls = cluster.client_tls().cloned();
     let addr = cluster
         .primary()
         .client_addr()
@@ -75,7 +79,9 @@ pub fn trace(args: &BreakdownArgs) -> anyhow::Result<Traced> {
     let (commits, size) = (args.commits, args.record_bytes);
     let client = std::thread::Builder::new()
         .name(CLIENT_THREAD.into())
-        .spawn(move || run_client(addr, commits, size, &out).map(|(u, t)| (u, t, out)))
+        .spawn(move || {
+            run_client((addr, tls.as_ref()), commits, size, &out).map(|(u, t)| (u, t, out))
+        })
         .context("spawning the client")?;
     let joined = client
         .join()
@@ -92,12 +98,13 @@ pub fn trace(args: &BreakdownArgs) -> anyhow::Result<Traced> {
 
 /// The client: warms up, commits untraced, then under perf. Returns both latency lists.
 fn run_client(
-    addr: std::net::SocketAddr,
+    (addr, tls): (std::net::SocketAddr, Option<&ClientTls>),
     commits: usize,
     size: usize,
     out: &Path,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let mut client = Client::connect(addr, Duration::from_secs(10)).context("connecting")?;
+    let mut client =
+        Client::connect_with(addr, Duration::from_secs(10), tls).context("connecting")?;
     let payload = Bytes::from(crate::raw::pattern(size));
     let mut commit = || -> anyhow::Result<f64> {
         let t = Instant::now();
@@ -120,8 +127,9 @@ fn run_client(
     Ok((untraced, traced?))
 }
 
-/// System calls the chain is made of, by number (x86-64), and their names.
-const TRACED: [(u32, &str); 10] = [
+/// System calls the chain is made of, by number (x86-64), and their names; and `io_uring_enter`,
+/// counted beside them (an io_uring transport's sends and receives are ring operations).
+const TRACED: [(u32, &str); 11] = [
     (0, "read"),
     (1, "write"),
     (18, "pwrite64"),
@@ -132,6 +140,7 @@ const TRACED: [(u32, &str); 10] = [
     (47, "recvmsg"),
     (75, "fdatasync"),
     (296, "pwritev"),
+    (426, "io_uring_enter"),
 ];
 
 /// `perf record` of the entries and exits of [`TRACED`] calls of this process, into `out`
@@ -430,6 +439,20 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[i]
 }
 
+/// Each traced call's count divided by `commits`, in [`TRACED`]'s order, as `name n.nn`.
+fn per_commit(text: &str, commits: usize) -> String {
+    let calls = calls(text);
+    let commits = commits.max(1) as f64;
+    TRACED
+        .iter()
+        .map(|(_, name)| {
+            let n = calls.iter().filter(|c| c.name == *name).count();
+            format!("{name} {:.2}", n as f64 / commits)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The printed breakdown of a run.
 pub fn report(run: &Traced, record: usize) -> String {
     use std::fmt::Write as _;
@@ -468,6 +491,12 @@ pub fn report(run: &Traced, record: usize) -> String {
          was read in {hidden} of {} commits",
         quantile(&mut local, 0.5),
         chains.len()
+    );
+    let _ = writeln!(
+        s,
+        "system calls per commit, every thread of the process, over the {} traced: {}",
+        run.traced_us.len(),
+        per_commit(&run.text, run.traced_us.len())
     );
     let on_read = chains.iter().filter(|c| c.follower_wrote_on_read).count();
     let _ = writeln!(

@@ -113,6 +113,21 @@ struct BreakdownCliArgs {
     /// Keep the raw `perf trace` output in this file.
     #[arg(long, value_name = "FILE")]
     keep_trace: Option<PathBuf>,
+    /// The nodes' network transport. On io_uring the port's and the nodes' reads are ring
+    /// completions the trace does not see: the chain is lost, the call counts remain.
+    #[arg(long, value_enum, default_value = "portable")]
+    transport: BreakdownTransport,
+    /// TLS on the replication link and the client port.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// The transports `breakdown` runs on.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BreakdownTransport {
+    Portable,
+    #[value(name = "io_uring")]
+    IoUring,
 }
 
 /// Arguments of `failover`.
@@ -351,13 +366,17 @@ fn run_breakdown(args: &BreakdownCliArgs) -> anyhow::Result<()> {
         record_bytes: args.size,
         dir: args.dir.clone(),
         keep_trace: args.keep_trace.clone(),
-        // Portable: the client port then reads with system calls the trace sees (on io_uring
-        // its reads are ring completions, and the chain would lose its second link).
+        // Portable by default: the client port then reads with system calls the trace sees
+        // (on io_uring its reads are ring completions, and the chain loses its second link).
         settings: replicate::cluster::NodeSettings {
-            transport: "portable",
+            transport: match args.transport {
+                BreakdownTransport::Portable => "portable",
+                BreakdownTransport::IoUring => "io_uring",
+            },
             log_backend: "portable",
             scrub_bytes_per_sec: None,
         },
+        tls: args.tls,
     })?;
     print!("{}", breakdown::report(&run, args.size));
     Ok(())

@@ -6,7 +6,7 @@
 //! Starting waits, for a bounded time, until every follower is streaming; a cluster that does
 //! not get there is an error that says where each link stands.
 //!
-//! A TLS cluster ([`Cluster::start_with`]) gets a CA and a certificate per node written into
+//! A TLS cluster ([`Cluster::start`] with `tls`) gets a CA and a certificate per node written into
 //! its directory, and TLS on the replication link and the client port of every node.
 
 use std::net::{SocketAddr, TcpListener};
@@ -72,23 +72,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `topology` in `dir` (created): followers first, then the primary (with a client
     /// port on 127.0.0.1, port 0, if `client_port`), then waits until every follower streams.
+    /// With `tls`, both ports of every node run TLS.
     ///
     /// # Errors
-    /// When a node does not start or the cluster is not ready within [`READY_TIMEOUT`].
+    /// When a node does not start or the cluster is not ready within [`READY_TIMEOUT`]; when
+    /// the certificates cannot be written.
     pub fn start(
-        dir: &Path,
-        topology: Topology,
-        settings: NodeSettings,
-        client_port: bool,
-    ) -> anyhow::Result<Cluster> {
-        Cluster::start_with(dir, topology, settings, client_port, false)
-    }
-
-    /// [`Cluster::start`], with TLS on both ports of every node when `tls`.
-    ///
-    /// # Errors
-    /// As [`Cluster::start`]; when the certificates cannot be written.
-    pub fn start_with(
         dir: &Path,
         topology: Topology,
         settings: NodeSettings,
@@ -467,8 +456,14 @@ mod tests {
     #[test]
     fn a_cluster_starts_commits_checks_and_stops() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
-        let cluster =
-            Cluster::start(scratch.path(), Topology::OneSyncOneAsync, SETTINGS, false).unwrap();
+        let cluster = Cluster::start(
+            scratch.path(),
+            Topology::OneSyncOneAsync,
+            SETTINGS,
+            false,
+            false,
+        )
+        .unwrap();
         let check = cluster.commit_check();
         for _ in 0..20 {
             let commit = cluster
@@ -516,7 +511,8 @@ mod tests {
     #[test]
     fn a_check_counts_commits_no_node_holds() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
-        let cluster = Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, false).unwrap();
+        let cluster =
+            Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, false, false).unwrap();
         let check = cluster.commit_check();
         check.commit_resolved(Lsn(1_000_000));
         let (early, first) = check.take();

@@ -143,7 +143,7 @@ fn run_cluster(
     );
     settle(dir);
     let client_port = plan.net_cases(topology).iter().any(|c| c.tls == tls);
-    let cluster = Cluster::start_with(&cluster_dir, topology, settings, client_port, tls)?;
+    let cluster = Cluster::start(&cluster_dir, topology, settings, client_port, tls)?;
     let status = cluster.primary().status();
     let backends = Backends {
         transport: status.transport,

@@ -275,7 +275,8 @@ mod tests {
     #[test]
     fn network_clients_commit_through_the_client_port_and_are_checked() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
-        let cluster = Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, true).unwrap();
+        let cluster =
+            Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, true, false).unwrap();
         let addr = cluster.primary().client_addr().unwrap();
         assert_ne!(addr.port(), 0);
         let (_, threads) = run_checked(&cluster, (addr, None), spec(3, 1));
@@ -287,7 +288,8 @@ mod tests {
     #[test]
     fn driver_threads_keep_their_connections_appends_in_flight_and_are_checked() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
-        let cluster = Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, true).unwrap();
+        let cluster =
+            Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, true, false).unwrap();
         let addr = cluster.primary().client_addr().unwrap();
         let (result, threads) = run_checked(&cluster, (addr, None), driven(5, 3, 2));
         assert_eq!(threads, 2, "5 connections on 2 drivers");
@@ -304,7 +306,7 @@ mod tests {
     fn a_tls_cluster_commits_for_tls_clients_only() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
         let cluster =
-            Cluster::start_with(scratch.path(), Topology::OneSync, SETTINGS, true, true).unwrap();
+            Cluster::start(scratch.path(), Topology::OneSync, SETTINGS, true, true).unwrap();
         assert_eq!(cluster.primary().status().transport, "portable+tls");
         let addr = cluster.primary().client_addr().unwrap();
         let tls = cluster
@@ -330,7 +332,8 @@ mod tests {
     #[test]
     fn a_pipelined_round_commits_its_whole_window() {
         let scratch = Scratch::create(&std::env::temp_dir()).unwrap();
-        let cluster = Cluster::start(scratch.path(), Topology::None, SETTINGS, true).unwrap();
+        let cluster =
+            Cluster::start(scratch.path(), Topology::None, SETTINGS, true, false).unwrap();
         let addr = cluster.primary().client_addr().unwrap();
         let mut client = Client::connect(addr, ANSWER_TIMEOUT).unwrap();
         let window = vec![Bytes::from_static(b"pipelined"); 4];
