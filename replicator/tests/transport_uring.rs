@@ -233,6 +233,50 @@ fn large_send_arrives_in_order_while_the_peer_reads_slowly() {
 }
 
 #[test]
+fn parts_sent_together_arrive_in_order_when_the_socket_takes_only_some() {
+    let Some(h) = start(Recorder::default()) else {
+        return;
+    };
+    let listener = TcpListener::bind(localhost()).expect("bind");
+    let conn = h
+        .transport
+        .connect(listener.local_addr().expect("addr"), CONNECT_TIMEOUT);
+    let (mut peer, _) = listener.accept().expect("accept");
+    assert!(matches!(next(&h.events), NetEvent::Connected { conn: c, .. } if c == conn));
+
+    let total = 32 << 20;
+    let data = Bytes::from(pattern(5, total));
+    // A header, a body far larger than the socket buffers, a trailer; then smaller frames of
+    // three parts each (one of them empty) that must queue behind.
+    let (head, body_end) = (13, total - (1 << 20));
+    let t = &h.transport;
+    t.send_parts(
+        conn,
+        &[
+            data.slice(..head),
+            data.slice(head..body_end),
+            data.slice(body_end..body_end + 100),
+        ],
+    );
+    assert!(
+        t.queued_bytes(conn) > 0,
+        "32 MiB cannot fit in socket buffers"
+    );
+    for start in (body_end + 100..total).step_by(3000) {
+        let end = total.min(start + 3000);
+        let mid = start + (end - start) / 2;
+        let parts = [data.slice(start..mid), Bytes::new(), data.slice(mid..end)];
+        t.send_parts(conn, &parts);
+    }
+
+    peer.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut got = vec![0; total];
+    peer.read_exact(&mut got).expect("every byte");
+    assert!(got == data[..], "bytes arrived out of order or corrupted");
+    h.transport.shutdown();
+}
+
+#[test]
 fn connect_refused_reports_connect_failed_and_nothing_else() {
     let Some(h) = start(Recorder::default()) else {
         return;

@@ -185,7 +185,7 @@ impl Transport for PortableTransport {
         let Some(conn) = self.shared.conn(conn) else {
             return;
         };
-        for group in parts.chunks(conn::SEND_PARTS_MAX) {
+        for group in parts.chunks(super::socket::SEND_PARTS_MAX) {
             if conn.send_parts(group) == SendOutcome::StartWriter {
                 self.shared.spawn_writer(&conn);
             }

@@ -10,6 +10,8 @@ use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use bytes::Bytes;
+
 /// Connections the kernel completes and queues for a listener before its accept thread takes
 /// them (std listens with 128; the kernel caps this at `net.core.somaxconn`). A flood of
 /// connects from one address that the accept loop closes at once fills a short queue while
@@ -55,6 +57,49 @@ pub(crate) fn send(
     // the duration of the call; `fd` is borrowed, so its descriptor is open for the call.
     let sent = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags | libc::MSG_NOSIGNAL) };
     usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+}
+
+/// Most parts one vectored send of a frame takes: a frame is a header and a body (the slices
+/// sit on the stack of every send, so a small bound keeps a lone send's cost what it was).
+pub(crate) const SEND_PARTS_MAX: usize = 4;
+
+/// [`send`] of `parts` (at most [`SEND_PARTS_MAX`]) in one `sendmsg(2)`.
+///
+/// # Errors
+/// As [`send`].
+///
+/// # Panics
+/// If there are more than [`SEND_PARTS_MAX`] parts.
+pub(crate) fn send_parts(
+    fd: BorrowedFd<'_>,
+    parts: &[Bytes],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    assert!(
+        parts.len() <= SEND_PARTS_MAX,
+        "{} buffers in one send",
+        parts.len()
+    );
+    let mut slices = [IoSlice::new(&[]); SEND_PARTS_MAX];
+    for (slice, part) in slices.iter_mut().zip(parts) {
+        *slice = IoSlice::new(part);
+    }
+    send(fd, &slices[..parts.len()], flags)
+}
+
+/// What is left of `parts` once a send took `sent` bytes of them: the rest of the part it
+/// stopped in, then every later part (empty parts are skipped).
+pub(crate) fn unsent(parts: &[Bytes], sent: usize) -> impl Iterator<Item = Bytes> + '_ {
+    let mut skip = sent;
+    parts.iter().filter_map(move |part| {
+        if skip >= part.len() {
+            skip -= part.len();
+            return None;
+        }
+        let rest = part.slice(skip..);
+        skip = 0;
+        Some(rest)
+    })
 }
 
 #[cfg(test)]

@@ -170,6 +170,12 @@ impl Transport for TlsTransport {
     }
 
     fn send(&self, conn: ConnId, data: Bytes) {
+        self.send_parts(conn, std::slice::from_ref(&data));
+    }
+
+    /// The parts are encrypted together and leave as one buffer: one send of the transport
+    /// underneath, not one per part.
+    fn send_parts(&self, conn: ConnId, parts: &[Bytes]) {
         let Some(c) = self.shared.conn(conn) else {
             return;
         };
@@ -177,9 +183,11 @@ impl Transport for TlsTransport {
         if c.failed.is_some() {
             return;
         }
-        // The buffer limit is off (see `Shared::open`): rustls takes every byte.
-        let wrote = io::Write::write_all(&mut c.tls.writer(), &data);
-        debug_assert!(wrote.is_ok(), "rustls refused plaintext: {wrote:?}");
+        for part in parts {
+            // The buffer limit is off (see `Shared::open`): rustls takes every byte.
+            let wrote = io::Write::write_all(&mut c.tls.writer(), part);
+            debug_assert!(wrote.is_ok(), "rustls refused plaintext: {wrote:?}");
+        }
         self.shared.flush(conn, &mut c);
     }
 

@@ -25,10 +25,6 @@ use crate::transport::{socket, ConnId};
 /// Most buffers one blocking write of a writer thread gathers.
 const WRITE_BATCH_MAX_BUFFERS: usize = 64;
 
-/// Most parts one [`Conn::send_parts`] takes: a frame is a header and a body (the slices sit on
-/// the stack of every send, so a small bound keeps a lone send's cost what it was).
-pub(super) const SEND_PARTS_MAX: usize = 4;
-
 /// Most bytes one blocking write of a writer thread hands the kernel, so that
 /// [`Transport::queued_bytes`](crate::transport::Transport::queued_bytes) falls steadily while a
 /// large buffer drains.
@@ -139,17 +135,12 @@ impl Conn {
         self.send_parts(std::slice::from_ref(&data))
     }
 
-    /// Sends `parts` (at most [`SEND_PARTS_MAX`]) one after another, with one
+    /// Sends `parts` (at most [`socket::SEND_PARTS_MAX`]) one after another, with one
     /// `sendmsg` while the queue is empty: a frame
     /// whose header and body are separate buffers reaches the peer whole, rather than header
     /// first (on loopback each call runs the receiver's side, which may wake for the header
     /// alone).
     pub(super) fn send_parts(&self, parts: &[Bytes]) -> SendOutcome {
-        assert!(
-            parts.len() <= SEND_PARTS_MAX,
-            "{} buffers in one send",
-            parts.len()
-        );
         let total: usize = parts.iter().map(Bytes::len).sum();
         if total == 0 {
             return SendOutcome::Done;
@@ -171,11 +162,7 @@ impl Conn {
             .stream
             .as_ref()
             .expect("an open connection has a socket");
-        let mut slices = [IoSlice::new(&[]); SEND_PARTS_MAX];
-        for (slice, part) in slices.iter_mut().zip(parts) {
-            *slice = IoSlice::new(part);
-        }
-        let sent = match socket::send(stream.as_fd(), &slices[..parts.len()], libc::MSG_DONTWAIT) {
+        let sent = match socket::send_parts(stream.as_fd(), parts, libc::MSG_DONTWAIT) {
             Ok(n) if n == total => return SendOutcome::Done,
             Ok(n) => n,
             Err(error) if is_retryable(&error) => 0,
@@ -184,14 +171,8 @@ impl Conn {
                 return SendOutcome::Done;
             }
         };
-        let mut skip = sent;
-        for part in parts {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            state.push(part.slice(skip..));
-            skip = 0;
+        for rest in socket::unsent(parts, sent) {
+            state.push(rest);
         }
         self.writer_wake.notify_one();
         let started = std::mem::replace(&mut state.writer_started, true);

@@ -34,7 +34,7 @@
 //! The lock is never held while waiting for another lock except the command queue's (a send
 //! pushes its command under it); the ring thread takes the command queue's lock alone.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,8 +79,10 @@ impl SendGate {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Sends `data`: writes it at once when `direct` and the gate allows (rule 1), hands what
-    /// is left to `queue` (which must queue it for the ring thread), and drops it once closed.
+    /// Sends `parts` (at most [`socket::SEND_PARTS_MAX`]) one after another: writes them at
+    /// once, in one `sendmsg`, when `direct` and the gate allows (rule 1), hands what is left to
+    /// `queue` part by part (which must queue each for the ring thread, in order), and drops them
+    /// once closed.
     ///
     /// # Errors
     /// The error of a direct write that failed; the gate is closed and the connection must be
@@ -88,17 +90,18 @@ impl SendGate {
     #[allow(unsafe_code)]
     pub(super) fn send(
         &self,
-        data: Bytes,
+        parts: &[Bytes],
         direct: bool,
-        queue: impl FnOnce(Bytes),
+        mut queue: impl FnMut(Bytes),
     ) -> io::Result<()> {
+        let total: usize = parts.iter().map(Bytes::len).sum();
         let mut phase = self.phase.lock();
         let raw = match *phase {
             Phase::Closed => return Ok(()),
             Phase::Open(raw) if direct && self.queued_bytes() == 0 => raw,
             Phase::Connecting | Phase::Open(_) => {
-                self.add_queued(data.len());
-                queue(data);
+                self.add_queued(total);
+                socket::unsent(parts, 0).for_each(queue);
                 return Ok(());
             }
         };
@@ -106,20 +109,22 @@ impl SendGate {
         // closes it only after setting `Closed` under this lock (rule 3), which is held until
         // `fd` is gone at the end of this function.
         let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-        let rest = match socket::send(fd, &[IoSlice::new(&data)], libc::MSG_DONTWAIT) {
-            Ok(n) if n == data.len() => return Ok(()),
+        let sent = match socket::send_parts(fd, parts, libc::MSG_DONTWAIT) {
+            Ok(n) if n == total => return Ok(()),
             Ok(n) => {
-                assert!(n < data.len(), "send took {n} of {} bytes", data.len());
-                data.slice(n..)
+                assert!(n < total, "send took {n} of {total} bytes");
+                n
             }
-            Err(error) if is_transient(&error) => data,
+            Err(error) if is_transient(&error) => 0,
             Err(error) => {
                 *phase = Phase::Closed;
                 return Err(error);
             }
         };
-        self.add_queued(rest.len());
-        queue(rest);
+        self.add_queued(total - sent);
+        for rest in socket::unsent(parts, sent) {
+            queue(rest);
+        }
         Ok(())
     }
 
@@ -226,7 +231,7 @@ mod tests {
     /// Sends `data` through `gate` and returns what it queued for the ring.
     fn send(gate: &SendGate, data: &'static [u8], direct: bool) -> (io::Result<()>, Vec<Bytes>) {
         let mut queued = Vec::new();
-        let result = gate.send(Bytes::from_static(data), direct, |b| queued.push(b));
+        let result = gate.send(&[Bytes::from_static(data)], direct, |b| queued.push(b));
         (result, queued)
     }
 
@@ -306,7 +311,7 @@ mod tests {
         let data: Vec<u8> = (0..32 << 20).map(|i: u32| (i % 251) as u8).collect();
         let mut queued = Vec::new();
         let data = Bytes::from(data);
-        gate.send(data.clone(), true, |b| queued.push(b))
+        gate.send(std::slice::from_ref(&data), true, |b| queued.push(b))
             .expect("sent");
         assert_eq!(queued.len(), 1);
         let rest = &queued[0];
@@ -319,6 +324,39 @@ mod tests {
         let taken = data.len() - rest.len();
         assert!(read_exactly(&mut theirs, taken) == data[..taken]);
         assert_eq!(*rest, data.slice(taken..));
+    }
+
+    #[test]
+    fn parts_leave_in_one_write_and_what_the_kernel_refuses_queues_part_by_part() {
+        let (ours, mut theirs) = pair();
+        let gate = SendGate::new();
+        gate.open(ours.as_raw_fd());
+        let (result, queued) = {
+            let mut queued = Vec::new();
+            let parts = [&b"head"[..], b"", b"body"].map(Bytes::from_static);
+            (gate.send(&parts, true, |b| queued.push(b)), queued)
+        };
+        result.expect("sent");
+        assert!(queued.is_empty());
+        assert_eq!(read_exactly(&mut theirs, 8), b"headbody");
+        // A middle part far larger than loopback socket buffers hold with nobody reading.
+        let data: Vec<u8> = (0..32 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let data = Bytes::from(data);
+        let (head, tail) = (7, data.len() - 5);
+        let parts = [
+            data.slice(..head),
+            data.slice(head..tail),
+            data.slice(tail..),
+        ];
+        let mut queued = Vec::new();
+        gate.send(&parts, true, |b| queued.push(b)).expect("sent");
+        assert_eq!(queued.len(), 2, "the rest of the body, then the tail");
+        let taken = data.len() - queued[0].len() - queued[1].len();
+        assert!(taken > head && taken < tail, "{taken}");
+        assert_eq!(queued[0], data.slice(taken..tail));
+        assert_eq!(queued[1], data.slice(tail..));
+        assert_eq!(gate.queued_bytes(), data.len() - taken);
+        assert!(read_exactly(&mut theirs, taken) == data[..taken]);
     }
 
     #[test]

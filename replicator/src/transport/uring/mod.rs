@@ -73,7 +73,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use self::conn::RECV_BUFFER_BYTES;
 use self::gate::SendGate;
-use super::{ConnId, NetHandler, Transport, TransportOptions};
+use super::{socket, ConnId, NetHandler, Transport, TransportOptions};
 
 /// Name of the ring thread.
 const THREAD_NAME: &str = "logship-uring";
@@ -307,17 +307,25 @@ impl Transport for UringTransport {
 
     /// Off the ring thread, writes at once when nothing of `conn` is queued; see `gate.rs`.
     fn send(&self, conn: ConnId, data: Bytes) {
-        if data.is_empty() || self.shared.is_stopping() {
+        self.send_parts(conn, std::slice::from_ref(&data));
+    }
+
+    /// As `send`, with the parts of a group written by one `sendmsg`.
+    fn send_parts(&self, conn: ConnId, parts: &[Bytes]) {
+        if parts.iter().all(Bytes::is_empty) || self.shared.is_stopping() {
             return;
         }
         let Some(gate) = self.shared.gate(conn) else {
             return;
         };
         let direct = !self.shared.on_ring_thread();
-        let queue = |data| self.shared.push(Command::Send { conn, data });
-        if let Err(error) = gate.send(data, direct, queue) {
-            // Logged by the ring thread with the close it causes.
-            self.shared.push(Command::Fail { conn, error });
+        for group in parts.chunks(socket::SEND_PARTS_MAX) {
+            let queue = |data| self.shared.push(Command::Send { conn, data });
+            if let Err(error) = gate.send(group, direct, queue) {
+                // Logged by the ring thread with the close it causes.
+                self.shared.push(Command::Fail { conn, error });
+                return;
+            }
         }
     }
 
