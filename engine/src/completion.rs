@@ -9,8 +9,7 @@
 //! log's truncation generation: a record of an older generation was made durable before the
 //! truncation ran (the writer drains every earlier record first), so it completes `Ok`.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,9 +34,10 @@ const INLINE_TASK_WAKES: usize = 4;
 /// The shared durable watermark.
 ///
 /// `durable` and `generation` are atomics so a completion can check itself without a lock.
-/// Waiters that must sleep register in a min-heap keyed by `(generation, lsn)`: advancing the
-/// watermark pops exactly the satisfied ones (a prefix), so a waiter whose record is in a later
-/// batch is never woken early.
+/// Waiters that must sleep register in a queue kept in `(generation, lsn)` order: advancing the
+/// watermark takes exactly the satisfied ones (a prefix), so a waiter whose record is in a later
+/// batch is never woken early. Appenders register in about the order they appended, so a new
+/// waiter almost always goes at the back, and a release is one drain of the front.
 #[derive(Debug, Default)]
 pub(crate) struct Watermark {
     durable: AtomicU64,
@@ -65,7 +65,8 @@ struct Handoff {
 
 #[derive(Debug, Default)]
 struct Waiters {
-    heap: BinaryHeap<Reverse<Waiter>>,
+    /// Sorted by [`Waiter::key`].
+    queue: VecDeque<Waiter>,
     /// Satisfied threads not woken yet; woken threads wake these in turn.
     ready: Vec<SleepingThread>,
     poisoned: Option<String>,
@@ -94,20 +95,10 @@ struct SleepingThread {
     waiting: Arc<AtomicBool>,
 }
 
-impl PartialEq for Waiter {
-    fn eq(&self, other: &Self) -> bool {
-        (self.generation, self.lsn) == (other.generation, other.lsn)
-    }
-}
-impl Eq for Waiter {}
-impl PartialOrd for Waiter {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Waiter {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.generation, self.lsn).cmp(&(other.generation, other.lsn))
+impl Waiter {
+    /// The queue's order: a later generation's LSNs come after every earlier one's.
+    fn key(&self) -> (u64, Lsn) {
+        (self.generation, self.lsn)
     }
 }
 
@@ -197,7 +188,7 @@ impl Watermark {
 
     fn fail_all(&self, mut w: parking_lot::MutexGuard<'_, Waiters>) {
         self.failed.store(true, Ordering::Release);
-        let all: Vec<Waiter> = w.heap.drain().map(|r| r.0).collect();
+        let all: Vec<Waiter> = w.queue.drain(..).collect();
         drop(w);
         for waiter in all {
             waiter.wake.wake();
@@ -212,16 +203,17 @@ impl Watermark {
         let mut threads = 0;
         {
             let mut w = self.waiters.lock();
-            while let Some(Reverse(top)) = w.heap.peek() {
-                if !(top.generation < g || (top.generation == g && top.lsn.get() <= d)) {
-                    break;
-                }
-                let Reverse(waiter) = w.heap.pop().expect("peeked");
+            let Waiters { queue, ready, .. } = &mut *w;
+            let satisfied =
+                |o: &Waiter| o.generation < g || (o.generation == g && o.lsn.get() <= d);
+            let n = queue.partition_point(satisfied);
+            tasks.reserve(n);
+            for waiter in queue.drain(..n) {
                 match waiter.wake {
                     Wake::Task(t) => tasks.push(t),
                     Wake::Thread(t) => {
                         threads += 1;
-                        w.ready.push(t);
+                        ready.push(t);
                     }
                 }
             }
@@ -346,11 +338,18 @@ impl Watermark {
         if let Some(e) = Self::failure(&w) {
             return Status::Done(Err(e));
         }
-        w.heap.push(Reverse(Waiter {
+        let waiter = Waiter {
             generation,
             lsn,
             wake,
-        }));
+        };
+        // Usually the last so far; otherwise after every waiter of the same or an earlier key.
+        if w.queue.back().is_none_or(|o| o.key() <= waiter.key()) {
+            w.queue.push_back(waiter);
+        } else {
+            let at = w.queue.partition_point(|o| o.key() <= waiter.key());
+            w.queue.insert(at, waiter);
+        }
         Status::Pending
     }
 }
@@ -590,5 +589,67 @@ impl IntoFuture for AppendBatch {
 
     fn into_future(self) -> Completion {
         self.completion
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake as TaskWake;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl TaskWake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Registers a task waiter for `lsn` of `generation`; its wake count.
+    fn waiter(w: &Watermark, generation: u64, lsn: u64) -> Arc<Count> {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(matches!(
+            w.register(Lsn(lsn), generation, Wake::Task(waker)),
+            Status::Pending
+        ));
+        count
+    }
+
+    fn woken(counts: &[&Arc<Count>]) -> Vec<usize> {
+        counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect()
+    }
+
+    #[test]
+    fn an_advance_wakes_exactly_the_waiters_it_satisfies_whatever_order_they_came_in() {
+        let w = Watermark::new(Lsn(0));
+        let (w5, w3, w9, w7) = (
+            waiter(&w, 0, 5),
+            waiter(&w, 0, 3),
+            waiter(&w, 0, 9),
+            waiter(&w, 0, 7),
+        );
+        assert_eq!(w.advance(Lsn(5)), 2);
+        assert_eq!(woken(&[&w3, &w5, &w7, &w9]), [1, 1, 0, 0]);
+        // A waiter already satisfied is not registered.
+        let waker = Waker::from(Arc::new(Count::default()));
+        assert!(matches!(
+            w.register(Lsn(4), 0, Wake::Task(waker)),
+            Status::Done(Ok(Lsn(4)))
+        ));
+        // A truncation to 6 starts generation 1: the older generation's records were made
+        // durable before it ran, so its waiters complete; the new generation's wait for LSNs.
+        let (n8, n10) = (waiter(&w, 0, 8), waiter(&w, 0, 10));
+        w.truncated(Lsn(6), 1);
+        assert_eq!(woken(&[&w7, &w9, &n8, &n10]), [1, 1, 1, 1]);
+        let (g8, g7) = (waiter(&w, 1, 8), waiter(&w, 1, 7));
+        assert_eq!(w.advance(Lsn(7)), 1);
+        assert_eq!(woken(&[&g7, &g8]), [1, 0]);
+        assert_eq!(w.advance(Lsn(8)), 1);
+        assert_eq!(woken(&[&g7, &g8]), [1, 1]);
+        assert!(w.waiters.lock().queue.is_empty());
     }
 }
