@@ -1,6 +1,7 @@
 //! [`LogReader`]: iterates records from any LSN across segments.
 //!
-//! Sealed segments are read through a memory map (zero-copy: payloads are slices of the map);
+//! Sealed segments are read through a memory map (zero-copy: payloads are slices of the map, and
+//! a chunk gives its pages back to the kernel when the last copy of it is dropped);
 //! the active segment with `pread`, never past the bytes known to be written. A log written
 //! around the page cache (the `io_uring_direct` backend) reads its sealed segments around it too
 //! (`O_DIRECT`, into reused aligned windows): see [`Source::Uncached`]. Every record's CRC
@@ -20,7 +21,7 @@ use crate::io::Backend;
 use crate::record::{
     self, decode_header, Frame, Record, FLAG_MARKER, MARKER_BYTES, RECORD_HEADER_BYTES,
 };
-use crate::segment_set::Segment;
+use crate::segment_set::{Mapped, Segment};
 use crate::state::Shared;
 use crate::types::Lsn;
 
@@ -70,7 +71,9 @@ struct Cursor {
 }
 
 enum Source {
-    Mapped(Bytes),
+    /// A sealed segment's map: records are slices of it, chunks give their pages back when
+    /// dropped ([`Mapped::chunk`]).
+    Mapped(Mapped),
     Read {
         data: Vec<u8>,
         start: u64,
@@ -367,7 +370,7 @@ impl Cursor {
     fn span(&mut self, start: u64, end: u64) -> Result<Bytes> {
         let short = || "segment ends inside a record".to_string();
         match &self.source {
-            Source::Mapped(map) => Ok(map.slice(start as usize..end as usize)),
+            Source::Mapped(map) => Ok(map.chunk(start as usize, end as usize)),
             Source::Read { .. } => {
                 let mut data = vec![0u8; (end - start) as usize];
                 let n = (self.seg.file)

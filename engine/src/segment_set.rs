@@ -36,7 +36,7 @@ pub(crate) struct Segment {
     /// The header's format version.
     format_version: AtomicU32,
     index: Mutex<Vec<(Lsn, u64)>>,
-    mapped: OnceLock<Option<Bytes>>,
+    mapped: OnceLock<Option<Mapped>>,
     /// A reader read it around the page cache ([`Segment::note_uncached_reader`]).
     read_uncached: AtomicBool,
     /// Damage found in this segment (at open under `Salvage`, or by the scrubber): reads from
@@ -44,12 +44,89 @@ pub(crate) struct Segment {
     damage: Mutex<Option<Corruption>>,
 }
 
+/// A page, the granule in which a chunk's map gives its memory back.
+const PAGE_BYTES: usize = 4096;
+
 /// Lets a memory map back `Bytes` without copying.
-struct MapOwner(memmap2::Mmap);
+struct MapOwner(Arc<memmap2::Mmap>);
 
 impl AsRef<[u8]> for MapOwner {
     fn as_ref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// A sealed segment's map: its bytes for readers, and the map itself for the chunks that give
+/// their pages back ([`Mapped::chunk`]).
+#[derive(Clone)]
+pub(crate) struct Mapped {
+    bytes: Bytes,
+    map: Arc<memmap2::Mmap>,
+}
+
+impl std::fmt::Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapped")
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = Bytes;
+
+    fn deref(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+impl Mapped {
+    /// The bytes `[start, end)` as a chunk that, once every copy of it is dropped, takes the
+    /// whole pages inside its range out of this process's page tables (they stay in the page
+    /// cache). A catch-up reads the whole log through chunks and sends each once; without this
+    /// the log it read stayed counted in the process's resident memory, all of it. A later read
+    /// of the range faults the same file pages back in.
+    pub(crate) fn chunk(&self, start: usize, end: usize) -> Bytes {
+        let inner = (start.next_multiple_of(PAGE_BYTES), end - end % PAGE_BYTES);
+        if inner.0 >= inner.1 {
+            return self.bytes.slice(start..end);
+        }
+        Bytes::from_owner(ReleasedOnDrop {
+            map: Arc::clone(&self.map),
+            range: (start, end),
+            pages: inner,
+        })
+    }
+}
+
+/// See [`Mapped::chunk`].
+struct ReleasedOnDrop {
+    map: Arc<memmap2::Mmap>,
+    range: (usize, usize),
+    /// The whole pages inside `range`.
+    pages: (usize, usize),
+}
+
+impl AsRef<[u8]> for ReleasedOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.range.0..self.range.1]
+    }
+}
+
+impl Drop for ReleasedOnDrop {
+    fn drop(&mut self) {
+        let (from, to) = self.pages;
+        #[allow(unsafe_code)]
+        // SAFETY: `MADV_DONTNEED` on a shared, read-only map of a file drops the page-table
+        // entries of the range and nothing else: any later access (another chunk or record
+        // sliced from the same map) faults the file's pages back in with the same bytes. A sealed
+        // segment's file is never rewritten in place while mapped (`Segment::may_be_read`).
+        let advised = unsafe {
+            (self.map).unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+        };
+        if let Err(e) = advised {
+            tracing::debug!(error = %e, "madvise of a sent chunk failed");
+        }
     }
 }
 
@@ -209,13 +286,17 @@ impl Segment {
     }
 
     /// The whole file mapped, for sealed segments on file systems that can map.
-    pub(crate) fn mapped(&self) -> Option<Bytes> {
+    pub(crate) fn mapped(&self) -> Option<Mapped> {
         if !self.is_sealed() {
             return None;
         }
         self.mapped
             .get_or_init(|| match self.file.map()? {
-                Ok(map) => Some(Bytes::from_owner(MapOwner(map))),
+                Ok(map) => {
+                    let map = Arc::new(map);
+                    let bytes = Bytes::from_owner(MapOwner(Arc::clone(&map)));
+                    Some(Mapped { bytes, map })
+                }
                 Err(e) => {
                     tracing::debug!(path = %self.path.display(), error = %e, "mmap failed; reading with pread");
                     None

@@ -190,8 +190,7 @@ impl Report {
         let _ = writeln!(
             out,
             "transport: {}   log backend: {}   {MANY_CLIENTS} clients as: {}   peak RSS: {:.1} MiB \
-             ({:.1} MiB before the catch-up, whose reads map the primary's segments unless \
-             the log reads around the page cache)",
+             ({:.1} MiB before the catch-up)",
             b.transport,
             b.log_backend,
             self.plan.many_client_mode.as_str(),
