@@ -296,28 +296,8 @@ fn parts_sent_together_arrive_in_order_when_the_socket_takes_only_some() {
     // Nothing read at first: the first write takes only part of the parts.
     let reader = SlowReader::start(data.clone());
     let conn = client.connect(reader.addr);
-    // A header, a body far larger than the socket buffers, a trailer; then smaller frames of
-    // three parts each (one of them empty) that must queue behind.
-    let (head, body_end) = (13, TOTAL - (1 << 20));
     let t = &client.transport;
-    t.send_parts(
-        conn,
-        &[
-            data.slice(..head),
-            data.slice(head..body_end),
-            data.slice(body_end..body_end + 100),
-        ],
-    );
-    assert!(
-        t.queued_bytes(conn) > 0,
-        "32 MiB cannot fit in socket buffers"
-    );
-    for start in (body_end + 100..TOTAL).step_by(3000) {
-        let end = TOTAL.min(start + 3000);
-        let mid = start + (end - start) / 2;
-        let parts = [data.slice(start..mid), Bytes::new(), data.slice(mid..end)];
-        t.send_parts(conn, &parts);
-    }
+    common::send_in_frames(&data, |p| t.send_parts(conn, p), || t.queued_bytes(conn));
 
     reader.check();
 }

@@ -139,6 +139,17 @@ fn connected_pair(h: &Harness) -> (ConnId, ConnId) {
     (client, server.expect("accepted"))
 }
 
+/// A connection of the transport to a plain listener on 127.0.0.1, once `Connected`; the peer.
+fn connected_to_a_listener(h: &Harness) -> (ConnId, TcpStream) {
+    let listener = TcpListener::bind(localhost()).expect("bind");
+    let conn = h
+        .transport
+        .connect(listener.local_addr().expect("addr"), CONNECT_TIMEOUT);
+    let (peer, _) = listener.accept().expect("accept");
+    assert!(matches!(next(&h.events), NetEvent::Connected { conn: c, .. } if c == conn));
+    (conn, peer)
+}
+
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
@@ -182,12 +193,7 @@ fn large_send_arrives_in_order_while_the_peer_reads_slowly() {
     let Some(h) = start(Recorder::default()) else {
         return;
     };
-    let listener = TcpListener::bind(localhost()).expect("bind");
-    let conn = h
-        .transport
-        .connect(listener.local_addr().expect("addr"), CONNECT_TIMEOUT);
-    let (mut peer, _) = listener.accept().expect("accept");
-    assert!(matches!(next(&h.events), NetEvent::Connected { conn: c, .. } if c == conn));
+    let (conn, mut peer) = connected_to_a_listener(&h);
 
     let (chunk, chunks) = (64 << 10, 1024);
     let data = pattern(3, chunk * chunks);
@@ -237,40 +243,12 @@ fn parts_sent_together_arrive_in_order_when_the_socket_takes_only_some() {
     let Some(h) = start(Recorder::default()) else {
         return;
     };
-    let listener = TcpListener::bind(localhost()).expect("bind");
-    let conn = h
-        .transport
-        .connect(listener.local_addr().expect("addr"), CONNECT_TIMEOUT);
-    let (mut peer, _) = listener.accept().expect("accept");
-    assert!(matches!(next(&h.events), NetEvent::Connected { conn: c, .. } if c == conn));
-
-    let total = 32 << 20;
-    let data = Bytes::from(pattern(5, total));
-    // A header, a body far larger than the socket buffers, a trailer; then smaller frames of
-    // three parts each (one of them empty) that must queue behind.
-    let (head, body_end) = (13, total - (1 << 20));
+    let (conn, mut peer) = connected_to_a_listener(&h);
+    let data = Bytes::from(pattern(5, 32 << 20));
     let t = &h.transport;
-    t.send_parts(
-        conn,
-        &[
-            data.slice(..head),
-            data.slice(head..body_end),
-            data.slice(body_end..body_end + 100),
-        ],
-    );
-    assert!(
-        t.queued_bytes(conn) > 0,
-        "32 MiB cannot fit in socket buffers"
-    );
-    for start in (body_end + 100..total).step_by(3000) {
-        let end = total.min(start + 3000);
-        let mid = start + (end - start) / 2;
-        let parts = [data.slice(start..mid), Bytes::new(), data.slice(mid..end)];
-        t.send_parts(conn, &parts);
-    }
-
+    common::send_in_frames(&data, |p| t.send_parts(conn, p), || t.queued_bytes(conn));
     peer.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut got = vec![0; total];
+    let mut got = vec![0; data.len()];
     peer.read_exact(&mut got).expect("every byte");
     assert!(got == data[..], "bytes arrived out of order or corrupted");
     h.transport.shutdown();

@@ -1,6 +1,8 @@
 //! Helpers shared by the replicator's integration tests.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use bytes::Bytes;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 /// An address that refuses connections for as long as the returned descriptor lives: a TCP
@@ -34,4 +36,32 @@ pub fn refusing_addr() -> (OwnedFd, SocketAddr) {
         owned,
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
     )
+}
+
+/// Sends `data` with `send_parts`, cut into frames of parts: a header, a body far larger than
+/// socket buffers and a trailer first (so that the first write takes only some of it, which
+/// `queued_bytes` must then show), then smaller frames of three parts each, one of them empty,
+/// that must queue behind.
+#[allow(dead_code)] // each test binary compiles this module; not all of them use this
+pub fn send_in_frames(
+    data: &Bytes,
+    send_parts: impl Fn(&[Bytes]),
+    queued_bytes: impl Fn() -> usize,
+) {
+    let total = data.len();
+    let (head, body_end) = (13, total - (1 << 20));
+    send_parts(&[
+        data.slice(..head),
+        data.slice(head..body_end),
+        data.slice(body_end..body_end + 100),
+    ]);
+    assert!(
+        queued_bytes() > 0,
+        "{total} bytes cannot fit in socket buffers"
+    );
+    for start in (body_end + 100..total).step_by(3000) {
+        let end = total.min(start + 3000);
+        let mid = start + (end - start) / 2;
+        send_parts(&[data.slice(start..mid), Bytes::new(), data.slice(mid..end)]);
+    }
 }

@@ -91,6 +91,16 @@ fn end(backend: NetBackend, tls: Arc<NodeTls>, names: &[(SocketAddr, &str)]) -> 
     try_end(backend, tls, names).expect("a portable transport starts")
 }
 
+/// Node `n1` over the portable transport, listening on 127.0.0.1 (port 0); its address.
+fn listening_n1(dir: &Path) -> (End, SocketAddr) {
+    let server = end(NetBackend::Portable, node_tls(dir, "n1"), &[]);
+    let addr = server
+        .t
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .expect("listen");
+    (server, addr)
+}
+
 fn next(e: &End) -> NetEvent {
     e.events
         .recv_timeout(WAIT)
@@ -209,11 +219,7 @@ impl Transport for CountSends {
 fn parts_sent_together_are_encrypted_together_and_leave_in_one_send() {
     let dir = tempfile::tempdir().expect("tempdir");
     ca(dir.path());
-    let server = end(NetBackend::Portable, node_tls(dir.path(), "n1"), &[]);
-    let addr = server
-        .t
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .expect("listen");
+    let (server, addr) = listening_n1(dir.path());
     let (tx, events) = crossbeam_channel::unbounded();
     let counted = Arc::new(OnceLock::<Arc<CountSends>>::new());
     let slot = Arc::clone(&counted);
@@ -314,11 +320,7 @@ fn bytes_cross_both_ways_and_a_peer_of_another_ca_is_refused() {
 fn a_certificate_for_another_node_id_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     ca(dir.path());
-    let server = end(NetBackend::Portable, node_tls(dir.path(), "n1"), &[]);
-    let addr = server
-        .t
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .expect("listen");
+    let (server, addr) = listening_n1(dir.path());
     // The client expects n2 at this address; n1 answers.
     let client = end(
         NetBackend::Portable,
@@ -338,11 +340,7 @@ fn a_certificate_for_another_node_id_is_refused() {
 fn a_plaintext_peer_is_closed_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     ca(dir.path());
-    let server = end(NetBackend::Portable, node_tls(dir.path(), "n1"), &[]);
-    let addr = server
-        .t
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .expect("listen");
+    let (server, addr) = listening_n1(dir.path());
     let mut plain = TcpStream::connect(addr).expect("connect");
     plain
         .write_all(b"LSHP not a TLS record at all, a frame header")
