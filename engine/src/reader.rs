@@ -313,6 +313,13 @@ impl LogReader {
                 c.offset = before;
                 break;
             }
+            if c.seg.is_sealed() && c.offset + len > c.seg.end_offset() {
+                let end = c.seg.end_offset();
+                return Err(c.corrupt(format!(
+                    "a record of {len} bytes at offset {} runs past the segment's end ({end})",
+                    c.offset
+                )));
+            }
             c.offset += len;
             c.lsn = c.lsn.next();
             if c.lsn > stop {
@@ -370,6 +377,7 @@ impl Cursor {
     fn span(&mut self, start: u64, end: u64) -> Result<Bytes> {
         let short = || "segment ends inside a record".to_string();
         match &self.source {
+            Source::Mapped(map) if end > map.len() as u64 => Err(self.corrupt(short())),
             Source::Mapped(map) => Ok(map.chunk(start as usize, end as usize)),
             Source::Read { .. } => {
                 let mut data = vec![0u8; (end - start) as usize];

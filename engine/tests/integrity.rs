@@ -550,3 +550,42 @@ fn salvage_sets_damage_aside_without_losing_a_byte() {
     let want = (segs[1].base, segs[2].base.prev(), victim.lsn);
     assert_eq!((d[0].first, d[0].last, d[0].corruption.lsn), want);
 }
+
+/// A record header in a sealed segment whose length was damaged after the log was opened (and
+/// checked) makes a chunk read reach past the end of the segment's map: refused as corruption,
+/// never a panic.
+#[test]
+fn a_damaged_length_in_a_mapped_segment_is_corruption_for_a_chunk_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = build(dir.path());
+    let segs = segments(dir.path());
+    let first = segs.iter().find(|s| s.sealed).expect("a sealed segment");
+    let last = first
+        .frames
+        .iter()
+        .rev()
+        .find(|f| f.marker.is_none())
+        .expect("a record");
+    let mut bytes = std::fs::read(&first.path).unwrap();
+    bytes[last.start..last.start + 4].copy_from_slice(&0x00F0_0000u32.to_le_bytes());
+    std::fs::write(&first.path, &bytes).unwrap();
+    let mut reader = log.read_from(first.base).unwrap();
+    let mut read_to = first.base.prev();
+    let error = loop {
+        match reader.next_chunk(1 << 20).expect("a chunk or an error") {
+            Ok(chunk) => read_to = chunk.last,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        read_to,
+        last.lsn.prev(),
+        "every record before the damaged one"
+    );
+    match error {
+        Error::Corruption { lsn, offset, .. } => {
+            assert_eq!((lsn, offset), (last.lsn, last.start as u64));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
