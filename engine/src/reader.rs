@@ -25,6 +25,9 @@ use crate::segment_set::{Mapped, Segment};
 use crate::state::Shared;
 use crate::types::Lsn;
 
+/// A reader of records from a mapped segment gives the pages behind it back in steps of this
+/// (and the rest when it leaves the segment); chunks give theirs back when dropped.
+const RELEASE_STEP_BYTES: u64 = 4 << 20;
 /// Bytes read ahead from the active segment.
 const READ_AHEAD_BYTES: usize = 256 << 10;
 /// Markers that can stand between two records: a write's, and an idle one after it.
@@ -68,6 +71,14 @@ struct Cursor {
     offset: u64,
     lsn: Lsn,
     source: Source,
+    /// A mapped source's pages below this offset were given back (records read past them).
+    released: u64,
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.release_behind(true);
+    }
 }
 
 enum Source {
@@ -229,6 +240,7 @@ impl LogReader {
             offset,
             lsn,
             source,
+            released: 0,
         };
         while cursor.lsn < self.next {
             let (_, len) = cursor.header_at()?;
@@ -249,6 +261,7 @@ impl LogReader {
         }
         let c = self.cursor.as_mut().expect("positioned");
         c.seg.check_readable(c.lsn)?;
+        c.release_behind(false);
         let rec = c.record()?;
         c.offset += (RECORD_HEADER_BYTES + rec.payload.len()) as u64;
         c.lsn = c.lsn.next();
@@ -371,6 +384,22 @@ impl Cursor {
             self.seg.mark_damaged(c.clone());
         }
         c.into()
+    }
+
+    /// Gives back the mapped pages wholly before the cursor once a step of them was read since
+    /// the last time, or all of them with `all`.
+    fn release_behind(&mut self, all: bool) {
+        let Source::Mapped(map) = &self.source else {
+            return;
+        };
+        let upto = self.offset - self.offset % 4096;
+        if upto > self.released && (all || upto - self.released >= RELEASE_STEP_BYTES) {
+            let (Ok(from), Ok(to)) = (usize::try_from(self.released), usize::try_from(upto)) else {
+                return;
+            };
+            map.release(from, to);
+            self.released = upto;
+        }
     }
 
     /// The segment's bytes `[start, end)`, whole.
@@ -552,6 +581,7 @@ pub(crate) fn record_end(seg: &Arc<Segment>, lsn: Lsn) -> Result<u64> {
             data: Vec::new(),
             start: 0,
         },
+        released: 0,
     };
     loop {
         let (_, len) = cursor.header_at()?;

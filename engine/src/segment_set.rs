@@ -86,6 +86,13 @@ impl Mapped {
     /// cache). A catch-up reads the whole log through chunks and sends each once; without this
     /// the log it read stayed counted in the process's resident memory, all of it. A later read
     /// of the range faults the same file pages back in.
+    /// Takes the whole pages below `upto` from `from` (a page boundary) out of this process's
+    /// page tables, as a dropped chunk does: for a reader of records, which hands out slices
+    /// too small to give pages back themselves.
+    pub(crate) fn release(&self, from: usize, upto: usize) {
+        dont_need(&self.map, (from, upto - upto % PAGE_BYTES));
+    }
+
     pub(crate) fn chunk(&self, start: usize, end: usize) -> Bytes {
         let inner = (start.next_multiple_of(PAGE_BYTES), end - end % PAGE_BYTES);
         if inner.0 >= inner.1 {
@@ -115,17 +122,27 @@ impl AsRef<[u8]> for ReleasedOnDrop {
 
 impl Drop for ReleasedOnDrop {
     fn drop(&mut self) {
-        let (from, to) = self.pages;
+        dont_need(&self.map, self.pages);
+    }
+}
+
+/// Takes the whole pages `[from, to)` (page-aligned) of `map` out of this process's page tables.
+fn dont_need(map: &memmap2::Mmap, (from, to): (usize, usize)) {
+    let to = to.min(map.len());
+    if from >= to {
+        return;
+    }
+    {
         #[allow(unsafe_code)]
         // SAFETY: `MADV_DONTNEED` on a shared, read-only map of a file drops the page-table
         // entries of the range and nothing else: any later access (another chunk or record
         // sliced from the same map) faults the file's pages back in with the same bytes. A sealed
         // segment's file is never rewritten in place while mapped (`Segment::may_be_read`).
         let advised = unsafe {
-            (self.map).unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
         };
         if let Err(e) = advised {
-            tracing::debug!(error = %e, "madvise of a sent chunk failed");
+            tracing::debug!(error = %e, "madvise of a read range failed");
         }
     }
 }
