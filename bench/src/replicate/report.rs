@@ -403,9 +403,12 @@ impl Report {
         );
         write_steered_row(out, "clients alone", None, &st.alone, 1.0, None);
         for r in [&st.unthrottled, &st.steered] {
-            let name = r
+            let mut name = r
                 .target_ms
                 .map_or("unthrottled".into(), |t| format!("target {t:.3} ms"));
+            if r.copied_share < 1.0 {
+                name += &format!(" ({:.0} %)", r.copied_share * 100.0);
+            }
             let speed = Some((r.mb_per_s, r.catch_up_s));
             write_steered_row(
                 out,

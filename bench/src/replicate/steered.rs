@@ -117,6 +117,10 @@ pub struct SteeredRun {
     pub throttled_s: f64,
     /// Catch-up chunks sent to `f2`.
     pub chunks_sent: u64,
+    /// Share of the log `f2` held durably when the run ended: 1 unless a steered run reached
+    /// its time limit first (a target the disk cannot meet holds it near the floor); its rate
+    /// is then over the part it copied.
+    pub copied_share: f64,
 }
 
 /// The steered catch-up's figures.
@@ -482,7 +486,7 @@ fn catch_up_run(
     let streaming = wait_link(&primary, EMPTY_ID);
     let t0 = Instant::now();
     let timeout = run_timeout(plan, target_ms);
-    let caught_up = streaming.and_then(|()| cluster::wait_durable(&empty, fill.last, timeout));
+    let durable = streaming.map(|()| empty.wait_durable(fill.last, timeout));
     let catch_up = t0.elapsed();
     phase.store(PHASE_STOP, Ordering::SeqCst);
     let result = clients.join(JOIN_TIMEOUT);
@@ -491,23 +495,61 @@ fn catch_up_run(
     shutdown(primary)?;
     empty.shutdown();
     let status = status.context("the primary reported no primary status")?;
-    caught_up.with_context(|| format!("catch-up: {}", cluster::describe(&status.followers)))?;
+    let describe = || format!("catch-up: {}", cluster::describe(&status.followers));
+    let share = checked_share(fill, durable.with_context(describe)?, target_ms, timeout)
+        .with_context(describe)?;
     let during = result?.commits.summary();
     let f2_status = status.followers.iter().find(|f| f.name == EMPTY_ID);
     let run = SteeredRun {
         target_ms,
         catch_up_s: catch_up.as_secs_f64(),
-        mb_per_s: fill.log_bytes as f64 / 1e6 / catch_up.as_secs_f64(),
+        mb_per_s: fill.log_bytes as f64 * share / 1e6 / catch_up.as_secs_f64(),
         p99_ratio: during.p99_us / alone.p99_us,
         during,
         throttled_s: status.catch_up_pacing.map_or(0.0, |p| p.throttled_seconds),
         chunks_sent: f2_status.map_or(0, |f| f.counters.chunks_sent),
+        copied_share: share,
     };
     eprintln!(
         "steered catch-up: {what}: {:.2} s ({:.0} MB/s), clients p99 {:.1} us ({:.2} x alone)",
         run.catch_up_s, run.mb_per_s, run.during.p99_us, run.p99_ratio
     );
     Ok(run)
+}
+
+/// [`copied_share`] of a run that ended with `f2` durable to `durable`: a steered run may run out
+/// of `timeout` (it is measured over the part it copied, and says so); an unthrottled one, or
+/// one that copied nothing, fails.
+fn checked_share(
+    fill: &Fill,
+    durable: logship_engine::Lsn,
+    target_ms: Option<f64>,
+    timeout: Duration,
+) -> anyhow::Result<f64> {
+    let share = copied_share(fill, durable);
+    if share < 1.0 && (target_ms.is_none() || share == 0.0) {
+        bail!("durable to {durable} of {} after {timeout:?}", fill.last);
+    }
+    if share < 1.0 {
+        eprintln!(
+            "steered catch-up: {:.0} % copied when its {timeout:?} ran out; its rate is over \
+             that part",
+            share * 100.0
+        );
+    }
+    Ok(share)
+}
+
+/// The share of the filled log (records `last - records + 1 ..= last`, all of one size) that a
+/// follower durable to `durable` holds.
+fn copied_share(fill: &Fill, durable: logship_engine::Lsn) -> f64 {
+    let first = (fill.last.get() + 1).saturating_sub(fill.records);
+    let held = (durable.get() + 1).saturating_sub(first).min(fill.records);
+    if fill.records == 0 {
+        1.0
+    } else {
+        held as f64 / fill.records as f64
+    }
 }
 
 /// Longest a catch-up may take: the plan's, and [`SEED_TIMEOUTS`] times that steered (a
@@ -611,7 +653,24 @@ mod tests {
             p99_ratio: 1.0,
             throttled_s: 0.0,
             chunks_sent: 0,
+            copied_share: 1.0,
         }
+    }
+
+    #[test]
+    fn a_run_that_ran_out_of_time_counts_the_part_it_copied() {
+        let fill = Fill {
+            records: 400,
+            last: logship_engine::Lsn(400),
+            log_bytes: 400 << 12,
+            written: 400 << 12,
+            elapsed: Duration::ZERO,
+        };
+        let share = |lsn| copied_share(&fill, logship_engine::Lsn(lsn));
+        assert_eq!(share(400), 1.0);
+        assert_eq!(share(100), 0.25);
+        assert_eq!(share(0), 0.0);
+        assert_eq!(share(900), 1.0);
     }
 
     fn copy(grain: Grain, of_unthrottled: f64, reached: f64, p99_ratio: f64) -> RawCopyBeside {
