@@ -21,7 +21,7 @@ use crate::io::Backend;
 use crate::record::{
     self, decode_header, Frame, Record, FLAG_MARKER, MARKER_BYTES, RECORD_HEADER_BYTES,
 };
-use crate::segment_set::{Mapped, Segment};
+use crate::segment_set::{Mapped, Segment, PAGE_BYTES};
 use crate::state::Shared;
 use crate::types::Lsn;
 
@@ -392,7 +392,7 @@ impl Cursor {
         let Source::Mapped(map) = &self.source else {
             return;
         };
-        let upto = self.offset - self.offset % 4096;
+        let upto = self.offset - self.offset % PAGE_BYTES as u64;
         if upto > self.released && (all || upto - self.released >= RELEASE_STEP_BYTES) {
             let (Ok(from), Ok(to)) = (usize::try_from(self.released), usize::try_from(upto)) else {
                 return;

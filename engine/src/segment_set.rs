@@ -44,8 +44,8 @@ pub(crate) struct Segment {
     damage: Mutex<Option<Corruption>>,
 }
 
-/// A page, the granule in which a chunk's map gives its memory back.
-const PAGE_BYTES: usize = 4096;
+/// A page, the granule in which a map gives its memory back.
+pub(crate) const PAGE_BYTES: usize = 4096;
 
 /// Lets a memory map back `Bytes` without copying.
 struct MapOwner(Arc<memmap2::Mmap>);
@@ -81,18 +81,18 @@ impl std::ops::Deref for Mapped {
 }
 
 impl Mapped {
+    /// Takes the pages `[from, to)` (page boundaries) out of this process's page tables, as a
+    /// dropped chunk does: for a reader of records, which hands out slices too small to give
+    /// pages back themselves.
+    pub(crate) fn release(&self, from: usize, to: usize) {
+        dont_need(&self.map, (from, to));
+    }
+
     /// The bytes `[start, end)` as a chunk that, once every copy of it is dropped, takes the
     /// whole pages inside its range out of this process's page tables (they stay in the page
     /// cache). A catch-up reads the whole log through chunks and sends each once; without this
     /// the log it read stayed counted in the process's resident memory, all of it. A later read
     /// of the range faults the same file pages back in.
-    /// Takes the whole pages below `upto` from `from` (a page boundary) out of this process's
-    /// page tables, as a dropped chunk does: for a reader of records, which hands out slices
-    /// too small to give pages back themselves.
-    pub(crate) fn release(&self, from: usize, upto: usize) {
-        dont_need(&self.map, (from, upto - upto % PAGE_BYTES));
-    }
-
     pub(crate) fn chunk(&self, start: usize, end: usize) -> Bytes {
         let inner = (start.next_multiple_of(PAGE_BYTES), end - end % PAGE_BYTES);
         if inner.0 >= inner.1 {
@@ -132,18 +132,15 @@ fn dont_need(map: &memmap2::Mmap, (from, to): (usize, usize)) {
     if from >= to {
         return;
     }
-    {
-        #[allow(unsafe_code)]
-        // SAFETY: `MADV_DONTNEED` on a shared, read-only map of a file drops the page-table
-        // entries of the range and nothing else: any later access (another chunk or record
-        // sliced from the same map) faults the file's pages back in with the same bytes. A sealed
-        // segment's file is never rewritten in place while mapped (`Segment::may_be_read`).
-        let advised = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
-        };
-        if let Err(e) = advised {
-            tracing::debug!(error = %e, "madvise of a read range failed");
-        }
+    #[allow(unsafe_code)]
+    // SAFETY: `MADV_DONTNEED` on a shared, read-only map of a file drops the page-table entries
+    // of the range and nothing else: any later access (another chunk or record sliced from the
+    // same map) faults the file's pages back in with the same bytes. A sealed segment's file is
+    // never rewritten in place while mapped (`Segment::may_be_read`).
+    let advised =
+        unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) };
+    if let Err(e) = advised {
+        tracing::debug!(error = %e, "madvise of a read range failed");
     }
 }
 

@@ -171,9 +171,7 @@ impl Conn {
                 return SendOutcome::Done;
             }
         };
-        for rest in socket::unsent(parts, sent) {
-            state.push(rest);
-        }
+        socket::unsent(parts, sent).for_each(|rest| state.push(rest));
         self.writer_wake.notify_one();
         let started = std::mem::replace(&mut state.writer_started, true);
         state.check_invariants();
@@ -305,9 +303,7 @@ impl ConnState {
 
     /// Queues the non-empty ones of `parts`.
     fn push_parts(&mut self, parts: &[Bytes]) {
-        for part in parts.iter().filter(|p| !p.is_empty()) {
-            self.push(part.clone());
-        }
+        socket::unsent(parts, 0).for_each(|part| self.push(part));
     }
 
     /// The module's invariants; O(queue length), so only in debug builds.

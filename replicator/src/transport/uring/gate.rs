@@ -92,7 +92,7 @@ impl SendGate {
         &self,
         parts: &[Bytes],
         direct: bool,
-        mut queue: impl FnMut(Bytes),
+        queue: impl FnMut(Bytes),
     ) -> io::Result<()> {
         let total: usize = parts.iter().map(Bytes::len).sum();
         let mut phase = self.phase.lock();
@@ -122,9 +122,7 @@ impl SendGate {
             }
         };
         self.add_queued(total - sent);
-        for rest in socket::unsent(parts, sent) {
-            queue(rest);
-        }
+        socket::unsent(parts, sent).for_each(queue);
         Ok(())
     }
 
