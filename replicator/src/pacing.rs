@@ -208,9 +208,24 @@ pub struct PacingStatus {
     pub window_over_target: u64,
     /// The p99 of the commits of the last [`HISTORY_INTERVALS`] intervals (batch formed to
     /// `remote_durable`), milliseconds, 1% precision; `None` without commits. The figure the
-    /// pacer steers: a target is best set from it measured without catch-up.
+    /// pacer steers against its target.
     #[serde(default)]
     pub recent_commit_p99_ms: Option<f64>,
+    /// The p99 of every commit measured so far (closed intervals, since this node became
+    /// primary), milliseconds, 1% precision; `None` without commits. Measured without
+    /// catch-up, the p99 a target is best set from: it counts the slow stretches a disk has
+    /// on its own, which the recent p99 of a quiet moment leaves out.
+    #[serde(default)]
+    pub commit_p99_ms: Option<f64>,
+    /// Control intervals closed with foreground commits, in total.
+    #[serde(default)]
+    pub control_intervals: u64,
+    /// Of those, the ones over the target both on their own and over the last
+    /// [`HISTORY_INTERVALS`]: each cuts a paced allowance (or finds it at its floor). Counted
+    /// with or without catch-up running, so the share of them while none runs is how often the
+    /// foreground load alone would cut.
+    #[serde(default)]
+    pub over_intervals: u64,
 }
 
 /// The controller and its token bucket; see the module documentation.
@@ -231,12 +246,16 @@ pub struct Pacer {
     /// `history`).
     latencies: Histogram<u64>,
     latency_history: Vec<Histogram<u64>>,
+    /// Every commit latency measured, in µs: the p99 of the node's whole time as primary.
+    latency_total: Histogram<u64>,
     recent_p99: Option<Duration>,
     intervals: usize,
     catch_up_bytes: u64,
     last_window: Window,
     throttled: Duration,
     throttled_since: Option<Duration>,
+    control_intervals: u64,
+    over_intervals: u64,
 }
 
 impl Pacer {
@@ -260,12 +279,15 @@ impl Pacer {
             history: [(0, 0); HISTORY_INTERVALS],
             latencies: latency_histogram(),
             latency_history: vec![latency_histogram(); HISTORY_INTERVALS],
+            latency_total: latency_histogram(),
             recent_p99: None,
             intervals: 0,
             catch_up_bytes: 0,
             last_window: Window::default(),
             throttled: Duration::ZERO,
             throttled_since: None,
+            control_intervals: 0,
+            over_intervals: 0,
         }
     }
 
@@ -322,12 +344,18 @@ impl Pacer {
         w.catch_up_bytes_per_sec = u64::try_from(per_sec).unwrap_or(u64::MAX);
         let slot = self.intervals % HISTORY_INTERVALS;
         self.history[slot] = (w.commits, w.over_target);
+        // Same bounds, values clamped into them when recorded: adding cannot fail.
+        let _ = self.latency_total.add(&self.latencies);
         std::mem::swap(&mut self.latency_history[slot], &mut self.latencies);
         self.latencies.reset();
         self.recent_p99 = recent_p99(&self.latency_history);
         self.intervals = self.intervals.wrapping_add(1);
         w.recent_commits = self.history.iter().map(|h| h.0).sum();
         w.recent_over_target = self.history.iter().map(|h| h.1).sum();
+        if w.commits > 0 {
+            self.control_intervals += 1;
+            self.over_intervals += u64::from(w.over() && w.recent_over());
+        }
         let before = self.allowance.rate();
         self.refill(now);
         self.allowance = next_allowance(self.allowance, &w, c.min_bytes_per_sec);
@@ -406,6 +434,10 @@ impl Pacer {
             window_commits: self.last_window.commits,
             window_over_target: self.last_window.over_target,
             recent_commit_p99_ms: self.recent_p99.map(|d| d.as_secs_f64() * 1e3),
+            commit_p99_ms: (!self.latency_total.is_empty())
+                .then(|| self.latency_total.value_at_quantile(0.99) as f64 / 1e3),
+            control_intervals: self.control_intervals,
+            over_intervals: self.over_intervals,
         })
     }
 
@@ -616,6 +648,35 @@ mod tests {
     }
 
     #[test]
+    fn intervals_over_the_target_are_counted_with_or_without_catch_up() {
+        let mut p = pacer(5);
+        let mut lsn = 0;
+        let counts = |p: &Pacer| {
+            let s = p.status().unwrap();
+            (s.control_intervals, s.over_intervals)
+        };
+        // No catch-up anywhere. Slow commits: over on their own and over their history.
+        interval(&mut p, ms(0), &mut lsn, 100, ms(8));
+        assert_eq!(counts(&p), (1, 1));
+        // Fast: under the target on their own (the history still over it).
+        interval(&mut p, ms(100), &mut lsn, 100, ms(2));
+        assert_eq!(counts(&p), (2, 1));
+        // One slow commit of a hundred is the p99, not over it.
+        for _ in 0..100 {
+            lsn += 1;
+            p.batch_formed(ms(200), Lsn(lsn));
+        }
+        p.committed(ms(202), Lsn(lsn - 1));
+        p.committed(ms(208), Lsn(lsn));
+        p.tick(ms(300));
+        assert_eq!(counts(&p), (3, 1));
+        // No commit in an interval: not a control interval.
+        p.tick(ms(400));
+        assert_eq!(counts(&p), (3, 1));
+        assert_eq!(p.allowance(), None, "nothing here ever throttled");
+    }
+
+    #[test]
     fn a_catch_up_under_foreground_load_starts_at_the_floor_and_doubles() {
         let mut p = pacer(5);
         let mut lsn = 0;
@@ -663,6 +724,12 @@ mod tests {
             interval(&mut p, ms(100 * i), &mut lsn, 0, ms(1));
         }
         assert_eq!(p99(&p), None);
+        // Every commit so far, 99 of 2 ms and 4 of 30 ms, makes the whole time's p99; 2 ms
+        // once enough fast ones followed.
+        let total = |p: &Pacer| p.status().unwrap().commit_p99_ms;
+        assert!(near(total(&p), 30.0), "{:?}", total(&p));
+        interval(&mut p, ms(900), &mut lsn, 400, ms(2));
+        assert!(near(total(&p), 2.0), "{:?}", total(&p));
     }
 
     #[test]

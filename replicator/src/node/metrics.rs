@@ -358,48 +358,64 @@ fn integrity_outcomes(p: &mut PromText, n: &str, i: &IntegrityStatus) {
 
 /// Catch-up pacing, when a latency target is configured.
 fn pacing(p: &mut PromText, n: &str, s: &PacingStatus) {
-    single(
-        p,
-        n,
-        "logship_catch_up_throttled",
-        "1 while catch-up is paced to keep foreground commits under their latency target.",
-        "gauge",
-        flag(s.allowance_bytes_per_sec.is_some()),
-    );
-    single(
-        p,
-        n,
-        "logship_catch_up_allowance_bytes_per_second",
-        "Catch-up bytes per second allowed while paced (0 while unthrottled).",
-        "gauge",
-        s.allowance_bytes_per_sec.unwrap_or(0) as f64,
-    );
-    single(
-        p,
-        n,
-        "logship_catch_up_throttled_seconds_total",
-        "Time catch-up reads waited for the pacing allowance.",
-        "counter",
-        s.throttled_seconds,
-    );
-    single(
-        p,
-        n,
-        "logship_catch_up_latency_target_seconds",
-        "The foreground commit p99 catch-up is paced to keep under.",
-        "gauge",
-        s.latency_target_ms / 1e3,
-    );
-    if let Some(ms) = s.recent_commit_p99_ms {
-        single(
-            p,
-            n,
+    let ms = |v: Option<f64>| v.map(|ms| ms / 1e3);
+    let families: [(&str, &str, &str, Option<f64>); 8] = [
+        (
+            "logship_catch_up_throttled",
+            "1 while catch-up is paced to keep foreground commits under their latency target.",
+            "gauge",
+            Some(flag(s.allowance_bytes_per_sec.is_some())),
+        ),
+        (
+            "logship_catch_up_allowance_bytes_per_second",
+            "Catch-up bytes per second allowed while paced (0 while unthrottled).",
+            "gauge",
+            Some(s.allowance_bytes_per_sec.unwrap_or(0) as f64),
+        ),
+        (
+            "logship_catch_up_throttled_seconds_total",
+            "Time catch-up reads waited for the pacing allowance.",
+            "counter",
+            Some(s.throttled_seconds),
+        ),
+        (
+            "logship_catch_up_latency_target_seconds",
+            "The foreground commit p99 catch-up is paced to keep under.",
+            "gauge",
+            Some(s.latency_target_ms / 1e3),
+        ),
+        (
             "logship_catch_up_commit_p99_seconds",
             "The p99 of foreground commits (batch formed to remote_durable) over the last 400 ms, \
              as the pacer measures it against its target.",
             "gauge",
-            ms / 1e3,
-        );
+            ms(s.recent_commit_p99_ms),
+        ),
+        (
+            "logship_catch_up_commit_p99_since_start_seconds",
+            "The p99 of every foreground commit the pacer measured since this node became \
+             primary: read without catch-up, the figure to set its target from.",
+            "gauge",
+            ms(s.commit_p99_ms),
+        ),
+        (
+            "logship_catch_up_control_intervals_total",
+            "Pacing control intervals closed with foreground commits.",
+            "counter",
+            Some(s.control_intervals as f64),
+        ),
+        (
+            "logship_catch_up_over_target_intervals_total",
+            "Pacing control intervals whose commit p99 was over the target, on their own and \
+             over the last 400 ms: each cuts the allowance while catch-up is paced.",
+            "counter",
+            Some(s.over_intervals as f64),
+        ),
+    ];
+    for (name, help, kind, value) in families {
+        if let Some(v) = value {
+            single(p, n, name, help, kind, v);
+        }
     }
 }
 
@@ -672,6 +688,9 @@ mod tests {
                     window_commits: 100,
                     window_over_target: 3,
                     recent_commit_p99_ms: Some(4.5),
+                    commit_p99_ms: Some(6.0),
+                    control_intervals: 40,
+                    over_intervals: 2,
                 }),
                 degraded_entered: 0,
                 retention_lsn: 1,
@@ -710,6 +729,10 @@ mod tests {
         let allowance = "logship_catch_up_allowance_bytes_per_second{node=\"p\"} 8388608";
         assert!(text.contains(allowance), "{text}");
         let throttled = "logship_catch_up_throttled_seconds_total{node=\"p\"} 1.5";
+        let over = "logship_catch_up_over_target_intervals_total{node=\"p\"} 2";
         assert!(text.contains(throttled), "{text}");
+        assert!(text.contains(over), "{text}");
+        let since_start = "logship_catch_up_commit_p99_since_start_seconds{node=\"p\"} 0.006";
+        assert!(text.contains(since_start), "{text}");
     }
 }
