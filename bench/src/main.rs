@@ -298,6 +298,11 @@ struct ReplicateArgs {
     /// tighter target.
     #[arg(long, value_name = "TIMES")]
     steered_target_of_alone: Option<f64>,
+    /// Which p99 of the primary's commits alone the steered run's target multiplies: `whole`,
+    /// every commit of the window (the default), or `windows`, the median of its 400 ms
+    /// stretches' p99s (a quiet moment's, as before).
+    #[arg(long, value_enum, default_value_t = TargetFromArg::Whole)]
+    steered_target_from: TargetFromArg,
     /// Skip the network-client cases (clients on the primary's client port, topologies `none`
     /// and `1sync`).
     #[arg(long)]
@@ -332,6 +337,13 @@ fn parse_topology(s: &str) -> Result<replicate::plan::Topology, String> {
 enum PeerArg {
     /// `bench/peers/postgres.sh`: a primary and a synchronous standby, pgbench.
     Postgres,
+}
+
+/// `--steered-target-from` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TargetFromArg {
+    Whole,
+    Windows,
 }
 
 /// `--clients-as` values.
@@ -565,6 +577,10 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
         );
         plan.steered_target_of_alone = times;
     }
+    plan.steered_target_from = match args.steered_target_from {
+        TargetFromArg::Whole => replicate::plan::TargetFrom::Whole,
+        TargetFromArg::Windows => replicate::plan::TargetFrom::Windows,
+    };
     if args.steered_only {
         plan.topologies.clear();
         plan.catch_up = false;

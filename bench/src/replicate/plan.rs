@@ -255,6 +255,20 @@ pub struct ReplicatePlan {
     /// The steered run's latency target over the primary's commit p99 alone
     /// ([`TARGET_OF_ALONE`](crate::replicate::steered::TARGET_OF_ALONE) unless set).
     pub steered_target_of_alone: f64,
+    /// Which of the primary's commit p99s alone the steered run's target multiplies.
+    pub steered_target_from: TargetFrom,
+}
+
+/// The primary's commit p99 alone that the steered run's latency target is set from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetFrom {
+    /// The p99 of every commit of the window alone (`commit_p99_ms` of the pacer's status):
+    /// with the disk's slow stretches, as the clients' p99 alone that (g) divides by.
+    Whole,
+    /// The median of the p99s of its 400 ms stretches (`recent_commit_p99_ms`, sampled): a
+    /// quiet moment's p99.
+    Windows,
 }
 
 impl ReplicatePlan {
@@ -278,6 +292,7 @@ impl ReplicatePlan {
             steered_bytes: 2 << 30,
             steered_alone: Duration::from_secs(3),
             steered_target_of_alone: crate::replicate::steered::TARGET_OF_ALONE,
+            steered_target_from: TargetFrom::Whole,
         }
     }
 
@@ -301,6 +316,7 @@ impl ReplicatePlan {
             steered_bytes: 256 << 20,
             steered_alone: Duration::from_secs(2),
             steered_target_of_alone: crate::replicate::steered::TARGET_OF_ALONE,
+            steered_target_from: TargetFrom::Whole,
         }
     }
 

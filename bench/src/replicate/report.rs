@@ -26,7 +26,7 @@ use crate::replicate::net_report::{self, NetRatios};
 use crate::replicate::new_file;
 use crate::replicate::peer::PeerResult;
 use crate::replicate::plan::{
-    ReplicatePlan, Topology, MANY_CLIENTS, RECORD_SIZES, TARGET_RECORD_BYTES,
+    ReplicatePlan, TargetFrom, Topology, MANY_CLIENTS, RECORD_SIZES, TARGET_RECORD_BYTES,
 };
 use crate::replicate::run::RunResult;
 use crate::replicate::steered::{self, SteeredResult, SteeredRun};
@@ -432,6 +432,19 @@ impl Report {
             st.log_bytes as f64 / 1e6,
             st.speed_ratio
         );
+        if let Some(o) = st.steered.pacer_over {
+            let _ = writeln!(
+                out,
+                "  the pacer's control intervals over its target: {} of {} ({:.0} %) with the \
+                 clients alone, {} of {} ({:.0} %) during the catch-up",
+                o.before_over,
+                o.before,
+                o.before_share() * 100.0,
+                o.during_over,
+                o.during,
+                o.during_share() * 100.0
+            );
+        }
     }
 
     fn write_ratios(&self, out: &mut String) {
@@ -724,7 +737,13 @@ fn steered_targets(run: &RunResult, planned: bool) -> Vec<Target> {
             steered.map_or_else(missing, |r| {
                 let of = st.and_then(|s| s.alone_primary_p99_ms).map_or_else(
                     || "the clients' p99 alone".to_string(),
-                    |ms| format!("the primary's commit p99 alone, {ms:.3} ms"),
+                    |ms| {
+                        let how = match st.map(|s| s.target_from) {
+                            Some(TargetFrom::Windows) => "median of 400 ms",
+                            _ => "whole window",
+                        };
+                        format!("the primary's commit p99 alone ({how}), {ms:.3} ms")
+                    },
                 );
                 let times = st.map_or(steered::TARGET_OF_ALONE, |s| s.target_of_alone);
                 let target = r.target_ms.unwrap_or(0.0);

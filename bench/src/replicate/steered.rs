@@ -11,7 +11,10 @@
 //! primary's connects are refused and no other socket takes it), as when a replacement follower
 //! joins a busy cluster. The first run is
 //! unthrottled; the second sets the latency target to [`TARGET_OF_ALONE`] × the p99 alone
-//! (to the microsecond). The figures: the clients' p99 during each catch-up over
+//! (to the microsecond), and its clients commit for one more window before `f2` starts, the
+//! pacer judging them against that target with no catch-up running: the share of its control
+//! intervals over the target then ([`PacerOver`]) is how often the clients' commits alone
+//! would cut a paced catch-up. The figures: the clients' p99 during each catch-up over
 //! their p99 alone (target [`P99_TARGET_RATIO`]), and the steered catch-up's MB/s over the
 //! unthrottled one's (target [`SPEED_TARGET_RATIO`]).
 //!
@@ -53,7 +56,7 @@ use crate::replicate::check::CommitCheck;
 use crate::replicate::clients::Clients;
 use crate::replicate::cluster::{self, FollowerRef, NodeSettings, READY_TIMEOUT};
 use crate::replicate::new_file::{self, CopyHow, Grain};
-use crate::replicate::plan::{CaseSpec, ReplicatePlan, Topology, MANY_CLIENTS};
+use crate::replicate::plan::{CaseSpec, ReplicatePlan, TargetFrom, Topology, MANY_CLIENTS};
 use crate::replicate::run::settle;
 use crate::replicate::watchdog::Watchdog;
 use crate::workload::{PHASE_MEASURE, PHASE_STOP, PHASE_WARM};
@@ -63,11 +66,15 @@ pub const P99_TARGET_RATIO: f64 = 1.5;
 /// Steered catch-up MB/s over unthrottled catch-up MB/s, at least.
 pub const SPEED_TARGET_RATIO: f64 = 0.5;
 /// The latency target the steered run configures, as a multiple of the primary's own commit
-/// p99 alone: the pacer's measure (batch formed to `remote_durable`, `recent_commit_p99_ms` in
-/// its status), read while the clients run alone. That measure leaves out a client's wait for
-/// the batch its append joins, so a target set from the clients' p99 (as before) let the
-/// primary's grow 1.6–1.8× and the clients' with it; set from the primary's, the two grow
-/// alike. The clients' p99 stands in when the primary reported none.
+/// p99 alone: the pacer's measure (batch formed to `remote_durable`), read while the clients
+/// run alone. That measure leaves out a client's wait for the batch its append joins, so a
+/// target set from the clients' p99 let the primary's grow 1.6–1.8× and the clients' with it;
+/// set from the primary's, the two grow alike. Which p99 of the primary's is the plan's
+/// [`TargetFrom`]: by default the p99 of every commit of the window (`commit_p99_ms`), as (g)
+/// takes the clients' p99 over the whole window; the median of its 400 ms stretches'
+/// (`recent_commit_p99_ms`) is a quiet moment's, without the disk's own slow stretches, and a
+/// target from it held the pacer over its target in 12 % of its intervals with no catch-up at
+/// all. The clients' p99 stands in when the primary reported none.
 pub const TARGET_OF_ALONE: f64 = 1.25;
 /// The primary's target while the clients run alone: the largest the key takes, never reached;
 /// configured only so that the pacer measures (no catch-up runs then).
@@ -121,6 +128,54 @@ pub struct SteeredRun {
     /// its time limit first (a target the disk cannot meet holds it near the floor); its rate
     /// is then over the part it copied.
     pub copied_share: f64,
+    /// With a target: the pacer's control intervals over it, without catch-up (the clients
+    /// committing for [`ReplicatePlan::steered_alone`] before `f2` starts, the target
+    /// configured) and during it.
+    pub pacer_over: Option<PacerOver>,
+}
+
+/// How often the pacer found its control interval over the target (`over_intervals` of
+/// `control_intervals` in its status): the share of them before catch-up starts is how often
+/// the clients' commits alone would cut a paced catch-up.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PacerOver {
+    /// Intervals over the target before catch-up started.
+    pub before_over: u64,
+    /// Control intervals before catch-up started.
+    pub before: u64,
+    /// Intervals over the target from then to the end of the catch-up.
+    pub during_over: u64,
+    /// Control intervals from then to the end of the catch-up.
+    pub during: u64,
+}
+
+impl PacerOver {
+    /// The share of intervals over the target before catch-up.
+    pub fn before_share(&self) -> f64 {
+        self.before_over as f64 / self.before.max(1) as f64
+    }
+
+    /// The share of intervals over the target during catch-up.
+    pub fn during_share(&self) -> f64 {
+        self.during_over as f64 / self.during.max(1) as f64
+    }
+
+    /// From the pacer's (over-target, control) counts at the catch-up's start and its end.
+    fn between(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<PacerOver> {
+        let ((before_over, before), (over, all)) = before.zip(after)?;
+        Some(PacerOver {
+            before_over,
+            before,
+            during_over: over.saturating_sub(before_over),
+            during: all.saturating_sub(before),
+        })
+    }
+}
+
+/// The pacer's (over-target, control) interval counts from `node`'s status.
+fn pacer_counts(node: &Node) -> Option<(u64, u64)> {
+    let p = node.status().primary?.catch_up_pacing?;
+    Some((p.over_intervals, p.control_intervals))
 }
 
 /// The steered catch-up's figures.
@@ -132,9 +187,13 @@ pub struct SteeredResult {
     pub log_bytes: u64,
     /// The clients' commit latency with no catch-up running.
     pub alone: Summary,
-    /// The primary's own commit p99 meanwhile, ms: the median of its pacer's
-    /// `recent_commit_p99_ms`, read every [`SAMPLE_EVERY`]; the target is set from it.
+    /// The primary's own commit p99 meanwhile, ms, the one the target is set from (the plan's
+    /// [`TargetFrom`]).
     pub alone_primary_p99_ms: Option<f64>,
+    /// Which one that is.
+    pub target_from: TargetFrom,
+    /// The primary's p99s alone, both ways.
+    pub alone_primary: AlonePrimary,
     /// The steered run's target over that p99 (the plan's, [`TARGET_OF_ALONE`] unless set).
     pub target_of_alone: f64,
     /// The catch-up unthrottled.
@@ -225,6 +284,7 @@ pub fn run(
     watchdog.stage(
         "steered catch-up",
         READY_TIMEOUT * 8
+            + plan.steered_alone
             + plan.catch_up_timeout * (SEED_TIMEOUTS * 2 + 2)
             + (raw_copy + JOIN_TIMEOUT) * (RAW_COPY_STEPS + FINE_COPY_STEPS + 1) as u32,
     );
@@ -258,12 +318,14 @@ fn measure(
     let seeding = plan.catch_up_timeout * SEED_TIMEOUTS;
     cluster::wait_durable(&sync, fill.last, seeding).context("seeding f1")?;
     cluster::wait_streaming(&primary, READY_TIMEOUT)?;
-    let (alone, alone_primary_p99_ms) = clients_alone(plan, &primary, &sync)?;
+    let (alone, alone_primary) = clients_alone(plan, &primary, &sync)?;
     shutdown(primary)?;
     eprintln!(
-        "steered catch-up: clients alone p99 {:.1} us, the primary's commit p99 {:?} ms",
-        alone.p99_us, alone_primary_p99_ms
+        "steered catch-up: clients alone p99 {:.1} us, the primary's commit p99 {:?} ms \
+         (whole window), {:?} ms (median of 400 ms)",
+        alone.p99_us, alone_primary.whole_ms, alone_primary.windows_median_ms
     );
+    let alone_primary_p99_ms = alone_primary.get(plan.steered_target_from);
     let alone_us = alone_primary_p99_ms.map_or(alone.p99_us, |ms| ms * 1e3);
     let target_ms = target_of(alone_us, plan.steered_target_of_alone);
     let unthrottled = catch_up_run(plan, dir, fill, settings, (&sync, f1), None, &alone)?;
@@ -289,6 +351,8 @@ fn measure(
         log_bytes: fill.log_bytes,
         alone,
         alone_primary_p99_ms,
+        target_from: plan.steered_target_from,
+        alone_primary,
         target_of_alone: plan.steered_target_of_alone,
         speed_ratio: speed_ratio(&steered, &unthrottled),
         unthrottled,
@@ -362,7 +426,7 @@ fn raw_copy_beside(
     let bytes = fill.log_bytes.min((rate * 1e6 * longest) as u64);
     let primary = start_primary(dir, &[f1], None, settings)?;
     wait_link(&primary, SYNC_ID)?;
-    let (check, phase, clients) = measuring_clients(plan, &primary, sync)?;
+    let (check, phase, clients) = measuring_clients(plan, &primary, sync, plan.case_warm_up)?;
     let log_dir = dir.join(cluster::PRIMARY_ID);
     let copied = new_file::copy_paced(&log_dir, &dir.join(RAW_COPY_DIR), bytes, how, rate);
     phase.store(PHASE_STOP, Ordering::SeqCst);
@@ -401,14 +465,33 @@ fn spec(plan: &ReplicatePlan) -> CaseSpec {
 /// How often the primary's commit p99 is read while the clients run alone: the span it covers.
 const SAMPLE_EVERY: Duration = Duration::from_millis(400);
 
+/// The primary's own commit p99 while the clients run alone, ms.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct AlonePrimary {
+    /// The p99 of all its commits (the warm-up's included): `commit_p99_ms` at the end.
+    pub whole_ms: Option<f64>,
+    /// The median of `recent_commit_p99_ms`, read every [`SAMPLE_EVERY`].
+    pub windows_median_ms: Option<f64>,
+}
+
+impl AlonePrimary {
+    /// The one `from` names.
+    pub fn get(&self, from: TargetFrom) -> Option<f64> {
+        match from {
+            TargetFrom::Whole => self.whole_ms,
+            TargetFrom::Windows => self.windows_median_ms,
+        }
+    }
+}
+
 /// The clients against the primary and `f1` only: warm-up, then the plan's case window; with
-/// the median of the primary's own commit p99 meanwhile.
+/// the primary's own commit p99 meanwhile.
 fn clients_alone(
     plan: &ReplicatePlan,
     primary: &Arc<Node>,
     sync: &Arc<Node>,
-) -> anyhow::Result<(Summary, Option<f64>)> {
-    let (check, phase, clients) = measuring_clients(plan, primary, sync)?;
+) -> anyhow::Result<(Summary, AlonePrimary)> {
+    let (check, phase, clients) = measuring_clients(plan, primary, sync, plan.case_warm_up)?;
     let end = Instant::now() + plan.steered_alone;
     let mut samples = Vec::new();
     while let Some(left) = end.checked_duration_since(Instant::now()) {
@@ -416,19 +499,26 @@ fn clients_alone(
         let pacing = primary.status().primary.and_then(|p| p.catch_up_pacing);
         samples.extend(pacing.and_then(|p| p.recent_commit_p99_ms));
     }
+    let pacing = primary.status().primary.and_then(|p| p.catch_up_pacing);
+    let whole_ms = pacing.and_then(|p| p.commit_p99_ms);
     phase.store(PHASE_STOP, Ordering::SeqCst);
     let result = clients.join(JOIN_TIMEOUT)?;
     check_early(&check)?;
     samples.sort_by(f64::total_cmp);
-    let median = samples.get(samples.len() / 2).copied();
-    Ok((result.commits.summary(), median))
+    let windows_median_ms = samples.get(samples.len() / 2).copied();
+    let primary = AlonePrimary {
+        whole_ms,
+        windows_median_ms,
+    };
+    Ok((result.commits.summary(), primary))
 }
 
-/// The clients through `primary`, checked against `sync`, warmed up and measuring.
+/// The clients through `primary`, checked against `sync`, warmed up for `warm` and measuring.
 fn measuring_clients(
     plan: &ReplicatePlan,
     primary: &Arc<Node>,
     sync: &Arc<Node>,
+    warm: Duration,
 ) -> anyhow::Result<(Arc<CommitCheck>, Arc<AtomicU8>, Clients)> {
     let check = Arc::new(CommitCheck::new(
         Arc::clone(primary),
@@ -437,7 +527,7 @@ fn measuring_clients(
     ));
     let phase = Arc::new(AtomicU8::new(PHASE_WARM));
     let clients = Clients::spawn(primary, &phase, spec(plan), &check, None)?;
-    std::thread::sleep(plan.case_warm_up);
+    std::thread::sleep(warm);
     phase.store(PHASE_MEASURE, Ordering::SeqCst);
     Ok((check, phase, clients))
 }
@@ -468,20 +558,16 @@ fn catch_up_run(
 ) -> anyhow::Result<SteeredRun> {
     let what = target_ms.map_or("unthrottled".to_string(), |t| format!("target {t:.3} ms"));
     eprintln!("steered catch-up: {what} ...");
-    let empty_dir = dir.join(EMPTY_ID);
-    if empty_dir.exists() {
-        std::fs::remove_dir_all(&empty_dir)?;
-    }
-    catch_up::report_settle_wait(settle_freed(dir));
-    let port = HeldPort::bind()?;
-    let f2 = FollowerRef {
-        name: EMPTY_ID,
-        addr: port.addr,
-        sync: false,
+    let (primary, port) = primary_before_f2(dir, settings, f1, target_ms)?;
+    // With a target, the clients commit for a window alone first, the pacer judging them.
+    let baseline = if target_ms.is_some() {
+        plan.steered_alone
+    } else {
+        Duration::ZERO
     };
-    let primary = start_primary(dir, &[f1, f2], target_ms, settings)?;
-    wait_link(&primary, SYNC_ID)?;
-    let (check, phase, clients) = measuring_clients(plan, &primary, sync)?;
+    let (check, phase, clients) =
+        measuring_clients(plan, &primary, sync, plan.case_warm_up + baseline)?;
+    let before = pacer_counts(&primary);
     let empty = cluster::start_follower_on(dir, EMPTY_ID, port.listen()?, settings)?;
     let streaming = wait_link(&primary, EMPTY_ID);
     let t0 = Instant::now();
@@ -490,6 +576,7 @@ fn catch_up_run(
     let catch_up = t0.elapsed();
     phase.store(PHASE_STOP, Ordering::SeqCst);
     let result = clients.join(JOIN_TIMEOUT);
+    let after = pacer_counts(&primary);
     let status = primary.status().primary;
     drop(check);
     shutdown(primary)?;
@@ -509,12 +596,37 @@ fn catch_up_run(
         throttled_s: status.catch_up_pacing.map_or(0.0, |p| p.throttled_seconds),
         chunks_sent: f2_status.map_or(0, |f| f.counters.chunks_sent),
         copied_share: share,
+        pacer_over: target_ms.and(PacerOver::between(before, after)),
     };
     eprintln!(
         "steered catch-up: {what}: {:.2} s ({:.0} MB/s), clients p99 {:.1} us ({:.2} x alone)",
         run.catch_up_s, run.mb_per_s, run.during.p99_us, run.p99_ratio
     );
     Ok(run)
+}
+
+/// The primary on the filled log, streaming to `f1`, with an empty `f2` configured at a port
+/// this process holds, bound and not listening yet (it is returned, for `f2` to serve).
+fn primary_before_f2(
+    dir: &Path,
+    settings: NodeSettings,
+    f1: FollowerRef<'_>,
+    target_ms: Option<f64>,
+) -> anyhow::Result<(Arc<Node>, HeldPort)> {
+    let empty_dir = dir.join(EMPTY_ID);
+    if empty_dir.exists() {
+        std::fs::remove_dir_all(&empty_dir)?;
+    }
+    catch_up::report_settle_wait(settle_freed(dir));
+    let port = HeldPort::bind()?;
+    let f2 = FollowerRef {
+        name: EMPTY_ID,
+        addr: port.addr,
+        sync: false,
+    };
+    let primary = start_primary(dir, &[f1, f2], target_ms, settings)?;
+    wait_link(&primary, SYNC_ID)?;
+    Ok((primary, port))
 }
 
 /// [`copied_share`] of a run that ended with `f2` durable to `durable`: a steered run may run out
@@ -653,6 +765,7 @@ mod tests {
             p99_ratio: 1.0,
             throttled_s: 0.0,
             chunks_sent: 0,
+            pacer_over: None,
             copied_share: 1.0,
         }
     }
@@ -693,6 +806,8 @@ mod tests {
             log_bytes: 1 << 30,
             alone: Summary::default(),
             alone_primary_p99_ms: None,
+            target_from: TargetFrom::Whole,
+            alone_primary: AlonePrimary::default(),
             target_of_alone: TARGET_OF_ALONE,
             unthrottled: run(400.0),
             steered: run(40.0),
@@ -717,6 +832,16 @@ mod tests {
         assert_eq!(result.disk_share_at_bound(), Some(0.5), "kept its pace");
         result.raw_copies.retain(|c| c.p99_ratio > P99_TARGET_RATIO);
         assert_eq!(result.disk_share_at_bound(), None);
+    }
+
+    #[test]
+    fn the_intervals_during_catch_up_are_those_after_its_start() {
+        let o = PacerOver::between(Some((4, 33)), Some((540, 1384))).unwrap();
+        assert_eq!((o.before_over, o.before, o.during_over, o.during), (4, 33, 536, 1351));
+        assert!((o.before_share() - 4.0 / 33.0).abs() < 1e-12);
+        assert!((o.during_share() - 536.0 / 1351.0).abs() < 1e-12);
+        assert!(PacerOver::between(None, Some((1, 2))).is_none());
+        assert_eq!(PacerOver::default().during_share(), 0.0);
     }
 
     #[test]
