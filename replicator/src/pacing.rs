@@ -211,10 +211,11 @@ pub struct PacingStatus {
     /// pacer steers against its target.
     #[serde(default)]
     pub recent_commit_p99_ms: Option<f64>,
-    /// The p99 of every commit measured so far (closed intervals, since this node became
-    /// primary), milliseconds, 1% precision; `None` without commits. Measured without
-    /// catch-up, the p99 a target is best set from: it counts the slow stretches a disk has
-    /// on its own, which the recent p99 of a quiet moment leaves out.
+    /// The p99 of every commit measured while no catch-up ran (in closed intervals that sent
+    /// no catch-up chunk, since this node became primary), milliseconds, 1% precision; `None`
+    /// without such commits. The p99 a target is best set from: it counts the slow stretches
+    /// the system has without catch-up, which the recent p99 of a quiet moment leaves out, and
+    /// none that a catch-up caused.
     #[serde(default)]
     pub commit_p99_ms: Option<f64>,
     /// Control intervals closed with foreground commits, in total.
@@ -246,7 +247,7 @@ pub struct Pacer {
     /// `history`).
     latencies: Histogram<u64>,
     latency_history: Vec<Histogram<u64>>,
-    /// Every commit latency measured, in µs: the p99 of the node's whole time as primary.
+    /// Every commit latency measured in an interval without catch-up, in µs.
     latency_total: Histogram<u64>,
     recent_p99: Option<Duration>,
     intervals: usize,
@@ -344,8 +345,10 @@ impl Pacer {
         w.catch_up_bytes_per_sec = u64::try_from(per_sec).unwrap_or(u64::MAX);
         let slot = self.intervals % HISTORY_INTERVALS;
         self.history[slot] = (w.commits, w.over_target);
-        // Same bounds, values clamped into them when recorded: adding cannot fail.
-        let _ = self.latency_total.add(&self.latencies);
+        if self.catch_up_bytes == 0 {
+            // Same bounds, values clamped into them when recorded: adding cannot fail.
+            let _ = self.latency_total.add(&self.latencies);
+        }
         std::mem::swap(&mut self.latency_history[slot], &mut self.latencies);
         self.latencies.reset();
         self.recent_p99 = recent_p99(&self.latency_history);
@@ -729,6 +732,11 @@ mod tests {
         let total = |p: &Pacer| p.status().unwrap().commit_p99_ms;
         assert!(near(total(&p), 30.0), "{:?}", total(&p));
         interval(&mut p, ms(900), &mut lsn, 400, ms(2));
+        assert!(near(total(&p), 2.0), "{:?}", total(&p));
+        // Commits of an interval that sent catch-up do not count.
+        p.charge(1 << 20);
+        interval(&mut p, ms(1000), &mut lsn, 100, ms(30));
+        assert!(near(p99(&p), 30.0), "{:?}", p99(&p));
         assert!(near(total(&p), 2.0), "{:?}", total(&p));
     }
 

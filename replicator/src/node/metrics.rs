@@ -393,8 +393,8 @@ fn pacing(p: &mut PromText, n: &str, s: &PacingStatus) {
         ),
         (
             "logship_catch_up_commit_p99_since_start_seconds",
-            "The p99 of every foreground commit the pacer measured since this node became \
-             primary: read without catch-up, the figure to set its target from.",
+            "The p99 of every foreground commit the pacer measured while no catch-up ran, \
+             since this node became primary: the figure to set its target from.",
             "gauge",
             ms(s.commit_p99_ms),
         ),
