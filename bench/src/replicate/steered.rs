@@ -837,7 +837,10 @@ mod tests {
     #[test]
     fn the_intervals_during_catch_up_are_those_after_its_start() {
         let o = PacerOver::between(Some((4, 33)), Some((540, 1384))).unwrap();
-        assert_eq!((o.before_over, o.before, o.during_over, o.during), (4, 33, 536, 1351));
+        assert_eq!(
+            (o.before_over, o.before, o.during_over, o.during),
+            (4, 33, 536, 1351)
+        );
         assert!((o.before_share() - 4.0 / 33.0).abs() < 1e-12);
         assert!((o.during_share() - 536.0 / 1351.0).abs() < 1e-12);
         assert!(PacerOver::between(None, Some((1, 2))).is_none());
