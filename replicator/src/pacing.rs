@@ -11,21 +11,23 @@
 //! - no commit finished or waiting in the interval (no foreground load): unthrottled;
 //! - commits waiting and none finished: no evidence either way, the allowance holds;
 //! - more than 1% of the commits above the target (their p99 above it), both in the interval and
-//!   over the last [`HISTORY_INTERVALS`] intervals: the allowance is cut to [`DECREASE_NUM`]/[`DECREASE_DEN`] of itself (of the catch-up rate just
-//!   measured, coming from unthrottled), never below the configured floor, so catch-up always
-//!   moves;
-//! - the last intervals' p99 above the target and this interval's not: the allowance holds
-//!   while they recover;
+//!   over the last [`LONG_HISTORY_INTERVALS`] intervals (2 s): the allowance is cut to
+//!   [`DECREASE_NUM`]/[`DECREASE_DEN`] of itself (of the catch-up rate just measured, coming
+//!   from unthrottled), never below the configured floor, so catch-up always moves;
+//! - else, the last [`HISTORY_INTERVALS`] intervals' (400 ms) p99 above the target: the
+//!   allowance holds while they recover;
 //! - at or under the target: foreground load that was unthrottled starts paced at the floor,
 //!   and the allowance grows while catch-up runs, doubling (slow start) until the first
 //!   interval over the target, then by an eighth (at least the floor); never beyond twice what
 //!   catch-up actually sent, so an allowance that does not bind stays close to one that would.
 //!   With no catch-up running it holds.
 //!
-//! A single interval's p99 is close to its slowest few commits; requiring the last
-//! [`HISTORY_INTERVALS`]' too keeps one disk hiccup (they come without catch-up as well) from
-//! cutting, and requiring the interval's own keeps slow commits already answered by a cut from
-//! cutting again.
+//! A single interval's p99 is close to its slowest few commits. The target is a p99, and a cut
+//! needs the commits over it to pass 1% of the last 2 s's too: a slow stretch of the disk's own
+//! (they come without catch-up as well) that holds fewer only holds the allowance, for as long
+//! as the last 400 ms's p99 is over. Requiring the interval's own keeps slow commits already
+//! answered by a cut from cutting again. (With 400 ms in place of the 2 s, the pacer found
+//! 3–12 % of its intervals over a target at 1.25 × the whole p99 with no catch-up running.)
 //!
 //! Starting paced under foreground load keeps a catch-up that begins then from flooding the
 //! disk for a whole interval before the first cut: the allowance probes up to what the target
@@ -54,6 +56,9 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
 /// Intervals whose commits make the recent p99.
 pub const HISTORY_INTERVALS: usize = 4;
+/// Intervals whose commits a cut also needs over the target: a p99 over a span long enough
+/// that one slow stretch of the disk's own does not make it.
+pub const LONG_HISTORY_INTERVALS: usize = 20;
 /// Commits over the target, in percent, past which the window is over target (p99).
 pub const OVER_TARGET_PERCENT: u64 = 1;
 /// The cut over target: the allowance becomes `DECREASE_NUM / DECREASE_DEN` of itself.
@@ -121,6 +126,11 @@ pub struct Window {
     pub recent_commits: u64,
     /// Of those, the ones slower than the target.
     pub recent_over_target: u64,
+    /// Commits that finished in the last [`LONG_HISTORY_INTERVALS`] intervals, this one
+    /// included.
+    pub long_commits: u64,
+    /// Of those, the ones slower than the target.
+    pub long_over_target: u64,
 }
 
 impl Window {
@@ -132,6 +142,11 @@ impl Window {
     /// The same over the last [`HISTORY_INTERVALS`] intervals.
     pub fn recent_over(&self) -> bool {
         p99_over(self.recent_commits, self.recent_over_target)
+    }
+
+    /// The same over the last [`LONG_HISTORY_INTERVALS`] intervals.
+    pub fn long_over(&self) -> bool {
+        p99_over(self.long_commits, self.long_over_target)
     }
 }
 
@@ -171,7 +186,7 @@ pub fn next_allowance(current: Allowance, w: &Window, floor: u64) -> Allowance {
             Allowance::Unthrottled
         };
     }
-    if w.over() && w.recent_over() {
+    if w.over() && w.long_over() {
         let base = (current.rate())
             .or((measured > 0).then_some(measured))
             .unwrap_or(floor);
@@ -222,7 +237,7 @@ pub struct PacingStatus {
     #[serde(default)]
     pub control_intervals: u64,
     /// Of those, the ones over the target both on their own and over the last
-    /// [`HISTORY_INTERVALS`]: each cuts a paced allowance (or finds it at its floor). Counted
+    /// [`LONG_HISTORY_INTERVALS`]: each cuts a paced allowance (or finds it at its floor). Counted
     /// with or without catch-up running, so the share of them while none runs is how often the
     /// foreground load alone would cut.
     #[serde(default)]
@@ -243,6 +258,8 @@ pub struct Pacer {
     window: Window,
     /// (commits, over target) of the last intervals, the oldest overwritten first.
     history: [(u64, u64); HISTORY_INTERVALS],
+    /// The same over the last [`LONG_HISTORY_INTERVALS`].
+    long_history: [(u64, u64); LONG_HISTORY_INTERVALS],
     /// Commit latencies in µs: of the interval under way, and of the last intervals (as
     /// `history`).
     latencies: Histogram<u64>,
@@ -278,6 +295,7 @@ impl Pacer {
             window_start: Duration::ZERO,
             window: Window::default(),
             history: [(0, 0); HISTORY_INTERVALS],
+            long_history: [(0, 0); LONG_HISTORY_INTERVALS],
             latencies: latency_histogram(),
             latency_history: vec![latency_histogram(); HISTORY_INTERVALS],
             latency_total: latency_histogram(),
@@ -345,6 +363,7 @@ impl Pacer {
         w.catch_up_bytes_per_sec = u64::try_from(per_sec).unwrap_or(u64::MAX);
         let slot = self.intervals % HISTORY_INTERVALS;
         self.history[slot] = (w.commits, w.over_target);
+        self.long_history[self.intervals % LONG_HISTORY_INTERVALS] = (w.commits, w.over_target);
         if self.catch_up_bytes == 0 {
             // Same bounds, values clamped into them when recorded: adding cannot fail.
             let _ = self.latency_total.add(&self.latencies);
@@ -355,9 +374,11 @@ impl Pacer {
         self.intervals = self.intervals.wrapping_add(1);
         w.recent_commits = self.history.iter().map(|h| h.0).sum();
         w.recent_over_target = self.history.iter().map(|h| h.1).sum();
+        w.long_commits = self.long_history.iter().map(|h| h.0).sum();
+        w.long_over_target = self.long_history.iter().map(|h| h.1).sum();
         if w.commits > 0 {
             self.control_intervals += 1;
-            self.over_intervals += u64::from(w.over() && w.recent_over());
+            self.over_intervals += u64::from(w.over() && w.long_over());
         }
         let before = self.allowance.rate();
         self.refill(now);
@@ -506,32 +527,42 @@ mod tests {
             catch_up_bytes_per_sec: catch_up,
             recent_commits: commits,
             recent_over_target: over_target,
+            long_commits: commits,
+            long_over_target: over_target,
         }
     }
 
     #[test]
-    fn a_cut_needs_both_the_interval_and_its_recent_history_over_the_target() {
+    fn a_cut_needs_both_the_interval_and_its_long_history_over_the_target() {
         use Allowance::Steady;
         let m = 100 * MIB;
-        let with_recent = |w: Window, commits, over| Window {
-            recent_commits: commits,
-            recent_over_target: over,
+        let with = |w: Window, (recent, recent_over), (long, long_over)| Window {
+            recent_commits: recent,
+            recent_over_target: recent_over,
+            long_commits: long,
+            long_over_target: long_over,
             ..w
         };
-        // One slow interval among fast ones: no cut, growth.
-        let blip = with_recent(window(100, 5, false, m), 600, 5);
+        // One slow interval among fast ones, under 1% of the last 400 ms: no cut, growth.
+        let blip = with(window(100, 5, false, m), (600, 5), (2000, 5));
         assert_eq!(
             next_allowance(Steady(48 * MIB), &blip, FLOOR),
             Steady(54 * MIB)
         );
-        // Slow for a while, this interval too: cut.
-        let slow = with_recent(window(100, 5, false, m), 400, 20);
+        // Slow for a while, this interval too, over 1% of the last 2 s: cut.
+        let slow = with(window(100, 5, false, m), (400, 20), (2000, 40));
         assert_eq!(
             next_allowance(Steady(50 * MIB), &slow, FLOOR),
             Steady(35 * MIB)
         );
+        // A slow stretch over 1% of the last 400 ms but not of the last 2 s: hold, no cut.
+        let stretch = with(window(100, 5, false, m), (400, 20), (2000, 15));
+        assert_eq!(
+            next_allowance(Steady(50 * MIB), &stretch, FLOOR),
+            Steady(50 * MIB)
+        );
         // Slow for a while, not this interval: hold while the history recovers.
-        let recovering = with_recent(window(100, 0, false, m), 400, 15);
+        let recovering = with(window(100, 0, false, m), (400, 15), (2000, 40));
         assert_eq!(
             next_allowance(Steady(50 * MIB), &recovering, FLOOR),
             Steady(50 * MIB)

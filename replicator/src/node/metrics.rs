@@ -407,7 +407,7 @@ fn pacing(p: &mut PromText, n: &str, s: &PacingStatus) {
         (
             "logship_catch_up_over_target_intervals_total",
             "Pacing control intervals whose commit p99 was over the target, on their own and \
-             over the last 400 ms: each cuts the allowance while catch-up is paced.",
+             over the last 2 s: each cuts the allowance while catch-up is paced.",
             "counter",
             Some(s.over_intervals as f64),
         ),
