@@ -26,8 +26,8 @@
 //! needs the commits over it to pass 1% of the last 2 s's too: a slow stretch of the disk's own
 //! (they come without catch-up as well) that holds fewer only holds the allowance, for as long
 //! as the last 400 ms's p99 is over. Requiring the interval's own keeps slow commits already
-//! answered by a cut from cutting again. (With 400 ms in place of the 2 s, the pacer found
-//! 3–12 % of its intervals over a target at 1.25 × the whole p99 with no catch-up running.)
+//! answered by a cut from cutting again. (With no catch-up running, up to 12 % of its intervals
+//! had the last 400 ms over a target of 1.25 × a p99 alone in the benchmark, and cut then.)
 //!
 //! Starting paced under foreground load keeps a catch-up that begins then from flooding the
 //! disk for a whole interval before the first cut: the allowance probes up to what the target
