@@ -59,6 +59,7 @@ pub const HISTORY_INTERVALS: usize = 4;
 /// Intervals whose commits a cut also needs over the target: a p99 over a span long enough
 /// that one slow stretch of the disk's own does not make it.
 pub const LONG_HISTORY_INTERVALS: usize = 20;
+const _: () = assert!(LONG_HISTORY_INTERVALS >= HISTORY_INTERVALS);
 /// Commits over the target, in percent, past which the window is over target (p99).
 pub const OVER_TARGET_PERCENT: u64 = 1;
 /// The cut over target: the allowance becomes `DECREASE_NUM / DECREASE_DEN` of itself.
@@ -256,12 +257,11 @@ pub struct Pacer {
     pending: VecDeque<(Lsn, Duration)>,
     window_start: Duration,
     window: Window,
-    /// (commits, over target) of the last intervals, the oldest overwritten first.
-    history: [(u64, u64); HISTORY_INTERVALS],
-    /// The same over the last [`LONG_HISTORY_INTERVALS`].
-    long_history: [(u64, u64); LONG_HISTORY_INTERVALS],
-    /// Commit latencies in µs: of the interval under way, and of the last intervals (as
-    /// `history`).
+    /// (commits, over target) of the last [`LONG_HISTORY_INTERVALS`] intervals, a ring indexed
+    /// by `intervals`: the recent and the long history are its last entries.
+    history: [(u64, u64); LONG_HISTORY_INTERVALS],
+    /// Commit latencies in µs: of the interval under way, and of the last
+    /// [`HISTORY_INTERVALS`].
     latencies: Histogram<u64>,
     latency_history: Vec<Histogram<u64>>,
     /// Every commit latency measured in an interval without catch-up, in µs.
@@ -294,8 +294,7 @@ impl Pacer {
             pending: VecDeque::new(),
             window_start: Duration::ZERO,
             window: Window::default(),
-            history: [(0, 0); HISTORY_INTERVALS],
-            long_history: [(0, 0); LONG_HISTORY_INTERVALS],
+            history: [(0, 0); LONG_HISTORY_INTERVALS],
             latencies: latency_histogram(),
             latency_history: vec![latency_histogram(); HISTORY_INTERVALS],
             latency_total: latency_histogram(),
@@ -362,8 +361,7 @@ impl Pacer {
         w.waiting = !self.pending.is_empty();
         w.catch_up_bytes_per_sec = u64::try_from(per_sec).unwrap_or(u64::MAX);
         let slot = self.intervals % HISTORY_INTERVALS;
-        self.history[slot] = (w.commits, w.over_target);
-        self.long_history[self.intervals % LONG_HISTORY_INTERVALS] = (w.commits, w.over_target);
+        self.history[self.intervals % LONG_HISTORY_INTERVALS] = (w.commits, w.over_target);
         if self.catch_up_bytes == 0 {
             // Same bounds, values clamped into them when recorded: adding cannot fail.
             let _ = self.latency_total.add(&self.latencies);
@@ -372,10 +370,8 @@ impl Pacer {
         self.latencies.reset();
         self.recent_p99 = recent_p99(&self.latency_history);
         self.intervals = self.intervals.wrapping_add(1);
-        w.recent_commits = self.history.iter().map(|h| h.0).sum();
-        w.recent_over_target = self.history.iter().map(|h| h.1).sum();
-        w.long_commits = self.long_history.iter().map(|h| h.0).sum();
-        w.long_over_target = self.long_history.iter().map(|h| h.1).sum();
+        (w.recent_commits, w.recent_over_target) = self.history_sums(HISTORY_INTERVALS);
+        (w.long_commits, w.long_over_target) = self.history_sums(LONG_HISTORY_INTERVALS);
         if w.commits > 0 {
             self.control_intervals += 1;
             self.over_intervals += u64::from(w.over() && w.long_over());
@@ -395,6 +391,16 @@ impl Pacer {
         self.window_start = now;
         self.last_window = w;
         self.check_invariants();
+    }
+
+    /// (commits, over target) of the last `n` closed intervals, `n` at most
+    /// [`LONG_HISTORY_INTERVALS`].
+    fn history_sums(&self, n: usize) -> (u64, u64) {
+        // The newest closed interval is `intervals - 1`.
+        let newest = self.intervals % LONG_HISTORY_INTERVALS + LONG_HISTORY_INTERVALS - 1;
+        (0..n)
+            .map(|back| self.history[(newest - back) % LONG_HISTORY_INTERVALS])
+            .fold((0, 0), |(c, o), (commits, over)| (c + commits, o + over))
     }
 
     /// How many bytes a catch-up read wanting `want` may ask for now; `None`: none yet (ask
