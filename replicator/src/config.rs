@@ -233,9 +233,10 @@ pub struct ReplicationSection {
     pub max_inflight_bytes: u64,
     /// Catch-up chunk size. Default 4 MiB.
     pub catch_up_chunk_bytes: usize,
-    /// The p99 of foreground commit latency (batch formed to `remote_durable`) that catch-up
-    /// is paced to keep under, in milliseconds, fractions allowed (0.1 to 60000: a commit p99
-    /// of 1.2 ms wants a target of 1.5, not 2). Default: none, catch-up unpaced.
+    /// The p99 of foreground commit latency (an append waiting for a remote level, from the log
+    /// taking it to `remote_durable`) that catch-up is paced to keep under, in milliseconds,
+    /// fractions allowed (0.1 to 60000: a commit p99 of 1.2 ms wants a target of 1.5, not 2).
+    /// Default: none, catch-up unpaced.
     pub catch_up_latency_target_ms: Option<f64>,
     /// The pacing's floor: catch-up is never paced below this many bytes per second (at least
     /// 64 KiB). Default 4 MiB.

@@ -442,10 +442,15 @@ impl Primary {
             self.on_truncated(now, first.prev(), out);
         }
         self.index.push(last, records.len() as u64);
-        self.pacer.batch_formed(now, last);
         for i in 0..self.links.len() {
             self.with_ctx(i, |l, ctx| l.on_batch(now, first, last, records, ctx, out));
         }
+    }
+
+    /// The log took a client's append ending at `last`, and the client waits for a remote
+    /// level: a sample of foreground commit latency for the catch-up pacer.
+    pub fn on_client_appended(&mut self, now: Duration, last: Lsn) {
+        self.pacer.appended(now, last);
     }
 
     /// The log was cut after `last` by its owner (`Input::LogCut`, before any batch after it):
@@ -474,6 +479,7 @@ impl Primary {
         // committed yet, whatever the old records that had those LSNs were.
         self.local_durable = self.local_durable.min(last);
         self.tracker.truncate(last);
+        self.pacer.truncated(last);
         for l in &mut self.links {
             l.progress.truncate(last);
         }

@@ -18,10 +18,14 @@ use logship_replicator::protocol::auth::{ClusterKey, KeyRing};
 use logship_replicator::protocol::{Msg, RejectCode};
 use logship_replicator::sim::ModelLog;
 use logship_replicator::vocab::{Action, Input, ReplicaLog};
+use logship_replicator::DurabilityLevel;
 
 use pair::{concat, crc, log_of, log_with, records, Pair, Side, KEY};
 
 const MS: Duration = Duration::from_millis(1);
+/// The level of the paced scenarios' foreground appends: the pacer watches appends that wait
+/// for a remote level.
+const REMOTE: DurabilityLevel = DurabilityLevel::RemoteDurable;
 
 /// `n` records as `log_of(n)` holds them, then records of other payloads, all durable.
 fn log_then(n: u64, extra: &[&[u8]]) -> ModelLog {
@@ -385,7 +389,7 @@ fn slow_commits_pace_a_later_catch_up_which_still_completes() {
     assert!(h.primary().links()[0].healthy());
     // Foreground commits of 20 ms, over the 5 ms target: the allowance falls to the floor.
     for _ in 0..15 {
-        h.append(b"slow");
+        h.append_at(REMOTE, b"slow");
         h.tick(20 * MS);
         h.durable_everywhere();
     }
@@ -397,7 +401,7 @@ fn slow_commits_pace_a_later_catch_up_which_still_completes() {
     let conn = h.primary().links()[0].conn().expect("connected");
     h.drop_follower_end(conn);
     for _ in 0..100 {
-        h.append(&[7u8; 200]);
+        h.append_at(REMOTE, &[7u8; 200]);
     }
     let last = h.log(Side::P).last_lsn();
     h.follower_up = true;
@@ -424,6 +428,39 @@ fn slow_commits_pace_a_later_catch_up_which_still_completes() {
 }
 
 #[test]
+fn the_pacer_times_an_append_from_when_the_log_took_it_not_from_its_batch() {
+    let pacing = PacingConfig {
+        latency_target: 5 * MS,
+        min_bytes_per_sec: 4 << 10,
+    };
+    let mut h = Pair::paced(log_of(10), log_of(10), pacing);
+    h.tick(MS);
+    assert!(h.primary().links()[0].healthy());
+    let paced = |h: &Pair| h.primary().status().catch_up_pacing.expect("paced");
+    // Appends at the local level only are not watched.
+    h.append(b"local");
+    h.tick(20 * MS);
+    h.durable_everywhere();
+    h.tick(100 * MS);
+    assert_eq!(paced(&h).window_commits, 0, "{:?}", paced(&h));
+    // Two remote appends wait 20 ms for their batches (an fdatasync stalled), which then commit
+    // within 1 ms of being formed: two commits of 21 ms, over the target.
+    let first = h.take_append(REMOTE, b"queued");
+    let second = h.take_append(REMOTE, b"queued too");
+    h.tick(20 * MS);
+    h.report_written(first);
+    h.report_written(second);
+    h.tick(MS);
+    h.durable_everywhere();
+    h.tick(100 * MS);
+    let s = paced(&h);
+    assert_eq!((s.window_commits, s.window_over_target), (2, 2), "{s:?}");
+    let p99 = s.recent_commit_p99_ms.expect("a p99");
+    assert!((20.0..=22.0).contains(&p99), "{s:?}");
+    assert!(h.failed_waits.is_empty());
+}
+
+#[test]
 fn a_paced_catch_up_keeps_one_chunk_in_flight() {
     // A floor far above what the chunks need: the allowance never holds a read back, so only
     // the one-in-flight rule spaces them.
@@ -434,7 +471,7 @@ fn a_paced_catch_up_keeps_one_chunk_in_flight() {
     let mut h = Pair::paced(log_of(10), log_of(10), pacing);
     h.tick(MS);
     for _ in 0..15 {
-        h.append(b"slow");
+        h.append_at(REMOTE, b"slow");
         h.tick(20 * MS);
         h.durable_everywhere();
     }
@@ -444,7 +481,7 @@ fn a_paced_catch_up_keeps_one_chunk_in_flight() {
     let conn = h.primary().links()[0].conn().expect("connected");
     h.drop_follower_end(conn);
     for _ in 0..200 {
-        h.append(&[7u8; 200]);
+        h.append_at(REMOTE, &[7u8; 200]);
     }
     let last = h.log(Side::P).last_lsn();
     let from = h.sent.len();

@@ -66,10 +66,11 @@ pub const P99_TARGET_RATIO: f64 = 1.5;
 /// Steered catch-up MB/s over unthrottled catch-up MB/s, at least.
 pub const SPEED_TARGET_RATIO: f64 = 0.5;
 /// The latency target the steered run configures, as a multiple of the primary's own commit
-/// p99 alone: the pacer's measure (batch formed to `remote_durable`), read while the clients
-/// run alone. That measure leaves out a client's wait for the batch its append joins, so a
-/// target set from the clients' p99 let the primary's grow 1.6–1.8× and the clients' with it;
-/// set from the primary's, the two grow alike. Which p99 of the primary's is the plan's
+/// p99 alone: the pacer's measure (each append, from the log taking it to `remote_durable`),
+/// read while the clients run alone. The measure once started at the batch's formation and
+/// left out a client's wait for the batch its append joins, so a target set from the clients'
+/// p99 let the primary's grow 1.6–1.8× and the clients' with it; set from the primary's, the
+/// two grow alike, and since the measure counts appends from their taking, the two are close. Which p99 of the primary's is the plan's
 /// [`TargetFrom`]: by default the p99 of every commit of the window (`commit_p99_ms`), as (g)
 /// takes the clients' p99 over the whole window; the median of its 400 ms stretches'
 /// (`recent_commit_p99_ms`) is a quiet moment's, without the disk's own slow stretches, and a

@@ -386,7 +386,7 @@ fn pacing(p: &mut PromText, n: &str, s: &PacingStatus) {
         ),
         (
             "logship_catch_up_commit_p99_seconds",
-            "The p99 of foreground commits (batch formed to remote_durable) over the last 400 ms, \
+            "The p99 of foreground commits (append to remote_durable) over the last 400 ms, \
              as the pacer measures it against its target.",
             "gauge",
             ms(s.recent_commit_p99_ms),

@@ -648,7 +648,13 @@ impl Replica {
     }
 
     fn on_appended(&mut self, now: Duration, waiter: WaiterId, level: DurabilityLevel, lsn: Lsn) {
-        if level == DurabilityLevel::Local || self.committed[level as usize] >= lsn {
+        if level == DurabilityLevel::Local {
+            return;
+        }
+        if let Role::Primary(p) = &mut self.role {
+            p.on_client_appended(now, lsn);
+        }
+        if self.committed[level as usize] >= lsn {
             return;
         }
         self.deadlines.push_back(Deadline {

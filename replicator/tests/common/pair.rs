@@ -173,6 +173,8 @@ pub struct Pair {
     pub repair_failures: Vec<(Side, String)>,
     /// The primary's `Committed` reports, in order.
     pub committed: Vec<[Lsn; 4]>,
+    /// The appends whose wait failed (`Action::FailWait`), in order.
+    pub failed_waits: Vec<WaiterId>,
     /// The states the primary's breaker went through, one entry per change.
     pub breaker: Vec<BreakerState>,
 }
@@ -225,6 +227,7 @@ impl Pair {
             repairs: Vec::new(),
             repair_failures: Vec::new(),
             committed: Vec::new(),
+            failed_waits: Vec::new(),
             breaker: vec![BreakerState::Closed],
         }
     }
@@ -282,21 +285,41 @@ impl Pair {
     /// A client appends `payload` at the local level: admitted, written to the primary's log,
     /// reported to the primary as a batch. Returns its LSN.
     pub fn append(&mut self, payload: &[u8]) -> Lsn {
+        self.append_at(DurabilityLevel::Local, payload)
+    }
+
+    /// As [`Pair::append`], by a client waiting for `level`: the primary hears that the log
+    /// took it, before the batch. Appends the commit timeout fails are in `failed_waits`.
+    pub fn append_at(&mut self, level: DurabilityLevel, payload: &[u8]) -> Lsn {
+        let lsn = self.take_append(level, payload);
+        self.report_written(lsn);
+        lsn
+    }
+
+    /// The first half of [`Pair::append_at`]: the log takes the append (the primary hears of
+    /// it if `level` is remote), but its batch is not formed yet.
+    pub fn take_append(&mut self, level: DurabilityLevel, payload: &[u8]) -> Lsn {
         self.next_waiter += 1;
         let waiter = WaiterId(self.next_waiter);
-        let level = DurabilityLevel::Local;
         self.input(Side::P, Input::ClientAppend { waiter, level });
         assert_eq!(self.admitted.pop(), Some(waiter), "admitted at once");
         let log = self.log(Side::P);
         let lsn = (log.append(Epoch(0), Bytes::copy_from_slice(payload))).expect("appended");
-        let records = log.record(lsn).expect("just appended");
+        if level != DurabilityLevel::Local {
+            self.input(Side::P, Input::Appended { waiter, level, lsn });
+        }
+        lsn
+    }
+
+    /// The second half: the writer formed the batch of the record at `lsn` alone.
+    pub fn report_written(&mut self, lsn: Lsn) {
+        let records = self.log(Side::P).record(lsn).expect("appended");
         let written = Input::Written {
             first: lsn,
             last: lsn,
             records,
         };
         self.input(Side::P, written);
-        lsn
     }
 
     /// Both logs sync, the primary's first; each replica is told.
@@ -372,6 +395,7 @@ impl Pair {
                 }
             }
             Action::Admit { waiter } => self.admitted.push(waiter),
+            Action::FailWait { waiter, .. } => self.failed_waits.push(waiter),
             Action::Committed(levels) => self.committed.push(levels),
             Action::Integrity(IntegrityAction::Repair { base, chunks, .. }) => {
                 let bytes = Bytes::from(chunks.concat());
