@@ -328,21 +328,20 @@ impl Pacer {
 
     /// The log took an append ending at `last` whose client waits for a remote level.
     pub fn appended(&mut self, now: Duration, last: Lsn) {
-        if self.config.is_none() || self.pending.len() >= MAX_PENDING_APPENDS {
+        let Some(c) = self.config else {
+            return;
+        };
+        if self.pending.len() >= MAX_PENDING_APPENDS {
             return;
         }
         if last <= self.committed {
             // Committed before its appender reported it: at once, as far as the pacer can tell.
-            self.sample(Duration::ZERO);
+            self.sample(c.latency_target, Duration::ZERO);
             return;
         }
-        // Appenders report in about their LSNs' order: almost always at the back.
-        if self.pending.back().is_none_or(|&(l, _)| l <= last) {
-            self.pending.push_back((last, now));
-        } else {
-            let at = self.pending.partition_point(|&(l, _)| l <= last);
-            self.pending.insert(at, (last, now));
-        }
+        // Appenders report in about their LSNs' order: the place is almost always the back.
+        let at = self.pending.partition_point(|&(l, _)| l <= last);
+        self.pending.insert(at, (last, now));
     }
 
     /// The log was cut after `last`: appends past it will never commit as such.
@@ -354,25 +353,23 @@ impl Pacer {
 
     /// `remote_durable` reached `committed`: every append it covers is a latency sample.
     pub fn committed(&mut self, now: Duration, committed: Lsn) {
-        if self.config.is_none() {
+        let Some(c) = self.config else {
             return;
-        }
+        };
         self.committed = self.committed.max(committed);
         while let Some(&(last, taken)) = self.pending.front() {
             if last > committed {
                 break;
             }
             self.pending.pop_front();
-            self.sample(now.saturating_sub(taken));
+            self.sample(c.latency_target, now.saturating_sub(taken));
         }
     }
 
-    fn sample(&mut self, latency: Duration) {
-        let Some(c) = self.config else {
-            return;
-        };
+    /// One commit of `latency`, judged against `target`.
+    fn sample(&mut self, target: Duration, latency: Duration) {
         self.window.commits += 1;
-        if latency > c.latency_target {
+        if latency > target {
             self.window.over_target += 1;
         }
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);

@@ -70,8 +70,8 @@ pub const SPEED_TARGET_RATIO: f64 = 0.5;
 /// read while the clients run alone. The measure once started at the batch's formation and
 /// left out a client's wait for the batch its append joins, so a target set from the clients'
 /// p99 let the primary's grow 1.6–1.8× and the clients' with it; set from the primary's, the
-/// two grow alike, and since the measure counts appends from their taking, the two are close. Which p99 of the primary's is the plan's
-/// [`TargetFrom`]: by default the p99 of every commit of the window (`commit_p99_ms`), as (g)
+/// two grow alike, and since the measure counts appends from their taking, the two are close.
+/// Which p99 of the primary's is the plan's [`TargetFrom`]: by default the p99 of every commit of the window (`commit_p99_ms`), as (g)
 /// takes the clients' p99 over the whole window; the median of its 400 ms stretches'
 /// (`recent_commit_p99_ms`) is a quiet moment's, without the disk's own slow stretches, and a
 /// target from it held the pacer over its target in 12 % of its intervals with no catch-up at
