@@ -255,20 +255,27 @@ impl Watermark {
     /// Caller-runs: writes `first..=last` on this thread if the writer is idle and nothing
     /// else is queued; otherwise pays the wake the append left owing, if it did.
     fn run_writer_here(&self, first: Lsn, last: Lsn, owes_wake: bool) {
-        let Some(cell) = self.runner.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        if !self.waiters_write.load(Ordering::Acquire) {
+        if self.waiters_write.load(Ordering::Acquire) {
+            self.write_own_here(first, last, owes_wake);
+        } else if owes_wake {
             // A replicated append that more were to follow leaves a wake owing without
             // caller-runs too.
-            if owes_wake {
-                cell.wake_thread();
-            }
-            return;
+            self.wake_writer_thread();
         }
-        if !run_for_waiter(&cell, Take::Own { first, last }) && owes_wake {
+    }
+
+    /// Writes `first..=last` on this thread if the writer is idle and nothing else is queued
+    /// (whatever `waiters_write` says: [`Completion::write_here`] asks for it); returns whether
+    /// it did, and otherwise pays the wake the append left owing, if it did.
+    fn write_own_here(&self, first: Lsn, last: Lsn, owes_wake: bool) -> bool {
+        let Some(cell) = self.runner.get().and_then(Weak::upgrade) else {
+            return false;
+        };
+        let wrote = run_for_waiter(&cell, Take::Own { first, last });
+        if !wrote && owes_wake {
             cell.wake_thread();
         }
+        wrote
     }
 
     /// Pays the wake an append left owing (its completion was dropped or polled, or the
@@ -424,6 +431,30 @@ impl Completion {
         matches!(self.status(), Status::Done(_))
     }
 
+    /// Caller-runs without the wait: writes this append's records on the calling thread,
+    /// with their fdatasync, if the log's writer is idle and nothing else is queued, and
+    /// returns whether it did (a log's observer then runs on this thread too). Otherwise the
+    /// writer thread takes them, woken now if the append left the wake to this completion
+    /// ([`Log::append_to_write_here`](crate::Log::append_to_write_here)). For a thread that
+    /// answers the append later rather than waiting for it (a network port serving one
+    /// client): it saves the hand-offs to the writer thread and back, at the price of being
+    /// busy for one flush. Either way the outcome is then known as ever
+    /// ([`Completion::is_done`], [`Completion::wait`], `.await`); a write that failed poisons
+    /// the log and fails this completion.
+    pub fn write_here(&mut self) -> bool {
+        let owes_wake = std::mem::take(&mut self.owes_wake);
+        let Some(w) = &self.watermark else {
+            return false;
+        };
+        if w.succeeded(self.lsn, self.generation) {
+            if owes_wake {
+                w.wake_writer_thread();
+            }
+            return false;
+        }
+        w.write_own_here(self.first, self.lsn, owes_wake)
+    }
+
     /// Blocks until the record is durable.
     ///
     /// # Errors
@@ -520,6 +551,11 @@ impl Append {
         self.completion.wait()
     }
 
+    /// Writes the record on this thread if the writer is idle; see [`Completion::write_here`].
+    pub fn write_here(&mut self) -> bool {
+        self.completion.write_here()
+    }
+
     /// The completion, to await or wait on later.
     pub fn into_completion(self) -> Completion {
         self.completion
@@ -575,6 +611,11 @@ impl AppendBatch {
     /// As [`Completion::wait`].
     pub fn wait(self) -> Result<Lsn> {
         self.completion.wait()
+    }
+
+    /// Writes the batch on this thread if the writer is idle; see [`Completion::write_here`].
+    pub fn write_here(&mut self) -> bool {
+        self.completion.write_here()
     }
 
     /// The completion of the last record.

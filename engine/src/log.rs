@@ -137,12 +137,29 @@ impl Log {
     /// # Errors
     /// As [`Log::append`].
     pub fn append_with(&self, payload: Bytes, durability: Durability) -> Result<Append> {
+        self.append_one(payload, durability, false)
+    }
+
+    /// Appends one record for the calling thread to write itself: as [`Log::append`], but an
+    /// idle writer thread is left asleep (whatever [`Options::caller_runs`] says, and with an
+    /// observer too) for [`Append::write_here`] to write the record, or to wake the writer
+    /// thread if it cannot; dropping the append unwritten wakes it too. For a thread that
+    /// serves a lone client and answers it later (a network port): it saves the hand-offs to
+    /// the writer thread and back.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn append_to_write_here(&self, payload: Bytes) -> Result<Append> {
+        self.append_one(payload, Durability::Durable, true)
+    }
+
+    fn append_one(&self, payload: Bytes, durability: Durability, here: bool) -> Result<Append> {
         let hasher = self.check_and_hash(&payload)?;
         let need = encoded_len(payload.len());
         let mut st = self.lock_with_room(need)?;
         let was_empty = st.items.is_empty();
         let (lsn, generation) = push_record(&mut st, payload, &hasher);
-        let owes_wake = self.wake_writer_unless_waited(&mut st, was_empty, durability);
+        let owes_wake = self.wake_writer_unless_waited(&mut st, was_empty, durability, here);
         drop(st);
         let completion = self.completion(lsn, generation, durability);
         Ok(Append::new(completion.owing_wake(owes_wake)))
@@ -154,6 +171,25 @@ impl Log {
     /// As [`Log::append`]; [`Error::InvalidOptions`] for an empty batch. Nothing is appended
     /// when any record is too large.
     pub fn append_batch<I>(&self, payloads: I) -> Result<AppendBatch>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        self.append_many(payloads, false)
+    }
+
+    /// [`Log::append_batch`] for the calling thread to write, as [`Log::append_to_write_here`]
+    /// (with [`AppendBatch::write_here`]).
+    ///
+    /// # Errors
+    /// As [`Log::append_batch`].
+    pub fn append_batch_to_write_here<I>(&self, payloads: I) -> Result<AppendBatch>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        self.append_many(payloads, true)
+    }
+
+    fn append_many<I>(&self, payloads: I, here: bool) -> Result<AppendBatch>
     where
         I: IntoIterator<Item = Bytes>,
     {
@@ -175,7 +211,8 @@ impl Log {
         for (payload, hasher) in records {
             last = push_record(&mut st, payload, &hasher);
         }
-        let owes_wake = self.wake_writer_unless_waited(&mut st, was_empty, Durability::Durable);
+        let owes_wake =
+            self.wake_writer_unless_waited(&mut st, was_empty, Durability::Durable, here);
         drop(st);
         let completion = self.completion(last.0, last.1, Durability::Durable);
         Ok(AppendBatch::new(first, completion.owing_wake(owes_wake)))
@@ -592,22 +629,23 @@ impl Log {
 
     /// Caller-runs: an append into an empty queue while the writer thread idles in its
     /// idle-marker wait does not wake it, because the appender will most likely wait for the
-    /// record and then write it itself (`Completion::wait`); the completion owes the wake
-    /// instead, and pays it if it is dropped, polled, or finds the writer busy. A record
-    /// nobody waits for is taken when that wait ends, within `IDLE_MARKER_DELAY`. Returns
-    /// whether the wake is owed.
+    /// record and then write it itself (`Completion::wait`), or is to write it (`here`:
+    /// `Completion::write_here`); the completion owes the wake instead, and pays it if it is
+    /// dropped, polled, or finds the writer busy. A record nobody waits for is taken when that
+    /// wait ends, within `IDLE_MARKER_DELAY`. Returns whether the wake is owed.
     fn wake_writer_unless_waited(
         &self,
         st: &mut QueueState,
         was_empty: bool,
         durability: Durability,
+        here: bool,
     ) -> bool {
         let defer = was_empty
             && durability == Durability::Durable
             && st.writer_waiting
             && st.writer_timed
             && !st.writer_gathers
-            && self.shared.caller_runs();
+            && (here || self.shared.caller_runs());
         if !defer {
             self.shared.queue.wake_writer(st);
         }

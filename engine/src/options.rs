@@ -108,8 +108,9 @@ pub struct Options {
     pub full_scan_on_open: bool,
     /// Told of every batch the writer forms and of every advance of the durable watermark, on
     /// the writer thread (replication uses it to send a batch before its fdatasync completes).
-    /// A log with an observer writes only on the writer thread and in
-    /// [`crate::Log::append_replicated_here`]: `caller_runs` does not apply.
+    /// A log with an observer writes only on the writer thread, in
+    /// [`crate::Log::append_replicated_here`] and in [`crate::Completion::write_here`] (the
+    /// calls that ask for it): `caller_runs` does not apply.
     pub observer: Option<Arc<dyn LogObserver>>,
     /// Caller-runs: a thread that waits for its record ([`crate::Completion::wait`], and so
     /// `append(..)?.wait()` and [`crate::Log::sync`]) while the writer thread is idle writes
@@ -120,8 +121,9 @@ pub struct Options {
 }
 
 /// Watches the writer. Every call runs on the thread that writes, in LSN order: the writer
-/// thread, or one in [`Log::append_replicated_here`](crate::Log::append_replicated_here)
-/// (never a waiter: a log with an observer has no caller-runs). Keep them short and never
+/// thread, or one in [`Log::append_replicated_here`](crate::Log::append_replicated_here) or
+/// [`Completion::write_here`](crate::Completion::write_here) (never a waiter: a log with an
+/// observer has no caller-runs). Keep them short and never
 /// block in them (queue work elsewhere), or every append waits.
 pub trait LogObserver: std::fmt::Debug + Send + Sync + 'static {
     /// A batch of encoded records (headers and payloads, exactly the bytes written to the

@@ -18,6 +18,22 @@ fn small() -> Options {
     }
 }
 
+/// [`small`] with `observer`.
+fn observed(observer: Arc<dyn LogObserver>) -> Options {
+    Options {
+        observer: Some(observer),
+        ..small()
+    }
+}
+
+/// The calling thread's name, as the observer records it.
+fn this_thread() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_string()
+}
+
 fn payload(i: u64) -> Bytes {
     Bytes::from(format!("record-{i}-{}", "y".repeat((i % 500) as usize)))
 }
@@ -76,10 +92,7 @@ fn all_records(log: &Log) -> Vec<u8> {
 fn observer_sees_every_batch_before_it_is_durable_and_chunks_match_them() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Arc::new(Recorder::default());
-    let opts = Options {
-        observer: Some(rec.clone()),
-        ..small()
-    };
+    let opts = observed(rec.clone());
     let log = Log::open(dir.path().join("p"), opts).unwrap();
     for i in 1..=3000u64 {
         let a = log.append(payload(i)).unwrap();
@@ -250,10 +263,7 @@ impl LogObserver for Threads {
 fn with_an_observer_only_the_writer_thread_writes() {
     let dir = tempfile::tempdir().unwrap();
     let seen = Arc::new(Threads::default());
-    let opts = Options {
-        observer: Some(seen.clone()),
-        ..small()
-    };
+    let opts = observed(seen.clone());
     let log = Log::open(dir.path().join("p"), opts).unwrap();
     for i in 1..=50u64 {
         assert_eq!(log.append(payload(i)).unwrap().wait().unwrap(), Lsn(i));
@@ -272,6 +282,59 @@ fn with_an_observer_only_the_writer_thread_writes() {
     );
 }
 
+/// `append_to_write_here` + `write_here`, one record (or batch) at a time while the writer
+/// idles: the calling thread writes it, the observer called on it, and the completion is done
+/// when `write_here` returns; a record appended the ordinary way is left to the writer thread,
+/// and so is one whose `write_here` finds another record queued before it. Every record reads
+/// back after a reopen.
+#[test]
+fn a_record_appended_to_write_here_is_written_by_the_calling_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Threads::default());
+    let opts = observed(seen.clone());
+    let log = Log::open(dir.path().join("p"), opts).unwrap();
+    let me = this_thread();
+    let mut wrote = 0;
+    for i in 1..=40u64 {
+        let mut a = log.append_to_write_here(payload(i)).unwrap();
+        if a.write_here() {
+            wrote += 1;
+            assert!(
+                a.into_completion().is_done(),
+                "record {i} durable on return"
+            );
+        } else {
+            assert_eq!(a.wait().unwrap(), Lsn(i));
+        }
+    }
+    let mut batch = log
+        .append_batch_to_write_here((41..=45).map(payload))
+        .unwrap();
+    let batch_here = batch.write_here();
+    assert_eq!(batch.wait().unwrap(), Lsn(45));
+    // The writer thread idles between these appends, each waited for: the calling thread
+    // writes nearly all (one may find the writer thread still busy with an idle marker).
+    assert!(wrote >= 30, "{wrote} of 40 written here: {:?}", log.stats());
+    assert_eq!(log.stats().caller_writes, wrote + u64::from(batch_here));
+    assert!(seen.0.lock().contains(&me), "the observer ran here");
+    // Another record queued first: `write_here` leaves both to the writer thread.
+    let before = log.stats().caller_writes;
+    let other = log.append(payload(46)).unwrap();
+    let mut a = log.append_to_write_here(payload(47)).unwrap();
+    assert!(!a.write_here());
+    assert_eq!(a.wait().unwrap(), Lsn(47));
+    assert_eq!(other.wait().unwrap(), Lsn(46));
+    assert_eq!(log.stats().caller_writes, before);
+    log.close().unwrap();
+    let reopened = Log::open(dir.path().join("p"), small()).unwrap();
+    let got: Vec<Bytes> = reopened
+        .read_from(Lsn(1))
+        .unwrap()
+        .map(|r| r.unwrap().payload)
+        .collect();
+    assert_eq!(got, (1..=47).map(payload).collect::<Vec<_>>());
+}
+
 /// `append_replicated_here`: a follower's records, one chunk at a time, each waited for; the
 /// calling thread writes them while the writer thread idles (it is not even woken), the
 /// observer called on it; a chunk larger than `max_bytes` is left to the writer thread. Every
@@ -282,15 +345,9 @@ fn replicated_records_are_written_on_the_calling_thread_when_the_writer_idles() 
     let primary = Log::open(dir.path().join("p"), small()).unwrap();
     append_synced(&primary, 1..=300);
     let seen = Arc::new(Threads::default());
-    let opts = Options {
-        observer: Some(seen.clone()),
-        ..small()
-    };
+    let opts = observed(seen.clone());
     let follower = Log::open(dir.path().join("f"), opts.clone()).unwrap();
-    let me = std::thread::current()
-        .name()
-        .unwrap_or("unnamed")
-        .to_string();
+    let me = this_thread();
     let chunks = all_chunks(&primary, 2_000);
     for c in &chunks {
         let b = follower

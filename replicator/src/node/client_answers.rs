@@ -4,6 +4,7 @@
 //! request (these block: the port runs them on its workers, never on the transport's thread).
 //! No I/O of its own beyond the node's calls.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -27,6 +28,45 @@ pub const REQUEST_OVERHEAD_BYTES: usize = 4096;
 /// together are as large, with room for the rest of the request.
 pub(super) fn max_request_bytes(max_record_bytes: usize) -> usize {
     max_record_bytes + REQUEST_OVERHEAD_BYTES + MAX_BATCH_RECORDS * BATCH_RECORD_PREFIX_BYTES
+}
+
+/// Appends in a row that [`LoneAppends`] must see alone before the delivering thread writes
+/// one itself: two, so that under concurrent clients (where the first request read after a
+/// group commit finds every record before it durable, and the second does not) it never does.
+const LONE_STREAK: u32 = 2;
+
+/// The port's caller-runs rule. A lone client's commit crosses two threads besides the
+/// network: the connection's delivering thread hands the record to the log's writer thread,
+/// whose completion wakes the answering thread. When the appends come one at a time (each
+/// found every record before it durable, [`LONE_STREAK`] in a row) and the request arrived
+/// alone in its read, the delivering thread writes the record itself, with its fdatasync,
+/// when the log's writer is idle and nothing else is queued
+/// ([`Completion::write_here`](logship_engine::Completion::write_here)), and sends the answer
+/// itself once the commit is complete. Only on a transport that delivers each connection on a
+/// thread of its own ([`Transport::delivers_on_connection_threads`]): a flush there holds
+/// only the connection that waits for it anyway, where on an event loop it would hold every
+/// connection.
+///
+/// [`Transport::delivers_on_connection_threads`]: crate::transport::Transport::delivers_on_connection_threads
+#[derive(Debug, Default)]
+pub(super) struct LoneAppends {
+    streak: AtomicU32,
+}
+
+impl LoneAppends {
+    /// Notes an append that found every record before it durable (`alone`) or not; returns
+    /// whether its thread writes it.
+    pub(super) fn note(&self, alone: bool) -> bool {
+        if !alone {
+            self.streak.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let seen = self.streak.load(Ordering::Relaxed);
+        if seen < LONE_STREAK {
+            self.streak.store(seen + 1, Ordering::Relaxed);
+        }
+        seen + 1 >= LONE_STREAK
+    }
 }
 
 /// A request admitted and not yet answered, in the connection's request order.
@@ -71,7 +111,12 @@ impl Admitting {
 
     /// Once [`Admitting::poll`] is ready with `admitted`: the append goes to the log (or is
     /// answered with the refusal).
-    pub(super) fn finish(self, inner: &Inner, admitted: Result<()>) -> Pending {
+    pub(super) fn finish(
+        self,
+        inner: &Inner,
+        admitted: Result<()>,
+        lone: Option<&LoneAppends>,
+    ) -> Pending {
         let Admitting {
             id,
             waiter,
@@ -82,12 +127,14 @@ impl Admitting {
         match (admitted, body) {
             (Err(e), Body::One(_)) => Pending::Ready(append_answer(id, Err(e))),
             (Err(e), Body::Batch(_)) => Pending::Ready(batch_answer(id, Lsn::ZERO, Err(e))),
-            (Ok(()), Body::One(payload)) => match inner.append_admitted(waiter, level, payload) {
-                Ok(commit) => Pending::Append { id, commit },
-                Err(e) => Pending::Ready(append_answer(id, Err(e))),
-            },
+            (Ok(()), Body::One(payload)) => {
+                match inner.append_admitted(waiter, level, payload, lone) {
+                    Ok(commit) => Pending::Append { id, commit },
+                    Err(e) => Pending::Ready(append_answer(id, Err(e))),
+                }
+            }
             (Ok(()), Body::Batch(payloads)) => {
-                match inner.append_batch_admitted(waiter, level, payloads) {
+                match inner.append_batch_admitted(waiter, level, payloads, lone) {
                     Ok((first, commit)) => Pending::Batch { id, first, commit },
                     Err(e) => Pending::Ready(batch_answer(id, Lsn::ZERO, Err(e))),
                 }
@@ -110,6 +157,7 @@ pub(super) fn admit(
     msg: Msg,
     holding: &mut bool,
     cx: &mut Context<'_>,
+    lone: Option<&LoneAppends>,
 ) -> std::result::Result<Pending, String> {
     let (id, level, body) = match msg {
         Msg::AppendRequest { id, level, payload } => (id, level, Body::One(payload)),
@@ -133,7 +181,7 @@ pub(super) fn admit(
     };
     if !*holding {
         if let Poll::Ready(admitted) = waiting.poll(cx) {
-            return Ok(waiting.finish(inner, admitted));
+            return Ok(waiting.finish(inner, admitted, lone));
         }
     }
     *holding = true;

@@ -64,7 +64,7 @@ impl Conn {
             let Pending::Admitting(waiting) = std::mem::replace(p, Pending::Running) else {
                 unreachable!("matched as Admitting just above");
             };
-            *p = waiting.finish(node, admitted);
+            *p = waiting.finish(node, admitted, None);
             st.admitting -= 1;
         }
     }

@@ -17,6 +17,10 @@
 //!   completion (on the node's writer or notifier thread) only puts the connection on the
 //!   port's ready list, and one port-wide answering thread sends its answers: one hand-off
 //!   between the commit and the send;
+//! - a lone client's append on the portable transport (whose delivering thread is the
+//!   connection's own) is written by that thread when the log's writer idles
+//!   ([`LoneAppends`]), which then sends the answer itself if the commit is complete: no
+//!   hand-off to the writer thread and none back;
 //! - read, status and promote requests may block (promote up to 30 s): when one becomes the
 //!   oldest unanswered request of its connection (its turn: it sees the appends before it),
 //!   it goes to one of [`CLIENT_WORKERS`] worker threads, which answers it and sends the
@@ -91,7 +95,9 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use super::client_answers::{admit, handle, max_request_bytes, not_permitted, Pending};
+use super::client_answers::{
+    admit, handle, max_request_bytes, not_permitted, LoneAppends, Pending,
+};
 pub use super::client_answers::{MAX_READ_BYTES, REQUEST_OVERHEAD_BYTES};
 use super::client_conn::{Conn, ConnState, Deadlines, Ending};
 use super::client_handshake::{Handshake, Step, HANDSHAKE_MAX_BODY_BYTES};
@@ -154,6 +160,9 @@ struct Port {
     refusals: Mutex<PerAddress>,
     started: Instant,
     stop: AtomicBool,
+    /// The caller-runs rule for lone appends; set when the transport delivers each connection
+    /// on a thread of its own.
+    lone: OnceLock<LoneAppends>,
     /// Connections whose commits completed: the answering thread sends their answers.
     ready: Mutex<Vec<ConnId>>,
     ready_cv: Condvar,
@@ -175,11 +184,19 @@ struct Decoded {
 }
 
 /// Admits `decoded`'s requests in order, at most its room of them; returns them and why the
-/// connection ends, if it does (requests past the room or a bad one are not admitted).
-fn admit_all(node: &Inner, c: &Conn, decoded: Decoded) -> (Vec<Pending>, Option<Ending>) {
+/// connection ends, if it does (requests past the room or a bad one are not admitted). With
+/// `lone`, a request that came alone in its read may be written on this thread
+/// ([`LoneAppends`]).
+fn admit_all(
+    node: &Inner,
+    c: &Conn,
+    decoded: Decoded,
+    lone: Option<&LoneAppends>,
+) -> (Vec<Pending>, Option<Ending>) {
     let mut ending = decoded.malformed.then_some(Ending::Malformed);
     let mut holding = decoded.holding;
     let mut cx = Context::from_waker(&c.waker);
+    let lone = lone.filter(|_| decoded.requests.len() == 1);
     let mut admitted = Vec::with_capacity(decoded.requests.len().min(decoded.room));
     for msg in decoded.requests {
         if admitted.len() == decoded.room {
@@ -188,7 +205,7 @@ fn admit_all(node: &Inner, c: &Conn, decoded: Decoded) -> (Vec<Pending>, Option<
         }
         match not_permitted(&msg, decoded.grants) {
             Some(answer) => admitted.push(Pending::Ready(answer)),
-            None => match admit(node, msg, &mut holding, &mut cx) {
+            None => match admit(node, msg, &mut holding, &mut cx, lone) {
                 Ok(p) => admitted.push(p),
                 Err(why) => {
                     tracing::debug!(why, "client port: not a client request");
@@ -257,6 +274,7 @@ impl ClientPort {
             refusals: Mutex::new(PerAddress::default()),
             started: Instant::now(),
             stop: AtomicBool::new(false),
+            lone: OnceLock::new(),
             ready: Mutex::new(Vec::new()),
             ready_cv: Condvar::new(),
             jobs: crossbeam_channel::bounded(JOB_QUEUE_CAPACITY),
@@ -341,6 +359,9 @@ impl Port {
                 layer
             }
         };
+        if t.delivers_on_connection_threads() {
+            let _ = self.lone.set(LoneAppends::default());
+        }
         let _ = self.transport.set(Arc::clone(&t));
         Ok(t)
     }
@@ -470,7 +491,7 @@ impl Port {
         let Some(decoded) = self.decode(&node, &c, bytes) else {
             return self.settle(&c);
         };
-        let (admitted, ending) = admit_all(&node, &c, decoded);
+        let (admitted, ending) = admit_all(&node, &c, decoded, self.lone.get());
         drop(node);
         {
             let mut st = c.state.lock();

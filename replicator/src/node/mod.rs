@@ -42,10 +42,11 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use logship_engine::io::OpenMode;
 use logship_engine::{
-    AppendBatch, Epoch, Log, LogReader, Lsn, Options, RecoveryMode, RecoveryReport,
+    AppendBatch, Completion, Epoch, Log, LogReader, Lsn, Options, RecoveryMode, RecoveryReport,
 };
 use parking_lot::{Condvar, Mutex};
 
+use self::client_answers::LoneAppends;
 use crate::config::{NodeConfig, Role};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchRequest, IntegrityAction, FETCH_CHUNK_BYTES};
@@ -1110,35 +1111,45 @@ impl Inner {
     fn append(&self, payload: Bytes, level: DurabilityLevel) -> Result<Commit> {
         let (waiter, admission) = self.begin_append(level);
         admission.wait()?;
-        self.append_admitted(waiter, level, payload)
+        self.append_admitted(waiter, level, payload, None)
     }
 
     /// The record of the admitted append `waiter`: to the log, and its wait registered.
+    /// With `lone`, the calling thread writes the record itself when the rule says so.
     fn append_admitted(
         &self,
         waiter: WaiterId,
         level: DurabilityLevel,
         payload: Bytes,
+        lone: Option<&LoneAppends>,
     ) -> Result<Commit> {
-        self.finish_append(waiter, level, || Ok((self.log.append(payload)?.lsn(), 1)))
+        let (_, commit) = self.finish_append(waiter, level, lone, |here| {
+            let append = match here {
+                true => self.log.append_to_write_here(payload)?,
+                false => self.log.append(payload)?,
+            };
+            Ok((append.lsn(), append.into_completion()))
+        })?;
+        Ok(commit)
     }
 
     /// The batch of the admitted append `waiter`: to the log as one batch (contiguous LSNs,
     /// no other record between them, one admission and one wait); its first LSN and the wait
-    /// of its last record.
+    /// of its last record. `lone` as for [`Inner::append_admitted`].
     fn append_batch_admitted(
         &self,
         waiter: WaiterId,
         level: DurabilityLevel,
         payloads: Vec<Bytes>,
+        lone: Option<&LoneAppends>,
     ) -> Result<(Lsn, Commit)> {
-        let mut first = Lsn::ZERO;
-        let commit = self.finish_append(waiter, level, || {
-            let batch = self.log.append_batch(payloads)?;
-            first = batch.first_lsn();
-            Ok((batch.last_lsn(), batch.len()))
-        })?;
-        Ok((first, commit))
+        self.finish_append(waiter, level, lone, |here| {
+            let batch = match here {
+                true => self.log.append_batch_to_write_here(payloads)?,
+                false => self.log.append_batch(payloads)?,
+            };
+            Ok((batch.first_lsn(), batch.into_completion()))
+        })
     }
 
     /// Asks the replica to admit an append at `level`; returns its number and the wait for
@@ -1150,25 +1161,40 @@ impl Inner {
         (waiter, admission)
     }
 
-    /// The admitted append `waiter`: runs `append` (which returns the last LSN it took and how
-    /// many records) and registers the wait for that LSN.
+    /// The admitted append `waiter`: runs `append` (which returns the first LSN it took and
+    /// the log's completion of the last; told whether this thread may write them) and
+    /// registers the wait for the last LSN. Then, with `lone` and when its rule says so, this
+    /// thread writes the records itself if the log's writer is idle
+    /// ([`Completion::write_here`]); else the writer thread takes them. Returns the first LSN
+    /// and the wait.
     fn finish_append(
         &self,
         waiter: WaiterId,
         level: DurabilityLevel,
-        append: impl FnOnce() -> Result<(Lsn, u64)>,
-    ) -> Result<Commit> {
-        let (lsn, records) = append()?;
+        lone: Option<&LoneAppends>,
+        append: impl FnOnce(bool) -> Result<(Lsn, Completion)>,
+    ) -> Result<(Lsn, Commit)> {
+        let (first, completion) = append(lone.is_some())?;
+        let lsn = completion.lsn();
+        // Kept only to write here; dropped now otherwise, it wakes the writer thread if the
+        // append left that to it.
+        let here = lone
+            .is_some_and(|l| l.note(self.log.durable_lsn() >= first.prev()))
+            .then_some(completion);
+        let records = lsn.get() + 1 - first.get();
         self.counters.appends[level as usize].fetch_add(records, Ordering::Relaxed);
         let commit = self.waiters.register(waiter, level, lsn);
         if level != DurabilityLevel::Local {
             self.step(Input::Appended { waiter, level, lsn });
         }
+        if let Some(mut completion) = here {
+            completion.write_here();
+        }
         if let Some(cause) = self.failure.get() {
             // Poisoned after the append was taken: its waiter may have missed `fail_all`.
             self.fail_all(&cause.clone());
         }
-        Ok(commit)
+        Ok((first, commit))
     }
 
     /// The log failed: every waiting and later append fails with the cause.

@@ -93,6 +93,13 @@ pub trait Transport: Send + Sync + 'static {
     /// `"io_uring"` or `"portable"`.
     fn name(&self) -> &'static str;
 
+    /// Whether each connection's events come from a thread of its own, so that a handler
+    /// that takes long over one connection's bytes holds no other connection (the portable
+    /// transport); `false` for an event loop that serves every connection (io_uring).
+    fn delivers_on_connection_threads(&self) -> bool {
+        false
+    }
+
     /// Listens on `addr` (port 0 picks one); returns the bound address. Accepted connections
     /// arrive as [`NetEvent::Accepted`].
     fn listen(&self, addr: SocketAddr) -> io::Result<SocketAddr> {

@@ -119,6 +119,10 @@ impl Transport for PortableTransport {
         "portable"
     }
 
+    fn delivers_on_connection_threads(&self) -> bool {
+        true
+    }
+
     fn listen_on(&self, listener: TcpListener) -> io::Result<SocketAddr> {
         // The accept thread blocks in `accept`.
         listener.set_nonblocking(false)?;

@@ -161,6 +161,11 @@ impl Transport for TlsTransport {
         }
     }
 
+    /// The layer runs in the inner transport's delivering threads.
+    fn delivers_on_connection_threads(&self) -> bool {
+        self.shared.inner().delivers_on_connection_threads()
+    }
+
     fn listen_on(&self, listener: TcpListener) -> io::Result<SocketAddr> {
         self.shared.inner().listen_on(listener)
     }
