@@ -4,7 +4,8 @@
 //! request (these block: the port runs them on its workers, never on the transport's thread).
 //! No I/O of its own beyond the node's calls.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::protocol::client_auth::Grants;
 use crate::protocol::msg::{BATCH_RECORD_PREFIX_BYTES, MAX_BATCH_RECORDS};
 use crate::protocol::{ClientStatus, DurabilityLevel, Msg};
+use crate::transport::Transport;
 use crate::vocab::WaiterId;
 
 /// Largest read response.
@@ -32,32 +34,52 @@ pub(super) fn max_request_bytes(max_record_bytes: usize) -> usize {
 
 /// Appends in a row that [`LoneAppends`] must see alone before the delivering thread writes
 /// one itself: two, so that under concurrent clients (where the first request read after a
-/// group commit finds every record before it durable, and the second does not) it never does.
+/// group commit finds nothing else in flight, and the second does not) it never does.
 const LONE_STREAK: u32 = 2;
 
 /// The port's caller-runs rule. A lone client's commit crosses two threads besides the
 /// network: the connection's delivering thread hands the record to the log's writer thread,
 /// whose completion wakes the answering thread. When the appends come one at a time (each
-/// found every record before it durable, [`LONE_STREAK`] in a row) and the request arrived
-/// alone in its read, the delivering thread writes the record itself, with its fdatasync,
-/// when the log's writer is idle and nothing else is queued
+/// found every record before it durable and no other append waiting for its commit,
+/// [`LONE_STREAK`] in a row) and the request came alone in its read, the delivering thread writes the record itself, with its fdatasync, when the
+/// log's writer is idle and nothing else is queued
 /// ([`Completion::write_here`](logship_engine::Completion::write_here)), and sends the answer
-/// itself once the commit is complete. Only on a transport that delivers each connection on a
-/// thread of its own ([`Transport::delivers_on_connection_threads`]): a flush there holds
-/// only the connection that waits for it anyway, where on an event loop it would hold every
-/// connection.
+/// itself once the commit is complete.
 ///
-/// [`Transport::delivers_on_connection_threads`]: crate::transport::Transport::delivers_on_connection_threads
-#[derive(Debug, Default)]
+/// On the portable transport the delivering thread is the connection's own: a flush holds
+/// only the connection that waits for it anyway. On io_uring one thread delivers every
+/// connection, so the rule also asks that the event came alone: the ring went idle before it
+/// ([`Transport::idle_waits`] moved since the append before). A request that arrived while
+/// the ring was busy (with another client's flush, say) goes to the writer thread, which
+/// gathers it with the others that arrived meanwhile: the flush on the ring thread never
+/// turns a burst into a series of lone flushes.
 pub(super) struct LoneAppends {
     streak: AtomicU32,
+    transport: Arc<dyn Transport>,
+    /// [`Transport::idle_waits`] at the last append.
+    last_turn: AtomicU64,
 }
 
 impl LoneAppends {
-    /// Notes an append that found every record before it durable (`alone`) or not; returns
-    /// whether its thread writes it.
+    /// The rule for a port on `transport`; `None` for a transport that can tell neither
+    /// (a flush on its delivering thread could hold other connections).
+    pub(super) fn on(transport: &Arc<dyn Transport>) -> Option<LoneAppends> {
+        let fits = transport.delivers_on_connection_threads() || transport.idle_waits().is_some();
+        fits.then(|| LoneAppends {
+            streak: AtomicU32::new(0),
+            transport: Arc::clone(transport),
+            last_turn: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// Notes an append, on its delivering thread, that found nothing else in flight (`alone`)
+    /// or not; returns whether this thread writes it.
     pub(super) fn note(&self, alone: bool) -> bool {
-        if !alone {
+        let fresh = self
+            .transport
+            .idle_waits()
+            .is_none_or(|turn| self.last_turn.swap(turn, Ordering::Relaxed) != turn);
+        if !(alone && fresh) {
             self.streak.store(0, Ordering::Relaxed);
             return false;
         }

@@ -17,10 +17,10 @@
 //!   completion (on the node's writer or notifier thread) only puts the connection on the
 //!   port's ready list, and one port-wide answering thread sends its answers: one hand-off
 //!   between the commit and the send;
-//! - a lone client's append on the portable transport (whose delivering thread is the
-//!   connection's own) is written by that thread when the log's writer idles
-//!   ([`LoneAppends`]), which then sends the answer itself if the commit is complete: no
-//!   hand-off to the writer thread and none back;
+//! - a lone client's append is written by its delivering thread when the log's writer idles
+//!   ([`LoneAppends`]: the connection's own thread on the portable transport; on io_uring
+//!   only an append that came while the ring was idle), which then sends the answer itself if
+//!   the commit is complete: no hand-off to the writer thread and none back;
 //! - read, status and promote requests may block (promote up to 30 s): when one becomes the
 //!   oldest unanswered request of its connection (its turn: it sees the appends before it),
 //!   it goes to one of [`CLIENT_WORKERS`] worker threads, which answers it and sends the
@@ -160,8 +160,7 @@ struct Port {
     refusals: Mutex<PerAddress>,
     started: Instant,
     stop: AtomicBool,
-    /// The caller-runs rule for lone appends; set when the transport delivers each connection
-    /// on a thread of its own.
+    /// The caller-runs rule for lone appends, when the transport can tell what it needs.
     lone: OnceLock<LoneAppends>,
     /// Connections whose commits completed: the answering thread sends their answers.
     ready: Mutex<Vec<ConnId>>,
@@ -359,8 +358,8 @@ impl Port {
                 layer
             }
         };
-        if t.delivers_on_connection_threads() {
-            let _ = self.lone.set(LoneAppends::default());
+        if let Some(lone) = LoneAppends::on(&t) {
+            let _ = self.lone.set(lone);
         }
         let _ = self.transport.set(Arc::clone(&t));
         Ok(t)

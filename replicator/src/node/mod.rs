@@ -1179,7 +1179,7 @@ impl Inner {
         // Kept only to write here; dropped now otherwise, it wakes the writer thread if the
         // append left that to it.
         let here = lone
-            .is_some_and(|l| l.note(self.log.durable_lsn() >= first.prev()))
+            .is_some_and(|l| l.note(self.alone(first)))
             .then_some(completion);
         let records = lsn.get() + 1 - first.get();
         self.counters.appends[level as usize].fetch_add(records, Ordering::Relaxed);
@@ -1195,6 +1195,12 @@ impl Inner {
             self.fail_all(&cause.clone());
         }
         Ok((first, commit))
+    }
+
+    /// Whether an append whose first record is `first` came alone: every record before it is
+    /// durable, and no other append waits for its commit (or for its admission).
+    fn alone(&self, first: Lsn) -> bool {
+        self.log.durable_lsn() >= first.prev() && self.waiters.len() == 0
     }
 
     /// The log failed: every waiting and later append fails with the cause.

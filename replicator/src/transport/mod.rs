@@ -100,6 +100,15 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// On an event-loop transport (io_uring), how many times its delivering thread has gone
+    /// to sleep with nothing left to deliver: an event delivered after the count moved came
+    /// alone, one delivered before it moved arrived while the thread was busy (behind other
+    /// events, or behind a handler that took long). `None` where connections have threads of
+    /// their own.
+    fn idle_waits(&self) -> Option<u64> {
+        None
+    }
+
     /// Listens on `addr` (port 0 picks one); returns the bound address. Accepted connections
     /// arrive as [`NetEvent::Accepted`].
     fn listen(&self, addr: SocketAddr) -> io::Result<SocketAddr> {

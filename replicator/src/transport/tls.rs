@@ -166,6 +166,10 @@ impl Transport for TlsTransport {
         self.shared.inner().delivers_on_connection_threads()
     }
 
+    fn idle_waits(&self) -> Option<u64> {
+        self.shared.inner().idle_waits()
+    }
+
     fn listen_on(&self, listener: TcpListener) -> io::Result<SocketAddr> {
         self.shared.inner().listen_on(listener)
     }

@@ -128,6 +128,9 @@ impl Driver {
         }
         self.flush()?;
         let wait = !self.sqes.has_backlog() && self.shared.park();
+        if wait && self.ring.completion().is_empty() {
+            self.shared.note_idle();
+        }
         let entered = self.enter(usize::from(wait));
         self.shared.unpark();
         entered?;

@@ -113,6 +113,8 @@ struct Shared {
     parked: AtomicBool,
     /// Set when shutdown begins: no more events, no more commands.
     stopping: AtomicBool,
+    /// Times the ring thread went to sleep with nothing to deliver ([`Transport::idle_waits`]).
+    idle_waits: AtomicU64,
     ring_thread: OnceLock<ThreadId>,
     next_conn: AtomicU64,
     /// Send gates of the live connections, for `send` and `queued_bytes`.
@@ -128,6 +130,7 @@ impl Shared {
             waker,
             parked: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            idle_waits: AtomicU64::new(0),
             ring_thread: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             gates: RwLock::new(HashMap::new()),
@@ -161,6 +164,11 @@ impl Shared {
         }
         self.parked.store(false, Ordering::SeqCst);
         false
+    }
+
+    /// Ring thread: about to sleep with no completion waiting to be delivered.
+    fn note_idle(&self) {
+        self.idle_waits.fetch_add(1, Ordering::Release);
     }
 
     /// Ring thread: awake again.
@@ -275,6 +283,10 @@ impl UringTransport {
 impl Transport for UringTransport {
     fn name(&self) -> &'static str {
         "io_uring"
+    }
+
+    fn idle_waits(&self) -> Option<u64> {
+        Some(self.shared.idle_waits.load(Ordering::Acquire))
     }
 
     /// Hands the listening socket to the ring on the calling thread (`listen` binds it here
