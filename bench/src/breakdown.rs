@@ -284,13 +284,13 @@ pub fn calls(text: &str) -> Vec<Call> {
 /// What each span between two links is made of.
 pub const SPANS: [&str; 9] = [
     "client → port: loopback send, the port reader's wake-up and read",
-    "port → primary writer: admission, the log queue, the writer's wake-up, the record frame",
+    "port → record frame sent: admission, the log queue (+ writer hand-off)",
     "primary → follower: loopback, the follower transport thread's wake-up and read",
     "follower read → its pwrite: checks, the replica, the log queue (+ writer hand-off)",
     "follower pwrite + fdatasync",
     "follower fdatasync → durable ack sent (by the thread that wrote)",
     "follower → primary: loopback, the primary transport thread's wake-up and read",
-    "ack → answer: the quorum commit, the answering thread's wake-up",
+    "ack → answer: the quorum commit (+ the answering thread's wake-up)",
     "port → client: loopback, the client's wake-up and read",
 ];
 
@@ -305,6 +305,9 @@ pub struct Chain {
     pub links: [f64; 10],
     /// The primary's pwrite start and fdatasync end.
     pub local: (f64, f64),
+    /// The primary wrote on the port's thread that read the request (the lone client's
+    /// write, `Completion::write_here`), not on its log's writer thread.
+    pub primary_wrote_on_read: bool,
     /// The follower wrote on the thread that read the record (`Log::append_replicated_here`), not
     /// on its log's writer thread.
     pub follower_wrote_on_read: bool,
@@ -363,8 +366,10 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
     let port = earliest(w, t0, true, |c| {
         role(c) == "other" && is_recv(c) && c.ret >= record
     })?;
+    // The primary's writer thread sends the record frame, or the port's reader does when it
+    // writes the lone client's record itself.
     let sent = earliest(w, port.end, false, |c| {
-        role(c) == "writer" && is_send(c) && c.ret >= record
+        (role(c) == "writer" || c.tid == port.tid) && is_send(c) && c.ret >= record
     })?;
     let pw = sent.tid;
     let side = |c: &Call| {
@@ -384,7 +389,9 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
     let p_ack = earliest(w, ack.start, true, |c| {
         role(c) == "other" && c.tid != f_recv.tid && c.tid != port.tid && is_recv(c)
     })?;
-    let answer = earliest(w, p_ack.end, false, |c| role(c) == "port" && is_send(c))?;
+    let answer = earliest(w, p_ack.end, false, |c| {
+        (role(c) == "port" || c.tid == port.tid) && is_send(c)
+    })?;
     let done = earliest(w, answer.start, true, |c| role(c) == "client" && is_recv(c))?;
     let p_write = earliest(w, port.end, false, |c| c.tid == pw && is_write(c))?;
     let p_sync = earliest(w, p_write.start, false, |c| {
@@ -404,6 +411,7 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
             done.end,
         ],
         local: (p_write.start, p_sync.end),
+        primary_wrote_on_read: pw == port.tid,
         follower_wrote_on_read: f_write.tid == f_recv.tid,
     })
 }
@@ -498,12 +506,15 @@ pub fn report(run: &Traced, record: usize) -> String {
         run.traced_us.len(),
         per_commit(&run.text, run.traced_us.len())
     );
-    let on_read = chains.iter().filter(|c| c.follower_wrote_on_read).count();
+    let here = |f: fn(&Chain) -> bool| chains.iter().filter(|c| f(c)).count();
     let _ = writeln!(
         s,
-        "the follower wrote on the thread that read the record in {on_read} of {} commits \
-         (else on its log's writer thread)",
-        chains.len()
+        "the primary wrote on the port's thread that read the request in {} of {} commits, the \
+         follower on the thread that read the record in {} (else each on its log's writer \
+         thread)",
+        here(|c| c.primary_wrote_on_read),
+        chains.len(),
+        here(|c| c.follower_wrote_on_read),
     );
     s
 }
@@ -531,19 +542,20 @@ mod tests {
 
     /// One commit's calls, starting at `t`, every span 10 µs apart except the follower's
     /// write and fdatasync (100 µs); the follower writes on its log's writer thread (tid 5)
-    /// or, `on_read`, on the thread that read the record (tid 4).
+    /// or, `on_read`, on the thread that read the record (tid 4), and so does the primary
+    /// (tid 3, or the port's reader, tid 7).
     fn commit(t: u64, on_read: bool) -> Vec<String> {
-        let fw = if on_read {
-            ("ls-rd-1", 4)
+        let (fw, pw) = if on_read {
+            (("ls-rd-1", 4), ("ls-rd-2", 7))
         } else {
-            ("logship-writer", 5)
+            (("logship-writer", 5), ("logship-writer", 3))
         };
         [
             call("bd-client", 1, t, 1, 44, 121),
             call("ls-rd-2", 7, t - 50, 60, 45, 121),
-            call("logship-writer", 3, t + 20, 1, 46, 132),
-            call("logship-writer", 3, t + 22, 1, 18, 196),
-            call("logship-writer", 3, t + 24, 150, 75, 0),
+            call(pw.0, pw.1, t + 20, 1, 46, 132),
+            call(pw.0, pw.1, t + 22, 1, 18, 196),
+            call(pw.0, pw.1, t + 24, 150, 75, 0),
             call("ls-rd-1", 4, t - 40, 70, 45, 168),
             call(fw.0, fw.1, t + 40, 5, 18, 196),
             call(fw.0, fw.1, t + 46, 94, 75, 0),
@@ -589,6 +601,7 @@ mod tests {
             let local = (chains[0].local.0 - t0, chains[0].local.1 - t0);
             assert_eq!((local.0.round(), local.1.round()), (22.0, 174.0));
             assert_eq!(chains[0].follower_wrote_on_read, on_read);
+            assert_eq!(chains[0].primary_wrote_on_read, on_read);
         }
     }
 
