@@ -112,11 +112,11 @@ fn records_reach_sync_and_async_followers_byte_for_byte() {
     assert_eq!(pr.commit.remote_durable, 500);
     assert!(pr.followers.iter().all(|f| f.healthy), "{:?}", pr.followers);
     // One commit at a time leaves the sync follower's writer idle when the next record
-    // arrives: its receiving thread writes it (`Log::append_replicated_here`). The primary's log
-    // has an observer and writes only on its writer thread.
+    // arrives: its receiving thread writes it (`Log::append_replicated_here`). On the primary
+    // the thread that waits for the commit writes its record (`Commit::wait`).
     let (fa, fp) = (a.log().stats(), p.log().stats());
     assert!(fa.caller_writes > 0, "follower: {fa:?}");
-    assert_eq!(fp.caller_writes, 0, "primary: {fp:?}");
+    assert!(fp.caller_writes > 0, "primary: {fp:?}");
     // Such a write is durable before the follower's written acknowledgement, queued behind it,
     // would go: the durable one sent from the write covers it, and it is not sent.
     let superseded = a.status().acks_superseded;
@@ -124,6 +124,53 @@ fn records_reach_sync_and_async_followers_byte_for_byte() {
     assert!(
         superseded <= fa.caller_writes,
         "{superseded} superseded: {fa:?}"
+    );
+}
+
+/// Caller-runs on the primary, the other ways a commit can go: one awaited (polled) or
+/// dropped hands its record to the log's writer thread at once, and one held without waiting
+/// has it taken when the writer thread's idle wait ends. Nothing is lost either way, and no
+/// such record is written on the appending thread.
+#[test]
+fn a_commit_polled_dropped_or_held_leaves_its_record_to_the_writer_thread() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let dir = tempfile::tempdir().unwrap();
+    let a = follower(dir.path(), "a", KEY);
+    let p = primary(
+        dir.path(),
+        &[("a", a.replication_addr().unwrap(), "sync")],
+        "quorum = \"ANY 1 (a)\"\n",
+    );
+    let record = |i: u32| Bytes::from(format!("record {i}"));
+    let before = p.log().stats().caller_writes;
+    let mut cx = Context::from_waker(Waker::noop());
+    for i in 0..20u32 {
+        let mut polled = p.append(record(i), DurabilityLevel::Local).unwrap();
+        let lsn = polled.lsn();
+        if let Poll::Ready(r) = std::pin::Pin::new(&mut polled).poll(&mut cx) {
+            assert_eq!(r.unwrap(), lsn);
+        }
+        wait_until("a polled commit's record", Duration::from_secs(10), || {
+            p.log().durable_lsn() >= lsn
+        });
+        let dropped = p.append(record(100 + i), DurabilityLevel::Local).unwrap();
+        let lsn = dropped.lsn();
+        drop(dropped);
+        wait_until("a dropped commit's record", Duration::from_secs(10), || {
+            p.log().durable_lsn() >= lsn
+        });
+        let held = p.append(record(200 + i), DurabilityLevel::Local).unwrap();
+        wait_until("a held commit's record", Duration::from_secs(10), || {
+            p.log().durable_lsn() >= held.lsn()
+        });
+        assert_eq!(held.wait().unwrap().get(), 3 * u64::from(i) + 3);
+    }
+    assert_eq!(
+        p.log().stats().caller_writes,
+        before,
+        "{:?}",
+        p.log().stats()
     );
 }
 

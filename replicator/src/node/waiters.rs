@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 
-use logship_engine::Lsn;
+use logship_engine::{Completion, Lsn};
 use parking_lot::Mutex;
 
 use crate::error::Error;
@@ -80,6 +80,10 @@ pub struct Commit {
     lsn: Lsn,
     slot: Option<Arc<Slot>>,
     ready: Option<Outcome>,
+    /// The log's completion of the record, left for `wait()` to write the record on its own
+    /// thread if the log's writer is idle then (caller-runs); polling or dropping the commit
+    /// hands the record to the writer thread instead.
+    write: Option<Completion>,
 }
 
 impl Commit {
@@ -89,7 +93,14 @@ impl Commit {
             lsn,
             slot: None,
             ready: Some(outcome),
+            write: None,
         }
+    }
+
+    /// This commit's `wait()` writes the record itself if the log's writer idles then.
+    pub(crate) fn written_by_waiter(mut self, completion: Completion) -> Commit {
+        self.write = Some(completion);
+        self
     }
 
     /// The record's LSN (0 if the append failed before it got one).
@@ -105,6 +116,11 @@ impl Commit {
         if let Some(o) = self.ready.take() {
             return o;
         }
+        if let Some(mut completion) = self.write.take() {
+            // Caller-runs: the record, written on this thread if the writer idles; else the
+            // writer thread is woken and takes it.
+            completion.write_here();
+        }
         self.slot.take().map_or(Err(Error::Closed), |s| s.wait())
     }
 }
@@ -112,6 +128,8 @@ impl Commit {
 impl Future for Commit {
     type Output = Result<Lsn, Error>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // An async waiter must not block its executor on a write: the writer thread takes it.
+        drop(self.write.take());
         if let Some(o) = self.ready.take() {
             return Poll::Ready(o);
         }
@@ -180,6 +198,7 @@ impl Waiters {
             lsn,
             slot: Some(slot),
             ready: None,
+            write: None,
         }
     }
 
