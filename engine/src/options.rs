@@ -122,9 +122,10 @@ pub struct Options {
 
 /// Watches the writer. Every call runs on the thread that writes, in LSN order: the writer
 /// thread, or one in [`Log::append_replicated_here`](crate::Log::append_replicated_here) or
-/// [`Completion::write_here`](crate::Completion::write_here) (never a waiter: a log with an
-/// observer has no caller-runs). Keep them short and never
-/// block in them (queue work elsewhere), or every append waits.
+/// [`Completion::write_here`](crate::Completion::write_here), the calls that ask for it (a
+/// waiter in [`Completion::wait`](crate::Completion::wait) never does: a log with an observer
+/// has no caller-runs). Keep them short and never block in them (queue work elsewhere), or
+/// every append waits.
 pub trait LogObserver: std::fmt::Debug + Send + Sync + 'static {
     /// A batch of encoded records (headers and payloads, exactly the bytes written to the
     /// segment) is about to be written; its fdatasync has not started.

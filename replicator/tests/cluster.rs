@@ -48,6 +48,14 @@ fn primary(dir: &Path, followers: &[(&str, SocketAddr, &str)], extra: &str) -> N
     Node::start(NodeConfig::parse(&text).unwrap()).unwrap()
 }
 
+/// A primary whose one follower `a` is a sync follower, with `extra` in its configuration;
+/// returns (primary, follower).
+fn with_sync_follower(dir: &Path, extra: &str) -> (Node, Node) {
+    let a = follower(dir, "a", KEY);
+    let p = primary(dir, &[("a", a.replication_addr().unwrap(), "sync")], extra);
+    (p, a)
+}
+
 fn all_bytes(node: &Node, upto: Lsn) -> Vec<u8> {
     let mut r = node.log().read_from(Lsn::ZERO).unwrap();
     let mut out = Vec::new();
@@ -136,12 +144,7 @@ fn a_commit_polled_dropped_or_held_leaves_its_record_to_the_writer_thread() {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
     let dir = tempfile::tempdir().unwrap();
-    let a = follower(dir.path(), "a", KEY);
-    let p = primary(
-        dir.path(),
-        &[("a", a.replication_addr().unwrap(), "sync")],
-        "quorum = \"ANY 1 (a)\"\n",
-    );
+    let (p, _a) = with_sync_follower(dir.path(), "quorum = \"ANY 1 (a)\"\n");
     let record = |i: u32| Bytes::from(format!("record {i}"));
     let before = p.log().stats().caller_writes;
     let mut cx = Context::from_waker(Waker::noop());
@@ -337,12 +340,7 @@ fn purging_keeps_what_followers_need_until_an_async_follower_falls_too_far_behin
 #[test]
 fn truncating_the_primary_resynchronizes_its_followers() {
     let dir = tempfile::tempdir().unwrap();
-    let a = follower(dir.path(), "a", KEY);
-    let p = primary(
-        dir.path(),
-        &[("a", a.replication_addr().unwrap(), "sync")],
-        "",
-    );
+    let (p, a) = with_sync_follower(dir.path(), "");
     for i in 0..100u32 {
         p.append(
             Bytes::from(format!("first {i}")),
@@ -373,12 +371,7 @@ fn truncating_the_primary_resynchronizes_its_followers() {
 #[test]
 fn a_record_after_a_truncation_is_not_acknowledged_for_the_old_record_at_its_lsn() {
     let dir = tempfile::tempdir().unwrap();
-    let a = follower(dir.path(), "a", KEY);
-    let p = primary(
-        dir.path(),
-        &[("a", a.replication_addr().unwrap(), "sync")],
-        "[timeouts]\ncommit_ms = 300\n",
-    );
+    let (p, a) = with_sync_follower(dir.path(), "[timeouts]\ncommit_ms = 300\n");
     for i in 0..20u32 {
         p.append(
             Bytes::from(format!("old {i}")),

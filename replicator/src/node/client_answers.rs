@@ -41,8 +41,9 @@ const LONE_STREAK: u32 = 2;
 /// network: the connection's delivering thread hands the record to the log's writer thread,
 /// whose completion wakes the answering thread. When the appends come one at a time (each
 /// found every record before it durable and no other append waiting for its commit,
-/// [`LONE_STREAK`] in a row) and the request came alone in its read, the delivering thread writes the record itself, with its fdatasync, when the
-/// log's writer is idle and nothing else is queued
+/// [`LONE_STREAK`] in a row) and the request came alone in its read, the delivering thread
+/// writes the record itself, with its fdatasync, when the log's writer is idle and nothing
+/// else is queued
 /// ([`Completion::write_here`](logship_engine::Completion::write_here)), and sends the answer
 /// itself once the commit is complete.
 ///
@@ -80,7 +81,11 @@ impl LoneAppends {
             .idle_waits()
             .is_none_or(|turn| self.last_turn.swap(turn, Ordering::Relaxed) != turn);
         if !(alone && fresh) {
-            self.streak.store(0, Ordering::Relaxed);
+            // Read first: under load every append lands here, and a store each time would
+            // bounce the line between the delivering threads.
+            if self.streak.load(Ordering::Relaxed) != 0 {
+                self.streak.store(0, Ordering::Relaxed);
+            }
             return false;
         }
         let seen = self.streak.load(Ordering::Relaxed);

@@ -1141,9 +1141,10 @@ impl Inner {
         how: WriteHere<'_>,
     ) -> Result<Commit> {
         let (_, commit) = self.finish_append(waiter, level, how, |here| {
-            let append = match here {
-                true => self.log.append_to_write_here(payload)?,
-                false => self.log.append(payload)?,
+            let append = if here {
+                self.log.append_to_write_here(payload)?
+            } else {
+                self.log.append(payload)?
             };
             Ok((append.lsn(), append.into_completion()))
         })?;
@@ -1162,9 +1163,10 @@ impl Inner {
     ) -> Result<(Lsn, Commit)> {
         let how = lone.map_or(WriteHere::No, WriteHere::IfLone);
         self.finish_append(waiter, level, how, |here| {
-            let batch = match here {
-                true => self.log.append_batch_to_write_here(payloads)?,
-                false => self.log.append_batch(payloads)?,
+            let batch = if here {
+                self.log.append_batch_to_write_here(payloads)?
+            } else {
+                self.log.append_batch(payloads)?
             };
             Ok((batch.first_lsn(), batch.into_completion()))
         })
