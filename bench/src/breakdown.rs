@@ -290,7 +290,7 @@ pub const SPANS: [&str; 9] = [
     "follower pwrite + fdatasync",
     "follower fdatasync → durable ack sent (by the thread that wrote)",
     "follower → primary: loopback, the primary transport thread's wake-up and read",
-    "ack → answer: the quorum commit (+ the answering thread's wake-up)",
+    "ack → answer: the quorum commit (+ the answering thread's wake-up, if not answered on the ack's)",
     "port → client: loopback, the client's wake-up and read",
 ];
 
@@ -311,6 +311,9 @@ pub struct Chain {
     /// The follower wrote on the thread that read the record (`Log::append_replicated_here`), not
     /// on its log's writer thread.
     pub follower_wrote_on_read: bool,
+    /// The primary's thread that read the ack sent the answer (`client_port::answering_here`),
+    /// not the port's answering thread.
+    pub answered_on_ack: bool,
 }
 
 fn is_recv(c: &Call) -> bool {
@@ -390,7 +393,7 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
         role(c) == "other" && c.tid != f_recv.tid && c.tid != port.tid && is_recv(c)
     })?;
     let answer = earliest(w, p_ack.end, false, |c| {
-        (role(c) == "port" || c.tid == port.tid) && is_send(c)
+        (role(c) == "port" || c.tid == port.tid || c.tid == p_ack.tid) && is_send(c)
     })?;
     let done = earliest(w, answer.start, true, |c| role(c) == "client" && is_recv(c))?;
     let p_write = earliest(w, port.end, false, |c| c.tid == pw && is_write(c))?;
@@ -413,6 +416,7 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
         local: (p_write.start, p_sync.end),
         primary_wrote_on_read: pw == port.tid,
         follower_wrote_on_read: f_write.tid == f_recv.tid,
+        answered_on_ack: answer.tid == p_ack.tid,
     })
 }
 
@@ -511,10 +515,12 @@ pub fn report(run: &Traced, record: usize) -> String {
         s,
         "the primary wrote on the port's thread that read the request in {} of {} commits, the \
          follower on the thread that read the record in {} (else each on its log's writer \
-         thread)",
+         thread); the answer was sent by the thread that read the ack in {} (else by the port's \
+         answering thread)",
         here(|c| c.primary_wrote_on_read),
         chains.len(),
         here(|c| c.follower_wrote_on_read),
+        here(|c| c.answered_on_ack),
     );
     s
 }
@@ -543,12 +549,17 @@ mod tests {
     /// One commit's calls, starting at `t`, every span 10 µs apart except the follower's
     /// write and fdatasync (100 µs); the follower writes on its log's writer thread (tid 5)
     /// or, `on_read`, on the thread that read the record (tid 4), and so does the primary
-    /// (tid 3, or the port's reader, tid 7).
+    /// (tid 3, or the port's reader, tid 7); the answer is sent by the port's answering thread
+    /// (tid 2) or, `on_read`, by the thread that read the ack (tid 6).
     fn commit(t: u64, on_read: bool) -> Vec<String> {
-        let (fw, pw) = if on_read {
-            (("ls-rd-1", 4), ("ls-rd-2", 7))
+        let (fw, pw, answer) = if on_read {
+            (("ls-rd-1", 4), ("ls-rd-2", 7), ("ls-conn-1", 6))
         } else {
-            (("logship-writer", 5), ("logship-writer", 3))
+            (
+                ("logship-writer", 5),
+                ("logship-writer", 3),
+                ("logship-client-", 2),
+            )
         };
         [
             call("bd-client", 1, t, 1, 44, 121),
@@ -561,7 +572,7 @@ mod tests {
             call(fw.0, fw.1, t + 46, 94, 75, 0),
             call(fw.0, fw.1, t + 150, 1, 46, 36),
             call("ls-conn-1", 6, t - 30, 190, 45, 36),
-            call("logship-client-", 2, t + 170, 1, 44, 31),
+            call(answer.0, answer.1, t + 170, 1, 44, 31),
             call("bd-client", 1, t + 2, 178, 45, 31),
         ]
         .concat()
@@ -602,6 +613,7 @@ mod tests {
             assert_eq!((local.0.round(), local.1.round()), (22.0, 174.0));
             assert_eq!(chains[0].follower_wrote_on_read, on_read);
             assert_eq!(chains[0].primary_wrote_on_read, on_read);
+            assert_eq!(chains[0].answered_on_ack, on_read);
         }
     }
 

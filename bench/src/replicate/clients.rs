@@ -8,8 +8,9 @@
 //! client with the error, and the case reports it.
 //!
 //! A paired client (the 1-client cases) alternates [`PAIR_SLICE`] of commits with
-//! [`PAIR_SLICE`] of disk probes (`probe.rs`), so that its latency compares with the disk's in
-//! the same moments; its rate is then over the time it spent committing.
+//! [`PAIR_SLICE`] of disk probes (`probe.rs`), and then of the ideal commit (`ideal.rs`) where
+//! the topology has one, so that its latency compares with the disk's and the ideal's in the
+//! same moments; its rate is then over the time it spent committing.
 //!
 //! The thread clients' loop, [`client_loop`], is shared with the network clients (`net.rs`),
 //! which differ only in how they commit.
@@ -27,6 +28,7 @@ use logship_replicator::{DurabilityLevel, Node};
 use crate::latency::Recorder;
 use crate::plan::PAIR_SLICE;
 use crate::replicate::check::CommitCheck;
+use crate::replicate::ideal::SharedIdeal;
 use crate::replicate::plan::{CaseSpec, ClientMode};
 use crate::replicate::probe::DiskProbe;
 use crate::workload::{PHASE_MEASURE, PHASE_STOP};
@@ -46,6 +48,9 @@ pub struct Paired {
     pub probe: SharedProbe,
     /// Concurrent probe streams (the cluster's node count).
     pub streams: usize,
+    /// The ideal commit of the case, a slice of its own after each probe slice (for the
+    /// topologies it models).
+    pub ideal: Option<SharedIdeal>,
 }
 
 /// What the clients of a case measured, merged.
@@ -57,6 +62,8 @@ pub struct ClientResult {
     pub busy: Duration,
     /// Latency of each recorded probe operation (paired clients only).
     pub probe: Recorder,
+    /// Latency of each recorded ideal commit (paired clients only).
+    pub ideal: Recorder,
 }
 
 impl ClientResult {
@@ -64,6 +71,7 @@ impl ClientResult {
         self.commits.merge(&other.commits);
         self.busy += other.busy;
         self.probe.merge(&other.probe);
+        self.ideal.merge(&other.ideal);
     }
 }
 
@@ -314,6 +322,12 @@ pub fn client_loop(
             let mut probe =
                 (paired.probe.lock()).map_err(|_| anyhow!("the disk probe is poisoned"))?;
             probe.run(paired.streams, PAIR_SLICE, Some(phase), &mut result.probe)?;
+            drop(probe);
+            if let Some(ideal) = &paired.ideal {
+                (ideal.lock())
+                    .map_err(|_| anyhow!("the ideal commit is poisoned"))?
+                    .run(PAIR_SLICE, phase, &mut result.ideal)?;
+            }
         }
     }
     Ok(result)

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -22,6 +22,7 @@ use crate::machine::{process_cpu_time, threads_cpu_time};
 use crate::replicate::check::CommitCheck;
 use crate::replicate::clients::{ClientResult, Clients, Paired, SharedProbe};
 use crate::replicate::cluster::{Cluster, NodeSettings, READY_TIMEOUT};
+use crate::replicate::ideal::IdealCommit;
 use crate::replicate::net::{self, NetCaseResult};
 use crate::replicate::plan::{CaseSpec, ClientMode, NetCaseSpec, ReplicatePlan, Topology};
 use crate::replicate::run::settle;
@@ -67,6 +68,9 @@ pub struct CaseResult {
     pub disk: Summary,
     /// Whether `disk` was paired with the commits.
     pub disk_paired: bool,
+    /// The ideal commit's latency in the case's moments (`ideal.rs`): a 1-client case of a
+    /// topology it models.
+    pub ideal: Option<Summary>,
     /// CPU time of the whole process (clients and every node) per second of the window.
     pub cpu_cores: f64,
     /// Commits that resolved before the primary and the quorum were durable (`check.rs`);
@@ -190,7 +194,8 @@ fn run_cases(
     for spec in in_process {
         watchdog.stage(spec.name(), budget);
         settle(dir);
-        let case = run_case(plan, cluster, spec, check, probe).with_context(|| spec.name())?;
+        let case =
+            run_case(plan, (cluster, dir), spec, check, probe).with_context(|| spec.name())?;
         print_progress(&case);
         out.cases.push(case);
     }
@@ -198,7 +203,8 @@ fn run_cases(
     for spec in net.into_iter().filter(|c| c.tls == tls) {
         watchdog.stage(spec.name(), budget);
         settle(dir);
-        let case = run_net_case(plan, cluster, spec, check, probe).with_context(|| spec.name())?;
+        let case =
+            run_net_case(plan, (cluster, dir), spec, check, probe).with_context(|| spec.name())?;
         print_progress(&case.case);
         out.net_cases.push(case);
     }
@@ -206,9 +212,11 @@ fn run_cases(
 }
 
 fn print_progress(case: &CaseResult) {
+    let ideal = (case.ideal.as_ref())
+        .map_or_else(String::new, |i| format!(", ideal p50 {:.1} us", i.p50_us));
     eprintln!(
-        "{}: {:.0} rec/s, p50 {:.1} us, p99 {:.1} us, disk p50 {:.1} us, {:.1} records/write, \
-         {:.2} CPUs busy",
+        "{}: {:.0} rec/s, p50 {:.1} us, p99 {:.1} us, disk p50 {:.1} us{ideal}, {:.1} \
+         records/write, {:.2} CPUs busy",
         case.name,
         case.records_per_s,
         case.latency.p50_us,
@@ -222,13 +230,17 @@ fn print_progress(case: &CaseResult) {
 /// One in-process case: its clients call `Node::append` on the primary.
 fn run_case(
     plan: &ReplicatePlan,
-    cluster: &Cluster,
+    (cluster, dir): (&Cluster, &Path),
     spec: CaseSpec,
     check: &Arc<CommitCheck>,
     probe: &SharedProbe,
 ) -> anyhow::Result<CaseResult> {
-    let paired = spec.clients == 1 && spec.mode == ClientMode::Threads;
-    let measured = measure(plan, cluster, paired, probe, check, |phase, pair| {
+    let pairing = (spec.clients == 1 && spec.mode == ClientMode::Threads).then_some(Pairing {
+        dir,
+        record_bytes: spec.record_bytes,
+        network: false,
+    });
+    let measured = measure(plan, cluster, pairing, probe, check, |phase, pair| {
         Clients::spawn(cluster.primary(), phase, spec, check, pair)
     })?;
     Ok(case_result(spec.name(), spec, measured))
@@ -238,7 +250,7 @@ fn run_case(
 /// thread each.
 fn run_net_case(
     plan: &ReplicatePlan,
-    cluster: &Cluster,
+    (cluster, dir): (&Cluster, &Path),
     spec: NetCaseSpec,
     check: &Arc<CommitCheck>,
     probe: &SharedProbe,
@@ -246,14 +258,14 @@ fn run_net_case(
     let addr = (cluster.primary().client_addr())
         .ok_or_else(|| anyhow::anyhow!("the primary has no client port"))?;
     let tls = cluster.client_tls();
-    let measured = measure(
-        plan,
-        cluster,
-        spec.clients == 1,
-        probe,
-        check,
-        |phase, pair| net::spawn((addr, tls), phase, spec, Some(check), pair),
-    )?;
+    let pairing = (spec.clients == 1).then_some(Pairing {
+        dir,
+        record_bytes: spec.record_bytes,
+        network: true,
+    });
+    let measured = measure(plan, cluster, pairing, probe, check, |phase, pair| {
+        net::spawn((addr, tls), phase, spec, Some(check), pair)
+    })?;
     let shape = CaseSpec {
         topology: spec.topology,
         record_bytes: spec.record_bytes,
@@ -269,6 +281,16 @@ fn run_net_case(
     })
 }
 
+/// A 1-client case's pairing with the disk probe and the ideal commit.
+#[derive(Clone, Copy, Debug)]
+struct Pairing<'a> {
+    /// Where the ideal commit's files go.
+    dir: &'a Path,
+    record_bytes: usize,
+    /// Whether the case's client is a network client.
+    network: bool,
+}
+
 /// What one case measured: its clients' commits and the disk in the same moments.
 #[derive(Debug)]
 struct Measured {
@@ -280,18 +302,19 @@ struct Measured {
     link_failures: u64,
 }
 
-/// Starts the clients with `spawn` (given the phase, and the probe when `paired`), warms up,
-/// measures one window, and joins them; probes the disk in the same moments (paired with a
-/// single client's commits, else just before and after the window).
+/// Starts the clients with `spawn` (given the phase, and the probe and the ideal commit when
+/// paired), warms up, measures one window, and joins them; probes the disk in the same moments
+/// (paired with a single client's commits, else just before and after the window).
 fn measure(
     plan: &ReplicatePlan,
     cluster: &Cluster,
-    paired: bool,
+    pairing: Option<Pairing<'_>>,
     probe: &SharedProbe,
     check: &CommitCheck,
     spawn: impl FnOnce(&Arc<AtomicU8>, Option<Paired>) -> anyhow::Result<Clients>,
 ) -> anyhow::Result<Measured> {
     let streams = cluster.topology().nodes();
+    let paired = pairing.is_some();
     let mut around = Recorder::new();
     if !paired {
         sample(probe, streams, plan.probe_duration, &mut around)?;
@@ -299,10 +322,15 @@ fn measure(
     let primary = cluster.primary();
     let failures_before = link_failures(primary);
     let phase = Arc::new(AtomicU8::new(PHASE_WARM));
-    let pair = paired.then(|| Paired {
-        probe: Arc::clone(probe),
-        streams,
-    });
+    let pair = match pairing {
+        Some(p) => Some(Paired {
+            probe: Arc::clone(probe),
+            streams,
+            ideal: IdealCommit::start(p.dir, cluster.topology(), p.record_bytes, p.network)?
+                .map(|i| Arc::new(Mutex::new(i))),
+        }),
+        None => None,
+    };
     let clients = spawn(&phase, pair)?;
     std::thread::sleep(plan.case_warm_up);
     let (stats_before, cpu_before, t0) =
@@ -386,6 +414,7 @@ fn case_result(name: String, spec: CaseSpec, m: Measured) -> CaseResult {
         latency: m.clients.commits.summary(),
         disk: m.disk.summary(),
         disk_paired: m.paired,
+        ideal: (m.clients.ideal.len() > 0).then(|| m.clients.ideal.summary()),
         early_acks: m.early.0,
         first_early_ack: m.early.1,
         link_failures: m.link_failures,

@@ -8,7 +8,8 @@
 //! - [`clients`]: the appenders (one thread, or N threads, or N tokio tasks).
 //! - [`net`]: the network clients (one thread and one client-port connection each).
 //! - [`check`]: every commit checked against the nodes' durable watermarks.
-//! - [`probe`]: the disk's fdatasync latency in the same moments as each case.
+//! - [`probe`]: the disk's fdatasync latency in the same moments as each case; [`ideal`]: the
+//!   same commit by plain blocking threads, in the same moments as each 1-client case.
 //! - [`commit`]: one topology's cases; [`catch_up`]: the catch-up measurement; [`steered`]:
 //!   commits while an empty follower catches up, unthrottled and steered by a latency target.
 //! - [`run()`]: the order of a run; [`report`]: ratios, targets, the table and the JSON;
@@ -22,6 +23,7 @@ pub mod check;
 pub mod clients;
 pub mod cluster;
 pub mod commit;
+pub mod ideal;
 pub mod net;
 pub mod net_report;
 pub mod new_file;

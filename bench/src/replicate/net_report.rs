@@ -23,7 +23,7 @@ use crate::replicate::net::NetCaseResult;
 use crate::replicate::null_port::PortCeiling;
 use crate::replicate::peer::{PeerCase, PeerResult};
 use crate::replicate::plan::{Topology, MANY_CLIENTS};
-use crate::replicate::report::{fdatasync_p50, find, latency_limit_us, verdict};
+use crate::replicate::report::{against_ideal, fdatasync_p50, find, latency_limit_us, verdict};
 use crate::replicate::run::RunResult;
 use crate::report::Target;
 
@@ -179,8 +179,12 @@ fn case_target(run: &RunResult, n: &NetCaseResult, r: &NetRatios) -> Target {
             c.latency.count > 0,
             format!(
                 "commit p50 {:.1} µs, limit {:.1} µs from fdatasync p50 {:.1} µs and RTT p50 \
-                 {rtt:.1} µs; with the standalone fdatasync: ratio {:.2}",
-                c.latency.p50_us, r.latency_limit_us, c.disk.p50_us, r.latency_p50_standalone
+                 {rtt:.1} µs; with the standalone fdatasync: ratio {:.2}{}",
+                c.latency.p50_us,
+                r.latency_limit_us,
+                c.disk.p50_us,
+                r.latency_p50_standalone,
+                against_ideal(c, r.latency_limit_us)
             ),
         );
     }
@@ -390,6 +394,7 @@ mod tests {
             latency: summary(p50),
             disk: summary(disk),
             disk_paired: clients == 1,
+            ideal: None,
             cpu_cores: 1.0,
             early_acks: 0,
             first_early_ack: None,

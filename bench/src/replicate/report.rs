@@ -592,10 +592,24 @@ fn latency_target(run: &RunResult) -> Target {
         format!(
             "commit p50 {p50:.1} µs, limit {limit:.1} µs = max({paired:.1}, {rtt:.1} + \
              {paired:.1}) with the paired fdatasync p50; with the standalone {standalone:.1} µs: \
-             ratio {:.2}",
-            p50 / standalone_limit
+             ratio {:.2}{}",
+            p50 / standalone_limit,
+            case.map_or_else(String::new, |c| against_ideal(c, limit))
         ),
     )
+}
+
+/// The case's p50 against its ideal commit's, and the ideal's against the limit, if it has one.
+pub(crate) fn against_ideal(case: &CaseResult, limit: f64) -> String {
+    case.ideal.as_ref().map_or_else(String::new, |i| {
+        format!(
+            "; the ideal commit (plain threads, same moments) p50 {:.1} µs: commit / ideal {:.2}, \
+             ideal / limit {:.2}",
+            i.p50_us,
+            case.latency.p50_us / i.p50_us,
+            i.p50_us / limit
+        )
+    })
 }
 
 fn throughput_target(run: &RunResult) -> Target {

@@ -16,7 +16,10 @@
 //!   together. An append's wait is polled with the connection's waker: the commit's
 //!   completion (on the node's writer or notifier thread) only puts the connection on the
 //!   port's ready list, and one port-wide answering thread sends its answers: one hand-off
-//!   between the commit and the send;
+//!   between the commit and the send. The first connection whose commit a follower's
+//!   acknowledgement completes is answered by the thread that delivered the acknowledgement,
+//!   without that hand-off ([`answering_here`]; one per delivery, the rest to the answering
+//!   thread);
 //! - a lone client's append is written by its delivering thread when the log's writer idles
 //!   ([`LoneAppends`]: the connection's own thread on the portable transport; on io_uring
 //!   only an append that came while the ring was idle), which then sends the answer itself if
@@ -43,7 +46,9 @@
 //! connection is queued, as the portable one does), so an answer no longer crosses to the ring
 //! thread. Sending straight from the waker (on the log's writer thread) was tried, when sends
 //! still crossed to the ring thread, and measured no better (the writer then encodes and sends
-//! before its next batch).
+//! before its next batch); from the replication transport's delivering thread, for one
+//! connection per delivery, it is a wake-up less on the lone client's remote-durable commit
+//! (docs/benchmarks.md, "The ideal commit").
 //!
 //! Admission never waits for the replica on the delivering thread: an append a closed start
 //! gate holds (a new primary that has not heard its quorum yet) stays queued on its
@@ -83,6 +88,7 @@
 //! timeout, or the node's shutdown, which stops the transport (closing every connection; the
 //! records already admitted stay in the log) and joins the port's threads.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,6 +136,38 @@ const JOB_QUEUE_CAPACITY: usize = MAX_CLIENT_CONNECTIONS;
 const TICK: Duration = Duration::from_millis(50);
 /// Longest a closing connection waits for its last answers to leave the transport.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+thread_local! {
+    /// Answers a connection's waker may still send on this thread (see [`answering_here`]).
+    static ANSWER_HERE: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `f` letting the first connection whose commit it completes send its answers on this
+/// thread, from its waker, instead of waking the answering thread: for the replication
+/// transport's delivery of a follower's acknowledgement, whose step completes the commits it
+/// makes remote-durable. One answer, so that a lone client's is not a wake-up away and an
+/// acknowledgement that completes 64 clients' commits still leaves 63 to the answering thread
+/// (the replica's lock is held: see [`Port::answer_here`]).
+pub(crate) fn answering_here<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ANSWER_HERE.with(|c| c.set(0));
+        }
+    }
+    ANSWER_HERE.with(|c| c.set(1));
+    let _reset = Reset;
+    f()
+}
+
+/// Takes one answer of this thread's allowance, if it has one left.
+fn take_answer_here() -> bool {
+    ANSWER_HERE.with(|c| {
+        let left = c.get();
+        c.set(left.saturating_sub(1));
+        left > 0
+    })
+}
 
 /// What the client port needs to serve TLS: the configurations and the failure log.
 pub(crate) type PortTls = (Arc<TlsState>, Arc<TlsFailures>);
@@ -243,6 +281,9 @@ impl Wake for ConnWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(port) = self.port.upgrade() {
+            if take_answer_here() && port.answer_here(self.conn) {
+                return;
+            }
             port.ready.lock().push(self.conn);
             port.ready_cv.notify_one();
         }
@@ -603,16 +644,56 @@ impl Port {
     /// Sends `c`'s ready answers, hands its next read, status or promote request to the
     /// workers when its turn came, and closes it when it is ending and all is out.
     fn settle(&self, c: &Conn) {
-        let t = self.transport();
         let mut st = c.state.lock();
         if st.admitting > 0 {
             if let Some(node) = self.inner.upgrade() {
                 c.append_admitted(&node, &mut st);
             }
         }
+        self.send_ready(c, &mut st);
+    }
+
+    /// Settles connection `id` on this thread, from its waker, when that takes no lock anyone
+    /// could hold while waiting for this thread: the waker runs under the replica's lock (a
+    /// commit's completion is carried out under it), and the delivering and answering threads
+    /// take a connection's locks before the replica's. So only without TLS (whose layer locks
+    /// a session around its deliveries), only while the answering thread has nothing waiting
+    /// (it would send this connection's answers as soon), and only with the connections' table
+    /// and the connection's state free at once (`try_lock`) and no append of it half admitted;
+    /// returns whether it did, else the answering thread is woken as before.
+    fn answer_here(&self, id: ConnId) -> bool {
+        if self.tls.get().is_some() || !self.ready.lock().is_empty() {
+            return false;
+        }
+        let Some(conns) = self.conns.try_lock() else {
+            return false;
+        };
+        let Some(c) = conns.get(&id).cloned() else {
+            // Gone: nothing to answer.
+            return true;
+        };
+        drop(conns);
+        let Some(mut st) = c.state.try_lock() else {
+            return false;
+        };
+        if st.admitting > 0 {
+            return false;
+        }
+        self.send_ready(&c, &mut st);
+        if let Some(node) = self.inner.upgrade() {
+            node.counters
+                .client_answers_on_ack
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// The part of [`Port::settle`] after admission: answers out, a job handed on, a close.
+    fn send_ready(&self, c: &Conn, st: &mut ConnState) {
+        let t = self.transport();
         let unsent = t.queued_bytes(c.id);
         if unsent <= MAX_UNSENT_ANSWER_BYTES {
-            let taken = c.take_answers(&mut st, MAX_UNSENT_ANSWER_BYTES - unsent + 1);
+            let taken = c.take_answers(st, MAX_UNSENT_ANSWER_BYTES - unsent + 1);
             if let Some(bytes) = taken.bytes {
                 t.send(c.id, bytes);
             }
@@ -626,7 +707,7 @@ impl Port {
                 }
             }
         }
-        self.close_if_done(c, &mut st, Instant::now());
+        self.close_if_done(c, st, Instant::now());
     }
 
     /// Closes an ending connection once its answers are out (or it waited [`CLOSE_LINGER`]

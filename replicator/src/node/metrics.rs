@@ -52,6 +52,7 @@ pub fn render_metrics(s: &NodeStatus) -> String {
     }
     integrity(&mut p, n, &s.integrity);
     election(&mut p, n, s);
+    counters(&mut p, n, s);
     p.finish()
 }
 
@@ -64,22 +65,6 @@ fn election(p: &mut PromText, n: &str, s: &NodeStatus) {
         "The newest epoch this node knows.",
         "gauge",
         s.epoch as f64,
-    );
-    single(
-        p,
-        n,
-        "logship_divergent_records_total",
-        "Records of divergent suffixes cut (copied to side files first).",
-        "counter",
-        s.divergent_records as f64,
-    );
-    single(
-        p,
-        n,
-        "logship_acks_superseded_total",
-        "Acknowledgements not sent because a newer one just sent covered them.",
-        "counter",
-        s.acks_superseded as f64,
     );
     let Some(e) = &s.election else { return };
     single(
@@ -124,6 +109,36 @@ fn election(p: &mut PromText, n: &str, s: &NodeStatus) {
         "Times this primary stepped down without hearing a majority of voters.",
         "counter",
         e.step_downs as f64,
+    );
+}
+
+/// Counters of the node's own work: divergent suffixes cut, acknowledgements superseded,
+/// client answers sent on the acknowledgement's thread.
+fn counters(p: &mut PromText, n: &str, s: &NodeStatus) {
+    single(
+        p,
+        n,
+        "logship_divergent_records_total",
+        "Records of divergent suffixes cut (copied to side files first).",
+        "counter",
+        s.divergent_records as f64,
+    );
+    single(
+        p,
+        n,
+        "logship_acks_superseded_total",
+        "Acknowledgements not sent because a newer one just sent covered them.",
+        "counter",
+        s.acks_superseded as f64,
+    );
+    single(
+        p,
+        n,
+        "logship_client_answers_on_ack_total",
+        "Client-port answers sent by the thread that delivered the acknowledgement completing \
+         them.",
+        "counter",
+        s.client_answers_on_ack as f64,
     );
 }
 
@@ -660,6 +675,7 @@ mod tests {
             divergent_records: 0,
             divergent_files: Vec::new(),
             acks_superseded: 0,
+            client_answers_on_ack: 0,
             log_backend: "portable".into(),
             transport: "portable".into(),
             uptime_s: 1.0,

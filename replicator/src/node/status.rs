@@ -37,6 +37,10 @@ pub struct NodeStatus {
     /// covered them (the written one behind a write made durable on the reading thread).
     #[serde(default)]
     pub acks_superseded: u64,
+    /// Client-port answers sent by the thread that delivered the follower's acknowledgement
+    /// completing their commits, instead of the port's answering thread (one per delivery).
+    #[serde(default)]
+    pub client_answers_on_ack: u64,
     /// The log's hot-path backend.
     pub log_backend: String,
     /// The replication transport.
@@ -141,6 +145,7 @@ impl Inner {
             divergent_records: c.divergent_records.load(Ordering::Relaxed),
             divergent_files: super::divergent::list(self.log.dir()),
             acks_superseded: c.acks_superseded.load(Ordering::Relaxed),
+            client_answers_on_ack: c.client_answers_on_ack.load(Ordering::Relaxed),
             log_backend: self.log.backend().to_string(),
             transport: self
                 .transport
