@@ -85,6 +85,9 @@ pub struct CaseResult {
     pub primary_writes: u64,
     /// Records per group commit of the primary's log over the window.
     pub primary_records_per_write: f64,
+    /// The primary's group commits written by the thread that appended (the lone client's
+    /// write, caller-runs) rather than its log's writer thread, over the window.
+    pub primary_caller_writes: u64,
 }
 
 /// The transport and log backend one cluster reported.
@@ -225,6 +228,12 @@ fn print_progress(case: &CaseResult) {
         case.primary_records_per_write,
         case.cpu_cores
     );
+    if case.clients == 1 {
+        eprintln!(
+            "  the primary's writes by the appending thread: {} of {}",
+            case.primary_caller_writes, case.primary_writes
+        );
+    }
 }
 
 /// One in-process case: its clients call `Node::append` on the primary.
@@ -421,6 +430,7 @@ fn case_result(name: String, spec: CaseSpec, m: Measured) -> CaseResult {
         cpu_cores: window.cpu_cores,
         primary_writes,
         primary_records_per_write,
+        primary_caller_writes: window.stats.1.caller_writes - window.stats.0.caller_writes,
     }
 }
 

@@ -401,6 +401,7 @@ mod tests {
             link_failures: 0,
             primary_writes: 1,
             primary_records_per_write: 1.0,
+            primary_caller_writes: 0,
         }
     }
 
