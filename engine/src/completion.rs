@@ -320,17 +320,21 @@ impl Watermark {
 
     /// Wakes up to `WAKE_FANOUT` satisfied threads that are still waiting.
     fn help_wake(&self) {
-        let mut batch = Vec::with_capacity(WAKE_FANOUT);
+        // On the stack: every release and every woken thread comes here, mostly to find none.
+        let mut batch: [Option<Thread>; WAKE_FANOUT] = Default::default();
         {
             let mut w = self.waiters.lock();
-            while batch.len() < WAKE_FANOUT {
-                let Some(t) = w.ready.pop() else { break };
-                if t.waiting.load(Ordering::Acquire) {
-                    batch.push(t.thread);
-                }
+            for slot in &mut batch {
+                *slot = loop {
+                    match w.ready.pop() {
+                        Some(t) if t.waiting.load(Ordering::Acquire) => break Some(t.thread),
+                        Some(_) => {}
+                        None => break None,
+                    }
+                };
             }
         }
-        for t in batch {
+        for t in batch.into_iter().flatten() {
             t.unpark();
         }
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use logship_engine::Lsn;
 
 use crate::protocol::DurabilityLevel;
-use crate::quorum::{MemberState, QuorumSpec};
+use crate::quorum::{MemberState, QuorumScratch, QuorumSpec};
 
 /// What happens when the sync quorum cannot be met.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +81,8 @@ pub struct CommitTracker {
     /// While degraded with the quorum back: the LSN it must reach to leave degraded mode.
     return_at: Option<Lsn>,
     available: bool,
+    /// The quorum's buffers, kept so that an update allocates nothing.
+    scratch: QuorumScratch,
 }
 
 impl CommitTracker {
@@ -96,6 +98,7 @@ impl CommitTracker {
             degraded: false,
             return_at: None,
             available: true,
+            scratch: QuorumScratch::default(),
         }
     }
 
@@ -142,28 +145,24 @@ impl CommitTracker {
             self.raise([local_durable; 4]);
             return None;
         };
-        let mut states: Vec<MemberState<'_>> = (members.iter())
-            .map(|m| MemberState {
+        let scratch = &mut self.scratch;
+        let mut eval = |pick: fn(&Progress) -> Lsn| {
+            let states = members.iter().map(|m| MemberState {
                 name: m.name,
                 healthy: m.healthy,
-                lsn: 0,
-            })
-            .collect();
-        let mut eval = |pick: fn(&Progress) -> Lsn| {
-            for (s, m) in states.iter_mut().zip(members) {
-                s.lsn = pick(&m.progress).0;
-            }
-            spec.evaluate(&states)
+                lsn: pick(&m.progress).0,
+            });
+            spec.evaluate_in(states, scratch)
         };
-        let write = eval(|p| p.write);
-        let durable = eval(|p| p.durable);
-        let applied = eval(|p| p.applied);
-        self.available = durable.available;
-        let change = self.track_degrade(now, Lsn(durable.lsn));
+        let (write, _) = eval(|p| p.write);
+        let (durable, available) = eval(|p| p.durable);
+        let (applied, _) = eval(|p| p.applied);
+        self.available = available;
+        let change = self.track_degrade(now, Lsn(durable));
         let quorum = if self.degraded {
             [local_durable; 3]
         } else {
-            [Lsn(write.lsn), Lsn(durable.lsn), Lsn(applied.lsn)]
+            [Lsn(write), Lsn(durable), Lsn(applied)]
         };
         self.raise([
             local_durable,

@@ -156,14 +156,41 @@ impl QuorumSpec {
     /// # Panics
     /// If the spec breaks [`QuorumSpec::validate`]'s rules on k.
     pub fn evaluate(&self, states: &[MemberState<'_>]) -> QuorumOutcome {
+        let mut scratch = QuorumScratch::default();
+        let (lsn, available) = self.evaluate_in(states.iter().copied(), &mut scratch);
+        QuorumOutcome {
+            lsn,
+            available,
+            chosen: scratch.chosen,
+        }
+    }
+
+    /// [`QuorumSpec::evaluate`] into `scratch`, which keeps the chosen members: the quorum's LSN
+    /// and whether it is available. Allocates nothing once `scratch` has grown to the member
+    /// count (the commit tracker evaluates three levels on every acknowledgement).
+    ///
+    /// # Panics
+    /// If the spec breaks [`QuorumSpec::validate`]'s rules on k.
+    pub fn evaluate_in<'a>(
+        &self,
+        states: impl IntoIterator<Item = MemberState<'a>>,
+        scratch: &mut QuorumScratch,
+    ) -> (u64, bool) {
         let n = self.members.len();
         assert!(
             self.k >= 1 && self.k <= n,
             "quorum k out of range: k={} members={n}",
             self.k
         );
-        let mut healthy = vec![false; n];
-        let mut lsns = vec![0u64; n];
+        let QuorumScratch {
+            healthy,
+            lsns,
+            chosen,
+        } = scratch;
+        healthy.clear();
+        healthy.resize(n, false);
+        lsns.clear();
+        lsns.resize(n, 0);
         for state in states {
             if let Some(i) = self.member_index(state.name) {
                 healthy[i] = state.healthy;
@@ -171,38 +198,52 @@ impl QuorumSpec {
             }
         }
         let healthy_count = healthy.iter().filter(|&&h| h).count();
-        let mut chosen = match self.mode {
-            QuorumMode::Any => largest_k(&lsns, self.k),
-            QuorumMode::First => first_k(&healthy, self.k),
-        };
+        match self.mode {
+            QuorumMode::Any => largest_k(lsns, self.k, chosen),
+            QuorumMode::First => first_k(healthy, self.k, chosen),
+        }
         chosen.sort_unstable();
         let lsn = chosen.iter().map(|&i| lsns[i]).min().unwrap_or(0);
         debug_assert_eq!(chosen.len(), self.k);
         debug_assert!(
-            lsn <= kth_largest(&lsns, self.k),
+            lsn <= kth_largest(lsns, self.k),
             "quorum lsn {lsn} above k-th largest"
         );
-        QuorumOutcome {
-            lsn,
-            available: healthy_count >= self.k,
-            chosen,
-        }
+        (lsn, healthy_count >= self.k)
     }
 }
 
-/// Indices of the k largest LSNs; ties go to the higher-priority (lower) index.
-fn largest_k(lsns: &[u64], k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..lsns.len()).collect();
-    order.sort_by(|&a, &b| lsns[b].cmp(&lsns[a]).then(a.cmp(&b)));
-    order.truncate(k);
-    order
+/// Buffers [`QuorumSpec::evaluate_in`] reuses from one evaluation to the next.
+#[derive(Debug, Clone, Default)]
+pub struct QuorumScratch {
+    healthy: Vec<bool>,
+    lsns: Vec<u64>,
+    /// The k members the last evaluation's LSN was taken from: indices into
+    /// `QuorumSpec::members`, ascending.
+    chosen: Vec<usize>,
 }
 
-/// The first k healthy indices, then the first unhealthy ones until there are k.
-fn first_k(healthy: &[bool], k: usize) -> Vec<usize> {
+impl QuorumScratch {
+    /// The members the last evaluation chose, as [`QuorumOutcome::chosen`].
+    pub fn chosen(&self) -> &[usize] {
+        &self.chosen
+    }
+}
+
+/// Into `out`: the indices of the k largest LSNs; ties go to the higher-priority (lower) index.
+fn largest_k(lsns: &[u64], k: usize, out: &mut Vec<usize>) {
+    out.clear();
+    out.extend(0..lsns.len());
+    out.sort_by(|&a, &b| lsns[b].cmp(&lsns[a]).then(a.cmp(&b)));
+    out.truncate(k);
+}
+
+/// Into `out`: the first k healthy indices, then the first unhealthy ones until there are k.
+fn first_k(healthy: &[bool], k: usize, out: &mut Vec<usize>) {
     let healthy_first = (0..healthy.len()).filter(|&i| healthy[i]);
     let unhealthy_next = (0..healthy.len()).filter(|&i| !healthy[i]);
-    healthy_first.chain(unhealthy_next).take(k).collect()
+    out.clear();
+    out.extend(healthy_first.chain(unhealthy_next).take(k));
 }
 
 fn kth_largest(lsns: &[u64], k: usize) -> u64 {
@@ -785,6 +826,27 @@ mod tests {
                     (QuorumSpec { mode, k, members }, states)
                 })
         })
+    }
+
+    proptest! {
+        #[test]
+        fn evaluating_into_a_reused_scratch_is_evaluating(
+            cases in prop::collection::vec(arb_spec_and_states(), 1..8)
+        ) {
+            let mut scratch = QuorumScratch::default();
+            for (spec, raw) in &cases {
+                let states: Vec<MemberState<'_>> = spec
+                    .members
+                    .iter()
+                    .zip(raw)
+                    .map(|(name, &(healthy, lsn))| MemberState { name, healthy, lsn })
+                    .collect();
+                let outcome = spec.evaluate(&states);
+                let (lsn, available) = spec.evaluate_in(states.iter().copied(), &mut scratch);
+                prop_assert_eq!((lsn, available), (outcome.lsn, outcome.available));
+                prop_assert_eq!(scratch.chosen(), &outcome.chosen[..]);
+            }
+        }
     }
 
     proptest! {
