@@ -315,6 +315,11 @@ struct ReplicateArgs {
     /// with TLS on the client port and the replication link).
     #[arg(long)]
     no_tls: bool,
+    /// The in-process 1-client cases with a follower measure their ideal commit with the
+    /// node's hand-off: the acknowledgement read by a thread of its own that wakes the
+    /// committing thread, instead of the committing thread reading it.
+    #[arg(long)]
+    ideal_handoff: bool,
     /// After the logship cases, run this peer's benchmark script and print each network case
     /// beside the peer's case of the same size and clients (`postgres`: needs root; installs
     /// PostgreSQL with apt-get). A peer that fails is reported and the run goes on.
@@ -562,6 +567,7 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
     }
     plan.network = !args.no_network;
     plan.tls = !args.no_tls;
+    plan.ideal_handoff = args.ideal_handoff;
     plan.net_drivers = args.net_drivers;
     plan.steered = !args.no_steered_catch_up;
     if let Some(secs) = args.steered_alone {

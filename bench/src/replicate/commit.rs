@@ -22,7 +22,7 @@ use crate::machine::{process_cpu_time, threads_cpu_time};
 use crate::replicate::check::CommitCheck;
 use crate::replicate::clients::{ClientResult, Clients, Paired, SharedProbe};
 use crate::replicate::cluster::{Cluster, NodeSettings, READY_TIMEOUT};
-use crate::replicate::ideal::IdealCommit;
+use crate::replicate::ideal::{IdealCommit, IdealHow};
 use crate::replicate::net::{self, NetCaseResult};
 use crate::replicate::plan::{CaseSpec, ClientMode, NetCaseSpec, ReplicatePlan, Topology};
 use crate::replicate::run::settle;
@@ -71,6 +71,9 @@ pub struct CaseResult {
     /// The ideal commit's latency in the case's moments (`ideal.rs`): a 1-client case of a
     /// topology it models.
     pub ideal: Option<Summary>,
+    /// Whether that ideal commit had the node's hand-off (`--ideal-handoff`): its
+    /// acknowledgement read by a thread of its own that wakes the committing thread.
+    pub ideal_handoff: bool,
     /// CPU time of the whole process (clients and every node) per second of the window.
     pub cpu_cores: f64,
     /// Commits that resolved before the primary and the quorum were durable (`check.rs`);
@@ -215,8 +218,14 @@ fn run_cases(
 }
 
 fn print_progress(case: &CaseResult) {
-    let ideal = (case.ideal.as_ref())
-        .map_or_else(String::new, |i| format!(", ideal p50 {:.1} us", i.p50_us));
+    let ideal = (case.ideal.as_ref()).map_or_else(String::new, |i| {
+        let how = if case.ideal_handoff {
+            " (hand-off)"
+        } else {
+            ""
+        };
+        format!(", ideal p50 {:.1} us{how}", i.p50_us)
+    });
     eprintln!(
         "{}: {:.0} rec/s, p50 {:.1} us, p99 {:.1} us, disk p50 {:.1} us{ideal}, {:.1} \
          records/write, {:.2} CPUs busy",
@@ -306,6 +315,7 @@ struct Measured {
     clients: ClientResult,
     disk: Recorder,
     paired: bool,
+    ideal_handoff: bool,
     window: Window,
     early: (u64, Option<String>),
     link_failures: u64,
@@ -324,6 +334,9 @@ fn measure(
 ) -> anyhow::Result<Measured> {
     let streams = cluster.topology().nodes();
     let paired = pairing.is_some();
+    let ideal_handoff = plan.ideal_handoff
+        && pairing.is_some_and(|p| !p.network)
+        && cluster.topology().has_sync_follower();
     let mut around = Recorder::new();
     if !paired {
         sample(probe, streams, plan.probe_duration, &mut around)?;
@@ -331,15 +344,9 @@ fn measure(
     let primary = cluster.primary();
     let failures_before = link_failures(primary);
     let phase = Arc::new(AtomicU8::new(PHASE_WARM));
-    let pair = match pairing {
-        Some(p) => Some(Paired {
-            probe: Arc::clone(probe),
-            streams,
-            ideal: IdealCommit::start(p.dir, cluster.topology(), p.record_bytes, p.network)?
-                .map(|i| Arc::new(Mutex::new(i))),
-        }),
-        None => None,
-    };
+    let pair = pairing
+        .map(|p| pair_with(plan, cluster, probe, p))
+        .transpose()?;
     let clients = spawn(&phase, pair)?;
     std::thread::sleep(plan.case_warm_up);
     let (stats_before, cpu_before, t0) =
@@ -375,9 +382,29 @@ fn measure(
         clients: result,
         disk: around,
         paired,
+        ideal_handoff,
         window,
         early,
         link_failures,
+    })
+}
+
+/// A 1-client case's disk probe and ideal commit.
+fn pair_with(
+    plan: &ReplicatePlan,
+    cluster: &Cluster,
+    probe: &SharedProbe,
+    p: Pairing<'_>,
+) -> anyhow::Result<Paired> {
+    let how = IdealHow {
+        network: p.network,
+        handoff: plan.ideal_handoff,
+    };
+    let ideal = IdealCommit::start(p.dir, cluster.topology(), p.record_bytes, how)?;
+    Ok(Paired {
+        probe: Arc::clone(probe),
+        streams: cluster.topology().nodes(),
+        ideal: ideal.map(|i| Arc::new(Mutex::new(i))),
     })
 }
 
@@ -424,6 +451,7 @@ fn case_result(name: String, spec: CaseSpec, m: Measured) -> CaseResult {
         disk: m.disk.summary(),
         disk_paired: m.paired,
         ideal: (m.clients.ideal.len() > 0).then(|| m.clients.ideal.summary()),
+        ideal_handoff: m.ideal_handoff,
         early_acks: m.early.0,
         first_early_ack: m.early.1,
         link_failures: m.link_failures,

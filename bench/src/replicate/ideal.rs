@@ -14,6 +14,9 @@
 //!   follower: the write and `fdatasync` alone.
 //! - through the network: a client thread sends the record to a port thread, which commits as
 //!   above and answers with 8 bytes.
+//! - with `--ideal-handoff`, in process with a follower: the acknowledgement is read by a
+//!   thread of its own, which wakes the committing thread, as the node's transport thread wakes
+//!   the thread waiting in `Commit::wait`: the cost of that one wake-up, measured apart.
 //!
 //! Each write is the bytes a lone commit puts on disk in the log (the record with its 32-byte
 //! header, and the batch's write marker) at the next offset of a prewritten file, as the log
@@ -25,9 +28,9 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context as _};
@@ -65,11 +68,73 @@ enum Side {
     Client { conn: TcpStream, request: Vec<u8> },
 }
 
+/// How the ideal commit runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdealHow {
+    /// Through a client thread and a port thread (a network case); else the measuring thread
+    /// commits.
+    pub network: bool,
+    /// In process with a follower: the acknowledgement is read by a thread of its own, which
+    /// wakes the committing thread (the node's hand-off), not by the committing thread.
+    pub handoff: bool,
+}
+
 /// The primary's part: its file, and a connection to each follower.
 #[derive(Debug)]
 struct Committer {
     node: Node,
     followers: Vec<TcpStream>,
+    /// With the hand-off: the acknowledgements its thread has read.
+    acks: Option<Arc<AckSignal>>,
+    /// Acknowledgements asked for so far (with the hand-off).
+    asked: u64,
+}
+
+/// The hand-off: acknowledgements counted by their reading thread, which wakes the committing
+/// thread.
+#[derive(Debug, Default)]
+struct AckSignal {
+    read: AtomicU64,
+    waiter: Mutex<Option<Thread>>,
+}
+
+impl AckSignal {
+    /// Parks this thread until `n` acknowledgements were read.
+    fn wait_for(&self, n: u64) -> anyhow::Result<()> {
+        *self
+            .waiter
+            .lock()
+            .map_err(|_| anyhow!("the hand-off is poisoned"))? = Some(std::thread::current());
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.read.load(Ordering::Acquire) < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(!left.is_zero(), "no acknowledgement within {IO_TIMEOUT:?}");
+            std::thread::park_timeout(left);
+        }
+        Ok(())
+    }
+
+    /// The reading thread: counts each acknowledgement and wakes the committing thread.
+    fn read_acks(&self, mut conn: TcpStream) -> anyhow::Result<()> {
+        let mut ack = [0u8; ACK_BYTES];
+        while read_message(&mut conn, &mut ack).context("the hand-off's read")? {
+            self.read.fetch_add(1, Ordering::Release);
+            let waiter = self.waiter.lock().map_err(|_| anyhow!("poisoned"))?;
+            if let Some(t) = waiter.as_ref() {
+                t.unpark();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Ends the follower's thread and the hand-off's, which reads a clone of the socket.
+        for f in &self.followers {
+            let _ = f.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// One node's log file.
@@ -116,6 +181,10 @@ impl Committer {
                 .context("sending to the follower")?;
         }
         self.node.write_durable()?;
+        if let Some(acks) = &self.acks {
+            self.asked += self.followers.len() as u64;
+            return acks.wait_for(self.asked);
+        }
         let mut ack = [0u8; ACK_BYTES];
         for f in &mut self.followers {
             f.read_exact(&mut ack)
@@ -127,8 +196,8 @@ impl Committer {
 
 impl IdealCommit {
     /// The ideal commit of `topology`'s 1-client cases of `record_bytes`, in process or
-    /// through the network, with its files in `dir`; `None` for a topology other than `none`
-    /// and `1sync` (a quorum of several followers is not modelled).
+    /// through the network (`how`), with its files in `dir`; `None` for a topology other than
+    /// `none` and `1sync` (a quorum of several followers is not modelled).
     ///
     /// # Errors
     /// When a file, a socket or a thread cannot be made.
@@ -136,7 +205,7 @@ impl IdealCommit {
         dir: &Path,
         topology: Topology,
         record_bytes: usize,
-        network: bool,
+        how: IdealHow,
     ) -> anyhow::Result<Option<IdealCommit>> {
         let followers = match topology {
             Topology::None => 0,
@@ -149,17 +218,25 @@ impl IdealCommit {
             files: Vec::new(),
         };
         let primary = ideal.node(dir, "primary", record_bytes)?;
+        let handoff = how.handoff && !how.network && followers > 0;
         let mut committer = Committer {
             node: primary,
             followers: Vec::new(),
+            acks: handoff.then(Arc::default),
+            asked: 0,
         };
         for i in 0..followers {
             let node = ideal.node(dir, &format!("follower-{i}"), record_bytes)?;
             let (ours, theirs) = connected_pair()?;
             ideal.spawn("bench-ideal-follower", move || follow(theirs, node))?;
+            if let Some(acks) = &committer.acks {
+                let (acks, conn) = (Arc::clone(acks), ours.try_clone().context("cloning")?);
+                conn.set_read_timeout(None).context("read timeout")?;
+                ideal.spawn("bench-ideal-acks", move || acks.read_acks(conn))?;
+            }
             committer.followers.push(ours);
         }
-        let side = if network {
+        let side = if how.network {
             // The request: the record and a header's worth, as the client's frame.
             let request = committer.node.record.clone();
             let (ours, theirs) = connected_pair()?;
@@ -317,9 +394,9 @@ mod tests {
     use super::*;
     use crate::workload::PHASE_WARM;
 
-    fn commits(topology: Topology, network: bool) -> u64 {
+    fn commits(topology: Topology, how: IdealHow) -> u64 {
         let dir = tempfile::tempdir().unwrap();
-        let mut ideal = IdealCommit::start(dir.path(), topology, 100, network)
+        let mut ideal = IdealCommit::start(dir.path(), topology, 100, how)
             .unwrap()
             .unwrap();
         let phase = AtomicU8::new(PHASE_WARM);
@@ -345,15 +422,19 @@ mod tests {
     #[test]
     fn the_ideal_commit_runs_in_process_and_through_a_port() {
         for network in [false, true] {
-            assert!(commits(Topology::None, network) > 0);
-            assert!(commits(Topology::OneSync, network) > 0);
+            for handoff in [false, true] {
+                let how = IdealHow { network, handoff };
+                assert!(commits(Topology::None, how) > 0);
+                assert!(commits(Topology::OneSync, how) > 0);
+            }
         }
     }
 
     #[test]
     fn a_quorum_of_several_followers_has_no_ideal_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let ideal = IdealCommit::start(dir.path(), Topology::TwoSyncAny2, 100, false).unwrap();
+        let how = IdealHow::default();
+        let ideal = IdealCommit::start(dir.path(), Topology::TwoSyncAny2, 100, how).unwrap();
         assert!(ideal.is_none());
     }
 }

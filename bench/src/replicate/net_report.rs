@@ -395,6 +395,7 @@ mod tests {
             disk: summary(disk),
             disk_paired: clients == 1,
             ideal: None,
+            ideal_handoff: false,
             cpu_cores: 1.0,
             early_acks: 0,
             first_early_ack: None,

@@ -235,6 +235,9 @@ pub struct ReplicatePlan {
     /// Whether the network-client cases of [`TLS_RECORD_BYTES`] run again with TLS on both
     /// ports (with `network`), on a cluster of their own after the plain one.
     pub tls: bool,
+    /// Whether the in-process ideal commit with a follower reads the acknowledgement on a
+    /// thread of its own that wakes the committing thread (`ideal.rs`), as the node does.
+    pub ideal_handoff: bool,
     /// Whether the catch-up runs.
     pub catch_up: bool,
     /// Bytes of 4 KiB records in the catch-up primary's log.
@@ -284,6 +287,7 @@ impl ReplicatePlan {
             topologies: Topology::ALL.to_vec(),
             network: true,
             tls: true,
+            ideal_handoff: false,
             catch_up: true,
             catch_up_bytes: 1 << 30,
             catch_up_timeout: Duration::from_secs(60),
@@ -308,6 +312,7 @@ impl ReplicatePlan {
             topologies: Topology::ALL.to_vec(),
             network: true,
             tls: true,
+            ideal_handoff: false,
             catch_up: true,
             catch_up_bytes: 128 << 20,
             catch_up_timeout: Duration::from_secs(20),

@@ -603,8 +603,13 @@ fn latency_target(run: &RunResult) -> Target {
 pub(crate) fn against_ideal(case: &CaseResult, limit: f64) -> String {
     case.ideal.as_ref().map_or_else(String::new, |i| {
         format!(
-            "; the ideal commit (plain threads, same moments) p50 {:.1} µs: commit / ideal {:.2}, \
-             ideal / limit {:.2}",
+            "; the ideal commit (plain threads{}, same moments) p50 {:.1} µs: commit / ideal \
+             {:.2}, ideal / limit {:.2}",
+            if case.ideal_handoff {
+                ", with the node's hand-off"
+            } else {
+                ""
+            },
             i.p50_us,
             case.latency.p50_us / i.p50_us,
             i.p50_us / limit
