@@ -334,9 +334,6 @@ fn measure(
 ) -> anyhow::Result<Measured> {
     let streams = cluster.topology().nodes();
     let paired = pairing.is_some();
-    let ideal_handoff = plan.ideal_handoff
-        && pairing.is_some_and(|p| !p.network)
-        && cluster.topology().has_sync_follower();
     let mut around = Recorder::new();
     if !paired {
         sample(probe, streams, plan.probe_duration, &mut around)?;
@@ -347,6 +344,8 @@ fn measure(
     let pair = pairing
         .map(|p| pair_with(plan, cluster, probe, p))
         .transpose()?;
+    let ideal_handoff = (pair.as_ref().and_then(|p| p.ideal.as_ref()))
+        .is_some_and(|i| i.lock().is_ok_and(|i| i.has_handoff()));
     let clients = spawn(&phase, pair)?;
     std::thread::sleep(plan.case_warm_up);
     let (stats_before, cpu_before, t0) =

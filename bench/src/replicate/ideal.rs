@@ -39,14 +39,13 @@ use logship_engine::record::{MARKER_BYTES, RECORD_HEADER_BYTES};
 use crate::latency::Recorder;
 use crate::raw;
 use crate::replicate::plan::Topology;
+use crate::replicate::rtt::{configure, read_message, IO_TIMEOUT};
 use crate::workload::{PHASE_MEASURE, PHASE_STOP};
 
 /// Size of each node's file (offsets wrap within it).
 const FILE_BYTES: u64 = 16 << 20;
 /// The follower's acknowledgement and the port's answer.
 const ACK_BYTES: usize = 8;
-/// Longest a read or write of the measuring side may block before the slice fails.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An ideal commit shared by the case's paired client.
 pub type SharedIdeal = Arc<Mutex<IdealCommit>>;
@@ -58,6 +57,9 @@ pub struct IdealCommit {
     side: Option<Side>,
     threads: Vec<JoinHandle<anyhow::Result<()>>>,
     files: Vec<PathBuf>,
+    /// Whether its acknowledgements go through the hand-off ([`IdealHow::handoff`], where it
+    /// applies).
+    handoff: bool,
 }
 
 #[derive(Debug)]
@@ -212,13 +214,14 @@ impl IdealCommit {
             Topology::OneSync => 1,
             _ => return Ok(None),
         };
+        let handoff = how.handoff && !how.network && followers > 0;
         let mut ideal = IdealCommit {
             side: None,
             threads: Vec::new(),
             files: Vec::new(),
+            handoff,
         };
         let primary = ideal.node(dir, "primary", record_bytes)?;
-        let handoff = how.handoff && !how.network && followers > 0;
         let mut committer = Committer {
             node: primary,
             followers: Vec::new(),
@@ -271,6 +274,11 @@ impl IdealCommit {
             .context("spawning an ideal commit thread")?;
         self.threads.push(thread);
         Ok(())
+    }
+
+    /// Whether the committing thread's acknowledgements come through the hand-off.
+    pub fn has_handoff(&self) -> bool {
+        self.handoff
     }
 
     /// Commits for `duration` (or until the stop phase), recording those that started and
@@ -348,23 +356,9 @@ fn connected_pair() -> anyhow::Result<(TcpStream, TcpStream)> {
         peer == ours.local_addr().context("local address")?,
         "an unexpected connection to the ideal commit's listener from {peer}"
     );
-    for s in [&ours, &theirs] {
-        s.set_nodelay(true).context("TCP_NODELAY")?;
-    }
-    ours.set_read_timeout(Some(IO_TIMEOUT))
-        .context("read timeout")?;
-    ours.set_write_timeout(Some(IO_TIMEOUT))
-        .context("write timeout")?;
+    configure(&ours)?;
+    theirs.set_nodelay(true).context("TCP_NODELAY")?;
     Ok((ours, theirs))
-}
-
-/// Reads `buf` whole; `false` at a clean end of the stream before its first byte.
-fn read_message(conn: &mut TcpStream, buf: &mut [u8]) -> anyhow::Result<bool> {
-    match conn.read_exact(buf) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(anyhow!(e)),
-    }
 }
 
 /// The follower: each frame written durably, then acknowledged.

@@ -14,7 +14,7 @@ use crate::latency::{Recorder, Summary};
 use crate::replicate::plan::RTT_MESSAGE_BYTES;
 
 /// Longest a single read or write may block before the loop fails instead of hanging.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The round-trip loop's figures.
 #[derive(Clone, Debug, Serialize)]
@@ -53,7 +53,8 @@ pub fn measure(duration: Duration) -> anyhow::Result<RttResult> {
     Ok(result)
 }
 
-fn configure(stream: &TcpStream) -> anyhow::Result<()> {
+/// `TCP_NODELAY` and [`IO_TIMEOUT`] on reads and writes.
+pub(crate) fn configure(stream: &TcpStream) -> anyhow::Result<()> {
     stream.set_nodelay(true).context("TCP_NODELAY")?;
     stream
         .set_read_timeout(Some(IO_TIMEOUT))
@@ -69,12 +70,18 @@ fn echo(listener: &TcpListener) -> anyhow::Result<()> {
     let (mut stream, _) = listener.accept().context("accepting the ping connection")?;
     configure(&stream)?;
     let mut buf = [0u8; RTT_MESSAGE_BYTES];
-    loop {
-        match stream.read_exact(&mut buf) {
-            Ok(()) => stream.write_all(&buf).context("echo write")?,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e).context("echo read"),
-        }
+    while read_message(&mut stream, &mut buf).context("echo read")? {
+        stream.write_all(&buf).context("echo write")?;
+    }
+    Ok(())
+}
+
+/// Reads `buf` whole; `false` at a clean end of the stream before its first byte.
+pub(crate) fn read_message(conn: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<bool> {
+    match conn.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

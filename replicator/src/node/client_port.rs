@@ -138,8 +138,9 @@ const TICK: Duration = Duration::from_millis(50);
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 thread_local! {
-    /// Answers a connection's waker may still send on this thread (see [`answering_here`]).
-    static ANSWER_HERE: Cell<u32> = const { Cell::new(0) };
+    /// Whether a connection's waker may still send its answers on this thread (see
+    /// [`answering_here`]).
+    static ANSWER_HERE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` letting the first connection whose commit it completes send its answers on this
@@ -152,21 +153,17 @@ pub(crate) fn answering_here<R>(f: impl FnOnce() -> R) -> R {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            ANSWER_HERE.with(|c| c.set(0));
+            ANSWER_HERE.set(false);
         }
     }
-    ANSWER_HERE.with(|c| c.set(1));
+    ANSWER_HERE.set(true);
     let _reset = Reset;
     f()
 }
 
-/// Takes one answer of this thread's allowance, if it has one left.
+/// Takes this thread's one answer, if it still has it.
 fn take_answer_here() -> bool {
-    ANSWER_HERE.with(|c| {
-        let left = c.get();
-        c.set(left.saturating_sub(1));
-        left > 0
-    })
+    ANSWER_HERE.replace(false)
 }
 
 /// What the client port needs to serve TLS: the configurations and the failure log.
