@@ -63,7 +63,7 @@ pub(crate) struct QueueState {
     /// A waiting appender wrote (caller-runs) while the writer thread slept: the writer thread
     /// writes the idle marker that proves that write if nothing follows it.
     pub(crate) marker_due: bool,
-    /// The writer thread waits at most `IDLE_MARKER_DELAY` (a marker is due): an append may
+    /// The writer thread waits at most its idle-marker delay (a marker is due): an append may
     /// leave it asleep for a waiting appender to write (`Log::wake_writer_unless_waited`).
     pub(crate) writer_timed: bool,
     /// The idle writer thread will gather a group for its next write: appends wake it.

@@ -75,6 +75,13 @@ pub(crate) const PIPELINE_DEPTH: usize = WRITES_IN_FLIGHT;
 /// load the next write's marker proves the last one anyway; the delay keeps idle markers off the
 /// path of a lone appender that commits one record after another.
 const IDLE_MARKER_DELAY: Duration = Duration::from_millis(1);
+/// While writes keep coming (a lone appender writing its own records: each restarts the
+/// delay), the writer thread doubles its wait each time it wakes to find a newer write, up to
+/// this: a thread that woke every `IDLE_MARKER_DELAY` to go back to sleep cost the lone
+/// appender's commits a wake-up of each node's writer per millisecond. Back to
+/// `IDLE_MARKER_DELAY` once a marker is written. The marker is unsynced either way, so the
+/// longer wait only delays a proof that waits for writeback anyway.
+const IDLE_MARKER_MAX_DELAY: Duration = Duration::from_millis(8);
 /// A write that released at least this many waiters is followed by a short gathering pause:
 /// those appenders are about to append again, and a write started at once would take only
 /// the records that arrived during the flush, splitting the appenders into two groups that
@@ -291,13 +298,15 @@ fn run_writer_thread(shared: &Arc<Shared>, cell: &WriterCell) {
 }
 
 /// The idle writer thread's wait: for an item or the close, or (when a write is not proven
-/// yet) at most `IDLE_MARKER_DELAY`, after which the idle marker is due. While `gathers` (its
+/// yet) at most `IDLE_MARKER_DELAY` (doubling, up to `IDLE_MARKER_MAX_DELAY`, while writes
+/// keep coming), after which the idle marker is due. While `gathers` (its
 /// last write released a group of waiters, which it gathers again), appends wake it and their
 /// waiters leave the write to it.
 fn wait_for_work(shared: &Shared, mut marker_due: bool, gathers: bool) -> Woke {
     let q = &shared.queue;
     let mut st = q.state.lock();
     st.writer_gathers = gathers;
+    let mut delay = IDLE_MARKER_DELAY;
     loop {
         if !st.items.is_empty() || st.closing || st.poisoned.is_some() {
             st.writer_waiting = false;
@@ -312,14 +321,14 @@ fn wait_for_work(shared: &Shared, mut marker_due: bool, gathers: bool) -> Woke {
         st.writer_timed = marker_due;
         if !marker_due {
             q.work.wait(&mut st);
-        } else if q.work.wait_for(&mut st, IDLE_MARKER_DELAY).timed_out()
-            && st.items.is_empty()
-            && !st.closing
-            && !st.marker_due
-        {
-            st.writer_waiting = false;
-            st.writer_timed = false;
-            return Woke::MarkerDue;
+        } else if q.work.wait_for(&mut st, delay).timed_out() {
+            if st.marker_due {
+                delay = (delay * 2).min(IDLE_MARKER_MAX_DELAY);
+            } else if st.items.is_empty() && !st.closing {
+                st.writer_waiting = false;
+                st.writer_timed = false;
+                return Woke::MarkerDue;
+            }
         }
     }
 }

@@ -701,7 +701,7 @@ fn many_waiting_appenders_with_caller_runs_lose_nothing() {
 /// writer asleep, expecting its waiter to write the record (caller-runs). A record nobody
 /// waits for must still become durable: held without waiting, dropped at once, or awaited as
 /// a future. (The bound here is only against a hang; the writer takes such a record within
-/// about a millisecond.)
+/// a few milliseconds.)
 #[test]
 fn records_nobody_waits_for_still_become_durable() {
     for backend in backends() {
