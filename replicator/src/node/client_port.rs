@@ -18,8 +18,8 @@
 //!   port's ready list, and one port-wide answering thread sends its answers: one hand-off
 //!   between the commit and the send. The first connection whose commit a follower's
 //!   acknowledgement completes is answered by the thread that delivered the acknowledgement,
-//!   without that hand-off ([`answering_here`]; one per delivery, the rest to the answering
-//!   thread);
+//!   without that hand-off, as soon as it has released the replica's lock ([`answering_here`];
+//!   one per delivery, the rest to the answering thread);
 //! - a lone client's append is written by its delivering thread when the log's writer idles
 //!   ([`LoneAppends`]: the connection's own thread on the portable transport; on io_uring
 //!   only an append that came while the ring was idle), which then sends the answer itself if
@@ -88,7 +88,7 @@
 //! timeout, or the node's shutdown, which stops the transport (closing every connection; the
 //! records already admitted stay in the log) and joins the port's threads.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,19 +141,23 @@ thread_local! {
     /// Whether a connection's waker may still send its answers on this thread (see
     /// [`answering_here`]).
     static ANSWER_HERE: Cell<bool> = const { Cell::new(false) };
+    /// The connection whose answers this thread sends once the replica's lock is released.
+    static DEFERRED: RefCell<Option<(Weak<Port>, ConnId)>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` letting the first connection whose commit it completes send its answers on this
-/// thread, from its waker, instead of waking the answering thread: for the replication
-/// transport's delivery of a follower's acknowledgement, whose step completes the commits it
-/// makes remote-durable. One answer, so that a lone client's is not a wake-up away and an
-/// acknowledgement that completes 64 clients' commits still leaves 63 to the answering thread
-/// (the replica's lock is held: see [`Port::answer_here`]).
+/// thread instead of waking the answering thread: for the replication transport's delivery of
+/// a follower's acknowledgement, whose step completes the commits it makes remote-durable. One
+/// answer, so that a lone client's is not a wake-up away and an acknowledgement that completes
+/// 64 clients' commits still leaves 63 to the answering thread. The waker runs under the
+/// replica's lock, so it only names the connection; the answers leave when the node releases
+/// the lock ([`answer_deferred`], called by the executor right after it), or when `f` returns.
 pub(crate) fn answering_here<R>(f: impl FnOnce() -> R) -> R {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
             ANSWER_HERE.set(false);
+            answer_deferred();
         }
     }
     ANSWER_HERE.set(true);
@@ -164,6 +168,22 @@ pub(crate) fn answering_here<R>(f: impl FnOnce() -> R) -> R {
 /// Takes this thread's one answer, if it still has it.
 fn take_answer_here() -> bool {
     ANSWER_HERE.replace(false)
+}
+
+/// Sends the answers of the connection this thread's [`answering_here`] named, if any: on this
+/// thread when [`Port::answer_here`] can, else by the answering thread. Call it with no lock
+/// held: the replica's lock is released before (the answer's system call, and the client's
+/// wake-up it causes, no longer hold up the next request's step).
+pub(crate) fn answer_deferred() {
+    let Some((port, conn)) = DEFERRED.take() else {
+        return;
+    };
+    if let Some(port) = port.upgrade() {
+        if !port.answer_here(conn) {
+            port.ready.lock().push(conn);
+            port.ready_cv.notify_one();
+        }
+    }
 }
 
 /// What the client port needs to serve TLS: the configurations and the failure log.
@@ -277,10 +297,11 @@ impl Wake for ConnWake {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        if take_answer_here() {
+            DEFERRED.set(Some((self.port.clone(), self.conn)));
+            return;
+        }
         if let Some(port) = self.port.upgrade() {
-            if take_answer_here() && port.answer_here(self.conn) {
-                return;
-            }
             port.ready.lock().push(self.conn);
             port.ready_cv.notify_one();
         }
@@ -650,14 +671,13 @@ impl Port {
         self.send_ready(c, &mut st);
     }
 
-    /// Settles connection `id` on this thread, from its waker, when that takes no lock anyone
-    /// could hold while waiting for this thread: the waker runs under the replica's lock (a
-    /// commit's completion is carried out under it), and the delivering and answering threads
-    /// take a connection's locks before the replica's. So only without TLS (whose layer locks
-    /// a session around its deliveries), only while the answering thread has nothing waiting
-    /// (it would send this connection's answers as soon), and only with the connections' table
-    /// and the connection's state free at once (`try_lock`) and no append of it half admitted;
-    /// returns whether it did, else the answering thread is woken as before.
+    /// Settles connection `id` on this thread (the replication transport's, which delivered
+    /// the acknowledgement that completed its commit; [`answer_deferred`]), when that waits for
+    /// nothing: only without TLS (whose layer locks a session around its deliveries), only while
+    /// the answering thread has nothing waiting (it would send this connection's answers as
+    /// soon), and only with the connections' table and the connection's state free at once
+    /// (`try_lock`: the port's threads hold them while they admit) and no append of it half
+    /// admitted; returns whether it did, else the answering thread is woken as before.
     fn answer_here(&self, id: ConnId) -> bool {
         if self.tls.get().is_some() || !self.ready.lock().is_empty() {
             return false;

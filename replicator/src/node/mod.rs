@@ -795,6 +795,7 @@ impl Inner {
             }
         }
         drop(r);
+        client_port::answer_deferred();
         self.execute_unlocked(todo, peer_role);
     }
 
