@@ -6,6 +6,12 @@
 //! to the follower, the follower's receive, write and fdatasync, its acknowledgement, the
 //! primary's receive, the port's answer, the client's receive); the breakdown is the median
 //! time between consecutive links of the chain, over every commit traced.
+//!
+//! Beside it, the same for the ideal commit (`replicate::ideal`, through the network with one
+//! follower: a port thread and a follower thread doing the same system calls and nothing
+//! else), as many commits right after logship's, under the same trace: what each span costs
+//! logship over plain threads. And, without the trace, each thread's CPU per commit (its
+//! on-CPU time from the scheduler over the untraced commits) for both.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +22,9 @@ use bytes::Bytes;
 use logship_replicator::client::{Client, ClientTls};
 use logship_replicator::protocol::DurabilityLevel;
 
+use crate::machine::{threads_cpu, threads_cpu_since, ThreadCpu};
 use crate::replicate::cluster::{Cluster, NodeSettings};
+use crate::replicate::ideal::{IdealCommit, IdealHow};
 use crate::replicate::plan::Topology;
 use crate::scratch::Scratch;
 
@@ -39,6 +47,8 @@ pub struct BreakdownArgs {
 
 /// The client's thread name, by which the trace knows its calls.
 const CLIENT_THREAD: &str = "bd-client";
+/// How the ideal commit's threads' names begin.
+const IDEAL_THREADS: &str = "bench-ideal";
 /// Commits before anything is measured.
 const WARM_UP: usize = 500;
 
@@ -51,6 +61,24 @@ pub struct Traced {
     pub untraced_us: Vec<f64>,
     /// Commit latencies (µs) under the trace.
     pub traced_us: Vec<f64>,
+    /// The CPU each thread of the process used over the untraced commits.
+    pub untraced_cpu: Vec<ThreadCpu>,
+    /// The ideal commit (`replicate::ideal`, through the network with one follower) as many
+    /// times, right after: its latencies (µs)...
+    pub ideal_us: Vec<f64>,
+    /// ...and the CPU each thread used over them...
+    pub ideal_cpu: Vec<ThreadCpu>,
+    /// ...and as many under the trace, after logship's.
+    pub ideal_traced_us: Vec<f64>,
+}
+
+/// The client's two untraced measures, logship's commits and the ideal's.
+#[derive(Debug, Default)]
+struct Untraced {
+    us: Vec<f64>,
+    cpu: Vec<ThreadCpu>,
+    ideal_us: Vec<f64>,
+    ideal_cpu: Vec<ThreadCpu>,
 }
 
 /// Runs the cluster, then the client: `commits` commits untraced, then as many under
@@ -77,32 +105,40 @@ pub fn trace(args: &BreakdownArgs) -> anyhow::Result<Traced> {
         .clone()
         .unwrap_or_else(|| scratch.path().join("perf.data"));
     let (commits, size) = (args.commits, args.record_bytes);
+    let ideal_dir = scratch.path().to_path_buf();
     let client = std::thread::Builder::new()
         .name(CLIENT_THREAD.into())
         .spawn(move || {
-            run_client((addr, tls.as_ref()), commits, size, &out).map(|(u, t)| (u, t, out))
+            run_client((addr, tls.as_ref()), commits, size, (&out, &ideal_dir))
+                .map(|(u, t)| (u, t, out))
         })
         .context("spawning the client")?;
     let joined = client
         .join()
         .map_err(|_| anyhow!("the client thread panicked"));
     cluster.shutdown()?;
-    let (untraced_us, traced_us, out) = joined??;
+    let (untraced, [traced_us, ideal_traced_us], out) = joined??;
     let text = script(&out)?;
     Ok(Traced {
         text,
-        untraced_us,
+        untraced_us: untraced.us,
         traced_us,
+        untraced_cpu: untraced.cpu,
+        ideal_us: untraced.ideal_us,
+        ideal_cpu: untraced.ideal_cpu,
+        ideal_traced_us,
     })
 }
 
-/// The client: warms up, commits untraced, then under perf. Returns both latency lists.
+/// The client: warms up, commits untraced (each thread's CPU counted over them), then as many
+/// ideal commits (the same, counted), then both again under perf. Returns the untraced
+/// measures and the traced latencies of both.
 fn run_client(
     (addr, tls): (std::net::SocketAddr, Option<&ClientTls>),
     commits: usize,
     size: usize,
-    out: &Path,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    (out, ideal_dir): (&Path, &Path),
+) -> anyhow::Result<(Untraced, [Vec<f64>; 2])> {
     let mut client =
         Client::connect_with(addr, Duration::from_secs(10), tls).context("connecting")?;
     let payload = Bytes::from(crate::raw::pattern(size));
@@ -111,20 +147,51 @@ fn run_client(
         client.append(payload.clone(), DurabilityLevel::RemoteDurable)?;
         Ok(t.elapsed().as_secs_f64() * 1e6)
     };
+    let how = IdealHow {
+        network: true,
+        handoff: false,
+    };
+    let mut ideal = IdealCommit::start(ideal_dir, Topology::OneSync, size, how)?
+        .context("the ideal commit of one sync follower")?;
+    let mut ideal_commit = || -> anyhow::Result<f64> {
+        let t = Instant::now();
+        ideal.commit()?;
+        Ok(t.elapsed().as_secs_f64() * 1e6)
+    };
     for _ in 0..WARM_UP {
         commit()?;
+        ideal_commit()?;
     }
-    let untraced = (0..commits)
-        .map(|_| commit())
-        .collect::<anyhow::Result<_>>()?;
+    let mut untraced = Untraced::default();
+    (untraced.us, untraced.cpu) = counted(commits, &mut commit)?;
+    (untraced.ideal_us, untraced.ideal_cpu) = counted(commits, &mut ideal_commit)?;
     let mut perf = start_perf(out)?;
     // perf attaches to every thread of the process before it records; give it that time.
     std::thread::sleep(Duration::from_millis(1500));
-    let traced = (0..commits)
-        .map(|_| commit())
-        .collect::<anyhow::Result<Vec<f64>>>();
+    let traced = (|| {
+        let ours = (0..commits)
+            .map(|_| commit())
+            .collect::<anyhow::Result<_>>()?;
+        let ideal = (0..commits)
+            .map(|_| ideal_commit())
+            .collect::<anyhow::Result<_>>()?;
+        anyhow::Ok([ours, ideal])
+    })();
     stop_perf(&mut perf)?;
     Ok((untraced, traced?))
+}
+
+/// `commits` runs of `commit` (each returning its latency in µs), with the CPU each thread of
+/// the process used over them.
+fn counted(
+    commits: usize,
+    mut commit: impl FnMut() -> anyhow::Result<f64>,
+) -> anyhow::Result<(Vec<f64>, Vec<ThreadCpu>)> {
+    let before = threads_cpu();
+    let us = (0..commits)
+        .map(|_| commit())
+        .collect::<anyhow::Result<_>>()?;
+    Ok((us, threads_cpu_since(&before, &threads_cpu())))
 }
 
 /// System calls the chain is made of, by number (x86-64), and their names; and `io_uring_enter`,
@@ -314,6 +381,12 @@ pub struct Chain {
     /// The primary's thread that read the ack sent the answer (`client_port::answering_here`),
     /// not the port's answering thread.
     pub answered_on_ack: bool,
+    /// The threads that read the request (the port's), the record (the follower's) and the
+    /// acknowledgement (the primary's replication reader), by thread id.
+    pub readers: [u32; 3],
+    /// An ideal commit's chain (`replicate::ideal`: its port thread reads the request, sends
+    /// the record, writes, reads the acknowledgement and answers), not logship's.
+    pub ideal: bool,
 }
 
 fn is_recv(c: &Call) -> bool {
@@ -389,8 +462,11 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
     let ack = earliest(w, f_sync.end, false, |c| {
         (c.tid == f_write.tid || c.tid == f_recv.tid) && is_send(c)
     })?;
+    // The ideal's port thread reads the acknowledgement itself (shorter than a request).
+    let ideal = port.comm.starts_with(IDEAL_THREADS);
     let p_ack = earliest(w, ack.start, true, |c| {
-        role(c) == "other" && c.tid != f_recv.tid && c.tid != port.tid && is_recv(c)
+        let reader = c.tid != port.tid || (ideal && c.ret < record);
+        role(c) == "other" && c.tid != f_recv.tid && reader && is_recv(c)
     })?;
     let answer = earliest(w, p_ack.end, false, |c| {
         (role(c) == "port" || c.tid == port.tid || c.tid == p_ack.tid) && is_send(c)
@@ -417,6 +493,8 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
         primary_wrote_on_read: pw == port.tid,
         follower_wrote_on_read: f_write.tid == f_recv.tid,
         answered_on_ack: answer.tid == p_ack.tid,
+        readers: [port.tid, f_recv.tid, p_ack.tid],
+        ideal,
     })
 }
 
@@ -451,66 +529,59 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[i]
 }
 
-/// Each traced call's count divided by `commits`, in [`TRACED`]'s order, as `name n.nn`.
-fn per_commit(text: &str, commits: usize) -> String {
-    let calls = calls(text);
-    let commits = commits.max(1) as f64;
+/// Each traced call's count between the first of `chains` and the end of the last, divided by
+/// the chains, in [`TRACED`]'s order, as `name n.nn`.
+fn per_commit(calls: &[Call], chains: &[&Chain]) -> String {
+    let from = chains
+        .iter()
+        .map(|c| c.links[0])
+        .fold(f64::INFINITY, f64::min);
+    let to = chains
+        .iter()
+        .map(|c| c.links[9])
+        .fold(f64::NEG_INFINITY, f64::max);
+    let commits = chains.len().max(1) as f64;
     TRACED
         .iter()
         .map(|(_, name)| {
-            let n = calls.iter().filter(|c| c.name == *name).count();
+            let n = (calls.iter())
+                .filter(|c| c.name == *name && c.start >= from && c.end <= to)
+                .count();
             format!("{name} {:.2}", n as f64 / commits)
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// The printed breakdown of a run.
+/// The printed breakdown of a run: logship's commits span by span beside the ideal's.
 pub fn report(run: &Traced, record: usize) -> String {
     use std::fmt::Write as _;
     let (chains, lost) = chains(&run.text, record);
+    let (ideal, ours): (Vec<&Chain>, Vec<&Chain>) = chains.iter().partition(|c| c.ideal);
     let mut s = String::new();
-    let (mut untraced, mut traced) = (run.untraced_us.clone(), run.traced_us.clone());
+    let p50 = |v: &[f64]| quantile(&mut v.to_vec(), 0.5);
     let _ = writeln!(
         s,
         "one client, remote_durable, 1 sync follower, {record} B records: commit p50 {:.1} µs \
-         untraced, {:.1} µs under perf trace; {} commits followed through the trace, {lost} not",
-        quantile(&mut untraced, 0.5),
-        quantile(&mut traced, 0.5),
-        chains.len(),
+         untraced, {:.1} µs under perf trace; {} commits followed through the trace, and {} \
+         of the ideal commit's (p50 {:.1} µs under the trace); {lost} not",
+        p50(&run.untraced_us),
+        p50(&run.traced_us),
+        ours.len(),
+        ideal.len(),
+        p50(&run.ideal_traced_us),
     );
-    let _ = writeln!(s, "{:<92} {:>8} {:>8}", "span", "p50 µs", "p90 µs");
-    let mut sum = 0.0;
-    for (i, span) in SPANS.iter().enumerate() {
-        let mut d: Vec<f64> = chains.iter().map(|c| c.links[i + 1] - c.links[i]).collect();
-        let p50 = quantile(&mut d, 0.5);
-        sum += p50;
-        let _ = writeln!(s, "{span:<92} {p50:>8.1} {:>8.1}", quantile(&mut d, 0.9));
-    }
-    let mut total: Vec<f64> = chains.iter().map(|c| c.links[9] - c.links[0]).collect();
+    s.push_str(&spans_table(&ours, &ideal));
+    let calls = calls(&run.text);
     let _ = writeln!(
         s,
-        "{:<92} {:>8.1} {:>8.1}   (sum of the p50s: {sum:.1})",
-        "client send → client read (the whole commit)",
-        quantile(&mut total, 0.5),
-        quantile(&mut total, 0.9)
+        "system calls per commit, every thread of the process: logship {}; the ideal {}",
+        per_commit(&calls, &ours),
+        per_commit(&calls, &ideal),
     );
-    let mut local: Vec<f64> = chains.iter().map(|c| c.local.1 - c.local.0).collect();
-    let hidden = chains.iter().filter(|c| c.local.1 <= c.links[7]).count();
-    let _ = writeln!(
-        s,
-        "beside them, the primary's own pwrite + fdatasync: p50 {:.1} µs, over before the ack \
-         was read in {hidden} of {} commits",
-        quantile(&mut local, 0.5),
-        chains.len()
-    );
-    let _ = writeln!(
-        s,
-        "system calls per commit, every thread of the process, over the {} traced: {}",
-        run.traced_us.len(),
-        per_commit(&run.text, run.traced_us.len())
-    );
-    let here = |f: fn(&Chain) -> bool| chains.iter().filter(|c| f(c)).count();
+    let ours: Vec<Chain> = ours.into_iter().cloned().collect();
+    s.push_str(&cpu_report(run, &ours));
+    let here = |f: fn(&Chain) -> bool| ours.iter().filter(|c| f(c)).count();
     let _ = writeln!(
         s,
         "the primary wrote on the port's thread that read the request in {} of {} commits, the \
@@ -518,10 +589,179 @@ pub fn report(run: &Traced, record: usize) -> String {
          thread); the answer was sent by the thread that read the ack in {} (else by the port's \
          answering thread)",
         here(|c| c.primary_wrote_on_read),
-        chains.len(),
+        ours.len(),
         here(|c| c.follower_wrote_on_read),
         here(|c| c.answered_on_ack),
     );
+    s
+}
+
+/// The spans' p50 and p90 of logship's chains beside the ideal commit's, the whole commit, and
+/// the primary's own write beside them.
+fn spans_table(ours: &[&Chain], ideal: &[&Chain]) -> String {
+    use std::fmt::Write as _;
+    let q = |chains: &[&Chain], f: &dyn Fn(&Chain) -> f64, p: f64| {
+        quantile(&mut chains.iter().map(|c| f(c)).collect::<Vec<_>>(), p)
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<92} {:>17} {:>17}",
+        "span (p50 / p90 µs)", "logship", "the ideal"
+    );
+    let mut sums = [0.0, 0.0];
+    let mut row = |what: &str, f: &dyn Fn(&Chain) -> f64, add: bool| {
+        let (a, b) = (q(ours, f, 0.5), q(ideal, f, 0.5));
+        if add {
+            sums[0] += a;
+            sums[1] += b;
+        }
+        let _ = writeln!(
+            s,
+            "{what:<92} {:>17} {:>17}",
+            format!("{a:.1} / {:.1}", q(ours, f, 0.9)),
+            format!("{b:.1} / {:.1}", q(ideal, f, 0.9)),
+        );
+    };
+    for (i, span) in SPANS.iter().enumerate() {
+        row(span, &|c: &Chain| c.links[i + 1] - c.links[i], true);
+    }
+    row(
+        "client send → client read (the whole commit)",
+        &|c: &Chain| c.links[9] - c.links[0],
+        false,
+    );
+    row(
+        "beside them, the primary's own pwrite + fdatasync",
+        &|c: &Chain| c.local.1 - c.local.0,
+        false,
+    );
+    let hidden = |chains: &[&Chain]| chains.iter().filter(|c| c.local.1 <= c.links[7]).count();
+    let _ = writeln!(
+        s,
+        "(sums of the spans' p50s: {:.1} and {:.1} µs; the primary's fdatasync was over before \
+         the ack was read in {} of {} and {} of {} commits)",
+        sums[0],
+        sums[1],
+        hidden(ours),
+        ours.len(),
+        hidden(ideal),
+        ideal.len(),
+    );
+    s
+}
+
+/// The thread most of `chains` name for reader `i` of [`Chain::readers`].
+fn usual_reader(chains: &[Chain], i: usize) -> Option<u32> {
+    let mut tids: Vec<u32> = chains.iter().map(|c| c.readers[i]).collect();
+    tids.sort_unstable();
+    tids.chunk_by(|a, b| a == b)
+        .max_by_key(|run| run.len())
+        .map(|run| run[0])
+}
+
+/// Rows of the CPU table: (what, threads of logship's commit, threads of the ideal's).
+type CpuRow = (
+    &'static str,
+    fn(&ThreadCpu, &[Option<u32>; 3]) -> bool,
+    &'static [&'static str],
+);
+
+const CPU_ROWS: [CpuRow; 6] = [
+    (
+        "the client",
+        |t, _| t.name == CLIENT_THREAD,
+        &[CLIENT_THREAD],
+    ),
+    (
+        "the port's reader: reads the request, sends the record, writes (ideal: and reads the ack)",
+        |t, r| Some(t.tid) == r[0],
+        &["bench-ideal-por"],
+    ),
+    (
+        "the follower's reader: reads the record, writes, acknowledges",
+        |t, r| Some(t.tid) == r[1],
+        &["bench-ideal-fol"],
+    ),
+    (
+        "the primary's replication reader: reads the ack, answers",
+        |t, r| Some(t.tid) == r[2],
+        &[],
+    ),
+    (
+        "the logs' writer threads",
+        |t, _| t.name == "logship-writer",
+        &[],
+    ),
+    ("every other thread", |_, _| true, &[]),
+];
+
+/// CPU per commit: each thread's on-CPU time over the untraced commits, and over the ideal's,
+/// divided by the commits, by what the thread does.
+fn cpu_report(run: &Traced, chains: &[Chain]) -> String {
+    use std::fmt::Write as _;
+    let readers = [0, 1, 2].map(|i| usual_reader(chains, i));
+    let per = |v: &[ThreadCpu], n: usize, f: &dyn Fn(&ThreadCpu) -> bool| {
+        let n = n.max(1) as f64;
+        let sum = |g: fn(&ThreadCpu) -> Duration| {
+            v.iter()
+                .filter(|t| f(t))
+                .map(g)
+                .sum::<Duration>()
+                .as_secs_f64()
+                * 1e6
+                / n
+        };
+        (sum(|t| t.run), sum(|t| t.user), sum(|t| t.system))
+    };
+    let (n, ni) = (run.untraced_us.len(), run.ideal_us.len());
+    let mut taken: Vec<u32> = Vec::new();
+    let mut rows = String::new();
+    for (what, ours, ideal_names) in CPU_ROWS {
+        let mine: Vec<ThreadCpu> = (run.untraced_cpu.iter())
+            .filter(|t| !taken.contains(&t.tid) && ours(t, &readers))
+            .cloned()
+            .collect();
+        taken.extend(mine.iter().map(|t| t.tid));
+        let (r, u, y) = per(&mine, n, &|_| true);
+        let (ir, iu, iy) = per(&run.ideal_cpu, ni, &|t| {
+            ideal_names.contains(&t.name.as_str())
+        });
+        let ideal = if ideal_names.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{ir:.1} ({iu:.0} / {iy:.0})")
+        };
+        let _ = writeln!(
+            rows,
+            "  {what:<90} {:>18} {ideal:>18}",
+            format!("{r:.1} ({u:.0} / {y:.0})")
+        );
+    }
+    let ideal_threads = |t: &ThreadCpu| {
+        CPU_ROWS
+            .iter()
+            .any(|(_, _, names)| names.contains(&t.name.as_str()))
+    };
+    let (r, u, y) = per(&run.untraced_cpu, n, &|_| true);
+    let (ir, iu, iy) = per(&run.ideal_cpu, ni, &ideal_threads);
+    let (mut ours, mut ideal) = (run.untraced_us.clone(), run.ideal_us.clone());
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "CPU per commit, untraced (on-CPU time from the scheduler; user / system from /proc, 10 ms \
+         ticks): logship {r:.1} µs ({u:.0} / {y:.0}), commit p50 {:.1} µs; the ideal commit \
+         (plain threads, one port and one follower thread, {ni} right after) {ir:.1} µs \
+         ({iu:.0} / {iy:.0}), p50 {:.1} µs",
+        quantile(&mut ours, 0.5),
+        quantile(&mut ideal, 0.5),
+    );
+    let _ = writeln!(
+        s,
+        "  {:<90} {:>18} {:>18}",
+        "thread", "logship µs", "ideal µs"
+    );
+    s.push_str(&rows);
     s
 }
 
@@ -615,6 +855,56 @@ mod tests {
             assert_eq!(chains[0].primary_wrote_on_read, on_read);
             assert_eq!(chains[0].answered_on_ack, on_read);
         }
+    }
+
+    /// The ideal commit's calls, starting at `t`: its port thread (tid 10) reads the request,
+    /// sends the record, writes, and reads the acknowledgement itself before it answers; its
+    /// follower thread is tid 11.
+    fn ideal_commit(t: u64) -> Vec<String> {
+        let (port, follower) = (("bench-ideal-por", 10), ("bench-ideal-fol", 11));
+        [
+            call("bd-client", 1, t, 1, 44, 196),
+            call(port.0, port.1, t - 50, 60, 45, 196),
+            call(port.0, port.1, t + 20, 1, 44, 132),
+            call(port.0, port.1, t + 22, 1, 18, 196),
+            call(port.0, port.1, t + 24, 150, 75, 0),
+            call(follower.0, follower.1, t - 40, 70, 45, 132),
+            call(follower.0, follower.1, t + 40, 5, 18, 196),
+            call(follower.0, follower.1, t + 46, 94, 75, 0),
+            call(follower.0, follower.1, t + 150, 1, 44, 8),
+            call(port.0, port.1, t + 175, 5, 45, 8),
+            call(port.0, port.1, t + 190, 1, 44, 8),
+            call("bd-client", 1, t + 2, 198, 45, 8),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn an_ideal_commit_is_followed_and_told_apart_from_logship_s() {
+        let text = [
+            commit(1_000, true),
+            ideal_commit(2_000),
+            ideal_commit(3_000),
+        ]
+        .concat()
+        .join("\n");
+        let (chains, lost) = chains(&text, 100);
+        assert_eq!((chains.len(), lost), (3, 0));
+        let ideal: Vec<bool> = chains.iter().map(|c| c.ideal).collect();
+        assert_eq!(ideal, [false, true, true]);
+        let spans: Vec<f64> = chains[1]
+            .links
+            .windows(2)
+            .map(|w| (w[1] - w[0]).round())
+            .collect();
+        assert_eq!(
+            spans,
+            [10.0, 10.0, 10.0, 10.0, 100.0, 10.0, 30.0, 10.0, 10.0]
+        );
+        assert_eq!(chains[1].readers, [10, 11, 10]);
+        assert_eq!(chains[0].readers, [7, 4, 6]);
+        let report = spans_table(&[&chains[0]], &[&chains[1], &chains[2]]);
+        assert!(report.contains("30.0 / 30.0"), "{report}");
     }
 
     #[test]

@@ -135,14 +135,88 @@ pub fn threads_cpu_time(prefix: &str) -> Duration {
     Duration::from_millis(ticks * 1000 / USER_HZ)
 }
 
-/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2)
-/// may hold spaces and parentheses, so fields are counted after its closing parenthesis.
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
 fn cpu_ticks(stat: &str) -> Option<u64> {
+    user_system_ticks(stat).map(|(u, s)| u + s)
+}
+
+/// utime and stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted after its closing parenthesis.
+fn user_system_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
+}
+
+/// One thread's CPU time so far: on the CPU to the nanosecond (`/proc/<pid>/task/<tid>/schedstat`,
+/// the scheduler's own account), and its user and system parts at `/proc`'s 10 ms resolution.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadCpu {
+    /// Thread id.
+    pub tid: u32,
+    /// Its name (cut at 15 bytes, as `/proc` keeps it).
+    pub name: String,
+    /// Time on a CPU.
+    pub run: Duration,
+    /// User time (10 ms ticks).
+    pub user: Duration,
+    /// System time (10 ms ticks).
+    pub system: Duration,
+}
+
+/// Every live thread of this process with its CPU time so far, by thread id.
+pub fn threads_cpu() -> Vec<ThreadCpu> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut out: Vec<ThreadCpu> = tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let tid = dir.file_name()?.to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let (user, system) =
+                user_system_ticks(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
+            let run_ns = std::fs::read_to_string(dir.join("schedstat"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(ThreadCpu {
+                tid,
+                name: name.trim_end().to_string(),
+                run: Duration::from_nanos(run_ns),
+                user: Duration::from_millis(user * 1000 / USER_HZ),
+                system: Duration::from_millis(system * 1000 / USER_HZ),
+            })
+        })
+        .collect();
+    out.sort_by_key(|t| t.tid);
+    out
+}
+
+/// What each thread of `after` used since `before` (a thread new since counts from zero; one
+/// that ended is left out), busiest first.
+pub fn threads_cpu_since(before: &[ThreadCpu], after: &[ThreadCpu]) -> Vec<ThreadCpu> {
+    let mut out: Vec<ThreadCpu> = after
+        .iter()
+        .map(|a| {
+            let b = before.iter().find(|b| b.tid == a.tid);
+            let since =
+                |f: fn(&ThreadCpu) -> Duration| f(a).saturating_sub(b.map_or(Duration::ZERO, f));
+            ThreadCpu {
+                tid: a.tid,
+                name: a.name.clone(),
+                run: since(|t| t.run),
+                user: since(|t| t.user),
+                system: since(|t| t.system),
+            }
+        })
+        .collect();
+    out.sort_by_key(|t| std::cmp::Reverse(t.run));
+    out
 }
 
 /// One line of the mount table.
@@ -246,18 +320,43 @@ fn kib_field(text: &str, key: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// A thread named `name` that spins until dropped.
+    struct Spinning {
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Spinning {
+        fn start(name: &str) -> Spinning {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let spin = std::sync::Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    while !spin.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+                .expect("spawn");
+            Spinning {
+                stop,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Spinning {
+        fn drop(&mut self) {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                t.join().expect("join");
+            }
+        }
+    }
+
     #[test]
     fn a_named_threads_cpu_time_is_counted_while_it_runs() {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let spin = std::sync::Arc::clone(&stop);
-        let t = std::thread::Builder::new()
-            .name("cpu-count-test".into())
-            .spawn(move || {
-                while !spin.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-            })
-            .expect("spawn");
+        let spinning = Spinning::start("cpu-count-test");
         let t0 = std::time::Instant::now();
         let mut counted = Duration::ZERO;
         while counted < Duration::from_millis(20) && t0.elapsed() < Duration::from_secs(20) {
@@ -265,8 +364,7 @@ mod tests {
             counted = threads_cpu_time("cpu-count-te");
         }
         assert_eq!(threads_cpu_time("no-such-thread-"), Duration::ZERO);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        t.join().expect("join");
+        drop(spinning);
         assert!(counted >= Duration::from_millis(20), "{counted:?}");
     }
 
@@ -299,6 +397,41 @@ mod tests {
     fn cpu_ticks_skip_the_command_name() {
         let stat = "42 (my (odd) cmd) S 1 42 42 0 -1 4194304 100 0 0 0 250 75 0 0 20 0 3 0";
         assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(user_system_ticks(stat), Some((250, 75)));
+    }
+
+    #[test]
+    fn each_thread_s_cpu_since_a_snapshot_is_its_own() {
+        let before = threads_cpu();
+        let spinning = Spinning::start("cpu-since-test");
+        let t0 = std::time::Instant::now();
+        let mut seen = None;
+        while seen.is_none() && t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+            let since = threads_cpu_since(&before, &threads_cpu());
+            assert!(since.windows(2).all(|w| w[0].run >= w[1].run), "{since:?}");
+            seen = since
+                .into_iter()
+                .find(|t| t.name == "cpu-since-test" && t.run >= Duration::from_millis(30));
+        }
+        drop(spinning);
+        assert!(
+            seen.is_some(),
+            "the spinning thread's time was never counted"
+        );
+    }
+
+    #[test]
+    fn a_thread_new_since_the_snapshot_counts_from_zero_and_an_ended_one_is_left_out() {
+        let t = |tid, ms| ThreadCpu {
+            tid,
+            name: format!("t{tid}"),
+            run: Duration::from_millis(ms),
+            user: Duration::from_millis(ms / 2),
+            system: Duration::from_millis(ms / 2),
+        };
+        let since = threads_cpu_since(&[t(1, 10), t(2, 40)], &[t(1, 30), t(3, 5)]);
+        assert_eq!(since, vec![t(1, 20), t(3, 5)]);
     }
 
     #[test]

@@ -69,8 +69,9 @@ enum Command {
     /// network namespace): time to detect a killed primary, to elect another and to the first
     /// commit; planned switchover time; nothing acknowledged lost.
     Failover(FailoverArgs),
-    /// Where the microseconds of one network client's commit go, with one sync follower:
-    /// `perf trace` of every thread's socket, write and fdatasync calls (needs perf, and root).
+    /// Where the microseconds of one network client's commit go, with one sync follower,
+    /// beside the ideal commit's (plain threads): `perf trace` of every thread's socket, write
+    /// and fdatasync calls, and each thread's CPU per commit (needs perf, and root).
     Breakdown(BreakdownCliArgs),
     /// What a new segment costs its writer, batch by batch with an fdatasync each: written into
     /// fallocated blocks, or zero-filled first as the log's preallocator does, then

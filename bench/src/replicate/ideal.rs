@@ -281,6 +281,15 @@ impl IdealCommit {
         self.handoff
     }
 
+    /// One commit, on this thread (the measuring side's part of it).
+    ///
+    /// # Errors
+    /// On any I/O failure of the commit, here or in one of its threads.
+    pub fn commit(&mut self) -> anyhow::Result<()> {
+        let side = self.side.as_mut().context("the ideal commit was stopped")?;
+        side.commit()
+    }
+
     /// Commits for `duration` (or until the stop phase), recording those that started and
     /// ended in the measure phase into `into`.
     ///
