@@ -498,10 +498,16 @@ fn chain(calls: &[Call], send: &Call, until: f64, record: i64) -> Option<Chain> 
     })
 }
 
-/// Every commit's chain in a trace; and how many commits could not be followed.
-pub fn chains(text: &str, record: usize) -> (Vec<Chain>, usize) {
+/// The trace's calls by start time.
+fn sorted_calls(text: &str) -> Vec<Call> {
     let mut calls = calls(text);
     calls.sort_by(|a, b| a.start.total_cmp(&b.start));
+    calls
+}
+
+/// Every commit's chain in `calls` (sorted by start time); and how many commits could not be
+/// followed.
+pub fn chains(calls: &[Call], record: usize) -> (Vec<Chain>, usize) {
     let sends: Vec<&Call> = calls
         .iter()
         .filter(|c| role(c) == "client" && is_send(c))
@@ -511,7 +517,7 @@ pub fn chains(text: &str, record: usize) -> (Vec<Chain>, usize) {
     let mut lost = 0;
     for (i, send) in sends.iter().enumerate() {
         let until = sends.get(i + 1).map_or(f64::INFINITY, |n| n.start);
-        match chain(&calls, send, until, record) {
+        match chain(calls, send, until, record) {
             Some(c) => out.push(c),
             None => lost += 1,
         }
@@ -556,7 +562,8 @@ fn per_commit(calls: &[Call], chains: &[&Chain]) -> String {
 /// The printed breakdown of a run: logship's commits span by span beside the ideal's.
 pub fn report(run: &Traced, record: usize) -> String {
     use std::fmt::Write as _;
-    let (chains, lost) = chains(&run.text, record);
+    let calls = sorted_calls(&run.text);
+    let (chains, lost) = chains(&calls, record);
     let (ideal, ours): (Vec<&Chain>, Vec<&Chain>) = chains.iter().partition(|c| c.ideal);
     let mut s = String::new();
     let p50 = |v: &[f64]| quantile(&mut v.to_vec(), 0.5);
@@ -572,14 +579,12 @@ pub fn report(run: &Traced, record: usize) -> String {
         p50(&run.ideal_traced_us),
     );
     s.push_str(&spans_table(&ours, &ideal));
-    let calls = calls(&run.text);
     let _ = writeln!(
         s,
         "system calls per commit, every thread of the process: logship {}; the ideal {}",
         per_commit(&calls, &ours),
         per_commit(&calls, &ideal),
     );
-    let ours: Vec<Chain> = ours.into_iter().cloned().collect();
     s.push_str(&cpu_report(run, &ours));
     let here = |f: fn(&Chain) -> bool| ours.iter().filter(|c| f(c)).count();
     let _ = writeln!(
@@ -652,7 +657,7 @@ fn spans_table(ours: &[&Chain], ideal: &[&Chain]) -> String {
 }
 
 /// The thread most of `chains` name for reader `i` of [`Chain::readers`].
-fn usual_reader(chains: &[Chain], i: usize) -> Option<u32> {
+fn usual_reader(chains: &[&Chain], i: usize) -> Option<u32> {
     let mut tids: Vec<u32> = chains.iter().map(|c| c.readers[i]).collect();
     tids.sort_unstable();
     tids.chunk_by(|a, b| a == b)
@@ -696,24 +701,24 @@ const CPU_ROWS: [CpuRow; 6] = [
     ("every other thread", |_, _| true, &[]),
 ];
 
+/// `threads`' on-CPU, user and system time over `commits`, in µs per commit.
+fn per_commit_cpu<'a>(
+    threads: impl IntoIterator<Item = &'a ThreadCpu>,
+    commits: usize,
+) -> (f64, f64, f64) {
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / commits.max(1) as f64;
+    let (run, user, system) = threads.into_iter().fold(Default::default(), |acc, t| {
+        let (r, u, s): (Duration, Duration, Duration) = acc;
+        (r + t.run, u + t.user, s + t.system)
+    });
+    (us(run), us(user), us(system))
+}
+
 /// CPU per commit: each thread's on-CPU time over the untraced commits, and over the ideal's,
 /// divided by the commits, by what the thread does.
-fn cpu_report(run: &Traced, chains: &[Chain]) -> String {
+fn cpu_report(run: &Traced, chains: &[&Chain]) -> String {
     use std::fmt::Write as _;
     let readers = [0, 1, 2].map(|i| usual_reader(chains, i));
-    let per = |v: &[ThreadCpu], n: usize, f: &dyn Fn(&ThreadCpu) -> bool| {
-        let n = n.max(1) as f64;
-        let sum = |g: fn(&ThreadCpu) -> Duration| {
-            v.iter()
-                .filter(|t| f(t))
-                .map(g)
-                .sum::<Duration>()
-                .as_secs_f64()
-                * 1e6
-                / n
-        };
-        (sum(|t| t.run), sum(|t| t.user), sum(|t| t.system))
-    };
     let (n, ni) = (run.untraced_us.len(), run.ideal_us.len());
     let mut taken: Vec<u32> = Vec::new();
     let mut rows = String::new();
@@ -723,10 +728,13 @@ fn cpu_report(run: &Traced, chains: &[Chain]) -> String {
             .cloned()
             .collect();
         taken.extend(mine.iter().map(|t| t.tid));
-        let (r, u, y) = per(&mine, n, &|_| true);
-        let (ir, iu, iy) = per(&run.ideal_cpu, ni, &|t| {
-            ideal_names.contains(&t.name.as_str())
-        });
+        let (r, u, y) = per_commit_cpu(&mine, n);
+        let (ir, iu, iy) = per_commit_cpu(
+            run.ideal_cpu
+                .iter()
+                .filter(|t| ideal_names.contains(&t.name.as_str())),
+            ni,
+        );
         let ideal = if ideal_names.is_empty() {
             "-".to_string()
         } else {
@@ -743,8 +751,8 @@ fn cpu_report(run: &Traced, chains: &[Chain]) -> String {
             .iter()
             .any(|(_, _, names)| names.contains(&t.name.as_str()))
     };
-    let (r, u, y) = per(&run.untraced_cpu, n, &|_| true);
-    let (ir, iu, iy) = per(&run.ideal_cpu, ni, &ideal_threads);
+    let (r, u, y) = per_commit_cpu(&run.untraced_cpu, n);
+    let (ir, iu, iy) = per_commit_cpu(run.ideal_cpu.iter().filter(|t| ideal_threads(t)), ni);
     let (mut ours, mut ideal) = (run.untraced_us.clone(), run.ideal_us.clone());
     let mut s = String::new();
     let _ = writeln!(
@@ -831,21 +839,25 @@ mod tests {
         assert!((calls[0].end - calls[0].start - 150.0).abs() < 0.5);
     }
 
+    /// The time between consecutive links of `chain`, rounded to the µs.
+    fn spans(chain: &Chain) -> Vec<f64> {
+        chain
+            .links
+            .windows(2)
+            .map(|w| (w[1] - w[0]).round())
+            .collect()
+    }
+
     #[test]
     fn a_commit_is_followed_link_by_link() {
         for on_read in [false, true] {
             let text = [commit(1_000, on_read), commit(2_000, on_read)]
                 .concat()
                 .join("\n");
-            let (chains, lost) = chains(&text, 100);
+            let (chains, lost) = chains(&sorted_calls(&text), 100);
             assert_eq!((chains.len(), lost), (2, 0));
-            let spans: Vec<f64> = chains[0]
-                .links
-                .windows(2)
-                .map(|w| (w[1] - w[0]).round())
-                .collect();
             assert_eq!(
-                spans,
+                spans(&chains[0]),
                 [10.0, 10.0, 10.0, 10.0, 100.0, 10.0, 10.0, 10.0, 10.0]
             );
             let t0 = chains[0].links[0];
@@ -888,17 +900,12 @@ mod tests {
         ]
         .concat()
         .join("\n");
-        let (chains, lost) = chains(&text, 100);
+        let (chains, lost) = chains(&sorted_calls(&text), 100);
         assert_eq!((chains.len(), lost), (3, 0));
         let ideal: Vec<bool> = chains.iter().map(|c| c.ideal).collect();
         assert_eq!(ideal, [false, true, true]);
-        let spans: Vec<f64> = chains[1]
-            .links
-            .windows(2)
-            .map(|w| (w[1] - w[0]).round())
-            .collect();
         assert_eq!(
-            spans,
+            spans(&chains[1]),
             [10.0, 10.0, 10.0, 10.0, 100.0, 10.0, 30.0, 10.0, 10.0]
         );
         assert_eq!(chains[1].readers, [10, 11, 10]);
@@ -912,7 +919,7 @@ mod tests {
         let mut lines = commit(1_000, false);
         // The follower's fdatasync never returns in the trace.
         lines.retain(|l| !(l.contains(" 5 [") && l.contains("NR 75 =")));
-        let (chains, lost) = chains(&lines.join("\n"), 100);
+        let (chains, lost) = chains(&sorted_calls(&lines.join("\n")), 100);
         assert_eq!((chains.len(), lost), (0, 1));
     }
 }

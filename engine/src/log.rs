@@ -632,7 +632,8 @@ impl Log {
     /// record and then write it itself (`Completion::wait`), or is to write it (`here`:
     /// `Completion::write_here`); the completion owes the wake instead, and pays it if it is
     /// dropped, polled, or finds the writer busy. A record nobody waits for is taken when that
-    /// wait ends, within `IDLE_MARKER_MAX_DELAY` (the writer module). Returns whether the wake is owed.
+    /// wait ends, within the writer's `IDLE_MARKER_MAX_DELAY`. Returns whether the wake is
+    /// owed.
     fn wake_writer_unless_waited(
         &self,
         st: &mut QueueState,
