@@ -433,13 +433,16 @@ impl Shared {
                 break;
             }
         }
+        let connected = match stream.take_error() {
+            Ok(None) => stream.peer_addr().map(drop),
+            Ok(Some(error)) | Err(error) => Err(error),
+        };
+        // A local close shuts the connecting socket down, which fails it with ECONNRESET:
+        // that is the close, reported as aborted.
         if conn.is_closed() || self.is_stopping() {
             return Err(aborted_error());
         }
-        if let Some(error) = stream.take_error()? {
-            return Err(error);
-        }
-        stream.peer_addr()?;
+        connected?;
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
         let outcome = conn.mark_open().ok_or_else(aborted_error)?;

@@ -199,12 +199,14 @@ impl Conn {
             state.error = error;
             state.queue.clear();
             state.queued_bytes = 0;
+            // Published before the shutdown: a connect woken by it (its socket now carries
+            // ECONNRESET) must see the close and report it as aborted, not as a reset.
+            self.closed.store(true, Ordering::Release);
             if let Some(stream) = &state.stream {
                 // ENOTCONN when the peer is already gone or a connect never started; either
                 // way the reader wakes or was never blocked.
                 let _ = stream.shutdown(Shutdown::Both);
             }
-            self.closed.store(true, Ordering::Release);
             state.check_invariants();
         }
         self.writer_wake.notify_one();
