@@ -59,6 +59,10 @@ pub struct LogStats {
     /// appender waiting for its record ([`crate::Options::caller_runs`]) or in
     /// [`Log::append_replicated_here`].
     pub caller_writes: u64,
+    /// Zeros written after lone writes into a segment's unwritten (fallocated) blocks, so that
+    /// the next lone writes overwrite written blocks (each fdatasync would otherwise also
+    /// commit the blocks' conversion): at most a segment's bytes once, less a pre-zeroed one.
+    pub zeroed_ahead_bytes: u64,
 }
 
 /// A durable segment log. `Send + Sync`: share it with `Arc` and append from any thread.
@@ -557,6 +561,7 @@ impl Log {
             prezeroed: self.shared.pool.prepared(),
             repairs: c.repairs.load(Ordering::Relaxed),
             caller_writes: c.caller_writes.load(Ordering::Relaxed),
+            zeroed_ahead_bytes: c.zeroed_ahead_bytes.load(Ordering::Relaxed),
             uncached_read_bytes: c.uncached_read_bytes.load(Ordering::Relaxed),
         }
     }

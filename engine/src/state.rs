@@ -102,6 +102,8 @@ pub(crate) struct Counters {
     pub(crate) repairs: AtomicU64,
     /// Writes made by waiting appenders rather than the writer thread (caller-runs).
     pub(crate) caller_writes: AtomicU64,
+    /// Zeros lone writes carried into unwritten blocks (`ZERO_AHEAD_BYTES` in writer.rs).
+    pub(crate) zeroed_ahead_bytes: AtomicU64,
     /// Bytes read around the page cache; shared with readers' window pools.
     pub(crate) uncached_read_bytes: Arc<AtomicU64>,
 }

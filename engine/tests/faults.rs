@@ -244,6 +244,50 @@ fn torn_final_write_is_cut_and_reported() {
     assert_eq!(log.append(payload(1, 31)).unwrap().wait().unwrap(), Lsn(31));
 }
 
+/// A lone write into fallocated blocks carries zeros ahead of the record. A write that tears
+/// (half of it lands, then EIO) has put the whole record and its marker down, and a crash keeps
+/// a random prefix of it: recovery opens whatever the prefix, with the record whole or without
+/// it, never refusing zeros after a marker as damage; and with most prefixes it is whole.
+#[test]
+fn a_write_torn_in_its_zeros_ahead_keeps_its_record_or_nothing() {
+    let record = Bytes::from_static(b"the first record");
+    let mut kept = 0;
+    for seed in 0..8 {
+        let vfs = FaultyVfs::new(100 + seed);
+        let options = || Options {
+            // The first segment is fallocated, not zero-filled.
+            prezero_segments: false,
+            ..opts(&vfs)
+        };
+        let log = Log::open(dir(), options()).unwrap();
+        vfs.set_faults(FaultConfig {
+            short_write_once: true,
+            ..FaultConfig::default()
+        });
+        let r = log.append(record.clone()).unwrap().wait();
+        assert!(matches!(r, Err(Error::Poisoned { .. })), "{r:?}");
+        let zeroed = log.stats().zeroed_ahead_bytes;
+        assert!(zeroed > 1024, "the write carried zeros ahead: {zeroed}");
+        drop(log);
+        vfs.set_faults(FaultConfig {
+            torn_crash: true,
+            seed,
+            ..FaultConfig::default()
+        });
+        vfs.crash();
+        let log = Log::open(dir(), options()).unwrap();
+        let all = read_all(&log);
+        assert!(
+            all.is_empty() || all == vec![(Lsn(1), record.clone())],
+            "{all:?}"
+        );
+        kept += all.len();
+        let next = Lsn(all.len() as u64 + 1);
+        assert_eq!(log.append(payload(1, 2)).unwrap().wait().unwrap(), next);
+    }
+    assert!(kept >= 4, "the record survived {kept} of 8 crashes");
+}
+
 #[test]
 fn garbage_after_the_last_record_is_a_torn_tail_not_corruption() {
     let vfs = FaultyVfs::new(4);

@@ -795,6 +795,56 @@ fn large_batches_fill_fallocated_segments_and_small_ones_get_pre_zeroed_spares()
     assert!(small.prezeroed >= 1 && small.recycled >= 1, "{small:?}");
 }
 
+/// A lone commit into a segment's fallocated blocks would pay, on each fdatasync, the blocks'
+/// conversion to written: lone writes there carry zeros ahead of them, one stretch at a time,
+/// until the segment is written through; into a zero-filled segment none. Every record reads
+/// back after a reopen.
+#[test]
+fn lone_small_writes_zero_ahead_in_fallocated_blocks_only() {
+    let segment = 1u64 << 20;
+    let options = |prezero_segments| Options {
+        create_if_missing: true,
+        segment_size_bytes: segment,
+        max_record_bytes: 64 << 10,
+        prezero_segments,
+        ..Options::default()
+    };
+    let fill = |path: &std::path::Path, prezero, records: u64| {
+        let log = Log::open(path, options(prezero)).unwrap();
+        for i in 0..records {
+            let record = Bytes::from(vec![(i % 251) as u8; 4000]);
+            log.append(record).unwrap().wait().unwrap();
+        }
+        let stats = log.stats();
+        log.close().unwrap();
+        stats
+    };
+    // No pre-zeroing: every segment is fallocated, and written through with zeros ahead.
+    let dir = tempfile::tempdir().unwrap();
+    let stats = fill(&dir.path().join("log"), false, 600);
+    assert!(stats.rollovers >= 2 && stats.prezeroed == 0, "{stats:?}");
+    assert!(
+        stats.zeroed_ahead_bytes >= stats.bytes - segment / 8
+            && stats.zeroed_ahead_bytes <= (stats.rollovers + 1) * segment,
+        "{stats:?}"
+    );
+    let log = Log::open(dir.path().join("log"), options(false)).unwrap();
+    let all = read_all(&log);
+    assert_eq!(all.len(), 600);
+    for (i, (lsn, payload)) in all.iter().enumerate() {
+        assert_eq!(*lsn, Lsn(i as u64 + 1));
+        assert!(payload.len() == 4000 && payload.iter().all(|&b| b == (i % 251) as u8));
+    }
+    // A new log's first segment is zero-filled at creation: nothing to zero ahead.
+    let dir = tempfile::tempdir().unwrap();
+    let stats = fill(&dir.path().join("log"), true, 100);
+    assert_eq!(
+        (stats.rollovers, stats.zeroed_ahead_bytes),
+        (0, 0),
+        "{stats:?}"
+    );
+}
+
 /// Resident KiB of this process's maps of files under `dir` (`/proc/self/smaps`).
 fn resident_kib_under(dir: &std::path::Path) -> u64 {
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
