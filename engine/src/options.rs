@@ -94,7 +94,9 @@ pub struct Options {
     /// blocks instead of extending files. Default 4.
     pub max_free_segments: usize,
     /// Fill new segment files with zeros before use (in a background thread, ahead of need), so
-    /// that writes into them are overwrites. Default `true`.
+    /// that writes into them are overwrites. Default `true`. Either way, a lone small write
+    /// into a segment's unwritten blocks carries zeros up to 64 KiB ahead of it
+    /// ([`crate::LogStats::zeroed_ahead_bytes`]).
     pub prezero_segments: bool,
     /// Hot-path backend on the real file system. Default [`Backend::Auto`].
     pub backend: Backend,

@@ -86,9 +86,9 @@ const IDLE_MARKER_MAX_DELAY: Duration = Duration::from_millis(8);
 /// zeros ([`Writer::zero_ahead`]). On ext4 an fdatasync after a write into unwritten blocks
 /// also commits their conversion to written, on every such write: a lone client's 4 KiB
 /// commits into a fallocated segment (the one a burst left, having outrun the preallocator)
-/// measured 1.46-1.94x the ideal commit in seven of eighteen quick runs, 1.11-1.18x with
-/// the zeros (`docs/benchmarks.md`, "A lone commit into a fallocated segment"). With the zeros, one commit in
-/// each 64 KiB pays the conversion (and 64 KiB more of writing) instead of each.
+/// measured 1.46-1.94x the ideal commit in seven of eighteen quick runs, 1.11-1.18x with the
+/// zeros (`docs/benchmarks.md`, "A lone commit into a fallocated segment"). With the zeros,
+/// one commit in each 64 KiB pays the conversion (and 64 KiB more of writing) instead of each.
 const ZERO_AHEAD_BYTES: u64 = 64 << 10;
 /// Page size the zeros end on.
 const ZERO_AHEAD_ALIGN: u64 = 4096;
@@ -741,10 +741,12 @@ impl Writer {
     /// `zeroed_to` carries zeros after its marker, to a page boundary [`ZERO_AHEAD_BYTES`]
     /// further (within the segment and the buffer), so that the next lone writes there
     /// overwrite written blocks. Only while batches are small, by the rule that decides
-    /// pre-zeroing ([`PREZERO_MAX_AVG_BATCH_BYTES`]): larger writes amortize the conversion. The zeros stand for nothing: the segment past its end reads
-    /// as zeros anyway, and the next write, which starts at `end`, is issued only once this one
-    /// is synced, so it cannot be overwritten by them. Not on a queue that writes around the
-    /// page cache: it rewrites the file's last partial block itself.
+    /// pre-zeroing ([`PREZERO_MAX_AVG_BATCH_BYTES`]): larger writes amortize the conversion.
+    /// The zeros stand for nothing: the segment past its end reads as zeros anyway, and the
+    /// next write, which starts at `end`, is issued only once this one is synced, so it cannot
+    /// be overwritten by them. Not on a queue that writes around the page cache: it rewrites
+    /// the file's last partial block itself. Whatever `prezero_segments` says: at most a
+    /// segment's bytes once, and only under lone small writes.
     fn zero_ahead(&mut self, buf: &mut crate::io::IoBuf, end: u64) {
         let small = self.avg_batch_bytes < PREZERO_MAX_AVG_BATCH_BYTES;
         if end <= self.zeroed_to || !small || !self.queue.buffered_writes_between_ops() {
