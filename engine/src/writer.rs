@@ -92,9 +92,6 @@ const IDLE_MARKER_MAX_DELAY: Duration = Duration::from_millis(8);
 const ZERO_AHEAD_BYTES: u64 = 64 << 10;
 /// Page size the zeros end on.
 const ZERO_AHEAD_ALIGN: u64 = 4096;
-/// The zeros [`Writer::zero_ahead`] copies from.
-static ZEROS: [u8; (ZERO_AHEAD_BYTES + ZERO_AHEAD_ALIGN) as usize] =
-    [0; (ZERO_AHEAD_BYTES + ZERO_AHEAD_ALIGN) as usize];
 /// A write that released at least this many waiters is followed by a short gathering pause:
 /// those appenders are about to append again, and a write started at once would take only
 /// the records that arrived during the flush, splitting the appenders into two groups that
@@ -732,9 +729,15 @@ impl Writer {
             0 => bytes,
             avg => (avg * 7 + bytes) / 8,
         };
-        if end > self.active.capacity / 2 && self.avg_batch_bytes < PREZERO_MAX_AVG_BATCH_BYTES {
+        if end > self.active.capacity / 2 && self.batches_small() {
             self.shared.pool.request_spare();
         }
+    }
+
+    /// Batches average under [`PREZERO_MAX_AVG_BATCH_BYTES`]: writing zeros ahead of them (a
+    /// spare, or [`Writer::zero_ahead`]) costs less than their conversions of unwritten blocks.
+    fn batches_small(&self) -> bool {
+        self.avg_batch_bytes < PREZERO_MAX_AVG_BATCH_BYTES
     }
 
     /// A lone write (run to its sync on this thread, nothing else in flight) that ends past
@@ -748,16 +751,18 @@ impl Writer {
     /// the file's last partial block itself. Whatever `prezero_segments` says: at most a
     /// segment's bytes once, and only under lone small writes.
     fn zero_ahead(&mut self, buf: &mut crate::io::IoBuf, end: u64) {
-        let small = self.avg_batch_bytes < PREZERO_MAX_AVG_BATCH_BYTES;
-        if end <= self.zeroed_to || !small || !self.queue.buffered_writes_between_ops() {
+        if end <= self.zeroed_to
+            || !self.batches_small()
+            || !self.queue.buffered_writes_between_ops()
+        {
             return;
         }
         let target = (end + ZERO_AHEAD_BYTES)
             .next_multiple_of(ZERO_AHEAD_ALIGN)
             .min(self.active.capacity);
-        let want = usize::try_from(target.saturating_sub(end)).unwrap_or(usize::MAX);
-        let zeros = want.min(buf.remaining()).min(ZEROS.len());
-        buf.extend_from_slice(&ZEROS[..zeros]);
+        // Under `ZERO_AHEAD_BYTES + ZERO_AHEAD_ALIGN`: the cast cannot truncate.
+        let zeros = (target.saturating_sub(end) as usize).min(buf.remaining());
+        buf.extend_zeros(zeros);
         self.zeroed_to = end + zeros as u64;
         self.shared
             .counters
