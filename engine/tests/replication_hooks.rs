@@ -34,6 +34,15 @@ fn this_thread() -> String {
         .to_string()
 }
 
+/// Gives the log's writer thread time to write its idle marker after the last write and go to
+/// sleep without a deadline (its longest idle-marker wait is 8 ms), so that a caller finds it
+/// idle: on a loaded machine a caller that comes back at once after its wait can find the
+/// writer thread still finishing the write it woke the caller from, every time, and leave its
+/// records to it. Only the tests that count writes made on the calling thread need it.
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(10));
+}
+
 fn payload(i: u64) -> Bytes {
     Bytes::from(format!("record-{i}-{}", "y".repeat((i % 500) as usize)))
 }
@@ -294,37 +303,40 @@ fn a_record_appended_to_write_here_is_written_by_the_calling_thread() {
     let opts = observed(seen.clone());
     let log = Log::open(dir.path().join("p"), opts).unwrap();
     let me = this_thread();
-    let mut wrote = 0;
-    for i in 1..=40u64 {
-        let mut a = log.append_to_write_here(payload(i)).unwrap();
+    // The writer thread idles between these appends, each waited for: the calling thread
+    // writes nearly all, but one finds the writer thread still busy with an idle marker now
+    // and then (often, on a loaded machine), and leaves its record to it. Appends until 20
+    // were written here, 400 at most.
+    let (mut wrote, mut next) = (0, 1u64);
+    while wrote < 20 {
+        assert!(
+            next <= 400,
+            "{wrote} of {} written here: {:?}",
+            next - 1,
+            log.stats()
+        );
+        let mut a = log.append_to_write_here(payload(next)).unwrap();
         if a.write_here() {
             wrote += 1;
             assert!(
                 a.into_completion().is_done(),
-                "record {i} durable on return"
+                "record {next} durable on return"
             );
         } else {
-            assert_eq!(a.wait().unwrap(), Lsn(i));
+            assert_eq!(a.wait().unwrap(), Lsn(next));
         }
+        next += 1;
     }
     let mut batch = log
-        .append_batch_to_write_here((41..=45).map(payload))
+        .append_batch_to_write_here((next..next + 5).map(payload))
         .unwrap();
     let batch_here = batch.write_here();
-    assert_eq!(batch.wait().unwrap(), Lsn(45));
-    // The writer thread idles between these appends, each waited for: the calling thread
-    // writes nearly all (one may find the writer thread still busy with an idle marker).
-    assert!(wrote >= 30, "{wrote} of 40 written here: {:?}", log.stats());
+    assert_eq!(batch.wait().unwrap(), Lsn(next + 4));
+    next += 5;
     assert_eq!(log.stats().caller_writes, wrote + u64::from(batch_here));
     assert!(seen.0.lock().contains(&me), "the observer ran here");
     // Another record queued first: `write_here` leaves both to the writer thread.
-    let before = log.stats().caller_writes;
-    let other = log.append(payload(46)).unwrap();
-    let mut a = log.append_to_write_here(payload(47)).unwrap();
-    assert!(!a.write_here());
-    assert_eq!(a.wait().unwrap(), Lsn(47));
-    assert_eq!(other.wait().unwrap(), Lsn(46));
-    assert_eq!(log.stats().caller_writes, before);
+    let last = another_record_queued_first(&log, next);
     log.close().unwrap();
     let reopened = Log::open(dir.path().join("p"), small()).unwrap();
     let got: Vec<Bytes> = reopened
@@ -332,7 +344,35 @@ fn a_record_appended_to_write_here_is_written_by_the_calling_thread() {
         .unwrap()
         .map(|r| r.unwrap().payload)
         .collect();
-    assert_eq!(got, (1..=47).map(payload).collect::<Vec<_>>());
+    assert_eq!(got, (1..=last).map(payload).collect::<Vec<_>>());
+}
+
+/// An ordinary append, then one to write here, from LSN `next`: `write_here` finds the first
+/// queued before its own and leaves both to the writer thread. The writer thread may take the
+/// first on its own before `write_here` looks (its idle-marker wait ends in between on a busy
+/// machine); the second is then alone and written here, which must never happen before the
+/// first is durable. Tried until `write_here` declines, 20 times at most; returns the last LSN
+/// appended.
+fn another_record_queued_first(log: &Log, mut next: u64) -> u64 {
+    for _ in 0..20 {
+        let before = log.stats().caller_writes;
+        let other = log.append(payload(next)).unwrap().into_completion();
+        let mut a = log.append_to_write_here(payload(next + 1)).unwrap();
+        let here = a.write_here();
+        assert!(
+            !here || other.is_done(),
+            "record {} written here before record {next} was durable",
+            next + 1
+        );
+        assert_eq!(a.wait().unwrap(), Lsn(next + 1));
+        assert_eq!(other.wait().unwrap(), Lsn(next));
+        assert_eq!(log.stats().caller_writes, before + u64::from(here));
+        next += 2;
+        if !here {
+            return next - 1;
+        }
+    }
+    panic!("write_here wrote its record with another queued first, 20 times in a row");
 }
 
 /// `append_replicated_here`: a follower's records, one chunk at a time, each waited for; the
@@ -350,6 +390,7 @@ fn replicated_records_are_written_on_the_calling_thread_when_the_writer_idles() 
     let me = this_thread();
     let chunks = all_chunks(&primary, 2_000);
     for c in &chunks {
+        settle();
         let b = follower
             .append_replicated_here(c.bytes.clone(), 64 << 10)
             .unwrap();
@@ -392,6 +433,7 @@ fn frames_that_arrive_together_are_written_together() {
     assert!(pairs >= 20, "{} chunks", chunks.len());
     let before = follower.stats();
     for pair in chunks.chunks(2).take(pairs) {
+        settle();
         let held = follower
             .append_replicated_before_more(pair[0].bytes.clone())
             .unwrap();
