@@ -63,6 +63,9 @@ pub struct LogStats {
     /// the next lone writes overwrite written blocks (each fdatasync would otherwise also
     /// commit the blocks' conversion): at most a segment's bytes once, less a pre-zeroed one.
     pub zeroed_ahead_bytes: u64,
+    /// Bytes of replicated records whose pages the page cache was asked to drop once durable
+    /// ([`crate::Options::drop_behind_replicated`]); 0 on a backend that writes around it.
+    pub dropped_behind_bytes: u64,
 }
 
 /// A durable segment log. `Send + Sync`: share it with `Arc` and append from any thread.
@@ -329,6 +332,7 @@ impl Log {
             st.items.push(Item::Record {
                 header,
                 payload: records.slice(start + RECORD_HEADER_BYTES..end),
+                replicated: true,
             });
             st.next_lsn = lsn.next();
         }
@@ -562,6 +566,7 @@ impl Log {
             repairs: c.repairs.load(Ordering::Relaxed),
             caller_writes: c.caller_writes.load(Ordering::Relaxed),
             zeroed_ahead_bytes: c.zeroed_ahead_bytes.load(Ordering::Relaxed),
+            dropped_behind_bytes: c.dropped_behind_bytes.load(Ordering::Relaxed),
             uncached_read_bytes: c.uncached_read_bytes.load(Ordering::Relaxed),
         }
     }
@@ -719,7 +724,11 @@ fn push_record(st: &mut QueueState, payload: Bytes, crc: &PayloadCrc) -> (Lsn, u
     let lsn = st.next_lsn;
     let header = encode_header(lsn, st.epoch, crc);
     st.queued_bytes += encoded_len(payload.len());
-    st.items.push(Item::Record { header, payload });
+    st.items.push(Item::Record {
+        header,
+        payload,
+        replicated: false,
+    });
     st.next_lsn = lsn.next();
     (lsn, st.generation)
 }

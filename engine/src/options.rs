@@ -120,6 +120,16 @@ pub struct Options {
     /// it: two thread hand-offs fewer on a lone commit. Async waiters never do (they must not
     /// block their executor). Default `true`.
     pub caller_runs: bool,
+    /// Drop-behind for replicated records: once records appended by
+    /// [`crate::Log::append_replicated`] (and its siblings) are durable, the page cache is
+    /// asked to drop their whole pages, a MiB at a time. Nothing reads a follower's log back
+    /// in normal operation (the database reads its primary; catch-up reads the primary's log),
+    /// so keeping those pages only makes every catch-up write allocate fresh page-cache
+    /// memory; dropped, the pages are reused. Records appended locally keep their pages (a
+    /// primary's catch-up reads them back). Only clean pages are dropped, and a later read
+    /// comes from the device. Backends that write around the page cache have nothing to drop.
+    /// Default `true`.
+    pub drop_behind_replicated: bool,
 }
 
 /// Watches the writer. Every call runs on the thread that writes, in LSN order: the writer
@@ -165,6 +175,7 @@ impl Default for Options {
             full_scan_on_open: false,
             observer: None,
             caller_runs: true,
+            drop_behind_replicated: true,
         }
     }
 }

@@ -28,6 +28,9 @@ pub(crate) enum Item {
     Record {
         header: [u8; RECORD_HEADER_BYTES],
         payload: Bytes,
+        /// Queued by `Log::append_replicated` (and its siblings): its pages are dropped from
+        /// the page cache once durable (`Options::drop_behind_replicated`).
+        replicated: bool,
     },
     /// Drop every record after `cut`; reply when durable.
     Truncate {
@@ -104,6 +107,9 @@ pub(crate) struct Counters {
     pub(crate) caller_writes: AtomicU64,
     /// Zeros lone writes carried into unwritten blocks (`ZERO_AHEAD_BYTES` in writer.rs).
     pub(crate) zeroed_ahead_bytes: AtomicU64,
+    /// Replicated bytes whose pages were dropped once durable (`DROP_BEHIND_GRAIN` in
+    /// writer.rs).
+    pub(crate) dropped_behind_bytes: AtomicU64,
     /// Bytes read around the page cache; shared with readers' window pools.
     pub(crate) uncached_read_bytes: Arc<AtomicU64>,
 }

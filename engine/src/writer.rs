@@ -71,6 +71,14 @@ use crate::types::{Epoch, Lsn};
 
 /// Write operations in flight at once: one flushing, one being written behind it.
 pub(crate) const PIPELINE_DEPTH: usize = WRITES_IN_FLIGHT;
+/// Replicated records' pages are dropped from the page cache in whole aligned grains of this
+/// size once durable (`Options::drop_behind_replicated`): one `posix_fadvise` per grain, about
+/// 100 µs here, where a catch-up writes 2 MiB in about 2 ms. Aligned, because the page cache
+/// holds a file's pages in folios of up to 2 MiB (large writes make large ones), and a drop
+/// leaves every folio it covers only in part: drops in page-aligned ranges left two thirds of
+/// a follower's pages cached (measured with `mincore`, ext4 on Linux 6.x). The grain holding
+/// the log's end is kept: the next write fills it.
+const DROP_BEHIND_GRAIN: u64 = 2 << 20;
 /// How long the writer waits for more work after a sync before it writes an idle marker. Under
 /// load the next write's marker proves the last one anyway; the delay keeps idle markers off the
 /// path of a lone appender that commits one record after another.
@@ -402,6 +410,8 @@ struct Flight {
     bytes: u64,
     /// Offset after the write (its marker included) in the active segment.
     end: u64,
+    /// It holds replicated records: its pages are dropped once durable.
+    replicated: bool,
     outcome: Option<Result<(), String>>,
     /// When it was submitted, for the flush time that bounds a gathering pause.
     submitted: Instant,
@@ -424,6 +434,9 @@ struct Writer {
     zeroed_to: u64,
     /// The largest `synced_offset` a marker on disk (or in the page cache) states.
     proven_offset: u64,
+    /// Offset (a multiple of `DROP_BEHIND_GRAIN`) below which the active segment's pages were
+    /// last dropped from the page cache (drop-behind of replicated records).
+    dropped_to: u64,
     /// The durable floor on disk.
     floor: Lsn,
     pending: VecDeque<Item>,
@@ -472,6 +485,7 @@ impl Writer {
             // Unknown past the recovered end: a pre-zeroed segment gets zeros written once more
             // in front of lone writes until its roll.
             zeroed_to: synced_offset,
+            dropped_to: 0,
             floor,
             shared,
             queue,
@@ -670,7 +684,8 @@ impl Writer {
             .expect("a free buffer while fewer than PIPELINE_DEPTH operations are in flight");
         let seg = Arc::clone(&self.active);
         let start = seg.end_offset();
-        let records = self.fill(&mut buf, seg.capacity - SEGMENT_TAIL_RESERVE_BYTES - start);
+        let (records, replicated) =
+            self.fill(&mut buf, seg.capacity - SEGMENT_TAIL_RESERVE_BYTES - start);
         let mut end = start + buf.len() as u64;
         let first = self.next_lsn;
         let last = Lsn(first.get() + records - 1);
@@ -694,6 +709,7 @@ impl Writer {
             records,
             bytes: end - start,
             end,
+            replicated,
             outcome: None,
             submitted: Instant::now(),
         });
@@ -771,11 +787,18 @@ impl Writer {
     }
 
     /// Copies pending records into `buf` while they fit in it (with their marker), in `room`
-    /// bytes of the segment and, but for the first, in `max_batch_bytes`; returns how many.
-    fn fill(&mut self, buf: &mut crate::io::IoBuf, room: u64) -> u64 {
+    /// bytes of the segment and, but for the first, in `max_batch_bytes`; returns how many, and
+    /// whether any of them was replicated.
+    fn fill(&mut self, buf: &mut crate::io::IoBuf, room: u64) -> (u64, bool) {
         let mut records = 0u64;
+        let mut any_replicated = false;
         let max_batch = self.shared.options.max_batch_bytes;
-        while let Some(Item::Record { header, payload }) = self.pending.front() {
+        while let Some(Item::Record {
+            header,
+            payload,
+            replicated,
+        }) = self.pending.front()
+        {
             let len = RECORD_HEADER_BYTES + payload.len();
             if len + MARKER_BYTES > buf.remaining()
                 || (buf.len() + len) as u64 > room
@@ -791,11 +814,12 @@ impl Writer {
             buf.extend_from_slice(header);
             buf.extend_from_slice(payload);
             self.last_epoch = header_epoch(header);
+            any_replicated |= *replicated;
             records += 1;
             self.pending.pop_front();
         }
         assert!(records > 0, "a batch holds at least one record");
-        records
+        (records, any_replicated)
     }
 
     /// Bytes copied into a write buffer no longer count against the queue bound. Returns
@@ -846,6 +870,7 @@ impl Writer {
     /// stops everything.
     fn acknowledge(&mut self) -> Result<(), String> {
         let mut advanced = None;
+        let mut replicated_to = None;
         let mut released = 0;
         let queued = self.queued_items();
         while let Some(f) = self.flights.front() {
@@ -861,6 +886,9 @@ impl Writer {
                     self.avg_flush = (self.avg_flush * 7 + f.submitted.elapsed()) / 8;
                     advanced = Some(f.last);
                     self.synced_offset = f.end;
+                    if f.replicated {
+                        replicated_to = Some(f.end);
+                    }
                     self.flights.pop_front();
                 }
             }
@@ -871,7 +899,35 @@ impl Writer {
         if released >= GATHER_MIN_RELEASED {
             self.gather_target = Some(queued + released);
         }
+        if let Some(end) = replicated_to {
+            self.drop_behind(end);
+        }
         Ok(())
+    }
+
+    /// Drop-behind: once the active segment is durable up to `end` through replicated records,
+    /// asks the page cache to drop the whole grains ([`DROP_BEHIND_GRAIN`]) below `end` not
+    /// dropped yet (`Options::drop_behind_replicated`), after the waiters were released. Not
+    /// on a queue that writes around the page cache: it leaves nothing there to drop.
+    fn drop_behind(&mut self, end: u64) {
+        let to = end / DROP_BEHIND_GRAIN * DROP_BEHIND_GRAIN;
+        if !self.shared.options.drop_behind_replicated
+            || to <= self.dropped_to
+            || !self.queue.buffered_writes_between_ops()
+        {
+            return;
+        }
+        let from = self.dropped_to;
+        self.dropped_to = to;
+        match self.active.file.drop_cache(from, to - from) {
+            Ok(()) => {
+                self.shared
+                    .counters
+                    .dropped_behind_bytes
+                    .fetch_add(to - from, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "dropping written pages failed"),
+        }
     }
 
     /// Items waiting for a write: taken by the writer or still in the queue.
@@ -971,6 +1027,7 @@ impl Writer {
         // A pooled file is a pre-zeroed spare or a purged segment, written through; a new one
         // is fallocated past its header.
         self.zeroed_to = if pooled { capacity } else { self.synced_offset };
+        self.dropped_to = 0;
         self.shared
             .counters
             .rollovers
@@ -1084,6 +1141,9 @@ impl Writer {
         self.synced_offset = offset;
         self.proven_offset = offset;
         self.zeroed_to = offset;
+        self.dropped_to = self
+            .dropped_to
+            .min(offset / DROP_BEHIND_GRAIN * DROP_BEHIND_GRAIN);
         self.active = seg;
         self.next_lsn = cut.next();
         self.shared.written_lsn.store(cut.get(), Ordering::Release);

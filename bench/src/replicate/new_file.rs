@@ -1,10 +1,13 @@
 //! The raw limit of writing the bytes a catch-up writes, the way a new follower writes them:
 //! into new files, never written before, one segment after another.
 //!
-//! Two ways, both measured in the same run as the catch-up and the better one taken as the
+//! Three ways, all measured in the same run as the catch-up and the best one taken as the
 //! limit: buffered 1 MiB `pwrite`s with an `fdatasync` every [`SYNC_EVERY_BYTES`] (the
-//! catch-up chunk the primary sends, which the follower appends and syncs as one batch), and
-//! the same through `O_DIRECT` from an aligned buffer. Each file is [`FILE_BYTES`] (a segment)
+//! catch-up chunk the primary sends, which the follower appends and syncs as one batch); the
+//! same with the synced pages dropped from the page cache after each `fdatasync`
+//! (`posix_fadvise(DONTNEED)`, as a follower's log drops replicated records behind it), so that
+//! the writes reuse pages instead of filling the page cache with new ones; and the same through
+//! `O_DIRECT` from an aligned buffer. Each file is [`FILE_BYTES`] (a segment)
 //! and is synced before the next one starts, as the engine's rollover does. This is the
 //! figure catch-up is held to besides the overwrite bandwidth: a new follower has no old
 //! segments to overwrite.
@@ -13,7 +16,7 @@
 //! this benchmark). The copy limit measures that: the primary's segment files read as its log's
 //! readers read them (around the page cache when the log is written around it, `O_DIRECT`;
 //! through it otherwise) by one thread, handed through a queue as deep as the catch-up's
-//! in-flight window to a second thread that writes them into new files the better of the two
+//! in-flight window to a second thread that writes them into new files the best of the three
 //! ways above. Reads and writes overlap, as in a catch-up.
 
 use std::fs::{File, OpenOptions};
@@ -72,7 +75,7 @@ const FINE_GRAIN_BYTES: usize = logship_replicator::pacing::PACED_CHUNK_BYTES;
 pub struct CopyHow {
     /// Read around the page cache (`O_DIRECT`).
     pub uncached: bool,
-    /// Write through `O_DIRECT`.
+    /// Write through `O_DIRECT`; otherwise buffered, each synced range's pages dropped.
     pub write_direct: bool,
     /// The sizes of its reads, writes and syncs.
     pub grain: Grain,
@@ -85,6 +88,9 @@ pub struct NewFileLimit {
     pub bytes: u64,
     /// Buffered writes, MB/s (10^6 bytes).
     pub buffered_mb_per_s: f64,
+    /// Buffered writes whose pages are dropped from the page cache after each fdatasync,
+    /// MB/s.
+    pub buffered_drop_behind_mb_per_s: f64,
     /// `O_DIRECT` writes, MB/s; `None` where the file system refuses `O_DIRECT`.
     pub direct_mb_per_s: Option<f64>,
     /// Copying the primary's log into new files (see the module docs), MB/s; `None` when it
@@ -95,10 +101,16 @@ pub struct NewFileLimit {
 }
 
 impl NewFileLimit {
-    /// The better of the two ways.
+    /// The best of the three ways.
     pub fn best_mb_per_s(&self) -> f64 {
-        self.direct_mb_per_s
-            .map_or(self.buffered_mb_per_s, |d| d.max(self.buffered_mb_per_s))
+        self.best_buffered_mb_per_s()
+            .max(self.direct_mb_per_s.unwrap_or(0.0))
+    }
+
+    /// The better of the two buffered ways.
+    fn best_buffered_mb_per_s(&self) -> f64 {
+        self.buffered_mb_per_s
+            .max(self.buffered_drop_behind_mb_per_s)
     }
 }
 
@@ -115,13 +127,16 @@ pub fn measure(
 ) -> anyhow::Result<NewFileLimit> {
     let dir = dir.join("new-file-limit");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let buffered = write_files(&dir, "buffered", bytes, false)?
+    let buffered = write_files(&dir, "buffered", bytes, Way::Buffered)?
         .context("buffered writes are always possible")?;
-    let direct = write_files(&dir, "direct", bytes, true)?;
+    let drop_behind = write_files(&dir, "drop-behind", bytes, Way::BufferedDropBehind)?
+        .context("buffered writes are always possible")?;
+    let direct = write_files(&dir, "direct", bytes, Way::Direct)?;
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     let mut limit = NewFileLimit {
         bytes,
         buffered_mb_per_s: buffered,
+        buffered_drop_behind_mb_per_s: drop_behind,
         direct_mb_per_s: direct,
         copy_mb_per_s: None,
         copy_uncached_reads: false,
@@ -129,7 +144,7 @@ pub fn measure(
     if let Some((log_dir, uncached)) = copy_from {
         let how = CopyHow {
             uncached,
-            write_direct: direct.is_some_and(|d| d > buffered),
+            write_direct: direct.is_some_and(|d| d > limit.best_buffered_mb_per_s()),
             grain: CATCH_UP_GRAIN,
         };
         limit.copy_mb_per_s = Some(copy_into(log_dir, &dir, bytes, how, None)?);
@@ -342,6 +357,9 @@ fn write_copies(
             in_file += piece.len() as u64;
             if in_file.is_multiple_of(how.grain.sync_every_bytes) {
                 f.sync_data().context("fdatasync of a copy")?;
+                if !how.write_direct {
+                    drop_pages(f, in_file - how.grain.sync_every_bytes, in_file);
+                }
             }
         }
         written += buf.len as u64;
@@ -353,9 +371,33 @@ fn write_copies(
     Ok(written)
 }
 
-/// Writes `bytes` into new files named `name.N`; returns MB/s, or `None` when `direct` and
-/// the file system refuses `O_DIRECT`.
-fn write_files(dir: &Path, name: &str, bytes: u64, direct: bool) -> anyhow::Result<Option<f64>> {
+/// One way of writing new files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    Buffered,
+    /// Buffered, each synced range's pages dropped from the page cache.
+    BufferedDropBehind,
+    Direct,
+}
+
+/// Asks the page cache to drop the (clean, just synced) pages of `[from, to)` of `file`. A
+/// hint: a failure only leaves the pages cached.
+fn drop_pages(file: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd as _;
+    let (Ok(off), Ok(len)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(to - from),
+    ) else {
+        return;
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: posix_fadvise on a descriptor `file` owns, with no pointers involved.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// Writes `bytes` into new files named `name.N` the `way` given; returns MB/s, or `None` for
+/// `Way::Direct` when the file system refuses `O_DIRECT`.
+fn write_files(dir: &Path, name: &str, bytes: u64, way: Way) -> anyhow::Result<Option<f64>> {
     // An aligned window of an ordinary allocation: O_DIRECT wants the buffer's address aligned.
     let mut backing = vec![0u8; WRITE_BYTES + DIRECT_ALIGN];
     let start = backing.as_ptr().align_offset(DIRECT_ALIGN);
@@ -364,17 +406,23 @@ fn write_files(dir: &Path, name: &str, bytes: u64, direct: bool) -> anyhow::Resu
     let (t0, mut written, mut file_no) = (Instant::now(), 0u64, 0);
     while written < bytes {
         let path = dir.join(format!("{name}.{file_no}"));
-        let Some(file) = create(&path, direct)? else {
+        let Some(file) = create(&path, way == Way::Direct)? else {
             return Ok(None);
         };
         let in_file = FILE_BYTES.min(bytes - written).div_ceil(WRITE_BYTES as u64);
+        let mut synced_to = 0;
         for i in 0..in_file {
             let at = i * WRITE_BYTES as u64;
             file.write_all_at(buf, at)
                 .with_context(|| format!("writing {}", path.display()))?;
-            if (at + WRITE_BYTES as u64).is_multiple_of(SYNC_EVERY_BYTES) || i + 1 == in_file {
+            let end = at + WRITE_BYTES as u64;
+            if end.is_multiple_of(SYNC_EVERY_BYTES) || i + 1 == in_file {
                 file.sync_data()
                     .with_context(|| format!("fdatasync of {}", path.display()))?;
+                if way == Way::BufferedDropBehind {
+                    drop_pages(&file, synced_to, end);
+                }
+                synced_to = end;
             }
         }
         written += in_file * WRITE_BYTES as u64;
@@ -407,7 +455,9 @@ mod tests {
         let limit = measure(dir.path(), 3 << 20, None).expect("measure");
         assert_eq!(limit.bytes, 3 << 20);
         assert!(limit.buffered_mb_per_s > 0.0);
+        assert!(limit.buffered_drop_behind_mb_per_s > 0.0);
         assert!(limit.best_mb_per_s() >= limit.buffered_mb_per_s);
+        assert!(limit.best_mb_per_s() >= limit.buffered_drop_behind_mb_per_s);
         assert!(limit.copy_mb_per_s.is_none());
         assert!(!dir.path().join("new-file-limit").exists());
     }

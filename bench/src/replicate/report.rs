@@ -357,10 +357,12 @@ impl Report {
             let _ = writeln!(
                 out,
                 "  raw limit into new files ({:.0} MB, 1 MiB writes, fdatasync every {} MiB): \
-                 buffered {:.1} MB/s, O_DIRECT {direct}; catch-up / the better = {:.2}",
+                 buffered {:.1} MB/s, buffered dropping synced pages {:.1} MB/s, O_DIRECT \
+                 {direct}; catch-up / the best = {:.2}",
                 l.bytes as f64 / 1e6,
                 new_file::SYNC_EVERY_BYTES >> 20,
                 l.buffered_mb_per_s,
+                l.buffered_drop_behind_mb_per_s,
                 c.mb_per_s / l.best_mb_per_s()
             );
             if let Some(copy) = l.copy_mb_per_s {
@@ -372,7 +374,7 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "  raw copy limit (the primary's segments read {reads}, 4 MiB reads at most \
-                     8 ahead of the writes into new files the better way): {copy:.1} MB/s; \
+                     8 ahead of the writes into new files the best way): {copy:.1} MB/s; \
                      catch-up / copy = {:.2}",
                     c.mb_per_s / copy
                 );
@@ -655,10 +657,12 @@ fn catch_up_new_file_target(run: &RunResult, planned: bool) -> Target {
     let limit = c.and_then(|c| c.new_file.as_ref());
     let detail = match (c, limit) {
         (Some(c), Some(l)) => format!(
-            "{:.1} MB/s, new-file limit {:.1} MB/s (buffered {:.1}, O_DIRECT {})",
+            "{:.1} MB/s, new-file limit {:.1} MB/s (buffered {:.1}, dropping synced pages {:.1}, \
+             O_DIRECT {})",
             c.mb_per_s,
             l.best_mb_per_s(),
             l.buffered_mb_per_s,
+            l.buffered_drop_behind_mb_per_s,
             l.direct_mb_per_s
                 .map_or_else(|| "refused".into(), |d| format!("{d:.1}"))
         ),
@@ -666,7 +670,8 @@ fn catch_up_new_file_target(run: &RunResult, planned: bool) -> Target {
         (None, _) => skipped_or_failed(planned).into(),
     };
     verdict(
-        "(c') catch-up MB/s / raw write into new files MB/s (the better of buffered and O_DIRECT)"
+        "(c') catch-up MB/s / raw write into new files MB/s (the best of buffered, buffered \
+         dropping synced pages, and O_DIRECT)"
             .into(),
         match (c, limit) {
             (Some(c), Some(l)) => c.mb_per_s / l.best_mb_per_s(),
