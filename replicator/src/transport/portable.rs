@@ -34,14 +34,14 @@
 //! It does not frame, retry or reconnect: bytes in, bytes out.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::{Condvar, Mutex};
 use tracing::{debug, warn};
 
@@ -451,17 +451,22 @@ impl Shared {
 
     /// Delivers `Data` until the connection ends, then `Closed`, exactly once.
     fn read_loop(&self, conn: &Conn, stream: &TcpStream) {
-        let mut buf = vec![0u8; READ_BUFFER_BYTES];
-        let mut reader = stream;
+        // Received into the buffer's spare room and delivered as a slice of it: no copy. A new
+        // buffer once less than a quarter of one is left (the slices delivered keep theirs
+        // alive until the handler lets them go).
+        let mut buf = BytesMut::new();
         let read_error = loop {
-            match reader.read(&mut buf) {
+            if buf.capacity() < READ_BUFFER_BYTES / 4 {
+                buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+            }
+            match sys::recv_into(stream, &mut buf) {
                 Ok(0) => break None,
-                Ok(n) => {
+                Ok(_) => {
                     // Bytes that arrive after a local close are not the handler's any more.
                     if conn.is_closed() || self.is_stopping() {
                         break None;
                     }
-                    let bytes = Bytes::copy_from_slice(&buf[..n]);
+                    let bytes = buf.split().freeze();
                     self.deliver(NetEvent::Data {
                         conn: conn.id,
                         bytes,
