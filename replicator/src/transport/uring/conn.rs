@@ -19,7 +19,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use io_uring::{opcode, squeue, types};
 
 use super::gate::{GatedSocket, SendGate};
@@ -83,7 +83,9 @@ pub(super) struct Conn {
     /// Why the connection ends; reported in its last event.
     end_error: Option<io::Error>,
     in_flight: InFlight,
-    recv_buf: Box<[u8]>,
+    /// Receives land in its spare room and are delivered as slices of it (no copy); a new one
+    /// once less than a quarter of one is left. Never touched while a receive is in flight.
+    recv_buf: BytesMut,
     send: SendQueue,
     connect: Option<Box<ConnectArgs>>,
 }
@@ -129,7 +131,7 @@ impl Conn {
             closing: false,
             end_error: None,
             in_flight: InFlight::default(),
-            recv_buf: vec![0; RECV_BUFFER_BYTES].into_boxed_slice(),
+            recv_buf: BytesMut::with_capacity(RECV_BUFFER_BYTES),
             send: SendQueue::default(),
             connect: None,
         }
@@ -207,12 +209,19 @@ impl Conn {
     pub(super) fn arm_recv(&mut self, sqes: &mut SqeQueue) {
         assert!(!self.in_flight.recv, "conn {}: second recv", self.id);
         debug_assert!(!self.closing, "recv armed on a closing conn");
-        let len = self.recv_buf.len() as u32; // bounded by RECV_BUFFER_BYTES
-        let entry = opcode::Recv::new(self.fd(), self.recv_buf.as_mut_ptr(), len)
+        if self.recv_buf.capacity() < RECV_BUFFER_BYTES / 4 {
+            self.recv_buf = BytesMut::with_capacity(RECV_BUFFER_BYTES);
+        }
+        let fd = self.fd();
+        let spare = self.recv_buf.spare_capacity_mut();
+        let len = spare.len() as u32; // bounded by RECV_BUFFER_BYTES
+        let entry = opcode::Recv::new(fd, spare.as_mut_ptr().cast(), len)
             .build()
             .user_data(token(self.id.0, Op::Recv));
-        // SAFETY: the buffer is the boxed `recv_buf` and the descriptor `socket`, both owned by
-        // this `Conn`, which is dropped only when idle, after this receive's completion.
+        // SAFETY: the buffer is the spare room of `recv_buf`, which no slice handed out covers
+        // and which is not touched (moved, grown or replaced) until this receive completes, and
+        // the descriptor `socket`, both owned by this `Conn`, which is dropped only when idle,
+        // after this receive's completion.
         unsafe { sqes.push(entry) };
         self.in_flight.recv = true;
     }
@@ -302,6 +311,7 @@ impl Conn {
     }
 
     /// Handles a receive's result; returns the bytes to report, if any.
+    #[allow(unsafe_code)]
     pub(super) fn on_recv(&mut self, res: i32, sqes: &mut SqeQueue) -> Option<NetEvent> {
         if self.closing {
             return None;
@@ -310,8 +320,12 @@ impl Conn {
             0 => self.begin_close(sqes, None),
             n if n > 0 => {
                 let n = usize::try_from(n).expect("positive");
-                assert!(n <= self.recv_buf.len(), "recv returned {n} bytes");
-                let bytes = Bytes::copy_from_slice(&self.recv_buf[..n]);
+                let room = self.recv_buf.capacity() - self.recv_buf.len();
+                assert!(n <= room, "recv returned {n} bytes into {room}");
+                // SAFETY: the kernel wrote the first `n` bytes of the spare room the receive
+                // was armed with (checked above to be within it).
+                unsafe { self.recv_buf.set_len(self.recv_buf.len() + n) };
+                let bytes = self.recv_buf.split().freeze();
                 self.arm_recv(sqes);
                 return Some(NetEvent::Data {
                     conn: self.id,
