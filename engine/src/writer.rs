@@ -73,7 +73,7 @@ use crate::types::{Epoch, Lsn};
 pub(crate) const PIPELINE_DEPTH: usize = WRITES_IN_FLIGHT;
 /// Replicated records' pages are dropped from the page cache in whole aligned grains of this
 /// size once durable (`Options::drop_behind_replicated`): one `posix_fadvise` per grain, about
-/// 100 µs here, where a catch-up writes 2 MiB in about 2 ms. Aligned, because the page cache
+/// 100 µs here, where a catch-up writes 2 MiB in about 3 ms. Aligned, because the page cache
 /// holds a file's pages in folios of up to 2 MiB (large writes make large ones), and a drop
 /// leaves every folio it covers only in part: drops in page-aligned ranges left two thirds of
 /// a follower's pages cached (measured with `mincore`, ext4 on Linux 6.x). The grain holding
