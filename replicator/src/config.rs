@@ -200,6 +200,9 @@ pub struct LogSection {
     pub segment_size_bytes: Option<u64>,
     /// Largest record; default 4 MiB.
     pub max_record_bytes: Option<usize>,
+    /// Drop the page-cache pages of records received from a primary once they are durable
+    /// (`logship_engine::Options::drop_behind_replicated`); default `true`.
+    pub drop_behind_replicated: Option<bool>,
     /// `auto`, `io_uring` or `portable`.
     #[serde(default)]
     pub backend: LogBackend,
@@ -834,6 +837,9 @@ impl NodeConfig {
         }
         if let Some(m) = self.log.max_record_bytes {
             o.max_record_bytes = m;
+        }
+        if let Some(d) = self.log.drop_behind_replicated {
+            o.drop_behind_replicated = d;
         }
         o.vfs.clone_from(&self.log_vfs);
         o.backend = match self.log.backend {
@@ -1677,6 +1683,18 @@ followers = [
         }
         let e = check(&format!("{GOOD}\n[log]\nbackend = \"o_direct\"\n")).unwrap_err();
         assert!(e.contains("backend"), "{e}");
+    }
+
+    #[test]
+    fn drop_behind_is_on_unless_the_log_section_turns_it_off() {
+        assert!(check(GOOD).unwrap().log_options().drop_behind_replicated);
+        for (value, want) in [("true", true), ("false", false)] {
+            let text = format!("{GOOD}\n[log]\ndrop_behind_replicated = {value}\n");
+            let c = check(&text).unwrap();
+            assert_eq!(c.log_options().drop_behind_replicated, want, "{value}");
+        }
+        let e = check(&format!("{GOOD}\n[log]\ndrop_behind_replicated = 1\n")).unwrap_err();
+        assert!(e.contains("drop_behind_replicated"), "{e}");
     }
 
     #[test]
