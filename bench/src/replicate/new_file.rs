@@ -383,16 +383,7 @@ enum Way {
 /// Asks the page cache to drop the (clean, just synced) pages of `[from, to)` of `file`. A
 /// hint: a failure only leaves the pages cached.
 fn drop_pages(file: &File, from: u64, to: u64) {
-    use std::os::fd::AsRawFd as _;
-    let (Ok(off), Ok(len)) = (
-        libc::off_t::try_from(from),
-        libc::off_t::try_from(to - from),
-    ) else {
-        return;
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: posix_fadvise on a descriptor `file` owns, with no pointers involved.
-    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED) };
+    let _ = logship_engine::io::std_fs::drop_cached_pages(file, from, to - from);
 }
 
 /// Writes `bytes` into new files named `name.N` the `way` given; returns MB/s, or `None` for

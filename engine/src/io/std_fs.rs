@@ -167,6 +167,26 @@ fn read_full(file: &File, buf: &mut [u8], offset: u64, aligned_steps: bool) -> i
     Ok(done)
 }
 
+/// Asks the page cache to drop the clean pages of `[offset, offset + len)` of `file`
+/// (`posix_fadvise(DONTNEED)`): what [`VfsFile::drop_cache`] does on this backend, and what a
+/// benchmark writing plain files does to write as a follower's log does. A range past what
+/// `off_t` holds is left alone.
+///
+/// # Errors
+/// posix_fadvise's.
+pub fn drop_cached_pages(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Ok(());
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: posix_fadvise on a descriptor `file` owns, with no pointers involved.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED) };
+    match rc {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 impl VfsFile for StdFile {
     fn path(&self) -> &Path {
         &self.path
@@ -200,18 +220,7 @@ impl VfsFile for StdFile {
     }
 
     fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
-        let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-            return Ok(());
-        };
-        #[allow(unsafe_code)]
-        // SAFETY: posix_fadvise on a descriptor we own, with no pointers involved.
-        let rc = unsafe {
-            libc::posix_fadvise(self.file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED)
-        };
-        match rc {
-            0 => Ok(()),
-            e => Err(io::Error::from_raw_os_error(e)),
-        }
+        drop_cached_pages(&self.file, offset, len)
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {

@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 pub mod handover;
 pub mod portable;
@@ -228,6 +228,16 @@ pub fn start_with(
         NetBackend::IoUring => Ok(Arc::new(uring::UringTransport::start_with(
             handler, options,
         )?)),
+    }
+}
+
+/// Makes room for the next receive, which both transports make into the spare room of a
+/// connection's `buf` and deliver as a slice of it (no copy): a new buffer of `size` bytes once
+/// less than a quarter of one is left (the slices delivered from the old one keep it alive
+/// until the handler lets them go). Never while a receive into `buf` is in flight.
+pub(crate) fn make_room_to_receive(buf: &mut BytesMut, size: usize) {
+    if buf.capacity() - buf.len() < size / 4 {
+        *buf = BytesMut::with_capacity(size);
     }
 }
 

@@ -451,14 +451,9 @@ impl Shared {
 
     /// Delivers `Data` until the connection ends, then `Closed`, exactly once.
     fn read_loop(&self, conn: &Conn, stream: &TcpStream) {
-        // Received into the buffer's spare room and delivered as a slice of it: no copy. A new
-        // buffer once less than a quarter of one is left (the slices delivered keep theirs
-        // alive until the handler lets them go).
         let mut buf = BytesMut::new();
         let read_error = loop {
-            if buf.capacity() < READ_BUFFER_BYTES / 4 {
-                buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-            }
+            super::make_room_to_receive(&mut buf, READ_BUFFER_BYTES);
             match sys::recv_into(stream, &mut buf) {
                 Ok(0) => break None,
                 Ok(_) => {

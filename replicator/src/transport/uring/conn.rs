@@ -83,8 +83,8 @@ pub(super) struct Conn {
     /// Why the connection ends; reported in its last event.
     end_error: Option<io::Error>,
     in_flight: InFlight,
-    /// Receives land in its spare room and are delivered as slices of it (no copy); a new one
-    /// once less than a quarter of one is left. Never touched while a receive is in flight.
+    /// Receives land in its spare room and are delivered as slices of it (no copy; see
+    /// `transport::make_room_to_receive`). Never touched while a receive is in flight.
     recv_buf: BytesMut,
     send: SendQueue,
     connect: Option<Box<ConnectArgs>>,
@@ -209,9 +209,7 @@ impl Conn {
     pub(super) fn arm_recv(&mut self, sqes: &mut SqeQueue) {
         assert!(!self.in_flight.recv, "conn {}: second recv", self.id);
         debug_assert!(!self.closing, "recv armed on a closing conn");
-        if self.recv_buf.capacity() < RECV_BUFFER_BYTES / 4 {
-            self.recv_buf = BytesMut::with_capacity(RECV_BUFFER_BYTES);
-        }
+        crate::transport::make_room_to_receive(&mut self.recv_buf, RECV_BUFFER_BYTES);
         let fd = self.fd();
         let spare = self.recv_buf.spare_capacity_mut();
         let len = spare.len() as u32; // bounded by RECV_BUFFER_BYTES
