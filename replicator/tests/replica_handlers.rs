@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use logship_engine::record::encode_into;
 use logship_engine::{Epoch, Lsn};
 use logship_replicator::backoff::BackoffConfig;
@@ -257,7 +257,7 @@ fn a_malformed_frame_refuses_the_session_and_is_counted() {
         ),
         vec![]
     );
-    let garbage = Bytes::from_static(&[0xff; 64]);
+    let garbage = BytesMut::from(&[0xff; 64][..]);
     let out = f.step(
         2 * MS,
         Input::Data {
@@ -276,7 +276,7 @@ fn a_malformed_frame_refuses_the_session_and_is_counted() {
         "{out:?}"
     );
     assert_eq!(f.counters().malformed_frames, 1);
-    let more = Bytes::from_static(&[0; 8]);
+    let more = BytesMut::from(&[0; 8][..]);
     assert_eq!(
         f.step(
             3 * MS,
@@ -297,7 +297,7 @@ fn deliver(to: &mut Replica, now: Duration, out: &[Action]) -> Vec<Action> {
         if let Action::Send { conn, msg } = a {
             let input = Input::Data {
                 conn: *conn,
-                bytes: msg.encode(),
+                bytes: msg.encode().into(),
             };
             next.extend(to.step(now, input));
         }

@@ -212,7 +212,7 @@ fn records_out_of_order_close_the_session() {
         records: c.bytes,
     };
     let now = h.now;
-    let bytes = records.encode();
+    let bytes = records.encode().into();
     let out = h
         .replica_mut(Side::F)
         .step(now, Input::Data { conn, bytes });

@@ -54,7 +54,7 @@ impl NetHandler for TestHandler {
             if let Some(transport) = self.transport.get().and_then(Weak::upgrade) {
                 match self.behaviour {
                     Behaviour::Record => {}
-                    Behaviour::Echo => transport.send(*conn, bytes.clone()),
+                    Behaviour::Echo => transport.send(*conn, bytes.clone().freeze()),
                     Behaviour::CloseOnData => transport.close(*conn),
                     Behaviour::ShutdownOnData => {
                         transport.shutdown();

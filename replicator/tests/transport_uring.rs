@@ -51,7 +51,7 @@ impl NetHandler for Recorder {
             if self.shutdown_on_data {
                 t.shutdown();
             } else if self.echo && self.accepted.lock().expect("lock").contains(conn) {
-                t.send(*conn, bytes.clone());
+                t.send(*conn, bytes.clone().freeze());
             }
         }
         if let NetEvent::Accepted { conn, .. } = &event {

@@ -11,8 +11,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::protocol::auth::NONCE_LEN;
 use crate::replica::Replica;
 use crate::vocab::{self, Action, ConnId, NonceSource};
@@ -186,7 +184,7 @@ impl Executor {
         if said.error.is_some() {
             self.malformed += 1;
         }
-        let bytes = Bytes::copy_from_slice(bytes);
+        let bytes = bytes::BytesMut::from(bytes);
         let out = self.step(vocab::Input::Data { conn, bytes });
         if let Some(e) = &said.error {
             assert!(

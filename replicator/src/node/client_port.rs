@@ -97,7 +97,7 @@ use std::task::{Context, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
@@ -282,6 +282,10 @@ impl NetHandler for Events {
             port.on_event(event);
         }
     }
+
+    fn receives_frames(&self) -> bool {
+        true
+    }
 }
 
 /// A connection's waker: puts it on the port's ready list (it runs on the thread that
@@ -465,7 +469,7 @@ impl Port {
     fn on_event(self: &Arc<Self>, event: NetEvent) {
         match event {
             NetEvent::Accepted { conn, peer, .. } => self.on_accepted(conn, peer),
-            NetEvent::Data { conn, bytes } => self.on_data(conn, &bytes),
+            NetEvent::Data { conn, bytes } => self.on_data(conn, bytes),
             NetEvent::Closed { conn, error } => {
                 if let Some(c) = self.conns.lock().remove(&conn) {
                     c.state.lock().release_seat();
@@ -541,7 +545,7 @@ impl Port {
     /// Bytes arrived: the handshake's frames are answered, requests admitted in order (with
     /// the connection unlocked: an append may wait for the log's room), then the ready
     /// answers sent.
-    fn on_data(self: &Arc<Self>, id: ConnId, bytes: &[u8]) {
+    fn on_data(self: &Arc<Self>, id: ConnId, bytes: BytesMut) {
         let Some(c) = self.conn(id) else { return };
         let Some(node) = self.inner.upgrade() else {
             return self.transport().close(id);
@@ -578,12 +582,12 @@ impl Port {
     /// Takes the frames out of `bytes`: the handshake's are answered here; the requests are
     /// returned to be admitted. `None`: nothing to admit (the connection is ending or still in
     /// its handshake).
-    fn decode(&self, node: &Inner, c: &Conn, bytes: &[u8]) -> Option<Decoded> {
+    fn decode(&self, node: &Inner, c: &Conn, bytes: BytesMut) -> Option<Decoded> {
         let mut st = c.state.lock();
         if st.ending.is_some() {
             return None;
         }
-        st.decoder.push(bytes);
+        st.decoder.push_owned(bytes);
         let (mut requests, mut replies, mut malformed) = (Vec::new(), Vec::new(), None);
         let mut completed = false;
         while st.ending.is_none() {

@@ -38,7 +38,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 use logship_engine::io::OpenMode;
 use logship_engine::{
@@ -689,6 +689,10 @@ impl NetHandler for Handler {
             inner.on_net(event);
         }
     }
+
+    fn receives_frames(&self) -> bool {
+        true
+    }
 }
 
 impl Inner {
@@ -1333,7 +1337,7 @@ impl Inner {
     /// Bytes from a peer: to the replica, unless the connection was refused at accept; an
     /// accepted connection whose session does not stream yet is closed past
     /// [`peer_slots::MAX_UNPROVEN_BYTES`].
-    fn on_data(&self, conn: ConnId, bytes: Bytes) {
+    fn on_data(&self, conn: ConnId, bytes: BytesMut) {
         if self.peer_slots.is_refused(conn) {
             return;
         }

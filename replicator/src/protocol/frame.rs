@@ -123,9 +123,16 @@ impl FrameDecoder {
         self.max_body_bytes = max_body_bytes;
     }
 
-    /// Adds received bytes.
+    /// Adds received bytes (a copy).
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Adds received bytes without copying them where they continue the bytes buffered in the
+    /// same allocation (a transport's receive buffer delivers neighbouring slices of one; see
+    /// `transport::recv_buf`), or where nothing is buffered: frames are then slices of it.
+    pub fn push_owned(&mut self, bytes: BytesMut) {
+        self.buf.unsplit(bytes);
     }
 
     /// Bytes buffered and not yet returned as frames.
@@ -155,7 +162,7 @@ impl FrameDecoder {
             return Err(FrameError::BadFlags { flags, reserved });
         }
         if self.buf.len() < FRAME_HEADER_BYTES + len {
-            self.buf.reserve(FRAME_HEADER_BYTES + len - self.buf.len());
+            // No reserve: it would copy a buffer shared with the transport's (`push_owned`).
             return Ok(None);
         }
         let mut crc = crc32fast::Hasher::new();
@@ -197,6 +204,20 @@ mod tests {
             }
             assert_eq!(d.buffered(), 0);
         }
+    }
+
+    #[test]
+    fn neighbouring_pieces_make_a_frame_without_a_copy() {
+        let wire = encode(3, &[9u8; 1000]);
+        let mut all = BytesMut::from(&wire[..]);
+        let start = all.as_ptr();
+        let mut d = FrameDecoder::new(1 << 20);
+        while !all.is_empty() {
+            d.push_owned(all.split_to(all.len().min(100)));
+        }
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!(f.body.as_ptr(), start.wrapping_add(FRAME_HEADER_BYTES));
+        assert_eq!(&f.body[..], &[9u8; 1000][..]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use logship_engine::{Lsn, RangeDigest, DEFAULT_DIGEST_RANGE_RECORDS};
 
 use crate::election::Elector;
@@ -419,18 +420,18 @@ impl Replica {
                     Role::Follower(f) => f.on_closed(conn),
                 }
             }
-            Input::Data { conn, bytes } => self.on_data(now, conn, &bytes, out),
+            Input::Data { conn, bytes } => self.on_data(now, conn, bytes, out),
             _ => unreachable!("not a network input"),
         }
     }
 
     /// Bytes on `conn`: every frame they complete goes to the role; a malformed one ends the
     /// connection.
-    fn on_data(&mut self, now: Duration, conn: ConnId, bytes: &[u8], out: &mut Vec<Action>) {
+    fn on_data(&mut self, now: Duration, conn: ConnId, bytes: BytesMut, out: &mut Vec<Action>) {
         let Some(d) = self.decoders.get_mut(&conn) else {
             return;
         };
-        d.push(bytes);
+        d.push_owned(bytes);
         let mut frames = Vec::new();
         let failure = loop {
             match d

@@ -213,6 +213,7 @@ impl Cluster {
             },
             NetEvent::Deliver { conn, bytes, .. } => {
                 self.note_delivered(conn, n, bytes.len() as u64);
+                let bytes = bytes::BytesMut::from(bytes);
                 Input::Data { conn, bytes }
             }
             NetEvent::Closed { conn, why, .. } => Input::Closed {

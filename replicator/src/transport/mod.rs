@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 
 pub mod handover;
 pub mod portable;
+pub mod recv_buf;
 pub(crate) mod socket;
 pub mod tls;
 pub mod uring;
@@ -66,8 +67,10 @@ pub enum NetEvent {
     Data {
         /// The connection.
         conn: ConnId,
-        /// The bytes, never empty.
-        bytes: Bytes,
+        /// The bytes, never empty: a slice of the connection's receive buffer, which a frame
+        /// decoder joins to the slice before it without a copy where they are neighbours
+        /// ([`BytesMut::unsplit`]).
+        bytes: BytesMut,
     },
     /// The connection is gone: peer closed (`error` is `None`), an I/O error, or a local `close`.
     Closed {
@@ -82,6 +85,15 @@ pub enum NetEvent {
 pub trait NetHandler: Send + Sync + 'static {
     /// One event.
     fn on_event(&self, event: NetEvent);
+
+    /// Whether the bytes of every connection are logship frames in the clear
+    /// ([`crate::protocol::frame`]). A transport then keeps each frame in one allocation as it
+    /// arrives, holding back the first bytes of a frame that would not fit until the next
+    /// receive (at most one receive's), so that a decoder joins its pieces without copying
+    /// them. No by default: bytes go on as they come.
+    fn receives_frames(&self) -> bool {
+        false
+    }
 }
 
 /// Bytes queued on one connection beyond which [`Transport::send`] still queues but
@@ -228,16 +240,6 @@ pub fn start_with(
         NetBackend::IoUring => Ok(Arc::new(uring::UringTransport::start_with(
             handler, options,
         )?)),
-    }
-}
-
-/// Makes room for the next receive, which both transports make into the spare room of a
-/// connection's `buf` and deliver as a slice of it (no copy): a new buffer of `size` bytes once
-/// less than a quarter of one is left (the slices delivered from the old one keep it alive
-/// until the handler lets them go). Never while a receive into `buf` is in flight.
-pub(crate) fn make_room_to_receive(buf: &mut BytesMut, size: usize) {
-    if buf.capacity() - buf.len() < size / 4 {
-        *buf = BytesMut::with_capacity(size);
     }
 }
 

@@ -41,18 +41,21 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use tracing::{debug, warn};
 
 use self::conn::{Conn, Phase, SendOutcome};
+use super::recv_buf::RecvBuffer;
 use super::{ConnId, NetEvent, NetHandler, Transport, TransportOptions};
 
 mod conn;
 mod sys;
 
-/// Size of each reader thread's receive buffer; one `Data` event carries at most this much.
-pub const READ_BUFFER_BYTES: usize = 64 << 10;
+/// The most one receive of a reader thread takes in: one `Data` event carries at most this much,
+/// and where the handler receives frames, at most this much again of a frame's first bytes held
+/// back from the receive before (`recv_buf`).
+pub const READ_BUFFER_BYTES: usize = super::recv_buf::RECV_BYTES;
 
 /// Longest a connecting thread waits before it rechecks for a local `close` or `shutdown`.
 /// On Linux shutting the socket down wakes it at once; this bounds the wait elsewhere.
@@ -451,21 +454,21 @@ impl Shared {
 
     /// Delivers `Data` until the connection ends, then `Closed`, exactly once.
     fn read_loop(&self, conn: &Conn, stream: &TcpStream) {
-        let mut buf = BytesMut::new();
+        let mut buf = RecvBuffer::new(self.handler.receives_frames());
         let read_error = loop {
-            super::make_room_to_receive(&mut buf, READ_BUFFER_BYTES);
-            match sys::recv_into(stream, &mut buf) {
+            match sys::recv_into(stream, buf.room()) {
                 Ok(0) => break None,
-                Ok(_) => {
+                Ok(n) => {
                     // Bytes that arrive after a local close are not the handler's any more.
                     if conn.is_closed() || self.is_stopping() {
                         break None;
                     }
-                    let bytes = buf.split().freeze();
-                    self.deliver(NetEvent::Data {
-                        conn: conn.id,
-                        bytes,
-                    });
+                    if let Some(bytes) = buf.received(n) {
+                        self.deliver(NetEvent::Data {
+                            conn: conn.id,
+                            bytes,
+                        });
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => break Some(error),

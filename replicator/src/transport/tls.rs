@@ -34,7 +34,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
@@ -320,7 +320,7 @@ impl Shared {
             outcome
         };
         if !plain.is_empty() {
-            let bytes = Bytes::from(plain);
+            let bytes = BytesMut::from(Bytes::from(plain));
             self.handler.on_event(NetEvent::Data { conn, bytes });
         }
         match outcome {

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use logship_engine::{Chunk, Epoch, Lsn, RangeDigest};
 
 use super::{ConnId, ElectionState};
@@ -124,7 +124,7 @@ pub enum Input {
         /// The connection.
         conn: ConnId,
         /// The bytes, as the stream delivered them (any split).
-        bytes: Bytes,
+        bytes: BytesMut,
     },
     /// Primary: the log formed a batch of new records (before its sync).
     Written {

@@ -379,7 +379,7 @@ impl Pair {
             Action::Connect { link, .. } => self.connect(link),
             Action::Send { conn, msg } => {
                 if !self.closed.contains(&conn) {
-                    let bytes = msg.encode();
+                    let bytes = msg.encode().into();
                     self.queue
                         .push_back((side.other(), Input::Data { conn, bytes }));
                 }

@@ -85,33 +85,23 @@ pub(super) fn poll_writable(stream: &TcpStream, wait: Duration) -> io::Result<bo
     Err(error)
 }
 
-/// `recv(2)` from `stream` into the spare capacity of `buf` (which must have some), whose
-/// length then grows by the bytes received: the bytes land where they are delivered from,
-/// without a copy through a read buffer. `Ok(0)` at the end of the stream.
+/// `recv(2)` from `stream` into `room` (the spare room of a connection's receive buffer, see
+/// `transport::recv_buf`), which must not be empty: the bytes land where they are delivered
+/// from, without a copy through a read buffer. Returns how many of `room`'s first bytes the
+/// kernel wrote; `Ok(0)` at the end of the stream.
 ///
 /// # Errors
 /// recv's (`Interrupted` included: call again).
 #[allow(unsafe_code)]
-pub(super) fn recv_into(stream: &TcpStream, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
-    debug_assert!(!spare.is_empty(), "recv into a full buffer");
-    // SAFETY: recv(2) writes at most `spare.len()` bytes at `spare`'s start, which `buf` owns
-    // and nothing else refers to during the call; the descriptor is owned by `stream`.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            spare.as_mut_ptr().cast(),
-            spare.len(),
-            0,
-        )
-    };
-    let Ok(n) = usize::try_from(n) else {
-        return Err(io::Error::last_os_error());
-    };
-    // SAFETY: the kernel initialized the first `n` bytes of the spare capacity (`n` is at most
-    // its length).
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
+pub(super) fn recv_into(
+    stream: &TcpStream,
+    room: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<usize> {
+    debug_assert!(!room.is_empty(), "recv into no room");
+    // SAFETY: recv(2) writes at most `room.len()` bytes at `room`'s start, which the caller
+    // lends for the call; the descriptor is owned by `stream`.
+    let n = unsafe { libc::recv(stream.as_raw_fd(), room.as_mut_ptr().cast(), room.len(), 0) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// `shutdown(2)` on a listening socket, which on Linux fails a blocked `accept`.

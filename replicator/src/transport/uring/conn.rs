@@ -19,16 +19,19 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use io_uring::{opcode, squeue, types};
 
 use super::gate::{GatedSocket, SendGate};
 use super::ops::{token, Op, SqeQueue};
 use super::sys::{empty_msghdr, SockAddr};
+use crate::transport::recv_buf::RecvBuffer;
 use crate::transport::{ConnId, NetEvent};
 
-/// Bytes of one connection's receive buffer: the most one `Data` event carries.
-pub const RECV_BUFFER_BYTES: usize = 64 * 1024;
+/// The most one receive takes in: one `Data` event carries at most this much, and where the
+/// handler receives frames, at most this much again of a frame's first bytes held back from
+/// the receive before (`transport::recv_buf`).
+pub const RECV_BUFFER_BYTES: usize = crate::transport::recv_buf::RECV_BYTES;
 /// Queued chunks one `SENDMSG` gathers at most.
 pub(super) const MAX_GATHER_CHUNKS: usize = 64;
 /// A gathering send stops adding chunks once it holds this many bytes; the socket's send buffer
@@ -84,45 +87,23 @@ pub(super) struct Conn {
     end_error: Option<io::Error>,
     in_flight: InFlight,
     /// Receives land in its spare room and are delivered as slices of it (no copy; see
-    /// `transport::make_room_to_receive`). Never touched while a receive is in flight.
-    recv_buf: BytesMut,
+    /// `transport::recv_buf`). Never touched while a receive is in flight.
+    recv_buf: RecvBuffer,
     send: SendQueue,
     connect: Option<Box<ConnectArgs>>,
 }
 
 impl Conn {
-    /// An outgoing connection to `peer`, not yet started: see [`Conn::arm_connect`].
-    pub(super) fn connecting(
-        id: ConnId,
-        socket: TcpStream,
-        peer: SocketAddr,
-        limit: Duration,
-        gate: Arc<SendGate>,
-    ) -> Conn {
-        let connect = Box::new(ConnectArgs {
-            addr: SockAddr::new(peer),
-            timeout: types::Timespec::from(limit.min(MAX_CONNECT_TIMEOUT)),
-            limit,
-        });
-        let mut conn = Conn::new(id, socket, peer, gate);
-        conn.connect = Some(connect);
-        conn
-    }
-
-    /// An accepted connection, open to direct sends; the caller arms its receive.
-    pub(super) fn accepted(
+    /// A connection on `socket` with `peer`, neither connecting nor open: see
+    /// [`Conn::connecting`] and [`Conn::accepted`]. `frames`: the handler receives logship
+    /// frames (`NetHandler::receives_frames`).
+    pub(super) fn new(
         id: ConnId,
         socket: TcpStream,
         peer: SocketAddr,
         gate: Arc<SendGate>,
+        frames: bool,
     ) -> Conn {
-        let mut conn = Conn::new(id, socket, peer, gate);
-        conn.opened = true;
-        conn.socket.gate().open(conn.socket.raw_fd());
-        conn
-    }
-
-    fn new(id: ConnId, socket: TcpStream, peer: SocketAddr, gate: Arc<SendGate>) -> Conn {
         Conn {
             id,
             socket: GatedSocket::new(socket, gate),
@@ -131,10 +112,27 @@ impl Conn {
             closing: false,
             end_error: None,
             in_flight: InFlight::default(),
-            recv_buf: BytesMut::with_capacity(RECV_BUFFER_BYTES),
+            recv_buf: RecvBuffer::new(frames),
             send: SendQueue::default(),
             connect: None,
         }
+    }
+
+    /// This connection as an outgoing one, not yet started: see [`Conn::arm_connect`].
+    pub(super) fn connecting(mut self, limit: Duration) -> Conn {
+        self.connect = Some(Box::new(ConnectArgs {
+            addr: SockAddr::new(self.peer),
+            timeout: types::Timespec::from(limit.min(MAX_CONNECT_TIMEOUT)),
+            limit,
+        }));
+        self
+    }
+
+    /// This connection as an accepted one, open to direct sends; the caller arms its receive.
+    pub(super) fn accepted(mut self) -> Conn {
+        self.opened = true;
+        self.socket.gate().open(self.socket.raw_fd());
+        self
     }
 
     fn fd(&self) -> types::Fd {
@@ -209,15 +207,15 @@ impl Conn {
     pub(super) fn arm_recv(&mut self, sqes: &mut SqeQueue) {
         assert!(!self.in_flight.recv, "conn {}: second recv", self.id);
         debug_assert!(!self.closing, "recv armed on a closing conn");
-        crate::transport::make_room_to_receive(&mut self.recv_buf, RECV_BUFFER_BYTES);
         let fd = self.fd();
-        let spare = self.recv_buf.spare_capacity_mut();
-        let len = spare.len() as u32; // bounded by RECV_BUFFER_BYTES
-        let entry = opcode::Recv::new(fd, spare.as_mut_ptr().cast(), len)
+        let room = self.recv_buf.room();
+        let len = room.len() as u32; // bounded by RECV_BUFFER_BYTES
+        let entry = opcode::Recv::new(fd, room.as_mut_ptr().cast(), len)
             .build()
             .user_data(token(self.id.0, Op::Recv));
-        // SAFETY: the buffer is the spare room of `recv_buf`, which no slice handed out covers
-        // and which is not touched (moved, grown or replaced) until this receive completes, and
+        // SAFETY: the buffer is the room `recv_buf` lent (spare room of its allocation, which no
+        // slice handed out covers), not touched (moved, grown or replaced) until this receive
+        // completes and `received` takes its bytes, and
         // the descriptor `socket`, both owned by this `Conn`, which is dropped only when idle,
         // after this receive's completion.
         unsafe { sqes.push(entry) };
@@ -318,14 +316,10 @@ impl Conn {
             0 => self.begin_close(sqes, None),
             n if n > 0 => {
                 let n = usize::try_from(n).expect("positive");
-                let room = self.recv_buf.capacity() - self.recv_buf.len();
-                assert!(n <= room, "recv returned {n} bytes into {room}");
-                // SAFETY: the kernel wrote the first `n` bytes of the spare room the receive
-                // was armed with (checked above to be within it).
-                unsafe { self.recv_buf.set_len(self.recv_buf.len() + n) };
-                let bytes = self.recv_buf.split().freeze();
+                // The kernel wrote the first `n` bytes of the room the receive was armed with.
+                let bytes = self.recv_buf.received(n);
                 self.arm_recv(sqes);
-                return Some(NetEvent::Data {
+                return bytes.map(|bytes| NetEvent::Data {
                     conn: self.id,
                     bytes,
                 });

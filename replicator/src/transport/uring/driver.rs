@@ -210,7 +210,8 @@ impl Driver {
         let source = self.shared.options.bind_addr_for(addr);
         match sys::tcp_socket(addr, source) {
             Ok(socket) => {
-                let mut conn = Conn::connecting(id, socket, addr, timeout, gate);
+                let frames = self.handler.receives_frames();
+                let mut conn = Conn::new(id, socket, addr, gate, frames).connecting(timeout);
                 conn.arm_connect(&mut self.sqes);
                 self.conns.insert(id, conn);
             }
@@ -414,7 +415,8 @@ impl Driver {
         };
         let id = self.shared.next_conn_id();
         let gate = self.shared.register(id);
-        let mut conn = Conn::accepted(id, socket, peer, gate);
+        let frames = self.handler.receives_frames();
+        let mut conn = Conn::new(id, socket, peer, gate, frames).accepted();
         conn.arm_recv(&mut self.sqes);
         self.conns.insert(id, conn);
         self.emit(NetEvent::Accepted {

@@ -21,9 +21,10 @@
 //!   A source address from [`TransportOptions`] is bound with a plain `bind(2)` on the ring
 //!   thread when the socket is created, before the connect is submitted; a bind failure is
 //!   that connection's `ConnectFailed`.
-//! - Receive: one receive per connection into the spare room of its own [`RECV_BUFFER_BYTES`]
-//!   buffer, delivered as a slice of it (no copy) and re-armed after each completion; 0 bytes
-//!   means the peer closed (also after a half-close).
+//! - Receive: one receive per connection, of at most [`RECV_BUFFER_BYTES`], into the spare room
+//!   of its own buffer, delivered as a slice of it (no copy; frames kept whole in one
+//!   allocation where the handler receives frames, see `transport::recv_buf`) and re-armed
+//!   after each completion; 0 bytes means the peer closed (also after a half-close).
 //! - Send: from a thread other than the ring thread, while the connection is up and nothing of
 //!   it is queued or in flight, `send` writes at once with `send(2)` and `MSG_DONTWAIT` (as the
 //!   portable transport does, saving the hop to the ring thread), and queues for the ring
