@@ -19,7 +19,7 @@ use crate::breaker::CircuitBreaker;
 use crate::commit::Progress;
 use crate::fetch::{FetchProgress, FetchRequest, Fetcher, IntegrityAction, Purpose};
 use crate::lag::{AckLevel, LagClock};
-use crate::pacing::Pacer;
+use crate::pacing::{Pacer, PACED_CHUNKS_IN_FLIGHT};
 use crate::protocol::auth::{self, Role, Transcript, NONCE_LEN};
 use crate::protocol::msg::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::{Msg, RejectCode};
@@ -1389,7 +1389,7 @@ impl Link {
 
     /// Asks for the next chunk from the log if the follower is behind and both the window and
     /// the pacer's allowance allow (a paced read waits for a later tick, or for the follower's
-    /// acknowledgement of the paced chunk before it).
+    /// acknowledgement of the oldest paced chunk in flight).
     fn read_more(&mut self, now: Duration, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
         let State::Streaming(s) = &mut self.state else {
             return;
@@ -1398,9 +1398,9 @@ impl Link {
             s.catch_up = CatchUp::Live;
             return;
         }
-        // A paced chunk waits for the last one's acknowledgement: the follower writes and syncs
-        // each on its own, and that write clocks the next.
-        let paced_in_flight = ctx.pacer.paced() && s.sent_bytes > s.acked_bytes;
+        // A paced read waits while PACED_CHUNKS_IN_FLIGHT chunks are unacknowledged: the
+        // follower's writes clock the reads, and the next chunk is on its way while it writes.
+        let paced_in_flight = ctx.pacer.paced() && s.inflight.len() >= PACED_CHUNKS_IN_FLIGHT;
         if paced_in_flight || !Self::window_open(s, ctx, ctx.config.catch_up_chunk_bytes) {
             s.catch_up = CatchUp::Waiting;
             return;

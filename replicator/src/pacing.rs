@@ -35,10 +35,11 @@
 //! allows instead of down from what the hardware allows (TCP's slow start and AIMD, with the
 //! commit p99 as the congestion signal).
 //!
-//! Paced reads are small and spaced: at most [`PACED_CHUNK_BYTES`], and the link keeps one
-//! paced chunk in flight, so the follower writes and syncs each on its own before the next is
-//! read. A commit's fdatasync then queues behind one such write on a disk the follower shares,
-//! not behind a multi-MiB burst (`replicate::steered_catch_up` measured both grains).
+//! Paced reads are small and clocked by the follower: at most [`PACED_CHUNK_BYTES`], and the
+//! link keeps [`PACED_CHUNKS_IN_FLIGHT`] paced chunks in flight, so the next is read once the
+//! follower acknowledged the write of the oldest. A commit's fdatasync then queues behind a
+//! chunk or two on a disk the follower shares, not behind a multi-MiB burst
+//! (`replicate::steered_catch_up` measured both grains).
 //!
 //! Each append is a sample, not each batch: the target is the clients' p99, and when an
 //! fdatasync stalls, the appends that queue behind it wait for the stall and then form one
@@ -83,14 +84,20 @@ pub const MAX_PENDING_APPENDS: usize = 16_384;
 /// never more than [`PACED_CHUNK_BYTES`]. At low allowances it keeps reads under a paced chunk
 /// (50 ms at the 4 MiB/s floor is 205 KiB).
 pub const PACE_SLICE: Duration = Duration::from_millis(50);
-/// The largest read a paced catch-up makes, and the follower then writes and syncs on its own
-/// (the link keeps one paced chunk in flight: the next is read once the follower acknowledged
-/// this one). What a commit's fdatasync may queue behind on a disk the follower shares is one
-/// such write, not a multi-MiB chunk: raw copies beside 64 clients fit about four times the
+/// The largest read a paced catch-up makes (the link keeps [`PACED_CHUNKS_IN_FLIGHT`] of them
+/// in flight). What a commit's fdatasync may queue behind on a disk the follower shares is a
+/// chunk or two, not a multi-MiB one: raw copies beside 64 clients fit about four times the
 /// bandwidth within their p99 bound in a 256 KiB grain as in 4 MiB bursts
 /// (`replicate::steered_catch_up`, the disk's share). An unthrottled catch-up reads whole
 /// chunks, many in flight.
 pub const PACED_CHUNK_BYTES: usize = 256 << 10;
+/// Paced chunks a link keeps in flight at most (sent and not acknowledged as written): the
+/// next chunk is read and sent while the follower writes the last, so the follower's writes
+/// follow one another without waiting for a read, a send and an acknowledgement between them.
+/// With one in flight, that wait was in every chunk's cycle: beside 64 clients, with an
+/// allowance that did not bind, a paced catch-up ran at 140-148 MB/s with one and 214-266 with
+/// two (`replicate::steered_catch_up`, docs/benchmarks.md).
+pub const PACED_CHUNKS_IN_FLIGHT: usize = 2;
 /// Slices of unused allowance a bucket may save up.
 const BURST_SLICES: u64 = 2;
 /// The smallest read the pacer grants (a read returns at least one record anyway).
@@ -448,8 +455,8 @@ impl Pacer {
         Some(want.min(slice_bytes(rate)).min(PACED_CHUNK_BYTES))
     }
 
-    /// Catch-up is throttled now: reads are paced, [`PACED_CHUNK_BYTES`] at most and one in
-    /// flight.
+    /// Catch-up is throttled now: reads are paced, [`PACED_CHUNK_BYTES`] at most and
+    /// [`PACED_CHUNKS_IN_FLIGHT`] in flight.
     pub fn paced(&self) -> bool {
         self.allowance().is_some()
     }

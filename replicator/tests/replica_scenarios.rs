@@ -13,7 +13,7 @@ use logship_engine::Lsn;
 use logship_replicator::breaker::BreakerState;
 use logship_replicator::integrity::Damaged;
 use logship_replicator::link::Phase;
-use logship_replicator::pacing::PacingConfig;
+use logship_replicator::pacing::{PacingConfig, PACED_CHUNKS_IN_FLIGHT};
 use logship_replicator::protocol::auth::{ClusterKey, KeyRing};
 use logship_replicator::protocol::{Msg, RejectCode};
 use logship_replicator::sim::ModelLog;
@@ -461,9 +461,9 @@ fn the_pacer_times_an_append_from_when_the_log_took_it_not_from_its_batch() {
 }
 
 #[test]
-fn a_paced_catch_up_keeps_one_chunk_in_flight() {
+fn a_paced_catch_up_keeps_its_chunks_in_flight_bounded() {
     // A floor far above what the chunks need: the allowance never holds a read back, so only
-    // the one-in-flight rule spaces them.
+    // the in-flight rule spaces them.
     let pacing = PacingConfig {
         latency_target: 5 * MS,
         min_bytes_per_sec: 64 << 20,
@@ -486,6 +486,25 @@ fn a_paced_catch_up_keeps_one_chunk_in_flight() {
     let last = h.log(Side::P).last_lsn();
     let from = h.sent.len();
     h.follower_up = true;
+    // A follower that acknowledges no write: exactly PACED_CHUNKS_IN_FLIGHT chunks go out.
+    h.hold_acks_past = Some(h.log(Side::F).last_lsn());
+    let sent_chunks = |h: &Pair| {
+        (h.sent[from..].iter())
+            .filter(|(side, msg)| *side == Side::P && matches!(msg, Msg::Records { .. }))
+            .count()
+    };
+    for _ in 0..3_000 {
+        h.tick(10 * MS);
+        if sent_chunks(&h) > 0 {
+            break;
+        }
+    }
+    for _ in 0..20 {
+        h.tick(10 * MS);
+    }
+    assert_eq!(sent_chunks(&h), PACED_CHUNKS_IN_FLIGHT);
+    h.hold_acks_past = None;
+    h.release_acks();
     for _ in 0..3_000 {
         h.tick(10 * MS);
         if h.log(Side::F).last_lsn() == last {
@@ -497,25 +516,42 @@ fn a_paced_catch_up_keeps_one_chunk_in_flight() {
         paced(&h).allowance_bytes_per_sec.is_some(),
         "still throttled"
     );
-    // Every Records frame after the first goes out after the primary took in the follower's
-    // acknowledgement of the one before it.
-    let chunks: Vec<usize> = (from..h.sent.len())
-        .filter(|&i| matches!(h.sent[i], (Side::P, Msg::Records { .. })))
+    // Each Records frame goes out after the primary took in an acknowledgement of the frame
+    // PACED_CHUNKS_IN_FLIGHT before it; and some go out before the one just before them was
+    // acknowledged (the next chunk travels while the follower writes).
+    let chunks: Vec<(usize, Lsn)> = (from..h.sent.len())
+        .filter_map(|i| match &h.sent[i] {
+            (Side::P, Msg::Records { last, .. }) => Some((i, *last)),
+            _ => None,
+        })
         .collect();
     assert!(chunks.len() >= 5, "{} chunks", chunks.len());
-    for pair in chunks.windows(2) {
-        let (before, at) = (pair[0], pair[1]);
-        let acked = (h.sent[before + 1..at].iter())
-            .position(|(side, msg)| *side == Side::F && matches!(msg, Msg::Ack { .. }))
-            .map(|k| before + 1 + k);
-        let taken = acked.is_some_and(|ack| {
-            (h.taken_in.iter()).any(|&(side, sent)| side == Side::P && sent > ack && sent <= at)
-        });
+    // The session's messages go one way in order and none is lost: the primary's n-th intake
+    // since `from` is the follower's n-th message since then. Each Ack the primary took in,
+    // with how many messages had been sent by then.
+    let from_follower = (h.sent[from..].iter()).filter(|(side, _)| *side == Side::F);
+    let intakes = (h.taken_in.iter()).filter(|&&(side, sent)| side == Side::P && sent > from);
+    let acks: Vec<(usize, Lsn)> = (intakes.zip(from_follower))
+        .filter_map(|(&(_, sent), (_, msg))| match msg {
+            Msg::Ack { write, .. } => Some((sent, *write)),
+            _ => None,
+        })
+        .collect();
+    // Whether the primary took in an Ack covering `last` before sending message `at`.
+    let acked_before =
+        |last: Lsn, at: usize| (acks.iter()).any(|&(sent, w)| sent <= at && w >= last);
+    for (k, &(at, _)) in chunks.iter().enumerate().skip(PACED_CHUNKS_IN_FLIGHT) {
+        let (before, last) = chunks[k - PACED_CHUNKS_IN_FLIGHT];
         assert!(
-            taken,
+            acked_before(last, at),
             "chunk {at} sent before the primary took in an ack of chunk {before}"
         );
     }
+    let overlapped = (chunks.windows(2)).filter(|w| !acked_before(w[0].1, w[1].0));
+    assert!(
+        overlapped.count() >= 2,
+        "never more than one chunk in flight"
+    );
 }
 
 /// A ring of `keys`, the first current.

@@ -177,6 +177,10 @@ pub struct Pair {
     pub failed_waits: Vec<WaiterId>,
     /// The states the primary's breaker went through, one entry per change.
     pub breaker: Vec<BreakerState>,
+    /// While set, the follower's acknowledgements of writes past this LSN wait (see
+    /// [`Pair::release_acks`]) instead of reaching the primary: a follower slow to write.
+    pub hold_acks_past: Option<Lsn>,
+    held_acks: VecDeque<(Side, Input)>,
 }
 
 impl Pair {
@@ -229,7 +233,15 @@ impl Pair {
             committed: Vec::new(),
             failed_waits: Vec::new(),
             breaker: vec![BreakerState::Closed],
+            hold_acks_past: None,
+            held_acks: VecDeque::new(),
         }
+    }
+
+    /// Delivers the acknowledgements held back while [`Pair::hold_acks_past`] was set.
+    pub fn release_acks(&mut self) {
+        self.queue.append(&mut self.held_acks);
+        self.run();
     }
 
     /// A replica.
@@ -380,8 +392,14 @@ impl Pair {
             Action::Send { conn, msg } => {
                 if !self.closed.contains(&conn) {
                     let bytes = msg.encode().into();
-                    self.queue
-                        .push_back((side.other(), Input::Data { conn, bytes }));
+                    let held = matches!((&msg, self.hold_acks_past),
+                        (Msg::Ack { write, .. }, Some(past)) if *write > past);
+                    let queue = if held {
+                        &mut self.held_acks
+                    } else {
+                        &mut self.queue
+                    };
+                    queue.push_back((side.other(), Input::Data { conn, bytes }));
                 }
                 self.sent.push((side, msg));
             }
