@@ -61,7 +61,8 @@ pub const CATCH_UP_GRAIN: Grain = Grain {
 };
 
 /// A grain sixteen times finer, [`FINE_GRAIN_BYTES`] for each: the same rate in smaller bursts;
-/// a paced catch-up's (`logship_replicator::pacing::PACED_CHUNK_BYTES`, one chunk in flight).
+/// a paced catch-up's chunk (`logship_replicator::pacing::PACED_CHUNK_BYTES`; it keeps
+/// `PACED_CHUNKS_IN_FLIGHT` of them in flight, the copy's reader reads ahead of its writer).
 pub const FINE_GRAIN: Grain = Grain {
     read_bytes: FINE_GRAIN_BYTES,
     write_bytes: FINE_GRAIN_BYTES,
