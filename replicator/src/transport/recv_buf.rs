@@ -76,9 +76,10 @@ impl RecvBuffer {
     pub(crate) fn room(&mut self) -> &mut [MaybeUninit<u8>] {
         let spare = self.buf.capacity() - self.buf.len();
         match self.sized_rest() {
-            // The rest of a frame sized for lands beside its first bytes (it fits, see
-            // `received`).
+            // The rest of a frame sized for lands beside its first bytes.
             Some(rest) if rest <= spare => {}
+            // A frame that does not fit, held back whole by `received` (`walk_frames`): its
+            // bytes move to an allocation with room for all of it.
             Some(rest) => self.reallocate(rest + RECV_BYTES),
             None if spare < RECV_BYTES / 4 => self.reallocate(RECV_BYTES),
             None => {}
@@ -109,13 +110,6 @@ impl RecvBuffer {
         let deliver = (hold_from - self.held_from) as usize;
         let out = (deliver > 0).then(|| self.buf.split_to(deliver));
         self.held_from = hold_from;
-        if let Some(rest) = self.sized_rest() {
-            if rest > self.buf.capacity() - self.buf.len() {
-                // Held back above: its bytes move to an allocation with room for all of it.
-                let len = self.frame_len.unwrap_or(0) as usize;
-                self.reallocate(len + RECV_BYTES);
-            }
-        }
         out
     }
 
