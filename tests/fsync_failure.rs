@@ -3,11 +3,14 @@
 //! lesson: never retry an fsync, <https://lwn.net/Articles/752063/>).
 //!
 //! Two setups: the engine's fault-injecting file system (no root needed), and, as root, ext4 on a
-//! loop device whose backing file lives on a tiny tmpfs, so that writes land in the page cache
-//! and writeback then fails when the backing store runs out. The second asserts the poisoning and
-//! that the log reopens consistent, not that every acknowledged record survived: on a full loop
-//! backing store the kernel itself loses the last writes that fdatasync acknowledged (shown with
-//! a plain pwrite + fdatasync loop), so only the fault-injecting file system can test that.
+//! loop device whose backing file lives on a tiny tmpfs, so that the loop device's writes fail
+//! once the backing store runs out: at writeback for the buffered backends, at the write itself
+//! for `io_uring_direct`; a log on each of the three backends in turn. The second asserts the
+//! poisoning and that the log reopens consistent, not that every acknowledged record survived:
+//! on a full loop backing store the kernel itself loses some of the last writes that were
+//! acknowledged durable (shown for buffered writes with a plain pwrite + fdatasync loop; the
+//! `O_DIRECT` + `O_DSYNC` log loses some too), so only the fault-injecting file system can test
+//! that.
 
 mod common;
 
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::mount::{LoopFs, Tmpfs};
 use common::Rng;
-use logship::io::{FaultConfig, FaultyVfs};
+use logship::io::{Backend, FaultConfig, FaultyVfs};
 use logship::{Bytes, Completion, Error, Log, Lsn, Options};
 
 fn payload(rng: &mut Rng, n: u64) -> Bytes {
@@ -236,6 +239,15 @@ fn writeback_failure_on_real_ext4_poisons_the_log() {
     let seed = Rng::seed_from_env_or_time();
     println!("fsync_failure (ext4): seed {seed}");
     let mut rng = Rng::new(seed);
+    for backend in [Backend::Portable, Backend::IoUring, Backend::IoUringDirect] {
+        writeback_failure_on_ext4(backend, &mut rng);
+    }
+}
+
+/// Fills ext4 on a loop device over a tiny tmpfs through a log on `backend` until a write or
+/// sync fails; see the test above.
+fn writeback_failure_on_ext4(backend: Backend, rng: &mut Rng) {
+    let name = backend.name();
     let tmp = tempfile::tempdir().unwrap();
     let backing = Tmpfs::mount(&tmp.path().join("backing"), 24 << 20).expect("mount tmpfs");
     let mut fs = LoopFs::create(
@@ -250,14 +262,16 @@ fn writeback_failure_on_real_ext4_poisons_the_log() {
         create_if_missing: true,
         segment_size_bytes: 1 << 20,
         max_record_bytes: 64 << 10,
+        backend,
         ..Options::default()
     };
     let log = Log::open(&dir, options.clone()).expect("open log on ext4");
+    assert_eq!(log.backend(), name);
     let mut sent = Vec::new();
     let started = Instant::now();
-    let acked = append_until_failure_bounded(&log, &mut sent, &mut rng, started);
+    let acked = append_until_failure_bounded(&log, &mut sent, rng, started);
     println!(
-        "ext4: {acked} records acknowledged before the first failure, {} sent",
+        "ext4, {name}: {acked} records acknowledged before the first failure, {} sent",
         sent.len()
     );
     let violation = later_appends_fail(&log);
@@ -278,21 +292,25 @@ fn writeback_failure_on_real_ext4_poisons_the_log() {
             // survived: when a loop device's backing store runs out, the kernel can lose the
             // last writes that fdatasync reported durable. A plain pwrite + fdatasync loop loses
             // its last acknowledged record the same way, so that is not the engine's to fix.
-            let report = logship::verify(&dir).expect("verify after remount");
+            let report = logship::verify(&dir)
+                .unwrap_or_else(|e| panic!("{name}: verify after remount: {e}"));
             assert!(
                 report.corruptions.is_empty(),
-                "corruption after remount: {report:?}"
+                "{name}: corruption after remount: {report:?}"
             );
-            let held = check_recovered(&dir, options, &sent, 0).expect("reopen after remount");
+            let held = check_recovered(&dir, options, &sent, 0)
+                .unwrap_or_else(|e| panic!("{name}: reopening after remount: {e:#}"));
             println!(
-                "ext4: remounted; the log holds {held} records, {} acknowledged ones are missing \
-                 (kernel limitation, see above)",
+                "ext4, {name}: remounted; the log holds {held} records, {} acknowledged ones \
+                 are missing (kernel limitation, see above)",
                 acked.saturating_sub(held)
             );
         }
-        Err(e) => println!("ext4: did not remount ({e:#}); checked the poison behaviour only"),
+        Err(e) => {
+            println!("ext4, {name}: did not remount ({e:#}); checked the poison behaviour only")
+        }
     }
-    assert!(violation.is_none(), "{violation:?}");
+    assert!(violation.is_none(), "{name}: {violation:?}");
 }
 
 /// Like `append_until_failure` (pipelined), but keeps going for as long as the disk takes to

@@ -203,7 +203,7 @@ pub struct LogSection {
     /// Drop the page-cache pages of records received from a primary once they are durable
     /// (`logship_engine::Options::drop_behind_replicated`); default `true`.
     pub drop_behind_replicated: Option<bool>,
-    /// `auto`, `io_uring` or `portable`.
+    /// `auto`, `io_uring`, `portable` or `io_uring_direct`.
     #[serde(default)]
     pub backend: LogBackend,
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use logship_engine::Lsn;
-use logship_replicator::config::NodeConfig;
+use logship_replicator::config::{LogBackend, NodeConfig};
 use logship_replicator::{DurabilityLevel, Node};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -23,6 +23,19 @@ fn transport() -> String {
     std::env::var("LOGSHIP_TEST_TRANSPORT").unwrap_or_else(|_| "portable".into())
 }
 
+/// Starts the node `text` configures, on the log backend under test: `LOGSHIP_TEST_BACKEND`
+/// (`portable` by default, `io_uring`, `io_uring_direct`).
+fn start(text: &str) -> Node {
+    let mut config = NodeConfig::parse(text).unwrap();
+    config.log.backend = match std::env::var("LOGSHIP_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("portable") => LogBackend::Portable,
+        Ok("io_uring") => LogBackend::IoUring,
+        Ok("io_uring_direct") => LogBackend::IoUringDirect,
+        Ok(other) => panic!("LOGSHIP_TEST_BACKEND={other}: not a log backend"),
+    };
+    Node::start(config).unwrap()
+}
+
 fn follower(dir: &Path, name: &str, key: &str) -> Node {
     let text = format!(
         "[node]\ntransport = \"{}\"\nid = \"{name}\"\nrole = \"follower\"\ncluster_id = \"test\"\nkey_file = \"{}\"\ndata_dir = \"{}\"\nlisten_replication = \"127.0.0.1:0\"\n",
@@ -30,7 +43,7 @@ fn follower(dir: &Path, name: &str, key: &str) -> Node {
         write_key(dir, key).display(),
         dir.join(name).display()
     );
-    Node::start(NodeConfig::parse(&text).unwrap()).unwrap()
+    start(&text)
 }
 
 fn primary(dir: &Path, followers: &[(&str, SocketAddr, &str)], extra: &str) -> Node {
@@ -45,7 +58,7 @@ fn primary(dir: &Path, followers: &[(&str, SocketAddr, &str)], extra: &str) -> N
         dir.join("p").display(),
         list.join(", ")
     );
-    Node::start(NodeConfig::parse(&text).unwrap()).unwrap()
+    start(&text)
 }
 
 /// A primary whose one follower `a` is a sync follower, with `extra` in its configuration;
@@ -240,7 +253,7 @@ fn a_restarted_follower_catches_up_from_the_log() {
         write_key(dir.path(), KEY).display(),
         dir.path().join("a").display()
     );
-    let a = Node::start(NodeConfig::parse(&text).unwrap()).unwrap();
+    let a = start(&text);
     wait_until("catch-up", Duration::from_secs(20), || {
         a.log().durable_lsn() >= last
     });
@@ -318,7 +331,7 @@ fn purging_keeps_what_followers_need_until_an_async_follower_falls_too_far_behin
         write_key(dir.path(), KEY).display(),
         dir.path().join("b").display()
     );
-    let b = Node::start(NodeConfig::parse(&text).unwrap()).unwrap();
+    let b = start(&text);
     wait_until("b told it was purged", Duration::from_secs(10), || {
         p.status().primary.unwrap().followers[1].purged
     });
@@ -420,7 +433,7 @@ fn remote_applied_waits_for_the_followers_application() {
         write_key(dir.path(), KEY).display(),
         dir.path().join("a").display()
     );
-    let a = Node::start(NodeConfig::parse(&text).unwrap()).unwrap();
+    let a = start(&text);
     let p = primary(
         dir.path(),
         &[("a", a.replication_addr().unwrap(), "sync")],

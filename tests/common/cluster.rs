@@ -46,6 +46,30 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_logship")
 }
 
+/// The log backends the nodes of a test cluster take in turn, by their place in it (the
+/// primary, or the first member, first), unless `LOGSHIP_TEST_BACKEND` pins every node's: a
+/// cluster of two nodes runs the default and `io_uring_direct`, one of three runs all three.
+const BACKENDS: [&str; 3] = ["portable", "io_uring_direct", "io_uring"];
+
+/// The log backend of the node at `place` in its cluster: `LOGSHIP_TEST_BACKEND`, or else
+/// [`BACKENDS`] in turn.
+pub fn node_backend(place: usize) -> String {
+    std::env::var("LOGSHIP_TEST_BACKEND")
+        .unwrap_or_else(|_| BACKENDS[place % BACKENDS.len()].to_string())
+}
+
+/// `config` with `backend = "<backend>"` in its `[log]` table, which is added if it has none.
+pub fn with_log_backend(config: &str, backend: &str) -> String {
+    let line = format!("backend = \"{backend}\"\n");
+    match config.find("\n[log]\n") {
+        Some(at) => {
+            let end = at + "\n[log]\n".len();
+            format!("{}{line}{}", &config[..end], &config[end..])
+        }
+        None => format!("{config}\n[log]\n{line}"),
+    }
+}
+
 /// One follower of the cluster as the primary's config and its own config describe it.
 #[derive(Clone, Debug)]
 pub struct FollowerSpec {
@@ -128,6 +152,8 @@ pub struct NodeProc {
     sections: String,
     /// Lines added to the `[timeouts]` table with `add_timeouts`.
     timeouts: String,
+    /// Its log's `backend` ([`node_backend`]).
+    pub backend: String,
     follower: bool,
     /// Length of the log file when the node was last spawned: its "up" line comes after.
     log_mark: u64,
@@ -174,7 +200,7 @@ impl Cluster {
             .expect("temp dir");
         write_key(&dir.path().join("cluster.key"));
         let mut nodes = Vec::new();
-        for f in &spec.followers {
+        for (i, f) in spec.followers.iter().enumerate() {
             let key = if f.own_key {
                 let k = format!("{}-own.key", f.name);
                 write_key(&dir.path().join(&k));
@@ -183,7 +209,8 @@ impl Cluster {
                 "cluster.key".to_string()
             };
             let text = node_section(&f.name, "follower", &f.cluster_id, &key);
-            nodes.push(NodeProc::new(dir.path(), &f.name, text, true));
+            let backend = node_backend(i + 1);
+            nodes.push(NodeProc::new(dir.path(), &f.name, text, backend, true));
         }
         let mut text = node_section(PRIMARY, "primary", CLUSTER_ID, "cluster.key");
         let _ = write!(
@@ -194,7 +221,13 @@ impl Cluster {
         if let Some(ms) = spec.degrade_after_ms {
             let _ = writeln!(text, "degrade_after_ms = {ms}");
         }
-        nodes.push(NodeProc::new(dir.path(), PRIMARY, text, false));
+        nodes.push(NodeProc::new(
+            dir.path(),
+            PRIMARY,
+            text,
+            node_backend(0),
+            false,
+        ));
         let modes = spec
             .followers
             .iter()
@@ -282,6 +315,7 @@ impl Cluster {
         let n = self.node_mut(name);
         assert!(n.child.is_none(), "node {name} already runs");
         n.write_config(followers.as_deref(), commit_ms);
+        println!("node {name}: log backend {}", n.backend);
         n.log_mark = std::fs::metadata(&n.log).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -320,8 +354,15 @@ impl Cluster {
         let deadline = Instant::now() + START_BOUND;
         loop {
             let n = self.node_mut(name);
-            if n.read_ports() && self.status(name).is_ok() {
-                return;
+            if n.read_ports() {
+                if let Ok(status) = self.status(name) {
+                    let backend = &self.node(name).backend;
+                    assert_eq!(
+                        &status.log_backend, backend,
+                        "node {name} runs another log backend than its config names"
+                    );
+                    return;
+                }
             }
             let n = self.node_mut(name);
             if let Some(Ok(Some(status))) = n.child.as_mut().map(Child::try_wait) {
@@ -453,7 +494,7 @@ impl Cluster {
 }
 
 impl NodeProc {
-    fn new(dir: &Path, name: &str, sections: String, follower: bool) -> NodeProc {
+    fn new(dir: &Path, name: &str, sections: String, backend: String, follower: bool) -> NodeProc {
         NodeProc {
             name: name.to_string(),
             config: dir.join(format!("{name}.toml")),
@@ -464,6 +505,7 @@ impl NodeProc {
             replication: None,
             sections,
             timeouts: String::new(),
+            backend,
             follower,
             log_mark: 0,
             child: None,
@@ -493,8 +535,8 @@ impl NodeProc {
             &format!("[timeouts]\n{}", self.timeouts),
             1,
         );
-        std::fs::write(&self.config, format!("{text}\n{extra}\n{timeouts}"))
-            .expect("write node config");
+        let text = with_log_backend(&format!("{text}\n{extra}\n{timeouts}"), &self.backend);
+        std::fs::write(&self.config, text).expect("write node config");
     }
 
     /// Reads the ports from the node's "up" line, printed once it listens. True once known.
@@ -539,7 +581,12 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             for n in &self.nodes {
-                eprintln!("----- {} ({}) -----", n.name, n.log.display());
+                eprintln!(
+                    "----- {} ({}, log backend {}) -----",
+                    n.name,
+                    n.log.display(),
+                    n.backend
+                );
                 eprintln!("{}", tail(&n.log, LOG_TAIL_LINES));
             }
         }

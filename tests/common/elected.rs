@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use logship::replication::{Client, NodeStatus};
 use logship::Lsn;
 
-use crate::cluster::{bin, signal, tail};
+use crate::cluster::{bin, node_backend, signal, tail, with_log_backend};
 
 /// True when running as root.
 fn is_root() -> bool {
@@ -82,6 +82,8 @@ pub struct Member {
     pub ip: String,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Its log's `backend` (`cluster::node_backend`).
+    pub backend: String,
     child: Option<Child>,
 }
 
@@ -136,9 +138,18 @@ impl Elected {
                     "[node]\nid = \"{name}\"\ncluster_id = \"failover\"\nkey_file = \"cluster.key\"\ndata_dir = \"data/{name}\"\ntransport = \"portable\"\nlisten_client = \"{ip}:{CLIENT_PORT}\"\nlisten_http = \"{ip}:{HTTP_PORT}\"\n\n[cluster]\nquorum = \"{quorum}\"\n{}",
                     table(n)
                 );
-                std::fs::write(&config, text).expect("config");
+                let backend = node_backend(i - 1);
+                println!("member {name}: log backend {backend}");
+                std::fs::write(&config, with_log_backend(&text, &backend)).expect("config");
                 let log = dir.path().join(format!("{name}.log"));
-                Member { name, ip, config, log, child: None }
+                Member {
+                    name,
+                    ip,
+                    config,
+                    log,
+                    backend,
+                    child: None,
+                }
             })
             .collect();
         let mut c = Elected {
@@ -191,7 +202,14 @@ impl Elected {
     pub fn status(&self, i: usize) -> Option<NodeStatus> {
         let mut c = Client::connect(self.members[i].client_addr(), Duration::from_secs(1)).ok()?;
         c.set_timeout(Duration::from_secs(1)).ok()?;
-        c.status().ok()
+        let status = c.status().ok()?;
+        let m = &self.members[i];
+        assert_eq!(
+            status.log_backend, m.backend,
+            "{} runs another log backend than its config names",
+            m.name
+        );
+        Some(status)
     }
 
     /// The member that is primary in the newest epoch (among those answering), and the epoch.
