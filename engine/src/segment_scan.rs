@@ -167,10 +167,7 @@ fn find_later(bytes: &[u8], from: usize, expected: Lsn, facts: &SegmentFacts) ->
         let window = &bytes[off..off + RECORD_HEADER_BYTES];
         if window.iter().all(|&b| b == 0) {
             // Skip a zero run: a header needs a non-zero LSN within its first 16 bytes.
-            let q = bytes[off..]
-                .iter()
-                .position(|&b| b != 0)
-                .map_or(bytes.len(), |p| off + p);
+            let q = first_nonzero(bytes, off);
             off = (off + 1).max(q.saturating_sub(RECORD_HEADER_BYTES - 1));
             continue;
         }
@@ -186,6 +183,25 @@ fn find_later(bytes: &[u8], from: usize, expected: Lsn, facts: &SegmentFacts) ->
         off += 1;
     }
     found
+}
+
+/// Bytes [`first_nonzero`] tests at a time.
+const ZERO_BLOCK_BYTES: usize = 256;
+
+/// The offset of the first non-zero byte at or after `from` (`bytes.len()` if none). Tests whole
+/// blocks first, which compiles to vector ORs: the zeros after the last record of a segment
+/// are most of a lightly filled one, and recovery passes over them at every open.
+fn first_nonzero(bytes: &[u8], from: usize) -> usize {
+    let rest = &bytes[from..];
+    let zero_blocks = rest
+        .chunks_exact(ZERO_BLOCK_BYTES)
+        .take_while(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+        .count();
+    let skipped = zero_blocks * ZERO_BLOCK_BYTES;
+    rest[skipped..]
+        .iter()
+        .position(|&b| b != 0)
+        .map_or(bytes.len(), |p| from + skipped + p)
 }
 
 fn note_later(
@@ -301,6 +317,44 @@ mod tests {
     use crate::types::Epoch;
 
     const WINDOW: u64 = 4096;
+
+    #[test]
+    fn first_nonzero_finds_the_first_set_byte_at_or_after_the_start() {
+        let len = 3 * ZERO_BLOCK_BYTES + 5;
+        let naive = |b: &[u8], from: usize| (from..b.len()).find(|&i| b[i] != 0).unwrap_or(b.len());
+        let zeros = vec![0u8; len];
+        for from in [0, 1, ZERO_BLOCK_BYTES, len - 1, len] {
+            assert_eq!(first_nonzero(&zeros, from), len, "all zero, from {from}");
+        }
+        for set in [
+            0,
+            1,
+            ZERO_BLOCK_BYTES - 1,
+            ZERO_BLOCK_BYTES,
+            2 * ZERO_BLOCK_BYTES + 7,
+            len - 1,
+        ] {
+            let mut b = zeros.clone();
+            b[set] = 0x80;
+            b[len - 1] |= 1;
+            for from in [
+                0,
+                1,
+                set.saturating_sub(1),
+                set,
+                set + 1,
+                ZERO_BLOCK_BYTES + 3,
+                len - 1,
+            ] {
+                let from = from.min(len);
+                assert_eq!(
+                    first_nonzero(&b, from),
+                    naive(&b, from),
+                    "set {set}, from {from}"
+                );
+            }
+        }
+    }
 
     fn facts(base: u64, next_base: Option<u64>, version: u32) -> SegmentFacts {
         SegmentFacts {
