@@ -33,6 +33,7 @@ mod latency;
 mod machine;
 mod plan;
 mod raw;
+mod reopen;
 mod replicate;
 mod report;
 mod scratch;
@@ -77,6 +78,46 @@ enum Command {
     /// fallocated blocks, or zero-filled first as the log's preallocator does, then
     /// overwritten; buffered and `O_DIRECT`.
     SegmentFill(SegmentFillArgs),
+    /// How long a log takes to open (a restarted node's recovery time) after a crash and after
+    /// a clean close, page cache warm and cold, for logs of several sizes, beside a cold read
+    /// of the last segment.
+    Reopen(ReopenArgs),
+    /// `reopen`'s writer child: appends to a log, prints `ready` once durable, waits to be
+    /// killed.
+    #[command(hide = true)]
+    ReopenWriter(ReopenWriterArgs),
+}
+
+/// Arguments of `reopen`.
+#[derive(Debug, clap::Args)]
+struct ReopenArgs {
+    /// Log sizes, MiB of 4 KiB records. The defaults leave the last of the 64 MiB segments
+    /// about 3 % full (128), then about 90 % full with 3 and with 32 segments (184, 2025).
+    #[arg(long, value_delimiter = ',', default_values_t = [128, 184, 2025])]
+    sizes_mib: Vec<u64>,
+    /// Opens per case.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// The log's backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// Parent of the scratch directory.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-tmp")]
+    dir: PathBuf,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// Arguments of `reopen-writer`.
+#[derive(Debug, clap::Args)]
+struct ReopenWriterArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    bytes: u64,
+    #[arg(long, value_enum)]
+    backend: BackendArg,
 }
 
 /// Arguments of `segment-fill`.
@@ -375,7 +416,29 @@ fn main() -> anyhow::Result<()> {
         Command::Failover(args) => run_failover(&args),
         Command::Breakdown(args) => run_breakdown(&args),
         Command::SegmentFill(args) => run_segment_fill(&args),
+        Command::Reopen(args) => run_reopen(&args),
+        Command::ReopenWriter(args) => {
+            reopen::writer_child(&args.dir, args.bytes, args.backend.engine())
+        }
     }
+}
+
+fn run_reopen(args: &ReopenArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding this binary for the writer child")?;
+    let plan = reopen::ReopenPlan {
+        sizes_mib: args.sizes_mib.clone(),
+        rounds: args.rounds,
+        backend: args.backend.config(),
+    };
+    let (scratch, _machine, command) = prepare("reopen", "reopen", &args.dir)?;
+    let run = reopen::run(&plan, args.backend.engine(), &exe, scratch.path(), command)?;
+    scratch.remove()?;
+    print!("{}", reopen::table(&run));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&run).context("serializing the run")?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn run_breakdown(args: &BreakdownCliArgs) -> anyhow::Result<()> {
