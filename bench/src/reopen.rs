@@ -32,6 +32,8 @@ const CRASH_ROUND_BYTES: u64 = 64 << 10;
 const READ_CHUNK_BYTES: usize = 1 << 20;
 /// The line the writer child prints once its records are durable.
 const READY: &str = "ready";
+/// Bound on a writer child getting there (2 GiB take about 10 s here).
+const WRITER_BOUND: Duration = Duration::from_secs(600);
 
 /// What one run measures.
 #[derive(Clone, Debug, Serialize)]
@@ -227,18 +229,26 @@ impl Writer<'_> {
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {} reopen-writer", self.exe.display()))?;
-        let mut line = String::new();
-        let read = match child.stdout.take() {
-            Some(out) => BufReader::new(out).read_line(&mut line).map_err(Into::into),
-            None => Err(anyhow::anyhow!("the writer child has no stdout")),
-        };
+        let out = child
+            .stdout
+            .take()
+            .context("the writer child has no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(read.map(|_| line));
+        });
+        let line = rx.recv_timeout(WRITER_BOUND);
         let _ = child.kill();
         let status = child.wait().context("reaping the writer child")?;
-        anyhow::ensure!(
-            read.is_ok() && line.trim() == READY,
-            "the writer child ended before its records were durable ({status}, {read:?})"
-        );
-        Ok(())
+        match line {
+            Ok(Ok(line)) if line.trim() == READY => Ok(()),
+            Err(_) => anyhow::bail!("the writer child was not ready within {WRITER_BOUND:?}"),
+            other => anyhow::bail!(
+                "the writer child ended before its records were durable ({status}, {other:?})"
+            ),
+        }
     }
 }
 
