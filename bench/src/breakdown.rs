@@ -27,6 +27,7 @@ use crate::replicate::cluster::{Cluster, NodeSettings};
 use crate::replicate::ideal::{IdealCommit, IdealHow};
 use crate::replicate::plan::Topology;
 use crate::scratch::Scratch;
+use crate::stats::quantile;
 
 /// Options of one run.
 #[derive(Debug, Clone)]
@@ -523,16 +524,6 @@ pub fn chains(calls: &[Call], record: usize) -> (Vec<Chain>, usize) {
         }
     }
     (out, lost)
-}
-
-/// The `q` quantile (0..=1) of `v`, sorted in place; NaN when empty.
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() - 1) as f64 * q).round() as usize;
-    v[i]
 }
 
 /// Each traced call's count between the first of `chains` and the end of the last, divided by

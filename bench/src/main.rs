@@ -39,6 +39,7 @@ mod report;
 mod scratch;
 mod scrub;
 mod segment_fill;
+mod stats;
 mod workload;
 
 use std::path::PathBuf;
@@ -435,8 +436,7 @@ fn run_reopen(args: &ReopenArgs) -> anyhow::Result<()> {
     scratch.remove()?;
     print!("{}", reopen::table(&run));
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&run).context("serializing the run")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        write_json(path, &run)?;
     }
     Ok(())
 }
@@ -480,8 +480,7 @@ fn run_failover(args: &FailoverArgs) -> anyhow::Result<()> {
     let report = failover::Report::new(command, plan, machine, run);
     print!("{}", report.table());
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
     }
     let failures = report.failures();
@@ -506,8 +505,7 @@ fn run_scrub(args: &ScrubArgs) -> anyhow::Result<()> {
     scratch.remove()?;
     print!("{}", scrub::table(&run));
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&run).context("serializing the run")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        write_json(path, &run)?;
     }
     Ok(())
 }
@@ -534,10 +532,15 @@ fn run_segment_fill(args: &SegmentFillArgs) -> anyhow::Result<()> {
     };
     print!("{}", report.table());
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).context("serializing the run")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        write_json(path, &report)?;
     }
     Ok(())
+}
+
+/// Writes `value` as pretty JSON, with a final newline, to `path` (a run's `--json`).
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(value).context("serializing the run")?;
+    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 /// Parses `SIZExAPPENDERS[:threads|:tasks]`.
@@ -584,8 +587,7 @@ fn run_append(args: &AppendArgs) -> anyhow::Result<()> {
     let report = report::Report::new(command, plan, machine, run);
     print!("{}", report.table());
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -671,8 +673,7 @@ fn run_replicate(args: &ReplicateArgs) -> anyhow::Result<()> {
     let report = replicate::Report::new(command, plan, machine, run, peer);
     print!("{}", report.table());
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
     }
     let failures = report.failures();

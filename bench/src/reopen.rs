@@ -24,6 +24,8 @@ use logship_engine::io::Backend;
 use logship_engine::{Bytes, Log, Options};
 use serde::Serialize;
 
+use crate::stats::quantile;
+
 /// Records the writer child appends: 4 KiB each.
 const RECORD_BYTES: usize = 4096;
 /// What each crash round's writer appends before it is killed.
@@ -327,9 +329,7 @@ fn cold_read(path: &Path) -> anyhow::Result<f64> {
 }
 
 fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    quantile(&mut values.to_vec(), 0.5)
 }
 
 /// The run as a table: each case's open p50 and max, and for the cold ones their ratio to the
